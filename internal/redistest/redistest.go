@@ -1,0 +1,74 @@
+// Package redistest gives each test its own database on a real Redis server, so that tests can run in
+// parallel, in any order and from several packages at once.
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Addr is the Redis server tests use: $TEST_REDIS_ADDR, or 127.0.0.1:6379.
+func Addr() string {
+	if a := os.Getenv("TEST_REDIS_ADDR"); a != "" {
+		return a
+	}
+	return "127.0.0.1:6379"
+}
+
+// DB is a Redis database claimed by one test.
+type DB struct {
+	Addr   string
+	Number int
+	Client *redis.Client
+}
+
+// URL is the database's redis:// URL, as the worker and enqueue take it.
+func (d *DB) URL() string { return "redis://" + d.Addr + "/" + strconv.Itoa(d.Number) }
+
+// claimKey lives in database 0 and marks a database as taken; it expires in case a test process dies.
+func claimKey(n int) string { return "activator-test:claim:" + strconv.Itoa(n) }
+
+// New claims a free database (1 to 15) for the rest of t, flushes it, and flushes and frees it when t
+// ends. It fails t when no Redis answers, and waits while all databases are claimed.
+func New(t testing.TB) *DB {
+	t.Helper()
+	ctx := context.Background()
+	admin := redis.NewClient(&redis.Options{Addr: Addr(), DB: 0})
+	t.Cleanup(func() { admin.Close() })
+	if err := admin.Ping(ctx).Err(); err != nil {
+		t.Fatalf("redistest: no Redis at %s (start one, or set TEST_REDIS_ADDR): %v", Addr(), err)
+	}
+	owner := fmt.Sprintf("%d:%s:%d", os.Getpid(), t.Name(), time.Now().UnixNano())
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		for n := 1; n <= 15; n++ {
+			ok, err := admin.SetNX(ctx, claimKey(n), owner, 15*time.Minute).Result()
+			if err != nil {
+				t.Fatalf("redistest: claiming db %d: %v", n, err)
+			}
+			if !ok {
+				continue
+			}
+			db := &DB{Addr: Addr(), Number: n, Client: redis.NewClient(&redis.Options{Addr: Addr(), DB: n})}
+			if err := db.Client.FlushDB(ctx).Err(); err != nil {
+				t.Fatalf("redistest: flushing db %d: %v", n, err)
+			}
+			t.Cleanup(func() {
+				db.Client.FlushDB(context.Background())
+				db.Client.Close()
+				admin.Del(context.Background(), claimKey(n))
+			})
+			return db
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("redistest: no free Redis database after 5 minutes")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

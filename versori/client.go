@@ -1,0 +1,268 @@
+// Package versori is a typed client for Versori's Embedded API v1: activating integrations for end
+// users, listing a user's activations, and reading or deleting one. Every error it returns can be
+// classified with Classify.
+package versori
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultBaseURL is the production Embedded API.
+const DefaultBaseURL = "https://platform.versori.com/api/embedded/v1"
+
+// Operation names, as used in Observer calls and metrics labels.
+const (
+	OpActivate         = "activate"
+	OpListActivations  = "list_activations"
+	OpGetActivation    = "get_activation"
+	OpDeleteActivation = "delete_activation"
+)
+
+// Observer is told about every HTTP call the client makes: the operation, the status code (0 when no
+// response arrived) and how long it took. It must be cheap and safe for concurrent use.
+type Observer func(op string, status int, took time.Duration)
+
+// Config configures a Client.
+type Config struct {
+	BaseURL string        // default DefaultBaseURL
+	HubID   string        // needed to list a user's activations
+	Auth    Authenticator // required
+	// Concurrency is how many calls may be in flight at once; it sizes the keep-alive pool.
+	Concurrency int
+	// Timeout bounds one call, from dialling to reading the whole body (default 30 s).
+	Timeout   time.Duration
+	Observe   Observer
+	UserAgent string
+	// HTTPClient replaces the client's own; its pool and timeouts are then the caller's.
+	HTTPClient *http.Client
+}
+
+// Client calls the Embedded API. It is safe for concurrent use; make one per process.
+type Client struct {
+	base    string
+	hubID   string
+	auth    Authenticator
+	timeout time.Duration
+	observe Observer
+	ua      string
+	hc      *http.Client
+}
+
+// New returns a Client for cfg.
+func New(cfg Config) (*Client, error) {
+	if cfg.Auth == nil {
+		return nil, errors.New("versori: no credentials configured (an API key or a signing key)")
+	}
+	base := cfg.BaseURL
+	if base == "" {
+		base = DefaultBaseURL
+	}
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("versori: base URL %q is not an http(s) URL", base)
+	}
+	c := &Client{
+		base:    strings.TrimRight(base, "/"),
+		hubID:   cfg.HubID,
+		auth:    cfg.Auth,
+		timeout: cfg.Timeout,
+		observe: cfg.Observe,
+		ua:      cfg.UserAgent,
+		hc:      cfg.HTTPClient,
+	}
+	if c.timeout <= 0 {
+		c.timeout = 30 * time.Second
+	}
+	if c.ua == "" {
+		c.ua = "activator"
+	}
+	if c.hc == nil {
+		c.hc = &http.Client{Transport: NewTransport(cfg.Concurrency, c.timeout)}
+	}
+	return c, nil
+}
+
+// NewTransport returns an HTTP transport whose keep-alive pool holds a connection per concurrent
+// call, so that steady load never waits on a dial.
+func NewTransport(concurrency int, timeout time.Duration) *http.Transport {
+	if concurrency < 1 {
+		concurrency = 1
+	}
+	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           d.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          concurrency,
+		MaxIdleConnsPerHost:   concurrency,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ResponseHeaderTimeout: timeout,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// Activate calls POST /activations. It is not idempotent: when it fails with an error for which
+// IsOutcomeUnknown is true, the activation may exist, and a caller must look before calling again.
+func (c *Client) Activate(ctx context.Context, req ActivationRequest) (*Activation, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("versori activate: encoding request: %w", err)
+	}
+	var out Activation
+	if err := c.do(ctx, OpActivate, http.MethodPost, "/activations", nil, req.UserID, body, &out); err != nil {
+		return nil, err
+	}
+	if out.ID == "" {
+		return nil, &TransportError{Op: OpActivate, Err: errors.New("response has no activation id")}
+	}
+	return &out, nil
+}
+
+// maxPages stops a listing whose cursor never ends.
+const maxPages = 1000
+
+// ListUserActivations returns all of userID's activations, following the next cursor. When
+// integrationID is set, the API filters by it.
+func (c *Client) ListUserActivations(ctx context.Context, userID, integrationID string) ([]EndUserActivation, error) {
+	if c.hubID == "" {
+		return nil, errors.New("versori list_activations: no hub id configured")
+	}
+	path := "/embed/" + url.PathEscape(c.hubID) + "/users/" + url.PathEscape(userID) + "/activations"
+	var all []EndUserActivation
+	after := ""
+	for range maxPages {
+		q := url.Values{"first": {"100"}}
+		if integrationID != "" {
+			q.Set("integration_id", integrationID)
+		}
+		if after != "" {
+			q.Set("after", after)
+		}
+		var page EndUserActivationPage
+		if err := c.do(ctx, OpListActivations, http.MethodGet, path, q, userID, nil, &page); err != nil {
+			return nil, err
+		}
+		all = append(all, page.Activations...)
+		if page.Next == "" || page.Next == after || len(page.Activations) == 0 {
+			return all, nil
+		}
+		after = page.Next
+	}
+	return nil, &TransportError{Op: OpListActivations, Err: fmt.Errorf("more than %d pages", maxPages)}
+}
+
+// FindActivation returns userID's activation of integrationID, or nil when there is none.
+func (c *Client) FindActivation(ctx context.Context, userID, integrationID string) (*EndUserActivation, error) {
+	acts, err := c.ListUserActivations(ctx, userID, integrationID)
+	if err != nil {
+		return nil, err
+	}
+	for i := range acts {
+		if acts[i].Integration.ID == integrationID {
+			return &acts[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// GetActivation calls GET /activations/{id}. With JWT auth, ctx must carry the end user (WithEndUser).
+func (c *Client) GetActivation(ctx context.Context, id string) (*Activation, error) {
+	var out Activation
+	if err := c.do(ctx, OpGetActivation, http.MethodGet, "/activations/"+url.PathEscape(id), nil, endUser(ctx), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// DeleteActivation calls DELETE /activations/{id}, deactivating the integration for its user. With
+// JWT auth, ctx must carry the end user (WithEndUser).
+func (c *Client) DeleteActivation(ctx context.Context, id string) error {
+	return c.do(ctx, OpDeleteActivation, http.MethodDelete, "/activations/"+url.PathEscape(id), nil, endUser(ctx), nil, nil)
+}
+
+// maxErrorBody bounds how much of an error response is read.
+const maxErrorBody = 64 << 10
+
+func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, userID string, body []byte, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	u := c.base + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return fmt.Errorf("versori %s: building request: %w", op, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.ua)
+	if err := c.auth.Authorize(req, userID); err != nil {
+		return fmt.Errorf("versori %s: %w", op, err)
+	}
+
+	start := time.Now()
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		c.observed(op, 0, start)
+		return &TransportError{Op: op, Err: err}
+	}
+	defer resp.Body.Close()
+
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		e := &Error{Op: op, StatusCode: resp.StatusCode}
+		e.RetryAfter, e.HasRetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		raw, rerr := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		c.observed(op, resp.StatusCode, start)
+		if rerr == nil && json.Unmarshal(raw, &e.ErrorBody) != nil {
+			e.Message = strings.TrimSpace(string(raw))
+		}
+		if e.Message == "" {
+			e.Message = http.StatusText(resp.StatusCode)
+		}
+		return e
+	}
+	if out == nil {
+		_, err = io.Copy(io.Discard, resp.Body)
+	} else {
+		err = json.NewDecoder(resp.Body).Decode(out)
+	}
+	c.observed(op, resp.StatusCode, start)
+	if err != nil {
+		// The server answered success but the body did not arrive whole: it may have acted.
+		return &TransportError{Op: op, Err: fmt.Errorf("reading %d response: %w", resp.StatusCode, err)}
+	}
+	return nil
+}
+
+func (c *Client) observed(op string, status int, start time.Time) {
+	if c.observe != nil {
+		c.observe(op, status, time.Since(start))
+	}
+}
+
+// StatusLabel is the metrics label for a call's status: the code, or "error" when no response came.
+func StatusLabel(status int) string {
+	if status == 0 {
+		return "error"
+	}
+	return strconv.Itoa(status)
+}

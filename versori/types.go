@@ -1,0 +1,138 @@
+package versori
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// ActivationRequest is the body of POST /activations: one end user's request to turn one
+// integration on. It is also the payload of an activation job and the row format of JSONL input.
+type ActivationRequest struct {
+	UserID           string                 `json:"userId"`
+	IntegrationID    string                 `json:"integrationId"`
+	Connections      []ActivationConnection `json:"connections"`
+	DynamicVariables json.RawMessage        `json:"dynamicVariables,omitempty"`
+}
+
+// Pair returns the request's (userId, integrationId) pair, the unit activator activates at most once.
+func (r ActivationRequest) Pair() Pair {
+	return Pair{UserID: r.UserID, IntegrationID: r.IntegrationID}
+}
+
+// MarshalJSON always writes connections as an array, since the API requires the field.
+func (r ActivationRequest) MarshalJSON() ([]byte, error) {
+	type plain ActivationRequest
+	if r.Connections == nil {
+		r.Connections = []ActivationConnection{}
+	}
+	return json.Marshal(plain(r))
+}
+
+// Pair identifies one end user's activation of one integration.
+type Pair struct {
+	UserID        string `json:"userId"`
+	IntegrationID string `json:"integrationId"`
+}
+
+// ActivationConnection binds a connection template of the integration to a connection: either an
+// existing one (TemplateID and ConnectionID), or a new one (TemplateID, Name, Credentials and Variables).
+type ActivationConnection struct {
+	TemplateID   string `json:"templateId"`
+	ConnectionID string `json:"connectionId,omitempty"`
+
+	Name        string               `json:"name,omitempty"`
+	Credentials json.RawMessage      `json:"credentials,omitempty"`
+	Variables   []ConnectionVariable `json:"variables,omitempty"`
+}
+
+// IsExisting reports whether c references an existing connection rather than creating one.
+func (c ActivationConnection) IsExisting() bool { return c.ConnectionID != "" }
+
+// MarshalJSON writes exactly the fields of c's form; a new connection always carries variables.
+func (c ActivationConnection) MarshalJSON() ([]byte, error) {
+	if c.IsExisting() {
+		return json.Marshal(struct {
+			TemplateID   string `json:"templateId"`
+			ConnectionID string `json:"connectionId"`
+		}{c.TemplateID, c.ConnectionID})
+	}
+	vars := c.Variables
+	if vars == nil {
+		vars = []ConnectionVariable{}
+	}
+	creds := c.Credentials
+	if len(creds) == 0 {
+		creds = json.RawMessage(`{}`)
+	}
+	return json.Marshal(struct {
+		TemplateID  string               `json:"templateId"`
+		Name        string               `json:"name"`
+		Credentials json.RawMessage      `json:"credentials"`
+		Variables   []ConnectionVariable `json:"variables"`
+	}{c.TemplateID, c.Name, creds, vars})
+}
+
+// ConnectionVariable is a name/value pair that configures a new connection.
+type ConnectionVariable struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// Activation is the API's record of an activated integration, as POST and GET /activations return it.
+type Activation struct {
+	ID          string             `json:"id"`
+	HubID       string             `json:"hubId"`
+	User        EndUser            `json:"user"`
+	Integration IntegrationSummary `json:"integration"`
+}
+
+// EndUser is the end user an activation belongs to.
+type EndUser struct {
+	ID                string          `json:"id"`
+	ExternalID        string          `json:"externalId"`
+	DisplayName       string          `json:"displayName"`
+	HubID             string          `json:"hubId"`
+	PrimaryConnection json.RawMessage `json:"primaryConnection,omitempty"`
+	CreatedAt         time.Time       `json:"createdAt"`
+	UpdatedAt         time.Time       `json:"updatedAt"`
+}
+
+// IntegrationSummary is the summary of an integration embedded in activations.
+type IntegrationSummary struct {
+	ID              string          `json:"id"`
+	Name            string          `json:"name"`
+	ImageURL        string          `json:"imageUrl"`
+	Description     string          `json:"description"`
+	VariablesSchema json.RawMessage `json:"variablesSchema,omitempty"`
+	IsDeployed      bool            `json:"isDeployed"`
+	IsActivated     bool            `json:"isActivated"`
+}
+
+// EndUserActivation is one entry of an end user's activations list.
+type EndUserActivation struct {
+	ID          string             `json:"id"`
+	HubID       string             `json:"hubId"`
+	Integration IntegrationSummary `json:"integration"`
+}
+
+// EndUserActivationPage is one page of an end user's activations; Next is the cursor for the next page.
+type EndUserActivationPage struct {
+	TotalCount  int                 `json:"totalCount"`
+	Next        string              `json:"next,omitempty"`
+	Prev        string              `json:"prev,omitempty"`
+	Activations []EndUserActivation `json:"activations"`
+}
+
+// ErrorBody is the documented JSON body of every error response.
+type ErrorBody struct {
+	Code    string       `json:"code"`
+	Message string       `json:"message"`
+	Fields  []ErrorField `json:"fields,omitempty"`
+	Details string       `json:"details,omitempty"`
+}
+
+// ErrorField names one field of a request that the API refused, and why.
+type ErrorField struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
