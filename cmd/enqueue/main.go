@@ -1,0 +1,18 @@
+// Command enqueue puts activation requests into the queue from a file, and works the dead-letter
+// store (list, requeue, purge, export). Run it without arguments for usage.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/versori/activator/internal/enqueuecmd"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	os.Exit(enqueuecmd.Run(ctx, os.Args[1:], enqueuecmd.OSEnv()))
+}

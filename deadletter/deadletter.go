@@ -1,0 +1,316 @@
+// Package deadletter is activator's store of jobs that need a person: each entry keeps the original
+// activation request, the reason, the last error, the attempt count and when it failed, until an
+// operator requeues or purges it. Unlike asynq's archive, which holds 10,000 tasks per queue and trims
+// the oldest silently, the store keeps everything unless retention is configured.
+package deadletter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/activator/versori"
+)
+
+// Reason says why a job was dead-lettered. The values are part of the CLI and metrics interface.
+type Reason string
+
+// The dead-letter reasons.
+const (
+	MissingConnections Reason = "missing_connections" // the integration needs a connection the request lacks
+	InvalidRequest     Reason = "invalid_request"     // the API refused the request as malformed
+	Unauthorized       Reason = "unauthorized"        // the end user's token was refused
+	NotFound           Reason = "not_found"           // unknown user or integration
+	PermanentError     Reason = "permanent_error"     // any other error that retrying cannot fix
+	RetriesExhausted   Reason = "retries_exhausted"   // transient failures until the retry limit
+)
+
+// Reasons lists every reason.
+func Reasons() []Reason {
+	return []Reason{MissingConnections, InvalidRequest, Unauthorized, NotFound, PermanentError, RetriesExhausted}
+}
+
+// ParseReason returns the Reason named s, or an error listing the valid ones.
+func ParseReason(s string) (Reason, error) {
+	for _, r := range Reasons() {
+		if string(r) == s {
+			return r, nil
+		}
+	}
+	names := make([]string, 0, 6)
+	for _, r := range Reasons() {
+		names = append(names, string(r))
+	}
+	return "", fmt.Errorf("unknown dead-letter reason %q (one of: %s)", s, strings.Join(names, ", "))
+}
+
+// Entry is one dead letter. ID is the job's task id, so a pair has at most one entry.
+type Entry struct {
+	ID             string                    `json:"id"`
+	UserID         string                    `json:"userId"`
+	IntegrationID  string                    `json:"integrationId"`
+	Reason         Reason                    `json:"reason"`
+	Error          string                    `json:"error"`
+	Attempts       int                       `json:"attempts"`
+	FailedAt       time.Time                 `json:"failedAt"`
+	DeadLetteredAt time.Time                 `json:"deadLetteredAt"`
+	Queue          string                    `json:"queue"`
+	Batch          string                    `json:"batch,omitempty"`
+	Request        versori.ActivationRequest `json:"request"`
+}
+
+// Store keeps the dead letters of one queue in Redis. It is safe for concurrent use, also across
+// processes: every change is one atomic script.
+type Store struct {
+	rdb  redis.UniversalClient
+	keys keys
+}
+
+// keys are the store's Redis keys. They share the queue's hash tag with asynq's own keys, so on a
+// Redis Cluster the store lives on the queue's node.
+type keys struct {
+	entries string // hash: id -> entry JSON
+	byTime  string // sorted set: id scored by dead-lettered time (ms)
+	prefix  string // + reason: sorted set of that reason's ids
+}
+
+func (k keys) reason(r Reason) string { return k.prefix + string(r) }
+
+// NewStore returns the store for queue.
+func NewStore(rdb redis.UniversalClient, queue string) *Store {
+	base := "activator:{" + queue + "}:dlq"
+	return &Store{rdb: rdb, keys: keys{entries: base, byTime: base + ":time", prefix: base + ":reason:"}}
+}
+
+// addScript stores an entry, replacing an earlier one for the same id, and returns 1 when the id was
+// new. KEYS: entries, byTime, new reason set, old reason prefix. ARGV: id, json, score, reason.
+var addScript = redis.NewScript(`
+local old = redis.call("HGET", KEYS[1], ARGV[1])
+if old then
+  local ok, e = pcall(cjson.decode, old)
+  if ok and e.reason and e.reason ~= ARGV[4] then
+    redis.call("ZREM", KEYS[4] .. e.reason, ARGV[1])
+  end
+end
+redis.call("HSET", KEYS[1], ARGV[1], ARGV[2])
+redis.call("ZADD", KEYS[2], ARGV[3], ARGV[1])
+redis.call("ZADD", KEYS[3], ARGV[3], ARGV[1])
+if old then return 0 end
+return 1
+`)
+
+// Add stores e, replacing any earlier entry with its id, and reports whether the id was new.
+func (s *Store) Add(ctx context.Context, e Entry) (bool, error) {
+	if e.ID == "" {
+		return false, errors.New("deadletter: entry has no id")
+	}
+	if _, err := ParseReason(string(e.Reason)); err != nil {
+		return false, fmt.Errorf("deadletter: %w", err)
+	}
+	if e.DeadLetteredAt.IsZero() {
+		e.DeadLetteredAt = time.Now().UTC()
+	}
+	if e.FailedAt.IsZero() {
+		e.FailedAt = e.DeadLetteredAt
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return false, fmt.Errorf("deadletter: encoding entry: %w", err)
+	}
+	n, err := addScript.Run(ctx, s.rdb,
+		[]string{s.keys.entries, s.keys.byTime, s.keys.reason(e.Reason), s.keys.prefix},
+		e.ID, b, e.DeadLetteredAt.UnixMilli(), string(e.Reason)).Int()
+	if err != nil {
+		return false, fmt.Errorf("deadletter: storing %s: %w", e.ID, err)
+	}
+	return n == 1, nil
+}
+
+// Has reports, for each id, whether it has an entry. It costs one round trip however many ids.
+func (s *Store) Has(ctx context.Context, ids []string) ([]bool, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	vals, err := s.rdb.HMGet(ctx, s.keys.entries, ids...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("deadletter: looking up %d ids: %w", len(ids), err)
+	}
+	out := make([]bool, len(ids))
+	for i, v := range vals {
+		out[i] = v != nil
+	}
+	return out, nil
+}
+
+// Get returns the entries with the given ids; ids without an entry are left out.
+func (s *Store) Get(ctx context.Context, ids ...string) ([]Entry, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	vals, err := s.rdb.HMGet(ctx, s.keys.entries, ids...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("deadletter: reading %d entries: %w", len(ids), err)
+	}
+	out := make([]Entry, 0, len(vals))
+	for i, v := range vals {
+		str, ok := v.(string)
+		if !ok {
+			continue
+		}
+		var e Entry
+		if err := json.Unmarshal([]byte(str), &e); err != nil {
+			return nil, fmt.Errorf("deadletter: entry %s is corrupt: %w", ids[i], err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// Count returns how many entries there are, of reason r, or of all reasons when r is "".
+func (s *Store) Count(ctx context.Context, r Reason) (int64, error) {
+	var (
+		n   int64
+		err error
+	)
+	if r == "" {
+		n, err = s.rdb.HLen(ctx, s.keys.entries).Result()
+	} else {
+		n, err = s.rdb.ZCard(ctx, s.keys.reason(r)).Result()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("deadletter: counting: %w", err)
+	}
+	return n, nil
+}
+
+// CountByReason returns the number of entries of every reason.
+func (s *Store) CountByReason(ctx context.Context) (map[Reason]int64, error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make(map[Reason]*redis.IntCmd)
+	for _, r := range Reasons() {
+		cmds[r] = pipe.ZCard(ctx, s.keys.reason(r))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("deadletter: counting by reason: %w", err)
+	}
+	out := make(map[Reason]int64, len(cmds))
+	for r, c := range cmds {
+		out[r] = c.Val()
+	}
+	return out, nil
+}
+
+// pageSize is how many entries one round trip of Each reads.
+const pageSize = 500
+
+func (s *Store) index(r Reason) string {
+	if r == "" {
+		return s.keys.byTime
+	}
+	return s.keys.reason(r)
+}
+
+// Each calls fn for every entry of reason r (all reasons when r is ""), oldest first, reading a page
+// at a time so that memory stays flat however many there are. It stops at fn's first error. fn must
+// not remove entries; to change many, take their IDs first.
+func (s *Store) Each(ctx context.Context, r Reason, fn func(Entry) error) error {
+	index := s.index(r)
+	for start := int64(0); ; start += pageSize {
+		ids, err := s.rdb.ZRange(ctx, index, start, start+pageSize-1).Result()
+		if err != nil {
+			return fmt.Errorf("deadletter: listing: %w", err)
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		entries, err := s.Get(ctx, ids...)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		if len(ids) < pageSize {
+			return nil
+		}
+	}
+}
+
+// IDs returns the ids of every entry of reason r (all reasons when r is ""), oldest first.
+func (s *Store) IDs(ctx context.Context, r Reason) ([]string, error) {
+	ids, err := s.rdb.ZRange(ctx, s.index(r), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("deadletter: listing ids: %w", err)
+	}
+	return ids, nil
+}
+
+// removeScript deletes entries by id and returns how many existed. KEYS: entries, byTime, reason
+// prefix. ARGV: ids.
+var removeScript = redis.NewScript(`
+local n = 0
+for _, id in ipairs(ARGV) do
+  local old = redis.call("HGET", KEYS[1], id)
+  if old then
+    local ok, e = pcall(cjson.decode, old)
+    if ok and e.reason then redis.call("ZREM", KEYS[3] .. e.reason, id) end
+    redis.call("HDEL", KEYS[1], id)
+    n = n + 1
+  end
+  redis.call("ZREM", KEYS[2], id)
+end
+return n
+`)
+
+// Remove deletes the entries with the given ids and returns how many there were.
+func (s *Store) Remove(ctx context.Context, ids ...string) (int, error) {
+	total := 0
+	for len(ids) > 0 {
+		n := min(len(ids), pageSize)
+		args := make([]any, n)
+		for i, id := range ids[:n] {
+			args[i] = id
+		}
+		got, err := removeScript.Run(ctx, s.rdb, []string{s.keys.entries, s.keys.byTime, s.keys.prefix}, args...).Int()
+		if err != nil {
+			return total, fmt.Errorf("deadletter: removing: %w", err)
+		}
+		total += got
+		ids = ids[n:]
+	}
+	return total, nil
+}
+
+// Trim applies a retention policy: it removes entries dead-lettered before olderThan (when not zero)
+// and the oldest entries beyond maxEntries (when positive), and returns how many it removed.
+func (s *Store) Trim(ctx context.Context, olderThan time.Time, maxEntries int64) (int, error) {
+	var ids []string
+	if !olderThan.IsZero() {
+		old, err := s.rdb.ZRangeByScore(ctx, s.keys.byTime, &redis.ZRangeBy{Min: "-inf", Max: "(" + fmt.Sprint(olderThan.UnixMilli())}).Result()
+		if err != nil {
+			return 0, fmt.Errorf("deadletter: trimming: %w", err)
+		}
+		ids = append(ids, old...)
+	}
+	if maxEntries > 0 {
+		n, err := s.rdb.ZCard(ctx, s.keys.byTime).Result()
+		if err != nil {
+			return 0, fmt.Errorf("deadletter: trimming: %w", err)
+		}
+		if over := n - int64(len(ids)) - maxEntries; over > 0 {
+			more, err := s.rdb.ZRange(ctx, s.keys.byTime, int64(len(ids)), int64(len(ids))+over-1).Result()
+			if err != nil {
+				return 0, fmt.Errorf("deadletter: trimming: %w", err)
+			}
+			ids = append(ids, more...)
+		}
+	}
+	return s.Remove(ctx, ids...)
+}

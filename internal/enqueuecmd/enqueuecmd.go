@@ -1,0 +1,439 @@
+// Package enqueuecmd is the enqueue command: putting files of activation requests into the queue,
+// and working the dead-letter store. cmd/enqueue only calls Run.
+package enqueuecmd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/internal/envflag"
+	"github.com/versori/activator/internal/redisconn"
+	"github.com/versori/activator/producer"
+)
+
+// Exit codes.
+const (
+	ExitOK       = 0
+	ExitRejected = 1 // some rows were rejected (or, for dlq, some ids were not found)
+	ExitUsage    = 2 // bad flags, arguments or configuration
+	ExitFailed   = 3 // Redis failed: some rows were not enqueued; re-run the same file
+)
+
+// Env is what the command reads and writes besides its arguments.
+type Env struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	Lookup         func(string) (string, bool)
+}
+
+const usageText = `usage:
+  enqueue file PATH [flags]      enqueue a .jsonl/.ndjson/.csv file ("-": JSONL on stdin)
+  enqueue dlq list [--json] [--reason R]
+  enqueue dlq requeue (ID... | --reason R | --all)
+  enqueue dlq purge (ID... | --reason R | --all)
+  enqueue dlq export [--reason R]          JSONL of the dead letters' requests, in the input format
+  enqueue pause | resume                   pause or resume the queue (resume after fixing a refused API key)
+common flags: -redis-url (REDIS_URL), -queue (QUEUE)
+`
+
+// Run runs the enqueue command with args (without the program name) and returns the exit code.
+func Run(ctx context.Context, args []string, env Env) int {
+	if len(args) == 0 {
+		fmt.Fprint(env.Stderr, usageText)
+		return ExitUsage
+	}
+	var err error
+	code := ExitOK
+	switch args[0] {
+	case "file":
+		code, err = runFile(ctx, args[1:], env)
+	case "dlq":
+		code, err = runDLQ(ctx, args[1:], env)
+	case "pause", "resume":
+		code, err = runPause(ctx, args[0], args[1:], env)
+	case "-h", "--help", "help":
+		fmt.Fprint(env.Stdout, usageText)
+		return ExitOK
+	default:
+		fmt.Fprintf(env.Stderr, "enqueue: unknown command %q\n%s", args[0], usageText)
+		return ExitUsage
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return ExitOK
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintln(env.Stderr, "enqueue:", err)
+		return ExitUsage
+	}
+	if err != nil {
+		fmt.Fprintln(env.Stderr, "enqueue:", err)
+		if code == ExitOK {
+			code = ExitFailed
+		}
+	}
+	return code
+}
+
+// usageError is a mistake in the command line or configuration.
+type usageError struct{ error }
+
+// common are the flags every subcommand takes.
+type common struct {
+	redisURL string
+	queue    string
+}
+
+func newFlags(name string, env Env, c *common) *envflag.Set {
+	fs := envflag.New("enqueue "+name, env.Lookup, env.Stderr)
+	fs.String(&c.redisURL, "redis-url", "REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL")
+	fs.String(&c.queue, "queue", "QUEUE", "activations", "queue name")
+	return fs
+}
+
+// parse parses args, allowing flags after positional arguments too.
+func parse(fs *envflag.Set, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError{err}
+		}
+		rest := fs.FlagSet().Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+func open(c common) (redis.UniversalClient, *producer.Producer, error) {
+	if strings.TrimSpace(c.queue) == "" {
+		return nil, nil, usageError{errors.New("QUEUE must not be empty")}
+	}
+	rdb, err := redisconn.Open(c.redisURL)
+	if err != nil {
+		return nil, nil, usageError{err}
+	}
+	return rdb, producer.New(rdb, producer.Config{Queue: c.queue}), nil
+}
+
+// ping fails fast, with one clear line, when Redis does not answer.
+func ping(ctx context.Context, rdb redis.UniversalClient, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("Redis at %s does not answer (%v): nothing was enqueued; start Redis or fix REDIS_URL, then re-run", redisconn.Redacted(url), err)
+	}
+	return nil
+}
+
+func runFile(ctx context.Context, args []string, env Env) (int, error) {
+	var (
+		c                  common
+		o                  producer.FileOptions
+		maxRetry           int
+		retention, timeout time.Duration
+		quiet              bool
+	)
+	fs := newFlags("file", env, &c)
+	fs.String(&o.Batch, "batch", "", "", "batch id (default: a new one)")
+	fs.Int(&o.Concurrency, "concurrency", "ENQUEUE_CONCURRENCY", 16, "enqueues in flight at once")
+	fs.String(&o.RejectsPath, "rejects", "", "", "rejects file (default: PATH.rejects.jsonl)")
+	fs.Bool(&o.DryRun, "dry-run", "", false, "validate only; enqueue nothing")
+	fs.Bool(&o.Reconcile, "reconcile", "", false, "make every job look up its pair before activating")
+	fs.Int(&maxRetry, "max-retry", "MAX_RETRY", 25, "failures before a job is dead-lettered")
+	fs.Duration(&retention, "retention", "RETENTION", 30*24*time.Hour, "how long finished jobs are remembered, which keeps re-runs from re-activating")
+	fs.Duration(&timeout, "timeout", "JOB_TIMEOUT", 2*time.Minute, "timeout of one job attempt")
+	fs.Bool(&quiet, "quiet", "", false, "no progress lines")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return ExitUsage, err
+	}
+	if len(pos) != 1 {
+		return ExitUsage, usageError{errors.New("file takes one PATH")}
+	}
+	o.Path, o.Stdin = pos[0], env.Stdin
+	if o.Batch == "" {
+		o.Batch = "b-" + ulid.Make().String()
+	}
+	rdb, _, err := open(c)
+	if err != nil {
+		return ExitUsage, err
+	}
+	defer rdb.Close()
+	p := producer.New(rdb, producer.Config{Queue: c.queue, MaxRetry: maxRetry, Retention: retention, Timeout: timeout})
+	if !o.DryRun {
+		if err := ping(ctx, rdb, c.redisURL); err != nil {
+			return ExitFailed, err
+		}
+	}
+	if !quiet {
+		o.Progress = func(s producer.Summary) {
+			fmt.Fprintf(env.Stderr, "progress: %d rows, %d enqueued, %d duplicates, %d rejected, %.0f rows/s\n",
+				s.Rows, s.Enqueued, s.Duplicates, s.Rejected, s.Rate())
+		}
+	}
+	fmt.Fprintf(env.Stdout, "batch %s\n", o.Batch)
+	sum, err := p.EnqueueFile(ctx, o)
+	printSummary(env.Stdout, sum, o.DryRun)
+	switch {
+	case err != nil && sum.Rows == 0:
+		return ExitUsage, usageError{err}
+	case err != nil:
+		return ExitFailed, err
+	case sum.Failed > 0:
+		return ExitFailed, fmt.Errorf("%d rows were not enqueued because Redis failed (lines %s); re-run the same file: it only adds what is missing",
+			sum.Failed, joinInts(sum.FailedLines))
+	case sum.Rejected > 0:
+		return ExitRejected, nil
+	}
+	return ExitOK, nil
+}
+
+func printSummary(w io.Writer, s producer.Summary, dry bool) {
+	verb := "enqueued"
+	if dry {
+		verb = "valid (dry run)"
+	}
+	fmt.Fprintf(w, "%s: %d\nalready queued or done: %d\nalready dead-lettered: %d\nrejected: %d\n",
+		verb, s.Enqueued, s.Duplicates, s.DeadLettered, s.Rejected)
+	if s.Failed > 0 {
+		fmt.Fprintf(w, "not enqueued (Redis failed): %d\n", s.Failed)
+	}
+	if s.RejectsPath != "" {
+		fmt.Fprintf(w, "rejects: %s\n", s.RejectsPath)
+	}
+	fmt.Fprintf(w, "elapsed: %s\nrate: %.0f rows/s\n", s.Elapsed.Round(time.Millisecond), s.Rate())
+}
+
+func joinInts(xs []int) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprint(x)
+	}
+	return strings.Join(parts, ",")
+}
+
+func runPause(ctx context.Context, verb string, args []string, env Env) (int, error) {
+	var c common
+	fs := newFlags(verb, env, &c)
+	if _, err := parse(fs, args); err != nil {
+		return ExitUsage, err
+	}
+	rdb, p, err := open(c)
+	if err != nil {
+		return ExitUsage, err
+	}
+	defer rdb.Close()
+	if err := ping(ctx, rdb, c.redisURL); err != nil {
+		return ExitFailed, err
+	}
+	if verb == "pause" {
+		err = p.Pause()
+	} else {
+		err = p.Resume()
+	}
+	if err != nil && !strings.Contains(err.Error(), "already") {
+		return ExitFailed, err
+	}
+	fmt.Fprintf(env.Stdout, "queue %s %sd\n", c.queue, verb)
+	return ExitOK, nil
+}
+
+func runDLQ(ctx context.Context, args []string, env Env) (int, error) {
+	if len(args) == 0 {
+		return ExitUsage, usageError{errors.New("dlq needs list, requeue, purge or export")}
+	}
+	var (
+		c         common
+		asJSON    bool
+		all       bool
+		reasonStr string
+	)
+	verb := args[0]
+	fs := newFlags("dlq "+verb, env, &c)
+	fs.String(&reasonStr, "reason", "", "", "only dead letters of this reason")
+	switch verb {
+	case "list":
+		fs.Bool(&asJSON, "json", "", false, "print one JSON array")
+	case "requeue", "purge":
+		fs.Bool(&all, "all", "", false, "every dead letter")
+	case "export":
+	default:
+		return ExitUsage, usageError{fmt.Errorf("unknown dlq command %q: want list, requeue, purge or export", verb)}
+	}
+	ids, err := parse(fs, args[1:])
+	if err != nil {
+		return ExitUsage, err
+	}
+	var reason deadletter.Reason
+	if reasonStr != "" {
+		if reason, err = deadletter.ParseReason(reasonStr); err != nil {
+			return ExitUsage, usageError{err}
+		}
+	}
+	if (verb == "list" || verb == "export") && len(ids) > 0 {
+		return ExitUsage, usageError{fmt.Errorf("dlq %s takes no ids", verb)}
+	}
+	if verb == "requeue" || verb == "purge" {
+		chosen := 0
+		for _, b := range []bool{len(ids) > 0, reason != "", all} {
+			if b {
+				chosen++
+			}
+		}
+		if chosen != 1 {
+			return ExitUsage, usageError{fmt.Errorf("dlq %s takes ids, --reason R or --all (one of them)", verb)}
+		}
+	}
+	rdb, p, err := open(c)
+	if err != nil {
+		return ExitUsage, err
+	}
+	defer rdb.Close()
+	if err := ping(ctx, rdb, c.redisURL); err != nil {
+		return ExitFailed, err
+	}
+	store := p.Store()
+	switch verb {
+	case "list":
+		return dlqList(ctx, store, reason, asJSON, env.Stdout)
+	case "export":
+		return dlqExport(ctx, store, reason, env.Stdout)
+	}
+	if len(ids) == 0 {
+		if ids, err = store.IDs(ctx, reason); err != nil {
+			return ExitFailed, err
+		}
+	}
+	if verb == "purge" {
+		n, err := store.Remove(ctx, ids...)
+		if err != nil {
+			return ExitFailed, err
+		}
+		fmt.Fprintf(env.Stdout, "purged: %d\n", n)
+		if n < len(ids) {
+			fmt.Fprintf(env.Stdout, "not found: %d\n", len(ids)-n)
+			return ExitRejected, nil
+		}
+		return ExitOK, nil
+	}
+	res, err := p.Requeue(ctx, ids)
+	fmt.Fprintf(env.Stdout, "requeued: %d\n", len(res.Requeued))
+	if len(res.Busy) > 0 {
+		fmt.Fprintf(env.Stdout, "left (a job for the pair is queued or running): %s\n", strings.Join(res.Busy, " "))
+	}
+	if len(res.Missing) > 0 {
+		fmt.Fprintf(env.Stdout, "not found: %s\n", strings.Join(res.Missing, " "))
+	}
+	if err != nil {
+		return ExitFailed, err
+	}
+	if len(res.Missing) > 0 || len(res.Busy) > 0 {
+		return ExitRejected, nil
+	}
+	return ExitOK, nil
+}
+
+func dlqList(ctx context.Context, store *deadletter.Store, reason deadletter.Reason, asJSON bool, out io.Writer) (int, error) {
+	if asJSON {
+		// Streamed element by element, so that a million entries need no more memory than one page.
+		bw := newJSONArray(out)
+		err := store.Each(ctx, reason, func(e deadletter.Entry) error { return bw.add(e) })
+		if cerr := bw.close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return ExitFailed, err
+		}
+		return ExitOK, nil
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tREASON\tATTEMPTS\tFAILED AT\tERROR")
+	n := 0
+	err := store.Each(ctx, reason, func(e deadletter.Entry) error {
+		n++
+		msg := e.Error
+		if len(msg) > 120 {
+			msg = msg[:117] + "..."
+		}
+		_, err := fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", e.ID, e.Reason, e.Attempts, e.FailedAt.Format(time.RFC3339), msg)
+		return err
+	})
+	tw.Flush()
+	if err != nil {
+		return ExitFailed, err
+	}
+	fmt.Fprintf(out, "%d dead letters\n", n)
+	return ExitOK, nil
+}
+
+func dlqExport(ctx context.Context, store *deadletter.Store, reason deadletter.Reason, out io.Writer) (int, error) {
+	enc := json.NewEncoder(out)
+	err := store.Each(ctx, reason, func(e deadletter.Entry) error { return enc.Encode(e.Request) })
+	if err != nil {
+		return ExitFailed, err
+	}
+	return ExitOK, nil
+}
+
+// jsonArray writes a JSON array one element at a time.
+type jsonArray struct {
+	w   io.Writer
+	n   int
+	err error
+}
+
+func newJSONArray(w io.Writer) *jsonArray {
+	a := &jsonArray{w: w}
+	_, a.err = io.WriteString(w, "[")
+	return a
+}
+
+func (a *jsonArray) add(v any) error {
+	if a.err != nil {
+		return a.err
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	sep := "\n"
+	if a.n > 0 {
+		sep = ",\n"
+	}
+	a.n++
+	if _, a.err = io.WriteString(a.w, sep); a.err == nil {
+		_, a.err = a.w.Write(b)
+	}
+	return a.err
+}
+
+func (a *jsonArray) close() error {
+	if a.err != nil {
+		return a.err
+	}
+	_, err := io.WriteString(a.w, "\n]\n")
+	return err
+}
+
+// OSEnv is the process's real environment.
+func OSEnv() Env {
+	return Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Lookup: os.LookupEnv}
+}

@@ -1,0 +1,94 @@
+// Package metrics defines the worker's Prometheus metrics and serves them with health and readiness
+// probes. The metric names and labels are an interface: dashboards and alerts depend on them. No
+// label holds a user id, an integration id or any other unbounded value.
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/versori/activator/versori"
+)
+
+// Job results, the values of activator_activations_total's result label.
+const (
+	ResultActivated     = "activated"
+	ResultAlreadyActive = "already_active"
+)
+
+// Worker holds the worker's metrics.
+type Worker struct {
+	Activations     *prometheus.CounterVec
+	DeadLetters     *prometheus.CounterVec
+	Attempts        *prometheus.CounterVec
+	JobDuration     *prometheus.HistogramVec
+	VersoriRequests *prometheus.CounterVec
+	VersoriDuration *prometheus.HistogramVec
+	QueuePaused     prometheus.Gauge
+	Registry        *prometheus.Registry
+}
+
+// NewWorker creates the worker's metrics on a registry of their own, with Go and process collectors,
+// and with every known label value initialised so that rates start at zero rather than absent.
+func NewWorker(reasons []string) *Worker {
+	reg := prometheus.NewRegistry()
+	m := &Worker{
+		Registry: reg,
+		Activations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "activator_activations_total",
+			Help: "Jobs that ended with the pair active, by result: activated by this job, or found already active.",
+		}, []string{"result"}),
+		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "activator_dead_letters_total",
+			Help: "Jobs newly put in the dead-letter store, by reason.",
+		}, []string{"reason"}),
+		Attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "activator_job_attempts_total",
+			Help: "Job attempts by outcome class, retries included.",
+		}, []string{"class"}),
+		JobDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "activator_job_duration_seconds",
+			Help:    "Duration of one job attempt, by outcome class.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"class"}),
+		VersoriRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "activator_versori_requests_total",
+			Help: "Calls to the Versori Embedded API by operation and HTTP status code (\"error\" when no response arrived).",
+		}, []string{"operation", "code"}),
+		VersoriDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "activator_versori_request_duration_seconds",
+			Help:    "Duration of calls to the Versori Embedded API, by operation.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"operation"}),
+		QueuePaused: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "activator_queue_paused",
+			Help: "1 while this worker has paused the queue because the API key was refused, else 0.",
+		}),
+	}
+	reg.MustRegister(m.Activations, m.DeadLetters, m.Attempts, m.JobDuration, m.VersoriRequests, m.VersoriDuration,
+		m.QueuePaused, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, r := range []string{ResultActivated, ResultAlreadyActive} {
+		m.Activations.WithLabelValues(r)
+	}
+	for _, r := range reasons {
+		m.DeadLetters.WithLabelValues(r)
+	}
+	for _, c := range versori.Classes() {
+		m.Attempts.WithLabelValues(string(c))
+	}
+	return m
+}
+
+// ObserveVersori records one API call; it is the client's versori.Observer.
+func (m *Worker) ObserveVersori(op string, status int, took time.Duration) {
+	m.VersoriRequests.WithLabelValues(op, versori.StatusLabel(status)).Inc()
+	m.VersoriDuration.WithLabelValues(op).Observe(took.Seconds())
+}
+
+// ObserveAttempt records one job attempt's outcome class and duration.
+func (m *Worker) ObserveAttempt(class versori.Class, took time.Duration) {
+	m.Attempts.WithLabelValues(string(class)).Inc()
+	m.JobDuration.WithLabelValues(string(class)).Observe(took.Seconds())
+}

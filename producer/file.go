@@ -1,0 +1,238 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/versori/activator/ingest"
+	"github.com/versori/activator/tasks"
+)
+
+// FileOptions configures one EnqueueFile run.
+type FileOptions struct {
+	// Path is the input: .jsonl/.ndjson, .csv, or "-" for JSONL on Stdin.
+	Path  string
+	Stdin io.Reader
+	// RejectsPath receives malformed rows (default ingest.RejectsPath(Path)).
+	RejectsPath string
+	Batch       string
+	// Concurrency is how many enqueues are in flight at once (default 16).
+	Concurrency int
+	DryRun      bool // validate only
+	Reconcile   bool // every job looks up its pair before activating
+	// Progress, if set, is called about every ProgressEvery with the counts so far.
+	Progress      func(Summary)
+	ProgressEvery time.Duration
+}
+
+// Summary counts what EnqueueFile did with a file's rows.
+type Summary struct {
+	Batch        string
+	Rows         int // rows read, good and bad
+	Enqueued     int
+	Duplicates   int // already queued, running or done
+	DeadLettered int // already in the dead-letter store
+	Rejected     int // malformed; see RejectsPath
+	Failed       int // valid but not enqueued because Redis failed; re-run the file
+	FailedLines  []int
+	Elapsed      time.Duration
+	RejectsPath  string
+}
+
+// Rate is rows handled per second.
+func (s Summary) Rate() float64 {
+	if s.Elapsed <= 0 {
+		return 0
+	}
+	return float64(s.Enqueued+s.Duplicates+s.DeadLettered+s.Rejected+s.Failed) / s.Elapsed.Seconds()
+}
+
+// maxFailedLines bounds how many failed line numbers a summary lists.
+const maxFailedLines = 100
+
+// chunkSize rows are checked against the dead-letter store in one round trip.
+const chunkSize = 256
+
+// EnqueueFile streams a file of activation requests into the queue: malformed rows go to the rejects
+// file with their line, field and reason, and every good row is enqueued unless its pair is already
+// queued, done or dead-lettered, so re-running a file (whole, or after a crash half-way) only adds
+// what is missing. Memory stays flat whatever the file's size. It returns an error only when the run
+// could not start or the input could not be read; per-row failures are counted in the Summary.
+func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, error) {
+	start := time.Now()
+	sum := Summary{Batch: o.Batch}
+	format, err := ingest.FormatOf(o.Path)
+	if err != nil {
+		return sum, err
+	}
+	var in io.Reader
+	if o.Path == "-" {
+		in = o.Stdin
+		if in == nil {
+			in = os.Stdin
+		}
+	} else {
+		f, err := os.Open(o.Path)
+		if err != nil {
+			return sum, err
+		}
+		defer f.Close()
+		in = f
+	}
+	rd, err := ingest.NewReader(in, format)
+	if err != nil {
+		return sum, err
+	}
+	if o.RejectsPath == "" {
+		o.RejectsPath = ingest.RejectsPath(o.Path)
+	}
+	rejects := ingest.NewRejectsWriter(o.RejectsPath)
+	if o.Concurrency < 1 {
+		o.Concurrency = 16
+	}
+	if o.ProgressEvery <= 0 {
+		o.ProgressEvery = time.Second
+	}
+
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		work = make(chan []ingest.Row, o.Concurrency)
+	)
+	count := func(f func(*Summary)) {
+		mu.Lock()
+		f(&sum)
+		mu.Unlock()
+	}
+	for range o.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for rows := range work {
+				p.enqueueChunk(ctx, rows, o, count)
+			}
+		}()
+	}
+	stopProgress := p.progress(o, &mu, &sum, start)
+
+	var readErr error
+	chunk := make([]ingest.Row, 0, chunkSize)
+	for ctx.Err() == nil {
+		row, rej, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			readErr = fmt.Errorf("reading %s: %w", o.Path, err)
+			break
+		}
+		count(func(s *Summary) { s.Rows++ })
+		if rej != nil {
+			if err := rejects.Write(*rej); err != nil {
+				readErr = fmt.Errorf("writing rejects: %w", err)
+				break
+			}
+			count(func(s *Summary) { s.Rejected++ })
+			continue
+		}
+		chunk = append(chunk, *row)
+		if len(chunk) == chunkSize {
+			work <- chunk
+			chunk = make([]ingest.Row, 0, chunkSize)
+		}
+	}
+	if len(chunk) > 0 {
+		work <- chunk
+	}
+	close(work)
+	wg.Wait()
+	stopProgress()
+	if err := rejects.Close(); err != nil && readErr == nil {
+		readErr = fmt.Errorf("writing rejects: %w", err)
+	}
+	sum.Elapsed = time.Since(start)
+	if rejects.Count() > 0 {
+		sum.RejectsPath = rejects.Path()
+	}
+	if readErr == nil && ctx.Err() != nil {
+		readErr = fmt.Errorf("interrupted after %d rows: re-run the same file to add the rest: %w", sum.Rows, context.Cause(ctx))
+	}
+	return sum, readErr
+}
+
+func (p *Producer) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOptions, count func(func(*Summary))) {
+	fail := func(lines ...int) {
+		count(func(s *Summary) {
+			s.Failed += len(lines)
+			for _, l := range lines {
+				if len(s.FailedLines) < maxFailedLines {
+					s.FailedLines = append(s.FailedLines, l)
+				}
+			}
+		})
+	}
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = tasks.TaskID(r.Request.Pair())
+	}
+	dead, err := p.store.Has(ctx, ids)
+	if err != nil {
+		lines := make([]int, len(rows))
+		for i, r := range rows {
+			lines[i] = r.Line
+		}
+		fail(lines...)
+		return
+	}
+	for i, r := range rows {
+		if dead[i] {
+			count(func(s *Summary) { s.DeadLettered++ })
+			continue
+		}
+		if o.DryRun {
+			count(func(s *Summary) { s.Enqueued++ })
+			continue
+		}
+		res, err := p.enqueue(ctx, tasks.Payload{Request: r.Request, Batch: o.Batch, Reconcile: o.Reconcile})
+		switch {
+		case err != nil:
+			fail(r.Line)
+		case res.Status == Duplicate:
+			count(func(s *Summary) { s.Duplicates++ })
+		default:
+			count(func(s *Summary) { s.Enqueued++ })
+		}
+	}
+}
+
+func (p *Producer) progress(o FileOptions, mu *sync.Mutex, sum *Summary, start time.Time) (stop func()) {
+	if o.Progress == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(o.ProgressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				mu.Lock()
+				s := *sum
+				mu.Unlock()
+				s.Elapsed = time.Since(start)
+				o.Progress(s)
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}

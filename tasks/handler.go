@@ -1,0 +1,253 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/sethvargo/go-retry"
+
+	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/metrics"
+	"github.com/versori/activator/versori"
+)
+
+// HandlerConfig configures a Handler.
+type HandlerConfig struct {
+	Client  *versori.Client
+	Store   *deadletter.Store
+	Metrics *metrics.Worker
+	Logger  *slog.Logger
+	Policy  RetryPolicy
+	// PerUserAuth is true when calls carry per-end-user JWTs: a refusal then dead-letters that user's
+	// job instead of pausing the queue.
+	PerUserAuth bool
+	// Pause pauses the queue; it is called when the API refuses the API key.
+	Pause func(context.Context) error
+	// Interrupt, when done, cuts short every call in flight. The worker closes it when the shutdown
+	// grace period is over, so that handlers return before asynq would requeue their tasks.
+	Interrupt context.Context
+}
+
+// Handler runs activation jobs. It is an asynq.Handler.
+//
+// Exactly one activation per pair: POST /activations is not idempotent, so an attempt that may follow
+// an attempt whose outcome is unknown looks up the pair's activations first and counts one it finds as
+// done. Such an attempt is one with a retry count above zero (asynq counts failures and crash
+// recoveries), a replayed dead letter (Payload.Reconcile), or a quick in-handler retry after an
+// unknown outcome. asynq also requeues tasks with retry count 0 when its shutdown timeout passes
+// while a handler still runs; the worker prevents that by cutting calls short through Interrupt
+// before then, so that the handler returns a counted failure instead. A first attempt therefore
+// costs one API call and no Redis round trip besides asynq's own and the result write.
+type Handler struct {
+	cfg HandlerConfig
+	log *slog.Logger
+}
+
+// NewHandler returns a Handler for cfg.
+func NewHandler(cfg HandlerConfig) (*Handler, error) {
+	if cfg.Client == nil || cfg.Store == nil || cfg.Metrics == nil {
+		return nil, errors.New("tasks: handler needs a client, a dead-letter store and metrics")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.Policy = cfg.Policy.withDefaults()
+	return &Handler{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// job is what asynq tells a handler about the task it runs.
+type job struct {
+	id       string
+	queue    string
+	retried  int
+	maxRetry int
+	start    time.Time
+}
+
+func (j job) lastAttempt() bool { return j.retried >= j.maxRetry }
+
+// outcome is the result of one attempt.
+type outcome struct {
+	class        versori.Class
+	err          error
+	unknown      bool   // the API may have acted on a failed call
+	result       string // metrics.ResultActivated or metrics.ResultAlreadyActive
+	activationID string
+}
+
+// ProcessTask implements asynq.Handler.
+func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	j := job{start: time.Now()}
+	j.id, _ = asynq.GetTaskID(ctx)
+	j.queue, _ = asynq.GetQueueName(ctx)
+	j.retried, _ = asynq.GetRetryCount(ctx)
+	j.maxRetry, _ = asynq.GetMaxRetry(ctx)
+
+	p, err := DecodePayload(t.Payload())
+	if err != nil {
+		// Nothing can be sent for a payload that cannot be read; keep it for a person.
+		return h.deadLetter(ctx, j, p, deadletter.InvalidRequest, versori.ClassInvalidRequest, err)
+	}
+	if h.cfg.Interrupt != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		stop := context.AfterFunc(h.cfg.Interrupt, cancel)
+		defer stop()
+	}
+
+	out := h.run(ctx, p.Request, j.retried > 0 || p.Reconcile)
+	rule := RuleFor(out.class, h.cfg.PerUserAuth)
+	if rule.Action != ActionDone && rule.Action != ActionDeadLetter && j.lastAttempt() {
+		// asynq archives a task at its retry limit whatever the error says, so it ends here.
+		rule = Rule{Action: ActionDeadLetter, Reason: rule.Reason}
+	}
+	switch rule.Action {
+	case ActionDone:
+		return h.done(t, j, p, out)
+	case ActionDeadLetter:
+		return h.deadLetter(ctx, j, p, rule.Reason, out.class, out.err)
+	case ActionSnooze:
+		wait, ok := versori.RetryAfterOf(out.err)
+		if !ok {
+			wait = h.cfg.Policy.RateLimitWait
+		}
+		h.logOutcome(slog.LevelWarn, j, p, out, "action", "snooze", "wait", wait.String())
+		return &WaitError{Wait: wait, Err: out.err}
+	case ActionPause:
+		h.pause(ctx, out.err)
+		h.logOutcome(slog.LevelError, j, p, out, "action", "pause_queue", "wait", h.cfg.Policy.PausedWait.String())
+		return &WaitError{Wait: h.cfg.Policy.PausedWait, Err: out.err}
+	default: // ActionRetry
+		if h.interrupted() {
+			// Cut short by shutdown: another worker should take it soon, after looking first.
+			h.logOutcome(slog.LevelWarn, j, p, out, "action", "retry", "interrupted", true)
+			return &WaitError{Wait: h.cfg.Policy.InterruptedWait, Counts: true, Err: out.err}
+		}
+		h.logOutcome(slog.LevelWarn, j, p, out, "action", "retry")
+		return fmt.Errorf("%s: %w", out.class, out.err)
+	}
+}
+
+// run makes the job's attempts: one, plus up to Policy.QuickRetries more for transient failures
+// while the job's deadline allows, each looking first when an earlier outcome is unknown.
+func (h *Handler) run(ctx context.Context, req versori.ActivationRequest, reconcile bool) outcome {
+	pol := h.cfg.Policy
+	b := retry.WithMaxRetries(uint64(pol.QuickRetries),
+		retry.WithCappedDuration(pol.QuickCap, retry.WithJitterPercent(20, retry.NewExponential(pol.QuickBase))))
+	// If ctx is done before the first attempt, no call is made: a transient outcome, nothing unknown.
+	out := outcome{class: versori.ClassTransient, err: &versori.TransportError{Op: versori.OpActivate, Err: context.Canceled}}
+	if err := context.Cause(ctx); err != nil {
+		out.err = &versori.TransportError{Op: versori.OpActivate, Err: err}
+	}
+	_ = retry.Do(ctx, b, func(ctx context.Context) error {
+		start := time.Now()
+		out = h.attempt(ctx, req, reconcile)
+		h.cfg.Metrics.ObserveAttempt(out.class, time.Since(start))
+		if out.class != versori.ClassTransient || h.interrupted() || ctx.Err() != nil {
+			return nil
+		}
+		reconcile = reconcile || out.unknown
+		if d, ok := ctx.Deadline(); ok && time.Until(d) < 2*pol.QuickCap {
+			return nil
+		}
+		return retry.RetryableError(out.err)
+	})
+	return out
+}
+
+func (h *Handler) attempt(ctx context.Context, req versori.ActivationRequest, reconcile bool) outcome {
+	if reconcile {
+		act, err := h.cfg.Client.FindActivation(ctx, req.UserID, req.IntegrationID)
+		if err != nil {
+			return outcome{class: versori.Classify(err), err: err, unknown: true}
+		}
+		if act != nil {
+			return outcome{class: versori.ClassOK, result: metrics.ResultAlreadyActive, activationID: act.ID}
+		}
+	}
+	act, err := h.cfg.Client.Activate(ctx, req)
+	if err != nil {
+		return outcome{class: versori.Classify(err), err: err, unknown: versori.IsOutcomeUnknown(err)}
+	}
+	return outcome{class: versori.ClassOK, result: metrics.ResultActivated, activationID: act.ID}
+}
+
+func (h *Handler) done(t *asynq.Task, j job, p Payload, out outcome) error {
+	if _, err := t.ResultWriter().Write([]byte(out.activationID)); err != nil {
+		// The pair is active; failing the job now would only make a retry find it so.
+		h.log.Warn("could not write job result", "task_id", j.id, "error", err.Error())
+	}
+	h.cfg.Metrics.Activations.WithLabelValues(out.result).Inc()
+	h.logOutcome(slog.LevelInfo, j, p, out, "result", out.result, "activation_id", out.activationID)
+	return nil
+}
+
+// storeTimeout bounds a dead-letter write, which must happen even when the job's context is done.
+const storeTimeout = 5 * time.Second
+
+func (h *Handler) deadLetter(ctx context.Context, j job, p Payload, reason deadletter.Reason, class versori.Class, cause error) error {
+	e := deadletter.Entry{
+		ID:            j.id,
+		UserID:        p.Request.UserID,
+		IntegrationID: p.Request.IntegrationID,
+		Reason:        reason,
+		Error:         cause.Error(),
+		Attempts:      j.retried + 1,
+		FailedAt:      time.Now().UTC(),
+		Queue:         j.queue,
+		Batch:         p.Batch,
+		Request:       p.Request,
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
+	added, err := h.cfg.Store.Add(wctx, e)
+	switch {
+	case err != nil:
+		// asynq archives the task with the reason in its last error; the archive sweep stores it.
+		h.log.Error("could not write dead letter; the archive sweep will", "task_id", j.id, "error", err.Error())
+	case added:
+		h.cfg.Metrics.DeadLetters.WithLabelValues(string(reason)).Inc()
+	}
+	h.logOutcome(slog.LevelWarn, j, p, outcome{class: class, err: cause}, "action", "dead_letter", "reason", string(reason))
+	return DeadLetterError(reason, cause)
+}
+
+func (h *Handler) pause(ctx context.Context, cause error) {
+	if h.cfg.Pause == nil {
+		return
+	}
+	if err := h.cfg.Pause(ctx); err != nil {
+		h.log.Error("could not pause the queue", "error", err.Error())
+		return
+	}
+	h.cfg.Metrics.QueuePaused.Set(1)
+	h.log.Error("the API refused the API key: queue paused, jobs kept; fix the key, then run `enqueue resume`",
+		"error", cause.Error())
+}
+
+func (h *Handler) interrupted() bool {
+	return h.cfg.Interrupt != nil && h.cfg.Interrupt.Err() != nil
+}
+
+func (h *Handler) logOutcome(level slog.Level, j job, p Payload, out outcome, attrs ...any) {
+	if !h.log.Enabled(context.Background(), level) {
+		return
+	}
+	base := []any{
+		"task_id", j.id,
+		"user_id", p.Request.UserID,
+		"integration_id", p.Request.IntegrationID,
+		"class", string(out.class),
+		"attempt", j.retried + 1,
+		"duration_ms", time.Since(j.start).Milliseconds(),
+	}
+	if out.err != nil {
+		base = append(base, "error", out.err.Error())
+	}
+	h.log.Log(context.Background(), level, "job", append(base, attrs...)...)
+}

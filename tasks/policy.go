@@ -1,0 +1,173 @@
+package tasks
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"regexp"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/versori"
+)
+
+// Action is what a job does after an attempt.
+type Action string
+
+// The actions.
+const (
+	ActionDone       Action = "done"        // the pair is active
+	ActionRetry      Action = "retry"       // retry with backoff; counts as an attempt
+	ActionSnooze     Action = "snooze"      // retry after the wait the API asked for; not an attempt
+	ActionDeadLetter Action = "dead_letter" // store for a person; never retried
+	ActionPause      Action = "pause"       // pause the queue: every job would fail alike
+)
+
+// Rule is the policy for one outcome class.
+type Rule struct {
+	Action Action
+	Reason deadletter.Reason // for ActionDeadLetter, and for ActionRetry once attempts run out
+}
+
+// RuleFor is the policy table: what a job does after an attempt of the given class. perUserAuth is
+// true when calls use per-end-user JWTs, so that a refusal concerns one user rather than the key.
+func RuleFor(c versori.Class, perUserAuth bool) Rule {
+	switch c {
+	case versori.ClassOK:
+		return Rule{Action: ActionDone}
+	case versori.ClassTransient:
+		return Rule{Action: ActionRetry, Reason: deadletter.RetriesExhausted}
+	case versori.ClassRateLimited:
+		return Rule{Action: ActionSnooze, Reason: deadletter.RetriesExhausted}
+	case versori.ClassMissingConnections:
+		return Rule{Action: ActionDeadLetter, Reason: deadletter.MissingConnections}
+	case versori.ClassInvalidRequest:
+		return Rule{Action: ActionDeadLetter, Reason: deadletter.InvalidRequest}
+	case versori.ClassNotFound:
+		return Rule{Action: ActionDeadLetter, Reason: deadletter.NotFound}
+	case versori.ClassUnauthorized:
+		if perUserAuth {
+			return Rule{Action: ActionDeadLetter, Reason: deadletter.Unauthorized}
+		}
+		return Rule{Action: ActionPause}
+	default:
+		return Rule{Action: ActionDeadLetter, Reason: deadletter.PermanentError}
+	}
+}
+
+// RetryPolicy sets the timings of retries.
+type RetryPolicy struct {
+	// Base and Cap bound asynq's retries: attempt n waits a uniformly random time up to
+	// min(Cap, Base*2^n) ("full jitter"), and at least a second.
+	Base, Cap time.Duration
+	// RateLimitWait is the wait after a 429 without a Retry-After.
+	RateLimitWait time.Duration
+	// QuickRetries transient failures are retried inside the handler, starting QuickBase apart and
+	// at most QuickCap apart, before the job goes back to the queue.
+	QuickRetries int
+	QuickBase    time.Duration
+	QuickCap     time.Duration
+	// PausedWait is how long a job waits after the queue was paused for a refused API key.
+	PausedWait time.Duration
+	// InterruptedWait is the wait of a job whose call was cut short by shutdown.
+	InterruptedWait time.Duration
+}
+
+// DefaultRetryPolicy is the policy used for fields left zero.
+func DefaultRetryPolicy() RetryPolicy {
+	return RetryPolicy{
+		Base: time.Second, Cap: 10 * time.Minute, RateLimitWait: 5 * time.Second,
+		QuickRetries: 2, QuickBase: 100 * time.Millisecond, QuickCap: time.Second,
+		PausedWait: 30 * time.Second, InterruptedWait: time.Second,
+	}
+}
+
+func (p RetryPolicy) withDefaults() RetryPolicy {
+	d := DefaultRetryPolicy()
+	if p.Base <= 0 {
+		p.Base = d.Base
+	}
+	if p.Cap <= 0 {
+		p.Cap = d.Cap
+	}
+	if p.RateLimitWait <= 0 {
+		p.RateLimitWait = d.RateLimitWait
+	}
+	if p.QuickRetries < 0 {
+		p.QuickRetries = 0
+	}
+	if p.QuickBase <= 0 {
+		p.QuickBase = d.QuickBase
+	}
+	if p.QuickCap <= 0 {
+		p.QuickCap = d.QuickCap
+	}
+	if p.PausedWait <= 0 {
+		p.PausedWait = d.PausedWait
+	}
+	if p.InterruptedWait <= 0 {
+		p.InterruptedWait = d.InterruptedWait
+	}
+	return p
+}
+
+// asynqRounding covers asynq storing retry times in whole seconds, which can run a retry up to a
+// second before the delay it was given.
+const asynqRounding = time.Second
+
+// RetryDelay is asynq's RetryDelayFunc: a job that asked for a wait (a Retry-After, a pause, a
+// shutdown) gets that wait; any other failure gets exponential backoff with full jitter.
+func (p RetryPolicy) RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	var w *WaitError
+	if errors.As(err, &w) {
+		return w.Wait + asynqRounding
+	}
+	ceiling := p.Cap
+	if n < 40 && p.Base<<n > 0 && p.Base<<n < p.Cap {
+		ceiling = p.Base << n
+	}
+	return max(time.Duration(rand.Int64N(int64(ceiling)+1)), time.Second)
+}
+
+// IsFailure is asynq's IsFailure: a wait the API asked for (429) or a paused queue is not a failure,
+// so it uses up no attempt. Anything else, including lease expiry after a crash, is.
+func IsFailure(err error) bool {
+	var w *WaitError
+	return !(errors.As(err, &w) && !w.Counts)
+}
+
+// WaitError asks asynq to run the job again after Wait. Counts says whether it uses up an attempt.
+type WaitError struct {
+	Wait   time.Duration
+	Counts bool
+	Err    error
+}
+
+func (e *WaitError) Error() string { return fmt.Sprintf("retry in %s: %v", e.Wait, e.Err) }
+func (e *WaitError) Unwrap() error { return e.Err }
+
+// deadLetterPrefix starts the error a dead-lettered job returns to asynq. asynq keeps that error as
+// the archived task's last error, so a sweep of the archive can recover the reason even when the
+// store write failed.
+const deadLetterPrefix = "dead letter ("
+
+// DeadLetterError is returned for a job dead-lettered with reason; it wraps asynq.SkipRetry so that
+// asynq archives the task instead of retrying it.
+func DeadLetterError(reason deadletter.Reason, err error) error {
+	return fmt.Errorf("%s%s): %w: %w", deadLetterPrefix, reason, err, asynq.SkipRetry)
+}
+
+var deadLetterRE = regexp.MustCompile(`^dead letter \(([a-z_]+)\)`)
+
+// ReasonFromError recovers the reason from an archived task's last error, or returns false when the
+// task was archived by asynq itself (a crash at the retry limit, for one).
+func ReasonFromError(lastErr string) (deadletter.Reason, bool) {
+	m := deadLetterRE.FindStringSubmatch(lastErr)
+	if m == nil {
+		return "", false
+	}
+	r, err := deadletter.ParseReason(m[1])
+	return r, err == nil
+}

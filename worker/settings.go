@@ -1,0 +1,139 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/versori/activator/internal/envflag"
+	"github.com/versori/activator/internal/redisconn"
+	"github.com/versori/activator/versori"
+)
+
+// Settings is the worker process's whole configuration, read once at start from flags and the
+// environment.
+type Settings struct {
+	RedisURL string
+	LogLevel slog.Level
+	Config
+}
+
+// ParseSettings reads the worker's flags and environment. Its errors are one line saying what to fix;
+// they never include a secret.
+func ParseSettings(args []string, lookup func(string) (string, bool), usageOut io.Writer) (Settings, error) {
+	var (
+		s                        Settings
+		apiKey, keyID, keyFile   string
+		level                    string
+		timeout                  time.Duration
+		retryBase, retryCap, rlw time.Duration
+		quick                    int
+	)
+	fs := envflag.New("worker", lookup, usageOut)
+	fs.String(&s.RedisURL, "redis-url", "REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL: redis://[:password@]host:port/db, rediss:// for TLS, redis-sentinel:// for Sentinel")
+	fs.String(&s.Versori.BaseURL, "versori-base-url", "VERSORI_BASE_URL", versori.DefaultBaseURL, "Embedded API base URL")
+	fs.Secret(&apiKey, "versori-api-key", "VERSORI_API_KEY", "API key, sent as Authorization: Bearer")
+	fs.String(&keyID, "versori-signing-key-id", "VERSORI_SIGNING_KEY_ID", "", "signing key id, for per-end-user JWTs instead of an API key")
+	fs.String(&keyFile, "versori-signing-key-file", "VERSORI_SIGNING_KEY_FILE", "", "PKCS#8 PEM file of the signing key")
+	fs.String(&s.Versori.HubID, "versori-hub-id", "VERSORI_HUB_ID", "", "hub id, needed to look up a user's activations")
+	fs.Duration(&timeout, "versori-timeout", "VERSORI_TIMEOUT", 30*time.Second, "timeout of one API call")
+	fs.Int(&s.Concurrency, "concurrency", "WORKER_CONCURRENCY", 50, "jobs in flight per asynq server")
+	fs.Int(&s.Servers, "servers", "WORKER_SERVERS", 1, "asynq servers (fetch loops) in this process")
+	fs.String(&s.Queue, "queue", "QUEUE", "activations", "queue name")
+	fs.String(&s.MetricsAddr, "metrics-addr", "METRICS_ADDR", ":9464", "address serving /metrics, /healthz and /readyz (empty: none)")
+	fs.Duration(&s.ShutdownGrace, "shutdown-grace", "SHUTDOWN_GRACE", 10*time.Second, "how long in-flight calls may finish after SIGTERM")
+	fs.Duration(&s.SweepInterval, "dlq-sweep-interval", "DLQ_SWEEP_INTERVAL", 30*time.Second, "how often asynq's archive is swept into the dead-letter store")
+	fs.Duration(&s.PollInterval, "poll-interval", "POLL_INTERVAL", time.Second, "how long an idle worker waits before looking for jobs again")
+	fs.Duration(&retryBase, "retry-base", "RETRY_BASE", time.Second, "base of the exponential retry backoff")
+	fs.Duration(&retryCap, "retry-cap", "RETRY_CAP", 10*time.Minute, "cap of the exponential retry backoff")
+	fs.Duration(&rlw, "rate-limit-wait", "RATE_LIMIT_WAIT", 5*time.Second, "wait after a 429 that has no Retry-After")
+	fs.Int(&quick, "quick-retries", "QUICK_RETRIES", 2, "transient failures retried inside a job before it goes back to the queue")
+	fs.String(&level, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return s, err
+	}
+	if fs.FlagSet().NArg() > 0 {
+		return s, fmt.Errorf("unexpected argument %q: the worker takes flags only", fs.FlagSet().Arg(0))
+	}
+	if _, err := redisconn.Parse(s.RedisURL); err != nil {
+		return s, err
+	}
+	if err := s.LogLevel.UnmarshalText([]byte(level)); err != nil {
+		return s, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", level)
+	}
+	switch {
+	case apiKey != "" && (keyID != "" || keyFile != ""):
+		return s, errors.New("set either VERSORI_API_KEY or VERSORI_SIGNING_KEY_ID with VERSORI_SIGNING_KEY_FILE, not both")
+	case apiKey != "":
+		s.Versori.Auth = versori.APIKey(apiKey)
+	case keyID != "" && keyFile != "":
+		key, err := versori.LoadSigningKey(keyFile)
+		if err != nil {
+			return s, fmt.Errorf("VERSORI_SIGNING_KEY_FILE: %w", err)
+		}
+		auth, err := versori.NewJWTAuth(keyID, key)
+		if err != nil {
+			return s, err
+		}
+		s.Versori.Auth, s.PerUserAuth = auth, true
+	case keyID != "" || keyFile != "":
+		return s, errors.New("JWT auth needs both VERSORI_SIGNING_KEY_ID and VERSORI_SIGNING_KEY_FILE")
+	default:
+		return s, errors.New("no Versori credentials: set VERSORI_API_KEY, or VERSORI_SIGNING_KEY_ID and VERSORI_SIGNING_KEY_FILE")
+	}
+	if s.Versori.HubID == "" {
+		return s, errors.New("VERSORI_HUB_ID is required: the worker looks up a user's activations before retrying a call whose outcome is unknown")
+	}
+	if s.Concurrency < 1 {
+		return s, fmt.Errorf("WORKER_CONCURRENCY must be at least 1, got %d", s.Concurrency)
+	}
+	if s.Servers < 1 || s.Servers > 64 {
+		return s, fmt.Errorf("WORKER_SERVERS must be 1 to 64, got %d", s.Servers)
+	}
+	if strings.TrimSpace(s.Queue) == "" {
+		return s, errors.New("QUEUE must not be empty")
+	}
+	if timeout <= 0 || s.ShutdownGrace <= 0 {
+		return s, errors.New("VERSORI_TIMEOUT and SHUTDOWN_GRACE must be positive")
+	}
+	s.Versori.Timeout = timeout
+	s.Policy.Base, s.Policy.Cap, s.Policy.RateLimitWait, s.Policy.QuickRetries = retryBase, retryCap, rlw, quick
+	return s, nil
+}
+
+// Main runs a worker process: it parses args and the environment, runs until ctx is done, and
+// returns the process's exit code (2 for a configuration error).
+func Main(ctx context.Context, args []string, lookup func(string) (string, bool), stderr io.Writer) int {
+	s, err := ParseSettings(args, lookup, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "worker:", err)
+		return 2
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: s.LogLevel}))
+	s.Logger = log
+	rdb, err := redisconn.Open(s.RedisURL)
+	if err != nil {
+		fmt.Fprintln(stderr, "worker:", err)
+		return 2
+	}
+	defer rdb.Close()
+	w, err := New(rdb, s.Config)
+	if err != nil {
+		fmt.Fprintln(stderr, "worker:", err)
+		return 2
+	}
+	log.Info("connecting", "redis", redisconn.Redacted(s.RedisURL), "versori", s.Versori.BaseURL)
+	if err := w.Run(ctx); err != nil {
+		log.Error("worker failed", "error", err.Error())
+		return 1
+	}
+	return 0
+}

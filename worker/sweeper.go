@@ -1,0 +1,104 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/metrics"
+	"github.com/versori/activator/tasks"
+)
+
+// Sweeper makes sure nothing sits only in asynq's archive, which is capped and trims silently. The
+// handler stores its own dead letters, but asynq archives some tasks without calling it (a task
+// recovered after a crash when already at its retry limit), and a store write can fail; the sweeper
+// copies every archived task that has no entry into the dead-letter store. It is idempotent, so every
+// worker process may run one.
+type Sweeper struct {
+	inspector *asynq.Inspector
+	store     *deadletter.Store
+	queue     string
+	metrics   *metrics.Worker
+	log       *slog.Logger
+}
+
+// NewSweeper returns a Sweeper of queue's archive into store.
+func NewSweeper(inspector *asynq.Inspector, store *deadletter.Store, queue string, m *metrics.Worker, log *slog.Logger) *Sweeper {
+	return &Sweeper{inspector: inspector, store: store, queue: queue, metrics: m, log: log}
+}
+
+// sweepPage is how many archived tasks one round trip reads.
+const sweepPage = 500
+
+// Sweep copies archived tasks that have no dead-letter entry into the store and returns how many.
+func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
+	moved := 0
+	for page := 1; ; page++ {
+		if err := ctx.Err(); err != nil {
+			return moved, err
+		}
+		infos, err := s.inspector.ListArchivedTasks(s.queue, asynq.PageSize(sweepPage), asynq.Page(page))
+		if errors.Is(err, asynq.ErrQueueNotFound) {
+			return moved, nil
+		}
+		if err != nil {
+			return moved, fmt.Errorf("sweeper: listing archived tasks: %w", err)
+		}
+		ids := make([]string, len(infos))
+		for i, t := range infos {
+			ids[i] = t.ID
+		}
+		has, err := s.store.Has(ctx, ids)
+		if err != nil {
+			return moved, fmt.Errorf("sweeper: %w", err)
+		}
+		for i, t := range infos {
+			if has[i] {
+				continue
+			}
+			added, err := s.store.Add(ctx, entryOf(t))
+			if err != nil {
+				return moved, fmt.Errorf("sweeper: %w", err)
+			}
+			if added {
+				moved++
+				e := entryOf(t)
+				s.metrics.DeadLetters.WithLabelValues(string(e.Reason)).Inc()
+				s.log.Warn("job", "task_id", t.ID, "user_id", e.UserID, "integration_id", e.IntegrationID,
+					"action", "dead_letter", "reason", string(e.Reason), "attempt", e.Attempts,
+					"error", e.Error, "source", "archive")
+			}
+		}
+		if len(infos) < sweepPage {
+			return moved, nil
+		}
+	}
+}
+
+// entryOf builds the dead letter of an archived task. A task archived by the handler names its reason
+// in its last error; one asynq archived itself ran out of attempts.
+func entryOf(t *asynq.TaskInfo) deadletter.Entry {
+	e := deadletter.Entry{
+		ID:       t.ID,
+		Reason:   deadletter.RetriesExhausted,
+		Error:    t.LastErr,
+		Attempts: t.Retried + 1,
+		FailedAt: t.LastFailedAt.UTC(),
+		Queue:    t.Queue,
+	}
+	if r, ok := tasks.ReasonFromError(t.LastErr); ok {
+		e.Reason = r
+	}
+	p, err := tasks.DecodePayload(t.Payload)
+	if err != nil {
+		e.Reason = deadletter.InvalidRequest
+		e.Error = err.Error()
+	}
+	e.Request, e.Batch = p.Request, p.Batch
+	e.UserID, e.IntegrationID = p.Request.UserID, p.Request.IntegrationID
+	return e
+}

@@ -1,0 +1,258 @@
+// Package worker runs activation jobs: it wires the Versori client, the job handler, the dead-letter
+// store, the archive sweeper and the metrics server around one or more asynq servers, and shuts them
+// down so that no call in flight is lost or repeated.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/metrics"
+	"github.com/versori/activator/tasks"
+	"github.com/versori/activator/versori"
+)
+
+// Config configures a worker.
+type Config struct {
+	Queue       string
+	Concurrency int // jobs in flight per asynq server
+	// Servers is how many asynq servers (fetch loops) the process runs against the queue; one asynq
+	// server fetches one task per Redis round trip, which caps it when jobs are fast.
+	Servers int
+	// ShutdownGrace is how long in-flight calls may take to finish after a stop signal; calls still
+	// running then are cut short and their jobs retried (after a look-up, since their outcome is
+	// unknown).
+	ShutdownGrace time.Duration
+	// SweepInterval is how often the asynq archive is swept into the dead-letter store.
+	SweepInterval time.Duration
+	// PollInterval is how long an idle fetch loop waits before looking for new tasks again.
+	PollInterval time.Duration
+	MetricsAddr  string // "" serves no metrics
+	Versori      versori.Config
+	PerUserAuth  bool
+	Policy       tasks.RetryPolicy
+	Logger       *slog.Logger
+}
+
+// Worker is a running worker.
+type Worker struct {
+	cfg       Config
+	rdb       redis.UniversalClient
+	log       *slog.Logger
+	metrics   *metrics.Worker
+	store     *deadletter.Store
+	inspector *asynq.Inspector
+	sweeper   *Sweeper
+	servers   []*asynq.Server
+	mserver   *metrics.Server
+	interrupt context.CancelFunc
+}
+
+// New wires a worker on rdb. The caller keeps ownership of rdb.
+func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
+	if cfg.Queue == "" {
+		cfg.Queue = "activations"
+	}
+	if cfg.Concurrency < 1 {
+		return nil, fmt.Errorf("WORKER_CONCURRENCY must be at least 1, got %d", cfg.Concurrency)
+	}
+	if cfg.Servers < 1 {
+		cfg.Servers = 1
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 10 * time.Second
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	w := &Worker{cfg: cfg, rdb: rdb, log: cfg.Logger}
+
+	reasons := make([]string, 0, 6)
+	for _, r := range deadletter.Reasons() {
+		reasons = append(reasons, string(r))
+	}
+	w.metrics = metrics.NewWorker(reasons)
+	w.store = deadletter.NewStore(rdb, cfg.Queue)
+	w.inspector = asynq.NewInspectorFromRedisClient(rdb)
+	w.sweeper = NewSweeper(w.inspector, w.store, cfg.Queue, w.metrics, w.log)
+
+	vcfg := cfg.Versori
+	vcfg.Observe = w.metrics.ObserveVersori
+	vcfg.Concurrency = cfg.Concurrency * cfg.Servers
+	client, err := versori.New(vcfg)
+	if err != nil {
+		return nil, err
+	}
+	interruptCtx, interrupt := context.WithCancel(context.Background())
+	w.interrupt = interrupt
+	h, err := tasks.NewHandler(tasks.HandlerConfig{
+		Client: client, Store: w.store, Metrics: w.metrics, Logger: w.log,
+		Policy: cfg.Policy, PerUserAuth: cfg.PerUserAuth, Pause: w.pauseQueue, Interrupt: interruptCtx,
+	})
+	if err != nil {
+		return nil, err
+	}
+	mux := asynq.NewServeMux()
+	mux.Handle(tasks.TypeActivate, h)
+	pol := cfg.Policy
+	for range cfg.Servers {
+		srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+			Concurrency:    cfg.Concurrency,
+			Queues:         map[string]int{cfg.Queue: 1},
+			RetryDelayFunc: pol.RetryDelay,
+			IsFailure:      tasks.IsFailure,
+			// Handlers return by ShutdownGrace (their calls are cut short then), well before asynq
+			// would requeue their tasks with a retry count of zero.
+			ShutdownTimeout:          cfg.ShutdownGrace + 10*time.Second,
+			DelayedTaskCheckInterval: time.Second,
+			TaskCheckInterval:        cfg.PollInterval,
+			Logger:                   asynqLogger{w.log},
+			LogLevel:                 asynq.WarnLevel,
+		})
+		w.servers = append(w.servers, srv)
+	}
+	if err := w.start(mux); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *Worker) start(mux *asynq.ServeMux) error {
+	if w.cfg.MetricsAddr != "" {
+		ms, err := metrics.Listen(w.cfg.MetricsAddr, w.metrics.Registry, w.ready, map[string]http.Handler{})
+		if err != nil {
+			return fmt.Errorf("METRICS_ADDR %s: %w", w.cfg.MetricsAddr, err)
+		}
+		w.mserver = ms
+	}
+	for _, srv := range w.servers {
+		if err := srv.Start(mux); err != nil {
+			return fmt.Errorf("starting asynq server: %w", err)
+		}
+	}
+	return nil
+}
+
+// MetricsAddr is the address metrics are served on, once Run has started.
+func (w *Worker) MetricsAddr() string {
+	if w.mserver == nil {
+		return ""
+	}
+	return w.mserver.Addr()
+}
+
+// Metrics returns the worker's metrics.
+func (w *Worker) Metrics() *metrics.Worker { return w.metrics }
+
+// Run processes jobs until ctx is done, then shuts down: it stops fetching, lets calls in flight
+// finish within the grace period, cuts the rest short (their jobs are retried after a look-up), sweeps
+// the archive a last time and returns.
+func (w *Worker) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	bg, stopBG := context.WithCancel(context.Background())
+	if w.mserver != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.mserver.Serve(bg); err != nil {
+				w.log.Error("metrics server stopped", "error", err.Error())
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		w.sweepLoop(bg)
+	}()
+	w.log.Info("worker started", "queue", w.cfg.Queue, "concurrency", w.cfg.Concurrency,
+		"servers", w.cfg.Servers, "metrics_addr", w.MetricsAddr())
+
+	<-ctx.Done()
+	w.log.Info("shutting down: no new jobs; in-flight calls may finish", "grace", w.cfg.ShutdownGrace.String())
+	for _, srv := range w.servers {
+		srv.Stop()
+	}
+	cut := time.AfterFunc(w.cfg.ShutdownGrace, w.interrupt)
+	var sw sync.WaitGroup
+	for _, srv := range w.servers {
+		sw.Add(1)
+		go func() {
+			defer sw.Done()
+			srv.Shutdown()
+		}()
+	}
+	sw.Wait()
+	cut.Stop()
+	w.interrupt()
+
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := w.sweeper.Sweep(sctx); err != nil {
+		w.log.Warn("final archive sweep failed", "error", err.Error())
+	}
+	stopBG()
+	wg.Wait()
+	w.log.Info("worker stopped")
+	return nil
+}
+
+func (w *Worker) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(w.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		if n, err := w.sweeper.Sweep(ctx); err != nil && ctx.Err() == nil {
+			w.log.Warn("archive sweep failed", "error", err.Error())
+		} else if n > 0 {
+			w.log.Info("archive sweep stored dead letters", "count", n)
+		}
+		w.refreshPaused()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (w *Worker) refreshPaused() {
+	qi, err := w.inspector.GetQueueInfo(w.cfg.Queue)
+	if err != nil {
+		return
+	}
+	if qi.Paused {
+		w.metrics.QueuePaused.Set(1)
+	} else {
+		w.metrics.QueuePaused.Set(0)
+	}
+}
+
+func (w *Worker) ready(ctx context.Context) error {
+	if err := w.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	return nil
+}
+
+func (w *Worker) pauseQueue(context.Context) error {
+	err := w.inspector.PauseQueue(w.cfg.Queue)
+	if err != nil && strings.Contains(err.Error(), "already paused") {
+		return nil
+	}
+	if err != nil && errors.Is(err, asynq.ErrQueueNotFound) {
+		return nil
+	}
+	return err
+}
