@@ -1,0 +1,187 @@
+// Package demo runs the whole pipeline on an embedded default: an in-process Redis (miniredis), the
+// Versori stand-in with some faults, the real enqueue path on a sample file, and the real worker,
+// then prints what happened. It is what `make demo` runs, so that a first run needs no Redis server
+// and no Versori account.
+package demo
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/producer"
+	"github.com/versori/activator/versori"
+	"github.com/versori/activator/versori/versoritest"
+	"github.com/versori/activator/worker"
+)
+
+//go:embed sample.jsonl
+var sample []byte
+
+// The sample's integrations: Billing requires a connection template that its rows do not bind.
+const (
+	billingIntegration = "01JDB1111NG000000000000000"
+	billingTemplate    = "01JDB1111NGTP1000000000000"
+)
+
+// Options configures a demo run.
+type Options struct {
+	File        string // input file; default the embedded sample
+	Concurrency int    // worker concurrency (default 50)
+	Faults      versoritest.Faults
+	Timeout     time.Duration // give up after this long (default 2 minutes)
+	Log         io.Writer     // worker logs (default discarded)
+}
+
+// DefaultFaults are the stand-in's faults in a demo: some 503s, 429s and responses dropped after the
+// activation was committed, which the worker must ride out without a duplicate.
+func DefaultFaults() versoritest.Faults {
+	return versoritest.Faults{Latency: 2 * time.Millisecond, ServerErrorRate: 0.03, RateLimitRate: 0.02,
+		RetryAfter: "1", DropAfterCommitRate: 0.02}
+}
+
+// Result is what a demo run did.
+type Result struct {
+	Enqueued     int
+	Rejected     int
+	Activated    int // activations the stand-in holds
+	Duplicates   int // pairs activated more than once: always 0
+	DeadLetters  map[deadletter.Reason]int64
+	APICalls     int
+	Elapsed      time.Duration
+	StandinStats versoritest.Stats
+}
+
+// Run runs the demo and prints its summary to out.
+func Run(ctx context.Context, out io.Writer, o Options) (Result, error) {
+	var res Result
+	if o.Concurrency <= 0 {
+		o.Concurrency = 50
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 2 * time.Minute
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+
+	mr, err := miniredis.Run()
+	if err != nil {
+		return res, fmt.Errorf("starting in-process Redis: %w", err)
+	}
+	defer mr.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+
+	api := versoritest.NewServer(versoritest.Options{Faults: o.Faults, Seed: 7})
+	api.RequireConnection(billingIntegration, billingTemplate)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return res, err
+	}
+	hs := &http.Server{Handler: api, ReadHeaderTimeout: 5 * time.Second}
+	go hs.Serve(ln)
+	defer hs.Close()
+
+	path := o.File
+	if path == "" {
+		dir, err := os.MkdirTemp("", "activator-demo-")
+		if err != nil {
+			return res, err
+		}
+		defer os.RemoveAll(dir)
+		path = filepath.Join(dir, "sample.jsonl")
+		if err := os.WriteFile(path, sample, 0o600); err != nil {
+			return res, err
+		}
+	}
+	fmt.Fprintf(out, "activator demo: in-process Redis %s, Versori stand-in http://%s (faults: %.0f%% 503, %.0f%% 429, %.0f%% dropped after commit)\n",
+		mr.Addr(), ln.Addr(), o.Faults.ServerErrorRate*100, o.Faults.RateLimitRate*100, o.Faults.DropAfterCommitRate*100)
+
+	start := time.Now()
+	p := producer.New(rdb, producer.Config{Queue: "activations"})
+	sum, err := p.EnqueueFile(ctx, producer.FileOptions{Path: path, Batch: "demo"})
+	if err != nil {
+		return res, fmt.Errorf("enqueue: %w", err)
+	}
+	res.Enqueued, res.Rejected = sum.Enqueued, sum.Rejected
+	fmt.Fprintf(out, "enqueued %d requests from %s (%d rejected)\n", sum.Enqueued, filepath.Base(path), sum.Rejected)
+
+	w, err := worker.New(rdb, worker.Config{
+		Queue: "activations", Concurrency: o.Concurrency, PollInterval: 50 * time.Millisecond,
+		SweepInterval: time.Second, ShutdownGrace: 5 * time.Second,
+		Versori: versori.Config{BaseURL: "http://" + ln.Addr().String(), HubID: api.HubID(),
+			Auth: versori.APIKey(api.APIKey()), Timeout: 5 * time.Second},
+		Logger: slog.New(slog.NewJSONHandler(o.Log, nil)),
+	})
+	if err != nil {
+		return res, err
+	}
+	wctx, stopWorker := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+
+	store := p.Store()
+	for {
+		st := api.Stats()
+		dl, err := store.Count(ctx, "")
+		if err == nil && int64(st.Activations)+dl >= int64(sum.Enqueued) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			stopWorker()
+			<-done
+			return res, errors.New("demo did not finish in time")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	res.Elapsed = time.Since(start)
+	stopWorker()
+	if err := <-done; err != nil {
+		return res, err
+	}
+
+	res.StandinStats = api.Stats()
+	res.Activated = res.StandinStats.Activations
+	res.Duplicates = len(api.Duplicates())
+	res.APICalls = res.StandinStats.Calls
+	if res.DeadLetters, err = store.CountByReason(context.Background()); err != nil {
+		return res, err
+	}
+	printResult(out, res)
+	return res, nil
+}
+
+func printResult(out io.Writer, r Result) {
+	fmt.Fprintf(out, "activated: %d (duplicates: %d)\n", r.Activated, r.Duplicates)
+	var total int64
+	reasons := make([]string, 0, len(r.DeadLetters))
+	for reason, n := range r.DeadLetters {
+		total += n
+		if n > 0 {
+			reasons = append(reasons, fmt.Sprintf("%s %d", reason, n))
+		}
+	}
+	sort.Strings(reasons)
+	fmt.Fprintf(out, "dead-lettered: %d %v\n", total, reasons)
+	fmt.Fprintf(out, "API calls: %d (%v)\n", r.APICalls, r.StandinStats.ByOpStatus)
+	rate := float64(r.Activated+int(total)) / r.Elapsed.Seconds()
+	fmt.Fprintf(out, "elapsed: %s, rate: %.0f jobs/s\n", r.Elapsed.Round(time.Millisecond), rate)
+	fmt.Fprintln(out, "inspect dead letters with: go run ./cmd/enqueue dlq list (against a real Redis)")
+}
