@@ -1,0 +1,557 @@
+package versoritest
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/versori/activator/versori"
+)
+
+// maxBodyBytes bounds a request body; activation requests are a few hundred bytes.
+const maxBodyBytes = 1 << 20
+
+// opOther is the Call.Op of requests that are none of the client's operations.
+const opOther = "other"
+
+// routeKind says which endpoint a request is for.
+type routeKind int
+
+const (
+	routeNotFound routeKind = iota
+	routeMethodNotAllowed
+	routeHealth
+	routeActivate
+	routeList
+	routeGet
+	routeDelete
+)
+
+// route is a request's endpoint and its unescaped path parameters.
+type route struct {
+	kind   routeKind
+	op     string
+	allow  string // methods the path accepts, for 405s
+	hubID  string
+	userID string
+	id     string
+}
+
+func parseRoute(method, escapedPath string) route {
+	// Ignore the base paths of production and of the spec's development server, so that a base URL
+	// copied from either works too.
+	for _, p := range []string{"/api/embedded/v1", "/embedded/v1"} {
+		if rest, ok := strings.CutPrefix(escapedPath, p); ok && (rest == "" || rest[0] == '/') {
+			escapedPath = rest
+			break
+		}
+	}
+	segs := strings.Split(strings.Trim(escapedPath, "/"), "/")
+	for i, seg := range segs {
+		v, err := url.PathUnescape(seg)
+		if err != nil {
+			return route{kind: routeNotFound, op: opOther}
+		}
+		segs[i] = v
+	}
+	only := func(want string, r route) route {
+		if method != want {
+			return route{kind: routeMethodNotAllowed, op: opOther, allow: want}
+		}
+		return r
+	}
+	switch {
+	case len(segs) == 1 && segs[0] == "healthz":
+		return only(http.MethodGet, route{kind: routeHealth, op: opOther})
+	case len(segs) == 1 && segs[0] == "activations":
+		return only(http.MethodPost, route{kind: routeActivate, op: versori.OpActivate})
+	case len(segs) == 2 && segs[0] == "activations" && segs[1] != "":
+		switch method {
+		case http.MethodGet:
+			return route{kind: routeGet, op: versori.OpGetActivation, id: segs[1]}
+		case http.MethodDelete:
+			return route{kind: routeDelete, op: versori.OpDeleteActivation, id: segs[1]}
+		}
+		return route{kind: routeMethodNotAllowed, op: opOther, allow: "GET, DELETE"}
+	case len(segs) == 5 && segs[0] == "embed" && segs[2] == "users" && segs[4] == "activations" &&
+		segs[1] != "" && segs[3] != "":
+		return only(http.MethodGet, route{kind: routeList, op: versori.OpListActivations, hubID: segs[1], userID: segs[3]})
+	}
+	return route{kind: routeNotFound, op: opOther}
+}
+
+// ServeHTTP serves the Embedded API and, under /_standin/, the admin endpoints.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, adminPrefix) {
+		s.serveAdmin(w, r)
+		return
+	}
+	rt := parseRoute(r.Method, r.URL.EscapedPath())
+	x := &exchange{s: s, w: w, r: r, call: Call{At: time.Now(), Op: rt.op, Method: r.Method, Path: r.URL.Path}}
+	var latency time.Duration
+	x.idx, latency = s.startCall(x.call)
+	// Deferred for the calls that end without an answer (the client went away, or a drop had to abort
+	// the handler by panicking).
+	defer x.finish()
+	if !sleep(r.Context(), latency) {
+		return
+	}
+	switch rt.kind {
+	case routeHealth:
+		x.writeJSON(http.StatusOK, map[string]string{"message": "ok"})
+	case routeActivate:
+		x.activate()
+	case routeList:
+		x.list(rt.hubID, rt.userID)
+	case routeGet:
+		x.get(rt.id)
+	case routeDelete:
+		x.delete(rt.id)
+	case routeMethodNotAllowed:
+		w.Header().Set("Allow", rt.allow)
+		x.fail(http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed on "+r.URL.Path)
+	default:
+		x.fail(http.StatusNotFound, "no route for "+r.Method+" "+r.URL.Path)
+	}
+}
+
+// exchange is one API call being served, with its record.
+type exchange struct {
+	s    *Server
+	w    http.ResponseWriter
+	r    *http.Request
+	idx  int
+	call Call
+	done bool
+}
+
+// finish stores the call's record once. It runs before the answer is written or the connection
+// closed, so that a client that has its answer finds the call in Calls and Stats.
+func (x *exchange) finish() {
+	if !x.done {
+		x.done = true
+		x.s.finishCall(x.idx, x.call)
+	}
+}
+
+func (x *exchange) activate() {
+	s := x.s
+	body, err := io.ReadAll(http.MaxBytesReader(x.w, x.r.Body, maxBodyBytes))
+	var req versori.ActivationRequest
+	if err == nil {
+		err = json.Unmarshal(body, &req)
+	}
+	if err == nil {
+		// Known before auth is checked, so that refused calls are recorded against their pair too.
+		x.call.Pair = req.Pair()
+	}
+	sub, ok := x.authenticate()
+	if !ok {
+		return
+	}
+	if err != nil {
+		x.badBody(err)
+		return
+	}
+	var fields []versori.ErrorField
+	if req.UserID == "" {
+		fields = append(fields, versori.ErrorField{Field: "userId", Message: "is required"})
+	}
+	if req.IntegrationID == "" {
+		fields = append(fields, versori.ErrorField{Field: "integrationId", Message: "is required"})
+	}
+	if len(fields) > 0 {
+		x.fail(http.StatusBadRequest, "invalid request: "+fields[0].Field+" "+fields[0].Message, fields...)
+		return
+	}
+	if !x.allowUser(sub, req.UserID) {
+		return
+	}
+
+	p := req.Pair()
+	s.mu.Lock()
+	pl := s.planLocked(p)
+	s.mu.Unlock()
+	ctx := x.r.Context()
+	if !sleep(ctx, pl.beforeCommit) {
+		return
+	}
+	f := pl.fault
+	if !f.commits() {
+		x.applyFault(f)
+		return
+	}
+
+	s.mu.Lock()
+	status, ebody := s.checkLocked(req)
+	var a Activation
+	var u *endUser
+	if status == 0 {
+		a, u = s.commitLocked(p, time.Now())
+		s.markCommittedLocked(x.idx, p)
+		x.call.Committed = true
+	}
+	s.mu.Unlock()
+	if status != 0 {
+		x.writeError(status, ebody, "")
+		return
+	}
+	// The activation exists from here on, whatever the client hears.
+	if !sleep(ctx, pl.afterCommit) {
+		return
+	}
+	if f.Drop || f.Status != 0 {
+		x.applyFault(f)
+		return
+	}
+	x.writeJSON(http.StatusOK, s.render(a, u))
+}
+
+// checkLocked refuses a request whose user or integration is unknown or which lacks a connection the
+// integration requires; it returns status 0 when the request may commit.
+func (s *Server) checkLocked(req versori.ActivationRequest) (int, versori.ErrorBody) {
+	if s.goneUser[req.UserID] {
+		return http.StatusNotFound, errorBody(http.StatusNotFound, "end user "+req.UserID+" not found")
+	}
+	if s.goneInt[req.IntegrationID] {
+		return http.StatusNotFound, errorBody(http.StatusNotFound, "integration "+req.IntegrationID+" not found")
+	}
+	var missing []string
+	for _, t := range s.requires[req.IntegrationID] {
+		bound := false
+		for _, c := range req.Connections {
+			if c.TemplateID == t {
+				bound = true
+				break
+			}
+		}
+		if !bound {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) == 0 {
+		return 0, versori.ErrorBody{}
+	}
+	b := errorBody(http.StatusBadRequest, "missing connections: integration requires a connection for template "+strings.Join(missing, ", "))
+	for _, t := range missing {
+		b.Fields = append(b.Fields, versori.ErrorField{Field: "connections", Message: "missing connection for template " + t})
+	}
+	return http.StatusBadRequest, b
+}
+
+func (x *exchange) list(hubID, userID string) {
+	s := x.s
+	q := x.r.URL.Query()
+	integrationID := q.Get("integration_id")
+	x.call.Pair = versori.Pair{UserID: userID, IntegrationID: integrationID}
+	sub, ok := x.authenticate()
+	if !ok {
+		return
+	}
+	if hubID != s.hubID {
+		x.fail(http.StatusNotFound, "hub "+hubID+" not found")
+		return
+	}
+	if !x.allowUser(sub, userID) {
+		return
+	}
+	first := s.pageSize
+	if v := q.Get("first"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			x.fail(http.StatusBadRequest, "invalid request: first must be a positive integer",
+				versori.ErrorField{Field: "first", Message: "must be a positive integer"})
+			return
+		}
+		first = min(n, s.pageSize)
+	}
+
+	s.mu.Lock()
+	if s.goneUser[userID] {
+		s.mu.Unlock()
+		x.fail(http.StatusNotFound, "end user "+userID+" not found")
+		return
+	}
+	var acts []Activation
+	for _, a := range s.byUser[userID] {
+		if integrationID == "" || a.Pair.IntegrationID == integrationID {
+			acts = append(acts, a)
+		}
+	}
+	s.mu.Unlock()
+
+	after, before := q.Get("after"), q.Get("before")
+	start, end := 0, len(acts)
+	if after != "" {
+		start = sort.Search(len(acts), func(i int) bool { return acts[i].ID > after })
+	}
+	if before != "" {
+		end = max(start, sort.Search(len(acts), func(i int) bool { return acts[i].ID >= before }))
+	}
+	if before != "" && after == "" {
+		start = max(start, end-first)
+	} else {
+		end = min(end, start+first)
+	}
+	page := versori.EndUserActivationPage{
+		TotalCount:  len(acts),
+		Activations: make([]versori.EndUserActivation, 0, end-start),
+	}
+	for _, a := range acts[start:end] {
+		page.Activations = append(page.Activations, versori.EndUserActivation{
+			ID: a.ID, HubID: a.HubID, Integration: summary(a.Pair.IntegrationID),
+		})
+	}
+	if end > start {
+		if end < len(acts) {
+			page.Next = acts[end-1].ID
+		}
+		if start > 0 {
+			page.Prev = acts[start].ID
+		}
+	}
+	x.writeJSON(http.StatusOK, page)
+}
+
+func (x *exchange) get(id string) {
+	s := x.s
+	sub, ok := x.authenticate()
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	a, found := s.acts[id]
+	u := s.users[a.Pair.UserID]
+	s.mu.Unlock()
+	if !found {
+		x.fail(http.StatusNotFound, "activation "+id+" not found")
+		return
+	}
+	x.call.Pair = a.Pair
+	if !x.allowUser(sub, a.Pair.UserID) {
+		return
+	}
+	x.writeJSON(http.StatusOK, s.render(a, u))
+}
+
+func (x *exchange) delete(id string) {
+	s := x.s
+	sub, ok := x.authenticate()
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	a, found := s.acts[id]
+	allowed := x.call.Auth != authJWT || sub == a.Pair.UserID
+	if found && allowed {
+		s.deleteLocked(id)
+	}
+	s.mu.Unlock()
+	if !found {
+		x.fail(http.StatusNotFound, "activation "+id+" not found")
+		return
+	}
+	x.call.Pair = a.Pair
+	if !x.allowUser(sub, a.Pair.UserID) {
+		return
+	}
+	x.call.Status = http.StatusNoContent
+	x.finish()
+	x.w.WriteHeader(http.StatusNoContent)
+}
+
+// render is the API's view of an activation.
+func (s *Server) render(a Activation, u *endUser) versori.Activation {
+	return versori.Activation{
+		ID:    a.ID,
+		HubID: a.HubID,
+		User: versori.EndUser{
+			ID:                u.id,
+			ExternalID:        a.Pair.UserID,
+			DisplayName:       a.Pair.UserID,
+			HubID:             a.HubID,
+			PrimaryConnection: u.primary,
+			CreatedAt:         u.created,
+			UpdatedAt:         u.created,
+		},
+		Integration: summary(a.Pair.IntegrationID),
+	}
+}
+
+// summary is the integration summary the spec requires in activations; the stand-in knows nothing of
+// integrations beyond their ids, so the rest is made up from the id.
+func summary(integrationID string) versori.IntegrationSummary {
+	return versori.IntegrationSummary{
+		ID:          integrationID,
+		Name:        "Integration " + integrationID,
+		ImageURL:    "https://example.com/versoritest/integrations/" + url.PathEscape(integrationID) + ".png",
+		Description: "An integration served by the versoritest stand-in.",
+		IsDeployed:  true,
+		IsActivated: true,
+	}
+}
+
+// The values of Call.Auth.
+const (
+	authBearer = "bearer"
+	authJWT    = "jwt"
+)
+
+// authenticate checks the Authorization header, answering 401 when it fails. For a JWT it returns the
+// token's subject, which the caller must match against the call's end user.
+func (x *exchange) authenticate() (sub string, ok bool) {
+	s := x.s
+	scheme, cred, _ := strings.Cut(x.r.Header.Get("Authorization"), " ")
+	cred = strings.TrimSpace(cred)
+	switch {
+	case scheme == "":
+		x.fail(http.StatusUnauthorized, "missing Authorization header")
+	case strings.EqualFold(scheme, "Bearer"):
+		s.mu.Lock()
+		key := s.apiKey
+		s.mu.Unlock()
+		if key != "" && subtle.ConstantTimeCompare([]byte(cred), []byte(key)) == 1 {
+			x.call.Auth = authBearer
+			return "", true
+		}
+		x.fail(http.StatusUnauthorized, "invalid API key")
+	case strings.EqualFold(scheme, "JWT"):
+		if s.jwt == nil {
+			x.fail(http.StatusUnauthorized, "JWT authentication is not configured for this organisation")
+			return "", false
+		}
+		var claims jwt.RegisteredClaims
+		_, err := s.jwt.ParseWithClaims(cred, &claims, func(*jwt.Token) (any, error) { return s.pubKey, nil })
+		if err != nil {
+			x.fail(http.StatusUnauthorized, "invalid token: "+err.Error())
+			return "", false
+		}
+		if claims.Subject == "" {
+			x.fail(http.StatusUnauthorized, "invalid token: no subject")
+			return "", false
+		}
+		x.call.Auth = authJWT
+		return claims.Subject, true
+	default:
+		x.fail(http.StatusUnauthorized, "unsupported Authorization scheme "+scheme)
+	}
+	return "", false
+}
+
+// allowUser answers 403 when a JWT call is about another end user than the token's subject.
+func (x *exchange) allowUser(sub, userID string) bool {
+	if x.call.Auth == authJWT && sub != userID {
+		x.fail(http.StatusForbidden, "token subject "+sub+" may not act for end user "+userID)
+		return false
+	}
+	return true
+}
+
+// badBody answers 400 for a body that could not be read or decoded, naming the field when it can.
+func (x *exchange) badBody(err error) {
+	field, msg := "body", "malformed JSON: "+err.Error()
+	var te *json.UnmarshalTypeError
+	var me *http.MaxBytesError
+	switch {
+	case errors.As(err, &te) && te.Field != "":
+		field, msg = te.Field, "has the wrong type: expected "+te.Type.String()+", got "+te.Value
+	case errors.As(err, &me):
+		msg = "is larger than " + strconv.FormatInt(me.Limit, 10) + " bytes"
+	}
+	x.fail(http.StatusBadRequest, "invalid request: "+field+" "+msg, versori.ErrorField{Field: field, Message: msg})
+}
+
+// applyFault answers with f's status, or drops the connection.
+func (x *exchange) applyFault(f Fault) {
+	if f.Drop {
+		x.drop()
+		return
+	}
+	b := errorBody(f.Status, http.StatusText(f.Status))
+	if f.Body != nil {
+		fb := *f.Body
+		// The spec requires both; a test that set only one still gets a valid body.
+		if fb.Code == "" {
+			fb.Code = b.Code
+		}
+		if fb.Message == "" {
+			fb.Message = b.Message
+		}
+		b = fb
+	}
+	x.writeError(f.Status, b, f.RetryAfter)
+}
+
+// drop closes the connection without answering, as a crashed gateway would: the client cannot tell
+// whether the call took effect.
+func (x *exchange) drop() {
+	x.call.Dropped = true
+	x.call.Status = 0
+	x.finish()
+	if hj, ok := x.w.(http.Hijacker); ok {
+		if conn, _, err := hj.Hijack(); err == nil {
+			_ = conn.Close()
+			return
+		}
+	}
+	// HTTP/2 cannot be hijacked; aborting the handler resets the stream, which is the same to a client.
+	panic(http.ErrAbortHandler)
+}
+
+// fail answers status with an error body.
+func (x *exchange) fail(status int, msg string, fields ...versori.ErrorField) {
+	b := errorBody(status, msg)
+	b.Fields = fields
+	x.writeError(status, b, "")
+}
+
+func (x *exchange) writeError(status int, b versori.ErrorBody, retryAfter string) {
+	if retryAfter != "" {
+		x.w.Header().Set("Retry-After", retryAfter)
+		x.call.RetryAfter, _ = versori.ParseRetryAfter(retryAfter, time.Now())
+	}
+	x.writeJSON(status, b)
+}
+
+func (x *exchange) writeJSON(status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b, _ = json.Marshal(errorBody(status, "encoding response: "+err.Error()))
+	}
+	x.call.Status = status
+	x.finish()
+	x.w.Header().Set("Content-Type", "application/json")
+	x.w.WriteHeader(status)
+	_, _ = x.w.Write(append(b, '\n'))
+}
+
+// errorBody is the API's error body for status, whose code is the status times 1000.
+func errorBody(status int, msg string) versori.ErrorBody {
+	return versori.ErrorBody{Code: strconv.Itoa(status * 1000), Message: msg}
+}
+
+// sleep waits d, or less if ctx ends first; it reports whether the whole wait passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

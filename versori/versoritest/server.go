@@ -1,0 +1,465 @@
+// Package versoritest is a stand-in for Versori's Embedded API v1, for tests, the demo and benchmarks.
+//
+// It serves the calls the versori client makes (POST /activations, the end user's activations list, GET
+// and DELETE /activations/{id}, /healthz) with bodies that validate against the published OpenAPI
+// spec, and it can be told to misbehave: latency, 503s, 429s with Retry-After, connections dropped
+// after the activation was committed, and scripted answers for one pair's next calls. Like the real
+// API, POST /activations is not idempotent, so a client that retries blindly creates duplicates,
+// which ActivationCount and Duplicates expose.
+//
+// Every call is recorded (Calls, Stats). When the stand-in runs as its own process
+// (cmd/versori-standin), the same records and controls are reachable over HTTP under /_standin/.
+package versoritest
+
+import (
+	"crypto/rsa"
+	"encoding/json"
+	"math/rand/v2"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/versori/activator/versori"
+)
+
+// DefaultAPIKey is the API key a Server accepts when Options.APIKey is empty.
+const DefaultAPIKey = "test-api-key"
+
+// DefaultHubID is the hub a Server serves when Options.HubID is empty; it is a valid ULID so that
+// responses validate against the spec.
+const DefaultHubID = "01J5TANDXN0000000000000HVB"
+
+// DefaultPageSize is the most activations a list page holds when Options.PageSize is zero; it is the
+// spec's default for `first`.
+const DefaultPageSize = 20
+
+// Options configures a Server.
+type Options struct {
+	// APIKey is accepted as "Authorization: Bearer <key>"; default DefaultAPIKey.
+	APIKey string
+	// HubID is the only hub whose users' activations can be listed; default DefaultHubID.
+	HubID string
+	// SigningKeyID and PublicKey, when both set, make the server accept "Authorization: JWT <token>":
+	// RS256 tokens with iss == versori.JWTIssuerPrefix+SigningKeyID, a valid exp, and sub equal to the
+	// end user the call is about (403 otherwise).
+	SigningKeyID string
+	PublicKey    *rsa.PublicKey
+	// PageSize is the most activations one list page holds (default DefaultPageSize), so that a client
+	// with more activations than that must follow `next`.
+	PageSize int
+	// Seed seeds the random draws of the fault rates and of the ULIDs' entropy (0 means 1), so that a
+	// run with the same calls in the same order meets the same faults.
+	Seed int64
+	// Faults are in force from the start; SetFaults replaces them.
+	Faults Faults
+	// MaxCalls bounds how many calls Calls keeps, the most recent ones (0 keeps all). A long soak run
+	// needs the bound; the counters in Stats stay exact regardless.
+	MaxCalls int
+}
+
+// Server is the stand-in. It is an http.Handler, and New also serves it on a local port. It is safe
+// for concurrent use.
+type Server struct {
+	hubID    string
+	pageSize int
+	maxCalls int
+	issuer   string // empty when JWTs are not accepted
+	pubKey   *rsa.PublicKey
+	jwt      *jwt.Parser
+	ts       *httptest.Server
+
+	// mu guards everything below. It is never held while sleeping or doing I/O, so that latency
+	// faults do not serialise calls.
+	mu       sync.Mutex
+	apiKey   string
+	faults   Faults
+	rng      *rand.Rand             // fault-rate draws
+	entropy  *ulid.MonotonicEntropy // ULID entropy; MonotonicEntropy is not safe for concurrent use
+	lastMS   uint64                 // newest ULID timestamp, so ids never go backwards with the clock
+	scripts  map[versori.Pair][]Fault
+	requires map[string][]string // integration -> templates it needs a connection for
+	goneUser map[string]bool
+	goneInt  map[string]bool
+	users    map[string]*endUser
+	acts     map[string]Activation   // by id
+	byUser   map[string][]Activation // in id order
+	byPair   map[versori.Pair]int
+	calls    []Call
+	dropped0 int // calls trimmed from the front of calls, so absolute indexes stay valid
+	nCalls   int
+	byOp     map[string]int
+	nDropped int
+}
+
+// Call is one request the server received, as recorded.
+type Call struct {
+	At     time.Time `json:"at"`
+	Op     string    `json:"op"` // versori.OpActivate, OpListActivations, OpGetActivation, OpDeleteActivation, or "other"
+	Method string    `json:"method"`
+	Path   string    `json:"path"`
+	// Pair is the call's (user, integration): from the body for activate, from the path and the
+	// integration_id query for list, and from the activation found for get and delete.
+	Pair versori.Pair `json:"pair"`
+	// Status is the status answered; 0 when the connection was dropped, when the client went away
+	// before the answer, or while the call is still in flight.
+	Status    int    `json:"status"`
+	Committed bool   `json:"committed"` // an activation was created by this call
+	Dropped   bool   `json:"dropped"`   // the server closed the connection without answering, on purpose
+	Auth      string `json:"auth"`      // "bearer" or "jwt"; "" when refused or not needed
+	// RetryAfter is the Retry-After sent with a 429, as versori.ParseRetryAfter reads it (JSON: ns).
+	RetryAfter time.Duration `json:"retryAfter"`
+}
+
+// Activation is a committed activation, as the server holds it.
+type Activation struct {
+	ID        string       `json:"id"`
+	Pair      versori.Pair `json:"pair"`
+	HubID     string       `json:"hubId"`
+	CreatedAt time.Time    `json:"createdAt"`
+}
+
+// Stats are the server's counters. They count every call even when MaxCalls trims Calls.
+type Stats struct {
+	Calls int `json:"calls"`
+	// ByOpStatus counts calls by operation and status, keyed "activate 200"; status 0 is a dropped
+	// connection or a client that went away.
+	ByOpStatus  map[string]int `json:"byOpStatus"`
+	Activations int            `json:"activations"` // activations held now (deleted ones are gone)
+	Duplicates  int            `json:"duplicates"`  // pairs holding more than one activation
+	Dropped     int            `json:"dropped"`     // connections closed on purpose without an answer
+}
+
+// endUser is what the server knows of an end user once they have an activation.
+type endUser struct {
+	id      string
+	created time.Time
+	primary json.RawMessage // the user's primary Connection, which the spec requires on EndUser
+}
+
+// NewServer returns a Server that is not listening: serve it as an http.Handler.
+func NewServer(opts Options) *Server {
+	if opts.APIKey == "" {
+		opts.APIKey = DefaultAPIKey
+	}
+	if opts.HubID == "" {
+		opts.HubID = DefaultHubID
+	}
+	if opts.PageSize <= 0 {
+		opts.PageSize = DefaultPageSize
+	}
+	if opts.Seed == 0 {
+		opts.Seed = 1
+	}
+	seed := uint64(opts.Seed)
+	var chachaSeed [32]byte
+	for i := range 8 {
+		chachaSeed[i] = byte(seed >> (8 * i))
+	}
+	s := &Server{
+		hubID:    opts.HubID,
+		pageSize: opts.PageSize,
+		maxCalls: max(opts.MaxCalls, 0),
+		apiKey:   opts.APIKey,
+		faults:   opts.Faults,
+		rng:      rand.New(rand.NewPCG(seed, 0x5eed)),
+		entropy:  ulid.Monotonic(rand.NewChaCha8(chachaSeed), 0),
+		scripts:  make(map[versori.Pair][]Fault),
+		requires: make(map[string][]string),
+		goneUser: make(map[string]bool),
+		goneInt:  make(map[string]bool),
+		users:    make(map[string]*endUser),
+		acts:     make(map[string]Activation),
+		byUser:   make(map[string][]Activation),
+		byPair:   make(map[versori.Pair]int),
+		byOp:     make(map[string]int),
+	}
+	if opts.SigningKeyID != "" && opts.PublicKey != nil {
+		s.issuer = versori.JWTIssuerPrefix + opts.SigningKeyID
+		s.pubKey = opts.PublicKey
+		s.jwt = jwt.NewParser(
+			jwt.WithValidMethods([]string{jwt.SigningMethodRS256.Alg()}),
+			jwt.WithIssuer(s.issuer),
+			jwt.WithExpirationRequired(),
+		)
+	}
+	return s
+}
+
+// New starts a Server on a local port for the rest of tb, and closes it when tb ends.
+func New(tb testing.TB, opts Options) *Server {
+	tb.Helper()
+	s := NewServer(opts)
+	s.ts = httptest.NewServer(s)
+	tb.Cleanup(s.ts.Close)
+	return s
+}
+
+// URL is the base URL to give versori.Config.BaseURL; it is empty unless the Server was started by New.
+func (s *Server) URL() string {
+	if s.ts == nil {
+		return ""
+	}
+	return s.ts.URL
+}
+
+// APIKey returns the API key accepted now.
+func (s *Server) APIKey() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.apiKey
+}
+
+// HubID returns the hub the server serves.
+func (s *Server) HubID() string { return s.hubID }
+
+// SetAPIKey rotates the accepted key: calls with the old one get 401 from now on.
+func (s *Server) SetAPIKey(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.apiKey = key
+}
+
+// SetFaults replaces the faults in force; calls already waiting keep the faults they started with.
+func (s *Server) SetFaults(f Faults) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = f
+}
+
+// CurrentFaults returns the faults in force.
+func (s *Server) CurrentFaults() Faults {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.faults
+}
+
+// Script queues faults for p's next POST /activations calls, one per call, ahead of the fault rates.
+func (s *Server) Script(p versori.Pair, faults ...Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.scripts[p] = append(s.scripts[p], faults...)
+}
+
+// RequireConnection makes POSTs for integrationID fail with 400 "missing connections" unless one of
+// their connections binds templateID. Requirements add up.
+func (s *Server) RequireConnection(integrationID, templateID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !slices.Contains(s.requires[integrationID], templateID) {
+		s.requires[integrationID] = append(s.requires[integrationID], templateID)
+	}
+}
+
+// ClearRequirements drops every connection requirement of integrationID.
+func (s *Server) ClearRequirements(integrationID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.requires, integrationID)
+}
+
+// ForgetUser makes userID unknown: POSTs for them and their activations list answer 404. Activations
+// they already have are kept, so that tests can still count them.
+func (s *Server) ForgetUser(userID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.goneUser[userID] = true
+}
+
+// ForgetIntegration makes integrationID unknown: POSTs for it answer 404.
+func (s *Server) ForgetIntegration(integrationID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.goneInt[integrationID] = true
+}
+
+// Seed creates an activation for p, as if an earlier run had activated it, and returns its id. It is
+// not recorded as a call and ignores faults, requirements and forgotten users.
+func (s *Server) Seed(p versori.Pair) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, _ := s.commitLocked(p, time.Now())
+	return a.ID
+}
+
+// Calls returns a copy of the calls recorded, in the order they arrived. A call still in flight is
+// listed with Status 0.
+func (s *Server) Calls() []Call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	calls := s.calls
+	if s.maxCalls > 0 && len(calls) > s.maxCalls {
+		calls = calls[len(calls)-s.maxCalls:]
+	}
+	return slices.Clone(calls)
+}
+
+// Activations returns every activation held, duplicates included, oldest first.
+func (s *Server) Activations() []Activation {
+	s.mu.Lock()
+	out := make([]Activation, 0, len(s.acts))
+	for _, a := range s.acts {
+		out = append(out, a)
+	}
+	s.mu.Unlock()
+	// ULIDs sort by creation time, and the server never lets them go backwards.
+	slices.SortFunc(out, func(a, b Activation) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// ActivationCount returns how many activations p has; more than 1 means a duplicate was created.
+func (s *Server) ActivationCount(p versori.Pair) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byPair[p]
+}
+
+// Duplicates returns the pairs with more than one activation, sorted by user then integration.
+func (s *Server) Duplicates() []versori.Pair {
+	s.mu.Lock()
+	var out []versori.Pair
+	for p, n := range s.byPair {
+		if n > 1 {
+			out = append(out, p)
+		}
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, comparePairs)
+	return out
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Stats{
+		Calls:       s.nCalls,
+		ByOpStatus:  make(map[string]int, len(s.byOp)),
+		Activations: len(s.acts),
+		Dropped:     s.nDropped,
+	}
+	for k, v := range s.byOp {
+		st.ByOpStatus[k] = v
+	}
+	for _, n := range s.byPair {
+		if n > 1 {
+			st.Duplicates++
+		}
+	}
+	return st
+}
+
+func comparePairs(a, b versori.Pair) int {
+	if c := strings.Compare(a.UserID, b.UserID); c != 0 {
+		return c
+	}
+	return strings.Compare(a.IntegrationID, b.IntegrationID)
+}
+
+// newIDLocked returns a ULID later than every one issued before, even if the clock steps back.
+func (s *Server) newIDLocked(now time.Time) string {
+	ms := max(ulid.Timestamp(now), s.lastMS)
+	id, err := ulid.New(ms, s.entropy)
+	if err != nil {
+		// The entropy of this millisecond is spent (2^80 ids in it); move on to the next one.
+		ms++
+		id = ulid.MustNew(ms, s.entropy)
+	}
+	s.lastMS = ms
+	return id.String()
+}
+
+// commitLocked creates an activation for p, and the end user if this is their first.
+func (s *Server) commitLocked(p versori.Pair, now time.Time) (Activation, *endUser) {
+	now = now.UTC()
+	u := s.users[p.UserID]
+	if u == nil {
+		u = &endUser{id: s.newIDLocked(now), created: now}
+		u.primary = primaryConnection(s.newIDLocked(now), now)
+		s.users[p.UserID] = u
+	}
+	a := Activation{ID: s.newIDLocked(now), Pair: p, HubID: s.hubID, CreatedAt: now}
+	s.acts[a.ID] = a
+	// Ids only grow, so appending keeps the user's list in id order.
+	s.byUser[p.UserID] = append(s.byUser[p.UserID], a)
+	s.byPair[p]++
+	return a, u
+}
+
+// deleteLocked removes the activation id, reporting whether it existed.
+func (s *Server) deleteLocked(id string) (Activation, bool) {
+	a, ok := s.acts[id]
+	if !ok {
+		return Activation{}, false
+	}
+	delete(s.acts, id)
+	list := s.byUser[a.Pair.UserID]
+	if i, found := slices.BinarySearchFunc(list, id, func(x Activation, id string) int {
+		return strings.Compare(x.ID, id)
+	}); found {
+		s.byUser[a.Pair.UserID] = slices.Delete(list, i, i+1)
+	}
+	if s.byPair[a.Pair]--; s.byPair[a.Pair] <= 0 {
+		delete(s.byPair, a.Pair)
+	}
+	return a, true
+}
+
+// primaryConnection renders the end user's primary Connection. The spec requires a full Connection
+// with at least one credentials property, so it carries an empty action list.
+func primaryConnection(id string, now time.Time) json.RawMessage {
+	b, _ := json.Marshal(struct {
+		ID          string                       `json:"id"`
+		Name        string                       `json:"name"`
+		Credentials map[string][]json.RawMessage `json:"credentials"`
+		Variables   []versori.ConnectionVariable `json:"variables"`
+		CreatedAt   time.Time                    `json:"createdAt"`
+		UpdatedAt   time.Time                    `json:"updatedAt"`
+	}{id, "primary", map[string][]json.RawMessage{"action": {}}, []versori.ConnectionVariable{}, now, now})
+	return b
+}
+
+// startCall records a call on arrival and returns its absolute index, so that it is listed in arrival
+// order even when calls finish out of order, and the latency it must wait.
+func (s *Server) startCall(c Call) (int, time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nCalls++
+	idx := s.dropped0 + len(s.calls)
+	s.calls = append(s.calls, c)
+	if s.maxCalls > 0 && len(s.calls) >= 2*s.maxCalls {
+		// Trim in batches so that recording stays O(1) amortised.
+		n := len(s.calls) - s.maxCalls
+		s.calls = slices.Clone(s.calls[n:])
+		s.dropped0 += n
+	}
+	return idx, s.faults.Latency
+}
+
+// finishCall stores the call's outcome and counts it.
+func (s *Server) finishCall(idx int, c Call) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i := idx - s.dropped0; i >= 0 && i < len(s.calls) {
+		s.calls[i] = c
+	}
+	s.byOp[c.Op+" "+strconv.Itoa(c.Status)]++
+	if c.Dropped {
+		s.nDropped++
+	}
+}
+
+// markCommittedLocked shows a commit on the call's record at once, so that Calls reflects it while the
+// call is still waiting to answer.
+func (s *Server) markCommittedLocked(idx int, p versori.Pair) {
+	if i := idx - s.dropped0; i >= 0 && i < len(s.calls) {
+		s.calls[i].Committed = true
+		s.calls[i].Pair = p
+	}
+}
