@@ -1,0 +1,23 @@
+# Thin targets; the README says what each is for.
+GO ?= go
+VERSORI_SPEC ?= $(abspath $(wildcard ../shared/versori/embedded-api-v1.yaml))
+export VERSORI_SPEC
+
+.PHONY: demo test lint build standin
+
+demo: ## run the whole pipeline on an in-process Redis and the Versori stand-in
+	$(GO) run ./cmd/demo
+
+test: ## vet and run every test against the Redis on 127.0.0.1:6379 (TEST_REDIS_ADDR)
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+lint: ## gofmt and staticcheck
+	@test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+build: ## static binaries into bin/
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/...
+
+standin: ## run the Versori stand-in on 127.0.0.1:8950
+	$(GO) run ./cmd/versori-standin
