@@ -11,16 +11,7 @@ import (
 // and are not recorded as calls, so that watching a run does not change what it measures.
 const adminPrefix = "/_standin/"
 
-// serveAdmin serves:
-//
-//	GET  /_standin/stats        Stats
-//	GET  /_standin/calls        []Call (Call.RetryAfter in nanoseconds)
-//	GET  /_standin/activations  []Activation
-//	GET  /_standin/faults       Faults in force
-//	POST /_standin/faults       replace the faults with the JSON Faults body (absent fields are zero;
-//	                            durations as Go duration strings like "250ms", or nanoseconds)
-//	POST /_standin/require?integration=X&template=Y   RequireConnection(X, Y)
-//	POST /_standin/clear?integration=X                ClearRequirements(X)
+// serveAdmin serves the endpoints listed in the package doc.
 func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	name := strings.TrimPrefix(r.URL.Path, adminPrefix)
 	q := r.URL.Query()

@@ -114,8 +114,14 @@ func (d *jsonDuration) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// Fault is one scripted answer to one pair's next POST /activations. A Fault with neither Status nor
-// Drop answers normally (commit, then 200) after Delay, which makes it a way to slow down one call.
+// Fault is one scripted answer to one pair's next POST /activations. It is consumed once the call is
+// authenticated and decoded, ahead of the fault rates, and it replaces LatencyAfterCommit for that call.
+//
+// A Fault without Commit answers without looking at the request further, as a gateway would. One with
+// Commit still meets the API's own checks (unknown user or integration, missing connections) and
+// answers those instead when they fail. One with neither Status nor Drop answers normally (commit,
+// then 200) after Delay, which makes it a way to slow down one call; if the client goes away during
+// that Delay, nothing is committed.
 type Fault struct {
 	Status     int                // answer this status with an error body (0: no status fault)
 	RetryAfter string             // Retry-After header sent with it, when set

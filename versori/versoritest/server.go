@@ -8,7 +8,17 @@
 // which ActivationCount and Duplicates expose.
 //
 // Every call is recorded (Calls, Stats). When the stand-in runs as its own process
-// (cmd/versori-standin), the same records and controls are reachable over HTTP under /_standin/.
+// (cmd/versori-standin), the same records and controls are served over HTTP, without auth and without
+// being recorded as calls:
+//
+//	GET  /_standin/stats        Stats
+//	GET  /_standin/calls        []Call (Call.RetryAfter in nanoseconds)
+//	GET  /_standin/activations  []Activation
+//	GET  /_standin/faults       the Faults in force
+//	POST /_standin/faults       replace the Faults with the JSON body; absent fields are zero, and
+//	                            durations are Go duration strings ("250ms") or nanoseconds
+//	POST /_standin/require?integration=X&template=Y   RequireConnection(X, Y)
+//	POST /_standin/clear?integration=X                ClearRequirements(X)
 package versoritest
 
 import (
@@ -91,6 +101,7 @@ type Server struct {
 	acts     map[string]Activation   // by id
 	byUser   map[string][]Activation // in id order
 	byPair   map[versori.Pair]int
+	dupPairs int // pairs in byPair with more than one activation, kept up to date for Stats
 	calls    []Call
 	dropped0 int // calls trimmed from the front of calls, so absolute indexes stay valid
 	nCalls   int
@@ -342,15 +353,11 @@ func (s *Server) Stats() Stats {
 		Calls:       s.nCalls,
 		ByOpStatus:  make(map[string]int, len(s.byOp)),
 		Activations: len(s.acts),
+		Duplicates:  s.dupPairs,
 		Dropped:     s.nDropped,
 	}
 	for k, v := range s.byOp {
 		st.ByOpStatus[k] = v
-	}
-	for _, n := range s.byPair {
-		if n > 1 {
-			st.Duplicates++
-		}
 	}
 	return st
 }
@@ -388,7 +395,9 @@ func (s *Server) commitLocked(p versori.Pair, now time.Time) (Activation, *endUs
 	s.acts[a.ID] = a
 	// Ids only grow, so appending keeps the user's list in id order.
 	s.byUser[p.UserID] = append(s.byUser[p.UserID], a)
-	s.byPair[p]++
+	if s.byPair[p]++; s.byPair[p] == 2 {
+		s.dupPairs++
+	}
 	return a, u
 }
 
@@ -405,8 +414,11 @@ func (s *Server) deleteLocked(id string) (Activation, bool) {
 	}); found {
 		s.byUser[a.Pair.UserID] = slices.Delete(list, i, i+1)
 	}
-	if s.byPair[a.Pair]--; s.byPair[a.Pair] <= 0 {
+	switch s.byPair[a.Pair]--; s.byPair[a.Pair] {
+	case 0:
 		delete(s.byPair, a.Pair)
+	case 1:
+		s.dupPairs--
 	}
 	return a, true
 }

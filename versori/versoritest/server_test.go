@@ -214,6 +214,12 @@ func TestDuplicatePOSTCreatesSecondActivation(t *testing.T) {
 	if st := s.Stats(); st.Duplicates != 1 || st.Activations != 2 || st.ByOpStatus["activate 200"] != 2 {
 		t.Errorf("Stats = %+v", st)
 	}
+	if err := c.DeleteActivation(ctx, second.ID); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Duplicates != 0 || st.Activations != 1 || len(s.Duplicates()) != 0 {
+		t.Errorf("after deleting the duplicate: Stats = %+v, Duplicates = %v", st, s.Duplicates())
+	}
 }
 
 func TestListPagination(t *testing.T) {

@@ -1,0 +1,176 @@
+// Command versori-standin serves the versoritest stand-in for Versori's Embedded API v1 as its own
+// process, for benchmarks and soak runs that must not share a process with the worker. Its records and
+// controls are under /_standin/ (listed in the versoritest package doc): stats, calls, activations, faults,
+// require and clear.
+//
+// Usage:
+//
+//	versori-standin -addr 127.0.0.1:8950 -error-rate 0.05 -rate-limit-rate 0.02 -drop-rate 0.01 \
+//	    -require 01J...INTEGRATION=01J...TEMPLATE
+package main
+
+import (
+	"context"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/versori/activator/versori/versoritest"
+)
+
+// config is what the flags ask for.
+type config struct {
+	addr     string
+	opts     versoritest.Options
+	requires [][2]string // integration, template
+}
+
+// requireFlag collects repeated -require INTEGRATION=TEMPLATE flags.
+type requireFlag struct{ pairs *[][2]string }
+
+func (f requireFlag) String() string { return "" }
+
+func (f requireFlag) Set(v string) error {
+	integration, template, ok := strings.Cut(v, "=")
+	if !ok || integration == "" || template == "" {
+		return fmt.Errorf("%q is not INTEGRATION=TEMPLATE", v)
+	}
+	*f.pairs = append(*f.pairs, [2]string{integration, template})
+	return nil
+}
+
+// parseFlags reads the command line; its errors are one line each, for a fast exit 2.
+func parseFlags(args []string) (config, error) {
+	var c config
+	var keyFile string
+	fs := flag.NewFlagSet("versori-standin", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:8950", "address to listen on")
+	fs.StringVar(&c.opts.APIKey, "api-key", versoritest.DefaultAPIKey, "API key accepted as \"Authorization: Bearer\"")
+	fs.StringVar(&c.opts.HubID, "hub-id", versoritest.DefaultHubID, "hub id (a ULID)")
+	fs.IntVar(&c.opts.PageSize, "page-size", versoritest.DefaultPageSize, "most activations per list page")
+	fs.IntVar(&c.opts.MaxCalls, "max-calls", 100_000, "most recent calls kept for /_standin/calls (0 keeps all)")
+	fs.Int64Var(&c.opts.Seed, "seed", 1, "seed of the fault-rate draws")
+	fs.DurationVar(&c.opts.Faults.Latency, "latency", 0, "wait before handling every call")
+	fs.DurationVar(&c.opts.Faults.LatencyAfterCommit, "latency-after-commit", 0, "POST /activations: wait after committing, before answering")
+	fs.Float64Var(&c.opts.Faults.ServerErrorRate, "error-rate", 0, "fraction of POSTs answered 503")
+	fs.Float64Var(&c.opts.Faults.RateLimitRate, "rate-limit-rate", 0, "fraction of POSTs answered 429")
+	fs.StringVar(&c.opts.Faults.RetryAfter, "retry-after", versoritest.DefaultRetryAfter, "Retry-After sent with 429s: seconds or an HTTP-date")
+	fs.Float64Var(&c.opts.Faults.DropAfterCommitRate, "drop-rate", 0, "fraction of POSTs committed, then dropped without an answer")
+	fs.Var(requireFlag{&c.requires}, "require", "INTEGRATION=TEMPLATE: POSTs for the integration need a connection for the template (repeatable)")
+	fs.StringVar(&c.opts.SigningKeyID, "signing-key-id", "", "accept RS256 JWTs issued by this signing key (needs -public-key-file)")
+	fs.StringVar(&keyFile, "public-key-file", "", "PEM (PKIX) RSA public key of the signing key")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(os.Stderr)
+			fs.PrintDefaults()
+		}
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := c.opts.Faults.Validate(); err != nil {
+		return c, err
+	}
+	if c.opts.APIKey == "" {
+		return c, errors.New("-api-key must not be empty")
+	}
+	if (c.opts.SigningKeyID == "") != (keyFile == "") {
+		return c, errors.New("-signing-key-id and -public-key-file go together")
+	}
+	if keyFile != "" {
+		k, err := loadPublicKey(keyFile)
+		if err != nil {
+			return c, err
+		}
+		c.opts.PublicKey = k
+	}
+	return c, nil
+}
+
+func loadPublicKey(path string) (*rsa.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading public key: %w", err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil, fmt.Errorf("%s is not PEM", path)
+	}
+	k, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s is not a PKIX public key: %w", path, err)
+	}
+	rk, ok := k.(*rsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%s is not an RSA public key (RS256 needs one)", path)
+	}
+	return rk, nil
+}
+
+func main() {
+	c, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "versori-standin:", err)
+		os.Exit(2)
+	}
+	if err := run(c, slog.New(slog.NewTextHandler(os.Stderr, nil))); err != nil {
+		fmt.Fprintln(os.Stderr, "versori-standin:", err)
+		os.Exit(1)
+	}
+}
+
+// shutdownGrace bounds how long calls in flight (some of them sleeping on latency faults) may take
+// to finish once a signal arrives.
+const shutdownGrace = 10 * time.Second
+
+func run(c config, log *slog.Logger) error {
+	s := versoritest.NewServer(c.opts)
+	for _, r := range c.requires {
+		s.RequireConnection(r[0], r[1])
+	}
+	ln, err := net.Listen("tcp", c.addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	f := c.opts.Faults
+	log.Info("versori stand-in listening", "addr", ln.Addr().String(), "hub_id", s.HubID(),
+		"jwt", c.opts.PublicKey != nil, "latency", f.Latency, "latency_after_commit", f.LatencyAfterCommit,
+		"error_rate", f.ServerErrorRate, "rate_limit_rate", f.RateLimitRate, "drop_rate", f.DropAfterCommitRate,
+		"retry_after", f.RetryAfter, "requires", len(c.requires), "seed", c.opts.Seed)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		// Calls still sleeping past the grace period are cut off; their clients see a dropped call.
+		_ = srv.Close()
+	}
+	return nil
+}
