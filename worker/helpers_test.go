@@ -1,0 +1,142 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/versori"
+	"github.com/versori/activator/versori/versoritest"
+	"github.com/versori/activator/worker"
+)
+
+// Test integrations: billing requires a connection template that the test rows never bind.
+const (
+	crmIntegration     = "01JDCRM0000000000000000000"
+	crmTemplate        = "01JDCRMTP10000000000000000"
+	billingIntegration = "01JDB1111NG000000000000000"
+	billingTemplate    = "01JDB1111NGTP1000000000000"
+	queue              = "activations"
+)
+
+// writeRequests writes a JSONL file of n requests, the last missing of them for billing (which will
+// be dead-lettered as missing connections), and returns its path and the pairs in order.
+func writeRequests(t *testing.T, n, missing int) (string, []versori.Pair) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "requests.jsonl")
+	var b strings.Builder
+	pairs := make([]versori.Pair, 0, n)
+	for i := range n {
+		r := versori.ActivationRequest{UserID: fmt.Sprintf("user-%05d", i), IntegrationID: crmIntegration,
+			Connections: []versori.ActivationConnection{{TemplateID: crmTemplate, ConnectionID: "01JDC0NN000000000000000000"}}}
+		if i >= n-missing {
+			r = versori.ActivationRequest{UserID: fmt.Sprintf("user-%05d", i), IntegrationID: billingIntegration}
+		}
+		line, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(line)
+		b.WriteByte('\n')
+		pairs = append(pairs, r.Pair())
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, pairs
+}
+
+// startWorker runs an in-process worker on rdb against api until the test ends or stop is called.
+func startWorker(t *testing.T, rdb redis.UniversalClient, api *versoritest.Server, mod func(*worker.Config)) (w *worker.Worker, stop func()) {
+	t.Helper()
+	cfg := worker.Config{
+		Queue: queue, Concurrency: 20, PollInterval: 50 * time.Millisecond, SweepInterval: 500 * time.Millisecond,
+		ShutdownGrace: 2 * time.Second, MetricsAddr: "127.0.0.1:0",
+		Versori: versori.Config{BaseURL: api.URL(), HubID: api.HubID(), Auth: versori.APIKey(api.APIKey()), Timeout: 5 * time.Second},
+		Logger:  slog.New(slog.NewJSONHandler(io.Discard, nil)),
+	}
+	if testing.Verbose() {
+		cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	w, err := worker.New(rdb, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker.Run: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return w, stop
+}
+
+// waitFor polls cond until it holds, failing the test after timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// settled reports whether every pair is activated or dead-lettered.
+func settled(t *testing.T, api *versoritest.Server, store *deadletter.Store, n int) func() bool {
+	return func() bool {
+		dl, err := store.Count(context.Background(), "")
+		if err != nil {
+			t.Logf("counting dead letters: %v", err)
+			return false
+		}
+		return api.Stats().Activations+int(dl) >= n
+	}
+}
+
+// activateCalls counts the POST /activations calls the stand-in received per pair.
+func activateCalls(api *versoritest.Server) map[versori.Pair]int {
+	out := map[versori.Pair]int{}
+	for _, c := range api.Calls() {
+		if c.Op == versori.OpActivate {
+			out[c.Pair]++
+		}
+	}
+	return out
+}
+
+// assertExactlyOnce checks that every pair in active has exactly one activation and the rest none.
+func assertExactlyOnce(t *testing.T, api *versoritest.Server, active []versori.Pair) {
+	t.Helper()
+	if d := api.Duplicates(); len(d) > 0 {
+		t.Errorf("%d pairs were activated more than once, e.g. %+v", len(d), d[0])
+	}
+	for _, p := range active {
+		if n := api.ActivationCount(p); n != 1 {
+			t.Errorf("pair %+v has %d activations, want 1", p, n)
+		}
+	}
+}

@@ -1,0 +1,234 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/internal/enqueuecmd"
+	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/producer"
+	"github.com/versori/activator/tasks"
+	"github.com/versori/activator/versori"
+	"github.com/versori/activator/versori/versoritest"
+)
+
+func TestPipelineActivatesOnceAndDeadLettersMissingConnections(t *testing.T) {
+	t.Parallel()
+	const n, missing = 1000, 50
+	db := redistest.New(t)
+	api := versoritest.New(t, versoritest.Options{})
+	api.RequireConnection(billingIntegration, billingTemplate)
+	path, pairs := writeRequests(t, n, missing)
+	p := producer.New(db.Client, producer.Config{Queue: queue})
+	ctx := context.Background()
+
+	sum, err := p.EnqueueFile(ctx, producer.FileOptions{Path: path, Batch: "b1"})
+	if err != nil || sum.Enqueued != n || sum.Rejected != 0 {
+		t.Fatalf("EnqueueFile = %+v, %v; want %d enqueued", sum, err, n)
+	}
+	w, _ := startWorker(t, db.Client, api, nil)
+	waitFor(t, 90*time.Second, "all pairs settled", settled(t, api, p.Store(), n))
+
+	assertExactlyOnce(t, api, pairs[:n-missing])
+	calls := activateCalls(api)
+	for _, pr := range pairs[n-missing:] {
+		if api.ActivationCount(pr) != 0 {
+			t.Errorf("pair %+v without its connection was activated", pr)
+		}
+		if calls[pr] != 1 {
+			t.Errorf("pair %+v: %d activate calls, want exactly 1 before dead-lettering", pr, calls[pr])
+		}
+	}
+	byReason, err := p.Store().CountByReason(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if byReason[deadletter.MissingConnections] != missing || len(nonZero(byReason)) != 1 {
+		t.Errorf("dead letters by reason = %v, want %d missing_connections only", byReason, missing)
+	}
+	entries, err := p.Store().Get(ctx, tasks.TaskID(pairs[n-1]))
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("Get dead letter: %v, %v", entries, err)
+	}
+	e := entries[0]
+	if e.Reason != deadletter.MissingConnections || e.Attempts != 1 || e.Request.UserID != pairs[n-1].UserID ||
+		e.Batch != "b1" || !strings.Contains(e.Error, "connection") || e.FailedAt.IsZero() {
+		t.Errorf("dead letter = %+v", e)
+	}
+
+	// The counts add up: activations plus dead letters are the pairs in.
+	m := w.Metrics()
+	got := testutil.ToFloat64(m.Activations.WithLabelValues("activated")) +
+		testutil.ToFloat64(m.Activations.WithLabelValues("already_active")) +
+		testutil.ToFloat64(m.DeadLetters.WithLabelValues(string(deadletter.MissingConnections)))
+	if got != n {
+		t.Errorf("activations + dead letters in metrics = %v, want %d", got, n)
+	}
+
+	// A re-run of the same file enqueues nothing and so creates no activation.
+	before := len(api.Calls())
+	sum2, err := p.EnqueueFile(ctx, producer.FileOptions{Path: path, Batch: "b2"})
+	if err != nil || sum2.Enqueued != 0 || sum2.Duplicates+sum2.DeadLettered != n || sum2.DeadLettered != missing {
+		t.Fatalf("re-run EnqueueFile = %+v, %v; want 0 enqueued, %d duplicates, %d dead-lettered", sum2, err, n-missing, missing)
+	}
+	qi, err := asynq.NewInspectorFromRedisClient(db.Client).GetQueueInfo(queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if qi.Pending+qi.Active+qi.Retry+qi.Scheduled != 0 {
+		t.Errorf("after the re-run the queue holds work: %+v", qi)
+	}
+	if after := len(api.Calls()); after != before {
+		t.Errorf("re-run made %d API calls", after-before)
+	}
+	assertExactlyOnce(t, api, pairs[:n-missing])
+}
+
+func nonZero(m map[deadletter.Reason]int64) map[deadletter.Reason]int64 {
+	out := map[deadletter.Reason]int64{}
+	for k, v := range m {
+		if v != 0 {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// TestPipelineRidesOutFaults runs requests through 503s, 429s with Retry-After and responses dropped
+// after the activation was committed: every pair ends active exactly once and none is dead-lettered.
+func TestPipelineRidesOutFaults(t *testing.T) {
+	t.Parallel()
+	const n = 400
+	db := redistest.New(t)
+	api := versoritest.New(t, versoritest.Options{Seed: 3, Faults: versoritest.Faults{
+		ServerErrorRate: 0.05, RateLimitRate: 0.03, RetryAfter: "1", DropAfterCommitRate: 0.05,
+	}})
+	path, pairs := writeRequests(t, n, 0)
+	p := producer.New(db.Client, producer.Config{Queue: queue})
+	if _, err := p.EnqueueFile(context.Background(), producer.FileOptions{Path: path}); err != nil {
+		t.Fatal(err)
+	}
+	startWorker(t, db.Client, api, nil)
+	waitFor(t, 90*time.Second, "all pairs active", settled(t, api, p.Store(), n))
+	assertExactlyOnce(t, api, pairs)
+	if dl, _ := p.Store().Count(context.Background(), ""); dl != 0 {
+		t.Errorf("%d transient failures were dead-lettered", dl)
+	}
+	st := api.Stats()
+	if st.Dropped == 0 || st.ByOpStatus["activate 429"] == 0 || st.ByOpStatus["activate 503"] == 0 {
+		t.Errorf("faults were not exercised: %+v", st)
+	}
+	// Every dropped response was followed by a look-up, not a blind second POST.
+	if st.ByOpStatus["list_activations 200"] < st.Dropped {
+		t.Errorf("%d dropped responses but %d look-ups", st.Dropped, st.ByOpStatus["list_activations 200"])
+	}
+}
+
+// TestDeadLetterRequeueAndPurge fixes the cause of dead letters and replays them with the enqueue
+// command; purge removes only what it names.
+func TestDeadLetterRequeueAndPurge(t *testing.T) {
+	t.Parallel()
+	const n, missing = 30, 10
+	db := redistest.New(t)
+	api := versoritest.New(t, versoritest.Options{})
+	api.RequireConnection(billingIntegration, billingTemplate)
+	path, pairs := writeRequests(t, n, missing)
+	p := producer.New(db.Client, producer.Config{Queue: queue})
+	ctx := context.Background()
+	if _, err := p.EnqueueFile(ctx, producer.FileOptions{Path: path}); err != nil {
+		t.Fatal(err)
+	}
+	startWorker(t, db.Client, api, nil)
+	waitFor(t, 60*time.Second, "all pairs settled", settled(t, api, p.Store(), n))
+
+	run := func(args ...string) (int, string) {
+		var out, errb bytes.Buffer
+		env := enqueuecmd.Env{Stdout: &out, Stderr: &errb, Lookup: func(k string) (string, bool) {
+			if k == "REDIS_URL" {
+				return db.URL(), true
+			}
+			return "", false
+		}}
+		code := enqueuecmd.Run(ctx, args, env)
+		return code, out.String() + errb.String()
+	}
+
+	// Purge names one dead letter: only it goes.
+	purged := tasks.TaskID(pairs[n-1])
+	if code, out := run("dlq", "purge", purged); code != 0 || !strings.Contains(out, "purged: 1") {
+		t.Fatalf("dlq purge = %d %q", code, out)
+	}
+	if c, _ := p.Store().Count(ctx, ""); c != missing-1 {
+		t.Fatalf("after purge %d dead letters, want %d", c, missing-1)
+	}
+
+	// The integration no longer needs the template: a requeue activates the rest, once each.
+	api.ClearRequirements(billingIntegration)
+	if code, out := run("dlq", "requeue", "--reason", "missing_connections"); code != 0 || !strings.Contains(out, "requeued: 9") {
+		t.Fatalf("dlq requeue = %d %q", code, out)
+	}
+	waitFor(t, 60*time.Second, "requeued pairs active", func() bool { return api.Stats().Activations == n-1 })
+	assertExactlyOnce(t, api, pairs[:n-1])
+	if api.ActivationCount(pairs[n-1]) != 0 {
+		t.Error("the purged dead letter was activated")
+	}
+	if c, _ := p.Store().Count(ctx, ""); c != 0 {
+		t.Errorf("%d dead letters left after requeue", c)
+	}
+	// Replays look before activating, since an earlier outcome may be unknown.
+	lookups := 0
+	for _, c := range api.Calls() {
+		if c.Op == versori.OpListActivations {
+			lookups++
+		}
+	}
+	if lookups < missing-1 {
+		t.Errorf("%d look-ups for %d replays", lookups, missing-1)
+	}
+}
+
+// TestSweeperStoresWhatAsynqArchivedItself covers tasks archived without the handler (asynq does so
+// for a task recovered after a crash at its retry limit): the sweep puts them in the store.
+func TestSweeperStoresWhatAsynqArchivedItself(t *testing.T) {
+	t.Parallel()
+	db := redistest.New(t)
+	api := versoritest.New(t, versoritest.Options{})
+	ctx := context.Background()
+	client := asynq.NewClientFromRedisClient(db.Client)
+	insp := asynq.NewInspectorFromRedisClient(db.Client)
+	req := versori.ActivationRequest{UserID: "u-archived", IntegrationID: crmIntegration}
+	task, err := tasks.NewTask(tasks.Payload{Request: req, Batch: "b9"}, asynq.Queue(queue), asynq.ProcessIn(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := client.EnqueueContext(ctx, task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := insp.ArchiveTask(queue, info.ID); err != nil {
+		t.Fatal(err)
+	}
+	startWorker(t, db.Client, api, nil)
+	store := deadletter.NewStore(db.Client, queue)
+	waitFor(t, 30*time.Second, "the archived task in the store", func() bool {
+		ok, _ := store.Has(ctx, []string{info.ID})
+		return len(ok) == 1 && ok[0]
+	})
+	got, err := store.Get(ctx, info.ID)
+	if err != nil || len(got) != 1 {
+		t.Fatal(got, err)
+	}
+	if got[0].Reason != deadletter.RetriesExhausted || got[0].Request.UserID != "u-archived" || got[0].Batch != "b9" {
+		t.Errorf("swept entry = %+v", got[0])
+	}
+	if len(api.Calls()) != 0 {
+		t.Errorf("the sweep called the API")
+	}
+}
