@@ -140,3 +140,5 @@ func assertExactlyOnce(t *testing.T, api *versoritest.Server, active []versori.P
 		}
 	}
 }
+
+func redisZ(score float64, member string) redis.Z { return redis.Z{Score: score, Member: member} }

@@ -1,0 +1,232 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/producer"
+	"github.com/versori/activator/tasks"
+	"github.com/versori/activator/versori"
+	"github.com/versori/activator/versori/versoritest"
+)
+
+var (
+	buildOnce sync.Once
+	workerBin string
+	buildErr  error
+)
+
+// buildWorker builds cmd/worker once per test binary, so that tests can kill a real worker process.
+func buildWorker(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "activator-worker-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		workerBin = filepath.Join(dir, "worker")
+		out, err := exec.Command("go", "build", "-o", workerBin, "github.com/versori/activator/cmd/worker").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/worker: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return workerBin
+}
+
+// proc is a worker process.
+type proc struct {
+	cmd  *exec.Cmd
+	logs *bytes.Buffer
+	done chan error
+}
+
+func startProc(t *testing.T, db *redistest.DB, api *versoritest.Server, extraEnv ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(buildWorker(t))
+	cmd.Env = append(os.Environ(),
+		"REDIS_URL="+db.URL(), "VERSORI_BASE_URL="+api.URL(), "VERSORI_API_KEY="+api.APIKey(),
+		"VERSORI_HUB_ID="+api.HubID(), "WORKER_CONCURRENCY=50", "QUEUE="+queue, "METRICS_ADDR=127.0.0.1:0",
+		"POLL_INTERVAL=50ms", "DLQ_SWEEP_INTERVAL=500ms", "LOG_LEVEL=warn")
+	cmd.Env = append(cmd.Env, extraEnv...)
+	p := &proc{cmd: cmd, logs: &bytes.Buffer{}, done: make(chan error, 1)}
+	cmd.Stderr = p.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("worker logs:\n%s", p.logs.String())
+		}
+	})
+	return p
+}
+
+// expireLeases makes the leases of the queue's active tasks look 100 s stale, as they are a minute
+// after a crash, so that the next worker's recoverer (which runs when it starts) takes them back now
+// instead of the test waiting out asynq's 30 s lease and 30 s cutoff.
+func expireLeases(t *testing.T, db *redistest.DB) int {
+	t.Helper()
+	ctx := context.Background()
+	key := "asynq:{" + queue + "}:lease"
+	ids, err := db.Client.ZRange(ctx, key, 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := float64(time.Now().Add(-100 * time.Second).Unix())
+	for _, id := range ids {
+		if err := db.Client.ZAddXX(ctx, key, redisZ(stale, id)).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return len(ids)
+}
+
+// TestWorkerKilledMidCallActivatesOnce kills a worker process with SIGKILL while its calls are in
+// flight and already committed by the API, then starts another: the interrupted jobs come back as
+// retries, look up their pair, and count the activation they find as done. Tasks already at their
+// retry limit are archived by asynq's recoverer without reaching the handler; the sweep puts them in
+// the dead-letter store, and replaying them activates nothing twice.
+func TestWorkerKilledMidCallActivatesOnce(t *testing.T) {
+	t.Parallel()
+	const n = 200
+	db := redistest.New(t)
+	api := versoritest.New(t, versoritest.Options{Faults: versoritest.Faults{LatencyAfterCommit: time.Hour}})
+	path, pairs := writeRequests(t, n, 0)
+	p := producer.New(db.Client, producer.Config{Queue: queue})
+	ctx := context.Background()
+	// Ten pairs, queued first so that they are among the calls in flight, whose jobs may not fail
+	// even once.
+	client := asynq.NewClientFromRedisClient(db.Client)
+	var atLimit []versori.Pair
+	for i := range 10 {
+		r := versori.ActivationRequest{UserID: fmt.Sprintf("limit-%d", i), IntegrationID: crmIntegration}
+		task, err := tasks.NewTask(tasks.Payload{Request: r}, asynq.Queue(queue), asynq.MaxRetry(0), asynq.Retention(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.EnqueueContext(ctx, task); err != nil {
+			t.Fatal(err)
+		}
+		atLimit = append(atLimit, r.Pair())
+	}
+	if _, err := p.EnqueueFile(ctx, producer.FileOptions{Path: path}); err != nil {
+		t.Fatal(err)
+	}
+
+	first := startProc(t, db, api)
+	waitFor(t, 60*time.Second, "50 calls committed and hanging", func() bool { return api.Stats().Activations >= 50 })
+	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-first.done
+	inFlight := api.Stats().Activations
+	if leased := expireLeases(t, db); leased != inFlight {
+		t.Logf("%d leases for %d committed calls", leased, inFlight)
+	}
+
+	api.SetFaults(versoritest.Faults{})
+	startProc(t, db, api)
+	all := append(append([]versori.Pair{}, pairs...), atLimit...)
+	store := p.Store()
+	waitFor(t, 90*time.Second, "every pair active and the queue drained", func() bool {
+		return api.Stats().Activations >= len(all) && pendingWork(t, db) == 0
+	})
+	// The at-limit jobs that were in flight were archived by the recoverer without reaching the
+	// handler; the sweep must bring every one of them into the store.
+	waitFor(t, 30*time.Second, "the at-limit jobs swept into the store", func() bool {
+		c, _ := store.Count(ctx, deadletter.RetriesExhausted)
+		return c == int64(len(atLimit))
+	})
+	ids, err := store.IDs(ctx, deadletter.RetriesExhausted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.Requeue(ctx, ids)
+	if err != nil || len(res.Requeued) != len(ids) {
+		t.Fatalf("Requeue = %+v, %v", res, err)
+	}
+	waitFor(t, 60*time.Second, "replays done", func() bool { return pendingWork(t, db) == 0 })
+	assertExactlyOnce(t, api, all)
+	if c, _ := store.Count(ctx, ""); c != 0 {
+		t.Errorf("%d dead letters remain", c)
+	}
+	t.Logf("killed with %d committed calls in flight; %d of the at-limit jobs were swept and replayed", inFlight, len(ids))
+}
+
+// TestWorkerSIGTERMHandsBackInFlightJobs stops a worker whose calls hang after committing: it exits 0
+// once the grace period is over, and the cut-short jobs come back as counted retries (not as fresh
+// jobs with retry count 0, which would activate again), so the next worker finds them active.
+func TestWorkerSIGTERMHandsBackInFlightJobs(t *testing.T) {
+	t.Parallel()
+	const n = 100
+	db := redistest.New(t)
+	api := versoritest.New(t, versoritest.Options{Faults: versoritest.Faults{LatencyAfterCommit: time.Hour}})
+	path, pairs := writeRequests(t, n, 0)
+	p := producer.New(db.Client, producer.Config{Queue: queue})
+	ctx := context.Background()
+	if _, err := p.EnqueueFile(ctx, producer.FileOptions{Path: path}); err != nil {
+		t.Fatal(err)
+	}
+	w := startProc(t, db, api, "SHUTDOWN_GRACE=1s")
+	waitFor(t, 60*time.Second, "50 calls committed and hanging", func() bool { return api.Stats().Activations >= 50 })
+	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-w.done:
+		if err != nil {
+			t.Fatalf("worker exited with %v after SIGTERM, want 0", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("worker did not exit within 30 s of SIGTERM")
+	}
+	insp := asynq.NewInspectorFromRedisClient(db.Client)
+	retries, err := insp.ListRetryTasks(queue, asynq.PageSize(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(retries) < 50 {
+		t.Errorf("%d jobs handed back as retries, want the 50 in flight", len(retries))
+	}
+	for _, r := range retries {
+		if r.Retried < 1 {
+			t.Errorf("task %s handed back with retry count %d", r.ID, r.Retried)
+		}
+	}
+
+	api.SetFaults(versoritest.Faults{})
+	startProc(t, db, api)
+	waitFor(t, 60*time.Second, "all pairs active", func() bool { return api.Stats().Activations >= n && pendingWork(t, db) == 0 })
+	assertExactlyOnce(t, api, pairs)
+}
+
+// pendingWork is the number of the queue's jobs not yet finished.
+func pendingWork(t *testing.T, db *redistest.DB) int {
+	qi, err := asynq.NewInspectorFromRedisClient(db.Client).GetQueueInfo(queue)
+	if err != nil {
+		t.Logf("queue info: %v", err)
+		return -1
+	}
+	return qi.Pending + qi.Active + qi.Retry + qi.Scheduled
+}
