@@ -4,6 +4,7 @@
 package metrics
 
 import (
+	"math"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -91,4 +92,18 @@ func (m *Worker) ObserveVersori(op string, status int, took time.Duration) {
 func (m *Worker) ObserveAttempt(class versori.Class, took time.Duration) {
 	m.Attempts.WithLabelValues(string(class)).Inc()
 	m.JobDuration.WithLabelValues(string(class)).Observe(took.Seconds())
+}
+
+// WatchDeadLetterStore exports the dead-letter store's size, read from count at each scrape.
+func (m *Worker) WatchDeadLetterStore(count func() (int64, error)) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "activator_dead_letter_store_size",
+		Help: "Dead letters in the store (all reasons), waiting for a person to requeue or purge them.",
+	}, func() float64 {
+		n, err := count()
+		if err != nil {
+			return math.NaN()
+		}
+		return float64(n)
+	}))
 }

@@ -86,6 +86,11 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	}
 	w.metrics = metrics.NewWorker(reasons)
 	w.store = deadletter.NewStore(rdb, cfg.Queue)
+	w.metrics.WatchDeadLetterStore(func() (int64, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return w.store.Count(ctx, "")
+	})
 	w.inspector = asynq.NewInspectorFromRedisClient(rdb)
 	w.sweeper = NewSweeper(w.inspector, w.store, cfg.Queue, w.metrics, w.log)
 
