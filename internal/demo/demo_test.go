@@ -1,0 +1,30 @@
+package demo_test
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/internal/demo"
+)
+
+// TestDemo runs what `make demo` runs, so that the README's first command keeps working.
+func TestDemo(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	res, err := demo.Run(context.Background(), &out, demo.Options{Faults: demo.DefaultFaults()})
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	if res.Enqueued != 1000 || res.Activated != 950 || res.Duplicates != 0 ||
+		res.DeadLetters[deadletter.MissingConnections] != 50 {
+		t.Errorf("demo result = %+v\n%s", res, out.String())
+	}
+	for _, want := range []string{"activated: 950 (duplicates: 0)", "dead-lettered: 50 [missing_connections 50]", "elapsed:"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
