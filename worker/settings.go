@@ -48,6 +48,9 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	fs.String(&s.MetricsAddr, "metrics-addr", "METRICS_ADDR", ":9464", "address serving /metrics, /healthz and /readyz (empty: none)")
 	fs.Duration(&s.ShutdownGrace, "shutdown-grace", "SHUTDOWN_GRACE", 10*time.Second, "how long in-flight calls may finish after SIGTERM")
 	fs.Duration(&s.SweepInterval, "dlq-sweep-interval", "DLQ_SWEEP_INTERVAL", 30*time.Second, "how often asynq's archive is swept into the dead-letter store")
+	fs.Duration(&s.DeadLetterMaxAge, "dlq-max-age", "DLQ_MAX_AGE", 0, "remove dead letters older than this (0: keep all)")
+	var maxEntries int
+	fs.Int(&maxEntries, "dlq-max-entries", "DLQ_MAX_ENTRIES", 0, "keep at most this many dead letters, dropping the oldest (0: no limit)")
 	fs.Duration(&s.PollInterval, "poll-interval", "POLL_INTERVAL", time.Second, "how long an idle worker waits before looking for jobs again")
 	fs.Duration(&retryBase, "retry-base", "RETRY_BASE", time.Second, "base of the exponential retry backoff")
 	fs.Duration(&retryCap, "retry-cap", "RETRY_CAP", 10*time.Minute, "cap of the exponential retry backoff")
@@ -101,6 +104,10 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	if timeout <= 0 || s.ShutdownGrace <= 0 {
 		return s, errors.New("VERSORI_TIMEOUT and SHUTDOWN_GRACE must be positive")
 	}
+	if s.DeadLetterMaxAge < 0 || maxEntries < 0 {
+		return s, errors.New("DLQ_MAX_AGE and DLQ_MAX_ENTRIES must not be negative")
+	}
+	s.DeadLetterMaxEntries = int64(maxEntries)
 	s.Versori.Timeout = timeout
 	s.Policy.Base, s.Policy.Cap, s.Policy.RateLimitWait, s.Policy.QuickRetries = retryBase, retryCap, rlw, quick
 	return s, nil

@@ -35,6 +35,10 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// SweepInterval is how often the asynq archive is swept into the dead-letter store.
 	SweepInterval time.Duration
+	// DeadLetterMaxAge and DeadLetterMaxEntries, when set, bound the dead-letter store: older or
+	// excess entries are removed at each sweep. Both zero (the default) keep everything.
+	DeadLetterMaxAge     time.Duration
+	DeadLetterMaxEntries int64
 	// PollInterval is how long an idle fetch loop waits before looking for new tasks again.
 	PollInterval time.Duration
 	MetricsAddr  string // "" serves no metrics
@@ -223,12 +227,30 @@ func (w *Worker) sweepLoop(ctx context.Context) {
 		} else if n > 0 {
 			w.log.Info("archive sweep stored dead letters", "count", n)
 		}
+		w.trim(ctx)
 		w.refreshPaused()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// trim applies the dead-letter retention an operator configured, if any.
+func (w *Worker) trim(ctx context.Context) {
+	if w.cfg.DeadLetterMaxAge <= 0 && w.cfg.DeadLetterMaxEntries <= 0 {
+		return
+	}
+	var before time.Time
+	if w.cfg.DeadLetterMaxAge > 0 {
+		before = time.Now().Add(-w.cfg.DeadLetterMaxAge)
+	}
+	n, err := w.store.Trim(ctx, before, w.cfg.DeadLetterMaxEntries)
+	if err != nil {
+		w.log.Warn("dead-letter retention failed", "error", err.Error())
+	} else if n > 0 {
+		w.log.Info("dead-letter retention removed entries", "count", n)
 	}
 }
 
