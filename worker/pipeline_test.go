@@ -17,6 +17,7 @@ import (
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/versori/versoritest"
+	"github.com/versori/activator/worker"
 )
 
 func TestPipelineActivatesOnceAndDeadLettersMissingConnections(t *testing.T) {
@@ -230,5 +231,36 @@ func TestSweeperStoresWhatAsynqArchivedItself(t *testing.T) {
 	}
 	if len(api.Calls()) != 0 {
 		t.Errorf("the sweep called the API")
+	}
+}
+
+// TestDeadLetterRetention applies the retention an operator configured, and only then.
+func TestDeadLetterRetention(t *testing.T) {
+	t.Parallel()
+	db := redistest.New(t)
+	api := versoritest.New(t, versoritest.Options{})
+	ctx := context.Background()
+	store := deadletter.NewStore(db.Client, queue)
+	for i := range 5 {
+		req := versori.ActivationRequest{UserID: "u" + string(rune('a'+i)), IntegrationID: crmIntegration}
+		_, err := store.Add(ctx, deadletter.Entry{ID: tasks.TaskID(req.Pair()), Reason: deadletter.NotFound, Request: req,
+			DeadLetteredAt: time.Now().Add(time.Duration(i-10) * time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, stop := startWorker(t, db.Client, api, nil)
+	stop()
+	if c, _ := store.Count(ctx, ""); c != 5 {
+		t.Fatalf("without retention the store holds %d, want all 5", c)
+	}
+	startWorker(t, db.Client, api, func(c *worker.Config) { c.DeadLetterMaxEntries = 2 })
+	waitFor(t, 30*time.Second, "retention applied", func() bool {
+		c, _ := store.Count(ctx, "")
+		return c == 2
+	})
+	ids, _ := store.IDs(ctx, "")
+	if len(ids) != 2 || ids[1] != tasks.TaskID(versori.Pair{UserID: "ue", IntegrationID: crmIntegration}) {
+		t.Errorf("kept %v, want the two newest", ids)
 	}
 }
