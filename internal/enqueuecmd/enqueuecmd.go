@@ -138,7 +138,7 @@ func ping(ctx context.Context, rdb redis.UniversalClient, url string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("Redis at %s does not answer (%v): nothing was enqueued; start Redis or fix REDIS_URL, then re-run", redisconn.Redacted(url), err)
+		return fmt.Errorf("no answer from Redis at %s (%v): nothing was done; start Redis or fix REDIS_URL, then re-run", redisconn.Redacted(url), err)
 	}
 	return nil
 }
