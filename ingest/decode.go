@@ -1,0 +1,197 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// problem is why a piece of input is not a valid request: Field is a JSON path as in
+// versori.ValidationError, "" for the whole row.
+type problem struct {
+	Field  string
+	Reason string
+}
+
+// decodeStrict decodes the single JSON value in data into v, refusing unknown fields and trailing
+// data. root describes v, so that an error can name the exact path of the bad field: encoding/json's
+// own errors leave out array indices, and name an unknown field without its path. prefix is the
+// path of v itself within the request.
+func decodeStrict(data []byte, v any, root shape, prefix string) *problem {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	var syn *json.SyntaxError
+	switch {
+	case err == nil:
+	case errors.As(err, &syn):
+		return &problem{prefix, fmt.Sprintf("invalid JSON at byte %d: %s", syn.Offset, syn.Error())}
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return &problem{prefix, fmt.Sprintf("invalid JSON at byte %d: unexpected end of input", len(data))}
+	default:
+		// The value is well-formed JSON (the decoder checks that before it decodes), so a walk over its
+		// tokens finds the same first offending field that encoding/json stopped at.
+		if p := findProblem(data, root, prefix); p != nil {
+			return p
+		}
+		return &problem{prefix, strings.TrimPrefix(err.Error(), "json: ")}
+	}
+	if off := int(dec.InputOffset()); !isBlank(data[off:]) {
+		return &problem{prefix, fmt.Sprintf("unexpected data after the JSON value at byte %d", off+1)}
+	}
+	return nil
+}
+
+// shape is the expected JSON structure of a part of a request.
+type shape int
+
+const (
+	shapeAny shape = iota
+	shapeString
+	shapeRequest
+	shapeConnections
+	shapeConnection
+	shapeVariables
+	shapeVariable
+)
+
+// fields lists an object shape's field names and shapes, in the order they are documented.
+func (s shape) fields() ([]string, []shape) {
+	switch s {
+	case shapeRequest:
+		return []string{"userId", "integrationId", "connections", "dynamicVariables"},
+			[]shape{shapeString, shapeString, shapeConnections, shapeAny}
+	case shapeConnection:
+		return []string{"templateId", "connectionId", "name", "credentials", "variables"},
+			[]shape{shapeString, shapeString, shapeString, shapeAny, shapeVariables}
+	case shapeVariable:
+		return []string{"name", "value"}, []shape{shapeString, shapeString}
+	}
+	return nil, nil
+}
+
+// field returns the shape of the field key of object shape s, matching names the way
+// encoding/json does: exactly, else case-insensitively.
+func (s shape) field(key string) (shape, bool) {
+	names, shapes := s.fields()
+	for i, n := range names {
+		if n == key {
+			return shapes[i], true
+		}
+	}
+	for i, n := range names {
+		if strings.EqualFold(n, key) {
+			return shapes[i], true
+		}
+	}
+	return 0, false
+}
+
+// findProblem walks the well-formed JSON value in data against root and returns the first field, in
+// document order, with an unknown name or a value of the wrong type; nil if there is none.
+func findProblem(data []byte, root shape, prefix string) *problem {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	p, err := walk(dec, root, prefix)
+	if err != nil {
+		return nil
+	}
+	return p
+}
+
+func walk(dec *json.Decoder, s shape, path string) (*problem, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	if tok == nil || s == shapeAny {
+		return nil, skip(dec, tok)
+	}
+	delim, _ := tok.(json.Delim)
+	switch s {
+	case shapeString:
+		if _, ok := tok.(string); !ok {
+			return &problem{path, "must be a string, not " + kindOf(tok)}, nil
+		}
+		return nil, nil
+	case shapeConnections, shapeVariables:
+		if delim != '[' {
+			return &problem{path, "must be an array, not " + kindOf(tok)}, nil
+		}
+		elem := shapeConnection
+		if s == shapeVariables {
+			elem = shapeVariable
+		}
+		for i := 0; dec.More(); i++ {
+			if p, err := walk(dec, elem, path+"["+strconv.Itoa(i)+"]"); p != nil || err != nil {
+				return p, err
+			}
+		}
+	default:
+		if delim != '{' {
+			return &problem{path, "must be an object, not " + kindOf(tok)}, nil
+		}
+		for dec.More() {
+			tok, err := dec.Token()
+			if err != nil {
+				return nil, err
+			}
+			key, _ := tok.(string)
+			sub := key
+			if path != "" {
+				sub = path + "." + key
+			}
+			child, ok := s.field(key)
+			if !ok {
+				names, _ := s.fields()
+				return &problem{sub, "is not a known field (known: " + strings.Join(names, ", ") + ")"}, nil
+			}
+			if p, err := walk(dec, child, sub); p != nil || err != nil {
+				return p, err
+			}
+		}
+	}
+	_, err = dec.Token() // the closing delimiter
+	return nil, err
+}
+
+// skip consumes the rest of the value that starts with tok.
+func skip(dec *json.Decoder, tok json.Token) error {
+	if d, ok := tok.(json.Delim); !ok || (d != '{' && d != '[') {
+		return nil
+	}
+	for depth := 1; depth > 0; {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+	}
+	return nil
+}
+
+func kindOf(tok json.Token) string {
+	switch tok := tok.(type) {
+	case json.Delim:
+		if tok == '{' {
+			return "an object"
+		}
+		return "an array"
+	case string:
+		return "a string"
+	case bool:
+		return "a boolean"
+	case json.Number, float64:
+		return "a number"
+	}
+	return "null"
+}
