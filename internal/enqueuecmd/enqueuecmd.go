@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/ingest"
 	"github.com/versori/activator/internal/envflag"
 	"github.com/versori/activator/internal/redisconn"
 	"github.com/versori/activator/producer"
@@ -96,9 +97,15 @@ type common struct {
 	queue    string
 }
 
+const defaultRedisURL = "redis://127.0.0.1:6379/0"
+
 func newFlags(name string, env Env, c *common) *envflag.Set {
 	fs := envflag.New("enqueue "+name, env.Lookup, env.Stderr)
-	fs.String(&c.redisURL, "redis-url", "REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL")
+	// Secret, not String: usage output (-h, a bad flag) would print a REDIS_URL default with its password.
+	fs.Secret(&c.redisURL, "redis-url", "REDIS_URL", "Redis URL (default "+defaultRedisURL+")")
+	if c.redisURL == "" {
+		c.redisURL = defaultRedisURL
+	}
 	fs.String(&c.queue, "queue", "QUEUE", "activations", "queue name")
 	return fs
 }
@@ -138,7 +145,7 @@ func ping(ctx context.Context, rdb redis.UniversalClient, url string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("no answer from Redis at %s (%v): nothing was done; start Redis or fix REDIS_URL, then re-run", redisconn.Redacted(url), err)
+		return fmt.Errorf("no answer from Redis at %s (%v): nothing was enqueued or changed; start Redis or fix REDIS_URL, then re-run", redisconn.Redacted(url), err)
 	}
 	return nil
 }
@@ -171,6 +178,9 @@ func runFile(ctx context.Context, args []string, env Env) (int, error) {
 	o.Path, o.Stdin = pos[0], env.Stdin
 	if o.Batch == "" {
 		o.Batch = "b-" + ulid.Make().String()
+	}
+	if _, err := ingest.FormatOf(o.Path); err != nil {
+		return ExitUsage, usageError{err} // before Redis is asked, so that the exit code does not depend on it
 	}
 	rdb, _, err := open(c)
 	if err != nil {
@@ -249,7 +259,8 @@ func runPause(ctx context.Context, verb string, args []string, env Env) (int, er
 	} else {
 		err = p.Resume()
 	}
-	if err != nil && !strings.Contains(err.Error(), "already") {
+	// asynq refuses to pause a paused queue ("already paused") or resume a running one ("not paused").
+	if err != nil && !strings.Contains(err.Error(), "already") && !strings.Contains(err.Error(), "not paused") {
 		return ExitFailed, err
 	}
 	fmt.Fprintf(env.Stdout, "queue %s %sd\n", c.queue, verb)
