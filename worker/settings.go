@@ -35,7 +35,9 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 		quick                    int
 	)
 	fs := envflag.New("worker", lookup, usageOut)
-	fs.String(&s.RedisURL, "redis-url", "REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL: redis://[:password@]host:port/db, rediss:// for TLS, redis-sentinel:// for Sentinel")
+	// A secret, so that usage output never shows a password the URL took from the environment.
+	const defaultRedisURL = "redis://127.0.0.1:6379/0"
+	fs.Secret(&s.RedisURL, "redis-url", "REDIS_URL", "Redis URL: redis://[:password@]host:port/db, rediss:// for TLS, redis-sentinel:// for Sentinel (default "+defaultRedisURL+")")
 	fs.String(&s.Versori.BaseURL, "versori-base-url", "VERSORI_BASE_URL", versori.DefaultBaseURL, "Embedded API base URL")
 	fs.Secret(&apiKey, "versori-api-key", "VERSORI_API_KEY", "API key, sent as Authorization: Bearer")
 	fs.String(&keyID, "versori-signing-key-id", "VERSORI_SIGNING_KEY_ID", "", "signing key id, for per-end-user JWTs instead of an API key")
@@ -59,6 +61,12 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	fs.String(&level, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return s, err
+	}
+	if s.RedisURL == "" {
+		s.RedisURL = defaultRedisURL
+	}
+	if s.RedisURL == "" {
+		s.RedisURL = "redis://127.0.0.1:6379/0"
 	}
 	if fs.FlagSet().NArg() > 0 {
 		return s, fmt.Errorf("unexpected argument %q: the worker takes flags only", fs.FlagSet().Arg(0))
