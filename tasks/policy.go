@@ -125,10 +125,15 @@ func (p RetryPolicy) RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 		return w.Wait + asynqRounding
 	}
 	ceiling := p.Cap
-	if n < 40 && p.Base<<n > 0 && p.Base<<n < p.Cap {
+	// Base <= Cap>>n is Base<<n <= Cap without the overflow of Base<<n.
+	if n >= 0 && n < 63 && p.Base > 0 && p.Base <= p.Cap>>n {
 		ceiling = p.Base << n
 	}
-	return max(time.Duration(rand.Int64N(int64(ceiling)+1)), time.Second)
+	if ceiling <= time.Second {
+		// Also a Cap that is not positive, which rand.Int64N would panic on.
+		return time.Second
+	}
+	return max(time.Duration(rand.Int64N(int64(ceiling))+1), time.Second)
 }
 
 // IsFailure is asynq's IsFailure: a wait the API asked for (429) or a paused queue is not a failure,

@@ -1,0 +1,216 @@
+package tasks_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/tasks"
+	"github.com/versori/activator/versori"
+)
+
+const (
+	tkIntegration1 = "01HZY8J5Q0A1B2C3D4E5F6G7H8"
+	tkIntegration2 = "01HZY8J5Q0A1B2C3D4E5F6G7H9"
+	tkTemplate     = "01HZY8J5Q0TEMP1ATE00000001"
+	tkConnection   = "01HZY8J5Q0C0NNECT10N000001"
+)
+
+func tkPayload(user, integration string) tasks.Payload {
+	return tasks.Payload{Request: versori.ActivationRequest{UserID: user, IntegrationID: integration,
+		Connections:      []versori.ActivationConnection{{TemplateID: tkTemplate, ConnectionID: tkConnection}},
+		DynamicVariables: json.RawMessage(`{"plan":"gold"}`)}}
+}
+
+func TestTaskID(t *testing.T) {
+	t.Parallel()
+	pairs := []versori.Pair{
+		{UserID: "alice", IntegrationID: tkIntegration1},
+		{UserID: "alice", IntegrationID: tkIntegration2},
+		{UserID: "bob", IntegrationID: tkIntegration1},
+		{UserID: "a:b", IntegrationID: tkIntegration1},
+		{UserID: "a", IntegrationID: tkIntegration1},
+		{UserID: "b:" + tkIntegration1, IntegrationID: tkIntegration2},
+		{UserID: tkIntegration2 + ":b", IntegrationID: tkIntegration1},
+		{UserID: "ALICE", IntegrationID: tkIntegration1},
+	}
+	seen := make(map[string]versori.Pair)
+	for _, p := range pairs {
+		id := tasks.TaskID(p)
+		if again := tasks.TaskID(versori.Pair{UserID: p.UserID, IntegrationID: p.IntegrationID}); again != id {
+			t.Errorf("TaskID(%+v) not stable: %q then %q", p, id, again)
+		}
+		if other, dup := seen[id]; dup {
+			t.Errorf("TaskID(%+v) = TaskID(%+v) = %q", p, other, id)
+		}
+		seen[id] = p
+		if !strings.Contains(id, p.IntegrationID) || !strings.Contains(id, p.UserID) {
+			t.Errorf("TaskID(%+v) = %q does not name the pair", p, id)
+		}
+	}
+	// The request's pair gives the same id as the pair itself.
+	pl := tkPayload("alice", tkIntegration1)
+	if tasks.TaskID(pl.Request.Pair()) != tasks.TaskID(pairs[0]) {
+		t.Error("TaskID of the request's pair differs")
+	}
+}
+
+func TestNewTaskRejectsInvalidRequests(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		p     tasks.Payload
+		field string
+	}{
+		{"no user", tkPayload("", tkIntegration1), "userId"},
+		{"bad integration", tkPayload("alice", "crm"), "integrationId"},
+		{"bad connection", tasks.Payload{Request: versori.ActivationRequest{UserID: "alice", IntegrationID: tkIntegration1,
+			Connections: []versori.ActivationConnection{{TemplateID: tkTemplate}}}}, "connections[0]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			task, err := tasks.NewTask(tt.p)
+			if task != nil {
+				t.Errorf("NewTask returned a task %v", task)
+			}
+			var ve *versori.ValidationError
+			if !errors.As(err, &ve) || ve.Field != tt.field {
+				t.Errorf("NewTask error = %v (%T), want a *versori.ValidationError for %q", err, err, tt.field)
+			}
+		})
+	}
+}
+
+func TestNewTaskPayloadRoundTrip(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		p    tasks.Payload
+	}{
+		{"plain", tkPayload("alice", tkIntegration1)},
+		{"reconcile and batch", func() tasks.Payload {
+			p := tkPayload("bob", tkIntegration2)
+			p.Reconcile, p.Batch = true, "batch-01"
+			return p
+		}()},
+		{"no connections", tasks.Payload{Request: versori.ActivationRequest{UserID: "carol", IntegrationID: tkIntegration1,
+			Connections: []versori.ActivationConnection{}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			task, err := tasks.NewTask(tt.p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if task.Type() != tasks.TypeActivate {
+				t.Errorf("Type = %q, want %q", task.Type(), tasks.TypeActivate)
+			}
+			if task.ResultWriter() != nil {
+				t.Error("ResultWriter set before the task was enqueued")
+			}
+			got, err := tasks.DecodePayload(task.Payload())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.p) {
+				t.Errorf("round trip:\n  got  %+v\n  want %+v", got, tt.p)
+			}
+			var raw map[string]json.RawMessage
+			if err := json.Unmarshal(task.Payload(), &raw); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := raw["reconcile"]; ok != tt.p.Reconcile {
+				t.Errorf("payload %s: reconcile present = %v", task.Payload(), ok)
+			}
+		})
+	}
+}
+
+func TestNewTaskSetsTaskID(t *testing.T) {
+	t.Parallel()
+	db := redistest.New(t)
+	client := asynq.NewClientFromRedisClient(db.Client)
+	t.Cleanup(func() { _ = client.Close() })
+	inspector := asynq.NewInspectorFromRedisClient(db.Client)
+	ctx := context.Background()
+
+	p := tkPayload("alice", tkIntegration1)
+	task, err := tasks.NewTask(p, asynq.Queue("tk-queue"), asynq.MaxRetry(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := client.EnqueueContext(ctx, task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := tasks.TaskID(p.Request.Pair()); info.ID != want {
+		t.Errorf("enqueued task id = %q, want %q", info.ID, want)
+	}
+	if info.Queue != "tk-queue" || info.MaxRetry != 3 || info.Type != tasks.TypeActivate {
+		t.Errorf("info = queue %q maxRetry %d type %q", info.Queue, info.MaxRetry, info.Type)
+	}
+	stored, err := inspector.GetTaskInfo("tk-queue", info.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := tasks.DecodePayload(stored.Payload); err != nil || !reflect.DeepEqual(got, p) {
+		t.Errorf("stored payload = %+v, %v", got, err)
+	}
+
+	// The same pair again, from a new task: refused by its id.
+	again, err := tasks.NewTask(tkPayload("alice", tkIntegration1), asynq.Queue("tk-queue"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.EnqueueContext(ctx, again); !errors.Is(err, asynq.ErrTaskIDConflict) {
+		t.Errorf("second enqueue of the pair: %v, want asynq.ErrTaskIDConflict", err)
+	}
+	// Another pair is accepted.
+	other, err := tasks.NewTask(tkPayload("alice", tkIntegration2), asynq.Queue("tk-queue"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.EnqueueContext(ctx, other); err != nil {
+		t.Errorf("enqueue of another pair: %v", err)
+	}
+}
+
+func TestDecodePayloadErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		in         string
+		validation string // the field of a *versori.ValidationError; "" for a JSON error
+	}{
+		{"not JSON", `not json`, ""},
+		{"truncated", `{"request":{"userId":"a"`, ""},
+		{"wrong type", `{"request":[]}`, ""},
+		{"empty object", `{}`, "userId"},
+		{"no integration", `{"request":{"userId":"alice"}}`, "integrationId"},
+		{"bad dynamic variables", `{"request":{"userId":"alice","integrationId":"` + tkIntegration1 + `","dynamicVariables":[1]}}`, "dynamicVariables"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := tasks.DecodePayload([]byte(tt.in))
+			if err == nil {
+				t.Fatal("DecodePayload succeeded")
+			}
+			var ve *versori.ValidationError
+			if isVE := errors.As(err, &ve); isVE != (tt.validation != "") {
+				t.Fatalf("error %v: validation error = %v, want %v", err, isVE, tt.validation != "")
+			}
+			if ve != nil && ve.Field != tt.validation {
+				t.Errorf("Field = %q, want %q", ve.Field, tt.validation)
+			}
+		})
+	}
+}

@@ -1,0 +1,787 @@
+package versori_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/versori/activator/versori"
+	"github.com/versori/activator/versori/versoritest"
+)
+
+const (
+	ctIntegration = "01HZY8J5Q0A1B2C3D4E5F6G7H8"
+	ctTemplate    = "01HZY8J5Q0TEMP1ATE00000001"
+	ctConnection  = "01HZY8J5Q0C0NNECT10N000001"
+)
+
+// capturedReq is one request as the test server received it.
+type capturedReq struct {
+	Method string
+	Path   string
+	Query  url.Values
+	Header http.Header
+	Body   []byte
+}
+
+// capturingServer serves the stand-in behind a handler that records every request's headers and
+// body, which the stand-in does not keep. Under a few path prefixes it answers itself, to produce
+// responses the stand-in never gives:
+//
+//	/plain/...   502 with a text/plain body
+//	/empty/...   503 with no body
+//	/garbled/... 200 with a body that is not JSON
+//	/noid/...    200 with an empty JSON object
+type capturingServer struct {
+	*versoritest.Server
+	URL string
+
+	mu   sync.Mutex
+	reqs []capturedReq
+}
+
+func newCapturingServer(t *testing.T, opts versoritest.Options) *capturingServer {
+	t.Helper()
+	cs := &capturingServer{Server: versoritest.NewServer(opts)}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		cs.mu.Lock()
+		cs.reqs = append(cs.reqs, capturedReq{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Header: r.Header.Clone(), Body: body})
+		cs.mu.Unlock()
+		first, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+		switch first {
+		case "plain":
+			w.Header().Set("Content-Type", "text/plain")
+			w.WriteHeader(http.StatusBadGateway)
+			_, _ = io.WriteString(w, "  upstream connect error\n")
+		case "empty":
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case "garbled":
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"id": "01`)
+		case "noid":
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{}`)
+		default:
+			cs.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(ts.Close)
+	cs.URL = ts.URL
+	return cs
+}
+
+func (cs *capturingServer) requests() []capturedReq {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return append([]capturedReq(nil), cs.reqs...)
+}
+
+func newClient(t *testing.T, cfg versori.Config) *versori.Client {
+	t.Helper()
+	c, err := versori.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func apiKeyClient(t *testing.T, base string, mod func(*versori.Config)) *versori.Client {
+	t.Helper()
+	cfg := versori.Config{BaseURL: base, HubID: versoritest.DefaultHubID, Auth: versori.APIKey(versoritest.DefaultAPIKey)}
+	if mod != nil {
+		mod(&cfg)
+	}
+	return newClient(t, cfg)
+}
+
+func newULID() string { return ulid.Make().String() }
+
+func callsOf(s *versoritest.Server, op string) []versoritest.Call {
+	var out []versoritest.Call
+	for _, c := range s.Calls() {
+		if c.Op == op {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func TestNewConfigErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		cfg     versori.Config
+		wantErr bool
+	}{
+		{"defaults", versori.Config{Auth: versori.APIKey("k")}, false},
+		{"https", versori.Config{BaseURL: "https://example.com/api/embedded/v1/", Auth: versori.APIKey("k")}, false},
+		{"no auth", versori.Config{BaseURL: "http://example.com"}, true},
+		{"ftp", versori.Config{BaseURL: "ftp://example.com", Auth: versori.APIKey("k")}, true},
+		{"no host", versori.Config{BaseURL: "http://", Auth: versori.APIKey("k")}, true},
+		{"not a URL", versori.Config{BaseURL: "::", Auth: versori.APIKey("k")}, true},
+		{"relative", versori.Config{BaseURL: "/api", Auth: versori.APIKey("k")}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := versori.New(tt.cfg)
+			if (err != nil) != tt.wantErr {
+				t.Errorf("New() error = %v, wantErr %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestActivateConnectionForms(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		conn     versori.ActivationConnection
+		wantBody string
+	}{
+		{"existing", versori.ActivationConnection{TemplateID: ctTemplate, ConnectionID: ctConnection},
+			`{"userId":"user-1","integrationId":"` + ctIntegration + `","connections":[{"templateId":"` + ctTemplate + `","connectionId":"` + ctConnection + `"}]}`},
+		{"new", versori.ActivationConnection{TemplateID: ctTemplate, Name: "CRM", Credentials: json.RawMessage(`{"apiKey":"x"}`)},
+			`{"userId":"user-1","integrationId":"` + ctIntegration + `","connections":[{"templateId":"` + ctTemplate + `","name":"CRM","credentials":{"apiKey":"x"},"variables":[]}]}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newCapturingServer(t, versoritest.Options{})
+			s.RequireConnection(ctIntegration, ctTemplate)
+			c := apiKeyClient(t, s.URL, func(cfg *versori.Config) { cfg.UserAgent = "activator-test/1" })
+			req := versori.ActivationRequest{UserID: "user-1", IntegrationID: ctIntegration, Connections: []versori.ActivationConnection{tt.conn}}
+			act, err := c.Activate(context.Background(), req)
+			if err != nil {
+				t.Fatalf("Activate: %v", err)
+			}
+			if act.ID == "" || act.User.ExternalID != "user-1" || act.Integration.ID != ctIntegration || act.HubID != versoritest.DefaultHubID {
+				t.Errorf("Activate = %+v", act)
+			}
+
+			acts := s.Activations()
+			if len(acts) != 1 || acts[0].ID != act.ID || acts[0].Pair != req.Pair() {
+				t.Errorf("stand-in activations = %+v, want one %s for %+v", acts, act.ID, req.Pair())
+			}
+			calls := s.Calls()
+			if len(calls) != 1 {
+				t.Fatalf("stand-in recorded %d calls, want 1: %+v", len(calls), calls)
+			}
+			if got := calls[0]; got.Op != versori.OpActivate || got.Method != http.MethodPost || got.Path != "/activations" ||
+				got.Status != http.StatusOK || !got.Committed || got.Auth != "bearer" || got.Pair != req.Pair() {
+				t.Errorf("call = %+v", got)
+			}
+
+			reqs := s.requests()
+			if len(reqs) != 1 {
+				t.Fatalf("captured %d requests, want 1", len(reqs))
+			}
+			r := reqs[0]
+			if string(r.Body) != tt.wantBody {
+				t.Errorf("body =\n  %s\nwant\n  %s", r.Body, tt.wantBody)
+			}
+			wantHeaders := map[string]string{
+				"Authorization": "Bearer " + versoritest.DefaultAPIKey,
+				"Content-Type":  "application/json",
+				"Accept":        "application/json",
+				"User-Agent":    "activator-test/1",
+			}
+			for k, v := range wantHeaders {
+				if got := r.Header.Get(k); got != v {
+					t.Errorf("header %s = %q, want %q", k, got, v)
+				}
+			}
+			// An Idempotency-Key would also make net/http replay the POST on a broken keep-alive
+			// connection, and the API does not honour one.
+			for k := range r.Header {
+				if strings.EqualFold(k, "Idempotency-Key") || strings.EqualFold(k, "X-Idempotency-Key") {
+					t.Errorf("request carries %s: %q", k, r.Header.Values(k))
+				}
+			}
+		})
+	}
+}
+
+func TestNoIdempotencyKeyOnAnyCall(t *testing.T) {
+	t.Parallel()
+	s := newCapturingServer(t, versoritest.Options{})
+	c := apiKeyClient(t, s.URL, nil)
+	ctx := context.Background()
+	req := versori.ActivationRequest{UserID: "user-1", IntegrationID: ctIntegration}
+	act, err := c.Activate(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ListUserActivations(ctx, "user-1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetActivation(ctx, act.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteActivation(ctx, act.ID); err != nil {
+		t.Fatal(err)
+	}
+	reqs := s.requests()
+	if len(reqs) != 4 {
+		t.Fatalf("captured %d requests, want 4", len(reqs))
+	}
+	for _, r := range reqs {
+		if v := r.Header.Values("Idempotency-Key"); len(v) > 0 {
+			t.Errorf("%s %s carries Idempotency-Key %q", r.Method, r.Path, v)
+		}
+		if r.Header.Get("User-Agent") != "activator" {
+			t.Errorf("%s %s: User-Agent = %q, want the default", r.Method, r.Path, r.Header.Get("User-Agent"))
+		}
+		if r.Method != http.MethodPost && (len(r.Body) != 0 || r.Header.Get("Content-Type") != "") {
+			t.Errorf("%s %s has a body %q or Content-Type %q", r.Method, r.Path, r.Body, r.Header.Get("Content-Type"))
+		}
+	}
+}
+
+func TestListUserActivationsFollowsNext(t *testing.T) {
+	t.Parallel()
+	s := newCapturingServer(t, versoritest.Options{PageSize: 3})
+	c := apiKeyClient(t, s.URL, nil)
+	ctx := context.Background()
+	const user = "team/alice?x=1" // needs escaping in the path
+	integrations := make([]string, 8)
+	ids := make([]string, 8)
+	for i := range integrations {
+		integrations[i] = newULID()
+		ids[i] = s.Seed(versori.Pair{UserID: user, IntegrationID: integrations[i]})
+	}
+	s.Seed(versori.Pair{UserID: "someone-else", IntegrationID: integrations[0]})
+
+	got, err := c.ListUserActivations(ctx, user, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotIDs := make([]string, len(got))
+	for i, a := range got {
+		gotIDs[i] = a.ID
+		if a.Integration.ID != integrations[i] || a.HubID != versoritest.DefaultHubID {
+			t.Errorf("activation %d = %+v, want integration %s", i, a, integrations[i])
+		}
+	}
+	if !reflect.DeepEqual(gotIDs, ids) {
+		t.Errorf("ids = %v, want %v", gotIDs, ids)
+	}
+
+	lists := callsOf(s.Server, versori.OpListActivations)
+	if len(lists) != 3 {
+		t.Fatalf("%d list calls, want 3 (pages of 3, 3 and 2)", len(lists))
+	}
+	for _, call := range lists {
+		if call.Status != http.StatusOK || call.Pair.UserID != user {
+			t.Errorf("list call = %+v", call)
+		}
+	}
+	reqs := s.requests()
+	wantAfter := []string{"", ids[2], ids[5]}
+	for i, r := range reqs {
+		if r.Query.Get("after") != wantAfter[i] {
+			t.Errorf("page %d: after = %q, want %q", i, r.Query.Get("after"), wantAfter[i])
+		}
+		if r.Query.Get("first") == "" || r.Query.Has("integration_id") {
+			t.Errorf("page %d: query %v", i, r.Query)
+		}
+		if want := "/embed/" + versoritest.DefaultHubID + "/users/" + user + "/activations"; r.Path != want {
+			t.Errorf("page %d: path %q, want %q", i, r.Path, want)
+		}
+	}
+
+	// Filtered by integration: one page, the filter sent.
+	one, err := c.ListUserActivations(ctx, user, integrations[4])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(one) != 1 || one[0].ID != ids[4] {
+		t.Errorf("filtered list = %+v, want %s", one, ids[4])
+	}
+	if last := s.requests()[len(s.requests())-1]; last.Query.Get("integration_id") != integrations[4] {
+		t.Errorf("integration_id = %q", last.Query.Get("integration_id"))
+	}
+}
+
+func TestFindActivation(t *testing.T) {
+	t.Parallel()
+	s := versoritest.New(t, versoritest.Options{PageSize: 2})
+	ctx := context.Background()
+	integ := []string{newULID(), newULID(), newULID()}
+	ids := make([]string, len(integ))
+	for i, in := range integ {
+		ids[i] = s.Seed(versori.Pair{UserID: "user-1", IntegrationID: in})
+	}
+	s.Seed(versori.Pair{UserID: "gone", IntegrationID: integ[0]})
+	s.ForgetUser("gone")
+	c := apiKeyClient(t, s.URL(), nil)
+
+	tests := []struct {
+		name      string
+		user      string
+		integ     string
+		wantID    string
+		wantClass versori.Class
+	}{
+		{"found first", "user-1", integ[0], ids[0], versori.ClassOK},
+		{"found last", "user-1", integ[2], ids[2], versori.ClassOK},
+		{"other integration", "user-1", newULID(), "", versori.ClassOK},
+		{"user without activations", "nobody", integ[0], "", versori.ClassOK},
+		{"forgotten user", "gone", integ[0], "", versori.ClassNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := c.FindActivation(ctx, tt.user, tt.integ)
+			if cl := versori.Classify(err); cl != tt.wantClass {
+				t.Fatalf("FindActivation error %v: class %q, want %q", err, cl, tt.wantClass)
+			}
+			switch {
+			case tt.wantID == "" && got != nil:
+				t.Errorf("FindActivation = %+v, want nil", got)
+			case tt.wantID != "" && (got == nil || got.ID != tt.wantID || got.Integration.ID != tt.integ):
+				t.Errorf("FindActivation = %+v, want %s", got, tt.wantID)
+			}
+		})
+	}
+
+	noHub := apiKeyClient(t, s.URL(), func(cfg *versori.Config) { cfg.HubID = "" })
+	if _, err := noHub.FindActivation(ctx, "user-1", integ[0]); err == nil {
+		t.Error("FindActivation without a hub id succeeded")
+	}
+	wrongHub := apiKeyClient(t, s.URL(), func(cfg *versori.Config) { cfg.HubID = newULID() })
+	if _, err := wrongHub.FindActivation(ctx, "user-1", integ[0]); versori.Classify(err) != versori.ClassNotFound {
+		t.Errorf("FindActivation with an unknown hub: %v", err)
+	}
+}
+
+func TestGetAndDeleteActivationAPIKey(t *testing.T) {
+	t.Parallel()
+	s := versoritest.New(t, versoritest.Options{})
+	c := apiKeyClient(t, s.URL(), nil)
+	ctx := context.Background()
+	p := versori.Pair{UserID: "user-1", IntegrationID: ctIntegration}
+	id := s.Seed(p)
+
+	got, err := c.GetActivation(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != id || got.User.ExternalID != p.UserID || got.Integration.ID != p.IntegrationID {
+		t.Errorf("GetActivation = %+v", got)
+	}
+	if err := c.DeleteActivation(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.ActivationCount(p); n != 0 {
+		t.Errorf("ActivationCount after delete = %d", n)
+	}
+	_, err = c.GetActivation(ctx, id)
+	var ae *versori.Error
+	if !errors.As(err, &ae) || ae.StatusCode != http.StatusNotFound || ae.Op != versori.OpGetActivation || versori.Classify(err) != versori.ClassNotFound {
+		t.Errorf("GetActivation after delete: %v", err)
+	}
+	err = c.DeleteActivation(ctx, id)
+	if !errors.As(err, &ae) || ae.StatusCode != http.StatusNotFound || ae.Op != versori.OpDeleteActivation {
+		t.Errorf("DeleteActivation twice: %v", err)
+	}
+
+	// A rotated key is refused on every call.
+	s.SetAPIKey("rotated")
+	_, err = c.Activate(ctx, versori.ActivationRequest{UserID: "user-2", IntegrationID: ctIntegration})
+	if versori.Classify(err) != versori.ClassUnauthorized || versori.IsOutcomeUnknown(err) {
+		t.Errorf("Activate with a rotated key: %v", err)
+	}
+	if n := s.ActivationCount(versori.Pair{UserID: "user-2", IntegrationID: ctIntegration}); n != 0 {
+		t.Errorf("refused call committed %d activations", n)
+	}
+}
+
+var jwtKey = sync.OnceValue(func() *rsa.PrivateKey {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(err)
+	}
+	return k
+})
+
+func TestJWTMode(t *testing.T) {
+	t.Parallel()
+	key := jwtKey()
+	s := versoritest.New(t, versoritest.Options{SigningKeyID: "sk1", PublicKey: &key.PublicKey})
+	auth, err := versori.NewJWTAuth("sk1", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, versori.Config{BaseURL: s.URL(), HubID: s.HubID(), Auth: auth})
+	ctx := context.Background()
+	req := versori.ActivationRequest{UserID: "user-1", IntegrationID: ctIntegration}
+
+	act, err := c.Activate(ctx, req)
+	if err != nil {
+		t.Fatalf("Activate: %v", err)
+	}
+	if calls := s.Calls(); len(calls) != 1 || calls[0].Auth != "jwt" || calls[0].Status != http.StatusOK {
+		t.Errorf("calls = %+v", calls)
+	}
+	found, err := c.FindActivation(ctx, "user-1", ctIntegration)
+	if err != nil || found == nil || found.ID != act.ID {
+		t.Fatalf("FindActivation = %+v, %v", found, err)
+	}
+
+	// Without the end user on ctx, the call is not made at all.
+	before := len(s.Calls())
+	if _, err := c.GetActivation(ctx, act.ID); err == nil {
+		t.Error("GetActivation without an end user succeeded")
+	} else if versori.IsOutcomeUnknown(err) {
+		t.Errorf("GetActivation without an end user: outcome unknown: %v", err)
+	}
+	if err := c.DeleteActivation(ctx, act.ID); err == nil {
+		t.Error("DeleteActivation without an end user succeeded")
+	}
+	if n := len(s.Calls()); n != before {
+		t.Errorf("calls without an end user reached the server: %d calls, want %d", n, before)
+	}
+
+	// Another user's token is refused.
+	_, err = c.GetActivation(versori.WithEndUser(ctx, "user-2"), act.ID)
+	if versori.Classify(err) != versori.ClassUnauthorized {
+		t.Errorf("GetActivation as another user: %v", err)
+	}
+	if err := c.DeleteActivation(versori.WithEndUser(ctx, "user-2"), act.ID); versori.Classify(err) != versori.ClassUnauthorized {
+		t.Errorf("DeleteActivation as another user: %v", err)
+	}
+	if n := s.ActivationCount(req.Pair()); n != 1 {
+		t.Fatalf("ActivationCount = %d after a refused delete", n)
+	}
+
+	userCtx := versori.WithEndUser(ctx, "user-1")
+	got, err := c.GetActivation(userCtx, act.ID)
+	if err != nil || got.ID != act.ID {
+		t.Fatalf("GetActivation = %+v, %v", got, err)
+	}
+	if err := c.DeleteActivation(userCtx, act.ID); err != nil {
+		t.Fatalf("DeleteActivation: %v", err)
+	}
+	if n := s.ActivationCount(req.Pair()); n != 0 {
+		t.Errorf("ActivationCount after delete = %d", n)
+	}
+	if _, err := c.GetActivation(userCtx, act.ID); versori.Classify(err) != versori.ClassNotFound {
+		t.Errorf("GetActivation after delete: %v", err)
+	}
+
+	// A wrong API key is refused as unauthorized.
+	bad := newClient(t, versori.Config{BaseURL: s.URL(), HubID: s.HubID(), Auth: versori.APIKey("wrong")})
+	if _, err := bad.Activate(ctx, req); versori.Classify(err) != versori.ClassUnauthorized {
+		t.Errorf("Activate with a wrong API key: %v", err)
+	}
+}
+
+func TestErrorDecoding(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		prefix string                                      // base URL path, to reach the capturing server's own answers
+		setup  func(s *versoritest.Server, p versori.Pair) // nil: none
+		// What the error must be.
+		transport     bool // a *TransportError rather than an *Error
+		status        int
+		code          string
+		message       string
+		fields        []versori.ErrorField
+		retryAfter    time.Duration
+		hasRetry      bool
+		class         versori.Class
+		unknown       bool
+		wantCommitted bool
+	}{
+		{
+			name: "scripted 422 with fields and Retry-After",
+			setup: func(s *versoritest.Server, p versori.Pair) {
+				s.Script(p, versoritest.Fault{Status: 422, RetryAfter: "7", Body: &versori.ErrorBody{
+					Code: "422001", Message: "invalid connections", Details: "see docs",
+					Fields: []versori.ErrorField{{Field: "connections[0].templateId", Message: "unknown template"}, {Field: "userId", Message: "odd"}}}})
+			},
+			status: 422, code: "422001", message: "invalid connections",
+			fields:     []versori.ErrorField{{Field: "connections[0].templateId", Message: "unknown template"}, {Field: "userId", Message: "odd"}},
+			retryAfter: 7 * time.Second, hasRetry: true, class: versori.ClassMissingConnections,
+		},
+		{
+			name: "scripted 422 about userId",
+			setup: func(s *versoritest.Server, p versori.Pair) {
+				s.Script(p, versoritest.Fault{Status: 422, Body: &versori.ErrorBody{
+					Fields: []versori.ErrorField{{Field: "userId", Message: "too long"}}}})
+			},
+			status: 422, code: "422000", message: "Unprocessable Entity",
+			fields: []versori.ErrorField{{Field: "userId", Message: "too long"}}, class: versori.ClassInvalidRequest,
+		},
+		{
+			name: "scripted 429 with an HTTP-date",
+			setup: func(s *versoritest.Server, p versori.Pair) {
+				s.Script(p, versoritest.Fault{Status: 429, RetryAfter: "Thu, 01 Jan 1970 00:00:00 GMT"})
+			},
+			status: 429, code: "429000", message: "Too Many Requests", hasRetry: true, class: versori.ClassRateLimited,
+		},
+		{
+			name:   "scripted 503 after commit",
+			setup:  func(s *versoritest.Server, p versori.Pair) { s.Script(p, versoritest.Fault{Status: 503, Commit: true}) },
+			status: 503, code: "503000", message: "Service Unavailable", class: versori.ClassTransient, unknown: true, wantCommitted: true,
+		},
+		{
+			name:   "missing connection",
+			setup:  func(s *versoritest.Server, p versori.Pair) { s.RequireConnection(p.IntegrationID, ctTemplate) },
+			status: 400, code: "400000",
+			message: "missing connections: integration requires a connection for template " + ctTemplate,
+			fields:  []versori.ErrorField{{Field: "connections", Message: "missing connection for template " + ctTemplate}},
+			class:   versori.ClassMissingConnections,
+		},
+		{
+			name:   "unknown integration",
+			setup:  func(s *versoritest.Server, p versori.Pair) { s.ForgetIntegration(p.IntegrationID) },
+			status: 404, code: "404000", message: "integration " + ctIntegration + " not found", class: versori.ClassNotFound,
+		},
+		{
+			name: "plain-text 502", prefix: "/plain",
+			status: 502, message: "upstream connect error", class: versori.ClassTransient, unknown: true,
+		},
+		{
+			name: "empty 503", prefix: "/empty",
+			status: 503, message: "Service Unavailable", class: versori.ClassTransient, unknown: true,
+		},
+		{name: "truncated success", prefix: "/garbled", transport: true, class: versori.ClassTransient, unknown: true},
+		{name: "success without id", prefix: "/noid", transport: true, class: versori.ClassTransient, unknown: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newCapturingServer(t, versoritest.Options{})
+			req := versori.ActivationRequest{UserID: "user-1", IntegrationID: ctIntegration}
+			if tt.setup != nil {
+				tt.setup(s.Server, req.Pair())
+			}
+			c := apiKeyClient(t, s.URL+tt.prefix, nil)
+			act, err := c.Activate(context.Background(), req)
+			if err == nil {
+				t.Fatalf("Activate = %+v, want an error", act)
+			}
+			if act != nil {
+				t.Errorf("Activate returned %+v with its error", act)
+			}
+			if cl := versori.Classify(err); cl != tt.class {
+				t.Errorf("class = %q, want %q (%v)", cl, tt.class, err)
+			}
+			if u := versori.IsOutcomeUnknown(err); u != tt.unknown {
+				t.Errorf("IsOutcomeUnknown = %v, want %v", u, tt.unknown)
+			}
+			if tt.transport {
+				var te *versori.TransportError
+				if !errors.As(err, &te) || te.Op != versori.OpActivate {
+					t.Errorf("error %v (%T), want a *TransportError for activate", err, err)
+				}
+				return
+			}
+			var ae *versori.Error
+			if !errors.As(err, &ae) {
+				t.Fatalf("error %v (%T), want a *versori.Error", err, err)
+			}
+			if ae.Op != versori.OpActivate || ae.StatusCode != tt.status || ae.Code != tt.code || ae.Message != tt.message {
+				t.Errorf("error = op %q status %d code %q message %q; want %q %d %q %q",
+					ae.Op, ae.StatusCode, ae.Code, ae.Message, versori.OpActivate, tt.status, tt.code, tt.message)
+			}
+			if !reflect.DeepEqual(ae.Fields, tt.fields) {
+				t.Errorf("fields = %+v, want %+v", ae.Fields, tt.fields)
+			}
+			if ae.RetryAfter != tt.retryAfter || ae.HasRetryAfter != tt.hasRetry {
+				t.Errorf("retry after = %s, %v; want %s, %v", ae.RetryAfter, ae.HasRetryAfter, tt.retryAfter, tt.hasRetry)
+			}
+			if got, ok := versori.RetryAfterOf(err); got != tt.retryAfter || ok != tt.hasRetry {
+				t.Errorf("RetryAfterOf = %s, %v", got, ok)
+			}
+			if n := s.ActivationCount(req.Pair()); (n == 1) != tt.wantCommitted {
+				t.Errorf("ActivationCount = %d, want committed %v", n, tt.wantCommitted)
+			}
+			for _, f := range tt.fields {
+				if !strings.Contains(err.Error(), f.Field+": "+f.Message) {
+					t.Errorf("Error() %q does not name field %s", err, f.Field)
+				}
+			}
+		})
+	}
+}
+
+type observed struct {
+	op     string
+	status int
+	took   time.Duration
+}
+
+type recorder struct {
+	mu  sync.Mutex
+	obs []observed
+}
+
+func (r *recorder) observe(op string, status int, took time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.obs = append(r.obs, observed{op, status, took})
+}
+
+func (r *recorder) all() []observed {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]observed(nil), r.obs...)
+}
+
+func TestObserver(t *testing.T) {
+	t.Parallel()
+	s := versoritest.New(t, versoritest.Options{})
+	rec := &recorder{}
+	c := apiKeyClient(t, s.URL(), func(cfg *versori.Config) { cfg.Observe = rec.observe })
+	ctx := context.Background()
+	ok := versori.ActivationRequest{UserID: "user-1", IntegrationID: ctIntegration}
+	bad := versori.ActivationRequest{UserID: "user-2", IntegrationID: ctIntegration}
+	dropped := versori.ActivationRequest{UserID: "user-3", IntegrationID: ctIntegration}
+	s.Script(bad.Pair(), versoritest.Fault{Status: 422})
+	s.Script(dropped.Pair(), versoritest.Fault{Commit: true, Drop: true})
+
+	act, err := c.Activate(ctx, ok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Activate(ctx, bad); versori.Classify(err) != versori.ClassInvalidRequest {
+		t.Errorf("scripted 422: %v", err)
+	}
+	if _, err := c.ListUserActivations(ctx, "user-1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetActivation(ctx, act.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteActivation(ctx, act.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetActivation(ctx, act.ID); versori.Classify(err) != versori.ClassNotFound {
+		t.Errorf("get after delete: %v", err)
+	}
+	_, err = c.Activate(ctx, dropped)
+	var te *versori.TransportError
+	if !errors.As(err, &te) || !versori.IsOutcomeUnknown(err) {
+		t.Errorf("dropped activate: %v (%T), want a *TransportError", err, err)
+	}
+	if n := s.ActivationCount(dropped.Pair()); n != 1 {
+		t.Errorf("dropped call committed %d activations, want 1", n)
+	}
+
+	want := []observed{
+		{op: versori.OpActivate, status: 200},
+		{op: versori.OpActivate, status: 422},
+		{op: versori.OpListActivations, status: 200},
+		{op: versori.OpGetActivation, status: 200},
+		{op: versori.OpDeleteActivation, status: 204},
+		{op: versori.OpGetActivation, status: 404},
+		{op: versori.OpActivate, status: 0},
+	}
+	got := rec.all()
+	if len(got) != len(want) {
+		t.Fatalf("observed %d calls, want %d: %+v", len(got), len(want), got)
+	}
+	for i := range want {
+		if got[i].op != want[i].op || got[i].status != want[i].status {
+			t.Errorf("observation %d = %s %d, want %s %d", i, got[i].op, got[i].status, want[i].op, want[i].status)
+		}
+		if got[i].took < 0 {
+			t.Errorf("observation %d took %s", i, got[i].took)
+		}
+	}
+	if st := s.Stats(); st.Dropped != 1 || st.ByOpStatus["activate 0"] != 1 {
+		t.Errorf("stand-in stats = %+v", st)
+	}
+}
+
+func TestTimeoutAfterCommit(t *testing.T) {
+	t.Parallel()
+	const timeout = 200 * time.Millisecond
+	s := versoritest.New(t, versoritest.Options{Faults: versoritest.Faults{LatencyAfterCommit: 2 * time.Second}})
+	c := apiKeyClient(t, s.URL(), func(cfg *versori.Config) { cfg.Timeout = timeout })
+	req := versori.ActivationRequest{UserID: "user-1", IntegrationID: ctIntegration}
+
+	start := time.Now()
+	act, err := c.Activate(context.Background(), req)
+	took := time.Since(start)
+	if err == nil {
+		t.Fatalf("Activate = %+v, want a timeout", act)
+	}
+	if took < timeout {
+		t.Errorf("Activate returned after %s, before its %s timeout", took, timeout)
+	}
+	var te *versori.TransportError
+	if !errors.As(err, &te) || te.Op != versori.OpActivate {
+		t.Fatalf("error %v (%T), want a *TransportError", err, err)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("error %v does not wrap context.DeadlineExceeded", err)
+	}
+	if !versori.IsOutcomeUnknown(err) || versori.Classify(err) != versori.ClassTransient {
+		t.Errorf("IsOutcomeUnknown = %v, Classify = %q", versori.IsOutcomeUnknown(err), versori.Classify(err))
+	}
+	if n := s.ActivationCount(req.Pair()); n != 1 {
+		t.Errorf("ActivationCount = %d, want 1: the stand-in committed before the client gave up", n)
+	}
+	calls := callsOf(s, versori.OpActivate)
+	if len(calls) != 1 || !calls[0].Committed {
+		t.Errorf("activate calls = %+v, want one committed", calls)
+	}
+	// Looking before retrying finds it; list calls are not delayed by LatencyAfterCommit.
+	found, err := c.FindActivation(context.Background(), req.UserID, req.IntegrationID)
+	if err != nil || found == nil {
+		t.Errorf("FindActivation = %+v, %v", found, err)
+	}
+}
+
+func TestCallerContext(t *testing.T) {
+	t.Parallel()
+	s := versoritest.New(t, versoritest.Options{Faults: versoritest.Faults{Latency: 2 * time.Second}})
+	c := apiKeyClient(t, s.URL(), nil)
+	tests := []struct {
+		name string
+		ctx  func() (context.Context, context.CancelFunc)
+		want error
+	}{
+		{"deadline", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 50*time.Millisecond)
+		}, context.DeadlineExceeded},
+		{"cancelled", func() (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(50*time.Millisecond, cancel)
+			return ctx, cancel
+		}, context.Canceled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := tt.ctx()
+			defer cancel()
+			_, err := c.ListUserActivations(ctx, "user-"+tt.name, "")
+			var te *versori.TransportError
+			if !errors.As(err, &te) || !errors.Is(err, tt.want) {
+				t.Errorf("error %v (%T), want a *TransportError wrapping %v", err, err, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,217 @@
+package versori
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// Valid ULIDs for the tests.
+const (
+	vIntegration = "01HZY8J5Q0A1B2C3D4E5F6G7H8"
+	vTemplate1   = "01HZY8J5Q0TEMP1ATE00000001"
+	vTemplate2   = "01HZY8J5Q0TEMP1ATE00000002"
+	vConnection  = "01HZY8J5Q0C0NNECT10N000001"
+)
+
+func existingConn(template string) ActivationConnection {
+	return ActivationConnection{TemplateID: template, ConnectionID: vConnection}
+}
+
+func newConn(template string) ActivationConnection {
+	return ActivationConnection{TemplateID: template, Name: "CRM", Credentials: json.RawMessage(`{"apiKey":"k"}`),
+		Variables: []ConnectionVariable{{Name: "region", Value: "eu"}}}
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	req := func(mod func(*ActivationRequest)) ActivationRequest {
+		r := ActivationRequest{UserID: "user-1", IntegrationID: vIntegration}
+		if mod != nil {
+			mod(&r)
+		}
+		return r
+	}
+	conns := func(cs ...ActivationConnection) func(*ActivationRequest) {
+		return func(r *ActivationRequest) { r.Connections = cs }
+	}
+	withConn := func(mod func(*ActivationConnection)) func(*ActivationRequest) {
+		return func(r *ActivationRequest) {
+			c := newConn(vTemplate1)
+			mod(&c)
+			r.Connections = []ActivationConnection{c}
+		}
+	}
+	tests := []struct {
+		name      string
+		req       ActivationRequest
+		wantField string // "" means valid
+	}{
+		// Good requests.
+		{"no connections", req(nil), ""},
+		{"existing connection", req(conns(existingConn(vTemplate1))), ""},
+		{"new connection", req(conns(newConn(vTemplate1))), ""},
+		{"new connection without variables", req(withConn(func(c *ActivationConnection) { c.Variables = nil })), ""},
+		{"both forms in two connections", req(conns(existingConn(vTemplate1), newConn(vTemplate2))), ""},
+		{"credentials with spaces", req(withConn(func(c *ActivationConnection) { c.Credentials = json.RawMessage(" \n{\"a\": 1} ") })), ""},
+		{"dynamic variables object", req(func(r *ActivationRequest) { r.DynamicVariables = json.RawMessage(`{"plan":"gold"}`) }), ""},
+		{"unicode user id", req(func(r *ActivationRequest) { r.UserID = "josé@example.com" }), ""},
+		{"user id of max length", req(func(r *ActivationRequest) { r.UserID = strings.Repeat("u", MaxUserIDLength) }), ""},
+		{"user id with colons", req(func(r *ActivationRequest) { r.UserID = "tenant:1:user:2" }), ""},
+
+		// userId.
+		{"user id missing", req(func(r *ActivationRequest) { r.UserID = "" }), "userId"},
+		{"user id too long", req(func(r *ActivationRequest) { r.UserID = strings.Repeat("u", MaxUserIDLength+1) }), "userId"},
+		{"user id with space", req(func(r *ActivationRequest) { r.UserID = "user 1" }), "userId"},
+		{"user id with tab", req(func(r *ActivationRequest) { r.UserID = "user\t1" }), "userId"},
+		{"user id with newline", req(func(r *ActivationRequest) { r.UserID = "user-1\n" }), "userId"},
+		{"user id with NBSP", req(func(r *ActivationRequest) { r.UserID = "user\u00a01" }), "userId"},
+		{"user id with NUL", req(func(r *ActivationRequest) { r.UserID = "user\x001" }), "userId"},
+		{"user id not UTF-8", req(func(r *ActivationRequest) { r.UserID = "user-\xff" }), "userId"},
+
+		// integrationId.
+		{"integration id missing", req(func(r *ActivationRequest) { r.IntegrationID = "" }), "integrationId"},
+		{"integration id not a ULID", req(func(r *ActivationRequest) { r.IntegrationID = "crm" }), "integrationId"},
+		{"integration id too short", req(func(r *ActivationRequest) { r.IntegrationID = vIntegration[:25] }), "integrationId"},
+		{"integration id with U", req(func(r *ActivationRequest) { r.IntegrationID = "01HZY8J5Q0A1B2C3D4E5F6G7HU" }), "integrationId"},
+		{"integration id overflows", req(func(r *ActivationRequest) { r.IntegrationID = "8ZZZZZZZZZZZZZZZZZZZZZZZZZ" }), "integrationId"},
+
+		// Connections.
+		{"connection of neither form", req(conns(ActivationConnection{TemplateID: vTemplate1})), "connections[0]"},
+		{"connection with id and name", req(withConn(func(c *ActivationConnection) { c.ConnectionID = vConnection })), "connections[0]"},
+		{"connection with id and credentials", req(conns(ActivationConnection{TemplateID: vTemplate1, ConnectionID: vConnection,
+			Credentials: json.RawMessage(`{}`)})), "connections[0]"},
+		{"connection with id and variables", req(conns(ActivationConnection{TemplateID: vTemplate1, ConnectionID: vConnection,
+			Variables: []ConnectionVariable{}})), "connections[0]"},
+		{"template id missing", req(conns(existingConn(""))), "connections[0].templateId"},
+		{"template id bad", req(conns(existingConn(vTemplate1), existingConn("tmpl-2"))), "connections[1].templateId"},
+		{"connection id bad", req(conns(ActivationConnection{TemplateID: vTemplate1, ConnectionID: "conn-1"})), "connections[0].connectionId"},
+		{"credentials missing", req(withConn(func(c *ActivationConnection) { c.Credentials = nil })), "connections[0].credentials"},
+		{"credentials array", req(withConn(func(c *ActivationConnection) { c.Credentials = json.RawMessage(`[]`) })), "connections[0].credentials"},
+		{"credentials string", req(withConn(func(c *ActivationConnection) { c.Credentials = json.RawMessage(`"secret"`) })), "connections[0].credentials"},
+		{"credentials null", req(withConn(func(c *ActivationConnection) { c.Credentials = json.RawMessage(`null`) })), "connections[0].credentials"},
+		{"credentials broken", req(withConn(func(c *ActivationConnection) { c.Credentials = json.RawMessage(`{"a":`) })), "connections[0].credentials"},
+		{"variable without name", req(withConn(func(c *ActivationConnection) {
+			c.Variables = []ConnectionVariable{{Name: "a", Value: "1"}, {Value: "2"}}
+		})), "connections[0].variables[1].name"},
+		{"duplicate template", req(conns(existingConn(vTemplate1), newConn(vTemplate2), newConn(vTemplate1))), "connections[2].templateId"},
+
+		// dynamicVariables.
+		{"dynamic variables array", req(func(r *ActivationRequest) { r.DynamicVariables = json.RawMessage(`[1]`) }), "dynamicVariables"},
+		{"dynamic variables string", req(func(r *ActivationRequest) { r.DynamicVariables = json.RawMessage(`"x"`) }), "dynamicVariables"},
+		{"dynamic variables broken", req(func(r *ActivationRequest) { r.DynamicVariables = json.RawMessage(`{"x"}`) }), "dynamicVariables"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := tt.req.Validate()
+			if tt.wantField == "" {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			var ve *ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("Validate() = %v (%T), want a *ValidationError", err, err)
+			}
+			if ve.Field != tt.wantField {
+				t.Errorf("Field = %q, want %q (reason %q)", ve.Field, tt.wantField, ve.Reason)
+			}
+			if ve.Reason == "" {
+				t.Error("empty Reason")
+			}
+			if want := ve.Field + ": " + ve.Reason; err.Error() != want {
+				t.Errorf("Error() = %q, want %q", err.Error(), want)
+			}
+		})
+	}
+}
+
+// TestValidateUserIDNotEchoed checks that an overlong user id is not repeated in the error.
+func TestValidateUserIDNotEchoed(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("x", 10_000)
+	err := ActivationRequest{UserID: long, IntegrationID: vIntegration}.Validate()
+	if err == nil || len(err.Error()) > 200 {
+		t.Errorf("Validate() = %.300v", err)
+	}
+}
+
+func TestActivationRequestMarshalJSON(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		req  ActivationRequest
+		want string
+	}{
+		{"nil connections", ActivationRequest{UserID: "u", IntegrationID: vIntegration},
+			`{"userId":"u","integrationId":"` + vIntegration + `","connections":[]}`},
+		{"empty connections", ActivationRequest{UserID: "u", IntegrationID: vIntegration, Connections: []ActivationConnection{}},
+			`{"userId":"u","integrationId":"` + vIntegration + `","connections":[]}`},
+		{"dynamic variables", ActivationRequest{UserID: "u", IntegrationID: vIntegration, DynamicVariables: json.RawMessage(`{"a":1}`)},
+			`{"userId":"u","integrationId":"` + vIntegration + `","connections":[],"dynamicVariables":{"a":1}}`},
+		{"existing form", ActivationRequest{UserID: "u", IntegrationID: vIntegration, Connections: []ActivationConnection{
+			{TemplateID: vTemplate1, ConnectionID: vConnection, Name: "ignored", Credentials: json.RawMessage(`{"x":1}`),
+				Variables: []ConnectionVariable{{Name: "n", Value: "v"}}}}},
+			`{"userId":"u","integrationId":"` + vIntegration + `","connections":[{"templateId":"` + vTemplate1 + `","connectionId":"` + vConnection + `"}]}`},
+		{"new form without variables", ActivationRequest{UserID: "u", IntegrationID: vIntegration, Connections: []ActivationConnection{
+			{TemplateID: vTemplate1, Name: "CRM", Credentials: json.RawMessage(`{"k":"v"}`)}}},
+			`{"userId":"u","integrationId":"` + vIntegration + `","connections":[{"templateId":"` + vTemplate1 + `","name":"CRM","credentials":{"k":"v"},"variables":[]}]}`},
+		{"new form without credentials", ActivationRequest{UserID: "u", IntegrationID: vIntegration, Connections: []ActivationConnection{
+			{TemplateID: vTemplate1, Name: "CRM"}}},
+			`{"userId":"u","integrationId":"` + vIntegration + `","connections":[{"templateId":"` + vTemplate1 + `","name":"CRM","credentials":{},"variables":[]}]}`},
+		{"new form with variables", ActivationRequest{UserID: "u", IntegrationID: vIntegration, Connections: []ActivationConnection{
+			{TemplateID: vTemplate1, Name: "CRM", Credentials: json.RawMessage(`{}`), Variables: []ConnectionVariable{{Name: "n", Value: ""}}}}},
+			`{"userId":"u","integrationId":"` + vIntegration + `","connections":[{"templateId":"` + vTemplate1 + `","name":"CRM","credentials":{},"variables":[{"name":"n","value":""}]}]}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b, err := json.Marshal(tt.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(b) != tt.want {
+				t.Errorf("Marshal =\n  %s\nwant\n  %s", b, tt.want)
+			}
+			// A pointer marshals the same way.
+			pb, err := json.Marshal(&tt.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(pb) != tt.want {
+				t.Errorf("Marshal(&req) = %s", pb)
+			}
+		})
+	}
+}
+
+func TestActivationRequestRoundTrip(t *testing.T) {
+	t.Parallel()
+	in := ActivationRequest{UserID: "user-1", IntegrationID: vIntegration,
+		Connections:      []ActivationConnection{existingConn(vTemplate1), newConn(vTemplate2)},
+		DynamicVariables: json.RawMessage(`{"plan":"gold"}`)}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out ActivationRequest
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(in, out) {
+		t.Errorf("round trip:\n  in  %+v\n  out %+v", in, out)
+	}
+	if err := out.Validate(); err != nil {
+		t.Errorf("Validate after round trip: %v", err)
+	}
+	if got, want := out.Pair(), (Pair{UserID: "user-1", IntegrationID: vIntegration}); got != want {
+		t.Errorf("Pair() = %+v, want %+v", got, want)
+	}
+	if !in.Connections[0].IsExisting() || in.Connections[1].IsExisting() {
+		t.Error("IsExisting is wrong")
+	}
+}

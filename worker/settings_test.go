@@ -1,0 +1,278 @@
+package worker
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/versori/activator/versori"
+)
+
+const (
+	settingsAPIKey   = "sk_live_SETTINGS_SECRET_4f3e2d"
+	settingsPassword = "s3cr3t"
+	settingsRedisURL = "redis://:" + settingsPassword + "@127.0.0.1:6379/0"
+	settingsHubID    = "01HZY8J5Q0HUB0000000000000"
+)
+
+var settingsKey = sync.OnceValue(func() *rsa.PrivateKey {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(err)
+	}
+	return k
+})
+
+// settingsKeyFiles writes the test key as PKCS#8 and as PKCS#1 PEM files.
+func settingsKeyFiles(t *testing.T) (pkcs8, pkcs1 string) {
+	t.Helper()
+	dir := t.TempDir()
+	der, err := x509.MarshalPKCS8PrivateKey(settingsKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkcs8 = filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(pkcs8, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pkcs1 = filepath.Join(dir, "key-pkcs1.pem")
+	b := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(settingsKey())})
+	if err := os.WriteFile(pkcs1, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return pkcs8, pkcs1
+}
+
+// settingsEnv is a complete API-key environment changed by mod: a value "" deletes the variable.
+func settingsEnv(mod map[string]string) func(string) (string, bool) {
+	env := map[string]string{
+		"REDIS_URL":       settingsRedisURL,
+		"VERSORI_API_KEY": settingsAPIKey,
+		"VERSORI_HUB_ID":  settingsHubID,
+	}
+	for k, v := range mod {
+		if v == "" {
+			delete(env, k)
+		} else {
+			env[k] = v
+		}
+	}
+	return func(k string) (string, bool) {
+		v, ok := env[k]
+		return v, ok
+	}
+}
+
+func TestParseSettingsErrors(t *testing.T) {
+	t.Parallel()
+	keyFile, pkcs1File := settingsKeyFiles(t)
+	pkcs1PEM, err := os.ReadFile(pkcs1File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		wantErr string
+	}{
+		{"no credentials", map[string]string{"VERSORI_API_KEY": ""}, nil, "no Versori credentials"},
+		{"api key and signing key id", map[string]string{"VERSORI_SIGNING_KEY_ID": "sk1"}, nil, "not both"},
+		{"api key and signing key file", map[string]string{"VERSORI_SIGNING_KEY_FILE": keyFile}, nil, "not both"},
+		{"api key flag and signing key", map[string]string{"VERSORI_API_KEY": "", "VERSORI_SIGNING_KEY_ID": "sk1", "VERSORI_SIGNING_KEY_FILE": keyFile},
+			[]string{"-versori-api-key=" + settingsAPIKey}, "not both"},
+		{"signing key id without file", map[string]string{"VERSORI_API_KEY": "", "VERSORI_SIGNING_KEY_ID": "sk1"}, nil, "needs both"},
+		{"signing key file without id", map[string]string{"VERSORI_API_KEY": "", "VERSORI_SIGNING_KEY_FILE": keyFile}, nil, "needs both"},
+		{"signing key file missing", map[string]string{"VERSORI_API_KEY": "", "VERSORI_SIGNING_KEY_ID": "sk1",
+			"VERSORI_SIGNING_KEY_FILE": filepath.Join(t.TempDir(), "nope.pem")}, nil, "VERSORI_SIGNING_KEY_FILE"},
+		{"signing key file PKCS#1", map[string]string{"VERSORI_API_KEY": "", "VERSORI_SIGNING_KEY_ID": "sk1",
+			"VERSORI_SIGNING_KEY_FILE": pkcs1File}, nil, "PKCS#8"},
+		{"missing hub id", map[string]string{"VERSORI_HUB_ID": ""}, nil, "VERSORI_HUB_ID"},
+		{"concurrency 0", map[string]string{"WORKER_CONCURRENCY": "0"}, nil, "WORKER_CONCURRENCY"},
+		{"concurrency negative flag", nil, []string{"-concurrency=-3"}, "WORKER_CONCURRENCY"},
+		{"concurrency abc", map[string]string{"WORKER_CONCURRENCY": "abc"}, nil, "WORKER_CONCURRENCY"},
+		{"servers 65", map[string]string{"WORKER_SERVERS": "65"}, nil, "WORKER_SERVERS"},
+		{"servers 0", map[string]string{"WORKER_SERVERS": "0"}, nil, "WORKER_SERVERS"},
+		{"blank queue", map[string]string{"QUEUE": "  "}, nil, "QUEUE"},
+		{"timeout 0", map[string]string{"VERSORI_TIMEOUT": "0s"}, nil, "VERSORI_TIMEOUT"},
+		{"timeout garbage", map[string]string{"VERSORI_TIMEOUT": "soon"}, nil, "VERSORI_TIMEOUT"},
+		{"shutdown grace negative", map[string]string{"SHUTDOWN_GRACE": "-1s"}, nil, "SHUTDOWN_GRACE"},
+		{"redis scheme", map[string]string{"REDIS_URL": "http://:" + settingsPassword + "@127.0.0.1:6379/0"}, nil, "scheme"},
+		{"redis bad db", map[string]string{"REDIS_URL": "redis://:" + settingsPassword + "@127.0.0.1:6379/abc"}, nil, "REDIS_URL"},
+		{"redis bad db by flag", nil, []string{"-redis-url", "redis://:" + settingsPassword + "@127.0.0.1:6379/abc"}, "REDIS_URL"},
+		{"redis no host", map[string]string{"REDIS_URL": "redis://"}, nil, "no host"},
+		{"redis not a URL", map[string]string{"REDIS_URL": "redis://:" + settingsPassword + "@[::1"}, nil, "REDIS_URL"},
+		{"log level", map[string]string{"LOG_LEVEL": "loud"}, nil, "LOG_LEVEL"},
+		{"positional arg", nil, []string{"extra"}, "unexpected argument"},
+		{"positional arg after flags", nil, []string{"-concurrency=2", "extra"}, "unexpected argument"},
+		{"unknown flag", nil, []string{"-nope"}, "nope"},
+		{"bad flag value", nil, []string{"-concurrency=lots"}, "concurrency"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var usage bytes.Buffer
+			_, err := ParseSettings(tt.args, settingsEnv(tt.env), &usage)
+			if err == nil {
+				t.Fatalf("ParseSettings succeeded, want an error containing %q", tt.wantErr)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tt.wantErr) {
+				t.Errorf("error %q does not contain %q", msg, tt.wantErr)
+			}
+			if strings.Contains(msg, "\n") {
+				t.Errorf("error %q is more than one line", msg)
+			}
+			for name, out := range map[string]string{"error": msg, "usage output": usage.String()} {
+				if strings.Contains(out, settingsAPIKey) {
+					t.Errorf("%s contains the API key: %s", name, out)
+				}
+				if strings.Contains(out, settingsPassword) {
+					t.Errorf("%s contains the Redis password: %s", name, out)
+				}
+				if strings.Contains(out, "PRIVATE KEY") || strings.Contains(out, string(pkcs1PEM[40:80])) {
+					t.Errorf("%s contains key material: %s", name, out)
+				}
+			}
+		})
+	}
+}
+
+func TestParseSettingsHelp(t *testing.T) {
+	t.Parallel()
+	var usage bytes.Buffer
+	_, err := ParseSettings([]string{"-h"}, settingsEnv(map[string]string{"QUEUE": "q-from-env"}), &usage)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("ParseSettings(-h) = %v, want flag.ErrHelp", err)
+	}
+	out := usage.String()
+	for _, want := range []string{"-redis-url", "(env REDIS_URL)", "redis://127.0.0.1:6379/0", "-versori-api-key", `(default "q-from-env")`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("usage lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, settingsAPIKey) || strings.Contains(out, settingsPassword) {
+		t.Errorf("usage shows a secret:\n%s", out)
+	}
+}
+
+func TestParseSettings(t *testing.T) {
+	t.Parallel()
+	keyFile, _ := settingsKeyFiles(t)
+	jwtEnv := map[string]string{"VERSORI_API_KEY": "", "VERSORI_SIGNING_KEY_ID": "sk1", "VERSORI_SIGNING_KEY_FILE": keyFile}
+	tests := []struct {
+		name  string
+		env   map[string]string
+		args  []string
+		check func(t *testing.T, s Settings)
+	}{
+		{"api key defaults", nil, nil, func(t *testing.T, s Settings) {
+			if s.PerUserAuth {
+				t.Error("PerUserAuth with an API key")
+			}
+			if s.Versori.Auth != versori.APIKey(settingsAPIKey) {
+				t.Errorf("Auth = %#v", s.Versori.Auth)
+			}
+			if s.RedisURL != settingsRedisURL || s.Versori.HubID != settingsHubID || s.Versori.BaseURL != versori.DefaultBaseURL {
+				t.Errorf("RedisURL %q HubID %q BaseURL %q", s.RedisURL, s.Versori.HubID, s.Versori.BaseURL)
+			}
+			if s.Concurrency != 50 || s.Servers != 1 || s.Queue != "activations" || s.MetricsAddr != ":9464" {
+				t.Errorf("Concurrency %d Servers %d Queue %q MetricsAddr %q", s.Concurrency, s.Servers, s.Queue, s.MetricsAddr)
+			}
+			if s.Versori.Timeout != 30*time.Second || s.ShutdownGrace != 10*time.Second || s.SweepInterval != 30*time.Second || s.PollInterval != time.Second {
+				t.Errorf("Timeout %s ShutdownGrace %s SweepInterval %s PollInterval %s", s.Versori.Timeout, s.ShutdownGrace, s.SweepInterval, s.PollInterval)
+			}
+			if p := s.Policy; p.Base != time.Second || p.Cap != 10*time.Minute || p.RateLimitWait != 5*time.Second || p.QuickRetries != 2 {
+				t.Errorf("Policy = %+v", p)
+			}
+			if s.LogLevel != slog.LevelInfo {
+				t.Errorf("LogLevel = %v", s.LogLevel)
+			}
+		}},
+		{"default redis url", map[string]string{"REDIS_URL": ""}, nil, func(t *testing.T, s Settings) {
+			if s.RedisURL != "redis://127.0.0.1:6379/0" {
+				t.Errorf("RedisURL = %q", s.RedisURL)
+			}
+		}},
+		{"api key by flag", map[string]string{"VERSORI_API_KEY": ""}, []string{"-versori-api-key", "flag-key"}, func(t *testing.T, s Settings) {
+			if s.Versori.Auth != versori.APIKey("flag-key") || s.PerUserAuth {
+				t.Errorf("Auth = %#v, PerUserAuth %v", s.Versori.Auth, s.PerUserAuth)
+			}
+		}},
+		{"jwt", jwtEnv, nil, func(t *testing.T, s Settings) {
+			if !s.PerUserAuth {
+				t.Error("PerUserAuth false with a signing key")
+			}
+			auth, ok := s.Versori.Auth.(*versori.JWTAuth)
+			if !ok {
+				t.Fatalf("Auth = %T, want *versori.JWTAuth", s.Versori.Auth)
+			}
+			tok, err := auth.Token("user-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var claims jwt.RegisteredClaims
+			if _, err := jwt.ParseWithClaims(tok, &claims, func(*jwt.Token) (any, error) { return &settingsKey().PublicKey, nil }); err != nil {
+				t.Fatalf("token does not verify with the key file's public key: %v", err)
+			}
+			if claims.Issuer != versori.JWTIssuerPrefix+"sk1" || claims.Subject != "user-1" {
+				t.Errorf("claims = %+v", claims)
+			}
+		}},
+		{"jwt by flags", map[string]string{"VERSORI_API_KEY": ""},
+			[]string{"-versori-signing-key-id=sk2", "-versori-signing-key-file", keyFile}, func(t *testing.T, s Settings) {
+				if _, ok := s.Versori.Auth.(*versori.JWTAuth); !ok || !s.PerUserAuth {
+					t.Errorf("Auth = %T, PerUserAuth %v", s.Versori.Auth, s.PerUserAuth)
+				}
+			}},
+		{"env values", map[string]string{
+			"WORKER_CONCURRENCY": "8", "WORKER_SERVERS": "64", "QUEUE": "eu", "LOG_LEVEL": "debug", "VERSORI_TIMEOUT": "5s",
+			"RETRY_BASE": "2s", "RETRY_CAP": "1m", "RATE_LIMIT_WAIT": "9s", "QUICK_RETRIES": "0", "METRICS_ADDR": "127.0.0.1:0",
+			"VERSORI_BASE_URL": "http://127.0.0.1:1/api", "SHUTDOWN_GRACE": "1m", "DLQ_SWEEP_INTERVAL": "5s", "POLL_INTERVAL": "250ms",
+		}, nil, func(t *testing.T, s Settings) {
+			if s.Concurrency != 8 || s.Servers != 64 || s.Queue != "eu" || s.LogLevel != slog.LevelDebug || s.Versori.Timeout != 5*time.Second {
+				t.Errorf("Concurrency %d Servers %d Queue %q LogLevel %v Timeout %s", s.Concurrency, s.Servers, s.Queue, s.LogLevel, s.Versori.Timeout)
+			}
+			if p := s.Policy; p.Base != 2*time.Second || p.Cap != time.Minute || p.RateLimitWait != 9*time.Second || p.QuickRetries != 0 {
+				t.Errorf("Policy = %+v", p)
+			}
+			if s.MetricsAddr != "127.0.0.1:0" || s.Versori.BaseURL != "http://127.0.0.1:1/api" || s.ShutdownGrace != time.Minute ||
+				s.SweepInterval != 5*time.Second || s.PollInterval != 250*time.Millisecond {
+				t.Errorf("Settings = %+v", s)
+			}
+		}},
+		{"flags beat env", map[string]string{"WORKER_CONCURRENCY": "8", "QUEUE": "eu", "LOG_LEVEL": "debug"},
+			[]string{"-concurrency=3", "-queue=us", "-log-level=WARN", "-redis-url=rediss://127.0.0.1:6380/2"}, func(t *testing.T, s Settings) {
+				if s.Concurrency != 3 || s.Queue != "us" || s.LogLevel != slog.LevelWarn || s.RedisURL != "rediss://127.0.0.1:6380/2" {
+					t.Errorf("Concurrency %d Queue %q LogLevel %v RedisURL %q", s.Concurrency, s.Queue, s.LogLevel, s.RedisURL)
+				}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var usage bytes.Buffer
+			s, err := ParseSettings(tt.args, settingsEnv(tt.env), &usage)
+			if err != nil {
+				t.Fatalf("ParseSettings: %v", err)
+			}
+			if usage.Len() != 0 {
+				t.Errorf("usage printed on success:\n%s", usage.String())
+			}
+			tt.check(t, s)
+		})
+	}
+}
