@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"sync"
@@ -36,6 +37,18 @@ func (k APIKey) String() string { return "[redacted]" }
 
 // GoString keeps the key out of %#v output.
 func (k APIKey) GoString() string { return "versori.APIKey([redacted])" }
+
+// Format keeps the key out of every fmt verb, %d and %x included.
+func (k APIKey) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		io.WriteString(f, k.GoString())
+		return
+	}
+	io.WriteString(f, k.String())
+}
+
+// MarshalText keeps the key out of JSON and structured logs.
+func (k APIKey) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 
 // JWTIssuerPrefix is the issuer of per-end-user tokens, followed by the signing key's id.
 const JWTIssuerPrefix = "https://versori.com/sk/"

@@ -65,9 +65,6 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	if s.RedisURL == "" {
 		s.RedisURL = defaultRedisURL
 	}
-	if s.RedisURL == "" {
-		s.RedisURL = "redis://127.0.0.1:6379/0"
-	}
 	if fs.FlagSet().NArg() > 0 {
 		return s, fmt.Errorf("unexpected argument %q: the worker takes flags only", fs.FlagSet().Arg(0))
 	}
@@ -117,6 +114,9 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	}
 	s.DeadLetterMaxEntries = int64(maxEntries)
 	s.Versori.Timeout = timeout
+	if retryBase <= 0 || retryCap < retryBase || rlw <= 0 || quick < 0 {
+		return s, errors.New("RETRY_BASE and RATE_LIMIT_WAIT must be positive, RETRY_CAP at least RETRY_BASE, QUICK_RETRIES not negative")
+	}
 	s.Policy.Base, s.Policy.Cap, s.Policy.RateLimitWait, s.Policy.QuickRetries = retryBase, retryCap, rlw, quick
 	return s, nil
 }
