@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/internal/queuestate"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 )
@@ -188,8 +189,10 @@ func (p *Producer) Requeue(ctx context.Context, ids []string) (RequeueResult, er
 	return res, nil
 }
 
-// Pause pauses the queue: workers stop taking its jobs, which stay queued.
-func (p *Producer) Pause() error { return p.inspector.PauseQueue(p.cfg.Queue) }
+// Pause pauses the queue: workers stop taking its jobs, which stay queued. Pausing a paused queue
+// is not an error.
+func (p *Producer) Pause() error { return queuestate.Pause(p.inspector, p.cfg.Queue) }
 
 // Resume unpauses the queue, after the cause of a pause (a refused API key) has been fixed.
-func (p *Producer) Resume() error { return p.inspector.UnpauseQueue(p.cfg.Queue) }
+// Resuming a running queue is not an error.
+func (p *Producer) Resume() error { return queuestate.Resume(p.inspector, p.cfg.Queue) }

@@ -60,13 +60,13 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 			if has[i] {
 				continue
 			}
-			added, err := s.store.Add(ctx, entryOf(t))
+			e := entryOf(t)
+			added, err := s.store.Add(ctx, e)
 			if err != nil {
 				return moved, fmt.Errorf("sweeper: %w", err)
 			}
 			if added {
 				moved++
-				e := entryOf(t)
 				s.metrics.DeadLetters.WithLabelValues(string(e.Reason)).Inc()
 				s.log.Warn("job", "task_id", t.ID, "user_id", e.UserID, "integration_id", e.IntegrationID,
 					"action", "dead_letter", "reason", string(e.Reason), "attempt", e.Attempts,

@@ -5,11 +5,9 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/internal/queuestate"
 	"github.com/versori/activator/metrics"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
@@ -255,11 +254,11 @@ func (w *Worker) trim(ctx context.Context) {
 }
 
 func (w *Worker) refreshPaused() {
-	qi, err := w.inspector.GetQueueInfo(w.cfg.Queue)
+	paused, err := queuestate.Paused(w.inspector, w.cfg.Queue)
 	if err != nil {
 		return
 	}
-	if qi.Paused {
+	if paused {
 		w.metrics.QueuePaused.Set(1)
 	} else {
 		w.metrics.QueuePaused.Set(0)
@@ -274,12 +273,5 @@ func (w *Worker) ready(ctx context.Context) error {
 }
 
 func (w *Worker) pauseQueue(context.Context) error {
-	err := w.inspector.PauseQueue(w.cfg.Queue)
-	if err != nil && strings.Contains(err.Error(), "already paused") {
-		return nil
-	}
-	if err != nil && errors.Is(err, asynq.ErrQueueNotFound) {
-		return nil
-	}
-	return err
+	return queuestate.Pause(w.inspector, w.cfg.Queue)
 }

@@ -259,8 +259,7 @@ func runPause(ctx context.Context, verb string, args []string, env Env) (int, er
 	} else {
 		err = p.Resume()
 	}
-	// asynq refuses to pause a paused queue ("already paused") or resume a running one ("not paused").
-	if err != nil && !strings.Contains(err.Error(), "already") && !strings.Contains(err.Error(), "not paused") {
+	if err != nil {
 		return ExitFailed, err
 	}
 	fmt.Fprintf(env.Stdout, "queue %s %sd\n", c.queue, verb)
