@@ -28,6 +28,8 @@ type Worker struct {
 	VersoriRequests *prometheus.CounterVec
 	VersoriDuration *prometheus.HistogramVec
 	QueuePaused     prometheus.Gauge
+	RateLimitWaits  prometheus.Histogram
+	BreakerState    prometheus.Gauge
 	Registry        *prometheus.Registry
 }
 
@@ -67,9 +69,18 @@ func NewWorker(reasons []string) *Worker {
 			Name: "activator_queue_paused",
 			Help: "1 while this worker has paused the queue because the API key was refused, else 0.",
 		}),
+		RateLimitWaits: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "activator_rate_limit_wait_seconds",
+			Help:    "How long calls waited for the global rate limit or a shared 429 back-off (calls that waited only).",
+			Buckets: []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 30, 60},
+		}),
+		BreakerState: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "activator_circuit_breaker_state",
+			Help: "The circuit breaker over Versori calls: 0 closed, 1 half-open, 2 open.",
+		}),
 	}
 	reg.MustRegister(m.Activations, m.DeadLetters, m.Attempts, m.JobDuration, m.VersoriRequests, m.VersoriDuration,
-		m.QueuePaused, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.QueuePaused, m.RateLimitWaits, m.BreakerState, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{ResultActivated, ResultAlreadyActive} {
 		m.Activations.WithLabelValues(r)
 	}
@@ -79,6 +90,8 @@ func NewWorker(reasons []string) *Worker {
 	for _, c := range versori.Classes() {
 		m.Attempts.WithLabelValues(string(c))
 	}
+	// The breaker's refusal is the one attempt class that does not come from the API.
+	m.Attempts.WithLabelValues("circuit_open")
 	return m
 }
 

@@ -53,6 +53,7 @@ type Producer struct {
 	client    *asynq.Client
 	inspector *asynq.Inspector
 	store     *deadletter.Store
+	state     *queuestate.Controller
 }
 
 // New returns a Producer that enqueues through rdb. The producer holds no resources of its own: the
@@ -64,6 +65,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Producer {
 		client:    asynq.NewClientFromRedisClient(rdb),
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
 		store:     deadletter.NewStore(rdb, cfg.Queue),
+		state:     queuestate.New(rdb, cfg.Queue),
 	}
 }
 
@@ -123,6 +125,9 @@ func (p *Producer) Enqueue(ctx context.Context, req versori.ActivationRequest, o
 // enqueue queues a validated payload whose pair was checked against the dead-letter store.
 func (p *Producer) enqueue(ctx context.Context, pl tasks.Payload) (Result, error) {
 	id := tasks.TaskID(pl.Request.Pair())
+	if pl.EnqueuedAt.IsZero() {
+		pl.EnqueuedAt = time.Now().UTC()
+	}
 	t, err := tasks.NewTask(pl,
 		asynq.Queue(p.cfg.Queue), asynq.MaxRetry(p.cfg.MaxRetry),
 		asynq.Retention(p.cfg.Retention), asynq.Timeout(p.cfg.Timeout))
@@ -190,9 +195,11 @@ func (p *Producer) Requeue(ctx context.Context, ids []string) (RequeueResult, er
 }
 
 // Pause pauses the queue: workers stop taking its jobs, which stay queued. Pausing a paused queue
-// is not an error.
-func (p *Producer) Pause() error { return queuestate.Pause(p.inspector, p.cfg.Queue) }
+// is not an error. A queue paused this way is resumed only by Resume, never by a worker's probe.
+func (p *Producer) Pause(ctx context.Context) error {
+	return p.state.Pause(ctx, queuestate.ReasonOperator)
+}
 
 // Resume unpauses the queue, after the cause of a pause (a refused API key) has been fixed.
 // Resuming a running queue is not an error.
-func (p *Producer) Resume() error { return queuestate.Resume(p.inspector, p.cfg.Queue) }
+func (p *Producer) Resume(ctx context.Context) error { return p.state.Resume(ctx) }

@@ -10,6 +10,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/sethvargo/go-retry"
 
+	"github.com/versori/activator/breaker"
 	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/metrics"
 	"github.com/versori/activator/versori"
@@ -30,6 +31,13 @@ type HandlerConfig struct {
 	// Interrupt, when done, cuts short every call in flight. The worker closes it when the shutdown
 	// grace period is over, so that handlers return before asynq would requeue their tasks.
 	Interrupt context.Context
+	// Breaker, if set, stops calls while most recent ones fail transiently.
+	Breaker *breaker.Breaker
+	// Backoff, if set, is told of every 429's wait, so that all workers slow down, not only this job.
+	Backoff func(ctx context.Context, wait time.Duration) error
+	// MaxAge, if positive, dead-letters a job that keeps failing this long after it was enqueued,
+	// whatever attempts it has left.
+	MaxAge time.Duration
 }
 
 // Handler runs activation jobs. It is an asynq.Handler.
@@ -55,7 +63,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	cfg.Policy = cfg.Policy.withDefaults()
+	cfg.Policy = cfg.Policy.WithDefaults()
 	return &Handler{cfg: cfg, log: cfg.Logger}, nil
 }
 
@@ -112,10 +120,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	case ActionDeadLetter:
 		return h.deadLetter(ctx, j, p, rule.Reason, out.class, out.err)
 	case ActionSnooze:
-		wait, ok := versori.RetryAfterOf(out.err)
-		if !ok {
-			wait = h.cfg.Policy.RateLimitWait
-		}
+		wait := h.snoozeWait(ctx, out)
 		h.logOutcome(slog.LevelWarn, j, p, out, "action", "snooze", "wait", wait.String())
 		return &WaitError{Wait: wait, Err: out.err}
 	case ActionPause:
@@ -123,6 +128,11 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		h.logOutcome(slog.LevelError, j, p, out, "action", "pause_queue", "wait", h.cfg.Policy.PausedWait.String())
 		return &WaitError{Wait: h.cfg.Policy.PausedWait, Err: out.err}
 	default: // ActionRetry
+		if h.cfg.MaxAge > 0 && !p.EnqueuedAt.IsZero() && time.Since(p.EnqueuedAt) > h.cfg.MaxAge {
+			return h.deadLetter(ctx, j, p, rule.Reason, out.class,
+				fmt.Errorf("still failing %s after it was enqueued (maximum age %s): %w",
+					time.Since(p.EnqueuedAt).Round(time.Second), h.cfg.MaxAge, out.err))
+		}
 		if h.interrupted() {
 			// Cut short by shutdown: another worker should take it soon, after looking first.
 			h.logOutcome(slog.LevelWarn, j, p, out, "action", "retry", "interrupted", true)
@@ -162,19 +172,64 @@ func (h *Handler) run(ctx context.Context, req versori.ActivationRequest, reconc
 
 func (h *Handler) attempt(ctx context.Context, req versori.ActivationRequest, reconcile bool) outcome {
 	if reconcile {
-		act, err := h.cfg.Client.FindActivation(ctx, req.UserID, req.IntegrationID)
+		var act *versori.EndUserActivation
+		err := h.guard(func() (err error) {
+			act, err = h.cfg.Client.FindActivation(ctx, req.UserID, req.IntegrationID)
+			return err
+		})
 		if err != nil {
-			return outcome{class: versori.Classify(err), err: err, unknown: true}
+			// The earlier outcome is still unknown, so the next attempt must look again.
+			return outcome{class: classOf(err), err: err, unknown: true}
 		}
 		if act != nil {
 			return outcome{class: versori.ClassOK, result: metrics.ResultAlreadyActive, activationID: act.ID}
 		}
 	}
-	act, err := h.cfg.Client.Activate(ctx, req)
+	var act *versori.Activation
+	err := h.guard(func() (err error) {
+		act, err = h.cfg.Client.Activate(ctx, req)
+		return err
+	})
 	if err != nil {
-		return outcome{class: versori.Classify(err), err: err, unknown: versori.IsOutcomeUnknown(err)}
+		return outcome{class: classOf(err), err: err, unknown: versori.IsOutcomeUnknown(err)}
 	}
 	return outcome{class: versori.ClassOK, result: metrics.ResultActivated, activationID: act.ID}
+}
+
+// guard runs a call through the circuit breaker, if there is one.
+func (h *Handler) guard(call func() error) error {
+	if h.cfg.Breaker == nil {
+		return call()
+	}
+	return h.cfg.Breaker.Do(call)
+}
+
+// classOf is versori.Classify, plus the breaker's refusal.
+func classOf(err error) versori.Class {
+	if errors.Is(err, breaker.ErrOpen) {
+		return ClassCircuitOpen
+	}
+	return versori.Classify(err)
+}
+
+// snoozeWait is how long a job waits after a 429 or an open breaker, without using up an attempt. A
+// 429's wait is also shared with every worker.
+func (h *Handler) snoozeWait(ctx context.Context, out outcome) time.Duration {
+	if out.class == ClassCircuitOpen {
+		return h.cfg.Breaker.Cooldown()
+	}
+	wait, ok := versori.RetryAfterOf(out.err)
+	if !ok {
+		wait = h.cfg.Policy.RateLimitWait
+	}
+	if h.cfg.Backoff != nil {
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+		defer cancel()
+		if err := h.cfg.Backoff(bctx, wait); err != nil {
+			h.log.Warn("could not share the rate-limit back-off", "error", err.Error())
+		}
+	}
+	return wait
 }
 
 func (h *Handler) done(t *asynq.Task, j job, p Payload, out outcome) error {

@@ -31,6 +31,10 @@ type Rule struct {
 	Reason deadletter.Reason // for ActionDeadLetter, and for ActionRetry once attempts run out
 }
 
+// ClassCircuitOpen is the one class that does not come from the API: the circuit breaker was open, so
+// no call was made.
+const ClassCircuitOpen versori.Class = "circuit_open"
+
 // RuleFor is the policy table: what a job does after an attempt of the given class. perUserAuth is
 // true when calls use per-end-user JWTs, so that a refusal concerns one user rather than the key.
 func RuleFor(c versori.Class, perUserAuth bool) Rule {
@@ -39,7 +43,7 @@ func RuleFor(c versori.Class, perUserAuth bool) Rule {
 		return Rule{Action: ActionDone}
 	case versori.ClassTransient:
 		return Rule{Action: ActionRetry, Reason: deadletter.RetriesExhausted}
-	case versori.ClassRateLimited:
+	case versori.ClassRateLimited, ClassCircuitOpen:
 		return Rule{Action: ActionSnooze, Reason: deadletter.RetriesExhausted}
 	case versori.ClassMissingConnections:
 		return Rule{Action: ActionDeadLetter, Reason: deadletter.MissingConnections}
@@ -51,7 +55,7 @@ func RuleFor(c versori.Class, perUserAuth bool) Rule {
 		if perUserAuth {
 			return Rule{Action: ActionDeadLetter, Reason: deadletter.Unauthorized}
 		}
-		return Rule{Action: ActionPause}
+		return Rule{Action: ActionPause, Reason: deadletter.Unauthorized}
 	default:
 		return Rule{Action: ActionDeadLetter, Reason: deadletter.PermanentError}
 	}
@@ -84,7 +88,8 @@ func DefaultRetryPolicy() RetryPolicy {
 	}
 }
 
-func (p RetryPolicy) withDefaults() RetryPolicy {
+// WithDefaults returns p with every zero field set from DefaultRetryPolicy.
+func (p RetryPolicy) WithDefaults() RetryPolicy {
 	d := DefaultRetryPolicy()
 	if p.Base <= 0 {
 		p.Base = d.Base

@@ -32,7 +32,9 @@ func TestRuleFor(t *testing.T) {
 		{versori.ClassMissingConnections, true, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.MissingConnections}},
 		{versori.ClassInvalidRequest, false, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.InvalidRequest}},
 		{versori.ClassInvalidRequest, true, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.InvalidRequest}},
-		{versori.ClassUnauthorized, false, tasks.Rule{Action: tasks.ActionPause}},
+		// At the retry limit a paused job is dead-lettered with the pause's reason.
+		{versori.ClassUnauthorized, false, tasks.Rule{Action: tasks.ActionPause, Reason: deadletter.Unauthorized}},
+		{tasks.ClassCircuitOpen, false, tasks.Rule{Action: tasks.ActionSnooze, Reason: deadletter.RetriesExhausted}},
 		{versori.ClassUnauthorized, true, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.Unauthorized}},
 		{versori.ClassNotFound, false, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.NotFound}},
 		{versori.ClassNotFound, true, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.NotFound}},

@@ -5,6 +5,7 @@ package tasks
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -23,6 +24,9 @@ type Payload struct {
 	Reconcile bool `json:"reconcile,omitempty"`
 	// Batch is the id of the enqueue run the job came from, if any.
 	Batch string `json:"batch,omitempty"`
+	// EnqueuedAt is when the job was first queued; a job older than the worker's maximum age is
+	// dead-lettered instead of retried.
+	EnqueuedAt time.Time `json:"enqueuedAt,omitzero"`
 }
 
 // TaskID is the stable asynq task id of a pair. Enqueueing a second task for a pair fails with

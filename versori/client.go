@@ -33,6 +33,11 @@ const (
 // response arrived) and how long it took. It must be cheap and safe for concurrent use.
 type Observer func(op string, status int, took time.Duration)
 
+// Limiter paces calls: Wait blocks until the next call may be sent, or returns ctx's error.
+type Limiter interface {
+	Wait(ctx context.Context) error
+}
+
 // Config configures a Client.
 type Config struct {
 	BaseURL string        // default DefaultBaseURL
@@ -41,8 +46,10 @@ type Config struct {
 	// Concurrency is how many calls may be in flight at once; it sizes the keep-alive pool.
 	Concurrency int
 	// Timeout bounds one call, from dialling to reading the whole body (default 30 s).
-	Timeout   time.Duration
-	Observe   Observer
+	Timeout time.Duration
+	Observe Observer
+	// Limiter, if set, is waited on before every HTTP call (each page of a listing included).
+	Limiter   Limiter
 	UserAgent string
 	// HTTPClient replaces the client's own; its pool and timeouts are then the caller's.
 	HTTPClient *http.Client
@@ -55,6 +62,7 @@ type Client struct {
 	auth    Authenticator
 	timeout time.Duration
 	observe Observer
+	limiter Limiter
 	ua      string
 	hc      *http.Client
 }
@@ -78,6 +86,7 @@ func New(cfg Config) (*Client, error) {
 		auth:    cfg.Auth,
 		timeout: cfg.Timeout,
 		observe: cfg.Observe,
+		limiter: cfg.Limiter,
 		ua:      cfg.UserAgent,
 		hc:      cfg.HTTPClient,
 	}
@@ -196,6 +205,12 @@ func (c *Client) DeleteActivation(ctx context.Context, id string) error {
 const maxErrorBody = 64 << 10
 
 func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, userID string, body []byte, out any) error {
+	// The wait for the rate limit is not part of the call's timeout.
+	if c.limiter != nil {
+		if err := c.limiter.Wait(ctx); err != nil {
+			return &TransportError{Op: op, Err: fmt.Errorf("waiting for the rate limit: %w", err), NotSent: true}
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	u := c.base + path

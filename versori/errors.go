@@ -52,6 +52,9 @@ func (e *Error) Error() string {
 type TransportError struct {
 	Op  string
 	Err error
+	// NotSent is true when the request never left the client (it was still waiting for the rate
+	// limiter when its context ended), so the outcome is known: nothing happened.
+	NotSent bool
 }
 
 func (e *TransportError) Error() string { return "versori " + e.Op + ": " + e.Err.Error() }
@@ -65,7 +68,7 @@ func IsOutcomeUnknown(err error) bool {
 	}
 	var te *TransportError
 	if errors.As(err, &te) {
-		return true
+		return !te.NotSent
 	}
 	var ae *Error
 	return errors.As(err, &ae) && ae.StatusCode >= 500

@@ -58,6 +58,15 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	fs.Duration(&retryCap, "retry-cap", "RETRY_CAP", 10*time.Minute, "cap of the exponential retry backoff")
 	fs.Duration(&rlw, "rate-limit-wait", "RATE_LIMIT_WAIT", 5*time.Second, "wait after a 429 that has no Retry-After")
 	fs.Int(&quick, "quick-retries", "QUICK_RETRIES", 2, "transient failures retried inside a job before it goes back to the queue")
+	fs.Int(&s.RateLimit, "rate-limit", "VERSORI_RATE_LIMIT", 0, "most API calls per second, all workers together (0: no limit)")
+	fs.Int(&s.RateBurst, "rate-burst", "VERSORI_RATE_BURST", 1, "calls that may go at once after a quiet spell")
+	fs.Duration(&s.MaxAge, "max-job-age", "MAX_JOB_AGE", 24*time.Hour, "dead-letter a job still failing this long after it was enqueued (0: no limit)")
+	var minCalls int
+	fs.Duration(&s.Breaker.Window, "breaker-window", "BREAKER_WINDOW", 30*time.Second, "how far back the circuit breaker counts calls")
+	fs.Int(&minCalls, "breaker-min-calls", "BREAKER_MIN_CALLS", 20, "calls in the window before the breaker may open")
+	fs.Float(&s.Breaker.FailureRatio, "breaker-failure-ratio", "BREAKER_FAILURE_RATIO", 0.5, "share of transient failures that opens the breaker")
+	fs.Duration(&s.Breaker.Cooldown, "breaker-cooldown", "BREAKER_COOLDOWN", 30*time.Second, "how long the breaker stays open before probing")
+	fs.Duration(&s.ProbeInterval, "probe-interval", "PROBE_INTERVAL", 30*time.Second, "how often a queue paused for a refused API key is probed")
 	fs.String(&level, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return s, err
@@ -113,6 +122,19 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 		return s, errors.New("DLQ_MAX_AGE and DLQ_MAX_ENTRIES must not be negative")
 	}
 	s.DeadLetterMaxEntries = int64(maxEntries)
+	if s.RateLimit < 0 || s.RateBurst < 1 {
+		return s, errors.New("VERSORI_RATE_LIMIT must not be negative and VERSORI_RATE_BURST must be at least 1")
+	}
+	if s.MaxAge < 0 {
+		return s, errors.New("MAX_JOB_AGE must not be negative")
+	}
+	if minCalls < 1 || s.Breaker.FailureRatio <= 0 || s.Breaker.FailureRatio > 1 || s.Breaker.Window <= 0 || s.Breaker.Cooldown <= 0 {
+		return s, errors.New("BREAKER_MIN_CALLS must be at least 1, BREAKER_FAILURE_RATIO in (0, 1], BREAKER_WINDOW and BREAKER_COOLDOWN positive")
+	}
+	s.Breaker.MinCalls = uint32(minCalls)
+	if s.ProbeInterval <= 0 {
+		return s, errors.New("PROBE_INTERVAL must be positive")
+	}
 	s.Versori.Timeout = timeout
 	if retryBase <= 0 || retryCap < retryBase || rlw <= 0 || quick < 0 {
 		return s, errors.New("RETRY_BASE and RATE_LIMIT_WAIT must be positive, RETRY_CAP at least RETRY_BASE, QUICK_RETRIES not negative")

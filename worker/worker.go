@@ -13,10 +13,13 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
 
+	"github.com/versori/activator/breaker"
 	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/internal/queuestate"
 	"github.com/versori/activator/metrics"
+	"github.com/versori/activator/ratelimit"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 )
@@ -44,7 +47,17 @@ type Config struct {
 	Versori      versori.Config
 	PerUserAuth  bool
 	Policy       tasks.RetryPolicy
-	Logger       *slog.Logger
+	// MaxAge, if positive, dead-letters a job still failing this long after it was enqueued.
+	MaxAge time.Duration
+	// RateLimit is the most calls per second all workers on this Redis and queue send together
+	// (0: no limit); RateBurst is how many may go at once after a quiet spell (default 1).
+	RateLimit, RateBurst int
+	// Breaker configures the circuit breaker over API calls.
+	Breaker breaker.Config
+	// ProbeInterval is how often a queue paused for a refused API key is probed (default 30 s):
+	// when the key works again, the queue is resumed.
+	ProbeInterval time.Duration
+	Logger        *slog.Logger
 }
 
 // Worker is a running worker.
@@ -59,6 +72,10 @@ type Worker struct {
 	servers   []*asynq.Server
 	mserver   *metrics.Server
 	interrupt context.CancelFunc
+	gate      *ratelimit.Gate
+	breaker   *breaker.Breaker
+	state     *queuestate.Controller
+	client    *versori.Client
 }
 
 // New wires a worker on rdb. The caller keeps ownership of rdb.
@@ -78,10 +95,14 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	if cfg.SweepInterval <= 0 {
 		cfg.SweepInterval = 30 * time.Second
 	}
+	if cfg.ProbeInterval <= 0 {
+		cfg.ProbeInterval = 30 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	w := &Worker{cfg: cfg, rdb: rdb, log: cfg.Logger}
+	cfg.Policy = cfg.Policy.WithDefaults()
+	w := &Worker{cfg: cfg, rdb: rdb, log: cfg.Logger, state: queuestate.New(rdb, cfg.Queue)}
 
 	reasons := make([]string, 0, 6)
 	for _, r := range deadletter.Reasons() {
@@ -97,18 +118,34 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	w.inspector = asynq.NewInspectorFromRedisClient(rdb)
 	w.sweeper = NewSweeper(w.inspector, w.store, cfg.Queue, w.metrics, w.log)
 
+	gate, err := ratelimit.New(rdb, ratelimit.Config{Rate: cfg.RateLimit, Burst: cfg.RateBurst, Queue: cfg.Queue,
+		Observe: func(d time.Duration) { w.metrics.RateLimitWaits.Observe(d.Seconds()) }})
+	if err != nil {
+		return nil, err
+	}
+	w.gate = gate
+	bcfg := cfg.Breaker
+	bcfg.OnStateChange = func(from, to gobreaker.State) {
+		w.metrics.BreakerState.Set(float64(to))
+		w.log.Warn("circuit breaker "+to.String(), "from", from.String(), "cooldown", w.breaker.Cooldown().String())
+	}
+	w.breaker = breaker.New(bcfg)
+
 	vcfg := cfg.Versori
 	vcfg.Observe = w.metrics.ObserveVersori
 	vcfg.Concurrency = cfg.Concurrency * cfg.Servers
+	vcfg.Limiter = gate
 	client, err := versori.New(vcfg)
 	if err != nil {
 		return nil, err
 	}
+	w.client = client
 	interruptCtx, interrupt := context.WithCancel(context.Background())
 	w.interrupt = interrupt
 	h, err := tasks.NewHandler(tasks.HandlerConfig{
 		Client: client, Store: w.store, Metrics: w.metrics, Logger: w.log,
 		Policy: cfg.Policy, PerUserAuth: cfg.PerUserAuth, Pause: w.pauseQueue, Interrupt: interruptCtx,
+		Breaker: w.breaker, Backoff: gate.Backoff, MaxAge: cfg.MaxAge,
 	})
 	if err != nil {
 		return nil, err
@@ -180,11 +217,13 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		w.sweepLoop(bg)
-	}()
+	for _, loop := range []func(context.Context){w.sweepLoop, w.gate.Run, w.probeLoop} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			loop(bg)
+		}()
+	}
 	w.log.Info("worker started", "queue", w.cfg.Queue, "concurrency", w.cfg.Concurrency,
 		"servers", w.cfg.Servers, "metrics_addr", w.MetricsAddr())
 
@@ -254,7 +293,7 @@ func (w *Worker) trim(ctx context.Context) {
 }
 
 func (w *Worker) refreshPaused() {
-	paused, err := queuestate.Paused(w.inspector, w.cfg.Queue)
+	paused, _, err := w.state.Paused(context.Background())
 	if err != nil {
 		return
 	}
@@ -272,6 +311,45 @@ func (w *Worker) ready(ctx context.Context) error {
 	return nil
 }
 
-func (w *Worker) pauseQueue(context.Context) error {
-	return queuestate.Pause(w.inspector, w.cfg.Queue)
+func (w *Worker) pauseQueue(ctx context.Context) error {
+	return w.state.Pause(ctx, queuestate.ReasonUnauthorized)
+}
+
+// probeUser is the end user a probe asks about; whether it exists does not matter, only whether the
+// API accepts the key.
+const probeUser = "activator-probe"
+
+// probeLoop resumes a queue that a worker paused for a refused API key, once a probe call shows the
+// key is accepted again. A queue an operator paused is left alone.
+func (w *Worker) probeLoop(ctx context.Context) {
+	if w.cfg.PerUserAuth {
+		return // per-user tokens never pause the queue
+	}
+	t := time.NewTicker(w.cfg.ProbeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		paused, reason, err := w.state.Paused(ctx)
+		if err != nil || !paused || reason != queuestate.ReasonUnauthorized {
+			continue
+		}
+		_, err = w.client.ListUserActivations(ctx, probeUser, "")
+		switch c := versori.Classify(err); c {
+		case versori.ClassOK, versori.ClassNotFound:
+			if err := w.state.Resume(ctx); err != nil {
+				w.log.Error("the API key works again, but resuming the queue failed", "error", err.Error())
+				continue
+			}
+			w.metrics.QueuePaused.Set(0)
+			w.log.Warn("the API key works again: queue resumed")
+		case versori.ClassUnauthorized:
+			w.log.Error("the API still refuses the API key: queue stays paused; fix the key, then run `enqueue resume`")
+		default:
+			w.log.Warn("probe of the API key was inconclusive", "class", string(c))
+		}
+	}
 }

@@ -49,7 +49,7 @@ type Options struct {
 // DefaultFaults are the stand-in's faults in a demo: some 503s, 429s and responses dropped after the
 // activation was committed, which the worker must ride out without a duplicate.
 func DefaultFaults() versoritest.Faults {
-	return versoritest.Faults{Latency: 2 * time.Millisecond, ServerErrorRate: 0.03, RateLimitRate: 0.02,
+	return versoritest.Faults{Latency: 2 * time.Millisecond, ServerErrorRate: 0.03, RateLimitRate: 0.005,
 		RetryAfter: "1", DropAfterCommitRate: 0.02}
 }
 

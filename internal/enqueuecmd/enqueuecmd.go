@@ -255,9 +255,9 @@ func runPause(ctx context.Context, verb string, args []string, env Env) (int, er
 		return ExitFailed, err
 	}
 	if verb == "pause" {
-		err = p.Pause()
+		err = p.Pause(ctx)
 	} else {
-		err = p.Resume()
+		err = p.Resume(ctx)
 	}
 	if err != nil {
 		return ExitFailed, err

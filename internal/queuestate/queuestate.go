@@ -1,41 +1,78 @@
-// Package queuestate pauses and resumes a queue idempotently. asynq refuses to pause a paused queue or
-// resume a running one; for an operator, and for several workers reacting to the same refused key at
-// once, both mean "done".
+// Package queuestate pauses and resumes a queue idempotently, remembering why it was paused. asynq
+// refuses to pause a paused queue or resume a running one; for an operator, and for several workers
+// reacting to the same refused key at once, both mean "done". The reason lets a worker's probe
+// resume a queue it paused for a refused API key, and never one an operator paused.
 package queuestate
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 )
 
-// Pause pauses queue, succeeding if it is already paused.
-func Pause(insp *asynq.Inspector, queue string) error {
-	err := insp.PauseQueue(queue)
+// Reasons a queue is paused.
+const (
+	ReasonUnauthorized = "unauthorized" // a worker paused it: the API refused the API key
+	ReasonOperator     = "operator"     // someone ran `enqueue pause`
+)
+
+// Controller pauses and resumes one queue.
+type Controller struct {
+	insp      *asynq.Inspector
+	rdb       redis.UniversalClient
+	queue     string
+	reasonKey string
+}
+
+// New returns the Controller of queue.
+func New(rdb redis.UniversalClient, queue string) *Controller {
+	return &Controller{insp: asynq.NewInspectorFromRedisClient(rdb), rdb: rdb, queue: queue,
+		reasonKey: "activator:{" + queue + "}:paused_reason"}
+}
+
+// Pause pauses the queue for reason, succeeding if it is already paused.
+func (c *Controller) Pause(ctx context.Context, reason string) error {
+	if err := c.rdb.Set(ctx, c.reasonKey, reason, 0).Err(); err != nil {
+		return fmt.Errorf("pausing %s: %w", c.queue, err)
+	}
+	err := c.insp.PauseQueue(c.queue)
 	if err != nil && strings.Contains(err.Error(), "already paused") {
 		return nil
 	}
 	return err
 }
 
-// Resume unpauses queue, succeeding if it is not paused or does not exist yet.
-func Resume(insp *asynq.Inspector, queue string) error {
-	err := insp.UnpauseQueue(queue)
-	if err != nil && (strings.Contains(err.Error(), "not paused") || errors.Is(err, asynq.ErrQueueNotFound)) {
-		return nil
+// Resume unpauses the queue, succeeding if it is not paused or does not exist yet.
+func (c *Controller) Resume(ctx context.Context) error {
+	err := c.insp.UnpauseQueue(c.queue)
+	if err != nil && !strings.Contains(err.Error(), "not paused") && !errors.Is(err, asynq.ErrQueueNotFound) {
+		return err
 	}
-	return err
+	if err := c.rdb.Del(ctx, c.reasonKey).Err(); err != nil {
+		return fmt.Errorf("resuming %s: %w", c.queue, err)
+	}
+	return nil
 }
 
-// Paused reports whether queue is paused; a queue that does not exist yet is not.
-func Paused(insp *asynq.Inspector, queue string) (bool, error) {
-	qi, err := insp.GetQueueInfo(queue)
+// Paused reports whether the queue is paused, and why ("" when paused by other means).
+func (c *Controller) Paused(ctx context.Context) (bool, string, error) {
+	qi, err := c.insp.GetQueueInfo(c.queue)
 	if errors.Is(err, asynq.ErrQueueNotFound) {
-		return false, nil
+		return false, "", nil
 	}
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
-	return qi.Paused, nil
+	if !qi.Paused {
+		return false, "", nil
+	}
+	reason, err := c.rdb.Get(ctx, c.reasonKey).Result()
+	if errors.Is(err, redis.Nil) {
+		return true, "", nil
+	}
+	return true, reason, err
 }
