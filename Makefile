@@ -3,7 +3,7 @@ GO ?= go
 VERSORI_SPEC ?= $(abspath $(wildcard ../shared/versori/embedded-api-v1.yaml))
 export VERSORI_SPEC
 
-.PHONY: demo test lint build standin
+.PHONY: demo test soak lint build standin
 
 demo: ## run the whole pipeline on an in-process Redis and the Versori stand-in
 	$(GO) run ./cmd/demo
@@ -11,6 +11,9 @@ demo: ## run the whole pipeline on an in-process Redis and the Versori stand-in
 test: ## vet and run every test against the Redis on 127.0.0.1:6379 (TEST_REDIS_ADDR)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+soak: ## the long fault-injection soak (20,000 pairs, two workers, one killed); prints its figures
+	$(GO) test -count=1 -timeout 30m -run '^TestSoak$$' -v ./worker -soak=long
 
 lint: ## gofmt and staticcheck
 	@test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)

@@ -1,0 +1,187 @@
+package worker_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"sort"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/producer"
+	"github.com/versori/activator/versori"
+	"github.com/versori/activator/versori/versoritest"
+)
+
+var soakProfile = flag.String("soak", "short", "fault-injection soak profile: short (default test run) or long")
+
+// soakSettings are the sizes of a soak profile.
+type soakSettings struct {
+	requests, missing int
+	rateLimit         int
+	timeout           time.Duration
+}
+
+func soakProfileSettings(t *testing.T) soakSettings {
+	switch *soakProfile {
+	case "short":
+		return soakSettings{requests: 2000, missing: 100, rateLimit: 150, timeout: 3 * time.Minute}
+	case "long":
+		return soakSettings{requests: 20000, missing: 1000, rateLimit: 300, timeout: 15 * time.Minute}
+	}
+	t.Fatalf("-soak=%q: want short or long", *soakProfile)
+	return soakSettings{}
+}
+
+// TestSoak pushes thousands of requests through two worker processes against a stand-in that
+// answers 5xx, 429 with Retry-After, and drops responses after committing, under a global rate limit,
+// and kills one worker with SIGKILL mid-run and restarts it. From the stand-in's own records it checks
+// that every pair is activated exactly once or dead-lettered as missing connections, that no call for
+// a pair came inside its Retry-After window, that no transient failure was dead-lettered, and that the
+// request rate never went above the limit. Run the long profile with `make soak`.
+func TestSoak(t *testing.T) {
+	t.Parallel()
+	cfg := soakProfileSettings(t)
+	db := redistest.New(t)
+	api := versoritest.New(t, versoritest.Options{Seed: 11, Faults: versoritest.Faults{
+		Latency: time.Millisecond, ServerErrorRate: 0.05, RateLimitRate: 0.005, RetryAfter: "1",
+		DropAfterCommitRate: 0.03,
+	}})
+	api.RequireConnection(billingIntegration, billingTemplate)
+	path, pairs := writeRequests(t, cfg.requests, cfg.missing)
+	p := producer.New(db.Client, producer.Config{Queue: queue})
+	ctx := context.Background()
+	if sum, err := p.EnqueueFile(ctx, producer.FileOptions{Path: path}); err != nil || sum.Enqueued != cfg.requests {
+		t.Fatalf("EnqueueFile = %+v, %v", sum, err)
+	}
+	start := time.Now()
+	env := []string{"VERSORI_RATE_LIMIT=" + strconv.Itoa(cfg.rateLimit), "VERSORI_RATE_BURST=1",
+		"RETRY_CAP=5s", "WORKER_CONCURRENCY=50", "SHUTDOWN_GRACE=2s"}
+	victim := startProc(t, db, api, env...)
+	startProc(t, db, api, env...)
+
+	store := p.Store()
+	settledCount := func() int {
+		dl, _ := store.Count(ctx, "")
+		return api.Stats().Activations + int(dl)
+	}
+	waitFor(t, cfg.timeout, "a third of the pairs settled", func() bool { return settledCount() >= cfg.requests/3 })
+	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-victim.done
+	killedAt := time.Since(start)
+	recovered := recoverDeadLeases(t, db.Client)
+	startProc(t, db, api, env...)
+
+	waitFor(t, cfg.timeout, "every pair settled and the queue drained", func() bool {
+		return settledCount() >= cfg.requests && pendingWork(t, db) == 0
+	})
+	elapsed := time.Since(start)
+
+	// Every pair is active exactly once, or dead-lettered for missing connections and never activated.
+	assertExactlyOnce(t, api, pairs[:cfg.requests-cfg.missing])
+	for _, pr := range pairs[cfg.requests-cfg.missing:] {
+		if n := api.ActivationCount(pr); n != 0 {
+			t.Errorf("pair %+v without its connection has %d activations", pr, n)
+		}
+	}
+	byReason, err := store.CountByReason(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r, n := range byReason {
+		want := int64(0)
+		if r == deadletter.MissingConnections {
+			want = int64(cfg.missing)
+		}
+		if n != want {
+			t.Errorf("%d dead letters with reason %s, want %d (a transient failure must never be dead-lettered)", n, r, want)
+		}
+	}
+
+	calls := api.Calls()
+	early := retryAfterViolations(calls)
+	for _, v := range early {
+		t.Errorf("Retry-After not honoured: %s", v)
+	}
+	maxWindow := maxCallsPerSecond(calls)
+	if maxWindow > cfg.rateLimit+1 {
+		t.Errorf("%d calls in one second, above the limit of %d/s (burst 1)", maxWindow, cfg.rateLimit)
+	}
+	st := api.Stats()
+	t.Logf("soak %s: %d pairs (%d missing connections) in %s through 2 worker processes, one killed at %s "+
+		"(%d in-flight leases taken back) and restarted", *soakProfile, cfg.requests, cfg.missing,
+		elapsed.Round(time.Millisecond), killedAt.Round(time.Millisecond), recovered)
+	t.Logf("soak: activations %d, duplicates %d, dead letters %v", st.Activations, len(api.Duplicates()), nonZero(byReason))
+	t.Logf("soak: %d API calls %v; dropped after commit %d", st.Calls, st.ByOpStatus, st.Dropped)
+	t.Logf("soak: rate limit %d/s: busiest second %d calls, mean %.0f calls/s; Retry-After violations %d",
+		cfg.rateLimit, maxWindow, float64(len(calls))/elapsed.Seconds(), len(early))
+}
+
+// recoverDeadLeases makes the leases of a killed worker's tasks look a minute stale, so that the next
+// worker's recoverer takes them back at start instead of the test waiting out asynq's 30 s lease,
+// 30 s cutoff and one-minute recoverer period. A live worker extends its leases to now+30 s every
+// 5 s, so after 7 s every lease that ends within 24 s is a dead worker's.
+func recoverDeadLeases(t *testing.T, rdb *redis.Client) int {
+	t.Helper()
+	time.Sleep(7 * time.Second)
+	ctx := context.Background()
+	key := "asynq:{" + queue + "}:lease"
+	cut := strconv.FormatInt(time.Now().Add(24*time.Second).Unix(), 10)
+	ids, err := rdb.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: "-inf", Max: "(" + cut}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := float64(time.Now().Add(-100 * time.Second).Unix())
+	for _, id := range ids {
+		if err := rdb.ZAddXX(ctx, key, redis.Z{Score: stale, Member: id}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return len(ids)
+}
+
+// retryAfterViolations lists calls for a pair made before the Retry-After of an earlier 429 for it
+// had passed.
+func retryAfterViolations(calls []versoritest.Call) []string {
+	notBefore := map[versori.Pair]time.Time{}
+	var out []string
+	for _, c := range calls {
+		if c.Op != versori.OpActivate && c.Op != versori.OpListActivations {
+			continue
+		}
+		if nb, ok := notBefore[c.Pair]; ok && c.At.Before(nb) {
+			out = append(out, fmt.Sprintf("pair %+v called %s before its Retry-After passed", c.Pair, nb.Sub(c.At)))
+		}
+		if c.Status == 429 {
+			notBefore[c.Pair] = c.At.Add(c.RetryAfter)
+		}
+	}
+	return out
+}
+
+// maxCallsPerSecond is the most calls in any one-second window.
+func maxCallsPerSecond(calls []versoritest.Call) int {
+	at := make([]time.Time, 0, len(calls))
+	for _, c := range calls {
+		if c.Op == versori.OpActivate || c.Op == versori.OpListActivations {
+			at = append(at, c.At)
+		}
+	}
+	sort.Slice(at, func(i, j int) bool { return at[i].Before(at[j]) })
+	best, lo := 0, 0
+	for hi := range at {
+		for at[hi].Sub(at[lo]) >= time.Second {
+			lo++
+		}
+		best = max(best, hi-lo+1)
+	}
+	return best
+}
