@@ -7,6 +7,8 @@ import (
 	"math"
 	"time"
 
+	"github.com/hibiken/asynq"
+	asynqmetrics "github.com/hibiken/asynq/x/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -105,6 +107,14 @@ func (m *Worker) ObserveVersori(op string, status int, took time.Duration) {
 func (m *Worker) ObserveAttempt(class versori.Class, took time.Duration) {
 	m.Attempts.WithLabelValues(string(class)).Inc()
 	m.JobDuration.WithLabelValues(string(class)).Observe(took.Seconds())
+}
+
+// WatchQueues exports asynq's queue metrics (asynq_tasks_enqueued_total{queue,state}, a gauge despite
+// its name, asynq_queue_latency_seconds, asynq_queue_paused_total, ...). Each scrape runs a Lua scan
+// per queue in Redis, so this is the one place it is registered, and a worker registers it only when
+// configured to (QUEUE_METRICS).
+func (m *Worker) WatchQueues(insp *asynq.Inspector) {
+	m.Registry.MustRegister(asynqmetrics.NewQueueMetricsCollector(insp))
 }
 
 // WatchDeadLetterStore exports the dead-letter store's size, read from count at each scrape.

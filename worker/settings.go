@@ -48,6 +48,7 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	fs.Int(&s.Servers, "servers", "WORKER_SERVERS", 1, "asynq servers (fetch loops) in this process")
 	fs.String(&s.Queue, "queue", "QUEUE", "activations", "queue name")
 	fs.String(&s.MetricsAddr, "metrics-addr", "METRICS_ADDR", ":9464", "address serving /metrics, /healthz and /readyz (empty: none)")
+	fs.Bool(&s.QueueMetrics, "queue-metrics", "QUEUE_METRICS", true, "also export asynq's queue metrics (one Redis scan per scrape)")
 	fs.Duration(&s.ShutdownGrace, "shutdown-grace", "SHUTDOWN_GRACE", 10*time.Second, "how long in-flight calls may finish after SIGTERM")
 	fs.Duration(&s.SweepInterval, "dlq-sweep-interval", "DLQ_SWEEP_INTERVAL", 30*time.Second, "how often asynq's archive is swept into the dead-letter store")
 	fs.Duration(&s.DeadLetterMaxAge, "dlq-max-age", "DLQ_MAX_AGE", 0, "remove dead letters older than this (0: keep all)")

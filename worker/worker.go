@@ -44,6 +44,9 @@ type Config struct {
 	// PollInterval is how long an idle fetch loop waits before looking for new tasks again.
 	PollInterval time.Duration
 	MetricsAddr  string // "" serves no metrics
+	// QueueMetrics exports asynq's queue metrics too (a Redis scan per scrape): turn it on in one
+	// scraped process, or in all when they are few.
+	QueueMetrics bool
 	Versori      versori.Config
 	PerUserAuth  bool
 	Policy       tasks.RetryPolicy
@@ -116,6 +119,9 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 		return w.store.Count(ctx, "")
 	})
 	w.inspector = asynq.NewInspectorFromRedisClient(rdb)
+	if cfg.QueueMetrics {
+		w.metrics.WatchQueues(w.inspector)
+	}
 	w.sweeper = NewSweeper(w.inspector, w.store, cfg.Queue, w.metrics, w.log)
 
 	gate, err := ratelimit.New(rdb, ratelimit.Config{Rate: cfg.RateLimit, Burst: cfg.RateBurst, Queue: cfg.Queue,

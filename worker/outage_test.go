@@ -1,0 +1,399 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/activator/internal/enqueuecmd"
+	"github.com/versori/activator/producer"
+	"github.com/versori/activator/versori/versoritest"
+)
+
+// freePort returns a TCP port on 127.0.0.1 that nothing listened on a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
+// redisServer is a redis-server process of the test's own, so that it can be stopped and started
+// again without touching the Redis other tests share.
+type redisServer struct {
+	t       *testing.T
+	bin     string
+	port    int
+	dir     string // data directory when the server keeps an append-only file, else ""
+	logPath string
+	cmd     *exec.Cmd
+	done    chan error
+	Client  *redis.Client // the test's own client; it reconnects after a restart
+}
+
+// startRedis starts a private redis-server on a free port and stops it when t ends. With persist,
+// it keeps an append-only file in a directory of its own, so that its data survives a restart.
+func startRedis(t *testing.T, persist bool) *redisServer {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("redis-server is not installed, and CI needs the Redis outage tests: %v", err)
+		}
+		t.Skipf("redis-server is not installed: %v", err)
+	}
+	logDir := t.TempDir()
+	r := &redisServer{t: t, bin: bin, port: freePort(t), logPath: filepath.Join(logDir, "redis.log")}
+	if persist {
+		r.dir = t.TempDir()
+	}
+	r.Client = redis.NewClient(&redis.Options{Addr: r.Addr(), DialTimeout: time.Second, MaxRetries: -1})
+	t.Cleanup(func() {
+		r.Client.Close()
+		r.kill()
+		if t.Failed() {
+			if b, err := os.ReadFile(r.logPath); err == nil {
+				t.Logf("redis-server log:\n%s", b)
+			}
+		}
+	})
+	r.Start()
+	return r
+}
+
+// Addr is the server's host:port.
+func (r *redisServer) Addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
+
+// URL is the server's redis:// URL, database 0.
+func (r *redisServer) URL() string { return "redis://" + r.Addr() + "/0" }
+
+// Start starts the server (again, on the same port and data directory) and waits until it answers
+// PING.
+func (r *redisServer) Start() {
+	t := r.t
+	t.Helper()
+	if r.cmd != nil {
+		t.Fatal("redis-server is already running")
+	}
+	args := []string{"--port", strconv.Itoa(r.port), "--save", "", "--bind", "127.0.0.1"}
+	if r.dir != "" {
+		args = append(args, "--appendonly", "yes", "--appendfsync", "everysec", "--dir", r.dir)
+	} else {
+		args = append(args, "--appendonly", "no")
+	}
+	logf, err := os.OpenFile(r.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close() // the child has its own descriptor
+	cmd := exec.Command(r.bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting redis-server: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	r.cmd, r.done = cmd, done
+
+	ping := redis.NewClient(&redis.Options{Addr: r.Addr(), DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
+	defer ping.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		err := ping.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return
+		}
+		select {
+		case werr := <-done:
+			r.cmd = nil
+			t.Fatalf("redis-server on port %d exited at start (%v); last PING: %v", r.port, werr, err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server on port %d does not answer PING after 10 s: %v", r.port, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop stops the server with SIGTERM, as an orchestrator would, and waits for it to exit. With an
+// append-only file, Redis flushes it before exiting.
+func (r *redisServer) Stop() {
+	t := r.t
+	t.Helper()
+	if r.cmd == nil {
+		t.Fatal("redis-server is not running")
+	}
+	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-r.done:
+		r.cmd = nil
+		if err != nil {
+			t.Fatalf("redis-server exited with %v after SIGTERM", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("redis-server did not exit within 10 s of SIGTERM")
+	}
+}
+
+// kill ends the server, if it runs.
+func (r *redisServer) kill() {
+	if r.cmd == nil {
+		return
+	}
+	r.cmd.Process.Kill()
+	<-r.done
+	r.cmd = nil
+}
+
+// startProcOn is startProc against any Redis URL, with metrics served on metricsAddr.
+func startProcOn(t *testing.T, redisURL string, api *versoritest.Server, metricsAddr string, extraEnv ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(buildWorker(t))
+	cmd.Env = append(os.Environ(),
+		"REDIS_URL="+redisURL, "VERSORI_BASE_URL="+api.URL(), "VERSORI_API_KEY="+api.APIKey(),
+		"VERSORI_HUB_ID="+api.HubID(), "WORKER_CONCURRENCY=50", "QUEUE="+queue, "METRICS_ADDR="+metricsAddr,
+		"POLL_INTERVAL=50ms", "DLQ_SWEEP_INTERVAL=500ms", "LOG_LEVEL=warn")
+	cmd.Env = append(cmd.Env, extraEnv...)
+	p := &proc{cmd: cmd, logs: &bytes.Buffer{}, done: make(chan error, 1)}
+	cmd.Stderr = p.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("worker logs:\n%s", p.logs.String())
+		}
+	})
+	return p
+}
+
+// procExited reports whether p has exited, and how; ask from one goroutine only.
+func procExited(p *proc) (bool, error) {
+	if p.cmd.ProcessState != nil {
+		return true, nil
+	}
+	select {
+	case err := <-p.done:
+		p.done <- err // keep it for whoever waits next
+		return true, err
+	default:
+		return false, nil
+	}
+}
+
+// httpStatus is the status of GET url, or 0 and the error when there is no answer.
+func httpStatus(url string) (int, error) {
+	c := http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// pendingOn is pendingWork on any Redis client.
+func pendingOn(t *testing.T, rdb redis.UniversalClient) int {
+	qi, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo(queue)
+	if err != nil {
+		t.Logf("queue info: %v", err)
+		return -1
+	}
+	return qi.Pending + qi.Active + qi.Retry + qi.Scheduled
+}
+
+// TestWorkerRidesOutRedisOutage stops Redis under a busy worker process and starts it again: the
+// worker stays up (/healthz 200) but says it is not ready (/readyz 503) while Redis is away, takes
+// up the queue again once it is back, and every pair ends activated exactly once.
+func TestWorkerRidesOutRedisOutage(t *testing.T) {
+	t.Parallel()
+	const (
+		n           = 300
+		concurrency = 5
+	)
+	// The queue lives in Redis, so it outlives a restart only if Redis persists it: this server keeps
+	// an append-only file, exactly as the README's production notes advise (appendonly yes,
+	// appendfsync everysec). Without it, the jobs not yet run would be lost with the restart.
+	rs := startRedis(t, true)
+	api := versoritest.New(t, versoritest.Options{Faults: versoritest.Faults{Latency: 50 * time.Millisecond}})
+	path, pairs := writeRequests(t, n, 0)
+	ctx := context.Background()
+	sum, err := producer.New(rs.Client, producer.Config{Queue: queue}).EnqueueFile(ctx, producer.FileOptions{Path: path})
+	if err != nil || sum.Enqueued != n {
+		t.Fatalf("EnqueueFile = %+v, %v; want %d enqueued", sum, err, n)
+	}
+
+	maddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	healthz, readyz := "http://"+maddr+"/healthz", "http://"+maddr+"/readyz"
+	w := startProcOn(t, rs.URL(), api, maddr, "WORKER_CONCURRENCY="+strconv.Itoa(concurrency))
+	waitFor(t, 10*time.Second, "/readyz 200", func() bool { c, _ := httpStatus(readyz); return c == http.StatusOK })
+	waitFor(t, 20*time.Second, "50 activations before the outage", func() bool { return api.Stats().Activations >= 50 })
+
+	down := time.Now()
+	rs.Stop()
+	stopped := time.Since(down)
+	atStop := api.Stats().Activations
+	var flipped time.Duration
+	waitFor(t, 10*time.Second, "/readyz 503 while Redis is down", func() bool {
+		c, _ := httpStatus(readyz)
+		flipped = time.Since(down)
+		return c == http.StatusServiceUnavailable
+	})
+	// The outage lasts a while: the worker must stay up and alive all along.
+	for time.Since(down) < 3*time.Second {
+		if c, err := httpStatus(healthz); c != http.StatusOK {
+			t.Fatalf("/healthz = %d, %v while Redis is down; want 200", c, err)
+		}
+		if c, err := httpStatus(readyz); c != http.StatusServiceUnavailable {
+			t.Fatalf("/readyz = %d, %v while Redis is down; want 503", c, err)
+		}
+		if gone, err := procExited(w); gone {
+			t.Fatalf("the worker exited (%v) while Redis was down", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Calls in flight when Redis went may finish; nothing new is taken while it is away.
+	duringOutage := api.Stats().Activations
+	if duringOutage > atStop+concurrency {
+		t.Errorf("%d activations while Redis was down (from %d to %d), more than the %d calls in flight",
+			duringOutage-atStop, atStop, duringOutage, concurrency)
+	}
+
+	up := time.Now()
+	rs.Start()
+	restarted := time.Since(up)
+	left := pendingOn(t, rs.Client)
+	if left <= 0 || left > n-atStop+concurrency {
+		t.Errorf("%d jobs left in the queue after the restart; want the %d or so not yet done", left, n-duringOutage)
+	}
+	waitFor(t, 10*time.Second, "/readyz 200 after Redis is back", func() bool {
+		c, _ := httpStatus(readyz)
+		return c == http.StatusOK
+	})
+	ready := time.Since(up)
+	waitFor(t, 25*time.Second, "every pair active and the queue drained", func() bool {
+		return api.Stats().Activations >= n && pendingOn(t, rs.Client) == 0
+	})
+	drained := time.Since(up)
+	assertExactlyOnce(t, api, pairs)
+	if dl, err := producer.New(rs.Client, producer.Config{Queue: queue}).Store().Count(ctx, ""); err != nil || dl != 0 {
+		t.Errorf("dead letters = %d, %v; want none", dl, err)
+	}
+
+	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-w.done:
+		if err != nil {
+			t.Fatalf("worker exited with %v after SIGTERM, want 0", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("worker did not exit within 20 s of SIGTERM")
+	}
+	t.Logf("Redis stopped after %d activations (SIGTERM took %s); /readyz said 503 %s after; %d activations during the outage; "+
+		"restart took %s with %d jobs left; /readyz 200 %s after it; all %d active and the queue drained %s after it",
+		atStop, stopped.Round(time.Millisecond), flipped.Round(time.Millisecond), duringOutage-atStop,
+		restarted.Round(time.Millisecond), left, ready.Round(time.Millisecond), n, drained.Round(time.Millisecond))
+}
+
+// TestEnqueueWhileRedisDown runs `enqueue file` while Redis is down: it fails with exit 3 and says
+// that nothing was enqueued and to re-run; re-run once Redis is back, it enqueues every row, and a
+// third run finds them all already queued.
+func TestEnqueueWhileRedisDown(t *testing.T) {
+	t.Parallel()
+	const n = 50
+	rs := startRedis(t, false)
+	rs.Stop()
+	path, _ := writeRequests(t, n, 0)
+	run := func() (int, string, string) {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		env := enqueuecmd.Env{
+			Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr,
+			Lookup: func(k string) (string, bool) {
+				switch k {
+				case "REDIS_URL":
+					return rs.URL(), true
+				case "QUEUE":
+					return queue, true
+				}
+				return "", false
+			},
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		code := enqueuecmd.Run(ctx, []string{"file", path, "--quiet"}, env)
+		return code, stdout.String(), stderr.String()
+	}
+
+	start := time.Now()
+	code, stdout, stderr := run()
+	took := time.Since(start)
+	downMsg := strings.TrimSpace(stderr)
+	if code != enqueuecmd.ExitFailed {
+		t.Errorf("with Redis down: exit %d, want %d (ExitFailed)\nstdout:\n%s\nstderr:\n%s", code, enqueuecmd.ExitFailed, stdout, stderr)
+	}
+	for _, want := range []string{"nothing was enqueued", "re-run"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("with Redis down: stderr does not say %q:\n%s", want, stderr)
+		}
+	}
+	if took > 6*time.Second {
+		t.Errorf("with Redis down, enqueue took %s to fail", took)
+	}
+	if _, err := os.Stat(path + ".rejects.jsonl"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a rejects file exists after the failed run: %v", err)
+	}
+
+	rs.Start()
+	if size, err := rs.Client.DBSize(context.Background()).Result(); err != nil || size != 0 {
+		t.Fatalf("Redis holds %d keys (%v) after the failed run; want none", size, err)
+	}
+	code, stdout, stderr = run()
+	if code != enqueuecmd.ExitOK || !strings.Contains(stdout, fmt.Sprintf("enqueued: %d\n", n)) {
+		t.Errorf("after Redis is back: exit %d, want 0 and %d enqueued\nstdout:\n%s\nstderr:\n%s", code, n, stdout, stderr)
+	}
+	if got := pendingOn(t, rs.Client); got != n {
+		t.Errorf("%d jobs in the queue, want %d", got, n)
+	}
+	code, stdout, stderr = run()
+	if code != enqueuecmd.ExitOK || !strings.Contains(stdout, "enqueued: 0\n") ||
+		!strings.Contains(stdout, fmt.Sprintf("already queued or done: %d\n", n)) {
+		t.Errorf("third run: exit %d, want 0, none enqueued and %d already queued\nstdout:\n%s\nstderr:\n%s", code, n, stdout, stderr)
+	}
+	if got := pendingOn(t, rs.Client); got != n {
+		t.Errorf("%d jobs in the queue after the third run, want %d", got, n)
+	}
+	t.Logf("with Redis down, enqueue failed in %s: %s", took.Round(time.Millisecond), downMsg)
+}
