@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/versori/activator/ingest"
@@ -40,6 +41,8 @@ type Summary struct {
 	Rejected     int // malformed; see RejectsPath
 	Failed       int // valid but not enqueued because Redis failed; re-run the file
 	FailedLines  []int
+	BytesRead    int64 // of the input so far, for progress against its size
+	CountErrors  int   // chunks whose batch counter could not be updated (`enqueue status` undercounts)
 	Elapsed      time.Duration
 	RejectsPath  string
 }
@@ -84,7 +87,8 @@ func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, err
 		defer f.Close()
 		in = f
 	}
-	rd, err := ingest.NewReader(in, format)
+	counted := &countingReader{r: in}
+	rd, err := ingest.NewReader(counted, format)
 	if err != nil {
 		return sum, err
 	}
@@ -118,7 +122,7 @@ func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, err
 			}
 		}()
 	}
-	stopProgress := p.progress(o, &mu, &sum, start)
+	stopProgress := p.progress(o, &mu, &sum, start, counted.n.Load)
 
 	var readErr error
 	chunk := make([]ingest.Row, 0, chunkSize)
@@ -156,6 +160,7 @@ func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, err
 		readErr = fmt.Errorf("writing rejects: %w", err)
 	}
 	sum.Elapsed = time.Since(start)
+	sum.BytesRead = counted.n.Load()
 	if rejects.Count() > 0 {
 		sum.RejectsPath = rejects.Path()
 	}
@@ -189,6 +194,7 @@ func (p *Producer) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOp
 		fail(lines...)
 		return
 	}
+	var queued int64
 	for i, r := range rows {
 		if dead[i] {
 			count(func(s *Summary) { s.DeadLettered++ })
@@ -205,12 +211,19 @@ func (p *Producer) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOp
 		case res.Status == Duplicate:
 			count(func(s *Summary) { s.Duplicates++ })
 		default:
+			queued++
 			count(func(s *Summary) { s.Enqueued++ })
+		}
+	}
+	if queued > 0 && o.Batch != "" {
+		// One round trip per chunk; a failure here loses only the batch's progress count, not a job.
+		if err := p.countQueued(ctx, o.Batch, queued); err != nil {
+			count(func(s *Summary) { s.CountErrors++ })
 		}
 	}
 }
 
-func (p *Producer) progress(o FileOptions, mu *sync.Mutex, sum *Summary, start time.Time) (stop func()) {
+func (p *Producer) progress(o FileOptions, mu *sync.Mutex, sum *Summary, start time.Time, bytesRead func() int64) (stop func()) {
 	if o.Progress == nil {
 		return func() {}
 	}
@@ -230,9 +243,22 @@ func (p *Producer) progress(o FileOptions, mu *sync.Mutex, sum *Summary, start t
 				s := *sum
 				mu.Unlock()
 				s.Elapsed = time.Since(start)
+				s.BytesRead = bytesRead()
 				o.Progress(s)
 			}
 		}
 	}()
 	return func() { close(done); wg.Wait() }
+}
+
+// countingReader counts the bytes read through it, for progress.
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/versori/activator/batch"
 	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/internal/queuestate"
 	"github.com/versori/activator/tasks"
@@ -54,6 +55,7 @@ type Producer struct {
 	inspector *asynq.Inspector
 	store     *deadletter.Store
 	state     *queuestate.Controller
+	rdb       redis.UniversalClient
 }
 
 // New returns a Producer that enqueues through rdb. The producer holds no resources of its own: the
@@ -66,6 +68,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Producer {
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
 		store:     deadletter.NewStore(rdb, cfg.Queue),
 		state:     queuestate.New(rdb, cfg.Queue),
+		rdb:       rdb,
 	}
 }
 
@@ -119,7 +122,16 @@ func (p *Producer) Enqueue(ctx context.Context, req versori.ActivationRequest, o
 	if has[0] {
 		return Result{TaskID: id, Status: DeadLettered}, nil
 	}
-	return p.enqueue(ctx, pl)
+	res, err := p.enqueue(ctx, pl)
+	if err == nil && res.Status == Enqueued && pl.Batch != "" {
+		err = p.countQueued(ctx, pl.Batch, 1)
+	}
+	return res, err
+}
+
+// countQueued adds n to a batch's queued counter.
+func (p *Producer) countQueued(ctx context.Context, id string, n int64) error {
+	return batch.Write(ctx, p.rdb, p.cfg.Queue, map[string]map[string]int64{id: {batch.FieldQueued: n}})
 }
 
 // enqueue queues a validated payload whose pair was checked against the dead-letter store.
@@ -182,6 +194,13 @@ func (p *Producer) Requeue(ctx context.Context, ids []string) (RequeueResult, er
 			}
 			if _, err := p.store.Remove(ctx, e.ID); err != nil {
 				return res, err
+			}
+			// The job counts in its batch again when it ends, so it no longer counts as dead.
+			if e.Batch != "" {
+				if err := batch.Write(ctx, p.rdb, p.cfg.Queue,
+					map[string]map[string]int64{e.Batch: {batch.FieldDeadPrefix + string(e.Reason): -1}}); err != nil {
+					return res, err
+				}
 			}
 			res.Requeued = append(res.Requeued, e.ID)
 		}

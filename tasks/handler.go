@@ -10,6 +10,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/sethvargo/go-retry"
 
+	"github.com/versori/activator/batch"
 	"github.com/versori/activator/breaker"
 	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/metrics"
@@ -35,6 +36,8 @@ type HandlerConfig struct {
 	Breaker *breaker.Breaker
 	// Backoff, if set, is told of every 429's wait, so that all workers slow down, not only this job.
 	Backoff func(ctx context.Context, wait time.Duration) error
+	// Batches, if set, counts each job's outcome under its batch, for `enqueue status`.
+	Batches *batch.Counter
 	// MaxAge, if positive, dead-letters a job that keeps failing this long after it was enqueued,
 	// whatever attempts it has left.
 	MaxAge time.Duration
@@ -116,7 +119,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	switch rule.Action {
 	case ActionDone:
-		return h.done(t, j, p, out)
+		return h.done(ctx, t, j, p, out)
 	case ActionDeadLetter:
 		return h.deadLetter(ctx, j, p, rule.Reason, out.class, out.err)
 	case ActionSnooze:
@@ -139,6 +142,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			return &WaitError{Wait: h.cfg.Policy.InterruptedWait, Counts: true, Err: out.err}
 		}
 		h.logOutcome(slog.LevelWarn, j, p, out, "action", "retry")
+		h.cfg.Batches.Add(p.Batch, batch.FieldRetries, 1)
 		return fmt.Errorf("%s: %w", out.class, out.err)
 	}
 }
@@ -232,12 +236,29 @@ func (h *Handler) snoozeWait(ctx context.Context, out outcome) time.Duration {
 	return wait
 }
 
-func (h *Handler) done(t *asynq.Task, j job, p Payload, out outcome) error {
-	if _, err := t.ResultWriter().Write([]byte(out.activationID)); err != nil {
-		// The pair is active; failing the job now would only make a retry find it so.
-		h.log.Warn("could not write job result", "task_id", j.id, "error", err.Error())
+// resultWait bounds how long a done job waits for Redis to take its result: well within asynq's
+// 30 s lease, which asynq cannot extend while Redis is down either.
+const resultWait = 20 * time.Second
+
+func (h *Handler) done(ctx context.Context, t *asynq.Task, j job, p Payload, out outcome) error {
+	// asynq (v0.26.0) marks a job complete once, when the handler returns: its "will retry syncing"
+	// reuses a cancelled context and never succeeds. A job done while Redis is down would stay active
+	// until its lease expires and the recoverer retries it, one to two minutes later. So while the
+	// result write fails, wait for Redis (bounded) before returning.
+	deadline := time.Now().Add(resultWait)
+	for {
+		_, err := t.ResultWriter().Write([]byte(out.activationID))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || sleepCtx(ctx, 250*time.Millisecond) != nil {
+			// The pair is active; failing the job now would only make a retry find it so.
+			h.log.Warn("could not write job result", "task_id", j.id, "error", err.Error())
+			break
+		}
 	}
 	h.cfg.Metrics.Activations.WithLabelValues(out.result).Inc()
+	h.cfg.Batches.Add(p.Batch, out.result, 1)
 	h.logOutcome(slog.LevelInfo, j, p, out, "result", out.result, "activation_id", out.activationID)
 	return nil
 }
@@ -267,6 +288,7 @@ func (h *Handler) deadLetter(ctx context.Context, j job, p Payload, reason deadl
 		h.log.Error("could not write dead letter; the archive sweep will", "task_id", j.id, "error", err.Error())
 	case added:
 		h.cfg.Metrics.DeadLetters.WithLabelValues(string(reason)).Inc()
+		h.cfg.Batches.Add(p.Batch, batch.FieldDeadPrefix+string(reason), 1)
 	}
 	h.logOutcome(slog.LevelWarn, j, p, outcome{class: class, err: cause}, "action", "dead_letter", "reason", string(reason))
 	return DeadLetterError(reason, cause)
@@ -305,4 +327,16 @@ func (h *Handler) logOutcome(level slog.Level, j job, p Payload, out outcome, at
 		base = append(base, "error", out.err.Error())
 	}
 	h.log.Log(context.Background(), level, "job", append(base, attrs...)...)
+}
+
+// sleepCtx waits d, or returns ctx's error if ctx ends first.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/versori/activator/batch"
 	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/internal/enqueuecmd"
 	"github.com/versori/activator/internal/redistest"
@@ -62,6 +63,25 @@ func TestPipelineActivatesOnceAndDeadLettersMissingConnections(t *testing.T) {
 	if e.Reason != deadletter.MissingConnections || e.Attempts != 1 || e.Request.UserID != pairs[n-1].UserID ||
 		e.Batch != "b1" || !strings.Contains(e.Error, "connection") || e.FailedAt.IsZero() {
 		t.Errorf("dead letter = %+v", e)
+	}
+
+	// The batch's counters say the same, and `enqueue status` reports it done.
+	waitFor(t, 10*time.Second, "batch b1 finished", func() bool {
+		st, err := batch.Read(ctx, db.Client, queue, "b1")
+		return err == nil && st.Finished
+	})
+	st, err := batch.Read(ctx, db.Client, queue, "b1")
+	if err != nil || st.Queued != n || st.Activated+st.AlreadyActive != n-missing ||
+		st.DeadLetters[string(deadletter.MissingConnections)] != missing || st.Remaining != 0 {
+		t.Errorf("batch status = %+v, %v", st, err)
+	}
+	var out bytes.Buffer
+	code := enqueuecmd.Run(ctx, []string{"status", "b1", "--redis-url", db.URL()},
+		enqueuecmd.Env{Stdout: &out, Stderr: &out, Lookup: func(string) (string, bool) { return "", false }})
+	for _, want := range []string{"batch b1: done", "queued: 1000", "dead-lettered: 50 missing_connections=50", "remaining: 0"} {
+		if code != 0 || !strings.Contains(out.String(), want) {
+			t.Errorf("enqueue status = %d, output lacks %q:\n%s", code, want, out.String())
+		}
 	}
 
 	// The counts add up: activations plus dead letters are the pairs in.

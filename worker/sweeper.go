@@ -8,6 +8,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/versori/activator/batch"
 	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/metrics"
 	"github.com/versori/activator/tasks"
@@ -24,6 +25,7 @@ type Sweeper struct {
 	queue     string
 	metrics   *metrics.Worker
 	log       *slog.Logger
+	batches   *batch.Counter // nil: not counted
 }
 
 // NewSweeper returns a Sweeper of queue's archive into store.
@@ -68,6 +70,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 			if added {
 				moved++
 				s.metrics.DeadLetters.WithLabelValues(string(e.Reason)).Inc()
+				s.batches.Add(e.Batch, batch.FieldDeadPrefix+string(e.Reason), 1)
 				s.log.Warn("job", "task_id", t.ID, "user_id", e.UserID, "integration_id", e.IntegrationID,
 					"action", "dead_letter", "reason", string(e.Reason), "attempt", e.Attempts,
 					"error", e.Error, "source", "archive")

@@ -45,6 +45,7 @@ const usageText = `usage:
   enqueue dlq requeue (ID... | --reason R | --all)
   enqueue dlq purge (ID... | --reason R | --all)
   enqueue dlq export [--reason R]          JSONL of the dead letters' requests, in the input format
+  enqueue status BATCH [--json] [--watch]  how far a batch is: queued, activated, dead-lettered, rate, ETA
   enqueue pause | resume                   pause or resume the queue (resume after fixing a refused API key)
 common flags: -redis-url (REDIS_URL), -queue (QUEUE)
 `
@@ -64,6 +65,8 @@ func Run(ctx context.Context, args []string, env Env) int {
 		code, err = runDLQ(ctx, args[1:], env)
 	case "pause", "resume":
 		code, err = runPause(ctx, args[0], args[1:], env)
+	case "status":
+		code, err = runStatus(ctx, args[1:], env)
 	case "-h", "--help", "help":
 		fmt.Fprint(env.Stdout, usageText)
 		return ExitOK
@@ -193,14 +196,13 @@ func runFile(ctx context.Context, args []string, env Env) (int, error) {
 			return ExitFailed, err
 		}
 	}
+	finish := func() {}
 	if !quiet {
-		o.Progress = func(s producer.Summary) {
-			fmt.Fprintf(env.Stderr, "progress: %d rows, %d enqueued, %d duplicates, %d rejected, %.0f rows/s\n",
-				s.Rows, s.Enqueued, s.Duplicates, s.Rejected, s.Rate())
-		}
+		o.Progress, finish = newProgress(env.Stderr, o.Path)
 	}
 	fmt.Fprintf(env.Stdout, "batch %s\n", o.Batch)
 	sum, err := p.EnqueueFile(ctx, o)
+	finish()
 	printSummary(env.Stdout, sum, o.DryRun)
 	switch {
 	case err != nil && sum.Rows == 0:
