@@ -135,7 +135,7 @@ func recoverDeadLeases(t *testing.T, rdb *redis.Client) int {
 	ctx := context.Background()
 	key := "asynq:{" + queue + "}:lease"
 	cut := strconv.FormatInt(time.Now().Add(24*time.Second).Unix(), 10)
-	ids, err := rdb.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: "-inf", Max: "(" + cut}).Result()
+	ids, err := rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: key, ByScore: true, Start: "-inf", Stop: "(" + cut}).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
