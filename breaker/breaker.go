@@ -58,7 +58,10 @@ func New(cfg Config) *Breaker {
 		BucketPeriod: max(cfg.Window/10, time.Second),
 		Timeout:      cfg.Cooldown,
 		ReadyToTrip: func(c gobreaker.Counts) bool {
-			return c.Requests >= cfg.MinCalls && float64(c.TotalFailures) >= cfg.FailureRatio*float64(c.Requests)
+			// Calls with an outcome that counts: c.Requests also holds excluded calls and calls still
+			// in flight, which would dilute the ratio as if they had succeeded.
+			n := c.TotalSuccesses + c.TotalFailures
+			return n >= cfg.MinCalls && float64(c.TotalFailures) >= cfg.FailureRatio*float64(n)
 		},
 		// Only transient failures say the API is unwell: a 4xx or a 429 is an answer.
 		IsSuccessful: func(err error) bool { return versori.Classify(err) != versori.ClassTransient },

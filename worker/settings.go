@@ -69,6 +69,10 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	fs.Duration(&s.Breaker.Cooldown, "breaker-cooldown", "BREAKER_COOLDOWN", 30*time.Second, "how long the breaker stays open before probing")
 	fs.Duration(&s.ProbeInterval, "probe-interval", "PROBE_INTERVAL", 30*time.Second, "how often a queue paused for a refused API key is probed")
 	fs.String(&level, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
+	// The queue UI has no auth of its own: whoever reaches METRICS_ADDR can use it.
+	fs.Bool(&s.AdminUI.Enabled, "admin-ui", "ADMIN_UI", false, "serve the asynqmon queue UI at /ui/ on METRICS_ADDR; it has no auth of its own, so bind METRICS_ADDR to a private interface")
+	fs.Bool(&s.AdminUI.Write, "admin-ui-write", "ADMIN_UI_WRITE", false, "let the queue UI pause queues and delete, run, archive or cancel tasks (default: read-only)")
+	fs.String(&s.AdminUI.PrometheusURL, "admin-ui-prometheus-url", "ADMIN_UI_PROMETHEUS_URL", "", "base URL of a Prometheus scraping the queue metrics, for the queue UI's charts (empty: none)")
 	if err := fs.Parse(args); err != nil {
 		return s, err
 	}
@@ -78,7 +82,11 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	if fs.FlagSet().NArg() > 0 {
 		return s, fmt.Errorf("unexpected argument %q: the worker takes flags only", fs.FlagSet().Arg(0))
 	}
-	if _, err := redisconn.Parse(s.RedisURL); err != nil {
+	redisOpt, err := redisconn.Parse(s.RedisURL)
+	if err != nil {
+		return s, err
+	}
+	if err := adminUISettings(&s, redisOpt); err != nil {
 		return s, err
 	}
 	if err := s.LogLevel.UnmarshalText([]byte(level)); err != nil {

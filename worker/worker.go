@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/versori/activator/batch"
 	"github.com/versori/activator/breaker"
 	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/internal/queuestate"
@@ -61,6 +61,9 @@ type Config struct {
 	// when the key works again, the queue is resumed.
 	ProbeInterval time.Duration
 	Logger        *slog.Logger
+	// AdminUI serves asynqmon's queue UI at /ui/ on MetricsAddr (off by default, read-only unless
+	// AdminUI.Write). It has no auth of its own: bind MetricsAddr to a private interface.
+	AdminUI AdminUI
 }
 
 // Worker is a running worker.
@@ -75,10 +78,12 @@ type Worker struct {
 	servers   []*asynq.Server
 	mserver   *metrics.Server
 	interrupt context.CancelFunc
+	batches   *batch.Counter
 	gate      *ratelimit.Gate
 	breaker   *breaker.Breaker
 	state     *queuestate.Controller
 	client    *versori.Client
+	closeUI   func()
 }
 
 // New wires a worker on rdb. The caller keeps ownership of rdb.
@@ -91,6 +96,9 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	}
 	if cfg.Servers < 1 {
 		cfg.Servers = 1
+	}
+	if cfg.AdminUI.Enabled && cfg.MetricsAddr == "" {
+		return nil, fmt.Errorf("ADMIN_UI needs METRICS_ADDR: the queue UI is served on that listener")
 	}
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 10 * time.Second
@@ -122,7 +130,9 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	if cfg.QueueMetrics {
 		w.metrics.WatchQueues(w.inspector)
 	}
+	w.batches = batch.NewCounter(rdb, cfg.Queue, 0)
 	w.sweeper = NewSweeper(w.inspector, w.store, cfg.Queue, w.metrics, w.log)
+	w.sweeper.batches = w.batches
 
 	gate, err := ratelimit.New(rdb, ratelimit.Config{Rate: cfg.RateLimit, Burst: cfg.RateBurst, Queue: cfg.Queue,
 		Observe: func(d time.Duration) { w.metrics.RateLimitWaits.Observe(d.Seconds()) }})
@@ -151,7 +161,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	h, err := tasks.NewHandler(tasks.HandlerConfig{
 		Client: client, Store: w.store, Metrics: w.metrics, Logger: w.log,
 		Policy: cfg.Policy, PerUserAuth: cfg.PerUserAuth, Pause: w.pauseQueue, Interrupt: interruptCtx,
-		Breaker: w.breaker, Backoff: gate.Backoff, MaxAge: cfg.MaxAge,
+		Breaker: w.breaker, Backoff: gate.Backoff, MaxAge: cfg.MaxAge, Batches: w.batches,
 	})
 	if err != nil {
 		return nil, err
@@ -183,8 +193,9 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 
 func (w *Worker) start(mux *asynq.ServeMux) error {
 	if w.cfg.MetricsAddr != "" {
-		ms, err := metrics.Listen(w.cfg.MetricsAddr, w.metrics.Registry, w.ready, map[string]http.Handler{})
+		ms, err := metrics.Listen(w.cfg.MetricsAddr, w.metrics.Registry, w.ready, w.adminHandlers())
 		if err != nil {
+			w.closeAdmin()
 			return fmt.Errorf("METRICS_ADDR %s: %w", w.cfg.MetricsAddr, err)
 		}
 		w.mserver = ms
@@ -223,7 +234,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	for _, loop := range []func(context.Context){w.sweepLoop, w.gate.Run, w.probeLoop} {
+	for _, loop := range []func(context.Context){w.sweepLoop, w.gate.Run, w.probeLoop, w.batches.Run} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -258,6 +269,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	stopBG()
 	wg.Wait()
+	w.closeAdmin()
 	w.log.Info("worker stopped")
 	return nil
 }

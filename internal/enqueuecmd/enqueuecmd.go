@@ -47,6 +47,7 @@ const usageText = `usage:
   enqueue dlq export [--reason R]          JSONL of the dead letters' requests, in the input format
   enqueue status BATCH [--json] [--watch]  how far a batch is: queued, activated, dead-lettered, rate, ETA
   enqueue pause | resume                   pause or resume the queue (resume after fixing a refused API key)
+  enqueue serve [--addr A] [--insecure] [--max-batch N]   HTTP intake for signup events (INTAKE_WEBHOOK_SECRET, INTAKE_TOKENS)
 common flags: -redis-url (REDIS_URL), -queue (QUEUE)
 `
 
@@ -65,6 +66,8 @@ func Run(ctx context.Context, args []string, env Env) int {
 		code, err = runDLQ(ctx, args[1:], env)
 	case "pause", "resume":
 		code, err = runPause(ctx, args[0], args[1:], env)
+	case "serve":
+		code, err = runServe(ctx, args[1:], env)
 	case "status":
 		code, err = runStatus(ctx, args[1:], env)
 	case "-h", "--help", "help":
