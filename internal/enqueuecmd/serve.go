@@ -1,0 +1,69 @@
+package enqueuecmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/versori/activator/intake"
+	"github.com/versori/activator/internal/redisconn"
+)
+
+// runServe is `enqueue serve`: the HTTP intake for signup events, until ctx is done.
+func runServe(ctx context.Context, args []string, env Env) (int, error) {
+	var (
+		c               common
+		cfg             intake.Config
+		secrets, tokens string
+	)
+	fs := newFlags("serve", env, &c)
+	fs.String(&cfg.Addr, "addr", "INTAKE_ADDR", intake.DefaultAddr, "listen address")
+	fs.Bool(&cfg.Insecure, "insecure", "", false, "start without INTAKE_WEBHOOK_SECRET or INTAKE_TOKENS, accepting unauthenticated requests (local testing only)")
+	fs.Int(&cfg.MaxBatch, "max-batch", "INTAKE_MAX_BATCH", intake.DefaultMaxBatch, "most requests in one POST /v1/activations:batch")
+	fs.String(&cfg.Batch, "batch", "INTAKE_BATCH", intake.DefaultBatch, "batch id tagged on every job the intake queues")
+	// Secrets: never shown in usage output. Prefer the variables: flags show in process listings.
+	fs.Secret(&secrets, "webhook-secret", "INTAKE_WEBHOOK_SECRET", "Standard Webhooks signing secrets (whsec_...), comma-separated for rotation")
+	fs.Secret(&tokens, "tokens", "INTAKE_TOKENS", "bearer tokens, comma-separated")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return ExitUsage, err
+	}
+	if len(pos) > 0 {
+		return ExitUsage, usageError{errors.New("serve takes no arguments")}
+	}
+	if cfg.MaxBatch < 1 {
+		return ExitUsage, usageError{fmt.Errorf("--max-batch %d: want at least 1", cfg.MaxBatch)}
+	}
+	cfg.Secrets, cfg.Tokens = intake.SplitList(secrets), intake.SplitList(tokens)
+	cfg.Logger = slog.New(slog.NewTextHandler(env.Stderr, nil))
+
+	rdb, p, err := open(c)
+	if err != nil {
+		return ExitUsage, err
+	}
+	defer rdb.Close()
+	srv, err := intake.New(cfg, rdb, p)
+	if err != nil {
+		return ExitUsage, usageError{err}
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return ExitFailed, err
+	}
+	// Redis being down is no reason not to start: /readyz says so, and requests get 503 until it is back.
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		cfg.Logger.Warn("Redis does not answer yet; requests get 503 until it does", "redis", redisconn.Redacted(c.redisURL), "error", err.Error())
+	}
+	cancel()
+	cfg.Logger.Info("intake listening", "addr", ln.Addr().String(), "queue", c.queue, "batch", srv.Config().Batch,
+		"webhook_secrets", len(cfg.Secrets), "tokens", len(cfg.Tokens))
+	if err := srv.Serve(ctx, ln); err != nil {
+		return ExitFailed, err
+	}
+	cfg.Logger.Info("intake stopped")
+	return ExitOK, nil
+}

@@ -1,0 +1,105 @@
+package worker
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/hibiken/asynq"
+	"github.com/hibiken/asynqmon"
+	"github.com/redis/go-redis/v9"
+)
+
+// AdminUIPath is where the queue UI is served on the MetricsAddr listener (pages and its JSON API
+// under /ui/api/).
+const AdminUIPath = "/ui/"
+
+// AdminUI configures asynqmon's queue web UI, served at AdminUIPath on the MetricsAddr listener next
+// to /metrics, /healthz and /readyz. It is off unless Enabled.
+//
+// The UI has no authentication or authorisation of its own: anyone who can reach MetricsAddr sees
+// every queued task with its payload (end-user and connection ids), and with Write can pause the
+// queue and delete, run, archive or cancel tasks. Bind METRICS_ADDR to a private interface (or put an
+// authenticating proxy in front of it) before turning the UI on; never expose it publicly.
+type AdminUI struct {
+	Enabled bool
+	// Write allows the UI's mutating actions. Without it (the default) the UI is read-only:
+	// asynqmon answers every API request other than GET with 405 Method Not Allowed.
+	Write bool
+	// Redis is how the UI connects to Redis: it opens its own client and inspector with it, so that
+	// browsing cannot starve the worker's connection pool. ParseSettings builds it from REDIS_URL;
+	// nil shares the worker's client.
+	Redis asynq.RedisConnOpt
+	// PrometheusURL, if set, is the base URL of a Prometheus that scrapes the workers' asynq queue
+	// metrics (QUEUE_METRICS); the UI's metrics page draws its charts from it. The worker, not the
+	// browser, queries it.
+	PrometheusURL string
+}
+
+// sharedRedis hands asynqmon the worker's own client; the UI must then never be closed, since
+// closing it would close that client.
+type sharedRedis struct{ c redis.UniversalClient }
+
+func (s sharedRedis) MakeRedisClient() any { return s.c }
+
+// adminHandlers returns the extra routes of the MetricsAddr listener: the queue UI when it is on.
+// w.closeAdmin releases the UI's own Redis connections.
+func (w *Worker) adminHandlers() map[string]http.Handler {
+	extra := map[string]http.Handler{}
+	ui := w.cfg.AdminUI
+	if !ui.Enabled {
+		return extra
+	}
+	opt := ui.Redis
+	if opt == nil {
+		opt = sharedRedis{w.rdb}
+	}
+	h := asynqmon.New(asynqmon.Options{
+		RootPath:          strings.TrimSuffix(AdminUIPath, "/"),
+		RedisConnOpt:      opt,
+		ReadOnly:          !ui.Write,
+		PrometheusAddress: ui.PrometheusURL,
+	})
+	if ui.Redis != nil {
+		w.closeUI = func() { _ = h.Close() }
+	}
+	// asynqmon routes on the full path under its RootPath, so it is mounted with the prefix.
+	extra[AdminUIPath] = h
+	if ui.Write {
+		w.log.Warn("queue UI is on with write actions: it has no auth of its own; keep METRICS_ADDR private", "path", AdminUIPath)
+	} else {
+		w.log.Info("queue UI is on, read-only: it has no auth of its own; keep METRICS_ADDR private", "path", AdminUIPath)
+	}
+	return extra
+}
+
+// closeAdmin releases the queue UI's Redis connections, if it opened any.
+func (w *Worker) closeAdmin() {
+	if w.closeUI != nil {
+		w.closeUI()
+		w.closeUI = nil
+	}
+}
+
+// adminUISettings checks the ADMIN_UI_* settings and gives the UI its own connection to REDIS_URL.
+func adminUISettings(s *Settings, redisOpt asynq.RedisConnOpt) error {
+	ui := &s.AdminUI
+	if !ui.Enabled {
+		if ui.Write || ui.PrometheusURL != "" {
+			return errors.New("ADMIN_UI_WRITE and ADMIN_UI_PROMETHEUS_URL need ADMIN_UI=true")
+		}
+		return nil
+	}
+	if s.MetricsAddr == "" {
+		return errors.New("ADMIN_UI needs METRICS_ADDR: the queue UI is served on that listener")
+	}
+	if ui.PrometheusURL != "" {
+		u, err := url.Parse(ui.PrometheusURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return errors.New("ADMIN_UI_PROMETHEUS_URL: want http://host:port of a Prometheus server")
+		}
+	}
+	ui.Redis = redisOpt
+	return nil
+}
