@@ -1,0 +1,329 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/versori/activator/internal/redisconn"
+	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/producer"
+	"github.com/versori/activator/versori"
+	"github.com/versori/activator/versori/versoritest"
+	"github.com/versori/activator/worker"
+)
+
+// adminTasks is how many activation jobs the admin UI tests run through the worker before looking.
+const adminTasks = 12
+
+// startAdminWorkerOn enqueues adminTasks valid requests on db, starts a worker with the queue UI
+// configured by ui, and waits until every job has completed (asynq keeps completed tasks for the
+// producer's retention, so they stay visible in the UI). It returns the listener's base URL.
+func startAdminWorkerOn(t *testing.T, db *redistest.DB, ui worker.AdminUI) (base string, insp *asynq.Inspector) {
+	t.Helper()
+	api := versoritest.New(t, versoritest.Options{})
+	p := producer.New(db.Client, producer.Config{Queue: queue})
+	ctx := context.Background()
+	for i := range adminTasks {
+		req := versori.ActivationRequest{UserID: fmt.Sprintf("ui-user-%03d", i), IntegrationID: crmIntegration,
+			Connections: []versori.ActivationConnection{{TemplateID: crmTemplate, ConnectionID: "01JDC0NN000000000000000000"}}}
+		if r, err := p.Enqueue(ctx, req); err != nil || r.Status != producer.Enqueued {
+			t.Fatalf("Enqueue = %+v, %v", r, err)
+		}
+	}
+	w, _ := startWorker(t, db.Client, api, func(c *worker.Config) { c.AdminUI = ui })
+	insp = asynq.NewInspectorFromRedisClient(db.Client)
+	waitFor(t, 30*time.Second, "all jobs completed", func() bool {
+		qi, err := insp.GetQueueInfo(queue)
+		return err == nil && qi.Completed == adminTasks
+	})
+	return "http://" + w.MetricsAddr(), insp
+}
+
+// adminRedis is the UI's own connection to the test's database, built from its URL as ParseSettings
+// builds it from REDIS_URL.
+func adminRedis(t *testing.T, db *redistest.DB) asynq.RedisConnOpt {
+	t.Helper()
+	opt, err := redisconn.Parse(db.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return opt
+}
+
+// do sends one request and returns the status, content type and body.
+func do(t *testing.T, method, url string) (int, string, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", method, url, err)
+	}
+	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
+}
+
+type queueSnapshot struct {
+	Queue     string `json:"queue"`
+	Completed int    `json:"completed"`
+	Paused    bool   `json:"paused"`
+}
+
+func listQueues(t *testing.T, base string) []queueSnapshot {
+	t.Helper()
+	code, ctype, body := do(t, http.MethodGet, base+"/ui/api/queues")
+	if code != http.StatusOK {
+		t.Fatalf("GET /ui/api/queues = %d %q", code, body)
+	}
+	var out struct {
+		Queues []queueSnapshot `json:"queues"`
+	}
+	if err := json.Unmarshal([]byte(body), &out); err != nil {
+		t.Fatalf("GET /ui/api/queues (%s) is not JSON: %v\n%s", ctype, err, body)
+	}
+	return out.Queues
+}
+
+func TestAdminUIReadOnly(t *testing.T) {
+	t.Parallel()
+	db := redistest.New(t)
+	base, insp := startAdminWorkerOn(t, db, worker.AdminUI{Enabled: true, Redis: adminRedis(t, db)})
+
+	t.Run("page and API", func(t *testing.T) {
+		code, ctype, body := do(t, http.MethodGet, base+"/ui/")
+		if code != http.StatusOK || !strings.HasPrefix(ctype, "text/html") {
+			t.Fatalf("GET /ui/ = %d %q, want 200 text/html", code, ctype)
+		}
+		if !strings.Contains(body, `<div id="root">`) || !strings.Contains(body, `window.FLAG_READ_ONLY="true"`) {
+			t.Errorf("GET /ui/ is not asynqmon's page in read-only mode:\n%s", body)
+		}
+		// Its scripts are served under /ui too.
+		_, rest, ok := strings.Cut(body, `<script src="`)
+		src, _, _ := strings.Cut(rest, `"`)
+		if !ok || !strings.HasPrefix(src, "/ui/static/js/") {
+			t.Fatalf("GET /ui/: no script under /ui/static/js/:\n%s", body)
+		}
+		if code, ctype, _ := do(t, http.MethodGet, base+src); code != http.StatusOK || !strings.HasPrefix(ctype, "application/javascript") {
+			t.Errorf("GET %s = %d %q, want 200 application/javascript", src, code, ctype)
+		}
+		// A deep link is the same single-page app.
+		if code, ctype, _ := do(t, http.MethodGet, base+"/ui/queues/"+queue); code != http.StatusOK || !strings.HasPrefix(ctype, "text/html") {
+			t.Errorf("GET /ui/queues/%s = %d %q, want 200 text/html", queue, code, ctype)
+		}
+		qs := listQueues(t, base)
+		if len(qs) != 1 || qs[0].Queue != queue || qs[0].Completed != adminTasks || qs[0].Paused {
+			t.Errorf("GET /ui/api/queues = %+v, want %q with %d completed, not paused", qs, queue, adminTasks)
+		}
+		// The worker's own routes are still there.
+		for _, p := range []string{"/metrics", "/healthz", "/readyz"} {
+			if code, _, body := do(t, http.MethodGet, base+p); code != http.StatusOK {
+				t.Errorf("GET %s = %d %q", p, code, body)
+			}
+		}
+	})
+
+	t.Run("mutations refused", func(t *testing.T) {
+		for _, c := range []struct{ method, path string }{
+			{http.MethodPost, "/ui/api/queues/" + queue + ":pause"},
+			{http.MethodDelete, "/ui/api/queues/" + queue},
+			{http.MethodDelete, "/ui/api/queues/" + queue + "/completed_tasks:delete_all"},
+			{http.MethodPost, "/ui/api/queues/" + queue + "/completed_tasks:batch_delete"},
+		} {
+			code, _, body := do(t, c.method, base+c.path)
+			if code != http.StatusMethodNotAllowed || !strings.Contains(body, "read-only") {
+				t.Errorf("%s %s = %d %q, want 405 read-only", c.method, c.path, code, body)
+			}
+		}
+		qi, err := insp.GetQueueInfo(queue)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if qi.Paused || qi.Completed != adminTasks {
+			t.Errorf("after refused mutations: paused %v, completed %d; want not paused, %d completed", qi.Paused, qi.Completed, adminTasks)
+		}
+	})
+
+	t.Run("chromium", func(t *testing.T) {
+		chrome := chromiumOrSkip(t)
+		dir := t.TempDir()
+		dom := runChromium(t, chrome, dir, "--dump-dom", base+"/ui/")
+		if !strings.Contains(dom, queue) {
+			t.Errorf("the rendered dashboard does not mention queue %q:\n%s", queue, dom)
+		}
+		if !strings.Contains(dom, `href="/ui/queues/`+queue+`"`) {
+			t.Errorf("the rendered dashboard has no link to /ui/queues/%s", queue)
+		}
+		shot := filepath.Join(dir, "admin-ui.png")
+		runChromium(t, chrome, dir, "--screenshot="+shot, "--window-size=1280,800", base+"/ui/")
+		if fi, err := os.Stat(shot); err != nil || fi.Size() == 0 {
+			t.Fatalf("no screenshot at %s: %v", shot, err)
+		}
+		t.Logf("screenshot of the queue UI: %s", shot)
+		if keep := os.Getenv("TEST_ADMIN_UI_SCREENSHOT"); keep != "" {
+			if b, err := os.ReadFile(shot); err == nil {
+				if err := os.WriteFile(keep, b, 0o644); err != nil {
+					t.Errorf("copying the screenshot to TEST_ADMIN_UI_SCREENSHOT: %v", err)
+				} else {
+					t.Logf("screenshot copied to %s", keep)
+				}
+			}
+		}
+	})
+}
+
+func TestAdminUIOffByDefault(t *testing.T) {
+	t.Parallel()
+	db := redistest.New(t)
+	api := versoritest.New(t, versoritest.Options{})
+	w, _ := startWorker(t, db.Client, api, nil)
+	base := "http://" + w.MetricsAddr()
+	for _, p := range []string{"/ui/", "/ui/api/queues", "/ui/queues/" + queue} {
+		if code, _, body := do(t, http.MethodGet, base+p); code != http.StatusNotFound {
+			t.Errorf("GET %s with the UI off = %d %q, want 404", p, code, body)
+		}
+	}
+	if code, _, _ := do(t, http.MethodGet, base+"/metrics"); code != http.StatusOK {
+		t.Errorf("GET /metrics = %d", code)
+	}
+}
+
+func TestAdminUIWriteSharesClient(t *testing.T) {
+	t.Parallel()
+	db := redistest.New(t)
+	// No Redis option: the UI shares the worker's client.
+	base, insp := startAdminWorkerOn(t, db, worker.AdminUI{Enabled: true, Write: true})
+	code, _, body := do(t, http.MethodGet, base+"/ui/")
+	if code != http.StatusOK || !strings.Contains(body, `window.FLAG_READ_ONLY="false"`) {
+		t.Fatalf("GET /ui/ = %d, want the page in write mode:\n%s", code, body)
+	}
+	if code, _, body := do(t, http.MethodPost, base+"/ui/api/queues/"+queue+":pause"); code != http.StatusNoContent && code != http.StatusOK {
+		t.Fatalf("POST :pause with ADMIN_UI_WRITE = %d %q, want success", code, body)
+	}
+	qi, err := insp.GetQueueInfo(queue)
+	if err != nil || !qi.Paused {
+		t.Fatalf("queue after POST :pause: %+v, %v; want paused", qi, err)
+	}
+	if code, _, body := do(t, http.MethodPost, base+"/ui/api/queues/"+queue+":resume"); code != http.StatusNoContent && code != http.StatusOK {
+		t.Fatalf("POST :resume = %d %q", code, body)
+	}
+	if qs := listQueues(t, base); len(qs) != 1 || qs[0].Paused {
+		t.Errorf("queues after resume = %+v", qs)
+	}
+}
+
+func TestAdminUISettings(t *testing.T) {
+	t.Parallel()
+	env := func(mod map[string]string) func(string) (string, bool) {
+		e := map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/3", "VERSORI_API_KEY": "k", "VERSORI_HUB_ID": "h"}
+		for k, v := range mod {
+			e[k] = v
+		}
+		return func(k string) (string, bool) { v, ok := e[k]; return v, ok }
+	}
+	var out bytes.Buffer
+	s, err := worker.ParseSettings(nil, env(nil), &out)
+	if err != nil || s.AdminUI.Enabled || s.AdminUI.Write || s.AdminUI.Redis != nil {
+		t.Errorf("defaults: AdminUI %+v, %v; want off", s.AdminUI, err)
+	}
+	s, err = worker.ParseSettings(nil, env(map[string]string{"ADMIN_UI": "true"}), &out)
+	if err != nil || !s.AdminUI.Enabled || s.AdminUI.Write || s.AdminUI.Redis == nil {
+		t.Errorf("ADMIN_UI=true: AdminUI %+v, %v; want on, read-only, with a Redis option", s.AdminUI, err)
+	}
+	if o, ok := s.AdminUI.Redis.(asynq.RedisClientOpt); !ok || o.Addr != "127.0.0.1:6379" || o.DB != 3 {
+		t.Errorf("ADMIN_UI Redis option = %#v, want REDIS_URL's", s.AdminUI.Redis)
+	}
+	s, err = worker.ParseSettings([]string{"-admin-ui", "-admin-ui-write", "-admin-ui-prometheus-url=http://127.0.0.1:9090"}, env(nil), &out)
+	if err != nil || !s.AdminUI.Enabled || !s.AdminUI.Write || s.AdminUI.PrometheusURL != "http://127.0.0.1:9090" {
+		t.Errorf("flags: AdminUI %+v, %v", s.AdminUI, err)
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"write without ui", nil, map[string]string{"ADMIN_UI_WRITE": "true"}, "need ADMIN_UI=true"},
+		{"no listener", []string{"-metrics-addr="}, map[string]string{"ADMIN_UI": "true"}, "ADMIN_UI needs METRICS_ADDR"},
+		{"bad prometheus", nil, map[string]string{"ADMIN_UI": "1", "ADMIN_UI_PROMETHEUS_URL": "prometheus:9090"}, "ADMIN_UI_PROMETHEUS_URL"},
+		{"not a bool", nil, map[string]string{"ADMIN_UI": "yes"}, "ADMIN_UI="},
+	} {
+		if _, err := worker.ParseSettings(c.args, env(c.env), &out); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want one containing %q", c.name, err, c.want)
+		}
+	}
+	out.Reset()
+	if _, err := worker.ParseSettings([]string{"-h"}, env(nil), &out); err == nil {
+		t.Fatal("-h succeeded")
+	}
+	for _, f := range []string{"-admin-ui", "ADMIN_UI)", "-admin-ui-write", "ADMIN_UI_WRITE)", "no auth of its own"} {
+		if !strings.Contains(out.String(), f) {
+			t.Errorf("usage does not mention %q", f)
+		}
+	}
+	// Turning the UI on without a listener is refused by New too.
+	if _, err := worker.New(nil, worker.Config{Concurrency: 1, AdminUI: worker.AdminUI{Enabled: true}}); err == nil ||
+		!strings.Contains(err.Error(), "METRICS_ADDR") {
+		t.Errorf("New with the UI on and no METRICS_ADDR: %v", err)
+	}
+}
+
+// chromiumOrSkip returns the path of a Chromium, skipping the test without one, or failing it in CI.
+func chromiumOrSkip(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	const how = "no chromium on PATH: install it with `apt-get update && apt-get install -y chromium` (Debian's package; binary /usr/bin/chromium)"
+	if os.Getenv("CI") == "true" {
+		t.Fatal(how)
+	}
+	t.Skip(how)
+	return ""
+}
+
+// runChromium loads a page in headless Chromium and returns what it printed. Every host name but
+// 127.0.0.1 is made unresolvable, so the page's web-font stylesheets never leave the machine.
+func runChromium(t *testing.T, chrome, dir string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	base := []string{
+		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+		"--user-data-dir=" + filepath.Join(dir, "profile"), "--virtual-time-budget=10000",
+	}
+	cmd := exec.CommandContext(ctx, chrome, append(base, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			t.Fatalf("chromium %v timed out; stderr:\n%s", args, stderr.String())
+		}
+		t.Fatalf("chromium %v: %v; stderr:\n%s", args, err, stderr.String())
+	}
+	return stdout.String()
+}
