@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/versori/activator/batch"
 	"github.com/versori/activator/breaker"
 	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/internal/queuestate"
@@ -77,6 +78,7 @@ type Worker struct {
 	servers   []*asynq.Server
 	mserver   *metrics.Server
 	interrupt context.CancelFunc
+	batches   *batch.Counter
 	gate      *ratelimit.Gate
 	breaker   *breaker.Breaker
 	state     *queuestate.Controller
@@ -128,7 +130,9 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	if cfg.QueueMetrics {
 		w.metrics.WatchQueues(w.inspector)
 	}
+	w.batches = batch.NewCounter(rdb, cfg.Queue, 0)
 	w.sweeper = NewSweeper(w.inspector, w.store, cfg.Queue, w.metrics, w.log)
+	w.sweeper.batches = w.batches
 
 	gate, err := ratelimit.New(rdb, ratelimit.Config{Rate: cfg.RateLimit, Burst: cfg.RateBurst, Queue: cfg.Queue,
 		Observe: func(d time.Duration) { w.metrics.RateLimitWaits.Observe(d.Seconds()) }})
@@ -157,7 +161,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	h, err := tasks.NewHandler(tasks.HandlerConfig{
 		Client: client, Store: w.store, Metrics: w.metrics, Logger: w.log,
 		Policy: cfg.Policy, PerUserAuth: cfg.PerUserAuth, Pause: w.pauseQueue, Interrupt: interruptCtx,
-		Breaker: w.breaker, Backoff: gate.Backoff, MaxAge: cfg.MaxAge,
+		Breaker: w.breaker, Backoff: gate.Backoff, MaxAge: cfg.MaxAge, Batches: w.batches,
 	})
 	if err != nil {
 		return nil, err
@@ -230,7 +234,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	for _, loop := range []func(context.Context){w.sweepLoop, w.gate.Run, w.probeLoop} {
+	for _, loop := range []func(context.Context){w.sweepLoop, w.gate.Run, w.probeLoop, w.batches.Run} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
