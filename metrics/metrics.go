@@ -69,7 +69,7 @@ func NewWorker(reasons []string) *Worker {
 		}, []string{"operation"}),
 		QueuePaused: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "activator_queue_paused",
-			Help: "1 while this worker has paused the queue because the API key was refused, else 0.",
+			Help: "1 while the queue is paused (by a worker after the API refused the key, or by an operator), else 0.",
 		}),
 		RateLimitWaits: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "activator_rate_limit_wait_seconds",
