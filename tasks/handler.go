@@ -125,11 +125,11 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	case ActionSnooze:
 		wait := h.snoozeWait(ctx, out)
 		h.logOutcome(slog.LevelWarn, j, p, out, "action", "snooze", "wait", wait.String())
-		return &WaitError{Wait: wait, Err: out.err}
+		return &WaitError{Wait: wait, Counts: mustLookNext(j, p, out), Err: out.err}
 	case ActionPause:
 		h.pause(ctx, out.err)
 		h.logOutcome(slog.LevelError, j, p, out, "action", "pause_queue", "wait", h.cfg.Policy.PausedWait.String())
-		return &WaitError{Wait: h.cfg.Policy.PausedWait, Err: out.err}
+		return &WaitError{Wait: h.cfg.Policy.PausedWait, Counts: mustLookNext(j, p, out), Err: out.err}
 	default: // ActionRetry
 		if h.cfg.MaxAge > 0 && !p.EnqueuedAt.IsZero() && time.Since(p.EnqueuedAt) > h.cfg.MaxAge {
 			return h.deadLetter(ctx, j, p, rule.Reason, out.class,
@@ -145,6 +145,13 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		h.cfg.Batches.Add(p.Batch, batch.FieldRetries, 1)
 		return fmt.Errorf("%s: %w", out.class, out.err)
 	}
+}
+
+// mustLookNext reports whether a wait must use up an attempt: a call's outcome is still unknown (the
+// breaker, a 429 or a refused key stopped the look-up after it), and only a retry count above zero
+// would make the next attempt look first.
+func mustLookNext(j job, p Payload, out outcome) bool {
+	return out.unknown && j.retried == 0 && !p.Reconcile
 }
 
 // run makes the job's attempts: one, plus up to Policy.QuickRetries more for transient failures

@@ -34,12 +34,20 @@ func New(rdb redis.UniversalClient, queue string) *Controller {
 		reasonKey: "activator:{" + queue + "}:paused_reason"}
 }
 
-// Pause pauses the queue for reason, succeeding if it is already paused.
+// Pause pauses the queue for reason, succeeding if it is already paused. An operator's reason is
+// never replaced by another: a call refused after `enqueue pause` (say, while the key is rotated)
+// must not let a worker's probe resume the queue.
 func (c *Controller) Pause(ctx context.Context, reason string) error {
-	if err := c.rdb.Set(ctx, c.reasonKey, reason, 0).Err(); err != nil {
+	var err error
+	if reason == ReasonOperator {
+		err = c.rdb.Set(ctx, c.reasonKey, reason, 0).Err()
+	} else {
+		err = c.rdb.SetNX(ctx, c.reasonKey, reason, 0).Err()
+	}
+	if err != nil {
 		return fmt.Errorf("pausing %s: %w", c.queue, err)
 	}
-	err := c.insp.PauseQueue(c.queue)
+	err = c.insp.PauseQueue(c.queue)
 	if err != nil && strings.Contains(err.Error(), "already paused") {
 		return nil
 	}
