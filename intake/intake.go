@@ -25,6 +25,7 @@
 //	400 {"error","field"}                              malformed JSON or an invalid field ("index" too in a batch)
 //	401 {"error"}                                      missing, forged or stale signature; missing or bad token
 //	404 {"error"}                                      GET of an unknown task id
+//	405 {"error"}                                      a route with the wrong method
 //	409 {"error"} + Retry-After                        the same webhook-id is being handled right now
 //	413 {"error"}                                      body over Config.MaxBodyBytes, or a batch over Config.MaxBatch
 //	429 {"error"} + Retry-After                        more than Config.MaxConcurrent /v1 requests in flight
@@ -176,6 +177,11 @@ func New(cfg Config, rdb redis.UniversalClient, p *producer.Producer) (*Server, 
 	mux.Handle("POST /v1/activations", s.limit(s.handleActivation))
 	mux.Handle("POST /v1/activations:batch", s.limit(s.handleBatch))
 	mux.Handle("GET /v1/activations/{taskId...}", s.limit(s.handleStatus))
+	// Without it, GET /v1/activations would be redirected to the status route with an empty id.
+	mux.HandleFunc("/v1/activations", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Allow", http.MethodPost)
+		s.write(w, &response{code: http.StatusMethodNotAllowed, body: jsonBody(ErrorBody{Error: "use POST"})})
+	})
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	mux.Handle("GET /metrics", s.metrics.handler())
@@ -284,8 +290,10 @@ func (s *Server) limit(h http.HandlerFunc) http.Handler {
 		select {
 		case s.sem <- struct{}{}:
 		default:
+			// Close the connection rather than read the body of a request that is refused anyway.
 			s.write(w, &response{code: http.StatusTooManyRequests, retryAfter: retryAfterBusy,
-				body: jsonBody(ErrorBody{Error: "too many requests in flight; retry shortly"})})
+				header: map[string]string{"Connection": "close"},
+				body:   jsonBody(ErrorBody{Error: "too many requests in flight; retry shortly"})})
 			return
 		}
 		s.metrics.inFlight.Inc()
@@ -421,17 +429,18 @@ func (s *Server) enqueue(ctx context.Context, req versori.ActivationRequest) (Ac
 	return Accepted{TaskID: res.TaskID, Batch: s.cfg.Batch, Status: res.Status}, nil
 }
 
-// enqueueFailed is the answer to a failed enqueue.
-func (s *Server) enqueueFailed(err error, index int, prefix string) *response {
+// enqueueFailed is the answer to a failed enqueue of the request at index (-1: not in a batch).
+func (s *Server) enqueueFailed(err error, index int) *response {
 	var ve *versori.ValidationError
-	if errors.As(err, &ve) { // validated before, so not expected
-		resp := badRequest(prefix+ve.Error(), prefix+ve.Field)
-		if index >= 0 {
-			resp = errorResponse(http.StatusBadRequest, ErrorBody{Error: prefix + ve.Error(), Field: prefix + ve.Field, Index: &index})
-		}
-		return resp
+	if !errors.As(err, &ve) {
+		return s.unavailable("enqueueing", err)
 	}
-	return s.unavailable("enqueueing", err)
+	// Requests are validated before they are enqueued, so this is not expected.
+	if index < 0 {
+		return badRequest(ve.Error(), ve.Field)
+	}
+	prefix := "[" + strconv.Itoa(index) + "]."
+	return errorResponse(http.StatusBadRequest, ErrorBody{Error: prefix + ve.Error(), Field: prefix + ve.Field, Index: &index})
 }
 
 func (s *Server) handleActivation(w http.ResponseWriter, r *http.Request) {
@@ -443,7 +452,7 @@ func (s *Server) handleActivation(w http.ResponseWriter, r *http.Request) {
 			resp = s.once(r, func(ctx context.Context) *response {
 				acc, err := s.enqueue(ctx, req)
 				if err != nil {
-					return s.enqueueFailed(err, -1, "")
+					return s.enqueueFailed(err, -1)
 				}
 				code := http.StatusOK
 				if acc.Status == producer.Enqueued {
@@ -468,7 +477,7 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 				for i, req := range reqs {
 					acc, err := s.enqueue(ctx, req)
 					if err != nil {
-						return s.enqueueFailed(err, i, "["+strconv.Itoa(i)+"].")
+						return s.enqueueFailed(err, i)
 					}
 					if acc.Status == producer.Enqueued {
 						code = http.StatusAccepted
