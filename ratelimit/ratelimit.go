@@ -13,6 +13,8 @@ import (
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/activator/internal/ctxtime"
 )
 
 // Config configures a Gate.
@@ -73,7 +75,7 @@ func (g *Gate) Wait(ctx context.Context) error {
 	}()
 	for {
 		if d := time.Until(time.UnixMilli(g.until.Load())); d > 0 {
-			if err := sleep(ctx, d); err != nil {
+			if err := ctxtime.Sleep(ctx, d); err != nil {
 				return err
 			}
 			waited += d
@@ -91,7 +93,7 @@ func (g *Gate) Wait(ctx context.Context) error {
 		}
 		// Waiters all wake when a slot frees; a little jitter spreads their retries.
 		d := res.RetryAfter + time.Duration(rand.Int64N(int64(time.Millisecond)))
-		if err := sleep(ctx, d); err != nil {
+		if err := ctxtime.Sleep(ctx, d); err != nil {
 			return err
 		}
 		waited += d
@@ -140,16 +142,5 @@ func (g *Gate) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/versori/activator/batch"
 	"github.com/versori/activator/breaker"
 	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/internal/ctxtime"
 	"github.com/versori/activator/metrics"
 	"github.com/versori/activator/versori"
 )
@@ -258,7 +259,7 @@ func (h *Handler) done(ctx context.Context, t *asynq.Task, j job, p Payload, out
 		if err == nil {
 			break
 		}
-		if time.Now().After(deadline) || sleepCtx(ctx, 250*time.Millisecond) != nil {
+		if time.Now().After(deadline) || ctxtime.Sleep(ctx, 250*time.Millisecond) != nil {
 			// The pair is active; failing the job now would only make a retry find it so.
 			h.log.Warn("could not write job result", "task_id", j.id, "error", err.Error())
 			break
@@ -334,16 +335,4 @@ func (h *Handler) logOutcome(level slog.Level, j job, p Payload, out outcome, at
 		base = append(base, "error", out.err.Error())
 	}
 	h.log.Log(context.Background(), level, "job", append(base, attrs...)...)
-}
-
-// sleepCtx waits d, or returns ctx's error if ctx ends first.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

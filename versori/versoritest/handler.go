@@ -1,7 +1,6 @@
 package versoritest
 
 import (
-	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/versori/activator/internal/ctxtime"
 	"github.com/versori/activator/versori"
 )
 
@@ -103,7 +103,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Deferred for the calls that end without an answer (the client went away, or a drop had to abort
 	// the handler by panicking).
 	defer x.finish()
-	if !sleep(r.Context(), latency) {
+	if ctxtime.Sleep(r.Context(), latency) != nil {
 		return
 	}
 	switch rt.kind {
@@ -183,7 +183,7 @@ func (x *exchange) activate() {
 	pl := s.planLocked(p)
 	s.mu.Unlock()
 	ctx := x.r.Context()
-	if !sleep(ctx, pl.beforeCommit) {
+	if ctxtime.Sleep(ctx, pl.beforeCommit) != nil {
 		return
 	}
 	f := pl.fault
@@ -207,7 +207,7 @@ func (x *exchange) activate() {
 		return
 	}
 	// The activation exists from here on, whatever the client hears.
-	if !sleep(ctx, pl.afterCommit) {
+	if ctxtime.Sleep(ctx, pl.afterCommit) != nil {
 		return
 	}
 	if f.Drop || f.Status != 0 {
@@ -539,19 +539,4 @@ func (x *exchange) writeJSON(status int, v any) {
 // errorBody is the API's error body for status, whose code is the status times 1000.
 func errorBody(status int, msg string) versori.ErrorBody {
 	return versori.ErrorBody{Code: strconv.Itoa(status * 1000), Message: msg}
-}
-
-// sleep waits d, or less if ctx ends first; it reports whether the whole wait passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
