@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,7 +42,21 @@ type Gate struct {
 	poll       time.Duration
 	observe    func(time.Duration)
 	until      atomic.Int64 // unix ms before which no call may be sent (the shared back-off)
+
+	// Calls granted by Redis in one round trip but not yet made. They are spent within tokenTTL or
+	// dropped, so that a one-second window of calls never holds more than a (1 s + tokenTTL) window
+	// of grants: at most Rate*(1+tokenTTL/1s) + Burst.
+	batch     int
+	mu        sync.Mutex
+	tokens    int
+	tokensEnd time.Time
 }
+
+// tokenTTL bounds how long a call granted in a batch may wait to be made.
+const tokenTTL = 20 * time.Millisecond
+
+// maxBatch bounds how many calls one Redis round trip may grant.
+const maxBatch = 16
 
 // New returns a Gate on rdb.
 func New(rdb redis.UniversalClient, cfg Config) (*Gate, error) {
@@ -60,6 +75,9 @@ func New(rdb redis.UniversalClient, cfg Config) (*Gate, error) {
 	if cfg.Rate > 0 {
 		g.limiter = redis_rate.NewLimiter(rdb)
 		g.limit = redis_rate.Limit{Rate: cfg.Rate, Burst: cfg.Burst, Period: time.Second}
+		// With a burst of 1 every call is spaced on its own; a larger burst lets one round trip grant
+		// several calls, so that the limit costs a fraction of a Redis round trip per call.
+		g.batch = min(cfg.Burst, maxBatch)
 	}
 	return g, nil
 }
@@ -84,11 +102,22 @@ func (g *Gate) Wait(ctx context.Context) error {
 		if g.limiter == nil {
 			return nil
 		}
-		res, err := g.limiter.Allow(ctx, g.rateKey, g.limit)
+		if g.takeToken() {
+			return nil
+		}
+		var res *redis_rate.Result
+		var err error
+		if g.batch > 1 {
+			res, err = g.limiter.AllowAtMost(ctx, g.rateKey, g.limit, g.batch)
+		} else {
+			// redis_rate's AllowAtMost can refuse forever at burst 1 (a float rounding in its script).
+			res, err = g.limiter.Allow(ctx, g.rateKey, g.limit)
+		}
 		if err != nil {
 			return fmt.Errorf("rate limiter: %w", err)
 		}
 		if res.Allowed > 0 {
+			g.keepTokens(res.Allowed - 1)
 			return nil
 		}
 		// Waiters all wake when a slot frees; a little jitter spreads their retries.
@@ -98,6 +127,30 @@ func (g *Gate) Wait(ctx context.Context) error {
 		}
 		waited += d
 	}
+}
+
+func (g *Gate) takeToken() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.tokens == 0 || time.Now().After(g.tokensEnd) {
+		g.tokens = 0
+		return false
+	}
+	g.tokens--
+	return true
+}
+
+func (g *Gate) keepTokens(n int) {
+	if n <= 0 {
+		return
+	}
+	g.mu.Lock()
+	if time.Now().After(g.tokensEnd) {
+		g.tokens = 0
+	}
+	g.tokens += n
+	g.tokensEnd = time.Now().Add(tokenTTL)
+	g.mu.Unlock()
 }
 
 // backoffScript moves the shared back-off later, never earlier. KEYS: backoff key. ARGV: until (unix

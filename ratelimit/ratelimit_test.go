@@ -428,3 +428,59 @@ func TestObserveIsToldOfWaits(t *testing.T) {
 		t.Errorf("Observe calls %v for the second call at 5/s; want one positive wait within the %s it took", rw, elapsed)
 	}
 }
+
+// TestBurstGrantsSeveralCallsPerRoundTrip shows that with a burst above one and a limit that does
+// not bind, one Redis round trip grants several calls, and that with a limit that binds, batching
+// keeps every one-second window within it.
+func TestBurstGrantsSeveralCallsPerRoundTrip(t *testing.T) {
+	t.Parallel()
+	db := redistest.New(t)
+	const burst, calls = 16, 600
+	for _, rate := range []int{100_000, 400} {
+		t.Run(strconv.Itoa(rate), func(t *testing.T) { burstRun(t, db, rate, burst, calls) })
+	}
+}
+
+func burstRun(t *testing.T, db *redistest.DB, rate, burst, calls int) {
+	var log commandLog
+	g := newGate(t, client(t, db, &log), Config{Rate: rate, Burst: burst, Queue: "q" + strconv.Itoa(rate)})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var (
+		mu    sync.Mutex
+		times []time.Time
+		wg    sync.WaitGroup
+	)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range calls / 8 {
+				if err := g.Wait(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				times = append(times, time.Now())
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	scripts := 0
+	for _, c := range log.list() {
+		if len(c) >= 4 && (c[:4] == "eval") {
+			scripts++
+		}
+	}
+	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+	most := maxInWindow(times, time.Second)
+	t.Logf("%d calls, %d rate-limit round trips, busiest second %d (limit %d/s, burst %d)", len(times), scripts, most, rate, burst)
+	if rate > 10_000 && scripts*2 > calls {
+		t.Errorf("%d round trips for %d calls: want several calls granted per round trip", scripts, calls)
+	}
+	// Grants may be spent up to tokenTTL late: a window holds at most rate*(1+ttl) + burst calls.
+	if limit := rate + rate*int(tokenTTL/time.Millisecond)/1000 + burst; most > limit {
+		t.Errorf("busiest second %d calls, above %d", most, limit)
+	}
+}
