@@ -44,7 +44,7 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	fs.String(&keyFile, "versori-signing-key-file", "VERSORI_SIGNING_KEY_FILE", "", "PKCS#8 PEM file of the signing key")
 	fs.String(&s.Versori.HubID, "versori-hub-id", "VERSORI_HUB_ID", "", "hub id, needed to look up a user's activations")
 	fs.Duration(&timeout, "versori-timeout", "VERSORI_TIMEOUT", 30*time.Second, "timeout of one API call")
-	fs.Int(&s.Concurrency, "concurrency", "WORKER_CONCURRENCY", 50, "jobs in flight per asynq server")
+	fs.Int(&s.Concurrency, "concurrency", "WORKER_CONCURRENCY", 50, "jobs in flight in this process, shared out among its asynq servers")
 	fs.Int(&s.Servers, "servers", "WORKER_SERVERS", 1, "asynq servers (fetch loops) in this process")
 	fs.String(&s.Queue, "queue", "QUEUE", "activations", "queue name")
 	fs.String(&s.MetricsAddr, "metrics-addr", "METRICS_ADDR", ":9464", "address serving /metrics, /healthz and /readyz (empty: none)")

@@ -27,7 +27,7 @@ import (
 // Config configures a worker.
 type Config struct {
 	Queue       string
-	Concurrency int // jobs in flight per asynq server
+	Concurrency int // jobs in flight in the process, shared out among its asynq servers
 	// Servers is how many asynq servers (fetch loops) the process runs against the queue; one asynq
 	// server fetches one task per Redis round trip, which caps it when jobs are fast.
 	Servers int
@@ -149,7 +149,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 
 	vcfg := cfg.Versori
 	vcfg.Observe = w.metrics.ObserveVersori
-	vcfg.Concurrency = cfg.Concurrency * cfg.Servers
+	vcfg.Concurrency = cfg.Concurrency
 	vcfg.Limiter = gate
 	client, err := versori.New(vcfg)
 	if err != nil {
@@ -169,9 +169,10 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeActivate, h)
 	pol := cfg.Policy
+	perServer := (cfg.Concurrency + cfg.Servers - 1) / cfg.Servers
 	for range cfg.Servers {
 		srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-			Concurrency:    cfg.Concurrency,
+			Concurrency:    perServer,
 			Queues:         map[string]int{cfg.Queue: 1},
 			RetryDelayFunc: pol.RetryDelay,
 			IsFailure:      tasks.IsFailure,
