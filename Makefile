@@ -3,7 +3,7 @@ GO ?= go
 VERSORI_SPEC ?= $(abspath $(wildcard ../shared/versori/embedded-api-v1.yaml))
 export VERSORI_SPEC
 
-.PHONY: demo test soak lint build standin
+.PHONY: demo test soak lint build standin bench
 
 demo: ## run the whole pipeline on an in-process Redis and the Versori stand-in
 	$(GO) run ./cmd/demo
@@ -24,3 +24,6 @@ build: ## static binaries into bin/
 
 standin: ## run the Versori stand-in on 127.0.0.1:8950
 	$(GO) run ./cmd/versori-standin
+
+bench: ## baseline asynq vs activator, scaling and enqueue figures (BENCHMARKS.md); flags: make bench ARGS='-latency 20ms'
+	$(GO) run ./cmd/bench $(ARGS)

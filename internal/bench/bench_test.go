@@ -1,0 +1,84 @@
+package bench_test
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/versori/activator/internal/bench"
+	"github.com/versori/activator/internal/redistest"
+)
+
+// baselineEnv makes the test binary run as the baseline worker, so that the test need not build
+// cmd/bench.
+const baselineEnv = "ACTIVATOR_BENCH_BASELINE_WORKER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(baselineEnv) == "1" {
+		os.Exit(bench.BaselineWorker(os.Args[1:], os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// TestTinyCompare runs the whole comparison on 300 jobs with the real binaries: both sides drain the
+// queue to completed, the ratio is computed, every activation took exactly one API call, and the
+// exact accounting sees activator's result write.
+func TestTinyCompare(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the worker, stand-in and enqueue binaries and runs them")
+	}
+	db := redistest.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cfg := bench.Config{
+		Jobs: 300, Concurrency: 20, Servers: 1, Reps: 1, AccountJobs: 100,
+		RedisAddr: db.Addr, RedisDB: db.Number, Claimed: true,
+		RateLimit: 100000, RateBurst: 100,
+		Baseline: bench.Command{Path: os.Args[0], Env: []string{baselineEnv + "=1"}},
+	}
+	rep, err := bench.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	rep.Print(&out)
+	t.Log("\n" + out.String())
+
+	c := rep.Compare
+	if c == nil || len(c.Runs) != 2 {
+		t.Fatalf("compare = %+v, want two drains", c)
+	}
+	for _, r := range c.Runs {
+		if r.Problem != "" || r.Completed != cfg.Jobs || r.Archived != 0 {
+			t.Errorf("%s: completed %d, archived %d, problem %q; want %d completed", r.Side, r.Completed, r.Archived, r.Problem, cfg.Jobs)
+		}
+		if r.JobsPerSec <= 0 || r.CallsPerActivation != 1 || r.Activations != cfg.Jobs || r.Duplicates != 0 {
+			t.Errorf("%s: %.0f jobs/s, %.3f calls per activation, %d activations (%d duplicated); want 1 call each for %d",
+				r.Side, r.JobsPerSec, r.CallsPerActivation, r.Activations, r.Duplicates, cfg.Jobs)
+		}
+		if r.RedisCmdsPerJob <= 0 || r.PeakRSSKB <= 0 {
+			t.Errorf("%s: %.2f Redis commands per job, peak RSS %d KiB; want both measured", r.Side, r.RedisCmdsPerJob, r.PeakRSSKB)
+		}
+	}
+	if len(c.Ratios) != 1 || c.Ratio <= 0 || c.Ratio != c.Activator.MedianJobsPerSec/c.Baseline.MedianJobsPerSec {
+		t.Errorf("ratio %v (per rep %v), want activator/baseline", c.Ratio, c.Ratios)
+	}
+	a := rep.Accounting
+	if a == nil {
+		t.Fatal("no accounting")
+	}
+	hset := func(s bench.AccountSide) float64 {
+		for _, x := range s.Client {
+			if x.Command == "hset" {
+				return x.PerJob
+			}
+		}
+		return 0
+	}
+	// The result write is the one HSET a job's client sends; the baseline has no result.
+	if got := hset(a.Activator) - hset(a.Baseline); got < 0.99 || got > 1.01 {
+		t.Errorf("activator sends %.3f more HSETs per job than the baseline, want 1 (its result write)", got)
+	}
+}

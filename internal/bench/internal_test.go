@@ -1,0 +1,46 @@
+package bench
+
+import (
+	"testing"
+	"time"
+)
+
+func TestBusiestSecond(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	var calls []standinCall
+	for _, ms := range []int{0, 100, 999, 1000, 1001, 1500, 3000} {
+		calls = append(calls, standinCall{At: t0.Add(time.Duration(ms) * time.Millisecond)})
+	}
+	// [100ms, 1.1s) holds 100, 999, 1000, 1001; [0, 1s) holds 0, 100, 999.
+	if got := busiestSecond(calls); got != 4 {
+		t.Errorf("busiestSecond = %d, want 4", got)
+	}
+	if got := busiestSecond(nil); got != 0 {
+		t.Errorf("busiestSecond(nil) = %d", got)
+	}
+}
+
+func TestParseMonitorLine(t *testing.T) {
+	for _, tc := range []struct{ line, db, src, cmd string }{
+		{`+1700000000.123456 [13 127.0.0.1:5555] "EVALSHA" "abc" "1"` + "\r\n", "13", "127.0.0.1:5555", "evalsha"},
+		{`+1700000000.123456 [13 lua] "memory" "usage" "k"` + "\r\n", "13", "lua", "memory|usage"},
+		{`+1700000000.123456 [2 127.0.0.1:1] "hset" "a\"b" "c"` + "\r\n", "2", "127.0.0.1:1", "hset"},
+	} {
+		db, src, cmd, ok := parseMonitorLine(tc.line)
+		if !ok || db != tc.db || src != tc.src || cmd != tc.cmd {
+			t.Errorf("parseMonitorLine(%q) = %q %q %q %v", tc.line, db, src, cmd, ok)
+		}
+	}
+	if _, _, _, ok := parseMonitorLine("+OK\r\n"); ok {
+		t.Error("+OK parsed as a command")
+	}
+}
+
+func TestMedian(t *testing.T) {
+	if m := median([]float64{3, 1, 2}); m != 2 {
+		t.Errorf("median = %v", m)
+	}
+	if m := median([]float64{4, 1, 2, 3}); m != 2.5 {
+		t.Errorf("median = %v", m)
+	}
+}

@@ -1,0 +1,112 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// Main runs the bench command with args and returns its exit code: `bench [flags]`, or
+// `bench baseline-worker [flags]` for the baseline worker process the bench starts.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "baseline-worker" {
+		return BaselineWorker(args[1:], stderr)
+	}
+	cfg, asJSON, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "bench:", err)
+		return 2
+	}
+	cfg.CommandLine = "go run ./cmd/bench " + strings.Join(args, " ")
+	cfg.Progress = stderr
+	rep, err := Run(ctx, cfg)
+	if rep != nil {
+		if asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(rep)
+		} else {
+			rep.Print(stdout)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "bench:", err)
+		return 1
+	}
+	return 0
+}
+
+func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
+	var c Config
+	var asJSON bool
+	var sweep, procs string
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: bench [flags]   (modes: compare, servers, horizontal, enqueue, all)\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.Mode, "mode", ModeCompare, "compare: plain asynq vs activator, exact command accounting, enqueue file; servers: WORKER_SERVERS sweep; horizontal: several worker processes under one rate limit; enqueue; all")
+	fs.DurationVar(&c.Latency, "latency", 0, "the stand-in's latency per call")
+	fs.IntVar(&c.Jobs, "jobs", 20000, "jobs per drain")
+	fs.IntVar(&c.Concurrency, "concurrency", 50, "jobs in flight per asynq server (both sides)")
+	fs.IntVar(&c.Servers, "servers", 1, "asynq servers per worker process (activator's WORKER_SERVERS; the baseline runs as many)")
+	fs.IntVar(&c.Reps, "reps", 3, "repetitions; the sides alternate which runs first")
+	fs.IntVar(&c.EnqueueRows, "enqueue-rows", 200000, "rows of the `enqueue file` run (0 skips it); a tenth of them runs first, for the memory comparison")
+	fs.IntVar(&c.AccountJobs, "account-jobs", 2000, "jobs of the untimed MONITOR pass that counts each side's commands exactly (0 skips it)")
+	fs.StringVar(&c.RedisAddr, "redis-addr", "127.0.0.1:6379", "Redis server")
+	fs.IntVar(&c.RedisDB, "redis-db", 13, "Redis database the bench owns and FLUSHES (never 0)")
+	fs.DurationVar(&c.Poll, "poll", 0, "how often the queue is polled for drained, both sides (default 25ms)")
+	fs.IntVar(&c.RateLimit, "rate-limit", 100000, "activator's VERSORI_RATE_LIMIT in compare and servers modes (far above the run's rate: active, not binding)")
+	fs.IntVar(&c.RateBurst, "rate-burst", 100, "activator's VERSORI_RATE_BURST in compare and servers modes")
+	fs.BoolVar(&c.QueueMetrics, "queue-metrics", false, "activator's QUEUE_METRICS")
+	fs.StringVar(&sweep, "sweep-servers", "1,2,4", "WORKER_SERVERS values of the servers mode")
+	fs.StringVar(&procs, "procs", "1,2,4", "worker process counts of the horizontal mode")
+	fs.IntVar(&c.HorizontalRate, "horizontal-rate", 2000, "VERSORI_RATE_LIMIT the horizontal mode's processes share (burst 1)")
+	fs.StringVar(&c.GitRef, "git-ref", "", "build the worker, stand-in and enqueue from this commit's files (git archive) instead of the working tree")
+	fs.StringVar(&c.ModuleDir, "module-dir", "", "the activator module to build the binaries from (default: the one holding the working directory)")
+	fs.StringVar(&c.WorkDir, "work-dir", "", "keep binaries, job files and process logs here (default: a temporary directory, removed)")
+	fs.StringVar(&c.PerfDir, "perf", "", "record each worker process with `perf record -g` into this directory (for profiles: perf slows the run)")
+	fs.Func("worker-env", "KEY=VALUE added to activator workers' environment, for what-if runs (repeatable)", func(v string) error {
+		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+			return fmt.Errorf("%q is not KEY=VALUE", v)
+		}
+		c.WorkerEnv = append(c.WorkerEnv, v)
+		return nil
+	})
+	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	if err := fs.Parse(args); err != nil {
+		return c, false, err
+	}
+	if fs.NArg() > 0 {
+		return c, false, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	var err error
+	if c.SweepServers, err = intList(sweep); err != nil {
+		return c, false, fmt.Errorf("-sweep-servers: %w", err)
+	}
+	if c.HorizontalProcs, err = intList(procs); err != nil {
+		return c, false, fmt.Errorf("-procs: %w", err)
+	}
+	return c, asJSON, nil
+}
+
+func intList(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q is not a list of positive integers", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
