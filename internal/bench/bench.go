@@ -524,7 +524,9 @@ func (b *bencher) startWorker(name string, i int, s runSpec, target string) (*pr
 		"VERSORI_API_KEY=" + versoritest.DefaultAPIKey,
 		"VERSORI_HUB_ID=" + versoritest.DefaultHubID,
 		"VERSORI_SIGNING_KEY_ID=", "VERSORI_SIGNING_KEY_FILE=",
-		"WORKER_CONCURRENCY=" + strconv.Itoa(b.cfg.Concurrency),
+		// WORKER_CONCURRENCY is the process total, shared out among its servers: the same per-server
+		// concurrency as the baseline's.
+		"WORKER_CONCURRENCY=" + strconv.Itoa(b.cfg.Concurrency*s.servers),
 		"WORKER_SERVERS=" + strconv.Itoa(s.servers),
 		"QUEUE=" + queue,
 		"METRICS_ADDR=" + maddr,
