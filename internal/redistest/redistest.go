@@ -34,7 +34,11 @@ func (d *DB) URL() string { return "redis://" + d.Addr + "/" + strconv.Itoa(d.Nu
 // claimKey lives in database 0 and marks a database as taken; it expires in case a test process dies.
 func claimKey(n int) string { return "activator-test:claim:" + strconv.Itoa(n) }
 
-// New claims a free database (1 to 15) for the rest of t, flushes it, and flushes and frees it when t
+// lastDB is the highest database tests claim; 13 to 15 are left to `make bench` (which owns and
+// flushes database 13), so that a benchmark never flushes a running test's data.
+const lastDB = 12
+
+// New claims a free database (1 to lastDB) for the rest of t, flushes it, and flushes and frees it when t
 // ends. It fails t when no Redis answers, and waits while all databases are claimed.
 func New(t testing.TB) *DB {
 	t.Helper()
@@ -47,7 +51,7 @@ func New(t testing.TB) *DB {
 	owner := fmt.Sprintf("%d:%s:%d", os.Getpid(), t.Name(), time.Now().UnixNano())
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
-		for n := 1; n <= 15; n++ {
+		for n := 1; n <= lastDB; n++ {
 			ok, err := admin.SetNX(ctx, claimKey(n), owner, 15*time.Minute).Result()
 			if err != nil {
 				t.Fatalf("redistest: claiming db %d: %v", n, err)
