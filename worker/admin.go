@@ -3,6 +3,7 @@ package worker
 import (
 	"errors"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"strings"
 
@@ -43,10 +44,19 @@ type sharedRedis struct{ c redis.UniversalClient }
 
 func (s sharedRedis) MakeRedisClient() any { return s.c }
 
-// adminHandlers returns the extra routes of the MetricsAddr listener: the queue UI when it is on.
+// adminHandlers returns the extra routes of the MetricsAddr listener: the profiler and the queue UI
+// when they are on.
 // w.closeAdmin releases the UI's own Redis connections.
 func (w *Worker) adminHandlers() map[string]http.Handler {
 	extra := map[string]http.Handler{}
+	if w.cfg.Pprof {
+		// pprof.Index serves the named profiles (allocs, heap, goroutine, …) under its prefix.
+		extra["/debug/pprof/"] = http.HandlerFunc(pprof.Index)
+		extra["/debug/pprof/profile"] = http.HandlerFunc(pprof.Profile)
+		extra["/debug/pprof/trace"] = http.HandlerFunc(pprof.Trace)
+		extra["/debug/pprof/symbol"] = http.HandlerFunc(pprof.Symbol)
+		extra["/debug/pprof/cmdline"] = http.HandlerFunc(pprof.Cmdline)
+	}
 	ui := w.cfg.AdminUI
 	if !ui.Enabled {
 		return extra

@@ -327,3 +327,31 @@ func runChromium(t *testing.T, chrome, dir string, args ...string) string {
 	}
 	return stdout.String()
 }
+
+// TestPprof checks that PPROF serves Go's profiles on the metrics listener, and nothing when off.
+func TestPprof(t *testing.T) {
+	t.Parallel()
+	api := versoritest.New(t, versoritest.Options{})
+	for _, on := range []bool{false, true} {
+		t.Run(fmt.Sprint("pprof=", on), func(t *testing.T) {
+			db := redistest.New(t)
+			w, _ := startWorker(t, db.Client, api, func(c *worker.Config) { c.Pprof = on })
+			base := "http://" + w.MetricsAddr()
+			want := http.StatusNotFound
+			if on {
+				want = http.StatusOK
+			}
+			for _, p := range []string{"/debug/pprof/", "/debug/pprof/allocs", "/debug/pprof/profile?seconds=1"} {
+				if code, _, body := do(t, http.MethodGet, base+p); code != want {
+					t.Errorf("GET %s = %d %.200q, want %d", p, code, body, want)
+				}
+			}
+		})
+	}
+	var out bytes.Buffer
+	env := map[string]string{"VERSORI_API_KEY": "k", "VERSORI_HUB_ID": "h", "PPROF": "true"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	if _, err := worker.ParseSettings([]string{"-metrics-addr="}, lookup, &out); err == nil || !strings.Contains(err.Error(), "PPROF needs METRICS_ADDR") {
+		t.Errorf("PPROF without METRICS_ADDR: %v, want a one-line refusal", err)
+	}
+}

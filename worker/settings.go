@@ -73,6 +73,7 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	fs.Bool(&s.AdminUI.Enabled, "admin-ui", "ADMIN_UI", false, "serve the asynqmon queue UI at /ui/ on METRICS_ADDR; it has no auth of its own, so bind METRICS_ADDR to a private interface")
 	fs.Bool(&s.AdminUI.Write, "admin-ui-write", "ADMIN_UI_WRITE", false, "let the queue UI pause queues and delete, run, archive or cancel tasks (default: read-only)")
 	fs.String(&s.AdminUI.PrometheusURL, "admin-ui-prometheus-url", "ADMIN_UI_PROMETHEUS_URL", "", "base URL of a Prometheus scraping the queue metrics, for the queue UI's charts (empty: none)")
+	fs.Bool(&s.Pprof, "pprof", "PPROF", false, "serve Go's profiler at /debug/pprof/ on METRICS_ADDR (keep METRICS_ADDR private)")
 	if err := fs.Parse(args); err != nil {
 		return s, err
 	}
@@ -85,6 +86,9 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	redisOpt, err := redisconn.Parse(s.RedisURL)
 	if err != nil {
 		return s, err
+	}
+	if s.Pprof && s.MetricsAddr == "" {
+		return s, errors.New("PPROF needs METRICS_ADDR: profiles are served on that listener")
 	}
 	if err := adminUISettings(&s, redisOpt); err != nil {
 		return s, err

@@ -64,6 +64,10 @@ type Config struct {
 	// AdminUI serves asynqmon's queue UI at /ui/ on MetricsAddr (off by default, read-only unless
 	// AdminUI.Write). It has no auth of its own: bind MetricsAddr to a private interface.
 	AdminUI AdminUI
+	// Pprof serves net/http/pprof at /debug/pprof/ on MetricsAddr, for CPU and allocation profiles
+	// under load. Profiles show payloads' shapes and cost CPU while taken: keep it off in production
+	// unless MetricsAddr is private.
+	Pprof bool
 }
 
 // Worker is a running worker.
@@ -99,6 +103,9 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	}
 	if cfg.AdminUI.Enabled && cfg.MetricsAddr == "" {
 		return nil, fmt.Errorf("ADMIN_UI needs METRICS_ADDR: the queue UI is served on that listener")
+	}
+	if cfg.Pprof && cfg.MetricsAddr == "" {
+		return nil, fmt.Errorf("PPROF needs METRICS_ADDR: profiles are served on that listener")
 	}
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 10 * time.Second

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -17,6 +18,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -74,12 +76,18 @@ type Config struct {
 	// Claimed says the caller already owns RedisDB under the test suite's claim (redistest); otherwise
 	// the bench claims it the same way, so that tests running meanwhile do not flush it mid-run.
 	Claimed bool
-	// PerfDir, if set, records a CPU profile of every worker process with `perf record -g` into this
-	// directory (perf slows the worker: use it for profiles, not for figures).
 	// GitRef, if set, builds the worker, stand-in and enqueue binaries from this commit's files
 	// instead of the working tree, which other people may be editing while the bench runs.
-	GitRef  string
+	GitRef string
+	// PerfDir, if set, records a CPU profile of every worker process with `perf record -g` into this
+	// directory (perf slows the worker: use it for profiles, not for figures).
 	PerfDir string
+	// PprofDir, if set, turns on activator workers' PPROF and saves, per worker process, a CPU
+	// profile of PprofSeconds taken from one second after its start, and its allocation profile at
+	// the end of the drain (every allocation of its life), as <process>.cpu.pprof and
+	// <process>.allocs.pprof. Read them with `go tool pprof`.
+	PprofDir     string
+	PprofSeconds int
 	// WorkerEnv is added to every activator worker's environment after the bench's own settings, for
 	// what-if runs (LOG_LEVEL=warn, say); the report prints it.
 	WorkerEnv   []string
@@ -107,6 +115,14 @@ func (c *Config) defaults() error {
 	}
 	if c.Poll <= 0 {
 		c.Poll = 25 * time.Millisecond
+	}
+	if c.PprofSeconds <= 0 {
+		c.PprofSeconds = 10
+	}
+	if c.PprofDir != "" {
+		if err := os.MkdirAll(c.PprofDir, 0o755); err != nil {
+			return fmt.Errorf("-pprof: %w", err)
+		}
 	}
 	if c.RateBurst < 1 {
 		c.RateBurst = 1
@@ -369,6 +385,17 @@ func (b *bencher) run(ctx context.Context, s runSpec) (Drain, error) {
 		}
 	}
 
+	var profiles sync.WaitGroup
+	profErrs := make([]error, len(procs))
+	if b.cfg.PprofDir != "" && s.side == SideActivator {
+		for i, p := range procs {
+			profiles.Go(func() {
+				profErrs[i] = fetchCPUProfile(ctx, metricsAddrs[i], b.cfg.PprofSeconds,
+					filepath.Join(b.cfg.PprofDir, p.name+".cpu.pprof"))
+			})
+		}
+	}
+
 	if s.monitor {
 		err = waitActivations(ctx, sin, procs, s.jobs, b.timeout(s))
 		time.Sleep(time.Second) // results, completions and batch counts land after the API call
@@ -398,6 +425,16 @@ func (b *bencher) run(ctx context.Context, s runSpec) (Drain, error) {
 	for _, pp := range perfs {
 		_ = pp.cmd.Process.Signal(os.Interrupt)
 		<-pp.done
+	}
+	if b.cfg.PprofDir != "" && s.side == SideActivator {
+		profiles.Wait()
+		for i, p := range procs {
+			profErrs = append(profErrs, fetchProfile(ctx, "http://"+metricsAddrs[i]+"/debug/pprof/allocs",
+				filepath.Join(b.cfg.PprofDir, p.name+".allocs.pprof")))
+		}
+		if err := errors.Join(profErrs...); err != nil {
+			return r, err
+		}
 	}
 	for _, p := range procs {
 		if err := p.stop(30 * time.Second); err != nil {
@@ -535,6 +572,7 @@ func (b *bencher) startWorker(name string, i int, s runSpec, target string) (*pr
 		"VERSORI_RATE_BURST=" + strconv.Itoa(s.rateBurst),
 		"LOG_LEVEL=info",
 		"ADMIN_UI=false",
+		"PPROF=" + strconv.FormatBool(b.cfg.PprofDir != ""),
 	}
 	env = append(env, b.cfg.WorkerEnv...)
 	p, err := startProc(b.dir, pname, env, b.bins.worker)
@@ -751,4 +789,40 @@ func claimDB(ctx context.Context, addr string, db int, logf func(string, ...any)
 		}
 		admin.Close()
 	}, nil
+}
+
+// fetchCPUProfile saves a CPU profile of seconds from the worker serving pprof on maddr, starting
+// one second after the call, when the worker is past its start.
+func fetchCPUProfile(ctx context.Context, maddr string, seconds int, path string) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(time.Second):
+	}
+	return fetchProfile(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", maddr, seconds), path)
+}
+
+// fetchProfile saves the pprof profile served at url into path.
+func fetchProfile(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("pprof: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("pprof: GET %s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("pprof: saving %s: %w", path, err)
+	}
+	return f.Close()
 }
