@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/activator/internal/flushloop"
 )
 
 // Counter fields.
@@ -96,19 +98,7 @@ func (c *Counter) Flush(ctx context.Context) error {
 
 // Run flushes every interval until ctx ends, then flushes once more.
 func (c *Counter) Run(ctx context.Context) {
-	t := time.NewTicker(c.every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			c.Flush(fctx)
-			cancel()
-			return
-		case <-t.C:
-			c.Flush(ctx)
-		}
-	}
+	flushloop.Run(ctx, c.every, nil, func(ctx context.Context) { _ = c.Flush(ctx) })
 }
 
 // Write adds counts to batches' counters in one pipelined round trip.

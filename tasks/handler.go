@@ -13,8 +13,8 @@ import (
 	"github.com/versori/activator/batch"
 	"github.com/versori/activator/breaker"
 	"github.com/versori/activator/deadletter"
-	"github.com/versori/activator/internal/ctxtime"
 	"github.com/versori/activator/metrics"
+	"github.com/versori/activator/results"
 	"github.com/versori/activator/versori"
 )
 
@@ -39,6 +39,8 @@ type HandlerConfig struct {
 	Backoff func(ctx context.Context, wait time.Duration) error
 	// Batches, if set, counts each job's outcome under its batch, for `enqueue status`.
 	Batches *batch.Counter
+	// Results, if set, records each done job's activation id as its task result.
+	Results *results.Writer
 	// MaxAge, if positive, dead-letters a job that keeps failing this long after it was enqueued,
 	// whatever attempts it has left.
 	MaxAge time.Duration
@@ -53,7 +55,8 @@ type HandlerConfig struct {
 // unknown outcome. asynq also requeues tasks with retry count 0 when its shutdown timeout passes
 // while a handler still runs; the worker prevents that by cutting calls short through Interrupt
 // before then, so that the handler returns a counted failure instead. A first attempt therefore
-// costs one API call and no Redis round trip besides asynq's own and the result write.
+// costs one API call and no Redis round trip besides asynq's own: the result, the batch counts and
+// the metrics are written behind the job.
 type Handler struct {
 	cfg HandlerConfig
 	log *slog.Logger
@@ -120,16 +123,16 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	switch rule.Action {
 	case ActionDone:
-		return h.done(ctx, t, j, p, out)
+		return h.done(j, p, out)
 	case ActionDeadLetter:
 		return h.deadLetter(ctx, j, p, rule.Reason, out.class, out.err)
 	case ActionSnooze:
 		wait := h.snoozeWait(ctx, out)
-		h.logOutcome(slog.LevelWarn, j, p, out, "action", "snooze", "wait", wait.String())
+		h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "snooze"), slog.String("wait", wait.String()))
 		return &WaitError{Wait: wait, Counts: mustLookNext(j, p, out), Err: out.err}
 	case ActionPause:
 		h.pause(ctx, out.err)
-		h.logOutcome(slog.LevelError, j, p, out, "action", "pause_queue", "wait", h.cfg.Policy.PausedWait.String())
+		h.logOutcome(slog.LevelError, j, p, out, slog.String("action", "pause_queue"), slog.String("wait", h.cfg.Policy.PausedWait.String()))
 		return &WaitError{Wait: h.cfg.Policy.PausedWait, Counts: mustLookNext(j, p, out), Err: out.err}
 	default: // ActionRetry
 		if h.cfg.MaxAge > 0 && !p.EnqueuedAt.IsZero() && time.Since(p.EnqueuedAt) > h.cfg.MaxAge {
@@ -139,10 +142,10 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 		if h.interrupted() {
 			// Cut short by shutdown: another worker should take it soon, after looking first.
-			h.logOutcome(slog.LevelWarn, j, p, out, "action", "retry", "interrupted", true)
+			h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "retry"), slog.Bool("interrupted", true))
 			return &WaitError{Wait: h.cfg.Policy.InterruptedWait, Counts: true, Err: out.err}
 		}
-		h.logOutcome(slog.LevelWarn, j, p, out, "action", "retry")
+		h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "retry"))
 		h.cfg.Batches.Add(p.Batch, batch.FieldRetries, 1)
 		return fmt.Errorf("%s: %w", out.class, out.err)
 	}
@@ -197,7 +200,7 @@ func (h *Handler) attempt(ctx context.Context, req versori.ActivationRequest, re
 			return outcome{class: versori.ClassOK, result: metrics.ResultAlreadyActive, activationID: act.ID}
 		}
 	}
-	var act *versori.Activation
+	var act *versori.Activated
 	err := h.guard(func() (err error) {
 		act, err = h.cfg.Client.Activate(ctx, req)
 		return err
@@ -244,30 +247,13 @@ func (h *Handler) snoozeWait(ctx context.Context, out outcome) time.Duration {
 	return wait
 }
 
-// resultWait bounds how long a done job waits for Redis to take its result: well within asynq's
-// 30 s lease, which asynq cannot extend while Redis is down either.
-const resultWait = 20 * time.Second
-
-func (h *Handler) done(ctx context.Context, t *asynq.Task, j job, p Payload, out outcome) error {
-	// asynq (v0.26.0) marks a job complete once, when the handler returns: its "will retry syncing"
-	// reuses a cancelled context and never succeeds. A job done while Redis is down would stay active
-	// until its lease expires and the recoverer retries it, one to two minutes later. So while the
-	// result write fails, wait for Redis (bounded) before returning.
-	deadline := time.Now().Add(resultWait)
-	for {
-		_, err := t.ResultWriter().Write([]byte(out.activationID))
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) || ctxtime.Sleep(ctx, 250*time.Millisecond) != nil {
-			// The pair is active; failing the job now would only make a retry find it so.
-			h.log.Warn("could not write job result", "task_id", j.id, "error", err.Error())
-			break
-		}
+func (h *Handler) done(j job, p Payload, out outcome) error {
+	if h.cfg.Results != nil {
+		h.cfg.Results.Add(j.queue, j.id, out.activationID)
 	}
 	h.cfg.Metrics.Activations.WithLabelValues(out.result).Inc()
 	h.cfg.Batches.Add(p.Batch, out.result, 1)
-	h.logOutcome(slog.LevelInfo, j, p, out, "result", out.result, "activation_id", out.activationID)
+	h.logOutcome(slog.LevelInfo, j, p, out, slog.String("result", out.result), slog.String("activation_id", out.activationID))
 	return nil
 }
 
@@ -298,7 +284,7 @@ func (h *Handler) deadLetter(ctx context.Context, j job, p Payload, reason deadl
 		h.cfg.Metrics.DeadLetters.WithLabelValues(string(reason)).Inc()
 		h.cfg.Batches.Add(p.Batch, batch.FieldDeadPrefix+string(reason), 1)
 	}
-	h.logOutcome(slog.LevelWarn, j, p, outcome{class: class, err: cause}, "action", "dead_letter", "reason", string(reason))
+	h.logOutcome(slog.LevelWarn, j, p, outcome{class: class, err: cause}, slog.String("action", "dead_letter"), slog.String("reason", string(reason)))
 	return DeadLetterError(reason, cause)
 }
 
@@ -319,20 +305,24 @@ func (h *Handler) interrupted() bool {
 	return h.cfg.Interrupt != nil && h.cfg.Interrupt.Err() != nil
 }
 
-func (h *Handler) logOutcome(level slog.Level, j job, p Payload, out outcome, attrs ...any) {
-	if !h.log.Enabled(context.Background(), level) {
+// logOutcome writes the job's one line per attempt. Typed attributes, because at thousands of jobs
+// a second boxing each value in an any showed in the profile.
+func (h *Handler) logOutcome(level slog.Level, j job, p Payload, out outcome, extra ...slog.Attr) {
+	ctx := context.Background()
+	if !h.log.Enabled(ctx, level) {
 		return
 	}
-	base := []any{
-		"task_id", j.id,
-		"user_id", p.Request.UserID,
-		"integration_id", p.Request.IntegrationID,
-		"class", string(out.class),
-		"attempt", j.retried + 1,
-		"duration_ms", time.Since(j.start).Milliseconds(),
-	}
+	attrs := make([]slog.Attr, 0, 9)
+	attrs = append(attrs,
+		slog.String("task_id", j.id),
+		slog.String("user_id", p.Request.UserID),
+		slog.String("integration_id", p.Request.IntegrationID),
+		slog.String("class", string(out.class)),
+		slog.Int("attempt", j.retried+1),
+		slog.Int64("duration_ms", time.Since(j.start).Milliseconds()),
+	)
 	if out.err != nil {
-		base = append(base, "error", out.err.Error())
+		attrs = append(attrs, slog.String("error", out.err.Error()))
 	}
-	h.log.Log(context.Background(), level, "job", append(base, attrs...)...)
+	h.log.LogAttrs(ctx, level, "job", append(attrs, extra...)...)
 }

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -65,6 +66,7 @@ type Client struct {
 	limiter Limiter
 	ua      string
 	hc      *http.Client
+	bufs    sync.Pool // *bytes.Buffer for response bodies
 }
 
 // New returns a Client for cfg.
@@ -90,6 +92,7 @@ func New(cfg Config) (*Client, error) {
 		ua:      cfg.UserAgent,
 		hc:      cfg.HTTPClient,
 	}
+	c.bufs.New = func() any { return new(bytes.Buffer) }
 	if c.timeout <= 0 {
 		c.timeout = 30 * time.Second
 	}
@@ -124,12 +127,12 @@ func NewTransport(concurrency int, timeout time.Duration) *http.Transport {
 
 // Activate calls POST /activations. It is not idempotent: when it fails with an error for which
 // IsOutcomeUnknown is true, the activation may exist, and a caller must look before calling again.
-func (c *Client) Activate(ctx context.Context, req ActivationRequest) (*Activation, error) {
-	body, err := json.Marshal(req)
+func (c *Client) Activate(ctx context.Context, req ActivationRequest) (*Activated, error) {
+	body, err := req.encode()
 	if err != nil {
 		return nil, fmt.Errorf("versori activate: encoding request: %w", err)
 	}
-	var out Activation
+	var out Activated
 	if err := c.do(ctx, OpActivate, http.MethodPost, "/activations", nil, req.UserID, body, &out); err != nil {
 		return nil, err
 	}
@@ -204,6 +207,12 @@ func (c *Client) DeleteActivation(ctx context.Context, id string) error {
 // maxErrorBody bounds how much of an error response is read.
 const maxErrorBody = 64 << 10
 
+// maxBody bounds a success response (a page of 100 activations is a few hundred KiB at most).
+const maxBody = 16 << 20
+
+// maxPooledBuf keeps a buffer grown by an unusually large response out of the pool.
+const maxPooledBuf = 1 << 20
+
 func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, userID string, body []byte, out any) error {
 	// The wait for the rate limit is not part of the call's timeout.
 	if c.limiter != nil {
@@ -255,10 +264,19 @@ func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, 
 		}
 		return e
 	}
-	if out == nil {
-		_, err = io.Copy(io.Discard, resp.Body)
-	} else {
-		err = json.NewDecoder(resp.Body).Decode(out)
+	buf := c.bufs.Get().(*bytes.Buffer)
+	defer c.bufs.Put(buf)
+	buf.Reset()
+	// Read to the end, so that the connection goes back to the pool, then decode from memory.
+	var n int64
+	if n, err = buf.ReadFrom(io.LimitReader(resp.Body, maxBody+1)); err == nil && n > maxBody {
+		err = fmt.Errorf("response is larger than %d bytes", maxBody)
+	}
+	if err == nil && out != nil {
+		err = json.Unmarshal(buf.Bytes(), out)
+	}
+	if buf.Cap() > maxPooledBuf {
+		*buf = bytes.Buffer{}
 	}
 	c.observed(op, resp.StatusCode, start)
 	if err != nil {

@@ -19,13 +19,24 @@ func (r ActivationRequest) Pair() Pair {
 	return Pair{UserID: r.UserID, IntegrationID: r.IntegrationID}
 }
 
-// MarshalJSON always writes connections as an array, since the API requires the field.
-func (r ActivationRequest) MarshalJSON() ([]byte, error) {
-	type plain ActivationRequest
-	if r.Connections == nil {
-		r.Connections = []ActivationConnection{}
+// MarshalJSON writes r as the API wants it: connections always as an array, and each connection
+// with exactly the fields of its form.
+func (r ActivationRequest) MarshalJSON() ([]byte, error) { return r.encode() }
+
+// encode is MarshalJSON in one json.Marshal call: every connection goes in as a plain struct of its
+// form, so that encoding/json never calls back into a MarshalJSON and re-validates its output,
+// which cost more than the rest of the encoding.
+func (r ActivationRequest) encode() ([]byte, error) {
+	conns := make([]any, len(r.Connections))
+	for i, c := range r.Connections {
+		conns[i] = c.form()
 	}
-	return json.Marshal(plain(r))
+	return json.Marshal(struct {
+		UserID           string          `json:"userId"`
+		IntegrationID    string          `json:"integrationId"`
+		Connections      []any           `json:"connections"`
+		DynamicVariables json.RawMessage `json:"dynamicVariables,omitempty"`
+	}{r.UserID, r.IntegrationID, conns, r.DynamicVariables})
 }
 
 // Pair identifies one end user's activation of one integration.
@@ -49,12 +60,25 @@ type ActivationConnection struct {
 func (c ActivationConnection) IsExisting() bool { return c.ConnectionID != "" }
 
 // MarshalJSON writes exactly the fields of c's form; a new connection always carries variables.
-func (c ActivationConnection) MarshalJSON() ([]byte, error) {
+func (c ActivationConnection) MarshalJSON() ([]byte, error) { return json.Marshal(c.form()) }
+
+// existingConnection and newConnection are the two forms of a connection on the wire.
+type existingConnection struct {
+	TemplateID   string `json:"templateId"`
+	ConnectionID string `json:"connectionId"`
+}
+
+type newConnection struct {
+	TemplateID  string               `json:"templateId"`
+	Name        string               `json:"name"`
+	Credentials json.RawMessage      `json:"credentials"`
+	Variables   []ConnectionVariable `json:"variables"`
+}
+
+// form is c as the struct of its form.
+func (c ActivationConnection) form() any {
 	if c.IsExisting() {
-		return json.Marshal(struct {
-			TemplateID   string `json:"templateId"`
-			ConnectionID string `json:"connectionId"`
-		}{c.TemplateID, c.ConnectionID})
+		return existingConnection{c.TemplateID, c.ConnectionID}
 	}
 	vars := c.Variables
 	if vars == nil {
@@ -64,12 +88,7 @@ func (c ActivationConnection) MarshalJSON() ([]byte, error) {
 	if len(creds) == 0 {
 		creds = json.RawMessage(`{}`)
 	}
-	return json.Marshal(struct {
-		TemplateID  string               `json:"templateId"`
-		Name        string               `json:"name"`
-		Credentials json.RawMessage      `json:"credentials"`
-		Variables   []ConnectionVariable `json:"variables"`
-	}{c.TemplateID, c.Name, creds, vars})
+	return newConnection{c.TemplateID, c.Name, creds, vars}
 }
 
 // ConnectionVariable is a name/value pair that configures a new connection.
@@ -84,6 +103,21 @@ type Activation struct {
 	HubID       string             `json:"hubId"`
 	User        EndUser            `json:"user"`
 	Integration IntegrationSummary `json:"integration"`
+}
+
+// Activated is the part of POST /activations' answer that Activate reads: which activation was
+// created, in which hub, for whom and of what. Decoding the whole Activation (the user, the
+// integration's variable schema, timestamps) for every job cost more CPU than the rest of its
+// handling; GetActivation returns all of it.
+type Activated struct {
+	ID    string `json:"id"`
+	HubID string `json:"hubId"`
+	User  struct {
+		ExternalID string `json:"externalId"`
+	} `json:"user"`
+	Integration struct {
+		ID string `json:"id"`
+	} `json:"integration"`
 }
 
 // EndUser is the end user an activation belongs to.

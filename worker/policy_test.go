@@ -270,9 +270,17 @@ func TestPolicyDroppedResponseAfterCommit(t *testing.T) {
 	if got := total(ws, activations, "activated"); got != 0 {
 		t.Errorf("activations{result=activated} = %v, want 0", got)
 	}
-	if len(ti.Result) == 0 {
-		t.Error("job result is empty, want the activation id found by the look-up")
+	// The result is written behind the job, within a flush interval.
+	var want string
+	for _, a := range api.Activations() {
+		if a.Pair == pair {
+			want = a.ID
+		}
 	}
+	waitFor(t, 5*time.Second, "the job's result to be the activation id found by the look-up", func() bool {
+		ti, err := insp.GetTaskInfo(queue, ti.ID)
+		return err == nil && want != "" && string(ti.Result) == want
+	})
 }
 
 // Row "rate_limited": a 429 makes its job wait as long as the API asked, without using an attempt,

@@ -20,6 +20,7 @@ import (
 	"github.com/versori/activator/internal/queuestate"
 	"github.com/versori/activator/metrics"
 	"github.com/versori/activator/ratelimit"
+	"github.com/versori/activator/results"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 )
@@ -83,6 +84,7 @@ type Worker struct {
 	mserver   *metrics.Server
 	interrupt context.CancelFunc
 	batches   *batch.Counter
+	results   *results.Writer
 	gate      *ratelimit.Gate
 	breaker   *breaker.Breaker
 	state     *queuestate.Controller
@@ -137,7 +139,13 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	if cfg.QueueMetrics {
 		w.metrics.WatchQueues(w.inspector)
 	}
+	interruptCtx, interrupt := context.WithCancel(context.Background())
+	w.interrupt = interrupt
+	// On the client asynq shares: a second worker on the same client adds a second hook, which
+	// is harmless (the inner one has already retried as long as the outer one would).
+	rdb.AddHook(jobEndRetry{stop: interruptCtx, every: 250 * time.Millisecond, log: w.log})
 	w.batches = batch.NewCounter(rdb, cfg.Queue, 0)
+	w.results = results.New(rdb, results.Config{Logger: w.log})
 	w.sweeper = NewSweeper(w.inspector, w.store, cfg.Queue, w.metrics, w.log)
 	w.sweeper.batches = w.batches
 
@@ -163,12 +171,10 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 		return nil, err
 	}
 	w.client = client
-	interruptCtx, interrupt := context.WithCancel(context.Background())
-	w.interrupt = interrupt
 	h, err := tasks.NewHandler(tasks.HandlerConfig{
 		Client: client, Store: w.store, Metrics: w.metrics, Logger: w.log,
 		Policy: cfg.Policy, PerUserAuth: cfg.PerUserAuth, Pause: w.pauseQueue, Interrupt: interruptCtx,
-		Breaker: w.breaker, Backoff: gate.Backoff, MaxAge: cfg.MaxAge, Batches: w.batches,
+		Breaker: w.breaker, Backoff: gate.Backoff, MaxAge: cfg.MaxAge, Batches: w.batches, Results: w.results,
 	})
 	if err != nil {
 		return nil, err
@@ -242,7 +248,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	for _, loop := range []func(context.Context){w.sweepLoop, w.gate.Run, w.probeLoop, w.batches.Run} {
+	for _, loop := range []func(context.Context){w.sweepLoop, w.gate.Run, w.probeLoop, w.batches.Run, w.results.Run} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

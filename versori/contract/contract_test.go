@@ -698,12 +698,25 @@ func TestContract(t *testing.T) {
 		})
 	}
 
-	checkActivation := func(t *testing.T, a *versori.Activation, p versori.Pair) {
+	check := func(t *testing.T, a any, id, hub, user, integration string, p versori.Pair) {
 		t.Helper()
-		if a == nil || a.ID == "" || a.HubID != s.HubID() || a.User.ExternalID != p.UserID ||
-			a.Integration.ID != p.IntegrationID {
+		if id == "" || hub != s.HubID() || user != p.UserID || integration != p.IntegrationID {
 			t.Errorf("activation %+v does not match pair %+v on hub %s", a, p, s.HubID())
 		}
+	}
+	checkActivation := func(t *testing.T, a *versori.Activation, p versori.Pair) {
+		t.Helper()
+		if a == nil {
+			t.Fatalf("no activation for pair %+v", p)
+		}
+		check(t, a, a.ID, a.HubID, a.User.ExternalID, a.Integration.ID, p)
+	}
+	checkActivated := func(t *testing.T, a *versori.Activated, p versori.Pair) {
+		t.Helper()
+		if a == nil {
+			t.Fatalf("no activation for pair %+v", p)
+		}
+		check(t, a, a.ID, a.HubID, a.User.ExternalID, a.Integration.ID, p)
 	}
 
 	run("activate with an existing connection", func(t *testing.T) {
@@ -713,7 +726,7 @@ func TestContract(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkActivation(t, a, req.Pair())
+		checkActivated(t, a, req.Pair())
 	})
 
 	run("activate with a new connection and dynamic variables", func(t *testing.T) {
@@ -724,7 +737,7 @@ func TestContract(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkActivation(t, a, req.Pair())
+		checkActivated(t, a, req.Pair())
 	})
 
 	run("activate with new and existing connections without dynamic variables", func(t *testing.T) {
@@ -739,7 +752,7 @@ func TestContract(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkActivation(t, a, req.Pair())
+		checkActivated(t, a, req.Pair())
 	})
 
 	run("activate with no connections", func(t *testing.T) {
@@ -748,7 +761,7 @@ func TestContract(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkActivation(t, a, req.Pair())
+		checkActivated(t, a, req.Pair())
 	})
 
 	run("list, find and get across pages", func(t *testing.T) {
@@ -887,7 +900,7 @@ func TestContract(t *testing.T) {
 		if err != nil {
 			t.Fatalf("after the script ran out: %v", err)
 		}
-		checkActivation(t, a, p)
+		checkActivated(t, a, p)
 	})
 
 	run("JWT end-user auth", func(t *testing.T) {
@@ -904,7 +917,7 @@ func TestContract(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkActivation(t, a, req.Pair())
+		checkActivated(t, a, req.Pair())
 		if found, err := jc.FindActivation(ctx, user, req.IntegrationID); err != nil || found == nil || found.ID != a.ID {
 			t.Errorf("FindActivation = %+v, %v; want %s", found, err, a.ID)
 		}

@@ -113,18 +113,25 @@ func TestActivate(t *testing.T) {
 			if _, err := ulid.ParseStrict(a.ID); err != nil {
 				t.Errorf("activation id %q: %v", a.ID, err)
 			}
-			if a.HubID != s.HubID() || a.User.ExternalID != "user-1" || a.User.HubID != s.HubID() || a.Integration.ID != intA {
+			if a.HubID != s.HubID() || a.User.ExternalID != "user-1" || a.Integration.ID != intA {
 				t.Errorf("activation = %+v", a)
 			}
-			if !a.Integration.IsActivated || !a.Integration.IsDeployed || a.Integration.ImageURL == "" {
-				t.Errorf("integration summary = %+v", a.Integration)
+			full, err := c.GetActivation(context.Background(), a.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if full.HubID != s.HubID() || full.User.ExternalID != "user-1" || full.User.HubID != s.HubID() || full.Integration.ID != intA {
+				t.Errorf("activation = %+v", full)
+			}
+			if !full.Integration.IsActivated || !full.Integration.IsDeployed || full.Integration.ImageURL == "" {
+				t.Errorf("integration summary = %+v", full.Integration)
 			}
 			p := versori.Pair{UserID: "user-1", IntegrationID: intA}
 			if n := s.ActivationCount(p); n != 1 {
 				t.Errorf("ActivationCount = %d, want 1", n)
 			}
 			calls := s.Calls()
-			if len(calls) != 1 {
+			if len(calls) != 2 || calls[1].Op != versori.OpGetActivation {
 				t.Fatalf("calls = %+v", calls)
 			}
 			want := versoritest.Call{At: calls[0].At, Op: versori.OpActivate, Method: "POST", Path: "/activations",
