@@ -7,7 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/pprof"
 	"os/signal"
 	"syscall"
 	"time"
@@ -32,6 +34,7 @@ func BaselineWorker(args []string, stderr io.Writer) int {
 	servers := fs.Int("servers", 1, "asynq servers")
 	target := fs.String("target", "", "API base URL (POST {target}/activations)")
 	apiKey := fs.String("api-key", "", "sent as Authorization: Bearer")
+	pprofAddr := fs.String("pprof-addr", "", "serve Go's profiler at /debug/pprof/ on this address (empty: none)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -75,6 +78,18 @@ func BaselineWorker(args []string, stderr io.Writer) int {
 		}
 		return nil
 	})
+
+	if *pprofAddr != "" {
+		ln, err := net.Listen("tcp", *pprofAddr)
+		if err != nil {
+			fmt.Fprintln(stderr, "baseline-worker: -pprof-addr:", err)
+			return 2
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		go func() { _ = http.Serve(ln, mux) }()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

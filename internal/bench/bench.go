@@ -82,7 +82,8 @@ type Config struct {
 	// PerfDir, if set, records a CPU profile of every worker process with `perf record -g` into this
 	// directory (perf slows the worker: use it for profiles, not for figures).
 	PerfDir string
-	// PprofDir, if set, turns on activator workers' PPROF and saves, per worker process, a CPU
+	// PprofDir, if set, turns on the workers' profilers (activator's PPROF, the baseline's
+	// -pprof-addr) and saves, per worker process, a CPU
 	// profile of PprofSeconds taken from one second after its start, and its allocation profile at
 	// the end of the drain (every allocation of its life), as <process>.cpu.pprof and
 	// <process>.allocs.pprof. Read them with `go tool pprof`.
@@ -387,7 +388,7 @@ func (b *bencher) run(ctx context.Context, s runSpec) (Drain, error) {
 
 	var profiles sync.WaitGroup
 	profErrs := make([]error, len(procs))
-	if b.cfg.PprofDir != "" && s.side == SideActivator {
+	if b.cfg.PprofDir != "" {
 		for i, p := range procs {
 			profiles.Go(func() {
 				profErrs[i] = fetchCPUProfile(ctx, metricsAddrs[i], b.cfg.PprofSeconds,
@@ -426,7 +427,7 @@ func (b *bencher) run(ctx context.Context, s runSpec) (Drain, error) {
 		_ = pp.cmd.Process.Signal(os.Interrupt)
 		<-pp.done
 	}
-	if b.cfg.PprofDir != "" && s.side == SideActivator {
+	if b.cfg.PprofDir != "" {
 		profiles.Wait()
 		for i, p := range procs {
 			profErrs = append(profErrs, fetchProfile(ctx, "http://"+metricsAddrs[i]+"/debug/pprof/allocs",
@@ -548,8 +549,16 @@ func (b *bencher) startWorker(name string, i int, s runSpec, target string) (*pr
 			"-redis-addr", b.cfg.RedisAddr, "-redis-db", strconv.Itoa(b.cfg.RedisDB), "-queue", queue,
 			"-concurrency", strconv.Itoa(b.cfg.Concurrency), "-servers", strconv.Itoa(s.servers),
 			"-target", target, "-api-key", versoritest.DefaultAPIKey)
+		var paddr string
+		if b.cfg.PprofDir != "" {
+			var err error
+			if paddr, err = freeAddr(); err != nil {
+				return nil, "", err
+			}
+			args = append(args, "-pprof-addr", paddr)
+		}
 		p, err := startProc(b.dir, pname, b.cfg.Baseline.Env, b.cfg.Baseline.Path, args...)
-		return p, "", err
+		return p, paddr, err
 	}
 	maddr, err := freeAddr()
 	if err != nil {

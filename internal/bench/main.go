@@ -75,7 +75,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 	fs.StringVar(&c.ModuleDir, "module-dir", "", "the activator module to build the binaries from (default: the one holding the working directory)")
 	fs.StringVar(&c.WorkDir, "work-dir", "", "keep binaries, job files and process logs here (default: a temporary directory, removed)")
 	fs.StringVar(&c.PerfDir, "perf", "", "record each worker process with `perf record -g` into this directory (for profiles: perf slows the run)")
-	fs.StringVar(&c.PprofDir, "pprof", "", "save each activator worker's CPU profile (-pprof-seconds from 1 s after its start) and allocation profile into this directory")
+	fs.StringVar(&c.PprofDir, "pprof", "", "save each worker process's (both sides) CPU profile (-pprof-seconds from 1 s after its start) and allocation profile into this directory")
 	fs.IntVar(&c.PprofSeconds, "pprof-seconds", 10, "length of the -pprof CPU profile; keep it shorter than a drain")
 	fs.Func("worker-env", "KEY=VALUE added to activator workers' environment, for what-if runs (repeatable)", func(v string) error {
 		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
