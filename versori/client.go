@@ -204,6 +204,9 @@ func (c *Client) DeleteActivation(ctx context.Context, id string) error {
 	return c.do(ctx, OpDeleteActivation, http.MethodDelete, "/activations/"+url.PathEscape(id), nil, endUser(ctx), nil, nil)
 }
 
+// bodyDecoder is a response type that reads only part of its body, faster than json.Unmarshal.
+type bodyDecoder interface{ decodeBody([]byte) error }
+
 // maxErrorBody bounds how much of an error response is read.
 const maxErrorBody = 64 << 10
 
@@ -273,7 +276,11 @@ func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, 
 		err = fmt.Errorf("response is larger than %d bytes", maxBody)
 	}
 	if err == nil && out != nil {
-		err = json.Unmarshal(buf.Bytes(), out)
+		if d, ok := out.(bodyDecoder); ok {
+			err = d.decodeBody(buf.Bytes())
+		} else {
+			err = json.Unmarshal(buf.Bytes(), out)
+		}
 	}
 	if buf.Cap() > maxPooledBuf {
 		*buf = bytes.Buffer{}

@@ -171,8 +171,8 @@ func TestActivateConnectionForms(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Activate: %v", err)
 			}
-			if act.ID == "" || act.User.ExternalID != "user-1" || act.Integration.ID != ctIntegration || act.HubID != versoritest.DefaultHubID {
-				t.Errorf("Activate = %+v", act)
+			if act.ID == "" {
+				t.Errorf("Activate = %+v, want an id", act)
 			}
 
 			acts := s.Activations()

@@ -1,7 +1,9 @@
 package versori
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"time"
 )
 
@@ -105,19 +107,34 @@ type Activation struct {
 	Integration IntegrationSummary `json:"integration"`
 }
 
-// Activated is the part of POST /activations' answer that Activate reads: which activation was
-// created, in which hub, for whom and of what. Decoding the whole Activation (the user, the
-// integration's variable schema, timestamps) for every job cost more CPU than the rest of its
-// handling; GetActivation returns all of it.
+// Activated is what Activate reads from POST /activations' answer: the new activation's id.
+// Decoding the whole Activation (the user, the integration's variable schema, timestamps) for every
+// job cost more CPU than the rest of its handling; GetActivation returns all of it.
 type Activated struct {
-	ID    string `json:"id"`
-	HubID string `json:"hubId"`
-	User  struct {
-		ExternalID string `json:"externalId"`
-	} `json:"user"`
-	Integration struct {
-		ID string `json:"id"`
-	} `json:"integration"`
+	ID string `json:"id"`
+}
+
+// decodeBody reads the top-level "id" and stops there: the rest of the answer is neither decoded nor
+// scanned. An answer that is not a JSON object with a string id is an error.
+func (a *Activated) decodeBody(body []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return errors.New("activation is not a JSON object")
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		if key == "id" {
+			return dec.Decode(&a.ID)
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // EndUser is the end user an activation belongs to.
