@@ -44,7 +44,9 @@ type redisServer struct {
 	t       *testing.T
 	bin     string
 	port    int
-	dir     string // data directory when the server keeps an append-only file, else ""
+	dir     string   // data directory, its own: a replica's full sync writes dump.rdb there, not in the package
+	persist bool     // keep an append-only file in dir
+	extra   []string // arguments before the usual ones: a config file, --sentinel, cluster options
 	logPath string
 	cmd     *exec.Cmd
 	done    chan error
@@ -52,21 +54,20 @@ type redisServer struct {
 }
 
 // startRedis starts a private redis-server on a free port and stops it when t ends. With persist,
-// it keeps an append-only file in a directory of its own, so that its data survives a restart.
-func startRedis(t *testing.T, persist bool) *redisServer {
+// it keeps an append-only file in a directory of its own, so that its data survives a restart. extra
+// arguments go first, so that they may start with a config file (as --sentinel needs).
+func startRedis(t *testing.T, persist bool, extra ...string) *redisServer {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("redis-server is not installed, and CI needs the Redis outage tests: %v", err)
+			t.Fatalf("redis-server is not installed, and CI needs the tests that run their own (outage, Sentinel, Cluster): %v", err)
 		}
-		t.Skipf("redis-server is not installed: %v", err)
+		t.Skipf("redis-server is not installed (apt-get install redis-server), so this test cannot run its own: %v", err)
 	}
 	logDir := t.TempDir()
-	r := &redisServer{t: t, bin: bin, port: freePort(t), logPath: filepath.Join(logDir, "redis.log")}
-	if persist {
-		r.dir = t.TempDir()
-	}
+	r := &redisServer{t: t, bin: bin, port: freePort(t), logPath: filepath.Join(logDir, "redis.log"),
+		dir: t.TempDir(), persist: persist, extra: extra}
 	r.Client = redis.NewClient(&redis.Options{Addr: r.Addr(), DialTimeout: time.Second, MaxRetries: -1})
 	t.Cleanup(func() {
 		r.Client.Close()
@@ -95,9 +96,9 @@ func (r *redisServer) Start() {
 	if r.cmd != nil {
 		t.Fatal("redis-server is already running")
 	}
-	args := []string{"--port", strconv.Itoa(r.port), "--save", "", "--bind", "127.0.0.1"}
-	if r.dir != "" {
-		args = append(args, "--appendonly", "yes", "--appendfsync", "everysec", "--dir", r.dir)
+	args := append(append([]string{}, r.extra...), "--port", strconv.Itoa(r.port), "--save", "", "--bind", "127.0.0.1", "--dir", r.dir)
+	if r.persist {
+		args = append(args, "--appendonly", "yes", "--appendfsync", "everysec")
 	} else {
 		args = append(args, "--appendonly", "no")
 	}

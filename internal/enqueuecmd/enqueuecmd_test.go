@@ -683,6 +683,10 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		{"bad scheme", "http://:" + secret + "@127.0.0.1:6379/0", []string{"file", path}, enqueuecmd.ExitUsage},
 		{"bad database", "redis://:" + secret + "@127.0.0.1:6379/x", []string{"dlq", "list"}, enqueuecmd.ExitUsage},
 		{"not a URL", "redis://:" + secret + "@127.0.0.1:6379/%zz", []string{"pause"}, enqueuecmd.ExitUsage},
+		{"unreachable Sentinel", "redis-sentinel://:" + secret + "@127.0.0.1:1,127.0.0.1:2?master=m", []string{"dlq", "list"}, enqueuecmd.ExitFailed},
+		{"unreachable Cluster", "redis-cluster://admin:" + secret + "@127.0.0.1:1,127.0.0.1:2", []string{"file", path}, enqueuecmd.ExitFailed},
+		{"Sentinel database", "redis-sentinel://:" + secret + "@127.0.0.1:1/4?master=m", []string{"pause"}, enqueuecmd.ExitUsage},
+		{"Cluster database", "redis-cluster://:" + secret + "@127.0.0.1:1/2", []string{"status", "b-1"}, enqueuecmd.ExitUsage},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -1,18 +1,39 @@
 // Package redisconn turns a REDIS_URL into a Redis client shared by asynq and activator's own stores.
+//
+// Four forms are accepted:
+//
+//	redis://[:password@]host:port[/db]
+//	rediss://[:password@]host:port[/db]                            TLS
+//	redis-sentinel://[:password@]host:port[,host:port...]?master=NAME
+//	redis-cluster://[[user]:password@]host:port[,host:port...]
+//
+// With redis-sentinel://, the password is the Sentinels' (asynq v0.26.0 hands it to the Sentinels
+// only, not to the master) and the data lives in database 0 of the master: asynq ignores a database
+// number there, so Parse refuses any other than 0 rather than let it be silently ignored. With
+// redis-cluster://, the hosts are seed nodes (any of the cluster's masters will do) and the password
+// is the nodes'; a cluster has database 0 only. Every key of a queue, asynq's and activator's,
+// carries the queue's hash tag ({activations} for the default queue), so one queue lives on one node
+// of a cluster; only asynq's registries of queues, servers and workers (asynq:queues, asynq:servers,
+// asynq:workers and their per-server keys) and the intake's webhook ids live elsewhere, and nothing
+// touches them together with a queue's keys.
 package redisconn
 
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
+	"strings"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 )
 
-// Open parses rawURL (redis://, rediss:// or redis-sentinel://) and returns a client for it. Its
-// errors never repeat the URL, which may hold a password. With redis-sentinel://, asynq v0.26.0
-// ignores any database number: database 0 is used.
+const forms = "want redis://[:password@]host:port/db, rediss://…, redis-sentinel://host:port[,host:port…]?master=NAME " +
+	"or redis-cluster://host:port[,host:port…]"
+
+// Open parses rawURL and returns a client for it: a *redis.Client, a Sentinel-backed failover client,
+// or a *redis.ClusterClient. Its errors never repeat the URL, which may hold a password.
 func Open(rawURL string) (redis.UniversalClient, error) {
 	opt, err := Parse(rawURL)
 	if err != nil {
@@ -25,23 +46,67 @@ func Open(rawURL string) (redis.UniversalClient, error) {
 	return c, nil
 }
 
-// Parse checks rawURL and returns asynq's connection options for it.
+// Parse checks rawURL and returns asynq's connection options for it: asynq.RedisClientOpt,
+// asynq.RedisFailoverClientOpt or asynq.RedisClusterClientOpt.
 func Parse(rawURL string) (asynq.RedisConnOpt, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, errors.New("REDIS_URL is not a URL: want redis://[:password@]host:port/db, rediss://… or redis-sentinel://…")
+		return nil, errors.New("REDIS_URL is not a URL: " + forms)
 	}
 	switch u.Scheme {
-	case "redis", "rediss", "redis-sentinel":
+	case "redis", "rediss", "redis-sentinel", "redis-cluster":
 	default:
-		return nil, fmt.Errorf("REDIS_URL has scheme %q: want redis, rediss or redis-sentinel", u.Scheme)
+		return nil, fmt.Errorf("REDIS_URL has scheme %q: want redis, rediss, redis-sentinel or redis-cluster", u.Scheme)
 	}
 	if u.Host == "" {
-		return nil, errors.New("REDIS_URL has no host: want redis://host:port/db")
+		return nil, errors.New("REDIS_URL has no host: " + forms)
+	}
+	switch u.Scheme {
+	case "redis-cluster":
+		return parseCluster(u)
+	case "redis-sentinel":
+		if err := checkSentinel(u); err != nil {
+			return nil, err
+		}
 	}
 	opt, err := asynq.ParseRedisURI(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL (%s://%s%s) is not usable: check the database number and options", u.Scheme, u.Host, u.Path)
+	}
+	return opt, nil
+}
+
+// checkSentinel refuses what asynq would silently ignore in a redis-sentinel:// URL: a missing master
+// name, or a database number other than 0.
+func checkSentinel(u *url.URL) error {
+	if u.Query().Get("master") == "" {
+		return fmt.Errorf("REDIS_URL (redis-sentinel://%s%s) names no master: add ?master=NAME, the name the Sentinels monitor", u.Host, u.Path)
+	}
+	if db := strings.Trim(u.Path, "/"); db != "" && db != "0" {
+		return fmt.Errorf("REDIS_URL (redis-sentinel://%s%s): with Sentinel the data lives in database 0 (asynq ignores a database number); drop /%s", u.Host, u.Path, db)
+	}
+	return nil
+}
+
+// parseCluster reads redis-cluster://[[user]:password@]host:port[,host:port...]; asynq.ParseRedisURI
+// has no cluster form.
+func parseCluster(u *url.URL) (asynq.RedisConnOpt, error) {
+	if db := strings.Trim(u.Path, "/"); db != "" && db != "0" {
+		return nil, fmt.Errorf("REDIS_URL (redis-cluster://%s%s): a Redis Cluster has database 0 only; drop /%s", u.Host, u.Path, db)
+	}
+	if u.RawQuery != "" {
+		return nil, fmt.Errorf("REDIS_URL (redis-cluster://%s%s) has options (?…): redis-cluster:// takes none", u.Host, u.Path)
+	}
+	addrs := strings.Split(u.Host, ",")
+	for _, a := range addrs {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			return nil, fmt.Errorf("REDIS_URL (redis-cluster://%s): node %q is not host:port", u.Host, a)
+		}
+	}
+	opt := asynq.RedisClusterClientOpt{Addrs: addrs}
+	if u.User != nil {
+		opt.Username = u.User.Username()
+		opt.Password, _ = u.User.Password()
 	}
 	return opt, nil
 }
