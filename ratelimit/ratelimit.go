@@ -1,26 +1,39 @@
 // Package ratelimit paces calls to the Versori API across every worker process that shares a Redis:
-// a global limit of requests per second (GCRA, github.com/go-redis/redis_rate), and a shared back-off
-// that a 429 sets for everybody, since a 429 is a signal about the whole API key, not one job.
+// a global limit of requests per second, and a shared back-off that a 429 sets for everybody, since a
+// 429 is a signal about the whole API key, not one job.
+//
+// The limit is a GCRA (generic cell rate algorithm) whose state, the theoretical arrival time (TAT),
+// is one Redis key. A call does not ask whether it may go now and, if refused, sleep and ask again,
+// which lost part of a slot to every late wake-up and cost a round trip per refusal. Instead one
+// script books the next free slot unconditionally, moving the TAT on, and answers when that slot is;
+// the call sleeps until then. Under load slots are booked back to back, so the limit is reached (less
+// the headroom, see Gate), and a call costs one round trip at most, unless its slot is wasted: less
+// when calls of one process arrive together and share one.
 package ratelimit
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"math/rand/v2"
+	"math"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/internal/ctxtime"
 )
 
+// ErrWaitTooLong is Wait's error when the next free slot is further away than Config.MaxWait.
+var ErrWaitTooLong = errors.New("the next free slot is further away than the longest wait allowed")
+
 // Config configures a Gate.
 type Config struct {
-	// Rate is the most requests per second all workers together may send; 0 means no limit.
+	// Rate is the most requests per second all workers together may send; 0 means no limit. Slots
+	// are spaced 2% wider than 1/Rate, to absorb jitter (see Gate).
 	Rate int
 	// Burst is how many requests may go at once after a quiet spell (default 1: evenly spaced).
 	Burst int
@@ -28,34 +41,64 @@ type Config struct {
 	Queue string
 	// PollInterval is how often the shared back-off is read from Redis (default 250 ms).
 	PollInterval time.Duration
+	// MaxWait, if positive, bounds how long a call may wait for the rate limit: when the next free
+	// slot is further away, Wait books nothing and returns ErrWaitTooLong. A context deadline bounds
+	// the wait the same way (Wait then returns context.DeadlineExceeded at once), so that no slot is
+	// booked that its caller could not use.
+	MaxWait time.Duration
 	// Observe, if set, is told how long each call waited (only calls that waited).
 	Observe func(wait time.Duration)
 }
 
 // Gate is a versori.Limiter shared by all calls of a worker process.
+//
+// A slot is booked before its call sleeps until it, so it is wasted (the API sees one call fewer than
+// the limit allowed, which errs on the safe side) when the call's context ends while it sleeps, when
+// a back-off begins meanwhile, or when the call wakes too late to use it; the call then books another
+// unless its context has ended. Too late is one slot interval plus 10 ms after the slot, counted from
+// when the booking was sent (the earliest Redis can have run it): a stall must not let calls booked
+// apart go together. Slots are spaced 2% wider than 1/Rate, so that no one-second window then holds
+// more than Rate+Burst calls as they leave Wait, with 10 ms to spare for jitter between Wait and the
+// API (network, scheduling), provided Redis answers within about 10 ms. Under saturation the calls
+// reach 98% of Rate.
 type Gate struct {
 	rdb        redis.UniversalClient
-	limiter    *redis_rate.Limiter
-	limit      redis_rate.Limit
 	rateKey    string
 	backoffKey string
+	rate       int           // 0: no limit
+	burst      int           // how many slots may be free at once after a quiet spell
+	interval   time.Duration // between slots at the limit, with headroom, rounded up
+	late       time.Duration // how late after its time a slot may still be used
+	maxWait    time.Duration // 0: none
 	poll       time.Duration
 	observe    func(time.Duration)
 	until      atomic.Int64 // unix ms before which no call may be sent (the shared back-off)
 
-	// Calls granted by Redis in one round trip but not yet made. They are spent within tokenTTL or
-	// dropped, so that a one-second window of calls never holds more than a (1 s + tokenTTL) window
-	// of grants: at most Rate*(1+tokenTTL/1s) + Burst.
-	batch     int
-	mu        sync.Mutex
-	tokens    int
-	tokensEnd time.Time
+	mu      sync.Mutex
+	slots   []slot        // booked by this process and not yet handed to a call, earliest first
+	booking bool          // a call is booking slots for itself and the calls waiting for it
+	booked  chan struct{} // closed when that booking ends
+	waiting int           // calls waiting for that booking
 }
 
-// tokenTTL bounds how long a call granted in a batch may wait to be made.
-const tokenTTL = 20 * time.Millisecond
+// slot is a booked slot: its call may go from at until before until.
+type slot struct{ at, until time.Time }
 
-// maxBatch bounds how many calls one Redis round trip may grant.
+const (
+	// headroom widens the spacing of slots, so that calls that go up to (headroom-1) seconds plus one
+	// interval late relative to each other still keep every one-second window within Rate+Burst.
+	headroom = 1.02
+	// jitter is the part of that allowance kept for after Wait returns; the rest is how late a slot
+	// may be used.
+	jitter = 10 * time.Millisecond
+	// minUse keeps a slot usable for a little while after its reply arrives however slow Redis is,
+	// so that a round trip longer than the lateness allowed does not make every slot unusable.
+	minUse = 2 * time.Millisecond
+)
+
+// maxBatch bounds how many slots one round trip books: one for each call waiting (the calls that
+// arrived while the last booking was in flight), and, when Burst is above one and the limit has
+// credit, spares that are free at once, for the calls that follow while the spares are usable.
 const maxBatch = 16
 
 // New returns a Gate on rdb.
@@ -70,20 +113,24 @@ func New(rdb redis.UniversalClient, cfg Config) (*Gate, error) {
 		cfg.PollInterval = 250 * time.Millisecond
 	}
 	base := "activator:{" + cfg.Queue + "}:"
-	g := &Gate{rdb: rdb, rateKey: base + "ratelimit", backoffKey: base + "backoff_until",
-		poll: cfg.PollInterval, observe: cfg.Observe}
+	g := &Gate{rdb: rdb, backoffKey: base + "backoff_until",
+		// The key and what it holds are those of github.com/go-redis/redis_rate (which the previous
+		// releases used and which adds "rate:"), so old and new workers share one limit while a
+		// deploy rolls.
+		rateKey: "rate:" + base + "ratelimit",
+		rate:    cfg.Rate, burst: cfg.Burst, maxWait: max(cfg.MaxWait, 0),
+		poll: cfg.PollInterval, observe: cfg.Observe, booked: make(chan struct{})}
 	if cfg.Rate > 0 {
-		g.limiter = redis_rate.NewLimiter(rdb)
-		g.limit = redis_rate.Limit{Rate: cfg.Rate, Burst: cfg.Burst, Period: time.Second}
-		// With a burst of 1 every call is spaced on its own; a larger burst lets one round trip grant
-		// several calls, so that the limit costs a fraction of a Redis round trip per call.
-		g.batch = min(cfg.Burst, maxBatch)
+		g.interval = time.Duration(math.Ceil(headroom * float64(time.Second) / float64(cfg.Rate)))
+		g.late = time.Duration((headroom-1)*float64(time.Second)) + g.interval - jitter
 	}
 	return g, nil
 }
 
 // Wait blocks until a call may be sent: after any shared back-off, and within the rate limit. It
-// returns ctx's error if ctx ends first, or Redis's if the limit cannot be checked.
+// returns ctx's error if ctx ends first, an error wrapping context.DeadlineExceeded at once if the
+// call's slot would come after ctx's deadline, ErrWaitTooLong if it would come after MaxWait, or
+// Redis's error if no slot could be booked.
 func (g *Gate) Wait(ctx context.Context) error {
 	var waited time.Duration
 	defer func() {
@@ -92,65 +139,196 @@ func (g *Gate) Wait(ctx context.Context) error {
 		}
 	}()
 	for {
-		if d := time.Until(time.UnixMilli(g.until.Load())); d > 0 {
+		if d := g.backoffLeft(); d > 0 {
 			if err := ctxtime.Sleep(ctx, d); err != nil {
 				return err
 			}
 			waited += d
 			continue
 		}
-		if g.limiter == nil {
+		if g.rate == 0 {
 			return nil
 		}
-		if g.takeToken() {
-			return nil
-		}
-		var res *redis_rate.Result
-		var err error
-		if g.batch > 1 {
-			res, err = g.limiter.AllowAtMost(ctx, g.rateKey, g.limit, g.batch)
-		} else {
-			// redis_rate's AllowAtMost can refuse forever at burst 1 (a float rounding in its script).
-			res, err = g.limiter.Allow(ctx, g.rateKey, g.limit)
-		}
+		s, err := g.slot(ctx)
 		if err != nil {
-			return fmt.Errorf("rate limiter: %w", err)
-		}
-		if res.Allowed > 0 {
-			g.keepTokens(res.Allowed - 1)
-			return nil
-		}
-		// Waiters all wake when a slot frees; a little jitter spreads their retries.
-		d := res.RetryAfter + time.Duration(rand.Int64N(int64(time.Millisecond)))
-		if err := ctxtime.Sleep(ctx, d); err != nil {
 			return err
 		}
-		waited += d
+		d := time.Until(s.at)
+		if err := ctxtime.Sleep(ctx, d); err != nil {
+			return err // the slot is wasted
+		}
+		waited += max(d, 0)
+		if time.Now().Before(s.until) && g.backoffLeft() <= 0 {
+			return nil
+		}
+		// Woken too late, or a back-off began meanwhile: the slot is wasted, and the call books
+		// another (after the back-off).
 	}
 }
 
-func (g *Gate) takeToken() bool {
+func (g *Gate) backoffLeft() time.Duration {
+	return time.Until(time.UnixMilli(g.until.Load()))
+}
+
+// slot returns a slot booked for one call: the earliest this process holds, or else one of a batch
+// it books for this call and those waiting with it. Only one booking is in flight at a time, so calls
+// that arrive during it share the next.
+func (g *Gate) slot(ctx context.Context) (slot, error) {
+	g.mu.Lock()
+	for {
+		if s, ok, err := g.takeLocked(ctx); ok || err != nil {
+			g.mu.Unlock()
+			return s, err
+		}
+		if !g.booking {
+			break
+		}
+		booked := g.booked
+		g.waiting++
+		g.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			g.mu.Lock()
+			g.waiting--
+			g.mu.Unlock()
+			return slot{}, ctx.Err()
+		case <-booked:
+		}
+		g.mu.Lock()
+		g.waiting--
+	}
+	need := min(1+g.waiting, maxBatch)
+	spare := max(min(g.burst, maxBatch)-need, 0)
+	g.booking = true
+	g.mu.Unlock()
+
+	bound, cause := g.bound(ctx)
+	slots, first, err := g.book(ctx, need, spare, bound)
+
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.tokens == 0 || time.Now().After(g.tokensEnd) {
-		g.tokens = 0
-		return false
+	g.booking = false
+	close(g.booked)
+	g.booked = make(chan struct{})
+	if err != nil {
+		return slot{}, err
 	}
-	g.tokens--
-	return true
+	if len(slots) == 0 {
+		return slot{}, tooFar(first, cause)
+	}
+	g.slots = append(g.slots, slots...)
+	slices.SortFunc(g.slots, func(a, b slot) int { return a.at.Compare(b.at) })
+	s, _, err := g.takeLocked(ctx)
+	return s, err
 }
 
-func (g *Gate) keepTokens(n int) {
-	if n <= 0 {
-		return
+// takeLocked takes the earliest slot held that is still usable, dropping those that are not. It
+// takes none and returns an error if that slot comes after ctx's deadline.
+func (g *Gate) takeLocked(ctx context.Context) (slot, bool, error) {
+	now := time.Now()
+	g.slots = slices.DeleteFunc(g.slots, func(s slot) bool { return !now.Before(s.until) })
+	if len(g.slots) == 0 {
+		return slot{}, false, nil
 	}
-	g.mu.Lock()
-	if time.Now().After(g.tokensEnd) {
-		g.tokens = 0
+	s := g.slots[0]
+	if dl, ok := ctx.Deadline(); ok && s.at.After(dl) {
+		return slot{}, false, tooFar(s.at.Sub(now), context.DeadlineExceeded)
 	}
-	g.tokens += n
-	g.tokensEnd = time.Now().Add(tokenTTL)
-	g.mu.Unlock()
+	g.slots = g.slots[1:]
+	return s, true, nil
+}
+
+// bound is how far away a slot may be booked for a call on ctx, negative for no bound: MaxWait, or
+// ctx's deadline if that is sooner (a later slot would be wasted). cause is the error for a slot
+// beyond it.
+func (g *Gate) bound(ctx context.Context) (bound time.Duration, cause error) {
+	bound, cause = -1, nil
+	if g.maxWait > 0 {
+		bound, cause = g.maxWait, ErrWaitTooLong
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		if d := max(time.Until(dl), 0); bound < 0 || d < bound {
+			bound, cause = d, context.DeadlineExceeded
+		}
+	}
+	return bound, cause
+}
+
+func tooFar(wait time.Duration, cause error) error {
+	return fmt.Errorf("rate limiter: the next free slot is %s away: %w", wait.Round(time.Millisecond), cause)
+}
+
+// reserveScript books consecutive slots of the GCRA limit in one step. Slot i (from 0) moves the TAT
+// to tat+(i+1)*interval and may go burst intervals before that TAT, or at once if that has passed; so
+// it may go first+i*interval from now, where first (negative when the limit has credit) is the first
+// slot's wait. The time is Redis's, so that every process agrees on it.
+//
+// The TAT is kept as github.com/go-redis/redis_rate keeps it (seconds since 2017-01-01, so that a
+// double holds microseconds), and expires when it passes, as an absent key means a full burst.
+//
+// KEYS[1]: the TAT. ARGV: interval (s), burst, need, spare, bound (s; negative for none). It books
+// the first need slots, but none that would wait more than bound; then, if it booked all of them, up
+// to spare more that may go at once. It returns {slots booked, first's wait in µs rounded up}; when
+// even the first slot is beyond bound it books nothing.
+var reserveScript = redis.NewScript(`
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call("TIME")
+local now = (t[1] - 1483228800) + t[2] / 1000000
+local interval = tonumber(ARGV[1])
+local need, spare, bound = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local tat = math.max(tonumber(redis.call("GET", KEYS[1]) or 0), now)
+local first = tat - now - (tonumber(ARGV[2]) - 1) * interval
+local waitus = math.ceil(first * 1000000)
+local n = need
+if bound >= 0 then
+  if first > bound then
+    return {0, waitus}
+  end
+  n = math.min(n, math.floor((bound - first) / interval) + 1)
+end
+if n == need and first <= 0 then
+  n = n + math.max(0, math.min(spare, math.floor(-first / interval) + 1 - need))
+end
+tat = tat + n * interval
+redis.call("SET", KEYS[1], tat, "PX", math.ceil((tat - now) * 1000))
+return {n, waitus}
+`)
+
+// book books up to need slots, none more than bound away (negative: no bound), and up to spare more
+// that are free at once; it returns them, earliest first, and the first slot's wait. It books nothing
+// when the first slot is beyond bound.
+func (g *Gate) book(ctx context.Context, need, spare int, bound time.Duration) ([]slot, time.Duration, error) {
+	b := -1.0
+	if bound >= 0 {
+		b = bound.Seconds()
+	}
+	sent := time.Now()
+	v, err := reserveScript.Run(ctx, g.rdb, []string{g.rateKey},
+		g.interval.Seconds(), g.burst, need, spare, b).Int64Slice()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, 0, ctx.Err()
+		}
+		return nil, 0, fmt.Errorf("rate limiter: %w", err)
+	}
+	if len(v) != 2 || v[0] < 0 || v[0] > int64(need+spare) {
+		return nil, 0, fmt.Errorf("rate limiter: unexpected reply %v", v)
+	}
+	// Redis ran the script between sent and now. A slot starts counting from now, so that a call never
+	// goes early, and stops being usable counting from sent, so that a call never goes more than
+	// g.late late (unless Redis took over g.late-minUse to answer).
+	now := time.Now()
+	first := time.Duration(v[1]) * time.Microsecond
+	slots := make([]slot, v[0])
+	for i := range slots {
+		w := max(first+time.Duration(i)*g.interval, 0)
+		s := slot{at: now.Add(w), until: sent.Add(w + g.late)}
+		if s.until.Sub(s.at) < minUse {
+			s.until = s.at.Add(minUse)
+		}
+		slots[i] = s
+	}
+	return slots, first, nil
 }
 
 // backoffScript moves the shared back-off later, never earlier. KEYS: backoff key. ARGV: until (unix
@@ -168,7 +346,10 @@ return 0
 func (g *Gate) Backoff(ctx context.Context, d time.Duration) error {
 	until := time.Now().Add(d).UnixMilli()
 	g.raise(until)
-	return backoffScript.Run(ctx, g.rdb, []string{g.backoffKey}, until, d.Milliseconds()+1000).Err()
+	if err := backoffScript.Run(ctx, g.rdb, []string{g.backoffKey}, until, d.Milliseconds()+1000).Err(); err != nil {
+		return fmt.Errorf("rate limiter: sharing a back-off: %w", err)
+	}
+	return nil
 }
 
 func (g *Gate) raise(until int64) {
