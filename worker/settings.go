@@ -37,7 +37,7 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	fs := envflag.New("worker", lookup, usageOut)
 	// A secret, so that usage output never shows a password the URL took from the environment.
 	const defaultRedisURL = "redis://127.0.0.1:6379/0"
-	fs.Secret(&s.RedisURL, "redis-url", "REDIS_URL", "Redis URL: redis://[:password@]host:port/db, rediss:// for TLS, redis-sentinel:// for Sentinel (default "+defaultRedisURL+")")
+	fs.Secret(&s.RedisURL, "redis-url", "REDIS_URL", "Redis URL: redis://[:password@]host:port/db, rediss:// for TLS, redis-sentinel://host:port,…?master=NAME for Sentinel (database 0), redis-cluster://host:port,… for Redis Cluster (default "+defaultRedisURL+")")
 	fs.String(&s.Versori.BaseURL, "versori-base-url", "VERSORI_BASE_URL", versori.DefaultBaseURL, "Embedded API base URL")
 	fs.Secret(&apiKey, "versori-api-key", "VERSORI_API_KEY", "API key, sent as Authorization: Bearer")
 	fs.String(&keyID, "versori-signing-key-id", "VERSORI_SIGNING_KEY_ID", "", "signing key id, for per-end-user JWTs instead of an API key")
