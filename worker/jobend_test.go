@@ -33,7 +33,9 @@ func (r *recordJobEnds) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 }
 func (r *recordJobEnds) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if n := cmd.Name(); n == "evalsha" || n == "eval" {
+		err := next(ctx, cmd)
+		// Only scripts Redis ran: an EVALSHA answered NOSCRIPT is sent again as EVAL.
+		if n := cmd.Name(); (n == "evalsha" || n == "eval") && err == nil {
 			r.mu.Lock()
 			if isJobEnd(cmd) {
 				args := cmd.Args()
@@ -47,7 +49,7 @@ func (r *recordJobEnds) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			}
 			r.mu.Unlock()
 		}
-		return next(ctx, cmd)
+		return err
 	}
 }
 

@@ -18,7 +18,7 @@ type Side struct {
 	MedianJobsPerSec   float64    `json:"medianJobsPerSec"`
 	CallsPerActivation float64    `json:"callsPerActivation"`     // median
 	RedisCmdsPerJob    float64    `json:"redisCmdsPerJob"`        // median
-	TopCommands        []cmdShare `json:"topCommands"`            // over all runs
+	TopCommands        []CmdShare `json:"topCommands"`            // over all runs
 	PeakRSSKB          int64      `json:"peakRSSKB"`              // largest
 	CPUPerJobUS        float64    `json:"cpuPerJobMicros"`        // median, worker process user+system
 	RedisCPUPerJobUS   float64    `json:"redisCpuPerJobMicros"`   // median, Redis server
@@ -58,7 +58,7 @@ func sideOf(runs []Drain, side string) Side {
 			vs = append(vs, 0)
 		}
 		if m := median(vs); m > 0 {
-			s.TopCommands = append(s.TopCommands, cmdShare{Command: c, PerJob: m})
+			s.TopCommands = append(s.TopCommands, CmdShare{Command: c, PerJob: m})
 		}
 	}
 	sort.Slice(s.TopCommands, func(i, j int) bool {
@@ -128,8 +128,8 @@ type Accounting struct {
 type AccountSide struct {
 	ClientPerJob float64    `json:"clientPerJob"` // sent by the worker's clients (pipelined ones included)
 	ScriptPerJob float64    `json:"scriptPerJob"` // run inside the Lua scripts those sent
-	Client       []cmdShare `json:"client"`
-	Script       []cmdShare `json:"script"`
+	Client       []CmdShare `json:"client"`
+	Script       []CmdShare `json:"script"`
 	Problem      string     `json:"problem,omitempty"`
 }
 

@@ -67,20 +67,20 @@ func commandStats(ctx context.Context, rdb *redis.Client) (cmdCounts, error) {
 	return out, nil
 }
 
-// cmdShare is one command's count per job.
-type cmdShare struct {
+// CmdShare is one command's count per job.
+type CmdShare struct {
 	Command string  `json:"command"`
 	PerJob  float64 `json:"perJob"`
 }
 
 // perJob divides counts by jobs and sorts them, largest first.
-func perJob(c cmdCounts, jobs int) []cmdShare {
-	out := make([]cmdShare, 0, len(c))
+func perJob(c cmdCounts, jobs int) []CmdShare {
+	out := make([]CmdShare, 0, len(c))
 	for k, v := range c {
 		if v == 0 {
 			continue
 		}
-		out = append(out, cmdShare{Command: k, PerJob: float64(v) / float64(jobs)})
+		out = append(out, CmdShare{Command: k, PerJob: float64(v) / float64(jobs)})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].PerJob != out[j].PerJob {

@@ -193,7 +193,7 @@ func runsJPS(runs []Drain) string {
 }
 
 // printShares lists the largest per-job commands of both sides side by side.
-func printShares(w io.Writer, base, act []cmdShare) {
+func printShares(w io.Writer, base, act []CmdShare) {
 	b := map[string]float64{}
 	a := map[string]float64{}
 	var names []string
@@ -205,7 +205,7 @@ func printShares(w io.Writer, base, act []cmdShare) {
 		a[s.Command] = s.PerJob
 	}
 	// Order: the larger of the two sides, so commands only one side sends still show.
-	all := append(append([]cmdShare{}, act...), base...)
+	all := append(append([]CmdShare{}, act...), base...)
 	for _, s := range all {
 		if !seen[s.Command] {
 			seen[s.Command] = true
