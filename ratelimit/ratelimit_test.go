@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/window"
 )
 
 // commandLog is a go-redis hook that records the commands a client sends, with their first key.
@@ -220,7 +221,7 @@ func saturate(t *testing.T, rate, burst int) {
 	}
 	wg.Wait()
 	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
-	most := maxInWindow(times, time.Second)
+	most := window.Max(times, time.Second)
 	scripts := countScripts(log.list())
 	limit := float64(rate) * d.Seconds()
 	t.Logf("%d calls in %s (%.1f%% of %d/s), %d rate-limit round trips; busiest 1 s window %d (burst %d)",
@@ -247,18 +248,6 @@ func countScripts(cmds []string) int {
 		}
 	}
 	return n
-}
-
-// maxInWindow is the most times, sorted, that fall in any half-open window [t, t+w).
-func maxInWindow(times []time.Time, w time.Duration) int {
-	best, j := 0, 0
-	for i := range times {
-		for j < len(times) && times[j].Before(times[i].Add(w)) {
-			j++
-		}
-		best = max(best, j-i)
-	}
-	return best
 }
 
 // backoffUntil reads the shared back-off from Redis, 0 when none is set.
@@ -671,7 +660,7 @@ func burstRun(t *testing.T, db *redistest.DB, rate, burst, calls int) {
 	wg.Wait()
 	scripts := countScripts(log.list())
 	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
-	most := maxInWindow(times, time.Second)
+	most := window.Max(times, time.Second)
 	t.Logf("%d calls, %d rate-limit round trips, busiest second %d (limit %d/s, burst %d)", len(times), scripts, most, rate, burst)
 	if rate > 10_000 && scripts*2 > calls {
 		t.Errorf("%d round trips for %d calls: want several calls granted per round trip", scripts, calls)

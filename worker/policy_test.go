@@ -24,6 +24,7 @@ import (
 	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/internal/queuestate"
 	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/window"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
@@ -899,18 +900,6 @@ func TestPolicyMaxAge(t *testing.T) {
 	}
 }
 
-// maxInWindow is the most call times, sorted, in any half-open window [t, t+w).
-func maxInWindow(times []time.Time, w time.Duration) int {
-	best, j := 0, 0
-	for i := range times {
-		for j < len(times) && times[j].Before(times[i].Add(w)) {
-			j++
-		}
-		best = max(best, j-i)
-	}
-	return best
-}
-
 // The global rate limit: two workers with RateLimit 40/s together send no more than 40 calls in any
 // second (plus the burst of 1), and, with enough work, close to 40/s.
 func TestPolicyGlobalRateLimit(t *testing.T) {
@@ -937,7 +926,7 @@ func TestPolicyGlobalRateLimit(t *testing.T) {
 		times[i] = c.At
 	}
 	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
-	busiest := maxInWindow(times, time.Second)
+	busiest := window.Max(times, time.Second)
 	span := times[len(times)-1].Sub(times[0])
 	overall := float64(len(times)-1) / span.Seconds()
 	t.Logf("%d calls over %s: %.1f/s overall; busiest 1 s window held %d (limit %d/s, burst %d)",

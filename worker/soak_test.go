@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"sort"
 	"strconv"
 	"syscall"
 	"testing"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/window"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/versori/versoritest"
@@ -175,13 +175,5 @@ func maxCallsPerSecond(calls []versoritest.Call) int {
 			at = append(at, c.At)
 		}
 	}
-	sort.Slice(at, func(i, j int) bool { return at[i].Before(at[j]) })
-	best, lo := 0, 0
-	for hi := range at {
-		for at[hi].Sub(at[lo]) >= time.Second {
-			lo++
-		}
-		best = max(best, hi-lo+1)
-	}
-	return best
+	return window.Max(at, time.Second)
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/versori/activator/internal/window"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/versori/versoritest"
 )
@@ -674,15 +675,7 @@ func busiestSecond(calls []standinCall) int {
 	for i, c := range calls {
 		ts[i] = c.At
 	}
-	sort.Slice(ts, func(i, j int) bool { return ts[i].Before(ts[j]) })
-	best, i := 0, 0
-	for j := range ts {
-		for ts[j].Sub(ts[i]) >= time.Second {
-			i++
-		}
-		best = max(best, j-i+1)
-	}
-	return best
+	return window.Max(ts, time.Second)
 }
 
 func median(xs []float64) float64 {
