@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/versori/activator/internal/envflag"
+	"github.com/versori/activator/internal/logbuf"
 	"github.com/versori/activator/internal/redisconn"
 	"github.com/versori/activator/versori"
 )
@@ -20,6 +21,9 @@ import (
 type Settings struct {
 	RedisURL string
 	LogLevel slog.Level
+	// LogFlush is how long log lines below warning may wait to be written together; 0 writes each
+	// line at once.
+	LogFlush time.Duration
 	Config
 }
 
@@ -69,6 +73,7 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	fs.Duration(&s.Breaker.Cooldown, "breaker-cooldown", "BREAKER_COOLDOWN", 30*time.Second, "how long the breaker stays open before probing")
 	fs.Duration(&s.ProbeInterval, "probe-interval", "PROBE_INTERVAL", 30*time.Second, "how often a queue paused for a refused API key is probed")
 	fs.String(&level, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
+	fs.Duration(&s.LogFlush, "log-flush-interval", "LOG_FLUSH_INTERVAL", 100*time.Millisecond, "how long info and debug lines may wait to be written together (warnings and errors are written at once, with everything before them); 0 writes every line at once")
 	// The queue UI has no auth of its own: whoever reaches METRICS_ADDR can use it.
 	fs.Bool(&s.AdminUI.Enabled, "admin-ui", "ADMIN_UI", false, "serve the asynqmon queue UI at /ui/ on METRICS_ADDR; it has no auth of its own, so bind METRICS_ADDR to a private interface")
 	fs.Bool(&s.AdminUI.Write, "admin-ui-write", "ADMIN_UI_WRITE", false, "let the queue UI pause queues and delete, run, archive or cancel tasks (default: read-only)")
@@ -95,6 +100,9 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	}
 	if err := s.LogLevel.UnmarshalText([]byte(level)); err != nil {
 		return s, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", level)
+	}
+	if s.LogFlush < 0 {
+		return s, errors.New("LOG_FLUSH_INTERVAL must not be negative")
 	}
 	switch {
 	case apiKey != "" && (keyID != "" || keyFile != ""):
@@ -156,6 +164,26 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	return s, nil
 }
 
+// newLogger returns the worker's JSON logger on out. With a positive flush interval, lines below
+// warning are written in batches (one job's line each, thousands a second); stop writes what is left.
+func newLogger(out io.Writer, level slog.Level, flush time.Duration) (log *slog.Logger, stop func()) {
+	opts := &slog.HandlerOptions{Level: level}
+	if flush <= 0 {
+		return slog.New(slog.NewJSONHandler(out, opts)), func() {}
+	}
+	w := logbuf.New(out, logbuf.DefaultSize)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.Run(ctx, flush)
+	}()
+	return slog.New(logbuf.FlushAt(slog.NewJSONHandler(w, opts), w, slog.LevelWarn)), func() {
+		cancel()
+		<-done
+	}
+}
+
 // Main runs a worker process: it parses args and the environment, runs until ctx is done, and
 // returns the process's exit code (2 for a configuration error).
 func Main(ctx context.Context, args []string, lookup func(string) (string, bool), stderr io.Writer) int {
@@ -167,7 +195,8 @@ func Main(ctx context.Context, args []string, lookup func(string) (string, bool)
 		fmt.Fprintln(stderr, "worker:", err)
 		return 2
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: s.LogLevel}))
+	log, stopLog := newLogger(stderr, s.LogLevel, s.LogFlush)
+	defer stopLog()
 	s.Logger = log
 	rdb, err := redisconn.Open(s.RedisURL)
 	if err != nil {

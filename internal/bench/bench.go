@@ -277,21 +277,27 @@ type runSpec struct {
 
 // Drain is one drain of the queue by one side.
 type Drain struct {
-	Side               string             `json:"side"`
-	Rep                int                `json:"rep,omitempty"`
-	Order              int                `json:"order,omitempty"` // 1: ran first in its repetition
-	Procs              int                `json:"procs"`
-	Servers            int                `json:"servers"`
-	Jobs               int                `json:"jobs"`
-	ElapsedSec         float64            `json:"elapsedSec"`
-	JobsPerSec         float64            `json:"jobsPerSec"`
-	Completed          int                `json:"completed"`
-	Archived           int                `json:"archived"`
-	APICalls           int                `json:"apiCalls"`
-	Activations        int                `json:"activations"`
-	Duplicates         int                `json:"duplicates"`
-	CallsPerActivation float64            `json:"callsPerActivation"`
-	MaxCallsIn1s       int                `json:"maxCallsIn1s,omitempty"`
+	Side               string  `json:"side"`
+	Rep                int     `json:"rep,omitempty"`
+	Order              int     `json:"order,omitempty"` // 1: ran first in its repetition
+	Procs              int     `json:"procs"`
+	Servers            int     `json:"servers"`
+	Jobs               int     `json:"jobs"`
+	ElapsedSec         float64 `json:"elapsedSec"`
+	JobsPerSec         float64 `json:"jobsPerSec"`
+	Completed          int     `json:"completed"`
+	Archived           int     `json:"archived"`
+	APICalls           int     `json:"apiCalls"`
+	Activations        int     `json:"activations"`
+	Duplicates         int     `json:"duplicates"`
+	CallsPerActivation float64 `json:"callsPerActivation"`
+	MaxCallsIn1s       int     `json:"maxCallsIn1s,omitempty"`
+	// FirstCallSec is the time from the first worker's start to the API's first call: the side's
+	// start-up, which the drain's jobs/s includes.
+	FirstCallSec float64 `json:"firstCallSec"`
+	// SteadyJobsPerSec is the API calls per second between the first and the last call: the
+	// drain's rate without start-up and the final poll.
+	SteadyJobsPerSec   float64            `json:"steadyJobsPerSec"`
 	Polls              int                `json:"polls"`
 	RedisCmdsPerJob    float64            `json:"redisCmdsPerJob"`
 	PeakRSSKB          int64              `json:"peakRSSKB"`              // the largest of the side's processes
@@ -496,12 +502,22 @@ func (b *bencher) run(ctx context.Context, s runSpec) (Drain, error) {
 	if st.Activations > 0 {
 		r.CallsPerActivation = float64(st.Calls) / float64(st.Activations)
 	}
+	calls, err := sin.calls()
+	if err != nil {
+		return r, err
+	}
 	if s.calls {
-		calls, err := sin.calls()
-		if err != nil {
-			return r, err
-		}
 		r.MaxCallsIn1s = busiestSecond(calls)
+	}
+	if len(calls) > 1 {
+		first, last := calls[0].At, calls[0].At
+		for _, c := range calls[1:] {
+			first, last = minTime(first, c.At), maxTime(last, c.At)
+		}
+		r.FirstCallSec = first.Sub(start).Seconds()
+		if d := last.Sub(first).Seconds(); d > 0 {
+			r.SteadyJobsPerSec = float64(len(calls)-1) / d
+		}
 	}
 	if err := sin.stop(15 * time.Second); err != nil {
 		return r, err
@@ -667,6 +683,20 @@ func (b *bencher) pollCost(ctx context.Context) (map[string]float64, error) {
 		}
 	}
 	return out, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // busiestSecond is the most calls in any one-second window.

@@ -96,8 +96,8 @@ func (b *bencher) compare(ctx context.Context) (*Compare, error) {
 			if err != nil {
 				return c, fmt.Errorf("rep %d %s: %w", rep, side, err)
 			}
-			b.logf("rep %d/%d %-9s %8.0f jobs/s  %.2fs  calls/activation %.3f  redis cmds/job %.2f  cpu %.0f µs/job  rss %d MiB  load %s  other cores %.2f %s",
-				rep, b.cfg.Reps, side, r.JobsPerSec, r.ElapsedSec, r.CallsPerActivation, r.RedisCmdsPerJob, r.CPUPerJobUS, r.PeakRSSKB/1024, r.Load, r.OtherCores, r.Problem)
+			b.logf("rep %d/%d %-9s %8.0f jobs/s  %.2fs  first call %.0f ms  steady %.0f/s  calls/activation %.3f  redis cmds/job %.2f  cpu %.0f µs/job  rss %d MiB  load %s  other cores %.2f %s",
+				rep, b.cfg.Reps, side, r.JobsPerSec, r.ElapsedSec, r.FirstCallSec*1000, r.SteadyJobsPerSec, r.CallsPerActivation, r.RedisCmdsPerJob, r.CPUPerJobUS, r.PeakRSSKB/1024, r.Load, r.OtherCores, r.Problem)
 			c.Runs = append(c.Runs, r)
 			if side == SideBaseline {
 				jps[0] = r.JobsPerSec
