@@ -1,12 +1,14 @@
 package versori
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"testing"
 )
 
-// TestActivatedDecodeBody checks the id-only reader against encoding/json: same id wherever the
-// field is, and an error for answers that are not an object or whose id is not a string.
+// TestActivatedDecodeBody checks the id-only reader against encoding/json's Decoder: same id wherever
+// the field is, and an error for answers that are not an object or whose id is not a string.
 func TestActivatedDecodeBody(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -22,6 +24,15 @@ func TestActivatedDecodeBody(t *testing.T) {
 		{"id not a string", `{"id":5}`, "", true},
 		{"truncated before id", `{"user":{"id":"U"`, "", true},
 		{"empty", ``, "", true},
+		{"empty object", `{}`, "", false},
+		{"escaped key", `{"\u0069d":"A5"}`, "A5", false},
+		{"first of two ids", `{"id":"A6","id":"A7"}`, "A6", false},
+		{"braces and quotes in skipped strings", `{"d":"}{\"id\":\"no\"]","n":-1.5e3,"t":true,"id":"A8"}`, "A8", false},
+		{"invalid UTF-8 in id", "{\"id\":\"A\xff9\"}", "A\ufffd9", false},
+		{"id null", `{"id":null}`, "", true},
+		{"missing colon", `{"user" {"id":"U"},"id":"A"}`, "", true},
+		{"control character in a string", "{\"x\":\"a\nb\",\"id\":\"A\"}", "", true},
+		{"garbage between fields", `{"x":1 2,"id":"A"}`, "", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -33,14 +44,61 @@ func TestActivatedDecodeBody(t *testing.T) {
 			if tt.wantErr {
 				return
 			}
-			var std struct {
-				ID string `json:"id"`
-			}
-			if err := json.Unmarshal([]byte(tt.body), &std); err != nil || std.ID != a.ID {
-				t.Errorf("encoding/json reads %q (%v), decodeBody %q", std.ID, err, a.ID)
+			if ref, _, err := tokenID([]byte(tt.body)); err != nil || ref != a.ID {
+				t.Errorf("encoding/json's Decoder reads %q (%v), decodeBody %q", ref, err, a.ID)
 			}
 		})
 	}
+}
+
+// tokenID is the id reader decodeBody replaced (encoding/json's Decoder, first "id" at the top
+// level), kept as the reference for FuzzActivatedDecodeBody. raw is the id's value as it appears.
+func tokenID(body []byte) (id string, raw json.RawMessage, err error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", nil, errors.New("not an object")
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return "", nil, err
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return "", nil, err
+		}
+		if key == "id" {
+			err := json.Unmarshal(v, &id)
+			return id, v, err
+		}
+	}
+	return "", nil, nil
+}
+
+// FuzzActivatedDecodeBody checks decodeBody against encoding/json on every valid JSON input: the same
+// id, or an error where encoding/json finds none only for a null id (which Activate refuses anyway).
+// decodeBody skips values without validating them, so invalid input is only checked not to panic.
+func FuzzActivatedDecodeBody(f *testing.F) {
+	for _, s := range []string{`{"id":"A1","x":[1,{"y":"}"}]}`, `{"a":{"id":"no"},"id":"A\u00e9"}`, `[]`, `{"id":null}`,
+		`{"x":"\\","id":"A"}`, ` { "id" : "A" } `, `{"x":tru,"id":"A"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var a Activated
+		err := a.decodeBody(body)
+		if !json.Valid(body) {
+			return
+		}
+		want, raw, werr := tokenID(body)
+		switch {
+		case err == nil && werr == nil && a.ID != want:
+			t.Fatalf("decodeBody(%q) = %q; encoding/json reads %q", body, a.ID, want)
+		case err == nil && werr != nil:
+			t.Fatalf("decodeBody(%q) = %q; encoding/json fails: %v", body, a.ID, werr)
+		case err != nil && werr == nil && string(raw) != "null":
+			t.Fatalf("decodeBody(%q) fails (%v); encoding/json reads %q", body, err, want)
+		}
+	})
 }
 
 func BenchmarkActivatedDecodeBody(b *testing.B) {

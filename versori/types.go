@@ -1,9 +1,7 @@
 package versori
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"time"
 )
 
@@ -114,27 +112,12 @@ type Activated struct {
 	ID string `json:"id"`
 }
 
-// decodeBody reads the top-level "id" and stops there: the rest of the answer is neither decoded nor
-// scanned. An answer that is not a JSON object with a string id is an error.
+// decodeBody reads the top-level "id" and stops there: the values before it are skipped, not decoded.
+// An answer that is not a JSON object, or whose id is not a string, is an error.
 func (a *Activated) decodeBody(body []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return errors.New("activation is not a JSON object")
-	}
-	for dec.More() {
-		key, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		if key == "id" {
-			return dec.Decode(&a.ID)
-		}
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return err
-		}
-	}
-	return nil
+	id, _, err := topLevelString(body, "id")
+	a.ID = id
+	return err
 }
 
 // EndUser is the end user an activation belongs to.
