@@ -67,6 +67,9 @@ type Client struct {
 	ua      string
 	hc      *http.Client
 	bufs    sync.Pool // *bytes.Buffer for response bodies
+	// Header values shared by every request (the transport never changes a request's headers), so
+	// that a call does not allocate them.
+	hdrJSON, hdrUA []string
 }
 
 // New returns a Client for cfg.
@@ -100,14 +103,17 @@ func New(cfg Config) (*Client, error) {
 		c.ua = "activator"
 	}
 	if c.hc == nil {
-		c.hc = &http.Client{Transport: NewTransport(cfg.Concurrency, c.timeout)}
+		c.hc = &http.Client{Transport: NewTransport(cfg.Concurrency)}
 	}
+	c.hdrJSON, c.hdrUA = []string{"application/json"}, []string{c.ua}
 	return c, nil
 }
 
 // NewTransport returns an HTTP transport whose keep-alive pool holds a connection per concurrent
-// call, so that steady load never waits on a dial.
-func NewTransport(concurrency int, timeout time.Duration) *http.Transport {
+// call, so that steady load never waits on a dial. It sets no response-header timeout: each call's
+// context already bounds the whole call (Config.Timeout), and the transport's own timer for it cost
+// every call a timer.
+func NewTransport(concurrency int) *http.Transport {
 	if concurrency < 1 {
 		concurrency = 1
 	}
@@ -120,7 +126,6 @@ func NewTransport(concurrency int, timeout time.Duration) *http.Transport {
 		MaxIdleConnsPerHost:   concurrency,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   5 * time.Second,
-		ResponseHeaderTimeout: timeout,
 		ExpectContinueTimeout: time.Second,
 	}
 }
@@ -238,10 +243,10 @@ func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, 
 		return fmt.Errorf("versori %s: building request: %w", op, err)
 	}
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header["Content-Type"] = c.hdrJSON
 	}
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", c.ua)
+	req.Header["Accept"] = c.hdrJSON
+	req.Header["User-Agent"] = c.hdrUA
 	if err := c.auth.Authorize(req, userID); err != nil {
 		return fmt.Errorf("versori %s: %w", op, err)
 	}
