@@ -102,7 +102,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	j.retried, _ = asynq.GetRetryCount(ctx)
 	j.maxRetry, _ = asynq.GetMaxRetry(ctx)
 
-	p, err := DecodePayload(t.Payload())
+	p, err := readPayload(t.Payload())
 	if err != nil {
 		// Nothing can be sent for a payload that cannot be read; keep it for a person.
 		return h.deadLetter(ctx, j, p, deadletter.InvalidRequest, versori.ClassInvalidRequest, err)
@@ -115,7 +115,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		defer stop()
 	}
 
-	out := h.run(ctx, p.Request, j.retried > 0 || p.Reconcile)
+	out := h.run(ctx, p, j.retried > 0 || p.Reconcile)
 	rule := RuleFor(out.class, h.cfg.PerUserAuth)
 	if rule.Action != ActionDone && rule.Action != ActionDeadLetter && j.lastAttempt() {
 		// asynq archives a task at its retry limit whatever the error says, so it ends here.
@@ -154,13 +154,13 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 // mustLookNext reports whether a wait must use up an attempt: a call's outcome is still unknown (the
 // breaker, a 429 or a refused key stopped the look-up after it), and only a retry count above zero
 // would make the next attempt look first.
-func mustLookNext(j job, p Payload, out outcome) bool {
+func mustLookNext(j job, p wirePayload, out outcome) bool {
 	return out.unknown && j.retried == 0 && !p.Reconcile
 }
 
 // run makes the job's attempts: one, plus up to Policy.QuickRetries more for transient failures
 // while the job's deadline allows, each looking first when an earlier outcome is unknown.
-func (h *Handler) run(ctx context.Context, req versori.ActivationRequest, reconcile bool) outcome {
+func (h *Handler) run(ctx context.Context, p wirePayload, reconcile bool) outcome {
 	pol := h.cfg.Policy
 	b := retry.WithMaxRetries(uint64(pol.QuickRetries),
 		retry.WithCappedDuration(pol.QuickCap, retry.WithJitterPercent(20, retry.NewExponential(pol.QuickBase))))
@@ -171,7 +171,7 @@ func (h *Handler) run(ctx context.Context, req versori.ActivationRequest, reconc
 	}
 	_ = retry.Do(ctx, b, func(ctx context.Context) error {
 		start := time.Now()
-		out = h.attempt(ctx, req, reconcile)
+		out = h.attempt(ctx, p, reconcile)
 		h.cfg.Metrics.ObserveAttempt(out.class, time.Since(start))
 		if out.class != versori.ClassTransient || h.interrupted() || ctx.Err() != nil {
 			return nil
@@ -185,11 +185,11 @@ func (h *Handler) run(ctx context.Context, req versori.ActivationRequest, reconc
 	return out
 }
 
-func (h *Handler) attempt(ctx context.Context, req versori.ActivationRequest, reconcile bool) outcome {
+func (h *Handler) attempt(ctx context.Context, p wirePayload, reconcile bool) outcome {
 	if reconcile {
 		var act *versori.EndUserActivation
 		err := h.guard(func() (err error) {
-			act, err = h.cfg.Client.FindActivation(ctx, req.UserID, req.IntegrationID)
+			act, err = h.cfg.Client.FindActivation(ctx, p.Pair.UserID, p.Pair.IntegrationID)
 			return err
 		})
 		if err != nil {
@@ -202,7 +202,7 @@ func (h *Handler) attempt(ctx context.Context, req versori.ActivationRequest, re
 	}
 	var act *versori.Activated
 	err := h.guard(func() (err error) {
-		act, err = h.cfg.Client.Activate(ctx, req)
+		act, err = h.cfg.Client.ActivateJSON(ctx, p.Pair.UserID, p.Body)
 		return err
 	})
 	if err != nil {
@@ -247,7 +247,7 @@ func (h *Handler) snoozeWait(ctx context.Context, out outcome) time.Duration {
 	return wait
 }
 
-func (h *Handler) done(j job, p Payload, out outcome) error {
+func (h *Handler) done(j job, p wirePayload, out outcome) error {
 	if h.cfg.Results != nil {
 		h.cfg.Results.Add(j.queue, j.id, out.activationID)
 	}
@@ -260,18 +260,18 @@ func (h *Handler) done(j job, p Payload, out outcome) error {
 // storeTimeout bounds a dead-letter write, which must happen even when the job's context is done.
 const storeTimeout = 5 * time.Second
 
-func (h *Handler) deadLetter(ctx context.Context, j job, p Payload, reason deadletter.Reason, class versori.Class, cause error) error {
+func (h *Handler) deadLetter(ctx context.Context, j job, p wirePayload, reason deadletter.Reason, class versori.Class, cause error) error {
 	e := deadletter.Entry{
 		ID:            j.id,
-		UserID:        p.Request.UserID,
-		IntegrationID: p.Request.IntegrationID,
+		UserID:        p.Pair.UserID,
+		IntegrationID: p.Pair.IntegrationID,
 		Reason:        reason,
 		Error:         cause.Error(),
 		Attempts:      j.retried + 1,
 		FailedAt:      time.Now().UTC(),
 		Queue:         j.queue,
 		Batch:         p.Batch,
-		Request:       p.Request,
+		Request:       p.request(),
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
@@ -307,7 +307,7 @@ func (h *Handler) interrupted() bool {
 
 // logOutcome writes the job's one line per attempt. Typed attributes, because at thousands of jobs
 // a second boxing each value in an any showed in the profile.
-func (h *Handler) logOutcome(level slog.Level, j job, p Payload, out outcome, extra ...slog.Attr) {
+func (h *Handler) logOutcome(level slog.Level, j job, p wirePayload, out outcome, extra ...slog.Attr) {
 	ctx := context.Background()
 	if !h.log.Enabled(ctx, level) {
 		return
@@ -315,8 +315,8 @@ func (h *Handler) logOutcome(level slog.Level, j job, p Payload, out outcome, ex
 	attrs := make([]slog.Attr, 0, 9)
 	attrs = append(attrs,
 		slog.String("task_id", j.id),
-		slog.String("user_id", p.Request.UserID),
-		slog.String("integration_id", p.Request.IntegrationID),
+		slog.String("user_id", p.Pair.UserID),
+		slog.String("integration_id", p.Pair.IntegrationID),
 		slog.String("class", string(out.class)),
 		slog.Int("attempt", j.retried+1),
 		slog.Int64("duration_ms", time.Since(j.start).Milliseconds()),

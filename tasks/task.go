@@ -3,12 +3,14 @@
 package tasks
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/versori/activator/internal/jsonscan"
 	"github.com/versori/activator/versori"
 )
 
@@ -60,4 +62,125 @@ func DecodePayload(b []byte) (Payload, error) {
 		return p, fmt.Errorf("tasks: payload request: %w", err)
 	}
 	return p, nil
+}
+
+// wirePayload is a payload as the handler uses it. On the usual path Body is the request exactly as
+// NewTask encoded it (the API's wire form, validated by the producer) and is sent as it is; only the
+// pair is read from it. Decoding, validating and re-encoding the whole request for every job cost
+// the worker more CPU than anything else it does on its own.
+type wirePayload struct {
+	Pair       versori.Pair
+	Body       []byte // the encoded request
+	Reconcile  bool
+	Batch      string
+	EnqueuedAt time.Time
+	// decoded is the request when the payload was decoded whole (the slow path), even if invalid.
+	decoded *versori.ActivationRequest
+}
+
+// readPayload reads a task payload. A payload of the shape NewTask writes takes the fast path: it is
+// checked to be valid JSON, its request to hold exactly the wire form's fields (each once, of the
+// right kind) and a valid pair; its connections are not validated again. Anything else (a payload
+// from another producer, or a malformed one) is decoded, validated and re-encoded whole, as
+// DecodePayload does, and fails as it fails.
+func readPayload(b []byte) (wirePayload, error) {
+	if p, ok := readWire(b); ok {
+		return p, nil
+	}
+	p, err := DecodePayload(b)
+	w := wirePayload{Pair: p.Request.Pair(), Reconcile: p.Reconcile, Batch: p.Batch, EnqueuedAt: p.EnqueuedAt, decoded: &p.Request}
+	if err != nil {
+		return w, err
+	}
+	if w.Body, err = p.Request.MarshalJSON(); err != nil {
+		return w, fmt.Errorf("tasks: encoding payload request: %w", err)
+	}
+	return w, nil
+}
+
+// readWire is readPayload's fast path; ok is false when b is not of NewTask's shape.
+func readWire(b []byte) (p wirePayload, ok bool) {
+	if !json.Valid(b) {
+		return p, false
+	}
+	ok = true
+	var seen [4]bool // request, reconcile, batch, enqueuedAt
+	err := jsonscan.Object(b, func(name, v []byte) bool {
+		var err error
+		i := -1
+		switch string(name) {
+		case "request":
+			i, p.Body = 0, v
+		case "reconcile":
+			i = 1
+			p.Reconcile, ok = string(v) == "true", string(v) == "true" || string(v) == "false"
+		case "batch":
+			i = 2
+			p.Batch, err = jsonscan.String(v)
+		case "enqueuedAt":
+			i = 3
+			var s string
+			if s, err = jsonscan.String(v); err == nil {
+				p.EnqueuedAt, err = time.Parse(time.RFC3339Nano, s)
+			}
+		default:
+			// encoding/json would match these names whatever their case; leave them to it.
+			ok = !foldsTo(name, "request", "reconcile", "batch", "enqueuedAt")
+		}
+		if i >= 0 {
+			ok, seen[i] = ok && !seen[i], true
+		}
+		ok = ok && err == nil
+		return ok
+	})
+	if err != nil || !ok || len(p.Body) == 0 || p.Body[0] != '{' {
+		return p, false
+	}
+	var has [4]bool // userId, integrationId, connections, dynamicVariables
+	err = jsonscan.Object(p.Body, func(name, v []byte) bool {
+		i, kind := -1, byte(0)
+		switch string(name) {
+		case "userId":
+			i, kind = 0, '"'
+			p.Pair.UserID, _ = jsonscan.String(v)
+		case "integrationId":
+			i, kind = 1, '"'
+			p.Pair.IntegrationID, _ = jsonscan.String(v)
+		case "connections":
+			i, kind = 2, '['
+		case "dynamicVariables":
+			i, kind = 3, '{'
+		}
+		ok = i >= 0 && !has[i] && v[0] == kind
+		if ok {
+			has[i] = true
+		}
+		return ok
+	})
+	if err != nil || !ok || !has[0] || !has[1] || !has[2] || p.Pair.Validate() != nil {
+		return wirePayload{}, false
+	}
+	return p, true
+}
+
+// foldsTo reports whether name equals one of names under Unicode case folding.
+func foldsTo(name []byte, names ...string) bool {
+	for _, n := range names {
+		if bytes.EqualFold(name, []byte(n)) {
+			return true
+		}
+	}
+	return false
+}
+
+// request is the payload's whole request, decoded only when it is needed (for a dead letter).
+func (p wirePayload) request() versori.ActivationRequest {
+	if p.decoded != nil {
+		return *p.decoded
+	}
+	var r versori.ActivationRequest
+	if err := json.Unmarshal(p.Body, &r); err != nil {
+		return versori.ActivationRequest{UserID: p.Pair.UserID, IntegrationID: p.Pair.IntegrationID}
+	}
+	return r
 }

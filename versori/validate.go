@@ -29,10 +29,7 @@ func invalid(field, format string, args ...any) *ValidationError {
 // Validate checks r before it is enqueued, so that a malformed request is refused at the door
 // instead of being dead-lettered later. It returns a *ValidationError for the first bad field.
 func (r ActivationRequest) Validate() error {
-	if err := validateUserID(r.UserID); err != nil {
-		return err
-	}
-	if err := validateULID("integrationId", r.IntegrationID); err != nil {
+	if err := r.Pair().Validate(); err != nil {
 		return err
 	}
 	seen := make(map[string]int, len(r.Connections))
@@ -50,6 +47,15 @@ func (r ActivationRequest) Validate() error {
 		return invalid("dynamicVariables", "must be a JSON object")
 	}
 	return nil
+}
+
+// Validate checks p's user id and integration id as ActivationRequest.Validate does. It returns a
+// *ValidationError for the first bad field.
+func (p Pair) Validate() error {
+	if err := validateUserID(p.UserID); err != nil {
+		return err
+	}
+	return validateULID("integrationId", p.IntegrationID)
 }
 
 func (c ActivationConnection) validate(prefix string) error {
