@@ -33,6 +33,14 @@ type Worker struct {
 	RateLimitWaits  prometheus.Histogram
 	BreakerState    prometheus.Gauge
 	Registry        *prometheus.Registry
+
+	// The children every successful job records, looked up once: a label lookup hashes its values
+	// and takes a lock, five times per job.
+	okAttempts  prometheus.Counter
+	okDuration  prometheus.Observer
+	activated   prometheus.Counter
+	activateOK  [2]prometheus.Counter // activate calls answered 200 and 201
+	activateDur prometheus.Observer
 }
 
 // NewWorker creates the worker's metrics on a registry of their own, with Go and process collectors,
@@ -94,17 +102,48 @@ func NewWorker(reasons []string) *Worker {
 	}
 	// The breaker's refusal is the one attempt class that does not come from the API.
 	m.Attempts.WithLabelValues("circuit_open")
+	m.okAttempts = m.Attempts.WithLabelValues(string(versori.ClassOK))
+	m.okDuration = m.JobDuration.WithLabelValues(string(versori.ClassOK))
+	m.activated = m.Activations.WithLabelValues(ResultActivated)
+	for i := range m.activateOK {
+		m.activateOK[i] = m.VersoriRequests.WithLabelValues(versori.OpActivate, versori.StatusLabel(200+i))
+	}
+	m.activateDur = m.VersoriDuration.WithLabelValues(versori.OpActivate)
 	return m
+}
+
+// Activated counts one job that ended with its pair active: result is ResultActivated or
+// ResultAlreadyActive.
+func (m *Worker) Activated(result string) {
+	if result == ResultActivated {
+		m.activated.Inc()
+		return
+	}
+	m.Activations.WithLabelValues(result).Inc()
 }
 
 // ObserveVersori records one API call; it is the client's versori.Observer.
 func (m *Worker) ObserveVersori(op string, status int, took time.Duration) {
+	if op == versori.OpActivate {
+		if i := status - 200; i >= 0 && i < len(m.activateOK) {
+			m.activateOK[i].Inc()
+		} else {
+			m.VersoriRequests.WithLabelValues(op, versori.StatusLabel(status)).Inc()
+		}
+		m.activateDur.Observe(took.Seconds())
+		return
+	}
 	m.VersoriRequests.WithLabelValues(op, versori.StatusLabel(status)).Inc()
 	m.VersoriDuration.WithLabelValues(op).Observe(took.Seconds())
 }
 
 // ObserveAttempt records one job attempt's outcome class and duration.
 func (m *Worker) ObserveAttempt(class versori.Class, took time.Duration) {
+	if class == versori.ClassOK {
+		m.okAttempts.Inc()
+		m.okDuration.Observe(took.Seconds())
+		return
+	}
 	m.Attempts.WithLabelValues(string(class)).Inc()
 	m.JobDuration.WithLabelValues(string(class)).Observe(took.Seconds())
 }

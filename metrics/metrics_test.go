@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/versori/activator/deadletter"
@@ -396,5 +397,51 @@ func TestMetricsExpositionLints(t *testing.T) {
 	var exit *exec.ExitError
 	if err != nil && !errors.As(err, &exit) {
 		t.Fatalf("running promtool: %v", err)
+	}
+}
+
+// TestHotPathCountsIntoTheLabelledSeries checks that the children the worker caches for the happy
+// path are the same series a label lookup finds, so that dashboards see every job.
+func TestHotPathCountsIntoTheLabelledSeries(t *testing.T) {
+	t.Parallel()
+	value := func(c interface{ Write(*dto.Metric) error }) float64 {
+		var m dto.Metric
+		if err := c.Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		if m.Counter != nil {
+			return m.Counter.GetValue()
+		}
+		return float64(m.Histogram.GetSampleCount())
+	}
+	m := metrics.NewWorker(nil)
+	m.ObserveAttempt(versori.ClassOK, time.Millisecond)
+	m.ObserveAttempt(versori.ClassTransient, time.Millisecond)
+	m.Activated(metrics.ResultActivated)
+	m.Activated(metrics.ResultAlreadyActive)
+	for _, status := range []int{200, 201, 201, 503} {
+		m.ObserveVersori(versori.OpActivate, status, time.Millisecond)
+	}
+	m.ObserveVersori(versori.OpListActivations, 200, time.Millisecond)
+	tests := []struct {
+		name   string
+		series interface{ Write(*dto.Metric) error }
+		want   float64
+	}{
+		{"attempts ok", m.Attempts.WithLabelValues(string(versori.ClassOK)), 1},
+		{"attempts transient", m.Attempts.WithLabelValues(string(versori.ClassTransient)), 1},
+		{"duration ok", m.JobDuration.WithLabelValues(string(versori.ClassOK)).(prometheus.Histogram), 1},
+		{"activated", m.Activations.WithLabelValues(metrics.ResultActivated), 1},
+		{"already active", m.Activations.WithLabelValues(metrics.ResultAlreadyActive), 1},
+		{"activate 200", m.VersoriRequests.WithLabelValues(versori.OpActivate, "200"), 1},
+		{"activate 201", m.VersoriRequests.WithLabelValues(versori.OpActivate, "201"), 2},
+		{"activate 503", m.VersoriRequests.WithLabelValues(versori.OpActivate, "503"), 1},
+		{"activate duration", m.VersoriDuration.WithLabelValues(versori.OpActivate).(prometheus.Histogram), 4},
+		{"list 200", m.VersoriRequests.WithLabelValues(versori.OpListActivations, "200"), 1},
+	}
+	for _, tt := range tests {
+		if got := value(tt.series); got != tt.want {
+			t.Errorf("%s = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }

@@ -251,7 +251,7 @@ func (h *Handler) done(j job, p wirePayload, out outcome) error {
 	if h.cfg.Results != nil {
 		h.cfg.Results.Add(j.queue, j.id, out.activationID)
 	}
-	h.cfg.Metrics.Activations.WithLabelValues(out.result).Inc()
+	h.cfg.Metrics.Activated(out.result)
 	h.cfg.Batches.Add(p.Batch, out.result, 1)
 	h.logOutcome(slog.LevelInfo, j, p, out, slog.String("result", out.result), slog.String("activation_id", out.activationID))
 	return nil
