@@ -203,3 +203,30 @@ func BenchmarkReadPayload(b *testing.B) {
 		}
 	})
 }
+
+// TestPayloadMarshalJSONMatchesEncodingJSON checks the one-pass encoding against encoding/json's
+// encoding of the same struct (without the MarshalJSON method): the same bytes.
+func TestPayloadMarshalJSONMatchesEncodingJSON(t *testing.T) {
+	t.Parallel()
+	type plain Payload // no MarshalJSON: encoded field by field
+	req := versori.ActivationRequest{UserID: "u<&>\"", IntegrationID: plIntegration,
+		Connections:      []versori.ActivationConnection{{TemplateID: plTemplate1, Name: "n", Credentials: json.RawMessage(`{"k": "v<"}`)}},
+		DynamicVariables: json.RawMessage(`{ "a" : [1, 2] }`)}
+	for _, p := range []Payload{
+		{Request: req},
+		{Request: req, Reconcile: true, Batch: "b\u2028<1>", EnqueuedAt: time.Date(2026, 11, 27, 1, 2, 3, 4, time.FixedZone("x", 3600))},
+		{Request: versori.ActivationRequest{UserID: "v", IntegrationID: plIntegration}, Batch: "b"},
+	} {
+		got, err := p.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := json.Marshal(plain(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("MarshalJSON = %s\nencoding/json = %s", got, want)
+		}
+	}
+}
