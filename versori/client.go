@@ -44,7 +44,8 @@ type Config struct {
 	BaseURL string        // default DefaultBaseURL
 	HubID   string        // needed to list a user's activations
 	Auth    Authenticator // required
-	// Concurrency is how many calls may be in flight at once; it sizes the keep-alive pool.
+	// Concurrency, when positive, is how many calls may be in flight at once: a call waits for a
+	// free slot before the limiter and the request. It also sizes the keep-alive pool.
 	Concurrency int
 	// Timeout bounds one call, from dialling to reading the whole body (default 30 s).
 	Timeout time.Duration
@@ -66,7 +67,8 @@ type Client struct {
 	limiter Limiter
 	ua      string
 	hc      *http.Client
-	bufs    sync.Pool // *bytes.Buffer for response bodies
+	bufs    sync.Pool     // *bytes.Buffer for response bodies
+	slots   chan struct{} // one per call in flight; nil: no bound
 	// Header values shared by every request (the transport never changes a request's headers), so
 	// that a call does not allocate them.
 	hdrJSON, hdrUA []string
@@ -106,6 +108,9 @@ func New(cfg Config) (*Client, error) {
 		c.hc = &http.Client{Transport: NewTransport(cfg.Concurrency)}
 	}
 	c.hdrJSON, c.hdrUA = []string{"application/json"}, []string{c.ua}
+	if cfg.Concurrency > 0 {
+		c.slots = make(chan struct{}, cfg.Concurrency)
+	}
 	return c, nil
 }
 
@@ -229,7 +234,16 @@ const maxBody = 16 << 20
 const maxPooledBuf = 1 << 20
 
 func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, userID string, body []byte, out any) error {
-	// The wait for the rate limit is not part of the call's timeout.
+	// The waits for a slot and for the rate limit are not part of the call's timeout. The slot comes
+	// first, so that a rate-limit slot is booked only for a call that can go at once.
+	if c.slots != nil {
+		select {
+		case c.slots <- struct{}{}:
+			defer func() { <-c.slots }()
+		case <-ctx.Done():
+			return &TransportError{Op: op, Err: fmt.Errorf("waiting for a free call slot: %w", context.Cause(ctx)), NotSent: true}
+		}
+	}
 	if c.limiter != nil {
 		if err := c.limiter.Wait(ctx); err != nil {
 			return &TransportError{Op: op, Err: fmt.Errorf("waiting for the rate limit: %w", err), NotSent: true}

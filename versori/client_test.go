@@ -785,3 +785,66 @@ func TestCallerContext(t *testing.T) {
 		})
 	}
 }
+
+// TestClientBoundsCallsInFlight checks Config.Concurrency: never more calls at the server at once,
+// the bound reached, and a call that cannot get a slot before its context ends fails as not sent.
+func TestClientBoundsCallsInFlight(t *testing.T) {
+	t.Parallel()
+	const bound, callers = 3, 12
+	var mu sync.Mutex
+	inFlight, most := 0, 0
+	release := make(chan struct{})
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		inFlight++
+		most = max(most, inFlight)
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"id":"A1"}`)
+	}))
+	t.Cleanup(ts.Close)
+	c, err := versori.New(versori.Config{BaseURL: ts.URL, Auth: versori.APIKey("k"), Concurrency: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"userId":"u","integrationId":"` + ctIntegration + `","connections":[]}`)
+	errs := make(chan error, callers)
+	for range callers {
+		go func() {
+			_, err := c.ActivateJSON(context.Background(), "u", body)
+			errs <- err
+		}()
+	}
+	waitUntil := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := inFlight
+		mu.Unlock()
+		if n == bound || time.Now().After(waitUntil) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	// All slots are taken: one more call gives up when its context ends, without being sent.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	_, err = c.ActivateJSON(ctx, "u", body)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) || versori.IsOutcomeUnknown(err) {
+		t.Errorf("call without a free slot: %v (outcome unknown %v), want a not-sent deadline error", err, versori.IsOutcomeUnknown(err))
+	}
+
+	close(release)
+	for range callers {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if most != bound {
+		t.Fatalf("the server saw at most %d calls at once, want %d", most, bound)
+	}
+}

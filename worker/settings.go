@@ -48,7 +48,8 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	fs.String(&keyFile, "versori-signing-key-file", "VERSORI_SIGNING_KEY_FILE", "", "PKCS#8 PEM file of the signing key")
 	fs.String(&s.Versori.HubID, "versori-hub-id", "VERSORI_HUB_ID", "", "hub id, needed to look up a user's activations")
 	fs.Duration(&timeout, "versori-timeout", "VERSORI_TIMEOUT", 30*time.Second, "timeout of one API call")
-	fs.Int(&s.Concurrency, "concurrency", "WORKER_CONCURRENCY", 50, "jobs in flight in this process, shared out among its asynq servers")
+	fs.Int(&s.Concurrency, "concurrency", "WORKER_CONCURRENCY", 50, "API calls in flight in this process at most (it also sizes the HTTP keep-alive pool)")
+	fs.Int(&s.Prefetch, "prefetch", "WORKER_PREFETCH", -1, "tasks held beyond WORKER_CONCURRENCY, so that asynq's fetch and completion overlap API calls (-1: a fifth of WORKER_CONCURRENCY, at least 1)")
 	fs.Int(&s.Servers, "servers", "WORKER_SERVERS", 1, "asynq servers (fetch loops) in this process")
 	fs.String(&s.Queue, "queue", "QUEUE", "activations", "queue name")
 	fs.String(&s.MetricsAddr, "metrics-addr", "METRICS_ADDR", ":9464", "address serving /metrics, /healthz and /readyz (empty: none)")
@@ -129,6 +130,12 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	}
 	if s.Concurrency < 1 {
 		return s, fmt.Errorf("WORKER_CONCURRENCY must be at least 1, got %d", s.Concurrency)
+	}
+	switch {
+	case s.Prefetch == -1:
+		s.Prefetch = max(s.Concurrency/5, 1)
+	case s.Prefetch < 0:
+		return s, fmt.Errorf("WORKER_PREFETCH must be 0 or more (-1: a fifth of WORKER_CONCURRENCY), got %d", s.Prefetch)
 	}
 	if s.Servers < 1 || s.Servers > 64 {
 		return s, fmt.Errorf("WORKER_SERVERS must be 1 to 64, got %d", s.Servers)

@@ -106,6 +106,8 @@ func TestParseSettingsErrors(t *testing.T) {
 		{"concurrency abc", map[string]string{"WORKER_CONCURRENCY": "abc"}, nil, "WORKER_CONCURRENCY"},
 		{"servers 65", map[string]string{"WORKER_SERVERS": "65"}, nil, "WORKER_SERVERS"},
 		{"servers 0", map[string]string{"WORKER_SERVERS": "0"}, nil, "WORKER_SERVERS"},
+		{"prefetch negative", map[string]string{"WORKER_PREFETCH": "-2"}, nil, "WORKER_PREFETCH"},
+		{"log flush negative", map[string]string{"LOG_FLUSH_INTERVAL": "-1s"}, nil, "LOG_FLUSH_INTERVAL"},
 		{"blank queue", map[string]string{"QUEUE": "  "}, nil, "QUEUE"},
 		{"timeout 0", map[string]string{"VERSORI_TIMEOUT": "0s"}, nil, "VERSORI_TIMEOUT"},
 		{"timeout garbage", map[string]string{"VERSORI_TIMEOUT": "soon"}, nil, "VERSORI_TIMEOUT"},
@@ -198,8 +200,21 @@ func TestParseSettings(t *testing.T) {
 			if p := s.Policy; p.Base != time.Second || p.Cap != 10*time.Minute || p.RateLimitWait != 5*time.Second || p.QuickRetries != 2 {
 				t.Errorf("Policy = %+v", p)
 			}
-			if s.LogLevel != slog.LevelInfo {
-				t.Errorf("LogLevel = %v", s.LogLevel)
+			if s.LogLevel != slog.LevelInfo || s.LogFlush != 100*time.Millisecond {
+				t.Errorf("LogLevel = %v, LogFlush %s", s.LogLevel, s.LogFlush)
+			}
+			if s.Prefetch != 10 {
+				t.Errorf("Prefetch = %d, want a fifth of the concurrency", s.Prefetch)
+			}
+		}},
+		{"prefetch at least one", map[string]string{"WORKER_CONCURRENCY": "3"}, nil, func(t *testing.T, s Settings) {
+			if s.Prefetch != 1 {
+				t.Errorf("Prefetch = %d, want 1", s.Prefetch)
+			}
+		}},
+		{"prefetch and log flush off", map[string]string{"WORKER_PREFETCH": "0", "LOG_FLUSH_INTERVAL": "0"}, nil, func(t *testing.T, s Settings) {
+			if s.Prefetch != 0 || s.LogFlush != 0 {
+				t.Errorf("Prefetch = %d, LogFlush %s; want both off", s.Prefetch, s.LogFlush)
 			}
 		}},
 		{"default redis url", map[string]string{"REDIS_URL": ""}, nil, func(t *testing.T, s Settings) {

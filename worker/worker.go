@@ -28,7 +28,12 @@ import (
 // Config configures a worker.
 type Config struct {
 	Queue       string
-	Concurrency int // jobs in flight in the process, shared out among its asynq servers
+	Concurrency int // API calls in flight in the process at most
+	// Prefetch is how many tasks the process holds beyond Concurrency, shared out among its asynq
+	// servers with the rest: a job whose task is held waits for a free call slot. asynq holds a slot
+	// while it fetches a task and while it marks it done, two Redis round trips per job; with tasks
+	// held ahead, those overlap other jobs' calls instead of leaving a call slot idle.
+	Prefetch int
 	// Servers is how many asynq servers (fetch loops) the process runs against the queue; one asynq
 	// server fetches one task per Redis round trip, which caps it when jobs are fast.
 	Servers int
@@ -182,7 +187,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeActivate, h)
 	pol := cfg.Policy
-	perServer := (cfg.Concurrency + cfg.Servers - 1) / cfg.Servers
+	perServer := (cfg.Concurrency + max(cfg.Prefetch, 0) + cfg.Servers - 1) / cfg.Servers
 	for range cfg.Servers {
 		srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 			Concurrency:    perServer,
@@ -255,7 +260,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			loop(bg)
 		}()
 	}
-	w.log.Info("worker started", "queue", w.cfg.Queue, "concurrency", w.cfg.Concurrency,
+	w.log.Info("worker started", "queue", w.cfg.Queue, "concurrency", w.cfg.Concurrency, "prefetch", w.cfg.Prefetch,
 		"servers", w.cfg.Servers, "metrics_addr", w.MetricsAddr())
 
 	<-ctx.Done()

@@ -56,8 +56,10 @@ func (r *Report) Print(w io.Writer) {
 		r.Machine.NProc, r.Machine.CPU, r.Machine.GoVersion, r.Machine.RedisVersion, r.Machine.LoadBefore, r.Machine.LoadAfter)
 	fmt.Fprintf(w, "profile: %d jobs, concurrency %d, servers %d, stand-in latency %s, %d reps, drain polled every %s; Redis %s db %d\n",
 		p.Jobs, p.Concurrency, p.Servers, p.Latency, p.Reps, p.Poll, p.RedisAddr, p.RedisDB)
-	fmt.Fprintf(w, "activator worker: breaker on, metrics on, QUEUE_METRICS %v, LOG_LEVEL info; VERSORI_RATE_LIMIT %d/s burst %d in compare and servers runs (not binding)",
-		p.QueueMetrics, p.RateLimit, p.RateBurst)
+	fmt.Fprintf(w, "activator worker: breaker on, metrics on, QUEUE_METRICS %v, LOG_LEVEL info; WORKER_CONCURRENCY %d calls in flight, "+
+		"WORKER_PREFETCH default (a fifth of that: tasks held beyond the call slots; the baseline holds exactly its concurrency); "+
+		"VERSORI_RATE_LIMIT %d/s burst %d in compare and servers runs (not binding)",
+		p.QueueMetrics, p.Concurrency*p.Servers, p.RateLimit, p.RateBurst)
 	if r.Horizontal != nil {
 		fmt.Fprintf(w, ", %d/s burst 1 in horizontal runs", r.Horizontal.RateLimit)
 	}
