@@ -510,10 +510,8 @@ func (b *bencher) run(ctx context.Context, s runSpec) (Drain, error) {
 		r.MaxCallsIn1s = busiestSecond(calls)
 	}
 	if len(calls) > 1 {
-		first, last := calls[0].At, calls[0].At
-		for _, c := range calls[1:] {
-			first, last = minTime(first, c.At), maxTime(last, c.At)
-		}
+		byTime := func(a, b standinCall) int { return a.At.Compare(b.At) }
+		first, last := slices.MinFunc(calls, byTime).At, slices.MaxFunc(calls, byTime).At
 		r.FirstCallSec = first.Sub(start).Seconds()
 		if d := last.Sub(first).Seconds(); d > 0 {
 			r.SteadyJobsPerSec = float64(len(calls)-1) / d
@@ -683,20 +681,6 @@ func (b *bencher) pollCost(ctx context.Context) (map[string]float64, error) {
 		}
 	}
 	return out, nil
-}
-
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }
 
 // busiestSecond is the most calls in any one-second window.
