@@ -1,10 +1,9 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"os/exec"
+	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -286,25 +285,36 @@ func (b *bencher) enqueue(ctx context.Context) (*Enqueue, error) {
 			return e, err
 		}
 		r := EnqueueRun{Rows: n, Load: loadAvg()}
-		cmd := exec.CommandContext(ctx, b.bins.enqueue, "file", "--quiet",
-			"--redis-url", "redis://"+b.cfg.RedisAddr+"/"+strconv.Itoa(b.cfg.RedisDB), "--queue", queue, path)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
 		start := time.Now()
-		err := cmd.Run()
-		r.ElapsedSec = time.Since(start).Seconds()
+		p, err := startProc(b.dir, fmt.Sprintf("enqueue-%d", n), nil, b.bins.enqueue, "file", "--quiet",
+			"--redis-url", "redis://"+b.cfg.RedisAddr+"/"+strconv.Itoa(b.cfg.RedisDB), "--queue", queue, path)
 		if err != nil {
-			return e, fmt.Errorf("enqueue file: %w\n%s", err, out.Bytes())
+			return e, err
 		}
-		r.PeakRSSKB = maxRSSKB(cmd.ProcessState)
-		if m := enqueuedRe.FindSubmatch(out.Bytes()); m != nil {
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			_ = p.cmd.Process.Kill()
+			<-p.done
+			return e, ctx.Err()
+		}
+		r.ElapsedSec = time.Since(start).Seconds()
+		if err := p.exitErr(); err != nil {
+			return e, fmt.Errorf("enqueue file: %w", err)
+		}
+		r.PeakRSSKB = p.maxRSSKB()
+		out, err := os.ReadFile(p.log)
+		if err != nil {
+			return e, err
+		}
+		if m := enqueuedRe.FindSubmatch(out); m != nil {
 			r.Enqueued, _ = strconv.Atoi(string(m[1]))
 		}
-		if m := rateRe.FindSubmatch(out.Bytes()); m != nil {
+		if m := rateRe.FindSubmatch(out); m != nil {
 			r.RowsPerSec, _ = strconv.ParseFloat(string(m[1]), 64)
 		}
 		if r.Enqueued != n {
-			return e, fmt.Errorf("enqueue file enqueued %d of %d rows:\n%s", r.Enqueued, n, out.Bytes())
+			return e, fmt.Errorf("enqueue file enqueued %d of %d rows:\n%s", r.Enqueued, n, out)
 		}
 		b.logf("enqueue file %d rows: %.0f rows/s, peak RSS %d MiB, load %s", n, r.RowsPerSec, r.PeakRSSKB/1024, r.Load)
 		e.Runs = append(e.Runs, r)

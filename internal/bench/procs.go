@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -106,7 +107,8 @@ type proc struct {
 	cmd  *exec.Cmd
 	log  string
 	done chan struct{}
-	err  error // of Wait, once done is closed
+	err  error        // of Wait, once done is closed
+	hwm  atomic.Int64 // the last VmHWM read while it ran, in KiB (0: none read)
 }
 
 // startProc starts bin with args; env is added to the bench's own environment (later entries win).
@@ -130,7 +132,25 @@ func startProc(logDir, name string, env []string, bin string, args ...string) (*
 		f.Close()
 		close(p.done)
 	}()
+	go p.samplePeakRSS(50 * time.Millisecond)
 	return p, nil
+}
+
+// samplePeakRSS reads the process's VmHWM every interval until it exits: the peak RSS can only be
+// read while the process exists, and it only grows, so the last read is at most one interval old.
+func (p *proc) samplePeakRSS(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if kb, ok := vmHWMKB(p.cmd.Process.Pid); ok {
+			p.hwm.Store(max(p.hwm.Load(), kb))
+		}
+		select {
+		case <-p.done:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // stop sends SIGTERM and waits up to grace for the process to exit, then kills it.
@@ -180,8 +200,12 @@ func (p *proc) tail() string {
 	return "\n" + string(b)
 }
 
-// maxRSSKB is the process's peak resident set in KiB, once it has exited.
+// maxRSSKB is the process's peak resident set in KiB, once it has exited: its VmHWM as last read,
+// or else the exit status's ru_maxrss (which can be the bench's own, see vmHWMKB).
 func (p *proc) maxRSSKB() int64 {
+	if kb := p.hwm.Load(); kb > 0 {
+		return kb
+	}
 	if p.cmd.ProcessState == nil {
 		return 0
 	}
