@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/internal/enqueuecmd"
+	"github.com/versori/activator/internal/redisconn"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/versori/versoritest"
 )
@@ -399,4 +401,52 @@ func TestEnqueueWhileRedisDown(t *testing.T) {
 		t.Errorf("%d jobs in the queue after the third run, want %d", got, n)
 	}
 	t.Logf("with Redis down, enqueue failed in %s: %s", took.Round(time.Millisecond), downMsg)
+}
+
+// TestEnqueueFileWhenRedisStopsMidway stops Redis while `enqueue file`'s pipelined enqueues are in
+// flight: the run ends instead of hanging, every row is counted either enqueued or failed, and a
+// re-run once Redis is back adds exactly what is missing.
+func TestEnqueueFileWhenRedisStopsMidway(t *testing.T) {
+	t.Parallel()
+	const n = 20000
+	rs := startRedis(t, true) // graceful SHUTDOWN writes the AOF, so what was acknowledged survives
+	path, _ := writeRequests(t, n, 0)
+	rdb, err := redisconn.Open(rs.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	p := producer.New(rdb, producer.Config{Queue: queue})
+
+	var stopped sync.Once
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	first, err := p.EnqueueFile(ctx, producer.FileOptions{Path: path, ProgressEvery: 5 * time.Millisecond,
+		Progress: func(s producer.Summary) {
+			if s.Enqueued >= n/10 {
+				stopped.Do(rs.Stop)
+			}
+		}})
+	if err != nil {
+		t.Fatalf("first run: %v (a run that loses Redis counts failed rows; it does not fail or hang)", err)
+	}
+	t.Logf("first run: %d enqueued, %d failed", first.Enqueued, first.Failed)
+	if first.Enqueued == 0 || first.Failed == 0 || first.Enqueued+first.Failed != n {
+		t.Fatalf("first run: %d enqueued + %d failed, want both > 0 and %d in all", first.Enqueued, first.Failed, n)
+	}
+
+	rs.Start()
+	second, err := p.EnqueueFile(ctx, producer.FileOptions{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A row whose reply was lost when Redis stopped counts as failed, yet may be queued: the re-run
+	// then finds it as a duplicate.
+	if second.Failed != 0 || second.Enqueued+second.Duplicates != n || second.Duplicates < first.Enqueued {
+		t.Errorf("re-run: %d enqueued, %d duplicates, %d failed; want no failures, %d in all, at least the first run's %d as duplicates",
+			second.Enqueued, second.Duplicates, second.Failed, n, first.Enqueued)
+	}
+	if got := pendingOn(t, rs.Client); got != n {
+		t.Errorf("%d jobs in the queue, want %d", got, n)
+	}
 }

@@ -167,7 +167,7 @@ func (r *Report) Print(w io.Writer) {
 		tw.Flush()
 	}
 	if e := r.Enqueue; e != nil {
-		fmt.Fprintf(w, "\nenqueue file (real binary, JSONL, default concurrency 16)\n")
+		fmt.Fprintf(w, "\nenqueue file (real binary, JSONL, its default ENQUEUE_CONCURRENCY)\n")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "rows\trows/s (printed)\tprocess time\tpeak RSS MiB\tload\t")
 		for _, run := range e.Runs {

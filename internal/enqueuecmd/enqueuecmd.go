@@ -166,7 +166,7 @@ func runFile(ctx context.Context, args []string, env Env) (int, error) {
 	)
 	fs := newFlags("file", env, &c)
 	fs.String(&o.Batch, "batch", "", "", "batch id (default: a new one)")
-	fs.Int(&o.Concurrency, "concurrency", "ENQUEUE_CONCURRENCY", 16, "enqueues in flight at once")
+	fs.Int(&o.Concurrency, "concurrency", "ENQUEUE_CONCURRENCY", producer.DefaultFileConcurrency, "enqueues in flight at once")
 	fs.String(&o.RejectsPath, "rejects", "", "", "rejects file (default: PATH.rejects.jsonl)")
 	fs.Bool(&o.DryRun, "dry-run", "", false, "validate only; enqueue nothing")
 	fs.Bool(&o.Reconcile, "reconcile", "", false, "make every job look up its pair before activating")
