@@ -13,7 +13,7 @@ import (
 )
 
 // BenchmarkEnqueueFile measures `enqueue file`'s throughput into the real Redis: rows/s of a
-// 100,000-row JSONL file at the default concurrency (16). Run:
+// 100,000-row JSONL file at the default concurrency (DefaultFileConcurrency). Run:
 //
 //	go test -run '^$' -bench BenchmarkEnqueueFile -benchtime 3x ./producer
 func BenchmarkEnqueueFile(b *testing.B) {

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/versori/activator/batch"
 	"github.com/versori/activator/ingest"
 	"github.com/versori/activator/tasks"
 )
@@ -42,9 +43,11 @@ type Summary struct {
 	Failed       int // valid but not enqueued because Redis failed; re-run the file
 	FailedLines  []int
 	BytesRead    int64 // of the input so far, for progress against its size
-	CountErrors  int   // chunks whose batch counter could not be updated (`enqueue status` undercounts)
-	Elapsed      time.Duration
-	RejectsPath  string
+	// CountErrors is 1 when the batch's queued counter could not be written at the end of the run, so
+	// `enqueue status` undercounts what was queued; the jobs themselves are queued.
+	CountErrors int
+	Elapsed     time.Duration
+	RejectsPath string
 }
 
 // Rate is rows handled per second.
@@ -126,12 +129,18 @@ func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, err
 		f(&sum)
 		mu.Unlock()
 	}
+	// The batch's queued counter is written behind, as the workers write theirs: one write per
+	// flush interval rather than one per chunk.
+	counter := batch.NewCounter(bulk.rdb, p.cfg.Queue, 0)
+	counting, stopCounting := context.WithCancel(context.WithoutCancel(ctx))
+	counterDone := make(chan struct{})
+	go func() { defer close(counterDone); counter.Run(counting) }()
 	for range o.Concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for rows := range work {
-				bulk.enqueueChunk(ctx, rows, o, count)
+				bulk.enqueueChunk(ctx, rows, o, counter, count)
 			}
 		}()
 	}
@@ -168,6 +177,14 @@ func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, err
 	}
 	close(work)
 	wg.Wait()
+	stopCounting()
+	<-counterDone
+	// Run's last flush keeps what it could not write; this tries once more and says if it failed.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	if err := counter.Flush(fctx); err != nil {
+		sum.CountErrors++
+	}
+	cancel()
 	stopProgress()
 	if err := rejects.Close(); err != nil && readErr == nil {
 		readErr = fmt.Errorf("writing rejects: %w", err)
@@ -183,7 +200,7 @@ func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, err
 	return sum, readErr
 }
 
-func (p *Producer) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOptions, count func(func(*Summary))) {
+func (p *Producer) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOptions, counter *batch.Counter, count func(func(*Summary))) {
 	fail := func(lines ...int) {
 		count(func(s *Summary) {
 			s.Failed += len(lines)
@@ -228,12 +245,7 @@ func (p *Producer) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOp
 			count(func(s *Summary) { s.Enqueued++ })
 		}
 	}
-	if queued > 0 && o.Batch != "" {
-		// One round trip per chunk; a failure here loses only the batch's progress count, not a job.
-		if err := p.countQueued(ctx, o.Batch, queued); err != nil {
-			count(func(s *Summary) { s.CountErrors++ })
-		}
-	}
+	counter.Add(o.Batch, batch.FieldQueued, queued)
 }
 
 func (p *Producer) progress(o FileOptions, mu *sync.Mutex, sum *Summary, start time.Time, bytesRead func() int64) (stop func()) {

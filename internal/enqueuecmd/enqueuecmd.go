@@ -234,6 +234,9 @@ func printSummary(w io.Writer, s producer.Summary, dry bool) {
 	if s.RejectsPath != "" {
 		fmt.Fprintf(w, "rejects: %s\n", s.RejectsPath)
 	}
+	if s.CountErrors > 0 {
+		fmt.Fprintf(w, "warning: the batch's queued counter could not be written, so `enqueue status %s` undercounts; the jobs are queued\n", s.Batch)
+	}
 	fmt.Fprintf(w, "elapsed: %s\nrate: %.0f rows/s\n", s.Elapsed.Round(time.Millisecond), s.Rate())
 }
 
