@@ -32,16 +32,17 @@ func (r ActivationRequest) Validate() error {
 	if err := r.Pair().Validate(); err != nil {
 		return err
 	}
-	seen := make(map[string]int, len(r.Connections))
+	// Field paths are built only for an error: Validate runs once per row of a bulk enqueue.
 	for i, c := range r.Connections {
-		prefix := "connections[" + strconv.Itoa(i) + "]"
-		if err := c.validate(prefix); err != nil {
-			return err
+		if field, reason := c.problem(); reason != "" {
+			return &ValidationError{Field: connectionField(i, field), Reason: reason}
 		}
-		if j, dup := seen[c.TemplateID]; dup {
-			return invalid(prefix+".templateId", "template %s is already bound by connections[%d]", c.TemplateID, j)
+		// A request binds a handful of connections, so a scan is cheaper than a map.
+		for j, prev := range r.Connections[:i] {
+			if prev.TemplateID == c.TemplateID {
+				return invalid(connectionField(i, "templateId"), "template %s is already bound by connections[%d]", c.TemplateID, j)
+			}
 		}
-		seen[c.TemplateID] = i
 	}
 	if len(r.DynamicVariables) > 0 && !isJSONObject(r.DynamicVariables) {
 		return invalid("dynamicVariables", "must be a JSON object")
@@ -55,34 +56,49 @@ func (p Pair) Validate() error {
 	if err := validateUserID(p.UserID); err != nil {
 		return err
 	}
-	return validateULID("integrationId", p.IntegrationID)
+	if reason := ulidProblem(p.IntegrationID); reason != "" {
+		return &ValidationError{Field: "integrationId", Reason: reason}
+	}
+	return nil
 }
 
-func (c ActivationConnection) validate(prefix string) error {
-	if err := validateULID(prefix+".templateId", c.TemplateID); err != nil {
-		return err
+// connectionField is the JSON path of field (a path within the connection; "" for the connection
+// itself) of connections[i].
+func connectionField(i int, field string) string {
+	p := "connections[" + strconv.Itoa(i) + "]"
+	if field == "" {
+		return p
+	}
+	return p + "." + field
+}
+
+// problem returns the first bad field of c, as a path within c ("" for c itself), and why; reason
+// is "" when c is valid.
+func (c ActivationConnection) problem() (field, reason string) {
+	if reason := ulidProblem(c.TemplateID); reason != "" {
+		return "templateId", reason
 	}
 	if c.IsExisting() {
-		if err := validateULID(prefix+".connectionId", c.ConnectionID); err != nil {
-			return err
+		if reason := ulidProblem(c.ConnectionID); reason != "" {
+			return "connectionId", reason
 		}
 		if c.Name != "" || len(c.Credentials) > 0 || c.Variables != nil {
-			return invalid(prefix, "has connectionId and also name/credentials/variables: use one form")
+			return "", "has connectionId and also name/credentials/variables: use one form"
 		}
-		return nil
+		return "", ""
 	}
 	if c.Name == "" {
-		return invalid(prefix, "needs either connectionId (existing connection) or name and credentials (new connection)")
+		return "", "needs either connectionId (existing connection) or name and credentials (new connection)"
 	}
 	if len(c.Credentials) == 0 || !isJSONObject(c.Credentials) {
-		return invalid(prefix+".credentials", "must be a JSON object")
+		return "credentials", "must be a JSON object"
 	}
 	for j, v := range c.Variables {
 		if v.Name == "" {
-			return invalid(prefix+".variables["+strconv.Itoa(j)+"].name", "is required")
+			return "variables[" + strconv.Itoa(j) + "].name", "is required"
 		}
 	}
-	return nil
+	return "", ""
 }
 
 func validateUserID(id string) error {
@@ -102,14 +118,15 @@ func validateUserID(id string) error {
 	return nil
 }
 
-func validateULID(field, id string) error {
+// ulidProblem says why id is not a ULID; "" when it is one.
+func ulidProblem(id string) string {
 	if id == "" {
-		return invalid(field, "is required")
+		return "is required"
 	}
 	if _, err := ulid.ParseStrict(id); err != nil {
-		return invalid(field, "is not a ULID (26 Crockford base32 characters)")
+		return "is not a ULID (26 Crockford base32 characters)"
 	}
-	return nil
+	return ""
 }
 
 func isJSONObject(raw json.RawMessage) bool {
