@@ -1,7 +1,7 @@
-// Package jsonscan reads the top-level fields of a JSON object without decoding what it skips. The
-// worker reads a few fields of two documents per job (the task payload and POST /activations'
-// answer); encoding/json's reflection and Decoder cost more CPU there than the rest of the job's own
-// work. Values are skipped by matching quotes and brackets, not validated: a caller that needs valid
+// Package jsonscan reads the top-level fields of a JSON object, or the elements of an array, without
+// decoding what it skips. The worker reads a few fields of two documents per job (the task payload
+// and POST /activations' answer), and `enqueue file` checks the field names of every row; encoding/
+// json's reflection and Decoder cost more CPU there than the rest of the job's own work. Values are skipped by matching quotes and brackets, not validated: a caller that needs valid
 // JSON checks it with json.Valid first.
 package jsonscan
 
@@ -14,6 +14,9 @@ import (
 
 // ErrNotObject is the error for a document that is not a JSON object.
 var ErrNotObject = errors.New("not a JSON object")
+
+// ErrNotArray is the error for a document that is not a JSON array.
+var ErrNotArray = errors.New("not a JSON array")
 
 // Object calls fn with the name and the raw value of each top-level field of the JSON object b, in
 // order, until fn returns false. A name holding escapes is decoded; otherwise it is a slice of b,
@@ -64,6 +67,37 @@ func Object(b []byte, fn func(name, value []byte) bool) error {
 			return nil
 		default:
 			return syntaxError(b, i, "',' or '}'")
+		}
+	}
+}
+
+// Array calls fn with each element of the JSON array b, in order, until fn returns false. elem is a
+// slice of b holding the whole element.
+func Array(b []byte, fn func(elem []byte) bool) error {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return ErrNotArray
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		return nil
+	}
+	for {
+		end, err := valueEnd(b, i)
+		if err != nil {
+			return err
+		}
+		if !fn(b[i:end]) {
+			return nil
+		}
+		i = skipSpace(b, end)
+		switch {
+		case i < len(b) && b[i] == ',':
+			i = skipSpace(b, i+1)
+		case i < len(b) && b[i] == ']':
+			return nil
+		default:
+			return syntaxError(b, i, "',' or ']'")
 		}
 	}
 }

@@ -141,3 +141,77 @@ func FuzzObject(f *testing.F) {
 		}
 	})
 }
+
+func elems(b []byte) ([]string, error) {
+	var es []string
+	err := Array(b, func(e []byte) bool {
+		es = append(es, string(e))
+		return true
+	})
+	return es, err
+}
+
+func TestArray(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		in      string
+		want    []string
+		wantErr bool
+	}{
+		{"empty", `[]`, nil, false},
+		{"spaces", " [ 1 ,\n\"a\" ,{\"b\":[2]} ,null ] ", []string{"1", `"a"`, `{"b":[2]}`, "null"}, false},
+		{"brackets inside strings", `["]",{"a":"}]"}]`, []string{`"]"`, `{"a":"}]"}`}, false},
+		{"not an array", `{"a":1}`, nil, true},
+		{"empty input", ``, nil, true},
+		{"truncated", `[1,{"a":2}`, nil, true},
+		{"missing comma", `[1 2]`, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := elems([]byte(tt.in))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Array(%q) error %v, want error %v", tt.in, err, tt.wantErr)
+			}
+			if !tt.wantErr && !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("Array(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+// FuzzArray checks Array against encoding/json on valid JSON: the same elements, byte for byte.
+func FuzzArray(f *testing.F) {
+	for _, s := range []string{`[1,"x",{"d":[true,null]}]`, `[]`, `{}`, ` [ "]" , [ ] ] `, `[-1.5e3]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := elems(b)
+		if !json.Valid(b) {
+			return
+		}
+		if v := bytes.TrimLeft(b, " \t\r\n"); v[0] != '[' {
+			if err == nil {
+				t.Fatalf("Array(%q) = %q; want an error for a value that is not an array", b, got)
+			}
+			return
+		}
+		var want []json.RawMessage
+		werr := json.Unmarshal(b, &want)
+		if (err != nil) != (werr != nil) {
+			t.Fatalf("Array(%q) error %v; encoding/json error %v", b, err, werr)
+		}
+		if err != nil {
+			return
+		}
+		if len(got) != len(want) {
+			t.Fatalf("Array(%q) = %q; encoding/json reads %q", b, got, want)
+		}
+		for i := range got {
+			if got[i] != string(want[i]) {
+				t.Fatalf("Array(%q) element %d = %q; encoding/json reads %q", b, i, got[i], want[i])
+			}
+		}
+	})
+}
