@@ -10,6 +10,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/versori/activator/internal/jsonappend"
 	"github.com/versori/activator/internal/jsonscan"
 	"github.com/versori/activator/versori"
 )
@@ -52,33 +53,29 @@ func NewTask(p Payload, opts ...asynq.Option) (*asynq.Task, error) {
 	return asynq.NewTask(TypeActivate, b, opts...), nil
 }
 
-// MarshalJSON encodes p as json.Marshal would, in one pass: through json.Marshal, the request's own
-// encoding would be scanned and compacted a second time, which was the largest part of encoding a
-// payload when enqueueing a file.
+// MarshalJSON encodes p as json.Marshal would, in one pass and without reflection: it is one
+// payload per row of a bulk enqueue.
 func (p Payload) MarshalJSON() ([]byte, error) {
-	req, err := p.Request.MarshalJSON()
+	b := make([]byte, 0, 256)
+	b = append(b, `{"request":`...)
+	b, err := p.Request.AppendJSON(b)
 	if err != nil {
 		return nil, err
 	}
-	b := make([]byte, 0, len(req)+len(p.Batch)+80)
-	b = append(b, `{"request":`...)
-	b = append(b, req...)
 	if p.Reconcile {
 		b = append(b, `,"reconcile":true`...)
 	}
 	if p.Batch != "" {
-		batch, err := json.Marshal(p.Batch)
-		if err != nil {
-			return nil, err
-		}
-		b = append(append(b, `,"batch":`...), batch...)
+		b = append(b, `,"batch":`...)
+		b = jsonappend.String(b, p.Batch)
 	}
 	if !p.EnqueuedAt.IsZero() {
-		at, err := p.EnqueuedAt.MarshalJSON()
-		if err != nil {
+		b = append(b, `,"enqueuedAt":"`...)
+		// AppendText is MarshalJSON's RFC 3339 form without the quotes.
+		if b, err = p.EnqueuedAt.AppendText(b); err != nil {
 			return nil, err
 		}
-		b = append(append(b, `,"enqueuedAt":`...), at...)
+		b = append(b, '"')
 	}
 	return append(b, '}'), nil
 }

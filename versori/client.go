@@ -138,7 +138,7 @@ func NewTransport(concurrency int) *http.Transport {
 // Activate calls POST /activations. It is not idempotent: when it fails with an error for which
 // IsOutcomeUnknown is true, the activation may exist, and a caller must look before calling again.
 func (c *Client) Activate(ctx context.Context, req ActivationRequest) (*Activated, error) {
-	body, err := req.encode()
+	body, err := req.AppendJSON(nil)
 	if err != nil {
 		return nil, fmt.Errorf("versori activate: encoding request: %w", err)
 	}
