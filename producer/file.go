@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/versori/activator/batch"
 	"github.com/versori/activator/ingest"
 	"github.com/versori/activator/tasks"
@@ -59,8 +61,21 @@ func (s Summary) Rate() float64 {
 }
 
 // DefaultFileConcurrency is how many enqueues EnqueueFile keeps in flight unless told otherwise:
-// they are what the autopipeliner batches into one round trip.
-const DefaultFileConcurrency = 128
+// they are what the autopipeliner batches.
+const DefaultFileConcurrency = 256
+
+// bulkPipeline configures the autopipeliner of EnqueueFile: up to four batches of 64 commands in
+// flight at once, so that Redis runs one batch while this process encodes the next. With a single
+// batch in flight (go-redis's default), every enqueue waited for the same round trip and Redis and
+// this process took turns: 1M rows ran at 36-43k rows/s instead of 48-51k (BENCHMARKS.md). Order
+// between batches does not matter: each enqueue waits for its own reply before its next command.
+// go-redis keeps one autopipeliner per client, configured by its first caller; the producer is the
+// only one in activator.
+func bulkPipeline() *redis.AutoPipelineOptions {
+	o := redis.DefaultBlockingAutoPipelineOptions()
+	o.MaxBatchSize, o.MaxConcurrentBatches, o.Unordered = 64, 4, true
+	return o
+}
 
 // maxFailedLines bounds how many failed line numbers a summary lists.
 const maxFailedLines = 100
@@ -112,11 +127,10 @@ func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, err
 	}
 
 	// asynq sends one command per enqueue. Through go-redis's autopipeliner, the commands of the
-	// Concurrency enqueues in flight go to Redis in one write and their replies come back in one
-	// read, which halves Redis's CPU per row and most of ours. A client without one (a Ring) enqueues
-	// command by command.
+	// enqueues in flight go to Redis batched, many per write and read, which halves Redis's CPU per
+	// row and most of ours. A client without one (a Ring) enqueues command by command.
 	bulk := p
-	if ap, err := p.rdb.AutoPipeline(); err == nil {
+	if ap, err := p.rdb.AutoPipelineWithOptions(bulkPipeline()); err == nil {
 		bulk = New(ap, p.cfg)
 	}
 	var (
