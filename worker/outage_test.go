@@ -436,7 +436,14 @@ func TestEnqueueFileWhenRedisStopsMidway(t *testing.T) {
 	}
 
 	rs.Start()
-	second, err := p.EnqueueFile(ctx, producer.FileOptions{Path: path})
+	// A re-run is a new process with a new client: the first one's pool may still answer its cached
+	// dial error for a second after Redis is back.
+	rdb2, err := redisconn.Open(rs.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb2.Close()
+	second, err := producer.New(rdb2, producer.Config{Queue: queue}).EnqueueFile(ctx, producer.FileOptions{Path: path})
 	if err != nil {
 		t.Fatal(err)
 	}
