@@ -9,8 +9,8 @@ import (
 )
 
 // decodeFast decodes data into v, a zero *versori.ActivationRequest or *[]versori.ActivationConnection,
-// when data is valid JSON of the usual kind: every field name spelled exactly, once, without
-// escapes, and every value of its field's JSON type or null. It then sets v exactly as json.Unmarshal
+// when data is valid JSON of the usual kind: every field name spelled exactly (after unescaping) and
+// once, and every value of its field's JSON type or null. It then sets v exactly as json.Unmarshal
 // would and reports true. Otherwise it reports false and v may hold part of data.
 func decodeFast(data []byte, v any) bool {
 	if !json.Valid(data) {

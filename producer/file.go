@@ -14,6 +14,7 @@ import (
 
 	"github.com/versori/activator/batch"
 	"github.com/versori/activator/ingest"
+	"github.com/versori/activator/internal/flushloop"
 	"github.com/versori/activator/tasks"
 )
 
@@ -60,6 +61,16 @@ func (s Summary) Rate() float64 {
 	return float64(s.Enqueued+s.Duplicates+s.DeadLettered+s.Rejected+s.Failed) / s.Elapsed.Seconds()
 }
 
+// interruptGrace is how long an interrupted EnqueueFile waits for the enqueues it already sent.
+const interruptGrace = 5 * time.Second
+
+// counterInterval is how often EnqueueFile writes the batch's queued counter, and counterTimeout
+// bounds one write.
+const (
+	counterInterval = 500 * time.Millisecond
+	counterTimeout  = 2 * time.Second
+)
+
 // DefaultFileConcurrency is how many enqueues EnqueueFile keeps in flight unless told otherwise:
 // they are what the autopipeliner batches.
 const DefaultFileConcurrency = 256
@@ -69,8 +80,9 @@ const DefaultFileConcurrency = 256
 // batch in flight (go-redis's default), every enqueue waited for the same round trip and Redis and
 // this process took turns: 1M rows ran at 36-43k rows/s instead of 48-51k (BENCHMARKS.md). Order
 // between batches does not matter: each enqueue waits for its own reply before its next command.
-// go-redis keeps one autopipeliner per client, configured by its first caller; the producer is the
-// only one in activator.
+// go-redis keeps one autopipeliner per client, configured by its first caller: activator has no
+// other, but an application that shares its client with a Producer and made one first gives
+// EnqueueFile its configuration.
 func bulkPipeline() *redis.AutoPipelineOptions {
 	o := redis.DefaultBlockingAutoPipelineOptions()
 	o.MaxBatchSize, o.MaxConcurrentBatches, o.Unordered = 64, 4, true
@@ -81,14 +93,17 @@ func bulkPipeline() *redis.AutoPipelineOptions {
 const maxFailedLines = 100
 
 // chunkSize rows are checked against the dead-letter store in one command. Memory holds at most
-// 2 × Concurrency chunks.
+// 2 × Concurrency + 1 chunks: one being enqueued per worker, Concurrency queued, one being read.
 const chunkSize = 32
 
 // EnqueueFile streams a file of activation requests into the queue: malformed rows go to the rejects
 // file with their line, field and reason, and every good row is enqueued unless its pair is already
 // queued, done or dead-lettered, so re-running a file (whole, or after a crash half-way) only adds
 // what is missing. Memory stays flat whatever the file's size. It returns an error only when the run
-// could not start or the input could not be read; per-row failures are counted in the Summary.
+// could not start, the input could not be read, or ctx ended; per-row failures are counted in the
+// Summary. When ctx ends, rows not yet sent to Redis are counted as failed at once, and enqueues
+// already sent get interruptGrace to finish: those still waiting then (Redis hangs) are counted as
+// failed too, and finish or fail in the background, bounded by the client's timeouts and retries.
 func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, error) {
 	start := time.Now()
 	sum := Summary{Batch: o.Batch}
@@ -128,7 +143,8 @@ func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, err
 
 	// asynq sends one command per enqueue. Through go-redis's autopipeliner, the commands of the
 	// enqueues in flight go to Redis batched, many per write and read, which halves Redis's CPU per
-	// row and most of ours. A client without one (a Ring) enqueues command by command.
+	// row and most of ours. A client without one (a Ring) enqueues command by command. The
+	// autopipeliner runs commands on its own context, not ctx, so enqueueChunk checks ctx itself.
 	bulk := p
 	if ap, err := p.rdb.AutoPipelineWithOptions(bulkPipeline()); err == nil {
 		bulk = New(ap, p.cfg)
@@ -138,17 +154,31 @@ func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, err
 		wg   sync.WaitGroup
 		work = make(chan []ingest.Row, o.Concurrency)
 	)
+	abandoned := false // set under mu once an interrupted run stops waiting for its workers
 	count := func(f func(*Summary)) {
 		mu.Lock()
-		f(&sum)
+		if !abandoned {
+			f(&sum)
+		}
 		mu.Unlock()
 	}
 	// The batch's queued counter is written behind, as the workers write theirs: one write per
-	// flush interval rather than one per chunk.
-	counter := batch.NewCounter(bulk.rdb, p.cfg.Queue, 0)
+	// flush interval rather than one per chunk. The loop's last flush, after the run, says whether
+	// the counter is complete. It goes through p's own client, which, unlike the autopipeliner,
+	// gives up when its context ends.
+	counter := batch.NewCounter(p.rdb, p.cfg.Queue, counterInterval)
 	counting, stopCounting := context.WithCancel(context.WithoutCancel(ctx))
 	counterDone := make(chan struct{})
-	go func() { defer close(counterDone); counter.Run(counting) }()
+	var counterErr error // written by the loop; read once it is done
+	go func() {
+		defer close(counterDone)
+		flushloop.Run(counting, counterInterval, nil, func(ctx context.Context) {
+			// Bounded, so that a hung Redis holds up the end of an interrupted run by seconds.
+			ctx, cancel := context.WithTimeout(ctx, counterTimeout)
+			defer cancel()
+			counterErr = counter.Flush(ctx)
+		})
+	}()
 	for range o.Concurrency {
 		wg.Add(1)
 		go func() {
@@ -182,24 +212,50 @@ func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, err
 		}
 		chunk = append(chunk, *row)
 		if len(chunk) == chunkSize {
-			work <- chunk
+			// A chunk left unsent when ctx ends is counted as failed below.
+			select {
+			case work <- chunk:
+			case <-ctx.Done():
+			}
 			chunk = make([]ingest.Row, 0, chunkSize)
 		}
 	}
-	if len(chunk) > 0 {
+	if len(chunk) > 0 && ctx.Err() == nil {
 		work <- chunk
 	}
 	close(work)
-	wg.Wait()
+	workersDone := make(chan struct{})
+	go func() { wg.Wait(); close(workersDone) }()
+	finished := true
+	select {
+	case <-workersDone:
+	case <-ctx.Done():
+		// The autopipeliner does not see ctx: an enqueue already sent to a hung Redis waits for the
+		// client's read timeout, retried, which was 40 s in all.
+		t := time.NewTimer(interruptGrace)
+		select {
+		case <-workersDone:
+		case <-t.C:
+			finished = false
+		}
+		t.Stop()
+	}
+	mu.Lock()
+	abandoned = true
+	// Rows read but neither enqueued nor settled otherwise: left unsent, or still in flight.
+	sum.Failed = sum.Rows - sum.Enqueued - sum.Duplicates - sum.DeadLettered - sum.Rejected
+	mu.Unlock()
 	stopCounting()
-	<-counterDone
-	// Run's last flush keeps what it could not write; this tries once more and says if it failed.
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	if err := counter.Flush(fctx); err != nil {
+	stopProgress()
+	if finished {
+		<-counterDone
+		if counterErr != nil {
+			sum.CountErrors++
+		}
+	} else {
+		// Redis hangs: the counter's last write would wait for it too, and misses the rows in flight.
 		sum.CountErrors++
 	}
-	cancel()
-	stopProgress()
 	if err := rejects.Close(); err != nil && readErr == nil {
 		readErr = fmt.Errorf("writing rejects: %w", err)
 	}
@@ -215,15 +271,25 @@ func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, err
 }
 
 func (p *Producer) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOptions, counter *batch.Counter, count func(func(*Summary))) {
-	fail := func(lines ...int) {
+	fail := func(rows []ingest.Row) {
 		count(func(s *Summary) {
-			s.Failed += len(lines)
-			for _, l := range lines {
+			s.Failed += len(rows)
+			for _, r := range rows {
 				if len(s.FailedLines) < maxFailedLines {
-					s.FailedLines = append(s.FailedLines, l)
+					s.FailedLines = append(s.FailedLines, r.Line)
 				}
 			}
 		})
+	}
+	var queued int64
+	defer func() {
+		if queued > 0 {
+			counter.Add(o.Batch, batch.FieldQueued, queued)
+		}
+	}()
+	if ctx.Err() != nil {
+		fail(rows)
+		return
 	}
 	ids := make([]string, len(rows))
 	for i, r := range rows {
@@ -231,15 +297,14 @@ func (p *Producer) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOp
 	}
 	dead, err := p.store.Has(ctx, ids)
 	if err != nil {
-		lines := make([]int, len(rows))
-		for i, r := range rows {
-			lines[i] = r.Line
-		}
-		fail(lines...)
+		fail(rows)
 		return
 	}
-	var queued int64
 	for i, r := range rows {
+		if ctx.Err() != nil {
+			fail(rows[i:])
+			return
+		}
 		if dead[i] {
 			count(func(s *Summary) { s.DeadLettered++ })
 			continue
@@ -251,7 +316,7 @@ func (p *Producer) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOp
 		res, err := p.enqueue(ctx, tasks.Payload{Request: r.Request, Batch: o.Batch, Reconcile: o.Reconcile})
 		switch {
 		case err != nil:
-			fail(r.Line)
+			fail(rows[i : i+1])
 		case res.Status == Duplicate:
 			count(func(s *Summary) { s.Duplicates++ })
 		default:
@@ -259,7 +324,6 @@ func (p *Producer) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOp
 			count(func(s *Summary) { s.Enqueued++ })
 		}
 	}
-	counter.Add(o.Batch, batch.FieldQueued, queued)
 }
 
 func (p *Producer) progress(o FileOptions, mu *sync.Mutex, sum *Summary, start time.Time, bytesRead func() int64) (stop func()) {

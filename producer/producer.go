@@ -59,7 +59,9 @@ type Producer struct {
 }
 
 // New returns a Producer that enqueues through rdb. The producer holds no resources of its own: the
-// caller closes rdb when done.
+// caller closes rdb when done. EnqueueFile enqueues through rdb's autopipeliner (one per client in
+// go-redis, configured by its first caller), which lives until rdb is closed; code that shares rdb
+// must not close that autopipeliner while a file runs.
 func New(rdb redis.UniversalClient, cfg Config) *Producer {
 	cfg = cfg.withDefaults()
 	return &Producer{

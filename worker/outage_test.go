@@ -457,3 +457,63 @@ func TestEnqueueFileWhenRedisStopsMidway(t *testing.T) {
 		t.Errorf("%d jobs in the queue, want %d", got, n)
 	}
 }
+
+// TestEnqueueFileInterruptedWhileRedisHangs freezes Redis (SIGSTOP) under `enqueue file`'s
+// pipelined enqueues and then interrupts the run: it returns instead of waiting out the client's
+// timeouts and retries (which took 40 s), counts every row not known to be queued as failed, and
+// says the batch's counter is incomplete. Once Redis resumes, at least what it reported is queued.
+func TestEnqueueFileInterruptedWhileRedisHangs(t *testing.T) {
+	t.Parallel()
+	const n = 50000
+	rs := startRedis(t, false)
+	path, _ := writeRequests(t, n, 0)
+	rdb, err := redisconn.Open(rs.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := producer.New(rdb, producer.Config{Queue: queue})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var frozen sync.Once
+	type result struct {
+		sum producer.Summary
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		sum, err := p.EnqueueFile(ctx, producer.FileOptions{Path: path, Batch: "hang", ProgressEvery: 5 * time.Millisecond,
+			Progress: func(s producer.Summary) {
+				if s.Enqueued >= 2000 {
+					frozen.Do(func() {
+						if err := rs.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+							t.Errorf("SIGSTOP: %v", err)
+						}
+						time.AfterFunc(200*time.Millisecond, cancel)
+					})
+				}
+			}})
+		done <- result{sum, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second): // a liveness bound, six times the 5 s grace
+		t.Fatal("EnqueueFile did not return within 30 s of being interrupted while Redis hangs")
+	}
+	if err := rs.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	go rdb.Close() // waits for the batches still in flight
+	t.Logf("%+v", r.sum)
+	if !errors.Is(r.err, context.Canceled) {
+		t.Errorf("EnqueueFile = %v, want an interrupted error wrapping context.Canceled", r.err)
+	}
+	s := r.sum
+	if s.Enqueued+s.Failed != s.Rows || s.Failed == 0 || s.CountErrors != 1 {
+		t.Errorf("enqueued %d + failed %d of %d rows, count errors %d; want every row accounted for, some failed, the counter reported incomplete",
+			s.Enqueued, s.Failed, s.Rows, s.CountErrors)
+	}
+	if got := pendingOn(t, rs.Client); got < s.Enqueued {
+		t.Errorf("%d jobs in the queue, fewer than the %d the run reported enqueued", got, s.Enqueued)
+	}
+}

@@ -192,7 +192,7 @@ func runFile(ctx context.Context, args []string, env Env) (int, error) {
 	if err != nil {
 		return ExitUsage, err
 	}
-	defer rdb.Close()
+	defer closeAfterRun(ctx, rdb)
 	p := producer.New(rdb, producer.Config{Queue: c.queue, MaxRetry: maxRetry, Retention: retention, Timeout: timeout})
 	if !o.DryRun {
 		if err := ping(ctx, rdb, c.redisURL); err != nil {
@@ -454,4 +454,23 @@ func (a *jsonArray) close() error {
 // OSEnv is the process's real environment.
 func OSEnv() Env {
 	return Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Lookup: os.LookupEnv}
+}
+
+// closeAfterRun closes the client of an `enqueue file` run. After an interrupt it waits at most a
+// second: closing the autopipeliner waits for the batches still in flight, which a hung Redis holds
+// for up to 30 s, and the process is about to exit anyway.
+func closeAfterRun(ctx context.Context, rdb redis.UniversalClient) {
+	if ctx.Err() == nil {
+		rdb.Close()
+		return
+	}
+	closed := make(chan struct{})
+	go func() {
+		rdb.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(time.Second):
+	}
 }

@@ -1,7 +1,7 @@
-// Package jsonscan reads the top-level fields of a JSON object, or the elements of an array, without
-// decoding what it skips. The worker reads a few fields of two documents per job (the task payload
-// and POST /activations' answer), and `enqueue file` checks the field names of every row; encoding/
-// json's reflection and Decoder cost more CPU there than the rest of the job's own work. Values are skipped by matching quotes and brackets, not validated: a caller that needs valid
+// Package jsonscan reads the top-level fields of a JSON object, or the elements of an array,
+// without decoding what it skips. The worker reads a few fields of two documents per job (the task
+// payload and POST /activations' answer), and `enqueue file` decodes every row with it; encoding/json's
+// reflection and Decoder cost more CPU there than the rest of the work. Values are skipped by matching quotes and brackets, not validated: a caller that needs valid
 // JSON checks it with json.Valid first.
 package jsonscan
 

@@ -1,0 +1,121 @@
+package producer_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/versori/activator/batch"
+	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/producer"
+)
+
+// writeRows writes n valid JSONL requests and returns the file's path.
+func writeRows(t *testing.T, n int) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "rows.jsonl")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := bufio.NewWriter(f)
+	for i := range n {
+		fmt.Fprintf(w, `{"userId":"user-%07d","integrationId":"01JDCRM0000000000000000000","connections":[{"templateId":"01JDCRMTP10000000000000000","connectionId":"01JDC0NN000000000000000000"}]}`+"\n", i)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func pending(t *testing.T, db *redistest.DB, queue string) int {
+	t.Helper()
+	qi, err := asynq.NewInspectorFromRedisClient(db.Client).GetQueueInfo(queue)
+	if errors.Is(err, asynq.ErrQueueNotFound) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return qi.Pending
+}
+
+// TestEnqueueFileCountsItsBatch checks the batch's queued counter, written behind the run: it holds
+// what the run queued, and a dry run or a run that queues nothing writes no counter at all.
+func TestEnqueueFileCountsItsBatch(t *testing.T) {
+	t.Parallel()
+	const n = 1000
+	db := redistest.New(t)
+	ctx := context.Background()
+	p := producer.New(db.Client, producer.Config{})
+	path := writeRows(t, n)
+	tests := []struct {
+		name       string
+		opts       producer.FileOptions
+		wantQueued int64 // -1: no counter
+		wantSum    producer.Summary
+	}{
+		{"dry run", producer.FileOptions{Path: path, Batch: "dry", DryRun: true}, -1, producer.Summary{Rows: n, Enqueued: n}},
+		{"first run", producer.FileOptions{Path: path, Batch: "first"}, n, producer.Summary{Rows: n, Enqueued: n}},
+		{"re-run", producer.FileOptions{Path: path, Batch: "again"}, -1, producer.Summary{Rows: n, Duplicates: n}},
+	}
+	for _, tt := range tests { // in order: each run sees the queue the one before left
+		sum, err := p.EnqueueFile(ctx, tt.opts)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if sum.Rows != tt.wantSum.Rows || sum.Enqueued != tt.wantSum.Enqueued || sum.Duplicates != tt.wantSum.Duplicates ||
+			sum.Failed != 0 || sum.CountErrors != 0 {
+			t.Errorf("%s: summary %+v, want %+v", tt.name, sum, tt.wantSum)
+		}
+		st, err := batch.Read(ctx, db.Client, p.Queue(), tt.opts.Batch)
+		switch {
+		case tt.wantQueued < 0 && !errors.Is(err, batch.ErrUnknown):
+			t.Errorf("%s: batch counter %+v, %v; want none", tt.name, st, err)
+		case tt.wantQueued >= 0 && (err != nil || st.Queued != tt.wantQueued):
+			t.Errorf("%s: batch queued %d, %v; want %d", tt.name, st.Queued, err, tt.wantQueued)
+		}
+	}
+	if got := pending(t, db, p.Queue()); got != n {
+		t.Errorf("%d jobs pending, want %d", got, n)
+	}
+}
+
+// TestEnqueueFileStopsWhenCancelled cancels a run part-way: the enqueues in flight finish, every
+// other row is counted failed at once (the autopipeliner does not see ctx, so EnqueueFile checks
+// it), and what the summary says was enqueued is exactly what is queued.
+func TestEnqueueFileStopsWhenCancelled(t *testing.T) {
+	t.Parallel()
+	const n = 20000
+	db := redistest.New(t)
+	p := producer.New(db.Client, producer.Config{})
+	path := writeRows(t, n)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sum, err := p.EnqueueFile(ctx, producer.FileOptions{Path: path, ProgressEvery: time.Millisecond,
+		Progress: func(s producer.Summary) {
+			if s.Enqueued >= 500 {
+				cancel()
+			}
+		}})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("EnqueueFile = %v, want an interrupted error wrapping context.Canceled", err)
+	}
+	t.Logf("%+v", sum)
+	if sum.Enqueued+sum.Failed != sum.Rows || sum.Enqueued >= n/2 || sum.Failed == 0 {
+		t.Errorf("enqueued %d + failed %d of %d rows read; want all accounted for, and the run stopped well before %d", sum.Enqueued, sum.Failed, sum.Rows, n/2)
+	}
+	if got := pending(t, db, p.Queue()); got != sum.Enqueued {
+		t.Errorf("%d jobs pending, summary says %d enqueued", got, sum.Enqueued)
+	}
+}
