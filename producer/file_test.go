@@ -58,19 +58,23 @@ func TestEnqueueFileCountsItsBatch(t *testing.T) {
 	db := redistest.New(t)
 	ctx := context.Background()
 	p := producer.New(db.Client, producer.Config{})
+	plain := producer.New(db.Client, producer.Config{Queue: "plain"})
 	path := writeRows(t, n)
 	tests := []struct {
 		name       string
+		p          *producer.Producer
 		opts       producer.FileOptions
 		wantQueued int64 // -1: no counter
 		wantSum    producer.Summary
 	}{
-		{"dry run", producer.FileOptions{Path: path, Batch: "dry", DryRun: true}, -1, producer.Summary{Rows: n, Enqueued: n}},
-		{"first run", producer.FileOptions{Path: path, Batch: "first"}, n, producer.Summary{Rows: n, Enqueued: n}},
-		{"re-run", producer.FileOptions{Path: path, Batch: "again"}, -1, producer.Summary{Rows: n, Duplicates: n}},
+		{"dry run", p, producer.FileOptions{Path: path, Batch: "dry", DryRun: true}, -1, producer.Summary{Rows: n, Enqueued: n}},
+		{"first run", p, producer.FileOptions{Path: path, Batch: "first"}, n, producer.Summary{Rows: n, Enqueued: n}},
+		{"re-run", p, producer.FileOptions{Path: path, Batch: "again"}, -1, producer.Summary{Rows: n, Duplicates: n}},
+		{"without the autopipeliner", plain, producer.FileOptions{Path: path, Batch: "plain", NoAutopipeline: true}, n, producer.Summary{Rows: n, Enqueued: n}},
+		{"re-run without the autopipeliner", plain, producer.FileOptions{Path: path, Batch: "plain-again", NoAutopipeline: true}, -1, producer.Summary{Rows: n, Duplicates: n}},
 	}
 	for _, tt := range tests { // in order: each run sees the queue the one before left
-		sum, err := p.EnqueueFile(ctx, tt.opts)
+		sum, err := tt.p.EnqueueFile(ctx, tt.opts)
 		if err != nil {
 			t.Fatalf("%s: %v", tt.name, err)
 		}
@@ -78,7 +82,7 @@ func TestEnqueueFileCountsItsBatch(t *testing.T) {
 			sum.Failed != 0 || sum.CountErrors != 0 {
 			t.Errorf("%s: summary %+v, want %+v", tt.name, sum, tt.wantSum)
 		}
-		st, err := batch.Read(ctx, db.Client, p.Queue(), tt.opts.Batch)
+		st, err := batch.Read(ctx, db.Client, tt.p.Queue(), tt.opts.Batch)
 		switch {
 		case tt.wantQueued < 0 && !errors.Is(err, batch.ErrUnknown):
 			t.Errorf("%s: batch counter %+v, %v; want none", tt.name, st, err)
@@ -86,8 +90,10 @@ func TestEnqueueFileCountsItsBatch(t *testing.T) {
 			t.Errorf("%s: batch queued %d, %v; want %d", tt.name, st.Queued, err, tt.wantQueued)
 		}
 	}
-	if got := pending(t, db, p.Queue()); got != n {
-		t.Errorf("%d jobs pending, want %d", got, n)
+	for _, q := range []string{p.Queue(), plain.Queue()} {
+		if got := pending(t, db, q); got != n {
+			t.Errorf("queue %s: %d jobs pending, want %d", q, got, n)
+		}
 	}
 }
 

@@ -169,6 +169,7 @@ func runFile(ctx context.Context, args []string, env Env) (int, error) {
 	fs.Int(&o.Concurrency, "concurrency", "ENQUEUE_CONCURRENCY", producer.DefaultFileConcurrency, "enqueues in flight at once")
 	fs.String(&o.RejectsPath, "rejects", "", "", "rejects file (default: PATH.rejects.jsonl)")
 	fs.Bool(&o.DryRun, "dry-run", "", false, "validate only; enqueue nothing")
+	fs.Bool(&o.NoAutopipeline, "no-autopipeline", "ENQUEUE_NO_AUTOPIPELINE", false, "send enqueues one by one, not batched by go-redis's (experimental) autopipeliner")
 	fs.Bool(&o.Reconcile, "reconcile", "", false, "make every job look up its pair before activating")
 	fs.Int(&maxRetry, "max-retry", "MAX_RETRY", 25, "failures before a job is dead-lettered")
 	fs.Duration(&retention, "retention", "RETENTION", 30*24*time.Hour, "how long finished jobs are remembered, which keeps re-runs from re-activating")
