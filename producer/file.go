@@ -159,7 +159,9 @@ func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, err
 		wg   sync.WaitGroup
 		work = make(chan []ingest.Row, o.Concurrency)
 	)
-	abandoned := false // set under mu once an interrupted run stops waiting for its workers
+	// abandoned is set under mu when the run stops counting: workers still waiting on Redis after an
+	// interrupt's grace no longer change the summary.
+	abandoned := false
 	count := func(f func(*Summary)) {
 		mu.Lock()
 		if !abandoned {
@@ -195,6 +197,13 @@ func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, err
 	}
 	stopProgress := p.progress(o, &mu, &sum, start, counted.n.Load)
 
+	// send hands a chunk to the workers; one left unsent when ctx ends is counted as failed below.
+	send := func(chunk []ingest.Row) {
+		select {
+		case work <- chunk:
+		case <-ctx.Done():
+		}
+	}
 	var readErr error
 	chunk := make([]ingest.Row, 0, chunkSize)
 	for ctx.Err() == nil {
@@ -217,16 +226,12 @@ func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, err
 		}
 		chunk = append(chunk, *row)
 		if len(chunk) == chunkSize {
-			// A chunk left unsent when ctx ends is counted as failed below.
-			select {
-			case work <- chunk:
-			case <-ctx.Done():
-			}
+			send(chunk)
 			chunk = make([]ingest.Row, 0, chunkSize)
 		}
 	}
-	if len(chunk) > 0 && ctx.Err() == nil {
-		work <- chunk
+	if len(chunk) > 0 {
+		send(chunk)
 	}
 	close(work)
 	workersDone := make(chan struct{})
