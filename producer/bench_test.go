@@ -1,11 +1,7 @@
 package producer_test
 
 import (
-	"bufio"
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/versori/activator/internal/redistest"
@@ -18,17 +14,7 @@ import (
 //	go test -run '^$' -bench BenchmarkEnqueueFile -benchtime 3x ./producer
 func BenchmarkEnqueueFile(b *testing.B) {
 	const rows = 100_000
-	path := filepath.Join(b.TempDir(), "rows.jsonl")
-	f, err := os.Create(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	w := bufio.NewWriter(f)
-	for i := range rows {
-		fmt.Fprintf(w, `{"userId":"user-%07d","integrationId":"01JDCRM0000000000000000000","connections":[{"templateId":"01JDCRMTP10000000000000000","connectionId":"01JDC0NN000000000000000000"}]}`+"\n", i)
-	}
-	w.Flush()
-	f.Close()
+	path := writeRows(b, rows)
 	db := redistest.New(b)
 	p := producer.New(db.Client, producer.Config{})
 	ctx := context.Background()

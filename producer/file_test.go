@@ -18,7 +18,7 @@ import (
 )
 
 // writeRows writes n valid JSONL requests and returns the file's path.
-func writeRows(t *testing.T, n int) string {
+func writeRows(t testing.TB, n int) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "rows.jsonl")
 	f, err := os.Create(path)
