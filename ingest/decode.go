@@ -72,17 +72,27 @@ const (
 	shapeVariable
 )
 
-// fields lists an object shape's field names and shapes, in the order they are documented.
+// The object shapes' field names and shapes, in the order they are documented. They are read only;
+// arrays, so that fields slices them without allocating for every row.
+var (
+	requestNames     = [...]string{"userId", "integrationId", "connections", "dynamicVariables"}
+	requestShapes    = [...]shape{shapeString, shapeString, shapeConnections, shapeAny}
+	connectionNames  = [...]string{"templateId", "connectionId", "name", "credentials", "variables"}
+	connectionShapes = [...]shape{shapeString, shapeString, shapeString, shapeAny, shapeVariables}
+	variableNames    = [...]string{"name", "value"}
+	variableShapes   = [...]shape{shapeString, shapeString}
+)
+
+// fields lists an object shape's field names and shapes, in the order they are documented. The
+// slices must not be modified.
 func (s shape) fields() ([]string, []shape) {
 	switch s {
 	case shapeRequest:
-		return []string{"userId", "integrationId", "connections", "dynamicVariables"},
-			[]shape{shapeString, shapeString, shapeConnections, shapeAny}
+		return requestNames[:], requestShapes[:]
 	case shapeConnection:
-		return []string{"templateId", "connectionId", "name", "credentials", "variables"},
-			[]shape{shapeString, shapeString, shapeString, shapeAny, shapeVariables}
+		return connectionNames[:], connectionShapes[:]
 	case shapeVariable:
-		return []string{"name", "value"}, []shape{shapeString, shapeString}
+		return variableNames[:], variableShapes[:]
 	}
 	return nil, nil
 }

@@ -26,102 +26,86 @@ func decodeFast(data []byte, v any) bool {
 }
 
 func fastRequest(data []byte, r *versori.ActivationRequest) bool {
-	var seen uint8
-	ok := true
-	err := jsonscan.Object(data, func(name, value []byte) bool {
-		i := -1
-		switch string(name) {
-		case "userId":
-			i, ok = 0, fastString(value, &r.UserID)
-		case "integrationId":
-			i, ok = 1, fastString(value, &r.IntegrationID)
-		case "connections":
-			i, ok = 2, fastConnections(value, &r.Connections)
-		case "dynamicVariables":
-			i, ok = 3, fastRaw(value, &r.DynamicVariables)
+	names, _ := shapeRequest.fields()
+	return fastObject(data, names, func(i int, v []byte) bool {
+		switch i {
+		case 0:
+			return fastString(v, &r.UserID)
+		case 1:
+			return fastString(v, &r.IntegrationID)
+		case 2:
+			return fastConnections(v, &r.Connections)
 		}
-		ok = ok && once(&seen, i)
-		return ok
+		return fastRaw(v, &r.DynamicVariables)
 	})
-	return ok && err == nil
 }
 
 func fastConnections(data []byte, cs *[]versori.ActivationConnection) bool {
-	if isNullValue(data) {
-		return true
-	}
-	out := []versori.ActivationConnection{}
-	ok := true
-	err := jsonscan.Array(data, func(e []byte) bool {
-		var c versori.ActivationConnection
-		ok = fastConnection(e, &c)
-		out = append(out, c)
-		return ok
-	})
-	*cs = out
-	return ok && err == nil
-}
-
-func fastConnection(data []byte, c *versori.ActivationConnection) bool {
-	var seen uint8
-	ok := true
 	// A null element would be a zero connection; Validate refuses it, and the Decoder path says so.
-	err := jsonscan.Object(data, func(name, value []byte) bool {
-		i := -1
-		switch string(name) {
-		case "templateId":
-			i, ok = 0, fastString(value, &c.TemplateID)
-		case "connectionId":
-			i, ok = 1, fastString(value, &c.ConnectionID)
-		case "name":
-			i, ok = 2, fastString(value, &c.Name)
-		case "credentials":
-			i, ok = 3, fastRaw(value, &c.Credentials)
-		case "variables":
-			i, ok = 4, fastVariables(value, &c.Variables)
-		}
-		ok = ok && once(&seen, i)
-		return ok
+	return fastArray(data, cs, func(e []byte, c *versori.ActivationConnection) bool {
+		names, _ := shapeConnection.fields()
+		return fastObject(e, names, func(i int, v []byte) bool {
+			switch i {
+			case 0:
+				return fastString(v, &c.TemplateID)
+			case 1:
+				return fastString(v, &c.ConnectionID)
+			case 2:
+				return fastString(v, &c.Name)
+			case 3:
+				return fastRaw(v, &c.Credentials)
+			}
+			return fastVariables(v, &c.Variables)
+		})
 	})
-	return ok && err == nil
 }
 
 func fastVariables(data []byte, vs *[]versori.ConnectionVariable) bool {
-	if isNullValue(data) {
-		return true
-	}
-	out := []versori.ConnectionVariable{}
-	ok := true
-	err := jsonscan.Array(data, func(e []byte) bool {
-		var v versori.ConnectionVariable
-		var seen uint8
-		err := jsonscan.Object(e, func(name, value []byte) bool {
-			i := -1
-			switch string(name) {
-			case "name":
-				i, ok = 0, fastString(value, &v.Name)
-			case "value":
-				i, ok = 1, fastString(value, &v.Value)
+	return fastArray(data, vs, func(e []byte, v *versori.ConnectionVariable) bool {
+		names, _ := shapeVariable.fields()
+		return fastObject(e, names, func(i int, val []byte) bool {
+			if i == 0 {
+				return fastString(val, &v.Name)
 			}
-			ok = ok && once(&seen, i)
-			return ok
+			return fastString(val, &v.Value)
 		})
-		ok = ok && err == nil
-		out = append(out, v)
+	})
+}
+
+// fastObject scans the JSON object data and calls field with the index in names of each field and
+// its value. It is false for bad JSON, a value field refuses, a name not in names, or a repeated
+// one: encoding/json merges a repeated field into what the first set, and the Decoder path does that.
+func fastObject(data []byte, names []string, field func(i int, value []byte) bool) bool {
+	var seen uint8 // bit i: names[i] was seen
+	ok := true
+	err := jsonscan.Object(data, func(name, value []byte) bool {
+		i := 0
+		for i < len(names) && names[i] != string(name) {
+			i++
+		}
+		ok = i < len(names) && seen&(1<<i) == 0 && field(i, value)
+		seen |= 1 << i
 		return ok
 	})
-	*vs = out
 	return ok && err == nil
 }
 
-// once marks field i of an object as seen in the bit set seen; it is false for an unknown field (i < 0) or a repeated
-// one, whose decoding by encoding/json (the last wins, merged into what the first set) is left to it.
-func once(seen *uint8, i int) bool {
-	if i < 0 || *seen&(1<<i) != 0 {
-		return false
+// fastArray decodes the JSON array data into *out, each element by elem, as json.Unmarshal does: null
+// leaves *out nil, and [] makes it empty, not nil.
+func fastArray[T any](data []byte, out *[]T, elem func(e []byte, v *T) bool) bool {
+	if isNullValue(data) {
+		return true
 	}
-	*seen |= 1 << i
-	return true
+	s := []T{}
+	ok := true
+	err := jsonscan.Array(data, func(e []byte) bool {
+		var zero T
+		s = append(s, zero)
+		ok = elem(e, &s[len(s)-1]) // into the slice: a local passed to elem would escape
+		return ok
+	})
+	*out = s
+	return ok && err == nil
 }
 
 // fastString decodes a JSON string into s; null leaves s as it is, as encoding/json does.
