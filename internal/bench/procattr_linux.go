@@ -21,24 +21,6 @@ func maxRSSKB(ps *os.ProcessState) int64 {
 	return 0
 }
 
-// vmHWMKB is a running process's peak RSS in KiB (VmHWM in /proc/PID/status); ok is false when it
-// cannot be read (the process has gone). Unlike ru_maxrss, it counts only the process's own memory:
-// Linux carries the forking parent's peak RSS into a child's ru_maxrss across exec, which made every
-// child look at least as large as the bench itself.
-func vmHWMKB(pid int) (int64, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, false
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return n, err == nil
-		}
-	}
-	return 0, false
-}
-
 // selfCPU is the bench process's own CPU time so far.
 func selfCPU() time.Duration {
 	var ru syscall.Rusage

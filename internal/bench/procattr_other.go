@@ -16,5 +16,3 @@ func maxRSSKB(*os.ProcessState) int64 { return 0 }
 func selfCPU() time.Duration { return 0 }
 
 func machineBusy() (time.Duration, bool) { return 0, false }
-
-func vmHWMKB(int) (int64, bool) { return 0, false }

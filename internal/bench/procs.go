@@ -14,9 +14,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/versori/activator/internal/peakrss"
 )
 
 // binaries are the real programs a run starts, built once per run.
@@ -108,7 +109,7 @@ type proc struct {
 	log  string
 	done chan struct{}
 	err  error        // of Wait, once done is closed
-	hwm  atomic.Int64 // the last VmHWM read while it ran, in KiB (0: none read)
+	peak peakrss.Peak // read while it runs
 }
 
 // startProc starts bin with args; env is added to the bench's own environment (later entries win).
@@ -132,25 +133,8 @@ func startProc(logDir, name string, env []string, bin string, args ...string) (*
 		f.Close()
 		close(p.done)
 	}()
-	go p.samplePeakRSS(50 * time.Millisecond)
+	go p.peak.Sample(cmd.Process.Pid, 50*time.Millisecond, p.done)
 	return p, nil
-}
-
-// samplePeakRSS reads the process's VmHWM every interval until it exits: the peak RSS can only be
-// read while the process exists, and it only grows, so the last read is at most one interval old.
-func (p *proc) samplePeakRSS(every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		if kb, ok := vmHWMKB(p.cmd.Process.Pid); ok {
-			p.hwm.Store(max(p.hwm.Load(), kb))
-		}
-		select {
-		case <-p.done:
-			return
-		case <-t.C:
-		}
-	}
 }
 
 // stop sends SIGTERM and waits up to grace for the process to exit, then kills it.
@@ -201,9 +185,9 @@ func (p *proc) tail() string {
 }
 
 // maxRSSKB is the process's peak resident set in KiB, once it has exited: its VmHWM as last read,
-// or else the exit status's ru_maxrss (which can be the bench's own, see vmHWMKB).
+// or else the exit status's ru_maxrss (which can be the bench's own, see package peakrss).
 func (p *proc) maxRSSKB() int64 {
-	if kb := p.hwm.Load(); kb > 0 {
+	if kb := p.peak.KB(); kb > 0 {
 		return kb
 	}
 	if p.cmd.ProcessState == nil {
