@@ -153,7 +153,7 @@ func (r *Reader) nextCSV() (*Row, *Reject, error) {
 	}
 	req, p := r.cols.request(cells)
 	if p == nil {
-		p = validate(req)
+		req, p = canonical(req)
 	}
 	if p != nil {
 		return reject(p)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -33,24 +34,27 @@ func decodeStrict(data []byte, v any, root shape, prefix string) *problem {
 	return decodeWithDecoder(data, v, root, prefix)
 }
 
-// decodeWithDecoder is decodeStrict by encoding/json's Decoder alone.
+// decodeWithDecoder is decodeStrict by encoding/json's Decoder alone. encoding/json matches field
+// names case-insensitively and lets a repeated name overwrite the first, so {"userId":"a",
+// "USERID":"b"} would queue user b; a walk of the tokens refuses such rows before they are decoded.
 func decodeWithDecoder(data []byte, v any, root shape, prefix string) *problem {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
 	var syn *json.SyntaxError
 	switch {
-	case err == nil:
 	case errors.As(err, &syn):
 		return &problem{prefix, fmt.Sprintf("invalid JSON at byte %d: %s", syn.Offset, syn.Error())}
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		return &problem{prefix, fmt.Sprintf("invalid JSON at byte %d: unexpected end of input", len(data))}
-	default:
-		// The value is well-formed JSON (the decoder checks that before it decodes), so a walk over its
-		// tokens finds the same first offending field that encoding/json stopped at.
-		if p := findProblem(data, root, prefix); p != nil {
-			return p
-		}
+	}
+	// The value is well-formed JSON (the decoder checks that before it decodes), so a walk over its
+	// tokens finds the first field, in document order, that is unknown, misspelt in case, repeated
+	// or of the wrong type: the same that encoding/json stopped at, if it stopped.
+	if p := findProblem(data, root, prefix); p != nil {
+		return p
+	}
+	if err != nil {
 		return &problem{prefix, strings.TrimPrefix(err.Error(), "json: ")}
 	}
 	if off := int(dec.InputOffset()); !isBlank(data[off:]) {
@@ -97,8 +101,9 @@ func (s shape) fields() ([]string, []shape) {
 	return nil, nil
 }
 
-// field returns the shape of the field key of object shape s, matching names the way
-// encoding/json does: exactly, else case-insensitively.
+// field returns the shape of the field key of object shape s. Names match exactly: the API's
+// field names are case-sensitive, and reading "USERID" as userId could take another value than the
+// one the API would see.
 func (s shape) field(key string) (shape, bool) {
 	names, shapes := s.fields()
 	for i, n := range names {
@@ -106,16 +111,23 @@ func (s shape) field(key string) (shape, bool) {
 			return shapes[i], true
 		}
 	}
-	for i, n := range names {
-		if strings.EqualFold(n, key) {
-			return shapes[i], true
-		}
-	}
 	return 0, false
 }
 
+// unknownField is why key is not a field of object shape s.
+func (s shape) unknownField(key string) string {
+	names, _ := s.fields()
+	for _, n := range names {
+		if strings.EqualFold(n, key) {
+			return "is not a known field: names are case-sensitive (did you mean " + n + "?)"
+		}
+	}
+	return "is not a known field (known: " + strings.Join(names, ", ") + ")"
+}
+
 // findProblem walks the well-formed JSON value in data against root and returns the first field, in
-// document order, with an unknown name or a value of the wrong type; nil if there is none.
+// document order, with an unknown name, a name seen before in its object, or a value of the wrong
+// type; nil if there is none.
 func findProblem(data []byte, root shape, prefix string) *problem {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
@@ -158,6 +170,7 @@ func walk(dec *json.Decoder, s shape, path string) (*problem, error) {
 		if delim != '{' {
 			return &problem{path, "must be an object, not " + kindOf(tok)}, nil
 		}
+		var seen []string // an object of a request has five fields at most
 		for dec.More() {
 			tok, err := dec.Token()
 			if err != nil {
@@ -170,9 +183,12 @@ func walk(dec *json.Decoder, s shape, path string) (*problem, error) {
 			}
 			child, ok := s.field(key)
 			if !ok {
-				names, _ := s.fields()
-				return &problem{sub, "is not a known field (known: " + strings.Join(names, ", ") + ")"}, nil
+				return &problem{sub, s.unknownField(key)}, nil
 			}
+			if slices.Contains(seen, key) {
+				return &problem{sub, "appears more than once"}, nil
+			}
+			seen = append(seen, key)
 			if p, err := walk(dec, child, sub); p != nil || err != nil {
 				return p, err
 			}

@@ -22,7 +22,13 @@
 //	{"userId":"u-1","integrationId":"01HZY8Q6T4J8K2M3N4P5Q6R7S8","connections":[{"templateId":"01HZY8Q6T4J8K2M3N4P5Q6R7S9","connectionId":"01HZY8Q6T4J8K2M3N4P5Q6R7SA"}],"dynamicVariables":{"region":"EU"}}
 //
 // An unknown field, malformed JSON, a value of the wrong type, or anything after the object on
-// the same line rejects the row. Field names match case-insensitively, as in encoding/json.
+// the same line rejects the row. Field names match exactly, as the API reads them: "USERID" is an
+// unknown field, not userId, and a name given twice in one object rejects the row, since which of
+// the two values counts would be a guess.
+//
+// ULIDs (the integration's, each connection's template and connection) are case-insensitive: a row
+// may spell them in either case, and comes back with them in canonical upper case
+// ([versori.CanonicalULID]), so that one pair is one job whatever case its rows use.
 // "dynamicVariables": null is the same as leaving the field out.
 //
 // # CSV

@@ -132,40 +132,59 @@ func (r *Reader) nextJSONL() (*Row, *Reject, error) {
 		case !utf8.Valid(line):
 			return reject("", "not valid UTF-8")
 		}
-		var req versori.ActivationRequest
-		if p := decodeStrict(line, &req, shapeRequest, ""); p != nil {
-			return reject(p.Field, p.Reason)
-		}
-		if line[firstNonBlank(line)] != '{' {
-			// Only null decodes into a struct without being an object.
-			return reject("", "must be a JSON object, not null")
-		}
-		if isNull(req.DynamicVariables) {
-			req.DynamicVariables = nil
-		}
-		if p := validate(req); p != nil {
+		req, p := decodeRequest(line)
+		if p != nil {
 			return reject(p.Field, p.Reason)
 		}
 		return &Row{Line: n, Request: req}, nil, nil
 	}
 }
 
-// validate runs the API's own checks, so that JSONL and CSV rows meet the same rules.
-func validate(req versori.ActivationRequest) *problem {
-	err := req.Validate()
+// DecodeRequest decodes the one activation request data holds (a JSONL row, or the body of an HTTP
+// request) by the rules of a JSONL row: a JSON object with exact field names, none twice, none
+// unknown, values of the right types and nothing after it. It validates the request and returns it
+// with its ULIDs in canonical form. A bad request is a *versori.ValidationError naming the field to
+// blame ("" for the whole value), in the same words as a rejected row.
+func DecodeRequest(data []byte) (versori.ActivationRequest, error) {
+	req, p := decodeRequest(data)
+	if p != nil {
+		return req, &versori.ValidationError{Field: p.Field, Reason: p.Reason}
+	}
+	return req, nil
+}
+
+func decodeRequest(data []byte) (versori.ActivationRequest, *problem) {
+	var req versori.ActivationRequest
+	if p := decodeStrict(data, &req, shapeRequest, ""); p != nil {
+		return req, p
+	}
+	if data[firstNonBlank(data)] != '{' {
+		// Only null decodes into a struct without being an object.
+		return req, &problem{"", "must be a JSON object, not null"}
+	}
+	if isNull(req.DynamicVariables) {
+		req.DynamicVariables = nil
+	}
+	return canonical(req)
+}
+
+// canonical runs the API's own checks, so that JSONL and CSV rows meet the same rules, and returns
+// req with its ULIDs in canonical form.
+func canonical(req versori.ActivationRequest) (versori.ActivationRequest, *problem) {
+	req, err := req.Canonical()
 	if err == nil {
-		return nil
+		return req, nil
 	}
 	var ve *versori.ValidationError
 	if errors.As(err, &ve) {
-		return &problem{ve.Field, ve.Reason}
+		return req, &problem{ve.Field, ve.Reason}
 	}
-	return &problem{"", err.Error()}
+	return req, &problem{"", err.Error()}
 }
 
 func firstNonBlank(b []byte) int {
 	for i, c := range b {
-		if c != ' ' && c != '\t' && c != '\r' {
+		if c != ' ' && c != '\t' && c != '\r' && c != '\n' {
 			return i
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/versori/activator/versori"
 )
 
 // Valid ULIDs for test data.
@@ -209,9 +211,22 @@ func jsonlCorpus() []corpusCase {
 			want:  []want{rej(1, "connections[1].templateId", "must be a string, not a number")}},
 		{name: "connections not an array", format: JSONL, input: jline("u1", integ, `"connections":{}`),
 			want: []want{rej(1, "connections", "must be an array, not an object")}},
-		{name: "field names match case-insensitively", format: JSONL,
-			input: `{"USERID":"u1","integrationid":"` + integ + `"}`,
-			want:  []want{row(1, "u1")}},
+		{name: "field names are case-sensitive", format: JSONL,
+			input: `{"USERID":"u1","integrationId":"` + integ + `"}`,
+			want:  []want{rej(1, "USERID", "names are case-sensitive (did you mean userId?)")}},
+		{name: "a name in another case beside the right one", format: JSONL,
+			input: `{"userId":"a","integrationId":"` + integ + `","USERID":"b"}`,
+			want:  []want{rej(1, "USERID", "names are case-sensitive (did you mean userId?)")}},
+		{name: "a repeated name", format: JSONL,
+			input: `{"userId":"a","integrationId":"` + integ + `","userId":"b"}`,
+			want:  []want{rej(1, "userId", "appears more than once")}},
+		{name: "a repeated nested name", format: JSONL,
+			input: jline("u1", integ, `"connections":[{"templateId":"`+tmpl1+`","connectionId":"`+conn1+`","connectionId":"`+conn1+`"}]`),
+			want:  []want{rej(1, "connections[0].connectionId", "appears more than once")}},
+		{name: "lower-case ULIDs are canonicalized", format: JSONL,
+			input: jline("u1", strings.ToLower(integ), `"connections":[{"templateId":"`+strings.ToLower(tmpl1)+`","connectionId":"`+strings.ToLower(conn1)+`"}]`),
+			want: []want{rowJSON(1, "u1", jline("u1", integ,
+				`"connections":[{"templateId":"`+tmpl1+`","connectionId":"`+conn1+`"}]`))}},
 		{name: "connection neither form", format: JSONL,
 			input: jline("u1", integ, `"connections":[{"templateId":"`+tmpl1+`"}]`),
 			want:  []want{rej(1, "connections[0]", "needs either connectionId")}},
@@ -256,5 +271,41 @@ func jsonlCorpus() []corpusCase {
 		{name: "BOM", format: JSONL, input: "\xEF\xBB\xBF" + good + "\n" + good,
 			want: []want{row(1, "u1"), row(2, "u1")}},
 		{name: "empty", format: JSONL, input: ""},
+	}
+}
+
+func TestDecodeRequest(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		body       string
+		wantUser   string
+		wantField  string
+		wantReason string
+	}{
+		{name: "a request", body: `{"userId":"u1","integrationId":"` + integ + `"}`, wantUser: "u1"},
+		{name: "with blank lines around", body: "\n\t{\"userId\":\"u1\",\"integrationId\":\"" + integ + "\"}\r\n", wantUser: "u1"},
+		{name: "lower-case ULID", body: `{"userId":"u1","integrationId":"` + strings.ToLower(integ) + `"}`, wantUser: "u1"},
+		{name: "empty", body: "", wantField: "", wantReason: "unexpected end of input"},
+		{name: "null", body: "\nnull", wantField: "", wantReason: "must be a JSON object"},
+		{name: "case-folded name", body: `{"userId":"a","integrationId":"` + integ + `","USERID":"b"}`, wantField: "USERID", wantReason: "case-sensitive"},
+		{name: "repeated name", body: `{"userId":"a","userId":"b","integrationId":"` + integ + `"}`, wantField: "userId", wantReason: "more than once"},
+		{name: "two values", body: `{"userId":"a","integrationId":"` + integ + `"} {}`, wantField: "", wantReason: "unexpected data after"},
+		{name: "invalid field", body: `{"userId":"a","integrationId":"x"}`, wantField: "integrationId", wantReason: "is not a ULID"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := DecodeRequest([]byte(tt.body))
+			if tt.wantReason == "" {
+				if err != nil || req.UserID != tt.wantUser || req.IntegrationID != integ {
+					t.Fatalf("DecodeRequest = %+v, %v; want user %s, integration %s", req, err, tt.wantUser, integ)
+				}
+				return
+			}
+			var ve *versori.ValidationError
+			if !errors.As(err, &ve) || ve.Field != tt.wantField || !strings.Contains(ve.Reason, tt.wantReason) {
+				t.Fatalf("DecodeRequest error = %#v, want field %q, reason containing %q", err, tt.wantField, tt.wantReason)
+			}
+		})
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 
@@ -37,9 +39,10 @@ func (r ActivationRequest) Validate() error {
 		if field, reason := c.problem(); reason != "" {
 			return &ValidationError{Field: connectionField(i, field), Reason: reason}
 		}
-		// A request binds a handful of connections, so a scan is cheaper than a map.
+		// A request binds a handful of connections, so a scan is cheaper than a map. ULIDs are
+		// case-insensitive, so the same template spelt twice in two cases is bound twice.
 		for j, prev := range r.Connections[:i] {
-			if prev.TemplateID == c.TemplateID {
+			if strings.EqualFold(prev.TemplateID, c.TemplateID) {
 				return invalid(connectionField(i, "templateId"), "template %s is already bound by connections[%d]", c.TemplateID, j)
 			}
 		}
@@ -48,6 +51,50 @@ func (r ActivationRequest) Validate() error {
 		return invalid("dynamicVariables", "must be a JSON object")
 	}
 	return nil
+}
+
+// Canonical validates r, as Validate does, and returns it with every ULID it holds (the
+// integration's, each connection's template and connection) in canonical form (CanonicalULID). Every
+// way into the queue canonicalizes, so that one pair has one task id and one dead-letter entry
+// whatever case its rows spell it in. r's connections are not modified: a changed request gets its
+// own copy.
+func (r ActivationRequest) Canonical() (ActivationRequest, error) {
+	if err := r.Validate(); err != nil {
+		return r, err
+	}
+	r.IntegrationID = CanonicalULID(r.IntegrationID)
+	copied := false
+	for i, c := range r.Connections {
+		t, id := CanonicalULID(c.TemplateID), CanonicalULID(c.ConnectionID)
+		if t == c.TemplateID && id == c.ConnectionID {
+			continue
+		}
+		if !copied {
+			r.Connections, copied = slices.Clone(r.Connections), true
+		}
+		r.Connections[i].TemplateID, r.Connections[i].ConnectionID = t, id
+	}
+	return r, nil
+}
+
+// Canonical returns p with its integration id in canonical form (CanonicalULID). It does not
+// validate p.
+func (p Pair) Canonical() Pair {
+	p.IntegrationID = CanonicalULID(p.IntegrationID)
+	return p
+}
+
+// CanonicalULID returns id with its ASCII letters in upper case, the form the API answers with, and
+// id itself when it has none in lower case. ULIDs are Crockford base32, which is case-insensitive:
+// the API reads "01hzy…" and "01HZY…" as one id, so activator must too, or one pair would get two
+// task ids and a look-up would miss the activation it made.
+func CanonicalULID(id string) string {
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; 'a' <= c && c <= 'z' {
+			return strings.ToUpper(id)
+		}
+	}
+	return id
 }
 
 // Validate checks p's user id and integration id as ActivationRequest.Validate does. It returns a

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -213,5 +214,70 @@ func TestActivationRequestRoundTrip(t *testing.T) {
 	}
 	if !in.Connections[0].IsExisting() || in.Connections[1].IsExisting() {
 		t.Error("IsExisting is wrong")
+	}
+}
+
+func TestCanonical(t *testing.T) {
+	t.Parallel()
+	lower := strings.ToLower
+	tests := []struct {
+		name      string
+		req       ActivationRequest
+		want      ActivationRequest
+		wantField string
+	}{
+		{
+			name: "already canonical",
+			req:  ActivationRequest{UserID: "u", IntegrationID: vIntegration, Connections: []ActivationConnection{existingConn(vTemplate1)}},
+			want: ActivationRequest{UserID: "u", IntegrationID: vIntegration, Connections: []ActivationConnection{existingConn(vTemplate1)}},
+		},
+		{
+			name: "every ULID in lower case",
+			req: ActivationRequest{UserID: "u", IntegrationID: lower(vIntegration), Connections: []ActivationConnection{
+				{TemplateID: lower(vTemplate1), ConnectionID: lower(vConnection)}, newConn(lower(vTemplate2))}},
+			want: ActivationRequest{UserID: "u", IntegrationID: vIntegration, Connections: []ActivationConnection{
+				existingConn(vTemplate1), newConn(vTemplate2)}},
+		},
+		{
+			name: "user ids keep their case",
+			req:  ActivationRequest{UserID: "User-A", IntegrationID: "01hzy8j5q0a1B2C3D4E5F6G7H8"},
+			want: ActivationRequest{UserID: "User-A", IntegrationID: vIntegration},
+		},
+		{
+			name: "one template in two cases is bound twice",
+			req: ActivationRequest{UserID: "u", IntegrationID: vIntegration, Connections: []ActivationConnection{
+				existingConn(vTemplate1), existingConn(lower(vTemplate1))}},
+			wantField: "connections[1].templateId",
+		},
+		{
+			name:      "invalid stays invalid",
+			req:       ActivationRequest{UserID: "u", IntegrationID: "not-a-ulid"},
+			wantField: "integrationId",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := slices.Clone(tt.req.Connections)
+			got, err := tt.req.Canonical()
+			if tt.wantField != "" {
+				var ve *ValidationError
+				if !errors.As(err, &ve) || ve.Field != tt.wantField {
+					t.Fatalf("Canonical() error = %v, want a ValidationError for %s", err, tt.wantField)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Canonical() = %v", err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Canonical() = %+v, want %+v", got, tt.want)
+			}
+			if !reflect.DeepEqual(tt.req.Connections, before) {
+				t.Errorf("Canonical changed the caller's connections: %+v", tt.req.Connections)
+			}
+			if got.Pair() != got.Pair().Canonical() || tt.req.Pair().Canonical() != got.Pair() {
+				t.Errorf("Pair.Canonical disagrees with Canonical: %+v", tt.req.Pair().Canonical())
+			}
+		})
 	}
 }
