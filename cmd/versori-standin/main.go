@@ -1,12 +1,30 @@
 // Command versori-standin serves the versoritest stand-in for Versori's Embedded API v1 as its own
 // process, for benchmarks and soak runs that must not share a process with the worker. Its records and
 // controls are under /_standin/ (listed in the versoritest package doc): stats, calls, activations, faults,
-// require and clear.
+// require and clear. A run that meets late commits waits until /_standin/stats shows pendingCommits 0
+// before it checks the stand-in's records.
 //
 // Usage:
 //
 //	versori-standin -addr 127.0.0.1:8950 -error-rate 0.05 -rate-limit-rate 0.02 -drop-rate 0.01 \
 //	    -require 01J...INTEGRATION=01J...TEMPLATE
+//
+// The fault flags set versoritest.Faults; the POST rates together must not exceed 1:
+//
+//	-latency D               every call waits D first
+//	-latency-after-commit D  POST: wait D after committing, before answering
+//	-error-rate R            POST: 503, not committed
+//	-rate-limit-rate R       POST: 429 with -retry-after (seconds or an HTTP-date; "86400" is fine)
+//	-drop-rate R             POST: committed, then the connection is closed without an answer
+//	-late-commit-rate R      POST: -late-commit-status (500, 502, 503 or 504; default 504) at once,
+//	                         committed -late-commit-delay later (default 300ms)
+//	-hang-commit-rate R      POST: no answer until the client goes away or -hang-for passes (default
+//	                         30s, then 504); committed -late-commit-delay after it arrived
+//	-forbidden-rate R        POST: 403 about that request, not committed
+//	-conflict-rate R         POST: 409, not committed
+//	-too-early-rate R        POST: 425, not committed
+//	-redirect-rate R         POST: 307 to another host, not committed
+//	-bad-list-rate R         list: 200 with a body of the wrong shape ({}, null, ...)
 package main
 
 import (
@@ -69,6 +87,16 @@ func parseFlags(args []string) (config, error) {
 	fs.Float64Var(&c.opts.Faults.RateLimitRate, "rate-limit-rate", 0, "fraction of POSTs answered 429")
 	fs.StringVar(&c.opts.Faults.RetryAfter, "retry-after", versoritest.DefaultRetryAfter, "Retry-After sent with 429s: seconds or an HTTP-date")
 	fs.Float64Var(&c.opts.Faults.DropAfterCommitRate, "drop-rate", 0, "fraction of POSTs committed, then dropped without an answer")
+	fs.Float64Var(&c.opts.Faults.LateCommitRate, "late-commit-rate", 0, "fraction of POSTs answered -late-commit-status at once and committed -late-commit-delay later")
+	fs.IntVar(&c.opts.Faults.LateCommitStatus, "late-commit-status", versoritest.DefaultLateCommitStatus, "status of late-commit answers: 500, 502, 503 or 504")
+	fs.DurationVar(&c.opts.Faults.LateCommitDelay, "late-commit-delay", versoritest.DefaultLateCommitDelay, "how long after its answer (or a hung call's arrival) a late commit lands")
+	fs.Float64Var(&c.opts.Faults.HangCommitRate, "hang-commit-rate", 0, "fraction of POSTs held unanswered (then 504) and committed -late-commit-delay after they arrived")
+	fs.DurationVar(&c.opts.Faults.HangFor, "hang-for", versoritest.DefaultHangFor, "how long a hung POST is held before its 504")
+	fs.Float64Var(&c.opts.Faults.ForbiddenRate, "forbidden-rate", 0, "fraction of POSTs answered 403 about that request")
+	fs.Float64Var(&c.opts.Faults.ConflictRate, "conflict-rate", 0, "fraction of POSTs answered 409")
+	fs.Float64Var(&c.opts.Faults.TooEarlyRate, "too-early-rate", 0, "fraction of POSTs answered 425")
+	fs.Float64Var(&c.opts.Faults.RedirectRate, "redirect-rate", 0, "fraction of POSTs answered 307 to "+versoritest.RedirectBaseURL)
+	fs.Float64Var(&c.opts.Faults.BadListRate, "bad-list-rate", 0, "fraction of list calls answered 200 with a body of the wrong shape")
 	fs.Var(requireFlag{&c.requires}, "require", "INTEGRATION=TEMPLATE: POSTs for the integration need a connection for the template (repeatable)")
 	fs.StringVar(&c.opts.SigningKeyID, "signing-key-id", "", "accept RS256 JWTs issued by this signing key (needs -public-key-file)")
 	fs.StringVar(&keyFile, "public-key-file", "", "PEM (PKIX) RSA public key of the signing key")
@@ -157,7 +185,11 @@ func run(c config, log *slog.Logger) error {
 	log.Info("versori stand-in listening", "addr", ln.Addr().String(), "hub_id", s.HubID(),
 		"jwt", c.opts.PublicKey != nil, "latency", f.Latency, "latency_after_commit", f.LatencyAfterCommit,
 		"error_rate", f.ServerErrorRate, "rate_limit_rate", f.RateLimitRate, "drop_rate", f.DropAfterCommitRate,
-		"retry_after", f.RetryAfter, "requires", len(c.requires), "seed", c.opts.Seed)
+		"retry_after", f.RetryAfter, "late_commit_rate", f.LateCommitRate, "late_commit_status", f.LateCommitStatus,
+		"late_commit_delay", f.LateCommitDelay, "hang_commit_rate", f.HangCommitRate, "hang_for", f.HangFor,
+		"forbidden_rate", f.ForbiddenRate, "conflict_rate", f.ConflictRate, "too_early_rate", f.TooEarlyRate,
+		"redirect_rate", f.RedirectRate, "bad_list_rate", f.BadListRate,
+		"requires", len(c.requires), "seed", c.opts.Seed)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -45,18 +45,35 @@ func TestParseFlags(t *testing.T) {
 				c.opts.Faults.RetryAfter != "1" || c.opts.PublicKey != nil {
 				t.Errorf("config = %+v", c)
 			}
+			want := versoritest.Faults{RetryAfter: "1", LateCommitStatus: 504, LateCommitDelay: 300 * time.Millisecond, HangFor: 30 * time.Second}
+			if c.opts.Faults != want {
+				t.Errorf("faults = %+v, want %+v", c.opts.Faults, want)
+			}
 		}},
 		{name: "faults and requires", args: []string{
 			"-latency", "5ms", "-latency-after-commit", "1s", "-error-rate", "0.1", "-rate-limit-rate", "0.2",
 			"-drop-rate", "0.05", "-retry-after", "3", "-seed", "9", "-require", "I1=T1", "-require", "I2=T2",
 		}, check: func(t *testing.T, c config) {
 			want := versoritest.Faults{Latency: 5 * time.Millisecond, LatencyAfterCommit: time.Second,
-				ServerErrorRate: 0.1, RateLimitRate: 0.2, DropAfterCommitRate: 0.05, RetryAfter: "3"}
+				ServerErrorRate: 0.1, RateLimitRate: 0.2, DropAfterCommitRate: 0.05, RetryAfter: "3",
+				LateCommitStatus: 504, LateCommitDelay: 300 * time.Millisecond, HangFor: 30 * time.Second}
 			if c.opts.Faults != want || c.opts.Seed != 9 {
 				t.Errorf("faults = %+v, seed %d", c.opts.Faults, c.opts.Seed)
 			}
 			if !slices.Equal(c.requires, [][2]string{{"I1", "T1"}, {"I2", "T2"}}) {
 				t.Errorf("requires = %v", c.requires)
+			}
+		}},
+		{name: "gateway faults", args: []string{
+			"-late-commit-rate", "0.1", "-late-commit-status", "502", "-late-commit-delay", "2s",
+			"-hang-commit-rate", "0.05", "-hang-for", "1m", "-forbidden-rate", "0.01", "-conflict-rate", "0.02",
+			"-too-early-rate", "0.03", "-redirect-rate", "0.04", "-bad-list-rate", "0.5", "-retry-after", "86400",
+		}, check: func(t *testing.T, c config) {
+			want := versoritest.Faults{RetryAfter: "86400", LateCommitRate: 0.1, LateCommitStatus: 502,
+				LateCommitDelay: 2 * time.Second, HangCommitRate: 0.05, HangFor: time.Minute, ForbiddenRate: 0.01,
+				ConflictRate: 0.02, TooEarlyRate: 0.03, RedirectRate: 0.04, BadListRate: 0.5}
+			if c.opts.Faults != want {
+				t.Errorf("faults = %+v, want %+v", c.opts.Faults, want)
 			}
 		}},
 		{name: "jwt", args: []string{"-signing-key-id", "K", "-public-key-file", pubFile}, check: func(t *testing.T, c config) {
@@ -66,6 +83,11 @@ func TestParseFlags(t *testing.T) {
 		}},
 		{name: "rate above 1", args: []string{"-error-rate", "2"}, wantErr: "not within [0, 1]"},
 		{name: "rates add above 1", args: []string{"-error-rate", "0.6", "-drop-rate", "0.6"}, wantErr: "more than 1"},
+		{name: "new rates add above 1", args: []string{"-late-commit-rate", "0.5", "-hang-commit-rate", "0.3", "-redirect-rate", "0.3"}, wantErr: "more than 1"},
+		{name: "bad list rate above 1", args: []string{"-bad-list-rate", "1.5"}, wantErr: "badListRate"},
+		{name: "late commit status not a gateway's", args: []string{"-late-commit-status", "404"}, wantErr: "lateCommitStatus"},
+		{name: "negative hang", args: []string{"-hang-for", "-1s"}, wantErr: "hangFor"},
+		{name: "negative late commit delay", args: []string{"-late-commit-delay", "-1ms"}, wantErr: "lateCommitDelay"},
 		{name: "bad require", args: []string{"-require", "I1"}, wantErr: "INTEGRATION=TEMPLATE"},
 		{name: "bad retry-after", args: []string{"-retry-after", "soon"}, wantErr: "retryAfter"},
 		{name: "key id alone", args: []string{"-signing-key-id", "K"}, wantErr: "go together"},

@@ -1,8 +1,8 @@
 package versoritest
 
 import (
+	"cmp"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -14,12 +14,32 @@ import (
 // DefaultRetryAfter is the Retry-After sent with rate-limit faults when Faults.RetryAfter is empty.
 const DefaultRetryAfter = "1"
 
-// Faults are the misbehaviours in force. Latency applies to every call; the rates apply to POST
-// /activations only, and are drawn once per POST from the seeded RNG in the order 503, 429, drop, so
-// that together they must not exceed 1.
+// DefaultLateCommitStatus is the status of Faults.LateCommitRate's answers when LateCommitStatus is 0:
+// a gateway's timeout.
+const DefaultLateCommitStatus = http.StatusGatewayTimeout
+
+// DefaultLateCommitDelay is how long a late commit lands after its call when LateCommitDelay is 0.
+const DefaultLateCommitDelay = 300 * time.Millisecond
+
+// DefaultHangFor is how long a call drawn by HangCommitRate is held when HangFor is 0; longer than any
+// sane client timeout, so that the client gives up first.
+const DefaultHangFor = 30 * time.Second
+
+// RedirectBaseURL is where redirect faults send the client (with the request's path appended) when no
+// Location is given: a host that never resolves, so a client that follows the redirect fails.
+const RedirectBaseURL = "https://platform.example.invalid"
+
+// Faults are the misbehaviours in force. Latency applies to every call. The rates apply to POST
+// /activations only, except BadListRate, which applies to the list route with a draw of its own.
 //
-// In JSON (the /_standin/faults admin endpoint) durations are Go duration strings such as "250ms";
-// plain numbers are read as nanoseconds.
+// The POST rates are drawn once per POST from the seeded RNG, in the order ServerErrorRate,
+// RateLimitRate, DropAfterCommitRate, LateCommitRate, HangCommitRate, ForbiddenRate, ConflictRate,
+// TooEarlyRate, RedirectRate, so that together they must not exceed 1. The draw falls into the rates
+// in that order, so setting a rate leaves unchanged which calls meet the rates before it.
+//
+// In JSON (the /_standin/faults admin endpoint) the fields are named in camelCase (serverErrorRate,
+// hangFor, ...), and durations are Go duration strings such as "250ms"; plain numbers are read as
+// nanoseconds.
 type Faults struct {
 	Latency time.Duration // every call waits this long before being handled
 	// LatencyAfterCommit makes POST /activations wait after committing, before answering, so that a
@@ -27,28 +47,114 @@ type Faults struct {
 	LatencyAfterCommit  time.Duration
 	ServerErrorRate     float64 // fraction of POSTs answered 503, not committed
 	RateLimitRate       float64 // fraction of POSTs answered 429 with Retry-After, not committed
-	RetryAfter          string  // Retry-After sent with those 429s (default DefaultRetryAfter); may be an HTTP-date
+	RetryAfter          string  // Retry-After sent with those 429s (default DefaultRetryAfter): seconds, a day or more included, or an HTTP-date
 	DropAfterCommitRate float64 // fraction of POSTs committed, then the connection is closed with no answer
+
+	// LateCommitRate is the fraction of POSTs answered LateCommitStatus at once with nothing committed,
+	// whose activation is committed LateCommitDelay later all the same: the gateway gave up, the
+	// backend finished. The API's own checks are made when the commit lands.
+	LateCommitRate float64
+	// LateCommitStatus is the status of LateCommitRate's answers: 500, 502, 503 or 504 (0 means
+	// DefaultLateCommitStatus).
+	LateCommitStatus int
+	// LateCommitDelay is how long after the answer a LateCommitRate commit lands, and how long after
+	// the call arrived a HangCommitRate one does (0 means DefaultLateCommitDelay).
+	LateCommitDelay time.Duration
+	// HangCommitRate is the fraction of POSTs held without an answer until the client goes away or
+	// HangFor passes (then 504), whose activation is committed LateCommitDelay after the call arrived
+	// even if the client has gone: the caller times out, the backend commits.
+	HangCommitRate float64
+	HangFor        time.Duration // how long HangCommitRate holds a call (0 means DefaultHangFor)
+	// ForbiddenRate is the fraction of POSTs answered 403 about that request only (the key keeps
+	// working for every other call), not committed.
+	ForbiddenRate float64
+	ConflictRate  float64 // fraction of POSTs answered 409 Conflict, not committed
+	TooEarlyRate  float64 // fraction of POSTs answered 425 Too Early, not committed
+	// RedirectRate is the fraction of POSTs answered 307 with a Location on RedirectBaseURL, not
+	// committed.
+	RedirectRate float64
+	// BadListRate is the fraction of list calls answered 200 with a body of the wrong shape instead of
+	// the page, one of {}, null, {"data":{"activations":[...]}} and {"activations":null,"totalCount":N},
+	// chosen by the seeded RNG. A client that reads any of them as "no activation" would POST again.
+	BadListRate float64
 }
 
-// Validate reports rates outside [0, 1], rates adding up to more than 1, and negative latencies.
+// postFault is a rate-drawn fault of POST /activations; the constants are in the order of the draw.
+type postFault int
+
+const (
+	pfServerError postFault = iota
+	pfRateLimit
+	pfDropAfterCommit
+	pfLateCommit
+	pfHangCommit
+	pfForbidden
+	pfConflict
+	pfTooEarly
+	pfRedirect
+	nPostFaults
+)
+
+// namedRate is a rate with its JSON name, for messages.
+type namedRate struct {
+	name string
+	v    float64
+}
+
+// check reports a rate outside [0, 1], NaN included.
+func (r namedRate) check() error {
+	if !(r.v >= 0 && r.v <= 1) {
+		return fmt.Errorf("%s %v is not within [0, 1]", r.name, r.v)
+	}
+	return nil
+}
+
+// postRates lists the POST rates in the order of the draw, indexed by postFault.
+func (f Faults) postRates() [nPostFaults]namedRate {
+	return [nPostFaults]namedRate{
+		pfServerError:     {"serverErrorRate", f.ServerErrorRate},
+		pfRateLimit:       {"rateLimitRate", f.RateLimitRate},
+		pfDropAfterCommit: {"dropAfterCommitRate", f.DropAfterCommitRate},
+		pfLateCommit:      {"lateCommitRate", f.LateCommitRate},
+		pfHangCommit:      {"hangCommitRate", f.HangCommitRate},
+		pfForbidden:       {"forbiddenRate", f.ForbiddenRate},
+		pfConflict:        {"conflictRate", f.ConflictRate},
+		pfTooEarly:        {"tooEarlyRate", f.TooEarlyRate},
+		pfRedirect:        {"redirectRate", f.RedirectRate},
+	}
+}
+
+// Validate reports rates outside [0, 1], POST rates adding up to more than 1, a LateCommitStatus that
+// is not a gateway's, negative durations and a Retry-After that is neither seconds nor an HTTP-date.
 func (f Faults) Validate() error {
-	rates := []struct {
-		name string
-		v    float64
-	}{{"serverErrorRate", f.ServerErrorRate}, {"rateLimitRate", f.RateLimitRate}, {"dropAfterCommitRate", f.DropAfterCommitRate}}
+	rates := f.postRates()
 	sum := 0.0
 	for _, r := range rates {
-		if !(r.v >= 0 && r.v <= 1) {
-			return fmt.Errorf("%s %v is not within [0, 1]", r.name, r.v)
+		if err := r.check(); err != nil {
+			return err
 		}
 		sum += r.v
 	}
-	if sum > 1+1e-9 {
-		return fmt.Errorf("fault rates add up to %v, more than 1", sum)
+	// BadListRate has a draw of its own, so it does not count towards the POST rates' sum.
+	if err := (namedRate{"badListRate", f.BadListRate}).check(); err != nil {
+		return err
 	}
-	if f.Latency < 0 || f.LatencyAfterCommit < 0 {
-		return errors.New("latencies must not be negative")
+	if sum > 1+1e-9 {
+		return fmt.Errorf("POST fault rates add up to %v, more than 1", sum)
+	}
+	switch f.LateCommitStatus {
+	case 0, http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+	default:
+		return fmt.Errorf("lateCommitStatus %d is not 500, 502, 503 or 504", f.LateCommitStatus)
+	}
+	durations := []struct {
+		name string
+		v    time.Duration
+	}{{"latency", f.Latency}, {"latencyAfterCommit", f.LatencyAfterCommit}, {"lateCommitDelay", f.LateCommitDelay}, {"hangFor", f.HangFor}}
+	for _, d := range durations {
+		if d.v < 0 {
+			return fmt.Errorf("%s %s must not be negative", d.name, d.v)
+		}
 	}
 	if f.RetryAfter != "" {
 		if _, ok := versori.ParseRetryAfter(f.RetryAfter, time.Now()); !ok {
@@ -66,13 +172,37 @@ type faultsJSON struct {
 	RateLimitRate       float64      `json:"rateLimitRate"`
 	RetryAfter          string       `json:"retryAfter,omitempty"`
 	DropAfterCommitRate float64      `json:"dropAfterCommitRate"`
+	LateCommitRate      float64      `json:"lateCommitRate"`
+	LateCommitStatus    int          `json:"lateCommitStatus"`
+	LateCommitDelay     jsonDuration `json:"lateCommitDelay"`
+	HangCommitRate      float64      `json:"hangCommitRate"`
+	HangFor             jsonDuration `json:"hangFor"`
+	ForbiddenRate       float64      `json:"forbiddenRate"`
+	ConflictRate        float64      `json:"conflictRate"`
+	TooEarlyRate        float64      `json:"tooEarlyRate"`
+	RedirectRate        float64      `json:"redirectRate"`
+	BadListRate         float64      `json:"badListRate"`
 }
 
 // MarshalJSON writes durations as Go duration strings, so the admin endpoint's output can be sent back.
 func (f Faults) MarshalJSON() ([]byte, error) {
 	return json.Marshal(faultsJSON{
-		jsonDuration(f.Latency), jsonDuration(f.LatencyAfterCommit), f.ServerErrorRate,
-		f.RateLimitRate, f.RetryAfter, f.DropAfterCommitRate,
+		Latency:             jsonDuration(f.Latency),
+		LatencyAfterCommit:  jsonDuration(f.LatencyAfterCommit),
+		ServerErrorRate:     f.ServerErrorRate,
+		RateLimitRate:       f.RateLimitRate,
+		RetryAfter:          f.RetryAfter,
+		DropAfterCommitRate: f.DropAfterCommitRate,
+		LateCommitRate:      f.LateCommitRate,
+		LateCommitStatus:    f.LateCommitStatus,
+		LateCommitDelay:     jsonDuration(f.LateCommitDelay),
+		HangCommitRate:      f.HangCommitRate,
+		HangFor:             jsonDuration(f.HangFor),
+		ForbiddenRate:       f.ForbiddenRate,
+		ConflictRate:        f.ConflictRate,
+		TooEarlyRate:        f.TooEarlyRate,
+		RedirectRate:        f.RedirectRate,
+		BadListRate:         f.BadListRate,
 	})
 }
 
@@ -83,9 +213,22 @@ func (f *Faults) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*f = Faults{
-		Latency: time.Duration(j.Latency), LatencyAfterCommit: time.Duration(j.LatencyAfterCommit),
-		ServerErrorRate: j.ServerErrorRate, RateLimitRate: j.RateLimitRate,
-		RetryAfter: j.RetryAfter, DropAfterCommitRate: j.DropAfterCommitRate,
+		Latency:             time.Duration(j.Latency),
+		LatencyAfterCommit:  time.Duration(j.LatencyAfterCommit),
+		ServerErrorRate:     j.ServerErrorRate,
+		RateLimitRate:       j.RateLimitRate,
+		RetryAfter:          j.RetryAfter,
+		DropAfterCommitRate: j.DropAfterCommitRate,
+		LateCommitRate:      j.LateCommitRate,
+		LateCommitStatus:    j.LateCommitStatus,
+		LateCommitDelay:     time.Duration(j.LateCommitDelay),
+		HangCommitRate:      j.HangCommitRate,
+		HangFor:             time.Duration(j.HangFor),
+		ForbiddenRate:       j.ForbiddenRate,
+		ConflictRate:        j.ConflictRate,
+		TooEarlyRate:        j.TooEarlyRate,
+		RedirectRate:        j.RedirectRate,
+		BadListRate:         j.BadListRate,
 	}
 	return nil
 }
@@ -119,33 +262,62 @@ func (d *jsonDuration) UnmarshalJSON(b []byte) error {
 //
 // A Fault without Commit answers without looking at the request further, as a gateway would. One with
 // Commit still meets the API's own checks (unknown user or integration, missing connections) and
-// answers those instead when they fail. One with neither Status nor Drop answers normally (commit,
-// then 200) after Delay, which makes it a way to slow down one call; if the client goes away during
-// that Delay, nothing is committed.
+// answers those instead when they fail. One with neither Status nor Drop nor CommitAfter answers
+// normally (commit, then 200) after Delay, which makes it a way to slow down one call; if the client
+// goes away during that Delay, nothing is committed.
+//
+// CommitAfter (without Commit) is the gateway that gave up on a backend that went on to finish: the
+// call answers Status (504 when 0) after Delay, or drops, without committing, and the activation is
+// committed CommitAfter after the call was handled, in the background, whatever the client does, if
+// the API's own checks pass then. A Delay longer than CommitAfter makes a call that is still unanswered
+// when its activation lands.
 type Fault struct {
 	Status     int                // answer this status with an error body (0: no status fault)
 	RetryAfter string             // Retry-After header sent with it, when set
+	Location   string             // Location header sent with it; a 3xx without one gets RedirectBaseURL + the path
 	Body       *versori.ErrorBody // error body sent (default: a generic one for the status)
 	Commit     bool               // commit the activation before answering or dropping
 	Drop       bool               // close the connection without answering
 	Delay      time.Duration      // wait before answering (after committing when Commit)
+	// CommitAfter commits the activation this long after the call was handled, in the background,
+	// without the answer reporting it (ignored with Commit).
+	CommitAfter time.Duration
 }
 
-// commits reports whether the call creates an activation, given that it passes validation.
-func (f Fault) commits() bool { return f.Commit || (f.Status == 0 && !f.Drop) }
+// commits reports whether the call creates an activation before answering, given that it passes
+// validation.
+func (f Fault) commits() bool { return f.Commit || (f.Status == 0 && !f.Drop && f.CommitAfter <= 0) }
+
+// forbidden is the 403 about one request; the real API words it about the end user and the
+// integration, not the key, which keeps working.
+func forbidden() Fault {
+	return Fault{Status: http.StatusForbidden, Body: &versori.ErrorBody{Message: "end user may not use this integration"}}
+}
 
 // plan is what one POST will do, decided under the lock when it arrives.
 type plan struct {
 	fault Fault
 	// afterCommit is the wait between committing and answering.
 	afterCommit time.Duration
-	// beforeCommit is the wait before a plain success commits.
+	// beforeCommit is the wait before a plain success commits, or before a fault answers.
 	beforeCommit time.Duration
+	// commitLater, when set, commits in the background at commitAt whatever the call answers.
+	commitLater bool
+	commitAt    time.Time
+	// hangFor, when set, holds the call unanswered this long (or until the client goes away) before
+	// it answers fault.
+	hangFor time.Duration
 }
 
-// planLocked consumes p's next scripted fault, or else draws from the fault rates. A scripted fault
-// carries its own timing; the rates' calls wait LatencyAfterCommit after committing.
-func (s *Server) planLocked(p versori.Pair) plan {
+// planLocked decides p's call: 403 when p is forbidden, else p's next scripted fault, else a draw
+// from the fault rates. A scripted fault carries its own timing; the rates' calls wait
+// LatencyAfterCommit after committing. arrived is when the call came in, which a hung call's commit is
+// timed from.
+func (s *Server) planLocked(p versori.Pair, arrived time.Time) plan {
+	now := time.Now()
+	if s.forbid[p] {
+		return plan{fault: forbidden()}
+	}
 	if q := s.scripts[p]; len(q) > 0 {
 		f := q[0]
 		if len(q) == 1 {
@@ -156,27 +328,108 @@ func (s *Server) planLocked(p versori.Pair) plan {
 		if f.Commit {
 			return plan{fault: f, afterCommit: f.Delay}
 		}
-		return plan{fault: f, beforeCommit: f.Delay}
+		pl := plan{fault: f, beforeCommit: f.Delay}
+		if f.CommitAfter > 0 {
+			if f.Status == 0 && !f.Drop {
+				pl.fault.Status = http.StatusGatewayTimeout
+			}
+			pl.commitLater, pl.commitAt = true, now.Add(f.CommitAfter)
+		}
+		return pl
 	}
 	fs := s.faults
 	pl := plan{afterCommit: fs.LatencyAfterCommit}
-	if fs.ServerErrorRate <= 0 && fs.RateLimitRate <= 0 && fs.DropAfterCommitRate <= 0 {
+	rates := fs.postRates()
+	sum := 0.0
+	for _, r := range rates {
+		sum += r.v
+	}
+	if sum <= 0 {
 		return pl
 	}
 	// One draw per POST whatever the rates, so the sequence of faults depends only on the seed and
 	// the order of the calls.
 	x := s.rng.Float64()
-	switch {
-	case x < fs.ServerErrorRate:
-		pl.fault = Fault{Status: http.StatusServiceUnavailable}
-	case x < fs.ServerErrorRate+fs.RateLimitRate:
-		ra := fs.RetryAfter
-		if ra == "" {
-			ra = DefaultRetryAfter
+	drawn := nPostFaults
+	cum := 0.0
+	for i, r := range rates {
+		if cum += r.v; x < cum {
+			drawn = postFault(i)
+			break
 		}
-		pl.fault = Fault{Status: http.StatusTooManyRequests, RetryAfter: ra}
-	case x < fs.ServerErrorRate+fs.RateLimitRate+fs.DropAfterCommitRate:
+	}
+	lateDelay := cmp.Or(fs.LateCommitDelay, DefaultLateCommitDelay)
+	switch drawn {
+	case pfServerError:
+		pl.fault = Fault{Status: http.StatusServiceUnavailable}
+	case pfRateLimit:
+		pl.fault = Fault{Status: http.StatusTooManyRequests, RetryAfter: cmp.Or(fs.RetryAfter, DefaultRetryAfter)}
+	case pfDropAfterCommit:
 		pl.fault = Fault{Commit: true, Drop: true}
+	case pfLateCommit:
+		pl.fault = Fault{Status: cmp.Or(fs.LateCommitStatus, DefaultLateCommitStatus)}
+		pl.commitLater, pl.commitAt = true, now.Add(lateDelay)
+	case pfHangCommit:
+		pl.fault = Fault{Status: http.StatusGatewayTimeout}
+		pl.hangFor = cmp.Or(fs.HangFor, DefaultHangFor)
+		pl.commitLater, pl.commitAt = true, arrived.Add(lateDelay)
+	case pfForbidden:
+		pl.fault = forbidden()
+	case pfConflict:
+		pl.fault = Fault{Status: http.StatusConflict}
+	case pfTooEarly:
+		pl.fault = Fault{Status: http.StatusTooEarly}
+	case pfRedirect:
+		pl.fault = Fault{Status: http.StatusTemporaryRedirect}
 	}
 	return pl
+}
+
+// commitLaterLocked schedules req's commit for at, whatever becomes of call idx: the backend
+// finishing after the gateway gave up. The API's own checks are made then, as the backend would make
+// them. The commit takes s.mu like every other, so it may safely land after the test has ended.
+func (s *Server) commitLaterLocked(idx int, req versori.ActivationRequest, at time.Time) {
+	s.pending++
+	time.AfterFunc(time.Until(at), func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.pending--
+		if status, _ := s.checkLocked(req); status != 0 {
+			return
+		}
+		p := req.Pair()
+		s.commitLocked(p, time.Now())
+		s.markCommittedLocked(idx, p)
+	})
+}
+
+// listShape is what a list call answers: the page, or a body of the wrong shape.
+type listShape int
+
+const (
+	listPage listShape = iota
+	listEmptyObject
+	listNull
+	listWrapped
+	listNullActivations
+	nListShapes
+	listScripted // a ScriptList body, not drawn
+)
+
+// listFaultLocked consumes p's next ScriptList body, or else draws from BadListRate, on an RNG of its
+// own so that list calls do not change which faults the POSTs meet.
+func (s *Server) listFaultLocked(p versori.Pair) (listShape, string) {
+	if q := s.lists[p]; len(q) > 0 {
+		body := q[0]
+		if len(q) == 1 {
+			delete(s.lists, p)
+		} else {
+			s.lists[p] = q[1:]
+		}
+		return listScripted, body
+	}
+	if rate := s.faults.BadListRate; rate <= 0 || s.listRng.Float64() >= rate {
+		return listPage, ""
+	}
+	return listEmptyObject + listShape(s.listRng.IntN(int(nListShapes-listEmptyObject))), ""
 }

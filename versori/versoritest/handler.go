@@ -152,6 +152,7 @@ func (x *exchange) activate() {
 		err = json.Unmarshal(body, &req)
 	}
 	if err == nil {
+		req = canonRequest(req)
 		// Known before auth is checked, so that refused calls are recorded against their pair too.
 		x.call.Pair = req.Pair()
 	}
@@ -180,9 +181,19 @@ func (x *exchange) activate() {
 
 	p := req.Pair()
 	s.mu.Lock()
-	pl := s.planLocked(p)
+	pl := s.planLocked(p, x.call.At)
+	if pl.commitLater {
+		// Scheduled before any wait, so that it lands whatever the client does meanwhile.
+		s.commitLaterLocked(x.idx, req, pl.commitAt)
+	}
 	s.mu.Unlock()
 	ctx := x.r.Context()
+	if pl.hangFor > 0 {
+		if x.hold(pl.hangFor) {
+			x.applyFault(pl.fault)
+		}
+		return
+	}
 	if ctxtime.Sleep(ctx, pl.beforeCommit) != nil {
 		return
 	}
@@ -217,8 +228,34 @@ func (x *exchange) activate() {
 	x.writeJSON(http.StatusOK, s.render(a, u))
 }
 
+// canonRequest returns req with its ULIDs in canonical form. It changes req's connections in place,
+// which is safe for a request decoded for this call alone.
+func canonRequest(req versori.ActivationRequest) versori.ActivationRequest {
+	req.IntegrationID = canonID(req.IntegrationID)
+	for i := range req.Connections {
+		c := &req.Connections[i]
+		c.TemplateID, c.ConnectionID = canonID(c.TemplateID), canonID(c.ConnectionID)
+	}
+	return req
+}
+
+// hold keeps a call unanswered for d, as a gateway waiting on a stuck backend does. It reports
+// whether the client is still there to answer: false when it went away first. A Server started by
+// New lets go of held calls when its test ends, so that closing it does not wait d.
+func (x *exchange) hold(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-x.r.Context().Done():
+		return false
+	case <-x.s.quit:
+	case <-t.C:
+	}
+	return true
+}
+
 // checkLocked refuses a request whose user or integration is unknown or which lacks a connection the
-// integration requires; it returns status 0 when the request may commit.
+// integration requires; it returns status 0 when the request may commit. req's ids are canonical.
 func (s *Server) checkLocked(req versori.ActivationRequest) (int, versori.ErrorBody) {
 	if s.goneUser[req.UserID] {
 		return http.StatusNotFound, errorBody(http.StatusNotFound, "end user "+req.UserID+" not found")
@@ -252,13 +289,13 @@ func (s *Server) checkLocked(req versori.ActivationRequest) (int, versori.ErrorB
 func (x *exchange) list(hubID, userID string) {
 	s := x.s
 	q := x.r.URL.Query()
-	integrationID := q.Get("integration_id")
+	integrationID := canonID(q.Get("integration_id"))
 	x.call.Pair = versori.Pair{UserID: userID, IntegrationID: integrationID}
 	sub, ok := x.authenticate()
 	if !ok {
 		return
 	}
-	if hubID != s.hubID {
+	if !strings.EqualFold(hubID, s.hubID) {
 		x.fail(http.StatusNotFound, "hub "+hubID+" not found")
 		return
 	}
@@ -290,7 +327,7 @@ func (x *exchange) list(hubID, userID string) {
 	}
 	s.mu.Unlock()
 
-	after, before := q.Get("after"), q.Get("before")
+	after, before := canonID(q.Get("after")), canonID(q.Get("before"))
 	start, end := 0, len(acts)
 	if after != "" {
 		start = sort.Search(len(acts), func(i int) bool { return acts[i].ID > after })
@@ -320,11 +357,31 @@ func (x *exchange) list(hubID, userID string) {
 			page.Prev = acts[start].ID
 		}
 	}
-	x.writeJSON(http.StatusOK, page)
+
+	s.mu.Lock()
+	shape, raw := s.listFaultLocked(x.call.Pair)
+	s.mu.Unlock()
+	// The wrong shapes are off the spec on purpose: each is something a client must not read as "no
+	// activation", or it would POST again.
+	switch shape {
+	case listScripted:
+		x.writeRaw(http.StatusOK, []byte(raw))
+	case listEmptyObject:
+		x.writeJSON(http.StatusOK, struct{}{})
+	case listNull:
+		x.writeJSON(http.StatusOK, nil)
+	case listWrapped:
+		x.writeJSON(http.StatusOK, map[string]any{"data": map[string]any{"activations": page.Activations}})
+	case listNullActivations:
+		x.writeJSON(http.StatusOK, map[string]any{"activations": nil, "totalCount": page.TotalCount})
+	default:
+		x.writeJSON(http.StatusOK, page)
+	}
 }
 
 func (x *exchange) get(id string) {
 	s := x.s
+	id = canonID(id)
 	sub, ok := x.authenticate()
 	if !ok {
 		return
@@ -346,6 +403,7 @@ func (x *exchange) get(id string) {
 
 func (x *exchange) delete(id string) {
 	s := x.s
+	id = canonID(id)
 	sub, ok := x.authenticate()
 	if !ok {
 		return
@@ -477,6 +535,12 @@ func (x *exchange) applyFault(f Fault) {
 		x.drop()
 		return
 	}
+	if loc := f.Location; loc != "" || f.Status/100 == 3 {
+		if loc == "" {
+			loc = RedirectBaseURL + x.r.URL.RequestURI()
+		}
+		x.w.Header().Set("Location", loc)
+	}
 	b := errorBody(f.Status, http.StatusText(f.Status))
 	if f.Body != nil {
 		fb := *f.Body
@@ -529,11 +593,16 @@ func (x *exchange) writeJSON(status int, v any) {
 		status = http.StatusInternalServerError
 		b, _ = json.Marshal(errorBody(status, "encoding response: "+err.Error()))
 	}
+	x.writeRaw(status, append(b, '\n'))
+}
+
+// writeRaw answers status with body as it is, labelled JSON whatever it holds.
+func (x *exchange) writeRaw(status int, body []byte) {
 	x.call.Status = status
 	x.finish()
 	x.w.Header().Set("Content-Type", "application/json")
 	x.w.WriteHeader(status)
-	_, _ = x.w.Write(append(b, '\n'))
+	_, _ = x.w.Write(body)
 }
 
 // errorBody is the API's error body for status, whose code is the status times 1000.

@@ -2,16 +2,30 @@
 //
 // It serves the calls the versori client makes (POST /activations, the end user's activations list, GET
 // and DELETE /activations/{id}, /healthz) with bodies that validate against the published OpenAPI
-// spec, and it can be told to misbehave: latency, 503s, 429s with Retry-After, connections dropped
-// after the activation was committed, and scripted answers for one pair's next calls. Like the real
-// API, POST /activations is not idempotent, so a client that retries blindly creates duplicates,
-// which ActivationCount and Duplicates expose.
+// spec, and it can be told to misbehave at least as badly as the real API behind a real gateway:
+// latency, 503s, 429s with any Retry-After (a day is allowed), connections dropped after the
+// activation was committed, gateway errors and hung calls whose activation is committed afterwards
+// anyway, 403s, 409s, 425s and 307 redirects about one request, list answers of the wrong shape, and
+// scripted answers for one pair's next calls. Like the real API, POST /activations is not idempotent,
+// so a client that retries blindly creates duplicates, which ActivationCount and Duplicates expose.
+//
+// ULIDs are Crockford base32, which is case-insensitive, and the real API reads "01hzy…" and
+// "01HZY…" as one id. So does the stand-in: it upper-cases the integration, template, connection,
+// activation and hub ids it receives, in requests and in the arguments of its methods (a versori.Pair
+// given to Script or ActivationCount, say), and its records and answers hold that canonical form. End
+// user ids (external ids) are not ULIDs and stay case-sensitive.
+//
+// Some faults commit an activation after the call has been answered, or while it is held without an
+// answer, as a backend does when the gateway in front of it has given up (Faults.LateCommitRate,
+// Faults.HangCommitRate, Fault.CommitAfter). Those commits happen in the background whatever the client
+// does; PendingCommits says how many are still to come, so that a test waits for them before checking
+// its invariants.
 //
 // Every call is recorded (Calls, Stats). When the stand-in runs as its own process
 // (cmd/versori-standin), the same records and controls are served over HTTP, without auth and without
 // being recorded as calls:
 //
-//	GET  /_standin/stats        Stats
+//	GET  /_standin/stats        Stats (pendingCommits: late commits still to come)
 //	GET  /_standin/calls        []Call (Call.RetryAfter in nanoseconds)
 //	GET  /_standin/activations  []Activation
 //	GET  /_standin/faults       the Faults in force
@@ -19,6 +33,10 @@
 //	                            durations are Go duration strings ("250ms") or nanoseconds
 //	POST /_standin/require?integration=X&template=Y   RequireConnection(X, Y)
 //	POST /_standin/clear?integration=X                ClearRequirements(X)
+//
+// The Faults' JSON names are latency, latencyAfterCommit, serverErrorRate, rateLimitRate,
+// retryAfter, dropAfterCommitRate, lateCommitRate, lateCommitStatus, lateCommitDelay,
+// hangCommitRate, hangFor, forbiddenRate, conflictRate, tooEarlyRate, redirectRate and badListRate.
 package versoritest
 
 import (
@@ -90,10 +108,15 @@ type Server struct {
 	mu       sync.Mutex
 	apiKey   string
 	faults   Faults
-	rng      *rand.Rand             // fault-rate draws
+	rng      *rand.Rand             // POST fault-rate draws
+	listRng  *rand.Rand             // BadListRate draws, apart so that list calls do not shift POST faults
 	entropy  *ulid.MonotonicEntropy // ULID entropy; MonotonicEntropy is not safe for concurrent use
 	lastMS   uint64                 // newest ULID timestamp, so ids never go backwards with the clock
 	scripts  map[versori.Pair][]Fault
+	lists    map[versori.Pair][]string // ScriptList bodies
+	forbid   map[versori.Pair]bool
+	pending  int                 // background commits scheduled and not yet done
+	quit     chan struct{}       // closed when New's test ends, to release hung calls
 	requires map[string][]string // integration -> templates it needs a connection for
 	goneUser map[string]bool
 	goneInt  map[string]bool
@@ -121,7 +144,7 @@ type Call struct {
 	// Status is the status answered; 0 when the connection was dropped, when the client went away
 	// before the answer, or while the call is still in flight.
 	Status    int    `json:"status"`
-	Committed bool   `json:"committed"` // an activation was created by this call
+	Committed bool   `json:"committed"` // an activation was created by this call, perhaps after it was answered
 	Dropped   bool   `json:"dropped"`   // the server closed the connection without answering, on purpose
 	Auth      string `json:"auth"`      // "bearer" or "jwt"; "" when refused or not needed
 	// RetryAfter is the Retry-After sent with a 429, as versori.ParseRetryAfter reads it (JSON: ns).
@@ -145,6 +168,9 @@ type Stats struct {
 	Activations int            `json:"activations"` // activations held now (deleted ones are gone)
 	Duplicates  int            `json:"duplicates"`  // pairs holding more than one activation
 	Dropped     int            `json:"dropped"`     // connections closed on purpose without an answer
+	// PendingCommits counts the background commits still to come, as PendingCommits does; a run
+	// driving a separate stand-in process waits for 0 before it checks the records.
+	PendingCommits int `json:"pendingCommits"`
 }
 
 // endUser is what the server knows of an end user once they have an activation.
@@ -180,8 +206,12 @@ func NewServer(opts Options) *Server {
 		apiKey:   opts.APIKey,
 		faults:   opts.Faults,
 		rng:      rand.New(rand.NewPCG(seed, 0x5eed)),
+		listRng:  rand.New(rand.NewPCG(seed, 0x1157)),
 		entropy:  ulid.Monotonic(rand.NewChaCha8(chachaSeed), 0),
 		scripts:  make(map[versori.Pair][]Fault),
+		lists:    make(map[versori.Pair][]string),
+		forbid:   make(map[versori.Pair]bool),
+		quit:     make(chan struct{}),
 		requires: make(map[string][]string),
 		goneUser: make(map[string]bool),
 		goneInt:  make(map[string]bool),
@@ -203,12 +233,17 @@ func NewServer(opts Options) *Server {
 	return s
 }
 
-// New starts a Server on a local port for the rest of tb, and closes it when tb ends.
+// New starts a Server on a local port for the rest of tb, and closes it when tb ends. Calls held by
+// HangCommitRate are answered then, so that closing does not wait for HangFor; background commits
+// still to come happen after the close.
 func New(tb testing.TB, opts Options) *Server {
 	tb.Helper()
 	s := NewServer(opts)
 	s.ts = httptest.NewServer(s)
-	tb.Cleanup(s.ts.Close)
+	tb.Cleanup(func() {
+		close(s.quit)
+		s.ts.Close()
+	})
 	return s
 }
 
@@ -253,14 +288,45 @@ func (s *Server) CurrentFaults() Faults {
 
 // Script queues faults for p's next POST /activations calls, one per call, ahead of the fault rates.
 func (s *Server) Script(p versori.Pair, faults ...Fault) {
+	p = canonPair(p)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.scripts[p] = append(s.scripts[p], faults...)
 }
 
+// ScriptList queues raw bodies to answer, with 200, to p's next list calls instead of the page, one
+// per call, ahead of Faults.BadListRate. A list call is for the pair of the user in its path and its
+// integration_id query (IntegrationID "" when the query has none). The bodies are sent as they are,
+// so they can be any shape, or not JSON at all.
+func (s *Server) ScriptList(p versori.Pair, bodies ...string) {
+	p = canonPair(p)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lists[p] = append(s.lists[p], bodies...)
+}
+
+// Forbid makes every POST /activations for p answer 403, ahead of scripts and fault rates, as the
+// API does when this end user may not use this integration. The API key keeps working for every
+// other call, p's list included.
+func (s *Server) Forbid(p versori.Pair) {
+	p = canonPair(p)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.forbid[p] = true
+}
+
+// PendingCommits returns how many background commits (Faults.LateCommitRate, Faults.HangCommitRate,
+// Fault.CommitAfter) are scheduled and not yet done. A test waits for 0 before counting activations.
+func (s *Server) PendingCommits() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pending
+}
+
 // RequireConnection makes POSTs for integrationID fail with 400 "missing connections" unless one of
 // their connections binds templateID. Requirements add up.
 func (s *Server) RequireConnection(integrationID, templateID string) {
+	integrationID, templateID = canonID(integrationID), canonID(templateID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !slices.Contains(s.requires[integrationID], templateID) {
@@ -270,6 +336,7 @@ func (s *Server) RequireConnection(integrationID, templateID string) {
 
 // ClearRequirements drops every connection requirement of integrationID.
 func (s *Server) ClearRequirements(integrationID string) {
+	integrationID = canonID(integrationID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.requires, integrationID)
@@ -285,6 +352,7 @@ func (s *Server) ForgetUser(userID string) {
 
 // ForgetIntegration makes integrationID unknown: POSTs for it answer 404.
 func (s *Server) ForgetIntegration(integrationID string) {
+	integrationID = canonID(integrationID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.goneInt[integrationID] = true
@@ -293,6 +361,7 @@ func (s *Server) ForgetIntegration(integrationID string) {
 // Seed creates an activation for p, as if an earlier run had activated it, and returns its id. It is
 // not recorded as a call and ignores faults, requirements and forgotten users.
 func (s *Server) Seed(p versori.Pair) string {
+	p = canonPair(p)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a, _ := s.commitLocked(p, time.Now())
@@ -326,6 +395,7 @@ func (s *Server) Activations() []Activation {
 
 // ActivationCount returns how many activations p has; more than 1 means a duplicate was created.
 func (s *Server) ActivationCount(p versori.Pair) int {
+	p = canonPair(p)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.byPair[p]
@@ -350,16 +420,27 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Stats{
-		Calls:       s.nCalls,
-		ByOpStatus:  make(map[string]int, len(s.byOp)),
-		Activations: len(s.acts),
-		Duplicates:  s.dupPairs,
-		Dropped:     s.nDropped,
+		Calls:          s.nCalls,
+		ByOpStatus:     make(map[string]int, len(s.byOp)),
+		Activations:    len(s.acts),
+		Duplicates:     s.dupPairs,
+		Dropped:        s.nDropped,
+		PendingCommits: s.pending,
 	}
 	for k, v := range s.byOp {
 		st.ByOpStatus[k] = v
 	}
 	return st
+}
+
+// canonID returns a ULID in the canonical, upper-case form the API answers with. Crockford base32 is
+// case-insensitive, so "01hzy…" and "01HZY…" must be one id here as they are in the API.
+func canonID(id string) string { return strings.ToUpper(id) }
+
+// canonPair returns p with its integration id canonical; user ids are case-sensitive.
+func canonPair(p versori.Pair) versori.Pair {
+	p.IntegrationID = canonID(p.IntegrationID)
+	return p
 }
 
 func comparePairs(a, b versori.Pair) int {
@@ -459,6 +540,8 @@ func (s *Server) finishCall(idx int, c Call) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if i := idx - s.dropped0; i >= 0 && i < len(s.calls) {
+		// A background commit may have marked the record while the handler still held its own copy.
+		c.Committed = c.Committed || s.calls[i].Committed
 		s.calls[i] = c
 	}
 	s.byOp[c.Op+" "+strconv.Itoa(c.Status)]++
@@ -468,7 +551,7 @@ func (s *Server) finishCall(idx int, c Call) {
 }
 
 // markCommittedLocked shows a commit on the call's record at once, so that Calls reflects it while the
-// call is still waiting to answer.
+// call is still waiting to answer, or after it was answered when the commit came late.
 func (s *Server) markCommittedLocked(idx int, p versori.Pair) {
 	if i := idx - s.dropped0; i >= 0 && i < len(s.calls) {
 		s.calls[i].Committed = true
