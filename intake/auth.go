@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -21,11 +22,23 @@ const (
 
 const secretPrefix = "whsec_"
 
+// Credential ids name the credential that let a request in, so that a webhook id is scoped to its
+// sender: "whsec:" and the hex SHA-256 of a secret's decoded key, "bearer:" and the hex SHA-256 of a
+// token, or credentialOpen without authentication. They are hashes, so that neither Redis nor a log
+// ever holds a secret.
+const (
+	credentialSecretPrefix = "whsec:"
+	credentialTokenPrefix  = "bearer:"
+	credentialOpen         = "open"
+)
+
 // authenticator checks a request's credentials: a Standard Webhooks signature made with any of the
 // secrets, or any of the bearer tokens.
 type authenticator struct {
-	hooks  []*standardwebhooks.Webhook
-	tokens [][sha256.Size]byte // hashes, so that every comparison is of equal length
+	hooks    []*standardwebhooks.Webhook
+	hookIDs  []string            // credential id of hooks[i]
+	tokens   [][sha256.Size]byte // hashes, so that every comparison is of equal length
+	tokenIDs []string            // credential id of tokens[i]
 }
 
 func newAuthenticator(secrets, tokens []string) (*authenticator, error) {
@@ -47,9 +60,13 @@ func newAuthenticator(secrets, tokens []string) (*authenticator, error) {
 			return nil, fmt.Errorf("intake: webhook secret #%d is not usable", i+1)
 		}
 		a.hooks = append(a.hooks, wh)
+		sum := sha256.Sum256(key)
+		a.hookIDs = append(a.hookIDs, credentialSecretPrefix+hex.EncodeToString(sum[:]))
 	}
 	for _, t := range tokens {
-		a.tokens = append(a.tokens, sha256.Sum256([]byte(t)))
+		sum := sha256.Sum256([]byte(t))
+		a.tokens = append(a.tokens, sum)
+		a.tokenIDs = append(a.tokenIDs, credentialTokenPrefix+hex.EncodeToString(sum[:]))
 	}
 	return a, nil
 }
@@ -82,38 +99,44 @@ func bearer(h http.Header) (string, bool) {
 	return strings.TrimSpace(tok), true
 }
 
-// checkToken reports whether tok is one of the tokens. It compares against every token in constant
-// time, whichever matches.
-func (a *authenticator) checkToken(tok string) bool {
+// checkToken returns the credential id of tok, and whether tok is one of the tokens. It compares
+// against every token in constant time, whichever matches.
+func (a *authenticator) checkToken(tok string) (string, bool) {
 	sum := sha256.Sum256([]byte(tok))
-	match := 0
+	match, index := 0, 0
 	for i := range a.tokens {
-		match |= subtle.ConstantTimeCompare(sum[:], a.tokens[i][:])
+		eq := subtle.ConstantTimeCompare(sum[:], a.tokens[i][:])
+		match |= eq
+		index = subtle.ConstantTimeSelect(eq, i, index)
 	}
-	return match == 1
+	if match != 1 {
+		return "", false
+	}
+	return a.tokenIDs[index], true
 }
 
 // verify checks a Standard Webhooks signature of body against every secret: it passes if any
-// verifies. The library checks the 5-minute timestamp tolerance, both ways, and accepts a
-// signature header with several space-separated signatures if one matches.
-func (a *authenticator) verify(body []byte, h http.Header) error {
+// verifies, and returns the credential id of the first secret that does. The library checks the
+// 5-minute timestamp tolerance, both ways, and accepts a signature header with several
+// space-separated signatures if one matches.
+func (a *authenticator) verify(body []byte, h http.Header) (string, error) {
 	var last error
-	for _, wh := range a.hooks {
+	for i, wh := range a.hooks {
 		err := wh.Verify(body, h)
 		if err == nil {
-			return nil
+			return a.hookIDs[i], nil
 		}
 		last = err
 	}
 	switch {
 	case last == nil:
-		return errForged // no secrets: the caller does not ask
+		return "", errForged // no secrets: the caller does not ask
 	case errors.Is(last, standardwebhooks.ErrRequiredHeaders):
-		return errMissingHeaders
+		return "", errMissingHeaders
 	case errors.Is(last, standardwebhooks.ErrInvalidHeaders):
-		return errBadHeaders
+		return "", errBadHeaders
 	case errors.Is(last, standardwebhooks.ErrMessageTooOld), errors.Is(last, standardwebhooks.ErrMessageTooNew):
-		return errStale
+		return "", errStale
 	}
-	return errForged
+	return "", errForged
 }

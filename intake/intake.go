@@ -21,12 +21,13 @@
 //	202 {"taskId","batch","status":"enqueued"}         a new job was queued
 //	200 {"taskId","batch","status":"duplicate"}        the pair is already queued, running or done
 //	200 {"taskId","batch","status":"dead_lettered"}    the pair is in the dead-letter store
-//	200 <the first answer's body>                      a replay of a webhook-id seen in the last 10 minutes
+//	200 <the first answer's body>                      a replay: the same webhook-id, route, credential and body in the last 10 minutes
 //	400 {"error","field"}                              malformed JSON or an invalid field ("index" too in a batch)
 //	401 {"error"}                                      missing, forged or stale signature; missing or bad token
 //	404 {"error"}                                      GET of an unknown task id
 //	405 {"error"}                                      a route with the wrong method
-//	409 {"error"} + Retry-After                        the same webhook-id is being handled right now
+//	409 {"error","field"} + Retry-After                the same webhook-id (same route, credential and body) is being handled right now
+//	409 {"error","field"}, no Retry-After              the webhook-id was already used, on this route with this credential, for a different body
 //	413 {"error"}                                      body over Config.MaxBodyBytes, or a batch over Config.MaxBatch
 //	429 {"error"} + Retry-After                        more than Config.MaxConcurrent /v1 requests in flight
 //	503 {"error"} + Retry-After                        Redis is unavailable: nothing was queued, retry
@@ -35,13 +36,34 @@
 // the job's task id is derived from the (userId, integrationId) pair, so a pair is queued at most
 // once however many times, and however concurrently, it is posted.
 //
+// A body is read as a JSONL row of enqueue file is (ingest.DecodeRequest): UTF-8, field names
+// exactly as documented, none twice, none unknown, nothing after the value. A body that
+// encoding/json would read one way and the API another ({"userId":"a","USERID":"b"}) is answered
+// 400, never guessed at. ULIDs may come in either case; the task id and the queued request hold
+// them in upper case, and GET /v1/activations/{taskId} takes the integration id in either case.
+//
 // # Webhook ids
 //
-// A request with a webhook-id header is handled once: the id is claimed in Redis (SET NX) under
-// [WebhookIDKeyPrefix]+id, and the answer's body is stored there for [WebhookIDTTL]. A repeat of
-// the id in that time is answered 200 with the stored body and the header Idempotent-Replayed: true,
-// without enqueueing again. Standard Webhooks senders retry with the same id; since the signature's
-// timestamp tolerance is 5 minutes, 10 minutes covers every replay that could still verify.
+// A request with a webhook-id header is handled once per scope: the id together with the route
+// ("/v1/activations" or "/v1/activations:batch") and the credential that let the request in. A
+// credential is named by its credential id, a hash that never holds the secret: "whsec:" and the
+// hex SHA-256 of the decoded key of the webhook secret that verified the signature, "bearer:" and
+// the hex SHA-256 of the bearer token, or "open" without authentication (Config.Insecure). So two
+// senders, or the two routes, that happen to use the same id are independent, and no token holder
+// can claim ids ahead of a signed sender to have its events dropped.
+//
+// The scope is claimed in Redis (SET NX) under [WebhookIDKeyPrefix] followed by the hex SHA-256 of
+// "<route>|<credential id>|<webhook-id>", with the JSON value {"bodySha256":"<hex SHA-256 of the
+// body>","pending":true} while the request is handled, then {"bodySha256":…,"answer":<the answer's
+// body>} for [WebhookIDTTL]. Neither the key nor the value holds a secret or the id's own bytes. A
+// repeat in that time with the same body is answered 200 with the stored answer and the header
+// Idempotent-Replayed: true, without enqueueing again; with another body it is answered 409 (the
+// id was used for a different request; nothing is queued), as payment APIs answer an idempotency
+// key reused with other parameters. A repeat while the first is still being handled waits up to 2
+// seconds, then is answered 409 with Retry-After. Standard Webhooks senders retry with the same id
+// and body; since the signature's timestamp tolerance is 5 minutes, 10 minutes covers every replay
+// that could still verify. A sender whose secret is rotated between a request and its retry has
+// the retry handled as a new request, which the pair's task id keeps from queueing twice.
 //
 // # Batches
 //
@@ -57,6 +79,8 @@ package intake
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -64,19 +88,21 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"reflect"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/versori/activator/ingest"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/versori"
 )
 
-// WebhookIDKeyPrefix is the Redis key prefix under which seen webhook ids are remembered.
+// WebhookIDKeyPrefix is the Redis key prefix under which seen webhook ids are remembered, each
+// scoped to its route and credential as the package doc describes.
 const WebhookIDKeyPrefix = "activator:intake:whid:"
 
 // WebhookIDTTL is how long a webhook id is remembered, with the answer it got.
@@ -85,9 +111,11 @@ const WebhookIDTTL = 10 * time.Minute
 // MaxWebhookIDBytes bounds a webhook-id header; a longer one is answered 400.
 const MaxWebhookIDBytes = 256
 
-// pendingMarker is the value of a claimed webhook id whose request is still being handled. An
-// answer body is JSON, so it can never be mistaken for one.
-const pendingMarker = "pending"
+// The routes a webhook id is scoped to: ids of the two POST routes are independent.
+const (
+	routeOne   = "/v1/activations"
+	routeBatch = "/v1/activations:batch"
+)
 
 const (
 	opTimeout      = 10 * time.Second // Redis work of one request
@@ -108,8 +136,8 @@ type Accepted struct {
 // ErrorBody is the body of every error answer.
 type ErrorBody struct {
 	Error string `json:"error"`
-	// Field is the JSON path of the bad field ("connections.templateId"; "[3].userId" in a batch),
-	// or the header ("webhook-id"), when one is to blame.
+	// Field is the JSON path of the bad field ("connections[0].templateId"; "[3].userId" in a
+	// batch), or the header ("webhook-id"), when one is to blame.
 	Field string `json:"field,omitempty"`
 	// Index is the position of the bad element of a batch.
 	Index *int `json:"index,omitempty"`
@@ -305,36 +333,41 @@ func (s *Server) limit(h http.HandlerFunc) http.Handler {
 	})
 }
 
-// readAuthed checks the request's credentials and returns its body, or the answer to give instead.
-// A bearer token is checked before the body is read; a signature needs the body.
-func (s *Server) readAuthed(w http.ResponseWriter, r *http.Request) ([]byte, *response) {
+// readAuthed checks the request's credentials and returns its body and the id of the credential
+// that let it in, or the answer to give instead. A bearer token is checked before the body is read;
+// a signature needs the body.
+func (s *Server) readAuthed(w http.ResponseWriter, r *http.Request) ([]byte, string, *response) {
 	a := s.auth
 	if a.open() {
-		return s.readBody(w, r)
+		body, resp := s.readBody(w, r)
+		return body, credentialOpen, resp
 	}
 	if tok, ok := bearer(r.Header); ok && len(a.tokens) > 0 {
-		if !a.checkToken(tok) {
-			return nil, s.unauthorized(errBadToken)
+		cred, ok := a.checkToken(tok)
+		if !ok {
+			return nil, "", s.unauthorized(errBadToken)
 		}
-		return s.readBody(w, r)
+		body, resp := s.readBody(w, r)
+		return body, cred, resp
 	}
 	if len(a.hooks) == 0 {
-		return nil, s.unauthorized(errNoBearer)
+		return nil, "", s.unauthorized(errNoBearer)
 	}
 	if r.Header.Get(HeaderWebhookSignature) == "" && r.Header.Get(HeaderWebhookTimestamp) == "" {
 		if len(a.tokens) > 0 {
-			return nil, s.unauthorized(errNoCredentials)
+			return nil, "", s.unauthorized(errNoCredentials)
 		}
-		return nil, s.unauthorized(errMissingHeaders)
+		return nil, "", s.unauthorized(errMissingHeaders)
 	}
 	body, resp := s.readBody(w, r)
 	if resp != nil {
-		return nil, resp
+		return nil, "", resp
 	}
-	if err := a.verify(body, r.Header); err != nil {
-		return nil, s.unauthorized(err)
+	cred, err := a.verify(body, r.Header)
+	if err != nil {
+		return nil, "", s.unauthorized(err)
 	}
-	return body, nil
+	return body, cred, nil
 }
 
 func (s *Server) unauthorized(err error) *response {
@@ -363,9 +396,29 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *resp
 	return body, nil
 }
 
-// once runs do once per webhook id: a request whose id was seen in the last WebhookIDTTL gets the
-// first answer's body, with 200. Requests without a webhook-id header always run do.
-func (s *Server) once(r *http.Request, do func(context.Context) *response) *response {
+// replayRecord is the value under a replay key: the digest of the body that claimed the key, and
+// the answer once there is one. Keeping the digest is what tells a sender's retry (same body) from
+// a reuse of its id for another request (another body), which must not get the first answer.
+type replayRecord struct {
+	BodySHA256 string          `json:"bodySha256"`
+	Pending    bool            `json:"pending,omitempty"`
+	Answer     json.RawMessage `json:"answer,omitempty"`
+}
+
+// replayKey is the Redis key of a webhook id sent on route with the credential whose id is
+// credential.
+func replayKey(route, credential, id string) string {
+	// Hashed, so that the key holds neither the id's bytes nor anything of the credential, whatever
+	// their length or characters; '|' cannot occur in a route or a credential id, so no two scopes
+	// join to the same string.
+	sum := sha256.Sum256([]byte(route + "|" + credential + "|" + id))
+	return WebhookIDKeyPrefix + hex.EncodeToString(sum[:])
+}
+
+// once runs do once per webhook id, route and credential: a repeat of the same body in the last
+// WebhookIDTTL gets the first answer's body, with 200, and another body under the same id gets 409.
+// Requests without a webhook-id header always run do.
+func (s *Server) once(r *http.Request, route, credential string, body []byte, do func(context.Context) *response) *response {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), opTimeout)
 	defer cancel()
 	id := r.Header.Get(HeaderWebhookID)
@@ -375,25 +428,39 @@ func (s *Server) once(r *http.Request, do func(context.Context) *response) *resp
 	if len(id) > MaxWebhookIDBytes {
 		return badRequest(fmt.Sprintf("webhook-id is longer than %d bytes", MaxWebhookIDBytes), HeaderWebhookID)
 	}
-	key := WebhookIDKeyPrefix + id
+	key := replayKey(route, credential, id)
+	sum := sha256.Sum256(body)
+	digest := hex.EncodeToString(sum[:])
+	pending, err := json.Marshal(replayRecord{BodySHA256: digest, Pending: true})
+	if err != nil {
+		return s.unavailable("claiming a webhook id", fmt.Errorf("encoding the claim: %w", err))
+	}
 	pendingTTL := max(time.Minute, s.cfg.WriteTimeout)
 	deadline := time.Now().Add(claimWait)
 	for {
-		claimed, err := s.rdb.SetNX(ctx, key, pendingMarker, pendingTTL).Result()
+		claimed, err := s.rdb.SetNX(ctx, key, pending, pendingTTL).Result()
 		if err != nil {
 			return s.unavailable("claiming a webhook id", err)
 		}
 		if claimed {
 			break
 		}
-		v, err := s.rdb.Get(ctx, key).Result()
-		switch {
-		case errors.Is(err, redis.Nil):
+		v, err := s.rdb.Get(ctx, key).Bytes()
+		if errors.Is(err, redis.Nil) {
 			// The request that held it failed and let go: claim it again, below the deadline.
-		case err != nil:
+		} else if err != nil {
 			return s.unavailable("reading a webhook id", err)
-		case v != pendingMarker:
-			return &response{code: http.StatusOK, body: []byte(v), header: map[string]string{"Idempotent-Replayed": "true"}}
+		} else {
+			var rec replayRecord
+			// A record that does not read (another version's) is treated as another request's: the
+			// one answer that can never give this request someone else's result.
+			if json.Unmarshal(v, &rec) != nil || rec.BodySHA256 != digest {
+				return errorResponse(http.StatusConflict, ErrorBody{Field: HeaderWebhookID,
+					Error: "webhook-id was already used for a different request (another body); send a new webhook-id for a new request"})
+			}
+			if !rec.Pending {
+				return &response{code: http.StatusOK, body: append(rec.Answer, '\n'), header: map[string]string{"Idempotent-Replayed": "true"}}
+			}
 		}
 		if time.Now().After(deadline) {
 			return &response{code: http.StatusConflict, retryAfter: retryAfterBusy,
@@ -407,8 +474,13 @@ func (s *Server) once(r *http.Request, do func(context.Context) *response) *resp
 	}
 	resp := do(ctx)
 	if resp.remember {
-		if err := s.rdb.Set(ctx, key, resp.body, WebhookIDTTL).Err(); err != nil {
-			// The job is queued; a replay of the id finds the pair a duplicate instead.
+		rec, err := json.Marshal(replayRecord{BodySHA256: digest, Answer: bytes.TrimSuffix(resp.body, []byte("\n"))})
+		if err == nil {
+			err = s.rdb.Set(ctx, key, rec, WebhookIDTTL).Err()
+		}
+		if err != nil {
+			// The job is queued; a replay of the id finds the pair a duplicate instead, once the
+			// claim expires.
 			s.log.Warn("intake: could not remember a webhook id", "error", err.Error())
 		}
 	} else if err := s.rdb.Del(ctx, key).Err(); err != nil {
@@ -444,12 +516,12 @@ func (s *Server) enqueueFailed(err error, index int) *response {
 }
 
 func (s *Server) handleActivation(w http.ResponseWriter, r *http.Request) {
-	body, resp := s.readAuthed(w, r)
+	body, credential, resp := s.readAuthed(w, r)
 	if resp == nil {
 		var req versori.ActivationRequest
 		req, resp = decodeOne(body)
 		if resp == nil {
-			resp = s.once(r, func(ctx context.Context) *response {
+			resp = s.once(r, routeOne, credential, body, func(ctx context.Context) *response {
 				acc, err := s.enqueue(ctx, req)
 				if err != nil {
 					return s.enqueueFailed(err, -1)
@@ -466,12 +538,12 @@ func (s *Server) handleActivation(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
-	body, resp := s.readAuthed(w, r)
+	body, credential, resp := s.readAuthed(w, r)
 	if resp == nil {
 		var reqs []versori.ActivationRequest
 		reqs, resp = s.decodeBatch(body)
 		if resp == nil {
-			resp = s.once(r, func(ctx context.Context) *response {
+			resp = s.once(r, routeBatch, credential, body, func(ctx context.Context) *response {
 				out := make([]Accepted, len(reqs))
 				code := http.StatusOK
 				for i, req := range reqs {
@@ -492,11 +564,34 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
-	if _, resp := s.readAuthed(w, r); resp != nil {
+	if _, _, resp := s.readAuthed(w, r); resp != nil {
 		s.write(w, resp)
 		return
 	}
-	s.write(w, s.status(r.Context(), r.PathValue("taskId")))
+	id := r.PathValue("taskId")
+	canon := canonicalTaskID(id)
+	resp := s.status(r.Context(), canon)
+	if resp.code == http.StatusNotFound && canon != id {
+		// A job queued before task ids were canonical keeps the id it was queued under.
+		resp = s.status(r.Context(), id)
+	}
+	s.write(w, resp)
+}
+
+// canonicalTaskID returns id, a task id as tasks.TaskID makes it ("act:<integrationId>:<userId>"),
+// with its integration ULID in canonical case, so that a client that sent the ULID in lower case
+// finds the job it was queued as; any other id comes back as it is.
+func canonicalTaskID(id string) string {
+	rest, ok := strings.CutPrefix(id, "act:")
+	if !ok {
+		return id
+	}
+	// The integration id is a ULID, so the first colon ends it, whatever the user id holds.
+	integration, user, ok := strings.Cut(rest, ":")
+	if !ok {
+		return id
+	}
+	return "act:" + versori.CanonicalULID(integration) + ":" + user
 }
 
 func (s *Server) status(ctx context.Context, id string) *response {
@@ -551,54 +646,73 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	s.write(w, &response{code: http.StatusOK, body: []byte("{\"status\":\"ok\"}\n")})
 }
 
-// decodeOne decodes and validates the body of POST /v1/activations.
+// decodeOne decodes and validates the body of POST /v1/activations with the one strict decoder
+// every way into the queue shares, so that a body that could be read two ways is refused rather
+// than guessed at.
 func decodeOne(body []byte) (versori.ActivationRequest, *response) {
-	var req versori.ActivationRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		msg, field := describeDecodeError(err, "")
+	if !utf8.Valid(body) {
+		// encoding/json would read a bad byte as U+FFFD, so that two user ids could become one.
+		return versori.ActivationRequest{}, badRequest(notUTF8, "")
+	}
+	req, err := ingest.DecodeRequest(body)
+	if err != nil {
+		field, msg := describe(err, "")
 		return req, badRequest(msg, field)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return req, badRequest("body holds more than one JSON value", "")
-	}
-	if err := req.Validate(); err != nil {
-		var ve *versori.ValidationError
-		if errors.As(err, &ve) {
-			return req, badRequest(ve.Error(), ve.Field)
-		}
-		return req, badRequest(err.Error(), "")
 	}
 	return req, nil
 }
 
+const notUTF8 = "body is not valid UTF-8"
+
+// describe returns the field to blame for a decoding error and the answer's message, with the
+// field prefixed by prefix ("[3]" in a batch).
+func describe(err error, prefix string) (field, msg string) {
+	var ve *versori.ValidationError
+	if !errors.As(err, &ve) {
+		ve = &versori.ValidationError{Reason: err.Error()}
+	}
+	field = ve.Field
+	switch {
+	case prefix == "":
+	case field == "":
+		field = prefix
+	default:
+		field = prefix + "." + field
+	}
+	if field == "" {
+		return "", "body: " + ve.Reason
+	}
+	return field, field + ": " + ve.Reason
+}
+
 // decodeBatch decodes and validates the body of POST /v1/activations:batch: all of it, before
-// anything is queued.
+// anything is queued. The array is split into its elements first, so that its shape and size are
+// refused before any element, and each element is then read as POST /v1/activations reads a body.
 func (s *Server) decodeBatch(body []byte) ([]versori.ActivationRequest, *response) {
+	if !utf8.Valid(body) {
+		return nil, badRequest(notUTF8, "")
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
 	notArray := badRequest("body must be a JSON array of activation requests", "")
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
 		return nil, notArray
 	}
-	bad := func(i int, msg, field string) *response {
+	bad := func(i int, field, msg string) *response {
 		return errorResponse(http.StatusBadRequest, ErrorBody{Error: msg, Field: field, Index: &i})
 	}
-	var reqs []versori.ActivationRequest
+	var elems []json.RawMessage
 	for dec.More() {
-		i := len(reqs)
+		i := len(elems)
 		if i == s.cfg.MaxBatch {
 			return nil, errorResponse(http.StatusRequestEntityTooLarge, ErrorBody{
 				Error: fmt.Sprintf("batch has more than %d requests: split it", s.cfg.MaxBatch), Limit: int64(s.cfg.MaxBatch)})
 		}
-		prefix := "[" + strconv.Itoa(i) + "]"
-		var req versori.ActivationRequest
-		if err := dec.Decode(&req); err != nil {
-			msg, field := describeDecodeError(err, prefix)
-			return nil, bad(i, msg, field)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			prefix := "[" + strconv.Itoa(i) + "]"
+			return nil, bad(i, prefix, prefix+": invalid JSON: "+strings.TrimPrefix(err.Error(), "json: "))
 		}
-		reqs = append(reqs, req)
+		elems = append(elems, raw)
 	}
 	if tok, err := dec.Token(); err != nil || tok != json.Delim(']') {
 		return nil, notArray
@@ -606,88 +720,17 @@ func (s *Server) decodeBatch(body []byte) ([]versori.ActivationRequest, *respons
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, badRequest("body holds more than one JSON value", "")
 	}
-	if len(reqs) == 0 {
+	if len(elems) == 0 {
 		return nil, badRequest("batch is empty", "")
 	}
-	for i, req := range reqs {
-		if err := req.Validate(); err != nil {
-			prefix := "[" + strconv.Itoa(i) + "]"
-			var ve *versori.ValidationError
-			if errors.As(err, &ve) {
-				return nil, bad(i, prefix+"."+ve.Error(), prefix+"."+ve.Field)
-			}
-			return nil, bad(i, prefix+": "+err.Error(), prefix)
+	reqs := make([]versori.ActivationRequest, len(elems))
+	for i, raw := range elems {
+		req, err := ingest.DecodeRequest(raw)
+		if err != nil {
+			field, msg := describe(err, "["+strconv.Itoa(i)+"]")
+			return nil, bad(i, field, msg)
 		}
+		reqs[i] = req
 	}
 	return reqs, nil
-}
-
-// describeDecodeError turns a JSON decoding error into a message and the field to blame, prefixed
-// with prefix ("[3]" in a batch). encoding/json reports a nested field's path without array
-// indices ("connections.templateId") and an unknown field by its name alone.
-func describeDecodeError(err error, prefix string) (msg, field string) {
-	join := func(f string) string {
-		switch {
-		case prefix == "":
-			return f
-		case f == "":
-			return prefix
-		}
-		return prefix + "." + f
-	}
-	what := "body"
-	if prefix != "" {
-		what = "request " + prefix
-	}
-	var (
-		se *json.SyntaxError
-		te *json.UnmarshalTypeError
-	)
-	switch {
-	case errors.Is(err, io.EOF):
-		return what + " is empty", join("")
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return what + " is not valid JSON: it ends early", join("")
-	case errors.As(err, &se):
-		return fmt.Sprintf("%s is not valid JSON: %v (at byte %d)", what, se, se.Offset), join("")
-	case errors.As(err, &te):
-		if te.Field == "" {
-			return what + " must be a JSON object (an activation request)", join("")
-		}
-		f := join(te.Field)
-		return fmt.Sprintf("%s: is a JSON %s, want %s", f, te.Value, kindWord(te.Type)), f
-	}
-	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		if n, uerr := strconv.Unquote(name); uerr == nil {
-			name = n
-		}
-		f := join(name)
-		return f + ": unknown field", f
-	}
-	return what + " is not valid JSON: " + err.Error(), join("")
-}
-
-// kindWord names what JSON value a Go type takes.
-func kindWord(t reflect.Type) string {
-	if t == nil {
-		return "another type"
-	}
-	if t == reflect.TypeFor[json.RawMessage]() {
-		return "a JSON object"
-	}
-	switch t.Kind() {
-	case reflect.String:
-		return "a string"
-	case reflect.Slice, reflect.Array:
-		return "an array"
-	case reflect.Struct, reflect.Map:
-		return "an object"
-	case reflect.Bool:
-		return "true or false"
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
-		reflect.Float32, reflect.Float64:
-		return "a number"
-	}
-	return "another type"
 }

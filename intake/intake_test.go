@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -245,6 +247,48 @@ func (e *env) wantTasks(ids ...string) {
 }
 
 func taskID(user string) string { return tasks.TaskID(request(user).Pair()) }
+
+// The routes and credential ids of the documented replay key space.
+const (
+	routeOne   = "/v1/activations"
+	routeBatch = "/v1/activations:batch"
+	credOpen   = "open"
+)
+
+// credSecret is the documented credential id of a webhook secret: the hex SHA-256 of its key.
+func credSecret(t testing.TB, secret string) string {
+	t.Helper()
+	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(key)
+	return "whsec:" + hex.EncodeToString(sum[:])
+}
+
+// credToken is the documented credential id of a bearer token: the hex SHA-256 of the token.
+func credToken(tok string) string {
+	sum := sha256.Sum256([]byte(tok))
+	return "bearer:" + hex.EncodeToString(sum[:])
+}
+
+// replayKey is the documented Redis key of a webhook id sent on route with the credential cred.
+func replayKey(route, cred, id string) string {
+	sum := sha256.Sum256([]byte(route + "|" + cred + "|" + id))
+	return intake.WebhookIDKeyPrefix + hex.EncodeToString(sum[:])
+}
+
+// replayRecord is the documented value under a replay key.
+type replayRecord struct {
+	BodySHA256 string          `json:"bodySha256"`
+	Pending    bool            `json:"pending"`
+	Answer     json.RawMessage `json:"answer"`
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
 
 func TestNewRefusesToStartWithoutCredentials(t *testing.T) {
 	t.Parallel()
@@ -501,11 +545,18 @@ func TestSameWebhookIDIsAcceptedOnce(t *testing.T) {
 	}
 	e.wantTasks(taskID("u-1"))
 
-	// The id is remembered with the answer, for 10 minutes.
+	// The id is remembered with the body's digest and the answer, for 10 minutes, under a key that
+	// scopes it to its route and sender.
 	ctx := context.Background()
-	key := intake.WebhookIDKeyPrefix + "msg_once"
-	if v, err := e.db.Client.Get(ctx, key).Result(); err != nil || v != string(first.body) {
-		t.Fatalf("stored answer %q, %v", v, err)
+	key := replayKey(routeOne, credSecret(t, secret), "msg_once")
+	v, err := e.db.Client.Get(ctx, key).Result()
+	if err != nil {
+		t.Fatalf("stored answer: %v", err)
+	}
+	var rec replayRecord
+	if err := json.Unmarshal([]byte(v), &rec); err != nil || rec.Pending || rec.BodySHA256 != sha256Hex(b) ||
+		string(rec.Answer)+"\n" != string(first.body) {
+		t.Fatalf("stored record %s (%v), want the digest of the body and the answer %s", v, err, first.body)
 	}
 	if ttl := e.db.Client.TTL(ctx, key).Val(); ttl <= 9*time.Minute || ttl > intake.WebhookIDTTL {
 		t.Errorf("TTL %s, want about %s", ttl, intake.WebhookIDTTL)
@@ -617,26 +668,42 @@ func TestBurstOfOnePair(t *testing.T) {
 func TestBadRequests(t *testing.T) {
 	t.Parallel()
 	e := start(t, intake.Config{Tokens: []string{tokenA}})
+	ok := `"userId":"u-1","integrationId":"` + integration + `"`
 	for _, tc := range []struct {
 		name, body, field string
 	}{
 		{"empty body", ``, ""},
+		{"blank body", "  \n", ""},
 		{"not JSON", `{"userId": "u-1",`, ""},
 		{"syntax error", `{"userId" "u-1"}`, ""},
 		{"array", `[{"userId":"u-1"}]`, ""},
-		{"two values", `{"userId":"u-1","integrationId":"` + integration + `"} {}`, ""},
-		{"unknown field", `{"userId":"u-1","integrationId":"` + integration + `","email":"a@b.c"}`, "email"},
-		{"unknown nested field", `{"userId":"u-1","integrationId":"` + integration + `","connections":[{"templateId":"` + template + `","connectionId":"` + connection + `","extra":1}]}`, "extra"},
+		{"two values", `{` + ok + `} {}`, ""},
+		{"unknown field", `{` + ok + `,"email":"a@b.c"}`, "email"},
+		{"unknown nested field", `{` + ok + `,"connections":[{"templateId":"` + template + `","connectionId":"` + connection + `","extra":1}]}`, "connections[0].extra"},
 		{"wrong type", `{"userId":42,"integrationId":"` + integration + `"}`, "userId"},
-		{"wrong nested type", `{"userId":"u-1","integrationId":"` + integration + `","connections":[{"templateId":7}]}`, "connections.templateId"},
+		{"wrong nested type", `{` + ok + `,"connections":[{"templateId":7}]}`, "connections[0].templateId"},
 		{"missing userId", `{"integrationId":"` + integration + `"}`, "userId"},
 		{"bad integrationId", `{"userId":"u-1","integrationId":"nope"}`, "integrationId"},
-		{"bad connection", `{"userId":"u-1","integrationId":"` + integration + `","connections":[{"templateId":"` + template + `"}]}`, "connections[0]"},
-		{"dynamicVariables not an object", `{"userId":"u-1","integrationId":"` + integration + `","dynamicVariables":[1]}`, "dynamicVariables"},
-		{"null", `null`, "userId"},
+		{"bad connection", `{` + ok + `,"connections":[{"templateId":"` + template + `"}]}`, "connections[0]"},
+		{"dynamicVariables not an object", `{` + ok + `,"dynamicVariables":[1]}`, "dynamicVariables"},
+		{"null", `null`, ""},
+		// encoding/json would take these as {"userId":"u-2"}: which user was meant is a guess.
+		{"field name in another case", `{` + ok + `,"USERID":"u-2"}`, "USERID"},
+		{"field name in another case first", `{"USERID":"u-2",` + ok + `}`, "USERID"},
+		{"repeated field", `{` + ok + `,"userId":"u-2"}`, "userId"},
+		{"repeated nested field", `{` + ok + `,"connections":[{"templateId":"` + template + `","connectionId":"` + connection + `","connectionId":"` + template + `"}]}`, "connections[0].connectionId"},
+		{"nested field name in another case", `{` + ok + `,"connections":[{"templateId":"` + template + `","ConnectionId":"` + connection + `"}]}`, "connections[0].ConnectionId"},
+		// encoding/json would read the bad byte as U+FFFD, so two users could become one.
+		{"not UTF-8", "{\"userId\":\"u-\xff\",\"integrationId\":\"" + integration + "\"}", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			wantError(t, e.post("/v1/activations", []byte(tc.body), bearerHeader(tokenA)), 400, tc.field)
+			eb := wantError(t, e.post("/v1/activations", []byte(tc.body), bearerHeader(tokenA)), 400, tc.field)
+			if tc.field != "" && !strings.HasPrefix(eb.Error, tc.field+": ") {
+				t.Errorf("error %q does not start with the field", eb.Error)
+			}
+			if eb.Index != nil {
+				t.Errorf("index %d outside a batch", *eb.Index)
+			}
 		})
 	}
 	e.wantTasks()
@@ -1048,31 +1115,354 @@ func TestServeShutsDownGracefully(t *testing.T) {
 	}
 }
 
+// TestWebhookIDBeingHandled holds a webhook id as another request would while it is handled: only
+// requests of the same scope (route and credential) wait for it.
 func TestWebhookIDBeingHandled(t *testing.T) {
 	t.Parallel()
-	e := start(t, intake.Config{Tokens: []string{tokenA}})
 	b := body(t, request("u-1"))
-	// Another request holds the id (claimed, no answer yet): this one waits a while, then gets 409.
-	key := intake.WebhookIDKeyPrefix + "msg_busy"
-	if err := e.db.Client.Set(context.Background(), key, "pending", time.Minute).Err(); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name        string
+		route, tok  string
+		body        []byte
+		code        int // 409 busy (Retry-After), 409 conflict (none), or 202
+		retryAfter  bool
+		errContains string
+	}{
+		{"same route, token and body: busy", routeOne, tokenA, b, 409, true, "being handled"},
+		{"same route and token, other body: conflict", routeOne, tokenA, body(t, request("u-2")), 409, false, "different request"},
+		{"another token is not held up", routeOne, tokenB, b, 202, false, ""},
+		{"another route is not held up", routeBatch, tokenA, body(t, []versori.ActivationRequest{request("u-1")}), 202, false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := start(t, intake.Config{Tokens: []string{tokenA, tokenB}})
+			// Another request holds the id (claimed, no answer yet).
+			key := replayKey(routeOne, credToken(tokenA), "msg_busy")
+			held := `{"bodySha256":"` + sha256Hex(b) + `","pending":true}`
+			if err := e.db.Client.Set(context.Background(), key, held, time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+			h := bearerHeader(tc.tok)
+			h.Set(intake.HeaderWebhookID, "msg_busy")
+			a := e.post(tc.route, tc.body, h)
+			if tc.code != 409 {
+				if a.code != tc.code || a.header.Get("Idempotent-Replayed") != "" {
+					t.Fatalf("answer %s, want %d", a, tc.code)
+				}
+				e.wantTasks(taskID("u-1"))
+				return
+			}
+			eb := wantError(t, a, 409, intake.HeaderWebhookID)
+			if !strings.Contains(eb.Error, tc.errContains) {
+				t.Errorf("error %q, want one saying %q", eb.Error, tc.errContains)
+			}
+			if got := a.header.Get("Retry-After") != ""; got != tc.retryAfter {
+				t.Errorf("Retry-After %q, want one: %t", a.header.Get("Retry-After"), tc.retryAfter)
+			}
+			e.wantTasks()
+			if v := e.db.Client.Get(context.Background(), key).Val(); v != held {
+				t.Errorf("the holder's claim is now %q", v)
+			}
+		})
 	}
+
+	e := start(t, intake.Config{Tokens: []string{tokenA}})
 	h := bearerHeader(tokenA)
 	h.Set(intake.HeaderWebhookID, "msg_busy")
-	a := e.post("/v1/activations", b, h)
-	wantError(t, a, 409, intake.HeaderWebhookID)
-	if a.header.Get("Retry-After") == "" {
-		t.Error("409 without Retry-After")
-	}
-	e.wantTasks()
 	// The holder failed and let go: the retry goes through.
+	key := replayKey(routeOne, credToken(tokenA), "msg_busy")
+	if err := e.db.Client.Set(context.Background(), key, `{"bodySha256":"`+sha256Hex(b)+`","pending":true}`, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, e.post(routeOne, b, h), 409, intake.HeaderWebhookID)
 	e.db.Client.Del(context.Background(), key)
-	wantAccepted(t, e.post("/v1/activations", b, h), 202, "u-1", producer.Enqueued)
+	wantAccepted(t, e.post(routeOne, b, h), 202, "u-1", producer.Enqueued)
 	// A webhook-id works as an idempotency key with a bearer token too.
-	again := e.post("/v1/activations", b, h)
+	again := e.post(routeOne, b, h)
 	if again.code != 200 || again.header.Get("Idempotent-Replayed") != "true" {
 		t.Errorf("replay: %s", again)
 	}
 	h.Set(intake.HeaderWebhookID, strings.Repeat("x", intake.MaxWebhookIDBytes+1))
-	wantError(t, e.post("/v1/activations", b, h), 400, intake.HeaderWebhookID)
+	wantError(t, e.post(routeOne, b, h), 400, intake.HeaderWebhookID)
+}
+
+// TestWebhookIDIsScopedToRouteAndCredential sends two requests under one webhook id: only the same
+// route, credential and body get the first answer back. The same route and credential with another
+// body is a conflict; another route or credential is a request of its own, so that no sender can
+// suppress another's events by claiming their ids first.
+func TestWebhookIDIsScopedToRouteAndCredential(t *testing.T) {
+	t.Parallel()
+	secret1, secret2 := newSecret(t), newSecret(t)
+	type send struct {
+		route string   // routeOne or routeBatch
+		cred  string   // "s1", "s2", "A", "B" or "open"
+		users []string // one for routeOne
+	}
+	const (
+		replayed = "replayed"
+		conflict = "conflict"
+		handled  = "handled" // handled as a new request: 202 or 200 from the producer, not replayed
+	)
+	for _, tc := range []struct {
+		name          string
+		first, second send
+		want          string
+		wantStatus    producer.Status // of a handled second request
+		tasks         []string
+	}{
+		{"same signer, same body", send{routeOne, "s1", []string{"u-1"}}, send{routeOne, "s1", []string{"u-1"}}, replayed, "", []string{"u-1"}},
+		{"same signer, other body", send{routeOne, "s1", []string{"u-1"}}, send{routeOne, "s1", []string{"u-2"}}, conflict, "", []string{"u-1"}},
+		{"another secret, other body", send{routeOne, "s1", []string{"u-1"}}, send{routeOne, "s2", []string{"u-2"}}, handled, producer.Enqueued, []string{"u-1", "u-2"}},
+		{"another secret, same body", send{routeOne, "s1", []string{"u-1"}}, send{routeOne, "s2", []string{"u-1"}}, handled, producer.Duplicate, []string{"u-1"}},
+		{"a token after a signature", send{routeOne, "s1", []string{"u-1"}}, send{routeOne, "A", []string{"u-2"}}, handled, producer.Enqueued, []string{"u-1", "u-2"}},
+		{"a token holder cannot pre-claim a signer's id", send{routeOne, "A", []string{"u-1"}}, send{routeOne, "s1", []string{"u-2"}}, handled, producer.Enqueued, []string{"u-1", "u-2"}},
+		{"another token", send{routeOne, "A", []string{"u-1"}}, send{routeOne, "B", []string{"u-2"}}, handled, producer.Enqueued, []string{"u-1", "u-2"}},
+		{"same token, same body", send{routeOne, "A", []string{"u-1"}}, send{routeOne, "A", []string{"u-1"}}, replayed, "", []string{"u-1"}},
+		{"same token, other body", send{routeOne, "A", []string{"u-1"}}, send{routeOne, "A", []string{"u-2"}}, conflict, "", []string{"u-1"}},
+		{"a batch after a single request", send{routeOne, "s1", []string{"u-1"}}, send{routeBatch, "s1", []string{"u-2"}}, handled, producer.Enqueued, []string{"u-1", "u-2"}},
+		{"a single request after a batch", send{routeBatch, "A", []string{"u-1"}}, send{routeOne, "A", []string{"u-2"}}, handled, producer.Enqueued, []string{"u-1", "u-2"}},
+		{"same batch again", send{routeBatch, "s1", []string{"u-1", "u-2"}}, send{routeBatch, "s1", []string{"u-1", "u-2"}}, replayed, "", []string{"u-1", "u-2"}},
+		{"other batch, same signer", send{routeBatch, "s1", []string{"u-1", "u-2"}}, send{routeBatch, "s1", []string{"u-2", "u-3"}}, conflict, "", []string{"u-1", "u-2"}},
+		{"insecure, same body", send{routeOne, "open", []string{"u-1"}}, send{routeOne, "open", []string{"u-1"}}, replayed, "", []string{"u-1"}},
+		{"insecure, other body", send{routeOne, "open", []string{"u-1"}}, send{routeOne, "open", []string{"u-2"}}, conflict, "", []string{"u-1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := intake.Config{Secrets: []string{secret1, secret2}, Tokens: []string{tokenA, tokenB}}
+			if tc.first.cred == "open" {
+				cfg = intake.Config{Insecure: true}
+			}
+			e := start(t, cfg)
+			post := func(s send) answer {
+				var b []byte
+				if s.route == routeOne {
+					b = body(t, request(s.users[0]))
+				} else {
+					reqs := make([]versori.ActivationRequest, len(s.users))
+					for i, u := range s.users {
+						reqs[i] = request(u)
+					}
+					b = body(t, reqs)
+				}
+				var h http.Header
+				switch s.cred {
+				case "s1":
+					h = signed(t, secret1, "msg_1", time.Now(), b)
+				case "s2":
+					h = signed(t, secret2, "msg_1", time.Now(), b)
+				case "A", "B":
+					h = bearerHeader(map[string]string{"A": tokenA, "B": tokenB}[s.cred])
+					h.Set(intake.HeaderWebhookID, "msg_1")
+				default:
+					h = http.Header{intake.HeaderWebhookID: {"msg_1"}}
+				}
+				return e.post(s.route, b, h)
+			}
+			first := post(tc.first)
+			if first.code != 202 {
+				t.Fatalf("first request: %s", first)
+			}
+			second := post(tc.second)
+			isReplay := second.header.Get("Idempotent-Replayed") == "true"
+			switch tc.want {
+			case replayed:
+				if second.code != 200 || !isReplay || !bytes.Equal(second.body, first.body) {
+					t.Fatalf("second request: %s (replayed %t), want 200 with the first answer %s", second, isReplay, first.body)
+				}
+			case conflict:
+				eb := wantError(t, second, 409, intake.HeaderWebhookID)
+				if !strings.Contains(eb.Error, "different request") {
+					t.Errorf("error %q does not say the id was used for a different request", eb.Error)
+				}
+				if second.header.Get("Retry-After") != "" || isReplay {
+					t.Errorf("conflict with Retry-After %q, replayed %t: retrying cannot help", second.header.Get("Retry-After"), isReplay)
+				}
+			case handled:
+				if isReplay {
+					t.Fatalf("second request was answered with the first's result: %s", second)
+				}
+				code := 200
+				if tc.wantStatus == producer.Enqueued {
+					code = 202
+				}
+				if tc.second.route == routeOne {
+					wantAccepted(t, second, code, tc.second.users[0], tc.wantStatus)
+				} else if second.code != code {
+					t.Fatalf("second batch: %s, want %d", second, code)
+				} else if got := decode[[]intake.Accepted](t, second); len(got) != len(tc.second.users) || got[0].TaskID != taskID(tc.second.users[0]) {
+					t.Fatalf("second batch answered %+v", got)
+				}
+			}
+			var ids []string
+			for _, u := range tc.tasks {
+				ids = append(ids, taskID(u))
+			}
+			e.wantTasks(ids...)
+			e.wantNoSecretsStored(secret1, secret2, tokenA, tokenB)
+		})
+	}
+
+	// The report's scenario: five senders and routes reuse msg_1; every pair is queued.
+	t.Run("five requests under one id", func(t *testing.T) {
+		t.Parallel()
+		e := start(t, intake.Config{Secrets: []string{secret1, secret2}, Tokens: []string{tokenA, tokenB}})
+		withID := func(h http.Header) http.Header { h.Set(intake.HeaderWebhookID, "msg_1"); return h }
+		b1, b2, b3, b5 := body(t, request("u-1")), body(t, request("u-2")), body(t, request("u-3")), body(t, request("u-5"))
+		b4 := body(t, []versori.ActivationRequest{request("u-4")})
+		wantAccepted(t, e.post(routeOne, b1, signed(t, secret1, "msg_1", time.Now(), b1)), 202, "u-1", producer.Enqueued)
+		wantAccepted(t, e.post(routeOne, b2, signed(t, secret2, "msg_1", time.Now(), b2)), 202, "u-2", producer.Enqueued)
+		wantAccepted(t, e.post(routeOne, b3, withID(bearerHeader(tokenA))), 202, "u-3", producer.Enqueued)
+		if a := e.post(routeBatch, b4, withID(bearerHeader(tokenA))); a.code != 202 {
+			t.Errorf("batch: %s", a)
+		}
+		wantAccepted(t, e.post(routeOne, b5, withID(bearerHeader(tokenB))), 202, "u-5", producer.Enqueued)
+		e.wantTasks(taskID("u-1"), taskID("u-2"), taskID("u-3"), taskID("u-4"), taskID("u-5"))
+	})
+}
+
+// wantNoSecretsStored checks that no Redis key or value holds a secret or token, in any form.
+func (e *env) wantNoSecretsStored(secrets ...string) {
+	e.t.Helper()
+	ctx := context.Background()
+	keys, err := e.db.Client.Keys(ctx, "*").Result()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, k := range keys {
+		dump, _ := e.db.Client.Dump(ctx, k).Result()
+		for _, s := range secrets {
+			for _, form := range []string{s, strings.TrimPrefix(s, "whsec_")} {
+				if strings.Contains(k, form) || strings.Contains(dump, form) {
+					e.t.Errorf("Redis key %q holds a secret", k)
+				}
+			}
+		}
+		if rest, ok := strings.CutPrefix(k, intake.WebhookIDKeyPrefix); ok {
+			if _, err := hex.DecodeString(rest); err != nil || len(rest) != 64 {
+				e.t.Errorf("webhook id key %q is not the prefix and a hex SHA-256", k)
+			}
+		}
+	}
+}
+
+// TestBatchDecodesEachElementStrictly refuses a batch whose element is ambiguous or malformed,
+// naming the element, and queues nothing of it.
+func TestBatchDecodesEachElementStrictly(t *testing.T) {
+	t.Parallel()
+	e := start(t, intake.Config{Tokens: []string{tokenA}})
+	good := string(body(t, request("b-1")))
+	ok := `"userId":"b-2","integrationId":"` + integration + `"`
+	for _, tc := range []struct {
+		name, body, field string
+		index             int // -1: none
+	}{
+		{"field name in another case", `[` + good + `,{` + ok + `,"USERID":"b-3"}]`, "[1].USERID", 1},
+		{"repeated field", `[{` + ok + `,"userId":"b-3"},` + good + `]`, "[0].userId", 0},
+		{"unknown nested field", `[` + good + `,` + good + `,{` + ok + `,"connections":[{"templateId":"` + template + `","connectionId":"` + connection + `","extra":1}]}]`, "[2].connections[0].extra", 2},
+		{"invalid field", `[` + good + `,{"userId":"b-2","integrationId":"nope"}]`, "[1].integrationId", 1},
+		{"null element", `[` + good + `,null]`, "[1]", 1},
+		{"string element", `[` + good + `,"b-2"]`, "[1]", 1},
+		{"nested array", `[[` + good + `]]`, "[0]", 0},
+		{"syntax error in an element", `[` + good + `,{"userId" "b-2"}]`, "[1]", 1},
+		{"not UTF-8", "[{\"userId\":\"b-\xff\",\"integrationId\":\"" + integration + "\"}]", "", -1},
+		{"not an array", good, "", -1},
+		{"empty", `[]`, "", -1},
+		{"two values", `[` + good + `] []`, "", -1},
+		{"unterminated", `[` + good, "", -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			eb := wantError(t, e.post(routeBatch, []byte(tc.body), bearerHeader(tokenA)), 400, tc.field)
+			switch {
+			case tc.index < 0 && eb.Index != nil:
+				t.Errorf("index %d, want none", *eb.Index)
+			case tc.index >= 0 && (eb.Index == nil || *eb.Index != tc.index):
+				t.Errorf("index %v, want %d", eb.Index, tc.index)
+			}
+			if tc.field != "" && !strings.HasPrefix(eb.Error, tc.field) {
+				t.Errorf("error %q does not start with the field", eb.Error)
+			}
+		})
+	}
+	e.wantTasks()
+}
+
+// TestLowerCaseULIDs posts requests whose ULIDs are in lower case: they are queued under the
+// canonical task id, so that one pair is one job whatever its case, and its status can be read
+// under either spelling.
+func TestLowerCaseULIDs(t *testing.T) {
+	t.Parallel()
+	lower := func(user string) versori.ActivationRequest {
+		r := request(user)
+		r.IntegrationID = strings.ToLower(r.IntegrationID)
+		r.Connections[0].TemplateID = strings.ToLower(r.Connections[0].TemplateID)
+		r.Connections[0].ConnectionID = strings.ToLower(r.Connections[0].ConnectionID)
+		return r
+	}
+	mixed := func(user string) versori.ActivationRequest {
+		r := lower(user)
+		r.IntegrationID = r.IntegrationID[:13] + strings.ToUpper(r.IntegrationID[13:])
+		return r
+	}
+	for _, tc := range []struct {
+		name  string
+		route string
+		req   versori.ActivationRequest
+	}{
+		{"one request, lower case", routeOne, lower("u-1")},
+		{"one request, mixed case", routeOne, mixed("u-1")},
+		{"batch, lower case", routeBatch, lower("u-1")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := start(t, intake.Config{Tokens: []string{tokenA}})
+			b := body(t, tc.req)
+			if tc.route == routeBatch {
+				b = body(t, []versori.ActivationRequest{tc.req})
+			}
+			a := e.post(tc.route, b, bearerHeader(tokenA))
+			if tc.route == routeOne {
+				wantAccepted(t, a, 202, "u-1", producer.Enqueued)
+			} else if got := decode[[]intake.Accepted](t, a); a.code != 202 || len(got) != 1 || got[0].TaskID != taskID("u-1") {
+				t.Fatalf("batch: %s, want task %s", a, taskID("u-1"))
+			}
+			e.wantTasks(taskID("u-1"))
+			info, err := asynq.NewInspectorFromRedisClient(e.db.Client).GetTaskInfo(queue, taskID("u-1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pl, err := tasks.DecodePayload(info.Payload); err != nil || fmt.Sprint(pl.Request) != fmt.Sprint(request("u-1")) {
+				t.Errorf("queued request %+v (%v), want the canonical %+v", pl.Request, err, request("u-1"))
+			}
+			// The same pair in upper case is the same job.
+			wantAccepted(t, e.post(routeOne, body(t, request("u-1")), bearerHeader(tokenA)), 200, "u-1", producer.Duplicate)
+			// Its status, asked for with the task id the client would make from its own request.
+			for _, id := range []string{tasks.TaskID(tc.req.Pair()), "act:" + strings.ToLower(integration) + ":u-1"} {
+				st := decode[intake.TaskStatus](t, e.do("GET", "/v1/activations/"+id, nil, bearerHeader(tokenA)))
+				if st.TaskID != taskID("u-1") || st.State != "pending" {
+					t.Errorf("status of %s: %+v, want %s pending", id, st, taskID("u-1"))
+				}
+			}
+		})
+	}
+
+	// A task queued under a lower-case id before ids were canonical is still found.
+	t.Run("task queued in lower case", func(t *testing.T) {
+		t.Parallel()
+		e := start(t, intake.Config{Tokens: []string{tokenA}})
+		req := lower("u-old")
+		task, err := tasks.NewTask(tasks.Payload{Request: req})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := asynq.NewClientFromRedisClient(e.db.Client)
+		if _, err := c.Enqueue(task, asynq.Queue(queue)); err != nil {
+			t.Fatal(err)
+		}
+		old := tasks.TaskID(req.Pair())
+		st := decode[intake.TaskStatus](t, e.do("GET", "/v1/activations/"+old, nil, bearerHeader(tokenA)))
+		if st.TaskID != old || st.State != "pending" {
+			t.Errorf("status of %s: %+v", old, st)
+		}
+		wantError(t, e.do("GET", "/v1/activations/"+strings.ToLower(taskID("u-none")), nil, bearerHeader(tokenA)), 404, "taskId")
+	})
 }
