@@ -2,7 +2,6 @@ package versori
 
 import (
 	"errors"
-	"regexp"
 	"strings"
 )
 
@@ -13,20 +12,23 @@ type Class string
 // The outcome classes. Their string values are used as-is in logs, metrics labels and docs.
 const (
 	ClassOK                 Class = "ok"
-	ClassTransient          Class = "transient"           // 5xx, 408, network errors, timeouts, dropped responses
+	ClassTransient          Class = "transient"           // 5xx (not 501/505), 408, 425, network errors, timeouts, dropped responses
 	ClassRateLimited        Class = "rate_limited"        // 429
-	ClassMissingConnections Class = "missing_connections" // a 4xx that names the request's connections
+	ClassMissingConnections Class = "missing_connections" // a 400 or 422 whose fields name the request's connections
 	ClassInvalidRequest     Class = "invalid_request"     // 400, 422
 	ClassUnauthorized       Class = "unauthorized"        // 401, 403
-	ClassNotFound           Class = "not_found"           // 404: unknown user or integration
-	ClassPermanent          Class = "permanent"           // any other error response, or a bug on our side
+	ClassNotFound           Class = "not_found"           // 404, 410: unknown user or integration
+	// ClassConflict is 409: the API refused because of existing state; the pair may already be active,
+	// so the job looks it up.
+	ClassConflict  Class = "conflict"
+	ClassPermanent Class = "permanent" // 3xx, any other error response, or a bug on our side
 )
 
 // Classes lists every class, for metrics initialisation and docs.
 func Classes() []Class {
 	return []Class{
 		ClassOK, ClassTransient, ClassRateLimited, ClassMissingConnections,
-		ClassInvalidRequest, ClassUnauthorized, ClassNotFound, ClassPermanent,
+		ClassInvalidRequest, ClassUnauthorized, ClassNotFound, ClassConflict, ClassPermanent,
 	}
 }
 
@@ -38,21 +40,33 @@ type classRule struct {
 }
 
 // classRules is the one table that turns an error response into a class; the first match wins.
-// The API does not document which status means "missing connections", so any 4xx whose fields or
-// message point at connections counts as that, ahead of the generic 4xx rules.
+//
+// Rules read only the status and the structured fields, never the message: a gateway or proxy in
+// front of the API writes its own prose ("upstream connection reset", an HTML page with
+// "Connection: close"), and a word in it must not turn a retryable or fixable answer into another
+// class. The API does not document which status means "missing connections"; it answers 400 or 422
+// with a field error on the request's connections, so only that counts, ahead of the generic 400 and
+// 422 rules.
 var classRules = []classRule{
+	// The client never follows a redirect (a POST re-sent elsewhere, or turned into a GET, is not the
+	// call we meant); a redirect means the base URL points at the wrong place, which retrying won't fix.
+	{"3xx redirect", statusIn(300, 399), ClassPermanent},
 	{"429 Too Many Requests", status(429), ClassRateLimited},
 	{"408 Request Timeout", status(408), ClassTransient},
+	{"425 Too Early", status(425), ClassTransient},
 	{"401 Unauthorized", status(401), ClassUnauthorized},
 	{"403 Forbidden", status(403), ClassUnauthorized},
-	{"4xx naming connections", func(e *Error) bool { return is4xx(e) && mentionsConnections(e) }, ClassMissingConnections},
 	{"404 Not Found", status(404), ClassNotFound},
 	{"410 Gone", status(410), ClassNotFound},
+	{"409 Conflict", status(409), ClassConflict},
+	{"400 or 422 with a connections field", func(e *Error) bool {
+		return (e.StatusCode == 400 || e.StatusCode == 422) && namesConnections(e.Fields)
+	}, ClassMissingConnections},
 	{"400 Bad Request", status(400), ClassInvalidRequest},
 	{"422 Unprocessable Content", status(422), ClassInvalidRequest},
 	{"501 Not Implemented", status(501), ClassPermanent},
 	{"505 HTTP Version Not Supported", status(505), ClassPermanent},
-	{"other 5xx", func(e *Error) bool { return e.StatusCode >= 500 && e.StatusCode <= 599 }, ClassTransient},
+	{"other 5xx", statusIn(500, 599), ClassTransient},
 	{"other status", func(*Error) bool { return true }, ClassPermanent},
 }
 
@@ -82,15 +96,19 @@ func status(code int) func(*Error) bool {
 	return func(e *Error) bool { return e.StatusCode == code }
 }
 
-func is4xx(e *Error) bool { return e.StatusCode >= 400 && e.StatusCode <= 499 }
+func statusIn(lo, hi int) func(*Error) bool {
+	return func(e *Error) bool { return e.StatusCode >= lo && e.StatusCode <= hi }
+}
 
-var connectionsWord = regexp.MustCompile(`(?i)\bconnections?\b`)
-
-func mentionsConnections(e *Error) bool {
-	for _, f := range e.Fields {
-		if strings.HasPrefix(f.Field, "connections") {
+// namesConnections reports whether a field error points into the request's "connections": the
+// array itself, an element ("connections[0]...") or a member path ("connections.0..."). A field
+// that merely starts with the word ("connectionsCount") does not.
+func namesConnections(fields []ErrorField) bool {
+	for _, f := range fields {
+		rest, ok := strings.CutPrefix(f.Field, "connections")
+		if ok && (rest == "" || rest[0] == '[' || rest[0] == '.') {
 			return true
 		}
 	}
-	return connectionsWord.MatchString(e.Message)
+	return false
 }

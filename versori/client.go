@@ -53,7 +53,8 @@ type Config struct {
 	// Limiter, if set, is waited on before every HTTP call (each page of a listing included).
 	Limiter   Limiter
 	UserAgent string
-	// HTTPClient replaces the client's own; its pool and timeouts are then the caller's.
+	// HTTPClient replaces the client's own; its pool and timeouts are then the caller's. The Client
+	// uses a shallow copy of it that never follows redirects; the caller's is left as it is.
 	HTTPClient *http.Client
 }
 
@@ -95,7 +96,6 @@ func New(cfg Config) (*Client, error) {
 		observe: cfg.Observe,
 		limiter: cfg.Limiter,
 		ua:      cfg.UserAgent,
-		hc:      cfg.HTTPClient,
 	}
 	c.bufs.New = func() any { return new(bytes.Buffer) }
 	if c.timeout <= 0 {
@@ -104,15 +104,25 @@ func New(cfg Config) (*Client, error) {
 	if c.ua == "" {
 		c.ua = "activator"
 	}
-	if c.hc == nil {
+	if cfg.HTTPClient != nil {
+		hc := *cfg.HTTPClient
+		c.hc = &hc
+	} else {
 		c.hc = &http.Client{Transport: NewTransport(cfg.Concurrency)}
 	}
+	c.hc.CheckRedirect = noRedirects
 	c.hdrJSON, c.hdrUA = []string{"application/json"}, []string{c.ua}
 	if cfg.Concurrency > 0 {
 		c.slots = make(chan struct{}, cfg.Concurrency)
 	}
 	return c, nil
 }
+
+// noRedirects makes http.Client hand back a 3xx answer instead of following it. Following one
+// would re-send a POST /activations, which is not idempotent, to another place (307, 308) or turn
+// it into a GET (301, 302, 303); either way the call is no longer the one we meant, and the API
+// itself never redirects, so a redirect says the base URL is wrong.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // NewTransport returns an HTTP transport whose keep-alive pool holds a connection per concurrent
 // call, so that steady load never waits on a dial. It sets no response-header timeout: each call's
@@ -163,7 +173,8 @@ func (c *Client) ActivateJSON(ctx context.Context, userID string, body []byte) (
 const maxPages = 1000
 
 // ListUserActivations returns all of userID's activations, following the next cursor. When
-// integrationID is set, the API filters by it.
+// integrationID is set, the API filters by it. A 200 page without the documented shape is a
+// *TransportError whose outcome is unknown, never an empty list.
 func (c *Client) ListUserActivations(ctx context.Context, userID, integrationID string) ([]EndUserActivation, error) {
 	if c.hubID == "" {
 		return nil, errors.New("versori list_activations: no hub id configured")
@@ -180,6 +191,8 @@ func (c *Client) ListUserActivations(ctx context.Context, userID, integrationID 
 			q.Set("after", after)
 		}
 		var page EndUserActivationPage
+		// page.decodeBody refuses an answer without an "activations" array, so that a gateway's or a
+		// changed API's 200 never reads as "this user has no activations".
 		if err := c.do(ctx, OpListActivations, http.MethodGet, path, q, userID, nil, &page); err != nil {
 			return nil, err
 		}
@@ -192,18 +205,35 @@ func (c *Client) ListUserActivations(ctx context.Context, userID, integrationID 
 	return nil, &TransportError{Op: OpListActivations, Err: fmt.Errorf("more than %d pages", maxPages)}
 }
 
-// FindActivation returns userID's activation of integrationID, or nil when there is none.
-func (c *Client) FindActivation(ctx context.Context, userID, integrationID string) (*EndUserActivation, error) {
+// FindActivations returns every activation userID has of integrationID, in the order the API lists
+// them (oldest first), or none.
+func (c *Client) FindActivations(ctx context.Context, userID, integrationID string) ([]EndUserActivation, error) {
 	acts, err := c.ListUserActivations(ctx, userID, integrationID)
 	if err != nil {
 		return nil, err
 	}
-	for i := range acts {
-		if acts[i].Integration.ID == integrationID {
-			return &acts[i], nil
+	// The API filters by integration already, but filtering again keeps a filter it ignores from
+	// returning other integrations. ULIDs are case-insensitive, so the id is compared as one.
+	found := acts[:0]
+	for _, a := range acts {
+		if strings.EqualFold(a.Integration.ID, integrationID) {
+			found = append(found, a)
 		}
 	}
-	return nil, nil
+	if len(found) == 0 {
+		return nil, nil
+	}
+	return found, nil
+}
+
+// FindActivation returns the first of userID's activations of integrationID as FindActivations lists
+// them, or nil when there is none.
+func (c *Client) FindActivation(ctx context.Context, userID, integrationID string) (*EndUserActivation, error) {
+	acts, err := c.FindActivations(ctx, userID, integrationID)
+	if err != nil || len(acts) == 0 {
+		return nil, err
+	}
+	return &acts[0], nil
 }
 
 // GetActivation calls GET /activations/{id}. With JWT auth, ctx must carry the end user (WithEndUser).
@@ -276,7 +306,7 @@ func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, 
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		c.observed(op, 0, start)
-		return &TransportError{Op: op, Err: err}
+		return &TransportError{Op: op, Err: err, NotSent: neverSent(err)}
 	}
 	defer resp.Body.Close()
 
@@ -285,6 +315,11 @@ func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, 
 		e.RetryAfter, e.HasRetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		raw, rerr := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 		c.observed(op, resp.StatusCode, start)
+		if resp.StatusCode >= 300 && resp.StatusCode <= 399 {
+			// A redirect's body is the gateway's, not the API's error body.
+			e.Message = redirectMessage(resp)
+			return e
+		}
 		if rerr == nil && json.Unmarshal(raw, &e.ErrorBody) != nil {
 			e.Message = strings.TrimSpace(string(raw))
 		}
@@ -317,6 +352,20 @@ func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, 
 		return &TransportError{Op: op, Err: fmt.Errorf("reading %d response: %w", resp.StatusCode, err)}
 	}
 	return nil
+}
+
+// redirectMessage says where a 3xx answer pointed, without its user info, query or fragment, which
+// may hold credentials or tokens, and what that most likely means.
+func redirectMessage(resp *http.Response) string {
+	where := "no Location"
+	if loc, err := resp.Location(); err == nil {
+		loc.User, loc.RawQuery, loc.ForceQuery, loc.Fragment, loc.RawFragment = nil, "", false, "", ""
+		where = loc.String()
+	} else if !errors.Is(err, http.ErrNoLocation) {
+		where = "a Location that is not a URL"
+	}
+	return "the API answered with a redirect to " + where +
+		", which activator does not follow: VERSORI_BASE_URL is probably wrong"
 }
 
 func (c *Client) observed(op string, status int, start time.Time) {

@@ -8,10 +8,13 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -834,7 +837,7 @@ func TestClientBoundsCallsInFlight(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	_, err = c.ActivateJSON(ctx, "u", body)
 	cancel()
-	if !errors.Is(err, context.DeadlineExceeded) || versori.IsOutcomeUnknown(err) {
+	if !errors.Is(err, context.DeadlineExceeded) || versori.IsOutcomeUnknown(err) || !versori.IsNotSent(err) {
 		t.Errorf("call without a free slot: %v (outcome unknown %v), want a not-sent deadline error", err, versori.IsOutcomeUnknown(err))
 	}
 
@@ -846,5 +849,486 @@ func TestClientBoundsCallsInFlight(t *testing.T) {
 	}
 	if most != bound {
 		t.Fatalf("the server saw at most %d calls at once, want %d", most, bound)
+	}
+}
+
+// cannedTransport answers every request with status and body without a network, so that a
+// benchmark counts the client's own work and allocations only.
+type cannedTransport struct {
+	status int
+	body   string
+}
+
+func (ct cannedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_ = r.Body.Close()
+	}
+	return &http.Response{
+		StatusCode: ct.status, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{}, Body: io.NopCloser(strings.NewReader(ct.body)), ContentLength: int64(len(ct.body)), Request: r,
+	}, nil
+}
+
+// BenchmarkActivateJSON measures Activate's hot path in the client: building and authorising the
+// request, the http.Client's handling of it, and reading the answer's id.
+func BenchmarkActivateJSON(b *testing.B) {
+	hc := &http.Client{Transport: cannedTransport{status: http.StatusOK, body: `{"id":"01M8F7NXC3DBK7GFTFQXESPAGQ","hubId":"h"}`}}
+	c, err := versori.New(versori.Config{BaseURL: "http://versori.invalid/api", Auth: versori.APIKey("k"), HTTPClient: hc, Concurrency: 4})
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := []byte(`{"userId":"u","integrationId":"` + ctIntegration + `","connections":[]}`)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.ActivateJSON(ctx, "u", body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestRedirectsAreNotFollowed checks that no call follows a 3xx: a POST is neither re-sent (307,
+// 308) nor turned into a GET (301, 302, 303), and the answer is a permanent error that says where
+// it pointed, without the Location's credentials, query or fragment.
+func TestRedirectsAreNotFollowed(t *testing.T) {
+	t.Parallel()
+	const secretLoc = "https://admin:hunter2@other.example/api/activations?token=s3cret#frag"
+	tests := []struct {
+		name     string
+		status   int
+		location string // "" sends none
+		call     func(c *versori.Client) error
+		wantTo   string // what the message must say it was redirected to; HOST is the server's
+	}{
+		{"POST 307", http.StatusTemporaryRedirect, "/v2/activations", activateCall, "redirect to http://HOST/v2/activations,"},
+		{"POST 308 with credentials", http.StatusPermanentRedirect, secretLoc, activateCall, "redirect to https://other.example/api/activations,"},
+		{"POST 301", http.StatusMovedPermanently, "/v2/activations", activateCall, "redirect to http://HOST/v2/activations,"},
+		{"POST 302", http.StatusFound, "/login?next=%2Factivations&session=s3cret", activateCall, "redirect to http://HOST/login,"},
+		{"POST 303", http.StatusSeeOther, "/v2/activations", activateCall, "redirect to http://HOST/v2/activations,"},
+		{"POST 302 without Location", http.StatusFound, "", activateCall, "redirect to no Location,"},
+		{"POST 300", http.StatusMultipleChoices, "/v2/activations", activateCall, "redirect to http://HOST/v2/activations,"},
+		{"GET list 308", http.StatusPermanentRedirect, secretLoc, func(c *versori.Client) error {
+			_, err := c.ListUserActivations(context.Background(), "user-1", ctIntegration)
+			return err
+		}, "redirect to https://other.example/api/activations,"},
+		{"GET find 301", http.StatusMovedPermanently, "/v2/x", func(c *versori.Client) error {
+			_, err := c.FindActivation(context.Background(), "user-1", ctIntegration)
+			return err
+		}, "redirect to http://HOST/v2/x,"},
+		{"DELETE 307", http.StatusTemporaryRedirect, "/v2/activations/A1", func(c *versori.Client) error {
+			return c.DeleteActivation(context.Background(), "A1")
+		}, "redirect to http://HOST/v2/activations/A1,"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			var seen []string
+			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				seen = append(seen, r.Method+" "+r.URL.Path)
+				mu.Unlock()
+				if strings.HasPrefix(r.URL.Path, "/api/") {
+					if tt.location != "" {
+						w.Header().Set("Location", tt.location)
+					}
+					w.Header().Set("Content-Type", "text/html")
+					w.WriteHeader(tt.status)
+					_, _ = io.WriteString(w, "<html>Moved: missing connections</html>")
+					return
+				}
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = io.WriteString(w, `{"id":"01M8F7NXC3DBK7GFTFQXESPAGQ","activations":[]}`)
+			}))
+			t.Cleanup(ts.Close)
+			rec := &recorder{}
+			c := newClient(t, versori.Config{BaseURL: ts.URL + "/api", HubID: "hub", Auth: versori.APIKey("the-key"), Observe: rec.observe})
+
+			err := tt.call(c)
+			var ae *versori.Error
+			if !errors.As(err, &ae) || ae.StatusCode != tt.status {
+				t.Fatalf("error %v (%T), want a *versori.Error with status %d", err, err, tt.status)
+			}
+			want := strings.ReplaceAll(tt.wantTo, "HOST", strings.TrimPrefix(ts.URL, "http://"))
+			if !strings.Contains(ae.Message, "the API answered with a redirect") || !strings.Contains(ae.Message, want) ||
+				!strings.Contains(ae.Message, "VERSORI_BASE_URL is probably wrong") {
+				t.Errorf("message %q does not say it was redirected (%q) and that VERSORI_BASE_URL is probably wrong", ae.Message, want)
+			}
+			for _, secret := range []string{"hunter2", "admin", "s3cret", "token", "frag", "the-key", "missing connections"} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("error %q contains %q", err, secret)
+				}
+			}
+			if cl := versori.Classify(err); cl != versori.ClassPermanent {
+				t.Errorf("class = %q, want permanent", cl)
+			}
+			if versori.IsOutcomeUnknown(err) || versori.IsNotSent(err) {
+				t.Errorf("IsOutcomeUnknown = %v, IsNotSent = %v; want false, false", versori.IsOutcomeUnknown(err), versori.IsNotSent(err))
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(seen) != 1 {
+				t.Errorf("server saw %v, want exactly the one call: the redirect was followed", seen)
+			}
+			if obs := rec.all(); len(obs) != 1 || obs[0].status != tt.status {
+				t.Errorf("observed %+v, want one call with status %d", obs, tt.status)
+			}
+		})
+	}
+}
+
+func activateCall(c *versori.Client) error {
+	_, err := c.Activate(context.Background(), versori.ActivationRequest{UserID: "user-1", IntegrationID: ctIntegration})
+	return err
+}
+
+// countingTransport counts the requests it passes on.
+type countingTransport struct {
+	mu sync.Mutex
+	n  int
+	rt http.RoundTripper
+}
+
+func (ct *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	ct.mu.Lock()
+	ct.n++
+	ct.mu.Unlock()
+	return ct.rt.RoundTrip(r)
+}
+
+// TestCallerHTTPClientKeptAsIs checks that a Config.HTTPClient is used (its transport) but not
+// changed, and that its own redirect policy, even one that follows, does not apply to the Client.
+func TestCallerHTTPClientKeptAsIs(t *testing.T) {
+	t.Parallel()
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/activations" {
+			http.Redirect(w, r, "/elsewhere", http.StatusPermanentRedirect)
+			return
+		}
+		_, _ = io.WriteString(w, `{"id":"A1"}`)
+	}))
+	t.Cleanup(ts.Close)
+	followed := 0
+	follow := func(*http.Request, []*http.Request) error { followed++; return nil }
+	tests := []struct {
+		name  string
+		check func(*http.Request, []*http.Request) error
+	}{
+		{"no redirect policy", nil},
+		{"a policy that follows", follow},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ct := &countingTransport{rt: http.DefaultTransport}
+			hc := &http.Client{Transport: ct, CheckRedirect: tt.check, Timeout: time.Minute}
+			c := newClient(t, versori.Config{BaseURL: ts.URL, Auth: versori.APIKey("k"), HTTPClient: hc})
+			_, err := c.Activate(context.Background(), versori.ActivationRequest{UserID: "u", IntegrationID: ctIntegration})
+			var ae *versori.Error
+			if !errors.As(err, &ae) || ae.StatusCode != http.StatusPermanentRedirect {
+				t.Fatalf("Activate: %v, want the 308", err)
+			}
+			if ct.n != 1 {
+				t.Errorf("the caller's transport carried %d requests, want 1", ct.n)
+			}
+			if reflect.ValueOf(hc.CheckRedirect).Pointer() != reflect.ValueOf(tt.check).Pointer() || hc.Transport != ct || hc.Timeout != time.Minute {
+				t.Errorf("the caller's http.Client was changed: %+v", hc)
+			}
+			if followed != 0 {
+				t.Errorf("the caller's CheckRedirect was consulted %d times", followed)
+			}
+		})
+	}
+}
+
+// closedAddr returns a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	return addr
+}
+
+// TestTransportErrorsSentOrNot checks NotSent on real failures: set when the connection could not be
+// set up, so that the request provably never left; clear when it may have been written, so that the
+// outcome is unknown and the caller looks before calling again.
+func TestTransportErrorsSentOrNot(t *testing.T) {
+	t.Parallel()
+	var handled sync.Map // test name -> true when a handler saw its request
+	okServer := func(name string) *httptest.Server {
+		ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			handled.Store(name, true)
+			_, _ = io.WriteString(w, `{"id":"A1"}`)
+		}))
+		t.Cleanup(ts.Close)
+		return ts
+	}
+	// hangUp answers a request, once read whole, by closing the connection; rst makes that a reset.
+	hangUp := func(name string, rst bool) *httptest.Server {
+		ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			handled.Store(name, true)
+			_, _ = io.ReadAll(r.Body)
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			if tc, ok := conn.(*net.TCPConn); ok && rst {
+				_ = tc.SetLinger(0)
+			}
+			_ = conn.Close()
+		}))
+		t.Cleanup(ts.Close)
+		return ts
+	}
+	noDNS := &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {
+		return nil, errors.New("no DNS server in this test")
+	}}
+	tests := []struct {
+		name        string
+		setup       func(name string) (base string, hc *http.Client)
+		wantNotSent bool
+	}{
+		{"connection refused", func(string) (string, *http.Client) { return "http://" + closedAddr(t), nil }, true},
+		{"DNS lookup failure", func(string) (string, *http.Client) {
+			d := &net.Dialer{Resolver: noDNS}
+			return "http://api.versori.invalid", &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+		}, true},
+		{"dial timeout", func(name string) (string, *http.Client) {
+			d := &net.Dialer{Timeout: time.Nanosecond}
+			return okServer(name).URL, &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+		}, true},
+		{"proxy refused", func(name string) (string, *http.Client) {
+			proxy, _ := url.Parse("http://" + closedAddr(t))
+			return okServer(name).URL, &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxy)}}
+		}, true},
+		{"TLS certificate not trusted", func(name string) (string, *http.Client) {
+			ts := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handled.Store(name, true) }))
+			ts.Config.ErrorLog = log.New(io.Discard, "", 0)
+			t.Cleanup(ts.Close)
+			return ts.URL, nil
+		}, true},
+		{"https to a plain HTTP server", func(name string) (string, *http.Client) {
+			return "https://" + strings.TrimPrefix(okServer(name).URL, "http://"), nil
+		}, true},
+		{"https to a server that is not TLS", func(string) (string, *http.Client) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = l.Close() })
+			go func() {
+				for {
+					conn, err := l.Accept()
+					if err != nil {
+						return
+					}
+					_, _ = io.WriteString(conn, "SSH-2.0-OpenSSH_9.6\r\n")
+					_ = conn.Close()
+				}
+			}()
+			return "https://" + l.Addr().String(), nil
+		}, true},
+		{"connection closed after the request", func(name string) (string, *http.Client) { return hangUp(name, false).URL, nil }, false},
+		{"connection reset after the request", func(name string) (string, *http.Client) { return hangUp(name, true).URL, nil }, false},
+		{"timeout after the request", func(name string) (string, *http.Client) {
+			stop := make(chan struct{})
+			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				handled.Store(name, true)
+				_, _ = io.ReadAll(r.Body)
+				select {
+				case <-r.Context().Done():
+				case <-stop:
+				}
+			}))
+			t.Cleanup(ts.Close)
+			t.Cleanup(func() { close(stop) }) // runs first
+			return ts.URL, &http.Client{Transport: &http.Transport{}, Timeout: 100 * time.Millisecond}
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			base, hc := tt.setup(tt.name)
+			c := newClient(t, versori.Config{BaseURL: base, Auth: versori.APIKey("k"), HTTPClient: hc, Timeout: 5 * time.Second})
+			_, err := c.Activate(context.Background(), versori.ActivationRequest{UserID: "u", IntegrationID: ctIntegration})
+			t.Log(err)
+			var te *versori.TransportError
+			if !errors.As(err, &te) || te.Op != versori.OpActivate {
+				t.Fatalf("error %v (%T), want a *TransportError for activate", err, err)
+			}
+			if te.NotSent != tt.wantNotSent || versori.IsNotSent(err) != tt.wantNotSent || versori.IsOutcomeUnknown(err) == tt.wantNotSent {
+				t.Errorf("%v: NotSent = %v, IsNotSent = %v, IsOutcomeUnknown = %v; want not sent %v",
+					err, te.NotSent, versori.IsNotSent(err), versori.IsOutcomeUnknown(err), tt.wantNotSent)
+			}
+			if cl := versori.Classify(err); cl != versori.ClassTransient {
+				t.Errorf("class = %q, want transient", cl)
+			}
+			if _, seen := handled.Load(tt.name); seen == tt.wantNotSent {
+				t.Errorf("a handler saw the request: %v; want %v", seen, !tt.wantNotSent)
+			}
+		})
+	}
+}
+
+// listServer answers the activations list of hub "hub" with pages[0], or with pages[i] for the
+// cursor "p<i>", as they are: bodies the stand-in never gives.
+func listServer(t *testing.T, pages ...string) (base string, calls func() int) {
+	t.Helper()
+	var mu sync.Mutex
+	n := 0
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		i := 0
+		if after := r.URL.Query().Get("after"); after != "" {
+			i, _ = strconv.Atoi(strings.TrimPrefix(after, "p"))
+		}
+		if !strings.HasPrefix(r.URL.Path, "/embed/hub/users/") || r.Method != http.MethodGet || i < 0 || i >= len(pages) {
+			http.NotFound(w, r)
+			return
+		}
+		mu.Lock()
+		body := pages[i]
+		n++
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, body)
+	}))
+	t.Cleanup(ts.Close)
+	return ts.URL, func() int { mu.Lock(); defer mu.Unlock(); return n }
+}
+
+// TestListUserActivationsShape checks that a 200 whose body is not a page of activations is an
+// unknown outcome, never an empty list: a caller looking before re-activating would otherwise
+// activate the pair again.
+func TestListUserActivationsShape(t *testing.T) {
+	t.Parallel()
+	const act = `{"id":"A1","hubId":"hub","integration":{"id":"` + ctIntegration + `"}}`
+	tests := []struct {
+		name      string
+		pages     []string
+		wantIDs   []string // when the answer is valid
+		wantShape bool     // the error must say "documented shape" (else: any undecodable answer)
+	}{
+		{"empty array", []string{`{"activations":[],"totalCount":0}`}, nil, false},
+		{"empty array only", []string{`{"activations":[]}`}, nil, false},
+		{"one", []string{`{"activations":[` + act + `],"totalCount":1}`}, []string{"A1"}, false},
+		{"empty object", []string{`{}`}, nil, true},
+		{"null", []string{`null`}, nil, true},
+		{"envelope", []string{`{"data":{"activations":[` + act + `]}}`}, nil, true},
+		{"null activations", []string{`{"activations":null,"totalCount":1}`}, nil, true},
+		{"activations an object", []string{`{"activations":{}}`}, nil, true},
+		{"activations a string", []string{`{"activations":"none"}`}, nil, true},
+		{"an array", []string{`[` + act + `]`}, nil, true},
+		{"a string", []string{`"ok"`}, nil, true},
+		{"a number", []string{`0`}, nil, true},
+		{"entry without integration", []string{`{"activations":[{"id":"A1"}]}`}, nil, true},
+		{"entry without id", []string{`{"activations":[{"integration":{"id":"` + ctIntegration + `"}}]}`}, nil, true},
+		{"null entry", []string{`{"activations":[null]}`}, nil, true},
+		{"totalCount a string", []string{`{"activations":[],"totalCount":"0"}`}, nil, true},
+		{"truncated", []string{`{"activations":[` + act}, nil, false},
+		{"HTML", []string{`<html>maintenance</html>`}, nil, false},
+		{"empty body", []string{``}, nil, false},
+		{"second page without the shape", []string{`{"activations":[` + act + `],"next":"p1"}`, `{}`}, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			base, _ := listServer(t, tt.pages...)
+			c := newClient(t, versori.Config{BaseURL: base, HubID: "hub", Auth: versori.APIKey("k")})
+			ctx := context.Background()
+			got, err := c.ListUserActivations(ctx, "user-1", ctIntegration)
+			found, ferr := c.FindActivations(ctx, "user-1", ctIntegration)
+			one, oerr := c.FindActivation(ctx, "user-1", ctIntegration)
+			valid := tt.wantIDs != nil || (!tt.wantShape && strings.HasPrefix(tt.pages[0], `{"activations":[]`))
+			if valid {
+				if err != nil || ferr != nil || oerr != nil {
+					t.Fatalf("errors %v, %v, %v; want none", err, ferr, oerr)
+				}
+				var ids []string
+				for _, a := range got {
+					ids = append(ids, a.ID)
+				}
+				if !reflect.DeepEqual(ids, tt.wantIDs) || len(found) != len(tt.wantIDs) || (one != nil) != (len(tt.wantIDs) > 0) {
+					t.Errorf("listed %v, found %+v, first %+v; want %v", ids, found, one, tt.wantIDs)
+				}
+				return
+			}
+			for _, e := range []error{err, ferr, oerr} {
+				var te *versori.TransportError
+				if !errors.As(e, &te) || te.Op != versori.OpListActivations || te.NotSent {
+					t.Fatalf("error %v (%T), want a *TransportError for list_activations that was sent", e, e)
+				}
+				if !versori.IsOutcomeUnknown(e) || versori.Classify(e) != versori.ClassTransient {
+					t.Errorf("%v: IsOutcomeUnknown = %v, class %q; want unknown, transient", e, versori.IsOutcomeUnknown(e), versori.Classify(e))
+				}
+				if tt.wantShape && !strings.Contains(e.Error(), "documented shape") {
+					t.Errorf("error %q does not say the answer did not have the documented shape", e)
+				}
+			}
+			if got != nil || found != nil || one != nil {
+				t.Errorf("results %+v, %+v, %+v returned with errors", got, found, one)
+			}
+		})
+	}
+}
+
+// TestFindActivationsDuplicates checks that every activation of the pair is returned, across pages,
+// with integration ids compared case-insensitively (ULIDs are), and that FindActivation returns
+// the first listed.
+func TestFindActivationsDuplicates(t *testing.T) {
+	t.Parallel()
+	lower := strings.ToLower(ctIntegration)
+	entry := func(id, integ string) string {
+		return `{"id":"` + id + `","hubId":"hub","integration":{"id":"` + integ + `"}}`
+	}
+	base, calls := listServer(t,
+		`{"activations":[`+entry("A1", ctIntegration)+`,`+entry("A2", "01HZY8J5Q0OTHER00000000000")+`],"next":"p1","totalCount":4}`,
+		`{"activations":[`+entry("A3", lower)+`,`+entry("A4", ctIntegration)+`],"totalCount":4}`,
+	)
+	c := newClient(t, versori.Config{BaseURL: base, HubID: "hub", Auth: versori.APIKey("k")})
+	ctx := context.Background()
+	tests := []struct {
+		name  string
+		integ string
+		want  []string
+	}{
+		{"upper case", ctIntegration, []string{"A1", "A3", "A4"}},
+		{"lower case", lower, []string{"A1", "A3", "A4"}},
+		{"other", "01HZY8J5Q0OTHER00000000000", []string{"A2"}},
+		{"none", "01HZY8J5Q0NONE0000000000000", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := calls()
+			acts, err := c.FindActivations(ctx, "user-1", tt.integ)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := calls() - before; n != 2 {
+				t.Errorf("FindActivations made %d list calls, want 2 pages", n)
+			}
+			var ids []string
+			for _, a := range acts {
+				ids = append(ids, a.ID)
+				if !strings.EqualFold(a.Integration.ID, tt.integ) {
+					t.Errorf("activation %+v is not of %s", a, tt.integ)
+				}
+			}
+			if !reflect.DeepEqual(ids, tt.want) {
+				t.Errorf("FindActivations = %v, want %v", ids, tt.want)
+			}
+			one, err := c.FindActivation(ctx, "user-1", tt.integ)
+			switch {
+			case err != nil:
+				t.Fatal(err)
+			case tt.want == nil && one != nil:
+				t.Errorf("FindActivation = %+v, want nil", one)
+			case tt.want != nil && (one == nil || one.ID != tt.want[0]):
+				t.Errorf("FindActivation = %+v, want %s", one, tt.want[0])
+			}
+		})
 	}
 }

@@ -1,8 +1,11 @@
 package versori
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -47,13 +50,15 @@ func (e *Error) Error() string {
 }
 
 // TransportError is a call whose outcome the client could not read: the connection failed or was
-// dropped, the call timed out or was cancelled, or a success response could not be decoded. The
-// server may or may not have acted on the request.
+// dropped, the call timed out or was cancelled, or a success response could not be decoded or did
+// not have the documented shape. Unless NotSent, the server may or may not have acted on the request.
 type TransportError struct {
 	Op  string
 	Err error
-	// NotSent is true when the request never left the client (it was still waiting for the rate
-	// limiter when its context ended), so the outcome is known: nothing happened.
+	// NotSent is true when the request provably never left the client, so the outcome is known:
+	// nothing happened. That is so when the call was still waiting for a slot or the rate limiter
+	// when its context ended, and when the connection could not be set up (refused, DNS lookup,
+	// dial timeout, proxy, TLS handshake refused by a certificate check or not TLS at all).
 	NotSent bool
 }
 
@@ -61,7 +66,8 @@ func (e *TransportError) Error() string { return "versori " + e.Op + ": " + e.Er
 func (e *TransportError) Unwrap() error { return e.Err }
 
 // IsOutcomeUnknown reports whether err leaves it unknown if the API acted on the request: a transport
-// failure, or a server error that a gateway may have returned after the backend committed.
+// failure after the request may have been written, or a 5xx that a gateway may have returned after
+// the backend committed. A 3xx or 4xx answer, or a request that never left, is a known outcome.
 func IsOutcomeUnknown(err error) bool {
 	if err == nil {
 		return false
@@ -71,7 +77,50 @@ func IsOutcomeUnknown(err error) bool {
 		return !te.NotSent
 	}
 	var ae *Error
-	return errors.As(err, &ae) && ae.StatusCode >= 500
+	return errors.As(err, &ae) && ae.StatusCode >= 500 && ae.StatusCode <= 599
+}
+
+// IsNotSent reports whether err is a *TransportError for a request that provably never left the client.
+func IsNotSent(err error) bool {
+	var te *TransportError
+	return errors.As(err, &te) && te.NotSent
+}
+
+// neverSent reports whether an error from http.Client.Do proves that no byte of the request was
+// written: it failed while the connection was being set up, before net/http writes anything.
+//
+// It inspects the error rather than tracing the call with net/http/httptrace (WroteHeaders), because
+// a trace costs every call an allocation and a context, while this runs only on the error path.
+// It errs towards "maybe sent": an error it does not recognise (a context that ended while dialling,
+// net/http's TLS handshake timeout, a TLS alert from the server) leaves the outcome unknown, which
+// costs a look-up; calling a failure "not sent" wrongly could activate a pair twice.
+func neverSent(err error) bool {
+	var oe *net.OpError
+	// net.Dialer reports every failure (refused, unreachable, DNS, dial timeout) as Op "dial", and
+	// net/http wraps any failure of a proxied connection's set-up (dial, CONNECT, TLS) as
+	// "proxyconnect"; both happen before the request is written.
+	if errors.As(err, &oe) && (oe.Op == "dial" || oe.Op == "proxyconnect") {
+		return true
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return true
+	}
+	// A server that answers the TLS hello in plain HTTP, or with something that is not TLS: its
+	// RecordHeaderError carries the connection only when no handshake had happened yet.
+	if errors.Is(err, http.ErrSchemeMismatch) {
+		return true
+	}
+	var rhe tls.RecordHeaderError
+	if errors.As(err, &rhe) && rhe.Conn != nil {
+		return true
+	}
+	// Certificate checks fail during the handshake, before any request byte is encrypted.
+	var cve *tls.CertificateVerificationError
+	var uae x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var cie x509.CertificateInvalidError
+	return errors.As(err, &cve) || errors.As(err, &uae) || errors.As(err, &he) || errors.As(err, &cie)
 }
 
 // RetryAfterOf returns the wait the server asked for with err, if it asked.

@@ -1,10 +1,17 @@
 package versori
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
+	"os"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -121,5 +128,75 @@ func TestStatusLabel(t *testing.T) {
 		if got := StatusLabel(status); got != want {
 			t.Errorf("StatusLabel(%d) = %q, want %q", status, got, want)
 		}
+	}
+}
+
+func TestIsNotSent(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"not sent", &TransportError{Op: OpActivate, Err: context.Canceled, NotSent: true}, true},
+		{"wrapped not sent", fmt.Errorf("job: %w", &TransportError{Op: OpActivate, Err: context.Canceled, NotSent: true}), true},
+		{"maybe sent", &TransportError{Op: OpActivate, Err: io.EOF}, false},
+		{"error response", &Error{StatusCode: 400}, false},
+		{"plain", errors.New("boom"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := IsNotSent(tt.err); got != tt.want {
+				t.Errorf("IsNotSent(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+			if tt.want && IsOutcomeUnknown(tt.err) {
+				t.Errorf("IsOutcomeUnknown(%v) = true for a request never sent", tt.err)
+			}
+		})
+	}
+}
+
+// TestNeverSent checks which errors of http.Client.Do prove that the request never left: only those
+// of setting up the connection. Anything else must read as "maybe sent".
+func TestNeverSent(t *testing.T) {
+	t.Parallel()
+	urlErr := func(err error) error { return &url.Error{Op: "Post", URL: "https://api.example/activations", Err: err} }
+	dial := func(err error) error { return &net.OpError{Op: "dial", Net: "tcp", Err: err} }
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"connection refused", urlErr(dial(syscall.ECONNREFUSED)), true},
+		{"network unreachable", urlErr(dial(syscall.ENETUNREACH)), true},
+		{"dial timeout", urlErr(dial(os.ErrDeadlineExceeded)), true},
+		{"DNS in dial", urlErr(dial(&net.DNSError{Err: "no such host", Name: "api.example", IsNotFound: true})), true},
+		{"DNS alone", urlErr(&net.DNSError{Err: "server misbehaving", Name: "api.example", IsTemporary: true}), true},
+		{"proxy", urlErr(&net.OpError{Op: "proxyconnect", Net: "tcp", Err: dial(syscall.ECONNREFUSED)}), true},
+		{"scheme mismatch", urlErr(http.ErrSchemeMismatch), true},
+		{"not TLS before the handshake", urlErr(tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake", Conn: &net.TCPConn{}}), true},
+		{"bad record after the handshake", urlErr(tls.RecordHeaderError{Msg: "oversized record received"}), false},
+		{"certificate verification", urlErr(&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), true},
+		{"unknown authority", urlErr(x509.UnknownAuthorityError{}), true},
+		{"hostname", urlErr(x509.HostnameError{Host: "api.example"}), true},
+		{"expired", urlErr(x509.CertificateInvalidError{Reason: x509.Expired}), true},
+		{"EOF", urlErr(io.EOF), false},
+		{"unexpected EOF", urlErr(io.ErrUnexpectedEOF), false},
+		{"reset while reading", urlErr(&net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}), false},
+		{"broken pipe while writing", urlErr(&net.OpError{Op: "write", Net: "tcp", Err: syscall.EPIPE}), false},
+		{"TLS alert", urlErr(&net.OpError{Op: "remote error", Err: errors.New("tls: handshake failure")}), false},
+		{"deadline", urlErr(context.DeadlineExceeded), false},
+		{"canceled", urlErr(context.Canceled), false},
+		{"plain", errors.New("boom"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := neverSent(tt.err); got != tt.want {
+				t.Errorf("neverSent(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
 	}
 }

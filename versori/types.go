@@ -193,6 +193,39 @@ type EndUserActivationPage struct {
 	Activations []EndUserActivation `json:"activations"`
 }
 
+// errListShape is the error for a page of activations without the documented shape.
+var errListShape = errors.New(`the answer does not have the documented shape (a JSON object holding an "activations" array of activations with ids)`)
+
+// decodeBody reads a page, refusing one whose "activations" is missing, null or not an array, or
+// holds an entry without an id or an integration id: a caller looking for an activation must not
+// read an answer it cannot understand (a gateway's `{}`, an envelope `{"data":...}`) as "none".
+func (p *EndUserActivationPage) decodeBody(body []byte) error {
+	// A pointer to the slice tells a missing or null "activations" from an empty array.
+	var page struct {
+		TotalCount  int                  `json:"totalCount"`
+		Next        string               `json:"next"`
+		Prev        string               `json:"prev"`
+		Activations *[]EndUserActivation `json:"activations"`
+	}
+	if err := json.Unmarshal(body, &page); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return err // not JSON, or cut short: undecodable rather than of another shape
+		}
+		return fmt.Errorf("%w: %w", errListShape, err)
+	}
+	if page.Activations == nil {
+		return errListShape
+	}
+	for _, a := range *page.Activations {
+		if a.ID == "" || a.Integration.ID == "" {
+			return errListShape
+		}
+	}
+	*p = EndUserActivationPage{TotalCount: page.TotalCount, Next: page.Next, Prev: page.Prev, Activations: *page.Activations}
+	return nil
+}
+
 // ErrorBody is the documented JSON body of every error response.
 type ErrorBody struct {
 	Code    string       `json:"code"`
