@@ -88,8 +88,10 @@ func NewStore(rdb redis.UniversalClient, queue string) *Store {
 }
 
 // addScript stores an entry, replacing an earlier one for the same id, and returns 1 when the id was
-// new. KEYS: entries, byTime, new reason set, old reason prefix. ARGV: id, json, score, reason.
+// new. KEYS: entries, byTime, new reason set, old reason prefix, and optionally a key that must exist
+// (else nothing is stored and it returns -1). ARGV: id, json, score, reason.
 var addScript = redis.NewScript(`
+if KEYS[5] and redis.call("EXISTS", KEYS[5]) == 0 then return -1 end
 local old = redis.call("HGET", KEYS[1], ARGV[1])
 if old then
   local ok, e = pcall(cjson.decode, old)
@@ -106,6 +108,18 @@ return 1
 
 // Add stores e, replacing any earlier entry with its id, and reports whether the id was new.
 func (s *Store) Add(ctx context.Context, e Entry) (bool, error) {
+	return s.add(ctx, e, "")
+}
+
+// AddWhile stores e as Add does, but only while key exists, in one atomic step; it reports false
+// when key is gone. The archive sweep stores an archived task's dead letter only while the task is
+// still archived, so that one purged meanwhile is not stored again. key must live on the store's
+// Redis Cluster slot (the queue's hash tag).
+func (s *Store) AddWhile(ctx context.Context, e Entry, key string) (bool, error) {
+	return s.add(ctx, e, key)
+}
+
+func (s *Store) add(ctx context.Context, e Entry, guard string) (bool, error) {
 	if e.ID == "" {
 		return false, errors.New("deadletter: entry has no id")
 	}
@@ -122,9 +136,11 @@ func (s *Store) Add(ctx context.Context, e Entry) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("deadletter: encoding entry: %w", err)
 	}
-	n, err := addScript.Run(ctx, s.rdb,
-		[]string{s.keys.entries, s.keys.byTime, s.keys.reason(e.Reason), s.keys.prefix},
-		e.ID, b, e.DeadLetteredAt.UnixMilli(), string(e.Reason)).Int()
+	keys := []string{s.keys.entries, s.keys.byTime, s.keys.reason(e.Reason), s.keys.prefix}
+	if guard != "" {
+		keys = append(keys, guard)
+	}
+	n, err := addScript.Run(ctx, s.rdb, keys, e.ID, b, e.DeadLetteredAt.UnixMilli(), string(e.Reason)).Int()
 	if err != nil {
 		return false, fmt.Errorf("deadletter: storing %s: %w", e.ID, err)
 	}

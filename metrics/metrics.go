@@ -32,7 +32,14 @@ type Worker struct {
 	QueuePaused     prometheus.Gauge
 	RateLimitWaits  prometheus.Histogram
 	BreakerState    prometheus.Gauge
-	Registry        *prometheus.Registry
+	// DuplicateActivations counts look-ups that found a pair with more than one activation.
+	DuplicateActivations prometheus.Counter
+	// RetryAfterCapped counts 429s whose Retry-After was longer than the most a job waits.
+	RetryAfterCapped prometheus.Counter
+	// RedisRestarts counts the times a worker found that Redis had restarted or failed over since it
+	// last looked, and so may have lost its latest writes.
+	RedisRestarts prometheus.Counter
+	Registry      *prometheus.Registry
 
 	// The children every successful job records, looked up once: a label lookup hashes its values
 	// and takes a lock, five times per job.
@@ -88,9 +95,22 @@ func NewWorker(reasons []string) *Worker {
 			Name: "activator_circuit_breaker_state",
 			Help: "The circuit breaker over Versori calls: 0 closed, 1 half-open, 2 open.",
 		}),
+		DuplicateActivations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "activator_duplicate_activations_total",
+			Help: "Look-ups that found a pair with more than one activation (each logged with its ids; activator deletes none).",
+		}),
+		RetryAfterCapped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "activator_retry_after_capped_total",
+			Help: "429 answers whose Retry-After was longer than MAX_RETRY_AFTER, which was waited instead.",
+		}),
+		RedisRestarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "activator_redis_restarts_total",
+			Help: "Times Redis was found restarted or failed over (its run id changed), after which first attempts look up their pair for a while.",
+		}),
 	}
 	reg.MustRegister(m.Activations, m.DeadLetters, m.Attempts, m.JobDuration, m.VersoriRequests, m.VersoriDuration,
-		m.QueuePaused, m.RateLimitWaits, m.BreakerState, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.QueuePaused, m.RateLimitWaits, m.BreakerState, m.DuplicateActivations, m.RetryAfterCapped, m.RedisRestarts,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{ResultActivated, ResultAlreadyActive} {
 		m.Activations.WithLabelValues(r)
 	}

@@ -46,6 +46,9 @@ var interfaceFamilies = map[string]family{
 	"activator_rate_limit_wait_seconds":          {dto.MetricType_HISTOGRAM, nil},
 	"activator_circuit_breaker_state":            {dto.MetricType_GAUGE, nil},
 	"activator_dead_letter_store_size":           {dto.MetricType_GAUGE, nil},
+	"activator_duplicate_activations_total":      {dto.MetricType_COUNTER, nil},
+	"activator_retry_after_capped_total":         {dto.MetricType_COUNTER, nil},
+	"activator_redis_restarts_total":             {dto.MetricType_COUNTER, nil},
 	// asynq's queue collector (QUEUE_METRICS). asynq_tasks_enqueued_total and
 	// asynq_queue_paused_total are gauges despite their names.
 	"asynq_tasks_enqueued_total":            {dto.MetricType_GAUGE, []string{"queue", "state"}},

@@ -15,6 +15,7 @@ import (
 	"github.com/versori/activator/batch"
 	"github.com/versori/activator/ingest"
 	"github.com/versori/activator/internal/flushloop"
+	"github.com/versori/activator/internal/pairs"
 	"github.com/versori/activator/tasks"
 )
 
@@ -43,7 +44,8 @@ type Summary struct {
 	Batch        string
 	Rows         int // rows read, good and bad
 	Enqueued     int
-	Duplicates   int // already queued, running or done
+	Duplicates   int // already queued, running or done, here or on another queue
+	OtherQueue   int // of Duplicates, those whose pair another queue owns
 	DeadLettered int // already in the dead-letter store
 	Rejected     int // malformed; see RejectsPath
 	Failed       int // valid but not enqueued because Redis failed; re-run the file
@@ -110,24 +112,11 @@ const chunkSize = 32
 func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, error) {
 	start := time.Now()
 	sum := Summary{Batch: o.Batch}
-	format, err := ingest.FormatOf(o.Path)
+	in, format, closeIn, err := openInput(o.Path, o.Stdin)
 	if err != nil {
 		return sum, err
 	}
-	var in io.Reader
-	if o.Path == "-" {
-		in = o.Stdin
-		if in == nil {
-			in = os.Stdin
-		}
-	} else {
-		f, err := os.Open(o.Path)
-		if err != nil {
-			return sum, err
-		}
-		defer f.Close()
-		in = f
-	}
+	defer closeIn()
 	counted := &countingReader{r: in}
 	rd, err := ingest.NewReader(counted, format)
 	if err != nil {
@@ -310,6 +299,21 @@ func (p *Producer) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOp
 		fail(rows)
 		return
 	}
+	// One claim for the chunk's live pairs; a dry run claims nothing.
+	var live []string
+	for i, id := range ids {
+		if !dead[i] {
+			live = append(live, id)
+		}
+	}
+	var claims []pairs.Claim
+	if !o.DryRun && len(live) > 0 {
+		if claims, err = p.pairs.Claim(ctx, p.cfg.Queue, live); err != nil {
+			fail(rows)
+			return
+		}
+	}
+	next := 0
 	for i, r := range rows {
 		if ctx.Err() != nil {
 			fail(rows[i:])
@@ -323,12 +327,19 @@ func (p *Producer) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOp
 			count(func(s *Summary) { s.Enqueued++ })
 			continue
 		}
-		res, err := p.enqueue(ctx, tasks.Payload{Request: r.Request, Batch: o.Batch, Reconcile: o.Reconcile})
+		c := claims[next]
+		next++
+		res, err := p.enqueueClaimed(ctx, tasks.Payload{Request: r.Request, Batch: o.Batch, Reconcile: o.Reconcile}, c)
 		switch {
 		case err != nil:
 			fail(rows[i : i+1])
 		case res.Status == Duplicate:
-			count(func(s *Summary) { s.Duplicates++ })
+			count(func(s *Summary) {
+				s.Duplicates++
+				if res.Owner != "" {
+					s.OtherQueue++
+				}
+			})
 		default:
 			queued++
 			count(func(s *Summary) { s.Enqueued++ })
@@ -362,6 +373,24 @@ func (p *Producer) progress(o FileOptions, mu *sync.Mutex, sum *Summary, start t
 		}
 	}()
 	return func() { close(done); wg.Wait() }
+}
+
+// openInput opens a file of activation requests, or stdin for "-" (JSONL), and tells its format.
+func openInput(path string, stdin io.Reader) (in io.Reader, f ingest.Format, closeIn func(), err error) {
+	if f, err = ingest.FormatOf(path); err != nil {
+		return nil, f, nil, err
+	}
+	if path == "-" {
+		if stdin == nil {
+			stdin = os.Stdin
+		}
+		return stdin, f, func() {}, nil
+	}
+	file, err := os.Open(path)
+	if err != nil {
+		return nil, f, nil, err
+	}
+	return file, f, func() { file.Close() }, nil
 }
 
 // countingReader counts the bytes read through it, for progress.

@@ -1,12 +1,15 @@
 // Package producer puts activation jobs into the queue: one at a time from a vendor's own Go code
 // (a signup handler, say), in bulk from a file, or back from the dead-letter store. Every way in is
-// duplicate-safe: a pair already queued, running, done or dead-lettered is not queued again.
+// duplicate-safe: a pair already queued, running, done or dead-lettered is not queued again, on this
+// queue or any other, and a pair that had a job before whose record is gone (retention ended, a
+// purge) is queued with a look-up first.
 package producer
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -14,6 +17,8 @@ import (
 
 	"github.com/versori/activator/batch"
 	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/ingest"
+	"github.com/versori/activator/internal/pairs"
 	"github.com/versori/activator/internal/queuestate"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
@@ -55,6 +60,7 @@ type Producer struct {
 	inspector *asynq.Inspector
 	store     *deadletter.Store
 	state     *queuestate.Controller
+	pairs     *pairs.Registry
 	rdb       redis.UniversalClient
 }
 
@@ -70,6 +76,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Producer {
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
 		store:     deadletter.NewStore(rdb, cfg.Queue),
 		state:     queuestate.New(rdb, cfg.Queue),
+		pairs:     pairs.New(rdb),
 		rdb:       rdb,
 	}
 }
@@ -86,7 +93,7 @@ type Status string
 // The statuses.
 const (
 	Enqueued     Status = "enqueued"      // a new job was queued
-	Duplicate    Status = "duplicate"     // the pair is already queued, running or done: nothing to do
+	Duplicate    Status = "duplicate"     // the pair is already queued, running or done, here or on another queue: nothing to do
 	DeadLettered Status = "dead_lettered" // the pair is in the dead-letter store: replay it from there
 )
 
@@ -94,6 +101,9 @@ const (
 type Result struct {
 	TaskID string
 	Status Status
+	// Owner is the queue that owns the pair when it is not the producer's: the pair was queued there
+	// first, and is activated from there (Status is Duplicate).
+	Owner string
 }
 
 // Option modifies one Enqueue.
@@ -107,15 +117,17 @@ func WithBatch(id string) Option { return func(p *tasks.Payload) { p.Batch = id 
 func WithReconcile() Option { return func(p *tasks.Payload) { p.Reconcile = true } }
 
 // Enqueue validates req and queues its job, unless the pair is already queued, done or
-// dead-lettered. A malformed request returns a *versori.ValidationError.
+// dead-lettered. A malformed request returns a *versori.ValidationError. The request's ULIDs are made
+// canonical first, so the result's task id is the pair's whatever case req spells them in.
 func (p *Producer) Enqueue(ctx context.Context, req versori.ActivationRequest, opts ...Option) (Result, error) {
+	req, err := req.Canonical()
+	id := tasks.TaskID(req.Pair())
+	if err != nil {
+		return Result{TaskID: id}, err
+	}
 	pl := tasks.Payload{Request: req}
 	for _, o := range opts {
 		o(&pl)
-	}
-	id := tasks.TaskID(req.Pair())
-	if err := req.Validate(); err != nil {
-		return Result{TaskID: id}, err
 	}
 	has, err := p.store.Has(ctx, []string{id})
 	if err != nil {
@@ -124,7 +136,11 @@ func (p *Producer) Enqueue(ctx context.Context, req versori.ActivationRequest, o
 	if has[0] {
 		return Result{TaskID: id, Status: DeadLettered}, nil
 	}
-	res, err := p.enqueue(ctx, pl)
+	claims, err := p.pairs.Claim(ctx, p.cfg.Queue, []string{id})
+	if err != nil {
+		return Result{TaskID: id}, err
+	}
+	res, err := p.enqueueClaimed(ctx, pl, claims[0])
 	if err == nil && res.Status == Enqueued && pl.Batch != "" {
 		err = p.countQueued(ctx, pl.Batch, 1)
 	}
@@ -136,15 +152,29 @@ func (p *Producer) countQueued(ctx context.Context, id string, n int64) error {
 	return batch.Write(ctx, p.rdb, p.cfg.Queue, map[string]map[string]int64{id: {batch.FieldQueued: n}})
 }
 
-// enqueue queues a validated payload whose pair was checked against the dead-letter store.
+// enqueueClaimed queues a validated payload whose pair was checked against the dead-letter store and
+// claimed in the pair registry with the result c. A pair another queue owns is a duplicate; one seen
+// before is queued with a look-up first, since an earlier job for it may have activated it.
+func (p *Producer) enqueueClaimed(ctx context.Context, pl tasks.Payload, c pairs.Claim) (Result, error) {
+	switch c.State {
+	case pairs.Elsewhere:
+		return Result{TaskID: tasks.TaskID(pl.Request.Pair()), Status: Duplicate, Owner: c.Owner}, nil
+	case pairs.Seen:
+		pl.Reconcile = true
+	}
+	return p.enqueue(ctx, pl)
+}
+
+// enqueue queues a validated payload whose pair was checked against the dead-letter store and
+// claimed.
 func (p *Producer) enqueue(ctx context.Context, pl tasks.Payload) (Result, error) {
 	id := tasks.TaskID(pl.Request.Pair())
 	if pl.EnqueuedAt.IsZero() {
 		pl.EnqueuedAt = time.Now().UTC()
 	}
+	pl.MaxRetry = p.cfg.MaxRetry
 	t, err := tasks.NewTask(pl,
-		asynq.Queue(p.cfg.Queue), asynq.MaxRetry(p.cfg.MaxRetry),
-		asynq.Retention(p.cfg.Retention), asynq.Timeout(p.cfg.Timeout))
+		asynq.Queue(p.cfg.Queue), asynq.Retention(p.cfg.Retention), asynq.Timeout(p.cfg.Timeout))
 	if err != nil {
 		return Result{TaskID: id}, err
 	}
@@ -163,14 +193,29 @@ type RequeueResult struct {
 	Requeued []string // queued again, looking up the pair before activating
 	Missing  []string // no such dead letter
 	Busy     []string // the pair has a job queued or running again; the dead letter is left
+	// Invalid are dead letters whose request cannot be sent as it is (a dead letter of reason
+	// invalid_request may hold no request at all): they are left, for `dlq requeue --file` with the
+	// corrected rows, or for a purge.
+	Invalid []InvalidEntry
 }
 
-// Requeue queues the dead letters with the given ids again and removes them from the store. The new
-// jobs look up their pair before activating, since an earlier attempt's outcome may be unknown.
+// InvalidEntry is a dead letter that cannot be requeued as it is, and why.
+type InvalidEntry struct {
+	ID  string
+	Err error
+}
+
+// requeueChunk bounds how many dead letters one round trip reads.
+const requeueChunk = 500
+
+// Requeue queues the dead letters with the given ids again, each with the request it holds, and
+// removes them from the store. The new jobs look up their pair before activating, since an earlier
+// attempt's outcome may be unknown. A dead letter whose request is not valid is skipped and reported
+// in Invalid; the others are requeued.
 func (p *Producer) Requeue(ctx context.Context, ids []string) (RequeueResult, error) {
 	var res RequeueResult
 	for len(ids) > 0 {
-		n := min(len(ids), 500)
+		n := min(len(ids), requeueChunk)
 		chunk := ids[:n]
 		ids = ids[n:]
 		entries, err := p.store.Get(ctx, chunk...)
@@ -180,37 +225,126 @@ func (p *Producer) Requeue(ctx context.Context, ids []string) (RequeueResult, er
 		found := make(map[string]bool, len(entries))
 		for _, e := range entries {
 			found[e.ID] = true
-			// The dead job's record (archived) holds the task id; free it first.
-			if err := p.inspector.DeleteTask(p.cfg.Queue, e.ID); err != nil &&
-				!errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
-				res.Busy = append(res.Busy, e.ID)
-				continue
-			}
-			r, err := p.enqueue(ctx, tasks.Payload{Request: e.Request, Reconcile: true, Batch: e.Batch})
-			if err != nil {
+			st, err := p.requeueEntry(ctx, e, e.Request)
+			var ve *versori.ValidationError
+			switch {
+			case errors.As(err, &ve):
+				res.Invalid = append(res.Invalid, InvalidEntry{ID: e.ID, Err: err})
+			case err != nil:
 				return res, err
-			}
-			if r.Status == Duplicate {
+			case st == Enqueued:
+				res.Requeued = append(res.Requeued, e.ID)
+			default:
 				res.Busy = append(res.Busy, e.ID)
-				continue
 			}
-			if _, err := p.store.Remove(ctx, e.ID); err != nil {
-				return res, err
-			}
-			// The job counts in its batch again when it ends, so it no longer counts as dead.
-			if e.Batch != "" {
-				if err := batch.Write(ctx, p.rdb, p.cfg.Queue,
-					map[string]map[string]int64{e.Batch: {batch.FieldDeadPrefix + string(e.Reason): -1}}); err != nil {
-					return res, err
-				}
-			}
-			res.Requeued = append(res.Requeued, e.ID)
 		}
 		for _, id := range chunk {
 			if !found[id] {
 				res.Missing = append(res.Missing, id)
 			}
 		}
+	}
+	return res, nil
+}
+
+// requeueEntry queues dead letter e again with the request req (e's own, or a corrected one for the
+// same pair) and removes e from the store. It returns Enqueued, or Duplicate when a job for the pair
+// is queued or running again (or another queue owns it), in which case e is left. An invalid req is
+// a *versori.ValidationError, and e is left.
+func (p *Producer) requeueEntry(ctx context.Context, e deadletter.Entry, req versori.ActivationRequest) (Status, error) {
+	req, err := req.Canonical()
+	if err != nil {
+		return "", err
+	}
+	// A dead letter stored before the store kept every one may still have its task in asynq's
+	// archive, holding the task id: free it first.
+	if err := p.deleteArchived(e.ID); err != nil {
+		return Duplicate, nil
+	}
+	id := tasks.TaskID(req.Pair())
+	claims, err := p.pairs.Claim(ctx, p.cfg.Queue, []string{id})
+	if err != nil {
+		return "", err
+	}
+	r, err := p.enqueueClaimed(ctx, tasks.Payload{Request: req, Reconcile: true, Batch: e.Batch}, claims[0])
+	if err != nil {
+		return "", err
+	}
+	if r.Status != Enqueued {
+		return r.Status, nil
+	}
+	if _, err := p.store.Remove(ctx, e.ID); err != nil {
+		return "", err
+	}
+	// The job counts in its batch again when it ends, so it no longer counts as dead.
+	if e.Batch != "" {
+		if err := batch.Write(ctx, p.rdb, p.cfg.Queue,
+			map[string]map[string]int64{e.Batch: {batch.FieldDeadPrefix + string(e.Reason): -1}}); err != nil {
+			return "", err
+		}
+	}
+	return Enqueued, nil
+}
+
+// deleteArchived deletes task id from asynq's archive, if it is there. A task in any other state is
+// left, and reported as an error: the pair has a job again.
+func (p *Producer) deleteArchived(id string) error {
+	info, err := p.inspector.GetTaskInfo(p.cfg.Queue, id)
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		return nil
+	case err != nil:
+		return err
+	case info.State != asynq.TaskStateArchived:
+		return fmt.Errorf("task %s is %s", id, info.State)
+	}
+	err = p.inspector.DeleteTask(p.cfg.Queue, id)
+	if errors.Is(err, asynq.ErrTaskNotFound) {
+		return nil
+	}
+	return err
+}
+
+// PurgeResult says what Purge did.
+type PurgeResult struct {
+	Purged  []string
+	Missing []string // no such dead letter
+}
+
+// Purge drops the dead letters with the given ids for good: from the store, and from asynq's archive
+// if their task is there (so that the archive sweep cannot store them again). Their pairs are
+// released: enqueueing a pair again afterwards (the corrected row, on any queue) queues it, with a
+// look-up first, since a purged job may have activated its pair with a call whose outcome was
+// unknown.
+func (p *Producer) Purge(ctx context.Context, ids []string) (PurgeResult, error) {
+	var res PurgeResult
+	for len(ids) > 0 {
+		n := min(len(ids), requeueChunk)
+		chunk := ids[:n]
+		ids = ids[n:]
+		has, err := p.store.Has(ctx, chunk)
+		if err != nil {
+			return res, err
+		}
+		var found []string
+		for i, id := range chunk {
+			if !has[i] {
+				res.Missing = append(res.Missing, id)
+				continue
+			}
+			// The archived task first: a sweep between the two steps then finds neither.
+			if err := p.deleteArchived(id); err != nil {
+				return res, fmt.Errorf("purging %s: %w", id, err)
+			}
+			found = append(found, id)
+		}
+		if _, err := p.store.Remove(ctx, found...); err != nil {
+			return res, err
+		}
+		if _, err := p.pairs.Release(ctx, p.cfg.Queue, found); err != nil {
+			return res, err
+		}
+		res.Purged = append(res.Purged, found...)
 	}
 	return res, nil
 }
@@ -224,3 +358,111 @@ func (p *Producer) Pause(ctx context.Context) error {
 // Resume unpauses the queue, after the cause of a pause (a refused API key) has been fixed.
 // Resuming a running queue is not an error.
 func (p *Producer) Resume(ctx context.Context) error { return p.state.Resume(ctx) }
+
+// RequeueFileOptions configures one RequeueFile run.
+type RequeueFileOptions struct {
+	// Path is the file of corrected rows: .jsonl/.ndjson, .csv, or "-" for JSONL on Stdin, read as
+	// EnqueueFile reads its input.
+	Path  string
+	Stdin io.Reader
+	// RejectsPath receives malformed rows (default ingest.RejectsPath(Path)).
+	RejectsPath string
+}
+
+// RequeueFileSummary counts what RequeueFile did with a file's rows.
+type RequeueFileSummary struct {
+	Rows     int
+	Requeued int
+	// NotDeadLettered rows name a pair that has no dead letter (never failed, already requeued or
+	// purged, or the fix changed the pair): nothing was done with them.
+	NotDeadLettered      int
+	NotDeadLetteredLines []int
+	// Busy rows name a pair that has a job queued or running again; its dead letter is left.
+	Busy      int
+	BusyLines []int
+	Rejected  int // malformed; see RejectsPath
+	// RejectsPath is where malformed rows went, when there were any.
+	RejectsPath string
+}
+
+// RequeueFile is the "fix the rows, then requeue" workflow: for each row of a file of corrected
+// activation requests, the dead letter of the row's pair is replaced by a job with the corrected
+// request (looking up the pair before activating, as every requeued job does). Malformed rows go to
+// the rejects file, and the rest of the file still runs. It stops at the first Redis error, which it
+// returns with the counts so far; re-running the file is safe (requeued pairs no longer have a dead
+// letter, and count as NotDeadLettered).
+func (p *Producer) RequeueFile(ctx context.Context, o RequeueFileOptions) (RequeueFileSummary, error) {
+	var sum RequeueFileSummary
+	in, format, closeIn, err := openInput(o.Path, o.Stdin)
+	if err != nil {
+		return sum, err
+	}
+	defer closeIn()
+	rd, err := ingest.NewReader(in, format)
+	if err != nil {
+		return sum, err
+	}
+	if o.RejectsPath == "" {
+		o.RejectsPath = ingest.RejectsPath(o.Path)
+	}
+	rejects := ingest.NewRejectsWriter(o.RejectsPath)
+	defer func() {
+		if rejects.Count() > 0 {
+			sum.RejectsPath = rejects.Path()
+		}
+	}()
+	addLine := func(lines []int, n int) []int {
+		if len(lines) < maxFailedLines {
+			lines = append(lines, n)
+		}
+		return lines
+	}
+	for ctx.Err() == nil {
+		row, rej, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			rejects.Close()
+			return sum, fmt.Errorf("reading %s: %w", o.Path, err)
+		}
+		sum.Rows++
+		if rej != nil {
+			sum.Rejected++
+			if err := rejects.Write(*rej); err != nil {
+				rejects.Close()
+				return sum, fmt.Errorf("writing rejects: %w", err)
+			}
+			continue
+		}
+		id := tasks.TaskID(row.Request.Pair())
+		entries, err := p.store.Get(ctx, id)
+		if err != nil {
+			rejects.Close()
+			return sum, err
+		}
+		if len(entries) == 0 {
+			sum.NotDeadLettered++
+			sum.NotDeadLetteredLines = addLine(sum.NotDeadLetteredLines, row.Line)
+			continue
+		}
+		st, err := p.requeueEntry(ctx, entries[0], row.Request)
+		if err != nil {
+			rejects.Close()
+			return sum, fmt.Errorf("line %d: %w", row.Line, err)
+		}
+		if st == Enqueued {
+			sum.Requeued++
+		} else {
+			sum.Busy++
+			sum.BusyLines = addLine(sum.BusyLines, row.Line)
+		}
+	}
+	if err := rejects.Close(); err != nil {
+		return sum, fmt.Errorf("writing rejects: %w", err)
+	}
+	if err := context.Cause(ctx); err != nil {
+		return sum, fmt.Errorf("interrupted after %d rows: re-run the same file to requeue the rest: %w", sum.Rows, err)
+	}
+	return sum, nil
+}

@@ -27,8 +27,24 @@ import (
 	"github.com/versori/activator/internal/ctxtime"
 )
 
-// ErrWaitTooLong is Wait's error when the next free slot is further away than Config.MaxWait.
+// ErrWaitTooLong is the cause of Wait's *WaitError when the call would wait longer than
+// Config.MaxWait.
 var ErrWaitTooLong = errors.New("the next free slot is further away than the longest wait allowed")
+
+// WaitError is Wait's error when a call cannot go within the time its caller may wait (its context's
+// deadline, or Config.MaxWait): a shared back-off, or the next free slot, lasts longer. Nothing was
+// booked, and nothing was sent: a job should be rescheduled for after Wait rather than count the
+// wait as a failure. Cause is context.DeadlineExceeded or ErrWaitTooLong.
+type WaitError struct {
+	Wait  time.Duration
+	Cause error
+}
+
+func (e *WaitError) Error() string {
+	return fmt.Sprintf("rate limiter: the next call may go in %s: %v", e.Wait.Round(time.Millisecond), e.Cause)
+}
+
+func (e *WaitError) Unwrap() error { return e.Cause }
 
 // Config configures a Gate.
 type Config struct {
@@ -128,9 +144,10 @@ func New(rdb redis.UniversalClient, cfg Config) (*Gate, error) {
 }
 
 // Wait blocks until a call may be sent: after any shared back-off, and within the rate limit. It
-// returns ctx's error if ctx ends first, an error wrapping context.DeadlineExceeded at once if the
-// call's slot would come after ctx's deadline, ErrWaitTooLong if it would come after MaxWait, or
-// Redis's error if no slot could be booked.
+// returns ctx's error if ctx ends first; a *WaitError at once if the back-off or the call's slot
+// would end after ctx's deadline (cause context.DeadlineExceeded) or after MaxWait (cause
+// ErrWaitTooLong), so that a job does not hold its worker slot asleep only to fail at its deadline;
+// or Redis's error if no slot could be booked.
 func (g *Gate) Wait(ctx context.Context) error {
 	var waited time.Duration
 	defer func() {
@@ -140,6 +157,9 @@ func (g *Gate) Wait(ctx context.Context) error {
 	}()
 	for {
 		if d := g.backoffLeft(); d > 0 {
+			if bound, cause := g.bound(ctx); bound >= 0 && d > bound {
+				return &WaitError{Wait: d, Cause: cause}
+			}
 			if err := ctxtime.Sleep(ctx, d); err != nil {
 				return err
 			}
@@ -255,7 +275,7 @@ func (g *Gate) bound(ctx context.Context) (bound time.Duration, cause error) {
 }
 
 func tooFar(wait time.Duration, cause error) error {
-	return fmt.Errorf("rate limiter: the next free slot is %s away: %w", wait.Round(time.Millisecond), cause)
+	return &WaitError{Wait: wait, Cause: cause}
 }
 
 // reserveScript books consecutive slots of the GCRA limit in one step. Slot i (from 0) moves the TAT

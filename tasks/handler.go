@@ -14,6 +14,7 @@ import (
 	"github.com/versori/activator/breaker"
 	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/metrics"
+	"github.com/versori/activator/ratelimit"
 	"github.com/versori/activator/results"
 	"github.com/versori/activator/versori"
 )
@@ -30,6 +31,14 @@ type HandlerConfig struct {
 	PerUserAuth bool
 	// Pause pauses the queue; it is called when the API refuses the API key.
 	Pause func(context.Context) error
+	// CheckKey, if set, tells whether the API accepts the API key now (a probe call, shared by the
+	// jobs that ask at once). A refusal pauses the queue only when it says KeyRefused; without it,
+	// every refusal does.
+	CheckKey func(context.Context) KeyState
+	// LookFirst, if set, reports whether even first attempts must look up their pair before
+	// activating: Redis may have lost writes (a restart or a failover), bringing back as pending jobs
+	// that had already activated.
+	LookFirst func(context.Context) bool
 	// Interrupt, when done, cuts short every call in flight. The worker closes it when the shutdown
 	// grace period is over, so that handlers return before asynq would requeue their tasks.
 	Interrupt context.Context
@@ -41,22 +50,35 @@ type HandlerConfig struct {
 	Batches *batch.Counter
 	// Results, if set, records each done job's activation id as its task result.
 	Results *results.Writer
-	// MaxAge, if positive, dead-letters a job that keeps failing this long after it was enqueued,
-	// whatever attempts it has left.
+	// MaxAge, if positive, dead-letters a job that keeps failing, or waiting, this long after it was
+	// enqueued, whatever attempts it has left.
 	MaxAge time.Duration
 }
 
+// KeyState is what a probe says of the API key.
+type KeyState int
+
+// The key states.
+const (
+	KeyUnknown  KeyState = iota // the probe failed for another reason; try again later
+	KeyAccepted                 // the key works: a refusal concerned one request
+	KeyRefused                  // the key is refused: every job would fail alike
+)
+
 // Handler runs activation jobs. It is an asynq.Handler.
 //
-// Exactly one activation per pair: POST /activations is not idempotent, so an attempt that may follow
-// an attempt whose outcome is unknown looks up the pair's activations first and counts one it finds as
-// done. Such an attempt is one with a retry count above zero (asynq counts failures and crash
-// recoveries), a replayed dead letter (Payload.Reconcile), or a quick in-handler retry after an
-// unknown outcome. asynq also requeues tasks with retry count 0 when its shutdown timeout passes
-// while a handler still runs; the worker prevents that by cutting calls short through Interrupt
-// before then, so that the handler returns a counted failure instead. A first attempt therefore
-// costs one API call and no Redis round trip besides asynq's own: the result, the batch counts and
-// the metrics are written behind the job.
+// Exactly one activation per pair: POST /activations is not idempotent, so an attempt that may
+// follow an attempt whose outcome is unknown looks up the pair's activations first and counts one it
+// finds as done. Such an attempt is one with a retry count above zero (asynq counts failures and
+// crash recoveries), a replayed dead letter or a pair queued before (Payload.Reconcile), any attempt
+// while Redis may have lost writes (LookFirst), or a quick in-handler retry after a failed look-up.
+// After a POST whose outcome is unknown the job goes back to the queue for at least
+// Policy.SettleTime, since a gateway's backend may commit after it answered: quick in-handler
+// retries are only for failures known not to have reached the API. asynq also requeues tasks with
+// retry count 0 when its shutdown timeout passes while a handler still runs; the worker prevents
+// that by cutting calls short through Interrupt before then, so that the handler returns a counted
+// failure instead. A first attempt therefore costs one API call and no Redis round trip besides
+// asynq's own: the result, the batch counts and the metrics are written behind the job.
 type Handler struct {
 	cfg HandlerConfig
 	log *slog.Logger
@@ -76,20 +98,26 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 
 // job is what asynq tells a handler about the task it runs.
 type job struct {
-	id       string
-	queue    string
-	retried  int
-	maxRetry int
-	start    time.Time
+	id      string
+	queue   string
+	retried int
+	limit   int // failures allowed before the job is dead-lettered
+	start   time.Time
 }
 
-func (j job) lastAttempt() bool { return j.retried >= j.maxRetry }
+func (j job) lastAttempt() bool { return j.retried >= j.limit }
 
 // outcome is the result of one attempt.
 type outcome struct {
-	class        versori.Class
-	err          error
-	unknown      bool   // the API may have acted on a failed call
+	class versori.Class
+	err   error
+	// unknown: whether the pair is active is unknown after the attempt (a POST's outcome is
+	// unknown, or the look-up that was to find out failed).
+	unknown bool
+	// posted: the attempt's POST may have committed although it failed (a 5xx, a timeout, a
+	// connection lost after the request was written), so the next look-up must wait for the API
+	// to settle.
+	posted       bool
 	result       string // metrics.ResultActivated or metrics.ResultAlreadyActive
 	activationID string
 }
@@ -100,12 +128,15 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	j.id, _ = asynq.GetTaskID(ctx)
 	j.queue, _ = asynq.GetQueueName(ctx)
 	j.retried, _ = asynq.GetRetryCount(ctx)
-	j.maxRetry, _ = asynq.GetMaxRetry(ctx)
+	j.limit, _ = asynq.GetMaxRetry(ctx)
 
 	p, err := readPayload(t.Payload())
 	if err != nil {
 		// Nothing can be sent for a payload that cannot be read; keep it for a person.
 		return h.deadLetter(ctx, j, p, deadletter.InvalidRequest, versori.ClassInvalidRequest, err)
+	}
+	if p.MaxRetry > 0 && p.MaxRetry < j.limit {
+		j.limit = p.MaxRetry
 	}
 	if h.cfg.Interrupt != nil {
 		var cancel context.CancelFunc
@@ -115,65 +146,112 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		defer stop()
 	}
 
-	out := h.run(ctx, p, j.retried > 0 || p.Reconcile)
+	reconcile := j.retried > 0 || p.Reconcile || (h.cfg.LookFirst != nil && h.cfg.LookFirst(ctx))
+	out := h.run(ctx, p, reconcile)
 	rule := RuleFor(out.class, h.cfg.PerUserAuth)
-	if rule.Action != ActionDone && rule.Action != ActionDeadLetter && j.lastAttempt() {
-		// asynq archives a task at its retry limit whatever the error says, so it ends here.
-		rule = Rule{Action: ActionDeadLetter, Reason: rule.Reason}
+	if _, ok := limiterWait(out.err); ok {
+		// Not sent: the rate limit or a shared back-off lasts longer than the job may wait. That is
+		// a wait, never a failure.
+		rule = Rule{Action: ActionSnooze, Reason: deadletter.RetriesExhausted}
 	}
+	if rule.Action == ActionPause {
+		switch h.checkKey(ctx) {
+		case KeyAccepted:
+			// The key works, so the refusal concerned this request: pausing would stop every job
+			// for it, again and again.
+			rule = Rule{Action: ActionDeadLetter, Reason: rule.Reason}
+			out.err = fmt.Errorf("the API refused this request although it accepts the API key: %w", out.err)
+		case KeyUnknown:
+			rule = Rule{Action: ActionRetry, Reason: rule.Reason}
+		}
+	}
+	if rule.Action != ActionDone && rule.Action != ActionDeadLetter {
+		// Every way of waiting ends: at the retry limit (asynq archives a task there whatever the
+		// error says), or at the job's maximum age, which also bounds waits that use no attempt.
+		if j.lastAttempt() {
+			return h.deadLetter(ctx, j, p, rule.Reason, out.class, out.err)
+		}
+		if h.cfg.MaxAge > 0 && !p.EnqueuedAt.IsZero() && time.Since(p.EnqueuedAt) > h.cfg.MaxAge {
+			return h.deadLetter(ctx, j, p, rule.Reason, out.class,
+				fmt.Errorf("still failing %s after it was enqueued (maximum age %s): %w",
+					time.Since(p.EnqueuedAt).Round(time.Second), h.cfg.MaxAge, out.err))
+		}
+	}
+	pol := h.cfg.Policy
 	switch rule.Action {
 	case ActionDone:
 		return h.done(j, p, out)
 	case ActionDeadLetter:
 		return h.deadLetter(ctx, j, p, rule.Reason, out.class, out.err)
 	case ActionSnooze:
-		wait := h.snoozeWait(ctx, out)
+		wait := h.snoozeWait(ctx, j, p, out)
 		h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "snooze"), slog.String("wait", wait.String()))
 		return &WaitError{Wait: wait, Counts: mustLookNext(j, p, out), Err: out.err}
 	case ActionPause:
 		h.pause(ctx, out.err)
-		h.logOutcome(slog.LevelError, j, p, out, slog.String("action", "pause_queue"), slog.String("wait", h.cfg.Policy.PausedWait.String()))
-		return &WaitError{Wait: h.cfg.Policy.PausedWait, Counts: mustLookNext(j, p, out), Err: out.err}
+		h.logOutcome(slog.LevelError, j, p, out, slog.String("action", "pause_queue"), slog.String("wait", pol.PausedWait.String()))
+		return &WaitError{Wait: pol.PausedWait, Counts: mustLookNext(j, p, out), Err: out.err}
 	default: // ActionRetry
-		if h.cfg.MaxAge > 0 && !p.EnqueuedAt.IsZero() && time.Since(p.EnqueuedAt) > h.cfg.MaxAge {
-			return h.deadLetter(ctx, j, p, rule.Reason, out.class,
-				fmt.Errorf("still failing %s after it was enqueued (maximum age %s): %w",
-					time.Since(p.EnqueuedAt).Round(time.Second), h.cfg.MaxAge, out.err))
-		}
 		if h.interrupted() {
 			// Cut short by shutdown: another worker should take it soon, after looking first.
+			wait := pol.InterruptedWait
+			if out.posted {
+				wait = max(wait, pol.SettleTime)
+			}
 			h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "retry"), slog.Bool("interrupted", true))
-			return &WaitError{Wait: h.cfg.Policy.InterruptedWait, Counts: true, Err: out.err}
+			return &WaitError{Wait: wait, Counts: !versori.IsNotSent(out.err) || mustLookNext(j, p, out), Err: out.err}
+		}
+		h.cfg.Batches.Add(p.Batch, batch.FieldRetries, 1)
+		err := fmt.Errorf("%s: %w", out.class, out.err)
+		if out.posted {
+			// The API may still commit the POST: look again only once it has settled.
+			wait := max(pol.backoff(j.retried), pol.SettleTime)
+			h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "retry"), slog.String("wait", wait.String()))
+			return &WaitError{Wait: wait, Counts: true, Err: err}
 		}
 		h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "retry"))
-		h.cfg.Batches.Add(p.Batch, batch.FieldRetries, 1)
-		return fmt.Errorf("%s: %w", out.class, out.err)
+		return err
 	}
 }
 
-// mustLookNext reports whether a wait must use up an attempt: a call's outcome is still unknown (the
-// breaker, a 429 or a refused key stopped the look-up after it), and only a retry count above zero
-// would make the next attempt look first.
+// mustLookNext reports whether a wait must use up an attempt: whether the pair is active is still
+// unknown (the breaker, a 429 or a refused key stopped the look-up after it), and only a retry
+// count above zero would make the next attempt look first.
 func mustLookNext(j job, p wirePayload, out outcome) bool {
 	return out.unknown && j.retried == 0 && !p.Reconcile
 }
 
-// run makes the job's attempts: one, plus up to Policy.QuickRetries more for transient failures
-// while the job's deadline allows, each looking first when an earlier outcome is unknown.
+// limiterWait is how long the rate limiter or a shared back-off would have held a call that it
+// therefore did not send.
+func limiterWait(err error) (time.Duration, bool) {
+	var w *ratelimit.WaitError
+	if errors.As(err, &w) {
+		return w.Wait, true
+	}
+	return 0, false
+}
+
+// run makes the job's attempts: one, plus up to Policy.QuickRetries more while the job's deadline
+// allows, for transient failures known not to have reached the API (a refused connection, a 408 or
+// 425, a failed look-up). After a POST that may have committed, it stops: the next look-up must
+// wait for the API to settle.
 func (h *Handler) run(ctx context.Context, p wirePayload, reconcile bool) outcome {
 	pol := h.cfg.Policy
 	b := retry.WithMaxRetries(uint64(pol.QuickRetries),
 		retry.WithCappedDuration(pol.QuickCap, retry.WithJitterPercent(20, retry.NewExponential(pol.QuickBase))))
 	// If ctx is done before the first attempt, no call is made: a transient outcome, nothing unknown.
-	out := outcome{class: versori.ClassTransient, err: &versori.TransportError{Op: versori.OpActivate, Err: context.Canceled}}
+	out := outcome{class: versori.ClassTransient, err: &versori.TransportError{Op: versori.OpActivate, Err: context.Canceled, NotSent: true}}
 	if err := context.Cause(ctx); err != nil {
-		out.err = &versori.TransportError{Op: versori.OpActivate, Err: err}
+		out.err = &versori.TransportError{Op: versori.OpActivate, Err: err, NotSent: true}
 	}
 	_ = retry.Do(ctx, b, func(ctx context.Context) error {
 		start := time.Now()
 		out = h.attempt(ctx, p, reconcile)
 		h.cfg.Metrics.ObserveAttempt(out.class, time.Since(start))
-		if out.class != versori.ClassTransient || h.interrupted() || ctx.Err() != nil {
+		if out.class != versori.ClassTransient || out.posted || h.interrupted() || ctx.Err() != nil {
+			return nil
+		}
+		if _, ok := limiterWait(out.err); ok {
 			return nil
 		}
 		reconcile = reconcile || out.unknown
@@ -187,11 +265,7 @@ func (h *Handler) run(ctx context.Context, p wirePayload, reconcile bool) outcom
 
 func (h *Handler) attempt(ctx context.Context, p wirePayload, reconcile bool) outcome {
 	if reconcile {
-		var act *versori.EndUserActivation
-		err := h.guard(func() (err error) {
-			act, err = h.cfg.Client.FindActivation(ctx, p.Pair.UserID, p.Pair.IntegrationID)
-			return err
-		})
+		act, err := h.lookUp(ctx, p)
 		if err != nil {
 			// The earlier outcome is still unknown, so the next attempt must look again.
 			return outcome{class: classOf(err), err: err, unknown: true}
@@ -205,10 +279,47 @@ func (h *Handler) attempt(ctx context.Context, p wirePayload, reconcile bool) ou
 		act, err = h.cfg.Client.ActivateJSON(ctx, p.Pair.UserID, p.Body)
 		return err
 	})
-	if err != nil {
-		return outcome{class: classOf(err), err: err, unknown: versori.IsOutcomeUnknown(err)}
+	if err == nil {
+		return outcome{class: versori.ClassOK, result: metrics.ResultActivated, activationID: act.ID}
 	}
-	return outcome{class: versori.ClassOK, result: metrics.ResultActivated, activationID: act.ID}
+	class := classOf(err)
+	if class == versori.ClassConflict {
+		// The API refused the POST because of existing state: the pair may be active already.
+		found, lerr := h.lookUp(ctx, p)
+		switch {
+		case lerr != nil:
+			return outcome{class: classOf(lerr), err: fmt.Errorf("looking up the pair after %w: %w", err, lerr), unknown: true}
+		case found != nil:
+			return outcome{class: versori.ClassOK, result: metrics.ResultAlreadyActive, activationID: found.ID}
+		}
+		return outcome{class: class, err: fmt.Errorf("%w (and the pair has no activation)", err)}
+	}
+	unknown := versori.IsOutcomeUnknown(err)
+	return outcome{class: class, err: err, unknown: unknown, posted: unknown}
+}
+
+// lookUp returns the pair's activation, or nil when it has none. Finding more than one means a
+// duplicate was made (by activator or by anything else): it is counted and logged with every id, for
+// a person to deactivate the extra ones; activator never deletes an activation on its own.
+func (h *Handler) lookUp(ctx context.Context, p wirePayload) (*versori.EndUserActivation, error) {
+	var acts []versori.EndUserActivation
+	err := h.guard(func() (err error) {
+		acts, err = h.cfg.Client.FindActivations(ctx, p.Pair.UserID, p.Pair.IntegrationID)
+		return err
+	})
+	if err != nil || len(acts) == 0 {
+		return nil, err
+	}
+	if len(acts) > 1 {
+		ids := make([]string, len(acts))
+		for i, a := range acts {
+			ids[i] = a.ID
+		}
+		h.cfg.Metrics.DuplicateActivations.Inc()
+		h.log.Error("the pair has more than one activation; activator deletes none: deactivate the extra ones (DELETE /activations/{id})",
+			"user_id", p.Pair.UserID, "integration_id", p.Pair.IntegrationID, "activation_ids", ids)
+	}
+	return &acts[0], nil
 }
 
 // guard runs a call through the circuit breaker, if there is one.
@@ -227,15 +338,26 @@ func classOf(err error) versori.Class {
 	return versori.Classify(err)
 }
 
-// snoozeWait is how long a job waits after a 429 or an open breaker, without using up an attempt. A
-// 429's wait is also shared with every worker.
-func (h *Handler) snoozeWait(ctx context.Context, out outcome) time.Duration {
+// snoozeWait is how long a job waits without using up an attempt: as long as the rate limit or a
+// shared back-off would have held its call, an open breaker's cool-down, or a 429's Retry-After
+// (capped at Policy.MaxRetryAfter). A 429's wait is also shared with every worker.
+func (h *Handler) snoozeWait(ctx context.Context, j job, p wirePayload, out outcome) time.Duration {
+	if wait, ok := limiterWait(out.err); ok {
+		return wait
+	}
 	if out.class == ClassCircuitOpen {
 		return h.cfg.Breaker.Cooldown()
 	}
+	pol := h.cfg.Policy
 	wait, ok := versori.RetryAfterOf(out.err)
 	if !ok {
-		wait = h.cfg.Policy.RateLimitWait
+		wait = pol.RateLimitWait
+	}
+	if wait > pol.MaxRetryAfter {
+		h.cfg.Metrics.RetryAfterCapped.Inc()
+		h.log.Warn("Retry-After is longer than MAX_RETRY_AFTER: waiting the maximum instead",
+			"task_id", j.id, "retry_after", wait.String(), "max_retry_after", pol.MaxRetryAfter.String())
+		wait = pol.MaxRetryAfter
 	}
 	if h.cfg.Backoff != nil {
 		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
@@ -245,6 +367,15 @@ func (h *Handler) snoozeWait(ctx context.Context, out outcome) time.Duration {
 		}
 	}
 	return wait
+}
+
+// checkKey asks CheckKey whether the API key is refused; without it, a refusal is taken to be the
+// key's.
+func (h *Handler) checkKey(ctx context.Context) KeyState {
+	if h.cfg.CheckKey == nil {
+		return KeyRefused
+	}
+	return h.cfg.CheckKey(ctx)
 }
 
 func (h *Handler) done(j job, p wirePayload, out outcome) error {
@@ -260,6 +391,13 @@ func (h *Handler) done(j job, p wirePayload, out outcome) error {
 // storeTimeout bounds a dead-letter write, which must happen even when the job's context is done.
 const storeTimeout = 5 * time.Second
 
+// storeRetryWait is how long a job whose dead letter could not be stored waits before it tries
+// again.
+const storeRetryWait = 5 * time.Second
+
+// deadLetter stores the job's dead letter and drops its task. When the store cannot be written, the
+// task is retried instead (counting an attempt, so that the next one looks first): the store, not
+// asynq's archive, is where a dead letter must end up.
 func (h *Handler) deadLetter(ctx context.Context, j job, p wirePayload, reason deadletter.Reason, class versori.Class, cause error) error {
 	e := deadletter.Entry{
 		ID:            j.id,
@@ -276,11 +414,12 @@ func (h *Handler) deadLetter(ctx context.Context, j job, p wirePayload, reason d
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
 	added, err := h.cfg.Store.Add(wctx, e)
-	switch {
-	case err != nil:
-		// asynq archives the task with the reason in its last error; the archive sweep stores it.
-		h.log.Error("could not write dead letter; the archive sweep will", "task_id", j.id, "error", err.Error())
-	case added:
+	if err != nil {
+		h.log.Error("could not store the dead letter; the job will try again", "task_id", j.id, "reason", string(reason),
+			"error", err.Error())
+		return &WaitError{Wait: storeRetryWait, Counts: true, Err: fmt.Errorf("storing the dead letter (%s): %w", reason, err)}
+	}
+	if added {
 		h.cfg.Metrics.DeadLetters.WithLabelValues(string(reason)).Inc()
 		h.cfg.Batches.Add(p.Batch, batch.FieldDeadPrefix+string(reason), 1)
 	}

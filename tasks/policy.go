@@ -22,7 +22,7 @@ const (
 	ActionRetry      Action = "retry"       // retry with backoff; counts as an attempt
 	ActionSnooze     Action = "snooze"      // retry after the wait the API asked for; not an attempt
 	ActionDeadLetter Action = "dead_letter" // store for a person; never retried
-	ActionPause      Action = "pause"       // pause the queue: every job would fail alike
+	ActionPause      Action = "pause"       // pause the queue: every job would fail alike (the key is refused)
 )
 
 // Rule is the policy for one outcome class.
@@ -37,6 +37,11 @@ const ClassCircuitOpen versori.Class = "circuit_open"
 
 // RuleFor is the policy table: what a job does after an attempt of the given class. perUserAuth is
 // true when calls use per-end-user JWTs, so that a refusal concerns one user rather than the key.
+//
+// With an API key, a refusal pauses the queue only when a probe call confirms that the key itself is
+// refused; when the probe is accepted, the refusal concerned the request, and the job is
+// dead-lettered with the rule's reason. A conflict (409) is looked up within the attempt: a pair
+// found active is done, so the rule applies only when none was found.
 func RuleFor(c versori.Class, perUserAuth bool) Rule {
 	switch c {
 	case versori.ClassOK:
@@ -51,6 +56,8 @@ func RuleFor(c versori.Class, perUserAuth bool) Rule {
 		return Rule{Action: ActionDeadLetter, Reason: deadletter.InvalidRequest}
 	case versori.ClassNotFound:
 		return Rule{Action: ActionDeadLetter, Reason: deadletter.NotFound}
+	case versori.ClassConflict:
+		return Rule{Action: ActionDeadLetter, Reason: deadletter.PermanentError}
 	case versori.ClassUnauthorized:
 		if perUserAuth {
 			return Rule{Action: ActionDeadLetter, Reason: deadletter.Unauthorized}
@@ -77,6 +84,15 @@ type RetryPolicy struct {
 	PausedWait time.Duration
 	// InterruptedWait is the wait of a job whose call was cut short by shutdown.
 	InterruptedWait time.Duration
+	// SettleTime is the least wait between a POST whose outcome is unknown (a 5xx, a timeout, a
+	// connection lost after the request was written) and the look-up that decides whether to POST
+	// again. Behind a gateway the backend may commit after the gateway has answered 504 or the client
+	// has given up: a look-up made at once finds nothing and the next POST makes a duplicate. It must
+	// be longer than the API's own request timeout behind its gateway.
+	SettleTime time.Duration
+	// MaxRetryAfter caps a 429's Retry-After: a longer one (a bogus header, a day's quota) is cut to
+	// it, logged and counted, so that one answer cannot stop every worker for a year.
+	MaxRetryAfter time.Duration
 }
 
 // DefaultRetryPolicy is the policy used for fields left zero.
@@ -85,6 +101,7 @@ func DefaultRetryPolicy() RetryPolicy {
 		Base: time.Second, Cap: 10 * time.Minute, RateLimitWait: 5 * time.Second,
 		QuickRetries: 2, QuickBase: 100 * time.Millisecond, QuickCap: time.Second,
 		PausedWait: 30 * time.Second, InterruptedWait: time.Second,
+		SettleTime: 2 * time.Minute, MaxRetryAfter: 15 * time.Minute,
 	}
 }
 
@@ -115,6 +132,12 @@ func (p RetryPolicy) WithDefaults() RetryPolicy {
 	if p.InterruptedWait <= 0 {
 		p.InterruptedWait = d.InterruptedWait
 	}
+	if p.SettleTime <= 0 {
+		p.SettleTime = d.SettleTime
+	}
+	if p.MaxRetryAfter <= 0 {
+		p.MaxRetryAfter = d.MaxRetryAfter
+	}
 	return p
 }
 
@@ -129,6 +152,12 @@ func (p RetryPolicy) RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	if errors.As(err, &w) {
 		return w.Wait + asynqRounding
 	}
+	return p.backoff(n)
+}
+
+// backoff is the wait before retry n after a failure: full jitter up to min(Cap, Base*2^n), at
+// least a second.
+func (p RetryPolicy) backoff(n int) time.Duration {
 	ceiling := p.Cap
 	// Base <= Cap>>n is Base<<n <= Cap without the overflow of Base<<n.
 	if n >= 0 && n < 63 && p.Base > 0 && p.Base <= p.Cap>>n {
@@ -158,21 +187,22 @@ type WaitError struct {
 func (e *WaitError) Error() string { return fmt.Sprintf("retry in %s: %v", e.Wait, e.Err) }
 func (e *WaitError) Unwrap() error { return e.Err }
 
-// deadLetterPrefix starts the error a dead-lettered job returns to asynq. asynq keeps that error as
-// the archived task's last error, so a sweep of the archive can recover the reason even when the
-// store write failed.
+// deadLetterPrefix starts the error a dead-lettered job returns to asynq.
 const deadLetterPrefix = "dead letter ("
 
-// DeadLetterError is returned for a job dead-lettered with reason; it wraps asynq.SkipRetry so that
-// asynq archives the task instead of retrying it.
+// DeadLetterError is returned for a job whose dead letter is stored; it wraps asynq.RevokeTask, so
+// that asynq drops the task rather than archive it. asynq's archive is capped at 10,000 tasks per
+// queue and deletes what it trims, task record included: the dead-letter store is the one place a
+// dead letter lives.
 func DeadLetterError(reason deadletter.Reason, err error) error {
-	return fmt.Errorf("%s%s): %w: %w", deadLetterPrefix, reason, err, asynq.SkipRetry)
+	return fmt.Errorf("%s%s): %w: %w", deadLetterPrefix, reason, err, asynq.RevokeTask)
 }
 
 var deadLetterRE = regexp.MustCompile(`^dead letter \(([a-z_]+)\)`)
 
 // ReasonFromError recovers the reason from an archived task's last error, or returns false when the
-// task was archived by asynq itself (a crash at the retry limit, for one).
+// task was archived by asynq itself (a job that killed its workers CrashRetries times in a row).
+// Releases before the dead-letter store held every dead letter archived their tasks with it.
 func ReasonFromError(lastErr string) (deadletter.Reason, bool) {
 	m := deadLetterRE.FindStringSubmatch(lastErr)
 	if m == nil {

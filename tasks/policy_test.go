@@ -38,6 +38,9 @@ func TestRuleFor(t *testing.T) {
 		{versori.ClassUnauthorized, true, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.Unauthorized}},
 		{versori.ClassNotFound, false, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.NotFound}},
 		{versori.ClassNotFound, true, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.NotFound}},
+		// A 409 whose look-up found the pair active is done before the rule applies.
+		{versori.ClassConflict, false, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.PermanentError}},
+		{versori.ClassConflict, true, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.PermanentError}},
 		{versori.ClassPermanent, false, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.PermanentError}},
 		{versori.ClassPermanent, true, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.PermanentError}},
 		{versori.Class("something_new"), false, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.PermanentError}},
@@ -218,8 +221,9 @@ func TestDeadLetterError(t *testing.T) {
 		t.Run(string(r), func(t *testing.T) {
 			t.Parallel()
 			err := tasks.DeadLetterError(r, inner)
-			if !errors.Is(err, asynq.SkipRetry) {
-				t.Error("does not wrap asynq.SkipRetry")
+			// Dropped, not archived: the dead-letter store holds it, and asynq's archive trims.
+			if !errors.Is(err, asynq.RevokeTask) || errors.Is(err, asynq.SkipRetry) {
+				t.Error("does not wrap asynq.RevokeTask alone")
 			}
 			var ae *versori.Error
 			if !errors.As(err, &ae) || ae != inner {

@@ -6,10 +6,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/versori/activator/ingest"
 	"github.com/versori/activator/internal/jsonappend"
 	"github.com/versori/activator/internal/jsonscan"
 	"github.com/versori/activator/versori"
@@ -30,26 +32,45 @@ type Payload struct {
 	// EnqueuedAt is when the job was first queued; a job older than the worker's maximum age is
 	// dead-lettered instead of retried.
 	EnqueuedAt time.Time `json:"enqueuedAt,omitzero"`
+	// MaxRetry, when positive, is how many failures the job may have before it is dead-lettered.
+	// NewTask gives asynq CrashRetries more, so that the handler, not asynq, ends the job. A payload
+	// without it (from an older producer) ends at asynq's own limit.
+	MaxRetry int `json:"maxRetry,omitempty"`
 }
+
+// CrashRetries is how many attempts asynq allows a job beyond Payload.MaxRetry. asynq counts the
+// recovery of a job whose worker died as a retry, and archives a recovered job that is at its limit
+// without calling the handler: its dead letter would then exist only in asynq's archive, which is
+// capped and trims silently. With these to spare, the handler ends every job itself, and asynq's
+// archive only ever sees a job that killed its workers this many times in a row.
+const CrashRetries = 10
 
 // TaskID is the stable asynq task id of a pair. Enqueueing a second task for a pair fails with
 // asynq.ErrTaskIDConflict for as long as the first task's record exists (queued, running, retrying,
-// archived, or completed and retained), which is what makes re-running a file safe. The integration
-// id is a ULID (no colon), so the id is unambiguous whatever the user id holds.
+// or completed and retained), which is what makes re-running a file safe. The integration id is a
+// ULID (no colon), so the id is unambiguous whatever the user id holds, and is written in canonical
+// form, so that one pair has one id whatever case it was spelt in.
 func TaskID(p versori.Pair) string {
-	return "act:" + p.IntegrationID + ":" + p.UserID
+	return "act:" + versori.CanonicalULID(p.IntegrationID) + ":" + p.UserID
 }
 
-// NewTask validates p's request and returns its task, with the pair's task id and opts.
+// NewTask validates p's request and returns its task, with the request's ULIDs in canonical form,
+// the pair's task id and opts. When p.MaxRetry is set, asynq's own limit is set above it (by
+// CrashRetries), whatever opts say.
 func NewTask(p Payload, opts ...asynq.Option) (*asynq.Task, error) {
-	if err := p.Request.Validate(); err != nil {
+	req, err := p.Request.Canonical()
+	if err != nil {
 		return nil, err
 	}
+	p.Request = req
 	b, err := p.MarshalJSON()
 	if err != nil {
 		return nil, fmt.Errorf("tasks: encoding payload: %w", err)
 	}
 	opts = append([]asynq.Option{asynq.TaskID(TaskID(p.Request.Pair()))}, opts...)
+	if p.MaxRetry > 0 {
+		opts = append(opts, asynq.MaxRetry(p.MaxRetry+CrashRetries))
+	}
 	return asynq.NewTask(TypeActivate, b, opts...), nil
 }
 
@@ -77,16 +98,36 @@ func (p Payload) MarshalJSON() ([]byte, error) {
 		}
 		b = append(b, '"')
 	}
+	if p.MaxRetry != 0 {
+		b = append(b, `,"maxRetry":`...)
+		b = strconv.AppendInt(b, int64(p.MaxRetry), 10)
+	}
 	return append(b, '}'), nil
 }
 
-// DecodePayload decodes and validates a task payload.
+// DecodePayload decodes and validates a task payload. Its request is read as every way in reads
+// one (ingest.DecodeRequest: exact field names, none twice, ULIDs made canonical), so that a payload
+// from another producer cannot name a pair other than the one the API would see.
 func DecodePayload(b []byte) (Payload, error) {
-	var p Payload
-	if err := json.Unmarshal(b, &p); err != nil {
-		return p, fmt.Errorf("tasks: payload is not JSON: %w", err)
+	var w struct {
+		Request json.RawMessage `json:"request"`
+		Payload
 	}
-	if err := p.Request.Validate(); err != nil {
+	if err := json.Unmarshal(b, &w); err != nil {
+		return w.Payload, fmt.Errorf("tasks: payload is not JSON: %w", err)
+	}
+	p := w.Payload
+	if len(w.Request) == 0 {
+		return p, fmt.Errorf("tasks: payload request: %w", &versori.ValidationError{Field: "request", Reason: "is missing"})
+	}
+	req, err := ingest.DecodeRequest(w.Request)
+	p.Request = req
+	if err != nil {
+		// The pair, if it can be read, names the dead letter.
+		var loose versori.ActivationRequest
+		if json.Unmarshal(w.Request, &loose) == nil {
+			p.Request = loose
+		}
 		return p, fmt.Errorf("tasks: payload request: %w", err)
 	}
 	return p, nil
@@ -102,6 +143,7 @@ type wirePayload struct {
 	Reconcile  bool
 	Batch      string
 	EnqueuedAt time.Time
+	MaxRetry   int
 	// decoded is the request when the payload was decoded whole (the slow path), even if invalid.
 	decoded *versori.ActivationRequest
 }
@@ -116,7 +158,8 @@ func readPayload(b []byte) (wirePayload, error) {
 		return p, nil
 	}
 	p, err := DecodePayload(b)
-	w := wirePayload{Pair: p.Request.Pair(), Reconcile: p.Reconcile, Batch: p.Batch, EnqueuedAt: p.EnqueuedAt, decoded: &p.Request}
+	w := wirePayload{Pair: p.Request.Pair(), Reconcile: p.Reconcile, Batch: p.Batch, EnqueuedAt: p.EnqueuedAt,
+		MaxRetry: p.MaxRetry, decoded: &p.Request}
 	if err != nil {
 		return w, err
 	}
@@ -132,7 +175,7 @@ func readWire(b []byte) (p wirePayload, ok bool) {
 		return p, false
 	}
 	ok = true
-	var seen [4]bool // request, reconcile, batch, enqueuedAt
+	var seen [5]bool // request, reconcile, batch, enqueuedAt, maxRetry
 	err := jsonscan.Object(b, func(name, v []byte) bool {
 		var err error
 		i := -1
@@ -151,9 +194,14 @@ func readWire(b []byte) (p wirePayload, ok bool) {
 			if s, err = jsonscan.String(v); err == nil {
 				p.EnqueuedAt, err = time.Parse(time.RFC3339Nano, s)
 			}
+		case "maxRetry":
+			i = 4
+			var n int64
+			n, err = strconv.ParseInt(string(v), 10, 0)
+			p.MaxRetry = int(n)
 		default:
 			// encoding/json would match these names whatever their case; leave them to it.
-			ok = !foldsTo(name, "request", "reconcile", "batch", "enqueuedAt")
+			ok = !foldsTo(name, "request", "reconcile", "batch", "enqueuedAt", "maxRetry")
 		}
 		if i >= 0 {
 			ok, seen[i] = ok && !seen[i], true
@@ -185,7 +233,10 @@ func readWire(b []byte) (p wirePayload, ok bool) {
 		}
 		return ok
 	})
-	if err != nil || !ok || !has[0] || !has[1] || !has[2] || p.Pair.Validate() != nil {
+	// A pair not in canonical form is left to the slow path, which makes it so: the request's bytes
+	// are sent as they are on this path.
+	if err != nil || !ok || !has[0] || !has[1] || !has[2] || p.Pair.Validate() != nil ||
+		p.Pair.Canonical() != p.Pair {
 		return wirePayload{}, false
 	}
 	return p, true

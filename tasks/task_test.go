@@ -188,12 +188,13 @@ func TestDecodePayloadErrors(t *testing.T) {
 	tests := []struct {
 		name       string
 		in         string
-		validation string // the field of a *versori.ValidationError; "" for a JSON error
+		validation string // the field of a *versori.ValidationError; "-" for a JSON error
 	}{
-		{"not JSON", `not json`, ""},
-		{"truncated", `{"request":{"userId":"a"`, ""},
+		{"not JSON", `not json`, "-"},
+		{"truncated", `{"request":{"userId":"a"`, "-"},
 		{"wrong type", `{"request":[]}`, ""},
-		{"empty object", `{}`, "userId"},
+		{"empty object", `{}`, "request"},
+		{"ambiguous user", `{"request":{"userId":"alice","USERID":"bob","integrationId":"` + tkIntegration1 + `"}}`, "USERID"},
 		{"no integration", `{"request":{"userId":"alice"}}`, "integrationId"},
 		{"bad dynamic variables", `{"request":{"userId":"alice","integrationId":"` + tkIntegration1 + `","dynamicVariables":[1]}}`, "dynamicVariables"},
 	}
@@ -205,8 +206,8 @@ func TestDecodePayloadErrors(t *testing.T) {
 				t.Fatal("DecodePayload succeeded")
 			}
 			var ve *versori.ValidationError
-			if isVE := errors.As(err, &ve); isVE != (tt.validation != "") {
-				t.Fatalf("error %v: validation error = %v, want %v", err, isVE, tt.validation != "")
+			if isVE := errors.As(err, &ve); isVE != (tt.validation != "-") {
+				t.Fatalf("error %v: validation error = %v, want %v", err, isVE, tt.validation != "-")
 			}
 			if ve != nil && ve.Field != tt.validation {
 				t.Errorf("Field = %q, want %q", ve.Field, tt.validation)

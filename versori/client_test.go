@@ -1139,9 +1139,12 @@ func TestTransportErrorsSentOrNot(t *testing.T) {
 			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				handled.Store(name, true)
 				_, _ = io.ReadAll(r.Body)
+				// The server cancels r's context only once it has read the body to its end; bound the
+				// wait too, so that a client gone early cannot hold the server's Close.
 				select {
 				case <-r.Context().Done():
 				case <-stop:
+				case <-time.After(5 * time.Second):
 				}
 			}))
 			t.Cleanup(ts.Close)

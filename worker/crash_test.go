@@ -62,7 +62,7 @@ func startProc(t *testing.T, db *redistest.DB, api *versoritest.Server, extraEnv
 	cmd.Env = append(os.Environ(),
 		"REDIS_URL="+db.URL(), "VERSORI_BASE_URL="+api.URL(), "VERSORI_API_KEY="+api.APIKey(),
 		"VERSORI_HUB_ID="+api.HubID(), "WORKER_CONCURRENCY=50", "QUEUE="+queue, "METRICS_ADDR=127.0.0.1:0",
-		"POLL_INTERVAL=50ms", "DLQ_SWEEP_INTERVAL=500ms", "LOG_LEVEL=warn")
+		"POLL_INTERVAL=50ms", "DLQ_SWEEP_INTERVAL=500ms", "LOG_LEVEL=warn", "SETTLE_TIME="+testSettle.String())
 	cmd.Env = append(cmd.Env, extraEnv...)
 	p := &proc{cmd: cmd, logs: &bytes.Buffer{}, done: make(chan error, 1)}
 	cmd.Stderr = p.logs

@@ -29,6 +29,10 @@ const (
 	queue              = "activations"
 )
 
+// testSettle is the settle time of the tests' workers: the stand-in's late commits land within
+// their LateCommitDelay (300 ms by default), where a real API behind a gateway needs minutes.
+const testSettle = 500 * time.Millisecond
+
 // writeRequests writes a JSONL file of n requests, the last missing of them for billing (which will
 // be dead-lettered as missing connections), and returns its path and the pairs in order.
 func writeRequests(t *testing.T, n, missing int) (string, []versori.Pair) {
@@ -70,6 +74,9 @@ func startWorker(t *testing.T, rdb redis.UniversalClient, api *versoritest.Serve
 	}
 	if mod != nil {
 		mod(&cfg)
+	}
+	if cfg.Policy.SettleTime == 0 {
+		cfg.Policy.SettleTime = testSettle
 	}
 	w, err := worker.New(rdb, cfg)
 	if err != nil {

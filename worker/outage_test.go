@@ -180,7 +180,7 @@ func startProcOn(t *testing.T, redisURL string, api *versoritest.Server, metrics
 	cmd.Env = append(os.Environ(),
 		"REDIS_URL="+redisURL, "VERSORI_BASE_URL="+api.URL(), "VERSORI_API_KEY="+api.APIKey(),
 		"VERSORI_HUB_ID="+api.HubID(), "WORKER_CONCURRENCY=50", "QUEUE="+queue, "METRICS_ADDR="+metricsAddr,
-		"POLL_INTERVAL=50ms", "DLQ_SWEEP_INTERVAL=500ms", "LOG_LEVEL=warn")
+		"POLL_INTERVAL=50ms", "DLQ_SWEEP_INTERVAL=500ms", "LOG_LEVEL=warn", "SETTLE_TIME="+testSettle.String())
 	cmd.Env = append(cmd.Env, extraEnv...)
 	p := &proc{cmd: cmd, logs: &bytes.Buffer{}, done: make(chan error, 1)}
 	cmd.Stderr = p.logs

@@ -36,6 +36,7 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 		level                    string
 		timeout                  time.Duration
 		retryBase, retryCap, rlw time.Duration
+		settle, maxRetryAfter    time.Duration
 		quick                    int
 	)
 	fs := envflag.New("worker", lookup, usageOut)
@@ -63,7 +64,10 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	fs.Duration(&retryBase, "retry-base", "RETRY_BASE", time.Second, "base of the exponential retry backoff")
 	fs.Duration(&retryCap, "retry-cap", "RETRY_CAP", 10*time.Minute, "cap of the exponential retry backoff")
 	fs.Duration(&rlw, "rate-limit-wait", "RATE_LIMIT_WAIT", 5*time.Second, "wait after a 429 that has no Retry-After")
-	fs.Int(&quick, "quick-retries", "QUICK_RETRIES", 2, "transient failures retried inside a job before it goes back to the queue")
+	fs.Int(&quick, "quick-retries", "QUICK_RETRIES", 2, "transient failures known not to have reached the API (refused connections, 408, 425, failed look-ups) retried inside a job before it goes back to the queue")
+	fs.Duration(&settle, "settle-time", "SETTLE_TIME", 2*time.Minute, "after a POST whose outcome is unknown (5xx, timeout, lost connection), wait at least this long before looking the pair up: the API may still commit it; longer than the API's own request timeout behind its gateway")
+	fs.Duration(&maxRetryAfter, "max-retry-after", "MAX_RETRY_AFTER", 15*time.Minute, "the longest Retry-After honoured; a longer one is cut to it (logged, and counted in activator_retry_after_capped_total)")
+	fs.Duration(&s.RedisRestartWindow, "redis-restart-window", "REDIS_RESTART_WINDOW", time.Minute, "after Redis restarts or fails over (and may have lost its latest writes), first attempts look up their pair before activating for this long (0: never)")
 	fs.Int(&s.RateLimit, "rate-limit", "VERSORI_RATE_LIMIT", 0, "most API calls per second, all workers together (0: no limit)")
 	fs.Int(&s.RateBurst, "rate-burst", "VERSORI_RATE_BURST", 1, "calls that may go at once after a quiet spell")
 	fs.Duration(&s.MaxAge, "max-job-age", "MAX_JOB_AGE", 24*time.Hour, "dead-letter a job still failing this long after it was enqueued (0: no limit)")
@@ -168,6 +172,16 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 		return s, errors.New("RETRY_BASE and RATE_LIMIT_WAIT must be positive, RETRY_CAP at least RETRY_BASE, QUICK_RETRIES not negative")
 	}
 	s.Policy.Base, s.Policy.Cap, s.Policy.RateLimitWait, s.Policy.QuickRetries = retryBase, retryCap, rlw, quick
+	if settle <= 0 || maxRetryAfter <= 0 {
+		return s, errors.New("SETTLE_TIME and MAX_RETRY_AFTER must be positive")
+	}
+	s.Policy.SettleTime, s.Policy.MaxRetryAfter = settle, maxRetryAfter
+	switch {
+	case s.RedisRestartWindow < 0:
+		return s, errors.New("REDIS_RESTART_WINDOW must not be negative (0 turns the guard off)")
+	case s.RedisRestartWindow == 0:
+		s.RedisRestartWindow = -1 // off; Config takes 0 as the default
+	}
 	return s, nil
 }
 

@@ -15,10 +15,11 @@ import (
 )
 
 // Sweeper makes sure nothing sits only in asynq's archive, which is capped and trims silently. The
-// handler stores its own dead letters, but asynq archives some tasks without calling it (a task
-// recovered after a crash when already at its retry limit), and a store write can fail; the sweeper
-// copies every archived task that has no entry into the dead-letter store. It is idempotent, so every
-// worker process may run one.
+// handler stores every dead letter itself and has asynq drop the task, but asynq archives a task
+// without calling the handler when it has killed its workers tasks.CrashRetries times in a row (and
+// releases before the store held every dead letter archived theirs); the sweeper copies every
+// archived task that has no entry into the dead-letter store. It is idempotent, so every worker
+// process may run one.
 type Sweeper struct {
 	inspector *asynq.Inspector
 	store     *deadletter.Store
@@ -63,7 +64,8 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 				continue
 			}
 			e := entryOf(t)
-			added, err := s.store.Add(ctx, e)
+			// Only while the task is still archived: a purge deletes the task first, then its entry.
+			added, err := s.store.AddWhile(ctx, e, asynqTaskKey(s.queue, t.ID))
 			if err != nil {
 				return moved, fmt.Errorf("sweeper: %w", err)
 			}
@@ -81,6 +83,10 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 		}
 	}
 }
+
+// asynqTaskKey is the key of a task's record in asynq v0.26's layout (internal/base.TaskKey), on the
+// queue's hash tag.
+func asynqTaskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
 
 // entryOf builds the dead letter of an archived task. A task archived by the handler names its reason
 // in its last error; one asynq archived itself ran out of attempts.

@@ -18,6 +18,7 @@ import (
 	"github.com/versori/activator/breaker"
 	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/internal/queuestate"
+	"github.com/versori/activator/internal/redisguard"
 	"github.com/versori/activator/metrics"
 	"github.com/versori/activator/ratelimit"
 	"github.com/versori/activator/results"
@@ -66,7 +67,11 @@ type Config struct {
 	// ProbeInterval is how often a queue paused for a refused API key is probed (default 30 s):
 	// when the key works again, the queue is resumed.
 	ProbeInterval time.Duration
-	Logger        *slog.Logger
+	// RedisRestartWindow is how long, after Redis is found restarted or failed over (and so may have
+	// lost its latest writes), first attempts look up their pair before activating (default 1 min;
+	// negative turns the guard off).
+	RedisRestartWindow time.Duration
+	Logger             *slog.Logger
 	// AdminUI serves asynqmon's queue UI at /ui/ on MetricsAddr (off by default, read-only unless
 	// AdminUI.Write). It has no auth of its own: bind MetricsAddr to a private interface.
 	AdminUI AdminUI
@@ -94,6 +99,8 @@ type Worker struct {
 	breaker   *breaker.Breaker
 	state     *queuestate.Controller
 	client    *versori.Client
+	keys      *keyChecker
+	guard     *redisguard.Guard
 	closeUI   func()
 }
 
@@ -123,6 +130,9 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	if cfg.ProbeInterval <= 0 {
 		cfg.ProbeInterval = 30 * time.Second
 	}
+	if cfg.RedisRestartWindow == 0 {
+		cfg.RedisRestartWindow = time.Minute
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -149,6 +159,9 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	// On the client asynq shares: a second worker on the same client adds a second hook, which
 	// is harmless (the inner one has already retried as long as the outer one would).
 	rdb.AddHook(jobEndRetry{stop: interruptCtx, every: 250 * time.Millisecond, log: w.log})
+	w.guard = redisguard.New(rdb, redisguard.Config{Queue: cfg.Queue, Window: max(cfg.RedisRestartWindow, 0),
+		Logger: w.log, OnChange: w.metrics.RedisRestarts.Inc})
+	rdb.AddHook(w.guard.Hook())
 	w.batches = batch.NewCounter(rdb, cfg.Queue, 0)
 	w.results = results.New(rdb, results.Config{Logger: w.log})
 	w.sweeper = NewSweeper(w.inspector, w.store, cfg.Queue, w.metrics, w.log)
@@ -176,9 +189,11 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 		return nil, err
 	}
 	w.client = client
+	w.keys = &keyChecker{client: client, ttl: keyCheckTTL}
 	h, err := tasks.NewHandler(tasks.HandlerConfig{
 		Client: client, Store: w.store, Metrics: w.metrics, Logger: w.log,
-		Policy: cfg.Policy, PerUserAuth: cfg.PerUserAuth, Pause: w.pauseQueue, Interrupt: interruptCtx,
+		Policy: cfg.Policy, PerUserAuth: cfg.PerUserAuth, Pause: w.pauseQueue, CheckKey: w.keys.Check,
+		LookFirst: w.guard.LookFirst, Interrupt: interruptCtx,
 		Breaker: w.breaker, Backoff: gate.Backoff, MaxAge: cfg.MaxAge, Batches: w.batches, Results: w.results,
 	})
 	if err != nil {
@@ -211,6 +226,10 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 }
 
 func (w *Worker) start(mux *asynq.ServeMux) error {
+	// Before the first job: a Redis that restarted while no worker ran is noticed before its jobs run.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	w.guard.Check(ctx)
+	cancel()
 	if w.cfg.MetricsAddr != "" {
 		ms, err := metrics.Listen(w.cfg.MetricsAddr, w.metrics.Registry, w.ready, w.adminHandlers())
 		if err != nil {
@@ -356,6 +375,56 @@ func (w *Worker) pauseQueue(ctx context.Context) error {
 // API accepts the key.
 const probeUser = "activator-probe"
 
+// keyCheckTTL is how long a probe's verdict on the API key is reused: a burst of refusals costs one
+// probe, and a key refused or restored is noticed within it.
+const keyCheckTTL = 5 * time.Second
+
+// keyChecker tells whether the API accepts the API key, by a probe call: listing the activations of a
+// made-up user needs the key and nothing else. A refusal of one request (a 403 about that end user or
+// integration) leaves the probe accepted; a refused key refuses it too.
+type keyChecker struct {
+	client *versori.Client
+	ttl    time.Duration
+
+	mu    sync.Mutex // held during a probe, so that the jobs asking at once share it
+	at    time.Time
+	state tasks.KeyState
+}
+
+// Check returns the key's state, probing unless a probe answered within the TTL.
+func (k *keyChecker) Check(ctx context.Context) tasks.KeyState {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !k.at.IsZero() && time.Since(k.at) < k.ttl {
+		return k.state
+	}
+	st, _ := k.probeLocked(ctx)
+	return st
+}
+
+// Probe probes now, whatever the last verdict, and returns the key's state and the probe's class.
+func (k *keyChecker) Probe(ctx context.Context) (tasks.KeyState, versori.Class) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.probeLocked(ctx)
+}
+
+func (k *keyChecker) probeLocked(ctx context.Context) (tasks.KeyState, versori.Class) {
+	_, err := k.client.ListUserActivations(ctx, probeUser, "")
+	c := versori.Classify(err)
+	st := tasks.KeyUnknown
+	switch c {
+	case versori.ClassOK, versori.ClassNotFound:
+		st = tasks.KeyAccepted
+	case versori.ClassUnauthorized:
+		st = tasks.KeyRefused
+	}
+	if st != tasks.KeyUnknown {
+		k.at, k.state = time.Now(), st
+	}
+	return st, c
+}
+
 // probeLoop resumes a queue that a worker paused for a refused API key, once a probe call shows the
 // key is accepted again. A queue an operator paused is left alone.
 func (w *Worker) probeLoop(ctx context.Context) {
@@ -374,16 +443,15 @@ func (w *Worker) probeLoop(ctx context.Context) {
 		if err != nil || !paused || reason != queuestate.ReasonUnauthorized {
 			continue
 		}
-		_, err = w.client.ListUserActivations(ctx, probeUser, "")
-		switch c := versori.Classify(err); c {
-		case versori.ClassOK, versori.ClassNotFound:
+		switch st, c := w.keys.Probe(ctx); st {
+		case tasks.KeyAccepted:
 			if err := w.state.Resume(ctx); err != nil {
 				w.log.Error("the API key works again, but resuming the queue failed", "error", err.Error())
 				continue
 			}
 			w.metrics.QueuePaused.Set(0)
 			w.log.Warn("the API key works again: queue resumed")
-		case versori.ClassUnauthorized:
+		case tasks.KeyRefused:
 			w.log.Error("the API still refuses the API key: queue stays paused; fix the key, then run `enqueue resume`")
 		default:
 			w.log.Warn("probe of the API key was inconclusive", "class", string(c))

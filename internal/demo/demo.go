@@ -23,6 +23,7 @@ import (
 
 	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/producer"
+	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/versori/versoritest"
 	"github.com/versori/activator/worker"
@@ -50,7 +51,7 @@ type Options struct {
 // activation was committed, which the worker must ride out without a duplicate.
 func DefaultFaults() versoritest.Faults {
 	return versoritest.Faults{Latency: 2 * time.Millisecond, ServerErrorRate: 0.03, RateLimitRate: 0.005,
-		RetryAfter: "1", DropAfterCommitRate: 0.02}
+		RetryAfter: "1", DropAfterCommitRate: 0.02, LateCommitRate: 0.01}
 }
 
 // Result is what a demo run did.
@@ -110,8 +111,9 @@ func Run(ctx context.Context, out io.Writer, o Options) (Result, error) {
 			return res, err
 		}
 	}
-	fmt.Fprintf(out, "activator demo: in-process Redis %s, Versori stand-in http://%s (faults: %.0f%% 503, %.0f%% 429, %.0f%% dropped after commit)\n",
-		mr.Addr(), ln.Addr(), o.Faults.ServerErrorRate*100, o.Faults.RateLimitRate*100, o.Faults.DropAfterCommitRate*100)
+	fmt.Fprintf(out, "activator demo: in-process Redis %s, Versori stand-in http://%s (faults: %.0f%% 503, %.1f%% 429, %.0f%% dropped after commit, %.0f%% 504 then committed later)\n",
+		mr.Addr(), ln.Addr(), o.Faults.ServerErrorRate*100, o.Faults.RateLimitRate*100, o.Faults.DropAfterCommitRate*100,
+		o.Faults.LateCommitRate*100)
 
 	start := time.Now()
 	p := producer.New(rdb, producer.Config{Queue: "activations"})
@@ -125,6 +127,10 @@ func Run(ctx context.Context, out io.Writer, o Options) (Result, error) {
 	w, err := worker.New(rdb, worker.Config{
 		Queue: "activations", Concurrency: o.Concurrency, PollInterval: 50 * time.Millisecond,
 		SweepInterval: time.Second, ShutdownGrace: 5 * time.Second,
+		// The stand-in commits a late activation within its LateCommitDelay (300 ms); a real API
+		// behind a gateway needs the default's minutes. The in-process Redis cannot restart.
+		Policy:             tasks.RetryPolicy{SettleTime: time.Second},
+		RedisRestartWindow: -1,
 		Versori: versori.Config{BaseURL: "http://" + ln.Addr().String(), HubID: api.HubID(),
 			Auth: versori.APIKey(api.APIKey()), Timeout: 5 * time.Second},
 		Logger: slog.New(slog.NewJSONHandler(o.Log, nil)),

@@ -42,7 +42,7 @@ type Env struct {
 const usageText = `usage:
   enqueue file PATH [flags]      enqueue a .jsonl/.ndjson/.csv file ("-": JSONL on stdin)
   enqueue dlq list [--json] [--reason R]
-  enqueue dlq requeue (ID... | --reason R | --all)
+  enqueue dlq requeue (ID... | --reason R | --all | --file FIXED)
   enqueue dlq purge (ID... | --reason R | --all)
   enqueue dlq export [--reason R]          JSONL of the dead letters' requests, in the input format
   enqueue status BATCH [--json] [--watch]  how far a batch is: queued, activated, dead-lettered, rate, ETA
@@ -227,8 +227,11 @@ func printSummary(w io.Writer, s producer.Summary, dry bool) {
 	if dry {
 		verb = "valid (dry run)"
 	}
-	fmt.Fprintf(w, "%s: %d\nalready queued or done: %d\nalready dead-lettered: %d\nrejected: %d\n",
-		verb, s.Enqueued, s.Duplicates, s.DeadLettered, s.Rejected)
+	fmt.Fprintf(w, "%s: %d\nalready queued or done: %d\n", verb, s.Enqueued, s.Duplicates)
+	if s.OtherQueue > 0 {
+		fmt.Fprintf(w, "  of which on another queue: %d (a pair is activated from the queue it was first queued on)\n", s.OtherQueue)
+	}
+	fmt.Fprintf(w, "already dead-lettered: %d\nrejected: %d\n", s.DeadLettered, s.Rejected)
 	if s.Failed > 0 {
 		fmt.Fprintf(w, "not enqueued (Redis failed): %d\n", s.Failed)
 	}
@@ -284,6 +287,8 @@ func runDLQ(ctx context.Context, args []string, env Env) (int, error) {
 		asJSON    bool
 		all       bool
 		reasonStr string
+		fixed     string
+		rejects   string
 	)
 	verb := args[0]
 	fs := newFlags("dlq "+verb, env, &c)
@@ -291,7 +296,11 @@ func runDLQ(ctx context.Context, args []string, env Env) (int, error) {
 	switch verb {
 	case "list":
 		fs.Bool(&asJSON, "json", "", false, "print one JSON array")
-	case "requeue", "purge":
+	case "requeue":
+		fs.Bool(&all, "all", "", false, "every dead letter")
+		fs.String(&fixed, "file", "", "", "a file of corrected rows (.jsonl/.ndjson/.csv, \"-\" for JSONL on stdin): each row replaces its pair's dead letter and is queued")
+		fs.String(&rejects, "rejects", "", "", "with --file: where malformed rows go (default: FILE.rejects.jsonl)")
+	case "purge":
 		fs.Bool(&all, "all", "", false, "every dead letter")
 	case "export":
 	default:
@@ -312,13 +321,25 @@ func runDLQ(ctx context.Context, args []string, env Env) (int, error) {
 	}
 	if verb == "requeue" || verb == "purge" {
 		chosen := 0
-		for _, b := range []bool{len(ids) > 0, reason != "", all} {
+		for _, b := range []bool{len(ids) > 0, reason != "", all, fixed != ""} {
 			if b {
 				chosen++
 			}
 		}
 		if chosen != 1 {
-			return ExitUsage, usageError{fmt.Errorf("dlq %s takes ids, --reason R or --all (one of them)", verb)}
+			what := "ids, --reason R or --all"
+			if verb == "requeue" {
+				what = "ids, --reason R, --all or --file FIXED"
+			}
+			return ExitUsage, usageError{fmt.Errorf("dlq %s takes %s (one of them)", verb, what)}
+		}
+	}
+	if rejects != "" && fixed == "" {
+		return ExitUsage, usageError{errors.New("--rejects goes with --file")}
+	}
+	if fixed != "" {
+		if _, err := ingest.FormatOf(fixed); err != nil {
+			return ExitUsage, usageError{err}
 		}
 	}
 	rdb, p, err := open(c)
@@ -336,35 +357,81 @@ func runDLQ(ctx context.Context, args []string, env Env) (int, error) {
 	case "export":
 		return dlqExport(ctx, store, reason, env.Stdout)
 	}
+	if fixed != "" {
+		return dlqRequeueFile(ctx, p, producer.RequeueFileOptions{Path: fixed, Stdin: env.Stdin, RejectsPath: rejects}, env.Stdout)
+	}
 	if len(ids) == 0 {
 		if ids, err = store.IDs(ctx, reason); err != nil {
 			return ExitFailed, err
 		}
 	}
 	if verb == "purge" {
-		n, err := store.Remove(ctx, ids...)
-		if err != nil {
-			return ExitFailed, err
-		}
-		fmt.Fprintf(env.Stdout, "purged: %d\n", n)
-		if n < len(ids) {
-			fmt.Fprintf(env.Stdout, "not found: %d\n", len(ids)-n)
-			return ExitRejected, nil
-		}
-		return ExitOK, nil
+		return dlqPurge(ctx, p, ids, env.Stdout)
 	}
-	res, err := p.Requeue(ctx, ids)
-	fmt.Fprintf(env.Stdout, "requeued: %d\n", len(res.Requeued))
-	if len(res.Busy) > 0 {
-		fmt.Fprintf(env.Stdout, "left (a job for the pair is queued or running): %s\n", strings.Join(res.Busy, " "))
-	}
+	return dlqRequeue(ctx, p, ids, env.Stdout)
+}
+
+// dlqPurge drops dead letters for good and frees their pairs.
+func dlqPurge(ctx context.Context, p *producer.Producer, ids []string, out io.Writer) (int, error) {
+	res, err := p.Purge(ctx, ids)
+	fmt.Fprintf(out, "purged: %d\n", len(res.Purged))
 	if len(res.Missing) > 0 {
-		fmt.Fprintf(env.Stdout, "not found: %s\n", strings.Join(res.Missing, " "))
+		fmt.Fprintf(out, "not found: %d\n", len(res.Missing))
 	}
 	if err != nil {
 		return ExitFailed, err
 	}
-	if len(res.Missing) > 0 || len(res.Busy) > 0 {
+	if len(res.Missing) > 0 {
+		return ExitRejected, nil
+	}
+	return ExitOK, nil
+}
+
+// dlqRequeue queues dead letters again with the requests they hold.
+func dlqRequeue(ctx context.Context, p *producer.Producer, ids []string, out io.Writer) (int, error) {
+	res, err := p.Requeue(ctx, ids)
+	fmt.Fprintf(out, "requeued: %d\n", len(res.Requeued))
+	if len(res.Busy) > 0 {
+		fmt.Fprintf(out, "left (a job for the pair is queued or running): %s\n", strings.Join(res.Busy, " "))
+	}
+	if len(res.Missing) > 0 {
+		fmt.Fprintf(out, "not found: %s\n", strings.Join(res.Missing, " "))
+	}
+	if len(res.Invalid) > 0 {
+		fmt.Fprintf(out, "left (their request is not valid; fix the rows and run `dlq requeue --file FIXED`, or purge them): %d\n", len(res.Invalid))
+		for _, e := range res.Invalid {
+			fmt.Fprintf(out, "  %s: %v\n", e.ID, e.Err)
+		}
+	}
+	if err != nil {
+		return ExitFailed, err
+	}
+	if len(res.Missing) > 0 || len(res.Busy) > 0 || len(res.Invalid) > 0 {
+		return ExitRejected, nil
+	}
+	return ExitOK, nil
+}
+
+// dlqRequeueFile replaces dead letters with the corrected rows of a file and queues them.
+func dlqRequeueFile(ctx context.Context, p *producer.Producer, o producer.RequeueFileOptions, out io.Writer) (int, error) {
+	sum, err := p.RequeueFile(ctx, o)
+	fmt.Fprintf(out, "requeued: %d\n", sum.Requeued)
+	if sum.NotDeadLettered > 0 {
+		fmt.Fprintf(out, "not dead-lettered (nothing done; lines %s): %d\n", joinInts(sum.NotDeadLetteredLines), sum.NotDeadLettered)
+	}
+	if sum.Busy > 0 {
+		fmt.Fprintf(out, "left (a job for the pair is queued or running; lines %s): %d\n", joinInts(sum.BusyLines), sum.Busy)
+	}
+	fmt.Fprintf(out, "rejected: %d\n", sum.Rejected)
+	if sum.RejectsPath != "" {
+		fmt.Fprintf(out, "rejects: %s\n", sum.RejectsPath)
+	}
+	switch {
+	case err != nil && sum.Rows == 0:
+		return ExitUsage, usageError{err}
+	case err != nil:
+		return ExitFailed, err
+	case sum.Rejected > 0 || sum.NotDeadLettered > 0 || sum.Busy > 0:
 		return ExitRejected, nil
 	}
 	return ExitOK, nil

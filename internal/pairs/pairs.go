@@ -1,0 +1,158 @@
+// Package pairs is the registry of every pair activator has queued, across queues: which queue owns
+// each pair, and whether a pair had a job before.
+//
+// asynq's task ids are unique within one queue only, and a task's record goes away (retention ends,
+// the archive trims it, a dead letter is revoked or purged). Without the registry, the same pair
+// queued on two queues would be activated twice, and a pair queued again after its record went away
+// would POST without looking first. The registry never forgets a pair: a pair it has seen is queued
+// again only with a look-up first (Seen), and only on the queue that owns it (Elsewhere otherwise).
+//
+// Its keys are activator:{pairs}:00 to activator:{pairs}:ff, hashes of task id -> owning queue (""
+// once released by a purge). They share the hash tag {pairs}, so on a Redis Cluster one script call
+// can claim a whole chunk of pairs; a claim is one script call per chunk, whatever its size.
+package pairs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// State is what a claim found.
+type State int
+
+// The states.
+const (
+	// Fresh: the pair was never queued; it is the claimer's now.
+	Fresh State = iota
+	// Seen: the pair was queued before, on the claimer's queue (or released since); it is the
+	// claimer's, and a job for it must look the pair up before activating.
+	Seen
+	// Elsewhere: another queue owns the pair; nothing was claimed.
+	Elsewhere
+)
+
+// Claim is what a claim found for one pair.
+type Claim struct {
+	State State
+	Owner string // the queue that owns the pair (the claimer's, unless Elsewhere)
+}
+
+// Registry is the pair registry on one Redis. It is safe for concurrent use.
+type Registry struct {
+	rdb redis.UniversalClient
+}
+
+// New returns the registry kept in rdb.
+func New(rdb redis.UniversalClient) *Registry { return &Registry{rdb: rdb} }
+
+// shards is how many hashes the registry is spread over, so that no one key grows to millions of
+// fields.
+const shards = 256
+
+// Key is the hash that holds taskID's entry.
+func Key(taskID string) string {
+	h := fnv.New32a()
+	h.Write([]byte(taskID))
+	return fmt.Sprintf("activator:{pairs}:%02x", h.Sum32()%shards)
+}
+
+// claimScript claims pairs for a queue. KEYS: each pair's shard. ARGV: the queue, then the task ids.
+// It returns, per pair, "n" (new), "s" (seen: ours, or released and now ours) or "o" followed by
+// the owning queue.
+var claimScript = redis.NewScript(`
+local out = {}
+for i = 1, #KEYS do
+  local id = ARGV[i + 1]
+  local v = redis.call("HGET", KEYS[i], id)
+  if not v then
+    redis.call("HSET", KEYS[i], id, ARGV[1])
+    out[i] = "n"
+  elseif v == ARGV[1] then
+    out[i] = "s"
+  elseif v == "" then
+    redis.call("HSET", KEYS[i], id, ARGV[1])
+    out[i] = "s"
+  else
+    out[i] = "o" .. v
+  end
+end
+return out
+`)
+
+// Claim claims the pairs of taskIDs for queue, in one round trip, and returns what it found for each,
+// in order.
+func (r *Registry) Claim(ctx context.Context, queue string, taskIDs []string) ([]Claim, error) {
+	if len(taskIDs) == 0 {
+		return nil, nil
+	}
+	if queue == "" {
+		return nil, errors.New("pairs: claim without a queue")
+	}
+	keys := make([]string, len(taskIDs))
+	args := make([]any, 0, len(taskIDs)+1)
+	args = append(args, queue)
+	for i, id := range taskIDs {
+		keys[i] = Key(id)
+		args = append(args, id)
+	}
+	vals, err := claimScript.Run(ctx, r.rdb, keys, args...).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("pairs: claiming %d pairs: %w", len(taskIDs), err)
+	}
+	if len(vals) != len(taskIDs) {
+		return nil, fmt.Errorf("pairs: claim answered %d values for %d pairs", len(vals), len(taskIDs))
+	}
+	out := make([]Claim, len(vals))
+	for i, v := range vals {
+		switch {
+		case v == "n":
+			out[i] = Claim{State: Fresh, Owner: queue}
+		case v == "s":
+			out[i] = Claim{State: Seen, Owner: queue}
+		case len(v) > 0 && v[0] == 'o':
+			out[i] = Claim{State: Elsewhere, Owner: v[1:]}
+		default:
+			return nil, fmt.Errorf("pairs: unexpected claim reply %s", strconv.Quote(v))
+		}
+	}
+	return out, nil
+}
+
+// releaseScript releases the pairs a queue owns. KEYS: each pair's shard. ARGV: the queue, then the
+// task ids. It returns how many were released.
+var releaseScript = redis.NewScript(`
+local n = 0
+for i = 1, #KEYS do
+  if redis.call("HGET", KEYS[i], ARGV[i + 1]) == ARGV[1] then
+    redis.call("HSET", KEYS[i], ARGV[i + 1], "")
+    n = n + 1
+  end
+end
+return n
+`)
+
+// Release gives up queue's ownership of the pairs of taskIDs, so that they may be queued again, on
+// any queue, as Seen (with a look-up first): a purged dead letter's pair may have been activated by
+// an attempt whose outcome was unknown. Pairs another queue owns are left alone.
+func (r *Registry) Release(ctx context.Context, queue string, taskIDs []string) (int, error) {
+	if len(taskIDs) == 0 {
+		return 0, nil
+	}
+	keys := make([]string, len(taskIDs))
+	args := make([]any, 0, len(taskIDs)+1)
+	args = append(args, queue)
+	for i, id := range taskIDs {
+		keys[i] = Key(id)
+		args = append(args, id)
+	}
+	n, err := releaseScript.Run(ctx, r.rdb, keys, args...).Int()
+	if err != nil {
+		return 0, fmt.Errorf("pairs: releasing %d pairs: %w", len(taskIDs), err)
+	}
+	return n, nil
+}

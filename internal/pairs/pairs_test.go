@@ -1,0 +1,79 @@
+package pairs_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/versori/activator/internal/pairs"
+	"github.com/versori/activator/internal/redistest"
+)
+
+func TestRegistry(t *testing.T) {
+	t.Parallel()
+	db := redistest.New(t)
+	r := pairs.New(db.Client)
+	ctx := context.Background()
+	const a, b = "act:01HZY8J5Q0A1B2C3D4E5F6G7H8:alice", "act:01HZY8J5Q0A1B2C3D4E5F6G7H8:bob"
+	type step struct {
+		name    string
+		release bool // else claim
+		queue   string
+		ids     []string
+		want    []pairs.Claim // claim
+		wantN   int           // release
+	}
+	steps := []step{
+		{name: "first claim", queue: "eu", ids: []string{a, b},
+			want: []pairs.Claim{{State: pairs.Fresh, Owner: "eu"}, {State: pairs.Fresh, Owner: "eu"}}},
+		{name: "again on the same queue", queue: "eu", ids: []string{a},
+			want: []pairs.Claim{{State: pairs.Seen, Owner: "eu"}}},
+		{name: "on another queue", queue: "us", ids: []string{b, a},
+			want: []pairs.Claim{{State: pairs.Elsewhere, Owner: "eu"}, {State: pairs.Elsewhere, Owner: "eu"}}},
+		{name: "another queue cannot release", release: true, queue: "us", ids: []string{a}, wantN: 0},
+		{name: "still elsewhere", queue: "us", ids: []string{a},
+			want: []pairs.Claim{{State: pairs.Elsewhere, Owner: "eu"}}},
+		{name: "the owner releases", release: true, queue: "eu", ids: []string{a}, wantN: 1},
+		{name: "a released pair is seen, on any queue", queue: "us", ids: []string{a, b},
+			want: []pairs.Claim{{State: pairs.Seen, Owner: "us"}, {State: pairs.Elsewhere, Owner: "eu"}}},
+		{name: "and now owned there", queue: "eu", ids: []string{a},
+			want: []pairs.Claim{{State: pairs.Elsewhere, Owner: "us"}}},
+		{name: "a queue name that starts like a reply", queue: "s", ids: []string{"act:X:c"},
+			want: []pairs.Claim{{State: pairs.Fresh, Owner: "s"}}},
+		{name: "seen by that queue", queue: "s", ids: []string{"act:X:c"},
+			want: []pairs.Claim{{State: pairs.Seen, Owner: "s"}}},
+		{name: "elsewhere from it", queue: "o", ids: []string{"act:X:c"},
+			want: []pairs.Claim{{State: pairs.Elsewhere, Owner: "s"}}},
+		{name: "nothing to claim", queue: "eu", ids: nil, want: nil},
+	}
+	for _, s := range steps {
+		if s.release {
+			n, err := r.Release(ctx, s.queue, s.ids)
+			if err != nil || n != s.wantN {
+				t.Fatalf("%s: Release = %d, %v; want %d", s.name, n, err, s.wantN)
+			}
+			continue
+		}
+		got, err := r.Claim(ctx, s.queue, s.ids)
+		if err != nil {
+			t.Fatalf("%s: Claim: %v", s.name, err)
+		}
+		if len(got) != len(s.want) {
+			t.Fatalf("%s: Claim = %+v, want %+v", s.name, got, s.want)
+		}
+		for i := range got {
+			if got[i] != s.want[i] {
+				t.Errorf("%s: Claim[%d] = %+v, want %+v", s.name, i, got[i], s.want[i])
+			}
+		}
+	}
+	// Every key is one of the 256 shards of the {pairs} hash tag.
+	keys, err := db.Client.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if len(k) != len("activator:{pairs}:00") || k[:len("activator:{pairs}:")] != "activator:{pairs}:" {
+			t.Errorf("unexpected key %q", k)
+		}
+	}
+}
