@@ -56,22 +56,26 @@ func TestEnqueueFileCountsItsBatch(t *testing.T) {
 	t.Parallel()
 	const n = 1000
 	db := redistest.New(t)
+	// Its own database: a pair is activated from the queue it was first queued on, so the same rows
+	// on another queue of the same Redis would queue nothing.
+	plainDB := redistest.New(t)
 	ctx := context.Background()
 	p := producer.New(db.Client, producer.Config{})
-	plain := producer.New(db.Client, producer.Config{Queue: "plain"})
+	plain := producer.New(plainDB.Client, producer.Config{Queue: "plain"})
 	path := writeRows(t, n)
 	tests := []struct {
 		name       string
+		db         *redistest.DB
 		p          *producer.Producer
 		opts       producer.FileOptions
 		wantQueued int64 // -1: no counter
 		wantSum    producer.Summary
 	}{
-		{"dry run", p, producer.FileOptions{Path: path, Batch: "dry", DryRun: true}, -1, producer.Summary{Rows: n, Enqueued: n}},
-		{"first run", p, producer.FileOptions{Path: path, Batch: "first"}, n, producer.Summary{Rows: n, Enqueued: n}},
-		{"re-run", p, producer.FileOptions{Path: path, Batch: "again"}, -1, producer.Summary{Rows: n, Duplicates: n}},
-		{"without the autopipeliner", plain, producer.FileOptions{Path: path, Batch: "plain", NoAutopipeline: true}, n, producer.Summary{Rows: n, Enqueued: n}},
-		{"re-run without the autopipeliner", plain, producer.FileOptions{Path: path, Batch: "plain-again", NoAutopipeline: true}, -1, producer.Summary{Rows: n, Duplicates: n}},
+		{"dry run", db, p, producer.FileOptions{Path: path, Batch: "dry", DryRun: true}, -1, producer.Summary{Rows: n, Enqueued: n}},
+		{"first run", db, p, producer.FileOptions{Path: path, Batch: "first"}, n, producer.Summary{Rows: n, Enqueued: n}},
+		{"re-run", db, p, producer.FileOptions{Path: path, Batch: "again"}, -1, producer.Summary{Rows: n, Duplicates: n}},
+		{"without the autopipeliner", plainDB, plain, producer.FileOptions{Path: path, Batch: "plain", NoAutopipeline: true}, n, producer.Summary{Rows: n, Enqueued: n}},
+		{"re-run without the autopipeliner", plainDB, plain, producer.FileOptions{Path: path, Batch: "plain-again", NoAutopipeline: true}, -1, producer.Summary{Rows: n, Duplicates: n}},
 	}
 	for _, tt := range tests { // in order: each run sees the queue the one before left
 		sum, err := tt.p.EnqueueFile(ctx, tt.opts)
@@ -82,7 +86,7 @@ func TestEnqueueFileCountsItsBatch(t *testing.T) {
 			sum.Failed != 0 || sum.CountErrors != 0 {
 			t.Errorf("%s: summary %+v, want %+v", tt.name, sum, tt.wantSum)
 		}
-		st, err := batch.Read(ctx, db.Client, tt.p.Queue(), tt.opts.Batch)
+		st, err := batch.Read(ctx, tt.db.Client, tt.p.Queue(), tt.opts.Batch)
 		switch {
 		case tt.wantQueued < 0 && !errors.Is(err, batch.ErrUnknown):
 			t.Errorf("%s: batch counter %+v, %v; want none", tt.name, st, err)
@@ -90,10 +94,13 @@ func TestEnqueueFileCountsItsBatch(t *testing.T) {
 			t.Errorf("%s: batch queued %d, %v; want %d", tt.name, st.Queued, err, tt.wantQueued)
 		}
 	}
-	for _, q := range []string{p.Queue(), plain.Queue()} {
-		if got := pending(t, db, q); got != n {
-			t.Errorf("queue %s: %d jobs pending, want %d", q, got, n)
+	for _, tt := range tests[len(tests)-2:] {
+		if got := pending(t, tt.db, tt.p.Queue()); got != n {
+			t.Errorf("queue %s: %d jobs pending, want %d", tt.p.Queue(), got, n)
 		}
+	}
+	if got := pending(t, db, p.Queue()); got != n {
+		t.Errorf("queue %s: %d jobs pending, want %d", p.Queue(), got, n)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -104,9 +105,10 @@ func expireLeases(t *testing.T, db *redistest.DB) int {
 
 // TestWorkerKilledMidCallActivatesOnce kills a worker process with SIGKILL while its calls are in
 // flight and already committed by the API, then starts another: the interrupted jobs come back as
-// retries, look up their pair, and count the activation they find as done. Tasks already at their
-// retry limit are archived by asynq's recoverer without reaching the handler; the sweep puts them in
-// the dead-letter store, and replaying them activates nothing twice.
+// retries, look up their pair, and count the activation they find as done, even those the recovery
+// brought to their retry limit (asynq's own limit is above it, so the handler ends them). Tasks of an
+// older producer at asynq's limit are archived by its recoverer without reaching the handler; the
+// sweep puts them in the dead-letter store, and replaying them activates nothing twice.
 func TestWorkerKilledMidCallActivatesOnce(t *testing.T) {
 	t.Parallel()
 	const n = 200
@@ -115,20 +117,29 @@ func TestWorkerKilledMidCallActivatesOnce(t *testing.T) {
 	path, pairs := writeRequests(t, n, 0)
 	p := producer.New(db.Client, producer.Config{Queue: queue})
 	ctx := context.Background()
-	// Ten pairs, queued first so that they are among the calls in flight, whose jobs may not fail
-	// even once.
+	// Twenty pairs, queued first so that they are among the calls in flight, whose jobs are at their
+	// retry limit once the crash is recovered: ten as this release queues them (Payload.MaxRetry,
+	// with asynq's own limit above it), which the handler ends itself, looking first; and ten as an
+	// older producer did (asynq's limit alone), which asynq's recoverer archives without calling the
+	// handler, for the sweep to store.
 	client := asynq.NewClientFromRedisClient(db.Client)
-	var atLimit []versori.Pair
-	for i := range 10 {
+	var atLimit, legacy []versori.Pair
+	for i := range 20 {
 		r := versori.ActivationRequest{UserID: fmt.Sprintf("limit-%d", i), IntegrationID: crmIntegration}
-		task, err := tasks.NewTask(tasks.Payload{Request: r}, asynq.Queue(queue), asynq.MaxRetry(0), asynq.Retention(time.Hour))
+		pl, opts := tasks.Payload{Request: r, MaxRetry: 1}, []asynq.Option{asynq.Queue(queue), asynq.Retention(time.Hour)}
+		if i%2 == 1 {
+			pl.MaxRetry, opts = 0, append(opts, asynq.MaxRetry(0))
+			legacy = append(legacy, r.Pair())
+		} else {
+			atLimit = append(atLimit, r.Pair())
+		}
+		task, err := tasks.NewTask(pl, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if _, err := client.EnqueueContext(ctx, task); err != nil {
 			t.Fatal(err)
 		}
-		atLimit = append(atLimit, r.Pair())
 	}
 	if _, err := p.EnqueueFile(ctx, producer.FileOptions{Path: path}); err != nil {
 		t.Fatal(err)
@@ -147,20 +158,32 @@ func TestWorkerKilledMidCallActivatesOnce(t *testing.T) {
 
 	api.SetFaults(versoritest.Faults{})
 	startProc(t, db, api)
-	all := append(append([]versori.Pair{}, pairs...), atLimit...)
+	all := append(append(append([]versori.Pair{}, pairs...), atLimit...), legacy...)
 	store := p.Store()
-	waitFor(t, 90*time.Second, "every pair active and the queue drained", func() bool {
-		return api.Stats().Activations >= len(all) && pendingWork(t, db) == 0
+	waitFor(t, 90*time.Second, "every pair active or dead-lettered, and the queue drained", func() bool {
+		c, _ := store.Count(ctx, "")
+		return api.Stats().Activations+int(c) >= len(all) && pendingWork(t, db) == 0
 	})
-	// The at-limit jobs that were in flight were archived by the recoverer without reaching the
-	// handler; the sweep must bring every one of them into the store.
-	waitFor(t, 30*time.Second, "the at-limit jobs swept into the store", func() bool {
+	// The legacy at-limit jobs that were in flight were archived by the recoverer without reaching
+	// the handler; the sweep must bring every one of them into the store.
+	waitFor(t, 30*time.Second, "the legacy at-limit jobs swept into the store", func() bool {
 		c, _ := store.Count(ctx, deadletter.RetriesExhausted)
-		return c == int64(len(atLimit))
+		return c == int64(len(legacy))
 	})
 	ids, err := store.IDs(ctx, deadletter.RetriesExhausted)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if !slices.ContainsFunc(legacy, func(p versori.Pair) bool { return tasks.TaskID(p) == id }) {
+			t.Errorf("dead letter %s: an at-limit job of this release was not ended by its handler", id)
+		}
+	}
+	// This release's at-limit jobs looked first and found their activation.
+	for _, pr := range atLimit {
+		if n := api.ActivationCount(pr); n != 1 {
+			t.Errorf("at-limit pair %s has %d activations, want 1", pr.UserID, n)
+		}
 	}
 	res, err := p.Requeue(ctx, ids)
 	if err != nil || len(res.Requeued) != len(ids) {
@@ -171,12 +194,13 @@ func TestWorkerKilledMidCallActivatesOnce(t *testing.T) {
 	if c, _ := store.Count(ctx, ""); c != 0 {
 		t.Errorf("%d dead letters remain", c)
 	}
-	t.Logf("killed with %d committed calls in flight; %d of the at-limit jobs were swept and replayed", inFlight, len(ids))
+	t.Logf("killed with %d committed calls in flight; %d of the legacy at-limit jobs were swept and replayed", inFlight, len(ids))
 }
 
 // TestWorkerSIGTERMHandsBackInFlightJobs stops a worker whose calls hang after committing: it exits 0
 // once the grace period is over, and the cut-short jobs come back as counted retries (not as fresh
-// jobs with retry count 0, which would activate again), so the next worker finds them active.
+// jobs with retry count 0, which would activate again), so the next worker finds them active; jobs
+// that were still waiting for a call slot come back unchanged.
 func TestWorkerSIGTERMHandsBackInFlightJobs(t *testing.T) {
 	t.Parallel()
 	const n = 100
@@ -209,9 +233,15 @@ func TestWorkerSIGTERMHandsBackInFlightJobs(t *testing.T) {
 	if len(retries) < 50 {
 		t.Errorf("%d jobs handed back as retries, want the 50 in flight", len(retries))
 	}
+	// A job held for a call slot that never sent its call comes back as it was (nothing happened);
+	// one whose call was cut short must come back counted, so that its next attempt looks first.
+	called := map[string]bool{}
+	for _, c := range api.Calls() {
+		called[tasks.TaskID(c.Pair)] = true
+	}
 	for _, r := range retries {
-		if r.Retried < 1 {
-			t.Errorf("task %s handed back with retry count %d", r.ID, r.Retried)
+		if r.Retried < 1 && called[r.ID] {
+			t.Errorf("task %s, whose call was cut short, handed back with retry count %d", r.ID, r.Retried)
 		}
 	}
 

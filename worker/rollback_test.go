@@ -1,0 +1,73 @@
+package worker_test
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/versori/activator/producer"
+	"github.com/versori/activator/versori"
+	"github.com/versori/activator/versori/versoritest"
+)
+
+// TestRedisRollbackActivatesOnce restarts Redis, mid-drain, from a snapshot taken a second before it
+// was killed, as a crash that loses the last second of an append-only file, or a failover to a
+// replica a second behind, would leave it: the jobs finished in that second are pending again, and
+// their next attempt is a first attempt. The worker notices the restart (Redis's run id changed) and
+// looks up every pair before activating for REDIS_RESTART_WINDOW, so no pair is activated twice. With
+// the guard off, the same rollback activates pairs twice: the case is real.
+func TestRedisRollbackActivatesOnce(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		window string // REDIS_RESTART_WINDOW
+		exact  bool   // every pair must end activated exactly once
+	}{
+		{"guarded", "1m", true},
+		{"unguarded", "0", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			const n = 3000
+			rs := startRedis(t, false)
+			api := versoritest.New(t, versoritest.Options{Faults: versoritest.Faults{Latency: 10 * time.Millisecond}})
+			path, pairs := writeRequests(t, n, 0)
+			ctx := context.Background()
+			if sum, err := producer.New(rs.Client, producer.Config{Queue: queue}).EnqueueFile(ctx, producer.FileOptions{Path: path}); err != nil || sum.Enqueued != n {
+				t.Fatalf("EnqueueFile = %+v, %v", sum, err)
+			}
+			startProcOn(t, rs.URL(), api, "127.0.0.1:"+strconv.Itoa(freePort(t)), "REDIS_RESTART_WINDOW="+tc.window)
+			waitFor(t, 30*time.Second, "a fifth of the pairs active", func() bool { return api.Stats().Activations >= n/5 })
+
+			if err := rs.Client.Save(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			atSnapshot := api.Stats().Activations
+			time.Sleep(time.Second)
+			atKill := api.Stats().Activations
+			rs.kill()
+			rs.Start() // from the snapshot: the last second's writes are gone
+			lists := func() int { return api.Stats().ByOpStatus[versori.OpListActivations+" 200"] }
+			listsBefore := lists()
+
+			waitFor(t, 2*time.Minute, "every pair active and the queue drained", func() bool {
+				for _, p := range pairs {
+					if api.ActivationCount(p) == 0 {
+						return false
+					}
+				}
+				return pendingOn(t, rs.Client) == 0
+			})
+			dups := len(api.Duplicates())
+			t.Logf("%s: snapshot at %d activations, killed at %d (%d finished in the lost second); after the restart: "+
+				"%d look-ups, %d pairs activated twice", tc.name, atSnapshot, atKill, atKill-atSnapshot, lists()-listsBefore, dups)
+			if tc.exact {
+				assertExactlyOnce(t, api, pairs)
+			} else if dups == 0 {
+				t.Errorf("without the guard, a rollback of %d finished jobs made no duplicate: the test does not exercise the case", atKill-atSnapshot)
+			}
+		})
+	}
+}
