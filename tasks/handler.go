@@ -98,14 +98,18 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 
 // job is what asynq tells a handler about the task it runs.
 type job struct {
-	id      string
-	queue   string
-	retried int
-	limit   int // failures allowed before the job is dead-lettered
-	start   time.Time
+	id       string
+	queue    string
+	retried  int
+	limit    int // failures allowed before the job is dead-lettered
+	asynqMax int // asynq's own limit, CrashRetries above limit for jobs of this release
+	start    time.Time
 }
 
 func (j job) lastAttempt() bool { return j.retried >= j.limit }
+
+// canWait reports whether asynq will run the job again after a counted failure.
+func (j job) canWait() bool { return j.retried < j.asynqMax }
 
 // outcome is the result of one attempt.
 type outcome struct {
@@ -128,7 +132,8 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	j.id, _ = asynq.GetTaskID(ctx)
 	j.queue, _ = asynq.GetQueueName(ctx)
 	j.retried, _ = asynq.GetRetryCount(ctx)
-	j.limit, _ = asynq.GetMaxRetry(ctx)
+	j.asynqMax, _ = asynq.GetMaxRetry(ctx)
+	j.limit = j.asynqMax
 
 	p, err := readPayload(t.Payload())
 	if err != nil {
@@ -146,6 +151,10 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		defer stop()
 	}
 
+	expired := h.cfg.MaxAge > 0 && !p.EnqueuedAt.IsZero() && time.Since(p.EnqueuedAt) > h.cfg.MaxAge
+	if j.retried > j.limit || (expired && j.retried > 0) {
+		return h.finalLookUp(ctx, j, p, expired)
+	}
 	reconcile := j.retried > 0 || p.Reconcile || (h.cfg.LookFirst != nil && h.cfg.LookFirst(ctx))
 	out := h.run(ctx, p, reconcile)
 	rule := RuleFor(out.class, h.cfg.PerUserAuth)
@@ -165,19 +174,24 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			rule = Rule{Action: ActionRetry, Reason: rule.Reason}
 		}
 	}
-	if rule.Action != ActionDone && rule.Action != ActionDeadLetter {
-		// Every way of waiting ends: at the retry limit (asynq archives a task there whatever the
-		// error says), or at the job's maximum age, which also bounds waits that use no attempt.
-		if j.lastAttempt() {
-			return h.deadLetter(ctx, j, p, rule.Reason, out.class, out.err)
-		}
-		if h.cfg.MaxAge > 0 && !p.EnqueuedAt.IsZero() && time.Since(p.EnqueuedAt) > h.cfg.MaxAge {
-			return h.deadLetter(ctx, j, p, rule.Reason, out.class,
-				fmt.Errorf("still failing %s after it was enqueued (maximum age %s): %w",
-					time.Since(p.EnqueuedAt).Round(time.Second), h.cfg.MaxAge, out.err))
-		}
-	}
 	pol := h.cfg.Policy
+	if rule.Action != ActionDone && rule.Action != ActionDeadLetter && (j.lastAttempt() || expired) {
+		// Every way of waiting ends: at the retry limit, or at the job's maximum age, which also
+		// bounds waits that use no attempt. But a POST whose outcome is unknown may still commit:
+		// a dead letter now could sit beside an activation. The job waits for the API to settle
+		// and one last attempt, a look-up and never a POST, decides (finalLookUp).
+		if out.posted && j.canWait() {
+			wait := max(pol.backoff(j.retried), pol.SettleTime)
+			h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "final_look_up"), slog.String("wait", wait.String()))
+			return &WaitError{Wait: wait, Counts: true, Err: fmt.Errorf("%s: %w", out.class, out.err)}
+		}
+		err := out.err
+		if !j.lastAttempt() {
+			err = fmt.Errorf("still failing %s after it was enqueued (maximum age %s): %w",
+				time.Since(p.EnqueuedAt).Round(time.Second), h.cfg.MaxAge, out.err)
+		}
+		return h.deadLetter(ctx, j, p, rule.Reason, out.class, err)
+	}
 	switch rule.Action {
 	case ActionDone:
 		return h.done(j, p, out)
@@ -219,6 +233,38 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 // count above zero would make the next attempt look first.
 func mustLookNext(j job, p wirePayload, out outcome) bool {
 	return out.unknown && j.retried == 0 && !p.Reconcile
+}
+
+// finalLookUp is the attempt of a job that has given up (past its retry limit or its maximum age)
+// after a POST whose outcome was unknown: it looks the pair up, never POSTs, and ends the job,
+// done when the pair is active, else dead-lettered. A look-up that fails is tried again while
+// asynq allows; past that, asynq archives the task and the sweep stores it.
+func (h *Handler) finalLookUp(ctx context.Context, j job, p wirePayload, expired bool) error {
+	start := time.Now()
+	act, err := h.lookUp(ctx, p)
+	out := outcome{class: versori.ClassOK, result: metrics.ResultAlreadyActive}
+	switch {
+	case err != nil:
+		out = outcome{class: classOf(err), err: err, unknown: true}
+	case act != nil:
+		out.activationID = act.ID
+	default:
+		why := "after its last attempts"
+		if expired {
+			why = fmt.Sprintf("%s after it was enqueued (maximum age %s)", time.Since(p.EnqueuedAt).Round(time.Second), h.cfg.MaxAge)
+		}
+		out = outcome{class: versori.ClassTransient, err: fmt.Errorf("gave up %s: a last look-up, once the API had "+
+			"settled, found no activation for the pair", why)}
+	}
+	h.cfg.Metrics.ObserveAttempt(out.class, time.Since(start))
+	switch {
+	case out.class == versori.ClassOK:
+		return h.done(j, p, out)
+	case out.unknown && j.canWait():
+		h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "final_look_up"))
+		return &WaitError{Wait: h.cfg.Policy.backoff(j.retried), Counts: true, Err: out.err}
+	}
+	return h.deadLetter(ctx, j, p, deadletter.RetriesExhausted, out.class, out.err)
 }
 
 // limiterWait is how long the rate limiter or a shared back-off would have held a call that it

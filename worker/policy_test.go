@@ -208,7 +208,9 @@ func TestPolicyTransientRetriedThenActivated(t *testing.T) {
 }
 
 // Row "transient", at the limit: always 503 with MaxRetry 1 ends in a dead letter after 2 attempts,
-// each of one POST (a 503 may have committed, so no quick retry follows it).
+// each of one POST (a 503 may have committed, so no quick retry follows it), and a last one that,
+// once the API has settled after the last 503, only looks: a dead letter never sits beside an
+// activation committed late.
 func TestPolicyTransientExhausted(t *testing.T) {
 	t.Parallel()
 	db := redistest.New(t)
@@ -224,18 +226,21 @@ func TestPolicyTransientExhausted(t *testing.T) {
 
 	waitFor(t, 15*time.Second, "the dead letter", func() bool { return hasDeadLetter(p.Store(), pair) })
 	e := deadLetter(t, p.Store(), pair)
-	if e.Reason != deadletter.RetriesExhausted || e.Attempts != maxRetry+1 || !strings.Contains(e.Error, "503") {
-		t.Errorf("dead letter = reason %s, attempts %d, error %q; want retries_exhausted after %d attempts with the 503",
-			e.Reason, e.Attempts, e.Error, maxRetry+1)
+	if e.Reason != deadletter.RetriesExhausted || e.Attempts != maxRetry+2 || !strings.Contains(e.Error, "found no activation") {
+		t.Errorf("dead letter = reason %s, attempts %d, error %q; want retries_exhausted after %d attempts and a last look-up",
+			e.Reason, e.Attempts, e.Error, maxRetry+2)
 	}
 	calls := pairCalls(api, pair)
-	if got := countOp(calls, versori.OpActivate); got != maxRetry+1 {
-		t.Errorf("%d POSTs, want %d (one per attempt): %v", got, maxRetry+1, callTrace(calls))
+	want := []string{"activate 503", "list_activations 200", "activate 503", "list_activations 200"}
+	if got := callTrace(calls); !slices.Equal(got, want) {
+		t.Errorf("calls = %v, want %v", got, want)
 	}
-	assertLooksBeforeEveryRetry(t, calls)
+	if last := calls[len(calls)-1].At.Sub(calls[len(calls)-2].At); last < testSettle {
+		t.Errorf("the last look-up came %s after the last 503, want at least the settle time %s", last, testSettle)
+	}
 	ws := []*worker.Worker{w}
-	if got := total(ws, attempts, string(versori.ClassTransient)); got != float64(maxRetry+1) {
-		t.Errorf("attempts{class=transient} = %v, want %d", got, maxRetry+1)
+	if got := total(ws, attempts, string(versori.ClassTransient)); got != float64(maxRetry+2) {
+		t.Errorf("attempts{class=transient} = %v, want %d", got, maxRetry+2)
 	}
 	if got := total(ws, deadLetters, string(deadletter.RetriesExhausted)); got != 1 {
 		t.Errorf("dead_letters{reason=retries_exhausted} = %v, want 1", got)
