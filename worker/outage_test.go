@@ -226,8 +226,14 @@ func httpStatus(url string) (int, error) {
 }
 
 // pendingOn is pendingWork on any Redis client.
-func pendingOn(t *testing.T, rdb redis.UniversalClient) int {
+func pendingOn(t *testing.T, rdb redis.UniversalClient) int { return pendingIn(t, rdb, queue) }
+
+// pendingIn is how many of queue's jobs are not finished yet; -1 when it cannot be read.
+func pendingIn(t *testing.T, rdb redis.UniversalClient, queue string) int {
 	qi, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo(queue)
+	if errors.Is(err, asynq.ErrQueueNotFound) {
+		return 0
+	}
 	if err != nil {
 		t.Logf("queue info: %v", err)
 		return -1

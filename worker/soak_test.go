@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/internal/redistest"
 	"github.com/versori/activator/internal/window"
@@ -77,7 +75,7 @@ func TestSoak(t *testing.T) {
 	}
 	<-victim.done
 	killedAt := time.Since(start)
-	recovered := recoverDeadLeases(t, db.Client)
+	recovered := recoverLeases(t, db.Client, queue)
 	startProc(t, db, api, env...)
 
 	waitFor(t, cfg.timeout, "every pair settled and the queue drained", func() bool {
@@ -123,29 +121,6 @@ func TestSoak(t *testing.T) {
 	t.Logf("soak: %d API calls %v; dropped after commit %d", st.Calls, st.ByOpStatus, st.Dropped)
 	t.Logf("soak: rate limit %d/s: busiest second %d calls, mean %.0f calls/s; Retry-After violations %d",
 		cfg.rateLimit, maxWindow, float64(len(calls))/elapsed.Seconds(), len(early))
-}
-
-// recoverDeadLeases makes the leases of a killed worker's tasks look a minute stale, so that the next
-// worker's recoverer takes them back at start instead of the test waiting out asynq's 30 s lease,
-// 30 s cutoff and one-minute recoverer period. A live worker extends its leases to now+30 s every
-// 5 s, so after 7 s every lease that ends within 24 s is a dead worker's.
-func recoverDeadLeases(t *testing.T, rdb *redis.Client) int {
-	t.Helper()
-	time.Sleep(7 * time.Second)
-	ctx := context.Background()
-	key := "asynq:{" + queue + "}:lease"
-	cut := strconv.FormatInt(time.Now().Add(24*time.Second).Unix(), 10)
-	ids, err := rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: key, ByScore: true, Start: "-inf", Stop: "(" + cut}).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stale := float64(time.Now().Add(-100 * time.Second).Unix())
-	for _, id := range ids {
-		if err := rdb.ZAddXX(ctx, key, redis.Z{Score: stale, Member: id}).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return len(ids)
 }
 
 // retryAfterViolations lists calls for a pair made before the Retry-After of an earlier 429 for it
