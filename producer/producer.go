@@ -258,8 +258,10 @@ func (p *Producer) requeueEntry(ctx context.Context, e deadletter.Entry, req ver
 	}
 	// A dead letter stored before the store kept every one may still have its task in asynq's
 	// archive, holding the task id: free it first.
-	if err := p.deleteArchived(e.ID); err != nil {
+	if err := p.deleteArchived(e.ID); errors.Is(err, errHasJob) {
 		return Duplicate, nil
+	} else if err != nil {
+		return "", err
 	}
 	id := tasks.TaskID(req.Pair())
 	claims, err := p.pairs.Claim(ctx, p.cfg.Queue, []string{id})
@@ -286,8 +288,11 @@ func (p *Producer) requeueEntry(ctx context.Context, e deadletter.Entry, req ver
 	return Enqueued, nil
 }
 
+// errHasJob says a dead letter's pair has a job queued or running again.
+var errHasJob = errors.New("the pair has a job queued or running")
+
 // deleteArchived deletes task id from asynq's archive, if it is there. A task in any other state is
-// left, and reported as an error: the pair has a job again.
+// left, and reported as errHasJob.
 func (p *Producer) deleteArchived(id string) error {
 	info, err := p.inspector.GetTaskInfo(p.cfg.Queue, id)
 	switch {
@@ -296,7 +301,7 @@ func (p *Producer) deleteArchived(id string) error {
 	case err != nil:
 		return err
 	case info.State != asynq.TaskStateArchived:
-		return fmt.Errorf("task %s is %s", id, info.State)
+		return fmt.Errorf("task %s is %s: %w", id, info.State, errHasJob)
 	}
 	err = p.inspector.DeleteTask(p.cfg.Queue, id)
 	if errors.Is(err, asynq.ErrTaskNotFound) {
@@ -309,6 +314,7 @@ func (p *Producer) deleteArchived(id string) error {
 type PurgeResult struct {
 	Purged  []string
 	Missing []string // no such dead letter
+	Busy    []string // the pair has a job queued or running again; the dead letter is left
 }
 
 // Purge drops the dead letters with the given ids for good: from the store, and from asynq's archive
@@ -333,7 +339,10 @@ func (p *Producer) Purge(ctx context.Context, ids []string) (PurgeResult, error)
 				continue
 			}
 			// The archived task first: a sweep between the two steps then finds neither.
-			if err := p.deleteArchived(id); err != nil {
+			if err := p.deleteArchived(id); errors.Is(err, errHasJob) {
+				res.Busy = append(res.Busy, id)
+				continue
+			} else if err != nil {
 				return res, fmt.Errorf("purging %s: %w", id, err)
 			}
 			found = append(found, id)
@@ -406,11 +415,6 @@ func (p *Producer) RequeueFile(ctx context.Context, o RequeueFileOptions) (Reque
 		o.RejectsPath = ingest.RejectsPath(o.Path)
 	}
 	rejects := ingest.NewRejectsWriter(o.RejectsPath)
-	defer func() {
-		if rejects.Count() > 0 {
-			sum.RejectsPath = rejects.Path()
-		}
-	}()
 	addLine := func(lines []int, n int) []int {
 		if len(lines) < maxFailedLines {
 			lines = append(lines, n)
@@ -460,6 +464,9 @@ func (p *Producer) RequeueFile(ctx context.Context, o RequeueFileOptions) (Reque
 	}
 	if err := rejects.Close(); err != nil {
 		return sum, fmt.Errorf("writing rejects: %w", err)
+	}
+	if rejects.Count() > 0 {
+		sum.RejectsPath = rejects.Path()
 	}
 	if err := context.Cause(ctx); err != nil {
 		return sum, fmt.Errorf("interrupted after %d rows: re-run the same file to requeue the rest: %w", sum.Rows, err)

@@ -378,10 +378,13 @@ func dlqPurge(ctx context.Context, p *producer.Producer, ids []string, out io.Wr
 	if len(res.Missing) > 0 {
 		fmt.Fprintf(out, "not found: %d\n", len(res.Missing))
 	}
+	if len(res.Busy) > 0 {
+		fmt.Fprintf(out, "left (a job for the pair is queued or running): %s\n", strings.Join(res.Busy, " "))
+	}
 	if err != nil {
 		return ExitFailed, err
 	}
-	if len(res.Missing) > 0 {
+	if len(res.Missing) > 0 || len(res.Busy) > 0 {
 		return ExitRejected, nil
 	}
 	return ExitOK, nil

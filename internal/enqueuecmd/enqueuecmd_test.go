@@ -1225,3 +1225,96 @@ func TestPauseResume(t *testing.T) {
 		t.Error("pausing another queue paused this one")
 	}
 }
+
+// TestDLQFixAndRequeue is the README's dead-letter workflow: requeue what can be requeued as it is
+// (a dead letter without a valid request is skipped and named, the rest still goes), fix the rows
+// and requeue them from a file (JSONL or CSV; malformed rows to the rejects file, rows without a dead
+// letter counted), and purge for good, after which the corrected row queues the pair again.
+func TestDLQFixAndRequeue(t *testing.T) {
+	t.Parallel()
+	db := redistest.New(t)
+	a, c := request("u-a"), request("u-c")
+	bad := request("u-b")
+	addDeadLetter(t, db, a, deadletter.MissingConnections)
+	addDeadLetter(t, db, bad, deadletter.InvalidRequest, func(e *deadletter.Entry) {
+		e.Request = versori.ActivationRequest{} // a payload that could not be read
+	})
+	addDeadLetter(t, db, c, deadletter.NotFound)
+
+	// --all requeues a and c, and names the entry it cannot send as it is.
+	r := runDB(t, db, "", "dlq", "requeue", "--all")
+	if r.code != enqueuecmd.ExitRejected || !strings.Contains(r.stdout, "requeued: 2\n") ||
+		!strings.Contains(r.stdout, "their request is not valid") || !strings.Contains(r.stdout, id(bad)+": ") {
+		t.Fatalf("requeue --all: want exit 1, 2 requeued and %s named:\n%s", id(bad), r)
+	}
+	if got := deadIDs(t, db); !slices.Equal(got, []string{id(bad)}) {
+		t.Errorf("dead letters left = %v, want only %s", got, id(bad))
+	}
+
+	// The fixed row replaces its dead letter; a row for a pair with no dead letter and a malformed
+	// row are reported, and the rest still runs.
+	fixed := fullRequest("u-b")
+	path := writeFile(t, "fixed.jsonl", jsonl(t, request("u-nobody"), fixed)+"{\"userId\":\n")
+	r = runDB(t, db, "", "dlq", "requeue", "--file", path)
+	if r.code != enqueuecmd.ExitRejected || !strings.Contains(r.stdout, "requeued: 1\n") ||
+		!strings.Contains(r.stdout, "not dead-lettered (nothing done; lines 1): 1\n") || !strings.Contains(r.stdout, "rejected: 1\n") ||
+		!strings.Contains(r.stdout, "rejects: "+path+".rejects.jsonl") {
+		t.Fatalf("requeue --file: want exit 1, 1 requeued, line 1 not dead-lettered, 1 rejected:\n%s", r)
+	}
+	p, state := payload(t, db, queue, id(bad))
+	if state != asynq.TaskStatePending || !p.Reconcile {
+		t.Errorf("the fixed job: state %v, reconcile %v; want pending, looking first", state, p.Reconcile)
+	}
+	sameRequest(t, p.Request, fixed)
+	if got := deadIDs(t, db); len(got) != 0 {
+		t.Errorf("dead letters left = %v, want none", got)
+	}
+	// Again: nothing left to requeue, and nothing queued twice.
+	r = runDB(t, db, "", "dlq", "requeue", "--file", path)
+	if r.code != enqueuecmd.ExitRejected || !strings.Contains(r.stdout, "requeued: 0\n") || pending(t, db, queue) != 3 {
+		t.Errorf("requeue --file again: want nothing requeued and 3 jobs pending:\n%s", r)
+	}
+
+	// CSV works the same, with ULIDs in lower case.
+	d := request("u-d")
+	addDeadLetter(t, db, d, deadletter.NotFound)
+	csvPath := writeFile(t, "fixed.csv", "userId,integrationId\nu-d,"+strings.ToLower(d.IntegrationID)+"\n")
+	if r = runDB(t, db, "", "dlq", "requeue", "--file", csvPath); r.code != enqueuecmd.ExitOK || !strings.Contains(r.stdout, "requeued: 1\n") {
+		t.Errorf("requeue --file CSV: want exit 0 and 1 requeued:\n%s", r)
+	}
+
+	// A purge is final, and frees the pair: the corrected row queues it again, looking first.
+	e := request("u-e")
+	addDeadLetter(t, db, e, deadletter.MissingConnections)
+	if r = runDB(t, db, "", "dlq", "purge", id(e)); r.code != enqueuecmd.ExitOK || !strings.Contains(r.stdout, "purged: 1\n") {
+		t.Fatalf("purge: want exit 0, 1 purged:\n%s", r)
+	}
+	r = runDB(t, db, "", "file", "--quiet", writeFile(t, "e.jsonl", jsonl(t, fullRequest("u-e"))))
+	if r.code != enqueuecmd.ExitOK {
+		t.Fatalf("file after the purge: want exit 0:\n%s", r)
+	}
+	counts(t, r, 1, 0, 0, 0)
+	if p, _ := payload(t, db, queue, id(e)); !p.Reconcile {
+		t.Errorf("the purged pair's new job does not look first: %+v", p)
+	}
+
+	// A dead letter whose pair has a job queued again is left by a purge, and named; the job stays.
+	addDeadLetter(t, db, a, deadletter.NotFound)
+	if r = runDB(t, db, "", "dlq", "purge", "--all"); r.code != enqueuecmd.ExitRejected || !strings.Contains(r.stdout, "left (a job for the pair is queued or running): "+id(a)) {
+		t.Errorf("purge of a busy pair: want exit 1 naming %s:\n%s", id(a), r)
+	}
+	if _, state := payload(t, db, queue, id(a)); state != asynq.TaskStatePending {
+		t.Errorf("the busy pair's job is %v, want pending", state)
+	}
+
+	// Usage errors, before Redis is asked.
+	for _, args := range [][]string{
+		{"dlq", "requeue", "--rejects", "x.jsonl", "--all"},
+		{"dlq", "requeue", "--file", "fixed.txt"},
+		{"dlq", "requeue", "--file", path, "--all"},
+	} {
+		if r := runDB(t, db, "", args...); r.code != enqueuecmd.ExitUsage {
+			t.Errorf("%v: want exit 2:\n%s", args, r)
+		}
+	}
+}

@@ -123,12 +123,14 @@ func (r *Registry) Claim(ctx context.Context, queue string, taskIDs []string) ([
 	return out, nil
 }
 
-// releaseScript releases the pairs a queue owns. KEYS: each pair's shard. ARGV: the queue, then the
-// task ids. It returns how many were released.
+// releaseScript releases the pairs a queue owns, or that no queue owns (a dead letter from before
+// the registry). KEYS: each pair's shard. ARGV: the queue, then the task ids. It returns how many
+// were released.
 var releaseScript = redis.NewScript(`
 local n = 0
 for i = 1, #KEYS do
-  if redis.call("HGET", KEYS[i], ARGV[i + 1]) == ARGV[1] then
+  local v = redis.call("HGET", KEYS[i], ARGV[i + 1])
+  if not v or v == ARGV[1] then
     redis.call("HSET", KEYS[i], ARGV[i + 1], "")
     n = n + 1
   end
@@ -138,7 +140,8 @@ return n
 
 // Release gives up queue's ownership of the pairs of taskIDs, so that they may be queued again, on
 // any queue, as Seen (with a look-up first): a purged dead letter's pair may have been activated by
-// an attempt whose outcome was unknown. Pairs another queue owns are left alone.
+// an attempt whose outcome was unknown. A pair the registry does not know (queued before it
+// existed) is recorded as released, for the same reason. Pairs another queue owns are left alone.
 func (r *Registry) Release(ctx context.Context, queue string, taskIDs []string) (int, error) {
 	if len(taskIDs) == 0 {
 		return 0, nil

@@ -44,6 +44,9 @@ func TestRegistry(t *testing.T) {
 		{name: "elsewhere from it", queue: "o", ids: []string{"act:X:c"},
 			want: []pairs.Claim{{State: pairs.Elsewhere, Owner: "s"}}},
 		{name: "nothing to claim", queue: "eu", ids: nil, want: nil},
+		{name: "releasing a pair never claimed", release: true, queue: "eu", ids: []string{"act:X:never"}, wantN: 1},
+		{name: "records it as seen", queue: "us", ids: []string{"act:X:never"},
+			want: []pairs.Claim{{State: pairs.Seen, Owner: "us"}}},
 	}
 	for _, s := range steps {
 		if s.release {
