@@ -304,29 +304,59 @@ func (s *Store) Remove(ctx context.Context, ids ...string) (int, error) {
 	return total, nil
 }
 
+// removeEntryScript deletes an entry only while it is the one a caller read (same dead-lettered
+// time). KEYS: entries, byTime, reason prefix. ARGV: id, deadLetteredAt as JSON holds it.
+var removeEntryScript = redis.NewScript(`
+local old = redis.call("HGET", KEYS[1], ARGV[1])
+if not old then return 0 end
+local ok, e = pcall(cjson.decode, old)
+if not ok or e.deadLetteredAt ~= ARGV[2] then return 0 end
+if e.reason then redis.call("ZREM", KEYS[3] .. e.reason, ARGV[1]) end
+redis.call("HDEL", KEYS[1], ARGV[1])
+redis.call("ZREM", KEYS[2], ARGV[1])
+return 1
+`)
+
+// RemoveEntry deletes e, as read from the store, and reports whether it did: a newer entry with the
+// same id (the requeued job was dead-lettered again meanwhile) is left, so that a requeue never
+// deletes the dead letter of the job it queued.
+func (s *Store) RemoveEntry(ctx context.Context, e Entry) (bool, error) {
+	n, err := removeEntryScript.Run(ctx, s.rdb, []string{s.keys.entries, s.keys.byTime, s.keys.prefix},
+		e.ID, e.DeadLetteredAt.UTC().Format(time.RFC3339Nano)).Int()
+	if err != nil {
+		return false, fmt.Errorf("deadletter: removing %s: %w", e.ID, err)
+	}
+	return n == 1, nil
+}
+
 // Trim applies a retention policy: it removes entries dead-lettered before olderThan (when not zero)
-// and the oldest entries beyond maxEntries (when positive), and returns how many it removed.
-func (s *Store) Trim(ctx context.Context, olderThan time.Time, maxEntries int64) (int, error) {
+// and the oldest entries beyond maxEntries (when positive), and returns the ids it removed, whose
+// pairs the caller should release (a pair that lost its dead letter must not stay owned by a queue
+// that has nothing for it).
+func (s *Store) Trim(ctx context.Context, olderThan time.Time, maxEntries int64) ([]string, error) {
 	var ids []string
 	if !olderThan.IsZero() {
 		old, err := s.rdb.ZRangeByScore(ctx, s.keys.byTime, &redis.ZRangeBy{Min: "-inf", Max: "(" + fmt.Sprint(olderThan.UnixMilli())}).Result()
 		if err != nil {
-			return 0, fmt.Errorf("deadletter: trimming: %w", err)
+			return nil, fmt.Errorf("deadletter: trimming: %w", err)
 		}
 		ids = append(ids, old...)
 	}
 	if maxEntries > 0 {
 		n, err := s.rdb.ZCard(ctx, s.keys.byTime).Result()
 		if err != nil {
-			return 0, fmt.Errorf("deadletter: trimming: %w", err)
+			return nil, fmt.Errorf("deadletter: trimming: %w", err)
 		}
 		if over := n - int64(len(ids)) - maxEntries; over > 0 {
 			more, err := s.rdb.ZRange(ctx, s.keys.byTime, int64(len(ids)), int64(len(ids))+over-1).Result()
 			if err != nil {
-				return 0, fmt.Errorf("deadletter: trimming: %w", err)
+				return nil, fmt.Errorf("deadletter: trimming: %w", err)
 			}
 			ids = append(ids, more...)
 		}
 	}
-	return s.Remove(ctx, ids...)
+	if _, err := s.Remove(ctx, ids...); err != nil {
+		return nil, err
+	}
+	return ids, nil
 }

@@ -387,7 +387,8 @@ func TestTrim(t *testing.T) {
 				mustAdd(t, s, e)
 				entries = append(entries, e)
 			}
-			removed, err := s.Trim(ctx, tt.olderThan, tt.maxEntries)
+			trimmed, err := s.Trim(ctx, tt.olderThan, tt.maxEntries)
+			removed := len(trimmed)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -440,15 +441,50 @@ func TestStoresOfQueuesAreSeparate(t *testing.T) {
 	if ids, _ := a.IDs(ctx, ""); !slices.Equal(ids, []string{ea.ID}) {
 		t.Errorf("a.IDs = %v", ids)
 	}
-	if n, err := a.Trim(ctx, time.Time{}, 0); err != nil || n != 0 {
-		t.Errorf("a.Trim = %d, %v", n, err)
+	if ids, err := a.Trim(ctx, time.Time{}, 0); err != nil || len(ids) != 0 {
+		t.Errorf("a.Trim = %v, %v", ids, err)
 	}
-	if n, err := b.Trim(ctx, dlBase.Add(time.Hour), 0); err != nil || n != 1 {
-		t.Errorf("b.Trim = %d, %v", n, err)
+	if ids, err := b.Trim(ctx, dlBase.Add(time.Hour), 0); err != nil || len(ids) != 1 {
+		t.Errorf("b.Trim = %v, %v", ids, err)
 	}
 	assertCounts(t, a, map[deadletter.Reason]int64{deadletter.NotFound: 1})
 	got, err := a.Get(ctx, ea.ID, eb.ID)
 	if err != nil || len(idsOf(got)) != 1 || got[0].ID != ea.ID {
 		t.Errorf("a.Get = %v, %v", got, err)
+	}
+}
+
+// TestRemoveEntryOnlyTheOneRead: a requeue removes the dead letter it read, never a newer one with
+// the same id (its job dead-lettered again meanwhile).
+func TestRemoveEntryOnlyTheOneRead(t *testing.T) {
+	t.Parallel()
+	db := redistest.New(t)
+	ctx := context.Background()
+	s := deadletter.NewStore(db.Client, "q")
+	first := deadletter.Entry{ID: "act:X:u", Reason: deadletter.NotFound, DeadLetteredAt: time.Now().UTC().Add(-time.Minute)}
+	if _, err := s.Add(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	read, err := s.Get(ctx, first.ID)
+	if err != nil || len(read) != 1 {
+		t.Fatalf("Get = %v, %v", read, err)
+	}
+	again := first
+	again.Reason, again.DeadLetteredAt = deadletter.MissingConnections, time.Now().UTC()
+	if _, err := s.Add(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.RemoveEntry(ctx, read[0]); err != nil || ok {
+		t.Fatalf("RemoveEntry of the stale entry = %v, %v; want false", ok, err)
+	}
+	if n, _ := s.Count(ctx, deadletter.MissingConnections); n != 1 {
+		t.Fatalf("the newer dead letter is gone")
+	}
+	latest, _ := s.Get(ctx, first.ID)
+	if ok, err := s.RemoveEntry(ctx, latest[0]); err != nil || !ok {
+		t.Fatalf("RemoveEntry of the entry read = %v, %v; want true", ok, err)
+	}
+	if n, _ := s.Count(ctx, ""); n != 0 {
+		t.Errorf("%d entries left, want none", n)
 	}
 }

@@ -156,13 +156,49 @@ func (p *Producer) countQueued(ctx context.Context, id string, n int64) error {
 // claimed in the pair registry with the result c. A pair another queue owns is a duplicate; one seen
 // before is queued with a look-up first, since an earlier job for it may have activated it.
 func (p *Producer) enqueueClaimed(ctx context.Context, pl tasks.Payload, c pairs.Claim) (Result, error) {
+	id := tasks.TaskID(pl.Request.Pair())
+	if c.State == pairs.Elsewhere {
+		var err error
+		if c, err = p.takeOverIfIdle(ctx, id, c); err != nil {
+			return Result{TaskID: id}, err
+		}
+	}
 	switch c.State {
 	case pairs.Elsewhere:
-		return Result{TaskID: tasks.TaskID(pl.Request.Pair()), Status: Duplicate, Owner: c.Owner}, nil
+		return Result{TaskID: id, Status: Duplicate, Owner: c.Owner}, nil
 	case pairs.Seen:
 		pl.Reconcile = true
 	}
 	return p.enqueue(ctx, pl)
+}
+
+// takeOverAge is how old another queue's claim must be before this queue may take the pair over: a
+// younger one may be an enqueue still on its way.
+const takeOverAge = time.Minute
+
+// takeOverIfIdle takes over a pair another queue owns but has nothing for (no task, no dead letter:
+// its enqueue failed after the claim, or its finished job's record expired), so that the request is
+// not dropped as a duplicate of nothing. The pair is Seen then: its job looks first.
+func (p *Producer) takeOverIfIdle(ctx context.Context, id string, c pairs.Claim) (pairs.Claim, error) {
+	if time.Since(c.Since) < takeOverAge {
+		return c, nil
+	}
+	_, err := p.inspector.GetTaskInfo(c.Owner, id)
+	switch {
+	case err == nil:
+		return c, nil
+	case !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound):
+		return c, err
+	}
+	has, err := deadletter.NewStore(p.rdb, c.Owner).Has(ctx, []string{id})
+	if err != nil || has[0] {
+		return c, err
+	}
+	ok, err := p.pairs.TakeOver(ctx, p.cfg.Queue, id, c)
+	if err != nil || !ok {
+		return c, err
+	}
+	return pairs.Claim{State: pairs.Seen, Owner: p.cfg.Queue}, nil
 }
 
 // enqueue queues a validated payload whose pair was checked against the dead-letter store and
@@ -275,7 +311,8 @@ func (p *Producer) requeueEntry(ctx context.Context, e deadletter.Entry, req ver
 	if r.Status != Enqueued {
 		return r.Status, nil
 	}
-	if _, err := p.store.Remove(ctx, e.ID); err != nil {
+	// Only the entry read: the new job may have been dead-lettered again already, under the same id.
+	if _, err := p.store.RemoveEntry(ctx, e); err != nil {
 		return "", err
 	}
 	// The job counts in its batch again when it ends, so it no longer counts as dead.

@@ -158,6 +158,10 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	reconcile := j.retried > 0 || p.Reconcile || (h.cfg.LookFirst != nil && h.cfg.LookFirst(ctx))
 	out := h.run(ctx, p, reconcile)
 	rule := RuleFor(out.class, h.cfg.PerUserAuth)
+	// A look-up that was to tell whether an earlier POST committed, and failed: its answer is about
+	// the look-up, not the request, so it decides nothing (a 404 or 403 on the list does not make the
+	// POST's a not_found or unauthorized).
+	lookUpFailed := out.unknown && !out.posted
 	if _, ok := limiterWait(out.err); ok {
 		// Not sent: the rate limit or a shared back-off lasts longer than the job may wait. That is
 		// a wait, never a failure.
@@ -174,14 +178,21 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			rule = Rule{Action: ActionRetry, Reason: rule.Reason}
 		}
 	}
+	if lookUpFailed && rule.Action == ActionDeadLetter {
+		rule = Rule{Action: ActionRetry, Reason: rule.Reason}
+	}
 	pol := h.cfg.Policy
 	if rule.Action != ActionDone && rule.Action != ActionDeadLetter && (j.lastAttempt() || expired) {
 		// Every way of waiting ends: at the retry limit, or at the job's maximum age, which also
-		// bounds waits that use no attempt. But a POST whose outcome is unknown may still commit:
-		// a dead letter now could sit beside an activation. The job waits for the API to settle
-		// and one last attempt, a look-up and never a POST, decides (finalLookUp).
-		if out.posted && j.canWait() {
-			wait := max(pol.backoff(j.retried), pol.SettleTime)
+		// bounds waits that use no attempt. But while whether the pair is active is unknown (a POST
+		// that may still commit, or a look-up that failed), a dead letter now could sit beside an
+		// activation: the job waits (for the API to settle, after a POST) and one last attempt, a
+		// look-up and never a POST, decides (finalLookUp).
+		if out.unknown && j.canWait() {
+			wait := pol.backoff(j.retried)
+			if out.posted {
+				wait = max(wait, pol.SettleTime)
+			}
 			h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "final_look_up"), slog.String("wait", wait.String()))
 			return &WaitError{Wait: wait, Counts: true, Err: fmt.Errorf("%s: %w", out.class, out.err)}
 		}
@@ -216,15 +227,15 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			return &WaitError{Wait: wait, Counts: !versori.IsNotSent(out.err) || mustLookNext(j, p, out), Err: out.err}
 		}
 		h.cfg.Batches.Add(p.Batch, batch.FieldRetries, 1)
-		err := fmt.Errorf("%s: %w", out.class, out.err)
+		// Every retry the handler asks for says how long to wait, so that RetryDelay can tell its
+		// own errors from asynq's (a job deadline or a lost lease), which may follow a POST.
+		wait := pol.backoff(j.retried)
 		if out.posted {
 			// The API may still commit the POST: look again only once it has settled.
-			wait := max(pol.backoff(j.retried), pol.SettleTime)
-			h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "retry"), slog.String("wait", wait.String()))
-			return &WaitError{Wait: wait, Counts: true, Err: err}
+			wait = max(wait, pol.SettleTime)
 		}
-		h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "retry"))
-		return err
+		h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "retry"), slog.String("wait", wait.String()))
+		return &WaitError{Wait: wait, Counts: true, Err: fmt.Errorf("%s: %w", out.class, out.err)}
 	}
 }
 
@@ -261,8 +272,18 @@ func (h *Handler) finalLookUp(ctx context.Context, j job, p wirePayload, expired
 	case out.class == versori.ClassOK:
 		return h.done(j, p, out)
 	case out.unknown && j.canWait():
-		h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "final_look_up"))
-		return &WaitError{Wait: h.cfg.Policy.backoff(j.retried), Counts: true, Err: out.err}
+		// Tried again within asynq's margin (CrashRetries), each try counted, so that it ends; a
+		// 429 or an open breaker sets the wait.
+		wait := h.cfg.Policy.backoff(j.retried)
+		if w, ok := limiterWait(out.err); ok {
+			wait = max(wait, w)
+		} else if w, ok := versori.RetryAfterOf(out.err); ok {
+			wait = max(wait, min(w, h.cfg.Policy.MaxRetryAfter))
+		} else if out.class == ClassCircuitOpen {
+			wait = max(wait, h.cfg.Breaker.Cooldown())
+		}
+		h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "final_look_up"), slog.String("wait", wait.String()))
+		return &WaitError{Wait: wait, Counts: true, Err: out.err}
 	}
 	return h.deadLetter(ctx, j, p, deadletter.RetriesExhausted, out.class, out.err)
 }
@@ -330,15 +351,17 @@ func (h *Handler) attempt(ctx context.Context, p wirePayload, reconcile bool) ou
 	}
 	class := classOf(err)
 	if class == versori.ClassConflict {
-		// The API refused the POST because of existing state: the pair may be active already.
+		// The API refused the POST because of existing state: the pair may be active already, or
+		// an earlier POST may still be committing, which the next look-up, after the settle time,
+		// finds.
 		found, lerr := h.lookUp(ctx, p)
 		switch {
 		case lerr != nil:
-			return outcome{class: classOf(lerr), err: fmt.Errorf("looking up the pair after %w: %w", err, lerr), unknown: true}
+			return outcome{class: classOf(lerr), err: fmt.Errorf("looking up the pair after %w: %w", err, lerr), unknown: true, posted: true}
 		case found != nil:
 			return outcome{class: versori.ClassOK, result: metrics.ResultAlreadyActive, activationID: found.ID}
 		}
-		return outcome{class: class, err: fmt.Errorf("%w (and the pair has no activation)", err)}
+		return outcome{class: class, err: fmt.Errorf("%w (and the pair has no activation yet)", err), unknown: true, posted: true}
 	}
 	unknown := versori.IsOutcomeUnknown(err)
 	return outcome{class: class, err: err, unknown: unknown, posted: unknown}

@@ -41,7 +41,8 @@ const ClassCircuitOpen versori.Class = "circuit_open"
 // With an API key, a refusal pauses the queue only when a probe call confirms that the key itself is
 // refused; when the probe is accepted, the refusal concerned the request, and the job is
 // dead-lettered with the rule's reason. A conflict (409) is looked up within the attempt: a pair
-// found active is done, so the rule applies only when none was found.
+// found active is done, so the rule applies only when none was found; then it is retried after the
+// settle time, since a POST still committing may be what the API conflicts with.
 func RuleFor(c versori.Class, perUserAuth bool) Rule {
 	switch c {
 	case versori.ClassOK:
@@ -57,7 +58,7 @@ func RuleFor(c versori.Class, perUserAuth bool) Rule {
 	case versori.ClassNotFound:
 		return Rule{Action: ActionDeadLetter, Reason: deadletter.NotFound}
 	case versori.ClassConflict:
-		return Rule{Action: ActionDeadLetter, Reason: deadletter.PermanentError}
+		return Rule{Action: ActionRetry, Reason: deadletter.PermanentError}
 	case versori.ClassUnauthorized:
 		if perUserAuth {
 			return Rule{Action: ActionDeadLetter, Reason: deadletter.Unauthorized}
@@ -145,14 +146,16 @@ func (p RetryPolicy) WithDefaults() RetryPolicy {
 // second before the delay it was given.
 const asynqRounding = time.Second
 
-// RetryDelay is asynq's RetryDelayFunc: a job that asked for a wait (a Retry-After, a pause, a
-// shutdown) gets that wait; any other failure gets exponential backoff with full jitter.
+// RetryDelay is asynq's RetryDelayFunc. The handler says how long every retry it asks for waits (a
+// WaitError). Any other error is asynq's own: the job's deadline passed or its worker died, perhaps
+// in the middle of a POST, so the wait is at least SettleTime, lest the next attempt's look-up come
+// before the API has committed what it was sent.
 func (p RetryPolicy) RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	var w *WaitError
 	if errors.As(err, &w) {
 		return w.Wait + asynqRounding
 	}
-	return p.backoff(n)
+	return max(p.backoff(n), p.SettleTime+asynqRounding)
 }
 
 // backoff is the wait before retry n after a failure: full jitter up to min(Cap, Base*2^n), at

@@ -38,9 +38,10 @@ func TestRuleFor(t *testing.T) {
 		{versori.ClassUnauthorized, true, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.Unauthorized}},
 		{versori.ClassNotFound, false, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.NotFound}},
 		{versori.ClassNotFound, true, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.NotFound}},
-		// A 409 whose look-up found the pair active is done before the rule applies.
-		{versori.ClassConflict, false, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.PermanentError}},
-		{versori.ClassConflict, true, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.PermanentError}},
+		// A 409 whose look-up found the pair active is done before the rule applies; else it is
+		// retried, after the settle time.
+		{versori.ClassConflict, false, tasks.Rule{Action: tasks.ActionRetry, Reason: deadletter.PermanentError}},
+		{versori.ClassConflict, true, tasks.Rule{Action: tasks.ActionRetry, Reason: deadletter.PermanentError}},
 		{versori.ClassPermanent, false, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.PermanentError}},
 		{versori.ClassPermanent, true, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.PermanentError}},
 		{versori.Class("something_new"), false, tasks.Rule{Action: tasks.ActionDeadLetter, Reason: deadletter.PermanentError}},
@@ -93,6 +94,21 @@ func TestRetryDelayWaitError(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRetryDelayAsynqErrors checks the errors asynq makes itself (a job deadline passed, a lease
+// lost to a crash): the handler could not say how long to wait, and its POST may still commit, so
+// the wait is at least the settle time.
+func TestRetryDelayAsynqErrors(t *testing.T) {
+	t.Parallel()
+	p := tasks.RetryPolicy{Base: time.Second, Cap: 10 * time.Minute, SettleTime: 2 * time.Minute}
+	for _, err := range []error{context.DeadlineExceeded, errors.New("asynq: task lease expired"), errors.New("panic: boom")} {
+		for _, n := range []int{0, 1, 3} {
+			if got := p.RetryDelay(n, err, nil); got < p.SettleTime {
+				t.Errorf("RetryDelay(%d, %v) = %s, want at least the settle time %s", n, err, got, p.SettleTime)
+			}
+		}
 	}
 }
 

@@ -176,8 +176,14 @@ const maxPages = 1000
 // integrationID is set, the API filters by it. A 200 page without the documented shape is a
 // *TransportError whose outcome is unknown, never an empty list.
 func (c *Client) ListUserActivations(ctx context.Context, userID, integrationID string) ([]EndUserActivation, error) {
+	acts, _, err := c.listUserActivations(ctx, userID, integrationID)
+	return acts, err
+}
+
+// listUserActivations is ListUserActivations, also returning the totalCount of the last page.
+func (c *Client) listUserActivations(ctx context.Context, userID, integrationID string) ([]EndUserActivation, int, error) {
 	if c.hubID == "" {
-		return nil, errors.New("versori list_activations: no hub id configured")
+		return nil, 0, errors.New("versori list_activations: no hub id configured")
 	}
 	path := "/embed/" + url.PathEscape(c.hubID) + "/users/" + url.PathEscape(userID) + "/activations"
 	var all []EndUserActivation
@@ -194,36 +200,55 @@ func (c *Client) ListUserActivations(ctx context.Context, userID, integrationID 
 		// page.decodeBody refuses an answer without an "activations" array, so that a gateway's or a
 		// changed API's 200 never reads as "this user has no activations".
 		if err := c.do(ctx, OpListActivations, http.MethodGet, path, q, userID, nil, &page); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		all = append(all, page.Activations...)
-		if page.Next == "" || page.Next == after || len(page.Activations) == 0 {
-			return all, nil
+		if page.Next == "" {
+			return all, page.TotalCount, nil
+		}
+		// An empty page with a cursor is followed too: stopping there could miss the activation.
+		if page.Next == after {
+			return nil, 0, &TransportError{Op: OpListActivations, Err: fmt.Errorf("the list's cursor %q does not advance", after)}
 		}
 		after = page.Next
 	}
-	return nil, &TransportError{Op: OpListActivations, Err: fmt.Errorf("more than %d pages", maxPages)}
+	return nil, 0, &TransportError{Op: OpListActivations, Err: fmt.Errorf("more than %d pages", maxPages)}
 }
 
 // FindActivations returns every activation userID has of integrationID, in the order the API lists
 // them (oldest first), or none.
 func (c *Client) FindActivations(ctx context.Context, userID, integrationID string) ([]EndUserActivation, error) {
-	acts, err := c.ListUserActivations(ctx, userID, integrationID)
+	acts, total, err := c.listUserActivations(ctx, userID, integrationID)
 	if err != nil {
 		return nil, err
 	}
-	// The API filters by integration already, but filtering again keeps a filter it ignores from
-	// returning other integrations. ULIDs are case-insensitive, so the id is compared as one.
+	found := matching(acts, integrationID)
+	if len(found) == 0 && total > len(acts) {
+		// The API counts more activations than it listed. Whether its count is of the filtered
+		// list (then the listing is broken) or of all the user's, the unfiltered list settles it;
+		// reading "none" here could make a second activation.
+		if acts, _, err = c.listUserActivations(ctx, userID, ""); err != nil {
+			return nil, err
+		}
+		found = matching(acts, integrationID)
+	}
+	if len(found) == 0 {
+		return nil, nil
+	}
+	return found, nil
+}
+
+// matching keeps the activations of integrationID. The API filters by integration already, but
+// filtering again keeps a filter it ignores from returning other integrations. ULIDs are
+// case-insensitive, so the id is compared as one.
+func matching(acts []EndUserActivation, integrationID string) []EndUserActivation {
 	found := acts[:0]
 	for _, a := range acts {
 		if strings.EqualFold(a.Integration.ID, integrationID) {
 			found = append(found, a)
 		}
 	}
-	if len(found) == 0 {
-		return nil, nil
-	}
-	return found, nil
+	return found
 }
 
 // FindActivation returns the first of userID's activations of integrationID as FindActivations lists

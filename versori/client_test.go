@@ -1335,3 +1335,66 @@ func TestFindActivationsDuplicates(t *testing.T) {
 		})
 	}
 }
+
+// TestFindActivationsReadsEveryPage checks the ways a listing could wrongly read as "no activation":
+// an empty page that still has a cursor (followed), a cursor that does not move (an unknown
+// outcome), and a total above what was listed (the unfiltered list is read to settle it).
+func TestFindActivationsReadsEveryPage(t *testing.T) {
+	t.Parallel()
+	act := `{"id":"01J0000000000000000000ACT1","hubId":"hub","integration":{"id":"` + ctIntegration + `"}}`
+	other := `{"id":"01J0000000000000000000ACT2","hubId":"hub","integration":{"id":"01J00000000000000000000THR"}}`
+	tests := []struct {
+		name       string
+		filtered   map[string]string // the filtered list's pages, by cursor ("" first)
+		unfiltered map[string]string
+		wantFound  int
+		wantErr    bool
+		wantCalls  int
+	}{
+		{"empty first page with a cursor", map[string]string{"": `{"activations":[],"next":"c1","totalCount":1}`,
+			"c1": `{"activations":[` + act + `],"totalCount":1}`}, nil, 1, false, 2},
+		{"a cursor that does not move", map[string]string{"": `{"activations":[],"next":"c1","totalCount":1}`,
+			"c1": `{"activations":[],"next":"c1","totalCount":1}`}, nil, 0, true, 2},
+		{"a total above the list: the unfiltered list has it", map[string]string{"": `{"activations":[],"totalCount":1}`},
+			map[string]string{"": `{"activations":[` + other + `,` + act + `],"totalCount":2}`}, 1, false, 2},
+		{"a total of the user's other activations", map[string]string{"": `{"activations":[],"totalCount":1}`},
+			map[string]string{"": `{"activations":[` + other + `],"totalCount":1}`}, 0, false, 2},
+		{"none", map[string]string{"": `{"activations":[],"totalCount":0}`}, nil, 0, false, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			calls := 0
+			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				calls++
+				mu.Unlock()
+				pages := tt.unfiltered
+				if r.URL.Query().Get("integration_id") != "" {
+					pages = tt.filtered
+				}
+				body, ok := pages[r.URL.Query().Get("after")]
+				if !ok {
+					http.NotFound(w, r)
+					return
+				}
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = io.WriteString(w, body)
+			}))
+			t.Cleanup(ts.Close)
+			c := newClient(t, versori.Config{BaseURL: ts.URL, HubID: "hub", Auth: versori.APIKey("k")})
+			found, err := c.FindActivations(context.Background(), "u", ctIntegration)
+			if tt.wantErr {
+				if !versori.IsOutcomeUnknown(err) {
+					t.Fatalf("FindActivations = %v, %v; want an unknown outcome", found, err)
+				}
+			} else if err != nil || len(found) != tt.wantFound {
+				t.Fatalf("FindActivations = %v, %v; want %d found", found, err, tt.wantFound)
+			}
+			if calls != tt.wantCalls {
+				t.Errorf("%d list calls, want %d", calls, tt.wantCalls)
+			}
+		})
+	}
+}

@@ -77,7 +77,9 @@ func IsOutcomeUnknown(err error) bool {
 		return !te.NotSent
 	}
 	var ae *Error
-	return errors.As(err, &ae) && ae.StatusCode >= 500 && ae.StatusCode <= 599
+	// 501 and 505 say the server does not do what was asked at all, so nothing was done.
+	return errors.As(err, &ae) && ae.StatusCode >= 500 && ae.StatusCode <= 599 &&
+		ae.StatusCode != http.StatusNotImplemented && ae.StatusCode != http.StatusHTTPVersionNotSupported
 }
 
 // IsNotSent reports whether err is a *TransportError for a request that provably never left the client.

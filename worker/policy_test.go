@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -386,8 +387,8 @@ func TestPolicyRateLimited(t *testing.T) {
 }
 
 // Rows "missing_connections", "invalid_request", "not_found" and "permanent": a dead letter at once,
-// after exactly one call (and, for a 409, the look-up it makes), with the row's reason. The task is
-// dropped from asynq: the dead-letter store is the one place it lives.
+// after exactly one call, with the row's reason. The task is dropped from asynq: the dead-letter
+// store is the one place it lives.
 func TestPolicyDeadLettersAtOnce(t *testing.T) {
 	t.Parallel()
 	const unknownIntegration = "01JDG0NE000000000000000000"
@@ -433,9 +434,6 @@ func TestPolicyDeadLettersAtOnce(t *testing.T) {
 		{"forbidden for this request only", policyRequest("u-forbidden"),
 			func(api *versoritest.Server, p versori.Pair) { api.Forbid(p) },
 			403, versori.ClassUnauthorized, deadletter.Unauthorized, nil},
-		{"conflict, and the pair is not active", policyRequest("u-conflict"),
-			func(api *versoritest.Server, p versori.Pair) { api.Script(p, versoritest.Fault{Status: 409}) },
-			409, versori.ClassConflict, deadletter.PermanentError, []string{"activate 409", "list_activations 200"}},
 		{"redirect", policyRequest("u-redirect"),
 			func(api *versoritest.Server, p versori.Pair) { api.Script(p, versoritest.Fault{Status: 307}) },
 			307, versori.ClassPermanent, deadletter.PermanentError, nil},
@@ -502,6 +500,60 @@ func TestPolicyDeadLettersAtOnce(t *testing.T) {
 	}
 	if n := archived(t, insp); n != 0 {
 		t.Errorf("%d tasks in asynq's archive, want none: dead letters live in the store only", n)
+	}
+}
+
+// A 409 says the API refused because of existing state: the job looks the pair up at once. When the
+// pair is not active (yet: what the API conflicts with may be a POST still committing), the job
+// retries after the settle time, looking first, and at its limit ends with a look-up only.
+func TestPolicyConflict(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		faults     []versoritest.Fault
+		wantCalls  []string
+		wantActive bool
+	}{
+		{"a POST still committing", []versoritest.Fault{{Status: 409, CommitAfter: 100 * time.Millisecond}},
+			[]string{"activate 409", "list_activations 200", "list_activations 200"}, true},
+		{"never active", slices.Repeat([]versoritest.Fault{{Status: 409}}, 5),
+			[]string{"activate 409", "list_activations 200", "list_activations 200", "activate 409", "list_activations 200", "list_activations 200"}, false},
+	}
+	db := redistest.New(t)
+	api := versoritest.New(t, versoritest.Options{})
+	startWorker(t, db.Client, api, withPolicy(policyTimings))
+	p := producer.New(db.Client, producer.Config{Queue: queue, MaxRetry: 1})
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req := policyRequest("u-conflict-" + strconv.Itoa(i))
+			pair := req.Pair()
+			api.Script(pair, tc.faults...)
+			enqueueAll(t, p, req)
+			waitFor(t, 15*time.Second, "the job's end", func() bool {
+				return hasDeadLetter(p.Store(), pair) || api.ActivationCount(pair) == 1 && pendingWork(t, db) == 0
+			})
+			calls := pairCalls(api, pair)
+			if got := callTrace(calls); !slices.Equal(got, tc.wantCalls) {
+				t.Errorf("calls = %v, want %v", got, tc.wantCalls)
+			}
+			// Each look-up after a 409's own comes after the settle time.
+			for i := 1; i < len(calls); i++ {
+				if calls[i].Op == versori.OpListActivations && calls[i-1].Op == versori.OpListActivations &&
+					calls[i].At.Sub(calls[i-1].At) < testSettle {
+					t.Errorf("look-up %d came %s after the one before, within the settle time", i, calls[i].At.Sub(calls[i-1].At))
+				}
+			}
+			if tc.wantActive {
+				if api.ActivationCount(pair) != 1 || hasDeadLetter(p.Store(), pair) {
+					t.Errorf("want one activation and no dead letter")
+				}
+				return
+			}
+			e := deadLetter(t, p.Store(), pair)
+			if e.Reason != deadletter.RetriesExhausted || api.ActivationCount(pair) != 0 {
+				t.Errorf("dead letter %s (%s), %d activations; want retries_exhausted and none", e.Reason, e.Error, api.ActivationCount(pair))
+			}
+		})
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/versori/activator/batch"
 	"github.com/versori/activator/breaker"
 	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/internal/pairs"
 	"github.com/versori/activator/internal/queuestate"
 	"github.com/versori/activator/internal/redisguard"
 	"github.com/versori/activator/metrics"
@@ -101,6 +102,7 @@ type Worker struct {
 	client    *versori.Client
 	keys      *keyChecker
 	guard     *redisguard.Guard
+	pairs     *pairs.Registry
 	closeUI   func()
 }
 
@@ -137,7 +139,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Policy = cfg.Policy.WithDefaults()
-	w := &Worker{cfg: cfg, rdb: rdb, log: cfg.Logger, state: queuestate.New(rdb, cfg.Queue)}
+	w := &Worker{cfg: cfg, rdb: rdb, log: cfg.Logger, state: queuestate.New(rdb, cfg.Queue), pairs: pairs.New(rdb)}
 
 	reasons := make([]string, 0, 6)
 	for _, r := range deadletter.Reasons() {
@@ -340,11 +342,18 @@ func (w *Worker) trim(ctx context.Context) {
 	if w.cfg.DeadLetterMaxAge > 0 {
 		before = time.Now().Add(-w.cfg.DeadLetterMaxAge)
 	}
-	n, err := w.store.Trim(ctx, before, w.cfg.DeadLetterMaxEntries)
+	ids, err := w.store.Trim(ctx, before, w.cfg.DeadLetterMaxEntries)
 	if err != nil {
 		w.log.Warn("dead-letter retention failed", "error", err.Error())
-	} else if n > 0 {
-		w.log.Info("dead-letter retention removed entries", "count", n)
+		return
+	}
+	if len(ids) == 0 {
+		return
+	}
+	w.log.Info("dead-letter retention removed entries", "count", len(ids))
+	// As a purge does: the pairs may be queued again, on any queue, looking first.
+	if _, err := w.pairs.Release(ctx, w.cfg.Queue, ids); err != nil {
+		w.log.Warn("dead-letter retention could not release its pairs", "error", err.Error())
 	}
 }
 

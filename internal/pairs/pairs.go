@@ -7,9 +7,10 @@
 // would POST without looking first. The registry never forgets a pair: a pair it has seen is queued
 // again only with a look-up first (Seen), and only on the queue that owns it (Elsewhere otherwise).
 //
-// Its keys are activator:{pairs}:00 to activator:{pairs}:ff, hashes of task id -> owning queue (""
-// once released by a purge). They share the hash tag {pairs}, so on a Redis Cluster one script call
-// can claim a whole chunk of pairs; a claim is one script call per chunk, whatever its size.
+// Its keys are activator:{pairs}:00 to activator:{pairs}:ff, hashes of task id -> "<queue>|<unix
+// seconds of the claim>" ("" once released by a purge). They share the hash tag {pairs}, so on a
+// Redis Cluster one script call can claim a whole chunk of pairs; a claim is one script call per
+// chunk, whatever its size.
 package pairs
 
 import (
@@ -18,6 +19,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -40,6 +43,10 @@ const (
 type Claim struct {
 	State State
 	Owner string // the queue that owns the pair (the claimer's, unless Elsewhere)
+	// Since is when the owner claimed the pair (Elsewhere only), by Redis's clock.
+	Since time.Time
+	// value is the registry's entry as found, for TakeOver.
+	value string
 }
 
 // Registry is the pair registry on one Redis. It is safe for concurrent use.
@@ -63,19 +70,18 @@ func Key(taskID string) string {
 
 // claimScript claims pairs for a queue. KEYS: each pair's shard. ARGV: the queue, then the task ids.
 // It returns, per pair, "n" (new), "s" (seen: ours, or released and now ours) or "o" followed by
-// the owning queue.
+// the entry that another queue owns it by.
 var claimScript = redis.NewScript(`
+if redis.replicate_commands then redis.replicate_commands() end
+local mine = ARGV[1] .. "|" .. redis.call("TIME")[1]
 local out = {}
 for i = 1, #KEYS do
   local id = ARGV[i + 1]
   local v = redis.call("HGET", KEYS[i], id)
-  if not v then
-    redis.call("HSET", KEYS[i], id, ARGV[1])
-    out[i] = "n"
-  elseif v == ARGV[1] then
-    out[i] = "s"
-  elseif v == "" then
-    redis.call("HSET", KEYS[i], id, ARGV[1])
+  if not v or v == "" then
+    redis.call("HSET", KEYS[i], id, mine)
+    if v then out[i] = "s" else out[i] = "n" end
+  elseif string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. "|" then
     out[i] = "s"
   else
     out[i] = "o" .. v
@@ -115,12 +121,44 @@ func (r *Registry) Claim(ctx context.Context, queue string, taskIDs []string) ([
 		case v == "s":
 			out[i] = Claim{State: Seen, Owner: queue}
 		case len(v) > 0 && v[0] == 'o':
-			out[i] = Claim{State: Elsewhere, Owner: v[1:]}
+			owner, since := parseEntry(v[1:])
+			out[i] = Claim{State: Elsewhere, Owner: owner, Since: since, value: v[1:]}
 		default:
 			return nil, fmt.Errorf("pairs: unexpected claim reply %s", strconv.Quote(v))
 		}
 	}
 	return out, nil
+}
+
+// parseEntry splits a registry entry into its queue and claim time.
+func parseEntry(v string) (queue string, since time.Time) {
+	i := strings.LastIndexByte(v, '|')
+	if i < 0 {
+		return v, time.Time{}
+	}
+	secs, _ := strconv.ParseInt(v[i+1:], 10, 64)
+	return v[:i], time.Unix(secs, 0)
+}
+
+// takeOverScript gives a pair to another queue while its entry is still the one read. KEYS: the
+// shard. ARGV: task id, entry read, new queue. It returns 1 when it took the pair over.
+var takeOverScript = redis.NewScript(`
+if redis.replicate_commands then redis.replicate_commands() end
+if redis.call("HGET", KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call("HSET", KEYS[1], ARGV[1], ARGV[3] .. "|" .. redis.call("TIME")[1])
+return 1
+`)
+
+// TakeOver gives the pair of taskID, which c says another queue owns, to queue, unless the owner's
+// entry changed since c was read. It is for a pair its owner has nothing for (no job, no dead
+// letter: a claim whose enqueue failed, a finished job whose record expired): it is Seen from then
+// on, so its job looks first.
+func (r *Registry) TakeOver(ctx context.Context, queue, taskID string, c Claim) (bool, error) {
+	n, err := takeOverScript.Run(ctx, r.rdb, []string{Key(taskID)}, taskID, c.value, queue).Int()
+	if err != nil {
+		return false, fmt.Errorf("pairs: taking over %s: %w", taskID, err)
+	}
+	return n == 1, nil
 }
 
 // releaseScript releases the pairs a queue owns, or that no queue owns (a dead letter from before
@@ -130,7 +168,7 @@ var releaseScript = redis.NewScript(`
 local n = 0
 for i = 1, #KEYS do
   local v = redis.call("HGET", KEYS[i], ARGV[i + 1])
-  if not v or v == ARGV[1] then
+  if not v or string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. "|" then
     redis.call("HSET", KEYS[i], ARGV[i + 1], "")
     n = n + 1
   end

@@ -3,6 +3,7 @@ package pairs_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/versori/activator/internal/pairs"
 	"github.com/versori/activator/internal/redistest"
@@ -44,6 +45,8 @@ func TestRegistry(t *testing.T) {
 		{name: "elsewhere from it", queue: "o", ids: []string{"act:X:c"},
 			want: []pairs.Claim{{State: pairs.Elsewhere, Owner: "s"}}},
 		{name: "nothing to claim", queue: "eu", ids: nil, want: nil},
+		{name: "a queue whose name starts another's", queue: "e", ids: []string{b},
+			want: []pairs.Claim{{State: pairs.Elsewhere, Owner: "eu"}}},
 		{name: "releasing a pair never claimed", release: true, queue: "eu", ids: []string{"act:X:never"}, wantN: 1},
 		{name: "records it as seen", queue: "us", ids: []string{"act:X:never"},
 			want: []pairs.Claim{{State: pairs.Seen, Owner: "us"}}},
@@ -64,11 +67,32 @@ func TestRegistry(t *testing.T) {
 			t.Fatalf("%s: Claim = %+v, want %+v", s.name, got, s.want)
 		}
 		for i := range got {
-			if got[i] != s.want[i] {
+			if got[i].State != s.want[i].State || got[i].Owner != s.want[i].Owner {
 				t.Errorf("%s: Claim[%d] = %+v, want %+v", s.name, i, got[i], s.want[i])
+			}
+			if got[i].State == pairs.Elsewhere && time.Since(got[i].Since) > time.Minute {
+				t.Errorf("%s: claimed since %s, want within the last minute", s.name, got[i].Since)
 			}
 		}
 	}
+	// Taking over: only while the owner's entry is the one read.
+	c, err := r.Claim(ctx, "us", []string{b})
+	if err != nil || c[0].State != pairs.Elsewhere {
+		t.Fatalf("Claim = %+v, %v", c, err)
+	}
+	if ok, err := r.TakeOver(ctx, "us", b, pairs.Claim{State: pairs.Elsewhere, Owner: "eu"}); err != nil || ok {
+		t.Fatalf("TakeOver with a stale entry = %v, %v; want false", ok, err)
+	}
+	if ok, err := r.TakeOver(ctx, "us", b, c[0]); err != nil || !ok {
+		t.Fatalf("TakeOver = %v, %v; want true", ok, err)
+	}
+	if c, _ := r.Claim(ctx, "us", []string{b}); c[0].State != pairs.Seen {
+		t.Errorf("after the take-over, us claims %+v, want Seen", c[0])
+	}
+	if c, _ := r.Claim(ctx, "eu", []string{b}); c[0].State != pairs.Elsewhere || c[0].Owner != "us" {
+		t.Errorf("after the take-over, eu claims %+v, want Elsewhere (us)", c[0])
+	}
+
 	// Every key is one of the 256 shards of the {pairs} hash tag.
 	keys, err := db.Client.Keys(ctx, "*").Result()
 	if err != nil {

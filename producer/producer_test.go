@@ -1,0 +1,91 @@
+package producer_test
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/internal/pairs"
+	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/producer"
+	"github.com/versori/activator/tasks"
+	"github.com/versori/activator/versori"
+)
+
+// TestEnqueueTakesOverAnIdlePair: a pair another queue owns is a duplicate while that queue has a
+// job or a dead letter for it, or claimed it less than a minute ago (its enqueue may be on its way).
+// Once it has neither (an enqueue that failed after its claim, a finished job whose record expired,
+// a dead letter trimmed by retention), another queue takes the pair over, and its job looks first:
+// the request is not dropped as a duplicate of nothing.
+func TestEnqueueTakesOverAnIdlePair(t *testing.T) {
+	t.Parallel()
+	db := redistest.New(t)
+	ctx := context.Background()
+	eu := producer.New(db.Client, producer.Config{Queue: "eu"})
+	us := producer.New(db.Client, producer.Config{Queue: "us"})
+	req := versori.ActivationRequest{UserID: "u-1", IntegrationID: "01HZY8Q6T4J8K2M3N4P5Q6R7S8"}
+	id := tasks.TaskID(req.Pair())
+	age := func() { // the eu claim, two minutes old
+		key := pairs.Key(id)
+		if err := db.Client.HSet(ctx, key, id, "eu|"+strconv.FormatInt(time.Now().Add(-2*time.Minute).Unix(), 10)).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	enqueue := func(p *producer.Producer) producer.Result {
+		t.Helper()
+		res, err := p.Enqueue(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+
+	if res := enqueue(eu); res.Status != producer.Enqueued {
+		t.Fatalf("eu: %+v, want enqueued", res)
+	}
+	age()
+	if res := enqueue(us); res.Status != producer.Duplicate || res.Owner != "eu" {
+		t.Fatalf("us, while eu has the job: %+v, want a duplicate owned by eu", res)
+	}
+	// eu's job ends as a dead letter: still eu's.
+	insp := asynq.NewInspectorFromRedisClient(db.Client)
+	if err := insp.DeleteTask("eu", id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eu.Store().Add(ctx, deadletter.Entry{ID: id, Reason: deadletter.NotFound, Request: req}); err != nil {
+		t.Fatal(err)
+	}
+	if res := enqueue(us); res.Status != producer.Duplicate || res.Owner != "eu" {
+		t.Fatalf("us, while eu has the dead letter: %+v, want a duplicate owned by eu", res)
+	}
+	// The dead letter goes (as DLQ_MAX_AGE's trim would, had it not released the pair): eu has
+	// nothing, but its claim is fresh, so us waits.
+	if _, err := eu.Store().Remove(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Client.HSet(ctx, pairs.Key(id), id, "eu|"+strconv.FormatInt(time.Now().Unix(), 10)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if res := enqueue(us); res.Status != producer.Duplicate {
+		t.Fatalf("us, with eu's claim a moment old: %+v, want a duplicate", res)
+	}
+	age()
+	if res := enqueue(us); res.Status != producer.Enqueued {
+		t.Fatalf("us, with eu idle: %+v, want enqueued", res)
+	}
+	info, err := insp.GetTaskInfo("us", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := tasks.DecodePayload(info.Payload)
+	if err != nil || !p.Reconcile {
+		t.Errorf("the taken-over job: %+v, %v; want it to look first", p, err)
+	}
+	if res := enqueue(eu); res.Status != producer.Duplicate || res.Owner != "us" {
+		t.Errorf("eu, after the take-over: %+v, want a duplicate owned by us", res)
+	}
+}
