@@ -117,6 +117,11 @@ func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, err
 		return sum, err
 	}
 	defer closeIn()
+	if !o.DryRun {
+		if err := p.backfill(ctx); err != nil {
+			return sum, err
+		}
+	}
 	counted := &countingReader{r: in}
 	rd, err := ingest.NewReader(counted, format)
 	if err != nil {

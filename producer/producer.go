@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -62,6 +63,9 @@ type Producer struct {
 	state     *queuestate.Controller
 	pairs     *pairs.Registry
 	rdb       redis.UniversalClient
+
+	backfillMu sync.Mutex // held while the registry is backfilled, once per producer
+	backfilled bool
 }
 
 // New returns a Producer that enqueues through rdb. The producer holds no resources of its own: the
@@ -136,6 +140,9 @@ func (p *Producer) Enqueue(ctx context.Context, req versori.ActivationRequest, o
 	if has[0] {
 		return Result{TaskID: id, Status: DeadLettered}, nil
 	}
+	if err := p.backfill(ctx); err != nil {
+		return Result{TaskID: id}, err
+	}
 	claims, err := p.pairs.Claim(ctx, p.cfg.Queue, []string{id})
 	if err != nil {
 		return Result{TaskID: id}, err
@@ -145,6 +152,21 @@ func (p *Producer) Enqueue(ctx context.Context, req versori.ActivationRequest, o
 		err = p.countQueued(ctx, pl.Batch, 1)
 	}
 	return res, err
+}
+
+// backfill makes sure the pair registry knows the pairs queued before it existed (pairs.Backfill);
+// a producer asks Redis once, before its first claim.
+func (p *Producer) backfill(ctx context.Context) error {
+	p.backfillMu.Lock()
+	defer p.backfillMu.Unlock()
+	if p.backfilled {
+		return nil
+	}
+	if err := p.pairs.Backfill(ctx); err != nil {
+		return err
+	}
+	p.backfilled = true
+	return nil
 }
 
 // countQueued adds n to a batch's queued counter.
@@ -250,6 +272,9 @@ const requeueChunk = 500
 // in Invalid; the others are requeued.
 func (p *Producer) Requeue(ctx context.Context, ids []string) (RequeueResult, error) {
 	var res RequeueResult
+	if err := p.backfill(ctx); err != nil {
+		return res, err
+	}
 	for len(ids) > 0 {
 		n := min(len(ids), requeueChunk)
 		chunk := ids[:n]
@@ -439,6 +464,9 @@ type RequeueFileSummary struct {
 // letter, and count as NotDeadLettered).
 func (p *Producer) RequeueFile(ctx context.Context, o RequeueFileOptions) (RequeueFileSummary, error) {
 	var sum RequeueFileSummary
+	if err := p.backfill(ctx); err != nil {
+		return sum, err
+	}
 	in, format, closeIn, err := openInput(o.Path, o.Stdin)
 	if err != nil {
 		return sum, err

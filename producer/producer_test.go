@@ -89,3 +89,50 @@ func TestEnqueueTakesOverAnIdlePair(t *testing.T) {
 		t.Errorf("eu, after the take-over: %+v, want a duplicate owned by us", res)
 	}
 }
+
+// TestEnqueueKnowsPairsQueuedBeforeTheRegistry: pairs queued by a release without the pair registry
+// (a task in asynq, a dead letter) are recorded for their queue before the first claim, so that they
+// are not Fresh: another queue's enqueue is a duplicate, and the owner's, once the task is gone,
+// looks first.
+func TestEnqueueKnowsPairsQueuedBeforeTheRegistry(t *testing.T) {
+	t.Parallel()
+	db := redistest.New(t)
+	ctx := context.Background()
+	old := versori.ActivationRequest{UserID: "u-old", IntegrationID: "01HZY8Q6T4J8K2M3N4P5Q6R7S8"}
+	dead := versori.ActivationRequest{UserID: "u-dead", IntegrationID: "01HZY8Q6T4J8K2M3N4P5Q6R7S8"}
+	// As an older release queued them: no claim.
+	task, err := tasks.NewTask(tasks.Payload{Request: old}, asynq.Queue("eu"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := asynq.NewClientFromRedisClient(db.Client)
+	if _, err := client.EnqueueContext(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := deadletter.NewStore(db.Client, "eu").Add(ctx, deadletter.Entry{ID: tasks.TaskID(dead.Pair()), Reason: deadletter.NotFound, Request: dead}); err != nil {
+		t.Fatal(err)
+	}
+
+	us := producer.New(db.Client, producer.Config{Queue: "us"})
+	for _, req := range []versori.ActivationRequest{old, dead} {
+		res, err := us.Enqueue(ctx, req)
+		if err != nil || res.Status != producer.Duplicate || res.Owner != "eu" {
+			t.Errorf("us.Enqueue(%s) = %+v, %v; want a duplicate owned by eu", req.UserID, res, err)
+		}
+	}
+	eu := producer.New(db.Client, producer.Config{Queue: "eu"})
+	if err := asynq.NewInspectorFromRedisClient(db.Client).DeleteTask("eu", tasks.TaskID(old.Pair())); err != nil {
+		t.Fatal(err)
+	}
+	res, err := eu.Enqueue(ctx, old)
+	if err != nil || res.Status != producer.Enqueued {
+		t.Fatalf("eu.Enqueue after the record expired = %+v, %v; want enqueued", res, err)
+	}
+	info, err := asynq.NewInspectorFromRedisClient(db.Client).GetTaskInfo("eu", res.TaskID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := tasks.DecodePayload(info.Payload); err != nil || !p.Reconcile {
+		t.Errorf("the job of a pair queued before: %+v, %v; want it to look first", p, err)
+	}
+}

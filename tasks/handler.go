@@ -35,10 +35,10 @@ type HandlerConfig struct {
 	// jobs that ask at once). A refusal pauses the queue only when it says KeyRefused; without it,
 	// every refusal does.
 	CheckKey func(context.Context) KeyState
-	// LookFirst, if set, reports whether even first attempts must look up their pair before
-	// activating: Redis may have lost writes (a restart or a failover), bringing back as pending jobs
-	// that had already activated.
-	LookFirst func(context.Context) bool
+	// LookFirst, if set, reports whether even the first attempt of a job queued at enqueuedAt must
+	// look up its pair before activating: Redis may have lost writes since (a restart or a
+	// failover), bringing back jobs that had already activated.
+	LookFirst func(ctx context.Context, enqueuedAt time.Time) bool
 	// Interrupt, when done, cuts short every call in flight. The worker closes it when the shutdown
 	// grace period is over, so that handlers return before asynq would requeue their tasks.
 	Interrupt context.Context
@@ -155,7 +155,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if j.retried > j.limit || (expired && j.retried > 0) {
 		return h.finalLookUp(ctx, j, p, expired)
 	}
-	reconcile := j.retried > 0 || p.Reconcile || (h.cfg.LookFirst != nil && h.cfg.LookFirst(ctx))
+	reconcile := j.retried > 0 || p.Reconcile || (h.cfg.LookFirst != nil && h.cfg.LookFirst(ctx, p.EnqueuedAt))
 	out := h.run(ctx, p, reconcile)
 	rule := RuleFor(out.class, h.cfg.PerUserAuth)
 	// A look-up that was to tell whether an earlier POST committed, and failed: its answer is about

@@ -15,17 +15,18 @@ import (
 // was killed, as a crash that loses the last second of an append-only file, or a failover to a
 // replica a second behind, would leave it: the jobs finished in that second are pending again, and
 // their next attempt is a first attempt. The worker notices the restart (Redis's run id changed) and
-// looks up every pair before activating for REDIS_RESTART_WINDOW, so no pair is activated twice. With
+// makes every job queued before the restart look up its pair before activating, so no pair is
+// activated twice. With
 // the guard off, the same rollback activates pairs twice: the case is real.
 func TestRedisRollbackActivatesOnce(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name   string
-		window string // REDIS_RESTART_WINDOW
-		exact  bool   // every pair must end activated exactly once
+		name  string
+		guard string // REDIS_RESTART_GUARD
+		exact bool   // every pair must end activated exactly once
 	}{
-		{"guarded", "1m", true},
-		{"unguarded", "0", false},
+		{"guarded", "true", true},
+		{"unguarded", "false", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -38,7 +39,7 @@ func TestRedisRollbackActivatesOnce(t *testing.T) {
 			if sum, err := producer.New(rs.Client, producer.Config{Queue: queue}).EnqueueFile(ctx, producer.FileOptions{Path: path}); err != nil || sum.Enqueued != n {
 				t.Fatalf("EnqueueFile = %+v, %v", sum, err)
 			}
-			startProcOn(t, rs.URL(), api, "127.0.0.1:"+strconv.Itoa(freePort(t)), "REDIS_RESTART_WINDOW="+tc.window)
+			startProcOn(t, rs.URL(), api, "127.0.0.1:"+strconv.Itoa(freePort(t)), "REDIS_RESTART_GUARD="+tc.guard)
 			waitFor(t, 30*time.Second, "a fifth of the pairs active", func() bool { return api.Stats().Activations >= n/5 })
 
 			if err := rs.Client.Save(ctx).Err(); err != nil {

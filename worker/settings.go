@@ -67,7 +67,8 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	fs.Int(&quick, "quick-retries", "QUICK_RETRIES", 2, "transient failures known not to have reached the API (refused connections, 408, 425, failed look-ups) retried inside a job before it goes back to the queue")
 	fs.Duration(&settle, "settle-time", "SETTLE_TIME", 2*time.Minute, "after a POST whose outcome is unknown (5xx, timeout, lost connection), wait at least this long before looking the pair up: the API may still commit it; longer than the API's own request timeout behind its gateway")
 	fs.Duration(&maxRetryAfter, "max-retry-after", "MAX_RETRY_AFTER", 15*time.Minute, "the longest Retry-After honoured; a longer one is cut to it (logged, and counted in activator_retry_after_capped_total)")
-	fs.Duration(&s.RedisRestartWindow, "redis-restart-window", "REDIS_RESTART_WINDOW", time.Minute, "after Redis restarts or fails over (and may have lost its latest writes), first attempts look up their pair before activating for this long (0: never)")
+	guard := true
+	fs.Bool(&guard, "redis-restart-guard", "REDIS_RESTART_GUARD", true, "after Redis restarts or fails over (and may have lost its latest writes), jobs queued before then look up their pair before activating (false: only for a Redis that loses nothing it acknowledged)")
 	fs.Int(&s.RateLimit, "rate-limit", "VERSORI_RATE_LIMIT", 0, "most API calls per second, all workers together (0: no limit)")
 	fs.Int(&s.RateBurst, "rate-burst", "VERSORI_RATE_BURST", 1, "calls that may go at once after a quiet spell")
 	fs.Duration(&s.MaxAge, "max-job-age", "MAX_JOB_AGE", 24*time.Hour, "dead-letter a job still failing this long after it was enqueued (0: no limit)")
@@ -176,12 +177,7 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 		return s, errors.New("SETTLE_TIME and MAX_RETRY_AFTER must be positive")
 	}
 	s.Policy.SettleTime, s.Policy.MaxRetryAfter = settle, maxRetryAfter
-	switch {
-	case s.RedisRestartWindow < 0:
-		return s, errors.New("REDIS_RESTART_WINDOW must not be negative (0 turns the guard off)")
-	case s.RedisRestartWindow == 0:
-		s.RedisRestartWindow = -1 // off; Config takes 0 as the default
-	}
+	s.NoRedisRestartGuard = !guard
 	return s, nil
 }
 

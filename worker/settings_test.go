@@ -118,6 +118,9 @@ func TestParseSettingsErrors(t *testing.T) {
 		{"redis no host", map[string]string{"REDIS_URL": "redis://"}, nil, "no host"},
 		{"redis not a URL", map[string]string{"REDIS_URL": "redis://:" + settingsPassword + "@[::1"}, nil, "REDIS_URL"},
 		{"log level", map[string]string{"LOG_LEVEL": "loud"}, nil, "LOG_LEVEL"},
+		{"settle time 0", map[string]string{"SETTLE_TIME": "0s"}, nil, "SETTLE_TIME"},
+		{"max retry-after negative", map[string]string{"MAX_RETRY_AFTER": "-1m"}, nil, "MAX_RETRY_AFTER"},
+		{"restart guard not a bool", map[string]string{"REDIS_RESTART_GUARD": "sometimes"}, nil, "REDIS_RESTART_GUARD"},
 		{"positional arg", nil, []string{"extra"}, "unexpected argument"},
 		{"positional arg after flags", nil, []string{"-concurrency=2", "extra"}, "unexpected argument"},
 		{"unknown flag", nil, []string{"-nope"}, "nope"},
@@ -200,6 +203,9 @@ func TestParseSettings(t *testing.T) {
 			if p := s.Policy; p.Base != time.Second || p.Cap != 10*time.Minute || p.RateLimitWait != 5*time.Second || p.QuickRetries != 2 {
 				t.Errorf("Policy = %+v", p)
 			}
+			if p := s.Policy; p.SettleTime != 2*time.Minute || p.MaxRetryAfter != 15*time.Minute || s.NoRedisRestartGuard {
+				t.Errorf("SettleTime %s MaxRetryAfter %s NoRedisRestartGuard %v", p.SettleTime, p.MaxRetryAfter, s.NoRedisRestartGuard)
+			}
 			if s.LogLevel != slog.LevelInfo || s.LogFlush != 100*time.Millisecond {
 				t.Errorf("LogLevel = %v, LogFlush %s", s.LogLevel, s.LogFlush)
 			}
@@ -257,7 +263,11 @@ func TestParseSettings(t *testing.T) {
 			"WORKER_CONCURRENCY": "8", "WORKER_SERVERS": "64", "QUEUE": "eu", "LOG_LEVEL": "debug", "VERSORI_TIMEOUT": "5s",
 			"RETRY_BASE": "2s", "RETRY_CAP": "1m", "RATE_LIMIT_WAIT": "9s", "QUICK_RETRIES": "0", "METRICS_ADDR": "127.0.0.1:0",
 			"VERSORI_BASE_URL": "http://127.0.0.1:1/api", "SHUTDOWN_GRACE": "1m", "DLQ_SWEEP_INTERVAL": "5s", "POLL_INTERVAL": "250ms",
+			"SETTLE_TIME": "45s", "MAX_RETRY_AFTER": "3m", "REDIS_RESTART_GUARD": "false",
 		}, nil, func(t *testing.T, s Settings) {
+			if s.Policy.SettleTime != 45*time.Second || s.Policy.MaxRetryAfter != 3*time.Minute || !s.NoRedisRestartGuard {
+				t.Errorf("SettleTime %s MaxRetryAfter %s NoRedisRestartGuard %v", s.Policy.SettleTime, s.Policy.MaxRetryAfter, s.NoRedisRestartGuard)
+			}
 			if s.Concurrency != 8 || s.Servers != 64 || s.Queue != "eu" || s.LogLevel != slog.LevelDebug || s.Versori.Timeout != 5*time.Second {
 				t.Errorf("Concurrency %d Servers %d Queue %q LogLevel %v Timeout %s", s.Concurrency, s.Servers, s.Queue, s.LogLevel, s.Versori.Timeout)
 			}

@@ -68,11 +68,11 @@ type Config struct {
 	// ProbeInterval is how often a queue paused for a refused API key is probed (default 30 s):
 	// when the key works again, the queue is resumed.
 	ProbeInterval time.Duration
-	// RedisRestartWindow is how long, after Redis is found restarted or failed over (and so may have
-	// lost its latest writes), first attempts look up their pair before activating (default 1 min;
-	// negative turns the guard off).
-	RedisRestartWindow time.Duration
-	Logger             *slog.Logger
+	// NoRedisRestartGuard turns off the guard that makes jobs queued before a Redis restart or
+	// failover (which may have lost its latest writes) look up their pair before activating. Only for
+	// a Redis that loses nothing it acknowledged (appendfsync always, replicas in sync).
+	NoRedisRestartGuard bool
+	Logger              *slog.Logger
 	// AdminUI serves asynqmon's queue UI at /ui/ on MetricsAddr (off by default, read-only unless
 	// AdminUI.Write). It has no auth of its own: bind MetricsAddr to a private interface.
 	AdminUI AdminUI
@@ -132,9 +132,6 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	if cfg.ProbeInterval <= 0 {
 		cfg.ProbeInterval = 30 * time.Second
 	}
-	if cfg.RedisRestartWindow == 0 {
-		cfg.RedisRestartWindow = time.Minute
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -161,9 +158,8 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	// On the client asynq shares: a second worker on the same client adds a second hook, which
 	// is harmless (the inner one has already retried as long as the outer one would).
 	rdb.AddHook(jobEndRetry{stop: interruptCtx, every: 250 * time.Millisecond, log: w.log})
-	w.guard = redisguard.New(rdb, redisguard.Config{Queue: cfg.Queue, Window: max(cfg.RedisRestartWindow, 0),
+	w.guard = redisguard.New(rdb, redisguard.Config{Queue: cfg.Queue, Off: cfg.NoRedisRestartGuard,
 		Logger: w.log, OnChange: w.metrics.RedisRestarts.Inc})
-	rdb.AddHook(w.guard.Hook())
 	w.batches = batch.NewCounter(rdb, cfg.Queue, 0)
 	w.results = results.New(rdb, results.Config{Logger: w.log})
 	w.sweeper = NewSweeper(w.inspector, w.store, cfg.Queue, w.metrics, w.log)

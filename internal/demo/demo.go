@@ -129,8 +129,8 @@ func Run(ctx context.Context, out io.Writer, o Options) (Result, error) {
 		SweepInterval: time.Second, ShutdownGrace: 5 * time.Second,
 		// The stand-in commits a late activation within its LateCommitDelay (300 ms); a real API
 		// behind a gateway needs the default's minutes. The in-process Redis cannot restart.
-		Policy:             tasks.RetryPolicy{SettleTime: time.Second},
-		RedisRestartWindow: -1,
+		Policy:              tasks.RetryPolicy{SettleTime: time.Second},
+		NoRedisRestartGuard: true,
 		Versori: versori.Config{BaseURL: "http://" + ln.Addr().String(), HubID: api.HubID(),
 			Auth: versori.APIKey(api.APIKey()), Timeout: 5 * time.Second},
 		Logger: slog.New(slog.NewJSONHandler(o.Log, nil)),

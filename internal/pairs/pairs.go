@@ -61,6 +61,88 @@ func New(rdb redis.UniversalClient) *Registry { return &Registry{rdb: rdb} }
 // fields.
 const shards = 256
 
+// backfilledKey marks a Redis whose registry holds the pairs queued before the registry existed.
+const backfilledKey = "activator:{pairs}:backfilled"
+
+// Backfill records, once per Redis, the pairs queued before the registry existed: the task id of
+// every activation task asynq holds, and every dead letter, each for the queue that holds it. Without
+// it, such a pair would be Fresh: queued on another queue, or again after its record expired, its job
+// would POST without looking first. It scans the whole keyspace (every master of a cluster), once;
+// later calls cost one EXISTS. Producers call it before their first claim.
+func (r *Registry) Backfill(ctx context.Context) error {
+	if n, err := r.rdb.Exists(ctx, backfilledKey).Result(); err != nil || n == 1 {
+		return err
+	}
+	scan := func(ctx context.Context, c redis.Cmdable) error {
+		return r.backfillFrom(ctx, c)
+	}
+	var err error
+	if cc, ok := r.rdb.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+	} else {
+		err = scan(ctx, r.rdb)
+	}
+	if err != nil {
+		return fmt.Errorf("pairs: backfilling the registry: %w", err)
+	}
+	return r.rdb.Set(ctx, backfilledKey, "1", 0).Err()
+}
+
+// backfillFrom claims the pairs of one server's asynq tasks and dead letters for their queues.
+func (r *Registry) backfillFrom(ctx context.Context, c redis.Cmdable) error {
+	byQueue := map[string][]string{}
+	flush := func() error {
+		for q, ids := range byQueue {
+			if _, err := r.Claim(ctx, q, ids); err != nil {
+				return err
+			}
+		}
+		clear(byQueue)
+		return nil
+	}
+	// asynq v0.26's task records: asynq:{<queue>}:t:<task id>.
+	it := c.Scan(ctx, 0, "asynq:{*}:t:act:*", 1000).Iterator()
+	for n := 0; it.Next(ctx); n++ {
+		k := it.Val()
+		q, id, ok := strings.Cut(strings.TrimPrefix(k, "asynq:{"), "}:t:")
+		if ok {
+			byQueue[q] = append(byQueue[q], id)
+		}
+		if n%500 == 499 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := it.Err(); err != nil {
+		return err
+	}
+	// Dead-letter stores: activator:{<queue>}:dlq, a hash of task id -> entry.
+	dl := c.Scan(ctx, 0, "activator:{*}:dlq", 1000).Iterator()
+	for dl.Next(ctx) {
+		k := dl.Val()
+		q := strings.TrimSuffix(strings.TrimPrefix(k, "activator:{"), "}:dlq")
+		ids := c.HScan(ctx, k, 0, "", 1000).Iterator()
+		for n := 0; ids.Next(ctx); n++ {
+			if n%2 == 0 { // HSCAN yields field, value, field, value...
+				byQueue[q] = append(byQueue[q], ids.Val())
+			}
+			if len(byQueue[q]) >= 500 {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if err := ids.Err(); err != nil {
+			return err
+		}
+	}
+	if err := dl.Err(); err != nil {
+		return err
+	}
+	return flush()
+}
+
 // Key is the hash that holds taskID's entry.
 func Key(taskID string) string {
 	h := fnv.New32a()

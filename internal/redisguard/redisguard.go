@@ -1,16 +1,20 @@
-// Package redisguard notices when Redis may have lost its latest writes, so that workers look before
-// they activate until the jobs those writes had finished have run again.
+// Package redisguard notices when Redis may have lost its latest writes, so that the jobs those
+// writes had finished look before they activate again.
 //
 // A Redis restarted from an append-only file or a snapshot that misses its last second, or a replica
-// promoted while it lagged its master, brings back as pending the jobs that had just activated their
-// pair: their completion was among the lost writes. Their next attempt is a first attempt (retry
-// count 0), which would POST again without a look-up. Each Redis process has a run id of its own, so a
-// changed run id is the sign of a restart or failover. The guard reads it whenever the client made a
-// new connection (old connections break on a restart or failover, so the client dials again before it
-// can fetch a job from the new server) and, at start, compares it with the run id the workers last
-// stored in Redis, which covers a restart while no worker was running. After a change, LookFirst
-// reports true for the window: the jobs the lost writes had finished are the first in line to be
-// fetched again (asynq fetches from the same end it did before), so they run within it.
+// promoted while it lagged its master, brings back jobs that had just activated their pair: their
+// completion was among the lost writes. Their next attempt is a first attempt (retry count 0), which
+// would POST again without a look-up. Such a job was queued before the loss; where it comes back
+// (the head of the queue, or the retry set, whence asynq forwards it to the back) is not known. So
+// after a restart every job queued before it looks first: one extra list call per job of the backlog
+// that existed then, once.
+//
+// Each Redis process has a run id of its own, so a changed run id is the sign of a restart or a
+// failover. The guard reads it whenever the client made a new connection (old connections break on
+// a restart or failover, so the client dials again before it can fetch a job from the new server)
+// and at start, and keeps the run id with the time the change was first seen in Redis
+// (activator:{<queue>}:redis-run-id), so that a worker that starts later, or one that has not seen
+// the change itself, knows it too.
 package redisguard
 
 import (
@@ -20,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,52 +33,77 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// skew is how much later than a restart a job may have been queued and still look first: producers'
+// clocks are not the worker's.
+const skew = time.Minute
+
+// unsureFor is how long every first attempt looks first after the run id could not be read.
+const unsureFor = time.Minute
+
 // Guard watches one Redis (the one a queue lives on) for restarts and failovers. It is safe for
 // concurrent use.
 type Guard struct {
 	rdb      redis.UniversalClient
 	key      string
-	queue    string
-	window   time.Duration
+	off      atomic.Bool // switched off, or Redis refuses INFO: restarts cannot be told
 	log      *slog.Logger
 	onChange func()
 
 	dials   atomic.Uint64 // new connections made
 	checked atomic.Uint64 // dials seen at the last successful check
-	until   atomic.Int64  // unix ns before which LookFirst is true
+	since   atomic.Int64  // unix ns of the latest restart known; 0: none
+	unsure  atomic.Int64  // unix ns before which every first attempt looks first
 
-	mu    sync.Mutex  // serializes checks
-	runID string      // the run id last seen; "" before the first check
-	off   atomic.Bool // Redis refuses INFO: restarts cannot be told
+	mu    sync.Mutex // serializes checks
+	runID string     // the run id last seen; "" before the first check
 }
 
 // Config configures a Guard.
 type Config struct {
-	// Queue names the queue whose Redis is watched; its run id is stored under the queue's hash tag,
+	// Queue names the queue whose Redis is watched; the run id is kept under the queue's hash tag,
 	// on the queue's node of a Redis Cluster.
 	Queue string
-	// Window is how long first attempts look first after a restart or failover; 0 disables the
-	// guard (LookFirst is always false).
-	Window time.Duration
+	// Off turns the guard off: LookFirst is always false.
+	Off    bool
 	Logger *slog.Logger
-	// OnChange, if set, is called for every restart or failover noticed.
+	// OnChange, if set, is called for every restart or failover this guard notices itself.
 	OnChange func()
 }
 
-// New returns a Guard of rdb. Add its Hook to rdb so that it learns of new connections.
+// New returns a Guard of rdb and attaches it to rdb, so that it learns of new connections.
 func New(rdb redis.UniversalClient, cfg Config) *Guard {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	g := &Guard{rdb: rdb, key: "activator:{" + cfg.Queue + "}:redis-run-id", queue: cfg.Queue,
-		window: cfg.Window, log: cfg.Logger, onChange: cfg.OnChange}
+	g := &Guard{rdb: rdb, key: "activator:{" + cfg.Queue + "}:redis-run-id", log: cfg.Logger, onChange: cfg.OnChange}
+	g.off.Store(cfg.Off)
 	// The first LookFirst checks, whether or not a connection was made yet.
 	g.dials.Store(1)
+	if !cfg.Off {
+		g.attach()
+	}
 	return g
 }
 
-// Hook returns the go-redis hook that tells the guard of every new connection.
-func (g *Guard) Hook() redis.Hook { return dialHook{g} }
+// attach adds the guard's dial hook to rdb, or, on a cluster, to every node client: a cluster
+// client's own hooks never see a dial.
+func (g *Guard) attach() {
+	h := dialHook{g}
+	cc, ok := g.rdb.(*redis.ClusterClient)
+	if !ok {
+		g.rdb.AddHook(h)
+		return
+	}
+	cc.OnNewNode(func(c *redis.Client) { c.AddHook(h) })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// Nodes made before OnNewNode; one made in between gets the hook twice, which only counts its
+	// dials twice.
+	_ = cc.ForEachShard(ctx, func(_ context.Context, c *redis.Client) error {
+		c.AddHook(h)
+		return nil
+	})
+}
 
 type dialHook struct{ g *Guard }
 
@@ -93,23 +123,30 @@ func (h dialHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 	return next
 }
 
-// LookFirst reports whether a job's first attempt must look up its pair before activating: Redis was
-// found restarted or failed over less than the window ago, or its run id could not be read after a
-// new connection. It costs an atomic load unless the client made a new connection since the last
-// check, when it reads the run id (one INFO command, once for all callers).
-func (g *Guard) LookFirst(ctx context.Context) bool {
-	if g.window <= 0 || g.off.Load() {
+// LookFirst reports whether the first attempt of a job queued at enqueuedAt must look up its pair
+// before activating: Redis restarted or failed over after the job was queued (it may have finished
+// before the restart, and been brought back), or Redis's run id could not be read lately. A job
+// without an enqueue time counts as queued before any restart. It costs two atomic loads unless the
+// client made a new connection since the last check, when it reads the run id (an INFO and a GET,
+// once for all callers).
+func (g *Guard) LookFirst(ctx context.Context, enqueuedAt time.Time) bool {
+	if g.off.Load() {
 		return false
 	}
 	if g.dials.Load() != g.checked.Load() {
 		g.check(ctx)
 	}
-	return time.Now().UnixNano() < g.until.Load()
+	now := time.Now().UnixNano()
+	if now < g.unsure.Load() {
+		return true
+	}
+	since := g.since.Load()
+	return since != 0 && (enqueuedAt.IsZero() || enqueuedAt.Before(time.Unix(0, since).Add(skew)))
 }
 
-// Check reads the run id now; the worker calls it at start.
+// Check reads the run id now; the worker calls it at start, before it takes a job.
 func (g *Guard) Check(ctx context.Context) {
-	if g.window > 0 {
+	if !g.off.Load() {
 		g.check(ctx)
 	}
 }
@@ -122,9 +159,9 @@ func (g *Guard) check(ctx context.Context) {
 		return // checked by a caller that held the lock before
 	}
 	id, err := g.readRunID(ctx)
-	var reply redis.Error
-	if errors.As(err, &reply) {
-		// A managed Redis may refuse INFO; looking first for ever would double every job's calls.
+	if refused(err) {
+		// A managed Redis may refuse INFO for good; looking first for ever would double every
+		// job's calls.
 		g.off.Store(true)
 		g.log.Error("Redis refuses INFO, so restarts and failovers that lose writes cannot be noticed: "+
 			"keep its AOF on (appendfsync always) and replicas in sync (min-replicas-to-write), or a job finished "+
@@ -132,52 +169,78 @@ func (g *Guard) check(ctx context.Context) {
 		return
 	}
 	if err != nil {
-		// Nothing can be told; assume the worst until a check succeeds.
-		g.suspect(fmt.Sprintf("could not read Redis's run id (%v)", err), false)
+		g.unsureNow(fmt.Sprintf("could not read Redis's run id (%v)", err))
+		return
+	}
+	storedID, storedSince, err := g.readStored(ctx)
+	if err != nil {
+		g.unsureNow(fmt.Sprintf("could not read the run id workers stored (%v)", err))
 		return
 	}
 	switch {
-	case g.runID == "":
-		stored, err := g.rdb.Get(ctx, g.key).Result()
-		switch {
-		case errors.Is(err, redis.Nil):
-			// A new Redis, or one that lost everything: no job can come back from it.
-		case err != nil:
-			g.suspect(fmt.Sprintf("could not read the run id workers stored (%v)", err), false)
-			return
-		case stored != id:
-			g.suspect("Redis restarted or failed over since a worker last looked (its run id changed)", true)
-		}
-		if stored != id {
-			if err := g.rdb.Set(ctx, g.key, id, 0).Err(); err != nil {
-				g.log.Warn("could not store Redis's run id", "error", err.Error())
+	case storedID == id:
+		// Known already, with the time it changed, if it ever did.
+		if storedSince > g.since.Load() {
+			g.since.Store(storedSince)
+			if g.runID != id {
+				g.log.Warn("Redis restarted or failed over (another worker noticed first): jobs queued before then look up their pair before activating",
+					"since", time.Unix(0, storedSince).UTC().Format(time.RFC3339))
 			}
 		}
-	case g.runID != id:
-		g.suspect("Redis restarted or failed over (its run id changed)", true)
-		if err := g.rdb.Set(ctx, g.key, id, 0).Err(); err != nil {
-			g.log.Warn("could not store Redis's run id", "error", err.Error())
+	case storedID == "":
+		// A new Redis, or one that lost everything: no job can come back from it.
+		g.store(ctx, id, 0)
+	default:
+		now := time.Now().UnixNano()
+		g.since.Store(now)
+		g.store(ctx, id, now)
+		if g.onChange != nil {
+			g.onChange()
 		}
+		g.log.Warn("Redis restarted or failed over (its run id changed): it may have lost its latest writes, " +
+			"so jobs queued before now look up their pair before activating")
 	}
 	g.runID = id
 	g.checked.Store(seen)
 }
 
-// suspect makes LookFirst true for the window from now.
-func (g *Guard) suspect(why string, changed bool) {
-	until := time.Now().Add(g.window).UnixNano()
-	if until > g.until.Load() {
-		g.until.Store(until)
+// unsureNow makes every first attempt look first for a while, and leaves the check to be made again.
+func (g *Guard) unsureNow(why string) {
+	g.unsure.Store(time.Now().Add(unsureFor).UnixNano())
+	g.log.Warn(why + ": jobs look up their pair before activating until it can be read")
+}
+
+// readStored reads the run id workers stored, and when it was first seen to change (unix ns, 0 for
+// never); "" when there is none.
+func (g *Guard) readStored(ctx context.Context) (string, int64, error) {
+	v, err := g.rdb.Get(ctx, g.key).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", 0, nil
 	}
-	if changed {
-		if g.onChange != nil {
-			g.onChange()
-		}
-		g.log.Warn(why+": it may have lost its latest writes, so jobs look up their pair before activating for a while",
-			"window", g.window.String())
-		return
+	if err != nil {
+		return "", 0, err
 	}
-	g.log.Warn(why+": jobs look up their pair before activating until it can be read", "window", g.window.String())
+	id, since, _ := strings.Cut(v, "|")
+	n, _ := strconv.ParseInt(since, 10, 64)
+	return id, n, nil
+}
+
+func (g *Guard) store(ctx context.Context, id string, since int64) {
+	if err := g.rdb.Set(ctx, g.key, id+"|"+strconv.FormatInt(since, 10), 0).Err(); err != nil {
+		g.log.Warn("could not store Redis's run id", "error", err.Error())
+	}
+}
+
+// refused reports whether err is Redis refusing INFO for good (no permission, or no such command),
+// as opposed to a failure that passes (BUSY, LOADING, a lost connection).
+func refused(err error) bool {
+	var reply redis.Error
+	if !errors.As(err, &reply) {
+		return false
+	}
+	msg := strings.ToLower(reply.Error())
+	return strings.HasPrefix(msg, "noperm") || strings.Contains(msg, "unknown command") ||
+		strings.Contains(msg, "unknown subcommand") || strings.Contains(msg, "not supported")
 }
 
 // readRunID reads the run id of the server that holds the queue's keys.
