@@ -7,10 +7,10 @@
 // would POST without looking first. The registry never forgets a pair: a pair it has seen is queued
 // again only with a look-up first (Seen), and only on the queue that owns it (Elsewhere otherwise).
 //
-// Its keys are activator:{pairs}:00 to activator:{pairs}:ff, hashes of task id -> "<queue>|<unix
-// seconds of the claim>" ("" once released by a purge). They share the hash tag {pairs}, so on a
-// Redis Cluster one script call can claim a whole chunk of pairs; a claim is one script call per
-// chunk, whatever its size.
+// Its keys are activator:{pairs}:0000 to activator:{pairs}:ffff, hashes of task id -> "<queue>|<unix
+// seconds of the claim, by Redis's clock>" ("" once released by a purge), and
+// activator:{pairs}:backfilled. They share the hash tag {pairs}, so on a Redis Cluster they live on
+// one node, and a chunk of claims is one pipeline there.
 package pairs
 
 import (
@@ -20,6 +20,7 @@ import (
 	"hash/fnv"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -52,14 +53,19 @@ type Claim struct {
 // Registry is the pair registry on one Redis. It is safe for concurrent use.
 type Registry struct {
 	rdb redis.UniversalClient
+
+	mu     sync.Mutex
+	synced bool
+	offset time.Duration // Redis's clock minus this process's
 }
 
 // New returns the registry kept in rdb.
 func New(rdb redis.UniversalClient) *Registry { return &Registry{rdb: rdb} }
 
-// shards is how many hashes the registry is spread over, so that no one key grows to millions of
-// fields.
-const shards = 256
+// shards is how many hashes the registry is spread over: so many that each stays small (Redis keeps
+// a hash of up to 128 fields as a list it scans; with 256 shards, claims of a fresh million pairs
+// spent most of their time scanning), and none grows to millions of fields.
+const shards = 1 << 16
 
 // backfilledKey marks a Redis whose registry holds the pairs queued before the registry existed.
 const backfilledKey = "activator:{pairs}:backfilled"
@@ -147,33 +153,14 @@ func (r *Registry) backfillFrom(ctx context.Context, c redis.Cmdable) error {
 func Key(taskID string) string {
 	h := fnv.New32a()
 	h.Write([]byte(taskID))
-	return fmt.Sprintf("activator:{pairs}:%02x", h.Sum32()%shards)
+	const hex = "0123456789abcdef"
+	n := h.Sum32() % shards
+	return "activator:{pairs}:" + string([]byte{hex[n>>12&15], hex[n>>8&15], hex[n>>4&15], hex[n&15]})
 }
 
-// claimScript claims pairs for a queue. KEYS: each pair's shard. ARGV: the queue, then the task ids.
-// It returns, per pair, "n" (new), "s" (seen: ours, or released and now ours) or "o" followed by
-// the entry that another queue owns it by.
-var claimScript = redis.NewScript(`
-if redis.replicate_commands then redis.replicate_commands() end
-local mine = ARGV[1] .. "|" .. redis.call("TIME")[1]
-local out = {}
-for i = 1, #KEYS do
-  local id = ARGV[i + 1]
-  local v = redis.call("HGET", KEYS[i], id)
-  if not v or v == "" then
-    redis.call("HSET", KEYS[i], id, mine)
-    if v then out[i] = "s" else out[i] = "n" end
-  elseif string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. "|" then
-    out[i] = "s"
-  else
-    out[i] = "o" .. v
-  end
-end
-return out
-`)
-
-// Claim claims the pairs of taskIDs for queue, in one round trip, and returns what it found for each,
-// in order.
+// Claim claims the pairs of taskIDs for queue and returns what it found for each, in order. The
+// usual claim, of a pair never queued, is one HSETNX, all of them sent in one round trip; only pairs
+// seen before cost a second one, to read whose they are.
 func (r *Registry) Claim(ctx context.Context, queue string, taskIDs []string) ([]Claim, error) {
 	if len(taskIDs) == 0 {
 		return nil, nil
@@ -181,35 +168,84 @@ func (r *Registry) Claim(ctx context.Context, queue string, taskIDs []string) ([
 	if queue == "" {
 		return nil, errors.New("pairs: claim without a queue")
 	}
-	keys := make([]string, len(taskIDs))
-	args := make([]any, 0, len(taskIDs)+1)
-	args = append(args, queue)
-	for i, id := range taskIDs {
-		keys[i] = Key(id)
-		args = append(args, id)
-	}
-	vals, err := claimScript.Run(ctx, r.rdb, keys, args...).StringSlice()
+	now, err := r.now(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("pairs: claiming %d pairs: %w", len(taskIDs), err)
 	}
-	if len(vals) != len(taskIDs) {
-		return nil, fmt.Errorf("pairs: claim answered %d values for %d pairs", len(vals), len(taskIDs))
+	mine := queue + "|" + strconv.FormatInt(now.Unix(), 10)
+	pipe := r.rdb.Pipeline()
+	set := make([]*redis.BoolCmd, len(taskIDs))
+	for i, id := range taskIDs {
+		set[i] = pipe.HSetNX(ctx, Key(id), id, mine)
 	}
-	out := make([]Claim, len(vals))
-	for i, v := range vals {
-		switch {
-		case v == "n":
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("pairs: claiming %d pairs: %w", len(taskIDs), err)
+	}
+	out := make([]Claim, len(taskIDs))
+	var seen []int
+	for i, c := range set {
+		if c.Val() {
 			out[i] = Claim{State: Fresh, Owner: queue}
-		case v == "s":
-			out[i] = Claim{State: Seen, Owner: queue}
-		case len(v) > 0 && v[0] == 'o':
-			owner, since := parseEntry(v[1:])
-			out[i] = Claim{State: Elsewhere, Owner: owner, Since: since, value: v[1:]}
-		default:
-			return nil, fmt.Errorf("pairs: unexpected claim reply %s", strconv.Quote(v))
+		} else {
+			seen = append(seen, i)
 		}
 	}
+	if len(seen) == 0 {
+		return out, nil
+	}
+	get := make([]*redis.StringCmd, len(seen))
+	pipe = r.rdb.Pipeline()
+	for j, i := range seen {
+		get[j] = pipe.HGet(ctx, Key(taskIDs[i]), taskIDs[i])
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("pairs: reading %d claims: %w", len(seen), err)
+	}
+	for j, i := range seen {
+		c, err := r.classify(ctx, queue, taskIDs[i], get[j].Val())
+		if err != nil {
+			return nil, err
+		}
+		out[i] = c
+	}
 	return out, nil
+}
+
+// classify says what the registry's entry v for taskID means to queue, taking a released pair (v
+// "") for it.
+func (r *Registry) classify(ctx context.Context, queue, taskID, v string) (Claim, error) {
+	for {
+		if v != "" {
+			owner, since := parseEntry(v)
+			if owner == queue {
+				return Claim{State: Seen, Owner: queue}, nil
+			}
+			return Claim{State: Elsewhere, Owner: owner, Since: since, value: v}, nil
+		}
+		ok, err := r.TakeOver(ctx, queue, taskID, Claim{value: ""})
+		if err != nil || ok {
+			return Claim{State: Seen, Owner: queue}, err
+		}
+		// Another queue took it first: read whose it is now.
+		if v, err = r.rdb.HGet(ctx, Key(taskID), taskID).Result(); err != nil {
+			return Claim{}, fmt.Errorf("pairs: reading %s: %w", taskID, err)
+		}
+	}
+}
+
+// now is Redis's time, read once and then followed on this process's clock, so that the claims of
+// producers on hosts with clocks apart compare.
+func (r *Registry) now(ctx context.Context) (time.Time, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.synced {
+		t, err := r.rdb.Time(ctx).Result()
+		if err != nil {
+			return time.Time{}, err
+		}
+		r.offset, r.synced = time.Until(t), true
+	}
+	return time.Now().Add(r.offset), nil
 }
 
 // parseEntry splits a registry entry into its queue and claim time.
@@ -226,7 +262,7 @@ func parseEntry(v string) (queue string, since time.Time) {
 // shard. ARGV: task id, entry read, new queue. It returns 1 when it took the pair over.
 var takeOverScript = redis.NewScript(`
 if redis.replicate_commands then redis.replicate_commands() end
-if redis.call("HGET", KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+if (redis.call("HGET", KEYS[1], ARGV[1]) or "") ~= ARGV[2] then return 0 end
 redis.call("HSET", KEYS[1], ARGV[1], ARGV[3] .. "|" .. redis.call("TIME")[1])
 return 1
 `)
