@@ -31,7 +31,7 @@ func TestEnqueueTakesOverAnIdlePair(t *testing.T) {
 	id := tasks.TaskID(req.Pair())
 	age := func() { // the eu claim, two minutes old
 		key := pairs.Key(id)
-		if err := db.Client.HSet(ctx, key, id, "eu|"+strconv.FormatInt(time.Now().Add(-2*time.Minute).Unix(), 10)).Err(); err != nil {
+		if err := db.Client.Set(ctx, key, "eu|"+strconv.FormatInt(time.Now().Add(-2*time.Minute).Unix(), 10), 0).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -67,7 +67,7 @@ func TestEnqueueTakesOverAnIdlePair(t *testing.T) {
 	if _, err := eu.Store().Remove(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Client.HSet(ctx, pairs.Key(id), id, "eu|"+strconv.FormatInt(time.Now().Unix(), 10)).Err(); err != nil {
+	if err := db.Client.Set(ctx, pairs.Key(id), "eu|"+strconv.FormatInt(time.Now().Unix(), 10), 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if res := enqueue(us); res.Status != producer.Duplicate {

@@ -2,6 +2,7 @@ package pairs_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,13 +94,13 @@ func TestRegistry(t *testing.T) {
 		t.Errorf("after the take-over, eu claims %+v, want Elsewhere (us)", c[0])
 	}
 
-	// Every key is one of the shards of the {pairs} hash tag.
+	// Every key is a pair's, under the hash tag {pairs} of the {pairs} hash tag.
 	keys, err := db.Client.Keys(ctx, "*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range keys {
-		if len(k) != len("activator:{pairs}:0000") || k[:len("activator:{pairs}:")] != "activator:{pairs}:" {
+		if !strings.HasPrefix(k, "activator:{pairs}:act:") {
 			t.Errorf("unexpected key %q", k)
 		}
 	}
