@@ -153,16 +153,6 @@ func attempts(w *worker.Worker) *prometheus.CounterVec    { return w.Metrics().A
 func activations(w *worker.Worker) *prometheus.CounterVec { return w.Metrics().Activations }
 func deadLetters(w *worker.Worker) *prometheus.CounterVec { return w.Metrics().DeadLetters }
 
-// assertLooksBeforeEveryRetry checks that after p's first POST, every further POST follows a look-up.
-func assertLooksBeforeEveryRetry(t *testing.T, calls []versoritest.Call) {
-	t.Helper()
-	for i := 1; i < len(calls); i++ {
-		if calls[i].Op == versori.OpActivate && calls[i-1].Op != versori.OpListActivations {
-			t.Errorf("POST #%d followed %s without a look-up: %v", i, calls[i-1].Op, callTrace(calls))
-		}
-	}
-}
-
 // Row "transient": two 503s, then success. A 503 may follow a commit, so the job makes no quick
 // retry: it goes back to the queue for at least the settle time, and each retry looks first.
 func TestPolicyTransientRetriedThenActivated(t *testing.T) {
