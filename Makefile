@@ -12,8 +12,8 @@ test: ## vet and run every test against the Redis on 127.0.0.1:6379 (TEST_REDIS_
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
 
-soak: ## the long fault-injection soak (20,000 pairs, two workers, one killed); prints its figures
-	$(GO) test -count=1 -timeout 30m -run '^TestSoak$$' -v ./worker -soak=long
+soak: ## the long fault-injection soak (20,000 pairs, two workers, one killed) and the long randomized chaos test (6,000 pairs); prints their figures and the chaos seed
+	$(GO) test -count=1 -timeout 45m -run '^(TestSoak|TestChaos)$$' -v ./worker -soak=long -chaos=long
 
 lint: ## gofmt and staticcheck
 	@test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)
