@@ -88,10 +88,12 @@ func NewStore(rdb redis.UniversalClient, queue string) *Store {
 }
 
 // addScript stores an entry, replacing an earlier one for the same id, and returns 1 when the id was
-// new. KEYS: entries, byTime, new reason set, old reason prefix, and optionally a key that must exist
-// (else nothing is stored and it returns -1). ARGV: id, json, score, reason.
+// new. KEYS: entries, byTime, new reason set, old reason prefix, and optionally a guard key. ARGV:
+// id, json, score, reason, and what the guard key must hold ("exists": to exist; "member": the id
+// as a member, as a sorted set); when it does not, nothing is stored and it returns -1.
 var addScript = redis.NewScript(`
-if KEYS[5] and redis.call("EXISTS", KEYS[5]) == 0 then return -1 end
+if ARGV[5] == "exists" and redis.call("EXISTS", KEYS[5]) == 0 then return -1 end
+if ARGV[5] == "member" and not redis.call("ZSCORE", KEYS[5], ARGV[1]) then return -1 end
 local old = redis.call("HGET", KEYS[1], ARGV[1])
 if old then
   local ok, e = pcall(cjson.decode, old)
@@ -108,7 +110,8 @@ return 1
 
 // Add stores e, replacing any earlier entry with its id, and reports whether the id was new.
 func (s *Store) Add(ctx context.Context, e Entry) (bool, error) {
-	return s.add(ctx, e, "")
+	added, _, err := s.add(ctx, e, "", "")
+	return added, err
 }
 
 // AddWhile stores e as Add does, but only while key exists, in one atomic step; it reports false
@@ -116,15 +119,34 @@ func (s *Store) Add(ctx context.Context, e Entry) (bool, error) {
 // still archived, so that one purged meanwhile is not stored again. key must live on the store's
 // Redis Cluster slot (the queue's hash tag).
 func (s *Store) AddWhile(ctx context.Context, e Entry, key string) (bool, error) {
-	return s.add(ctx, e, key)
+	added, _, err := s.add(ctx, e, key, "exists")
+	return added, err
 }
 
-func (s *Store) add(ctx context.Context, e Entry, guard string) (bool, error) {
+// ErrNotHeld is AddWhileMember's error when the guard set no longer holds the entry's id.
+var ErrNotHeld = errors.New("deadletter: the guard no longer holds the entry's id")
+
+// AddWhileMember stores e as Add does, but only while the sorted set set holds e.ID, in one atomic
+// step, and returns ErrNotHeld otherwise. A handler stores its job's dead letter only while its run
+// still holds the task's lease: once asynq has taken the task back (the job's deadline passed, the
+// lease was lost), a retry of it may already be running and decide otherwise. set must live on the
+// store's Redis Cluster slot.
+func (s *Store) AddWhileMember(ctx context.Context, e Entry, set string) (bool, error) {
+	added, held, err := s.add(ctx, e, set, "member")
+	if err == nil && !held {
+		err = ErrNotHeld
+	}
+	return added, err
+}
+
+// add stores e, guarded by key as mode says ("" for no guard), and reports whether the id was new
+// and whether the guard held.
+func (s *Store) add(ctx context.Context, e Entry, guard, mode string) (added, held bool, err error) {
 	if e.ID == "" {
-		return false, errors.New("deadletter: entry has no id")
+		return false, false, errors.New("deadletter: entry has no id")
 	}
 	if _, err := ParseReason(string(e.Reason)); err != nil {
-		return false, fmt.Errorf("deadletter: %w", err)
+		return false, false, fmt.Errorf("deadletter: %w", err)
 	}
 	if e.DeadLetteredAt.IsZero() {
 		e.DeadLetteredAt = time.Now().UTC()
@@ -134,17 +156,17 @@ func (s *Store) add(ctx context.Context, e Entry, guard string) (bool, error) {
 	}
 	b, err := json.Marshal(e)
 	if err != nil {
-		return false, fmt.Errorf("deadletter: encoding entry: %w", err)
+		return false, false, fmt.Errorf("deadletter: encoding entry: %w", err)
 	}
 	keys := []string{s.keys.entries, s.keys.byTime, s.keys.reason(e.Reason), s.keys.prefix}
 	if guard != "" {
 		keys = append(keys, guard)
 	}
-	n, err := addScript.Run(ctx, s.rdb, keys, e.ID, b, e.DeadLetteredAt.UnixMilli(), string(e.Reason)).Int()
+	n, err := addScript.Run(ctx, s.rdb, keys, e.ID, b, e.DeadLetteredAt.UnixMilli(), string(e.Reason), mode).Int()
 	if err != nil {
-		return false, fmt.Errorf("deadletter: storing %s: %w", e.ID, err)
+		return false, false, fmt.Errorf("deadletter: storing %s: %w", e.ID, err)
 	}
-	return n == 1, nil
+	return n == 1, n >= 0, nil
 }
 
 // Has reports, for each id, whether it has an entry. It costs one round trip however many ids.
@@ -327,6 +349,28 @@ func (s *Store) RemoveEntry(ctx context.Context, e Entry) (bool, error) {
 		return false, fmt.Errorf("deadletter: removing %s: %w", e.ID, err)
 	}
 	return n == 1, nil
+}
+
+// Rename moves the entry from to the id to, unless to has an entry already (then from's is only
+// removed: a pair has one dead letter). It is for ids written before task ids were canonical.
+func (s *Store) Rename(ctx context.Context, from, to string) error {
+	es, err := s.Get(ctx, from, to)
+	if err != nil {
+		return err
+	}
+	if len(es) == 1 && es[0].ID == from {
+		e := es[0]
+		e.ID = to
+		if c, err := e.Request.Canonical(); err == nil {
+			e.Request = c
+			e.IntegrationID = c.IntegrationID
+		}
+		if _, err := s.Add(ctx, e); err != nil {
+			return err
+		}
+	}
+	_, err = s.Remove(ctx, from)
+	return err
 }
 
 // Trim applies a retention policy: it removes entries dead-lettered before olderThan (when not zero)

@@ -21,6 +21,7 @@ import (
 	"github.com/versori/activator/ingest"
 	"github.com/versori/activator/internal/pairs"
 	"github.com/versori/activator/internal/queuestate"
+	"github.com/versori/activator/internal/redisguard"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 )
@@ -133,15 +134,15 @@ func (p *Producer) Enqueue(ctx context.Context, req versori.ActivationRequest, o
 	for _, o := range opts {
 		o(&pl)
 	}
+	if err := p.backfill(ctx); err != nil {
+		return Result{TaskID: id}, err
+	}
 	has, err := p.store.Has(ctx, []string{id})
 	if err != nil {
 		return Result{TaskID: id}, err
 	}
 	if has[0] {
 		return Result{TaskID: id, Status: DeadLettered}, nil
-	}
-	if err := p.backfill(ctx); err != nil {
-		return Result{TaskID: id}, err
 	}
 	claims, err := p.pairs.Claim(ctx, p.cfg.Queue, []string{id})
 	if err != nil {
@@ -154,8 +155,10 @@ func (p *Producer) Enqueue(ctx context.Context, req versori.ActivationRequest, o
 	return res, err
 }
 
-// backfill makes sure the pair registry knows the pairs queued before it existed (pairs.Backfill);
-// a producer asks Redis once, before its first claim.
+// backfill brings what older releases left in Redis up to date, once per producer, before it first
+// reads the dead-letter store or claims a pair: the pair registry learns the pairs queued before it
+// existed, dead letters move to canonical ids (pairs.Backfill), and the queue's Redis run id is
+// stored for the workers' restart guard (redisguard.Mark).
 func (p *Producer) backfill(ctx context.Context) error {
 	p.backfillMu.Lock()
 	defer p.backfillMu.Unlock()
@@ -163,6 +166,11 @@ func (p *Producer) backfill(ctx context.Context) error {
 		return nil
 	}
 	if err := p.pairs.Backfill(ctx); err != nil {
+		return err
+	}
+	// The run id of the queue's Redis, stored from its first job on, so that the workers' restart
+	// guard also notices a Redis restored to before then.
+	if err := redisguard.Mark(ctx, p.rdb, p.cfg.Queue); err != nil {
 		return err
 	}
 	p.backfilled = true
@@ -202,10 +210,11 @@ const takeOverAge = time.Minute
 // its enqueue failed after the claim, or its finished job's record expired), so that the request is
 // not dropped as a duplicate of nothing. The pair is Seen then: its job looks first.
 func (p *Producer) takeOverIfIdle(ctx context.Context, id string, c pairs.Claim) (pairs.Claim, error) {
-	if time.Since(c.Since) < takeOverAge {
-		return c, nil
+	now, err := p.pairs.Now(ctx)
+	if err != nil || now.Sub(c.Since) < takeOverAge {
+		return c, err
 	}
-	_, err := p.inspector.GetTaskInfo(c.Owner, id)
+	_, err = p.inspector.GetTaskInfo(c.Owner, id)
 	switch {
 	case err == nil:
 		return c, nil

@@ -3,6 +3,7 @@ package producer_test
 import (
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -134,5 +135,50 @@ func TestEnqueueKnowsPairsQueuedBeforeTheRegistry(t *testing.T) {
 	}
 	if p, err := tasks.DecodePayload(info.Payload); err != nil || !p.Reconcile {
 		t.Errorf("the job of a pair queued before: %+v, %v; want it to look first", p, err)
+	}
+}
+
+// TestEnqueueAfterUpgradeFromLowerCaseIDs: a release before ULIDs were made canonical queued pairs
+// and stored dead letters under task ids spelt as the rows spelt them. After the upgrade, the same
+// pairs (now canonical) must be found: a dead letter is a dead letter, and a pair with a task is
+// queued again only with a look-up first.
+func TestEnqueueAfterUpgradeFromLowerCaseIDs(t *testing.T) {
+	t.Parallel()
+	db := redistest.New(t)
+	ctx := context.Background()
+	const integration = "01HZY8Q6T4J8K2M3N4P5Q6R7S8"
+	lower := strings.ToLower(integration)
+	done := versori.ActivationRequest{UserID: "u-done", IntegrationID: integration}
+	dead := versori.ActivationRequest{UserID: "u-dead", IntegrationID: integration}
+	// As the old release left them: a retained task and a dead letter under lower-case ids.
+	oldTask := asynq.NewTask(tasks.TypeActivate, []byte(`{"request":{"userId":"u-done","integrationId":"`+lower+`","connections":[]}}`))
+	if _, err := asynq.NewClientFromRedisClient(db.Client).EnqueueContext(ctx, oldTask, asynq.Queue("activations"),
+		asynq.TaskID("act:"+lower+":u-done"), asynq.Retention(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	store := deadletter.NewStore(db.Client, "activations")
+	if _, err := store.Add(ctx, deadletter.Entry{ID: "act:" + lower + ":u-dead", Reason: deadletter.NotFound,
+		Request: versori.ActivationRequest{UserID: "u-dead", IntegrationID: lower}}); err != nil {
+		t.Fatal(err)
+	}
+
+	p := producer.New(db.Client, producer.Config{})
+	res, err := p.Enqueue(ctx, dead)
+	if err != nil || res.Status != producer.DeadLettered {
+		t.Errorf("Enqueue(u-dead) = %+v, %v; want dead_lettered", res, err)
+	}
+	if es, _ := store.Get(ctx, tasks.TaskID(dead.Pair())); len(es) != 1 || es[0].Request.IntegrationID != integration {
+		t.Errorf("the dead letter under its canonical id = %+v, want it moved there", es)
+	}
+	res, err = p.Enqueue(ctx, done)
+	if err != nil || res.Status != producer.Enqueued {
+		t.Fatalf("Enqueue(u-done) = %+v, %v", res, err)
+	}
+	info, err := asynq.NewInspectorFromRedisClient(db.Client).GetTaskInfo("activations", res.TaskID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pl, err := tasks.DecodePayload(info.Payload); err != nil || !pl.Reconcile {
+		t.Errorf("the job of a pair with an old task: %+v, %v; want it to look first", pl, err)
 	}
 }

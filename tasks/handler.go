@@ -13,6 +13,7 @@ import (
 	"github.com/versori/activator/batch"
 	"github.com/versori/activator/breaker"
 	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/internal/asynqkeys"
 	"github.com/versori/activator/metrics"
 	"github.com/versori/activator/ratelimit"
 	"github.com/versori/activator/results"
@@ -155,7 +156,10 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if j.retried > j.limit || (expired && j.retried > 0) {
 		return h.finalLookUp(ctx, j, p, expired)
 	}
-	reconcile := j.retried > 0 || p.Reconcile || (h.cfg.LookFirst != nil && h.cfg.LookFirst(ctx, p.EnqueuedAt))
+	// A task id not in canonical form was queued by a release before ULIDs were made canonical: the
+	// same pair may have another task under the canonical id.
+	reconcile := j.retried > 0 || p.Reconcile || j.id != CanonicalTaskID(j.id) ||
+		(h.cfg.LookFirst != nil && h.cfg.LookFirst(ctx, p.EnqueuedAt))
 	out := h.run(ctx, p, reconcile)
 	rule := RuleFor(out.class, h.cfg.PerUserAuth)
 	// A look-up that was to tell whether an earlier POST committed, and failed: its answer is about
@@ -273,7 +277,8 @@ func (h *Handler) finalLookUp(ctx context.Context, j job, p wirePayload, expired
 		return h.done(j, p, out)
 	case out.unknown && j.canWait():
 		// Tried again within asynq's margin (CrashRetries), each try counted, so that it ends; a
-		// 429 or an open breaker sets the wait.
+		// 429 or an open breaker sets the wait. With the backoff growing to RETRY_CAP, the list
+		// route must fail for most of an hour before the job gives up not knowing.
 		wait := h.cfg.Policy.backoff(j.retried)
 		if w, ok := limiterWait(out.err); ok {
 			wait = max(wait, w)
@@ -284,6 +289,9 @@ func (h *Handler) finalLookUp(ctx context.Context, j job, p wirePayload, expired
 		}
 		h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "final_look_up"), slog.String("wait", wait.String()))
 		return &WaitError{Wait: wait, Counts: true, Err: out.err}
+	}
+	if out.unknown {
+		out.err = fmt.Errorf("gave up looking the pair up, so whether it is active is unknown (a requeue looks first): %w", out.err)
 	}
 	return h.deadLetter(ctx, j, p, deadletter.RetriesExhausted, out.class, out.err)
 }
@@ -357,7 +365,9 @@ func (h *Handler) attempt(ctx context.Context, p wirePayload, reconcile bool) ou
 		found, lerr := h.lookUp(ctx, p)
 		switch {
 		case lerr != nil:
-			return outcome{class: classOf(lerr), err: fmt.Errorf("looking up the pair after %w: %w", err, lerr), unknown: true, posted: true}
+			// The 409's class, not the look-up's: a gateway's 404 or 403 on the list must not
+			// dead-letter a request the API only said conflicts.
+			return outcome{class: class, err: fmt.Errorf("looking up the pair after %w: %w", err, lerr), unknown: true, posted: true}
 		case found != nil:
 			return outcome{class: versori.ClassOK, result: metrics.ResultAlreadyActive, activationID: found.ID}
 		}
@@ -466,7 +476,9 @@ const storeRetryWait = 5 * time.Second
 
 // deadLetter stores the job's dead letter and drops its task. When the store cannot be written, the
 // task is retried instead (counting an attempt, so that the next one looks first): the store, not
-// asynq's archive, is where a dead letter must end up.
+// asynq's archive, is where a dead letter must end up. It is stored only while this run still holds
+// the task's lease: once asynq has taken the task back (the job's deadline passed), a retry may be
+// running already, and it decides anew.
 func (h *Handler) deadLetter(ctx context.Context, j job, p wirePayload, reason deadletter.Reason, class versori.Class, cause error) error {
 	e := deadletter.Entry{
 		ID:            j.id,
@@ -482,7 +494,12 @@ func (h *Handler) deadLetter(ctx context.Context, j job, p wirePayload, reason d
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
-	added, err := h.cfg.Store.Add(wctx, e)
+	added, err := h.cfg.Store.AddWhileMember(wctx, e, asynqkeys.Lease(j.queue))
+	if errors.Is(err, deadletter.ErrNotHeld) {
+		h.log.Warn("the job's lease was gone before its dead letter was stored; its retry decides again",
+			"task_id", j.id, "reason", string(reason))
+		return &WaitError{Wait: storeRetryWait, Counts: true, Err: fmt.Errorf("dead letter (%s) not stored: %w", reason, err)}
+	}
 	if err != nil {
 		h.log.Error("could not store the dead letter; the job will try again", "task_id", j.id, "reason", string(reason),
 			"error", err.Error())

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -52,6 +53,23 @@ const CrashRetries = 10
 // form, so that one pair has one id whatever case it was spelt in.
 func TaskID(p versori.Pair) string {
 	return "act:" + versori.CanonicalULID(p.IntegrationID) + ":" + p.UserID
+}
+
+// CanonicalTaskID returns id with its integration ULID in canonical form: the id TaskID gives the
+// pair today. Releases before ULIDs were made canonical wrote them as the request spelt them.
+func CanonicalTaskID(id string) string {
+	rest, ok := strings.CutPrefix(id, "act:")
+	if !ok {
+		return id
+	}
+	integration, user, ok := strings.Cut(rest, ":")
+	if !ok {
+		return id
+	}
+	if c := versori.CanonicalULID(integration); c != integration {
+		return "act:" + c + ":" + user
+	}
+	return id
 }
 
 // NewTask validates p's request and returns its task, with the request's ULIDs in canonical form,

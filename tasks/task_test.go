@@ -215,3 +215,25 @@ func TestDecodePayloadErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestCanonicalTaskID(t *testing.T) {
+	t.Parallel()
+	upper := tkIntegration1
+	lower := strings.ToLower(upper)
+	tests := []struct{ in, want string }{
+		{"act:" + upper + ":alice", "act:" + upper + ":alice"},
+		{"act:" + lower + ":alice", "act:" + upper + ":alice"},
+		{"act:" + lower + ":Mixed:Case:user", "act:" + upper + ":Mixed:Case:user"},
+		{"act:" + lower, "act:" + lower}, // not a task id of ours
+		{"other:" + lower + ":u", "other:" + lower + ":u"},
+	}
+	for _, tt := range tests {
+		if got := tasks.CanonicalTaskID(tt.in); got != tt.want {
+			t.Errorf("CanonicalTaskID(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	// The id TaskID gives a pair spelt either way.
+	if tasks.TaskID(versori.Pair{UserID: "alice", IntegrationID: lower}) != tasks.CanonicalTaskID("act:"+lower+":alice") {
+		t.Error("TaskID and CanonicalTaskID disagree")
+	}
+}

@@ -33,11 +33,18 @@ func (h jobEndRetry) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 func (h jobEndRetry) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		if !unanswered(err) || !isJobEnd(cmd) {
+		if !unanswered(err) {
+			return err
+		}
+		end, until := jobEnd(cmd)
+		if !end {
 			return err
 		}
 		h.log.Warn("Redis did not answer while a job was finishing; retrying until its lease ends", "error", err.Error())
 		for tries := 1; unanswered(err); tries++ {
+			if !until.IsZero() && time.Now().Add(h.every).After(until) {
+				return err
+			}
 			t := time.NewTimer(h.every)
 			select {
 			case <-ctx.Done():
@@ -68,23 +75,32 @@ func unanswered(err error) bool {
 	return true
 }
 
-// isJobEnd reports whether cmd runs one of asynq's scripts that end a task's run: only they touch a
+// jobEnd reports whether cmd runs one of asynq's scripts that end a task's run, and until when it
+// may be sent again (zero: for as long as the task's lease holds). Only those scripts touch a
 // queue's active list, its lease set and a task hash together (dequeue has no task key; lease
-// extension is not a script). Retrying one that ran but whose reply was lost is harmless: it finds
-// the task gone from the active list and replies NOT FOUND.
-func isJobEnd(cmd redis.Cmder) bool {
+// extension is not a script).
+//
+// Sending again a script that ran but whose reply was lost is harmless only while the task cannot
+// have been fetched again: then it finds the task gone from the active list and replies NOT FOUND.
+// A task done, completed or archived is not fetched again, and one whose script never ran stays
+// active until its lease has been expired 30 s, after the hook has given up. But a retry makes the
+// task runnable at its processAt, and a requeue at once: sent again after that, it would move another
+// worker's run back with this run's stale message (retry count and all), whose next attempt could
+// then POST without looking. So a retry is sent again only until a second before its processAt, and
+// a requeue not at all.
+func jobEnd(cmd redis.Cmder) (end bool, until time.Time) {
 	if name := cmd.Name(); name != "evalsha" && name != "eval" {
-		return false
+		return false, time.Time{}
 	}
 	args := cmd.Args()
 	if len(args) < 3 {
-		return false
+		return false, time.Time{}
 	}
 	n, ok := args[2].(int)
 	if !ok || len(args) < 3+n {
-		return false
+		return false, time.Time{}
 	}
-	var active, lease, task bool
+	var active, lease, task, retry, pending bool
 	for _, a := range args[3 : 3+n] {
 		k, _ := a.(string)
 		if !strings.HasPrefix(k, "asynq:{") {
@@ -93,6 +109,22 @@ func isJobEnd(cmd redis.Cmder) bool {
 		active = active || strings.HasSuffix(k, "}:active")
 		lease = lease || strings.HasSuffix(k, "}:lease")
 		task = task || strings.Contains(k, "}:t:")
+		retry = retry || strings.HasSuffix(k, "}:retry")
+		pending = pending || strings.HasSuffix(k, "}:pending")
 	}
-	return active && lease && task
+	switch {
+	case !active || !lease || !task || pending:
+		return false, time.Time{}
+	case retry:
+		// asynq v0.26's retry script: ARGV[3] is processAt, in unix seconds.
+		if len(args) < 3+n+3 {
+			return false, time.Time{}
+		}
+		at, ok := args[3+n+2].(int64)
+		if !ok {
+			return false, time.Time{}
+		}
+		return true, time.Unix(at, 0).Add(-time.Second)
+	}
+	return true, time.Time{}
 }

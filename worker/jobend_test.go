@@ -19,12 +19,13 @@ import (
 // taskKeyPrefix is the prefix of the test queue's task keys.
 const taskKeyPrefix = "asynq:{jobend}:t:"
 
-// recordJobEnds is a hook that records, for every script asynq sends, whether isJobEnd takes it for
-// the end of a task's run.
+// recordJobEnds is a hook that records, for every script asynq sends, whether jobEnd takes it for
+// the end of a task's run, and until when it would send it again.
 type recordJobEnds struct {
-	mu   sync.Mutex
-	ends map[string]int // task id -> job-end scripts seen
-	rest int            // scripts that are not job ends
+	mu    sync.Mutex
+	ends  map[string]int       // task id -> job-end scripts seen
+	until map[string]time.Time // task id -> the last one's resend limit
+	rest  int                  // scripts that are not job ends
 }
 
 func (r *recordJobEnds) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -37,11 +38,13 @@ func (r *recordJobEnds) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		// Only scripts Redis ran: an EVALSHA answered NOSCRIPT is sent again as EVAL.
 		if n := cmd.Name(); (n == "evalsha" || n == "eval") && err == nil {
 			r.mu.Lock()
-			if isJobEnd(cmd) {
+			if end, until := jobEnd(cmd); end {
 				args := cmd.Args()
 				for _, a := range args[3 : 3+args[2].(int)] {
 					if k, ok := a.(string); ok && strings.HasPrefix(k, taskKeyPrefix) && k != taskKeyPrefix { // archive also names the prefix
-						r.ends[strings.TrimPrefix(k, taskKeyPrefix)]++
+						id := strings.TrimPrefix(k, taskKeyPrefix)
+						r.ends[id]++
+						r.until[id] = until
 					}
 				}
 			} else {
@@ -53,14 +56,15 @@ func (r *recordJobEnds) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	}
 }
 
-// TestIsJobEndMatchesAsynqsScripts runs real tasks through a real asynq server and checks that
+// TestJobEndMatchesAsynqsScripts runs real tasks through a real asynq server and checks that
 // exactly the scripts ending each task's run are taken for job ends: completion with and without
 // retention, a retry and an archive, and nothing else asynq sends (enqueue, dequeue, lease
-// extension, heartbeats, forwarding).
-func TestIsJobEndMatchesAsynqsScripts(t *testing.T) {
+// extension, heartbeats, forwarding); and that a retry is sent again only until a second before its
+// task may run again, when another worker could have fetched it.
+func TestJobEndMatchesAsynqsScripts(t *testing.T) {
 	t.Parallel()
 	db := redistest.New(t)
-	rec := &recordJobEnds{ends: map[string]int{}}
+	rec := &recordJobEnds{ends: map[string]int{}, until: map[string]time.Time{}}
 	db.Client.AddHook(rec)
 	c := asynq.NewClientFromRedisClient(db.Client)
 	tasks := []struct {
@@ -126,6 +130,17 @@ func TestIsJobEndMatchesAsynqsScripts(t *testing.T) {
 	if len(rec.ends) != len(tasks) {
 		t.Errorf("job ends seen for %v, want only the 4 tasks", rec.ends)
 	}
+	for id, until := range rec.until {
+		switch {
+		case id == "retry":
+			// The retry is due in an hour (RetryDelayFunc), in whole seconds.
+			if d := time.Until(until); d < time.Hour-3*time.Second || d > time.Hour {
+				t.Errorf("retry sent again until %s from now, want a second before its hour", d)
+			}
+		case !until.IsZero():
+			t.Errorf("task %s sent again until %s, want for as long as its lease holds", id, until)
+		}
+	}
 	if rec.rest == 0 {
 		t.Error("no other script seen: the enqueue and dequeue scripts should have been")
 	}
@@ -139,6 +154,16 @@ func TestJobEndRetryRetriesUntilAnswered(t *testing.T) {
 	jobEnd := func() redis.Cmder {
 		return redis.NewCmd(context.Background(), "evalsha", "sha", 4,
 			"asynq:{q}:active", "asynq:{q}:lease", "asynq:{q}:t:id", "asynq:{q}:processed:2026-11-27", "arg")
+	}
+	// asynq v0.26's retry and requeue scripts, as they are sent.
+	retry := func(processAt time.Time) redis.Cmder {
+		return redis.NewCmd(context.Background(), "evalsha", "sha", 4,
+			"asynq:{q}:t:id", "asynq:{q}:active", "asynq:{q}:lease", "asynq:{q}:retry",
+			"id", "msg", processAt.Unix(), int64(0), true, int64(1<<62))
+	}
+	requeue := func() redis.Cmder {
+		return redis.NewCmd(context.Background(), "evalsha", "sha", 4,
+			"asynq:{q}:active", "asynq:{q}:lease", "asynq:{q}:pending", "asynq:{q}:t:id", "id")
 	}
 	other := func() redis.Cmder {
 		return redis.NewCmd(context.Background(), "evalsha", "sha", 4,
@@ -158,6 +183,10 @@ func TestJobEndRetryRetriesUntilAnswered(t *testing.T) {
 		{"redis replied an error", jobEnd(), []error{redisReplyError(t)}, false, 0, 1, true},
 		{"worker stopping", jobEnd(), []error{io.EOF}, true, 0, 1, true},
 		{"lease over", jobEnd(), []error{io.EOF}, false, 30 * time.Millisecond, 0, true},
+		{"a retry due in a minute", retry(time.Now().Add(time.Minute)), []error{io.EOF, nil}, false, 0, 2, false},
+		// Sent again once its task may run, it could move another worker's run back.
+		{"a retry due now", retry(time.Now()), []error{io.EOF, nil}, false, 0, 1, true},
+		{"a requeue", requeue(), []error{io.EOF, nil}, false, 0, 1, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

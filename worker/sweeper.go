@@ -10,6 +10,7 @@ import (
 
 	"github.com/versori/activator/batch"
 	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/internal/asynqkeys"
 	"github.com/versori/activator/metrics"
 	"github.com/versori/activator/tasks"
 )
@@ -65,7 +66,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 			}
 			e := entryOf(t)
 			// Only while the task is still archived: a purge deletes the task first, then its entry.
-			added, err := s.store.AddWhile(ctx, e, asynqTaskKey(s.queue, t.ID))
+			added, err := s.store.AddWhile(ctx, e, asynqkeys.Task(s.queue, t.ID))
 			if err != nil {
 				return moved, fmt.Errorf("sweeper: %w", err)
 			}
@@ -83,10 +84,6 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 		}
 	}
 }
-
-// asynqTaskKey is the key of a task's record in asynq v0.26's layout (internal/base.TaskKey), on the
-// queue's hash tag.
-func asynqTaskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
 
 // entryOf builds the dead letter of an archived task. A task archived by the handler names its reason
 // in its last error; one asynq archived itself ran out of attempts.

@@ -22,6 +22,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/tasks"
 )
 
 // State is what a claim found.
@@ -87,7 +90,9 @@ func (r *Registry) Backfill(ctx context.Context) error {
 	return r.rdb.Set(ctx, backfilledKey, "1", 0).Err()
 }
 
-// backfillFrom claims the pairs of one server's asynq tasks and dead letters for their queues.
+// backfillFrom claims the pairs of one server's asynq tasks and dead letters for their queues, each
+// by its canonical task id, and moves dead letters stored under a task id that is not canonical (a
+// release before ULIDs were made canonical) to the canonical one, where enqueues look for them.
 func (r *Registry) backfillFrom(ctx context.Context, c redis.Cmdable) error {
 	byQueue := map[string][]string{}
 	flush := func() error {
@@ -105,7 +110,7 @@ func (r *Registry) backfillFrom(ctx context.Context, c redis.Cmdable) error {
 		k := it.Val()
 		q, id, ok := strings.Cut(strings.TrimPrefix(k, "asynq:{"), "}:t:")
 		if ok {
-			byQueue[q] = append(byQueue[q], id)
+			byQueue[q] = append(byQueue[q], tasks.CanonicalTaskID(id))
 		}
 		if n%500 == 499 {
 			if err := flush(); err != nil {
@@ -118,13 +123,19 @@ func (r *Registry) backfillFrom(ctx context.Context, c redis.Cmdable) error {
 	}
 	// Dead-letter stores: activator:{<queue>}:dlq, a hash of task id -> entry.
 	dl := c.Scan(ctx, 0, "activator:{*}:dlq", 1000).Iterator()
+	var renames [][2]string // queue, dead letter id not in canonical form
 	for dl.Next(ctx) {
 		k := dl.Val()
 		q := strings.TrimSuffix(strings.TrimPrefix(k, "activator:{"), "}:dlq")
 		ids := c.HScan(ctx, k, 0, "", 1000).Iterator()
 		for n := 0; ids.Next(ctx); n++ {
 			if n%2 == 0 { // HSCAN yields field, value, field, value...
-				byQueue[q] = append(byQueue[q], ids.Val())
+				id := ids.Val()
+				if c := tasks.CanonicalTaskID(id); c != id {
+					renames = append(renames, [2]string{q, id})
+					id = c
+				}
+				byQueue[q] = append(byQueue[q], id)
 			}
 			if len(byQueue[q]) >= 500 {
 				if err := flush(); err != nil {
@@ -138,6 +149,11 @@ func (r *Registry) backfillFrom(ctx context.Context, c redis.Cmdable) error {
 	}
 	if err := dl.Err(); err != nil {
 		return err
+	}
+	for _, rn := range renames {
+		if err := deadletter.NewStore(r.rdb, rn[0]).Rename(ctx, rn[1], tasks.CanonicalTaskID(rn[1])); err != nil {
+			return err
+		}
 	}
 	return flush()
 }
@@ -160,7 +176,7 @@ func (r *Registry) Claim(ctx context.Context, queue string, taskIDs []string) ([
 	if queue == "" {
 		return nil, errors.New("pairs: claim without a queue")
 	}
-	now, err := r.now(ctx)
+	now, err := r.Now(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("pairs: claiming %d pairs: %w", len(taskIDs), err)
 	}
@@ -194,7 +210,7 @@ func (r *Registry) Claim(ctx context.Context, queue string, taskIDs []string) ([
 		return nil, fmt.Errorf("pairs: reading %d claims: %w", len(seen), err)
 	}
 	for j, i := range seen {
-		c, err := r.classify(ctx, queue, taskIDs[i], get[j].Val())
+		c, err := r.classify(ctx, queue, taskIDs[i], get[j].Val(), now)
 		if err != nil {
 			return nil, err
 		}
@@ -203,31 +219,38 @@ func (r *Registry) Claim(ctx context.Context, queue string, taskIDs []string) ([
 	return out, nil
 }
 
+// refreshAfter is how old the owner's own claim may be before a new claim by the owner writes it
+// again: another queue takes an idle pair over only when its claim is older than a minute, and an
+// owner's enqueue on its way must not look idle.
+const refreshAfter = 30 * time.Second
+
 // classify says what the registry's entry v for taskID means to queue, taking a released pair (v
-// "") for it.
-func (r *Registry) classify(ctx context.Context, queue, taskID, v string) (Claim, error) {
+// "") for it, and renewing an old claim of queue's own.
+func (r *Registry) classify(ctx context.Context, queue, taskID, v string, now time.Time) (Claim, error) {
 	for {
 		if v != "" {
 			owner, since := parseEntry(v)
-			if owner == queue {
+			if owner != queue {
+				return Claim{State: Elsewhere, Owner: owner, Since: since, value: v}, nil
+			}
+			if now.Sub(since) < refreshAfter {
 				return Claim{State: Seen, Owner: queue}, nil
 			}
-			return Claim{State: Elsewhere, Owner: owner, Since: since, value: v}, nil
 		}
-		ok, err := r.TakeOver(ctx, queue, taskID, Claim{value: ""})
+		ok, err := r.TakeOver(ctx, queue, taskID, Claim{value: v})
 		if err != nil || ok {
 			return Claim{State: Seen, Owner: queue}, err
 		}
-		// Another queue took it first: read whose it is now.
+		// The entry changed meanwhile (another queue took it, or a claim renewed it): read it again.
 		if v, err = r.rdb.Get(ctx, Key(taskID)).Result(); err != nil {
 			return Claim{}, fmt.Errorf("pairs: reading %s: %w", taskID, err)
 		}
 	}
 }
 
-// now is Redis's time, read once and then followed on this process's clock, so that the claims of
-// producers on hosts with clocks apart compare.
-func (r *Registry) now(ctx context.Context) (time.Time, error) {
+// Now is Redis's time, read once and then followed on this process's clock, so that the claims of
+// producers on hosts with clocks apart compare: claim times are in it.
+func (r *Registry) Now(ctx context.Context) (time.Time, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.synced {

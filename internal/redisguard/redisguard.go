@@ -33,6 +33,9 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// key is where the run id of queue's Redis is kept, with when it was first seen to change.
+func key(queue string) string { return "activator:{" + queue + "}:redis-run-id" }
+
 // skew is how much later than a restart a job may have been queued and still look first: producers'
 // clocks are not the worker's.
 const skew = time.Minute
@@ -45,6 +48,7 @@ const unsureFor = time.Minute
 type Guard struct {
 	rdb      redis.UniversalClient
 	key      string
+	queue    string
 	off      atomic.Bool // switched off, or Redis refuses INFO: restarts cannot be told
 	log      *slog.Logger
 	onChange func()
@@ -75,7 +79,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Guard {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	g := &Guard{rdb: rdb, key: "activator:{" + cfg.Queue + "}:redis-run-id", log: cfg.Logger, onChange: cfg.OnChange}
+	g := &Guard{rdb: rdb, key: key(cfg.Queue), queue: cfg.Queue, log: cfg.Logger, onChange: cfg.OnChange}
 	g.off.Store(cfg.Off)
 	// The first LookFirst checks, whether or not a connection was made yet.
 	g.dials.Store(1)
@@ -158,7 +162,7 @@ func (g *Guard) check(ctx context.Context) {
 	if seen == g.checked.Load() {
 		return // checked by a caller that held the lock before
 	}
-	id, err := g.readRunID(ctx)
+	o, err := observe(ctx, g.rdb, g.key, g.queue, g.runID)
 	if refused(err) {
 		// A managed Redis may refuse INFO for good; looking first for ever would double every
 		// job's calls.
@@ -172,36 +176,73 @@ func (g *Guard) check(ctx context.Context) {
 		g.unsureNow(fmt.Sprintf("could not read Redis's run id (%v)", err))
 		return
 	}
-	storedID, storedSince, err := g.readStored(ctx)
-	if err != nil {
-		g.unsureNow(fmt.Sprintf("could not read the run id workers stored (%v)", err))
-		return
-	}
-	switch {
-	case storedID == id:
-		// Known already, with the time it changed, if it ever did.
-		if storedSince > g.since.Load() {
-			g.since.Store(storedSince)
-			if g.runID != id {
-				g.log.Warn("Redis restarted or failed over (another worker noticed first): jobs queued before then look up their pair before activating",
-					"since", time.Unix(0, storedSince).UTC().Format(time.RFC3339))
+	if o.since > g.since.Load() {
+		g.since.Store(o.since)
+		switch {
+		case o.changed:
+			if g.onChange != nil {
+				g.onChange()
 			}
+			g.log.Warn("Redis restarted or failed over (its run id changed): it may have lost its latest writes, " +
+				"so jobs queued before now look up their pair before activating")
+		default:
+			g.log.Warn("Redis restarted or failed over (another worker noticed first): jobs queued before then look up their pair before activating",
+				"since", time.Unix(0, o.since).UTC().Format(time.RFC3339))
 		}
-	case storedID == "":
-		// A new Redis, or one that lost everything: no job can come back from it.
-		g.store(ctx, id, 0)
-	default:
-		now := time.Now().UnixNano()
-		g.since.Store(now)
-		g.store(ctx, id, now)
-		if g.onChange != nil {
-			g.onChange()
-		}
-		g.log.Warn("Redis restarted or failed over (its run id changed): it may have lost its latest writes, " +
-			"so jobs queued before now look up their pair before activating")
 	}
-	g.runID = id
+	g.runID = o.runID
 	g.checked.Store(seen)
+}
+
+// observation is what observe found.
+type observation struct {
+	runID   string
+	since   int64 // unix ns of the latest restart known; 0: none
+	changed bool  // this observation is the first to see it
+}
+
+// observe reads Redis's run id and the one stored under key, and stores what it learnt. lastSeen is
+// the run id the caller saw before ("" for none). The stored run id is missing on a new Redis, but
+// also on one restored from before the key was first written: a queue asynq already knows then
+// counts as a restart, lest its jobs activate again.
+func observe(ctx context.Context, rdb redis.UniversalClient, key, queue, lastSeen string) (observation, error) {
+	id, err := readRunID(ctx, rdb, key)
+	if err != nil {
+		return observation{}, err
+	}
+	storedID, storedSince, err := readStored(ctx, rdb, key)
+	if err != nil {
+		return observation{}, fmt.Errorf("reading the run id workers stored: %w", err)
+	}
+	o := observation{runID: id, since: storedSince}
+	restarted := lastSeen != "" && lastSeen != id
+	switch {
+	case storedID == id && (storedSince != 0 || !restarted):
+		return o, nil
+	case storedID == "" && !restarted:
+		known, err := rdb.SIsMember(ctx, "asynq:queues", queue).Result()
+		if err != nil {
+			return observation{}, fmt.Errorf("reading asynq's queues: %w", err)
+		}
+		if !known {
+			// A new Redis, or a queue never used: no job can come back.
+			o.since = 0
+			return o, store(ctx, rdb, key, id, 0)
+		}
+	}
+	o.since, o.changed = time.Now().UnixNano(), true
+	return o, store(ctx, rdb, key, id, o.since)
+}
+
+// Mark records Redis's run id for queue, as a worker's guard does, so that the run id is stored
+// from the queue's first job on: a Redis restored to before then is noticed too. Producers call it
+// before they first enqueue.
+func Mark(ctx context.Context, rdb redis.UniversalClient, queue string) error {
+	_, err := observe(ctx, rdb, key(queue), queue, "")
+	if refused(err) {
+		return nil // the guards say so, at the workers
+	}
+	return err
 }
 
 // unsureNow makes every first attempt look first for a while, and leaves the check to be made again.
@@ -212,8 +253,8 @@ func (g *Guard) unsureNow(why string) {
 
 // readStored reads the run id workers stored, and when it was first seen to change (unix ns, 0 for
 // never); "" when there is none.
-func (g *Guard) readStored(ctx context.Context) (string, int64, error) {
-	v, err := g.rdb.Get(ctx, g.key).Result()
+func readStored(ctx context.Context, rdb redis.UniversalClient, key string) (string, int64, error) {
+	v, err := rdb.Get(ctx, key).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", 0, nil
 	}
@@ -225,10 +266,11 @@ func (g *Guard) readStored(ctx context.Context) (string, int64, error) {
 	return id, n, nil
 }
 
-func (g *Guard) store(ctx context.Context, id string, since int64) {
-	if err := g.rdb.Set(ctx, g.key, id+"|"+strconv.FormatInt(since, 10), 0).Err(); err != nil {
-		g.log.Warn("could not store Redis's run id", "error", err.Error())
+func store(ctx context.Context, rdb redis.UniversalClient, key, id string, since int64) error {
+	if err := rdb.Set(ctx, key, id+"|"+strconv.FormatInt(since, 10), 0).Err(); err != nil {
+		return fmt.Errorf("storing the run id: %w", err)
 	}
+	return nil
 }
 
 // refused reports whether err is Redis refusing INFO for good (no permission, or no such command),
@@ -243,19 +285,19 @@ func refused(err error) bool {
 		strings.Contains(msg, "unknown subcommand") || strings.Contains(msg, "not supported")
 }
 
-// readRunID reads the run id of the server that holds the queue's keys.
-func (g *Guard) readRunID(ctx context.Context) (string, error) {
+// readRunID reads the run id of the server that holds key (the queue's).
+func readRunID(ctx context.Context, rdb redis.UniversalClient, key string) (string, error) {
 	var info string
 	var err error
-	if cc, ok := g.rdb.(*redis.ClusterClient); ok {
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
 		// A cluster's servers each have a run id: the queue's is its slot's master's.
 		var m *redis.Client
-		if m, err = cc.MasterForKey(ctx, g.key); err != nil {
+		if m, err = cc.MasterForKey(ctx, key); err != nil {
 			return "", err
 		}
 		info, err = m.Info(ctx, "server").Result()
 	} else {
-		info, err = g.rdb.Info(ctx, "server").Result()
+		info, err = rdb.Info(ctx, "server").Result()
 	}
 	if err != nil {
 		return "", err

@@ -42,7 +42,9 @@ func TestLookFirst(t *testing.T) {
 	tests := []struct {
 		name string
 		// stored is what workers stored before: "" none, "same" this server's run id as first seen,
-		// "other" another server's, "noticed" this server's with the time another worker saw it.
+		// "other" another server's, "noticed" this server's with the time another worker saw it,
+		// "none, queue known" none though asynq knows the queue (a Redis restored to before the key
+		// was first written), "marked" what a producer's Mark stored before the first job.
 		stored      string
 		off         bool
 		wantChanges int
@@ -56,6 +58,9 @@ func TestLookFirst(t *testing.T) {
 		{name: "another worker noticed the restart", stored: "noticed",
 			look: map[time.Duration]bool{-2 * time.Hour: true, -30 * time.Minute: false}},
 		{name: "switched off", stored: "other", off: true, look: map[time.Duration]bool{-time.Hour: false}},
+		{name: "restored to before the run id was stored", stored: "none, queue known", wantChanges: 1,
+			look: map[time.Duration]bool{-time.Hour: true, 2 * time.Minute: false}},
+		{name: "marked by a producer", stored: "marked", look: map[time.Duration]bool{-time.Hour: false}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,6 +74,13 @@ func TestLookFirst(t *testing.T) {
 				db.Client.Set(ctx, key, "0123456789abcdef0123456789abcdef01234567|0", 0)
 			case "noticed":
 				db.Client.Set(ctx, key, runID(t, db.Client)+"|"+strconv.FormatInt(noticed.UnixNano(), 10), 0)
+			case "none, queue known":
+				db.Client.SAdd(ctx, "asynq:queues", "q")
+			case "marked":
+				if err := redisguard.Mark(ctx, db.Client, "q"); err != nil {
+					t.Fatal(err)
+				}
+				db.Client.SAdd(ctx, "asynq:queues", "q") // the producer's enqueue
 			}
 			changes := 0
 			g := redisguard.New(db.Client, redisguard.Config{Queue: "q", Off: tt.off, Logger: quiet(),
