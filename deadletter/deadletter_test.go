@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/internal/redistest"
 	"github.com/versori/activator/versori"
@@ -486,5 +488,25 @@ func TestRemoveEntryOnlyTheOneRead(t *testing.T) {
 	}
 	if n, _ := s.Count(ctx, ""); n != 0 {
 		t.Errorf("%d entries left, want none", n)
+	}
+}
+
+// TestAddWhileMember: a handler's dead letter is stored only while its run holds the task's lease.
+func TestAddWhileMember(t *testing.T) {
+	t.Parallel()
+	db := redistest.New(t)
+	ctx := context.Background()
+	s := deadletter.NewStore(db.Client, "q")
+	const lease = "asynq:{q}:lease"
+	e := deadletter.Entry{ID: "act:X:u", Reason: deadletter.NotFound}
+	if _, err := s.AddWhileMember(ctx, e, lease); !errors.Is(err, deadletter.ErrNotHeld) {
+		t.Fatalf("without the lease: %v, want ErrNotHeld", err)
+	}
+	if n, _ := s.Count(ctx, ""); n != 0 {
+		t.Fatalf("stored without the lease")
+	}
+	db.Client.ZAdd(ctx, lease, redis.Z{Score: float64(time.Now().Add(30 * time.Second).Unix()), Member: e.ID})
+	if added, err := s.AddWhileMember(ctx, e, lease); err != nil || !added {
+		t.Fatalf("with the lease: %v, %v; want stored", added, err)
 	}
 }

@@ -2,6 +2,7 @@ package pairs_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +93,23 @@ func TestRegistry(t *testing.T) {
 	}
 	if c, _ := r.Claim(ctx, "eu", []string{b}); c[0].State != pairs.Elsewhere || c[0].Owner != "us" {
 		t.Errorf("after the take-over, eu claims %+v, want Elsewhere (us)", c[0])
+	}
+
+	// An old claim of the owner's own is renewed by its next claim, so that its enqueue does not
+	// look idle to another queue.
+	const renewed = "act:X:renewed"
+	if _, err := r.Claim(ctx, "eu", []string{renewed}); err != nil {
+		t.Fatal(err)
+	}
+	old := "eu|" + strconv.FormatInt(time.Now().Add(-5*time.Minute).Unix(), 10)
+	if err := db.Client.Set(ctx, pairs.Key(renewed), old, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := r.Claim(ctx, "eu", []string{renewed}); c[0].State != pairs.Seen {
+		t.Fatalf("the owner's claim = %+v, want Seen", c[0])
+	}
+	if c, _ := r.Claim(ctx, "us", []string{renewed}); c[0].State != pairs.Elsewhere || time.Since(c[0].Since) > time.Minute {
+		t.Errorf("after the owner's claim, another queue sees %+v, want a claim of now", c[0])
 	}
 
 	// Every key is a pair's, under the hash tag {pairs} of the {pairs} hash tag.
