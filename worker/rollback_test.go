@@ -53,7 +53,9 @@ func TestRedisRollbackActivatesOnce(t *testing.T) {
 			lists := func() int { return api.Stats().ByOpStatus[versori.OpListActivations+" 200"] }
 			listsBefore := lists()
 
-			waitFor(t, 2*time.Minute, "every pair active and the queue drained", func() bool {
+			// Jobs that were running at the snapshot come back through asynq's recoverer, which takes a
+			// lease a minute after it ended, and runs every minute: up to two minutes and more.
+			waitFor(t, 4*time.Minute, "every pair active and the queue drained", func() bool {
 				for _, p := range pairs {
 					if api.ActivationCount(p) == 0 {
 						return false
