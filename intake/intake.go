@@ -98,6 +98,7 @@ import (
 
 	"github.com/versori/activator/ingest"
 	"github.com/versori/activator/producer"
+	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 )
 
@@ -569,29 +570,13 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("taskId")
-	canon := canonicalTaskID(id)
+	canon := tasks.CanonicalTaskID(id)
 	resp := s.status(r.Context(), canon)
 	if resp.code == http.StatusNotFound && canon != id {
 		// A job queued before task ids were canonical keeps the id it was queued under.
 		resp = s.status(r.Context(), id)
 	}
 	s.write(w, resp)
-}
-
-// canonicalTaskID returns id, a task id as tasks.TaskID makes it ("act:<integrationId>:<userId>"),
-// with its integration ULID in canonical case, so that a client that sent the ULID in lower case
-// finds the job it was queued as; any other id comes back as it is.
-func canonicalTaskID(id string) string {
-	rest, ok := strings.CutPrefix(id, "act:")
-	if !ok {
-		return id
-	}
-	// The integration id is a ULID, so the first colon ends it, whatever the user id holds.
-	integration, user, ok := strings.Cut(rest, ":")
-	if !ok {
-		return id
-	}
-	return "act:" + versori.CanonicalULID(integration) + ":" + user
 }
 
 func (s *Server) status(ctx context.Context, id string) *response {
