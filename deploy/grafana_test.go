@@ -21,7 +21,6 @@ import (
 	"github.com/hibiken/asynq"
 	"go.yaml.in/yaml/v4"
 
-	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/internal/redistest"
 	"github.com/versori/activator/metrics"
 	"github.com/versori/activator/versori"
@@ -992,11 +991,7 @@ type grafanaSeriesKind string
 // and returns the series names it exports, with their kind.
 func grafanaExportedSeries(t *testing.T) map[string]grafanaSeriesKind {
 	t.Helper()
-	var reasons []string
-	for _, r := range deadletter.Reasons() {
-		reasons = append(reasons, string(r))
-	}
-	m := metrics.NewWorker(reasons)
+	m := metrics.NewWorker()
 	m.WatchDeadLetterStore(func() (int64, error) { return 0, nil })
 	// The per-class and per-operation histograms and the API call counter have no series until a job
 	// has run and a call was made: record one of each, as a worker that has done some work has.

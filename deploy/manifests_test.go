@@ -488,7 +488,7 @@ func TestComposeFile(t *testing.T) {
 	for svc, want := range map[string]map[string]string{
 		"prometheus": {"/etc/prometheus": "prometheus"},
 		"grafana":    {"/etc/grafana/provisioning": filepath.Join("grafana", "provisioning"), "/var/lib/grafana/dashboards": filepath.Join("grafana", "dashboards")},
-		"enqueue":    {"/data/sample.jsonl": filepath.Join("..", "internal", "demo", "sample.jsonl")},
+		"enqueue":    {"/data/sample.jsonl": filepath.Join("..", "internal", "cmd", "demo", "sample.jsonl")},
 	} {
 		got := mounts(svc)
 		for dst, src := range want {

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 )
 
@@ -52,7 +53,7 @@ type Worker struct {
 
 // NewWorker creates the worker's metrics on a registry of their own, with Go and process collectors,
 // and with every known label value initialised so that rates start at zero rather than absent.
-func NewWorker(reasons []string) *Worker {
+func NewWorker() *Worker {
 	reg := prometheus.NewRegistry()
 	m := &Worker{
 		Registry: reg,
@@ -114,14 +115,13 @@ func NewWorker(reasons []string) *Worker {
 	for _, r := range []string{ResultActivated, ResultAlreadyActive} {
 		m.Activations.WithLabelValues(r)
 	}
-	for _, r := range reasons {
-		m.DeadLetters.WithLabelValues(r)
+	for _, r := range tasks.Reasons() {
+		m.DeadLetters.WithLabelValues(string(r))
 	}
 	for _, c := range versori.Classes() {
 		m.Attempts.WithLabelValues(string(c))
 	}
-	// The breaker's refusal is the one attempt class that does not come from the API.
-	m.Attempts.WithLabelValues("circuit_open")
+	m.Attempts.WithLabelValues(string(tasks.ClassCircuitOpen))
 	m.okAttempts = m.Attempts.WithLabelValues(string(versori.ClassOK))
 	m.okDuration = m.JobDuration.WithLabelValues(string(versori.ClassOK))
 	m.activated = m.Activations.WithLabelValues(ResultActivated)

@@ -20,9 +20,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/internal/redistest"
 	"github.com/versori/activator/metrics"
+	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 )
 
@@ -67,7 +67,7 @@ const testQueue = "metrics-test"
 func boundedValues() map[string]func(string) bool {
 	oneOf := func(vs ...string) func(string) bool { return func(v string) bool { return slices.Contains(vs, v) } }
 	var reasons, classes []string
-	for _, r := range deadletter.Reasons() {
+	for _, r := range tasks.Reasons() {
 		reasons = append(reasons, string(r))
 	}
 	for _, c := range versori.Classes() {
@@ -86,14 +86,6 @@ func boundedValues() map[string]func(string) bool {
 	}
 }
 
-func reasonNames() []string {
-	var out []string
-	for _, r := range deadletter.Reasons() {
-		out = append(out, string(r))
-	}
-	return out
-}
-
 // exercised returns a worker's metrics with every metric observed at least once, asynq's queue
 // collector watching a paused queue that holds one pending task, and a dead-letter store of 3.
 func exercised(t *testing.T) *metrics.Worker {
@@ -108,13 +100,13 @@ func exercised(t *testing.T) *metrics.Worker {
 		t.Fatal(err)
 	}
 
-	m := metrics.NewWorker(reasonNames())
+	m := metrics.NewWorker()
 	m.WatchQueues(insp)
 	m.WatchDeadLetterStore(func() (int64, error) { return 3, nil })
 
 	m.Activations.WithLabelValues(metrics.ResultActivated).Inc()
 	m.Activations.WithLabelValues(metrics.ResultAlreadyActive).Inc()
-	for _, r := range deadletter.Reasons() {
+	for _, r := range tasks.Reasons() {
 		m.DeadLetters.WithLabelValues(string(r)).Inc()
 	}
 	for _, c := range versori.Classes() {
@@ -242,7 +234,7 @@ func TestMetricsInterface(t *testing.T) {
 		{"asynq_queue_paused_total", map[string]string{"queue": testQueue}, 1},
 		{"asynq_queue_size", map[string]string{"queue": testQueue}, 1},
 	}
-	for _, r := range deadletter.Reasons() {
+	for _, r := range tasks.Reasons() {
 		checks = append(checks, struct {
 			name   string
 			labels map[string]string
@@ -265,7 +257,7 @@ func TestMetricsInterface(t *testing.T) {
 
 func TestMetricsInitialisedAtZero(t *testing.T) {
 	t.Parallel()
-	m := metrics.NewWorker(reasonNames())
+	m := metrics.NewWorker()
 	mfs, err := m.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -281,7 +273,7 @@ func TestMetricsInitialisedAtZero(t *testing.T) {
 	}
 	want := map[string]int{
 		"activator_activations_total":  2,
-		"activator_dead_letters_total": len(deadletter.Reasons()),
+		"activator_dead_letters_total": len(tasks.Reasons()),
 		"activator_job_attempts_total": len(versori.Classes()) + 1, // and circuit_open
 	}
 	for name, n := range want {
@@ -293,7 +285,7 @@ func TestMetricsInitialisedAtZero(t *testing.T) {
 
 func TestDeadLetterStoreSizeUnknownIsNaN(t *testing.T) {
 	t.Parallel()
-	m := metrics.NewWorker(nil)
+	m := metrics.NewWorker()
 	m.WatchDeadLetterStore(func() (int64, error) { return 0, errors.New("redis down") })
 	mfs, err := m.Registry.Gather()
 	if err != nil {
@@ -417,7 +409,7 @@ func TestHotPathCountsIntoTheLabelledSeries(t *testing.T) {
 		}
 		return float64(m.Histogram.GetSampleCount())
 	}
-	m := metrics.NewWorker(nil)
+	m := metrics.NewWorker()
 	m.ObserveAttempt(versori.ClassOK, time.Millisecond)
 	m.ObserveAttempt(versori.ClassTransient, time.Millisecond)
 	m.Activated(metrics.ResultActivated)

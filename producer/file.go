@@ -12,9 +12,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/versori/activator/batch"
-	"github.com/versori/activator/ingest"
+	"github.com/versori/activator/internal/batch"
 	"github.com/versori/activator/internal/flushloop"
+	"github.com/versori/activator/internal/ingest"
 	"github.com/versori/activator/internal/pairs"
 	"github.com/versori/activator/tasks"
 )

@@ -12,7 +12,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/versori/activator/batch"
+	"github.com/versori/activator/internal/batch"
 	"github.com/versori/activator/internal/redistest"
 	"github.com/versori/activator/producer"
 )

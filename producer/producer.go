@@ -16,9 +16,9 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/versori/activator/batch"
-	"github.com/versori/activator/deadletter"
-	"github.com/versori/activator/ingest"
+	"github.com/versori/activator/internal/batch"
+	"github.com/versori/activator/internal/deadletter"
+	"github.com/versori/activator/internal/ingest"
 	"github.com/versori/activator/internal/pairs"
 	"github.com/versori/activator/internal/queuestate"
 	"github.com/versori/activator/internal/redisguard"

@@ -9,7 +9,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/pairs"
 	"github.com/versori/activator/internal/redistest"
 	"github.com/versori/activator/producer"
@@ -57,7 +57,7 @@ func TestEnqueueTakesOverAnIdlePair(t *testing.T) {
 	if err := insp.DeleteTask("eu", id); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := eu.Store().Add(ctx, deadletter.Entry{ID: id, Reason: deadletter.NotFound, Request: req}); err != nil {
+	if _, err := eu.Store().Add(ctx, deadletter.Entry{ID: id, Reason: tasks.ReasonNotFound, Request: req}); err != nil {
 		t.Fatal(err)
 	}
 	if res := enqueue(us); res.Status != producer.Duplicate || res.Owner != "eu" {
@@ -110,7 +110,7 @@ func TestEnqueueKnowsPairsQueuedBeforeTheRegistry(t *testing.T) {
 	if _, err := client.EnqueueContext(ctx, task); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := deadletter.NewStore(db.Client, "eu").Add(ctx, deadletter.Entry{ID: tasks.TaskID(dead.Pair()), Reason: deadletter.NotFound, Request: dead}); err != nil {
+	if _, err := deadletter.NewStore(db.Client, "eu").Add(ctx, deadletter.Entry{ID: tasks.TaskID(dead.Pair()), Reason: tasks.ReasonNotFound, Request: dead}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -157,7 +157,7 @@ func TestEnqueueAfterUpgradeFromLowerCaseIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := deadletter.NewStore(db.Client, "activations")
-	if _, err := store.Add(ctx, deadletter.Entry{ID: "act:" + lower + ":u-dead", Reason: deadletter.NotFound,
+	if _, err := store.Add(ctx, deadletter.Entry{ID: "act:" + lower + ":u-dead", Reason: tasks.ReasonNotFound,
 		Request: versori.ActivationRequest{UserID: "u-dead", IntegrationID: lower}}); err != nil {
 		t.Fatal(err)
 	}

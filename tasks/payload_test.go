@@ -67,7 +67,7 @@ func TestReadPayloadFastPathMatchesDecode(t *testing.T) {
 			if !jsonEqual(t, w.Body, want) {
 				t.Fatalf("fast path body %s, want %s", w.Body, want)
 			}
-			if got := w.request(); !reflect.DeepEqual(got, decodeRequest(t, want)) {
+			if got := w.Request(); !reflect.DeepEqual(got, decodeRequest(t, want)) {
 				t.Fatalf("request() = %+v, want %+v", got, tt.p.Request)
 			}
 		})
@@ -103,7 +103,7 @@ func TestReadPayloadOtherShapes(t *testing.T) {
 	tests := []struct {
 		name     string
 		payload  string
-		wantBody string // the request sent; empty when readPayload must fail
+		wantBody string // the request sent; empty when ReadJob must fail
 		wantErr  string
 	}{
 		{"connections null", `{"request":{"userId":"u","integrationId":"` + plIntegration + `","connections":null}}`,
@@ -132,18 +132,18 @@ func TestReadPayloadOtherShapes(t *testing.T) {
 			if _, ok := readWire([]byte(tt.payload)); ok {
 				t.Fatalf("%s took the fast path", tt.payload)
 			}
-			w, err := readPayload([]byte(tt.payload))
+			w, err := ReadJob([]byte(tt.payload))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("readPayload(%s) error %v, want one naming %q", tt.payload, err, tt.wantErr)
+					t.Fatalf("ReadJob(%s) error %v, want one naming %q", tt.payload, err, tt.wantErr)
 				}
 				return
 			}
 			if err != nil {
-				t.Fatalf("readPayload(%s): %v", tt.payload, err)
+				t.Fatalf("ReadJob(%s): %v", tt.payload, err)
 			}
 			if !jsonEqual(t, w.Body, []byte(tt.wantBody)) || w.Pair.UserID != "u" {
-				t.Fatalf("readPayload(%s) sends %s for %+v, want %s", tt.payload, w.Body, w.Pair, tt.wantBody)
+				t.Fatalf("ReadJob(%s) sends %s for %+v, want %s", tt.payload, w.Body, w.Pair, tt.wantBody)
 			}
 		})
 	}
@@ -178,7 +178,7 @@ func FuzzReadPayload(f *testing.F) {
 		if !json.Valid(w.Body) || !bytes.HasPrefix(w.Body, []byte("{")) {
 			t.Fatalf("fast path body %s is not a JSON object", w.Body)
 		}
-		if got := w.request(); !reflect.DeepEqual(got.Pair(), p.Request.Pair()) || len(got.Connections) != len(p.Request.Connections) {
+		if got := w.Request(); !reflect.DeepEqual(got.Pair(), p.Request.Pair()) || len(got.Connections) != len(p.Request.Connections) {
 			t.Fatalf("fast path request %+v; full decode %+v", got, p.Request)
 		}
 	})
@@ -190,7 +190,7 @@ func BenchmarkReadPayload(b *testing.B) {
 		DynamicVariables: json.RawMessage(`{"region":"eu"}`)}, Batch: "01HZY8J5Q0BATCH00000000001", EnqueuedAt: time.Now()})
 	b.Run("fast path", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := readPayload(pl); err != nil {
+			if _, err := ReadJob(pl); err != nil {
 				b.Fatal(err)
 			}
 		}

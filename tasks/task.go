@@ -12,7 +12,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/versori/activator/ingest"
+	"github.com/versori/activator/internal/ingest"
 	"github.com/versori/activator/internal/jsonappend"
 	"github.com/versori/activator/internal/jsonscan"
 	"github.com/versori/activator/versori"
@@ -151,11 +151,11 @@ func DecodePayload(b []byte) (Payload, error) {
 	return p, nil
 }
 
-// wirePayload is a payload as the handler uses it. On the usual path Body is the request exactly as
+// Job is a payload as the worker's handler uses it. On the usual path Body is the request exactly as
 // NewTask encoded it (the API's wire form, validated by the producer) and is sent as it is; only the
 // pair is read from it. Decoding, validating and re-encoding the whole request for every job cost
 // the worker more CPU than anything else it does on its own.
-type wirePayload struct {
+type Job struct {
 	Pair       versori.Pair
 	Body       []byte // the encoded request
 	Reconcile  bool
@@ -166,17 +166,17 @@ type wirePayload struct {
 	decoded *versori.ActivationRequest
 }
 
-// readPayload reads a task payload. A payload of the shape NewTask writes takes the fast path: it is
+// ReadJob reads a task payload for the worker. A payload of the shape NewTask writes takes the fast path: it is
 // checked to be valid JSON, its request to hold exactly the wire form's fields (each once, of the
 // right kind) and a valid pair; its connections are not validated again. Anything else (a payload
 // from another producer, or a malformed one) is decoded, validated and re-encoded whole, as
 // DecodePayload does, and fails as it fails.
-func readPayload(b []byte) (wirePayload, error) {
+func ReadJob(b []byte) (Job, error) {
 	if p, ok := readWire(b); ok {
 		return p, nil
 	}
 	p, err := DecodePayload(b)
-	w := wirePayload{Pair: p.Request.Pair(), Reconcile: p.Reconcile, Batch: p.Batch, EnqueuedAt: p.EnqueuedAt,
+	w := Job{Pair: p.Request.Pair(), Reconcile: p.Reconcile, Batch: p.Batch, EnqueuedAt: p.EnqueuedAt,
 		MaxRetry: p.MaxRetry, decoded: &p.Request}
 	if err != nil {
 		return w, err
@@ -187,8 +187,8 @@ func readPayload(b []byte) (wirePayload, error) {
 	return w, nil
 }
 
-// readWire is readPayload's fast path; ok is false when b is not of NewTask's shape.
-func readWire(b []byte) (p wirePayload, ok bool) {
+// readWire is ReadJob's fast path; ok is false when b is not of NewTask's shape.
+func readWire(b []byte) (p Job, ok bool) {
 	if !json.Valid(b) {
 		return p, false
 	}
@@ -255,7 +255,7 @@ func readWire(b []byte) (p wirePayload, ok bool) {
 	// are sent as they are on this path.
 	if err != nil || !ok || !has[0] || !has[1] || !has[2] || p.Pair.Validate() != nil ||
 		p.Pair.Canonical() != p.Pair {
-		return wirePayload{}, false
+		return Job{}, false
 	}
 	return p, true
 }
@@ -271,7 +271,7 @@ func foldsTo(name []byte, names ...string) bool {
 }
 
 // request is the payload's whole request, decoded only when it is needed (for a dead letter).
-func (p wirePayload) request() versori.ActivationRequest {
+func (p Job) Request() versori.ActivationRequest {
 	if p.decoded != nil {
 		return *p.decoded
 	}

@@ -22,8 +22,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/versori/activator/deadletter"
-	"github.com/versori/activator/intake"
+	"github.com/versori/activator/internal/deadletter"
+	"github.com/versori/activator/internal/intake"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
@@ -216,7 +216,7 @@ func TestChaos(t *testing.T) {
 		store *deadletter.Store
 		fix   *[]versori.ActivationRequest
 	}{{prodA, storeA, &fixRowsA}, {prodB, storeB, &fixRowsB}} {
-		ids, err := s.store.IDs(ctx, deadletter.MissingConnections)
+		ids, err := s.store.IDs(ctx, tasks.ReasonMissingConnections)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -274,7 +274,7 @@ func TestChaos(t *testing.T) {
 
 	// The invariant.
 	var violations []string
-	byReason := map[deadletter.Reason]int{}
+	byReason := map[tasks.Reason]int{}
 	for _, p := range universe {
 		id := tasks.TaskID(p.pair)
 		acts := api.ActivationCount(p.pair)
@@ -288,7 +288,7 @@ func TestChaos(t *testing.T) {
 		}
 		for _, e := range dead {
 			byReason[e.Reason]++
-			if _, err := deadletter.ParseReason(string(e.Reason)); err != nil {
+			if _, err := tasks.ParseReason(string(e.Reason)); err != nil {
 				violations = append(violations, fmt.Sprintf("%s: dead letter without a valid reason: %q", id, e.Reason))
 			}
 		}

@@ -18,9 +18,9 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/versori/activator/batch"
-	"github.com/versori/activator/deadletter"
-	"github.com/versori/activator/internal/enqueuecmd"
+	"github.com/versori/activator/internal/batch"
+	"github.com/versori/activator/internal/cmd/enqueuecmd"
+	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/redisconn"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori/versoritest"
@@ -192,7 +192,7 @@ func TestPipelineOnCluster(t *testing.T) {
 		t.Errorf("dlq list: %d entries, want %d", len(entries), missing)
 	}
 	for _, e := range entries {
-		if e.Reason != deadletter.MissingConnections || e.Request.IntegrationID != billingIntegration || e.Batch != "b-cluster" {
+		if e.Reason != tasks.ReasonMissingConnections || e.Request.IntegrationID != billingIntegration || e.Batch != "b-cluster" {
 			t.Errorf("dead letter %+v", e)
 			break
 		}
@@ -208,7 +208,7 @@ func TestPipelineOnCluster(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil {
 		t.Fatalf("enqueue status --json: exit %d, %v\n%s", code, err, out)
 	}
-	if st.Queued != n || st.Activated+st.AlreadyActive != n-missing || st.Retries == 0 || st.DeadLetters[string(deadletter.MissingConnections)] != missing ||
+	if st.Queued != n || st.Activated+st.AlreadyActive != n-missing || st.Retries == 0 || st.DeadLetters[string(tasks.ReasonMissingConnections)] != missing ||
 		st.Remaining != 0 || !st.Finished {
 		t.Errorf("batch status = %+v", st)
 	}

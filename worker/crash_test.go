@@ -15,7 +15,6 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/internal/redistest"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
@@ -167,10 +166,10 @@ func TestWorkerKilledMidCallActivatesOnce(t *testing.T) {
 	// The legacy at-limit jobs that were in flight were archived by the recoverer without reaching
 	// the handler; the sweep must bring every one of them into the store.
 	waitFor(t, 30*time.Second, "the legacy at-limit jobs swept into the store", func() bool {
-		c, _ := store.Count(ctx, deadletter.RetriesExhausted)
+		c, _ := store.Count(ctx, tasks.ReasonRetriesExhausted)
 		return c == int64(len(legacy))
 	})
-	ids, err := store.IDs(ctx, deadletter.RetriesExhausted)
+	ids, err := store.IDs(ctx, tasks.ReasonRetriesExhausted)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,8 +20,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/versori/activator/breaker"
-	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/internal/breaker"
+	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/redistest"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
@@ -409,7 +409,7 @@ func TestHarshForbiddenRequestDoesNotPauseQueue(t *testing.T) {
 	}
 	for _, pr := range forbidden {
 		e := deadLetter(t, p.Store(), pr)
-		if e.Reason != deadletter.Unauthorized || e.Attempts != 1 || !strings.Contains(e.Error, "403") {
+		if e.Reason != tasks.ReasonUnauthorized || e.Attempts != 1 || !strings.Contains(e.Error, "403") {
 			t.Errorf("dead letter of %s = reason %s after %d attempts, error %q; want unauthorized after 1, naming the 403",
 				pr.UserID, e.Reason, e.Attempts, e.Error)
 		}
@@ -421,7 +421,7 @@ func TestHarshForbiddenRequestDoesNotPauseQueue(t *testing.T) {
 	if probeCalls(api, http.StatusOK) == 0 {
 		t.Error("no probe of the API key: the 403 was not checked against the key")
 	}
-	if got := total([]*worker.Worker{w}, deadLetters, string(deadletter.Unauthorized)); got != float64(len(forbidden)) {
+	if got := total([]*worker.Worker{w}, deadLetters, string(tasks.ReasonUnauthorized)); got != float64(len(forbidden)) {
 		t.Errorf("dead_letters{reason=unauthorized} = %v, want %d", got, len(forbidden))
 	}
 	if c, _ := p.Store().Count(context.Background(), ""); c != int64(len(forbidden)) {
@@ -452,7 +452,7 @@ func TestHarshEndlessRateLimitEndsAtMaxAge(t *testing.T) {
 
 	waitFor(t, 15*time.Second, "the dead letter", func() bool { return hasDeadLetter(p.Store(), pair) })
 	e := deadLetter(t, p.Store(), pair)
-	if e.Reason != deadletter.RetriesExhausted || !strings.Contains(e.Error, "maximum age") || !strings.Contains(e.Error, "429") {
+	if e.Reason != tasks.ReasonRetriesExhausted || !strings.Contains(e.Error, "maximum age") || !strings.Contains(e.Error, "429") {
 		t.Errorf("dead letter = reason %s, error %q; want retries_exhausted naming the maximum age and the 429", e.Reason, e.Error)
 	}
 	if e.Attempts != 1 {
@@ -632,7 +632,7 @@ func TestHarshGatewayAnswers(t *testing.T) {
 		t.Run(fmt.Sprintf("redirect %d", r.status), func(t *testing.T) {
 			pr := redirected[i].Pair()
 			e := deadLetter(t, p.Store(), pr)
-			if e.Reason != deadletter.PermanentError || e.Attempts != 1 {
+			if e.Reason != tasks.ReasonPermanentError || e.Attempts != 1 {
 				t.Errorf("dead letter = reason %s after %d attempts, want permanent_error after 1", e.Reason, e.Attempts)
 			}
 			if !strings.Contains(e.Error, "redirect") || !strings.Contains(e.Error, self) || !strings.Contains(e.Error, fmt.Sprint(r.status)) {
@@ -664,7 +664,7 @@ func TestHarshGatewayAnswers(t *testing.T) {
 	if got := total(ws, activations, "already_active"); got != 1 {
 		t.Errorf("activations{result=already_active} = %v, want 1 (the 409)", got)
 	}
-	if got := total(ws, deadLetters, string(deadletter.PermanentError)); got != float64(len(redirects)) {
+	if got := total(ws, deadLetters, string(tasks.ReasonPermanentError)); got != float64(len(redirects)) {
 		t.Errorf("dead_letters{reason=permanent_error} = %v, want %d (the redirects only)", got, len(redirects))
 	}
 }
@@ -829,7 +829,7 @@ func TestHarshCrossQueueActivatesOnce(t *testing.T) {
 // harshDeadLetterTotal sums activator_dead_letters_total over every reason.
 func harshDeadLetterTotal(ws []*worker.Worker) float64 {
 	sum := 0.0
-	for _, r := range deadletter.Reasons() {
+	for _, r := range tasks.Reasons() {
 		sum += total(ws, deadLetters, string(r))
 	}
 	return sum
@@ -884,7 +884,7 @@ func TestHarshDeadLetterPurgeFixAndRequeue(t *testing.T) {
 		return err == nil && n == dead
 	})
 	waitFor(t, 5*time.Second, "activator_dead_letters_total to count them", func() bool { return harshDeadLetterTotal(ws) == dead })
-	if e := deadLetter(t, p.Store(), archivedReq.Pair()); e.Reason != deadletter.RetriesExhausted {
+	if e := deadLetter(t, p.Store(), archivedReq.Pair()); e.Reason != tasks.ReasonRetriesExhausted {
 		t.Errorf("archived job's dead letter has reason %s, want retries_exhausted", e.Reason)
 	}
 
@@ -964,7 +964,7 @@ func TestHarshDeadLetterPurgeFixAndRequeue(t *testing.T) {
 	// requeued. The integration no longer needs the template, so the original requests activate.
 	api.ClearRequirements(billingIntegration)
 	invalid := deadletter.Entry{ID: tasks.TaskID(versori.Pair{UserID: "u-dl-norequest", IntegrationID: crmIntegration}),
-		UserID: "u-dl-norequest", IntegrationID: crmIntegration, Reason: deadletter.InvalidRequest,
+		UserID: "u-dl-norequest", IntegrationID: crmIntegration, Reason: tasks.ReasonInvalidRequest,
 		Error: "payload request: is missing", Attempts: 1, FailedAt: time.Now().UTC(), Queue: queue}
 	if _, err := p.Store().Add(ctx, invalid); err != nil {
 		t.Fatal(err)

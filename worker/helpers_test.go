@@ -14,7 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/versori/versoritest"
 	"github.com/versori/activator/worker"

@@ -20,7 +20,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/versori/activator/internal/enqueuecmd"
+	"github.com/versori/activator/internal/cmd/enqueuecmd"
 	"github.com/versori/activator/internal/redisconn"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/versori/versoritest"

@@ -10,9 +10,9 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/versori/activator/batch"
-	"github.com/versori/activator/deadletter"
-	"github.com/versori/activator/internal/enqueuecmd"
+	"github.com/versori/activator/internal/batch"
+	"github.com/versori/activator/internal/cmd/enqueuecmd"
+	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/redistest"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
@@ -52,7 +52,7 @@ func TestPipelineActivatesOnceAndDeadLettersMissingConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if byReason[deadletter.MissingConnections] != missing || len(nonZero(byReason)) != 1 {
+	if byReason[tasks.ReasonMissingConnections] != missing || len(nonZero(byReason)) != 1 {
 		t.Errorf("dead letters by reason = %v, want %d missing_connections only", byReason, missing)
 	}
 	entries, err := p.Store().Get(ctx, tasks.TaskID(pairs[n-1]))
@@ -60,7 +60,7 @@ func TestPipelineActivatesOnceAndDeadLettersMissingConnections(t *testing.T) {
 		t.Fatalf("Get dead letter: %v, %v", entries, err)
 	}
 	e := entries[0]
-	if e.Reason != deadletter.MissingConnections || e.Attempts != 1 || e.Request.UserID != pairs[n-1].UserID ||
+	if e.Reason != tasks.ReasonMissingConnections || e.Attempts != 1 || e.Request.UserID != pairs[n-1].UserID ||
 		e.Batch != "b1" || !strings.Contains(e.Error, "connection") || e.FailedAt.IsZero() {
 		t.Errorf("dead letter = %+v", e)
 	}
@@ -72,7 +72,7 @@ func TestPipelineActivatesOnceAndDeadLettersMissingConnections(t *testing.T) {
 	})
 	st, err := batch.Read(ctx, db.Client, queue, "b1")
 	if err != nil || st.Queued != n || st.Activated+st.AlreadyActive != n-missing ||
-		st.DeadLetters[string(deadletter.MissingConnections)] != missing || st.Remaining != 0 {
+		st.DeadLetters[string(tasks.ReasonMissingConnections)] != missing || st.Remaining != 0 {
 		t.Errorf("batch status = %+v, %v", st, err)
 	}
 	var out bytes.Buffer
@@ -88,7 +88,7 @@ func TestPipelineActivatesOnceAndDeadLettersMissingConnections(t *testing.T) {
 	m := w.Metrics()
 	got := testutil.ToFloat64(m.Activations.WithLabelValues("activated")) +
 		testutil.ToFloat64(m.Activations.WithLabelValues("already_active")) +
-		testutil.ToFloat64(m.DeadLetters.WithLabelValues(string(deadletter.MissingConnections)))
+		testutil.ToFloat64(m.DeadLetters.WithLabelValues(string(tasks.ReasonMissingConnections)))
 	if got != n {
 		t.Errorf("activations + dead letters in metrics = %v, want %d", got, n)
 	}
@@ -112,8 +112,8 @@ func TestPipelineActivatesOnceAndDeadLettersMissingConnections(t *testing.T) {
 	assertExactlyOnce(t, api, pairs[:n-missing])
 }
 
-func nonZero(m map[deadletter.Reason]int64) map[deadletter.Reason]int64 {
-	out := map[deadletter.Reason]int64{}
+func nonZero(m map[tasks.Reason]int64) map[tasks.Reason]int64 {
+	out := map[tasks.Reason]int64{}
 	for k, v := range m {
 		if v != 0 {
 			out[k] = v
@@ -246,7 +246,7 @@ func TestSweeperStoresWhatAsynqArchivedItself(t *testing.T) {
 	if err != nil || len(got) != 1 {
 		t.Fatal(got, err)
 	}
-	if got[0].Reason != deadletter.RetriesExhausted || got[0].Request.UserID != "u-archived" || got[0].Batch != "b9" {
+	if got[0].Reason != tasks.ReasonRetriesExhausted || got[0].Request.UserID != "u-archived" || got[0].Batch != "b9" {
 		t.Errorf("swept entry = %+v", got[0])
 	}
 	if len(api.Calls()) != 0 {
@@ -263,7 +263,7 @@ func TestDeadLetterRetention(t *testing.T) {
 	store := deadletter.NewStore(db.Client, queue)
 	for i := range 5 {
 		req := versori.ActivationRequest{UserID: "u" + string(rune('a'+i)), IntegrationID: crmIntegration}
-		_, err := store.Add(ctx, deadletter.Entry{ID: tasks.TaskID(req.Pair()), Reason: deadletter.NotFound, Request: req,
+		_, err := store.Add(ctx, deadletter.Entry{ID: tasks.TaskID(req.Pair()), Reason: tasks.ReasonNotFound, Request: req,
 			DeadLetteredAt: time.Now().Add(time.Duration(i-10) * time.Hour)})
 		if err != nil {
 			t.Fatal(err)
@@ -307,7 +307,7 @@ func TestMetricsAddUpAcrossRestart(t *testing.T) {
 		m := w.Metrics()
 		activated = testutil.ToFloat64(m.Activations.WithLabelValues("activated"))
 		already = testutil.ToFloat64(m.Activations.WithLabelValues("already_active"))
-		for _, r := range deadletter.Reasons() {
+		for _, r := range tasks.Reasons() {
 			dead += testutil.ToFloat64(m.DeadLetters.WithLabelValues(string(r)))
 		}
 		return activated, already, dead

@@ -22,8 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/versori/activator/breaker"
-	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/internal/breaker"
+	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/queuestate"
 	"github.com/versori/activator/internal/redistest"
 	"github.com/versori/activator/internal/window"
@@ -36,13 +36,13 @@ import (
 
 // policyTimings keeps retries short: asynq retries 1 to 2 s apart, one quick retry 10 to 20 ms after
 // a failure known not to have reached the API, and at least testSettle after one that may have.
-var policyTimings = tasks.RetryPolicy{
+var policyTimings = worker.RetryPolicy{
 	Base: time.Second, Cap: 2 * time.Second,
 	QuickRetries: 1, QuickBase: 10 * time.Millisecond, QuickCap: 20 * time.Millisecond,
 	SettleTime: testSettle,
 }
 
-func withPolicy(pol tasks.RetryPolicy) func(*worker.Config) {
+func withPolicy(pol worker.RetryPolicy) func(*worker.Config) {
 	return func(c *worker.Config) { c.Policy = pol }
 }
 
@@ -217,7 +217,7 @@ func TestPolicyTransientExhausted(t *testing.T) {
 
 	waitFor(t, 15*time.Second, "the dead letter", func() bool { return hasDeadLetter(p.Store(), pair) })
 	e := deadLetter(t, p.Store(), pair)
-	if e.Reason != deadletter.RetriesExhausted || e.Attempts != maxRetry+2 || !strings.Contains(e.Error, "found no activation") {
+	if e.Reason != tasks.ReasonRetriesExhausted || e.Attempts != maxRetry+2 || !strings.Contains(e.Error, "found no activation") {
 		t.Errorf("dead letter = reason %s, attempts %d, error %q; want retries_exhausted after %d attempts and a last look-up",
 			e.Reason, e.Attempts, e.Error, maxRetry+2)
 	}
@@ -233,7 +233,7 @@ func TestPolicyTransientExhausted(t *testing.T) {
 	if got := total(ws, attempts, string(versori.ClassTransient)); got != float64(maxRetry+2) {
 		t.Errorf("attempts{class=transient} = %v, want %d", got, maxRetry+2)
 	}
-	if got := total(ws, deadLetters, string(deadletter.RetriesExhausted)); got != 1 {
+	if got := total(ws, deadLetters, string(tasks.ReasonRetriesExhausted)); got != 1 {
 		t.Errorf("dead_letters{reason=retries_exhausted} = %v, want 1", got)
 	}
 	assertTaskGone(t, insp, pair)
@@ -388,14 +388,14 @@ func TestPolicyDeadLettersAtOnce(t *testing.T) {
 		setup     func(api *versoritest.Server, p versori.Pair)
 		status    int
 		class     versori.Class
-		reason    deadletter.Reason
+		reason    tasks.Reason
 		wantCalls []string // default: exactly the one POST
 	}{
 		{"missing connections", versori.ActivationRequest{UserID: "u-missing", IntegrationID: billingIntegration},
 			func(api *versoritest.Server, _ versori.Pair) {
 				api.RequireConnection(billingIntegration, billingTemplate)
 			},
-			400, versori.ClassMissingConnections, deadletter.MissingConnections, nil},
+			400, versori.ClassMissingConnections, tasks.ReasonMissingConnections, nil},
 		{"invalid request", policyRequest("u-invalid"),
 			func(api *versoritest.Server, p versori.Pair) {
 				api.Script(p, versoritest.Fault{Status: 422, Body: &versori.ErrorBody{
@@ -403,33 +403,33 @@ func TestPolicyDeadLettersAtOnce(t *testing.T) {
 					Fields: []versori.ErrorField{{Field: "dynamicVariables.region", Message: "must be one of EU, US"}},
 				}})
 			},
-			422, versori.ClassInvalidRequest, deadletter.InvalidRequest, nil},
+			422, versori.ClassInvalidRequest, tasks.ReasonInvalidRequest, nil},
 		{"a 400 whose prose names a connection", policyRequest("u-upstream"),
 			func(api *versoritest.Server, p versori.Pair) {
 				api.Script(p, versoritest.Fault{Status: 400, Body: &versori.ErrorBody{Message: "upstream connection reset"}})
 			},
-			400, versori.ClassInvalidRequest, deadletter.InvalidRequest, nil},
+			400, versori.ClassInvalidRequest, tasks.ReasonInvalidRequest, nil},
 		{"unknown user", policyRequest("u-gone"),
 			func(api *versoritest.Server, p versori.Pair) { api.ForgetUser(p.UserID) },
-			404, versori.ClassNotFound, deadletter.NotFound, nil},
+			404, versori.ClassNotFound, tasks.ReasonNotFound, nil},
 		{"unknown integration", versori.ActivationRequest{UserID: "u-gone-integration", IntegrationID: unknownIntegration},
 			func(api *versoritest.Server, _ versori.Pair) { api.ForgetIntegration(unknownIntegration) },
-			404, versori.ClassNotFound, deadletter.NotFound, nil},
+			404, versori.ClassNotFound, tasks.ReasonNotFound, nil},
 		{"unknown connection template", policyRequest("u-no-template"),
 			func(api *versoritest.Server, p versori.Pair) {
 				api.Script(p, versoritest.Fault{Status: 404, Body: &versori.ErrorBody{Message: "connection template not found",
 					Fields: []versori.ErrorField{{Field: "connections[0].templateId", Message: "not found"}}}})
 			},
-			404, versori.ClassNotFound, deadletter.NotFound, nil},
+			404, versori.ClassNotFound, tasks.ReasonNotFound, nil},
 		{"forbidden for this request only", policyRequest("u-forbidden"),
 			func(api *versoritest.Server, p versori.Pair) { api.Forbid(p) },
-			403, versori.ClassUnauthorized, deadletter.Unauthorized, nil},
+			403, versori.ClassUnauthorized, tasks.ReasonUnauthorized, nil},
 		{"redirect", policyRequest("u-redirect"),
 			func(api *versoritest.Server, p versori.Pair) { api.Script(p, versoritest.Fault{Status: 307}) },
-			307, versori.ClassPermanent, deadletter.PermanentError, nil},
+			307, versori.ClassPermanent, tasks.ReasonPermanentError, nil},
 		{"another status", policyRequest("u-teapot"),
 			func(api *versoritest.Server, p versori.Pair) { api.Script(p, versoritest.Fault{Status: 418}) },
-			418, versori.ClassPermanent, deadletter.PermanentError, nil},
+			418, versori.ClassPermanent, tasks.ReasonPermanentError, nil},
 	}
 	db := redistest.New(t)
 	api := versoritest.New(t, versoritest.Options{})
@@ -448,7 +448,7 @@ func TestPolicyDeadLettersAtOnce(t *testing.T) {
 	})
 
 	wantAttempts := map[versori.Class]float64{}
-	wantReasons := map[deadletter.Reason]float64{}
+	wantReasons := map[tasks.Reason]float64{}
 	for _, tc := range tests {
 		wantAttempts[tc.class]++
 		wantReasons[tc.reason]++
@@ -552,7 +552,7 @@ func TestPolicyConflict(t *testing.T) {
 				return
 			}
 			e := deadLetter(t, p.Store(), pair)
-			if e.Reason != deadletter.RetriesExhausted || api.ActivationCount(pair) != 0 {
+			if e.Reason != tasks.ReasonRetriesExhausted || api.ActivationCount(pair) != 0 {
 				t.Errorf("dead letter %s (%s), %d activations; want retries_exhausted and none", e.Reason, e.Error, api.ActivationCount(pair))
 			}
 			if tc.name == "the look-up refused" && !strings.Contains(e.Error, "unknown") {
@@ -780,7 +780,7 @@ func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 	})
 	for _, pr := range pairs {
 		e := deadLetter(t, p.Store(), pr)
-		if e.Reason != deadletter.Unauthorized || e.Attempts != 1 {
+		if e.Reason != tasks.ReasonUnauthorized || e.Attempts != 1 {
 			t.Errorf("dead letter of %s = reason %s after %d attempts, want unauthorized after 1", pr.UserID, e.Reason, e.Attempts)
 		}
 		if got := callTrace(pairCalls(api, pr)); !slices.Equal(got, []string{"activate 401"}) {
@@ -794,7 +794,7 @@ func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 	if got := testutil.ToFloat64(w.Metrics().QueuePaused); got != 0 {
 		t.Errorf("activator_queue_paused = %v, want 0", got)
 	}
-	if got := total([]*worker.Worker{w}, deadLetters, string(deadletter.Unauthorized)); got != n {
+	if got := total([]*worker.Worker{w}, deadLetters, string(tasks.ReasonUnauthorized)); got != n {
 		t.Errorf("dead_letters{reason=unauthorized} = %v, want %d", got, n)
 	}
 	if probeCalls(api, http.StatusUnauthorized)+probeCalls(api, http.StatusOK) != 0 {
@@ -994,7 +994,7 @@ func TestPolicyMaxAge(t *testing.T) {
 
 	waitFor(t, 15*time.Second, "the dead letter", func() bool { return hasDeadLetter(p.Store(), pair) })
 	e := deadLetter(t, p.Store(), pair)
-	if e.Reason != deadletter.RetriesExhausted || !strings.Contains(e.Error, "maximum age") {
+	if e.Reason != tasks.ReasonRetriesExhausted || !strings.Contains(e.Error, "maximum age") {
 		t.Errorf("dead letter = reason %s, error %q; want retries_exhausted naming the maximum age", e.Reason, e.Error)
 	}
 	if e.Attempts < 2 || e.Attempts > maxRetry {

@@ -15,10 +15,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/versori/activator/batch"
-	"github.com/versori/activator/deadletter"
-	"github.com/versori/activator/internal/enqueuecmd"
+	"github.com/versori/activator/internal/batch"
+	"github.com/versori/activator/internal/cmd/enqueuecmd"
+	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/redisconn"
+	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/versori/versoritest"
 )
@@ -173,7 +174,7 @@ func TestPipelineOnSentinel(t *testing.T) {
 	})
 	drained := time.Since(start)
 	assertExactlyOnce(t, api, pairs[:n-missing])
-	if byReason, err := store.CountByReason(ctx); err != nil || byReason[deadletter.MissingConnections] != missing {
+	if byReason, err := store.CountByReason(ctx); err != nil || byReason[tasks.ReasonMissingConnections] != missing {
 		t.Errorf("dead letters by reason = %v, %v; want %d missing_connections", byReason, err, missing)
 	}
 	waitFor(t, 5*time.Second, "batch b-sentinel done", func() bool {

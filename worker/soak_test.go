@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/internal/redistest"
 	"github.com/versori/activator/internal/window"
 	"github.com/versori/activator/producer"
@@ -105,7 +104,7 @@ func TestSoak(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var reason deadletter.Reason
+		var reason tasks.Reason
 		if len(es) > 0 {
 			reason = es[0].Reason
 		}
@@ -116,8 +115,8 @@ func TestSoak(t *testing.T) {
 		case billing && acts > 0:
 			t.Errorf("pair %+v without its connection has %d activations", pr, acts)
 		case acts == 1:
-		case reason == deadletter.MissingConnections && billing:
-		case reason == deadletter.Unauthorized && refused[pr] == 403, reason == deadletter.PermanentError && refused[pr] == 409:
+		case reason == tasks.ReasonMissingConnections && billing:
+		case reason == tasks.ReasonUnauthorized && refused[pr] == 403, reason == tasks.ReasonPermanentError && refused[pr] == 409:
 		default:
 			t.Errorf("pair %+v: %d activations, dead letter %q (refused with %d)", pr, acts, reason, refused[pr])
 		}
@@ -126,7 +125,7 @@ func TestSoak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := byReason[deadletter.RetriesExhausted]; n != 0 {
+	if n := byReason[tasks.ReasonRetriesExhausted]; n != 0 {
 		t.Errorf("%d dead letters with reason retries_exhausted: a transient failure must never be dead-lettered", n)
 	}
 

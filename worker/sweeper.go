@@ -8,9 +8,9 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/versori/activator/batch"
-	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/internal/asynqkeys"
+	"github.com/versori/activator/internal/batch"
+	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/metrics"
 	"github.com/versori/activator/tasks"
 )
@@ -90,18 +90,18 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 func entryOf(t *asynq.TaskInfo) deadletter.Entry {
 	e := deadletter.Entry{
 		ID:       t.ID,
-		Reason:   deadletter.RetriesExhausted,
+		Reason:   tasks.ReasonRetriesExhausted,
 		Error:    t.LastErr,
 		Attempts: t.Retried + 1,
 		FailedAt: t.LastFailedAt.UTC(),
 		Queue:    t.Queue,
 	}
-	if r, ok := tasks.ReasonFromError(t.LastErr); ok {
+	if r, ok := ReasonFromError(t.LastErr); ok {
 		e.Reason = r
 	}
 	p, err := tasks.DecodePayload(t.Payload)
 	if err != nil {
-		e.Reason = deadletter.InvalidRequest
+		e.Reason = tasks.ReasonInvalidRequest
 		e.Error = err.Error()
 	}
 	e.Request, e.Batch = p.Request, p.Batch

@@ -14,15 +14,15 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
 
-	"github.com/versori/activator/batch"
-	"github.com/versori/activator/breaker"
-	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/internal/batch"
+	"github.com/versori/activator/internal/breaker"
+	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/pairs"
 	"github.com/versori/activator/internal/queuestate"
+	"github.com/versori/activator/internal/ratelimit"
 	"github.com/versori/activator/internal/redisguard"
+	"github.com/versori/activator/internal/results"
 	"github.com/versori/activator/metrics"
-	"github.com/versori/activator/ratelimit"
-	"github.com/versori/activator/results"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 )
@@ -57,7 +57,7 @@ type Config struct {
 	QueueMetrics bool
 	Versori      versori.Config
 	PerUserAuth  bool
-	Policy       tasks.RetryPolicy
+	Policy       RetryPolicy
 	// MaxAge, if positive, dead-letters a job still failing this long after it was enqueued.
 	MaxAge time.Duration
 	// RateLimit is the most calls per second all workers on this Redis and queue send together
@@ -138,11 +138,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	cfg.Policy = cfg.Policy.WithDefaults()
 	w := &Worker{cfg: cfg, rdb: rdb, log: cfg.Logger, state: queuestate.New(rdb, cfg.Queue), pairs: pairs.New(rdb)}
 
-	reasons := make([]string, 0, 6)
-	for _, r := range deadletter.Reasons() {
-		reasons = append(reasons, string(r))
-	}
-	w.metrics = metrics.NewWorker(reasons)
+	w.metrics = metrics.NewWorker()
 	w.store = deadletter.NewStore(rdb, cfg.Queue)
 	w.metrics.WatchDeadLetterStore(func() (int64, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -188,7 +184,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	}
 	w.client = client
 	w.keys = &keyChecker{client: client, ttl: keyCheckTTL}
-	h, err := tasks.NewHandler(tasks.HandlerConfig{
+	h, err := NewHandler(HandlerConfig{
 		Client: client, Store: w.store, Metrics: w.metrics, Logger: w.log,
 		Policy: cfg.Policy, PerUserAuth: cfg.PerUserAuth, Pause: w.pauseQueue, CheckKey: w.keys.Check,
 		LookFirst: w.guard.LookFirst, Interrupt: interruptCtx,
@@ -206,7 +202,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 			Concurrency:    perServer,
 			Queues:         map[string]int{cfg.Queue: 1},
 			RetryDelayFunc: pol.RetryDelay,
-			IsFailure:      tasks.IsFailure,
+			IsFailure:      IsFailure,
 			// Handlers return by ShutdownGrace (their calls are cut short then), well before asynq
 			// would requeue their tasks with a retry count of zero.
 			ShutdownTimeout:          cfg.ShutdownGrace + 10*time.Second,
@@ -393,11 +389,11 @@ type keyChecker struct {
 
 	mu    sync.Mutex // held during a probe, so that the jobs asking at once share it
 	at    time.Time
-	state tasks.KeyState
+	state KeyState
 }
 
 // Check returns the key's state, probing unless a probe answered within the TTL.
-func (k *keyChecker) Check(ctx context.Context) tasks.KeyState {
+func (k *keyChecker) Check(ctx context.Context) KeyState {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if !k.at.IsZero() && time.Since(k.at) < k.ttl {
@@ -408,23 +404,23 @@ func (k *keyChecker) Check(ctx context.Context) tasks.KeyState {
 }
 
 // Probe probes now, whatever the last verdict, and returns the key's state and the probe's class.
-func (k *keyChecker) Probe(ctx context.Context) (tasks.KeyState, versori.Class) {
+func (k *keyChecker) Probe(ctx context.Context) (KeyState, versori.Class) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.probeLocked(ctx)
 }
 
-func (k *keyChecker) probeLocked(ctx context.Context) (tasks.KeyState, versori.Class) {
+func (k *keyChecker) probeLocked(ctx context.Context) (KeyState, versori.Class) {
 	_, err := k.client.ListUserActivations(ctx, probeUser, "")
 	c := versori.Classify(err)
-	st := tasks.KeyUnknown
+	st := KeyUnknown
 	switch c {
 	case versori.ClassOK, versori.ClassNotFound:
-		st = tasks.KeyAccepted
+		st = KeyAccepted
 	case versori.ClassUnauthorized:
-		st = tasks.KeyRefused
+		st = KeyRefused
 	}
-	if st != tasks.KeyUnknown {
+	if st != KeyUnknown {
 		k.at, k.state = time.Now(), st
 	}
 	return st, c
@@ -449,14 +445,14 @@ func (w *Worker) probeLoop(ctx context.Context) {
 			continue
 		}
 		switch st, c := w.keys.Probe(ctx); st {
-		case tasks.KeyAccepted:
+		case KeyAccepted:
 			if err := w.state.Resume(ctx); err != nil {
 				w.log.Error("the API key works again, but resuming the queue failed", "error", err.Error())
 				continue
 			}
 			w.metrics.QueuePaused.Set(0)
 			w.log.Warn("the API key works again: queue resumed")
-		case tasks.KeyRefused:
+		case KeyRefused:
 			w.log.Error("the API still refuses the API key: queue stays paused; fix the key, then run `enqueue resume`")
 		default:
 			w.log.Warn("probe of the API key was inconclusive", "class", string(c))

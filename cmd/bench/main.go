@@ -10,7 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/versori/activator/internal/bench"
+	"github.com/versori/activator/internal/cmd/bench"
 )
 
 func main() {

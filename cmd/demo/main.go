@@ -9,7 +9,7 @@ import (
 	"os"
 	"os/signal"
 
-	"github.com/versori/activator/internal/demo"
+	"github.com/versori/activator/internal/cmd/demo"
 )
 
 func main() {

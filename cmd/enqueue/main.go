@@ -8,7 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/versori/activator/internal/enqueuecmd"
+	"github.com/versori/activator/internal/cmd/enqueuecmd"
 )
 
 func main() {

@@ -23,7 +23,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/tasks"
 )
 

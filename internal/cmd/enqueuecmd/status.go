@@ -8,7 +8,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/versori/activator/batch"
+	"github.com/versori/activator/internal/batch"
 )
 
 func runStatus(ctx context.Context, args []string, env Env) (int, error) {

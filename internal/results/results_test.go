@@ -11,7 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/internal/redistest"
-	"github.com/versori/activator/results"
+	"github.com/versori/activator/internal/results"
 )
 
 const queue = "results-test"

@@ -17,11 +17,12 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/versori/activator/deadletter"
-	"github.com/versori/activator/ingest"
+	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/envflag"
+	"github.com/versori/activator/internal/ingest"
 	"github.com/versori/activator/internal/redisconn"
 	"github.com/versori/activator/producer"
+	"github.com/versori/activator/tasks"
 )
 
 // Exit codes.
@@ -310,9 +311,9 @@ func runDLQ(ctx context.Context, args []string, env Env) (int, error) {
 	if err != nil {
 		return ExitUsage, err
 	}
-	var reason deadletter.Reason
+	var reason tasks.Reason
 	if reasonStr != "" {
-		if reason, err = deadletter.ParseReason(reasonStr); err != nil {
+		if reason, err = tasks.ParseReason(reasonStr); err != nil {
 			return ExitUsage, usageError{err}
 		}
 	}
@@ -440,7 +441,7 @@ func dlqRequeueFile(ctx context.Context, p *producer.Producer, o producer.Requeu
 	return ExitOK, nil
 }
 
-func dlqList(ctx context.Context, store *deadletter.Store, reason deadletter.Reason, asJSON bool, out io.Writer) (int, error) {
+func dlqList(ctx context.Context, store *deadletter.Store, reason tasks.Reason, asJSON bool, out io.Writer) (int, error) {
 	if asJSON {
 		// Streamed element by element, so that a million entries need no more memory than one page.
 		bw := newJSONArray(out)
@@ -473,7 +474,7 @@ func dlqList(ctx context.Context, store *deadletter.Store, reason deadletter.Rea
 	return ExitOK, nil
 }
 
-func dlqExport(ctx context.Context, store *deadletter.Store, reason deadletter.Reason, out io.Writer) (int, error) {
+func dlqExport(ctx context.Context, store *deadletter.Store, reason tasks.Reason, out io.Writer) (int, error) {
 	enc := json.NewEncoder(out)
 	err := store.Each(ctx, reason, func(e deadletter.Entry) error { return enc.Encode(e.Request) })
 	if err != nil {

@@ -11,7 +11,7 @@ import (
 
 	"github.com/sony/gobreaker/v2"
 
-	"github.com/versori/activator/breaker"
+	"github.com/versori/activator/internal/breaker"
 	"github.com/versori/activator/versori"
 )
 

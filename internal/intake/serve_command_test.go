@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/versori/activator/intake"
-	"github.com/versori/activator/internal/enqueuecmd"
+	"github.com/versori/activator/internal/cmd/enqueuecmd"
+	"github.com/versori/activator/internal/intake"
 	"github.com/versori/activator/internal/redistest"
 	"github.com/versori/activator/producer"
 )

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/versori/activator/deadletter"
-	"github.com/versori/activator/internal/demo"
+	"github.com/versori/activator/internal/cmd/demo"
+	"github.com/versori/activator/tasks"
 )
 
 // TestDemo runs what `make demo` runs, so that the README's first command keeps working.
@@ -19,7 +19,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
 	if res.Enqueued != 1000 || res.Activated != 950 || res.Duplicates != 0 ||
-		res.DeadLetters[deadletter.MissingConnections] != 50 {
+		res.DeadLetters[tasks.ReasonMissingConnections] != 50 {
 		t.Errorf("demo result = %+v\n%s", res, out.String())
 	}
 	for _, want := range []string{"activated: 950 (duplicates: 0)", "dead-lettered: 50 [missing_connections 50]", "elapsed:"} {

@@ -6,7 +6,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/versori/activator/ingest"
+	"github.com/versori/activator/internal/ingest"
 )
 
 func ExampleReader() {

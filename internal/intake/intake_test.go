@@ -25,8 +25,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
-	"github.com/versori/activator/deadletter"
-	"github.com/versori/activator/intake"
+	"github.com/versori/activator/internal/deadletter"
+	"github.com/versori/activator/internal/intake"
 	"github.com/versori/activator/internal/redistest"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
@@ -619,7 +619,7 @@ func TestDeadLetteredPair(t *testing.T) {
 	t.Parallel()
 	e := start(t, intake.Config{Tokens: []string{tokenA}})
 	req := request("u-dead")
-	if _, err := e.prod.Store().Add(context.Background(), deadletter.Entry{ID: taskID("u-dead"), Reason: deadletter.NotFound,
+	if _, err := e.prod.Store().Add(context.Background(), deadletter.Entry{ID: taskID("u-dead"), Reason: tasks.ReasonNotFound,
 		Error: "no such end user", Attempts: 1, Batch: "b-1", Request: req}); err != nil {
 		t.Fatal(err)
 	}
@@ -888,7 +888,7 @@ func TestTaskStatus(t *testing.T) {
 	if st := decode[intake.TaskStatus](t, get(taskID("u-3"))); st.State != "archived" {
 		t.Errorf("archived: %+v", st)
 	}
-	if _, err := e.prod.Store().Add(context.Background(), deadletter.Entry{ID: taskID("u-3"), Reason: deadletter.RetriesExhausted,
+	if _, err := e.prod.Store().Add(context.Background(), deadletter.Entry{ID: taskID("u-3"), Reason: tasks.ReasonRetriesExhausted,
 		Error: "boom", Attempts: 25, Request: request("u-3")}); err != nil {
 		t.Fatal(err)
 	}

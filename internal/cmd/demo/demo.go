@@ -21,7 +21,6 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
@@ -60,7 +59,7 @@ type Result struct {
 	Rejected     int
 	Activated    int // activations the stand-in holds
 	Duplicates   int // pairs activated more than once: always 0
-	DeadLetters  map[deadletter.Reason]int64
+	DeadLetters  map[tasks.Reason]int64
 	APICalls     int
 	Elapsed      time.Duration
 	StandinStats versoritest.Stats
@@ -129,7 +128,7 @@ func Run(ctx context.Context, out io.Writer, o Options) (Result, error) {
 		SweepInterval: time.Second, ShutdownGrace: 5 * time.Second,
 		// The stand-in commits a late activation within its LateCommitDelay (300 ms); a real API
 		// behind a gateway needs the default's minutes. The in-process Redis cannot restart.
-		Policy:              tasks.RetryPolicy{SettleTime: time.Second},
+		Policy:              worker.RetryPolicy{SettleTime: time.Second},
 		NoRedisRestartGuard: true,
 		Versori: versori.Config{BaseURL: "http://" + ln.Addr().String(), HubID: api.HubID(),
 			Auth: versori.APIKey(api.APIKey()), Timeout: 5 * time.Second},

@@ -9,52 +9,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 )
-
-// Reason says why a job was dead-lettered. The values are part of the CLI and metrics interface.
-type Reason string
-
-// The dead-letter reasons.
-const (
-	MissingConnections Reason = "missing_connections" // the integration needs a connection the request lacks
-	InvalidRequest     Reason = "invalid_request"     // the API refused the request as malformed
-	Unauthorized       Reason = "unauthorized"        // the end user's token was refused
-	NotFound           Reason = "not_found"           // unknown user or integration
-	PermanentError     Reason = "permanent_error"     // any other error that retrying cannot fix
-	RetriesExhausted   Reason = "retries_exhausted"   // transient failures until the retry limit
-)
-
-// Reasons lists every reason.
-func Reasons() []Reason {
-	return []Reason{MissingConnections, InvalidRequest, Unauthorized, NotFound, PermanentError, RetriesExhausted}
-}
-
-// ParseReason returns the Reason named s, or an error listing the valid ones.
-func ParseReason(s string) (Reason, error) {
-	for _, r := range Reasons() {
-		if string(r) == s {
-			return r, nil
-		}
-	}
-	names := make([]string, 0, 6)
-	for _, r := range Reasons() {
-		names = append(names, string(r))
-	}
-	return "", fmt.Errorf("unknown dead-letter reason %q (one of: %s)", s, strings.Join(names, ", "))
-}
 
 // Entry is one dead letter. ID is the job's task id, so a pair has at most one entry.
 type Entry struct {
 	ID             string                    `json:"id"`
 	UserID         string                    `json:"userId"`
 	IntegrationID  string                    `json:"integrationId"`
-	Reason         Reason                    `json:"reason"`
+	Reason         tasks.Reason              `json:"reason"`
 	Error          string                    `json:"error"`
 	Attempts       int                       `json:"attempts"`
 	FailedAt       time.Time                 `json:"failedAt"`
@@ -79,7 +47,7 @@ type keys struct {
 	prefix  string // + reason: sorted set of that reason's ids
 }
 
-func (k keys) reason(r Reason) string { return k.prefix + string(r) }
+func (k keys) reason(r tasks.Reason) string { return k.prefix + string(r) }
 
 // NewStore returns the store for queue.
 func NewStore(rdb redis.UniversalClient, queue string) *Store {
@@ -145,7 +113,7 @@ func (s *Store) add(ctx context.Context, e Entry, guard, mode string) (added, he
 	if e.ID == "" {
 		return false, false, errors.New("deadletter: entry has no id")
 	}
-	if _, err := ParseReason(string(e.Reason)); err != nil {
+	if _, err := tasks.ParseReason(string(e.Reason)); err != nil {
 		return false, false, fmt.Errorf("deadletter: %w", err)
 	}
 	if e.DeadLetteredAt.IsZero() {
@@ -210,7 +178,7 @@ func (s *Store) Get(ctx context.Context, ids ...string) ([]Entry, error) {
 }
 
 // Count returns how many entries there are, of reason r, or of all reasons when r is "".
-func (s *Store) Count(ctx context.Context, r Reason) (int64, error) {
+func (s *Store) Count(ctx context.Context, r tasks.Reason) (int64, error) {
 	var (
 		n   int64
 		err error
@@ -227,16 +195,16 @@ func (s *Store) Count(ctx context.Context, r Reason) (int64, error) {
 }
 
 // CountByReason returns the number of entries of every reason.
-func (s *Store) CountByReason(ctx context.Context) (map[Reason]int64, error) {
+func (s *Store) CountByReason(ctx context.Context) (map[tasks.Reason]int64, error) {
 	pipe := s.rdb.Pipeline()
-	cmds := make(map[Reason]*redis.IntCmd)
-	for _, r := range Reasons() {
+	cmds := make(map[tasks.Reason]*redis.IntCmd)
+	for _, r := range tasks.Reasons() {
 		cmds[r] = pipe.ZCard(ctx, s.keys.reason(r))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("deadletter: counting by reason: %w", err)
 	}
-	out := make(map[Reason]int64, len(cmds))
+	out := make(map[tasks.Reason]int64, len(cmds))
 	for r, c := range cmds {
 		out[r] = c.Val()
 	}
@@ -246,7 +214,7 @@ func (s *Store) CountByReason(ctx context.Context) (map[Reason]int64, error) {
 // pageSize is how many entries one round trip of Each reads.
 const pageSize = 500
 
-func (s *Store) index(r Reason) string {
+func (s *Store) index(r tasks.Reason) string {
 	if r == "" {
 		return s.keys.byTime
 	}
@@ -256,7 +224,7 @@ func (s *Store) index(r Reason) string {
 // Each calls fn for every entry of reason r (all reasons when r is ""), oldest first, reading a page
 // at a time so that memory stays flat however many there are. It stops at fn's first error. fn must
 // not remove entries; to change many, take their IDs first.
-func (s *Store) Each(ctx context.Context, r Reason, fn func(Entry) error) error {
+func (s *Store) Each(ctx context.Context, r tasks.Reason, fn func(Entry) error) error {
 	index := s.index(r)
 	for start := int64(0); ; start += pageSize {
 		ids, err := s.rdb.ZRange(ctx, index, start, start+pageSize-1).Result()
@@ -282,7 +250,7 @@ func (s *Store) Each(ctx context.Context, r Reason, fn func(Entry) error) error 
 }
 
 // IDs returns the ids of every entry of reason r (all reasons when r is ""), oldest first.
-func (s *Store) IDs(ctx context.Context, r Reason) ([]string, error) {
+func (s *Store) IDs(ctx context.Context, r tasks.Reason) ([]string, error) {
 	ids, err := s.rdb.ZRange(ctx, s.index(r), 0, -1).Result()
 	if err != nil {
 		return nil, fmt.Errorf("deadletter: listing ids: %w", err)

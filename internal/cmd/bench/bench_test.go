@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/versori/activator/internal/bench"
+	"github.com/versori/activator/internal/cmd/bench"
 	"github.com/versori/activator/internal/redistest"
 )
 

@@ -8,7 +8,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/versori/activator/intake"
+	"github.com/versori/activator/internal/intake"
 	"github.com/versori/activator/internal/redisconn"
 )
 

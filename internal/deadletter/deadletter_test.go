@@ -13,8 +13,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/versori/activator/deadletter"
+	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 )
 
@@ -22,7 +23,7 @@ const dlIntegration = "01HZY8J5Q0A1B2C3D4E5F6G7H8"
 
 var dlBase = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 
-func dlEntry(i int, reason deadletter.Reason, at time.Time) deadletter.Entry {
+func dlEntry(i int, reason tasks.Reason, at time.Time) deadletter.Entry {
 	user := fmt.Sprintf("user-%05d", i)
 	req := versori.ActivationRequest{UserID: user, IntegrationID: dlIntegration, Connections: []versori.ActivationConnection{
 		{TemplateID: "01HZY8J5Q0TEMP1ATE00000001", ConnectionID: "01HZY8J5Q0C0NNECT10N000001"}}}
@@ -52,19 +53,19 @@ func idsOf(entries []deadletter.Entry) []string {
 
 func TestParseReason(t *testing.T) {
 	t.Parallel()
-	for _, r := range deadletter.Reasons() {
-		got, err := deadletter.ParseReason(string(r))
+	for _, r := range tasks.Reasons() {
+		got, err := tasks.ParseReason(string(r))
 		if err != nil || got != r {
 			t.Errorf("ParseReason(%q) = %q, %v", r, got, err)
 		}
 	}
 	for _, bad := range []string{"", "bogus", "NOT_FOUND", " not_found", "ok"} {
-		_, err := deadletter.ParseReason(bad)
+		_, err := tasks.ParseReason(bad)
 		if err == nil {
 			t.Errorf("ParseReason(%q) succeeded", bad)
 			continue
 		}
-		for _, r := range deadletter.Reasons() {
+		for _, r := range tasks.Reasons() {
 			if !strings.Contains(err.Error(), string(r)) {
 				t.Errorf("ParseReason(%q) error %q does not list %q", bad, err, r)
 			}
@@ -74,7 +75,7 @@ func TestParseReason(t *testing.T) {
 
 func TestEntryJSON(t *testing.T) {
 	t.Parallel()
-	e := dlEntry(1, deadletter.NotFound, dlBase)
+	e := dlEntry(1, tasks.ReasonNotFound, dlBase)
 	b, err := json.Marshal(e)
 	if err != nil {
 		t.Fatal(err)
@@ -113,25 +114,25 @@ func TestAddReplaceAndReasonIndexes(t *testing.T) {
 	s := deadletter.NewStore(db.Client, "activations")
 	ctx := context.Background()
 
-	e := dlEntry(1, deadletter.MissingConnections, dlBase)
+	e := dlEntry(1, tasks.ReasonMissingConnections, dlBase)
 	if !mustAdd(t, s, e) {
 		t.Error("first Add reported the id as known")
 	}
-	assertCounts(t, s, map[deadletter.Reason]int64{deadletter.MissingConnections: 1})
+	assertCounts(t, s, map[tasks.Reason]int64{tasks.ReasonMissingConnections: 1})
 
 	// Same id, same reason: replaced.
 	e.Attempts = 9
 	if mustAdd(t, s, e) {
 		t.Error("second Add reported the id as new")
 	}
-	assertCounts(t, s, map[deadletter.Reason]int64{deadletter.MissingConnections: 1})
+	assertCounts(t, s, map[tasks.Reason]int64{tasks.ReasonMissingConnections: 1})
 
 	// Same id, new reason: moves between the reason indexes.
-	e.Reason, e.Error, e.DeadLetteredAt = deadletter.RetriesExhausted, "timeout", dlBase.Add(time.Minute)
+	e.Reason, e.Error, e.DeadLetteredAt = tasks.ReasonRetriesExhausted, "timeout", dlBase.Add(time.Minute)
 	if mustAdd(t, s, e) {
 		t.Error("Add with a new reason reported the id as new")
 	}
-	assertCounts(t, s, map[deadletter.Reason]int64{deadletter.RetriesExhausted: 1})
+	assertCounts(t, s, map[tasks.Reason]int64{tasks.ReasonRetriesExhausted: 1})
 	got, err := s.Get(ctx, e.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -139,16 +140,16 @@ func TestAddReplaceAndReasonIndexes(t *testing.T) {
 	if len(got) != 1 || !reflect.DeepEqual(got[0], e) {
 		t.Errorf("Get = %+v, want %+v", got, e)
 	}
-	if ids, _ := s.IDs(ctx, deadletter.MissingConnections); len(ids) != 0 {
+	if ids, _ := s.IDs(ctx, tasks.ReasonMissingConnections); len(ids) != 0 {
 		t.Errorf("old reason still lists %v", ids)
 	}
-	if ids, _ := s.IDs(ctx, deadletter.RetriesExhausted); !slices.Equal(ids, []string{e.ID}) {
+	if ids, _ := s.IDs(ctx, tasks.ReasonRetriesExhausted); !slices.Equal(ids, []string{e.ID}) {
 		t.Errorf("new reason lists %v", ids)
 	}
 
 	// Defaults: DeadLetteredAt now, FailedAt = DeadLetteredAt.
 	before := time.Now().Add(-time.Second)
-	d := dlEntry(2, deadletter.NotFound, time.Time{})
+	d := dlEntry(2, tasks.ReasonNotFound, time.Time{})
 	d.FailedAt = time.Time{}
 	mustAdd(t, s, d)
 	got, err = s.Get(ctx, d.ID)
@@ -173,7 +174,7 @@ func TestAddRefusesBadEntries(t *testing.T) {
 		{"unknown reason", func(e *deadletter.Entry) { e.Reason = "flaky" }},
 	}
 	for _, tt := range tests {
-		e := dlEntry(1, deadletter.NotFound, dlBase)
+		e := dlEntry(1, tasks.ReasonNotFound, dlBase)
 		tt.mod(&e)
 		if _, err := s.Add(context.Background(), e); err == nil {
 			t.Errorf("%s: Add succeeded", tt.name)
@@ -184,7 +185,7 @@ func TestAddRefusesBadEntries(t *testing.T) {
 	}
 }
 
-func assertCounts(t *testing.T, s *deadletter.Store, want map[deadletter.Reason]int64) {
+func assertCounts(t *testing.T, s *deadletter.Store, want map[tasks.Reason]int64) {
 	t.Helper()
 	ctx := context.Background()
 	got, err := s.CountByReason(ctx)
@@ -192,7 +193,7 @@ func assertCounts(t *testing.T, s *deadletter.Store, want map[deadletter.Reason]
 		t.Fatal(err)
 	}
 	var total int64
-	for _, r := range deadletter.Reasons() {
+	for _, r := range tasks.Reasons() {
 		if got[r] != want[r] {
 			t.Errorf("CountByReason[%s] = %d, want %d", r, got[r], want[r])
 		}
@@ -202,8 +203,8 @@ func assertCounts(t *testing.T, s *deadletter.Store, want map[deadletter.Reason]
 		}
 		total += want[r]
 	}
-	if len(got) != len(deadletter.Reasons()) {
-		t.Errorf("CountByReason has %d reasons, want %d", len(got), len(deadletter.Reasons()))
+	if len(got) != len(tasks.Reasons()) {
+		t.Errorf("CountByReason has %d reasons, want %d", len(got), len(tasks.Reasons()))
 	}
 	if n, err := s.Count(ctx, ""); err != nil || n != total {
 		t.Errorf("Count(all) = %d, %v; want %d", n, err, total)
@@ -215,8 +216,8 @@ func TestHasGetRemove(t *testing.T) {
 	db := redistest.New(t)
 	s := deadletter.NewStore(db.Client, "activations")
 	ctx := context.Background()
-	a, b, c := dlEntry(1, deadletter.NotFound, dlBase), dlEntry(2, deadletter.InvalidRequest, dlBase.Add(time.Second)),
-		dlEntry(3, deadletter.NotFound, dlBase.Add(2*time.Second))
+	a, b, c := dlEntry(1, tasks.ReasonNotFound, dlBase), dlEntry(2, tasks.ReasonInvalidRequest, dlBase.Add(time.Second)),
+		dlEntry(3, tasks.ReasonNotFound, dlBase.Add(2*time.Second))
 	for _, e := range []deadletter.Entry{a, b, c} {
 		mustAdd(t, s, e)
 	}
@@ -250,7 +251,7 @@ func TestHasGetRemove(t *testing.T) {
 	if n, err := s.Remove(ctx); err != nil || n != 0 {
 		t.Errorf("Remove() = %d, %v; want 0", n, err)
 	}
-	assertCounts(t, s, map[deadletter.Reason]int64{deadletter.NotFound: 1, deadletter.InvalidRequest: 1})
+	assertCounts(t, s, map[tasks.Reason]int64{tasks.ReasonNotFound: 1, tasks.ReasonInvalidRequest: 1})
 	if ids, _ := s.IDs(ctx, ""); !slices.Equal(ids, []string{b.ID, c.ID}) {
 		t.Errorf("IDs after Remove = %v", ids)
 	}
@@ -269,9 +270,9 @@ func TestEachAndIDsPaged(t *testing.T) {
 	s := deadletter.NewStore(db.Client, "activations")
 	ctx := context.Background()
 	const n = 1234
-	reasons := deadletter.Reasons()
+	reasons := tasks.Reasons()
 	var all []string
-	byReason := make(map[deadletter.Reason][]string)
+	byReason := make(map[tasks.Reason][]string)
 	// Added in a shuffled order, so that order comes from DeadLetteredAt and not from insertion.
 	for k := range n {
 		i := (k * 7919) % n
@@ -285,12 +286,12 @@ func TestEachAndIDsPaged(t *testing.T) {
 	}
 
 	tests := []struct {
-		reason deadletter.Reason
+		reason tasks.Reason
 		want   []string
 	}{{"", all}}
 	for _, r := range reasons {
 		tests = append(tests, struct {
-			reason deadletter.Reason
+			reason tasks.Reason
 			want   []string
 		}{r, byReason[r]})
 	}
@@ -352,10 +353,10 @@ func TestEachExactPage(t *testing.T) {
 	db := redistest.New(t)
 	s := deadletter.NewStore(db.Client, "activations")
 	for i := range 500 {
-		mustAdd(t, s, dlEntry(i, deadletter.NotFound, dlBase.Add(time.Duration(i)*time.Millisecond)))
+		mustAdd(t, s, dlEntry(i, tasks.ReasonNotFound, dlBase.Add(time.Duration(i)*time.Millisecond)))
 	}
 	n := 0
-	if err := s.Each(context.Background(), deadletter.NotFound, func(deadletter.Entry) error { n++; return nil }); err != nil || n != 500 {
+	if err := s.Each(context.Background(), tasks.ReasonNotFound, func(deadletter.Entry) error { n++; return nil }); err != nil || n != 500 {
 		t.Errorf("Each = %v after %d entries, want 500", err, n)
 	}
 }
@@ -385,7 +386,7 @@ func TestTrim(t *testing.T) {
 			ctx := context.Background()
 			var entries []deadletter.Entry
 			for i := range 10 {
-				e := dlEntry(i, deadletter.Reasons()[i%2], dlBase.Add(time.Duration(i)*time.Minute))
+				e := dlEntry(i, tasks.Reasons()[i%2], dlBase.Add(time.Duration(i)*time.Minute))
 				mustAdd(t, s, e)
 				entries = append(entries, e)
 			}
@@ -398,7 +399,7 @@ func TestTrim(t *testing.T) {
 				t.Errorf("Trim removed %d, want %d", removed, 10-len(tt.wantKept))
 			}
 			var want []string
-			counts := make(map[deadletter.Reason]int64)
+			counts := make(map[tasks.Reason]int64)
 			for _, i := range tt.wantKept {
 				want = append(want, entries[i].ID)
 				counts[entries[i].Reason]++
@@ -421,8 +422,8 @@ func TestStoresOfQueuesAreSeparate(t *testing.T) {
 	ctx := context.Background()
 	a := deadletter.NewStore(db.Client, "activations")
 	b := deadletter.NewStore(db.Client, "activations-eu")
-	ea := dlEntry(1, deadletter.NotFound, dlBase)
-	eb := dlEntry(2, deadletter.InvalidRequest, dlBase)
+	ea := dlEntry(1, tasks.ReasonNotFound, dlBase)
+	eb := dlEntry(2, tasks.ReasonInvalidRequest, dlBase)
 	mustAdd(t, a, ea)
 	mustAdd(t, b, eb)
 	// The same id in both: new in each.
@@ -438,8 +439,8 @@ func TestStoresOfQueuesAreSeparate(t *testing.T) {
 	if has, _ := b.Has(ctx, []string{ea.ID, eb.ID}); !slices.Equal(has, []bool{false, true}) {
 		t.Errorf("b.Has = %v", has)
 	}
-	assertCounts(t, a, map[deadletter.Reason]int64{deadletter.NotFound: 1})
-	assertCounts(t, b, map[deadletter.Reason]int64{deadletter.InvalidRequest: 1})
+	assertCounts(t, a, map[tasks.Reason]int64{tasks.ReasonNotFound: 1})
+	assertCounts(t, b, map[tasks.Reason]int64{tasks.ReasonInvalidRequest: 1})
 	if ids, _ := a.IDs(ctx, ""); !slices.Equal(ids, []string{ea.ID}) {
 		t.Errorf("a.IDs = %v", ids)
 	}
@@ -449,7 +450,7 @@ func TestStoresOfQueuesAreSeparate(t *testing.T) {
 	if ids, err := b.Trim(ctx, dlBase.Add(time.Hour), 0); err != nil || len(ids) != 1 {
 		t.Errorf("b.Trim = %v, %v", ids, err)
 	}
-	assertCounts(t, a, map[deadletter.Reason]int64{deadletter.NotFound: 1})
+	assertCounts(t, a, map[tasks.Reason]int64{tasks.ReasonNotFound: 1})
 	got, err := a.Get(ctx, ea.ID, eb.ID)
 	if err != nil || len(idsOf(got)) != 1 || got[0].ID != ea.ID {
 		t.Errorf("a.Get = %v, %v", got, err)
@@ -463,7 +464,7 @@ func TestRemoveEntryOnlyTheOneRead(t *testing.T) {
 	db := redistest.New(t)
 	ctx := context.Background()
 	s := deadletter.NewStore(db.Client, "q")
-	first := deadletter.Entry{ID: "act:X:u", Reason: deadletter.NotFound, DeadLetteredAt: time.Now().UTC().Add(-time.Minute)}
+	first := deadletter.Entry{ID: "act:X:u", Reason: tasks.ReasonNotFound, DeadLetteredAt: time.Now().UTC().Add(-time.Minute)}
 	if _, err := s.Add(ctx, first); err != nil {
 		t.Fatal(err)
 	}
@@ -472,14 +473,14 @@ func TestRemoveEntryOnlyTheOneRead(t *testing.T) {
 		t.Fatalf("Get = %v, %v", read, err)
 	}
 	again := first
-	again.Reason, again.DeadLetteredAt = deadletter.MissingConnections, time.Now().UTC()
+	again.Reason, again.DeadLetteredAt = tasks.ReasonMissingConnections, time.Now().UTC()
 	if _, err := s.Add(ctx, again); err != nil {
 		t.Fatal(err)
 	}
 	if ok, err := s.RemoveEntry(ctx, read[0]); err != nil || ok {
 		t.Fatalf("RemoveEntry of the stale entry = %v, %v; want false", ok, err)
 	}
-	if n, _ := s.Count(ctx, deadletter.MissingConnections); n != 1 {
+	if n, _ := s.Count(ctx, tasks.ReasonMissingConnections); n != 1 {
 		t.Fatalf("the newer dead letter is gone")
 	}
 	latest, _ := s.Get(ctx, first.ID)
@@ -498,7 +499,7 @@ func TestAddWhileMember(t *testing.T) {
 	ctx := context.Background()
 	s := deadletter.NewStore(db.Client, "q")
 	const lease = "asynq:{q}:lease"
-	e := deadletter.Entry{ID: "act:X:u", Reason: deadletter.NotFound}
+	e := deadletter.Entry{ID: "act:X:u", Reason: tasks.ReasonNotFound}
 	if _, err := s.AddWhileMember(ctx, e, lease); !errors.Is(err, deadletter.ErrNotHeld) {
 		t.Fatalf("without the lease: %v, want ErrNotHeld", err)
 	}

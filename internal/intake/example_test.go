@@ -8,7 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/versori/activator/intake"
+	"github.com/versori/activator/internal/intake"
 	"github.com/versori/activator/producer"
 )
 

@@ -1,4 +1,4 @@
-package tasks
+package worker
 
 import (
 	"context"
@@ -7,16 +7,18 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/versori/activator/tasks"
+
 	"github.com/hibiken/asynq"
 	"github.com/sethvargo/go-retry"
 
-	"github.com/versori/activator/batch"
-	"github.com/versori/activator/breaker"
-	"github.com/versori/activator/deadletter"
 	"github.com/versori/activator/internal/asynqkeys"
+	"github.com/versori/activator/internal/batch"
+	"github.com/versori/activator/internal/breaker"
+	"github.com/versori/activator/internal/deadletter"
+	"github.com/versori/activator/internal/ratelimit"
+	"github.com/versori/activator/internal/results"
 	"github.com/versori/activator/metrics"
-	"github.com/versori/activator/ratelimit"
-	"github.com/versori/activator/results"
 	"github.com/versori/activator/versori"
 )
 
@@ -103,7 +105,7 @@ type job struct {
 	queue    string
 	retried  int
 	limit    int // failures allowed before the job is dead-lettered
-	asynqMax int // asynq's own limit, CrashRetries above limit for jobs of this release
+	asynqMax int // asynq's own limit, tasks.CrashRetries above limit for jobs of this release
 	start    time.Time
 }
 
@@ -136,10 +138,10 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	j.asynqMax, _ = asynq.GetMaxRetry(ctx)
 	j.limit = j.asynqMax
 
-	p, err := readPayload(t.Payload())
+	p, err := tasks.ReadJob(t.Payload())
 	if err != nil {
 		// Nothing can be sent for a payload that cannot be read; keep it for a person.
-		return h.deadLetter(ctx, j, p, deadletter.InvalidRequest, versori.ClassInvalidRequest, err)
+		return h.deadLetter(ctx, j, p, tasks.ReasonInvalidRequest, versori.ClassInvalidRequest, err)
 	}
 	if p.MaxRetry > 0 && p.MaxRetry < j.limit {
 		j.limit = p.MaxRetry
@@ -158,10 +160,10 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	// A task id not in canonical form was queued by a release before ULIDs were made canonical: the
 	// same pair may have another task under the canonical id.
-	reconcile := j.retried > 0 || p.Reconcile || j.id != CanonicalTaskID(j.id) ||
+	reconcile := j.retried > 0 || p.Reconcile || j.id != tasks.CanonicalTaskID(j.id) ||
 		(h.cfg.LookFirst != nil && h.cfg.LookFirst(ctx, p.EnqueuedAt))
 	out := h.run(ctx, p, reconcile)
-	rule := RuleFor(out.class, h.cfg.PerUserAuth)
+	rule := tasks.RuleFor(out.class, h.cfg.PerUserAuth)
 	// A look-up that was to tell whether an earlier POST committed, and failed: its answer is about
 	// the look-up, not the request, so it decides nothing (a 404 or 403 on the list does not make the
 	// POST's a not_found or unauthorized).
@@ -169,24 +171,24 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if _, ok := limiterWait(out.err); ok {
 		// Not sent: the rate limit or a shared back-off lasts longer than the job may wait. That is
 		// a wait, never a failure.
-		rule = Rule{Action: ActionSnooze, Reason: deadletter.RetriesExhausted}
+		rule = tasks.Rule{Action: tasks.ActionSnooze, Reason: tasks.ReasonRetriesExhausted}
 	}
-	if rule.Action == ActionPause {
+	if rule.Action == tasks.ActionPause {
 		switch h.checkKey(ctx) {
 		case KeyAccepted:
 			// The key works, so the refusal concerned this request: pausing would stop every job
 			// for it, again and again.
-			rule = Rule{Action: ActionDeadLetter, Reason: rule.Reason}
+			rule = tasks.Rule{Action: tasks.ActionDeadLetter, Reason: rule.Reason}
 			out.err = fmt.Errorf("the API refused this request although it accepts the API key: %w", out.err)
 		case KeyUnknown:
-			rule = Rule{Action: ActionRetry, Reason: rule.Reason}
+			rule = tasks.Rule{Action: tasks.ActionRetry, Reason: rule.Reason}
 		}
 	}
-	if lookUpFailed && rule.Action == ActionDeadLetter {
-		rule = Rule{Action: ActionRetry, Reason: rule.Reason}
+	if lookUpFailed && rule.Action == tasks.ActionDeadLetter {
+		rule = tasks.Rule{Action: tasks.ActionRetry, Reason: rule.Reason}
 	}
 	pol := h.cfg.Policy
-	if rule.Action != ActionDone && rule.Action != ActionDeadLetter && (j.lastAttempt() || expired) {
+	if rule.Action != tasks.ActionDone && rule.Action != tasks.ActionDeadLetter && (j.lastAttempt() || expired) {
 		// Every way of waiting ends: at the retry limit, or at the job's maximum age, which also
 		// bounds waits that use no attempt. But while whether the pair is active is unknown (a POST
 		// that may still commit, or a look-up that failed), a dead letter now could sit beside an
@@ -208,19 +210,19 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return h.deadLetter(ctx, j, p, rule.Reason, out.class, err)
 	}
 	switch rule.Action {
-	case ActionDone:
+	case tasks.ActionDone:
 		return h.done(j, p, out)
-	case ActionDeadLetter:
+	case tasks.ActionDeadLetter:
 		return h.deadLetter(ctx, j, p, rule.Reason, out.class, out.err)
-	case ActionSnooze:
+	case tasks.ActionSnooze:
 		wait := h.snoozeWait(ctx, j, p, out)
 		h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "snooze"), slog.String("wait", wait.String()))
 		return &WaitError{Wait: wait, Counts: mustLookNext(j, p, out), Err: out.err}
-	case ActionPause:
+	case tasks.ActionPause:
 		h.pause(ctx, out.err)
 		h.logOutcome(slog.LevelError, j, p, out, slog.String("action", "pause_queue"), slog.String("wait", pol.PausedWait.String()))
 		return &WaitError{Wait: pol.PausedWait, Counts: mustLookNext(j, p, out), Err: out.err}
-	default: // ActionRetry
+	default: // tasks.ActionRetry
 		if h.interrupted() {
 			// Cut short by shutdown: another worker should take it soon, after looking first.
 			wait := pol.InterruptedWait
@@ -246,7 +248,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 // mustLookNext reports whether a wait must use up an attempt: whether the pair is active is still
 // unknown (the breaker, a 429 or a refused key stopped the look-up after it), and only a retry
 // count above zero would make the next attempt look first.
-func mustLookNext(j job, p wirePayload, out outcome) bool {
+func mustLookNext(j job, p tasks.Job, out outcome) bool {
 	return out.unknown && j.retried == 0 && !p.Reconcile
 }
 
@@ -254,7 +256,7 @@ func mustLookNext(j job, p wirePayload, out outcome) bool {
 // after a POST whose outcome was unknown: it looks the pair up, never POSTs, and ends the job,
 // done when the pair is active, else dead-lettered. A look-up that fails is tried again while
 // asynq allows; past that, asynq archives the task and the sweep stores it.
-func (h *Handler) finalLookUp(ctx context.Context, j job, p wirePayload, expired bool) error {
+func (h *Handler) finalLookUp(ctx context.Context, j job, p tasks.Job, expired bool) error {
 	start := time.Now()
 	act, err := h.lookUp(ctx, p)
 	out := outcome{class: versori.ClassOK, result: metrics.ResultAlreadyActive}
@@ -284,7 +286,7 @@ func (h *Handler) finalLookUp(ctx context.Context, j job, p wirePayload, expired
 			wait = max(wait, w)
 		} else if w, ok := versori.RetryAfterOf(out.err); ok {
 			wait = max(wait, min(w, h.cfg.Policy.MaxRetryAfter))
-		} else if out.class == ClassCircuitOpen {
+		} else if out.class == tasks.ClassCircuitOpen {
 			wait = max(wait, h.cfg.Breaker.Cooldown())
 		}
 		h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "final_look_up"), slog.String("wait", wait.String()))
@@ -293,7 +295,7 @@ func (h *Handler) finalLookUp(ctx context.Context, j job, p wirePayload, expired
 	if out.unknown {
 		out.err = fmt.Errorf("gave up looking the pair up, so whether it is active is unknown (a requeue looks first): %w", out.err)
 	}
-	return h.deadLetter(ctx, j, p, deadletter.RetriesExhausted, out.class, out.err)
+	return h.deadLetter(ctx, j, p, tasks.ReasonRetriesExhausted, out.class, out.err)
 }
 
 // limiterWait is how long the rate limiter or a shared back-off would have held a call that it
@@ -310,7 +312,7 @@ func limiterWait(err error) (time.Duration, bool) {
 // allows, for transient failures known not to have reached the API (a refused connection, a 408 or
 // 425, a failed look-up). After a POST that may have committed, it stops: the next look-up must
 // wait for the API to settle.
-func (h *Handler) run(ctx context.Context, p wirePayload, reconcile bool) outcome {
+func (h *Handler) run(ctx context.Context, p tasks.Job, reconcile bool) outcome {
 	pol := h.cfg.Policy
 	b := retry.WithMaxRetries(uint64(pol.QuickRetries),
 		retry.WithCappedDuration(pol.QuickCap, retry.WithJitterPercent(20, retry.NewExponential(pol.QuickBase))))
@@ -338,7 +340,7 @@ func (h *Handler) run(ctx context.Context, p wirePayload, reconcile bool) outcom
 	return out
 }
 
-func (h *Handler) attempt(ctx context.Context, p wirePayload, reconcile bool) outcome {
+func (h *Handler) attempt(ctx context.Context, p tasks.Job, reconcile bool) outcome {
 	if reconcile {
 		act, err := h.lookUp(ctx, p)
 		if err != nil {
@@ -380,7 +382,7 @@ func (h *Handler) attempt(ctx context.Context, p wirePayload, reconcile bool) ou
 // lookUp returns the pair's activation, or nil when it has none. Finding more than one means a
 // duplicate was made (by activator or by anything else): it is counted and logged with every id, for
 // a person to deactivate the extra ones; activator never deletes an activation on its own.
-func (h *Handler) lookUp(ctx context.Context, p wirePayload) (*versori.EndUserActivation, error) {
+func (h *Handler) lookUp(ctx context.Context, p tasks.Job) (*versori.EndUserActivation, error) {
 	var acts []versori.EndUserActivation
 	err := h.guard(func() (err error) {
 		acts, err = h.cfg.Client.FindActivations(ctx, p.Pair.UserID, p.Pair.IntegrationID)
@@ -412,7 +414,7 @@ func (h *Handler) guard(call func() error) error {
 // classOf is versori.Classify, plus the breaker's refusal.
 func classOf(err error) versori.Class {
 	if errors.Is(err, breaker.ErrOpen) {
-		return ClassCircuitOpen
+		return tasks.ClassCircuitOpen
 	}
 	return versori.Classify(err)
 }
@@ -420,11 +422,11 @@ func classOf(err error) versori.Class {
 // snoozeWait is how long a job waits without using up an attempt: as long as the rate limit or a
 // shared back-off would have held its call, an open breaker's cool-down, or a 429's Retry-After
 // (capped at Policy.MaxRetryAfter). A 429's wait is also shared with every worker.
-func (h *Handler) snoozeWait(ctx context.Context, j job, p wirePayload, out outcome) time.Duration {
+func (h *Handler) snoozeWait(ctx context.Context, j job, p tasks.Job, out outcome) time.Duration {
 	if wait, ok := limiterWait(out.err); ok {
 		return wait
 	}
-	if out.class == ClassCircuitOpen {
+	if out.class == tasks.ClassCircuitOpen {
 		return h.cfg.Breaker.Cooldown()
 	}
 	pol := h.cfg.Policy
@@ -457,7 +459,7 @@ func (h *Handler) checkKey(ctx context.Context) KeyState {
 	return h.cfg.CheckKey(ctx)
 }
 
-func (h *Handler) done(j job, p wirePayload, out outcome) error {
+func (h *Handler) done(j job, p tasks.Job, out outcome) error {
 	if h.cfg.Results != nil {
 		h.cfg.Results.Add(j.queue, j.id, out.activationID)
 	}
@@ -479,7 +481,7 @@ const storeRetryWait = 5 * time.Second
 // asynq's archive, is where a dead letter must end up. It is stored only while this run still holds
 // the task's lease: once asynq has taken the task back (the job's deadline passed), a retry may be
 // running already, and it decides anew.
-func (h *Handler) deadLetter(ctx context.Context, j job, p wirePayload, reason deadletter.Reason, class versori.Class, cause error) error {
+func (h *Handler) deadLetter(ctx context.Context, j job, p tasks.Job, reason tasks.Reason, class versori.Class, cause error) error {
 	e := deadletter.Entry{
 		ID:            j.id,
 		UserID:        p.Pair.UserID,
@@ -490,7 +492,7 @@ func (h *Handler) deadLetter(ctx context.Context, j job, p wirePayload, reason d
 		FailedAt:      time.Now().UTC(),
 		Queue:         j.queue,
 		Batch:         p.Batch,
-		Request:       p.request(),
+		Request:       p.Request(),
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
@@ -532,7 +534,7 @@ func (h *Handler) interrupted() bool {
 
 // logOutcome writes the job's one line per attempt. Typed attributes, because at thousands of jobs
 // a second boxing each value in an any showed in the profile.
-func (h *Handler) logOutcome(level slog.Level, j job, p wirePayload, out outcome, extra ...slog.Attr) {
+func (h *Handler) logOutcome(level slog.Level, j job, p tasks.Job, out outcome, extra ...slog.Attr) {
 	ctx := context.Background()
 	if !h.log.Enabled(ctx, level) {
 		return

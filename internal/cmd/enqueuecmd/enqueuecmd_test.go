@@ -16,8 +16,8 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/versori/activator/deadletter"
-	"github.com/versori/activator/internal/enqueuecmd"
+	"github.com/versori/activator/internal/cmd/enqueuecmd"
+	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/redistest"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
@@ -201,7 +201,7 @@ func counts(t *testing.T, r result, enqueued, dup, dead, rejected int) map[strin
 	return m
 }
 
-func addDeadLetter(t *testing.T, db *redistest.DB, req versori.ActivationRequest, reason deadletter.Reason, mod ...func(*deadletter.Entry)) deadletter.Entry {
+func addDeadLetter(t *testing.T, db *redistest.DB, req versori.ActivationRequest, reason tasks.Reason, mod ...func(*deadletter.Entry)) deadletter.Entry {
 	t.Helper()
 	e := deadletter.Entry{
 		ID: id(req), UserID: req.UserID, IntegrationID: req.IntegrationID, Reason: reason,
@@ -479,7 +479,7 @@ func TestFileDryRunEnqueuesNothing(t *testing.T) {
 	t.Parallel()
 	db := redistest.New(t)
 	dead := request("u-dead")
-	addDeadLetter(t, db, dead, deadletter.NotFound)
+	addDeadLetter(t, db, dead, tasks.ReasonNotFound)
 	path := writeFile(t, "in.jsonl", jsonl(t, request("u-1"), request("u-2"), dead))
 
 	r := runDB(t, db, "", "file", path, "--dry-run", "--quiet")
@@ -518,7 +518,7 @@ func TestFileSkipsDeadLetteredPairs(t *testing.T) {
 	t.Parallel()
 	db := redistest.New(t)
 	dead := fullRequest("u-dead")
-	addDeadLetter(t, db, dead, deadletter.MissingConnections)
+	addDeadLetter(t, db, dead, tasks.ReasonMissingConnections)
 	path := writeFile(t, "in.jsonl", jsonl(t, request("u-1"), dead, request("u-2")))
 
 	r := runDB(t, db, "", "file", path, "--quiet")
@@ -717,9 +717,9 @@ func TestDLQList(t *testing.T) {
 	t.Parallel()
 	db := redistest.New(t)
 	long := strings.Repeat("x", 300)
-	a := addDeadLetter(t, db, fullRequest("u-a"), deadletter.MissingConnections, func(e *deadletter.Entry) { e.Batch = "b-1" })
-	b := addDeadLetter(t, db, request("u-b"), deadletter.NotFound, func(e *deadletter.Entry) { e.Error = long; e.Attempts = 1 })
-	c := addDeadLetter(t, db, request("u-c"), deadletter.NotFound, func(e *deadletter.Entry) { e.Attempts = 25 })
+	a := addDeadLetter(t, db, fullRequest("u-a"), tasks.ReasonMissingConnections, func(e *deadletter.Entry) { e.Batch = "b-1" })
+	b := addDeadLetter(t, db, request("u-b"), tasks.ReasonNotFound, func(e *deadletter.Entry) { e.Error = long; e.Attempts = 1 })
+	c := addDeadLetter(t, db, request("u-c"), tasks.ReasonNotFound, func(e *deadletter.Entry) { e.Attempts = 25 })
 	all := []deadletter.Entry{a, b, c}
 
 	t.Run("table", func(t *testing.T) {
@@ -804,7 +804,7 @@ func TestDLQList(t *testing.T) {
 			if r.code != enqueuecmd.ExitUsage {
 				t.Errorf("%s: want exit 2:\n%s", verb, r)
 			}
-			for _, reason := range deadletter.Reasons() {
+			for _, reason := range tasks.Reasons() {
 				if !strings.Contains(r.stderr, string(reason)) {
 					t.Errorf("%s: stderr does not name %s:\n%s", verb, reason, r)
 				}
@@ -850,9 +850,9 @@ func TestDLQRequeue(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			db := redistest.New(t)
-			addDeadLetter(t, db, a, deadletter.MissingConnections, func(e *deadletter.Entry) { e.Batch = "b-orig" })
-			addDeadLetter(t, db, b, deadletter.NotFound)
-			addDeadLetter(t, db, c, deadletter.NotFound)
+			addDeadLetter(t, db, a, tasks.ReasonMissingConnections, func(e *deadletter.Entry) { e.Batch = "b-orig" })
+			addDeadLetter(t, db, b, tasks.ReasonNotFound)
+			addDeadLetter(t, db, c, tasks.ReasonNotFound)
 
 			r := runDB(t, db, "", append([]string{"dlq", "requeue"}, tc.args...)...)
 			if r.code != enqueuecmd.ExitOK {
@@ -900,7 +900,7 @@ func TestDLQRequeueUnknownIDs(t *testing.T) {
 	t.Parallel()
 	db := redistest.New(t)
 	a := request("u-a")
-	addDeadLetter(t, db, a, deadletter.NotFound)
+	addDeadLetter(t, db, a, tasks.ReasonNotFound)
 	unknown := id(request("u-nobody"))
 
 	r := runDB(t, db, "", "dlq", "requeue", unknown, id(a))
@@ -942,7 +942,7 @@ func TestDLQRequeueReplacesArchivedTask(t *testing.T) {
 	if err := inspector(db).ArchiveTask(queue, id(req)); err != nil {
 		t.Fatal(err)
 	}
-	addDeadLetter(t, db, req, deadletter.RetriesExhausted, func(e *deadletter.Entry) { e.Batch = "b-old" })
+	addDeadLetter(t, db, req, tasks.ReasonRetriesExhausted, func(e *deadletter.Entry) { e.Batch = "b-old" })
 
 	// While the archived task is there, the pair cannot be enqueued again by a file.
 	path := writeFile(t, "in.jsonl", jsonl(t, req))
@@ -1009,7 +1009,7 @@ func TestDLQRequeueLeavesRunningJob(t *testing.T) {
 		t.Fatalf("file: want exit 0:\n%s", r)
 	}
 	<-running
-	addDeadLetter(t, db, req, deadletter.PermanentError)
+	addDeadLetter(t, db, req, tasks.ReasonPermanentError)
 
 	r := runDB(t, db, "", "dlq", "requeue", id(req))
 	if r.code != enqueuecmd.ExitRejected {
@@ -1047,9 +1047,9 @@ func TestDLQPurge(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			db := redistest.New(t)
-			addDeadLetter(t, db, a, deadletter.MissingConnections)
-			addDeadLetter(t, db, b, deadletter.NotFound)
-			addDeadLetter(t, db, c, deadletter.NotFound)
+			addDeadLetter(t, db, a, tasks.ReasonMissingConnections)
+			addDeadLetter(t, db, b, tasks.ReasonNotFound)
+			addDeadLetter(t, db, c, tasks.ReasonNotFound)
 			r := runDB(t, db, "", append([]string{"dlq", "purge"}, tc.args...)...)
 			if r.code != tc.code {
 				t.Fatalf("want exit %d:\n%s", tc.code, r)
@@ -1088,7 +1088,7 @@ func TestDLQRequeueAndPurgeNeedExactlyOneSelection(t *testing.T) {
 	t.Parallel()
 	db := redistest.New(t)
 	a := request("u-a")
-	addDeadLetter(t, db, a, deadletter.NotFound)
+	addDeadLetter(t, db, a, tasks.ReasonNotFound)
 	for _, verb := range []string{"requeue", "purge"} {
 		for _, args := range [][]string{
 			nil,
@@ -1116,9 +1116,9 @@ func TestDLQExportFeedsBackIntoFile(t *testing.T) {
 	t.Parallel()
 	db := redistest.New(t)
 	reqs := []versori.ActivationRequest{fullRequest("u-a"), request("u-b"), request("u-c")}
-	addDeadLetter(t, db, reqs[0], deadletter.MissingConnections)
-	addDeadLetter(t, db, reqs[1], deadletter.NotFound)
-	addDeadLetter(t, db, reqs[2], deadletter.NotFound)
+	addDeadLetter(t, db, reqs[0], tasks.ReasonMissingConnections)
+	addDeadLetter(t, db, reqs[1], tasks.ReasonNotFound)
+	addDeadLetter(t, db, reqs[2], tasks.ReasonNotFound)
 
 	r := runDB(t, db, "", "dlq", "export", "--reason", "not_found")
 	if r.code != enqueuecmd.ExitOK {
@@ -1235,11 +1235,11 @@ func TestDLQFixAndRequeue(t *testing.T) {
 	db := redistest.New(t)
 	a, c := request("u-a"), request("u-c")
 	bad := request("u-b")
-	addDeadLetter(t, db, a, deadletter.MissingConnections)
-	addDeadLetter(t, db, bad, deadletter.InvalidRequest, func(e *deadletter.Entry) {
+	addDeadLetter(t, db, a, tasks.ReasonMissingConnections)
+	addDeadLetter(t, db, bad, tasks.ReasonInvalidRequest, func(e *deadletter.Entry) {
 		e.Request = versori.ActivationRequest{} // a payload that could not be read
 	})
-	addDeadLetter(t, db, c, deadletter.NotFound)
+	addDeadLetter(t, db, c, tasks.ReasonNotFound)
 
 	// --all requeues a and c, and names the entry it cannot send as it is.
 	r := runDB(t, db, "", "dlq", "requeue", "--all")
@@ -1277,7 +1277,7 @@ func TestDLQFixAndRequeue(t *testing.T) {
 
 	// CSV works the same, with ULIDs in lower case.
 	d := request("u-d")
-	addDeadLetter(t, db, d, deadletter.NotFound)
+	addDeadLetter(t, db, d, tasks.ReasonNotFound)
 	csvPath := writeFile(t, "fixed.csv", "userId,integrationId\nu-d,"+strings.ToLower(d.IntegrationID)+"\n")
 	if r = runDB(t, db, "", "dlq", "requeue", "--file", csvPath); r.code != enqueuecmd.ExitOK || !strings.Contains(r.stdout, "requeued: 1\n") {
 		t.Errorf("requeue --file CSV: want exit 0 and 1 requeued:\n%s", r)
@@ -1285,7 +1285,7 @@ func TestDLQFixAndRequeue(t *testing.T) {
 
 	// A purge is final, and frees the pair: the corrected row queues it again, looking first.
 	e := request("u-e")
-	addDeadLetter(t, db, e, deadletter.MissingConnections)
+	addDeadLetter(t, db, e, tasks.ReasonMissingConnections)
 	if r = runDB(t, db, "", "dlq", "purge", id(e)); r.code != enqueuecmd.ExitOK || !strings.Contains(r.stdout, "purged: 1\n") {
 		t.Fatalf("purge: want exit 0, 1 purged:\n%s", r)
 	}
@@ -1299,7 +1299,7 @@ func TestDLQFixAndRequeue(t *testing.T) {
 	}
 
 	// A dead letter whose pair has a job queued again is left by a purge, and named; the job stays.
-	addDeadLetter(t, db, a, deadletter.NotFound)
+	addDeadLetter(t, db, a, tasks.ReasonNotFound)
 	if r = runDB(t, db, "", "dlq", "purge", "--all"); r.code != enqueuecmd.ExitRejected || !strings.Contains(r.stdout, "left (a job for the pair is queued or running): "+id(a)) {
 		t.Errorf("purge of a busy pair: want exit 1 naming %s:\n%s", id(a), r)
 	}
