@@ -28,7 +28,7 @@ import (
 
 	"go.yaml.in/yaml/v4"
 
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/versori/versoritest"
@@ -298,7 +298,7 @@ func TestPrometheusScrapesARealWorker(t *testing.T) {
 	bin := promBinary(t, "prometheus", "PROMETHEUS")
 	alerts := promAlerts(t)
 
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	w, err := worker.New(db.Client, worker.Config{
 		Queue: "activations", Concurrency: 4, PollInterval: 50 * time.Millisecond, SweepInterval: 500 * time.Millisecond,

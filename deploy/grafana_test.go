@@ -21,7 +21,7 @@ import (
 	"github.com/hibiken/asynq"
 	"go.yaml.in/yaml/v4"
 
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/metrics"
 	"github.com/versori/activator/versori"
 )
@@ -999,7 +999,7 @@ func grafanaExportedSeries(t *testing.T) map[string]grafanaSeriesKind {
 	m.ObserveVersori(versori.OpActivate, 200, time.Millisecond)
 
 	// asynq's queue collector exports one set of series per queue that exists, so make one.
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	client := asynq.NewClientFromRedisClient(db.Client)
 	if _, err := client.Enqueue(asynq.NewTask("grafana:test", nil), asynq.Queue("activations")); err != nil {
 		t.Fatal(err)

@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -26,6 +25,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v4"
+
+	"github.com/versori/activator/internal/rediskeys"
 )
 
 // The test runs in deploy/; the repository root is its parent.
@@ -38,12 +39,6 @@ const mfWorkerShutdownOverhead = 15 * time.Second
 
 // mfDefaultShutdownGrace is SHUTDOWN_GRACE's default (worker/settings.go).
 const mfDefaultShutdownGrace = 10 * time.Second
-
-// mfAsynqPendingKey is the Redis LIST that holds a queue's pending task ids in asynq v0.26.0:
-// base.PendingKey(qname) = base.QueueKeyPrefix(qname) + "pending", with QueueKeyPrefix "asynq:{" +
-// qname + "}:". The package is internal to asynq, so it is written out here and
-// TestAsynqPendingKeySource checks it against the asynq source the module builds with.
-func mfAsynqPendingKey(queue string) string { return "asynq:{" + queue + "}:pending" }
 
 // TestWorkerShutdownOverhead keeps mfWorkerShutdownOverhead in step with worker/worker.go.
 func TestWorkerShutdownOverhead(t *testing.T) {
@@ -374,7 +369,7 @@ func TestScaledObject(t *testing.T) {
 	if tr.Type != "redis" {
 		t.Errorf("trigger type %q, want redis", tr.Type)
 	}
-	if want := mfAsynqPendingKey(queue); md["listName"] != want {
+	if want := rediskeys.AsynqPending(queue); md["listName"] != want {
 		t.Errorf("listName %q, want %q (asynq's pending list of QUEUE %q)", md["listName"], want, queue)
 	}
 	if n, err := strconv.Atoi(md["listLength"]); err != nil || n < 1 {
@@ -409,30 +404,6 @@ func TestScaledObject(t *testing.T) {
 	}
 	if !password {
 		t.Errorf("TriggerAuthentication %s gives the redis trigger no password parameter", m.mfTriggerAuth.Metadata.Name)
-	}
-}
-
-// TestAsynqPendingKeySource checks mfAsynqPendingKey against the asynq source the module builds with.
-func TestAsynqPendingKeySource(t *testing.T) {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}} {{.Dir}}", "github.com/hibiken/asynq").Output()
-	if err != nil {
-		t.Fatalf("go list -m github.com/hibiken/asynq: %v", err)
-	}
-	version, dir, _ := strings.Cut(strings.TrimSpace(string(out)), " ")
-	if dir == "" {
-		t.Fatalf("asynq %s is not in the module cache (go mod download)", version)
-	}
-	src := mfReadFile(t, filepath.Join(dir, "internal", "base", "base.go"))
-	for _, re := range []string{
-		`func QueueKeyPrefix\(qname string\) string \{\s*return "asynq:\{" \+ qname \+ "\}:"\s*\}`,
-		`func PendingKey\(qname string\) string \{\s*return QueueKeyPrefix\(qname\) \+ "pending"\s*\}`,
-	} {
-		if !regexp.MustCompile(re).MatchString(src) {
-			t.Errorf("asynq %s internal/base/base.go no longer matches %s: update mfAsynqPendingKey and the ScaledObject", version, re)
-		}
-	}
-	if got := mfAsynqPendingKey("activations"); got != "asynq:{activations}:pending" {
-		t.Errorf("asynqPendingKey(activations) = %q", got)
 	}
 }
 
@@ -504,7 +475,7 @@ func TestComposeFile(t *testing.T) {
 	// Environment names are settings of the program that reads them.
 	for svc, srcFile := range map[string]string{
 		"worker":  filepath.Join(mfRoot, "worker", "settings.go"),
-		"enqueue": filepath.Join(mfRoot, "internal", "enqueuecmd", "enqueuecmd.go"),
+		"enqueue": filepath.Join(mfRoot, "internal", "cmd", "enqueuecmd", "enqueuecmd.go"),
 	} {
 		src := mfReadFile(t, srcFile)
 		env := cf.Services[svc].Environment

@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/metrics"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
@@ -90,7 +90,7 @@ func boundedValues() map[string]func(string) bool {
 // collector watching a paused queue that holds one pending task, and a dead-letter store of 3.
 func exercised(t *testing.T) *metrics.Worker {
 	t.Helper()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	client := asynq.NewClientFromRedisClient(db.Client)
 	if _, err := client.Enqueue(asynq.NewTask("metrics:test", nil), asynq.Queue(testQueue)); err != nil {
 		t.Fatal(err)

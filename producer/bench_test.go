@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/producer"
 )
 
@@ -15,7 +15,7 @@ import (
 func BenchmarkEnqueueFile(b *testing.B) {
 	const rows = 100_000
 	path := writeRows(b, rows)
-	db := redistest.New(b)
+	db := testutil.Redis(b)
 	p := producer.New(db.Client, producer.Config{})
 	ctx := context.Background()
 	b.ResetTimer()

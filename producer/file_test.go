@@ -13,7 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/versori/activator/internal/batch"
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/producer"
 )
 
@@ -38,7 +38,7 @@ func writeRows(t testing.TB, n int) string {
 	return path
 }
 
-func pending(t *testing.T, db *redistest.DB, queue string) int {
+func pending(t *testing.T, db *testutil.RedisDB, queue string) int {
 	t.Helper()
 	qi, err := asynq.NewInspectorFromRedisClient(db.Client).GetQueueInfo(queue)
 	if errors.Is(err, asynq.ErrQueueNotFound) {
@@ -55,17 +55,17 @@ func pending(t *testing.T, db *redistest.DB, queue string) int {
 func TestEnqueueFileCountsItsBatch(t *testing.T) {
 	t.Parallel()
 	const n = 1000
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	// Its own database: a pair is activated from the queue it was first queued on, so the same rows
 	// on another queue of the same Redis would queue nothing.
-	plainDB := redistest.New(t)
+	plainDB := testutil.Redis(t)
 	ctx := context.Background()
 	p := producer.New(db.Client, producer.Config{})
 	plain := producer.New(plainDB.Client, producer.Config{Queue: "plain"})
 	path := writeRows(t, n)
 	tests := []struct {
 		name       string
-		db         *redistest.DB
+		db         *testutil.RedisDB
 		p          *producer.Producer
 		opts       producer.FileOptions
 		wantQueued int64 // -1: no counter
@@ -110,7 +110,7 @@ func TestEnqueueFileCountsItsBatch(t *testing.T) {
 func TestEnqueueFileStopsWhenCancelled(t *testing.T) {
 	t.Parallel()
 	const n = 20000
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	p := producer.New(db.Client, producer.Config{})
 	path := writeRows(t, n)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -10,8 +10,8 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/versori/activator/internal/deadletter"
-	"github.com/versori/activator/internal/pairs"
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/rediskeys"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
@@ -24,14 +24,14 @@ import (
 // the request is not dropped as a duplicate of nothing.
 func TestEnqueueTakesOverAnIdlePair(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	ctx := context.Background()
 	eu := producer.New(db.Client, producer.Config{Queue: "eu"})
 	us := producer.New(db.Client, producer.Config{Queue: "us"})
 	req := versori.ActivationRequest{UserID: "u-1", IntegrationID: "01HZY8Q6T4J8K2M3N4P5Q6R7S8"}
 	id := tasks.TaskID(req.Pair())
 	age := func() { // the eu claim, two minutes old
-		key := pairs.Key(id)
+		key := rediskeys.Pair(id)
 		if err := db.Client.Set(ctx, key, "eu|"+strconv.FormatInt(time.Now().Add(-2*time.Minute).Unix(), 10), 0).Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -68,7 +68,7 @@ func TestEnqueueTakesOverAnIdlePair(t *testing.T) {
 	if _, err := eu.Store().Remove(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Client.Set(ctx, pairs.Key(id), "eu|"+strconv.FormatInt(time.Now().Unix(), 10), 0).Err(); err != nil {
+	if err := db.Client.Set(ctx, rediskeys.Pair(id), "eu|"+strconv.FormatInt(time.Now().Unix(), 10), 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if res := enqueue(us); res.Status != producer.Duplicate {
@@ -97,7 +97,7 @@ func TestEnqueueTakesOverAnIdlePair(t *testing.T) {
 // looks first.
 func TestEnqueueKnowsPairsQueuedBeforeTheRegistry(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	ctx := context.Background()
 	old := versori.ActivationRequest{UserID: "u-old", IntegrationID: "01HZY8Q6T4J8K2M3N4P5Q6R7S8"}
 	dead := versori.ActivationRequest{UserID: "u-dead", IntegrationID: "01HZY8Q6T4J8K2M3N4P5Q6R7S8"}
@@ -144,7 +144,7 @@ func TestEnqueueKnowsPairsQueuedBeforeTheRegistry(t *testing.T) {
 // queued again only with a look-up first.
 func TestEnqueueAfterUpgradeFromLowerCaseIDs(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	ctx := context.Background()
 	const integration = "01HZY8Q6T4J8K2M3N4P5Q6R7S8"
 	lower := strings.ToLower(integration)

@@ -10,7 +10,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 )
@@ -136,7 +136,7 @@ func TestNewTaskPayloadRoundTrip(t *testing.T) {
 
 func TestNewTaskSetsTaskID(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	client := asynq.NewClientFromRedisClient(db.Client)
 	t.Cleanup(func() { _ = client.Close() })
 	inspector := asynq.NewInspectorFromRedisClient(db.Client)

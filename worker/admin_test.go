@@ -18,7 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/versori/activator/internal/redisconn"
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/versori/versoritest"
@@ -31,7 +31,7 @@ const adminTasks = 12
 // startAdminWorkerOn enqueues adminTasks valid requests on db, starts a worker with the queue UI
 // configured by ui, and waits until every job has completed (asynq keeps completed tasks for the
 // producer's retention, so they stay visible in the UI). It returns the listener's base URL.
-func startAdminWorkerOn(t *testing.T, db *redistest.DB, ui worker.AdminUI) (base string, insp *asynq.Inspector) {
+func startAdminWorkerOn(t *testing.T, db *testutil.RedisDB, ui worker.AdminUI) (base string, insp *asynq.Inspector) {
 	t.Helper()
 	api := versoritest.New(t, versoritest.Options{})
 	p := producer.New(db.Client, producer.Config{Queue: queue})
@@ -54,7 +54,7 @@ func startAdminWorkerOn(t *testing.T, db *redistest.DB, ui worker.AdminUI) (base
 
 // adminRedis is the UI's own connection to the test's database, built from its URL as ParseSettings
 // builds it from REDIS_URL.
-func adminRedis(t *testing.T, db *redistest.DB) asynq.RedisConnOpt {
+func adminRedis(t *testing.T, db *testutil.RedisDB) asynq.RedisConnOpt {
 	t.Helper()
 	opt, err := redisconn.Parse(db.URL())
 	if err != nil {
@@ -106,7 +106,7 @@ func listQueues(t *testing.T, base string) []queueSnapshot {
 
 func TestAdminUIReadOnly(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	base, insp := startAdminWorkerOn(t, db, worker.AdminUI{Enabled: true, Redis: adminRedis(t, db)})
 
 	t.Run("page and API", func(t *testing.T) {
@@ -193,7 +193,7 @@ func TestAdminUIReadOnly(t *testing.T) {
 
 func TestAdminUIOffByDefault(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	w, _ := startWorker(t, db.Client, api, nil)
 	base := "http://" + w.MetricsAddr()
@@ -209,7 +209,7 @@ func TestAdminUIOffByDefault(t *testing.T) {
 
 func TestAdminUIWriteSharesClient(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	// No Redis option: the UI shares the worker's client.
 	base, insp := startAdminWorkerOn(t, db, worker.AdminUI{Enabled: true, Write: true})
 	code, _, body := do(t, http.MethodGet, base+"/ui/")
@@ -334,7 +334,7 @@ func TestPprof(t *testing.T) {
 	api := versoritest.New(t, versoritest.Options{})
 	for _, on := range []bool{false, true} {
 		t.Run(fmt.Sprint("pprof=", on), func(t *testing.T) {
-			db := redistest.New(t)
+			db := testutil.Redis(t)
 			w, _ := startWorker(t, db.Client, api, func(c *worker.Config) { c.Pprof = on })
 			base := "http://" + w.MetricsAddr()
 			want := http.StatusNotFound

@@ -24,6 +24,7 @@ import (
 
 	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/intake"
+	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
@@ -499,7 +500,7 @@ func recoverLeases(t *testing.T, rdb *redis.Client, queue string) int {
 	t.Helper()
 	time.Sleep(7 * time.Second)
 	ctx := context.Background()
-	key := "asynq:{" + queue + "}:lease"
+	key := rediskeys.AsynqLease(queue)
 	cut := strconv.FormatInt(time.Now().Add(24*time.Second).Unix(), 10)
 	ids, err := rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: key, ByScore: true, Start: "-inf", Stop: "(" + cut}).Result()
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/versori/activator/internal/cmd/enqueuecmd"
 	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/redisconn"
+	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori/versoritest"
 )
@@ -225,7 +226,7 @@ func TestPipelineOnCluster(t *testing.T) {
 	if code, out := runEnqueue(t, url, "pause"); code != 0 {
 		t.Errorf("enqueue pause: exit %d\n%s", code, out)
 	}
-	if paused, err := rdb.Exists(ctx, "asynq:{"+queue+"}:paused").Result(); err != nil || paused != 1 {
+	if paused, err := rdb.Exists(ctx, rediskeys.AsynqPaused(queue)).Result(); err != nil || paused != 1 {
 		t.Errorf("queue not paused after enqueue pause: %d, %v", paused, err)
 	}
 	if code, out := runEnqueue(t, url, "resume"); code != 0 {
@@ -278,7 +279,7 @@ func TestPipelineOnCluster(t *testing.T) {
 			}
 		}
 		owner := node.Addr() == owners[0].Addr
-		if owner && (len(tagged) == 0 || !slices.Contains(tagged, "asynq:{"+queue+"}:t:"+tasks.TaskID(pairs[0]))) {
+		if owner && (len(tagged) == 0 || !slices.Contains(tagged, rediskeys.AsynqTask(queue, tasks.TaskID(pairs[0])))) {
 			t.Errorf("the owner %s holds %d %s keys; want all of them", node.Addr(), len(tagged), tag)
 		}
 		if !owner && len(tagged) > 0 {

@@ -15,7 +15,8 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/rediskeys"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
@@ -56,7 +57,7 @@ type proc struct {
 	done chan error
 }
 
-func startProc(t *testing.T, db *redistest.DB, api *versoritest.Server, extraEnv ...string) *proc {
+func startProc(t *testing.T, db *testutil.RedisDB, api *versoritest.Server, extraEnv ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(buildWorker(t))
 	cmd.Env = append(os.Environ(),
@@ -85,10 +86,10 @@ func startProc(t *testing.T, db *redistest.DB, api *versoritest.Server, extraEnv
 // expireLeases makes the leases of the queue's active tasks look 100 s stale, as they are a minute
 // after a crash, so that the next worker's recoverer (which runs when it starts) takes them back now
 // instead of the test waiting out asynq's 30 s lease and 30 s cutoff.
-func expireLeases(t *testing.T, db *redistest.DB) int {
+func expireLeases(t *testing.T, db *testutil.RedisDB) int {
 	t.Helper()
 	ctx := context.Background()
-	key := "asynq:{" + queue + "}:lease"
+	key := rediskeys.AsynqLease(queue)
 	ids, err := db.Client.ZRange(ctx, key, 0, -1).Result()
 	if err != nil {
 		t.Fatal(err)
@@ -111,7 +112,7 @@ func expireLeases(t *testing.T, db *redistest.DB) int {
 func TestWorkerKilledMidCallActivatesOnce(t *testing.T) {
 	t.Parallel()
 	const n = 200
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{Faults: versoritest.Faults{LatencyAfterCommit: time.Hour}})
 	path, pairs := writeRequests(t, n, 0)
 	p := producer.New(db.Client, producer.Config{Queue: queue})
@@ -203,7 +204,7 @@ func TestWorkerKilledMidCallActivatesOnce(t *testing.T) {
 func TestWorkerSIGTERMHandsBackInFlightJobs(t *testing.T) {
 	t.Parallel()
 	const n = 100
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{Faults: versoritest.Faults{LatencyAfterCommit: time.Hour}})
 	path, pairs := writeRequests(t, n, 0)
 	p := producer.New(db.Client, producer.Config{Queue: queue})
@@ -251,7 +252,7 @@ func TestWorkerSIGTERMHandsBackInFlightJobs(t *testing.T) {
 }
 
 // pendingWork is the number of the queue's jobs not yet finished.
-func pendingWork(t *testing.T, db *redistest.DB) int {
+func pendingWork(t *testing.T, db *testutil.RedisDB) int {
 	qi, err := asynq.NewInspectorFromRedisClient(db.Client).GetQueueInfo(queue)
 	if err != nil {
 		t.Logf("queue info: %v", err)

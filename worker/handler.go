@@ -12,11 +12,11 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/sethvargo/go-retry"
 
-	"github.com/versori/activator/internal/asynqkeys"
 	"github.com/versori/activator/internal/batch"
 	"github.com/versori/activator/internal/breaker"
 	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/ratelimit"
+	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/internal/results"
 	"github.com/versori/activator/metrics"
 	"github.com/versori/activator/versori"
@@ -496,7 +496,7 @@ func (h *Handler) deadLetter(ctx context.Context, j job, p tasks.Job, reason tas
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
-	added, err := h.cfg.Store.AddWhileMember(wctx, e, asynqkeys.Lease(j.queue))
+	added, err := h.cfg.Store.AddWhileMember(wctx, e, rediskeys.AsynqLease(j.queue))
 	if errors.Is(err, deadletter.ErrNotHeld) {
 		h.log.Warn("the job's lease was gone before its dead letter was stored; its retry decides again",
 			"task_id", j.id, "reason", string(reason))

@@ -18,11 +18,12 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/versori/activator/internal/breaker"
 	"github.com/versori/activator/internal/deadletter"
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/rediskeys"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
@@ -84,7 +85,7 @@ func harshPayload(t *testing.T, insp *asynq.Inspector, q, id string) tasks.Paylo
 // upper-case answer byte for byte, found nothing after a dropped answer, and POSTed again.
 func TestHarshLowerCaseULIDs(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	w, _ := startWorker(t, db.Client, api, withPolicy(policyTimings))
 	p := producer.New(db.Client, producer.Config{Queue: queue})
@@ -227,7 +228,7 @@ func TestHarshLateCommitAfterUnknownOutcome(t *testing.T) {
 		{"a hang past the client's timeout", versoritest.Fault{Delay: 5 * time.Second, CommitAfter: clientTimeout + 300*time.Millisecond}},
 		{"connection dropped, committed 300ms later", versoritest.Fault{Drop: true, CommitAfter: 300 * time.Millisecond}},
 	}
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	reqs, pairs := policyRequests("u-late", len(tests))
 	for i, tc := range tests {
@@ -281,7 +282,7 @@ func TestHarshLateCommitAfterUnknownOutcome(t *testing.T) {
 // deletes none: the job is done as already_active and both activations remain.
 func TestHarshDuplicateActivationsCountedNeverDeleted(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	req := policyRequest("u-dup")
 	pair := req.Pair()
@@ -297,7 +298,7 @@ func TestHarshDuplicateActivationsCountedNeverDeleted(t *testing.T) {
 	if got, want := callTrace(pairCalls(api, pair)), []string{"list_activations 200"}; !slices.Equal(got, want) {
 		t.Errorf("calls = %v, want %v", got, want)
 	}
-	if got := testutil.ToFloat64(w.Metrics().DuplicateActivations); got != 1 {
+	if got := promtest.ToFloat64(w.Metrics().DuplicateActivations); got != 1 {
 		t.Errorf("activator_duplicate_activations_total = %v, want 1", got)
 	}
 	if got := total([]*worker.Worker{w}, activations, "already_active"); got != 1 {
@@ -326,9 +327,9 @@ type harshPauseWatch struct {
 	stop, done        chan struct{}
 }
 
-func harshWatchPause(db *redistest.DB, w *worker.Worker) *harshPauseWatch {
+func harshWatchPause(db *testutil.RedisDB, w *worker.Worker) *harshPauseWatch {
 	s := &harshPauseWatch{stop: make(chan struct{}), done: make(chan struct{})}
-	key := "asynq:{" + queue + "}:paused"
+	key := rediskeys.AsynqPaused(queue)
 	go func() {
 		defer close(s.done)
 		tick := time.NewTicker(3 * time.Millisecond)
@@ -337,7 +338,7 @@ func harshWatchPause(db *redistest.DB, w *worker.Worker) *harshPauseWatch {
 		for {
 			n, err := db.Client.Exists(context.Background(), key).Result()
 			paused := err == nil && n > 0
-			gauge := testutil.ToFloat64(w.Metrics().QueuePaused) == 1
+			gauge := promtest.ToFloat64(w.Metrics().QueuePaused) == 1
 			if paused && !was {
 				s.flips++
 			}
@@ -370,7 +371,7 @@ func (s *harshPauseWatch) close() *harshPauseWatch {
 func TestHarshForbiddenRequestDoesNotPauseQueue(t *testing.T) {
 	t.Parallel()
 	const n = 20
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	reqs, pairs := policyRequests("u-403", n)
 	forbidden := []versori.Pair{pairs[3], pairs[9], pairs[16]}
@@ -436,7 +437,7 @@ func TestHarshForbiddenRequestDoesNotPauseQueue(t *testing.T) {
 func TestHarshEndlessRateLimitEndsAtMaxAge(t *testing.T) {
 	t.Parallel()
 	const maxAge = 2 * time.Second
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	req := policyRequest("u-429-forever")
 	pair := req.Pair()
@@ -498,7 +499,7 @@ func TestHarshLongRetryAfter(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			db := redistest.New(t)
+			db := testutil.Redis(t)
 			api := versoritest.New(t, versoritest.Options{})
 			limited := policyRequest("u-long-wait")
 			pair := limited.Pair()
@@ -528,7 +529,7 @@ func TestHarshLongRetryAfter(t *testing.T) {
 					t.Errorf("job of %s retried %d times; waiting must use no attempt", pr.UserID, ti.Retried)
 				}
 			}
-			if got := testutil.ToFloat64(w.Metrics().RetryAfterCapped); got != tc.wantCapped {
+			if got := promtest.ToFloat64(w.Metrics().RetryAfterCapped); got != tc.wantCapped {
 				t.Errorf("activator_retry_after_capped_total = %v, want %v", got, tc.wantCapped)
 			}
 			// No call went within the back-off, and the healthy jobs were not held for the header's
@@ -562,7 +563,7 @@ func TestHarshLongRetryAfter(t *testing.T) {
 // redirect's target without its credentials.
 func TestHarshGatewayAnswers(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	p := producer.New(db.Client, producer.Config{Queue: queue})
 	insp := asynq.NewInspectorFromRedisClient(db.Client)
@@ -685,7 +686,7 @@ func TestHarshBadListAnswers(t *testing.T) {
 		{"an entry without an id", []string{`{"activations":[{"hubId":"` + versoritest.DefaultHubID + `"}],"totalCount":1}`}},
 		{"not JSON", []string{"<html>502 Bad Gateway</html>"}},
 	}
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	reqs, pairs := policyRequests("u-badlist", len(tests))
 	for i, tc := range tests {
@@ -734,7 +735,7 @@ func TestHarshCrossQueueActivatesOnce(t *testing.T) {
 		n       = 10
 		euQueue = "activations-eu"
 	)
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	wMain, _ := startWorker(t, db.Client, api, withPolicy(policyTimings))
 	wEU, _ := startWorker(t, db.Client, api, func(c *worker.Config) {
@@ -854,7 +855,7 @@ func harshBillingRequest(user string, fixed bool) versori.ActivationRequest {
 // be read ("userId: is required"), requeueing none after it.
 func TestHarshDeadLetterPurgeFixAndRequeue(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	api.RequireConnection(billingIntegration, billingTemplate)
 	p := producer.New(db.Client, producer.Config{Queue: queue})

@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/activator/internal/rediskeys"
 )
 
 // jobEndRetry is a go-redis hook that carries asynq's job-ending scripts (done, complete, retry,
@@ -103,14 +104,18 @@ func jobEnd(cmd redis.Cmder) (end bool, until time.Time) {
 	var active, lease, task, retry, pending bool
 	for _, a := range args[3 : 3+n] {
 		k, _ := a.(string)
-		if !strings.HasPrefix(k, "asynq:{") {
-			continue
+		switch rediskeys.AsynqKindOf(k) {
+		case rediskeys.AsynqActiveKind:
+			active = true
+		case rediskeys.AsynqLeaseKind:
+			lease = true
+		case rediskeys.AsynqTaskKind:
+			task = true
+		case rediskeys.AsynqRetryKind:
+			retry = true
+		case rediskeys.AsynqPendingKind:
+			pending = true
 		}
-		active = active || strings.HasSuffix(k, "}:active")
-		lease = lease || strings.HasSuffix(k, "}:lease")
-		task = task || strings.Contains(k, "}:t:")
-		retry = retry || strings.HasSuffix(k, "}:retry")
-		pending = pending || strings.HasSuffix(k, "}:pending")
 	}
 	switch {
 	case !active || !lease || !task || pending:

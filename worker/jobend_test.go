@@ -13,11 +13,12 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/rediskeys"
+	"github.com/versori/activator/internal/testutil"
 )
 
 // taskKeyPrefix is the prefix of the test queue's task keys.
-const taskKeyPrefix = "asynq:{jobend}:t:"
+var taskKeyPrefix = rediskeys.AsynqTask("jobend", "")
 
 // recordJobEnds is a hook that records, for every script asynq sends, whether jobEnd takes it for
 // the end of a task's run, and until when it would send it again.
@@ -63,7 +64,7 @@ func (r *recordJobEnds) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // task may run again, when another worker could have fetched it.
 func TestJobEndMatchesAsynqsScripts(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	rec := &recordJobEnds{ends: map[string]int{}, until: map[string]time.Time{}}
 	db.Client.AddHook(rec)
 	c := asynq.NewClientFromRedisClient(db.Client)
@@ -153,21 +154,21 @@ func TestJobEndRetryRetriesUntilAnswered(t *testing.T) {
 	t.Parallel()
 	jobEnd := func() redis.Cmder {
 		return redis.NewCmd(context.Background(), "evalsha", "sha", 4,
-			"asynq:{q}:active", "asynq:{q}:lease", "asynq:{q}:t:id", "asynq:{q}:processed:2026-11-27", "arg")
+			rediskeys.AsynqActive("q"), rediskeys.AsynqLease("q"), rediskeys.AsynqTask("q", "id"), rediskeys.AsynqProcessed("q", time.Now()), "arg")
 	}
 	// asynq v0.26's retry and requeue scripts, as they are sent.
 	retry := func(processAt time.Time) redis.Cmder {
 		return redis.NewCmd(context.Background(), "evalsha", "sha", 4,
-			"asynq:{q}:t:id", "asynq:{q}:active", "asynq:{q}:lease", "asynq:{q}:retry",
+			rediskeys.AsynqTask("q", "id"), rediskeys.AsynqActive("q"), rediskeys.AsynqLease("q"), rediskeys.AsynqRetry("q"),
 			"id", "msg", processAt.Unix(), int64(0), true, int64(1<<62))
 	}
 	requeue := func() redis.Cmder {
 		return redis.NewCmd(context.Background(), "evalsha", "sha", 4,
-			"asynq:{q}:active", "asynq:{q}:lease", "asynq:{q}:pending", "asynq:{q}:t:id", "id")
+			rediskeys.AsynqActive("q"), rediskeys.AsynqLease("q"), rediskeys.AsynqPending("q"), rediskeys.AsynqTask("q", "id"), "id")
 	}
 	other := func() redis.Cmder {
 		return redis.NewCmd(context.Background(), "evalsha", "sha", 4,
-			"asynq:{q}:pending", "asynq:{q}:paused", "asynq:{q}:active", "asynq:{q}:lease", "arg")
+			rediskeys.AsynqPending("q"), rediskeys.AsynqPaused("q"), rediskeys.AsynqActive("q"), rediskeys.AsynqLease("q"), "arg")
 	}
 	tests := []struct {
 		name      string
@@ -225,7 +226,7 @@ func TestJobEndRetryRetriesUntilAnswered(t *testing.T) {
 // redisReplyError is an error as Redis replies it (NOT FOUND from a script that already ran).
 func redisReplyError(t *testing.T) error {
 	t.Helper()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	err := db.Client.Eval(context.Background(), `return redis.error_reply("NOT FOUND")`, nil).Err()
 	var re redis.Error
 	if !errors.As(err, &re) {

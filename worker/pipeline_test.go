@@ -8,12 +8,12 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/versori/activator/internal/batch"
 	"github.com/versori/activator/internal/cmd/enqueuecmd"
 	"github.com/versori/activator/internal/deadletter"
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
@@ -24,7 +24,7 @@ import (
 func TestPipelineActivatesOnceAndDeadLettersMissingConnections(t *testing.T) {
 	t.Parallel()
 	const n, missing = 1000, 50
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	api.RequireConnection(billingIntegration, billingTemplate)
 	path, pairs := writeRequests(t, n, missing)
@@ -86,9 +86,9 @@ func TestPipelineActivatesOnceAndDeadLettersMissingConnections(t *testing.T) {
 
 	// The counts add up: activations plus dead letters are the pairs in.
 	m := w.Metrics()
-	got := testutil.ToFloat64(m.Activations.WithLabelValues("activated")) +
-		testutil.ToFloat64(m.Activations.WithLabelValues("already_active")) +
-		testutil.ToFloat64(m.DeadLetters.WithLabelValues(string(tasks.ReasonMissingConnections)))
+	got := promtest.ToFloat64(m.Activations.WithLabelValues("activated")) +
+		promtest.ToFloat64(m.Activations.WithLabelValues("already_active")) +
+		promtest.ToFloat64(m.DeadLetters.WithLabelValues(string(tasks.ReasonMissingConnections)))
 	if got != n {
 		t.Errorf("activations + dead letters in metrics = %v, want %d", got, n)
 	}
@@ -127,7 +127,7 @@ func nonZero(m map[tasks.Reason]int64) map[tasks.Reason]int64 {
 func TestPipelineRidesOutFaults(t *testing.T) {
 	t.Parallel()
 	const n = 400
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{Seed: 3, Faults: versoritest.Faults{
 		ServerErrorRate: 0.05, RateLimitRate: 0.03, RetryAfter: "1", DropAfterCommitRate: 0.05,
 	}})
@@ -157,7 +157,7 @@ func TestPipelineRidesOutFaults(t *testing.T) {
 func TestDeadLetterRequeueAndPurge(t *testing.T) {
 	t.Parallel()
 	const n, missing = 30, 10
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	api.RequireConnection(billingIntegration, billingTemplate)
 	path, pairs := writeRequests(t, n, missing)
@@ -219,7 +219,7 @@ func TestDeadLetterRequeueAndPurge(t *testing.T) {
 // for a task recovered after a crash at its retry limit): the sweep puts them in the store.
 func TestSweeperStoresWhatAsynqArchivedItself(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	ctx := context.Background()
 	client := asynq.NewClientFromRedisClient(db.Client)
@@ -257,7 +257,7 @@ func TestSweeperStoresWhatAsynqArchivedItself(t *testing.T) {
 // TestDeadLetterRetention applies the retention an operator configured, and only then.
 func TestDeadLetterRetention(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	ctx := context.Background()
 	store := deadletter.NewStore(db.Client, queue)
@@ -292,7 +292,7 @@ func TestDeadLetterRetention(t *testing.T) {
 func TestMetricsAddUpAcrossRestart(t *testing.T) {
 	t.Parallel()
 	const n, missing = 600, 30
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{Seed: 5, Faults: versoritest.Faults{
 		Latency: 5 * time.Millisecond, ServerErrorRate: 0.05, DropAfterCommitRate: 0.05,
 	}})
@@ -305,10 +305,10 @@ func TestMetricsAddUpAcrossRestart(t *testing.T) {
 	}
 	counts := func(w *worker.Worker) (activated, already, dead float64) {
 		m := w.Metrics()
-		activated = testutil.ToFloat64(m.Activations.WithLabelValues("activated"))
-		already = testutil.ToFloat64(m.Activations.WithLabelValues("already_active"))
+		activated = promtest.ToFloat64(m.Activations.WithLabelValues("activated"))
+		already = promtest.ToFloat64(m.Activations.WithLabelValues("already_active"))
 		for _, r := range tasks.Reasons() {
-			dead += testutil.ToFloat64(m.DeadLetters.WithLabelValues(string(r)))
+			dead += promtest.ToFloat64(m.DeadLetters.WithLabelValues(string(r)))
 		}
 		return activated, already, dead
 	}

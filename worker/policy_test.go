@@ -20,12 +20,12 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/versori/activator/internal/breaker"
 	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/queuestate"
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/internal/window"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
@@ -144,7 +144,7 @@ func hasDeadLetter(store *deadletter.Store, p versori.Pair) bool {
 func total(ws []*worker.Worker, vec func(*worker.Worker) *prometheus.CounterVec, label string) float64 {
 	sum := 0.0
 	for _, w := range ws {
-		sum += testutil.ToFloat64(vec(w).WithLabelValues(label))
+		sum += promtest.ToFloat64(vec(w).WithLabelValues(label))
 	}
 	return sum
 }
@@ -157,7 +157,7 @@ func deadLetters(w *worker.Worker) *prometheus.CounterVec { return w.Metrics().D
 // retry: it goes back to the queue for at least the settle time, and each retry looks first.
 func TestPolicyTransientRetriedThenActivated(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	req := policyRequest("u-transient")
 	pair := req.Pair()
@@ -204,7 +204,7 @@ func TestPolicyTransientRetriedThenActivated(t *testing.T) {
 // activation committed late.
 func TestPolicyTransientExhausted(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	req := policyRequest("u-exhausted")
 	pair := req.Pair()
@@ -246,7 +246,7 @@ func TestPolicyTransientExhausted(t *testing.T) {
 // finds the activation, and never POSTs again.
 func TestPolicyDroppedResponseAfterCommit(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	req := policyRequest("u-dropped")
 	pair := req.Pair()
@@ -312,7 +312,7 @@ func TestPolicyRateLimited(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			db := redistest.New(t)
+			db := testutil.Redis(t)
 			api := versoritest.New(t, versoritest.Options{})
 			limited := policyRequest("u-limited")
 			pair := limited.Pair()
@@ -431,7 +431,7 @@ func TestPolicyDeadLettersAtOnce(t *testing.T) {
 			func(api *versoritest.Server, p versori.Pair) { api.Script(p, versoritest.Fault{Status: 418}) },
 			418, versori.ClassPermanent, tasks.ReasonPermanentError, nil},
 	}
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	for _, tc := range tests {
 		tc.setup(api, tc.req.Pair())
@@ -514,7 +514,7 @@ func TestPolicyConflict(t *testing.T) {
 		{"the look-up refused", []versoritest.Fault{{Status: 409}},
 			[]string{"activate 409", "list_activations 404", "list_activations 404", "list_activations 404"}, false},
 	}
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	startWorker(t, db.Client, api, withPolicy(policyTimings))
 	p := producer.New(db.Client, producer.Config{Queue: queue, MaxRetry: 1})
@@ -581,7 +581,7 @@ func archived(t *testing.T, insp *asynq.Inspector) int {
 }
 
 // queuePaused reports whether the queue is paused, and why.
-func queuePaused(t *testing.T, db *redistest.DB) (bool, string) {
+func queuePaused(t *testing.T, db *testutil.RedisDB) (bool, string) {
 	t.Helper()
 	paused, reason, err := queuestate.New(db.Client, queue).Paused(context.Background())
 	if err != nil {
@@ -606,7 +606,7 @@ func probeCalls(api *versoritest.Server, status int) int {
 func TestPolicyUnauthorizedAPIKeyPausesQueue(t *testing.T) {
 	t.Parallel()
 	const n = 20
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	pol := policyTimings
 	pol.PausedWait = 500 * time.Millisecond
@@ -627,7 +627,7 @@ func TestPolicyUnauthorizedAPIKeyPausesQueue(t *testing.T) {
 	})
 	// The handler sets the gauge when it pauses; the sweep loop's refresh (every 500 ms here) also
 	// sets it, and one that read the state just before the pause may briefly set it back to 0.
-	waitFor(t, 5*time.Second, "activator_queue_paused 1", func() bool { return testutil.ToFloat64(w.Metrics().QueuePaused) == 1 })
+	waitFor(t, 5*time.Second, "activator_queue_paused 1", func() bool { return promtest.ToFloat64(w.Metrics().QueuePaused) == 1 })
 	// The probe keeps finding the key refused: the queue stays paused, every job kept.
 	waitFor(t, 10*time.Second, "two refused probes", func() bool { return probeCalls(api, http.StatusUnauthorized) >= 2 })
 	waitFor(t, 10*time.Second, "every job back in the queue", func() bool {
@@ -654,7 +654,7 @@ func TestPolicyUnauthorizedAPIKeyPausesQueue(t *testing.T) {
 	if probeCalls(api, http.StatusOK) == 0 {
 		t.Error("no successful probe recorded")
 	}
-	waitFor(t, 5*time.Second, "activator_queue_paused 0", func() bool { return testutil.ToFloat64(w.Metrics().QueuePaused) == 0 })
+	waitFor(t, 5*time.Second, "activator_queue_paused 0", func() bool { return promtest.ToFloat64(w.Metrics().QueuePaused) == 0 })
 	for _, pr := range pairs {
 		ti := waitTaskState(t, insp, pr, asynq.TaskStateCompleted, 5*time.Second)
 		if ti.Retried != 0 {
@@ -686,7 +686,7 @@ func TestPolicyOperatorPauseOutlastsProbe(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			const n = 10
-			db := redistest.New(t)
+			db := testutil.Redis(t)
 			api := versoritest.New(t, versoritest.Options{})
 			w, _ := startWorker(t, db.Client, api, func(c *worker.Config) {
 				c.Policy = policyTimings
@@ -739,7 +739,7 @@ func TestPolicyOperatorPauseOutlastsProbe(t *testing.T) {
 			if c, _ := p.Store().Count(ctx, ""); c != 0 {
 				t.Errorf("%d dead letters, want none", c)
 			}
-			waitFor(t, 5*time.Second, "activator_queue_paused 0", func() bool { return testutil.ToFloat64(w.Metrics().QueuePaused) == 0 })
+			waitFor(t, 5*time.Second, "activator_queue_paused 0", func() bool { return promtest.ToFloat64(w.Metrics().QueuePaused) == 0 })
 		})
 	}
 }
@@ -761,7 +761,7 @@ func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{SigningKeyID: keyID, PublicKey: &trusted.PublicKey})
 	w, _ := startWorker(t, db.Client, api, func(c *worker.Config) {
 		c.Policy = policyTimings
@@ -791,7 +791,7 @@ func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 	if paused, _ := queuePaused(t, db); paused {
 		t.Error("a refused per-user token paused the queue")
 	}
-	if got := testutil.ToFloat64(w.Metrics().QueuePaused); got != 0 {
+	if got := promtest.ToFloat64(w.Metrics().QueuePaused); got != 0 {
 		t.Errorf("activator_queue_paused = %v, want 0", got)
 	}
 	if got := total([]*worker.Worker{w}, deadLetters, string(tasks.ReasonUnauthorized)); got != n {
@@ -817,7 +817,7 @@ func watchBreaker(w *worker.Worker) *stateWatch {
 		tick := time.NewTicker(5 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			v := testutil.ToFloat64(w.Metrics().BreakerState)
+			v := promtest.ToFloat64(w.Metrics().BreakerState)
 			s.mu.Lock()
 			if len(s.seen) == 0 || s.seen[len(s.seen)-1] != v {
 				s.seen = append(s.seen, v)
@@ -856,7 +856,7 @@ func TestPolicyCircuitBreaker(t *testing.T) {
 		cooldown = time.Second
 		outage   = 3 * time.Second
 	)
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{Faults: versoritest.Faults{ServerErrorRate: 1}})
 	pol := policyTimings
 	pol.QuickRetries = 2
@@ -877,7 +877,7 @@ func TestPolicyCircuitBreaker(t *testing.T) {
 
 	waitFor(t, 15*time.Second, "every job activated", func() bool { return api.Stats().Activations == n })
 	assertExactlyOnce(t, api, pairs)
-	waitFor(t, 5*time.Second, "the breaker closed", func() bool { return testutil.ToFloat64(w.Metrics().BreakerState) == 0 })
+	waitFor(t, 5*time.Second, "the breaker closed", func() bool { return promtest.ToFloat64(w.Metrics().BreakerState) == 0 })
 	states := watch.close()
 	t.Logf("breaker states seen (0 closed, 1 half-open, 2 open): %v", states)
 
@@ -938,7 +938,7 @@ func TestPolicyCircuitBreaker(t *testing.T) {
 func TestPolicyCircuitOpenAfterUnknownOutcomeLooksFirst(t *testing.T) {
 	t.Parallel()
 	const n = 5
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	reqs, pairs := policyRequests("u-unknown", n)
 	for _, pr := range pairs {
@@ -978,7 +978,7 @@ func TestPolicyCircuitOpenAfterUnknownOutcomeLooksFirst(t *testing.T) {
 func TestPolicyMaxAge(t *testing.T) {
 	t.Parallel()
 	const maxAge = time.Second
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	req := policyRequest("u-old")
 	pair := req.Pair()
@@ -1019,7 +1019,7 @@ func TestPolicyGlobalRateLimit(t *testing.T) {
 		rate  = 40
 		burst = 1
 	)
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
 	reqs, pairs := policyRequests("u-rate", n)
 	p := producer.New(db.Client, producer.Config{Queue: queue})

@@ -7,7 +7,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/versori/versoritest"
 	"github.com/versori/activator/worker"
@@ -20,7 +20,7 @@ func TestPrefetchHoldsTasksBeyondCallSlots(t *testing.T) {
 	t.Parallel()
 	const n, concurrency, prefetch = 40, 3, 2
 	const latency = 400 * time.Millisecond
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{Faults: versoritest.Faults{Latency: latency}})
 	path, pairs := writeRequests(t, n, 0)
 	p := producer.New(db.Client, producer.Config{Queue: queue})

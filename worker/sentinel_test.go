@@ -19,6 +19,7 @@ import (
 	"github.com/versori/activator/internal/cmd/enqueuecmd"
 	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/redisconn"
+	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/versori/versoritest"
@@ -154,7 +155,7 @@ func TestPipelineOnSentinel(t *testing.T) {
 		t.Fatalf("enqueue file: exit %d\n%s", code, out)
 	}
 	// The jobs are in database 0 of the master, and nowhere else.
-	if pending, err := master.Client.LLen(ctx, "asynq:{"+queue+"}:pending").Result(); err != nil || pending != n {
+	if pending, err := master.Client.LLen(ctx, rediskeys.AsynqPending(queue)).Result(); err != nil || pending != n {
 		t.Errorf("master db 0 holds %d pending jobs (%v), want %d", pending, err, n)
 	}
 	if dbs := keyspace(t, master.Client); len(dbs) != 1 || dbs[0] != "db0" {
@@ -184,7 +185,7 @@ func TestPipelineOnSentinel(t *testing.T) {
 	if code, out := runEnqueue(t, url, "status", "b-sentinel"); code != 0 || !strings.Contains(out, "batch b-sentinel: done") {
 		t.Errorf("enqueue status: exit %d\n%s", code, out)
 	}
-	if dl, err := master.Client.HLen(ctx, "activator:{"+queue+"}:dlq").Result(); err != nil || dl != missing {
+	if dl, err := master.Client.HLen(ctx, rediskeys.DeadLetters(queue)).Result(); err != nil || dl != missing {
 		t.Errorf("master db 0 holds %d dead letters (%v), want %d", dl, err, missing)
 	}
 
@@ -209,10 +210,10 @@ func TestPipelineOnSentinel(t *testing.T) {
 	}
 	// The new master holds everything, in database 0: the first run's dead letters (replicated) and
 	// the second batch.
-	if dl, err := replica.Client.HLen(ctx, "activator:{"+queue+"}:dlq").Result(); err != nil || dl != missing {
+	if dl, err := replica.Client.HLen(ctx, rediskeys.DeadLetters(queue)).Result(); err != nil || dl != missing {
 		t.Errorf("new master holds %d dead letters (%v), want %d", dl, err, missing)
 	}
-	if q, err := replica.Client.HGet(ctx, batch.Key(queue, "b-failover"), "queued").Int(); err != nil || q != m {
+	if q, err := replica.Client.HGet(ctx, rediskeys.Batch(queue, "b-failover"), "queued").Int(); err != nil || q != m {
 		t.Errorf("new master: batch b-failover queued = %d (%v), want %d", q, err, m)
 	}
 	if dbs := keyspace(t, replica.Client); len(dbs) != 1 || dbs[0] != "db0" {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/internal/window"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
@@ -49,7 +49,7 @@ func soakProfileSettings(t *testing.T) soakSettings {
 func TestSoak(t *testing.T) {
 	t.Parallel()
 	cfg := soakProfileSettings(t)
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{Seed: 11, Faults: versoritest.Faults{
 		Latency: time.Millisecond, ServerErrorRate: 0.05, RateLimitRate: 0.005, RetryAfter: "1",
 		DropAfterCommitRate: 0.03, LateCommitRate: 0.02, HangCommitRate: 0.005, HangFor: 2 * time.Second,

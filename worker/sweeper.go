@@ -8,9 +8,9 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/versori/activator/internal/asynqkeys"
 	"github.com/versori/activator/internal/batch"
 	"github.com/versori/activator/internal/deadletter"
+	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/metrics"
 	"github.com/versori/activator/tasks"
 )
@@ -66,7 +66,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 			}
 			e := entryOf(t)
 			// Only while the task is still archived: a purge deletes the task first, then its entry.
-			added, err := s.store.AddWhile(ctx, e, asynqkeys.Task(s.queue, t.ID))
+			added, err := s.store.AddWhile(ctx, e, rediskeys.AsynqTask(s.queue, t.ID))
 			if err != nil {
 				return moved, fmt.Errorf("sweeper: %w", err)
 			}

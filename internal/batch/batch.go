@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/internal/flushloop"
+	"github.com/versori/activator/internal/rediskeys"
 )
 
 // Counter fields.
@@ -32,9 +33,6 @@ const (
 
 // ttl keeps a batch's counters for a month after its last change.
 const ttl = 30 * 24 * time.Hour
-
-// Key is the Redis hash of one batch's counters; it shares the queue's hash tag.
-func Key(queue, id string) string { return "activator:{" + queue + "}:batch:" + id }
 
 // Counter accumulates outcome counts in memory and flushes them to Redis. It is safe for concurrent
 // use.
@@ -106,7 +104,7 @@ func Write(ctx context.Context, rdb redis.UniversalClient, queue string, counts 
 	now := time.Now().UnixMilli()
 	pipe := rdb.Pipeline()
 	for b, m := range counts {
-		k := Key(queue, b)
+		k := rediskeys.Batch(queue, b)
 		for f, n := range m {
 			pipe.HIncrBy(ctx, k, f, n)
 		}
@@ -143,7 +141,7 @@ var ErrUnknown = fmt.Errorf("batch: no such batch (or its counters expired after
 
 // Read returns a batch's status.
 func Read(ctx context.Context, rdb redis.UniversalClient, queue, id string) (Status, error) {
-	vals, err := rdb.HGetAll(ctx, Key(queue, id)).Result()
+	vals, err := rdb.HGetAll(ctx, rediskeys.Batch(queue, id)).Result()
 	if err != nil {
 		return Status{}, fmt.Errorf("batch: reading %s: %w", id, err)
 	}

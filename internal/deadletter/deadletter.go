@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 )
@@ -51,8 +52,8 @@ func (k keys) reason(r tasks.Reason) string { return k.prefix + string(r) }
 
 // NewStore returns the store for queue.
 func NewStore(rdb redis.UniversalClient, queue string) *Store {
-	base := "activator:{" + queue + "}:dlq"
-	return &Store{rdb: rdb, keys: keys{entries: base, byTime: base + ":time", prefix: base + ":reason:"}}
+	return &Store{rdb: rdb, keys: keys{entries: rediskeys.DeadLetters(queue), byTime: rediskeys.DeadLettersByTime(queue),
+		prefix: rediskeys.DeadLettersByReasonPrefix(queue)}}
 }
 
 // addScript stores an entry, replacing an earlier one for the same id, and returns 1 when the id was

@@ -14,7 +14,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/internal/deadletter"
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/rediskeys"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 )
@@ -110,7 +111,7 @@ func TestEntryJSON(t *testing.T) {
 
 func TestAddReplaceAndReasonIndexes(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	s := deadletter.NewStore(db.Client, "activations")
 	ctx := context.Background()
 
@@ -163,7 +164,7 @@ func TestAddReplaceAndReasonIndexes(t *testing.T) {
 
 func TestAddRefusesBadEntries(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	s := deadletter.NewStore(db.Client, "activations")
 	tests := []struct {
 		name string
@@ -213,7 +214,7 @@ func assertCounts(t *testing.T, s *deadletter.Store, want map[tasks.Reason]int64
 
 func TestHasGetRemove(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	s := deadletter.NewStore(db.Client, "activations")
 	ctx := context.Background()
 	a, b, c := dlEntry(1, tasks.ReasonNotFound, dlBase), dlEntry(2, tasks.ReasonInvalidRequest, dlBase.Add(time.Second)),
@@ -266,7 +267,7 @@ func TestHasGetRemove(t *testing.T) {
 
 func TestEachAndIDsPaged(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	s := deadletter.NewStore(db.Client, "activations")
 	ctx := context.Background()
 	const n = 1234
@@ -350,7 +351,7 @@ func TestEachAndIDsPaged(t *testing.T) {
 
 func TestEachExactPage(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	s := deadletter.NewStore(db.Client, "activations")
 	for i := range 500 {
 		mustAdd(t, s, dlEntry(i, tasks.ReasonNotFound, dlBase.Add(time.Duration(i)*time.Millisecond)))
@@ -381,7 +382,7 @@ func TestTrim(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			db := redistest.New(t)
+			db := testutil.Redis(t)
 			s := deadletter.NewStore(db.Client, "activations")
 			ctx := context.Background()
 			var entries []deadletter.Entry
@@ -418,7 +419,7 @@ func TestTrim(t *testing.T) {
 
 func TestStoresOfQueuesAreSeparate(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	ctx := context.Background()
 	a := deadletter.NewStore(db.Client, "activations")
 	b := deadletter.NewStore(db.Client, "activations-eu")
@@ -461,7 +462,7 @@ func TestStoresOfQueuesAreSeparate(t *testing.T) {
 // the same id (its job dead-lettered again meanwhile).
 func TestRemoveEntryOnlyTheOneRead(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	ctx := context.Background()
 	s := deadletter.NewStore(db.Client, "q")
 	first := deadletter.Entry{ID: "act:X:u", Reason: tasks.ReasonNotFound, DeadLetteredAt: time.Now().UTC().Add(-time.Minute)}
@@ -495,10 +496,10 @@ func TestRemoveEntryOnlyTheOneRead(t *testing.T) {
 // TestAddWhileMember: a handler's dead letter is stored only while its run holds the task's lease.
 func TestAddWhileMember(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	ctx := context.Background()
 	s := deadletter.NewStore(db.Client, "q")
-	const lease = "asynq:{q}:lease"
+	lease := rediskeys.AsynqLease("q")
 	e := deadletter.Entry{ID: "act:X:u", Reason: tasks.ReasonNotFound}
 	if _, err := s.AddWhileMember(ctx, e, lease); !errors.Is(err, deadletter.ErrNotHeld) {
 		t.Fatalf("without the lease: %v, want ErrNotHeld", err)

@@ -52,8 +52,8 @@
 // senders, or the two routes, that happen to use the same id are independent, and no token holder
 // can claim ids ahead of a signed sender to have its events dropped.
 //
-// The scope is claimed in Redis (SET NX) under [WebhookIDKeyPrefix] followed by the hex SHA-256 of
-// "<route>|<credential id>|<webhook-id>", with the JSON value {"bodySha256":"<hex SHA-256 of the
+// The scope is claimed in Redis (SET NX) under "activator:intake:whid:" followed by the hex SHA-256
+// of "<route>|<credential id>|<webhook-id>" (rediskeys.WebhookID), with the JSON value {"bodySha256":"<hex SHA-256 of the
 // body>","pending":true} while the request is handled, then {"bodySha256":…,"answer":<the answer's
 // body>} for [WebhookIDTTL]. Neither the key nor the value holds a secret or the id's own bytes. A
 // repeat in that time with the same body is answered 200 with the stored answer and the header
@@ -97,14 +97,11 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/internal/ingest"
+	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 )
-
-// WebhookIDKeyPrefix is the Redis key prefix under which seen webhook ids are remembered, each
-// scoped to its route and credential as the package doc describes.
-const WebhookIDKeyPrefix = "activator:intake:whid:"
 
 // WebhookIDTTL is how long a webhook id is remembered, with the answer it got.
 const WebhookIDTTL = 10 * time.Minute
@@ -406,16 +403,6 @@ type replayRecord struct {
 	Answer     json.RawMessage `json:"answer,omitempty"`
 }
 
-// replayKey is the Redis key of a webhook id sent on route with the credential whose id is
-// credential.
-func replayKey(route, credential, id string) string {
-	// Hashed, so that the key holds neither the id's bytes nor anything of the credential, whatever
-	// their length or characters; '|' cannot occur in a route or a credential id, so no two scopes
-	// join to the same string.
-	sum := sha256.Sum256([]byte(route + "|" + credential + "|" + id))
-	return WebhookIDKeyPrefix + hex.EncodeToString(sum[:])
-}
-
 // once runs do once per webhook id, route and credential: a repeat of the same body in the last
 // WebhookIDTTL gets the first answer's body, with 200, and another body under the same id gets 409.
 // Requests without a webhook-id header always run do.
@@ -429,7 +416,7 @@ func (s *Server) once(r *http.Request, route, credential string, body []byte, do
 	if len(id) > MaxWebhookIDBytes {
 		return badRequest(fmt.Sprintf("webhook-id is longer than %d bytes", MaxWebhookIDBytes), HeaderWebhookID)
 	}
-	key := replayKey(route, credential, id)
+	key := rediskeys.WebhookID(route, credential, id)
 	sum := sha256.Sum256(body)
 	digest := hex.EncodeToString(sum[:])
 	pending, err := json.Marshal(replayRecord{BodySHA256: digest, Pending: true})

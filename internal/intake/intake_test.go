@@ -27,7 +27,8 @@ import (
 
 	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/intake"
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/rediskeys"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
@@ -73,7 +74,7 @@ func (s *syncBuffer) String() string {
 // env is one test's intake: a server over real HTTP, on its own Redis database.
 type env struct {
 	t    *testing.T
-	db   *redistest.DB
+	db   *testutil.RedisDB
 	prod *producer.Producer
 	srv  *intake.Server
 	http *httptest.Server
@@ -83,12 +84,12 @@ type env struct {
 // start runs an intake on a fresh database. cfg gets a logger that captures its output.
 func start(t *testing.T, cfg intake.Config) *env {
 	t.Helper()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	return startOn(t, db, db.Client, cfg)
 }
 
 // startOn runs an intake whose producer and webhook-id store use rdb.
-func startOn(t *testing.T, db *redistest.DB, rdb redis.UniversalClient, cfg intake.Config) *env {
+func startOn(t *testing.T, db *testutil.RedisDB, rdb redis.UniversalClient, cfg intake.Config) *env {
 	t.Helper()
 	logs := &syncBuffer{}
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
@@ -272,12 +273,6 @@ func credToken(tok string) string {
 	return "bearer:" + hex.EncodeToString(sum[:])
 }
 
-// replayKey is the documented Redis key of a webhook id sent on route with the credential cred.
-func replayKey(route, cred, id string) string {
-	sum := sha256.Sum256([]byte(route + "|" + cred + "|" + id))
-	return intake.WebhookIDKeyPrefix + hex.EncodeToString(sum[:])
-}
-
 // replayRecord is the documented value under a replay key.
 type replayRecord struct {
 	BodySHA256 string          `json:"bodySha256"`
@@ -292,7 +287,7 @@ func sha256Hex(b []byte) string {
 
 func TestNewRefusesToStartWithoutCredentials(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	p := producer.New(db.Client, producer.Config{Queue: queue})
 	if _, err := intake.New(intake.Config{}, db.Client, p); !errors.Is(err, intake.ErrNoAuth) {
 		t.Fatalf("New without secret, token or Insecure: %v, want ErrNoAuth", err)
@@ -548,7 +543,7 @@ func TestSameWebhookIDIsAcceptedOnce(t *testing.T) {
 	// The id is remembered with the body's digest and the answer, for 10 minutes, under a key that
 	// scopes it to its route and sender.
 	ctx := context.Background()
-	key := replayKey(routeOne, credSecret(t, secret), "msg_once")
+	key := rediskeys.WebhookID(routeOne, credSecret(t, secret), "msg_once")
 	v, err := e.db.Client.Get(ctx, key).Result()
 	if err != nil {
 		t.Fatalf("stored answer: %v", err)
@@ -1038,7 +1033,7 @@ func TestMethodNotAllowed(t *testing.T) {
 // flight: the request is answered, then Serve returns nil.
 func TestServeShutsDownGracefully(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	p := producer.New(db.Client, producer.Config{Queue: queue})
 	srv, err := intake.New(intake.Config{Tokens: []string{tokenA}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		MaxHeaderBytes: 4096}, db.Client, p)
@@ -1137,7 +1132,7 @@ func TestWebhookIDBeingHandled(t *testing.T) {
 			t.Parallel()
 			e := start(t, intake.Config{Tokens: []string{tokenA, tokenB}})
 			// Another request holds the id (claimed, no answer yet).
-			key := replayKey(routeOne, credToken(tokenA), "msg_busy")
+			key := rediskeys.WebhookID(routeOne, credToken(tokenA), "msg_busy")
 			held := `{"bodySha256":"` + sha256Hex(b) + `","pending":true}`
 			if err := e.db.Client.Set(context.Background(), key, held, time.Minute).Err(); err != nil {
 				t.Fatal(err)
@@ -1170,7 +1165,7 @@ func TestWebhookIDBeingHandled(t *testing.T) {
 	h := bearerHeader(tokenA)
 	h.Set(intake.HeaderWebhookID, "msg_busy")
 	// The holder failed and let go: the retry goes through.
-	key := replayKey(routeOne, credToken(tokenA), "msg_busy")
+	key := rediskeys.WebhookID(routeOne, credToken(tokenA), "msg_busy")
 	if err := e.db.Client.Set(context.Background(), key, `{"bodySha256":"`+sha256Hex(b)+`","pending":true}`, time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -1337,7 +1332,7 @@ func (e *env) wantNoSecretsStored(secrets ...string) {
 				}
 			}
 		}
-		if rest, ok := strings.CutPrefix(k, intake.WebhookIDKeyPrefix); ok {
+		if rest, ok := rediskeys.WebhookIDDigest(k); ok {
 			if _, err := hex.DecodeString(rest); err != nil || len(rest) != 64 {
 				e.t.Errorf("webhook id key %q is not the prefix and a hex SHA-256", k)
 			}

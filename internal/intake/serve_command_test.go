@@ -12,7 +12,7 @@ import (
 
 	"github.com/versori/activator/internal/cmd/enqueuecmd"
 	"github.com/versori/activator/internal/intake"
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/producer"
 )
 
@@ -86,7 +86,7 @@ func TestServeCommandHelpHidesSecrets(t *testing.T) {
 // TestServeCommand runs `enqueue serve` until its context is cancelled.
 func TestServeCommand(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	secret := newSecret(t)
 	vars := map[string]string{"REDIS_URL": db.URL(), "INTAKE_WEBHOOK_SECRET": secret, "INTAKE_TOKENS": tokenA + "," + tokenB}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -191,7 +191,7 @@ func TestServeCommand(t *testing.T) {
 // TestServeCommandInsecure starts without credentials when told to, and says so.
 func TestServeCommandInsecure(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	var (

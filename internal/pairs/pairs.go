@@ -7,8 +7,8 @@
 // would POST without looking first. The registry never forgets a pair: a pair it has seen is queued
 // again only with a look-up first (Seen), and only on the queue that owns it (Elsewhere otherwise).
 //
-// Its keys are activator:{pairs}:<task id> -> "<queue>|<unix seconds of the claim, by Redis's
-// clock>" ("" once released by a purge), and activator:{pairs}:backfilled. They share the hash tag
+// Its keys are rediskeys.Pair(<task id>) -> "<queue>|<unix seconds of the claim, by Redis's
+// clock>" ("" once released by a purge), and rediskeys.PairsBackfilled. They share the hash tag
 // {pairs}, so on a Redis Cluster they live on one node, and a chunk of claims is one pipeline there.
 package pairs
 
@@ -24,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/internal/deadletter"
+	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/tasks"
 )
 
@@ -63,16 +64,13 @@ type Registry struct {
 // New returns the registry kept in rdb.
 func New(rdb redis.UniversalClient) *Registry { return &Registry{rdb: rdb} }
 
-// backfilledKey marks a Redis whose registry holds the pairs queued before the registry existed.
-const backfilledKey = "activator:{pairs}:backfilled"
-
 // Backfill records, once per Redis, the pairs queued before the registry existed: the task id of
 // every activation task asynq holds, and every dead letter, each for the queue that holds it. Without
 // it, such a pair would be Fresh: queued on another queue, or again after its record expired, its job
 // would POST without looking first. It scans the whole keyspace (every master of a cluster), once;
 // later calls cost one EXISTS. Producers call it before their first claim.
 func (r *Registry) Backfill(ctx context.Context) error {
-	if n, err := r.rdb.Exists(ctx, backfilledKey).Result(); err != nil || n == 1 {
+	if n, err := r.rdb.Exists(ctx, rediskeys.PairsBackfilled).Result(); err != nil || n == 1 {
 		return err
 	}
 	scan := func(ctx context.Context, c redis.Cmdable) error {
@@ -87,7 +85,7 @@ func (r *Registry) Backfill(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("pairs: backfilling the registry: %w", err)
 	}
-	return r.rdb.Set(ctx, backfilledKey, "1", 0).Err()
+	return r.rdb.Set(ctx, rediskeys.PairsBackfilled, "1", 0).Err()
 }
 
 // backfillFrom claims the pairs of one server's asynq tasks and dead letters for their queues, each
@@ -104,12 +102,10 @@ func (r *Registry) backfillFrom(ctx context.Context, c redis.Cmdable) error {
 		clear(byQueue)
 		return nil
 	}
-	// asynq v0.26's task records: asynq:{<queue>}:t:<task id>.
-	it := c.Scan(ctx, 0, "asynq:{*}:t:act:*", 1000).Iterator()
+	// asynq's records of activations' tasks (tasks.TaskID starts with "act:").
+	it := c.Scan(ctx, 0, rediskeys.AsynqTasksPattern("act:"), 1000).Iterator()
 	for n := 0; it.Next(ctx); n++ {
-		k := it.Val()
-		q, id, ok := strings.Cut(strings.TrimPrefix(k, "asynq:{"), "}:t:")
-		if ok {
+		if q, id, ok := rediskeys.AsynqTaskOf(it.Val()); ok {
 			byQueue[q] = append(byQueue[q], tasks.CanonicalTaskID(id))
 		}
 		if n%500 == 499 {
@@ -121,12 +117,15 @@ func (r *Registry) backfillFrom(ctx context.Context, c redis.Cmdable) error {
 	if err := it.Err(); err != nil {
 		return err
 	}
-	// Dead-letter stores: activator:{<queue>}:dlq, a hash of task id -> entry.
-	dl := c.Scan(ctx, 0, "activator:{*}:dlq", 1000).Iterator()
+	// Dead-letter stores: a hash of task id -> entry per queue.
+	dl := c.Scan(ctx, 0, rediskeys.DeadLettersPattern, 1000).Iterator()
 	var renames [][2]string // queue, dead letter id not in canonical form
 	for dl.Next(ctx) {
 		k := dl.Val()
-		q := strings.TrimSuffix(strings.TrimPrefix(k, "activator:{"), "}:dlq")
+		q, ok := rediskeys.QueueOfDeadLetters(k)
+		if !ok {
+			continue
+		}
 		ids := c.HScan(ctx, k, 0, "", 1000).Iterator()
 		for n := 0; ids.Next(ctx); n++ {
 			if n%2 == 0 { // HSCAN yields field, value, field, value...
@@ -158,14 +157,6 @@ func (r *Registry) backfillFrom(ctx context.Context, c redis.Cmdable) error {
 	return flush()
 }
 
-// Key is the key of taskID's entry. A key per pair, rather than fields of a few big hashes: a claim
-// is then one SET NX in constant time, where a hash field's insert grew and scanned its hash, which
-// cost a million-row file about a third more of Redis's time.
-func Key(taskID string) string { return keyPrefix + taskID }
-
-// keyPrefix starts every key of the registry; its hash tag keeps them on one Redis Cluster node.
-const keyPrefix = "activator:{pairs}:"
-
 // Claim claims the pairs of taskIDs for queue and returns what it found for each, in order. The
 // usual claim, of a pair never queued, is one SET NX, all of them sent in one round trip; only pairs
 // seen before cost a second one, to read whose they are.
@@ -184,7 +175,7 @@ func (r *Registry) Claim(ctx context.Context, queue string, taskIDs []string) ([
 	pipe := r.rdb.Pipeline()
 	set := make([]*redis.BoolCmd, len(taskIDs))
 	for i, id := range taskIDs {
-		set[i] = pipe.SetNX(ctx, Key(id), mine, 0)
+		set[i] = pipe.SetNX(ctx, rediskeys.Pair(id), mine, 0)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("pairs: claiming %d pairs: %w", len(taskIDs), err)
@@ -204,7 +195,7 @@ func (r *Registry) Claim(ctx context.Context, queue string, taskIDs []string) ([
 	get := make([]*redis.StringCmd, len(seen))
 	pipe = r.rdb.Pipeline()
 	for j, i := range seen {
-		get[j] = pipe.Get(ctx, Key(taskIDs[i]))
+		get[j] = pipe.Get(ctx, rediskeys.Pair(taskIDs[i]))
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("pairs: reading %d claims: %w", len(seen), err)
@@ -242,7 +233,7 @@ func (r *Registry) classify(ctx context.Context, queue, taskID, v string, now ti
 			return Claim{State: Seen, Owner: queue}, err
 		}
 		// The entry changed meanwhile (another queue took it, or a claim renewed it): read it again.
-		if v, err = r.rdb.Get(ctx, Key(taskID)).Result(); err != nil {
+		if v, err = r.rdb.Get(ctx, rediskeys.Pair(taskID)).Result(); err != nil {
 			return Claim{}, fmt.Errorf("pairs: reading %s: %w", taskID, err)
 		}
 	}
@@ -287,7 +278,7 @@ return 1
 // letter: a claim whose enqueue failed, a finished job whose record expired): it is Seen from then
 // on, so its job looks first.
 func (r *Registry) TakeOver(ctx context.Context, queue, taskID string, c Claim) (bool, error) {
-	n, err := takeOverScript.Run(ctx, r.rdb, []string{Key(taskID)}, c.value, queue).Int()
+	n, err := takeOverScript.Run(ctx, r.rdb, []string{rediskeys.Pair(taskID)}, c.value, queue).Int()
 	if err != nil {
 		return false, fmt.Errorf("pairs: taking over %s: %w", taskID, err)
 	}
@@ -321,7 +312,7 @@ func (r *Registry) Release(ctx context.Context, queue string, taskIDs []string) 
 	args := make([]any, 0, len(taskIDs)+1)
 	args = append(args, queue)
 	for i, id := range taskIDs {
-		keys[i] = Key(id)
+		keys[i] = rediskeys.Pair(id)
 		args = append(args, id)
 	}
 	n, err := releaseScript.Run(ctx, r.rdb, keys, args...).Int()

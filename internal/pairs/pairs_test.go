@@ -8,12 +8,13 @@ import (
 	"time"
 
 	"github.com/versori/activator/internal/pairs"
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/rediskeys"
+	"github.com/versori/activator/internal/testutil"
 )
 
 func TestRegistry(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	r := pairs.New(db.Client)
 	ctx := context.Background()
 	const a, b = "act:01HZY8J5Q0A1B2C3D4E5F6G7H8:alice", "act:01HZY8J5Q0A1B2C3D4E5F6G7H8:bob"
@@ -102,7 +103,7 @@ func TestRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := "eu|" + strconv.FormatInt(time.Now().Add(-5*time.Minute).Unix(), 10)
-	if err := db.Client.Set(ctx, pairs.Key(renewed), old, 0).Err(); err != nil {
+	if err := db.Client.Set(ctx, rediskeys.Pair(renewed), old, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if c, _ := r.Claim(ctx, "eu", []string{renewed}); c[0].State != pairs.Seen {
@@ -118,7 +119,7 @@ func TestRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range keys {
-		if !strings.HasPrefix(k, "activator:{pairs}:act:") {
+		if !strings.HasPrefix(k, rediskeys.Pair("act:")) {
 			t.Errorf("unexpected key %q", k)
 		}
 	}

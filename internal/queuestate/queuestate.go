@@ -12,6 +12,8 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/activator/internal/rediskeys"
 )
 
 // Reasons a queue is paused.
@@ -31,7 +33,7 @@ type Controller struct {
 // New returns the Controller of queue.
 func New(rdb redis.UniversalClient, queue string) *Controller {
 	return &Controller{insp: asynq.NewInspectorFromRedisClient(rdb), rdb: rdb, queue: queue,
-		reasonKey: "activator:{" + queue + "}:paused_reason"}
+		reasonKey: rediskeys.PausedReason(queue)}
 }
 
 // Pause pauses the queue for reason, succeeding if it is already paused. An operator's reason is

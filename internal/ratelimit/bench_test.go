@@ -11,7 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/testutil"
 )
 
 // roundTrips is a go-redis hook that counts round trips: one per command, one per pipeline, except a
@@ -54,7 +54,7 @@ func BenchmarkWaitContended(b *testing.B) {
 		rate    = 2000
 		callers = 64
 	)
-	db := redistest.New(b)
+	db := testutil.Redis(b)
 	run := 0
 	for _, burst := range []int{1, 100} {
 		for _, gates := range []int{1, 2} {
@@ -66,7 +66,7 @@ func BenchmarkWaitContended(b *testing.B) {
 	}
 }
 
-func benchContended(b *testing.B, db *redistest.DB, cfg Config, gates, callers int) {
+func benchContended(b *testing.B, db *testutil.RedisDB, cfg Config, gates, callers int) {
 	var trips roundTrips
 	gs := make([]*Gate, gates)
 	for i := range gs {

@@ -25,6 +25,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/internal/ctxtime"
+	"github.com/versori/activator/internal/rediskeys"
 )
 
 // ErrWaitTooLong is the cause of Wait's *WaitError when the call would wait longer than
@@ -128,12 +129,9 @@ func New(rdb redis.UniversalClient, cfg Config) (*Gate, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 250 * time.Millisecond
 	}
-	base := "activator:{" + cfg.Queue + "}:"
-	g := &Gate{rdb: rdb, backoffKey: base + "backoff_until",
-		// The key and what it holds are those of github.com/go-redis/redis_rate (which the previous
-		// releases used and which adds "rate:"), so old and new workers share one limit while a
-		// deploy rolls.
-		rateKey: "rate:" + base + "ratelimit",
+	g := &Gate{rdb: rdb, backoffKey: rediskeys.Backoff(cfg.Queue),
+		// What the key holds is github.com/go-redis/redis_rate's, as its name: see rediskeys.RateLimit.
+		rateKey: rediskeys.RateLimit(cfg.Queue),
 		rate:    cfg.Rate, burst: cfg.Burst, maxWait: max(cfg.MaxWait, 0),
 		poll: cfg.PollInterval, observe: cfg.Observe, booked: make(chan struct{})}
 	if cfg.Rate > 0 {

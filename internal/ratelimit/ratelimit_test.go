@@ -13,7 +13,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/rediskeys"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/internal/window"
 )
 
@@ -62,7 +63,7 @@ func (l *commandLog) list() []string {
 }
 
 // client returns a new client on db, which the test closes when it ends.
-func client(t *testing.T, db *redistest.DB, hooks ...redis.Hook) *redis.Client {
+func client(t *testing.T, db *testutil.RedisDB, hooks ...redis.Hook) *redis.Client {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: db.Addr, DB: db.Number})
 	for _, h := range hooks {
@@ -127,7 +128,7 @@ func (o *observations) list() []time.Duration {
 
 func TestNewRefusesNegativeSettings(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	for _, cfg := range []Config{{Rate: -1}, {Rate: 10, Burst: -1}} {
 		if _, err := New(db.Client, cfg); err == nil {
 			t.Errorf("New(%+v) accepted a negative setting", cfg)
@@ -139,7 +140,7 @@ func TestNewRefusesNegativeSettings(t *testing.T) {
 // Redis nothing; the only commands are Run's reads of the shared back-off.
 func TestWaitWithoutRateLimitNeverWaits(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	log := &commandLog{}
 	obs := &observations{}
 	g := newGate(t, client(t, db, log), Config{Queue: "q", PollInterval: 10 * time.Millisecond, Observe: obs.observe})
@@ -157,7 +158,7 @@ func TestWaitWithoutRateLimitNeverWaits(t *testing.T) {
 		t.Errorf("Observe was told of %d waits, e.g. %s; want none", len(w), w[0])
 	}
 	for _, c := range log.list() {
-		if c != "get activator:{q}:backoff_until" {
+		if c != "get "+rediskeys.Backoff("q") {
 			t.Errorf("Redis command %q sent without a rate limit; only the back-off poll may be", c)
 		}
 	}
@@ -184,7 +185,7 @@ func saturate(t *testing.T, rate, burst int) {
 		callers = 8
 		d       = 6 * time.Second
 	)
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	var (
 		log   commandLog
 		mu    sync.Mutex
@@ -275,7 +276,7 @@ func TestBackoffStopsOtherGates(t *testing.T) {
 		poll = 20 * time.Millisecond
 		d    = 600 * time.Millisecond
 	)
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	ctx := context.Background()
 	setter := newGate(t, client(t, db), Config{Queue: "q", PollInterval: poll})
 	obs := &observations{}
@@ -318,7 +319,7 @@ func TestBackoffStopsOtherGates(t *testing.T) {
 // neither the shared time nor any gate's.
 func TestBackoffNeverMovesEarlier(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	ctx := context.Background()
 	a := newGate(t, client(t, db), Config{Queue: "q", PollInterval: 10 * time.Millisecond})
 	b := newGate(t, client(t, db), Config{Queue: "q", PollInterval: 10 * time.Millisecond})
@@ -366,7 +367,7 @@ func TestBackoffNeverMovesEarlier(t *testing.T) {
 
 func TestWaitReturnsContextError(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	ctx := context.Background()
 
 	// While a back-off is in force.
@@ -416,7 +417,7 @@ func tat(t *testing.T, rdb redis.UniversalClient, g *Gate) float64 {
 // nothing.
 func TestWaitRefusesSlotsItCannotUse(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	ctx := context.Background()
 	g := newGate(t, client(t, db), Config{Queue: "q", Rate: 1})
 	if err := g.Wait(ctx); err != nil {
@@ -446,7 +447,7 @@ func TestWaitRefusesSlotsItCannotUse(t *testing.T) {
 func TestBurstLetsCallsGoAtOnce(t *testing.T) {
 	t.Parallel()
 	const burst = 5
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	var log commandLog
 	obs := &observations{}
 	g := newGate(t, client(t, db, &log), Config{Queue: "q", Rate: 1, Burst: burst, Observe: obs.observe})
@@ -483,7 +484,7 @@ func TestBackoffStopsCallersWaitingForSlots(t *testing.T) {
 		d     = time.Second
 		grace = 100 * time.Millisecond // for calls already let through, and the other gate's poll
 	)
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var (
@@ -543,12 +544,12 @@ func TestBackoffStopsCallersWaitingForSlots(t *testing.T) {
 func TestStateIsRedisRateCompatible(t *testing.T) {
 	t.Parallel()
 	const jan2017 = 1483228800
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	ctx := context.Background()
 	obs := &observations{}
 	g := newGate(t, client(t, db), Config{Queue: "q", Rate: 10, Observe: obs.observe})
-	if g.rateKey != "rate:activator:{q}:ratelimit" {
-		t.Errorf("rate key %q, want redis_rate's rate:activator:{q}:ratelimit", g.rateKey)
+	if want := rediskeys.RateLimit("q"); g.rateKey != want {
+		t.Errorf("rate key %q, want redis_rate's %s", g.rateKey, want)
 	}
 	if err := g.Wait(ctx); err != nil {
 		t.Fatal(err)
@@ -573,7 +574,7 @@ func TestStateIsRedisRateCompatible(t *testing.T) {
 
 func TestObserveIsToldOfWaits(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	ctx := context.Background()
 
 	// A back-off.
@@ -625,14 +626,14 @@ func TestObserveIsToldOfWaits(t *testing.T) {
 // keeps every one-second window within it.
 func TestBurstGrantsSeveralCallsPerRoundTrip(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	const burst, calls = 16, 600
 	for _, rate := range []int{100_000, 400} {
 		t.Run(strconv.Itoa(rate), func(t *testing.T) { burstRun(t, db, rate, burst, calls) })
 	}
 }
 
-func burstRun(t *testing.T, db *redistest.DB, rate, burst, calls int) {
+func burstRun(t *testing.T, db *testutil.RedisDB, rate, burst, calls int) {
 	var log commandLog
 	g := newGate(t, client(t, db, &log), Config{Rate: rate, Burst: burst, Queue: "q" + strconv.Itoa(rate)})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -31,10 +31,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-)
 
-// key is where the run id of queue's Redis is kept, with when it was first seen to change.
-func key(queue string) string { return "activator:{" + queue + "}:redis-run-id" }
+	"github.com/versori/activator/internal/rediskeys"
+)
 
 // skew is how much later than a restart a job may have been queued and still look first: producers'
 // clocks are not the worker's.
@@ -79,7 +78,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Guard {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	g := &Guard{rdb: rdb, key: key(cfg.Queue), queue: cfg.Queue, log: cfg.Logger, onChange: cfg.OnChange}
+	g := &Guard{rdb: rdb, key: rediskeys.RedisRunID(cfg.Queue), queue: cfg.Queue, log: cfg.Logger, onChange: cfg.OnChange}
 	g.off.Store(cfg.Off)
 	// The first LookFirst checks, whether or not a connection was made yet.
 	g.dials.Store(1)
@@ -220,7 +219,7 @@ func observe(ctx context.Context, rdb redis.UniversalClient, key, queue, lastSee
 	case storedID == id && (storedSince != 0 || !restarted):
 		return o, nil
 	case storedID == "" && !restarted:
-		known, err := rdb.SIsMember(ctx, "asynq:queues", queue).Result()
+		known, err := rdb.SIsMember(ctx, rediskeys.AsynqQueues, queue).Result()
 		if err != nil {
 			return observation{}, fmt.Errorf("reading asynq's queues: %w", err)
 		}
@@ -238,7 +237,7 @@ func observe(ctx context.Context, rdb redis.UniversalClient, key, queue, lastSee
 // from the queue's first job on: a Redis restored to before then is noticed too. Producers call it
 // before they first enqueue.
 func Mark(ctx context.Context, rdb redis.UniversalClient, queue string) error {
-	_, err := observe(ctx, rdb, key(queue), queue, "")
+	_, err := observe(ctx, rdb, rediskeys.RedisRunID(queue), queue, "")
 	if refused(err) {
 		return nil // the guards say so, at the workers
 	}

@@ -13,10 +13,11 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/internal/redisguard"
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/rediskeys"
+	"github.com/versori/activator/internal/testutil"
 )
 
-const key = "activator:{q}:redis-run-id"
+var key = rediskeys.RedisRunID("q")
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
@@ -65,7 +66,7 @@ func TestLookFirst(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			db := redistest.New(t)
+			db := testutil.Redis(t)
 			ctx := context.Background()
 			switch tt.stored {
 			case "same":
@@ -75,12 +76,12 @@ func TestLookFirst(t *testing.T) {
 			case "noticed":
 				db.Client.Set(ctx, key, runID(t, db.Client)+"|"+strconv.FormatInt(noticed.UnixNano(), 10), 0)
 			case "none, queue known":
-				db.Client.SAdd(ctx, "asynq:queues", "q")
+				db.Client.SAdd(ctx, rediskeys.AsynqQueues, "q")
 			case "marked":
 				if err := redisguard.Mark(ctx, db.Client, "q"); err != nil {
 					t.Fatal(err)
 				}
-				db.Client.SAdd(ctx, "asynq:queues", "q") // the producer's enqueue
+				db.Client.SAdd(ctx, rediskeys.AsynqQueues, "q") // the producer's enqueue
 			}
 			changes := 0
 			g := redisguard.New(db.Client, redisguard.Config{Queue: "q", Off: tt.off, Logger: quiet(),

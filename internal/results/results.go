@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/internal/flushloop"
+	"github.com/versori/activator/internal/rediskeys"
 )
 
 // Config configures a Writer.
@@ -130,7 +131,7 @@ func (w *Writer) write(ctx context.Context, batch []entry) error {
 			n := min(len(es), maxKeys)
 			keys, args := make([]string, n), make([]any, n)
 			for i, e := range es[:n] {
-				keys[i], args[i] = TaskKey(q, e.taskID), e.result
+				keys[i], args[i] = rediskeys.AsynqTask(q, e.taskID), e.result
 			}
 			writeScript.EvalSha(ctx, pipe, keys, args...)
 			es = es[n:]
@@ -153,16 +154,13 @@ func (w *Writer) requeue(batch []entry) {
 	w.pending = all
 }
 
-// TaskKey is the Redis hash in which asynq (v0.26.0) keeps a task and its result.
-func TaskKey(queue, taskID string) string { return "asynq:{" + queue + "}:t:" + taskID }
-
 // writeScript sets the result of each task that still exists: a task deleted in the meantime (no
 // retention, or purged) must not come back as a stray hash holding only a result. KEYS: task
-// hashes. ARGV: their results, in the same order.
+// hashes (rediskeys.AsynqTask). ARGV: their results, in the same order.
 var writeScript = redis.NewScript(`
 for i, key in ipairs(KEYS) do
   if redis.call('EXISTS', key) == 1 then
-    redis.call('HSET', key, 'result', ARGV[i])
+    redis.call('HSET', key, '` + rediskeys.AsynqResultField + `', ARGV[i])
   end
 end
 return 0

@@ -10,8 +10,9 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/internal/results"
+	"github.com/versori/activator/internal/testutil"
 )
 
 const queue = "results-test"
@@ -46,7 +47,7 @@ func result(t *testing.T, insp *asynq.Inspector, id string) string {
 // deleted before the flush does not come back as a stray hash.
 func TestFlushWritesResults(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	ids := enqueue(t, db.Client, 1200)
 	insp := asynq.NewInspectorFromRedisClient(db.Client)
 	if err := insp.DeleteTask(queue, ids[7]); err != nil {
@@ -73,7 +74,7 @@ func TestFlushWritesResults(t *testing.T) {
 			t.Fatalf("result of %s = %q, want %q", id, got, "act-"+id)
 		}
 	}
-	if n, err := db.Client.Exists(context.Background(), results.TaskKey(queue, ids[7])).Result(); err != nil || n != 0 {
+	if n, err := db.Client.Exists(context.Background(), rediskeys.AsynqTask(queue, ids[7])).Result(); err != nil || n != 0 {
 		t.Errorf("deleted task's hash exists = %d, %v; want no stray hash", n, err)
 	}
 	trips.n = 0
@@ -90,7 +91,7 @@ func TestFlushWritesResults(t *testing.T) {
 // one, dropping (and counting) the oldest beyond MaxPending.
 func TestFlushKeepsResultsWhileRedisIsAway(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	ids := enqueue(t, db.Client, 10)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -140,7 +141,7 @@ func TestFlushKeepsResultsWhileRedisIsAway(t *testing.T) {
 // (long before the interval), on the interval, and once more when its context ends.
 func TestRunFlushesOnTimeEarlyAndAtTheEnd(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	ids := enqueue(t, db.Client, 6)
 	insp := asynq.NewInspectorFromRedisClient(db.Client)
 	tests := []struct {

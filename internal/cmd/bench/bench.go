@@ -24,6 +24,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/internal/window"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/versori/versoritest"
@@ -74,7 +75,7 @@ type Config struct {
 	SweepServers         []int
 	HorizontalProcs      []int
 	HorizontalRate       int // VERSORI_RATE_LIMIT shared by the processes of the horizontal mode
-	// Claimed says the caller already owns RedisDB under the test suite's claim (redistest); otherwise
+	// Claimed says the caller already owns RedisDB under the test suite's claim (testutil); otherwise
 	// the bench claims it the same way, so that tests running meanwhile do not flush it mid-run.
 	Claimed bool
 	// GitRef, if set, builds the worker, stand-in and enqueue binaries from this commit's files
@@ -747,10 +748,6 @@ func loadAvg() string {
 	return strings.Join(f[:3], " ")
 }
 
-// claimKey is the test suite's claim on a database (internal/redistest): a key in database 0 that
-// tests set before they flush and use a database.
-func claimKey(db int) string { return "activator-test:claim:" + strconv.Itoa(db) }
-
 // claimDB claims db the way the test suite does, waiting up to five minutes while a test holds it,
 // and keeps the claim fresh until release is called.
 func claimDB(ctx context.Context, addr string, db int, logf func(string, ...any)) (release func(), err error) {
@@ -759,7 +756,7 @@ func claimDB(ctx context.Context, addr string, db int, logf func(string, ...any)
 	const ttl = 2 * time.Minute
 	deadline := time.Now().Add(5 * time.Minute)
 	for logged := false; ; {
-		ok, err := admin.SetNX(ctx, claimKey(db), owner, ttl).Result()
+		ok, err := admin.SetNX(ctx, rediskeys.TestClaim(db), owner, ttl).Result()
 		if err != nil {
 			admin.Close()
 			return nil, fmt.Errorf("claiming redis db %d: %w", db, err)
@@ -769,7 +766,7 @@ func claimDB(ctx context.Context, addr string, db int, logf func(string, ...any)
 		}
 		if time.Now().After(deadline) {
 			admin.Close()
-			return nil, fmt.Errorf("redis db %d is claimed by a test (%s) for 5 minutes: pick another -redis-db", db, claimKey(db))
+			return nil, fmt.Errorf("redis db %d is claimed by a test (%s) for 5 minutes: pick another -redis-db", db, rediskeys.TestClaim(db))
 		}
 		if !logged {
 			logf("redis db %d is in use by a test; waiting for it", db)
@@ -793,15 +790,15 @@ func claimDB(ctx context.Context, addr string, db int, logf func(string, ...any)
 			case <-stop:
 				return
 			case <-t.C:
-				admin.Expire(context.Background(), claimKey(db), ttl)
+				admin.Expire(context.Background(), rediskeys.TestClaim(db), ttl)
 			}
 		}
 	}()
 	return func() {
 		close(stop)
 		<-done
-		if v, _ := admin.Get(context.Background(), claimKey(db)).Result(); v == owner {
-			admin.Del(context.Background(), claimKey(db))
+		if v, _ := admin.Get(context.Background(), rediskeys.TestClaim(db)).Result(); v == owner {
+			admin.Del(context.Background(), rediskeys.TestClaim(db))
 		}
 		admin.Close()
 	}, nil

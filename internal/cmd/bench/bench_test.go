@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/versori/activator/internal/cmd/bench"
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/testutil"
 )
 
 // baselineEnv makes the test binary run as the baseline worker, so that the test need not build
@@ -29,7 +29,7 @@ func TestTinyCompare(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the worker, stand-in and enqueue binaries and runs them")
 	}
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cfg := bench.Config{

@@ -18,7 +18,7 @@ import (
 
 	"github.com/versori/activator/internal/cmd/enqueuecmd"
 	"github.com/versori/activator/internal/deadletter"
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 )
@@ -57,7 +57,7 @@ func run(t *testing.T, vars map[string]string, stdin string, args ...string) res
 }
 
 // runDB runs the command against db.
-func runDB(t *testing.T, db *redistest.DB, stdin string, args ...string) result {
+func runDB(t *testing.T, db *testutil.RedisDB, stdin string, args ...string) result {
 	t.Helper()
 	return run(t, map[string]string{"REDIS_URL": db.URL()}, stdin, args...)
 }
@@ -109,12 +109,12 @@ func writeFile(t *testing.T, name, content string) string {
 	return path
 }
 
-func inspector(db *redistest.DB) *asynq.Inspector {
+func inspector(db *testutil.RedisDB) *asynq.Inspector {
 	return asynq.NewInspectorFromRedisClient(db.Client)
 }
 
 // pending is the number of pending tasks of q; a queue asynq has never seen has none.
-func pending(t *testing.T, db *redistest.DB, q string) int {
+func pending(t *testing.T, db *testutil.RedisDB, q string) int {
 	t.Helper()
 	qs, err := inspector(db).Queues()
 	if err != nil {
@@ -131,7 +131,7 @@ func pending(t *testing.T, db *redistest.DB, q string) int {
 }
 
 // payload returns the payload and state of the task with the given id.
-func payload(t *testing.T, db *redistest.DB, q, taskID string) (tasks.Payload, asynq.TaskState) {
+func payload(t *testing.T, db *testutil.RedisDB, q, taskID string) (tasks.Payload, asynq.TaskState) {
 	t.Helper()
 	info, err := inspector(db).GetTaskInfo(q, taskID)
 	if err != nil {
@@ -144,7 +144,7 @@ func payload(t *testing.T, db *redistest.DB, q, taskID string) (tasks.Payload, a
 	return p, info.State
 }
 
-func noTask(t *testing.T, db *redistest.DB, taskID string) {
+func noTask(t *testing.T, db *testutil.RedisDB, taskID string) {
 	t.Helper()
 	if _, err := inspector(db).GetTaskInfo(queue, taskID); !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
 		t.Errorf("task %s: GetTaskInfo error = %v, want no such task", taskID, err)
@@ -201,7 +201,7 @@ func counts(t *testing.T, r result, enqueued, dup, dead, rejected int) map[strin
 	return m
 }
 
-func addDeadLetter(t *testing.T, db *redistest.DB, req versori.ActivationRequest, reason tasks.Reason, mod ...func(*deadletter.Entry)) deadletter.Entry {
+func addDeadLetter(t *testing.T, db *testutil.RedisDB, req versori.ActivationRequest, reason tasks.Reason, mod ...func(*deadletter.Entry)) deadletter.Entry {
 	t.Helper()
 	e := deadletter.Entry{
 		ID: id(req), UserID: req.UserID, IntegrationID: req.IntegrationID, Reason: reason,
@@ -216,7 +216,7 @@ func addDeadLetter(t *testing.T, db *redistest.DB, req versori.ActivationRequest
 	return e
 }
 
-func deadIDs(t *testing.T, db *redistest.DB) []string {
+func deadIDs(t *testing.T, db *testutil.RedisDB) []string {
 	t.Helper()
 	ids, err := deadletter.NewStore(db.Client, queue).IDs(context.Background(), "")
 	if err != nil {
@@ -255,7 +255,7 @@ func TestFileEnqueuesAndRerunEnqueuesNothing(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			db := redistest.New(t)
+			db := testutil.Redis(t)
 			path := writeFile(t, tc.file, tc.content)
 
 			r := runDB(t, db, "", "file", path, "--batch", "b-first")
@@ -299,7 +299,7 @@ func TestFileEnqueuesAndRerunEnqueuesNothing(t *testing.T) {
 
 func TestFileOptionsAndEnvironment(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	path := writeFile(t, "in.jsonl", jsonl(t, request("u-1"), request("u-1"), request("u-2")))
 	vars := map[string]string{"REDIS_URL": db.URL(), "QUEUE": "other"}
 
@@ -349,7 +349,7 @@ func TestFileOptionsAndEnvironment(t *testing.T) {
 
 func TestFileStdin(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	in := jsonl(t, request("u-1"), fullRequest("u-2"))
 	r := runDB(t, db, in, "file", "-", "--quiet")
 	if r.code != enqueuecmd.ExitOK {
@@ -441,7 +441,7 @@ func TestFileRejectsBadRowsAndRunsTheRest(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			db := redistest.New(t)
+			db := testutil.Redis(t)
 			path := writeFile(t, tc.file, tc.content)
 			r := runDB(t, db, "", "file", path, "--quiet")
 			if r.code != enqueuecmd.ExitRejected {
@@ -477,7 +477,7 @@ func TestFileRejectsBadRowsAndRunsTheRest(t *testing.T) {
 
 func TestFileDryRunEnqueuesNothing(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	dead := request("u-dead")
 	addDeadLetter(t, db, dead, tasks.ReasonNotFound)
 	path := writeFile(t, "in.jsonl", jsonl(t, request("u-1"), request("u-2"), dead))
@@ -516,7 +516,7 @@ func TestFileDryRunEnqueuesNothing(t *testing.T) {
 
 func TestFileSkipsDeadLetteredPairs(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	dead := fullRequest("u-dead")
 	addDeadLetter(t, db, dead, tasks.ReasonMissingConnections)
 	path := writeFile(t, "in.jsonl", jsonl(t, request("u-1"), dead, request("u-2")))
@@ -537,7 +537,7 @@ func TestFileSkipsDeadLetteredPairs(t *testing.T) {
 
 func TestUsageErrors(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.jsonl")
 	txt := filepath.Join(dir, "in.txt")
@@ -666,7 +666,7 @@ func TestRedisUnreachable(t *testing.T) {
 // TestSecretsNeverPrinted runs every kind of failure with a password in REDIS_URL or --redis-url.
 func TestSecretsNeverPrinted(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	path := writeFile(t, "in.jsonl", jsonl(t, request("u-1")))
 	// The test Redis has no password; depending on its version, AUTH is refused or ignored.
 	withPassword := "redis://:" + secret + "@" + db.Addr + "/" + fmt.Sprint(db.Number)
@@ -715,7 +715,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 
 func TestDLQList(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	long := strings.Repeat("x", 300)
 	a := addDeadLetter(t, db, fullRequest("u-a"), tasks.ReasonMissingConnections, func(e *deadletter.Entry) { e.Batch = "b-1" })
 	b := addDeadLetter(t, db, request("u-b"), tasks.ReasonNotFound, func(e *deadletter.Entry) { e.Error = long; e.Attempts = 1 })
@@ -818,7 +818,7 @@ func TestDLQList(t *testing.T) {
 
 func TestDLQListEmpty(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	r := runDB(t, db, "", "dlq", "list", "--json")
 	var got []deadletter.Entry
 	if r.code != enqueuecmd.ExitOK || json.Unmarshal([]byte(r.stdout), &got) != nil || got == nil || len(got) != 0 {
@@ -849,7 +849,7 @@ func TestDLQRequeue(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			db := redistest.New(t)
+			db := testutil.Redis(t)
 			addDeadLetter(t, db, a, tasks.ReasonMissingConnections, func(e *deadletter.Entry) { e.Batch = "b-orig" })
 			addDeadLetter(t, db, b, tasks.ReasonNotFound)
 			addDeadLetter(t, db, c, tasks.ReasonNotFound)
@@ -898,7 +898,7 @@ func TestDLQRequeue(t *testing.T) {
 
 func TestDLQRequeueUnknownIDs(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	a := request("u-a")
 	addDeadLetter(t, db, a, tasks.ReasonNotFound)
 	unknown := id(request("u-nobody"))
@@ -929,7 +929,7 @@ func TestDLQRequeueUnknownIDs(t *testing.T) {
 // dead job, archived, under the pair's task id.
 func TestDLQRequeueReplacesArchivedTask(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	req := fullRequest("u-archived")
 	task, err := tasks.NewTask(tasks.Payload{Request: req, Batch: "b-old"}, asynq.Queue(queue), asynq.MaxRetry(2))
 	if err != nil {
@@ -976,7 +976,7 @@ func TestDLQRequeueReplacesArchivedTask(t *testing.T) {
 // TestDLQRequeueLeavesRunningJob: a dead letter whose pair has a job running is left alone.
 func TestDLQRequeueLeavesRunningJob(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	req := request("u-running")
 	running := make(chan struct{})
 	release := make(chan struct{})
@@ -1046,7 +1046,7 @@ func TestDLQPurge(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			db := redistest.New(t)
+			db := testutil.Redis(t)
 			addDeadLetter(t, db, a, tasks.ReasonMissingConnections)
 			addDeadLetter(t, db, b, tasks.ReasonNotFound)
 			addDeadLetter(t, db, c, tasks.ReasonNotFound)
@@ -1086,7 +1086,7 @@ func TestDLQPurge(t *testing.T) {
 
 func TestDLQRequeueAndPurgeNeedExactlyOneSelection(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	a := request("u-a")
 	addDeadLetter(t, db, a, tasks.ReasonNotFound)
 	for _, verb := range []string{"requeue", "purge"} {
@@ -1114,7 +1114,7 @@ func TestDLQRequeueAndPurgeNeedExactlyOneSelection(t *testing.T) {
 
 func TestDLQExportFeedsBackIntoFile(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	reqs := []versori.ActivationRequest{fullRequest("u-a"), request("u-b"), request("u-c")}
 	addDeadLetter(t, db, reqs[0], tasks.ReasonMissingConnections)
 	addDeadLetter(t, db, reqs[1], tasks.ReasonNotFound)
@@ -1173,7 +1173,7 @@ func TestDLQExportFeedsBackIntoFile(t *testing.T) {
 
 func TestPauseResume(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	paused := func() bool {
 		t.Helper()
 		qi, err := inspector(db).GetQueueInfo(queue)
@@ -1232,7 +1232,7 @@ func TestPauseResume(t *testing.T) {
 // letter counted), and purge for good, after which the corrected row queues the pair again.
 func TestDLQFixAndRequeue(t *testing.T) {
 	t.Parallel()
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	a, c := request("u-a"), request("u-c")
 	bad := request("u-b")
 	addDeadLetter(t, db, a, tasks.ReasonMissingConnections)

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/versori/activator/internal/peakrss"
-	"github.com/versori/activator/internal/redistest"
+	"github.com/versori/activator/internal/testutil"
 )
 
 // TestEnqueueFileMemoryIsFlat enqueues a 100,000-row file with the real enqueue binary and reads its
@@ -43,7 +43,7 @@ func TestEnqueueFileMemoryIsFlat(t *testing.T) {
 	}
 	f.Close()
 
-	db := redistest.New(t)
+	db := testutil.Redis(t)
 	cmd := exec.Command(bin, "file", "--quiet", "--redis-url", db.URL(), path)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
