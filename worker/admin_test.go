@@ -45,7 +45,7 @@ func startAdminWorkerOn(t *testing.T, db *testutil.RedisDB, ui worker.AdminUI) (
 	}
 	w, _ := startWorker(t, db.Client, api, func(c *worker.Config) { c.AdminUI = ui })
 	insp = asynq.NewInspectorFromRedisClient(db.Client)
-	waitFor(t, 30*time.Second, "all jobs completed", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "all jobs completed", func() bool {
 		qi, err := insp.GetQueueInfo(queue)
 		return err == nil && qi.Completed == adminTasks
 	})

@@ -25,6 +25,7 @@ import (
 	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/intake"
 	"github.com/versori/activator/internal/rediskeys"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
@@ -108,7 +109,7 @@ func TestChaos(t *testing.T) {
 	rng := rand.New(rand.NewPCG(uint64(seed), 0xc4a05))
 	ctx := context.Background()
 
-	rs := startRedis(t, true) // AOF, appendfsync everysec: a kill loses up to its last second
+	rs := testutil.StartRedisServer(t, true) // AOF, appendfsync everysec: a kill loses up to its last second
 	api := versoritest.New(t, versoritest.Options{Seed: seed, Faults: chaosFaults()})
 	api.RequireConnection(billingIntegration, billingTemplate)
 	universe := chaosUniverse(rng, cfg.pairs)
@@ -142,7 +143,7 @@ func TestChaos(t *testing.T) {
 	queues := []string{chaosQueueA, chaosQueueA, chaosQueueB}
 	workers := make([]*proc, len(queues))
 	start := func(i int) {
-		workers[i] = startProcOn(t, rs.URL(), api, "127.0.0.1:"+strconv.Itoa(freePort(t)), append(env, "QUEUE="+queues[i])...)
+		workers[i] = startProcOn(t, rs.URL(), api, "127.0.0.1:"+strconv.Itoa(testutil.FreePort(t)), append(env, "QUEUE="+queues[i])...)
 	}
 	for i := range queues {
 		start(i)
@@ -183,27 +184,27 @@ func TestChaos(t *testing.T) {
 
 	// Chaos while the queues drain.
 	kills := 0
-	waitFor(t, cfg.timeout, "a fifth of the pairs settled", func() bool { return settled() >= cfg.pairs/5 })
+	testutil.WaitFor(t, cfg.timeout, "a fifth of the pairs settled", func() bool { return settled() >= cfg.pairs/5 })
 	kill("first kill")
 	kills++
 	posted.Wait() // the intake answered 202 for its jobs: Redis must keep them (see the restart below)
-	waitFor(t, cfg.timeout, "two fifths of the pairs settled", func() bool { return settled() >= 2*cfg.pairs/5 })
+	testutil.WaitFor(t, cfg.timeout, "two fifths of the pairs settled", func() bool { return settled() >= 2*cfg.pairs/5 })
 	// A second's grace, so that what the intake and the files queued is in the append-only file: a
 	// Redis that loses acknowledged writes loses them for producers too (README, "Redis durability").
 	time.Sleep(1500 * time.Millisecond)
 	at := settled()
-	rs.kill()
+	rs.Kill()
 	rs.Start()
 	t.Logf("Redis killed and restarted from its append-only file at %d settled", at)
 	for kills < cfg.kills {
 		target := cfg.pairs * (2 + kills) / (cfg.kills + 3)
-		waitFor(t, cfg.timeout, "more pairs settled", func() bool { return settled() >= target || drained() })
+		testutil.WaitFor(t, cfg.timeout, "more pairs settled", func() bool { return settled() >= target || drained() })
 		kill(fmt.Sprintf("kill %d", kills+1))
 		kills++
 	}
 	// Duplicates of everything the intake took, after the restart.
 	post(2)
-	waitFor(t, cfg.timeout, "every pair settled and the queues drained", func() bool {
+	testutil.WaitFor(t, cfg.timeout, "every pair settled and the queues drained", func() bool {
 		return settled() >= cfg.pairs && drained()
 	})
 
@@ -269,7 +270,7 @@ func TestChaos(t *testing.T) {
 	if err != nil || resent.Enqueued != len(purgeRows) {
 		t.Fatalf("EnqueueFile(purged, fixed) = %+v, %v; want all %d queued again", resent, err, len(purgeRows))
 	}
-	waitFor(t, cfg.timeout, "every pair settled again and the queues drained", func() bool {
+	testutil.WaitFor(t, cfg.timeout, "every pair settled again and the queues drained", func() bool {
 		return settled() >= cfg.pairs && drained()
 	})
 

@@ -23,6 +23,7 @@ import (
 	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/redisconn"
 	"github.com/versori/activator/internal/rediskeys"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori/versoritest"
 )
@@ -31,16 +32,16 @@ import (
 // redis-server on a free port with its cluster bus on another free port and its nodes.conf in its
 // own temp dir, shares the 16,384 slots out evenly with CLUSTER ADDSLOTSRANGE, joins them with CLUSTER MEET
 // and waits until every node says cluster_state:ok. The servers stop when t ends.
-func startCluster(t *testing.T, size int) []*redisServer {
+func startCluster(t *testing.T, size int) []*testutil.RedisServer {
 	t.Helper()
 	needRedis7(t)
 	ctx := context.Background()
-	nodes := make([]*redisServer, size)
+	nodes := make([]*testutil.RedisServer, size)
 	bus := make([]int, size)
 	for i := range nodes {
-		bus[i] = freePort(t)
+		bus[i] = testutil.FreePort(t)
 		// nodes.conf goes in the server's own data directory.
-		nodes[i] = startRedis(t, false, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+		nodes[i] = testutil.StartRedisServer(t, false, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 			"--cluster-port", strconv.Itoa(bus[i]), "--cluster-node-timeout", "5000")
 	}
 	for i, n := range nodes {
@@ -50,11 +51,11 @@ func startCluster(t *testing.T, size int) []*redisServer {
 		}
 	}
 	for i, n := range nodes[1:] {
-		if err := nodes[0].Client.Do(ctx, "CLUSTER", "MEET", "127.0.0.1", n.port, bus[i+1]).Err(); err != nil {
+		if err := nodes[0].Client.Do(ctx, "CLUSTER", "MEET", "127.0.0.1", n.Port, bus[i+1]).Err(); err != nil {
 			t.Fatalf("CLUSTER MEET %s: %v", n.Addr(), err)
 		}
 	}
-	waitFor(t, 15*time.Second, "cluster_state:ok on every node", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "cluster_state:ok on every node", func() bool {
 		for _, n := range nodes {
 			info, err := n.Client.ClusterInfo(ctx).Result()
 			if err != nil || !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, "cluster_known_nodes:"+strconv.Itoa(size)) {
@@ -153,12 +154,12 @@ func TestPipelineOnCluster(t *testing.T) {
 
 	env := []string{"VERSORI_RATE_LIMIT=" + strconv.Itoa(rateLimit), "VERSORI_RATE_BURST=1",
 		"QUICK_RETRIES=0", "RETRY_BASE=100ms", "RETRY_CAP=500ms"}
-	maddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	maddr := "127.0.0.1:" + strconv.Itoa(testutil.FreePort(t))
 	startProcOn(t, url, api, maddr, env...)
-	startProcOn(t, url, api, "127.0.0.1:"+strconv.Itoa(freePort(t)), env...)
+	startProcOn(t, url, api, "127.0.0.1:"+strconv.Itoa(testutil.FreePort(t)), env...)
 	store := deadletter.NewStore(rdb, queue)
 	start := time.Now()
-	waitFor(t, 20*time.Second, "every pair settled and the queue drained", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "every pair settled and the queue drained", func() bool {
 		return settled(t, api, store, n)() && pendingOn(t, rdb) == 0
 	})
 	drained := time.Since(start)
@@ -200,7 +201,7 @@ func TestPipelineOnCluster(t *testing.T) {
 	}
 
 	// Batch status, from the counters the workers flushed.
-	waitFor(t, 5*time.Second, "batch b-cluster done", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "batch b-cluster done", func() bool {
 		st, err := batch.Read(ctx, rdb, queue, "b-cluster")
 		return err == nil && st.Finished
 	})
@@ -238,7 +239,7 @@ func TestPipelineOnCluster(t *testing.T) {
 	if code, out := runEnqueue(t, url, "dlq", "requeue", "--reason", "missing_connections"); code != 0 || !strings.Contains(out, fmt.Sprintf("requeued: %d", missing)) {
 		t.Fatalf("dlq requeue: exit %d\n%s", code, out)
 	}
-	waitFor(t, 15*time.Second, "the requeued pairs active", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "the requeued pairs active", func() bool {
 		c, _ := store.Count(ctx, "")
 		return api.Stats().Activations == n && c == 0 && pendingOn(t, rdb) == 0
 	})
@@ -247,7 +248,7 @@ func TestPipelineOnCluster(t *testing.T) {
 	// Each job's result, its activation id, was written into asynq's task hash (a script over many
 	// task keys of the queue, flushed in batches).
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	waitFor(t, 5*time.Second, "every job's result written", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "every job's result written", func() bool {
 		for _, a := range api.Activations() {
 			info, err := insp.GetTaskInfo(queue, tasks.TaskID(a.Pair))
 			if err != nil || info.State != asynq.TaskStateCompleted || string(info.Result) != a.ID {

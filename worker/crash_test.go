@@ -4,11 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,33 +20,6 @@ import (
 	"github.com/versori/activator/versori/versoritest"
 )
 
-var (
-	buildOnce sync.Once
-	workerBin string
-	buildErr  error
-)
-
-// buildWorker builds cmd/worker once per test binary, so that tests can kill a real worker process.
-func buildWorker(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "activator-worker-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		workerBin = filepath.Join(dir, "worker")
-		out, err := exec.Command("go", "build", "-o", workerBin, "github.com/versori/activator/cmd/worker").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/worker: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return workerBin
-}
-
 // proc is a worker process.
 type proc struct {
 	cmd  *exec.Cmd
@@ -57,30 +27,10 @@ type proc struct {
 	done chan error
 }
 
+// startProc starts a worker process on db against api; see startProcOn.
 func startProc(t *testing.T, db *testutil.RedisDB, api *versoritest.Server, extraEnv ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(buildWorker(t))
-	cmd.Env = append(os.Environ(),
-		"REDIS_URL="+db.URL(), "VERSORI_BASE_URL="+api.URL(), "VERSORI_API_KEY="+api.APIKey(),
-		"VERSORI_HUB_ID="+api.HubID(), "WORKER_CONCURRENCY=50", "QUEUE="+queue, "METRICS_ADDR=127.0.0.1:0",
-		"POLL_INTERVAL=50ms", "DLQ_SWEEP_INTERVAL=500ms", "LOG_LEVEL=warn", "SETTLE_TIME="+testSettle.String())
-	cmd.Env = append(cmd.Env, extraEnv...)
-	p := &proc{cmd: cmd, logs: &bytes.Buffer{}, done: make(chan error, 1)}
-	cmd.Stderr = p.logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("worker logs:\n%s", p.logs.String())
-		}
-	})
-	return p
+	return startProcOn(t, db.URL(), api, "127.0.0.1:0", extraEnv...)
 }
 
 // expireLeases makes the leases of the queue's active tasks look 100 s stale, as they are a minute
@@ -146,7 +96,7 @@ func TestWorkerKilledMidCallActivatesOnce(t *testing.T) {
 	}
 
 	first := startProc(t, db, api)
-	waitFor(t, 60*time.Second, "50 calls committed and hanging", func() bool { return api.Stats().Activations >= 50 })
+	testutil.WaitFor(t, 60*time.Second, "50 calls committed and hanging", func() bool { return api.Stats().Activations >= 50 })
 	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -160,13 +110,13 @@ func TestWorkerKilledMidCallActivatesOnce(t *testing.T) {
 	startProc(t, db, api)
 	all := append(append(append([]versori.Pair{}, pairs...), atLimit...), legacy...)
 	store := p.Store()
-	waitFor(t, 90*time.Second, "every pair active or dead-lettered, and the queue drained", func() bool {
+	testutil.WaitFor(t, 90*time.Second, "every pair active or dead-lettered, and the queue drained", func() bool {
 		c, _ := store.Count(ctx, "")
 		return api.Stats().Activations+int(c) >= len(all) && pendingWork(t, db) == 0
 	})
 	// The legacy at-limit jobs that were in flight were archived by the recoverer without reaching
 	// the handler; the sweep must bring every one of them into the store.
-	waitFor(t, 30*time.Second, "the legacy at-limit jobs swept into the store", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the legacy at-limit jobs swept into the store", func() bool {
 		c, _ := store.Count(ctx, tasks.ReasonRetriesExhausted)
 		return c == int64(len(legacy))
 	})
@@ -189,7 +139,7 @@ func TestWorkerKilledMidCallActivatesOnce(t *testing.T) {
 	if err != nil || len(res.Requeued) != len(ids) {
 		t.Fatalf("Requeue = %+v, %v", res, err)
 	}
-	waitFor(t, 60*time.Second, "replays done", func() bool { return pendingWork(t, db) == 0 })
+	testutil.WaitFor(t, 60*time.Second, "replays done", func() bool { return pendingWork(t, db) == 0 })
 	assertExactlyOnce(t, api, all)
 	if c, _ := store.Count(ctx, ""); c != 0 {
 		t.Errorf("%d dead letters remain", c)
@@ -213,7 +163,7 @@ func TestWorkerSIGTERMHandsBackInFlightJobs(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := startProc(t, db, api, "SHUTDOWN_GRACE=1s")
-	waitFor(t, 60*time.Second, "50 calls committed and hanging", func() bool { return api.Stats().Activations >= 50 })
+	testutil.WaitFor(t, 60*time.Second, "50 calls committed and hanging", func() bool { return api.Stats().Activations >= 50 })
 	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +197,7 @@ func TestWorkerSIGTERMHandsBackInFlightJobs(t *testing.T) {
 
 	api.SetFaults(versoritest.Faults{})
 	startProc(t, db, api)
-	waitFor(t, 60*time.Second, "all pairs active", func() bool { return api.Stats().Activations >= n && pendingWork(t, db) == 0 })
+	testutil.WaitFor(t, 60*time.Second, "all pairs active", func() bool { return api.Stats().Activations >= n && pendingWork(t, db) == 0 })
 	assertExactlyOnce(t, api, pairs)
 }
 

@@ -52,7 +52,7 @@ var harshQuietBreaker = breaker.Config{MinCalls: 1000}
 // harshWaitCommits waits until every late commit the stand-in scheduled has landed.
 func harshWaitCommits(t *testing.T, api *versoritest.Server) {
 	t.Helper()
-	waitFor(t, 10*time.Second, "the stand-in's late commits", func() bool { return api.PendingCommits() == 0 })
+	testutil.WaitFor(t, 10*time.Second, "the stand-in's late commits", func() bool { return api.PendingCommits() == 0 })
 }
 
 // harshWriteFile writes content to name in a fresh temporary directory and returns its path.
@@ -310,7 +310,7 @@ func TestHarshDuplicateActivationsCountedNeverDeleted(t *testing.T) {
 	if n := countOp(api.Calls(), versori.OpDeleteActivation); n != 0 {
 		t.Errorf("%d DELETE calls: activator must never delete an activation on its own", n)
 	}
-	waitFor(t, 5*time.Second, "the job's result to be one of the activations", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "the job's result to be one of the activations", func() bool {
 		ti, err := insp.GetTaskInfo(queue, ti.ID)
 		return err == nil && slices.Contains(ids, string(ti.Result))
 	})
@@ -393,7 +393,7 @@ func TestHarshForbiddenRequestDoesNotPauseQueue(t *testing.T) {
 	insp := asynq.NewInspectorFromRedisClient(db.Client)
 	enqueueAll(t, p, reqs...)
 
-	waitFor(t, 15*time.Second, "every job activated or dead-lettered", settled(t, api, p.Store(), n))
+	testutil.WaitFor(t, 15*time.Second, "every job activated or dead-lettered", settled(t, api, p.Store(), n))
 	// A pause would show within the probe interval and the paused wait.
 	time.Sleep(500 * time.Millisecond)
 	watch.close()
@@ -451,7 +451,7 @@ func TestHarshEndlessRateLimitEndsAtMaxAge(t *testing.T) {
 	enqueued := time.Now()
 	enqueueAll(t, p, req)
 
-	waitFor(t, 15*time.Second, "the dead letter", func() bool { return hasDeadLetter(p.Store(), pair) })
+	testutil.WaitFor(t, 15*time.Second, "the dead letter", func() bool { return hasDeadLetter(p.Store(), pair) })
 	e := deadLetter(t, p.Store(), pair)
 	if e.Reason != tasks.ReasonRetriesExhausted || !strings.Contains(e.Error, "maximum age") || !strings.Contains(e.Error, "429") {
 		t.Errorf("dead letter = reason %s, error %q; want retries_exhausted naming the maximum age and the 429", e.Reason, e.Error)
@@ -625,7 +625,7 @@ func TestHarshGatewayAnswers(t *testing.T) {
 			t.Errorf("%d activations, want 1", n)
 		}
 	})
-	waitFor(t, 15*time.Second, "every redirected job dead-lettered", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "every redirected job dead-lettered", func() bool {
 		n, err := p.Store().Count(context.Background(), "")
 		return err == nil && n == int64(len(redirects))
 	})
@@ -790,12 +790,12 @@ func TestHarshCrossQueueActivatesOnce(t *testing.T) {
 	}
 
 	all := append(slices.Clone(mainPairs), euPairs...)
-	waitFor(t, 15*time.Second, "every pair activated", func() bool { return api.Stats().Activations >= len(all) })
+	testutil.WaitFor(t, 15*time.Second, "every pair activated", func() bool { return api.Stats().Activations >= len(all) })
 	for _, pr := range mainPairs {
 		waitTaskState(t, insp, pr, asynq.TaskStateCompleted, 5*time.Second)
 	}
 	for _, q := range []string{queue, euQueue} {
-		waitFor(t, 5*time.Second, "queue "+q+" drained", func() bool {
+		testutil.WaitFor(t, 5*time.Second, "queue "+q+" drained", func() bool {
 			qi, err := insp.GetQueueInfo(q)
 			return err == nil && qi.Pending+qi.Active+qi.Scheduled+qi.Retry == 0
 		})
@@ -880,11 +880,11 @@ func TestHarshDeadLetterPurgeFixAndRequeue(t *testing.T) {
 	purged, byFile, byID := reqs[:2], reqs[2:5], reqs[5:]
 	enqueueAll(t, p, reqs...)
 	const dead = 9
-	waitFor(t, 15*time.Second, "every dead letter stored", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "every dead letter stored", func() bool {
 		n, err := p.Store().Count(ctx, "")
 		return err == nil && n == dead
 	})
-	waitFor(t, 5*time.Second, "activator_dead_letters_total to count them", func() bool { return harshDeadLetterTotal(ws) == dead })
+	testutil.WaitFor(t, 5*time.Second, "activator_dead_letters_total to count them", func() bool { return harshDeadLetterTotal(ws) == dead })
 	if e := deadLetter(t, p.Store(), archivedReq.Pair()); e.Reason != tasks.ReasonRetriesExhausted {
 		t.Errorf("archived job's dead letter has reason %s, want retries_exhausted", e.Reason)
 	}

@@ -100,18 +100,6 @@ func startWorker(t *testing.T, rdb redis.UniversalClient, api *versoritest.Serve
 	return w, stop
 }
 
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // settled reports whether every pair is activated or dead-lettered.
 func settled(t *testing.T, api *versoritest.Server, store *deadletter.Store, n int) func() bool {
 	return func() bool {

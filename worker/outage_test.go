@@ -5,11 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,161 +20,15 @@ import (
 
 	"github.com/versori/activator/internal/cmd/enqueuecmd"
 	"github.com/versori/activator/internal/redisconn"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/versori/versoritest"
 )
 
-// freePort returns a TCP port on 127.0.0.1 that nothing listened on a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	if err := ln.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return port
-}
-
-// redisServer is a redis-server process of the test's own, so that it can be stopped and started
-// again without touching the Redis other tests share.
-type redisServer struct {
-	t       *testing.T
-	bin     string
-	port    int
-	dir     string   // data directory, its own: a replica's full sync writes dump.rdb there, not in the package
-	persist bool     // keep an append-only file in dir
-	extra   []string // arguments before the usual ones: a config file, --sentinel, cluster options
-	logPath string
-	cmd     *exec.Cmd
-	done    chan error
-	Client  *redis.Client // the test's own client; it reconnects after a restart
-}
-
-// startRedis starts a private redis-server on a free port and stops it when t ends. With persist,
-// it keeps an append-only file in a directory of its own, so that its data survives a restart. extra
-// arguments go first, so that they may start with a config file (as --sentinel needs).
-func startRedis(t *testing.T, persist bool, extra ...string) *redisServer {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("redis-server is not installed, and CI needs the tests that run their own (outage, Sentinel, Cluster): %v", err)
-		}
-		t.Skipf("redis-server is not installed (apt-get install redis-server), so this test cannot run its own: %v", err)
-	}
-	logDir := t.TempDir()
-	r := &redisServer{t: t, bin: bin, port: freePort(t), logPath: filepath.Join(logDir, "redis.log"),
-		dir: t.TempDir(), persist: persist, extra: extra}
-	r.Client = redis.NewClient(&redis.Options{Addr: r.Addr(), DialTimeout: time.Second, MaxRetries: -1})
-	t.Cleanup(func() {
-		r.Client.Close()
-		r.kill()
-		if t.Failed() {
-			if b, err := os.ReadFile(r.logPath); err == nil {
-				t.Logf("redis-server log:\n%s", b)
-			}
-		}
-	})
-	r.Start()
-	return r
-}
-
-// Addr is the server's host:port.
-func (r *redisServer) Addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
-
-// URL is the server's redis:// URL, database 0.
-func (r *redisServer) URL() string { return "redis://" + r.Addr() + "/0" }
-
-// Start starts the server (again, on the same port and data directory) and waits until it answers
-// PING.
-func (r *redisServer) Start() {
-	t := r.t
-	t.Helper()
-	if r.cmd != nil {
-		t.Fatal("redis-server is already running")
-	}
-	args := append(append([]string{}, r.extra...), "--port", strconv.Itoa(r.port), "--save", "", "--bind", "127.0.0.1", "--dir", r.dir)
-	if r.persist {
-		args = append(args, "--appendonly", "yes", "--appendfsync", "everysec")
-	} else {
-		args = append(args, "--appendonly", "no")
-	}
-	logf, err := os.OpenFile(r.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close() // the child has its own descriptor
-	cmd := exec.Command(r.bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting redis-server: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	r.cmd, r.done = cmd, done
-
-	ping := redis.NewClient(&redis.Options{Addr: r.Addr(), DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
-	defer ping.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		err := ping.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return
-		}
-		select {
-		case werr := <-done:
-			r.cmd = nil
-			t.Fatalf("redis-server on port %d exited at start (%v); last PING: %v", r.port, werr, err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server on port %d does not answer PING after 10 s: %v", r.port, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// Stop stops the server with SIGTERM, as an orchestrator would, and waits for it to exit. With an
-// append-only file, Redis flushes it before exiting.
-func (r *redisServer) Stop() {
-	t := r.t
-	t.Helper()
-	if r.cmd == nil {
-		t.Fatal("redis-server is not running")
-	}
-	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-r.done:
-		r.cmd = nil
-		if err != nil {
-			t.Fatalf("redis-server exited with %v after SIGTERM", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("redis-server did not exit within 10 s of SIGTERM")
-	}
-}
-
-// kill ends the server, if it runs.
-func (r *redisServer) kill() {
-	if r.cmd == nil {
-		return
-	}
-	r.cmd.Process.Kill()
-	<-r.done
-	r.cmd = nil
-}
-
 // startProcOn is startProc against any Redis URL, with metrics served on metricsAddr.
 func startProcOn(t *testing.T, redisURL string, api *versoritest.Server, metricsAddr string, extraEnv ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(buildWorker(t))
+	cmd := exec.Command(testutil.GoBuild(t, "github.com/versori/activator/cmd/worker"))
 	cmd.Env = append(os.Environ(),
 		"REDIS_URL="+redisURL, "VERSORI_BASE_URL="+api.URL(), "VERSORI_API_KEY="+api.APIKey(),
 		"VERSORI_HUB_ID="+api.HubID(), "WORKER_CONCURRENCY=50", "QUEUE="+queue, "METRICS_ADDR="+metricsAddr,
@@ -255,7 +107,7 @@ func TestWorkerRidesOutRedisOutage(t *testing.T) {
 	// The queue lives in Redis, so it outlives a restart only if Redis persists it: this server keeps
 	// an append-only file, exactly as the README's production notes advise (appendonly yes,
 	// appendfsync everysec). Without it, the jobs not yet run would be lost with the restart.
-	rs := startRedis(t, true)
+	rs := testutil.StartRedisServer(t, true)
 	api := versoritest.New(t, versoritest.Options{Faults: versoritest.Faults{Latency: 50 * time.Millisecond}})
 	path, pairs := writeRequests(t, n, 0)
 	ctx := context.Background()
@@ -264,18 +116,18 @@ func TestWorkerRidesOutRedisOutage(t *testing.T) {
 		t.Fatalf("EnqueueFile = %+v, %v; want %d enqueued", sum, err, n)
 	}
 
-	maddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	maddr := "127.0.0.1:" + strconv.Itoa(testutil.FreePort(t))
 	healthz, readyz := "http://"+maddr+"/healthz", "http://"+maddr+"/readyz"
 	w := startProcOn(t, rs.URL(), api, maddr, "WORKER_CONCURRENCY="+strconv.Itoa(concurrency))
-	waitFor(t, 10*time.Second, "/readyz 200", func() bool { c, _ := httpStatus(readyz); return c == http.StatusOK })
-	waitFor(t, 20*time.Second, "50 activations before the outage", func() bool { return api.Stats().Activations >= 50 })
+	testutil.WaitFor(t, 10*time.Second, "/readyz 200", func() bool { c, _ := httpStatus(readyz); return c == http.StatusOK })
+	testutil.WaitFor(t, 20*time.Second, "50 activations before the outage", func() bool { return api.Stats().Activations >= 50 })
 
 	down := time.Now()
 	rs.Stop()
 	stopped := time.Since(down)
 	atStop := api.Stats().Activations
 	var flipped time.Duration
-	waitFor(t, 10*time.Second, "/readyz 503 while Redis is down", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "/readyz 503 while Redis is down", func() bool {
 		c, _ := httpStatus(readyz)
 		flipped = time.Since(down)
 		return c == http.StatusServiceUnavailable
@@ -307,12 +159,12 @@ func TestWorkerRidesOutRedisOutage(t *testing.T) {
 	if left <= 0 || left > n-atStop+held {
 		t.Errorf("%d jobs left in the queue after the restart; want the %d or so not yet done", left, n-duringOutage)
 	}
-	waitFor(t, 10*time.Second, "/readyz 200 after Redis is back", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "/readyz 200 after Redis is back", func() bool {
 		c, _ := httpStatus(readyz)
 		return c == http.StatusOK
 	})
 	ready := time.Since(up)
-	waitFor(t, 25*time.Second, "every pair active and the queue drained", func() bool {
+	testutil.WaitFor(t, 25*time.Second, "every pair active and the queue drained", func() bool {
 		return api.Stats().Activations >= n && pendingOn(t, rs.Client) == 0
 	})
 	drained := time.Since(up)
@@ -344,7 +196,7 @@ func TestWorkerRidesOutRedisOutage(t *testing.T) {
 func TestEnqueueWhileRedisDown(t *testing.T) {
 	t.Parallel()
 	const n = 50
-	rs := startRedis(t, false)
+	rs := testutil.StartRedisServer(t, false)
 	rs.Stop()
 	path, _ := writeRequests(t, n, 0)
 	run := func() (int, string, string) {
@@ -415,7 +267,7 @@ func TestEnqueueWhileRedisDown(t *testing.T) {
 func TestEnqueueFileWhenRedisStopsMidway(t *testing.T) {
 	t.Parallel()
 	const n = 20000
-	rs := startRedis(t, true) // graceful SHUTDOWN writes the AOF, so what was acknowledged survives
+	rs := testutil.StartRedisServer(t, true) // graceful SHUTDOWN writes the AOF, so what was acknowledged survives
 	path, _ := writeRequests(t, n, 0)
 	rdb, err := redisconn.Open(rs.URL())
 	if err != nil {
@@ -471,7 +323,7 @@ func TestEnqueueFileWhenRedisStopsMidway(t *testing.T) {
 func TestEnqueueFileInterruptedWhileRedisHangs(t *testing.T) {
 	t.Parallel()
 	const n = 50000
-	rs := startRedis(t, false)
+	rs := testutil.StartRedisServer(t, false)
 	path, _ := writeRequests(t, n, 0)
 	rdb, err := redisconn.Open(rs.URL())
 	if err != nil {
@@ -491,7 +343,7 @@ func TestEnqueueFileInterruptedWhileRedisHangs(t *testing.T) {
 			Progress: func(s producer.Summary) {
 				if s.Enqueued >= 2000 {
 					frozen.Do(func() {
-						if err := rs.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+						if err := rs.Signal(syscall.SIGSTOP); err != nil {
 							t.Errorf("SIGSTOP: %v", err)
 						}
 						time.AfterFunc(200*time.Millisecond, cancel)
@@ -506,7 +358,7 @@ func TestEnqueueFileInterruptedWhileRedisHangs(t *testing.T) {
 	case <-time.After(30 * time.Second): // a liveness bound, six times the 5 s grace
 		t.Fatal("EnqueueFile did not return within 30 s of being interrupted while Redis hangs")
 	}
-	if err := rs.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+	if err := rs.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	go rdb.Close() // waits for the batches still in flight

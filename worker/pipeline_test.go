@@ -36,7 +36,7 @@ func TestPipelineActivatesOnceAndDeadLettersMissingConnections(t *testing.T) {
 		t.Fatalf("EnqueueFile = %+v, %v; want %d enqueued", sum, err, n)
 	}
 	w, _ := startWorker(t, db.Client, api, nil)
-	waitFor(t, 90*time.Second, "all pairs settled", settled(t, api, p.Store(), n))
+	testutil.WaitFor(t, 90*time.Second, "all pairs settled", settled(t, api, p.Store(), n))
 
 	assertExactlyOnce(t, api, pairs[:n-missing])
 	calls := activateCalls(api)
@@ -66,7 +66,7 @@ func TestPipelineActivatesOnceAndDeadLettersMissingConnections(t *testing.T) {
 	}
 
 	// The batch's counters say the same, and `enqueue status` reports it done.
-	waitFor(t, 10*time.Second, "batch b1 finished", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "batch b1 finished", func() bool {
 		st, err := batch.Read(ctx, db.Client, queue, "b1")
 		return err == nil && st.Finished
 	})
@@ -137,7 +137,7 @@ func TestPipelineRidesOutFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	startWorker(t, db.Client, api, nil)
-	waitFor(t, 90*time.Second, "all pairs active", settled(t, api, p.Store(), n))
+	testutil.WaitFor(t, 90*time.Second, "all pairs active", settled(t, api, p.Store(), n))
 	assertExactlyOnce(t, api, pairs)
 	if dl, _ := p.Store().Count(context.Background(), ""); dl != 0 {
 		t.Errorf("%d transient failures were dead-lettered", dl)
@@ -167,7 +167,7 @@ func TestDeadLetterRequeueAndPurge(t *testing.T) {
 		t.Fatal(err)
 	}
 	startWorker(t, db.Client, api, nil)
-	waitFor(t, 60*time.Second, "all pairs settled", settled(t, api, p.Store(), n))
+	testutil.WaitFor(t, 60*time.Second, "all pairs settled", settled(t, api, p.Store(), n))
 
 	run := func(args ...string) (int, string) {
 		var out, errb bytes.Buffer
@@ -195,7 +195,7 @@ func TestDeadLetterRequeueAndPurge(t *testing.T) {
 	if code, out := run("dlq", "requeue", "--reason", "missing_connections"); code != 0 || !strings.Contains(out, "requeued: 9") {
 		t.Fatalf("dlq requeue = %d %q", code, out)
 	}
-	waitFor(t, 60*time.Second, "requeued pairs active", func() bool { return api.Stats().Activations == n-1 })
+	testutil.WaitFor(t, 60*time.Second, "requeued pairs active", func() bool { return api.Stats().Activations == n-1 })
 	assertExactlyOnce(t, api, pairs[:n-1])
 	if api.ActivationCount(pairs[n-1]) != 0 {
 		t.Error("the purged dead letter was activated")
@@ -238,7 +238,7 @@ func TestSweeperStoresWhatAsynqArchivedItself(t *testing.T) {
 	}
 	startWorker(t, db.Client, api, nil)
 	store := deadletter.NewStore(db.Client, queue)
-	waitFor(t, 30*time.Second, "the archived task in the store", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the archived task in the store", func() bool {
 		ok, _ := store.Has(ctx, []string{info.ID})
 		return len(ok) == 1 && ok[0]
 	})
@@ -275,7 +275,7 @@ func TestDeadLetterRetention(t *testing.T) {
 		t.Fatalf("without retention the store holds %d, want all 5", c)
 	}
 	startWorker(t, db.Client, api, func(c *worker.Config) { c.DeadLetterMaxEntries = 2 })
-	waitFor(t, 30*time.Second, "retention applied", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "retention applied", func() bool {
 		c, _ := store.Count(ctx, "")
 		return c == 2
 	})
@@ -313,11 +313,11 @@ func TestMetricsAddUpAcrossRestart(t *testing.T) {
 		return activated, already, dead
 	}
 	first, stop := startWorker(t, db.Client, api, func(c *worker.Config) { c.Concurrency = 10 })
-	waitFor(t, 60*time.Second, "a third settled", func() bool { return settled(t, api, p.Store(), n/3)() })
+	testutil.WaitFor(t, 60*time.Second, "a third settled", func() bool { return settled(t, api, p.Store(), n/3)() })
 	stop()
 	a1, b1, d1 := counts(first)
 	second, _ := startWorker(t, db.Client, api, nil)
-	waitFor(t, 90*time.Second, "all settled", func() bool {
+	testutil.WaitFor(t, 90*time.Second, "all settled", func() bool {
 		return settled(t, api, p.Store(), n)() && pendingWork(t, db) == 0
 	})
 	a2, b2, d2 := counts(second)

@@ -117,7 +117,7 @@ func taskInfo(t *testing.T, insp *asynq.Inspector, p versori.Pair) *asynq.TaskIn
 func waitTaskState(t *testing.T, insp *asynq.Inspector, p versori.Pair, state asynq.TaskState, timeout time.Duration) *asynq.TaskInfo {
 	t.Helper()
 	var ti *asynq.TaskInfo
-	waitFor(t, timeout, fmt.Sprintf("job of %s %s", p.UserID, state), func() bool {
+	testutil.WaitFor(t, timeout, fmt.Sprintf("job of %s %s", p.UserID, state), func() bool {
 		var err error
 		ti, err = insp.GetTaskInfo(queue, tasks.TaskID(p))
 		return err == nil && ti.State == state
@@ -215,7 +215,7 @@ func TestPolicyTransientExhausted(t *testing.T) {
 	insp := asynq.NewInspectorFromRedisClient(db.Client)
 	enqueueAll(t, p, req)
 
-	waitFor(t, 15*time.Second, "the dead letter", func() bool { return hasDeadLetter(p.Store(), pair) })
+	testutil.WaitFor(t, 15*time.Second, "the dead letter", func() bool { return hasDeadLetter(p.Store(), pair) })
 	e := deadLetter(t, p.Store(), pair)
 	if e.Reason != tasks.ReasonRetriesExhausted || e.Attempts != maxRetry+2 || !strings.Contains(e.Error, "found no activation") {
 		t.Errorf("dead letter = reason %s, attempts %d, error %q; want retries_exhausted after %d attempts and a last look-up",
@@ -279,7 +279,7 @@ func TestPolicyDroppedResponseAfterCommit(t *testing.T) {
 			want = a.ID
 		}
 	}
-	waitFor(t, 5*time.Second, "the job's result to be the activation id found by the look-up", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "the job's result to be the activation id found by the look-up", func() bool {
 		ti, err := insp.GetTaskInfo(queue, ti.ID)
 		return err == nil && want != "" && string(ti.Result) == want
 	})
@@ -333,7 +333,7 @@ func TestPolicyRateLimited(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 			enqueueAll(t, p, others...)
 			waitTaskState(t, insp, pair, asynq.TaskStateCompleted, 15*time.Second)
-			waitFor(t, 15*time.Second, "the other jobs", func() bool { return api.Stats().Activations == 1+len(others) })
+			testutil.WaitFor(t, 15*time.Second, "the other jobs", func() bool { return api.Stats().Activations == 1+len(others) })
 			assertExactlyOnce(t, api, append([]versori.Pair{pair}, otherPairs...))
 
 			calls := api.Calls()
@@ -442,7 +442,7 @@ func TestPolicyDeadLettersAtOnce(t *testing.T) {
 	for _, tc := range tests {
 		enqueueAll(t, p, tc.req)
 	}
-	waitFor(t, 15*time.Second, "every job dead-lettered", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "every job dead-lettered", func() bool {
 		n, err := p.Store().Count(context.Background(), "")
 		return err == nil && n == int64(len(tests))
 	})
@@ -527,7 +527,7 @@ func TestPolicyConflict(t *testing.T) {
 				api.ForgetUser(pair.UserID) // lists of the user answer 404; the scripted 409 answers first
 			}
 			enqueueAll(t, p, req)
-			waitFor(t, time.Minute, "the job's end", func() bool {
+			testutil.WaitFor(t, time.Minute, "the job's end", func() bool {
 				return hasDeadLetter(p.Store(), pair) || api.ActivationCount(pair) == 1 && pendingWork(t, db) == 0
 			})
 			calls := pairCalls(api, pair)
@@ -621,16 +621,16 @@ func TestPolicyUnauthorizedAPIKeyPausesQueue(t *testing.T) {
 	reqs, pairs := policyRequests("u-key", n)
 	enqueueAll(t, p, reqs...)
 
-	waitFor(t, 10*time.Second, "the queue paused", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the queue paused", func() bool {
 		paused, reason := queuePaused(t, db)
 		return paused && reason == queuestate.ReasonUnauthorized
 	})
 	// The handler sets the gauge when it pauses; the sweep loop's refresh (every 500 ms here) also
 	// sets it, and one that read the state just before the pause may briefly set it back to 0.
-	waitFor(t, 5*time.Second, "activator_queue_paused 1", func() bool { return promtest.ToFloat64(w.Metrics().QueuePaused) == 1 })
+	testutil.WaitFor(t, 5*time.Second, "activator_queue_paused 1", func() bool { return promtest.ToFloat64(w.Metrics().QueuePaused) == 1 })
 	// The probe keeps finding the key refused: the queue stays paused, every job kept.
-	waitFor(t, 10*time.Second, "two refused probes", func() bool { return probeCalls(api, http.StatusUnauthorized) >= 2 })
-	waitFor(t, 10*time.Second, "every job back in the queue", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "two refused probes", func() bool { return probeCalls(api, http.StatusUnauthorized) >= 2 })
+	testutil.WaitFor(t, 10*time.Second, "every job back in the queue", func() bool {
 		qi, err := insp.GetQueueInfo(queue)
 		return err == nil && qi.Active == 0 && qi.Pending+qi.Retry == n
 	})
@@ -646,7 +646,7 @@ func TestPolicyUnauthorizedAPIKeyPausesQueue(t *testing.T) {
 	}
 
 	api.SetAPIKey(original)
-	waitFor(t, 15*time.Second, "every job activated", func() bool { return api.Stats().Activations == n })
+	testutil.WaitFor(t, 15*time.Second, "every job activated", func() bool { return api.Stats().Activations == n })
 	assertExactlyOnce(t, api, pairs)
 	if paused, _ := queuePaused(t, db); paused {
 		t.Error("queue still paused after the probe found the key working")
@@ -654,7 +654,7 @@ func TestPolicyUnauthorizedAPIKeyPausesQueue(t *testing.T) {
 	if probeCalls(api, http.StatusOK) == 0 {
 		t.Error("no successful probe recorded")
 	}
-	waitFor(t, 5*time.Second, "activator_queue_paused 0", func() bool { return promtest.ToFloat64(w.Metrics().QueuePaused) == 0 })
+	testutil.WaitFor(t, 5*time.Second, "activator_queue_paused 0", func() bool { return promtest.ToFloat64(w.Metrics().QueuePaused) == 0 })
 	for _, pr := range pairs {
 		ti := waitTaskState(t, insp, pr, asynq.TaskStateCompleted, 5*time.Second)
 		if ti.Retried != 0 {
@@ -703,7 +703,7 @@ func TestPolicyOperatorPauseOutlastsProbe(t *testing.T) {
 				api.Script(first, versoritest.Fault{Status: http.StatusUnauthorized, Delay: 500 * time.Millisecond})
 				enqueueAll(t, p, reqs[0])
 				// The only job's POST has arrived (the stand-in learns its pair only when it answers).
-				waitFor(t, 10*time.Second, "the call in flight", func() bool { return countOp(api.Calls(), versori.OpActivate) == 1 })
+				testutil.WaitFor(t, 10*time.Second, "the call in flight", func() bool { return countOp(api.Calls(), versori.OpActivate) == 1 })
 				if err := p.Pause(ctx); err != nil {
 					t.Fatal(err)
 				}
@@ -734,12 +734,12 @@ func TestPolicyOperatorPauseOutlastsProbe(t *testing.T) {
 			if err := p.Resume(ctx); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 15*time.Second, "every job activated", func() bool { return api.Stats().Activations == n })
+			testutil.WaitFor(t, 15*time.Second, "every job activated", func() bool { return api.Stats().Activations == n })
 			assertExactlyOnce(t, api, pairs)
 			if c, _ := p.Store().Count(ctx, ""); c != 0 {
 				t.Errorf("%d dead letters, want none", c)
 			}
-			waitFor(t, 5*time.Second, "activator_queue_paused 0", func() bool { return promtest.ToFloat64(w.Metrics().QueuePaused) == 0 })
+			testutil.WaitFor(t, 5*time.Second, "activator_queue_paused 0", func() bool { return promtest.ToFloat64(w.Metrics().QueuePaused) == 0 })
 		})
 	}
 }
@@ -774,7 +774,7 @@ func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 	reqs, pairs := policyRequests("u-jwt", n)
 	enqueueAll(t, p, reqs...)
 
-	waitFor(t, 15*time.Second, "every job dead-lettered", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "every job dead-lettered", func() bool {
 		c, err := p.Store().Count(context.Background(), "")
 		return err == nil && c == n
 	})
@@ -870,14 +870,14 @@ func TestPolicyCircuitBreaker(t *testing.T) {
 	reqs, pairs := policyRequests("u-breaker", n)
 	enqueueAll(t, p, reqs...)
 
-	waitFor(t, 10*time.Second, "the breaker open", func() bool { return watch.saw(2) })
+	testutil.WaitFor(t, 10*time.Second, "the breaker open", func() bool { return watch.saw(2) })
 	time.Sleep(outage)
 	faulted := api.Calls()
 	api.SetFaults(versoritest.Faults{})
 
-	waitFor(t, 15*time.Second, "every job activated", func() bool { return api.Stats().Activations == n })
+	testutil.WaitFor(t, 15*time.Second, "every job activated", func() bool { return api.Stats().Activations == n })
 	assertExactlyOnce(t, api, pairs)
-	waitFor(t, 5*time.Second, "the breaker closed", func() bool { return promtest.ToFloat64(w.Metrics().BreakerState) == 0 })
+	testutil.WaitFor(t, 5*time.Second, "the breaker closed", func() bool { return promtest.ToFloat64(w.Metrics().BreakerState) == 0 })
 	states := watch.close()
 	t.Logf("breaker states seen (0 closed, 1 half-open, 2 open): %v", states)
 
@@ -992,7 +992,7 @@ func TestPolicyMaxAge(t *testing.T) {
 	enqueued := time.Now()
 	enqueueAll(t, p, req)
 
-	waitFor(t, 15*time.Second, "the dead letter", func() bool { return hasDeadLetter(p.Store(), pair) })
+	testutil.WaitFor(t, 15*time.Second, "the dead letter", func() bool { return hasDeadLetter(p.Store(), pair) })
 	e := deadLetter(t, p.Store(), pair)
 	if e.Reason != tasks.ReasonRetriesExhausted || !strings.Contains(e.Error, "maximum age") {
 		t.Errorf("dead letter = reason %s, error %q; want retries_exhausted naming the maximum age", e.Reason, e.Error)
@@ -1028,7 +1028,7 @@ func TestPolicyGlobalRateLimit(t *testing.T) {
 	startWorker(t, db.Client, api, limit)
 	startWorker(t, db.Client, api, limit)
 
-	waitFor(t, 20*time.Second, "every job activated", func() bool { return api.Stats().Activations == n })
+	testutil.WaitFor(t, 20*time.Second, "every job activated", func() bool { return api.Stats().Activations == n })
 	assertExactlyOnce(t, api, pairs)
 	calls := api.Calls()
 	times := make([]time.Time, len(calls))

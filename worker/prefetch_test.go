@@ -34,7 +34,7 @@ func TestPrefetchHoldsTasksBeyondCallSlots(t *testing.T) {
 		c.Versori.Timeout = 10 * time.Second
 	})
 	insp := asynq.NewInspectorFromRedisClient(db.Client)
-	waitFor(t, 10*time.Second, "the worker to hold concurrency+prefetch tasks", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the worker to hold concurrency+prefetch tasks", func() bool {
 		info, err := insp.GetQueueInfo(queue)
 		return err == nil && info.Active == concurrency+prefetch
 	})
@@ -44,7 +44,7 @@ func TestPrefetchHoldsTasksBeyondCallSlots(t *testing.T) {
 	if calls, most := len(activateCalls(api)), concurrency*(int(elapsed/latency)+1); calls > most {
 		t.Fatalf("%d calls after %s, more than %d call slots allow", calls, elapsed, concurrency)
 	}
-	waitFor(t, 60*time.Second, "all pairs activated", func() bool { return api.Stats().Activations >= n })
+	testutil.WaitFor(t, 60*time.Second, "all pairs activated", func() bool { return api.Stats().Activations >= n })
 	assertExactlyOnce(t, api, pairs)
 	if elapsed := time.Since(start); elapsed < n/concurrency*latency {
 		t.Fatalf("%d calls of %s took %s: more than %d ran at once", n, latency, elapsed, concurrency)

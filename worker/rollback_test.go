@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/versori/versoritest"
@@ -32,15 +33,15 @@ func TestRedisRollbackActivatesOnce(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			const n = 3000
-			rs := startRedis(t, false)
+			rs := testutil.StartRedisServer(t, false)
 			api := versoritest.New(t, versoritest.Options{Faults: versoritest.Faults{Latency: 10 * time.Millisecond}})
 			path, pairs := writeRequests(t, n, 0)
 			ctx := context.Background()
 			if sum, err := producer.New(rs.Client, producer.Config{Queue: queue}).EnqueueFile(ctx, producer.FileOptions{Path: path}); err != nil || sum.Enqueued != n {
 				t.Fatalf("EnqueueFile = %+v, %v", sum, err)
 			}
-			startProcOn(t, rs.URL(), api, "127.0.0.1:"+strconv.Itoa(freePort(t)), "REDIS_RESTART_GUARD="+tc.guard)
-			waitFor(t, 30*time.Second, "a fifth of the pairs active", func() bool { return api.Stats().Activations >= n/5 })
+			startProcOn(t, rs.URL(), api, "127.0.0.1:"+strconv.Itoa(testutil.FreePort(t)), "REDIS_RESTART_GUARD="+tc.guard)
+			testutil.WaitFor(t, 30*time.Second, "a fifth of the pairs active", func() bool { return api.Stats().Activations >= n/5 })
 
 			if err := rs.Client.Save(ctx).Err(); err != nil {
 				t.Fatal(err)
@@ -48,14 +49,14 @@ func TestRedisRollbackActivatesOnce(t *testing.T) {
 			atSnapshot := api.Stats().Activations
 			time.Sleep(time.Second)
 			atKill := api.Stats().Activations
-			rs.kill()
+			rs.Kill()
 			rs.Start() // from the snapshot: the last second's writes are gone
 			lists := func() int { return api.Stats().ByOpStatus[versori.OpListActivations+" 200"] }
 			listsBefore := lists()
 
 			// Jobs that were running at the snapshot come back through asynq's recoverer, which takes a
 			// lease a minute after it ended, and runs every minute: up to two minutes and more.
-			waitFor(t, 4*time.Minute, "every pair active and the queue drained", func() bool {
+			testutil.WaitFor(t, 4*time.Minute, "every pair active and the queue drained", func() bool {
 				for _, p := range pairs {
 					if api.ActivationCount(p) == 0 {
 						return false

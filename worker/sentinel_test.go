@@ -20,6 +20,7 @@ import (
 	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/redisconn"
 	"github.com/versori/activator/internal/rediskeys"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/versori/versoritest"
@@ -30,33 +31,33 @@ const sentinelMaster = "mymaster"
 // startSentinel starts a redis-server in Sentinel mode, on a free port, watching master under
 // sentinelMaster with a quorum of one (so that SENTINEL FAILOVER needs no other Sentinel), and stops it
 // when t ends. Only SENTINEL FAILOVER fails over: the master must be unreachable 5 s first otherwise.
-func startSentinel(t *testing.T, master *redisServer) *redisServer {
+func startSentinel(t *testing.T, master *testutil.RedisServer) *testutil.RedisServer {
 	t.Helper()
 	dir := t.TempDir() // Sentinel rewrites its config file, so it gets a copy of its own
 	conf := filepath.Join(dir, "sentinel.conf")
 	body := fmt.Sprintf("sentinel monitor %[1]s 127.0.0.1 %[2]d 1\n"+
-		"sentinel down-after-milliseconds %[1]s 5000\nsentinel failover-timeout %[1]s 10000\n", sentinelMaster, master.port)
+		"sentinel down-after-milliseconds %[1]s 5000\nsentinel failover-timeout %[1]s 10000\n", sentinelMaster, master.Port)
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return startRedis(t, false, conf, "--sentinel")
+	return testutil.StartRedisServer(t, false, conf, "--sentinel")
 }
 
 // startSentinelSetup starts a master (with masterArgs), a replica of it, in sync, and a Sentinel that
 // knows both, and returns them with a client of the Sentinel and the redis-sentinel:// URL.
-func startSentinelSetup(t *testing.T, masterArgs ...string) (master, replica *redisServer, sc *redis.SentinelClient, url string) {
+func startSentinelSetup(t *testing.T, masterArgs ...string) (master, replica *testutil.RedisServer, sc *redis.SentinelClient, url string) {
 	t.Helper()
 	ctx := context.Background()
-	master = startRedis(t, false, masterArgs...)
-	replica = startRedis(t, false, "--replicaof", "127.0.0.1", strconv.Itoa(master.port))
-	waitFor(t, 10*time.Second, "the replica in sync", func() bool {
+	master = testutil.StartRedisServer(t, false, masterArgs...)
+	replica = testutil.StartRedisServer(t, false, "--replicaof", "127.0.0.1", strconv.Itoa(master.Port))
+	testutil.WaitFor(t, 10*time.Second, "the replica in sync", func() bool {
 		info, err := replica.Client.Info(ctx, "replication").Result()
 		return err == nil && strings.Contains(info, "master_link_status:up")
 	})
 	sentinel := startSentinel(t, master)
 	sc = redis.NewSentinelClient(&redis.Options{Addr: sentinel.Addr()})
 	t.Cleanup(func() { sc.Close() })
-	waitFor(t, 15*time.Second, "the Sentinel to know the replica", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "the Sentinel to know the replica", func() bool {
 		rs, err := sc.Replicas(ctx, sentinelMaster).Result()
 		return err == nil && len(rs) == 1
 	})
@@ -64,15 +65,15 @@ func startSentinelSetup(t *testing.T, masterArgs ...string) (master, replica *re
 }
 
 // failover makes the replica master with SENTINEL FAILOVER and waits until the Sentinel names it.
-func failover(t *testing.T, sc *redis.SentinelClient, replica *redisServer) {
+func failover(t *testing.T, sc *redis.SentinelClient, replica *testutil.RedisServer) {
 	t.Helper()
 	ctx := context.Background()
 	if err := sc.Failover(ctx, sentinelMaster).Err(); err != nil {
 		t.Fatalf("SENTINEL FAILOVER: %v", err)
 	}
-	waitFor(t, 15*time.Second, "the Sentinel to name the replica master", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "the Sentinel to name the replica master", func() bool {
 		addr, err := sc.GetMasterAddrByName(ctx, sentinelMaster).Result()
-		return err == nil && len(addr) == 2 && addr[1] == strconv.Itoa(replica.port)
+		return err == nil && len(addr) == 2 && addr[1] == strconv.Itoa(replica.Port)
 	})
 }
 
@@ -168,9 +169,9 @@ func TestPipelineOnSentinel(t *testing.T) {
 	}
 	t.Cleanup(func() { rdb.Close() })
 	store := deadletter.NewStore(rdb, queue)
-	w := startProcOn(t, url, api, "127.0.0.1:"+strconv.Itoa(freePort(t)))
+	w := startProcOn(t, url, api, "127.0.0.1:"+strconv.Itoa(testutil.FreePort(t)))
 	start := time.Now()
-	waitFor(t, 20*time.Second, "every pair settled and the queue drained", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "every pair settled and the queue drained", func() bool {
 		return settled(t, api, store, n)() && pendingOn(t, rdb) == 0
 	})
 	drained := time.Since(start)
@@ -178,7 +179,7 @@ func TestPipelineOnSentinel(t *testing.T) {
 	if byReason, err := store.CountByReason(ctx); err != nil || byReason[tasks.ReasonMissingConnections] != missing {
 		t.Errorf("dead letters by reason = %v, %v; want %d missing_connections", byReason, err, missing)
 	}
-	waitFor(t, 5*time.Second, "batch b-sentinel done", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "batch b-sentinel done", func() bool {
 		st, err := batch.Read(ctx, rdb, queue, "b-sentinel")
 		return err == nil && st.Finished
 	})
@@ -197,7 +198,7 @@ func TestPipelineOnSentinel(t *testing.T) {
 	if code, out := runEnqueue(t, url, "file", path2, "--quiet", "--batch", "b-failover"); code != enqueuecmd.ExitOK || !strings.Contains(out, fmt.Sprintf("enqueued: %d\n", m)) {
 		t.Fatalf("enqueue file after the failover: exit %d\n%s", code, out)
 	}
-	waitFor(t, 15*time.Second, "the second file activated by the same worker", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "the second file activated by the same worker", func() bool {
 		return api.Stats().Activations >= n-missing+m && pendingOn(t, rdb) == 0
 	})
 	followed := time.Since(failedOver)
@@ -262,12 +263,12 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { rdb.Close() })
-			startProcOn(t, url, api, "127.0.0.1:"+strconv.Itoa(freePort(t)))
-			waitFor(t, 30*time.Second, "500 activations", func() bool { return api.Stats().Activations >= 500 })
+			startProcOn(t, url, api, "127.0.0.1:"+strconv.Itoa(testutil.FreePort(t)))
+			testutil.WaitFor(t, 30*time.Second, "500 activations", func() bool { return api.Stats().Activations >= 500 })
 			at := api.Stats().Activations
 			start := time.Now()
 			failover(t, sc, replica)
-			waitFor(t, 5*time.Minute, "every pair active and the queue drained", func() bool {
+			testutil.WaitFor(t, 5*time.Minute, "every pair active and the queue drained", func() bool {
 				for _, p := range pairs {
 					if api.ActivationCount(p) == 0 {
 						return false

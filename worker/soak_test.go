@@ -73,7 +73,7 @@ func TestSoak(t *testing.T) {
 		dl, _ := store.Count(ctx, "")
 		return api.Stats().Activations + int(dl)
 	}
-	waitFor(t, cfg.timeout, "a third of the pairs settled", func() bool { return settledCount() >= cfg.requests/3 })
+	testutil.WaitFor(t, cfg.timeout, "a third of the pairs settled", func() bool { return settledCount() >= cfg.requests/3 })
 	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestSoak(t *testing.T) {
 	recovered := recoverLeases(t, db.Client, queue)
 	startProc(t, db, api, env...)
 
-	waitFor(t, cfg.timeout, "every pair settled and the queue drained", func() bool {
+	testutil.WaitFor(t, cfg.timeout, "every pair settled and the queue drained", func() bool {
 		return settledCount() >= cfg.requests && pendingWork(t, db) == 0 && api.PendingCommits() == 0
 	})
 	elapsed := time.Since(start)

@@ -97,17 +97,6 @@ func run(t *testing.T, g *Gate) {
 	})
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // observations records what a Gate's Observe is told.
 type observations struct {
 	mu    sync.Mutex
@@ -145,7 +134,7 @@ func TestWaitWithoutRateLimitNeverWaits(t *testing.T) {
 	obs := &observations{}
 	g := newGate(t, client(t, db, log), Config{Queue: "q", PollInterval: 10 * time.Millisecond, Observe: obs.observe})
 	run(t, g)
-	waitFor(t, "Run to poll twice", func() bool { return len(log.list()) >= 2 })
+	testutil.WaitFor(t, 5*time.Second, "Run to poll twice", func() bool { return len(log.list()) >= 2 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -293,7 +282,7 @@ func TestBackoffStopsOtherGates(t *testing.T) {
 		t.Fatalf("back-off in Redis %d, in the setting gate %d; want equal and set", until, setter.until.Load())
 	}
 	learnStart := time.Now()
-	waitFor(t, "the other gate to read the back-off", func() bool { return other.until.Load() == until })
+	testutil.WaitFor(t, 5*time.Second, "the other gate to read the back-off", func() bool { return other.until.Load() == until })
 	t.Logf("the other gate learnt of the back-off %s after it was set (poll interval %s)",
 		time.Since(learnStart).Round(time.Millisecond), poll)
 
@@ -329,7 +318,7 @@ func TestBackoffNeverMovesEarlier(t *testing.T) {
 		t.Fatal(err)
 	}
 	long := backoffUntil(t, db.Client, a)
-	waitFor(t, "b to read the back-off", func() bool { return b.until.Load() == long })
+	testutil.WaitFor(t, 5*time.Second, "b to read the back-off", func() bool { return b.until.Load() == long })
 
 	// Shorter, through either gate: nothing moves.
 	for _, g := range []*Gate{a, b} {

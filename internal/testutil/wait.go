@@ -13,8 +13,8 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
-		// Short enough for the rate limiter's tests, which wait for milliseconds-long states;
-		// cheap enough for conditions that ask Redis.
-		time.Sleep(5 * time.Millisecond)
+		// A thousandth of the wait, between 1 and 50 ms: quick enough for the rate limiter's
+		// states, which last milliseconds, and few enough Redis round trips for a worker's minutes.
+		time.Sleep(min(max(timeout/1000, time.Millisecond), 50*time.Millisecond))
 	}
 }

@@ -25,10 +25,7 @@ func TestEnqueueFileMemoryIsFlat(t *testing.T) {
 	const rows = 100_000
 	const limitKB = 64 * 1024 // about twice what it uses (35 MiB at 256 enqueues in flight)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "enqueue")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/versori/activator/cmd/enqueue").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testutil.GoBuild(t, "github.com/versori/activator/cmd/enqueue")
 	path := filepath.Join(dir, "rows.jsonl")
 	f, err := os.Create(path)
 	if err != nil {
