@@ -34,7 +34,8 @@ type family struct {
 }
 
 // interfaceFamilies is every activator_* and asynq_* metric a worker exports. A metric added, removed
-// or relabelled must be added here too, and to the README.
+// or relabelled must be added here too, and to the metrics table of docs/operations.md
+// (TestMetricsAreDocumented).
 var interfaceFamilies = map[string]family{
 	"activator_activations_total":                {dto.MetricType_COUNTER, []string{"result"}},
 	"activator_dead_letters_total":               {dto.MetricType_COUNTER, []string{"reason"}},
@@ -140,7 +141,7 @@ func TestMetricsInterface(t *testing.T) {
 		switch {
 		case ours:
 		case strings.HasPrefix(name, "activator_") || strings.HasPrefix(name, "asynq_"):
-			t.Errorf("%s is exported but not in interfaceFamilies: add it there and to the README's metrics table", name)
+			t.Errorf("%s is exported but not in interfaceFamilies: add it there and to the metrics table of docs/operations.md", name)
 			continue
 		case strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_"):
 			// The Go and process collectors: no labels but go_info's Go version.
@@ -437,6 +438,20 @@ func TestHotPathCountsIntoTheLabelledSeries(t *testing.T) {
 	for _, tt := range tests {
 		if got := value(tt.series); got != tt.want {
 			t.Errorf("%s = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestMetricsAreDocumented keeps the operators' metrics table honest: every metric a worker exports is
+// named in docs/operations.md.
+func TestMetricsAreDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range interfaceFamilies {
+		if !bytes.Contains(doc, []byte("`"+name)) {
+			t.Errorf("%s is exported but docs/operations.md does not name it: add it to the metrics table", name)
 		}
 	}
 }
