@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/rediskeys"
@@ -57,7 +58,7 @@ func TestEnqueueTakesOverAnIdlePair(t *testing.T) {
 	if err := insp.DeleteTask("eu", id); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := eu.Store().Add(ctx, deadletter.Entry{ID: id, Reason: tasks.ReasonNotFound, Request: req}); err != nil {
+	if _, err := deadLetters(db.Client, eu).Add(ctx, deadletter.Entry{ID: id, Reason: tasks.ReasonNotFound, Request: req}); err != nil {
 		t.Fatal(err)
 	}
 	if res := enqueue(us); res.Status != producer.Duplicate || res.Owner != "eu" {
@@ -65,7 +66,7 @@ func TestEnqueueTakesOverAnIdlePair(t *testing.T) {
 	}
 	// The dead letter goes (as DLQ_MAX_AGE's trim would, had it not released the pair): eu has
 	// nothing, but its claim is fresh, so us waits.
-	if _, err := eu.Store().Remove(ctx, id); err != nil {
+	if _, err := deadLetters(db.Client, eu).Remove(ctx, id); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Client.Set(ctx, rediskeys.Pair(id), "eu|"+strconv.FormatInt(time.Now().Unix(), 10), 0).Err(); err != nil {
@@ -181,4 +182,9 @@ func TestEnqueueAfterUpgradeFromLowerCaseIDs(t *testing.T) {
 	if pl, err := tasks.DecodePayload(info.Payload); err != nil || !pl.Reconcile {
 		t.Errorf("the job of a pair with an old task: %+v, %v; want it to look first", pl, err)
 	}
+}
+
+// deadLetters is the dead-letter store of p's queue on rdb.
+func deadLetters(rdb redis.UniversalClient, p *producer.Producer) *deadletter.Store {
+	return deadletter.NewStore(rdb, p.Queue())
 }

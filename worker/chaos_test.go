@@ -22,6 +22,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/versori/activator/inspect"
 	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/intake"
 	"github.com/versori/activator/internal/rediskeys"
@@ -162,7 +163,7 @@ func TestChaos(t *testing.T) {
 		intakeQueued = post(1)
 	}()
 
-	storeA, storeB := prodA.Store(), prodB.Store()
+	storeA, storeB := dlStore(rs.Client, prodA), dlStore(rs.Client, prodB)
 	settled := func() int {
 		a, _ := storeA.Count(ctx, "")
 		b, _ := storeB.Count(ctx, "")
@@ -236,7 +237,7 @@ func TestChaos(t *testing.T) {
 				*s.fix = append(*s.fix, p.fixed)
 			}
 		}
-		res, err := s.p.Purge(ctx, purge)
+		res, err := inspector(rs.Client, s.p).Purge(ctx, purge)
 		if err != nil || len(res.Purged) != len(purge) {
 			t.Fatalf("Purge = %+v, %v", res, err)
 		}
@@ -251,18 +252,18 @@ func TestChaos(t *testing.T) {
 				again = append(again, id)
 			}
 		}
-		rq, err := s.p.Requeue(ctx, again)
+		rq, err := inspector(rs.Client, s.p).Requeue(ctx, again)
 		if err != nil || len(rq.Invalid) != 0 {
 			t.Fatalf("Requeue = %+v, %v", rq, err)
 		}
 		requeued += len(rq.Requeued)
 	}
 	kill("a kill during the dead-letter workflow")
-	fixA, err := prodA.RequeueFile(ctx, producer.RequeueFileOptions{Path: chaosFile(t, dir, "fixed-a.jsonl", fixRowsA)})
+	fixA, err := inspector(rs.Client, prodA).RequeueFile(ctx, inspect.RequeueFileOptions{Path: chaosFile(t, dir, "fixed-a.jsonl", fixRowsA)})
 	if err != nil || fixA.Requeued+fixA.Busy != len(fixRowsA) {
 		t.Fatalf("RequeueFile(A) = %+v, %v", fixA, err)
 	}
-	fixB, err := prodB.RequeueFile(ctx, producer.RequeueFileOptions{Path: chaosFile(t, dir, "fixed-b.jsonl", fixRowsB)})
+	fixB, err := inspector(rs.Client, prodB).RequeueFile(ctx, inspect.RequeueFileOptions{Path: chaosFile(t, dir, "fixed-b.jsonl", fixRowsB)})
 	if err != nil || fixB.Requeued+fixB.Busy != len(fixRowsB) {
 		t.Fatalf("RequeueFile(B) = %+v, %v", fixB, err)
 	}

@@ -109,7 +109,7 @@ func TestWorkerKilledMidCallActivatesOnce(t *testing.T) {
 	api.SetFaults(versoritest.Faults{})
 	startProc(t, db, api)
 	all := append(append(append([]versori.Pair{}, pairs...), atLimit...), legacy...)
-	store := p.Store()
+	store := dlStore(db.Client, p)
 	testutil.WaitFor(t, 90*time.Second, "every pair active or dead-lettered, and the queue drained", func() bool {
 		c, _ := store.Count(ctx, "")
 		return api.Stats().Activations+int(c) >= len(all) && pendingWork(t, db) == 0
@@ -135,7 +135,7 @@ func TestWorkerKilledMidCallActivatesOnce(t *testing.T) {
 			t.Errorf("at-limit pair %s has %d activations, want 1", pr.UserID, n)
 		}
 	}
-	res, err := p.Requeue(ctx, ids)
+	res, err := inspector(db.Client, p).Requeue(ctx, ids)
 	if err != nil || len(res.Requeued) != len(ids) {
 		t.Fatalf("Requeue = %+v, %v", res, err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/hibiken/asynq"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/versori/activator/inspect"
 	"github.com/versori/activator/internal/breaker"
 	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/rediskeys"
@@ -272,7 +273,7 @@ func TestHarshLateCommitAfterUnknownOutcome(t *testing.T) {
 	if got := total([]*worker.Worker{w}, activations, "already_active"); got != float64(len(tests)) {
 		t.Errorf("activations{result=already_active} = %v, want %d", got, len(tests))
 	}
-	if n, _ := p.Store().Count(context.Background(), ""); n != 0 {
+	if n, _ := dlStore(db.Client, p).Count(context.Background(), ""); n != 0 {
 		t.Errorf("%d dead letters, want none", n)
 	}
 }
@@ -314,7 +315,7 @@ func TestHarshDuplicateActivationsCountedNeverDeleted(t *testing.T) {
 		ti, err := insp.GetTaskInfo(queue, ti.ID)
 		return err == nil && slices.Contains(ids, string(ti.Result))
 	})
-	if n, _ := p.Store().Count(context.Background(), ""); n != 0 {
+	if n, _ := dlStore(db.Client, p).Count(context.Background(), ""); n != 0 {
 		t.Errorf("%d dead letters, want none", n)
 	}
 }
@@ -393,7 +394,7 @@ func TestHarshForbiddenRequestDoesNotPauseQueue(t *testing.T) {
 	insp := asynq.NewInspectorFromRedisClient(db.Client)
 	enqueueAll(t, p, reqs...)
 
-	testutil.WaitFor(t, 15*time.Second, "every job activated or dead-lettered", settled(t, api, p.Store(), n))
+	testutil.WaitFor(t, 15*time.Second, "every job activated or dead-lettered", settled(t, api, dlStore(db.Client, p), n))
 	// A pause would show within the probe interval and the paused wait.
 	time.Sleep(500 * time.Millisecond)
 	watch.close()
@@ -409,7 +410,7 @@ func TestHarshForbiddenRequestDoesNotPauseQueue(t *testing.T) {
 		t.Errorf("%d activations, want %d", got, len(healthy))
 	}
 	for _, pr := range forbidden {
-		e := deadLetter(t, p.Store(), pr)
+		e := deadLetter(t, dlStore(db.Client, p), pr)
 		if e.Reason != tasks.ReasonUnauthorized || e.Attempts != 1 || !strings.Contains(e.Error, "403") {
 			t.Errorf("dead letter of %s = reason %s after %d attempts, error %q; want unauthorized after 1, naming the 403",
 				pr.UserID, e.Reason, e.Attempts, e.Error)
@@ -425,7 +426,7 @@ func TestHarshForbiddenRequestDoesNotPauseQueue(t *testing.T) {
 	if got := total([]*worker.Worker{w}, deadLetters, string(tasks.ReasonUnauthorized)); got != float64(len(forbidden)) {
 		t.Errorf("dead_letters{reason=unauthorized} = %v, want %d", got, len(forbidden))
 	}
-	if c, _ := p.Store().Count(context.Background(), ""); c != int64(len(forbidden)) {
+	if c, _ := dlStore(db.Client, p).Count(context.Background(), ""); c != int64(len(forbidden)) {
 		t.Errorf("%d dead letters, want %d", c, len(forbidden))
 	}
 }
@@ -451,8 +452,8 @@ func TestHarshEndlessRateLimitEndsAtMaxAge(t *testing.T) {
 	enqueued := time.Now()
 	enqueueAll(t, p, req)
 
-	testutil.WaitFor(t, 15*time.Second, "the dead letter", func() bool { return hasDeadLetter(p.Store(), pair) })
-	e := deadLetter(t, p.Store(), pair)
+	testutil.WaitFor(t, 15*time.Second, "the dead letter", func() bool { return hasDeadLetter(dlStore(db.Client, p), pair) })
+	e := deadLetter(t, dlStore(db.Client, p), pair)
 	if e.Reason != tasks.ReasonRetriesExhausted || !strings.Contains(e.Error, "maximum age") || !strings.Contains(e.Error, "429") {
 		t.Errorf("dead letter = reason %s, error %q; want retries_exhausted naming the maximum age and the 429", e.Reason, e.Error)
 	}
@@ -521,7 +522,7 @@ func TestHarshLongRetryAfter(t *testing.T) {
 				waitTaskState(t, insp, pr, asynq.TaskStateCompleted, 15*time.Second)
 			}
 			assertExactlyOnce(t, api, all)
-			if c, _ := p.Store().Count(context.Background(), ""); c != 0 {
+			if c, _ := dlStore(db.Client, p).Count(context.Background(), ""); c != 0 {
 				t.Errorf("%d dead letters, want none", c)
 			}
 			for _, pr := range all {
@@ -608,7 +609,7 @@ func TestHarshGatewayAnswers(t *testing.T) {
 		if n := api.ActivationCount(pr); n != 1 {
 			t.Errorf("%d activations, want the 1 that was there", n)
 		}
-		if hasDeadLetter(p.Store(), pr) {
+		if hasDeadLetter(dlStore(db.Client, p), pr) {
 			t.Error("dead-lettered")
 		}
 	})
@@ -626,13 +627,13 @@ func TestHarshGatewayAnswers(t *testing.T) {
 		}
 	})
 	testutil.WaitFor(t, 15*time.Second, "every redirected job dead-lettered", func() bool {
-		n, err := p.Store().Count(context.Background(), "")
+		n, err := dlStore(db.Client, p).Count(context.Background(), "")
 		return err == nil && n == int64(len(redirects))
 	})
 	for i, r := range redirects {
 		t.Run(fmt.Sprintf("redirect %d", r.status), func(t *testing.T) {
 			pr := redirected[i].Pair()
-			e := deadLetter(t, p.Store(), pr)
+			e := deadLetter(t, dlStore(db.Client, p), pr)
 			if e.Reason != tasks.ReasonPermanentError || e.Attempts != 1 {
 				t.Errorf("dead letter = reason %s after %d attempts, want permanent_error after 1", e.Reason, e.Attempts)
 			}
@@ -720,7 +721,7 @@ func TestHarshBadListAnswers(t *testing.T) {
 	if got := total([]*worker.Worker{w}, activations, "already_active"); got != float64(len(tests)) {
 		t.Errorf("activations{result=already_active} = %v, want %d", got, len(tests))
 	}
-	if n, _ := p.Store().Count(context.Background(), ""); n != 0 {
+	if n, _ := dlStore(db.Client, p).Count(context.Background(), ""); n != 0 {
 		t.Errorf("%d dead letters, want none", n)
 	}
 }
@@ -881,17 +882,17 @@ func TestHarshDeadLetterPurgeFixAndRequeue(t *testing.T) {
 	enqueueAll(t, p, reqs...)
 	const dead = 9
 	testutil.WaitFor(t, 15*time.Second, "every dead letter stored", func() bool {
-		n, err := p.Store().Count(ctx, "")
+		n, err := dlStore(db.Client, p).Count(ctx, "")
 		return err == nil && n == dead
 	})
 	testutil.WaitFor(t, 5*time.Second, "activator_dead_letters_total to count them", func() bool { return harshDeadLetterTotal(ws) == dead })
-	if e := deadLetter(t, p.Store(), archivedReq.Pair()); e.Reason != tasks.ReasonRetriesExhausted {
+	if e := deadLetter(t, dlStore(db.Client, p), archivedReq.Pair()); e.Reason != tasks.ReasonRetriesExhausted {
 		t.Errorf("archived job's dead letter has reason %s, want retries_exhausted", e.Reason)
 	}
 
 	// Purge: the two handler dead letters, the archived one, and an id that has none.
 	purgeIDs := []string{tasks.TaskID(purged[0].Pair()), tasks.TaskID(purged[1].Pair()), archivedID}
-	res, err := p.Purge(ctx, append(slices.Clone(purgeIDs), "act:"+billingIntegration+":u-never-dead"))
+	res, err := inspector(db.Client, p).Purge(ctx, append(slices.Clone(purgeIDs), "act:"+billingIntegration+":u-never-dead"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -900,11 +901,11 @@ func TestHarshDeadLetterPurgeFixAndRequeue(t *testing.T) {
 	}
 	// Four sweeps later they are still gone, and counted once.
 	time.Sleep(4 * 500 * time.Millisecond)
-	if n, _ := p.Store().Count(ctx, ""); n != dead-int64(len(purgeIDs)) {
+	if n, _ := dlStore(db.Client, p).Count(ctx, ""); n != dead-int64(len(purgeIDs)) {
 		t.Errorf("%d dead letters after the purge and four sweeps, want %d", n, dead-len(purgeIDs))
 	}
 	for _, id := range purgeIDs {
-		if es, _ := p.Store().Get(ctx, id); len(es) != 0 {
+		if es, _ := dlStore(db.Client, p).Get(ctx, id); len(es) != 0 {
 			t.Errorf("purged %s is back in the store: %+v", id, es[0])
 		}
 		if ti, err := insp.GetTaskInfo(queue, id); !errors.Is(err, asynq.ErrTaskNotFound) {
@@ -950,7 +951,7 @@ func TestHarshDeadLetterPurgeFixAndRequeue(t *testing.T) {
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sum, err := p.RequeueFile(ctx, producer.RequeueFileOptions{Path: path, RejectsPath: filepath.Join(dir, "rejects.jsonl")})
+	sum, err := inspector(db.Client, p).RequeueFile(ctx, inspect.RequeueFileOptions{Path: path, RejectsPath: filepath.Join(dir, "rejects.jsonl")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -967,14 +968,14 @@ func TestHarshDeadLetterPurgeFixAndRequeue(t *testing.T) {
 	invalid := deadletter.Entry{ID: tasks.TaskID(versori.Pair{UserID: "u-dl-norequest", IntegrationID: crmIntegration}),
 		UserID: "u-dl-norequest", IntegrationID: crmIntegration, Reason: tasks.ReasonInvalidRequest,
 		Error: "payload request: is missing", Attempts: 1, FailedAt: time.Now().UTC(), Queue: queue}
-	if _, err := p.Store().Add(ctx, invalid); err != nil {
+	if _, err := dlStore(db.Client, p).Add(ctx, invalid); err != nil {
 		t.Fatal(err)
 	}
 	ids := []string{invalid.ID}
 	for _, r := range byID {
 		ids = append(ids, tasks.TaskID(r.Pair()))
 	}
-	rq, err := p.Requeue(ctx, ids)
+	rq, err := inspector(db.Client, p).Requeue(ctx, ids)
 	if err != nil {
 		t.Fatalf("Requeue: %v", err)
 	}
@@ -987,7 +988,7 @@ func TestHarshDeadLetterPurgeFixAndRequeue(t *testing.T) {
 	if len(rq.Invalid) != 1 || rq.Invalid[0].ID != invalid.ID || !errors.As(rq.Invalid[0].Err, &ve) {
 		t.Errorf("Requeue invalid = %+v; want %s with a validation error", rq.Invalid, invalid.ID)
 	}
-	if !hasDeadLetter(p.Store(), versori.Pair{UserID: invalid.UserID, IntegrationID: invalid.IntegrationID}) {
+	if !hasDeadLetter(dlStore(db.Client, p), versori.Pair{UserID: invalid.UserID, IntegrationID: invalid.IntegrationID}) {
 		t.Error("the invalid dead letter was not left in the store")
 	}
 
@@ -1009,14 +1010,14 @@ func TestHarshDeadLetterPurgeFixAndRequeue(t *testing.T) {
 		if i < 1 || calls[i-1].Op != versori.OpListActivations {
 			t.Errorf("calls for %s = %v; want the activating POST to follow a look-up", pr.UserID, callTrace(calls))
 		}
-		if hasDeadLetter(p.Store(), pr) {
+		if hasDeadLetter(dlStore(db.Client, p), pr) {
 			t.Errorf("%s still has a dead letter", pr.UserID)
 		}
 	}
 	if len(pairCalls(api, never.Pair())) != 0 {
 		t.Error("the row without a dead letter made a call")
 	}
-	if n, _ := p.Store().Count(ctx, ""); n != 1 {
+	if n, _ := dlStore(db.Client, p).Count(ctx, ""); n != 1 {
 		t.Errorf("%d dead letters left, want the 1 invalid one", n)
 	}
 	if got := harshDeadLetterTotal(ws); got != dead {

@@ -14,7 +14,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/versori/activator/inspect"
 	"github.com/versori/activator/internal/deadletter"
+	"github.com/versori/activator/producer"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/versori/versoritest"
 	"github.com/versori/activator/worker"
@@ -137,3 +139,13 @@ func assertExactlyOnce(t *testing.T, api *versoritest.Server, active []versori.P
 }
 
 func redisZ(score float64, member string) redis.Z { return redis.Z{Score: score, Member: member} }
+
+// dlStore is the dead-letter store of p's queue on rdb.
+func dlStore(rdb redis.UniversalClient, p *producer.Producer) *deadletter.Store {
+	return deadletter.NewStore(rdb, p.Queue())
+}
+
+// inspector is an operator's view of p's queue on rdb.
+func inspector(rdb redis.UniversalClient, p *producer.Producer) *inspect.Inspector {
+	return inspect.New(rdb, producer.Config{Queue: p.Queue()})
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/internal/cmd/enqueuecmd"
+	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/redisconn"
 	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/producer"
@@ -169,7 +170,7 @@ func TestWorkerRidesOutRedisOutage(t *testing.T) {
 	})
 	drained := time.Since(up)
 	assertExactlyOnce(t, api, pairs)
-	if dl, err := producer.New(rs.Client, producer.Config{Queue: queue}).Store().Count(ctx, ""); err != nil || dl != 0 {
+	if dl, err := deadletter.NewStore(rs.Client, queue).Count(ctx, ""); err != nil || dl != 0 {
 		t.Errorf("dead letters = %d, %v; want none", dl, err)
 	}
 

@@ -36,7 +36,7 @@ func TestPipelineActivatesOnceAndDeadLettersMissingConnections(t *testing.T) {
 		t.Fatalf("EnqueueFile = %+v, %v; want %d enqueued", sum, err, n)
 	}
 	w, _ := startWorker(t, db.Client, api, nil)
-	testutil.WaitFor(t, 90*time.Second, "all pairs settled", settled(t, api, p.Store(), n))
+	testutil.WaitFor(t, 90*time.Second, "all pairs settled", settled(t, api, dlStore(db.Client, p), n))
 
 	assertExactlyOnce(t, api, pairs[:n-missing])
 	calls := activateCalls(api)
@@ -48,14 +48,14 @@ func TestPipelineActivatesOnceAndDeadLettersMissingConnections(t *testing.T) {
 			t.Errorf("pair %+v: %d activate calls, want exactly 1 before dead-lettering", pr, calls[pr])
 		}
 	}
-	byReason, err := p.Store().CountByReason(ctx)
+	byReason, err := dlStore(db.Client, p).CountByReason(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if byReason[tasks.ReasonMissingConnections] != missing || len(nonZero(byReason)) != 1 {
 		t.Errorf("dead letters by reason = %v, want %d missing_connections only", byReason, missing)
 	}
-	entries, err := p.Store().Get(ctx, tasks.TaskID(pairs[n-1]))
+	entries, err := dlStore(db.Client, p).Get(ctx, tasks.TaskID(pairs[n-1]))
 	if err != nil || len(entries) != 1 {
 		t.Fatalf("Get dead letter: %v, %v", entries, err)
 	}
@@ -137,9 +137,9 @@ func TestPipelineRidesOutFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	startWorker(t, db.Client, api, nil)
-	testutil.WaitFor(t, 90*time.Second, "all pairs active", settled(t, api, p.Store(), n))
+	testutil.WaitFor(t, 90*time.Second, "all pairs active", settled(t, api, dlStore(db.Client, p), n))
 	assertExactlyOnce(t, api, pairs)
-	if dl, _ := p.Store().Count(context.Background(), ""); dl != 0 {
+	if dl, _ := dlStore(db.Client, p).Count(context.Background(), ""); dl != 0 {
 		t.Errorf("%d transient failures were dead-lettered", dl)
 	}
 	st := api.Stats()
@@ -167,7 +167,7 @@ func TestDeadLetterRequeueAndPurge(t *testing.T) {
 		t.Fatal(err)
 	}
 	startWorker(t, db.Client, api, nil)
-	testutil.WaitFor(t, 60*time.Second, "all pairs settled", settled(t, api, p.Store(), n))
+	testutil.WaitFor(t, 60*time.Second, "all pairs settled", settled(t, api, dlStore(db.Client, p), n))
 
 	run := func(args ...string) (int, string) {
 		var out, errb bytes.Buffer
@@ -186,7 +186,7 @@ func TestDeadLetterRequeueAndPurge(t *testing.T) {
 	if code, out := run("dlq", "purge", purged); code != 0 || !strings.Contains(out, "purged: 1") {
 		t.Fatalf("dlq purge = %d %q", code, out)
 	}
-	if c, _ := p.Store().Count(ctx, ""); c != missing-1 {
+	if c, _ := dlStore(db.Client, p).Count(ctx, ""); c != missing-1 {
 		t.Fatalf("after purge %d dead letters, want %d", c, missing-1)
 	}
 
@@ -200,7 +200,7 @@ func TestDeadLetterRequeueAndPurge(t *testing.T) {
 	if api.ActivationCount(pairs[n-1]) != 0 {
 		t.Error("the purged dead letter was activated")
 	}
-	if c, _ := p.Store().Count(ctx, ""); c != 0 {
+	if c, _ := dlStore(db.Client, p).Count(ctx, ""); c != 0 {
 		t.Errorf("%d dead letters left after requeue", c)
 	}
 	// Replays look before activating, since an earlier outcome may be unknown.
@@ -313,12 +313,12 @@ func TestMetricsAddUpAcrossRestart(t *testing.T) {
 		return activated, already, dead
 	}
 	first, stop := startWorker(t, db.Client, api, func(c *worker.Config) { c.Concurrency = 10 })
-	testutil.WaitFor(t, 60*time.Second, "a third settled", func() bool { return settled(t, api, p.Store(), n/3)() })
+	testutil.WaitFor(t, 60*time.Second, "a third settled", func() bool { return settled(t, api, dlStore(db.Client, p), n/3)() })
 	stop()
 	a1, b1, d1 := counts(first)
 	second, _ := startWorker(t, db.Client, api, nil)
 	testutil.WaitFor(t, 90*time.Second, "all settled", func() bool {
-		return settled(t, api, p.Store(), n)() && pendingWork(t, db) == 0
+		return settled(t, api, dlStore(db.Client, p), n)() && pendingWork(t, db) == 0
 	})
 	a2, b2, d2 := counts(second)
 	if got := a1 + b1 + d1 + a2 + b2 + d2; got != n {

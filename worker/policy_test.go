@@ -193,7 +193,7 @@ func TestPolicyTransientRetriedThenActivated(t *testing.T) {
 			t.Errorf("look-up %s after a 503, want at least %s", calls[i].At.Sub(calls[i-1].At), testSettle)
 		}
 	}
-	if n, _ := p.Store().Count(context.Background(), ""); n != 0 {
+	if n, _ := dlStore(db.Client, p).Count(context.Background(), ""); n != 0 {
 		t.Errorf("%d dead letters, want none", n)
 	}
 }
@@ -215,8 +215,8 @@ func TestPolicyTransientExhausted(t *testing.T) {
 	insp := asynq.NewInspectorFromRedisClient(db.Client)
 	enqueueAll(t, p, req)
 
-	testutil.WaitFor(t, 15*time.Second, "the dead letter", func() bool { return hasDeadLetter(p.Store(), pair) })
-	e := deadLetter(t, p.Store(), pair)
+	testutil.WaitFor(t, 15*time.Second, "the dead letter", func() bool { return hasDeadLetter(dlStore(db.Client, p), pair) })
+	e := deadLetter(t, dlStore(db.Client, p), pair)
 	if e.Reason != tasks.ReasonRetriesExhausted || e.Attempts != maxRetry+2 || !strings.Contains(e.Error, "found no activation") {
 		t.Errorf("dead letter = reason %s, attempts %d, error %q; want retries_exhausted after %d attempts and a last look-up",
 			e.Reason, e.Attempts, e.Error, maxRetry+2)
@@ -369,7 +369,7 @@ func TestPolicyRateLimited(t *testing.T) {
 			if got := total(ws, attempts, string(versori.ClassRateLimited)); got != 1 {
 				t.Errorf("attempts{class=rate_limited} = %v, want 1", got)
 			}
-			if n, _ := p.Store().Count(context.Background(), ""); n != 0 {
+			if n, _ := dlStore(db.Client, p).Count(context.Background(), ""); n != 0 {
 				t.Errorf("%d dead letters, want none", n)
 			}
 		})
@@ -443,7 +443,7 @@ func TestPolicyDeadLettersAtOnce(t *testing.T) {
 		enqueueAll(t, p, tc.req)
 	}
 	testutil.WaitFor(t, 15*time.Second, "every job dead-lettered", func() bool {
-		n, err := p.Store().Count(context.Background(), "")
+		n, err := dlStore(db.Client, p).Count(context.Background(), "")
 		return err == nil && n == int64(len(tests))
 	})
 
@@ -454,7 +454,7 @@ func TestPolicyDeadLettersAtOnce(t *testing.T) {
 		wantReasons[tc.reason]++
 		t.Run(tc.name, func(t *testing.T) {
 			pair := tc.req.Pair()
-			e := deadLetter(t, p.Store(), pair)
+			e := deadLetter(t, dlStore(db.Client, p), pair)
 			if e.Reason != tc.reason || e.Attempts != 1 {
 				t.Errorf("dead letter = reason %s after %d attempts, want %s after 1", e.Reason, e.Attempts, tc.reason)
 			}
@@ -528,7 +528,7 @@ func TestPolicyConflict(t *testing.T) {
 			}
 			enqueueAll(t, p, req)
 			testutil.WaitFor(t, time.Minute, "the job's end", func() bool {
-				return hasDeadLetter(p.Store(), pair) || api.ActivationCount(pair) == 1 && pendingWork(t, db) == 0
+				return hasDeadLetter(dlStore(db.Client, p), pair) || api.ActivationCount(pair) == 1 && pendingWork(t, db) == 0
 			})
 			calls := pairCalls(api, pair)
 			got := callTrace(calls)
@@ -546,12 +546,12 @@ func TestPolicyConflict(t *testing.T) {
 				}
 			}
 			if tc.wantActive {
-				if api.ActivationCount(pair) != 1 || hasDeadLetter(p.Store(), pair) {
+				if api.ActivationCount(pair) != 1 || hasDeadLetter(dlStore(db.Client, p), pair) {
 					t.Errorf("want one activation and no dead letter")
 				}
 				return
 			}
-			e := deadLetter(t, p.Store(), pair)
+			e := deadLetter(t, dlStore(db.Client, p), pair)
 			if e.Reason != tasks.ReasonRetriesExhausted || api.ActivationCount(pair) != 0 {
 				t.Errorf("dead letter %s (%s), %d activations; want retries_exhausted and none", e.Reason, e.Error, api.ActivationCount(pair))
 			}
@@ -637,7 +637,7 @@ func TestPolicyUnauthorizedAPIKeyPausesQueue(t *testing.T) {
 	if paused, _ := queuePaused(t, db); !paused {
 		t.Fatal("the queue was resumed while the key is refused")
 	}
-	if c, _ := p.Store().Count(context.Background(), ""); c != 0 {
+	if c, _ := dlStore(db.Client, p).Count(context.Background(), ""); c != 0 {
 		t.Fatalf("%d jobs dead-lettered for a refused API key", c)
 	}
 	refused := api.Stats().ByOpStatus["activate 401"]
@@ -664,7 +664,7 @@ func TestPolicyUnauthorizedAPIKeyPausesQueue(t *testing.T) {
 	if got := total([]*worker.Worker{w}, attempts, string(versori.ClassUnauthorized)); got != float64(refused) {
 		t.Errorf("attempts{class=unauthorized} = %v, want %d", got, refused)
 	}
-	if c, _ := p.Store().Count(context.Background(), ""); c != 0 {
+	if c, _ := dlStore(db.Client, p).Count(context.Background(), ""); c != 0 {
 		t.Errorf("%d dead letters, want none", c)
 	}
 }
@@ -704,7 +704,7 @@ func TestPolicyOperatorPauseOutlastsProbe(t *testing.T) {
 				enqueueAll(t, p, reqs[0])
 				// The only job's POST has arrived (the stand-in learns its pair only when it answers).
 				testutil.WaitFor(t, 10*time.Second, "the call in flight", func() bool { return countOp(api.Calls(), versori.OpActivate) == 1 })
-				if err := p.Pause(ctx); err != nil {
+				if err := inspector(db.Client, p).Pause(ctx); err != nil {
 					t.Fatal(err)
 				}
 				// The operator rotates the key meanwhile, so the probe that follows the 401 finds
@@ -713,7 +713,7 @@ func TestPolicyOperatorPauseOutlastsProbe(t *testing.T) {
 				api.SetAPIKey("rotated")
 				waitTaskState(t, insp, first, asynq.TaskStateRetry, 10*time.Second)
 				api.SetAPIKey(original)
-			} else if err := p.Pause(ctx); err != nil {
+			} else if err := inspector(db.Client, p).Pause(ctx); err != nil {
 				t.Fatal(err)
 			}
 			if tc.refusedInFlight {
@@ -731,12 +731,12 @@ func TestPolicyOperatorPauseOutlastsProbe(t *testing.T) {
 				t.Fatalf("%d activations while the operator's pause holds", got)
 			}
 
-			if err := p.Resume(ctx); err != nil {
+			if err := inspector(db.Client, p).Resume(ctx); err != nil {
 				t.Fatal(err)
 			}
 			testutil.WaitFor(t, 15*time.Second, "every job activated", func() bool { return api.Stats().Activations == n })
 			assertExactlyOnce(t, api, pairs)
-			if c, _ := p.Store().Count(ctx, ""); c != 0 {
+			if c, _ := dlStore(db.Client, p).Count(ctx, ""); c != 0 {
 				t.Errorf("%d dead letters, want none", c)
 			}
 			testutil.WaitFor(t, 5*time.Second, "activator_queue_paused 0", func() bool { return promtest.ToFloat64(w.Metrics().QueuePaused) == 0 })
@@ -775,11 +775,11 @@ func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 	enqueueAll(t, p, reqs...)
 
 	testutil.WaitFor(t, 15*time.Second, "every job dead-lettered", func() bool {
-		c, err := p.Store().Count(context.Background(), "")
+		c, err := dlStore(db.Client, p).Count(context.Background(), "")
 		return err == nil && c == n
 	})
 	for _, pr := range pairs {
-		e := deadLetter(t, p.Store(), pr)
+		e := deadLetter(t, dlStore(db.Client, p), pr)
 		if e.Reason != tasks.ReasonUnauthorized || e.Attempts != 1 {
 			t.Errorf("dead letter of %s = reason %s after %d attempts, want unauthorized after 1", pr.UserID, e.Reason, e.Attempts)
 		}
@@ -928,7 +928,7 @@ func TestPolicyCircuitBreaker(t *testing.T) {
 	if untouched == 0 {
 		t.Error("every job met a failed call: the breaker stopped nothing")
 	}
-	if c, _ := p.Store().Count(context.Background(), ""); c != 0 {
+	if c, _ := dlStore(db.Client, p).Count(context.Background(), ""); c != 0 {
 		t.Errorf("%d dead letters, want none", c)
 	}
 }
@@ -992,8 +992,8 @@ func TestPolicyMaxAge(t *testing.T) {
 	enqueued := time.Now()
 	enqueueAll(t, p, req)
 
-	testutil.WaitFor(t, 15*time.Second, "the dead letter", func() bool { return hasDeadLetter(p.Store(), pair) })
-	e := deadLetter(t, p.Store(), pair)
+	testutil.WaitFor(t, 15*time.Second, "the dead letter", func() bool { return hasDeadLetter(dlStore(db.Client, p), pair) })
+	e := deadLetter(t, dlStore(db.Client, p), pair)
 	if e.Reason != tasks.ReasonRetriesExhausted || !strings.Contains(e.Error, "maximum age") {
 		t.Errorf("dead letter = reason %s, error %q; want retries_exhausted naming the maximum age", e.Reason, e.Error)
 	}

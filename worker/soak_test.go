@@ -68,7 +68,7 @@ func TestSoak(t *testing.T) {
 	victim := startProc(t, db, api, env...)
 	startProc(t, db, api, env...)
 
-	store := p.Store()
+	store := dlStore(db.Client, p)
 	settledCount := func() int {
 		dl, _ := store.Count(ctx, "")
 		return api.Stats().Activations + int(dl)

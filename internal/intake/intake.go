@@ -96,6 +96,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/ingest"
 	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/producer"
@@ -167,6 +168,7 @@ type Server struct {
 	rdb     redis.UniversalClient
 	prod    *producer.Producer
 	insp    *asynq.Inspector
+	dead    *deadletter.Store
 	auth    *authenticator
 	sem     chan struct{}
 	metrics *metrics
@@ -194,6 +196,7 @@ func New(cfg Config, rdb redis.UniversalClient, p *producer.Producer) (*Server, 
 		rdb:     rdb,
 		prod:    p,
 		insp:    asynq.NewInspectorFromRedisClient(rdb),
+		dead:    deadletter.NewStore(rdb, p.Queue()),
 		auth:    auth,
 		sem:     make(chan struct{}, cfg.MaxConcurrent),
 		metrics: newMetrics(),
@@ -573,7 +576,7 @@ func (s *Server) status(ctx context.Context, id string) *response {
 	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	entries, err := s.prod.Store().Get(ctx, id)
+	entries, err := s.dead.Get(ctx, id)
 	if err != nil {
 		return s.unavailable("reading the dead-letter store", err)
 	}

@@ -614,7 +614,7 @@ func TestDeadLetteredPair(t *testing.T) {
 	t.Parallel()
 	e := start(t, intake.Config{Tokens: []string{tokenA}})
 	req := request("u-dead")
-	if _, err := e.prod.Store().Add(context.Background(), deadletter.Entry{ID: taskID("u-dead"), Reason: tasks.ReasonNotFound,
+	if _, err := deadletter.NewStore(e.db.Client, queue).Add(context.Background(), deadletter.Entry{ID: taskID("u-dead"), Reason: tasks.ReasonNotFound,
 		Error: "no such end user", Attempts: 1, Batch: "b-1", Request: req}); err != nil {
 		t.Fatal(err)
 	}
@@ -883,7 +883,7 @@ func TestTaskStatus(t *testing.T) {
 	if st := decode[intake.TaskStatus](t, get(taskID("u-3"))); st.State != "archived" {
 		t.Errorf("archived: %+v", st)
 	}
-	if _, err := e.prod.Store().Add(context.Background(), deadletter.Entry{ID: taskID("u-3"), Reason: tasks.ReasonRetriesExhausted,
+	if _, err := deadletter.NewStore(e.db.Client, queue).Add(context.Background(), deadletter.Entry{ID: taskID("u-3"), Reason: tasks.ReasonRetriesExhausted,
 		Error: "boom", Attempts: 25, Request: request("u-3")}); err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/versori/activator/inspect"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
@@ -141,10 +142,10 @@ func Run(ctx context.Context, out io.Writer, o Options) (Result, error) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(wctx) }()
 
-	store := p.Store()
+	store := inspect.New(rdb, producer.Config{Queue: p.Queue()})
 	for {
 		st := api.Stats()
-		dl, err := store.Count(ctx, "")
+		dl, err := store.CountDeadLetters(ctx, "")
 		if err == nil && int64(st.Activations)+dl >= int64(sum.Enqueued) {
 			break
 		}
@@ -166,7 +167,7 @@ func Run(ctx context.Context, out io.Writer, o Options) (Result, error) {
 	res.Activated = res.StandinStats.Activations
 	res.Duplicates = len(api.Duplicates())
 	res.APICalls = res.StandinStats.Calls
-	if res.DeadLetters, err = store.CountByReason(context.Background()); err != nil {
+	if res.DeadLetters, err = store.CountDeadLettersByReason(context.Background()); err != nil {
 		return res, err
 	}
 	printResult(out, res)

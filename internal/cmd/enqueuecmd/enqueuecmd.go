@@ -17,7 +17,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/versori/activator/internal/deadletter"
+	"github.com/versori/activator/inspect"
 	"github.com/versori/activator/internal/envflag"
 	"github.com/versori/activator/internal/ingest"
 	"github.com/versori/activator/internal/redisconn"
@@ -136,15 +136,16 @@ func parse(fs *envflag.Set, args []string) ([]string, error) {
 	}
 }
 
-func open(c common) (redis.UniversalClient, *producer.Producer, error) {
+// openRedis opens the Redis the flags name.
+func openRedis(c common) (redis.UniversalClient, error) {
 	if strings.TrimSpace(c.queue) == "" {
-		return nil, nil, usageError{errors.New("QUEUE must not be empty")}
+		return nil, usageError{errors.New("QUEUE must not be empty")}
 	}
 	rdb, err := redisconn.Open(c.redisURL)
 	if err != nil {
-		return nil, nil, usageError{err}
+		return nil, usageError{err}
 	}
-	return rdb, producer.New(rdb, producer.Config{Queue: c.queue}), nil
+	return rdb, nil
 }
 
 // ping fails fast, with one clear line, when Redis does not answer.
@@ -190,7 +191,7 @@ func runFile(ctx context.Context, args []string, env Env) (int, error) {
 	if _, err := ingest.FormatOf(o.Path); err != nil {
 		return ExitUsage, usageError{err} // before Redis is asked, so that the exit code does not depend on it
 	}
-	rdb, _, err := open(c)
+	rdb, err := openRedis(c)
 	if err != nil {
 		return ExitUsage, err
 	}
@@ -259,18 +260,15 @@ func runPause(ctx context.Context, verb string, args []string, env Env) (int, er
 	if _, err := parse(fs, args); err != nil {
 		return ExitUsage, err
 	}
-	rdb, p, err := open(c)
+	rdb, in, code, err := openInspector(ctx, c)
 	if err != nil {
-		return ExitUsage, err
+		return code, err
 	}
 	defer rdb.Close()
-	if err := ping(ctx, rdb, c.redisURL); err != nil {
-		return ExitFailed, err
-	}
 	if verb == "pause" {
-		err = p.Pause(ctx)
+		err = in.Pause(ctx)
 	} else {
-		err = p.Resume(ctx)
+		err = in.Resume(ctx)
 	}
 	if err != nil {
 		return ExitFailed, err
@@ -279,102 +277,116 @@ func runPause(ctx context.Context, verb string, args []string, env Env) (int, er
 	return ExitOK, nil
 }
 
+// runDLQ runs one dead-letter verb.
 func runDLQ(ctx context.Context, args []string, env Env) (int, error) {
 	if len(args) == 0 {
 		return ExitUsage, usageError{errors.New("dlq needs list, requeue, purge or export")}
 	}
-	var (
-		c         common
-		asJSON    bool
-		all       bool
-		reasonStr string
-		fixed     string
-		rejects   string
-	)
-	verb := args[0]
-	fs := newFlags("dlq "+verb, env, &c)
-	fs.String(&reasonStr, "reason", "", "", "only dead letters of this reason")
-	switch verb {
-	case "list":
-		fs.Bool(&asJSON, "json", "", false, "print one JSON array")
-	case "requeue":
-		fs.Bool(&all, "all", "", false, "every dead letter")
-		fs.String(&fixed, "file", "", "", "a file of corrected rows (.jsonl/.ndjson/.csv, \"-\" for JSONL on stdin): each row replaces its pair's dead letter and is queued")
-		fs.String(&rejects, "rejects", "", "", "with --file: where malformed rows go (default: FILE.rejects.jsonl)")
-	case "purge":
-		fs.Bool(&all, "all", "", false, "every dead letter")
-	case "export":
-	default:
-		return ExitUsage, usageError{fmt.Errorf("unknown dlq command %q: want list, requeue, purge or export", verb)}
+	verbs := map[string]func(context.Context, []string, Env) (int, error){
+		"list": dlqList, "export": dlqExport, "requeue": dlqRequeue, "purge": dlqPurge,
 	}
-	ids, err := parse(fs, args[1:])
+	run, ok := verbs[args[0]]
+	if !ok {
+		return ExitUsage, usageError{fmt.Errorf("unknown dlq command %q: want list, requeue, purge or export", args[0])}
+	}
+	return run(ctx, args[1:], env)
+}
+
+// dlqFlags are the flags every dlq verb takes.
+type dlqFlags struct {
+	common
+	reason string
+}
+
+func newDLQFlags(verb string, env Env, f *dlqFlags) *envflag.Set {
+	fs := newFlags("dlq "+verb, env, &f.common)
+	fs.String(&f.reason, "reason", "", "", "only dead letters of this reason")
+	return fs
+}
+
+// parseReason reads --reason; empty means every reason.
+func (f dlqFlags) parseReason() (tasks.Reason, error) {
+	if f.reason == "" {
+		return "", nil
+	}
+	r, err := tasks.ParseReason(f.reason)
 	if err != nil {
-		return ExitUsage, err
+		return "", usageError{err}
 	}
-	var reason tasks.Reason
-	if reasonStr != "" {
-		if reason, err = tasks.ParseReason(reasonStr); err != nil {
-			return ExitUsage, usageError{err}
-		}
-	}
-	if (verb == "list" || verb == "export") && len(ids) > 0 {
-		return ExitUsage, usageError{fmt.Errorf("dlq %s takes no ids", verb)}
-	}
-	if verb == "requeue" || verb == "purge" {
-		chosen := 0
-		for _, b := range []bool{len(ids) > 0, reason != "", all, fixed != ""} {
-			if b {
-				chosen++
-			}
-		}
-		if chosen != 1 {
-			what := "ids, --reason R or --all"
-			if verb == "requeue" {
-				what = "ids, --reason R, --all or --file FIXED"
-			}
-			return ExitUsage, usageError{fmt.Errorf("dlq %s takes %s (one of them)", verb, what)}
-		}
-	}
-	if rejects != "" && fixed == "" {
-		return ExitUsage, usageError{errors.New("--rejects goes with --file")}
-	}
-	if fixed != "" {
-		if _, err := ingest.FormatOf(fixed); err != nil {
-			return ExitUsage, usageError{err}
-		}
-	}
-	rdb, p, err := open(c)
+	return r, nil
+}
+
+// parseSelection parses a dlq verb's arguments into its flags, the ids it names and the reason.
+func parseSelection(fs *envflag.Set, f *dlqFlags, args []string) ([]string, tasks.Reason, error) {
+	ids, err := parse(fs, args)
 	if err != nil {
-		return ExitUsage, err
+		return nil, "", err
 	}
-	defer rdb.Close()
+	reason, err := f.parseReason()
+	return ids, reason, err
+}
+
+// openInspector opens the queue's Redis and checks that it answers.
+func openInspector(ctx context.Context, c common) (redis.UniversalClient, *inspect.Inspector, int, error) {
+	rdb, err := openRedis(c)
+	if err != nil {
+		return nil, nil, ExitUsage, err
+	}
 	if err := ping(ctx, rdb, c.redisURL); err != nil {
-		return ExitFailed, err
+		rdb.Close()
+		return nil, nil, ExitFailed, err
 	}
-	store := p.Store()
-	switch verb {
-	case "list":
-		return dlqList(ctx, store, reason, asJSON, env.Stdout)
-	case "export":
-		return dlqExport(ctx, store, reason, env.Stdout)
-	}
-	if fixed != "" {
-		return dlqRequeueFile(ctx, p, producer.RequeueFileOptions{Path: fixed, Stdin: env.Stdin, RejectsPath: rejects}, env.Stdout)
-	}
-	if len(ids) == 0 {
-		if ids, err = store.IDs(ctx, reason); err != nil {
-			return ExitFailed, err
+	return rdb, inspect.New(rdb, producer.Config{Queue: c.queue}), ExitOK, nil
+}
+
+// oneOf checks that exactly one way of choosing dead letters was given.
+func oneOf(verb, what string, chosen ...bool) error {
+	n := 0
+	for _, b := range chosen {
+		if b {
+			n++
 		}
 	}
-	if verb == "purge" {
-		return dlqPurge(ctx, p, ids, env.Stdout)
+	if n != 1 {
+		return usageError{fmt.Errorf("dlq %s takes %s (one of them)", verb, what)}
 	}
-	return dlqRequeue(ctx, p, ids, env.Stdout)
+	return nil
+}
+
+// selected lists the ids a requeue or purge works on: those given, or those of the reason (every
+// reason with --all).
+func selected(ctx context.Context, in *inspect.Inspector, ids []string, reason tasks.Reason) ([]string, error) {
+	if len(ids) > 0 {
+		return ids, nil
+	}
+	return in.DeadLetterIDs(ctx, reason)
 }
 
 // dlqPurge drops dead letters for good and frees their pairs.
-func dlqPurge(ctx context.Context, p *producer.Producer, ids []string, out io.Writer) (int, error) {
-	res, err := p.Purge(ctx, ids)
+func dlqPurge(ctx context.Context, args []string, env Env) (int, error) {
+	var (
+		f   dlqFlags
+		all bool
+	)
+	fs := newDLQFlags("purge", env, &f)
+	fs.Bool(&all, "all", "", false, "every dead letter")
+	ids, reason, err := parseSelection(fs, &f, args)
+	if err != nil {
+		return ExitUsage, err
+	}
+	if err := oneOf("purge", "ids, --reason R or --all", len(ids) > 0, reason != "", all); err != nil {
+		return ExitUsage, err
+	}
+	rdb, in, code, err := openInspector(ctx, f.common)
+	if err != nil {
+		return code, err
+	}
+	defer rdb.Close()
+	if ids, err = selected(ctx, in, ids, reason); err != nil {
+		return ExitFailed, err
+	}
+	res, err := in.Purge(ctx, ids)
+	out := env.Stdout
 	fmt.Fprintf(out, "purged: %d\n", len(res.Purged))
 	if len(res.Missing) > 0 {
 		fmt.Fprintf(out, "not found: %d\n", len(res.Missing))
@@ -391,9 +403,46 @@ func dlqPurge(ctx context.Context, p *producer.Producer, ids []string, out io.Wr
 	return ExitOK, nil
 }
 
-// dlqRequeue queues dead letters again with the requests they hold.
-func dlqRequeue(ctx context.Context, p *producer.Producer, ids []string, out io.Writer) (int, error) {
-	res, err := p.Requeue(ctx, ids)
+// dlqRequeue queues dead letters again, with the requests they hold or, with --file, with the
+// corrected rows of a file.
+func dlqRequeue(ctx context.Context, args []string, env Env) (int, error) {
+	var (
+		f              dlqFlags
+		all            bool
+		fixed, rejects string
+	)
+	fs := newDLQFlags("requeue", env, &f)
+	fs.Bool(&all, "all", "", false, "every dead letter")
+	fs.String(&fixed, "file", "", "", "a file of corrected rows (.jsonl/.ndjson/.csv, \"-\" for JSONL on stdin): each row replaces its pair's dead letter and is queued")
+	fs.String(&rejects, "rejects", "", "", "with --file: where malformed rows go (default: FILE.rejects.jsonl)")
+	ids, reason, err := parseSelection(fs, &f, args)
+	if err != nil {
+		return ExitUsage, err
+	}
+	if err := oneOf("requeue", "ids, --reason R, --all or --file FIXED", len(ids) > 0, reason != "", all, fixed != ""); err != nil {
+		return ExitUsage, err
+	}
+	if rejects != "" && fixed == "" {
+		return ExitUsage, usageError{errors.New("--rejects goes with --file")}
+	}
+	if fixed != "" {
+		if _, err := ingest.FormatOf(fixed); err != nil {
+			return ExitUsage, usageError{err}
+		}
+	}
+	rdb, in, code, err := openInspector(ctx, f.common)
+	if err != nil {
+		return code, err
+	}
+	defer rdb.Close()
+	if fixed != "" {
+		return requeueFile(ctx, in, inspect.RequeueFileOptions{Path: fixed, Stdin: env.Stdin, RejectsPath: rejects}, env.Stdout)
+	}
+	if ids, err = selected(ctx, in, ids, reason); err != nil {
+		return ExitFailed, err
+	}
+	res, err := in.Requeue(ctx, ids)
+	out := env.Stdout
 	fmt.Fprintf(out, "requeued: %d\n", len(res.Requeued))
 	if len(res.Busy) > 0 {
 		fmt.Fprintf(out, "left (a job for the pair is queued or running): %s\n", strings.Join(res.Busy, " "))
@@ -416,9 +465,9 @@ func dlqRequeue(ctx context.Context, p *producer.Producer, ids []string, out io.
 	return ExitOK, nil
 }
 
-// dlqRequeueFile replaces dead letters with the corrected rows of a file and queues them.
-func dlqRequeueFile(ctx context.Context, p *producer.Producer, o producer.RequeueFileOptions, out io.Writer) (int, error) {
-	sum, err := p.RequeueFile(ctx, o)
+// requeueFile replaces dead letters with the corrected rows of a file and queues them.
+func requeueFile(ctx context.Context, in *inspect.Inspector, o inspect.RequeueFileOptions, out io.Writer) (int, error) {
+	sum, err := in.RequeueFile(ctx, o)
 	fmt.Fprintf(out, "requeued: %d\n", sum.Requeued)
 	if sum.NotDeadLettered > 0 {
 		fmt.Fprintf(out, "not dead-lettered (nothing done; lines %s): %d\n", joinInts(sum.NotDeadLetteredLines), sum.NotDeadLettered)
@@ -441,11 +490,31 @@ func dlqRequeueFile(ctx context.Context, p *producer.Producer, o producer.Requeu
 	return ExitOK, nil
 }
 
-func dlqList(ctx context.Context, store *deadletter.Store, reason tasks.Reason, asJSON bool, out io.Writer) (int, error) {
+// dlqList prints the dead letters as a table, or with --json as one JSON array.
+func dlqList(ctx context.Context, args []string, env Env) (int, error) {
+	var (
+		f      dlqFlags
+		asJSON bool
+	)
+	fs := newDLQFlags("list", env, &f)
+	fs.Bool(&asJSON, "json", "", false, "print one JSON array")
+	ids, reason, err := parseSelection(fs, &f, args)
+	if err != nil {
+		return ExitUsage, err
+	}
+	if len(ids) > 0 {
+		return ExitUsage, usageError{errors.New("dlq list takes no ids")}
+	}
+	rdb, in, code, err := openInspector(ctx, f.common)
+	if err != nil {
+		return code, err
+	}
+	defer rdb.Close()
+	out := env.Stdout
 	if asJSON {
 		// Streamed element by element, so that a million entries need no more memory than one page.
 		bw := newJSONArray(out)
-		err := store.Each(ctx, reason, func(e deadletter.Entry) error { return bw.add(e) })
+		err := in.DeadLetters(ctx, reason, func(e inspect.DeadLetter) error { return bw.add(e) })
 		if cerr := bw.close(); err == nil {
 			err = cerr
 		}
@@ -457,7 +526,7 @@ func dlqList(ctx context.Context, store *deadletter.Store, reason tasks.Reason, 
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tREASON\tATTEMPTS\tFAILED AT\tERROR")
 	n := 0
-	err := store.Each(ctx, reason, func(e deadletter.Entry) error {
+	err = in.DeadLetters(ctx, reason, func(e inspect.DeadLetter) error {
 		n++
 		msg := e.Error
 		if len(msg) > 120 {
@@ -474,10 +543,24 @@ func dlqList(ctx context.Context, store *deadletter.Store, reason tasks.Reason, 
 	return ExitOK, nil
 }
 
-func dlqExport(ctx context.Context, store *deadletter.Store, reason tasks.Reason, out io.Writer) (int, error) {
-	enc := json.NewEncoder(out)
-	err := store.Each(ctx, reason, func(e deadletter.Entry) error { return enc.Encode(e.Request) })
+// dlqExport prints the dead letters' requests as JSONL, ready to fix and requeue with --file.
+func dlqExport(ctx context.Context, args []string, env Env) (int, error) {
+	var f dlqFlags
+	fs := newDLQFlags("export", env, &f)
+	ids, reason, err := parseSelection(fs, &f, args)
 	if err != nil {
+		return ExitUsage, err
+	}
+	if len(ids) > 0 {
+		return ExitUsage, usageError{errors.New("dlq export takes no ids")}
+	}
+	rdb, in, code, err := openInspector(ctx, f.common)
+	if err != nil {
+		return code, err
+	}
+	defer rdb.Close()
+	enc := json.NewEncoder(env.Stdout)
+	if err := in.DeadLetters(ctx, reason, func(e inspect.DeadLetter) error { return enc.Encode(e.Request) }); err != nil {
 		return ExitFailed, err
 	}
 	return ExitOK, nil

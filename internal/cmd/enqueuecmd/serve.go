@@ -10,6 +10,7 @@ import (
 
 	"github.com/versori/activator/internal/intake"
 	"github.com/versori/activator/internal/redisconn"
+	"github.com/versori/activator/producer"
 )
 
 // runServe is `enqueue serve`: the HTTP intake for signup events, until ctx is done.
@@ -40,12 +41,12 @@ func runServe(ctx context.Context, args []string, env Env) (int, error) {
 	cfg.Secrets, cfg.Tokens = intake.SplitList(secrets), intake.SplitList(tokens)
 	cfg.Logger = slog.New(slog.NewTextHandler(env.Stderr, nil))
 
-	rdb, p, err := open(c)
+	rdb, err := openRedis(c)
 	if err != nil {
 		return ExitUsage, err
 	}
 	defer rdb.Close()
-	srv, err := intake.New(cfg, rdb, p)
+	srv, err := intake.New(cfg, rdb, producer.New(rdb, producer.Config{Queue: c.queue}))
 	if err != nil {
 		return ExitUsage, usageError{err}
 	}

@@ -8,7 +8,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/versori/activator/internal/batch"
+	"github.com/versori/activator/inspect"
 )
 
 func runStatus(ctx context.Context, args []string, env Env) (int, error) {
@@ -32,17 +32,14 @@ func runStatus(ctx context.Context, args []string, env Env) (int, error) {
 	if every <= 0 {
 		return ExitUsage, usageError{errors.New("--interval must be positive")}
 	}
-	rdb, _, err := open(c)
+	rdb, in, code, err := openInspector(ctx, c)
 	if err != nil {
-		return ExitUsage, err
+		return code, err
 	}
 	defer rdb.Close()
-	if err := ping(ctx, rdb, c.redisURL); err != nil {
-		return ExitFailed, err
-	}
 	for {
-		st, err := batch.Read(ctx, rdb, c.queue, pos[0])
-		if errors.Is(err, batch.ErrUnknown) {
+		st, err := in.Batch(ctx, pos[0])
+		if errors.Is(err, inspect.ErrUnknownBatch) {
 			return ExitRejected, fmt.Errorf("batch %s: %w", pos[0], err)
 		}
 		if err != nil {
@@ -65,7 +62,7 @@ func runStatus(ctx context.Context, args []string, env Env) (int, error) {
 	}
 }
 
-func printStatus(w io.Writer, s batch.Status) {
+func printStatus(w io.Writer, s inspect.BatchStatus) {
 	state := "running"
 	if s.Finished {
 		state = "done"

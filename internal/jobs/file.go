@@ -1,4 +1,4 @@
-package producer
+package jobs
 
 import (
 	"context"
@@ -109,7 +109,7 @@ const chunkSize = 32
 // Summary. When ctx ends, rows not yet sent to Redis are counted as failed at once, and enqueues
 // already sent get interruptGrace to finish: those still waiting then (Redis hangs) are counted as
 // failed too, and finish or fail in the background, bounded by the client's timeouts and retries.
-func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, error) {
+func (q *Queue) EnqueueFile(ctx context.Context, o FileOptions) (Summary, error) {
 	start := time.Now()
 	sum := Summary{Batch: o.Batch}
 	in, format, closeIn, err := openInput(o.Path, o.Stdin)
@@ -118,7 +118,7 @@ func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, err
 	}
 	defer closeIn()
 	if !o.DryRun {
-		if err := p.backfill(ctx); err != nil {
+		if err := q.backfill(ctx); err != nil {
 			return sum, err
 		}
 	}
@@ -142,10 +142,10 @@ func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, err
 	// enqueues in flight go to Redis batched, many per write and read, which halves Redis's CPU per
 	// row and most of ours. A client without one (a Ring) enqueues command by command. The
 	// autopipeliner runs commands on its own context, not ctx, so enqueueChunk checks ctx itself.
-	bulk := p
+	bulk := q
 	if !o.NoAutopipeline {
-		if ap, err := p.rdb.AutoPipelineWithOptions(bulkPipeline()); err == nil {
-			bulk = New(ap, p.cfg)
+		if ap, err := q.rdb.AutoPipelineWithOptions(bulkPipeline()); err == nil {
+			bulk = New(ap, q.cfg)
 		}
 	}
 	var (
@@ -167,7 +167,7 @@ func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, err
 	// flush interval rather than one per chunk. The loop's last flush, after the run, says whether
 	// the counter is complete. It goes through p's own client, which, unlike the autopipeliner,
 	// gives up when its context ends.
-	counter := batch.NewCounter(p.rdb, p.cfg.Queue, counterInterval)
+	counter := batch.NewCounter(q.rdb, q.cfg.Queue, counterInterval)
 	counting, stopCounting := context.WithCancel(context.WithoutCancel(ctx))
 	counterDone := make(chan struct{})
 	var counterErr error // written by the loop; read once it is done
@@ -189,7 +189,7 @@ func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, err
 			}
 		}()
 	}
-	stopProgress := p.progress(o, &mu, &sum, start, counted.n.Load)
+	stopProgress := q.progress(o, &mu, &sum, start, counted.n.Load)
 
 	// send hands a chunk to the workers; one left unsent when ctx ends is counted as failed below.
 	send := func(chunk []ingest.Row) {
@@ -274,7 +274,7 @@ func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, err
 	return sum, readErr
 }
 
-func (p *Producer) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOptions, counter *batch.Counter, count func(func(*Summary))) {
+func (q *Queue) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOptions, counter *batch.Counter, count func(func(*Summary))) {
 	fail := func(rows []ingest.Row) {
 		count(func(s *Summary) {
 			s.Failed += len(rows)
@@ -299,7 +299,7 @@ func (p *Producer) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOp
 	for i, r := range rows {
 		ids[i] = tasks.TaskID(r.Request.Pair())
 	}
-	dead, err := p.store.Has(ctx, ids)
+	dead, err := q.store.Has(ctx, ids)
 	if err != nil {
 		fail(rows)
 		return
@@ -313,7 +313,7 @@ func (p *Producer) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOp
 	}
 	var claims []pairs.Claim
 	if !o.DryRun && len(live) > 0 {
-		if claims, err = p.pairs.Claim(ctx, p.cfg.Queue, live); err != nil {
+		if claims, err = q.pairs.Claim(ctx, q.cfg.Queue, live); err != nil {
 			fail(rows)
 			return
 		}
@@ -334,7 +334,7 @@ func (p *Producer) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOp
 		}
 		c := claims[next]
 		next++
-		res, err := p.enqueueClaimed(ctx, tasks.Payload{Request: r.Request, Batch: o.Batch, Reconcile: o.Reconcile}, c)
+		res, err := q.enqueueClaimed(ctx, tasks.Payload{Request: r.Request, Batch: o.Batch, Reconcile: o.Reconcile}, c)
 		switch {
 		case err != nil:
 			fail(rows[i : i+1])
@@ -352,7 +352,7 @@ func (p *Producer) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOp
 	}
 }
 
-func (p *Producer) progress(o FileOptions, mu *sync.Mutex, sum *Summary, start time.Time, bytesRead func() int64) (stop func()) {
+func (q *Queue) progress(o FileOptions, mu *sync.Mutex, sum *Summary, start time.Time, bytesRead func() int64) (stop func()) {
 	if o.Progress == nil {
 		return func() {}
 	}

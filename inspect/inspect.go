@@ -1,0 +1,125 @@
+// Package inspect is what an operator does with a queue once jobs are in it: list, export, requeue
+// and purge dead letters, pause and resume the queue, and read how far a batch is. It is to
+// activator what asynq's Inspector is to asynq; cmd/enqueue's verbs are built on it.
+package inspect
+
+import (
+	"context"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/activator/internal/batch"
+	"github.com/versori/activator/internal/deadletter"
+	"github.com/versori/activator/internal/jobs"
+	"github.com/versori/activator/internal/queuestate"
+	"github.com/versori/activator/producer"
+	"github.com/versori/activator/tasks"
+)
+
+// DeadLetter is one job that needs a person: its request, why it failed, its last error and its
+// attempts. Its ID is the job's task id, so a pair has at most one.
+type DeadLetter = deadletter.Entry
+
+// BatchStatus is how far one enqueue run's jobs are.
+type BatchStatus = batch.Status
+
+// ErrUnknownBatch is returned by Batch for a batch with no counters (never run, or expired).
+var ErrUnknownBatch = batch.ErrUnknown
+
+// RequeueResult says what Requeue did with each id.
+type RequeueResult = jobs.RequeueResult
+
+// InvalidEntry is a dead letter that cannot be requeued as it is, and why.
+type InvalidEntry = jobs.InvalidEntry
+
+// PurgeResult says what Purge did with each id.
+type PurgeResult = jobs.PurgeResult
+
+// RequeueFileOptions configures one RequeueFile run.
+type RequeueFileOptions = jobs.RequeueFileOptions
+
+// RequeueFileSummary counts what RequeueFile did with a file's rows.
+type RequeueFileSummary = jobs.RequeueFileSummary
+
+// Inspector works one queue. It is safe for concurrent use.
+type Inspector struct {
+	rdb   redis.UniversalClient
+	queue string
+	jobs  *jobs.Queue
+	store *deadletter.Store
+	state *queuestate.Controller
+}
+
+// New returns an Inspector of the named queue ("activations" when empty) through rdb, which the
+// caller keeps and closes. A requeued job gets cfg's retry limit, retention and timeout, as
+// producer.New's jobs do.
+func New(rdb redis.UniversalClient, cfg producer.Config) *Inspector {
+	q := jobs.New(rdb, cfg)
+	return &Inspector{
+		rdb:   rdb,
+		queue: q.Name(),
+		jobs:  q,
+		store: deadletter.NewStore(rdb, q.Name()),
+		state: queuestate.New(rdb, q.Name()),
+	}
+}
+
+// Queue is the name of the queue the inspector works.
+func (i *Inspector) Queue() string { return i.queue }
+
+// DeadLetters calls fn with every dead letter of reason r (every reason when r is empty), oldest
+// first, reading them a page at a time; an error from fn stops it and is returned.
+func (i *Inspector) DeadLetters(ctx context.Context, r tasks.Reason, fn func(DeadLetter) error) error {
+	return i.store.Each(ctx, r, fn)
+}
+
+// DeadLetterIDs lists the ids of the dead letters of reason r (every reason when r is empty).
+func (i *Inspector) DeadLetterIDs(ctx context.Context, r tasks.Reason) ([]string, error) {
+	return i.store.IDs(ctx, r)
+}
+
+// CountDeadLetters counts the dead letters of reason r (every reason when r is empty).
+func (i *Inspector) CountDeadLetters(ctx context.Context, r tasks.Reason) (int64, error) {
+	return i.store.Count(ctx, r)
+}
+
+// CountDeadLettersByReason counts the dead letters of every reason.
+func (i *Inspector) CountDeadLettersByReason(ctx context.Context) (map[tasks.Reason]int64, error) {
+	return i.store.CountByReason(ctx)
+}
+
+// Requeue queues the dead letters with the given ids again, each with the request it holds, and
+// removes them from the store. The new jobs look up their pair before activating, since an earlier
+// attempt's outcome may be unknown. A dead letter whose request is not valid is left and reported
+// in Invalid; the others are requeued.
+func (i *Inspector) Requeue(ctx context.Context, ids []string) (RequeueResult, error) {
+	return i.jobs.Requeue(ctx, ids)
+}
+
+// RequeueFile is the "fix the rows, then requeue" workflow: each row of a file of corrected
+// requests replaces its pair's dead letter with a job carrying the corrected request. Malformed rows
+// go to a rejects file; re-running the file is safe.
+func (i *Inspector) RequeueFile(ctx context.Context, o RequeueFileOptions) (RequeueFileSummary, error) {
+	return i.jobs.RequeueFile(ctx, o)
+}
+
+// Purge drops the dead letters with the given ids for good and releases their pairs: enqueueing a
+// pair again afterwards queues it, with a look-up first.
+func (i *Inspector) Purge(ctx context.Context, ids []string) (PurgeResult, error) {
+	return i.jobs.Purge(ctx, ids)
+}
+
+// Pause pauses the queue: workers stop taking its jobs, which stay queued. Pausing a paused queue
+// is not an error. A queue paused this way is resumed only by Resume, never by a worker's probe.
+func (i *Inspector) Pause(ctx context.Context) error {
+	return i.state.Pause(ctx, queuestate.ReasonOperator)
+}
+
+// Resume unpauses the queue, after the cause of a pause (a refused API key) has been fixed.
+// Resuming a running queue is not an error.
+func (i *Inspector) Resume(ctx context.Context) error { return i.state.Resume(ctx) }
+
+// Batch returns how far batch id is, or ErrUnknownBatch.
+func (i *Inspector) Batch(ctx context.Context, id string) (BatchStatus, error) {
+	return batch.Read(ctx, i.rdb, i.queue, id)
+}

@@ -1,0 +1,299 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/versori/activator/internal/batch"
+	"github.com/versori/activator/internal/deadletter"
+	"github.com/versori/activator/internal/ingest"
+	"github.com/versori/activator/tasks"
+	"github.com/versori/activator/versori"
+)
+
+// RequeueResult says what Requeue did with each id.
+type RequeueResult struct {
+	Requeued []string // queued again, looking up the pair before activating
+	Missing  []string // no such dead letter
+	Busy     []string // the pair has a job queued or running again; the dead letter is left
+	// Invalid are dead letters whose request cannot be sent as it is (a dead letter of reason
+	// invalid_request may hold no request at all): they are left, for `dlq requeue --file` with the
+	// corrected rows, or for a purge.
+	Invalid []InvalidEntry
+}
+
+// InvalidEntry is a dead letter that cannot be requeued as it is, and why.
+type InvalidEntry struct {
+	ID  string
+	Err error
+}
+
+// requeueChunk bounds how many dead letters one round trip reads.
+const requeueChunk = 500
+
+// Requeue queues the dead letters with the given ids again, each with the request it holds, and
+// removes them from the store. The new jobs look up their pair before activating, since an earlier
+// attempt's outcome may be unknown. A dead letter whose request is not valid is skipped and reported
+// in Invalid; the others are requeued.
+func (q *Queue) Requeue(ctx context.Context, ids []string) (RequeueResult, error) {
+	var res RequeueResult
+	if err := q.backfill(ctx); err != nil {
+		return res, err
+	}
+	for len(ids) > 0 {
+		n := min(len(ids), requeueChunk)
+		chunk := ids[:n]
+		ids = ids[n:]
+		entries, err := q.store.Get(ctx, chunk...)
+		if err != nil {
+			return res, err
+		}
+		found := make(map[string]bool, len(entries))
+		for _, e := range entries {
+			found[e.ID] = true
+			st, err := q.requeueEntry(ctx, e, e.Request)
+			var ve *versori.ValidationError
+			switch {
+			case errors.As(err, &ve):
+				res.Invalid = append(res.Invalid, InvalidEntry{ID: e.ID, Err: err})
+			case err != nil:
+				return res, err
+			case st == Enqueued:
+				res.Requeued = append(res.Requeued, e.ID)
+			default:
+				res.Busy = append(res.Busy, e.ID)
+			}
+		}
+		for _, id := range chunk {
+			if !found[id] {
+				res.Missing = append(res.Missing, id)
+			}
+		}
+	}
+	return res, nil
+}
+
+// requeueEntry queues dead letter e again with the request req (e's own, or a corrected one for the
+// same pair) and removes e from the store. It returns Enqueued, or Duplicate when a job for the pair
+// is queued or running again (or another queue owns it), in which case e is left. An invalid req is
+// a *versori.ValidationError, and e is left.
+func (q *Queue) requeueEntry(ctx context.Context, e deadletter.Entry, req versori.ActivationRequest) (Status, error) {
+	req, err := req.Canonical()
+	if err != nil {
+		return "", err
+	}
+	// A dead letter stored before the store kept every one may still have its task in asynq's
+	// archive, holding the task id: free it first.
+	if err := q.deleteArchived(e.ID); errors.Is(err, errHasJob) {
+		return Duplicate, nil
+	} else if err != nil {
+		return "", err
+	}
+	id := tasks.TaskID(req.Pair())
+	claims, err := q.pairs.Claim(ctx, q.cfg.Queue, []string{id})
+	if err != nil {
+		return "", err
+	}
+	r, err := q.enqueueClaimed(ctx, tasks.Payload{Request: req, Reconcile: true, Batch: e.Batch}, claims[0])
+	if err != nil {
+		return "", err
+	}
+	if r.Status != Enqueued {
+		return r.Status, nil
+	}
+	// Only the entry read: the new job may have been dead-lettered again already, under the same id.
+	if _, err := q.store.RemoveEntry(ctx, e); err != nil {
+		return "", err
+	}
+	// The job counts in its batch again when it ends, so it no longer counts as dead.
+	if e.Batch != "" {
+		if err := batch.Write(ctx, q.rdb, q.cfg.Queue,
+			map[string]map[string]int64{e.Batch: {batch.FieldDeadPrefix + string(e.Reason): -1}}); err != nil {
+			return "", err
+		}
+	}
+	return Enqueued, nil
+}
+
+// errHasJob says a dead letter's pair has a job queued or running again.
+var errHasJob = errors.New("the pair has a job queued or running")
+
+// deleteArchived deletes task id from asynq's archive, if it is there. A task in any other state is
+// left, and reported as errHasJob.
+func (q *Queue) deleteArchived(id string) error {
+	info, err := q.inspector.GetTaskInfo(q.cfg.Queue, id)
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		return nil
+	case err != nil:
+		return err
+	case info.State != asynq.TaskStateArchived:
+		return fmt.Errorf("task %s is %s: %w", id, info.State, errHasJob)
+	}
+	err = q.inspector.DeleteTask(q.cfg.Queue, id)
+	if errors.Is(err, asynq.ErrTaskNotFound) {
+		return nil
+	}
+	return err
+}
+
+// PurgeResult says what Purge did.
+type PurgeResult struct {
+	Purged  []string
+	Missing []string // no such dead letter
+	Busy    []string // the pair has a job queued or running again; the dead letter is left
+}
+
+// Purge drops the dead letters with the given ids for good: from the store, and from asynq's archive
+// if their task is there (so that the archive sweep cannot store them again). Their pairs are
+// released: enqueueing a pair again afterwards (the corrected row, on any queue) queues it, with a
+// look-up first, since a purged job may have activated its pair with a call whose outcome was
+// unknown.
+func (q *Queue) Purge(ctx context.Context, ids []string) (PurgeResult, error) {
+	var res PurgeResult
+	for len(ids) > 0 {
+		n := min(len(ids), requeueChunk)
+		chunk := ids[:n]
+		ids = ids[n:]
+		has, err := q.store.Has(ctx, chunk)
+		if err != nil {
+			return res, err
+		}
+		var found []string
+		for i, id := range chunk {
+			if !has[i] {
+				res.Missing = append(res.Missing, id)
+				continue
+			}
+			// The archived task first: a sweep between the two steps then finds neither.
+			if err := q.deleteArchived(id); errors.Is(err, errHasJob) {
+				res.Busy = append(res.Busy, id)
+				continue
+			} else if err != nil {
+				return res, fmt.Errorf("purging %s: %w", id, err)
+			}
+			found = append(found, id)
+		}
+		if _, err := q.store.Remove(ctx, found...); err != nil {
+			return res, err
+		}
+		if _, err := q.pairs.Release(ctx, q.cfg.Queue, found); err != nil {
+			return res, err
+		}
+		res.Purged = append(res.Purged, found...)
+	}
+	return res, nil
+}
+
+// RequeueFileOptions configures one RequeueFile run.
+type RequeueFileOptions struct {
+	// Path is the file of corrected rows: .jsonl/.ndjson, .csv, or "-" for JSONL on Stdin, read as
+	// EnqueueFile reads its input.
+	Path  string
+	Stdin io.Reader
+	// RejectsPath receives malformed rows (default ingest.RejectsPath(Path)).
+	RejectsPath string
+}
+
+// RequeueFileSummary counts what RequeueFile did with a file's rows.
+type RequeueFileSummary struct {
+	Rows     int
+	Requeued int
+	// NotDeadLettered rows name a pair that has no dead letter (never failed, already requeued or
+	// purged, or the fix changed the pair): nothing was done with them.
+	NotDeadLettered      int
+	NotDeadLetteredLines []int
+	// Busy rows name a pair that has a job queued or running again; its dead letter is left.
+	Busy      int
+	BusyLines []int
+	Rejected  int // malformed; see RejectsPath
+	// RejectsPath is where malformed rows went, when there were any.
+	RejectsPath string
+}
+
+// RequeueFile is the "fix the rows, then requeue" workflow: for each row of a file of corrected
+// activation requests, the dead letter of the row's pair is replaced by a job with the corrected
+// request (looking up the pair before activating, as every requeued job does). Malformed rows go to
+// the rejects file, and the rest of the file still runs. It stops at the first Redis error, which it
+// returns with the counts so far; re-running the file is safe (requeued pairs no longer have a dead
+// letter, and count as NotDeadLettered).
+func (q *Queue) RequeueFile(ctx context.Context, o RequeueFileOptions) (RequeueFileSummary, error) {
+	var sum RequeueFileSummary
+	if err := q.backfill(ctx); err != nil {
+		return sum, err
+	}
+	in, format, closeIn, err := openInput(o.Path, o.Stdin)
+	if err != nil {
+		return sum, err
+	}
+	defer closeIn()
+	rd, err := ingest.NewReader(in, format)
+	if err != nil {
+		return sum, err
+	}
+	if o.RejectsPath == "" {
+		o.RejectsPath = ingest.RejectsPath(o.Path)
+	}
+	rejects := ingest.NewRejectsWriter(o.RejectsPath)
+	addLine := func(lines []int, n int) []int {
+		if len(lines) < maxFailedLines {
+			lines = append(lines, n)
+		}
+		return lines
+	}
+	for ctx.Err() == nil {
+		row, rej, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			rejects.Close()
+			return sum, fmt.Errorf("reading %s: %w", o.Path, err)
+		}
+		sum.Rows++
+		if rej != nil {
+			sum.Rejected++
+			if err := rejects.Write(*rej); err != nil {
+				rejects.Close()
+				return sum, fmt.Errorf("writing rejects: %w", err)
+			}
+			continue
+		}
+		id := tasks.TaskID(row.Request.Pair())
+		entries, err := q.store.Get(ctx, id)
+		if err != nil {
+			rejects.Close()
+			return sum, err
+		}
+		if len(entries) == 0 {
+			sum.NotDeadLettered++
+			sum.NotDeadLetteredLines = addLine(sum.NotDeadLetteredLines, row.Line)
+			continue
+		}
+		st, err := q.requeueEntry(ctx, entries[0], row.Request)
+		if err != nil {
+			rejects.Close()
+			return sum, fmt.Errorf("line %d: %w", row.Line, err)
+		}
+		if st == Enqueued {
+			sum.Requeued++
+		} else {
+			sum.Busy++
+			sum.BusyLines = addLine(sum.BusyLines, row.Line)
+		}
+	}
+	if err := rejects.Close(); err != nil {
+		return sum, fmt.Errorf("writing rejects: %w", err)
+	}
+	if rejects.Count() > 0 {
+		sum.RejectsPath = rejects.Path()
+	}
+	if err := context.Cause(ctx); err != nil {
+		return sum, fmt.Errorf("interrupted after %d rows: re-run the same file to requeue the rest: %w", sum.Rows, err)
+	}
+	return sum, nil
+}
