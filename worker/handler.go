@@ -22,8 +22,8 @@ import (
 	"github.com/versori/activator/versori"
 )
 
-// HandlerConfig configures a Handler.
-type HandlerConfig struct {
+// handlerConfig configures a handler.
+type handlerConfig struct {
 	Client  *versori.Client
 	Store   *deadletter.Store
 	Metrics *metrics.Worker
@@ -35,9 +35,9 @@ type HandlerConfig struct {
 	// Pause pauses the queue; it is called when the API refuses the API key.
 	Pause func(context.Context) error
 	// CheckKey, if set, tells whether the API accepts the API key now (a probe call, shared by the
-	// jobs that ask at once). A refusal pauses the queue only when it says KeyRefused; without it,
+	// jobs that ask at once). A refusal pauses the queue only when it says keyRefused; without it,
 	// every refusal does.
-	CheckKey func(context.Context) KeyState
+	CheckKey func(context.Context) keyState
 	// LookFirst, if set, reports whether even the first attempt of a job queued at enqueuedAt must
 	// look up its pair before activating: Redis may have lost writes since (a restart or a
 	// failover), bringing back jobs that had already activated.
@@ -58,17 +58,17 @@ type HandlerConfig struct {
 	MaxAge time.Duration
 }
 
-// KeyState is what a probe says of the API key.
-type KeyState int
+// keyState is what a probe says of the API key.
+type keyState int
 
 // The key states.
 const (
-	KeyUnknown  KeyState = iota // the probe failed for another reason; try again later
-	KeyAccepted                 // the key works: a refusal concerned one request
-	KeyRefused                  // the key is refused: every job would fail alike
+	keyUnknown  keyState = iota // the probe failed for another reason; try again later
+	keyAccepted                 // the key works: a refusal concerned one request
+	keyRefused                  // the key is refused: every job would fail alike
 )
 
-// Handler runs activation jobs. It is an asynq.Handler.
+// handler runs activation jobs. It is an asynq.Handler.
 //
 // Exactly one activation per pair: POST /activations is not idempotent, so an attempt that may
 // follow an attempt whose outcome is unknown looks up the pair's activations first and counts one it
@@ -82,13 +82,13 @@ const (
 // that by cutting calls short through Interrupt before then, so that the handler returns a counted
 // failure instead. A first attempt therefore costs one API call and no Redis round trip besides
 // asynq's own: the result, the batch counts and the metrics are written behind the job.
-type Handler struct {
-	cfg HandlerConfig
+type handler struct {
+	cfg handlerConfig
 	log *slog.Logger
 }
 
-// NewHandler returns a Handler for cfg.
-func NewHandler(cfg HandlerConfig) (*Handler, error) {
+// newHandler returns a handler for cfg.
+func newHandler(cfg handlerConfig) (*handler, error) {
 	if cfg.Client == nil || cfg.Store == nil || cfg.Metrics == nil {
 		return nil, errors.New("tasks: handler needs a client, a dead-letter store and metrics")
 	}
@@ -96,7 +96,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Policy = cfg.Policy.WithDefaults()
-	return &Handler{cfg: cfg, log: cfg.Logger}, nil
+	return &handler{cfg: cfg, log: cfg.Logger}, nil
 }
 
 // job is what asynq tells a handler about the task it runs.
@@ -130,7 +130,7 @@ type outcome struct {
 }
 
 // ProcessTask implements asynq.Handler.
-func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	j := job{start: time.Now()}
 	j.id, _ = asynq.GetTaskID(ctx)
 	j.queue, _ = asynq.GetQueueName(ctx)
@@ -175,12 +175,12 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	if rule.Action == tasks.ActionPause {
 		switch h.checkKey(ctx) {
-		case KeyAccepted:
+		case keyAccepted:
 			// The key works, so the refusal concerned this request: pausing would stop every job
 			// for it, again and again.
 			rule = tasks.Rule{Action: tasks.ActionDeadLetter, Reason: rule.Reason}
 			out.err = fmt.Errorf("the API refused this request although it accepts the API key: %w", out.err)
-		case KeyUnknown:
+		case keyUnknown:
 			rule = tasks.Rule{Action: tasks.ActionRetry, Reason: rule.Reason}
 		}
 	}
@@ -200,7 +200,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 				wait = max(wait, pol.SettleTime)
 			}
 			h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "final_look_up"), slog.String("wait", wait.String()))
-			return &WaitError{Wait: wait, Counts: true, Err: fmt.Errorf("%s: %w", out.class, out.err)}
+			return &waitError{Wait: wait, Counts: true, Err: fmt.Errorf("%s: %w", out.class, out.err)}
 		}
 		err := out.err
 		if !j.lastAttempt() {
@@ -217,11 +217,11 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	case tasks.ActionSnooze:
 		wait := h.snoozeWait(ctx, j, p, out)
 		h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "snooze"), slog.String("wait", wait.String()))
-		return &WaitError{Wait: wait, Counts: mustLookNext(j, p, out), Err: out.err}
+		return &waitError{Wait: wait, Counts: mustLookNext(j, p, out), Err: out.err}
 	case tasks.ActionPause:
 		h.pause(ctx, out.err)
 		h.logOutcome(slog.LevelError, j, p, out, slog.String("action", "pause_queue"), slog.String("wait", pol.PausedWait.String()))
-		return &WaitError{Wait: pol.PausedWait, Counts: mustLookNext(j, p, out), Err: out.err}
+		return &waitError{Wait: pol.PausedWait, Counts: mustLookNext(j, p, out), Err: out.err}
 	default: // tasks.ActionRetry
 		if h.interrupted() {
 			// Cut short by shutdown: another worker should take it soon, after looking first.
@@ -230,7 +230,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 				wait = max(wait, pol.SettleTime)
 			}
 			h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "retry"), slog.Bool("interrupted", true))
-			return &WaitError{Wait: wait, Counts: !versori.IsNotSent(out.err) || mustLookNext(j, p, out), Err: out.err}
+			return &waitError{Wait: wait, Counts: !versori.IsNotSent(out.err) || mustLookNext(j, p, out), Err: out.err}
 		}
 		h.cfg.Batches.Add(p.Batch, batch.FieldRetries, 1)
 		// Every retry the handler asks for says how long to wait, so that RetryDelay can tell its
@@ -241,7 +241,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			wait = max(wait, pol.SettleTime)
 		}
 		h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "retry"), slog.String("wait", wait.String()))
-		return &WaitError{Wait: wait, Counts: true, Err: fmt.Errorf("%s: %w", out.class, out.err)}
+		return &waitError{Wait: wait, Counts: true, Err: fmt.Errorf("%s: %w", out.class, out.err)}
 	}
 }
 
@@ -256,7 +256,7 @@ func mustLookNext(j job, p tasks.Job, out outcome) bool {
 // after a POST whose outcome was unknown: it looks the pair up, never POSTs, and ends the job,
 // done when the pair is active, else dead-lettered. A look-up that fails is tried again while
 // asynq allows; past that, asynq archives the task and the sweep stores it.
-func (h *Handler) finalLookUp(ctx context.Context, j job, p tasks.Job, expired bool) error {
+func (h *handler) finalLookUp(ctx context.Context, j job, p tasks.Job, expired bool) error {
 	start := time.Now()
 	act, err := h.lookUp(ctx, p)
 	out := outcome{class: versori.ClassOK, result: metrics.ResultAlreadyActive}
@@ -290,7 +290,7 @@ func (h *Handler) finalLookUp(ctx context.Context, j job, p tasks.Job, expired b
 			wait = max(wait, h.cfg.Breaker.Cooldown())
 		}
 		h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "final_look_up"), slog.String("wait", wait.String()))
-		return &WaitError{Wait: wait, Counts: true, Err: out.err}
+		return &waitError{Wait: wait, Counts: true, Err: out.err}
 	}
 	if out.unknown {
 		out.err = fmt.Errorf("gave up looking the pair up, so whether it is active is unknown (a requeue looks first): %w", out.err)
@@ -312,7 +312,7 @@ func limiterWait(err error) (time.Duration, bool) {
 // allows, for transient failures known not to have reached the API (a refused connection, a 408 or
 // 425, a failed look-up). After a POST that may have committed, it stops: the next look-up must
 // wait for the API to settle.
-func (h *Handler) run(ctx context.Context, p tasks.Job, reconcile bool) outcome {
+func (h *handler) run(ctx context.Context, p tasks.Job, reconcile bool) outcome {
 	pol := h.cfg.Policy
 	b := retry.WithMaxRetries(uint64(pol.QuickRetries),
 		retry.WithCappedDuration(pol.QuickCap, retry.WithJitterPercent(20, retry.NewExponential(pol.QuickBase))))
@@ -340,7 +340,7 @@ func (h *Handler) run(ctx context.Context, p tasks.Job, reconcile bool) outcome 
 	return out
 }
 
-func (h *Handler) attempt(ctx context.Context, p tasks.Job, reconcile bool) outcome {
+func (h *handler) attempt(ctx context.Context, p tasks.Job, reconcile bool) outcome {
 	if reconcile {
 		act, err := h.lookUp(ctx, p)
 		if err != nil {
@@ -382,7 +382,7 @@ func (h *Handler) attempt(ctx context.Context, p tasks.Job, reconcile bool) outc
 // lookUp returns the pair's activation, or nil when it has none. Finding more than one means a
 // duplicate was made (by activator or by anything else): it is counted and logged with every id, for
 // a person to deactivate the extra ones; activator never deletes an activation on its own.
-func (h *Handler) lookUp(ctx context.Context, p tasks.Job) (*versori.EndUserActivation, error) {
+func (h *handler) lookUp(ctx context.Context, p tasks.Job) (*versori.EndUserActivation, error) {
 	var acts []versori.EndUserActivation
 	err := h.guard(func() (err error) {
 		acts, err = h.cfg.Client.FindActivations(ctx, p.Pair.UserID, p.Pair.IntegrationID)
@@ -404,7 +404,7 @@ func (h *Handler) lookUp(ctx context.Context, p tasks.Job) (*versori.EndUserActi
 }
 
 // guard runs a call through the circuit breaker, if there is one.
-func (h *Handler) guard(call func() error) error {
+func (h *handler) guard(call func() error) error {
 	if h.cfg.Breaker == nil {
 		return call()
 	}
@@ -422,7 +422,7 @@ func classOf(err error) versori.Class {
 // snoozeWait is how long a job waits without using up an attempt: as long as the rate limit or a
 // shared back-off would have held its call, an open breaker's cool-down, or a 429's Retry-After
 // (capped at Policy.MaxRetryAfter). A 429's wait is also shared with every worker.
-func (h *Handler) snoozeWait(ctx context.Context, j job, p tasks.Job, out outcome) time.Duration {
+func (h *handler) snoozeWait(ctx context.Context, j job, p tasks.Job, out outcome) time.Duration {
 	if wait, ok := limiterWait(out.err); ok {
 		return wait
 	}
@@ -452,14 +452,14 @@ func (h *Handler) snoozeWait(ctx context.Context, j job, p tasks.Job, out outcom
 
 // checkKey asks CheckKey whether the API key is refused; without it, a refusal is taken to be the
 // key's.
-func (h *Handler) checkKey(ctx context.Context) KeyState {
+func (h *handler) checkKey(ctx context.Context) keyState {
 	if h.cfg.CheckKey == nil {
-		return KeyRefused
+		return keyRefused
 	}
 	return h.cfg.CheckKey(ctx)
 }
 
-func (h *Handler) done(j job, p tasks.Job, out outcome) error {
+func (h *handler) done(j job, p tasks.Job, out outcome) error {
 	if h.cfg.Results != nil {
 		h.cfg.Results.Add(j.queue, j.id, out.activationID)
 	}
@@ -481,7 +481,7 @@ const storeRetryWait = 5 * time.Second
 // asynq's archive, is where a dead letter must end up. It is stored only while this run still holds
 // the task's lease: once asynq has taken the task back (the job's deadline passed), a retry may be
 // running already, and it decides anew.
-func (h *Handler) deadLetter(ctx context.Context, j job, p tasks.Job, reason tasks.Reason, class versori.Class, cause error) error {
+func (h *handler) deadLetter(ctx context.Context, j job, p tasks.Job, reason tasks.Reason, class versori.Class, cause error) error {
 	e := deadletter.Entry{
 		ID:            j.id,
 		UserID:        p.Pair.UserID,
@@ -500,22 +500,22 @@ func (h *Handler) deadLetter(ctx context.Context, j job, p tasks.Job, reason tas
 	if errors.Is(err, deadletter.ErrNotHeld) {
 		h.log.Warn("the job's lease was gone before its dead letter was stored; its retry decides again",
 			"task_id", j.id, "reason", string(reason))
-		return &WaitError{Wait: storeRetryWait, Counts: true, Err: fmt.Errorf("dead letter (%s) not stored: %w", reason, err)}
+		return &waitError{Wait: storeRetryWait, Counts: true, Err: fmt.Errorf("dead letter (%s) not stored: %w", reason, err)}
 	}
 	if err != nil {
 		h.log.Error("could not store the dead letter; the job will try again", "task_id", j.id, "reason", string(reason),
 			"error", err.Error())
-		return &WaitError{Wait: storeRetryWait, Counts: true, Err: fmt.Errorf("storing the dead letter (%s): %w", reason, err)}
+		return &waitError{Wait: storeRetryWait, Counts: true, Err: fmt.Errorf("storing the dead letter (%s): %w", reason, err)}
 	}
 	if added {
 		h.cfg.Metrics.DeadLetters.WithLabelValues(string(reason)).Inc()
 		h.cfg.Batches.Add(p.Batch, batch.FieldDeadPrefix+string(reason), 1)
 	}
 	h.logOutcome(slog.LevelWarn, j, p, outcome{class: class, err: cause}, slog.String("action", "dead_letter"), slog.String("reason", string(reason)))
-	return DeadLetterError(reason, cause)
+	return deadLetterError(reason, cause)
 }
 
-func (h *Handler) pause(ctx context.Context, cause error) {
+func (h *handler) pause(ctx context.Context, cause error) {
 	if h.cfg.Pause == nil {
 		return
 	}
@@ -528,13 +528,13 @@ func (h *Handler) pause(ctx context.Context, cause error) {
 		"error", cause.Error())
 }
 
-func (h *Handler) interrupted() bool {
+func (h *handler) interrupted() bool {
 	return h.cfg.Interrupt != nil && h.cfg.Interrupt.Err() != nil
 }
 
 // logOutcome writes the job's one line per attempt. Typed attributes, because at thousands of jobs
 // a second boxing each value in an any showed in the profile.
-func (h *Handler) logOutcome(level slog.Level, j job, p tasks.Job, out outcome, extra ...slog.Attr) {
+func (h *handler) logOutcome(level slog.Level, j job, p tasks.Job, out outcome, extra ...slog.Attr) {
 	ctx := context.Background()
 	if !h.log.Enabled(ctx, level) {
 		return

@@ -89,11 +89,11 @@ func (p RetryPolicy) WithDefaults() RetryPolicy {
 const asynqRounding = time.Second
 
 // RetryDelay is asynq's RetryDelayFunc. The handler says how long every retry it asks for waits (a
-// WaitError). Any other error is asynq's own: the job's deadline passed or its worker died, perhaps
+// waitError). Any other error is asynq's own: the job's deadline passed or its worker died, perhaps
 // in the middle of a POST, so the wait is at least SettleTime, lest the next attempt's look-up come
 // before the API has committed what it was sent.
 func (p RetryPolicy) RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
-	var w *WaitError
+	var w *waitError
 	if errors.As(err, &w) {
 		return w.Wait + asynqRounding
 	}
@@ -115,40 +115,40 @@ func (p RetryPolicy) backoff(n int) time.Duration {
 	return max(time.Duration(rand.Int64N(int64(ceiling))+1), time.Second)
 }
 
-// IsFailure is asynq's IsFailure: a wait the API asked for (429) or a paused queue is not a failure,
+// isFailure is asynq's isFailure: a wait the API asked for (429) or a paused queue is not a failure,
 // so it uses up no attempt. Anything else, including lease expiry after a crash, is.
-func IsFailure(err error) bool {
-	var w *WaitError
+func isFailure(err error) bool {
+	var w *waitError
 	return !(errors.As(err, &w) && !w.Counts)
 }
 
-// WaitError asks asynq to run the job again after Wait. Counts says whether it uses up an attempt.
-type WaitError struct {
+// waitError asks asynq to run the job again after Wait. Counts says whether it uses up an attempt.
+type waitError struct {
 	Wait   time.Duration
 	Counts bool
 	Err    error
 }
 
-func (e *WaitError) Error() string { return fmt.Sprintf("retry in %s: %v", e.Wait, e.Err) }
-func (e *WaitError) Unwrap() error { return e.Err }
+func (e *waitError) Error() string { return fmt.Sprintf("retry in %s: %v", e.Wait, e.Err) }
+func (e *waitError) Unwrap() error { return e.Err }
 
 // deadLetterPrefix starts the error a dead-lettered job returns to asynq.
 const deadLetterPrefix = "dead letter ("
 
-// DeadLetterError is returned for a job whose dead letter is stored; it wraps asynq.RevokeTask, so
+// deadLetterError is returned for a job whose dead letter is stored; it wraps asynq.RevokeTask, so
 // that asynq drops the task rather than archive it. asynq's archive is capped at 10,000 tasks per
 // queue and deletes what it trims, task record included: the dead-letter store is the one place a
 // dead letter lives.
-func DeadLetterError(reason tasks.Reason, err error) error {
+func deadLetterError(reason tasks.Reason, err error) error {
 	return fmt.Errorf("%s%s): %w: %w", deadLetterPrefix, reason, err, asynq.RevokeTask)
 }
 
 var deadLetterRE = regexp.MustCompile(`^dead letter \(([a-z_]+)\)`)
 
-// ReasonFromError recovers the reason from an archived task's last error, or returns false when the
+// reasonFromError recovers the reason from an archived task's last error, or returns false when the
 // task was archived by asynq itself (a job that killed its workers CrashRetries times in a row).
 // Releases before the dead-letter store held every dead letter archived their tasks with it.
-func ReasonFromError(lastErr string) (tasks.Reason, bool) {
+func reasonFromError(lastErr string) (tasks.Reason, bool) {
 	m := deadLetterRE.FindStringSubmatch(lastErr)
 	if m == nil {
 		return "", false

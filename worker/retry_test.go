@@ -1,4 +1,4 @@
-package worker_test
+package worker
 
 import (
 	"context"
@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/versori/activator/worker"
-
 	"github.com/hibiken/asynq"
 
 	"github.com/versori/activator/tasks"
@@ -18,17 +16,17 @@ import (
 
 func TestRetryDelayWaitError(t *testing.T) {
 	t.Parallel()
-	p := worker.DefaultRetryPolicy()
+	p := DefaultRetryPolicy()
 	tests := []struct {
 		name string
 		err  error
 		want time.Duration
 	}{
-		{"retry after", &worker.WaitError{Wait: 3 * time.Second, Err: errors.New("429")}, 4 * time.Second},
-		{"zero wait", &worker.WaitError{}, time.Second},
-		{"counted", &worker.WaitError{Wait: time.Minute, Counts: true}, time.Minute + time.Second},
-		{"wrapped", fmt.Errorf("job: %w", &worker.WaitError{Wait: 30 * time.Second}), 31 * time.Second},
-		{"long", &worker.WaitError{Wait: 365 * 24 * time.Hour}, 365*24*time.Hour + time.Second},
+		{"retry after", &waitError{Wait: 3 * time.Second, Err: errors.New("429")}, 4 * time.Second},
+		{"zero wait", &waitError{}, time.Second},
+		{"counted", &waitError{Wait: time.Minute, Counts: true}, time.Minute + time.Second},
+		{"wrapped", fmt.Errorf("job: %w", &waitError{Wait: 30 * time.Second}), 31 * time.Second},
+		{"long", &waitError{Wait: 365 * 24 * time.Hour}, 365*24*time.Hour + time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -47,7 +45,7 @@ func TestRetryDelayWaitError(t *testing.T) {
 // the wait is at least the settle time.
 func TestRetryDelayAsynqErrors(t *testing.T) {
 	t.Parallel()
-	p := worker.RetryPolicy{Base: time.Second, Cap: 10 * time.Minute, SettleTime: 2 * time.Minute}
+	p := RetryPolicy{Base: time.Second, Cap: 10 * time.Minute, SettleTime: 2 * time.Minute}
 	for _, err := range []error{context.DeadlineExceeded, errors.New("asynq: task lease expired"), errors.New("panic: boom")} {
 		for _, n := range []int{0, 1, 3} {
 			if got := p.RetryDelay(n, err, nil); got < p.SettleTime {
@@ -85,7 +83,7 @@ func TestRetryDelayBackoff(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			p := worker.RetryPolicy{Base: tt.base, Cap: tt.cap}
+			p := RetryPolicy{Base: tt.base, Cap: tt.cap}
 			err := errors.New("transient")
 			for _, n := range tt.ns {
 				ceiling := max(backoffCeiling(tt.base, tt.cap, n), time.Second)
@@ -119,12 +117,12 @@ func TestRetryDelayDegeneratePolicies(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name string
-		p    worker.RetryPolicy
+		p    RetryPolicy
 	}{
-		{"zero", worker.RetryPolicy{}},
-		{"negative cap", worker.RetryPolicy{Base: time.Second, Cap: -time.Minute}},
-		{"negative base", worker.RetryPolicy{Base: -time.Second, Cap: time.Second}},
-		{"sub-second cap", worker.RetryPolicy{Base: time.Millisecond, Cap: 500 * time.Millisecond}},
+		{"zero", RetryPolicy{}},
+		{"negative cap", RetryPolicy{Base: time.Second, Cap: -time.Minute}},
+		{"negative base", RetryPolicy{Base: -time.Second, Cap: time.Second}},
+		{"sub-second cap", RetryPolicy{Base: time.Millisecond, Cap: 500 * time.Millisecond}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -145,19 +143,19 @@ func TestIsFailure(t *testing.T) {
 		err  error
 		want bool
 	}{
-		{"wait, not counted", &worker.WaitError{Wait: time.Second}, false},
-		{"wrapped wait, not counted", fmt.Errorf("x: %w", &worker.WaitError{Wait: time.Second}), false},
-		{"wait, counted", &worker.WaitError{Wait: time.Second, Counts: true}, true},
+		{"wait, not counted", &waitError{Wait: time.Second}, false},
+		{"wrapped wait, not counted", fmt.Errorf("x: %w", &waitError{Wait: time.Second}), false},
+		{"wait, counted", &waitError{Wait: time.Second, Counts: true}, true},
 		{"lease expired", asynq.ErrLeaseExpired, true},
 		{"plain", errors.New("boom"), true},
 		{"deadline", context.DeadlineExceeded, true},
-		{"dead letter", worker.DeadLetterError(tasks.ReasonNotFound, errors.New("404")), true},
+		{"dead letter", deadLetterError(tasks.ReasonNotFound, errors.New("404")), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if got := worker.IsFailure(tt.err); got != tt.want {
-				t.Errorf("IsFailure(%v) = %v, want %v", tt.err, got, tt.want)
+			if got := isFailure(tt.err); got != tt.want {
+				t.Errorf("isFailure(%v) = %v, want %v", tt.err, got, tt.want)
 			}
 		})
 	}
@@ -166,9 +164,9 @@ func TestIsFailure(t *testing.T) {
 func TestWaitError(t *testing.T) {
 	t.Parallel()
 	inner := errors.New("rate limited")
-	err := &worker.WaitError{Wait: 5 * time.Second, Err: inner}
+	err := &waitError{Wait: 5 * time.Second, Err: inner}
 	if !errors.Is(err, inner) {
-		t.Error("WaitError does not unwrap")
+		t.Error("waitError does not unwrap")
 	}
 	if got, want := err.Error(), "retry in 5s: rate limited"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
@@ -181,7 +179,7 @@ func TestDeadLetterError(t *testing.T) {
 	for _, r := range tasks.Reasons() {
 		t.Run(string(r), func(t *testing.T) {
 			t.Parallel()
-			err := worker.DeadLetterError(r, inner)
+			err := deadLetterError(r, inner)
 			// Dropped, not archived: the dead-letter store holds it, and asynq's archive trims.
 			if !errors.Is(err, asynq.RevokeTask) || errors.Is(err, asynq.SkipRetry) {
 				t.Error("does not wrap asynq.RevokeTask alone")
@@ -190,9 +188,9 @@ func TestDeadLetterError(t *testing.T) {
 			if !errors.As(err, &ae) || ae != inner {
 				t.Error("does not wrap the cause")
 			}
-			got, ok := worker.ReasonFromError(err.Error())
+			got, ok := reasonFromError(err.Error())
 			if !ok || got != r {
-				t.Errorf("ReasonFromError(%q) = %q, %v; want %q", err.Error(), got, ok, r)
+				t.Errorf("reasonFromError(%q) = %q, %v; want %q", err.Error(), got, ok, r)
 			}
 		})
 	}
@@ -211,8 +209,8 @@ func TestReasonFromErrorRefuses(t *testing.T) {
 		" dead letter (not_found): x",
 		"context deadline exceeded",
 	} {
-		if r, ok := worker.ReasonFromError(s); ok {
-			t.Errorf("ReasonFromError(%q) = %q, true; want false", s, r)
+		if r, ok := reasonFromError(s); ok {
+			t.Errorf("reasonFromError(%q) = %q, true; want false", s, r)
 		}
 	}
 }

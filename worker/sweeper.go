@@ -15,13 +15,13 @@ import (
 	"github.com/versori/activator/tasks"
 )
 
-// Sweeper makes sure nothing sits only in asynq's archive, which is capped and trims silently. The
+// sweeper makes sure nothing sits only in asynq's archive, which is capped and trims silently. The
 // handler stores every dead letter itself and has asynq drop the task, but asynq archives a task
 // without calling the handler when it has killed its workers tasks.CrashRetries times in a row (and
 // releases before the store held every dead letter archived theirs); the sweeper copies every
 // archived task that has no entry into the dead-letter store. It is idempotent, so every worker
 // process may run one.
-type Sweeper struct {
+type sweeper struct {
 	inspector *asynq.Inspector
 	store     *deadletter.Store
 	queue     string
@@ -30,16 +30,16 @@ type Sweeper struct {
 	batches   *batch.Counter // nil: not counted
 }
 
-// NewSweeper returns a Sweeper of queue's archive into store.
-func NewSweeper(inspector *asynq.Inspector, store *deadletter.Store, queue string, m *metrics.Worker, log *slog.Logger) *Sweeper {
-	return &Sweeper{inspector: inspector, store: store, queue: queue, metrics: m, log: log}
+// newSweeper returns a sweeper of queue's archive into store.
+func newSweeper(inspector *asynq.Inspector, store *deadletter.Store, queue string, m *metrics.Worker, log *slog.Logger) *sweeper {
+	return &sweeper{inspector: inspector, store: store, queue: queue, metrics: m, log: log}
 }
 
 // sweepPage is how many archived tasks one round trip reads.
 const sweepPage = 500
 
 // Sweep copies archived tasks that have no dead-letter entry into the store and returns how many.
-func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
+func (s *sweeper) Sweep(ctx context.Context) (int, error) {
 	moved := 0
 	for page := 1; ; page++ {
 		if err := ctx.Err(); err != nil {
@@ -96,7 +96,7 @@ func entryOf(t *asynq.TaskInfo) deadletter.Entry {
 		FailedAt: t.LastFailedAt.UTC(),
 		Queue:    t.Queue,
 	}
-	if r, ok := ReasonFromError(t.LastErr); ok {
+	if r, ok := reasonFromError(t.LastErr); ok {
 		e.Reason = r
 	}
 	p, err := tasks.DecodePayload(t.Payload)

@@ -90,7 +90,7 @@ type Worker struct {
 	metrics   *metrics.Worker
 	store     *deadletter.Store
 	inspector *asynq.Inspector
-	sweeper   *Sweeper
+	sweeper   *sweeper
 	servers   []*asynq.Server
 	mserver   *metrics.Server
 	interrupt context.CancelFunc
@@ -158,7 +158,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 		Logger: w.log, OnChange: w.metrics.RedisRestarts.Inc})
 	w.batches = batch.NewCounter(rdb, cfg.Queue, 0)
 	w.results = results.New(rdb, results.Config{Logger: w.log})
-	w.sweeper = NewSweeper(w.inspector, w.store, cfg.Queue, w.metrics, w.log)
+	w.sweeper = newSweeper(w.inspector, w.store, cfg.Queue, w.metrics, w.log)
 	w.sweeper.batches = w.batches
 
 	gate, err := ratelimit.New(rdb, ratelimit.Config{Rate: cfg.RateLimit, Burst: cfg.RateBurst, Queue: cfg.Queue,
@@ -184,7 +184,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	}
 	w.client = client
 	w.keys = &keyChecker{client: client, ttl: keyCheckTTL}
-	h, err := NewHandler(HandlerConfig{
+	h, err := newHandler(handlerConfig{
 		Client: client, Store: w.store, Metrics: w.metrics, Logger: w.log,
 		Policy: cfg.Policy, PerUserAuth: cfg.PerUserAuth, Pause: w.pauseQueue, CheckKey: w.keys.Check,
 		LookFirst: w.guard.LookFirst, Interrupt: interruptCtx,
@@ -202,7 +202,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 			Concurrency:    perServer,
 			Queues:         map[string]int{cfg.Queue: 1},
 			RetryDelayFunc: pol.RetryDelay,
-			IsFailure:      IsFailure,
+			IsFailure:      isFailure,
 			// Handlers return by ShutdownGrace (their calls are cut short then), well before asynq
 			// would requeue their tasks with a retry count of zero.
 			ShutdownTimeout:          cfg.ShutdownGrace + 10*time.Second,
@@ -389,11 +389,11 @@ type keyChecker struct {
 
 	mu    sync.Mutex // held during a probe, so that the jobs asking at once share it
 	at    time.Time
-	state KeyState
+	state keyState
 }
 
 // Check returns the key's state, probing unless a probe answered within the TTL.
-func (k *keyChecker) Check(ctx context.Context) KeyState {
+func (k *keyChecker) Check(ctx context.Context) keyState {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if !k.at.IsZero() && time.Since(k.at) < k.ttl {
@@ -404,23 +404,23 @@ func (k *keyChecker) Check(ctx context.Context) KeyState {
 }
 
 // Probe probes now, whatever the last verdict, and returns the key's state and the probe's class.
-func (k *keyChecker) Probe(ctx context.Context) (KeyState, versori.Class) {
+func (k *keyChecker) Probe(ctx context.Context) (keyState, versori.Class) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.probeLocked(ctx)
 }
 
-func (k *keyChecker) probeLocked(ctx context.Context) (KeyState, versori.Class) {
+func (k *keyChecker) probeLocked(ctx context.Context) (keyState, versori.Class) {
 	_, err := k.client.ListUserActivations(ctx, probeUser, "")
 	c := versori.Classify(err)
-	st := KeyUnknown
+	st := keyUnknown
 	switch c {
 	case versori.ClassOK, versori.ClassNotFound:
-		st = KeyAccepted
+		st = keyAccepted
 	case versori.ClassUnauthorized:
-		st = KeyRefused
+		st = keyRefused
 	}
-	if st != KeyUnknown {
+	if st != keyUnknown {
 		k.at, k.state = time.Now(), st
 	}
 	return st, c
@@ -445,14 +445,14 @@ func (w *Worker) probeLoop(ctx context.Context) {
 			continue
 		}
 		switch st, c := w.keys.Probe(ctx); st {
-		case KeyAccepted:
+		case keyAccepted:
 			if err := w.state.Resume(ctx); err != nil {
 				w.log.Error("the API key works again, but resuming the queue failed", "error", err.Error())
 				continue
 			}
 			w.metrics.QueuePaused.Set(0)
 			w.log.Warn("the API key works again: queue resumed")
-		case KeyRefused:
+		case keyRefused:
 			w.log.Error("the API still refuses the API key: queue stays paused; fix the key, then run `enqueue resume`")
 		default:
 			w.log.Warn("probe of the API key was inconclusive", "class", string(c))
