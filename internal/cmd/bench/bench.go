@@ -318,173 +318,224 @@ type Drain struct {
 	script cmdCounts
 }
 
+// run drains one queue of s.jobs with s.procs worker processes of one side, and measures it.
 func (b *bencher) run(ctx context.Context, s runSpec) (Drain, error) {
 	b.seq++
-	name := fmt.Sprintf("%03d-%s", b.seq, s.side)
-	r := Drain{Side: s.side, Procs: s.procs, Servers: s.servers, Jobs: s.jobs, Load: loadAvg()}
+	d := &drain{b: b, s: s, name: fmt.Sprintf("%03d-%s", b.seq, s.side),
+		r: Drain{Side: s.side, Procs: s.procs, Servers: s.servers, Jobs: s.jobs, Load: loadAvg()}}
+	defer d.cleanup()
+	steps := []func(context.Context) error{d.prepare, d.startWorkers, d.wait, d.stopWorkers, d.redisFigures, d.standinFigures}
+	for _, step := range steps {
+		if err := step(ctx); err != nil {
+			return d.r, err
+		}
+	}
+	return d.r, nil
+}
+
+// drain is one run's state: what it started, and the counters read before it, which its figures
+// are measured against.
+type drain struct {
+	b    *bencher
+	s    runSpec
+	name string
+	r    Drain
+
+	sin          *standin
+	procs        []*proc
+	metricsAddrs []string
+	perfs        []*proc
+	profiles     sync.WaitGroup
+	profErrs     []error
+	mon          *monitor
+
+	start         time.Time
+	pollFull      map[string]float64
+	before        cmdCounts
+	busy0         time.Duration
+	busyOK        bool
+	redis0, self0 time.Duration
+	t0            time.Time
+
+	// Read when the workers have stopped, for OtherCores once the stand-in's CPU is known too.
+	busy1               time.Duration
+	busyOK1             bool
+	redisUsed, selfUsed time.Duration
+	window              time.Duration
+}
+
+// prepare empties the database, enqueues the jobs and starts the stand-in, then reads the
+// counters the run is measured against.
+func (d *drain) prepare(ctx context.Context) error {
+	b, s := d.b, d.s
 	if err := b.rdb.FlushDB(ctx).Err(); err != nil {
-		return r, err
+		return err
 	}
 	file, err := b.jobsFile(s.jobs)
 	if err != nil {
-		return r, err
+		return err
 	}
 	// A new producer each time: asynq's client remembers which queues it registered, and the flush
 	// just removed the registration.
 	prod := producer.New(b.rdb, producer.Config{Queue: queue})
 	sum, err := prod.EnqueueFile(ctx, producer.FileOptions{Path: file, Batch: "bench"})
 	if err != nil || sum.Enqueued != s.jobs {
-		return r, fmt.Errorf("enqueueing %d jobs: %+v %v", s.jobs, sum, err)
+		return fmt.Errorf("enqueueing %d jobs: %+v %v", s.jobs, sum, err)
 	}
-	sin, err := startStandin(b.bins.standin, b.dir, name+"-standin", b.cfg.Latency)
-	if err != nil {
-		return r, err
+	if d.sin, err = startStandin(b.bins.standin, b.dir, d.name+"-standin", b.cfg.Latency); err != nil {
+		return err
 	}
-	defer sin.stop(15 * time.Second)
-
-	var pollFull map[string]float64
 	if !s.monitor {
-		if pollFull, err = b.pollCost(ctx); err != nil {
-			return r, err
+		if d.pollFull, err = b.pollCost(ctx); err != nil {
+			return err
 		}
 	}
-	before, err := commandStats(ctx, b.rdb)
-	if err != nil {
-		return r, err
+	if d.before, err = commandStats(ctx, b.rdb); err != nil {
+		return err
 	}
-	busy0, busyOK := machineBusy()
-	redis0, self0, t0 := redisCPU(ctx, b.rdb), selfCPU(), time.Now()
-	var mon *monitor
+	d.busy0, d.busyOK = machineBusy()
+	d.redis0, d.self0, d.t0 = redisCPU(ctx, b.rdb), selfCPU(), time.Now()
 	if s.monitor {
-		if mon, err = startMonitor(b.cfg.RedisAddr, b.cfg.RedisDB); err != nil {
-			return r, err
+		if d.mon, err = startMonitor(b.cfg.RedisAddr, b.cfg.RedisDB); err != nil {
+			return err
 		}
 	}
+	return nil
+}
 
-	start := time.Now()
-	procs := make([]*proc, 0, s.procs)
-	stopAll := func() error {
-		var errs []error
-		for _, p := range procs {
-			errs = append(errs, p.stop(30*time.Second))
-		}
-		procs = nil
-		return errors.Join(errs...)
-	}
-	defer func() { _ = stopAll() }()
-	metricsAddrs := make([]string, 0, s.procs)
+// startWorkers starts the run's worker processes, and perf or pprof on them when asked.
+func (d *drain) startWorkers(ctx context.Context) error {
+	b, s := d.b, d.s
+	d.start = time.Now()
 	for i := range s.procs {
-		p, maddr, err := b.startWorker(name, i, s, sin.url)
+		p, maddr, err := b.startWorker(d.name, i, s, d.sin.url)
 		if err != nil {
-			return r, err
+			return err
 		}
-		procs = append(procs, p)
-		metricsAddrs = append(metricsAddrs, maddr)
+		d.procs = append(d.procs, p)
+		d.metricsAddrs = append(d.metricsAddrs, maddr)
 	}
-	var perfs []*proc
 	if b.cfg.PerfDir != "" {
-		for _, p := range procs {
+		for _, p := range d.procs {
 			out := filepath.Join(b.cfg.PerfDir, p.name+".perf.data")
 			pp, err := startProc(b.dir, p.name+"-perf", nil, "perf", "record", "-F", "499", "-g",
 				"-p", strconv.Itoa(p.cmd.Process.Pid), "-o", out)
 			if err != nil {
-				return r, err
+				return err
 			}
-			perfs = append(perfs, pp)
+			d.perfs = append(d.perfs, pp)
 		}
 	}
-
-	var profiles sync.WaitGroup
-	profErrs := make([]error, len(procs))
+	d.profErrs = make([]error, len(d.procs))
 	if b.cfg.PprofDir != "" {
-		for i, p := range procs {
-			profiles.Go(func() {
-				profErrs[i] = fetchCPUProfile(ctx, metricsAddrs[i], b.cfg.PprofSeconds,
+		for i, p := range d.procs {
+			d.profiles.Go(func() {
+				d.profErrs[i] = fetchCPUProfile(ctx, d.metricsAddrs[i], b.cfg.PprofSeconds,
 					filepath.Join(b.cfg.PprofDir, p.name+".cpu.pprof"))
 			})
 		}
 	}
+	return nil
+}
 
+// wait waits for the queue to drain (or, under MONITOR, for every activation), then scrapes the
+// workers' metrics.
+func (d *drain) wait(ctx context.Context) error {
+	b, s, r := d.b, d.s, &d.r
+	var err error
 	if s.monitor {
-		err = waitActivations(ctx, sin, procs, s.jobs, b.timeout(s))
+		err = waitActivations(ctx, d.sin, d.procs, s.jobs, b.timeout(s))
 		time.Sleep(time.Second) // results, completions and batch counts land after the API call
 	} else {
 		var elapsed time.Duration
-		elapsed, r.Polls, err = b.waitDrained(ctx, procs, start, b.timeout(s))
+		elapsed, r.Polls, err = b.waitDrained(ctx, d.procs, d.start, b.timeout(s))
 		r.ElapsedSec = elapsed.Seconds()
 		r.JobsPerSec = float64(s.jobs) / elapsed.Seconds()
 	}
 	if err != nil {
-		return r, err
+		return err
 	}
-	if s.side == SideActivator && metricsAddrs[0] != "" {
-		r.Metrics = map[string]float64{}
-		for _, a := range metricsAddrs {
-			m, err := scrapeMetrics(a, "activator_")
-			if err != nil {
-				return r, fmt.Errorf("scraping %s: %w", a, err)
-			}
-			for k, v := range m {
-				if !strings.Contains(k, "_bucket") && !strings.HasSuffix(k, "_sum") {
-					r.Metrics[k] += v
-				}
+	if s.side != SideActivator || d.metricsAddrs[0] == "" {
+		return nil
+	}
+	r.Metrics = map[string]float64{}
+	for _, a := range d.metricsAddrs {
+		m, err := scrapeMetrics(a, "activator_")
+		if err != nil {
+			return fmt.Errorf("scraping %s: %w", a, err)
+		}
+		for k, v := range m {
+			if !strings.Contains(k, "_bucket") && !strings.HasSuffix(k, "_sum") {
+				r.Metrics[k] += v
 			}
 		}
 	}
-	for _, pp := range perfs {
+	return nil
+}
+
+// stopWorkers ends the profilers and the workers, and reads the workers' CPU and peak RSS.
+func (d *drain) stopWorkers(ctx context.Context) error {
+	b, r := d.b, &d.r
+	for _, pp := range d.perfs {
 		_ = pp.cmd.Process.Signal(os.Interrupt)
 		<-pp.done
 	}
 	if b.cfg.PprofDir != "" {
-		profiles.Wait()
-		for i, p := range procs {
-			profErrs = append(profErrs, fetchProfile(ctx, "http://"+metricsAddrs[i]+"/debug/pprof/allocs",
+		d.profiles.Wait()
+		for i, p := range d.procs {
+			d.profErrs = append(d.profErrs, fetchProfile(ctx, "http://"+d.metricsAddrs[i]+"/debug/pprof/allocs",
 				filepath.Join(b.cfg.PprofDir, p.name+".allocs.pprof")))
 		}
-		if err := errors.Join(profErrs...); err != nil {
-			return r, err
+		if err := errors.Join(d.profErrs...); err != nil {
+			return err
 		}
 	}
-	for _, p := range procs {
+	for _, p := range d.procs {
 		if err := p.stop(30 * time.Second); err != nil {
-			return r, err
+			return err
 		}
 		r.PeakRSSKB = max(r.PeakRSSKB, p.maxRSSKB())
 		ps := p.cmd.ProcessState
 		r.WorkerCPUSec += (ps.UserTime() + ps.SystemTime()).Seconds()
 	}
-	r.CPUPerJobUS = r.WorkerCPUSec / float64(s.jobs) * 1e6
-	procs = nil
+	r.CPUPerJobUS = r.WorkerCPUSec / float64(d.s.jobs) * 1e6
+	d.procs = nil
+	return nil
+}
 
+// redisFigures reads what the run cost Redis: commands per job, less the polls an idle queue would
+// have cost too, and whether the queue drained to completed.
+func (d *drain) redisFigures(ctx context.Context) error {
+	b, s, r := d.b, d.s, &d.r
 	after, err := commandStats(ctx, b.rdb)
 	if err != nil {
-		return r, err
+		return err
 	}
-	busy1, busyOK1 := machineBusy()
-	redisUsed, selfUsed, window := redisCPU(ctx, b.rdb)-redis0, selfCPU()-self0, time.Since(t0)
+	d.busy1, d.busyOK1 = machineBusy()
+	d.redisUsed, d.selfUsed, d.window = redisCPU(ctx, b.rdb)-d.redis0, selfCPU()-d.self0, time.Since(d.t0)
 	if s.monitor {
-		if r.client, r.script, err = mon.stop(ctx, b.rdb); err != nil {
-			return r, err
+		if r.client, r.script, err = d.mon.stop(ctx, b.rdb); err != nil {
+			return err
 		}
 	}
 	info, err := b.insp.GetQueueInfo(queue)
 	if err != nil {
-		return r, err
+		return err
 	}
 	r.Completed, r.Archived = info.Completed, info.Archived
 	if left := info.Pending + info.Active + info.Scheduled + info.Retry; left > 0 || info.Completed != s.jobs {
 		r.Problem = fmt.Sprintf("queue not drained to completed: %d completed, %d archived, %d left", info.Completed, info.Archived, left)
 	}
-	delta := after.sub(before)
+	delta := after.sub(d.before)
 	delta["info"]-- // the bench's own INFO before the run
 	if !s.monitor {
 		pollDrained, err := b.pollCost(ctx)
 		if err != nil {
-			return r, err
+			return err
 		}
-		for k := range mergeKeys(pollFull, pollDrained) {
+		for k := range mergeKeys(d.pollFull, pollDrained) {
 			// A poll's cost depends on what the queue holds; the run sits between full and drained.
-			delta[k] -= int64((pollFull[k] + pollDrained[k]) / 2 * float64(r.Polls))
+			delta[k] -= int64((d.pollFull[k] + pollDrained[k]) / 2 * float64(r.Polls))
 		}
 	}
 	for k, v := range delta {
@@ -494,18 +545,24 @@ func (b *bencher) run(ctx context.Context, s runSpec) (Drain, error) {
 	}
 	r.cmds = delta
 	r.RedisCmdsPerJob = float64(delta.total()) / float64(s.jobs)
+	r.RedisCPUPerJobUS = d.redisUsed.Seconds() / float64(s.jobs) * 1e6
+	return nil
+}
 
-	st, err := sin.stats()
+// standinFigures reads what the API saw: calls, activations, duplicates and the call rate.
+func (d *drain) standinFigures(context.Context) error {
+	s, r := d.s, &d.r
+	st, err := d.sin.stats()
 	if err != nil {
-		return r, err
+		return err
 	}
 	r.APICalls, r.Activations, r.Duplicates = st.Calls, st.Activations, st.Duplicates
 	if st.Activations > 0 {
 		r.CallsPerActivation = float64(st.Calls) / float64(st.Activations)
 	}
-	calls, err := sin.calls()
+	calls, err := d.sin.calls()
 	if err != nil {
-		return r, err
+		return err
 	}
 	if s.calls {
 		r.MaxCallsIn1s = busiestSecond(calls)
@@ -513,28 +570,37 @@ func (b *bencher) run(ctx context.Context, s runSpec) (Drain, error) {
 	if len(calls) > 1 {
 		byTime := func(a, b standinCall) int { return a.At.Compare(b.At) }
 		first, last := slices.MinFunc(calls, byTime).At, slices.MaxFunc(calls, byTime).At
-		r.FirstCallSec = first.Sub(start).Seconds()
+		r.FirstCallSec = first.Sub(d.start).Seconds()
 		if d := last.Sub(first).Seconds(); d > 0 {
 			r.SteadyJobsPerSec = float64(len(calls)-1) / d
 		}
 	}
-	if err := sin.stop(15 * time.Second); err != nil {
-		return r, err
+	if err := d.sin.stop(15 * time.Second); err != nil {
+		return err
 	}
 	var standinUsed time.Duration
-	if ps := sin.cmd.ProcessState; ps != nil {
+	if ps := d.sin.cmd.ProcessState; ps != nil {
 		standinUsed = ps.UserTime() + ps.SystemTime()
 	}
-	r.RedisCPUPerJobUS = redisUsed.Seconds() / float64(s.jobs) * 1e6
 	r.StandinCPUPerJobUS = standinUsed.Seconds() / float64(s.jobs) * 1e6
-	if busyOK && busyOK1 {
-		ours := time.Duration(r.WorkerCPUSec*float64(time.Second)) + redisUsed + selfUsed + standinUsed
-		r.OtherCores = (busy1 - busy0 - ours).Seconds() / window.Seconds()
+	if d.busyOK && d.busyOK1 {
+		ours := time.Duration(r.WorkerCPUSec*float64(time.Second)) + d.redisUsed + d.selfUsed + standinUsed
+		r.OtherCores = (d.busy1 - d.busy0 - ours).Seconds() / d.window.Seconds()
 	}
 	if r.Problem == "" && (st.Activations != s.jobs || st.Duplicates != 0) {
 		r.Problem = fmt.Sprintf("the API holds %d activations (%d pairs duplicated) for %d jobs", st.Activations, st.Duplicates, s.jobs)
 	}
-	return r, nil
+	return nil
+}
+
+// cleanup stops whatever a failed run left running.
+func (d *drain) cleanup() {
+	for _, p := range d.procs {
+		_ = p.stop(30 * time.Second)
+	}
+	if d.sin != nil {
+		_ = d.sin.stop(15 * time.Second)
+	}
 }
 
 func mergeKeys(ms ...map[string]float64) map[string]bool {
