@@ -16,8 +16,11 @@ import (
 	"github.com/versori/activator/versori"
 )
 
-// Config configures a Producer. Its zero fields take the defaults its fields' comments give.
+// Config configures a Producer. Its zero fields take DefaultConfig's.
 type Config = jobs.Config
+
+// DefaultConfig is the configuration used for fields left zero: the enqueue command's defaults.
+func DefaultConfig() Config { return jobs.DefaultConfig() }
 
 // Status is what Enqueue did with a request.
 type Status = jobs.Status

@@ -47,12 +47,12 @@ type Config struct {
 	// Concurrency, when positive, is how many calls may be in flight at once: a call waits for a
 	// free slot before the limiter and the request. It also sizes the keep-alive pool.
 	Concurrency int
-	// Timeout bounds one call, from dialling to reading the whole body (default 30 s).
+	// Timeout bounds one call, from dialling to reading the whole body (default: DefaultConfig).
 	Timeout time.Duration
 	Observe Observer
 	// Limiter, if set, is waited on before every HTTP call (each page of a listing included).
 	Limiter   Limiter
-	UserAgent string
+	UserAgent string // default "activator"
 	// HTTPClient replaces the client's own; its pool and timeouts are then the caller's. The Client
 	// uses a shallow copy of it that never follows redirects; the caller's is left as it is.
 	HTTPClient *http.Client
@@ -77,19 +77,12 @@ type Client struct {
 
 // New returns a Client for cfg.
 func New(cfg Config) (*Client, error) {
-	if cfg.Auth == nil {
-		return nil, errors.New("versori: no credentials configured (an API key or a signing key)")
-	}
-	base := cfg.BaseURL
-	if base == "" {
-		base = DefaultBaseURL
-	}
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("versori: base URL %q is not an http(s) URL", base)
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	c := &Client{
-		base:    strings.TrimRight(base, "/"),
+		base:    strings.TrimRight(cfg.BaseURL, "/"),
 		hubID:   cfg.HubID,
 		auth:    cfg.Auth,
 		timeout: cfg.Timeout,
@@ -98,12 +91,6 @@ func New(cfg Config) (*Client, error) {
 		ua:      cfg.UserAgent,
 	}
 	c.bufs.New = func() any { return new(bytes.Buffer) }
-	if c.timeout <= 0 {
-		c.timeout = 30 * time.Second
-	}
-	if c.ua == "" {
-		c.ua = "activator"
-	}
 	if cfg.HTTPClient != nil {
 		hc := *cfg.HTTPClient
 		c.hc = &hc

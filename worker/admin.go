@@ -1,10 +1,8 @@
 package worker
 
 import (
-	"errors"
 	"net/http"
 	"net/http/pprof"
-	"net/url"
 	"strings"
 
 	"github.com/hibiken/asynq"
@@ -29,7 +27,7 @@ type AdminUI struct {
 	// asynqmon answers every API request other than GET with 405 Method Not Allowed.
 	Write bool
 	// Redis is how the UI connects to Redis: it opens its own client and inspector with it, so that
-	// browsing cannot starve the worker's connection pool. ParseSettings builds it from REDIS_URL;
+	// browsing cannot starve the worker's connection pool. The worker command builds it from REDIS_URL;
 	// nil shares the worker's client.
 	Redis asynq.RedisConnOpt
 	// PrometheusURL, if set, is the base URL of a Prometheus that scrapes the workers' asynq queue
@@ -90,26 +88,4 @@ func (w *Worker) closeAdmin() {
 		w.closeUI()
 		w.closeUI = nil
 	}
-}
-
-// adminUISettings checks the ADMIN_UI_* settings and gives the UI its own connection to REDIS_URL.
-func adminUISettings(s *Settings, redisOpt asynq.RedisConnOpt) error {
-	ui := &s.AdminUI
-	if !ui.Enabled {
-		if ui.Write || ui.PrometheusURL != "" {
-			return errors.New("ADMIN_UI_WRITE and ADMIN_UI_PROMETHEUS_URL need ADMIN_UI=true")
-		}
-		return nil
-	}
-	if s.MetricsAddr == "" {
-		return errors.New("ADMIN_UI needs METRICS_ADDR: the queue UI is served on that listener")
-	}
-	if ui.PrometheusURL != "" {
-		u, err := url.Parse(ui.PrometheusURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return errors.New("ADMIN_UI_PROMETHEUS_URL: want http://host:port of a Prometheus server")
-		}
-	}
-	ui.Redis = redisOpt
-	return nil
 }

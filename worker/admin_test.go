@@ -52,8 +52,8 @@ func startAdminWorkerOn(t *testing.T, db *testutil.RedisDB, ui worker.AdminUI) (
 	return "http://" + w.MetricsAddr(), insp
 }
 
-// adminRedis is the UI's own connection to the test's database, built from its URL as ParseSettings
-// builds it from REDIS_URL.
+// adminRedis is the UI's own connection to the test's database, built from its URL as the worker
+// command builds it from REDIS_URL.
 func adminRedis(t *testing.T, db *testutil.RedisDB) asynq.RedisConnOpt {
 	t.Helper()
 	opt, err := redisconn.Parse(db.URL())
@@ -231,59 +231,13 @@ func TestAdminUIWriteSharesClient(t *testing.T) {
 	}
 }
 
-func TestAdminUISettings(t *testing.T) {
+// TestAdminUIConfig checks that New refuses the queue UI without a listener to serve it on.
+func TestAdminUIConfig(t *testing.T) {
 	t.Parallel()
-	env := func(mod map[string]string) func(string) (string, bool) {
-		e := map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/3", "VERSORI_API_KEY": "k", "VERSORI_HUB_ID": "h"}
-		for k, v := range mod {
-			e[k] = v
-		}
-		return func(k string) (string, bool) { v, ok := e[k]; return v, ok }
-	}
-	var out bytes.Buffer
-	s, err := worker.ParseSettings(nil, env(nil), &out)
-	if err != nil || s.AdminUI.Enabled || s.AdminUI.Write || s.AdminUI.Redis != nil {
-		t.Errorf("defaults: AdminUI %+v, %v; want off", s.AdminUI, err)
-	}
-	s, err = worker.ParseSettings(nil, env(map[string]string{"ADMIN_UI": "true"}), &out)
-	if err != nil || !s.AdminUI.Enabled || s.AdminUI.Write || s.AdminUI.Redis == nil {
-		t.Errorf("ADMIN_UI=true: AdminUI %+v, %v; want on, read-only, with a Redis option", s.AdminUI, err)
-	}
-	if o, ok := s.AdminUI.Redis.(asynq.RedisClientOpt); !ok || o.Addr != "127.0.0.1:6379" || o.DB != 3 {
-		t.Errorf("ADMIN_UI Redis option = %#v, want REDIS_URL's", s.AdminUI.Redis)
-	}
-	s, err = worker.ParseSettings([]string{"-admin-ui", "-admin-ui-write", "-admin-ui-prometheus-url=http://127.0.0.1:9090"}, env(nil), &out)
-	if err != nil || !s.AdminUI.Enabled || !s.AdminUI.Write || s.AdminUI.PrometheusURL != "http://127.0.0.1:9090" {
-		t.Errorf("flags: AdminUI %+v, %v", s.AdminUI, err)
-	}
-	for _, c := range []struct {
-		name string
-		args []string
-		env  map[string]string
-		want string
-	}{
-		{"write without ui", nil, map[string]string{"ADMIN_UI_WRITE": "true"}, "need ADMIN_UI=true"},
-		{"no listener", []string{"-metrics-addr="}, map[string]string{"ADMIN_UI": "true"}, "ADMIN_UI needs METRICS_ADDR"},
-		{"bad prometheus", nil, map[string]string{"ADMIN_UI": "1", "ADMIN_UI_PROMETHEUS_URL": "prometheus:9090"}, "ADMIN_UI_PROMETHEUS_URL"},
-		{"not a bool", nil, map[string]string{"ADMIN_UI": "yes"}, "ADMIN_UI="},
-	} {
-		if _, err := worker.ParseSettings(c.args, env(c.env), &out); err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s: err = %v, want one containing %q", c.name, err, c.want)
-		}
-	}
-	out.Reset()
-	if _, err := worker.ParseSettings([]string{"-h"}, env(nil), &out); err == nil {
-		t.Fatal("-h succeeded")
-	}
-	for _, f := range []string{"-admin-ui", "ADMIN_UI)", "-admin-ui-write", "ADMIN_UI_WRITE)", "no auth of its own"} {
-		if !strings.Contains(out.String(), f) {
-			t.Errorf("usage does not mention %q", f)
-		}
-	}
-	// Turning the UI on without a listener is refused by New too.
-	if _, err := worker.New(nil, worker.Config{Concurrency: 1, AdminUI: worker.AdminUI{Enabled: true}}); err == nil ||
-		!strings.Contains(err.Error(), "METRICS_ADDR") {
-		t.Errorf("New with the UI on and no METRICS_ADDR: %v", err)
+	if _, err := worker.New(nil, worker.Config{Concurrency: 1, AdminUI: worker.AdminUI{Enabled: true},
+		Versori: versori.Config{Auth: versori.APIKey("k"), HubID: "h"}}); err == nil ||
+		!strings.Contains(err.Error(), "worker: AdminUI.Enabled needs MetricsAddr") {
+		t.Errorf("New with the UI on and no MetricsAddr: %v", err)
 	}
 }
 
@@ -347,11 +301,5 @@ func TestPprof(t *testing.T) {
 				}
 			}
 		})
-	}
-	var out bytes.Buffer
-	env := map[string]string{"VERSORI_API_KEY": "k", "VERSORI_HUB_ID": "h", "PPROF": "true"}
-	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	if _, err := worker.ParseSettings([]string{"-metrics-addr="}, lookup, &out); err == nil || !strings.Contains(err.Error(), "PPROF needs METRICS_ADDR") {
-		t.Errorf("PPROF without METRICS_ADDR: %v, want a one-line refusal", err)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/versori/activator/internal/configerr"
 	"github.com/versori/activator/tasks"
 )
 
@@ -82,6 +84,31 @@ func (p RetryPolicy) WithDefaults() RetryPolicy {
 		p.MaxRetryAfter = d.MaxRetryAfter
 	}
 	return p
+}
+
+// Validate reports the first problem with p as it is (New applies WithDefaults first). Its errors
+// are *configerr.Error.
+func (p RetryPolicy) Validate() error {
+	positive := []struct {
+		field string
+		d     time.Duration
+	}{
+		{"Base", p.Base}, {"RateLimitWait", p.RateLimitWait}, {"QuickBase", p.QuickBase}, {"QuickCap", p.QuickCap},
+		{"PausedWait", p.PausedWait}, {"InterruptedWait", p.InterruptedWait}, {"SettleTime", p.SettleTime},
+		{"MaxRetryAfter", p.MaxRetryAfter},
+	}
+	for _, f := range positive {
+		if f.d <= 0 {
+			return configerr.New("worker", f.field, "must be positive, got %s", f.d)
+		}
+	}
+	if p.Cap < p.Base {
+		return configerr.New("worker", "Cap", "must be at least Base (%s), got %s", p.Base, p.Cap)
+	}
+	if p.QuickRetries < 0 {
+		return configerr.New("worker", "QuickRetries", "must not be negative, got %d", p.QuickRetries)
+	}
+	return nil
 }
 
 // asynqRounding covers asynq storing retry times in whole seconds, which can run a retry up to a

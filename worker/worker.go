@@ -27,61 +27,6 @@ import (
 	"github.com/versori/activator/versori"
 )
 
-// Config configures a worker.
-type Config struct {
-	Queue       string
-	Concurrency int // API calls in flight in the process at most
-	// Prefetch is how many tasks the process holds beyond Concurrency, shared out among its asynq
-	// servers with the rest: a job whose task is held waits for a free call slot. asynq holds a slot
-	// while it fetches a task and while it marks it done, two Redis round trips per job; with tasks
-	// held ahead, those overlap other jobs' calls instead of leaving a call slot idle.
-	Prefetch int
-	// Servers is how many asynq servers (fetch loops) the process runs against the queue; one asynq
-	// server fetches one task per Redis round trip, which caps it when jobs are fast.
-	Servers int
-	// ShutdownGrace is how long in-flight calls may take to finish after a stop signal; calls still
-	// running then are cut short and their jobs retried (after a look-up, since their outcome is
-	// unknown).
-	ShutdownGrace time.Duration
-	// SweepInterval is how often the asynq archive is swept into the dead-letter store.
-	SweepInterval time.Duration
-	// DeadLetterMaxAge and DeadLetterMaxEntries, when set, bound the dead-letter store: older or
-	// excess entries are removed at each sweep. Both zero (the default) keep everything.
-	DeadLetterMaxAge     time.Duration
-	DeadLetterMaxEntries int64
-	// PollInterval is how long an idle fetch loop waits before looking for new tasks again.
-	PollInterval time.Duration
-	MetricsAddr  string // "" serves no metrics
-	// QueueMetrics exports asynq's queue metrics too (a Redis scan per scrape): turn it on in one
-	// scraped process, or in all when they are few.
-	QueueMetrics bool
-	Versori      versori.Config
-	PerUserAuth  bool
-	Policy       RetryPolicy
-	// MaxAge, if positive, dead-letters a job still failing this long after it was enqueued.
-	MaxAge time.Duration
-	// RateLimit is the most calls per second all workers on this Redis and queue send together
-	// (0: no limit); RateBurst is how many may go at once after a quiet spell (default 1).
-	RateLimit, RateBurst int
-	// Breaker configures the circuit breaker over API calls.
-	Breaker breaker.Config
-	// ProbeInterval is how often a queue paused for a refused API key is probed (default 30 s):
-	// when the key works again, the queue is resumed.
-	ProbeInterval time.Duration
-	// NoRedisRestartGuard turns off the guard that makes jobs queued before a Redis restart or
-	// failover (which may have lost its latest writes) look up their pair before activating. Only for
-	// a Redis that loses nothing it acknowledged (appendfsync always, replicas in sync).
-	NoRedisRestartGuard bool
-	Logger              *slog.Logger
-	// AdminUI serves asynqmon's queue UI at /ui/ on MetricsAddr (off by default, read-only unless
-	// AdminUI.Write). It has no auth of its own: bind MetricsAddr to a private interface.
-	AdminUI AdminUI
-	// Pprof serves net/http/pprof at /debug/pprof/ on MetricsAddr, for CPU and allocation profiles
-	// under load. Profiles show payloads' shapes and cost CPU while taken: keep it off in production
-	// unless MetricsAddr is private.
-	Pprof bool
-}
-
 // Worker is a running worker.
 type Worker struct {
 	cfg       Config
@@ -106,36 +51,13 @@ type Worker struct {
 	closeUI   func()
 }
 
-// New wires a worker on rdb. The caller keeps ownership of rdb.
+// New wires a worker on rdb. Zero fields of cfg take their defaults (Config.WithDefaults); the
+// rest must pass Config.Validate. The caller keeps ownership of rdb.
 func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
-	if cfg.Queue == "" {
-		cfg.Queue = "activations"
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.Concurrency < 1 {
-		return nil, fmt.Errorf("WORKER_CONCURRENCY must be at least 1, got %d", cfg.Concurrency)
-	}
-	if cfg.Servers < 1 {
-		cfg.Servers = 1
-	}
-	if cfg.AdminUI.Enabled && cfg.MetricsAddr == "" {
-		return nil, fmt.Errorf("ADMIN_UI needs METRICS_ADDR: the queue UI is served on that listener")
-	}
-	if cfg.Pprof && cfg.MetricsAddr == "" {
-		return nil, fmt.Errorf("PPROF needs METRICS_ADDR: profiles are served on that listener")
-	}
-	if cfg.ShutdownGrace <= 0 {
-		cfg.ShutdownGrace = 10 * time.Second
-	}
-	if cfg.SweepInterval <= 0 {
-		cfg.SweepInterval = 30 * time.Second
-	}
-	if cfg.ProbeInterval <= 0 {
-		cfg.ProbeInterval = 30 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	cfg.Policy = cfg.Policy.WithDefaults()
 	w := &Worker{cfg: cfg, rdb: rdb, log: cfg.Logger, state: queuestate.New(rdb, cfg.Queue), pairs: pairs.New(rdb)}
 
 	w.metrics = metrics.NewWorker()

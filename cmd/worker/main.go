@@ -9,11 +9,11 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/versori/activator/worker"
+	"github.com/versori/activator/internal/cmd/workercmd"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	os.Exit(worker.Main(ctx, os.Args[1:], os.LookupEnv, os.Stderr))
+	os.Exit(workercmd.Main(ctx, os.Args[1:], os.LookupEnv, os.Stderr))
 }

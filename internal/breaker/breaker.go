@@ -11,13 +11,14 @@ import (
 
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/versori/activator/internal/configerr"
 	"github.com/versori/activator/versori"
 )
 
 // ErrOpen is returned, without calling, while the breaker is open or its probes are all out.
 var ErrOpen = errors.New("circuit breaker open: the API is failing; not calling")
 
-// Config configures a Breaker. Zero fields take the defaults in brackets.
+// Config configures a Breaker. Zero fields take DefaultConfig's (in brackets).
 type Config struct {
 	Window       time.Duration // how far back calls are counted [30s]
 	MinCalls     uint32        // calls in the window before the breaker may open [20]
@@ -34,23 +35,53 @@ type Breaker struct {
 	cooldown time.Duration
 }
 
-// New returns a closed Breaker.
-func New(cfg Config) *Breaker {
-	if cfg.Window <= 0 {
-		cfg.Window = 30 * time.Second
+// DefaultConfig is the configuration used for fields left zero.
+func DefaultConfig() Config {
+	return Config{Window: 30 * time.Second, MinCalls: 20, FailureRatio: 0.5, Cooldown: 30 * time.Second, Probes: 3}
+}
+
+// WithDefaults returns cfg with its zero fields set from DefaultConfig.
+func (cfg Config) WithDefaults() Config {
+	d := DefaultConfig()
+	if cfg.Window == 0 {
+		cfg.Window = d.Window
 	}
 	if cfg.MinCalls == 0 {
-		cfg.MinCalls = 20
+		cfg.MinCalls = d.MinCalls
 	}
-	if cfg.FailureRatio <= 0 || cfg.FailureRatio > 1 {
-		cfg.FailureRatio = 0.5
+	if cfg.FailureRatio == 0 {
+		cfg.FailureRatio = d.FailureRatio
 	}
-	if cfg.Cooldown <= 0 {
-		cfg.Cooldown = 30 * time.Second
+	if cfg.Cooldown == 0 {
+		cfg.Cooldown = d.Cooldown
 	}
 	if cfg.Probes == 0 {
-		cfg.Probes = 3
+		cfg.Probes = d.Probes
 	}
+	return cfg
+}
+
+// Validate reports the first problem with cfg as it is. Its errors are *configerr.Error.
+func (cfg Config) Validate() error {
+	switch {
+	case cfg.Window <= 0:
+		return configerr.New("breaker", "Window", "must be positive, got %s", cfg.Window)
+	case cfg.MinCalls < 1:
+		return configerr.New("breaker", "MinCalls", "must be at least 1, got %d", cfg.MinCalls)
+	case !(cfg.FailureRatio > 0 && cfg.FailureRatio <= 1):
+		return configerr.New("breaker", "FailureRatio", "must be in (0, 1], got %g", cfg.FailureRatio)
+	case cfg.Cooldown <= 0:
+		return configerr.New("breaker", "Cooldown", "must be positive, got %s", cfg.Cooldown)
+	case cfg.Probes < 1:
+		return configerr.New("breaker", "Probes", "must be at least 1, got %d", cfg.Probes)
+	}
+	return nil
+}
+
+// New returns a closed Breaker. Zero fields of cfg take DefaultConfig's; the caller has validated
+// the rest (a worker's Config.Validate does).
+func New(cfg Config) *Breaker {
+	cfg = cfg.WithDefaults()
 	st := gobreaker.Settings{
 		Name:         "versori",
 		MaxRequests:  cfg.Probes,

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/versori/activator/internal/configerr"
 )
 
 // Defaults of Config.
@@ -32,7 +34,7 @@ const MinSecretBytes = 16
 
 // ErrNoAuth is returned by New when neither a webhook secret nor a bearer token is configured and
 // Config.Insecure is not set.
-var ErrNoAuth = errors.New("intake: refusing to start without INTAKE_WEBHOOK_SECRET or INTAKE_TOKENS (pass --insecure to accept unauthenticated requests, for local testing only)")
+var ErrNoAuth = errors.New("intake: refusing to start without Secrets or Tokens (set Insecure to accept unauthenticated requests, for local testing only)")
 
 // Config configures a Server. Its zero value, with Insecure set, is a working local server. Secrets
 // and Tokens never appear in the Server's logs or errors, and fmt and slog print a Config with them
@@ -110,27 +112,29 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// check reports the first problem with c (after defaults). Its errors name a secret or token by its
+// Validate reports the first problem with c; a zero field is no problem (New gives it its default).
+// Its errors are *configerr.Error, naming the field, or ErrNoAuth; they name a secret or token by its
 // position only.
-func (c Config) check() error {
+func (c Config) Validate() error {
+	bad := func(field, format string, args ...any) error { return configerr.New("intake", field, format, args...) }
 	switch {
 	case c.MaxBatch < 0:
-		return fmt.Errorf("intake: max batch %d is negative", c.MaxBatch)
+		return bad("MaxBatch", "must not be negative, got %d", c.MaxBatch)
 	case c.MaxBodyBytes < 0:
-		return fmt.Errorf("intake: max body bytes %d is negative", c.MaxBodyBytes)
+		return bad("MaxBodyBytes", "must not be negative, got %d", c.MaxBodyBytes)
 	case c.MaxConcurrent < 0:
-		return fmt.Errorf("intake: max concurrent %d is negative", c.MaxConcurrent)
+		return bad("MaxConcurrent", "must not be negative, got %d", c.MaxConcurrent)
 	case c.MaxHeaderBytes < 0:
-		return fmt.Errorf("intake: max header bytes %d is negative", c.MaxHeaderBytes)
+		return bad("MaxHeaderBytes", "must not be negative, got %d", c.MaxHeaderBytes)
 	case strings.TrimSpace(c.Batch) != c.Batch || strings.ContainsAny(c.Batch, "\r\n\t"):
-		return errors.New("intake: batch id must not hold whitespace at either end or control characters")
+		return bad("Batch", "must not hold whitespace at either end or control characters")
 	}
 	for i, tok := range c.Tokens {
 		switch {
 		case len(tok) < MinTokenBytes:
-			return fmt.Errorf("intake: bearer token #%d is shorter than %d bytes", i+1, MinTokenBytes)
+			return bad("Tokens", "has bearer token #%d shorter than %d bytes", i+1, MinTokenBytes)
 		case strings.ContainsFunc(tok, func(r rune) bool { return r <= ' ' || r == 0x7f }):
-			return fmt.Errorf("intake: bearer token #%d holds whitespace or a control character", i+1)
+			return bad("Tokens", "has bearer token #%d holding whitespace or a control character", i+1)
 		}
 	}
 	if len(c.Secrets) == 0 && len(c.Tokens) == 0 && !c.Insecure {

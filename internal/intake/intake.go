@@ -184,7 +184,7 @@ func New(cfg Config, rdb redis.UniversalClient, p *producer.Producer) (*Server, 
 		return nil, errors.New("intake: New needs a Redis client and a producer")
 	}
 	cfg = cfg.withDefaults()
-	if err := cfg.check(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	auth, err := newAuthenticator(cfg.Secrets, cfg.Tokens)

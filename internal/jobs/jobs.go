@@ -26,29 +26,36 @@ import (
 
 // Config configures a Queue.
 type Config struct {
-	Queue string // default "activations"
-	// MaxRetry is how many times a job may fail before it is dead-lettered (default 25). Waits asked
-	// for by the API (429) do not count.
+	Queue string
+	// MaxRetry is how many times a job may fail before it is dead-lettered. Waits asked for by the
+	// API (429) do not count.
 	MaxRetry int
-	// Retention is how long a finished job's record is kept (default 30 days). While it is, enqueueing
-	// the same pair again is refused as a duplicate; after it, the pair can be queued again.
+	// Retention is how long a finished job's record is kept. While it is, enqueueing the same pair
+	// again is refused as a duplicate; after it, the pair can be queued again.
 	Retention time.Duration
-	// Timeout bounds one attempt of a job (default 2 minutes); asynq keeps it in whole seconds.
+	// Timeout bounds one attempt of a job; asynq keeps it in whole seconds (under a second: the
+	// default).
 	Timeout time.Duration
 }
 
+// DefaultConfig is the configuration used for fields left zero: the enqueue command's defaults.
+func DefaultConfig() Config {
+	return Config{Queue: tasks.DefaultQueue, MaxRetry: 25, Retention: 30 * 24 * time.Hour, Timeout: 2 * time.Minute}
+}
+
 func (c Config) withDefaults() Config {
+	d := DefaultConfig()
 	if c.Queue == "" {
-		c.Queue = "activations"
+		c.Queue = d.Queue
 	}
 	if c.MaxRetry <= 0 {
-		c.MaxRetry = 25
+		c.MaxRetry = d.MaxRetry
 	}
 	if c.Retention <= 0 {
-		c.Retention = 30 * 24 * time.Hour
+		c.Retention = d.Retention
 	}
 	if c.Timeout < time.Second {
-		c.Timeout = 2 * time.Minute
+		c.Timeout = d.Timeout
 	}
 	return c
 }

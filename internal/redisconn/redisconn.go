@@ -29,6 +29,9 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// DefaultURL is the Redis the commands use unless told otherwise.
+const DefaultURL = "redis://127.0.0.1:6379/0"
+
 const forms = "want redis://[:password@]host:port/db, rediss://…, redis-sentinel://host:port[,host:port…]?master=NAME " +
 	"or redis-cluster://host:port[,host:port…]"
 

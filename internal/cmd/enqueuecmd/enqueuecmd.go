@@ -18,7 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/inspect"
-	"github.com/versori/activator/internal/envflag"
+	"github.com/versori/activator/internal/cmd/envflag"
 	"github.com/versori/activator/internal/ingest"
 	"github.com/versori/activator/internal/redisconn"
 	"github.com/versori/activator/producer"
@@ -104,16 +104,11 @@ type common struct {
 	queue    string
 }
 
-const defaultRedisURL = "redis://127.0.0.1:6379/0"
-
 func newFlags(name string, env Env, c *common) *envflag.Set {
 	fs := envflag.New("enqueue "+name, env.Lookup, env.Stderr)
 	// Secret, not String: usage output (-h, a bad flag) would print a REDIS_URL default with its password.
-	fs.Secret(&c.redisURL, "redis-url", "REDIS_URL", "Redis URL (default "+defaultRedisURL+")")
-	if c.redisURL == "" {
-		c.redisURL = defaultRedisURL
-	}
-	fs.String(&c.queue, "queue", "QUEUE", "activations", "queue name")
+	fs.Secret(&c.redisURL, "redis-url", "REDIS_URL", redisconn.DefaultURL, "Redis URL")
+	fs.String(&c.queue, "queue", "QUEUE", producer.DefaultConfig().Queue, "queue name")
 	return fs
 }
 
@@ -158,25 +153,34 @@ func ping(ctx context.Context, rdb redis.UniversalClient, url string) error {
 	return nil
 }
 
+// fileSettings are what `enqueue file` reads besides its path.
+type fileSettings struct {
+	c     common
+	o     producer.FileOptions
+	p     producer.Config
+	quiet bool
+}
+
+func fileFlags(env Env, s *fileSettings) *envflag.Set {
+	d := producer.DefaultConfig()
+	fs := newFlags("file", env, &s.c)
+	fs.String(&s.o.Batch, "batch", "", "", "batch id (default: a new one)")
+	fs.Int(&s.o.Concurrency, "concurrency", "ENQUEUE_CONCURRENCY", producer.DefaultFileConcurrency, "enqueues in flight at once")
+	fs.String(&s.o.RejectsPath, "rejects", "", "", "rejects file (default: PATH.rejects.jsonl)")
+	fs.Bool(&s.o.DryRun, "dry-run", "", false, "validate only; enqueue nothing")
+	fs.Bool(&s.o.NoAutopipeline, "no-autopipeline", "ENQUEUE_NO_AUTOPIPELINE", false, "send enqueues one by one, not batched by go-redis's (experimental) autopipeliner")
+	fs.Bool(&s.o.Reconcile, "reconcile", "", false, "make every job look up its pair before activating")
+	fs.Int(&s.p.MaxRetry, "max-retry", "MAX_RETRY", d.MaxRetry, "failures before a job is dead-lettered")
+	fs.Duration(&s.p.Retention, "retention", "RETENTION", d.Retention, "how long finished jobs are remembered, which keeps re-runs from re-activating")
+	fs.Duration(&s.p.Timeout, "timeout", "JOB_TIMEOUT", d.Timeout, "timeout of one job attempt")
+	fs.Bool(&s.quiet, "quiet", "", false, "no progress lines")
+	return fs
+}
+
 func runFile(ctx context.Context, args []string, env Env) (int, error) {
-	var (
-		c                  common
-		o                  producer.FileOptions
-		maxRetry           int
-		retention, timeout time.Duration
-		quiet              bool
-	)
-	fs := newFlags("file", env, &c)
-	fs.String(&o.Batch, "batch", "", "", "batch id (default: a new one)")
-	fs.Int(&o.Concurrency, "concurrency", "ENQUEUE_CONCURRENCY", producer.DefaultFileConcurrency, "enqueues in flight at once")
-	fs.String(&o.RejectsPath, "rejects", "", "", "rejects file (default: PATH.rejects.jsonl)")
-	fs.Bool(&o.DryRun, "dry-run", "", false, "validate only; enqueue nothing")
-	fs.Bool(&o.NoAutopipeline, "no-autopipeline", "ENQUEUE_NO_AUTOPIPELINE", false, "send enqueues one by one, not batched by go-redis's (experimental) autopipeliner")
-	fs.Bool(&o.Reconcile, "reconcile", "", false, "make every job look up its pair before activating")
-	fs.Int(&maxRetry, "max-retry", "MAX_RETRY", 25, "failures before a job is dead-lettered")
-	fs.Duration(&retention, "retention", "RETENTION", 30*24*time.Hour, "how long finished jobs are remembered, which keeps re-runs from re-activating")
-	fs.Duration(&timeout, "timeout", "JOB_TIMEOUT", 2*time.Minute, "timeout of one job attempt")
-	fs.Bool(&quiet, "quiet", "", false, "no progress lines")
+	var s fileSettings
+	fs := fileFlags(env, &s)
+	c, o := &s.c, &s.o
 	pos, err := parse(fs, args)
 	if err != nil {
 		return ExitUsage, err
@@ -191,23 +195,24 @@ func runFile(ctx context.Context, args []string, env Env) (int, error) {
 	if _, err := ingest.FormatOf(o.Path); err != nil {
 		return ExitUsage, usageError{err} // before Redis is asked, so that the exit code does not depend on it
 	}
-	rdb, err := openRedis(c)
+	rdb, err := openRedis(*c)
 	if err != nil {
 		return ExitUsage, err
 	}
 	defer closeAfterRun(ctx, rdb)
-	p := producer.New(rdb, producer.Config{Queue: c.queue, MaxRetry: maxRetry, Retention: retention, Timeout: timeout})
+	s.p.Queue = c.queue
+	p := producer.New(rdb, s.p)
 	if !o.DryRun {
 		if err := ping(ctx, rdb, c.redisURL); err != nil {
 			return ExitFailed, err
 		}
 	}
 	finish := func() {}
-	if !quiet {
+	if !s.quiet {
 		o.Progress, finish = newProgress(env.Stderr, o.Path)
 	}
 	fmt.Fprintf(env.Stdout, "batch %s\n", o.Batch)
-	sum, err := p.EnqueueFile(ctx, o)
+	sum, err := p.EnqueueFile(ctx, *o)
 	finish()
 	printSummary(env.Stdout, sum, o.DryRun)
 	switch {

@@ -8,26 +8,49 @@ import (
 	"net"
 	"time"
 
+	"github.com/versori/activator/internal/cmd/envflag"
 	"github.com/versori/activator/internal/intake"
 	"github.com/versori/activator/internal/redisconn"
 	"github.com/versori/activator/producer"
 )
 
+// serveSettings are what `enqueue serve` reads.
+type serveSettings struct {
+	c               common
+	cfg             intake.Config
+	secrets, tokens string
+}
+
+func serveFlags(env Env, s *serveSettings) *envflag.Set {
+	fs := newFlags("serve", env, &s.c)
+	fs.String(&s.cfg.Addr, "addr", "INTAKE_ADDR", intake.DefaultAddr, "listen address")
+	fs.Bool(&s.cfg.Insecure, "insecure", "", false, "start without INTAKE_WEBHOOK_SECRET or INTAKE_TOKENS, accepting unauthenticated requests (local testing only)")
+	fs.Int(&s.cfg.MaxBatch, "max-batch", "INTAKE_MAX_BATCH", intake.DefaultMaxBatch, "most requests in one POST /v1/activations:batch")
+	fs.String(&s.cfg.Batch, "batch", "INTAKE_BATCH", intake.DefaultBatch, "batch id tagged on every job the intake queues")
+	// Secrets: never shown in usage output. Prefer the variables: flags show in process listings.
+	fs.Secret(&s.secrets, "webhook-secret", "INTAKE_WEBHOOK_SECRET", "", "Standard Webhooks signing secrets (whsec_...), comma-separated for rotation")
+	fs.Secret(&s.tokens, "tokens", "INTAKE_TOKENS", "", "bearer tokens, comma-separated")
+	return fs
+}
+
+// explainIntake names the variables behind an intake.Config that New refused.
+func explainIntake(err error, fs *envflag.Set, cfg *intake.Config) error {
+	if errors.Is(err, intake.ErrNoAuth) {
+		return errors.New("refusing to start without INTAKE_WEBHOOK_SECRET or INTAKE_TOKENS (pass --insecure to accept unauthenticated requests, for local testing only)")
+	}
+	fields := fs.Fields(cfg)
+	// Set through the comma-separated strings, so Fields cannot see them.
+	fields["Secrets"], _ = fs.Lookup("webhook-secret")
+	fields["Tokens"], _ = fs.Lookup("tokens")
+	return envflag.Explain(err, fields)
+}
+
 // runServe is `enqueue serve`: the HTTP intake for signup events, until ctx is done.
 func runServe(ctx context.Context, args []string, env Env) (int, error) {
-	var (
-		c               common
-		cfg             intake.Config
-		secrets, tokens string
-	)
-	fs := newFlags("serve", env, &c)
-	fs.String(&cfg.Addr, "addr", "INTAKE_ADDR", intake.DefaultAddr, "listen address")
-	fs.Bool(&cfg.Insecure, "insecure", "", false, "start without INTAKE_WEBHOOK_SECRET or INTAKE_TOKENS, accepting unauthenticated requests (local testing only)")
-	fs.Int(&cfg.MaxBatch, "max-batch", "INTAKE_MAX_BATCH", intake.DefaultMaxBatch, "most requests in one POST /v1/activations:batch")
-	fs.String(&cfg.Batch, "batch", "INTAKE_BATCH", intake.DefaultBatch, "batch id tagged on every job the intake queues")
-	// Secrets: never shown in usage output. Prefer the variables: flags show in process listings.
-	fs.Secret(&secrets, "webhook-secret", "INTAKE_WEBHOOK_SECRET", "Standard Webhooks signing secrets (whsec_...), comma-separated for rotation")
-	fs.Secret(&tokens, "tokens", "INTAKE_TOKENS", "bearer tokens, comma-separated")
+	var s serveSettings
+	fs := serveFlags(env, &s)
+	c, cfg := &s.c, &s.cfg
+	secrets, tokens := &s.secrets, &s.tokens
 	pos, err := parse(fs, args)
 	if err != nil {
 		return ExitUsage, err
@@ -38,15 +61,18 @@ func runServe(ctx context.Context, args []string, env Env) (int, error) {
 	if cfg.MaxBatch < 1 {
 		return ExitUsage, usageError{fmt.Errorf("--max-batch %d: want at least 1", cfg.MaxBatch)}
 	}
-	cfg.Secrets, cfg.Tokens = intake.SplitList(secrets), intake.SplitList(tokens)
+	cfg.Secrets, cfg.Tokens = intake.SplitList(*secrets), intake.SplitList(*tokens)
 	cfg.Logger = slog.New(slog.NewTextHandler(env.Stderr, nil))
 
-	rdb, err := openRedis(c)
+	if err := cfg.Validate(); err != nil {
+		return ExitUsage, usageError{explainIntake(err, fs, cfg)}
+	}
+	rdb, err := openRedis(*c)
 	if err != nil {
 		return ExitUsage, err
 	}
 	defer rdb.Close()
-	srv, err := intake.New(cfg, rdb, producer.New(rdb, producer.Config{Queue: c.queue}))
+	srv, err := intake.New(*cfg, rdb, producer.New(rdb, producer.Config{Queue: c.queue}))
 	if err != nil {
 		return ExitUsage, usageError{err}
 	}

@@ -1,4 +1,4 @@
-package worker
+package workercmd
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"flag"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/hibiken/asynq"
 
 	"github.com/versori/activator/versori"
 )
@@ -299,5 +301,115 @@ func TestParseSettings(t *testing.T) {
 			}
 			tt.check(t, s)
 		})
+	}
+}
+
+func TestAdminUISettings(t *testing.T) {
+	t.Parallel()
+	env := func(mod map[string]string) func(string) (string, bool) {
+		e := map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/3", "VERSORI_API_KEY": "k", "VERSORI_HUB_ID": "h"}
+		for k, v := range mod {
+			e[k] = v
+		}
+		return func(k string) (string, bool) { v, ok := e[k]; return v, ok }
+	}
+	var out bytes.Buffer
+	s, err := ParseSettings(nil, env(nil), &out)
+	if err != nil || s.AdminUI.Enabled || s.AdminUI.Write || s.AdminUI.Redis != nil {
+		t.Errorf("defaults: AdminUI %+v, %v; want off", s.AdminUI, err)
+	}
+	s, err = ParseSettings(nil, env(map[string]string{"ADMIN_UI": "true"}), &out)
+	if err != nil || !s.AdminUI.Enabled || s.AdminUI.Write || s.AdminUI.Redis == nil {
+		t.Errorf("ADMIN_UI=true: AdminUI %+v, %v; want on, read-only, with a Redis option", s.AdminUI, err)
+	}
+	if o, ok := s.AdminUI.Redis.(asynq.RedisClientOpt); !ok || o.Addr != "127.0.0.1:6379" || o.DB != 3 {
+		t.Errorf("ADMIN_UI Redis option = %#v, want REDIS_URL's", s.AdminUI.Redis)
+	}
+	s, err = ParseSettings([]string{"-admin-ui", "-admin-ui-write", "-admin-ui-prometheus-url=http://127.0.0.1:9090"}, env(nil), &out)
+	if err != nil || !s.AdminUI.Enabled || !s.AdminUI.Write || s.AdminUI.PrometheusURL != "http://127.0.0.1:9090" {
+		t.Errorf("flags: AdminUI %+v, %v", s.AdminUI, err)
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"write without ui", nil, map[string]string{"ADMIN_UI_WRITE": "true"}, "need ADMIN_UI=true"},
+		{"no listener", []string{"-metrics-addr="}, map[string]string{"ADMIN_UI": "true"}, "ADMIN_UI needs METRICS_ADDR"},
+		{"bad prometheus", nil, map[string]string{"ADMIN_UI": "1", "ADMIN_UI_PROMETHEUS_URL": "prometheus:9090"}, "ADMIN_UI_PROMETHEUS_URL"},
+		{"not a bool", nil, map[string]string{"ADMIN_UI": "yes"}, "ADMIN_UI="},
+	} {
+		if _, err := ParseSettings(c.args, env(c.env), &out); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want one containing %q", c.name, err, c.want)
+		}
+	}
+	out.Reset()
+	if _, err := ParseSettings([]string{"-h"}, env(nil), &out); err == nil {
+		t.Fatal("-h succeeded")
+	}
+	for _, f := range []string{"-admin-ui", "ADMIN_UI)", "-admin-ui-write", "ADMIN_UI_WRITE)", "no auth of its own"} {
+		if !strings.Contains(out.String(), f) {
+			t.Errorf("usage does not mention %q", f)
+		}
+	}
+}
+
+// TestPprofNeedsMetricsAddr checks that PPROF without a listener is refused in one line.
+func TestPprofNeedsMetricsAddr(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	env := map[string]string{"VERSORI_API_KEY": "k", "VERSORI_HUB_ID": "h", "PPROF": "true"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	if _, err := ParseSettings([]string{"-metrics-addr="}, lookup, &out); err == nil || !strings.Contains(err.Error(), "PPROF needs METRICS_ADDR") {
+		t.Errorf("PPROF without METRICS_ADDR: %v, want a one-line refusal", err)
+	}
+}
+
+// TestParseSettingsNamesVariables checks that a value worker.Config.Validate refuses, which it names
+// by its field, reaches the user naming the variable to set, and the other variables its message
+// mentions.
+func TestParseSettingsNamesVariables(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{map[string]string{"WORKER_CONCURRENCY": "0"}, nil, "WORKER_CONCURRENCY must be at least 1, got 0"},
+		{nil, []string{"-concurrency=-3"}, "WORKER_CONCURRENCY must be at least 1, got -3"},
+		{map[string]string{"WORKER_PREFETCH": "-2"}, nil, "WORKER_PREFETCH must be 0 or more (-1: a fifth of WORKER_CONCURRENCY), got -2"},
+		{map[string]string{"WORKER_SERVERS": "65"}, nil, "WORKER_SERVERS must be 1 to 64, got 65"},
+		{map[string]string{"QUEUE": " "}, nil, "QUEUE must not be empty"},
+		{map[string]string{"VERSORI_TIMEOUT": "0s"}, nil, "VERSORI_TIMEOUT must be positive, got 0s"},
+		{map[string]string{"VERSORI_BASE_URL": "ftp://x"}, nil, `VERSORI_BASE_URL "ftp://x" is not an http(s) URL`},
+		{map[string]string{"VERSORI_HUB_ID": ""}, nil, "VERSORI_HUB_ID is required: the worker looks up a user's activations before retrying a call whose outcome is unknown"},
+		{map[string]string{"RETRY_CAP": "500ms"}, nil, "RETRY_CAP must be at least RETRY_BASE (1s), got 500ms"},
+		{map[string]string{"RETRY_BASE": "0s"}, nil, "RETRY_BASE must be positive, got 0s"},
+		{map[string]string{"QUICK_RETRIES": "-1"}, nil, "QUICK_RETRIES must not be negative, got -1"},
+		{map[string]string{"RATE_LIMIT_WAIT": "-1s"}, nil, "RATE_LIMIT_WAIT must be positive, got -1s"},
+		{map[string]string{"DLQ_MAX_AGE": "-1h"}, nil, "DLQ_MAX_AGE must not be negative, got -1h0m0s"},
+		{map[string]string{"DLQ_MAX_ENTRIES": "-1"}, nil, "DLQ_MAX_ENTRIES must not be negative, got -1"},
+		{map[string]string{"DLQ_SWEEP_INTERVAL": "0s"}, nil, "DLQ_SWEEP_INTERVAL must be positive, got 0s"},
+		{map[string]string{"POLL_INTERVAL": "0s"}, nil, "POLL_INTERVAL must be positive, got 0s"},
+		{map[string]string{"PROBE_INTERVAL": "0s"}, nil, "PROBE_INTERVAL must be positive, got 0s"},
+		{map[string]string{"VERSORI_RATE_LIMIT": "-1"}, nil, "VERSORI_RATE_LIMIT must not be negative, got -1"},
+		{map[string]string{"VERSORI_RATE_BURST": "0"}, nil, "VERSORI_RATE_BURST must be at least 1, got 0"},
+		{map[string]string{"MAX_JOB_AGE": "-1h"}, nil, "MAX_JOB_AGE must not be negative, got -1h0m0s"},
+		{map[string]string{"BREAKER_MIN_CALLS": "0"}, nil, "BREAKER_MIN_CALLS must be at least 1, got 0"},
+		{map[string]string{"BREAKER_MIN_CALLS": "-1"}, nil, `BREAKER_MIN_CALLS="-1" is not a whole number of 0 or more`},
+		{map[string]string{"BREAKER_FAILURE_RATIO": "2"}, nil, "BREAKER_FAILURE_RATIO must be in (0, 1], got 2"},
+		{map[string]string{"BREAKER_WINDOW": "0s"}, nil, "BREAKER_WINDOW must be positive, got 0s"},
+		{map[string]string{"BREAKER_COOLDOWN": "-1s"}, nil, "BREAKER_COOLDOWN must be positive, got -1s"},
+		{map[string]string{"ADMIN_UI_WRITE": "true"}, nil, "ADMIN_UI_WRITE and ADMIN_UI_PROMETHEUS_URL need ADMIN_UI=true"},
+		{map[string]string{"ADMIN_UI_PROMETHEUS_URL": "http://p:9090"}, nil, "ADMIN_UI_PROMETHEUS_URL and ADMIN_UI_WRITE need ADMIN_UI=true"},
+		{map[string]string{"ADMIN_UI": "true"}, []string{"-metrics-addr="}, "ADMIN_UI needs METRICS_ADDR: the queue UI is served on that listener"},
+		{map[string]string{"PPROF": "true", "METRICS_ADDR": ""}, []string{"-metrics-addr="}, "PPROF needs METRICS_ADDR: profiles are served on that listener"},
+	}
+	for _, tt := range tests {
+		_, err := ParseSettings(tt.args, settingsEnv(tt.env), io.Discard)
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("env %v args %v: err = %v, want %q", tt.env, tt.args, err, tt.want)
+		}
 	}
 }

@@ -33,7 +33,7 @@ func define(set *Set, v *values) {
 	set.Duration(&v.d, "wait", "EF_WAIT", 3*time.Second, "a wait")
 	set.Bool(&v.b, "verbose", "EF_VERBOSE", false, "be verbose")
 	set.Float(&v.f, "ratio", "EF_RATIO", 0.5, "a ratio")
-	set.Secret(&v.sec, "token", "EF_TOKEN", "a token")
+	set.Secret(&v.sec, "token", "EF_TOKEN", "", "a token")
 }
 
 func TestPrecedence(t *testing.T) {

@@ -1,0 +1,252 @@
+// Package envflag defines command-line flags that default to environment variables, so that every
+// setting can be given either way: a flag wins over its variable, which wins over the default. It is
+// the one place a command names its variables: a Set remembers every flag it defined (Vars), so that
+// the commands can check their documentation against it and name the variable behind a struct field
+// a Validate method refused (Fields).
+package envflag
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Set is a flag set whose flags read their defaults from the environment.
+type Set struct {
+	fs     *flag.FlagSet
+	lookup func(string) (string, bool)
+	errs   []error
+	vars   []Var
+}
+
+// Var is one flag of a Set as the documentation shows it.
+type Var struct {
+	Flag    string // the flag's name, without dashes
+	Env     string // the environment variable, "" for a flag only
+	Default string // the default as written in the docs (durations as 30s, 10m, 24h); "" for none
+	Secret  bool   // the value is never shown
+	ptr     reflect.Value
+}
+
+// Name is how an error names the setting: its variable, or its flag when it has none.
+func (v Var) Name() string {
+	if v.Env != "" {
+		return v.Env
+	}
+	return "-" + v.Flag
+}
+
+// New returns a Set named name that reads variables with lookup (os.LookupEnv in production).
+func New(name string, lookup func(string) (string, bool), usageOut io.Writer) *Set {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(usageOut)
+	return &Set{fs: fs, lookup: lookup}
+}
+
+// FlagSet is the underlying flag set, for positional arguments.
+func (s *Set) FlagSet() *flag.FlagSet { return s.fs }
+
+// Vars returns the flags defined so far, in order.
+func (s *Set) Vars() []Var { return append([]Var(nil), s.vars...) }
+
+// Lookup returns the flag named name.
+func (s *Set) Lookup(name string) (Var, bool) {
+	for _, v := range s.vars {
+		if v.Flag == name {
+			return v, true
+		}
+	}
+	return Var{}, false
+}
+
+func (s *Set) add(p any, name, env, def string, secret bool) {
+	s.vars = append(s.vars, Var{Flag: name, Env: env, Default: def, Secret: secret, ptr: reflect.ValueOf(p)})
+}
+
+func (s *Set) env(name string) (string, bool) {
+	if name == "" {
+		return "", false
+	}
+	v, ok := s.lookup(name)
+	return v, ok && v != ""
+}
+
+func usage(env, u string) string {
+	if env == "" {
+		return u
+	}
+	return u + " (env " + env + ")"
+}
+
+// String defines a string flag.
+func (s *Set) String(p *string, name, env, def, u string) {
+	s.add(p, name, env, def, false)
+	if v, ok := s.env(env); ok {
+		def = v
+	}
+	s.fs.StringVar(p, name, def, usage(env, u))
+}
+
+// Secret defines a string flag whose value is never shown in usage output; its default def, which
+// is no secret, is.
+func (s *Set) Secret(p *string, name, env, def, u string) {
+	s.add(p, name, env, def, true)
+	if def != "" {
+		u += " (default " + def + ")"
+	}
+	s.fs.Func(name, usage(env, u), func(v string) error { *p = v; return nil })
+	*p = def
+	if v, ok := s.env(env); ok {
+		*p = v
+	}
+}
+
+// Int defines an int flag.
+func (s *Set) Int(p *int, name, env string, def int, u string) {
+	s.add(p, name, env, strconv.Itoa(def), false)
+	if v, ok := s.env(env); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Errorf("%s=%q is not a whole number", env, v))
+		} else {
+			def = n
+		}
+	}
+	s.fs.IntVar(p, name, def, usage(env, u))
+}
+
+// Int64 defines an int64 flag.
+func (s *Set) Int64(p *int64, name, env string, def int64, u string) {
+	s.add(p, name, env, strconv.FormatInt(def, 10), false)
+	if v, ok := s.env(env); ok {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Errorf("%s=%q is not a whole number", env, v))
+		} else {
+			def = n
+		}
+	}
+	s.fs.Int64Var(p, name, def, usage(env, u))
+}
+
+// Uint32 defines a uint32 flag.
+func (s *Set) Uint32(p *uint32, name, env string, def uint32, u string) {
+	s.add(p, name, env, strconv.FormatUint(uint64(def), 10), false)
+	*p = def
+	if v, ok := s.env(env); ok {
+		if err := s.setUint32(p, v); err != nil {
+			s.errs = append(s.errs, fmt.Errorf("%s=%q %v", env, v, err))
+		}
+	}
+	s.fs.Func(name, usage(env, u)+" (default "+strconv.FormatUint(uint64(*p), 10)+")", func(v string) error { return s.setUint32(p, v) })
+}
+
+func (s *Set) setUint32(p *uint32, v string) error {
+	n, err := strconv.ParseUint(v, 10, 32)
+	if err != nil {
+		return errors.New("is not a whole number of 0 or more")
+	}
+	*p = uint32(n)
+	return nil
+}
+
+// Float defines a float64 flag.
+func (s *Set) Float(p *float64, name, env string, def float64, u string) {
+	s.add(p, name, env, strconv.FormatFloat(def, 'g', -1, 64), false)
+	if v, ok := s.env(env); ok {
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Errorf("%s=%q is not a number", env, v))
+		} else {
+			def = n
+		}
+	}
+	s.fs.Float64Var(p, name, def, usage(env, u))
+}
+
+// Duration defines a time.Duration flag.
+func (s *Set) Duration(p *time.Duration, name, env string, def time.Duration, u string) {
+	s.add(p, name, env, FormatDuration(def), false)
+	if v, ok := s.env(env); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Errorf("%s=%q is not a duration (like 30s or 5m)", env, v))
+		} else {
+			def = d
+		}
+	}
+	s.fs.DurationVar(p, name, def, usage(env, u))
+}
+
+// Bool defines a bool flag.
+func (s *Set) Bool(p *bool, name, env string, def bool, u string) {
+	s.add(p, name, env, strconv.FormatBool(def), false)
+	if v, ok := s.env(env); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Errorf("%s=%q is not true or false", env, v))
+		} else {
+			def = b
+		}
+	}
+	s.fs.BoolVar(p, name, def, usage(env, u))
+}
+
+// Parse parses args and returns the first problem with them or with the environment.
+func (s *Set) Parse(args []string) error {
+	if err := s.fs.Parse(args); err != nil {
+		return err
+	}
+	return errors.Join(s.errs...)
+}
+
+// FormatDuration writes d as people do: 10m, not 10m0s; 24h, not 24h0m0s.
+func FormatDuration(d time.Duration) string {
+	out := d.String()
+	if strings.HasSuffix(out, "m0s") {
+		out = out[:len(out)-2]
+	}
+	if strings.HasSuffix(out, "h0m") {
+		out = out[:len(out)-2]
+	}
+	return out
+}
+
+// Fields maps the path of every field of the struct root points to ("Concurrency",
+// "Policy.Base") that a flag of s sets to that flag. Fields set through a variable of another type
+// are not in it; a command adds them by hand.
+func (s *Set) Fields(root any) map[string]Var {
+	out := map[string]Var{}
+	rv := reflect.ValueOf(root)
+	if rv.Kind() != reflect.Pointer || rv.Elem().Kind() != reflect.Struct {
+		panic("envflag: Fields needs a pointer to a struct")
+	}
+	var walk func(v reflect.Value, prefix string)
+	walk = func(v reflect.Value, prefix string) {
+		t := v.Type()
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			fv := v.Field(i)
+			path := prefix + f.Name
+			for _, sv := range s.vars {
+				// A struct's first field shares its address: the type tells them apart.
+				if sv.ptr.Type().Elem() == f.Type && sv.ptr.UnsafePointer() == fv.Addr().UnsafePointer() {
+					out[path] = sv
+				}
+			}
+			if f.Type.Kind() == reflect.Struct {
+				walk(fv, path+".")
+			}
+		}
+	}
+	walk(rv.Elem(), "")
+	return out
+}

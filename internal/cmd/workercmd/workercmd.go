@@ -1,0 +1,206 @@
+// Package workercmd is the worker command: it reads the worker's flags and environment into a
+// worker.Config, and runs the worker. cmd/worker only calls Main. This package and enqueuecmd are
+// the only places that name environment variables; docs/configuration.md lists them
+// (TestConfigurationDoc keeps the two in step).
+package workercmd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/versori/activator/internal/cmd/envflag"
+	"github.com/versori/activator/internal/logbuf"
+	"github.com/versori/activator/internal/redisconn"
+	"github.com/versori/activator/versori"
+	"github.com/versori/activator/worker"
+)
+
+// Settings is the worker process's whole configuration, read once at start from flags and the
+// environment.
+type Settings struct {
+	RedisURL string
+	LogLevel slog.Level
+	// LogFlush is how long log lines below warning may wait to be written together; 0 writes each
+	// line at once.
+	LogFlush time.Duration
+	worker.Config
+}
+
+// defaultLogFlush is the default of LOG_FLUSH_INTERVAL.
+const defaultLogFlush = 100 * time.Millisecond
+
+// raw holds what the flags read that is not yet a Settings field.
+type raw struct {
+	apiKey, keyID, keyFile string
+	level                  string
+	guard                  bool
+}
+
+// newFlags defines the worker's flags on s and r, each defaulting to its variable, then to
+// worker.DefaultConfig.
+func newFlags(s *Settings, r *raw, lookup func(string) (string, bool), usageOut io.Writer) *envflag.Set {
+	d := worker.DefaultConfig()
+	fs := envflag.New("worker", lookup, usageOut)
+	// A secret, so that usage output never shows a password the URL took from the environment.
+	fs.Secret(&s.RedisURL, "redis-url", "REDIS_URL", redisconn.DefaultURL, "Redis URL: redis://[:password@]host:port/db, rediss:// for TLS, redis-sentinel://host:port,…?master=NAME for Sentinel (database 0), redis-cluster://host:port,… for Redis Cluster")
+	fs.String(&s.Versori.BaseURL, "versori-base-url", "VERSORI_BASE_URL", d.Versori.BaseURL, "Embedded API base URL")
+	fs.Secret(&r.apiKey, "versori-api-key", "VERSORI_API_KEY", "", "API key, sent as Authorization: Bearer")
+	fs.String(&r.keyID, "versori-signing-key-id", "VERSORI_SIGNING_KEY_ID", "", "signing key id, for per-end-user JWTs instead of an API key")
+	fs.String(&r.keyFile, "versori-signing-key-file", "VERSORI_SIGNING_KEY_FILE", "", "PKCS#8 PEM file of the signing key")
+	fs.String(&s.Versori.HubID, "versori-hub-id", "VERSORI_HUB_ID", d.Versori.HubID, "hub id, needed to look up a user's activations")
+	fs.Duration(&s.Versori.Timeout, "versori-timeout", "VERSORI_TIMEOUT", d.Versori.Timeout, "timeout of one API call")
+	fs.Int(&s.Concurrency, "concurrency", "WORKER_CONCURRENCY", d.Concurrency, "API calls in flight in this process at most (it also sizes the HTTP keep-alive pool)")
+	fs.Int(&s.Prefetch, "prefetch", "WORKER_PREFETCH", d.Prefetch, "tasks held beyond WORKER_CONCURRENCY, so that asynq's fetch and completion overlap API calls (-1: a fifth of WORKER_CONCURRENCY, at least 1)")
+	fs.Int(&s.Servers, "servers", "WORKER_SERVERS", d.Servers, "asynq servers (fetch loops) in this process")
+	fs.String(&s.Queue, "queue", "QUEUE", d.Queue, "queue name")
+	fs.String(&s.MetricsAddr, "metrics-addr", "METRICS_ADDR", d.MetricsAddr, "address serving /metrics, /healthz and /readyz (empty: none)")
+	fs.Bool(&s.QueueMetrics, "queue-metrics", "QUEUE_METRICS", d.QueueMetrics, "also export asynq's queue metrics (one Redis scan per scrape)")
+	fs.Duration(&s.ShutdownGrace, "shutdown-grace", "SHUTDOWN_GRACE", d.ShutdownGrace, "how long in-flight calls may finish after SIGTERM")
+	fs.Duration(&s.SweepInterval, "dlq-sweep-interval", "DLQ_SWEEP_INTERVAL", d.SweepInterval, "how often asynq's archive is swept into the dead-letter store")
+	fs.Duration(&s.DeadLetterMaxAge, "dlq-max-age", "DLQ_MAX_AGE", d.DeadLetterMaxAge, "remove dead letters older than this (0: keep all)")
+	fs.Int64(&s.DeadLetterMaxEntries, "dlq-max-entries", "DLQ_MAX_ENTRIES", d.DeadLetterMaxEntries, "keep at most this many dead letters, dropping the oldest (0: no limit)")
+	fs.Duration(&s.PollInterval, "poll-interval", "POLL_INTERVAL", d.PollInterval, "how long an idle worker waits before looking for jobs again")
+	fs.Duration(&s.Policy.Base, "retry-base", "RETRY_BASE", d.Policy.Base, "base of the exponential retry backoff")
+	fs.Duration(&s.Policy.Cap, "retry-cap", "RETRY_CAP", d.Policy.Cap, "cap of the exponential retry backoff")
+	fs.Duration(&s.Policy.RateLimitWait, "rate-limit-wait", "RATE_LIMIT_WAIT", d.Policy.RateLimitWait, "wait after a 429 that has no Retry-After")
+	fs.Int(&s.Policy.QuickRetries, "quick-retries", "QUICK_RETRIES", d.Policy.QuickRetries, "transient failures known not to have reached the API (refused connections, 408, 425, failed look-ups) retried inside a job before it goes back to the queue")
+	fs.Duration(&s.Policy.SettleTime, "settle-time", "SETTLE_TIME", d.Policy.SettleTime, "after a POST whose outcome is unknown (5xx, timeout, lost connection), wait at least this long before looking the pair up: the API may still commit it; longer than the API's own request timeout behind its gateway")
+	fs.Duration(&s.Policy.MaxRetryAfter, "max-retry-after", "MAX_RETRY_AFTER", d.Policy.MaxRetryAfter, "the longest Retry-After honoured; a longer one is cut to it (logged, and counted in activator_retry_after_capped_total)")
+	fs.Bool(&r.guard, "redis-restart-guard", "REDIS_RESTART_GUARD", !d.NoRedisRestartGuard, "after Redis restarts or fails over (and may have lost its latest writes), jobs queued before then look up their pair before activating (false: only for a Redis that loses nothing it acknowledged)")
+	fs.Int(&s.RateLimit, "rate-limit", "VERSORI_RATE_LIMIT", d.RateLimit, "most API calls per second, all workers together (0: no limit)")
+	fs.Int(&s.RateBurst, "rate-burst", "VERSORI_RATE_BURST", d.RateBurst, "calls that may go at once after a quiet spell")
+	fs.Duration(&s.MaxAge, "max-job-age", "MAX_JOB_AGE", d.MaxAge, "dead-letter a job still failing this long after it was enqueued (0: no limit)")
+	fs.Duration(&s.Breaker.Window, "breaker-window", "BREAKER_WINDOW", d.Breaker.Window, "how far back the circuit breaker counts calls")
+	fs.Uint32(&s.Breaker.MinCalls, "breaker-min-calls", "BREAKER_MIN_CALLS", d.Breaker.MinCalls, "calls in the window before the breaker may open")
+	fs.Float(&s.Breaker.FailureRatio, "breaker-failure-ratio", "BREAKER_FAILURE_RATIO", d.Breaker.FailureRatio, "share of transient failures that opens the breaker")
+	fs.Duration(&s.Breaker.Cooldown, "breaker-cooldown", "BREAKER_COOLDOWN", d.Breaker.Cooldown, "how long the breaker stays open before probing")
+	fs.Duration(&s.ProbeInterval, "probe-interval", "PROBE_INTERVAL", d.ProbeInterval, "how often a queue paused for a refused API key is probed")
+	fs.String(&r.level, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
+	fs.Duration(&s.LogFlush, "log-flush-interval", "LOG_FLUSH_INTERVAL", defaultLogFlush, "how long info and debug lines may wait to be written together (warnings and errors are written at once, with everything before them); 0 writes every line at once")
+	// The queue UI has no auth of its own: whoever reaches METRICS_ADDR can use it.
+	fs.Bool(&s.AdminUI.Enabled, "admin-ui", "ADMIN_UI", d.AdminUI.Enabled, "serve the asynqmon queue UI at /ui/ on METRICS_ADDR; it has no auth of its own, so bind METRICS_ADDR to a private interface")
+	fs.Bool(&s.AdminUI.Write, "admin-ui-write", "ADMIN_UI_WRITE", d.AdminUI.Write, "let the queue UI pause queues and delete, run, archive or cancel tasks (default: read-only)")
+	fs.String(&s.AdminUI.PrometheusURL, "admin-ui-prometheus-url", "ADMIN_UI_PROMETHEUS_URL", d.AdminUI.PrometheusURL, "base URL of a Prometheus scraping the queue metrics, for the queue UI's charts (empty: none)")
+	fs.Bool(&s.Pprof, "pprof", "PPROF", d.Pprof, "serve Go's profiler at /debug/pprof/ on METRICS_ADDR (keep METRICS_ADDR private)")
+	return fs
+}
+
+// ParseSettings reads the worker's flags and environment. Its errors are one line saying what to fix,
+// naming the variable to set; they never include a secret.
+func ParseSettings(args []string, lookup func(string) (string, bool), usageOut io.Writer) (Settings, error) {
+	s := Settings{Config: worker.DefaultConfig()}
+	var r raw
+	fs := newFlags(&s, &r, lookup, usageOut)
+	if err := fs.Parse(args); err != nil {
+		return s, err
+	}
+	if fs.FlagSet().NArg() > 0 {
+		return s, fmt.Errorf("unexpected argument %q: the worker takes flags only", fs.FlagSet().Arg(0))
+	}
+	redisOpt, err := redisconn.Parse(s.RedisURL)
+	if err != nil {
+		return s, err
+	}
+	if err := s.LogLevel.UnmarshalText([]byte(r.level)); err != nil {
+		return s, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", r.level)
+	}
+	if s.LogFlush < 0 {
+		return s, errors.New("LOG_FLUSH_INTERVAL must not be negative")
+	}
+	if err := auth(&s, r); err != nil {
+		return s, err
+	}
+	s.NoRedisRestartGuard = !r.guard
+	if err := s.Validate(); err != nil {
+		return s, envflag.Explain(err, fs.Fields(&s.Config))
+	}
+	if s.AdminUI.Enabled {
+		// Its own connection, so that browsing cannot starve the worker's pool.
+		s.AdminUI.Redis = redisOpt
+	}
+	s.Config = s.WithDefaults()
+	return s, nil
+}
+
+// auth sets the Versori credentials from the variables that carry them.
+func auth(s *Settings, r raw) error {
+	switch {
+	case r.apiKey != "" && (r.keyID != "" || r.keyFile != ""):
+		return errors.New("set either VERSORI_API_KEY or VERSORI_SIGNING_KEY_ID with VERSORI_SIGNING_KEY_FILE, not both")
+	case r.apiKey != "":
+		s.Versori.Auth = versori.APIKey(r.apiKey)
+	case r.keyID != "" && r.keyFile != "":
+		key, err := versori.LoadSigningKey(r.keyFile)
+		if err != nil {
+			return fmt.Errorf("VERSORI_SIGNING_KEY_FILE: %w", err)
+		}
+		a, err := versori.NewJWTAuth(r.keyID, key)
+		if err != nil {
+			return err
+		}
+		s.Versori.Auth, s.PerUserAuth = a, true
+	case r.keyID != "" || r.keyFile != "":
+		return errors.New("JWT auth needs both VERSORI_SIGNING_KEY_ID and VERSORI_SIGNING_KEY_FILE")
+	default:
+		return errors.New("no Versori credentials: set VERSORI_API_KEY, or VERSORI_SIGNING_KEY_ID and VERSORI_SIGNING_KEY_FILE")
+	}
+	return nil
+}
+
+// newLogger returns the worker's JSON logger on out. With a positive flush interval, lines below
+// warning are written in batches (one job's line each, thousands a second); stop writes what is left.
+func newLogger(out io.Writer, level slog.Level, flush time.Duration) (log *slog.Logger, stop func()) {
+	opts := &slog.HandlerOptions{Level: level}
+	if flush <= 0 {
+		return slog.New(slog.NewJSONHandler(out, opts)), func() {}
+	}
+	w := logbuf.New(out, logbuf.DefaultSize)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.Run(ctx, flush)
+	}()
+	return slog.New(logbuf.FlushAt(slog.NewJSONHandler(w, opts), w, slog.LevelWarn)), func() {
+		cancel()
+		<-done
+	}
+}
+
+// Main runs a worker process: it parses args and the environment, runs until ctx is done, and
+// returns the process's exit code (2 for a configuration error).
+func Main(ctx context.Context, args []string, lookup func(string) (string, bool), stderr io.Writer) int {
+	s, err := ParseSettings(args, lookup, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "worker:", err)
+		return 2
+	}
+	log, stopLog := newLogger(stderr, s.LogLevel, s.LogFlush)
+	defer stopLog()
+	s.Logger = log
+	rdb, err := redisconn.Open(s.RedisURL)
+	if err != nil {
+		fmt.Fprintln(stderr, "worker:", err)
+		return 2
+	}
+	defer rdb.Close()
+	w, err := worker.New(rdb, s.Config)
+	if err != nil {
+		fmt.Fprintln(stderr, "worker:", err)
+		return 2
+	}
+	log.Info("connecting", "redis", redisconn.Redacted(s.RedisURL), "versori", s.Versori.BaseURL)
+	if err := w.Run(ctx); err != nil {
+		log.Error("worker failed", "error", err.Error())
+		return 1
+	}
+	return 0
+}

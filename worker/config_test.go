@@ -1,0 +1,70 @@
+package worker_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/versori/activator/internal/configerr"
+	"github.com/versori/activator/versori"
+	"github.com/versori/activator/worker"
+)
+
+// validConfig is DefaultConfig with the two settings it has no default for.
+func validConfig() worker.Config {
+	c := worker.DefaultConfig()
+	c.Versori.Auth, c.Versori.HubID = versori.APIKey("k"), "hub"
+	return c
+}
+
+func TestDefaultConfigIsValid(t *testing.T) {
+	t.Parallel()
+	if err := validConfig().Validate(); err != nil {
+		t.Fatalf("DefaultConfig with credentials: %v", err)
+	}
+	// WithDefaults fills what a zero means "not set" for, and leaves the rest.
+	c := worker.Config{Concurrency: 10, Prefetch: worker.PrefetchAuto}.WithDefaults()
+	d := worker.DefaultConfig()
+	// Zero quick retries means none: WithDefaults keeps it.
+	if c.Policy.QuickRetries != 0 {
+		t.Errorf("WithDefaults set QuickRetries %d", c.Policy.QuickRetries)
+	}
+	c.Policy.QuickRetries = d.Policy.QuickRetries
+	if c.Queue != d.Queue || c.Servers != d.Servers || c.ShutdownGrace != d.ShutdownGrace || c.Policy != d.Policy ||
+		c.Versori.Timeout != d.Versori.Timeout || c.Breaker.MinCalls != d.Breaker.MinCalls || c.Prefetch != 2 {
+		t.Errorf("WithDefaults = %+v", c)
+	}
+	if c.MetricsAddr != "" || c.QueueMetrics || c.MaxAge != 0 {
+		t.Errorf("WithDefaults turned on what a zero turns off: MetricsAddr %q QueueMetrics %v MaxAge %s", c.MetricsAddr, c.QueueMetrics, c.MaxAge)
+	}
+}
+
+func TestConfigValidateNamesFields(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		mod  func(*worker.Config)
+		want string
+	}{
+		{func(c *worker.Config) { c.Concurrency = 0 }, "worker: Concurrency must be at least 1, got 0"},
+		{func(c *worker.Config) { c.Servers = 65 }, "worker: Servers must be 1 to 64, got 65"},
+		{func(c *worker.Config) { c.Versori.HubID = "" }, "worker: Versori.HubID is required: the worker looks up a user's activations before retrying a call whose outcome is unknown"},
+		{func(c *worker.Config) { c.Versori.Timeout = 0 }, "worker: Versori.Timeout must be positive, got 0s"},
+		{func(c *worker.Config) { c.Policy.Cap = time.Millisecond }, "worker: Policy.Cap must be at least Base (1s), got 1ms"},
+		{func(c *worker.Config) { c.Breaker.FailureRatio = 0 }, "worker: Breaker.FailureRatio must be in (0, 1], got 0"},
+		{func(c *worker.Config) { c.MetricsAddr, c.Pprof = "", true }, "worker: Pprof needs MetricsAddr: profiles are served on that listener"},
+	}
+	for _, tt := range tests {
+		c := validConfig()
+		tt.mod(&c)
+		err := c.Validate()
+		var ce *configerr.Error
+		if err == nil || err.Error() != tt.want || !errors.As(err, &ce) {
+			t.Errorf("Validate = %v, want %q as a *configerr.Error", err, tt.want)
+		}
+	}
+	// New gives zero fields their defaults, but Concurrency has none.
+	if _, err := worker.New(nil, worker.Config{Versori: versori.Config{Auth: versori.APIKey("k"), HubID: "h"}}); err == nil ||
+		err.Error() != "worker: Concurrency must be at least 1, got 0" {
+		t.Errorf("New(Concurrency 0) = %v", err)
+	}
+}
