@@ -26,6 +26,9 @@ import (
 
 	"go.yaml.in/yaml/v4"
 
+	"github.com/versori/activator/internal/cmd/enqueuecmd"
+	"github.com/versori/activator/internal/cmd/envflag"
+	"github.com/versori/activator/internal/cmd/workercmd"
 	"github.com/versori/activator/internal/rediskeys"
 )
 
@@ -37,7 +40,7 @@ const mfRoot = ".."
 // is bounded by 5s. A kill grace period must exceed SHUTDOWN_GRACE by more than this.
 const mfWorkerShutdownOverhead = 15 * time.Second
 
-// mfDefaultShutdownGrace is SHUTDOWN_GRACE's default (worker/settings.go).
+// mfDefaultShutdownGrace is SHUTDOWN_GRACE's default (worker.DefaultConfig).
 const mfDefaultShutdownGrace = 10 * time.Second
 
 // TestWorkerShutdownOverhead keeps mfWorkerShutdownOverhead in step with worker/worker.go.
@@ -320,10 +323,10 @@ func TestDeploymentConfigAndSecrets(t *testing.T) {
 		"REDIS_PASSWORD": "the Secret's password the Deployment builds REDIS_URL from",
 		"GOMEMLIMIT":     "read by the Go runtime",
 	}
-	src := mfReadFile(t, filepath.Join(mfRoot, "worker", "settings.go"))
+	settings := mfEnvNames(workercmd.Vars())
 	for name := range defined {
-		if _, ok := helpers[name]; !ok && !strings.Contains(src, strconv.Quote(name)) {
-			t.Errorf("worker env %s is not a setting in worker/settings.go", name)
+		if _, ok := helpers[name]; !ok && !settings[name] {
+			t.Errorf("worker env %s is not a setting of the worker (internal/cmd/workercmd)", name)
 		}
 	}
 	u, err := url.Parse(os.Expand(mfEnvValue(c, "REDIS_URL"), func(k string) string {
@@ -473,18 +476,19 @@ func TestComposeFile(t *testing.T) {
 	}
 
 	// Environment names are settings of the program that reads them.
-	for svc, srcFile := range map[string]string{
-		"worker":  filepath.Join(mfRoot, "worker", "settings.go"),
-		"enqueue": filepath.Join(mfRoot, "internal", "cmd", "enqueuecmd", "enqueuecmd.go"),
+	ev := enqueuecmd.Vars()
+	for svc, vars := range map[string][]envflag.Var{
+		"worker":  workercmd.Vars(),
+		"enqueue": slices.Concat(ev[""], ev["file"], ev["serve"]),
 	} {
-		src := mfReadFile(t, srcFile)
+		settings := mfEnvNames(vars)
 		env := cf.Services[svc].Environment
 		if len(env) == 0 {
 			t.Errorf("%s has no environment", svc)
 		}
 		for name := range env {
-			if !strings.Contains(src, strconv.Quote(name)) {
-				t.Errorf("%s env %s is not a setting in %s", svc, name, srcFile)
+			if !settings[name] {
+				t.Errorf("%s env %s is not a setting of %s (internal/cmd)", svc, name, svc)
 			}
 		}
 	}
@@ -1378,16 +1382,27 @@ func mfReadFile(t *testing.T, path string) string {
 	return string(b)
 }
 
-// mfSettingDefault returns a worker setting's default from worker/settings.go, for the string settings
-// declared as fs.String(&x, "flag", "ENV", "default", ...).
+// mfSettingDefault returns a worker setting's default.
 func mfSettingDefault(t *testing.T, env string) string {
 	t.Helper()
-	re := regexp.MustCompile(`fs\.String\([^,]+, "[a-z-]+", ` + regexp.QuoteMeta(strconv.Quote(env)) + `, "([^"]*)"`)
-	m := re.FindStringSubmatch(mfReadFile(t, filepath.Join(mfRoot, "worker", "settings.go")))
-	if m == nil {
-		t.Fatalf("no default for %s in worker/settings.go", env)
+	for _, v := range workercmd.Vars() {
+		if v.Env == env {
+			return v.Default
+		}
 	}
-	return m[1]
+	t.Fatalf("the worker has no setting %s", env)
+	return ""
+}
+
+// mfEnvNames is the set of the variables of vars.
+func mfEnvNames(vars []envflag.Var) map[string]bool {
+	out := map[string]bool{}
+	for _, v := range vars {
+		if v.Env != "" {
+			out[v.Env] = true
+		}
+	}
+	return out
 }
 
 func mfIsTrue(b *bool) bool { return b != nil && *b }

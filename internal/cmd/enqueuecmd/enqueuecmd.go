@@ -112,6 +112,21 @@ func newFlags(name string, env Env, c *common) *envflag.Set {
 	return fs
 }
 
+// Vars lists the settings of each subcommand that has its own: "" for those every one takes, then
+// "file" and "serve".
+func Vars() map[string][]envflag.Var {
+	env := Env{Lookup: func(string) (string, bool) { return "", false }, Stderr: io.Discard}
+	var c common
+	var f fileSettings
+	var s serveSettings
+	shared := newFlags("", env, &c).Vars()
+	return map[string][]envflag.Var{
+		"":      shared,
+		"file":  fileFlags(env, &f).Vars()[len(shared):],
+		"serve": serveFlags(env, &s).Vars()[len(shared):],
+	}
+}
+
 // parse parses args, allowing flags after positional arguments too.
 func parse(fs *envflag.Set, args []string) ([]string, error) {
 	var pos []string

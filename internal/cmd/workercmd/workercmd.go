@@ -204,3 +204,12 @@ func Main(ctx context.Context, args []string, lookup func(string) (string, bool)
 	}
 	return 0
 }
+
+// Vars lists the worker's settings: variable, flag and default.
+func Vars() []envflag.Var {
+	var (
+		s Settings
+		r raw
+	)
+	return newFlags(&s, &r, func(string) (string, bool) { return "", false }, io.Discard).Vars()
+}
