@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/versori/activator/internal/configerr"
 )
 
 func mapLookup(env map[string]string) func(string) (string, bool) {
@@ -210,5 +212,41 @@ func TestUsage(t *testing.T) {
 	set2.FlagSet().PrintDefaults()
 	if strings.Contains(out2.String(), "(env") {
 		t.Errorf("usage of a flag without a variable mentions env:\n%s", out2.String())
+	}
+}
+
+// TestExplain checks that a field-named configerr.Error comes back naming the variables, the
+// field's own and its siblings', and that Fields sees nested fields and tells a struct from its
+// first field.
+func TestExplain(t *testing.T) {
+	t.Parallel()
+	var cfg struct {
+		Name  string
+		Inner struct {
+			Base, Cap time.Duration
+		}
+		Other int
+	}
+	set := New("t", mapLookup(nil), io.Discard)
+	set.String(&cfg.Name, "name", "EF_NAME", "n", "a name")
+	set.Duration(&cfg.Inner.Base, "base", "EF_BASE", time.Second, "base")
+	set.Duration(&cfg.Inner.Cap, "cap", "", time.Minute, "cap")
+	fields := set.Fields(&cfg)
+	if len(fields) != 3 || fields["Inner.Base"].Env != "EF_BASE" || fields["Inner.Cap"].Flag != "cap" || fields["Name"].Env != "EF_NAME" {
+		t.Fatalf("Fields = %+v", fields)
+	}
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{configerr.New("p", "Inner.Cap", "must be at least Base (1s), got 1ms."), "-cap must be at least EF_BASE (1s), got 1ms."},
+		{configerr.New("p", "Name", "and Inner.Base are wrong"), "EF_NAME and EF_BASE are wrong"},
+		{configerr.New("p", "Other", "is wrong"), "p: Other is wrong"},
+		{errors.New("plain"), "plain"},
+	}
+	for _, tt := range tests {
+		if got := Explain(tt.err, fields).Error(); got != tt.want {
+			t.Errorf("Explain(%v) = %q, want %q", tt.err, got, tt.want)
+		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/hibiken/asynq"
 
+	"github.com/versori/activator/internal/cmd/envflag"
 	"github.com/versori/activator/versori"
 )
 
@@ -411,5 +412,18 @@ func TestParseSettingsNamesVariables(t *testing.T) {
 		if err == nil || err.Error() != tt.want {
 			t.Errorf("env %v args %v: err = %v, want %q", tt.env, tt.args, err, tt.want)
 		}
+	}
+}
+
+// TestConfigurationDoc checks docs/configuration.md's worker table against the flags: every
+// variable with its flag and default, and nothing else.
+func TestConfigurationDoc(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range envflag.CheckDoc(string(doc), "worker", Vars()) {
+		t.Error("docs/configuration.md: " + p)
 	}
 }
