@@ -191,7 +191,7 @@ func TestChaos(t *testing.T) {
 	posted.Wait() // the intake answered 202 for its jobs: Redis must keep them (see the restart below)
 	testutil.WaitFor(t, cfg.timeout, "two fifths of the pairs settled", func() bool { return settled() >= 2*cfg.pairs/5 })
 	// A second's grace, so that what the intake and the files queued is in the append-only file: a
-	// Redis that loses acknowledged writes loses them for producers too (README, "Redis durability").
+	// Redis that loses acknowledged writes loses them for producers too (docs/operations.md, "Redis").
 	time.Sleep(1500 * time.Millisecond)
 	at := settled()
 	rs.Kill()

@@ -1,9 +1,9 @@
 package worker_test
 
-// Worker-level tests of the defects of issue 12 ("exactly once and nothing lost against a harsher
-// API"), each through a real in-process worker on a real Redis against the stand-in scripted to
-// behave as a real API behind a gateway does. Each test says what the behaviour before the fix was,
-// and fails against it. Time is measured from the stand-in's own call records, as lower bounds.
+// Worker-level tests of exactly once and nothing lost against an API behind a gateway (answers lost
+// after a commit, late commits, case-insensitive ids, refusals), each through a real in-process
+// worker on a real Redis against the stand-in scripted to behave that way. Each test says which
+// weaker behaviour it rules out. Time is measured from the stand-in's own call records, as lower bounds.
 
 import (
 	"context"

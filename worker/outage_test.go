@@ -106,7 +106,7 @@ func TestWorkerRidesOutRedisOutage(t *testing.T) {
 		held = concurrency + max(concurrency/5, 1)
 	)
 	// The queue lives in Redis, so it outlives a restart only if Redis persists it: this server keeps
-	// an append-only file, exactly as the README's production notes advise (appendonly yes,
+	// an append-only file, exactly as docs/operations.md advises (appendonly yes,
 	// appendfsync everysec). Without it, the jobs not yet run would be lost with the restart.
 	rs := testutil.StartRedisServer(t, true)
 	api := versoritest.New(t, versoritest.Options{Faults: versoritest.Faults{Latency: 50 * time.Millisecond}})

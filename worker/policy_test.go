@@ -1,6 +1,6 @@
 package worker_test
 
-// One test per row of the README's failure-policy table, each through a real in-process worker on a
+// One test per row of the failure-policy table (docs/architecture.md), each through a real in-process worker on a
 // real Redis against the Versori stand-in. Time is measured only from the stand-in's own call
 // records, and only as lower bounds ("the next call came at least N after the 429") or as rates.
 

@@ -81,10 +81,10 @@ const (
 const DefaultFileConcurrency = 256
 
 // bulkPipeline configures the autopipeliner of EnqueueFile: up to four batches of 64 commands in
-// flight at once, so that Redis runs one batch while this process encodes the next. With a single
-// batch in flight (go-redis's default), every enqueue waited for the same round trip and Redis and
-// this process took turns: 1M rows ran at 36-43k rows/s instead of 48-51k (BENCHMARKS.md). Order
-// between batches does not matter: each enqueue waits for its own reply before its next command.
+// flight at once, so that Redis runs one batch while this process encodes the next: with a single
+// batch in flight (go-redis's default), every enqueue waits for the same round trip, and Redis and
+// this process take turns. Order between batches does not matter: each enqueue waits for its own
+// reply before its next command.
 // go-redis keeps one autopipeliner per client, configured by its first caller: activator has no
 // other, but an application that shares its client with a Producer and made one first gives
 // EnqueueFile its configuration.
@@ -110,112 +110,190 @@ const chunkSize = 32
 // already sent get interruptGrace to finish: those still waiting then (Redis hangs) are counted as
 // failed too, and finish or fail in the background, bounded by the client's timeouts and retries.
 func (q *Queue) EnqueueFile(ctx context.Context, o FileOptions) (Summary, error) {
-	start := time.Now()
-	sum := Summary{Batch: o.Batch}
+	r, err := q.newFileRun(ctx, o)
+	if err != nil {
+		return r.sum, err
+	}
+	defer r.closeIn()
+	r.startCounter(ctx)
+	r.startWorkers(ctx)
+	stopProgress := r.startProgress()
+	readErr := r.read(ctx)
+	finished := r.waitWorkers(ctx)
+	r.stopCounting()
+	stopProgress()
+	return r.finish(ctx, finished, readErr)
+}
+
+// fileRun is one EnqueueFile run: a reader handing chunks of rows to workers that enqueue them and
+// count what happened into one summary.
+type fileRun struct {
+	q *Queue
+	// bulk enqueues through rdb's autopipeliner when there is one: see startWorkers.
+	bulk    *Queue
+	o       FileOptions
+	start   time.Time
+	in      *countingReader
+	closeIn func()
+	rd      *ingest.Reader
+	rejects *ingest.RejectsWriter
+	work    chan []ingest.Row
+	workers sync.WaitGroup
+
+	// The batch's queued counter is written behind, as the workers write theirs: one write per
+	// flush interval rather than one per chunk.
+	counter      *batch.Counter
+	stopCounting context.CancelFunc
+	counterDone  chan struct{}
+	counterErr   error // written by the counter's loop; read once it is done
+
+	mu  sync.Mutex
+	sum Summary
+	// abandoned is set when the run stops counting: workers still waiting on Redis after an
+	// interrupt's grace no longer change the summary.
+	abandoned bool
+}
+
+// newFileRun opens the input and the rejects file and, unless it is a dry run, brings the pair
+// registry up to date.
+func (q *Queue) newFileRun(ctx context.Context, o FileOptions) (*fileRun, error) {
+	r := &fileRun{q: q, bulk: q, start: time.Now(), sum: Summary{Batch: o.Batch}}
 	in, format, closeIn, err := openInput(o.Path, o.Stdin)
 	if err != nil {
-		return sum, err
+		return r, err
 	}
-	defer closeIn()
+	r.in, r.closeIn = &countingReader{r: in}, closeIn
 	if !o.DryRun {
 		if err := q.backfill(ctx); err != nil {
-			return sum, err
+			closeIn()
+			return r, err
 		}
 	}
-	counted := &countingReader{r: in}
-	rd, err := ingest.NewReader(counted, format)
-	if err != nil {
-		return sum, err
+	if r.rd, err = ingest.NewReader(r.in, format); err != nil {
+		closeIn()
+		return r, err
 	}
 	if o.RejectsPath == "" {
 		o.RejectsPath = ingest.RejectsPath(o.Path)
 	}
-	rejects := ingest.NewRejectsWriter(o.RejectsPath)
 	if o.Concurrency < 1 {
 		o.Concurrency = DefaultFileConcurrency
 	}
 	if o.ProgressEvery <= 0 {
 		o.ProgressEvery = time.Second
 	}
+	r.o = o
+	r.rejects = ingest.NewRejectsWriter(o.RejectsPath)
+	r.work = make(chan []ingest.Row, o.Concurrency)
+	return r, nil
+}
 
-	// asynq sends one command per enqueue. Through go-redis's autopipeliner, the commands of the
-	// enqueues in flight go to Redis batched, many per write and read, which halves Redis's CPU per
-	// row and most of ours. A client without one (a Ring) enqueues command by command. The
-	// autopipeliner runs commands on its own context, not ctx, so enqueueChunk checks ctx itself.
-	bulk := q
-	if !o.NoAutopipeline {
-		if ap, err := q.rdb.AutoPipelineWithOptions(bulkPipeline()); err == nil {
-			bulk = New(ap, q.cfg)
-		}
+// count changes the summary, unless the run has stopped counting.
+func (r *fileRun) count(f func(*Summary)) {
+	r.mu.Lock()
+	if !r.abandoned {
+		f(&r.sum)
 	}
-	var (
-		mu   sync.Mutex
-		wg   sync.WaitGroup
-		work = make(chan []ingest.Row, o.Concurrency)
-	)
-	// abandoned is set under mu when the run stops counting: workers still waiting on Redis after an
-	// interrupt's grace no longer change the summary.
-	abandoned := false
-	count := func(f func(*Summary)) {
-		mu.Lock()
-		if !abandoned {
-			f(&sum)
-		}
-		mu.Unlock()
-	}
-	// The batch's queued counter is written behind, as the workers write theirs: one write per
-	// flush interval rather than one per chunk. The loop's last flush, after the run, says whether
-	// the counter is complete. It goes through p's own client, which, unlike the autopipeliner,
-	// gives up when its context ends.
-	counter := batch.NewCounter(q.rdb, q.cfg.Queue, counterInterval)
-	counting, stopCounting := context.WithCancel(context.WithoutCancel(ctx))
-	counterDone := make(chan struct{})
-	var counterErr error // written by the loop; read once it is done
+	r.mu.Unlock()
+}
+
+// startCounter starts writing the batch's queued counter. The loop's last flush, after the run,
+// says whether the counter is complete. It goes through the queue's own client, which, unlike the
+// autopipeliner, gives up when its context ends.
+func (r *fileRun) startCounter(ctx context.Context) {
+	r.counter = batch.NewCounter(r.q.rdb, r.q.cfg.Queue, counterInterval)
+	var counting context.Context
+	counting, r.stopCounting = context.WithCancel(context.WithoutCancel(ctx))
+	r.counterDone = make(chan struct{})
 	go func() {
-		defer close(counterDone)
+		defer close(r.counterDone)
 		flushloop.Run(counting, counterInterval, nil, func(ctx context.Context) {
 			// Bounded, so that a hung Redis holds up the end of an interrupted run by seconds.
 			ctx, cancel := context.WithTimeout(ctx, counterTimeout)
 			defer cancel()
-			counterErr = counter.Flush(ctx)
+			r.counterErr = r.counter.Flush(ctx)
 		})
 	}()
-	for range o.Concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for rows := range work {
-				bulk.enqueueChunk(ctx, rows, o, counter, count)
-			}
-		}()
-	}
-	stopProgress := q.progress(o, &mu, &sum, start, counted.n.Load)
+}
 
-	// send hands a chunk to the workers; one left unsent when ctx ends is counted as failed below.
+// startWorkers starts the workers that enqueue the chunks read.
+func (r *fileRun) startWorkers(ctx context.Context) {
+	// asynq sends one command per enqueue. Through go-redis's autopipeliner, the commands of the
+	// enqueues in flight go to Redis batched, many per write and read, which halves Redis's CPU per
+	// row and most of ours. A client without one (a Ring) enqueues command by command. The
+	// autopipeliner runs commands on its own context, not ctx, so enqueueChunk checks ctx itself.
+	if !r.o.NoAutopipeline {
+		if ap, err := r.q.rdb.AutoPipelineWithOptions(bulkPipeline()); err == nil {
+			r.bulk = New(ap, r.q.cfg)
+		}
+	}
+	for range r.o.Concurrency {
+		r.workers.Go(func() {
+			for rows := range r.work {
+				r.enqueueChunk(ctx, rows)
+			}
+		})
+	}
+}
+
+// startProgress calls the Progress option about every ProgressEvery until stopped.
+func (r *fileRun) startProgress() (stop func()) {
+	if r.o.Progress == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(r.o.ProgressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				r.mu.Lock()
+				s := r.sum
+				r.mu.Unlock()
+				s.Elapsed = time.Since(r.start)
+				s.BytesRead = r.in.n.Load()
+				r.o.Progress(s)
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+// read reads the input to its end (or until ctx ends), writes malformed rows to the rejects file
+// and hands the good ones to the workers in chunks. Its error is the input's or the rejects file's.
+func (r *fileRun) read(ctx context.Context) error {
+	defer close(r.work)
+	// send hands a chunk to the workers; one left unsent when ctx ends is counted as failed later.
 	send := func(chunk []ingest.Row) {
 		select {
-		case work <- chunk:
+		case r.work <- chunk:
 		case <-ctx.Done():
 		}
 	}
-	var readErr error
 	chunk := make([]ingest.Row, 0, chunkSize)
+	defer func() {
+		if len(chunk) > 0 {
+			send(chunk)
+		}
+	}()
 	for ctx.Err() == nil {
-		row, rej, err := rd.Next()
+		row, rej, err := r.rd.Next()
 		if errors.Is(err, io.EOF) {
-			break
+			return nil
 		}
 		if err != nil {
-			readErr = fmt.Errorf("reading %s: %w", o.Path, err)
-			break
+			return fmt.Errorf("reading %s: %w", r.o.Path, err)
 		}
-		count(func(s *Summary) { s.Rows++ })
+		r.count(func(s *Summary) { s.Rows++ })
 		if rej != nil {
-			if err := rejects.Write(*rej); err != nil {
-				readErr = fmt.Errorf("writing rejects: %w", err)
-				break
+			if err := r.rejects.Write(*rej); err != nil {
+				return fmt.Errorf("writing rejects: %w", err)
 			}
-			count(func(s *Summary) { s.Rejected++ })
+			r.count(func(s *Summary) { s.Rejected++ })
 			continue
 		}
 		chunk = append(chunk, *row)
@@ -224,49 +302,58 @@ func (q *Queue) EnqueueFile(ctx context.Context, o FileOptions) (Summary, error)
 			chunk = make([]ingest.Row, 0, chunkSize)
 		}
 	}
-	if len(chunk) > 0 {
-		send(chunk)
-	}
-	close(work)
-	workersDone := make(chan struct{})
-	go func() { wg.Wait(); close(workersDone) }()
-	finished := true
+	return nil
+}
+
+// waitWorkers waits for the workers; after ctx ends it waits interruptGrace at most, and says
+// whether they finished. Then the run stops counting: rows read but neither enqueued nor settled
+// otherwise (left unsent, or still in flight) count as failed.
+func (r *fileRun) waitWorkers(ctx context.Context) (finished bool) {
+	done := make(chan struct{})
+	go func() { r.workers.Wait(); close(done) }()
+	finished = true
 	select {
-	case <-workersDone:
+	case <-done:
 	case <-ctx.Done():
 		// The autopipeliner does not see ctx: an enqueue already sent to a hung Redis waits for the
 		// client's read timeout, retried, which was 40 s in all.
 		t := time.NewTimer(interruptGrace)
 		select {
-		case <-workersDone:
+		case <-done:
 		case <-t.C:
 			finished = false
 		}
 		t.Stop()
 	}
-	mu.Lock()
-	abandoned = true
-	// Rows read but neither enqueued nor settled otherwise: left unsent, or still in flight.
-	sum.Failed = sum.Rows - sum.Enqueued - sum.Duplicates - sum.DeadLettered - sum.Rejected
-	mu.Unlock()
-	stopCounting()
-	stopProgress()
+	r.mu.Lock()
+	r.abandoned = true
+	s := &r.sum
+	s.Failed = s.Rows - s.Enqueued - s.Duplicates - s.DeadLettered - s.Rejected
+	r.mu.Unlock()
+	return finished
+}
+
+// finish completes the summary once everything has stopped.
+func (r *fileRun) finish(ctx context.Context, finished bool, readErr error) (Summary, error) {
+	r.mu.Lock()
+	sum := r.sum
+	r.mu.Unlock()
 	if finished {
-		<-counterDone
-		if counterErr != nil {
+		<-r.counterDone
+		if r.counterErr != nil {
 			sum.CountErrors++
 		}
 	} else {
 		// Redis hangs: the counter's last write would wait for it too, and misses the rows in flight.
 		sum.CountErrors++
 	}
-	if err := rejects.Close(); err != nil && readErr == nil {
+	if err := r.rejects.Close(); err != nil && readErr == nil {
 		readErr = fmt.Errorf("writing rejects: %w", err)
 	}
-	sum.Elapsed = time.Since(start)
-	sum.BytesRead = counted.n.Load()
-	if rejects.Count() > 0 {
-		sum.RejectsPath = rejects.Path()
+	sum.Elapsed = time.Since(r.start)
+	sum.BytesRead = r.in.n.Load()
+	if r.rejects.Count() > 0 {
+		sum.RejectsPath = r.rejects.Path()
 	}
 	if readErr == nil && ctx.Err() != nil {
 		readErr = fmt.Errorf("interrupted after %d rows: re-run the same file to add the rest: %w", sum.Rows, context.Cause(ctx))
@@ -274,13 +361,16 @@ func (q *Queue) EnqueueFile(ctx context.Context, o FileOptions) (Summary, error)
 	return sum, readErr
 }
 
-func (q *Queue) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOptions, counter *batch.Counter, count func(func(*Summary))) {
+// enqueueChunk enqueues one chunk of rows: one command checks them against the dead-letter store,
+// one claims the live pairs, then each is enqueued.
+func (r *fileRun) enqueueChunk(ctx context.Context, rows []ingest.Row) {
+	q, o := r.bulk, r.o
 	fail := func(rows []ingest.Row) {
-		count(func(s *Summary) {
+		r.count(func(s *Summary) {
 			s.Failed += len(rows)
-			for _, r := range rows {
+			for _, row := range rows {
 				if len(s.FailedLines) < maxFailedLines {
-					s.FailedLines = append(s.FailedLines, r.Line)
+					s.FailedLines = append(s.FailedLines, row.Line)
 				}
 			}
 		})
@@ -288,7 +378,7 @@ func (q *Queue) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOptio
 	var queued int64
 	defer func() {
 		if queued > 0 {
-			counter.Add(o.Batch, batch.FieldQueued, queued)
+			r.counter.Add(o.Batch, batch.FieldQueued, queued)
 		}
 	}()
 	if ctx.Err() != nil {
@@ -296,8 +386,8 @@ func (q *Queue) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOptio
 		return
 	}
 	ids := make([]string, len(rows))
-	for i, r := range rows {
-		ids[i] = tasks.TaskID(r.Request.Pair())
+	for i, row := range rows {
+		ids[i] = tasks.TaskID(row.Request.Pair())
 	}
 	dead, err := q.store.Has(ctx, ids)
 	if err != nil {
@@ -319,27 +409,27 @@ func (q *Queue) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOptio
 		}
 	}
 	next := 0
-	for i, r := range rows {
+	for i, row := range rows {
 		if ctx.Err() != nil {
 			fail(rows[i:])
 			return
 		}
 		if dead[i] {
-			count(func(s *Summary) { s.DeadLettered++ })
+			r.count(func(s *Summary) { s.DeadLettered++ })
 			continue
 		}
 		if o.DryRun {
-			count(func(s *Summary) { s.Enqueued++ })
+			r.count(func(s *Summary) { s.Enqueued++ })
 			continue
 		}
 		c := claims[next]
 		next++
-		res, err := q.enqueueClaimed(ctx, tasks.Payload{Request: r.Request, Batch: o.Batch, Reconcile: o.Reconcile}, c)
+		res, err := q.enqueueClaimed(ctx, tasks.Payload{Request: row.Request, Batch: o.Batch, Reconcile: o.Reconcile}, c)
 		switch {
 		case err != nil:
 			fail(rows[i : i+1])
 		case res.Status == Duplicate:
-			count(func(s *Summary) {
+			r.count(func(s *Summary) {
 				s.Duplicates++
 				if res.Owner != "" {
 					s.OtherQueue++
@@ -347,37 +437,9 @@ func (q *Queue) enqueueChunk(ctx context.Context, rows []ingest.Row, o FileOptio
 			})
 		default:
 			queued++
-			count(func(s *Summary) { s.Enqueued++ })
+			r.count(func(s *Summary) { s.Enqueued++ })
 		}
 	}
-}
-
-func (q *Queue) progress(o FileOptions, mu *sync.Mutex, sum *Summary, start time.Time, bytesRead func() int64) (stop func()) {
-	if o.Progress == nil {
-		return func() {}
-	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(o.ProgressEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				mu.Lock()
-				s := *sum
-				mu.Unlock()
-				s.Elapsed = time.Since(start)
-				s.BytesRead = bytesRead()
-				o.Progress(s)
-			}
-		}
-	}()
-	return func() { close(done); wg.Wait() }
 }
 
 // openInput opens a file of activation requests, or stdin for "-" (JSONL), and tells its format.

@@ -1226,7 +1226,7 @@ func TestPauseResume(t *testing.T) {
 	}
 }
 
-// TestDLQFixAndRequeue is the README's dead-letter workflow: requeue what can be requeued as it is
+// TestDLQFixAndRequeue is the dead-letter workflow of docs/operations.md: requeue what can be requeued as it is
 // (a dead letter without a valid request is skipped and named, the rest still goes), fix the rows
 // and requeue them from a file (JSONL or CSV; malformed rows to the rejects file, rows without a dead
 // letter counted), and purge for good, after which the corrected row queues the pair again.
