@@ -16,6 +16,7 @@ import (
 
 	"github.com/versori/activator/internal/batch"
 	"github.com/versori/activator/internal/breaker"
+	"github.com/versori/activator/internal/configerr"
 	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/pairs"
 	"github.com/versori/activator/internal/queuestate"
@@ -150,7 +151,7 @@ func (w *Worker) start(mux *asynq.ServeMux) error {
 		ms, err := metrics.Listen(w.cfg.MetricsAddr, w.metrics.Registry, w.ready, w.adminHandlers())
 		if err != nil {
 			w.closeAdmin()
-			return fmt.Errorf("METRICS_ADDR %s: %w", w.cfg.MetricsAddr, err)
+			return configerr.New("worker", "MetricsAddr", "%s cannot be listened on: %v", w.cfg.MetricsAddr, err)
 		}
 		w.mserver = ms
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/versori/activator/internal/configerr"
 	"github.com/versori/activator/internal/ctxtime"
 	"github.com/versori/activator/internal/rediskeys"
 )
@@ -120,8 +121,11 @@ const maxBatch = 16
 
 // New returns a Gate on rdb.
 func New(rdb redis.UniversalClient, cfg Config) (*Gate, error) {
-	if cfg.Rate < 0 || cfg.Burst < 0 {
-		return nil, fmt.Errorf("VERSORI_RATE_LIMIT and VERSORI_RATE_BURST must not be negative")
+	if cfg.Rate < 0 {
+		return nil, configerr.New("ratelimit", "Rate", "must not be negative, got %d", cfg.Rate)
+	}
+	if cfg.Burst < 0 {
+		return nil, configerr.New("ratelimit", "Burst", "must not be negative, got %d", cfg.Burst)
 	}
 	if cfg.Burst == 0 {
 		cfg.Burst = 1

@@ -117,7 +117,7 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	}
 	s.NoRedisRestartGuard = !r.guard
 	if err := s.Validate(); err != nil {
-		return s, envflag.Explain(err, fs.Fields(&s.Config))
+		return s, explain(err)
 	}
 	if s.AdminUI.Enabled {
 		// Its own connection, so that browsing cannot starve the worker's pool.
@@ -194,7 +194,7 @@ func Main(ctx context.Context, args []string, lookup func(string) (string, bool)
 	defer rdb.Close()
 	w, err := worker.New(rdb, s.Config)
 	if err != nil {
-		fmt.Fprintln(stderr, "worker:", err)
+		fmt.Fprintln(stderr, "worker:", explain(err))
 		return 2
 	}
 	log.Info("connecting", "redis", redisconn.Redacted(s.RedisURL), "versori", s.Versori.BaseURL)
@@ -203,6 +203,16 @@ func Main(ctx context.Context, args []string, lookup func(string) (string, bool)
 		return 1
 	}
 	return 0
+}
+
+// explain names the variable behind a worker.Config field that Validate (or New) refused.
+func explain(err error) error {
+	var (
+		s Settings
+		r raw
+	)
+	fs := newFlags(&s, &r, func(string) (string, bool) { return "", false }, io.Discard)
+	return envflag.Explain(err, fs.Fields(&s.Config))
 }
 
 // Vars lists the worker's settings: variable, flag and default.

@@ -2,6 +2,7 @@ package workercmd
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -10,6 +11,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +23,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/versori/activator/internal/cmd/envflag"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/versori"
 )
 
@@ -425,5 +428,26 @@ func TestConfigurationDoc(t *testing.T) {
 	}
 	for _, p := range envflag.CheckDoc(string(doc), "worker", Vars()) {
 		t.Error("docs/configuration.md: " + p)
+	}
+}
+
+// TestMainMetricsAddrInUse checks that a METRICS_ADDR the worker cannot listen on stops it with one
+// line naming the variable, and exit 2.
+func TestMainMetricsAddrInUse(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	env := settingsEnv(map[string]string{"REDIS_URL": db.URL(), "METRICS_ADDR": ln.Addr().String()})
+	var stderr bytes.Buffer
+	if code := Main(context.Background(), nil, env, &stderr); code != 2 {
+		t.Fatalf("Main = %d, want 2; stderr:\n%s", code, stderr.String())
+	}
+	want := "worker: METRICS_ADDR " + ln.Addr().String() + " cannot be listened on: "
+	if out := stderr.String(); !strings.HasPrefix(out, want) || strings.Count(out, "\n") != 1 {
+		t.Errorf("stderr = %q, want one line starting %q", out, want)
 	}
 }
