@@ -18,13 +18,13 @@ import (
 // ErrOpen is returned, without calling, while the breaker is open or its probes are all out.
 var ErrOpen = errors.New("circuit breaker open: the API is failing; not calling")
 
-// Config configures a Breaker. Zero fields take DefaultConfig's (in brackets).
+// Config configures a Breaker. Zero fields take DefaultConfig's.
 type Config struct {
-	Window       time.Duration // how far back calls are counted [30s]
-	MinCalls     uint32        // calls in the window before the breaker may open [20]
-	FailureRatio float64       // share of transient failures that opens it [0.5]
-	Cooldown     time.Duration // how long it stays open before probing [30s]
-	Probes       uint32        // calls let through while half-open [3]
+	Window       time.Duration // how far back calls are counted
+	MinCalls     uint32        // calls in the window before the breaker may open
+	FailureRatio float64       // share of transient failures that opens it, in (0, 1]
+	Cooldown     time.Duration // how long it stays open before probing
+	Probes       uint32        // calls let through while half-open
 	// OnStateChange, if set, is told of every change (for metrics and logs).
 	OnStateChange func(from, to gobreaker.State)
 }

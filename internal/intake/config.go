@@ -40,33 +40,34 @@ var ErrNoAuth = errors.New("intake: refusing to start without Secrets or Tokens 
 // and Tokens never appear in the Server's logs or errors, and fmt and slog print a Config with them
 // redacted.
 type Config struct {
-	// Addr is the address ListenAndServe listens on (INTAKE_ADDR; default 127.0.0.1:8080).
+	// Addr is the address ListenAndServe listens on (default DefaultAddr).
 	Addr string
-	// Secrets are Standard Webhooks signing secrets, each "whsec_" followed by the base64 key
-	// (INTAKE_WEBHOOK_SECRET, comma-separated). A request verifies if its signature matches any of
-	// them, so a secret is rotated by adding the new one, moving the senders, then dropping the old.
+	// Secrets are Standard Webhooks signing secrets, each "whsec_" followed by the base64 key. A
+	// request verifies if its signature matches any of them, so a secret is rotated by adding the new
+	// one, moving the senders, then dropping the old.
 	Secrets []string
-	// Tokens are accepted bearer tokens (INTAKE_TOKENS, comma-separated), each at least
-	// MinTokenBytes long.
+	// Tokens are accepted bearer tokens, each at least MinTokenBytes long.
 	Tokens []string
 	// Insecure lets the server start without any secret or token, accepting every request. It has
 	// no effect when a secret or token is set.
 	Insecure bool
-	// MaxBatch is the most requests POST /v1/activations:batch takes (default 100).
+	// MaxBatch is the most requests POST /v1/activations:batch takes (default DefaultMaxBatch).
 	MaxBatch int
-	// MaxBodyBytes bounds a request body (default 1 MiB); a larger one is answered 413.
+	// MaxBodyBytes bounds a request body (default DefaultMaxBodyBytes); a larger one is answered 413.
 	MaxBodyBytes int64
-	// MaxConcurrent bounds the /v1 requests in flight (default 64); more are answered 429 at once.
+	// MaxConcurrent bounds the /v1 requests in flight (default DefaultMaxConcurrent); more are
+	// answered 429 at once.
 	MaxConcurrent int
-	// Timeouts and header limit of the http.Server (defaults 5s, 30s, 30s, 2m and 16 KiB).
+	// Timeouts and header limit of the http.Server (defaults: the Default… constants).
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
 	WriteTimeout      time.Duration
 	IdleTimeout       time.Duration
 	MaxHeaderBytes    int
-	// Batch is the batch id tagged on every job the server queues (default "intake").
+	// Batch is the batch id tagged on every job the server queues (default DefaultBatch).
 	Batch string
-	// ShutdownTimeout bounds the wait for in-flight requests at shutdown (default 15s).
+	// ShutdownTimeout bounds the wait for in-flight requests at shutdown (default
+	// DefaultShutdownTimeout).
 	ShutdownTimeout time.Duration
 	// Logger receives the server's logs (default: slog.Default()).
 	Logger *slog.Logger
@@ -143,8 +144,8 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// SplitList splits a comma-separated list, as in INTAKE_WEBHOOK_SECRET and INTAKE_TOKENS, trimming
-// spaces and dropping empty items.
+// SplitList splits a comma-separated list of secrets or tokens, trimming spaces and dropping empty
+// items.
 func SplitList(s string) []string {
 	var out []string
 	for item := range strings.SplitSeq(s, ",") {
