@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/versori/activator/internal/background"
 	"github.com/versori/activator/internal/batch"
 	"github.com/versori/activator/internal/breaker"
 	"github.com/versori/activator/internal/configerr"
@@ -79,7 +80,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	rdb.AddHook(jobEndRetry{stop: interruptCtx, every: 250 * time.Millisecond, log: w.log})
 	w.guard = redisguard.New(rdb, redisguard.Config{Queue: cfg.Queue, Off: cfg.NoRedisRestartGuard,
 		Logger: w.log, OnChange: w.metrics.RedisRestarts.Inc})
-	w.batches = batch.NewCounter(rdb, cfg.Queue, 0)
+	w.batches = batch.NewCounter(rdb, cfg.Queue, batch.Config{})
 	w.results = results.New(rdb, results.Config{Logger: w.log})
 	w.sweeper = newSweeper(w.inspector, w.store, cfg.Queue, w.metrics, w.log)
 	w.sweeper.batches = w.batches
@@ -178,24 +179,17 @@ func (w *Worker) Metrics() *metrics.Worker { return w.metrics }
 // finish within the grace period, cuts the rest short (their jobs are retried after a look-up), sweeps
 // the archive a last time and returns.
 func (w *Worker) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	bg, stopBG := context.WithCancel(context.Background())
+	bg := background.NewGroup(w.log)
 	if w.mserver != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := w.mserver.Serve(bg); err != nil {
-				w.log.Error("metrics server stopped", "error", err.Error())
-			}
-		}()
+		bg.Go("metrics server", w.mserver.Serve)
 	}
-	for _, loop := range []func(context.Context){w.sweepLoop, w.gate.Run, w.probeLoop, w.batches.Run, w.results.Run} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			loop(bg)
-		}()
+	bg.Every("archive sweep", w.cfg.SweepInterval, background.AtOnce, w.sweep)
+	bg.Go("shared back-off poll", w.gate.Run)
+	if !w.cfg.PerUserAuth { // per-user tokens never pause the queue
+		bg.Every("API key probe", w.cfg.ProbeInterval, background.AfterInterval, w.probe)
 	}
+	bg.Go("batch counts", w.batches.Run)
+	bg.Go("job results", w.results.Run)
 	w.log.Info("worker started", "queue", w.cfg.Queue, "concurrency", w.cfg.Concurrency, "prefetch", w.cfg.Prefetch,
 		"servers", w.cfg.Servers, "metrics_addr", w.MetricsAddr())
 
@@ -207,11 +201,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	cut := time.AfterFunc(w.cfg.ShutdownGrace, w.interrupt)
 	var sw sync.WaitGroup
 	for _, srv := range w.servers {
-		sw.Add(1)
-		go func() {
-			defer sw.Done()
-			srv.Shutdown()
-		}()
+		sw.Go(srv.Shutdown)
 	}
 	sw.Wait()
 	cut.Stop()
@@ -222,30 +212,23 @@ func (w *Worker) Run(ctx context.Context) error {
 	if _, err := w.sweeper.Sweep(sctx); err != nil {
 		w.log.Warn("final archive sweep failed", "error", err.Error())
 	}
-	stopBG()
-	wg.Wait()
+	// After the last sweep, whose dead letters the batch counts' last flush then writes.
+	bg.Stop()
 	w.closeAdmin()
 	w.log.Info("worker stopped")
 	return nil
 }
 
-func (w *Worker) sweepLoop(ctx context.Context) {
-	t := time.NewTicker(w.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		if n, err := w.sweeper.Sweep(ctx); err != nil && ctx.Err() == nil {
-			w.log.Warn("archive sweep failed", "error", err.Error())
-		} else if n > 0 {
-			w.log.Info("archive sweep stored dead letters", "count", n)
-		}
-		w.trim(ctx)
-		w.refreshPaused()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+// sweep copies the archive into the dead-letter store, applies the retention and refreshes the
+// paused gauge.
+func (w *Worker) sweep(ctx context.Context) error {
+	n, err := w.sweeper.Sweep(ctx)
+	if err == nil && n > 0 {
+		w.log.Info("archive sweep stored dead letters", "count", n)
 	}
+	w.trim(ctx)
+	w.refreshPaused()
+	return err
 }
 
 // trim applies the dead-letter retention an operator configured, if any.
@@ -349,36 +332,25 @@ func (k *keyChecker) probeLocked(ctx context.Context) (keyState, versori.Class) 
 	return st, c
 }
 
-// probeLoop resumes a queue that a worker paused for a refused API key, once a probe call shows the
-// key is accepted again. A queue an operator paused is left alone.
-func (w *Worker) probeLoop(ctx context.Context) {
-	if w.cfg.PerUserAuth {
-		return // per-user tokens never pause the queue
+// probe resumes a queue that a worker paused for a refused API key, once a probe call shows the key
+// is accepted again. A queue an operator paused is left alone. It logs what it finds itself.
+func (w *Worker) probe(ctx context.Context) error {
+	paused, reason, err := w.state.Paused(ctx)
+	if err != nil || !paused || reason != queuestate.ReasonUnauthorized {
+		return nil
 	}
-	t := time.NewTicker(w.cfg.ProbeInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	switch st, c := w.keys.Probe(ctx); st {
+	case keyAccepted:
+		if err := w.state.Resume(ctx); err != nil {
+			w.log.Error("the API key works again, but resuming the queue failed", "error", err.Error())
+			return nil
 		}
-		paused, reason, err := w.state.Paused(ctx)
-		if err != nil || !paused || reason != queuestate.ReasonUnauthorized {
-			continue
-		}
-		switch st, c := w.keys.Probe(ctx); st {
-		case keyAccepted:
-			if err := w.state.Resume(ctx); err != nil {
-				w.log.Error("the API key works again, but resuming the queue failed", "error", err.Error())
-				continue
-			}
-			w.metrics.QueuePaused.Set(0)
-			w.log.Warn("the API key works again: queue resumed")
-		case keyRefused:
-			w.log.Error("the API still refuses the API key: queue stays paused; fix the key, then run `enqueue resume`")
-		default:
-			w.log.Warn("probe of the API key was inconclusive", "class", string(c))
-		}
+		w.metrics.QueuePaused.Set(0)
+		w.log.Warn("the API key works again: queue resumed")
+	case keyRefused:
+		w.log.Error("the API still refuses the API key: queue stays paused; fix the key, then run `enqueue resume`")
+	default:
+		w.log.Warn("probe of the API key was inconclusive", "class", string(c))
 	}
+	return nil
 }

@@ -6,17 +6,17 @@
 package batch
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/versori/activator/internal/flushloop"
+	"github.com/versori/activator/internal/background"
 	"github.com/versori/activator/internal/rediskeys"
 )
 
@@ -34,23 +34,57 @@ const (
 // ttl keeps a batch's counters for a month after its last change.
 const ttl = 30 * 24 * time.Hour
 
+// Config configures a Counter.
+type Config struct {
+	// Interval is how often Run flushes (default 500 ms).
+	Interval time.Duration
+	// Timeout, if positive, bounds each of Run's flushes; Run's last flush is bounded by it, or
+	// else by 5 s.
+	Timeout time.Duration
+}
+
 // Counter accumulates outcome counts in memory and flushes them to Redis. It is safe for concurrent
 // use.
 type Counter struct {
-	rdb   redis.UniversalClient
-	queue string
+	buf   *background.Buffer[count]
 	every time.Duration
-
-	mu      sync.Mutex
-	pending map[string]map[string]int64 // batch -> field -> delta
 }
 
-// NewCounter returns a Counter for queue's batches that flushes every interval (default 500 ms).
-func NewCounter(rdb redis.UniversalClient, queue string, every time.Duration) *Counter {
-	if every <= 0 {
-		every = 500 * time.Millisecond
+// count is one Add; a flush adds them up by batch and field.
+type count struct {
+	batch, field string
+	n            int64
+}
+
+// NewCounter returns a Counter for queue's batches.
+func NewCounter(rdb redis.UniversalClient, queue string, cfg Config) *Counter {
+	flush := func(ctx context.Context, counts []count) ([]count, error) {
+		type key struct{ batch, field string }
+		sums := map[key]int64{}
+		for _, c := range counts {
+			sums[key{c.batch, c.field}] += c.n
+		}
+		byBatch := map[string]map[string]int64{}
+		for k, n := range sums {
+			m := byBatch[k.batch]
+			if m == nil {
+				m = map[string]int64{}
+				byBatch[k.batch] = m
+			}
+			m[k.field] = n
+		}
+		if err := Write(ctx, rdb, queue, byBatch); err != nil {
+			// Kept as sums, so that an outage costs one count per batch and field, not one per job.
+			keep := make([]count, 0, len(sums))
+			for k, n := range sums {
+				keep = append(keep, count{batch: k.batch, field: k.field, n: n})
+			}
+			return keep, err
+		}
+		return nil, nil
 	}
-	return &Counter{rdb: rdb, queue: queue, every: every, pending: map[string]map[string]int64{}}
+	return &Counter{buf: background.NewBuffer(background.BufferConfig[count]{Flush: flush, Timeout: cfg.Timeout}),
+		every: cmp.Or(cfg.Interval, 500*time.Millisecond)}
 }
 
 // Add counts n of field for batch; jobs without a batch are not counted.
@@ -58,46 +92,15 @@ func (c *Counter) Add(batch, field string, n int64) {
 	if batch == "" || c == nil {
 		return
 	}
-	c.mu.Lock()
-	m := c.pending[batch]
-	if m == nil {
-		m = map[string]int64{}
-		c.pending[batch] = m
-	}
-	m[field] += n
-	c.mu.Unlock()
+	_ = c.buf.Add(count{batch: batch, field: field, n: n}) // never fails: no Size
 }
 
 // Flush writes the counts gathered so far in one pipelined round trip. On failure they are kept for
 // the next flush.
-func (c *Counter) Flush(ctx context.Context) error {
-	c.mu.Lock()
-	batch := c.pending
-	c.pending = map[string]map[string]int64{}
-	c.mu.Unlock()
-	if len(batch) == 0 {
-		return nil
-	}
-	if err := Write(ctx, c.rdb, c.queue, batch); err != nil {
-		c.mu.Lock()
-		for b, m := range batch {
-			for f, n := range m {
-				if c.pending[b] == nil {
-					c.pending[b] = map[string]int64{}
-				}
-				c.pending[b][f] += n
-			}
-		}
-		c.mu.Unlock()
-		return err
-	}
-	return nil
-}
+func (c *Counter) Flush(ctx context.Context) error { return c.buf.Flush(ctx) }
 
-// Run flushes every interval until ctx ends, then flushes once more.
-func (c *Counter) Run(ctx context.Context) {
-	flushloop.Run(ctx, c.every, nil, func(ctx context.Context) { _ = c.Flush(ctx) })
-}
+// Run flushes every interval until ctx ends, then flushes once more and returns that flush's error.
+func (c *Counter) Run(ctx context.Context) error { return c.buf.Run(ctx, c.every) }
 
 // Write adds counts to batches' counters in one pipelined round trip.
 func Write(ctx context.Context, rdb redis.UniversalClient, queue string, counts map[string]map[string]int64) error {

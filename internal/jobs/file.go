@@ -12,8 +12,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/versori/activator/internal/background"
 	"github.com/versori/activator/internal/batch"
-	"github.com/versori/activator/internal/flushloop"
 	"github.com/versori/activator/internal/ingest"
 	"github.com/versori/activator/internal/pairs"
 	"github.com/versori/activator/tasks"
@@ -145,7 +145,7 @@ type fileRun struct {
 	counter      *batch.Counter
 	stopCounting context.CancelFunc
 	counterDone  chan struct{}
-	counterErr   error // written by the counter's loop; read once it is done
+	counterErr   error // the counter's last flush's; read once its loop is done
 
 	mu  sync.Mutex
 	sum Summary
@@ -201,18 +201,13 @@ func (r *fileRun) count(f func(*Summary)) {
 // says whether the counter is complete. It goes through the queue's own client, which, unlike the
 // autopipeliner, gives up when its context ends.
 func (r *fileRun) startCounter(ctx context.Context) {
-	r.counter = batch.NewCounter(r.q.rdb, r.q.cfg.Queue, counterInterval)
+	r.counter = batch.NewCounter(r.q.rdb, r.q.cfg.Queue, batch.Config{Interval: counterInterval, Timeout: counterTimeout})
 	var counting context.Context
 	counting, r.stopCounting = context.WithCancel(context.WithoutCancel(ctx))
 	r.counterDone = make(chan struct{})
 	go func() {
 		defer close(r.counterDone)
-		flushloop.Run(counting, counterInterval, nil, func(ctx context.Context) {
-			// Bounded, so that a hung Redis holds up the end of an interrupted run by seconds.
-			ctx, cancel := context.WithTimeout(ctx, counterTimeout)
-			defer cancel()
-			r.counterErr = r.counter.Flush(ctx)
-		})
+		r.counterErr = r.counter.Run(counting)
 	}()
 }
 
@@ -241,26 +236,19 @@ func (r *fileRun) startProgress() (stop func()) {
 	if r.o.Progress == nil {
 		return func() {}
 	}
-	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		t := time.NewTicker(r.o.ProgressEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				r.mu.Lock()
-				s := r.sum
-				r.mu.Unlock()
-				s.Elapsed = time.Since(r.start)
-				s.BytesRead = r.in.n.Load()
-				r.o.Progress(s)
-			}
-		}
+		background.Every(ctx, r.o.ProgressEvery, background.AfterInterval, func(context.Context) {
+			r.mu.Lock()
+			s := r.sum
+			r.mu.Unlock()
+			s.Elapsed = time.Since(r.start)
+			s.BytesRead = r.in.n.Load()
+			r.o.Progress(s)
+		})
 	})
-	return func() { close(done); wg.Wait() }
+	return func() { cancel(); wg.Wait() }
 }
 
 // read reads the input to its end (or until ctx ends), writes malformed rows to the rejects file

@@ -9,25 +9,19 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"sync"
 	"time"
 
-	"github.com/versori/activator/internal/flushloop"
+	"github.com/versori/activator/internal/background"
 )
 
 // DefaultSize is the buffer size at which a write flushes without waiting for the interval.
 const DefaultSize = 64 << 10
 
 // Writer is an io.Writer that keeps what it is given until Flush. It is safe for concurrent use;
-// each Write's bytes stay together and in order. Lines kept when the process is killed are lost.
+// each Write's bytes stay together and in order. Lines kept when the process is killed are lost, as
+// are those of a write to out that fails.
 type Writer struct {
-	out  io.Writer
-	size int
-
-	flushMu sync.Mutex // serializes writes to out, so that swapped buffers go out in order
-	mu      sync.Mutex // guards buf and spare
-	buf     []byte
-	spare   []byte
+	buf *background.Buffer[byte]
 }
 
 // New returns a Writer on out that flushes by itself once it holds size bytes (DefaultSize if size
@@ -36,66 +30,27 @@ func New(out io.Writer, size int) *Writer {
 	if size <= 0 {
 		size = DefaultSize
 	}
-	return &Writer{out: out, size: size, buf: make([]byte, 0, size)}
+	write := func(_ context.Context, b []byte) ([]byte, error) {
+		_, err := out.Write(b)
+		return nil, err
+	}
+	return &Writer{buf: background.NewBuffer(background.BufferConfig[byte]{Flush: write, Size: size})}
 }
 
 // Write keeps p for the next flush, or flushes first when p would not fit. A p of the buffer's size
 // or more is written through at once, after what is kept.
 func (w *Writer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	if len(w.buf)+len(p) <= w.size {
-		w.buf = append(w.buf, p...)
-		w.mu.Unlock()
-		return len(p), nil
-	}
-	w.mu.Unlock()
-	// Flush takes flushMu before mu, so that nothing kept after this point goes out before p.
-	w.flushMu.Lock()
-	defer w.flushMu.Unlock()
-	if err := w.flushLocked(); err != nil {
+	if err := w.buf.Add(p...); err != nil {
 		return 0, err
 	}
-	if len(p) >= w.size {
-		return w.out.Write(p)
-	}
-	w.mu.Lock()
-	w.buf = append(w.buf, p...)
-	w.mu.Unlock()
 	return len(p), nil
 }
 
 // Flush writes out everything kept.
-func (w *Writer) Flush() error {
-	w.flushMu.Lock()
-	defer w.flushMu.Unlock()
-	return w.flushLocked()
-}
-
-// flushLocked swaps the buffer for the spare, so that Write does not wait for out while the kept
-// bytes are written. flushMu must be held.
-func (w *Writer) flushLocked() error {
-	w.mu.Lock()
-	b := w.buf
-	w.buf = w.spare[:0]
-	w.mu.Unlock()
-	var err error
-	if len(b) > 0 {
-		_, err = w.out.Write(b)
-	}
-	w.mu.Lock()
-	if cap(b) <= 4*w.size { // a buffer grown by a burst is not kept
-		w.spare = b[:0]
-	} else {
-		w.spare = nil
-	}
-	w.mu.Unlock()
-	return err
-}
+func (w *Writer) Flush() error { return w.buf.Flush(context.Background()) }
 
 // Run flushes every interval until ctx is done, then once more.
-func (w *Writer) Run(ctx context.Context, every time.Duration) {
-	flushloop.Run(ctx, every, nil, func(context.Context) { _ = w.Flush() })
-}
+func (w *Writer) Run(ctx context.Context, every time.Duration) { _ = w.buf.Run(ctx, every) }
 
 // FlushAt returns h, except that handling a record at or above level also flushes w, so that such a
 // record and everything logged before it are written at once.

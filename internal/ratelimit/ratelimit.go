@@ -24,8 +24,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/versori/activator/internal/background"
 	"github.com/versori/activator/internal/configerr"
-	"github.com/versori/activator/internal/ctxtime"
 	"github.com/versori/activator/internal/rediskeys"
 )
 
@@ -162,7 +162,7 @@ func (g *Gate) Wait(ctx context.Context) error {
 			if bound, cause := g.bound(ctx); bound >= 0 && d > bound {
 				return &WaitError{Wait: d, Cause: cause}
 			}
-			if err := ctxtime.Sleep(ctx, d); err != nil {
+			if err := background.Sleep(ctx, d); err != nil {
 				return err
 			}
 			waited += d
@@ -176,7 +176,7 @@ func (g *Gate) Wait(ctx context.Context) error {
 			return err
 		}
 		d := time.Until(s.at)
-		if err := ctxtime.Sleep(ctx, d); err != nil {
+		if err := background.Sleep(ctx, d); err != nil {
 			return err // the slot is wasted
 		}
 		waited += max(d, 0)
@@ -383,20 +383,15 @@ func (g *Gate) raise(until int64) {
 	}
 }
 
-// Run reads the shared back-off from Redis every poll interval until ctx ends.
-func (g *Gate) Run(ctx context.Context) {
-	t := time.NewTicker(g.poll)
-	defer t.Stop()
-	for {
+// Run reads the shared back-off from Redis every poll interval until ctx ends, then returns ctx's
+// error. A read that fails leaves the back-off as it was until the next.
+func (g *Gate) Run(ctx context.Context) error {
+	background.Every(ctx, g.poll, background.AtOnce, func(ctx context.Context) {
 		if v, err := g.rdb.Get(ctx, g.backoffKey).Result(); err == nil {
 			if until, err := strconv.ParseInt(v, 10, 64); err == nil {
 				g.raise(until)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	})
+	return ctx.Err()
 }

@@ -13,13 +13,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/versori/activator/internal/flushloop"
+	"github.com/versori/activator/internal/background"
 	"github.com/versori/activator/internal/rediskeys"
 )
 
@@ -36,14 +34,9 @@ type Config struct {
 
 // Writer buffers job results and writes them to their asynq tasks. It is safe for concurrent use.
 type Writer struct {
-	rdb  redis.UniversalClient
-	cfg  Config
-	kick chan struct{}
-
-	mu      sync.Mutex
-	pending []entry
-
-	dropped atomic.Int64
+	rdb   redis.UniversalClient
+	every time.Duration
+	buf   *background.Buffer[entry]
 }
 
 type entry struct{ queue, taskID, result string }
@@ -62,48 +55,35 @@ func New(rdb redis.UniversalClient, cfg Config) *Writer {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Writer{rdb: rdb, cfg: cfg, kick: make(chan struct{}, 1)}
+	w := &Writer{rdb: rdb, every: cfg.Interval}
+	w.buf = background.NewBuffer(background.BufferConfig[entry]{
+		Flush: w.flush, FlushAt: cfg.FlushAt, MaxPending: cfg.MaxPending,
+		OnError: func(err error) {
+			cfg.Logger.Warn("could not write job results; they wait for the next flush", "error", err.Error())
+		},
+	})
+	return w
 }
 
 // Add records result for the task taskID of queue, to be written by the next flush.
 func (w *Writer) Add(queue, taskID, result string) {
-	w.mu.Lock()
-	w.pending = append(w.pending, entry{queue: queue, taskID: taskID, result: result})
-	n := len(w.pending)
-	w.mu.Unlock()
-	if n == w.cfg.FlushAt {
-		select {
-		case w.kick <- struct{}{}:
-		default:
-		}
-	}
+	_ = w.buf.Add(entry{queue: queue, taskID: taskID, result: result}) // never fails: no Size
 }
 
 // Dropped is how many results were dropped because Redis did not answer for too long.
-func (w *Writer) Dropped() int64 { return w.dropped.Load() }
+func (w *Writer) Dropped() int64 { return w.buf.Dropped() }
 
-// Run flushes until ctx is done, then flushes once more.
-func (w *Writer) Run(ctx context.Context) {
-	flushloop.Run(ctx, w.cfg.Interval, w.kick, func(ctx context.Context) {
-		if err := w.Flush(ctx); err != nil && ctx.Err() == nil {
-			w.cfg.Logger.Warn("could not write job results; they wait for the next flush", "error", err.Error())
-		}
-	})
-}
+// Run flushes until ctx is done, then flushes once more and returns that flush's error.
+func (w *Writer) Run(ctx context.Context) error { return w.buf.Run(ctx, w.every) }
 
 // maxKeys bounds the keys of one script call, so that one call never blocks Redis for long.
 const maxKeys = 500
 
 // Flush writes the results gathered so far in one pipelined round trip. On failure they are kept
 // for the next flush, up to MaxPending.
-func (w *Writer) Flush(ctx context.Context) error {
-	w.mu.Lock()
-	batch := w.pending
-	w.pending = nil
-	w.mu.Unlock()
-	if len(batch) == 0 {
-		return nil
-	}
+func (w *Writer) Flush(ctx context.Context) error { return w.buf.Flush(ctx) }
+
+func (w *Writer) flush(ctx context.Context, batch []entry) ([]entry, error) {
 	err := w.write(ctx, batch)
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 		// Redis restarted since the script was loaded: load it and send the batch again.
@@ -112,10 +92,9 @@ func (w *Writer) Flush(ctx context.Context) error {
 		}
 	}
 	if err != nil {
-		w.requeue(batch)
-		return fmt.Errorf("job results: %w", err)
+		return batch, fmt.Errorf("job results: %w", err)
 	}
-	return nil
+	return nil, nil
 }
 
 // write sends batch in one pipelined round trip.
@@ -139,19 +118,6 @@ func (w *Writer) write(ctx context.Context, batch []entry) error {
 	}
 	_, err := pipe.Exec(ctx)
 	return err
-}
-
-// requeue puts a failed flush's results back in front of the newer ones, dropping the oldest beyond
-// MaxPending.
-func (w *Writer) requeue(batch []entry) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	all := append(batch, w.pending...)
-	if over := len(all) - w.cfg.MaxPending; over > 0 {
-		all = all[over:]
-		w.dropped.Add(int64(over))
-	}
-	w.pending = all
 }
 
 // writeScript sets the result of each task that still exists: a task deleted in the meantime (no

@@ -14,7 +14,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/versori/activator/internal/ctxtime"
+	"github.com/versori/activator/internal/background"
 	"github.com/versori/activator/versori"
 )
 
@@ -103,7 +103,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Deferred for the calls that end without an answer (the client went away, or a drop had to abort
 	// the handler by panicking).
 	defer x.finish()
-	if ctxtime.Sleep(r.Context(), latency) != nil {
+	if background.Sleep(r.Context(), latency) != nil {
 		return
 	}
 	switch rt.kind {
@@ -194,7 +194,7 @@ func (x *exchange) activate() {
 		}
 		return
 	}
-	if ctxtime.Sleep(ctx, pl.beforeCommit) != nil {
+	if background.Sleep(ctx, pl.beforeCommit) != nil {
 		return
 	}
 	f := pl.fault
@@ -218,7 +218,7 @@ func (x *exchange) activate() {
 		return
 	}
 	// The activation exists from here on, whatever the client hears.
-	if ctxtime.Sleep(ctx, pl.afterCommit) != nil {
+	if background.Sleep(ctx, pl.afterCommit) != nil {
 		return
 	}
 	if f.Drop || f.Status != 0 {
