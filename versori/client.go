@@ -135,19 +135,12 @@ func NewTransport(concurrency int) *http.Transport {
 // Activate calls POST /activations. It is not idempotent: when it fails with an error for which
 // IsOutcomeUnknown is true, the activation may exist, and a caller must look before calling again.
 func (c *Client) Activate(ctx context.Context, req ActivationRequest) (*Activated, error) {
-	body, err := req.AppendJSON(nil)
+	body, err := req.MarshalJSON()
 	if err != nil {
 		return nil, fmt.Errorf("versori activate: encoding request: %w", err)
 	}
-	return c.ActivateJSON(ctx, req.UserID, body)
-}
-
-// ActivateJSON is Activate for a request already encoded by ActivationRequest.MarshalJSON (and
-// validated): body is sent as it is, so that a job whose payload holds the encoded request does not
-// decode and encode it again. userID is the request's end user, for per-user credentials.
-func (c *Client) ActivateJSON(ctx context.Context, userID string, body []byte) (*Activated, error) {
 	var out Activated
-	if err := c.do(ctx, OpActivate, http.MethodPost, "/activations", nil, userID, body, &out); err != nil {
+	if err := c.do(ctx, OpActivate, http.MethodPost, "/activations", nil, req.UserID, body, &out); err != nil {
 		return nil, err
 	}
 	if out.ID == "" {

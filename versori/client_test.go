@@ -814,11 +814,11 @@ func TestClientBoundsCallsInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := []byte(`{"userId":"u","integrationId":"` + ctIntegration + `","connections":[]}`)
+	body := versori.ActivationRequest{UserID: "u", IntegrationID: ctIntegration}
 	errs := make(chan error, callers)
 	for range callers {
 		go func() {
-			_, err := c.ActivateJSON(context.Background(), "u", body)
+			_, err := c.Activate(context.Background(), body)
 			errs <- err
 		}()
 	}
@@ -835,7 +835,7 @@ func TestClientBoundsCallsInFlight(t *testing.T) {
 
 	// All slots are taken: one more call gives up when its context ends, without being sent.
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	_, err = c.ActivateJSON(ctx, "u", body)
+	_, err = c.Activate(ctx, body)
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) || versori.IsOutcomeUnknown(err) || !versori.IsNotSent(err) {
 		t.Errorf("call without a free slot: %v (outcome unknown %v), want a not-sent deadline error", err, versori.IsOutcomeUnknown(err))
@@ -870,19 +870,21 @@ func (ct cannedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}, nil
 }
 
-// BenchmarkActivateJSON measures Activate's hot path in the client: building and authorising the
-// request, the http.Client's handling of it, and reading the answer's id.
-func BenchmarkActivateJSON(b *testing.B) {
+// BenchmarkActivate measures Activate's hot path in the client: encoding, building and authorising
+// the request, the http.Client's handling of it, and reading the answer's id.
+func BenchmarkActivate(b *testing.B) {
 	hc := &http.Client{Transport: cannedTransport{status: http.StatusOK, body: `{"id":"01M8F7NXC3DBK7GFTFQXESPAGQ","hubId":"h"}`}}
 	c, err := versori.New(versori.Config{BaseURL: "http://versori.invalid/api", Auth: versori.APIKey("k"), HTTPClient: hc, Concurrency: 4})
 	if err != nil {
 		b.Fatal(err)
 	}
-	body := []byte(`{"userId":"u","integrationId":"` + ctIntegration + `","connections":[]}`)
+	body := versori.ActivationRequest{UserID: "u", IntegrationID: ctIntegration,
+		Connections:      []versori.ActivationConnection{{TemplateID: ctIntegration, ConnectionID: ctIntegration}},
+		DynamicVariables: json.RawMessage(`{"region":"eu"}`)}
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := c.ActivateJSON(ctx, "u", body); err != nil {
+		if _, err := c.Activate(ctx, body); err != nil {
 			b.Fatal(err)
 		}
 	}

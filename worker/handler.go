@@ -138,7 +138,7 @@ func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	j.asynqMax, _ = asynq.GetMaxRetry(ctx)
 	j.limit = j.asynqMax
 
-	p, err := tasks.ReadJob(t.Payload())
+	p, err := tasks.DecodePayload(t.Payload())
 	if err != nil {
 		// Nothing can be sent for a payload that cannot be read; keep it for a person.
 		return h.deadLetter(ctx, j, p, tasks.ReasonInvalidRequest, versori.ClassInvalidRequest, err)
@@ -248,7 +248,7 @@ func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 // mustLookNext reports whether a wait must use up an attempt: whether the pair is active is still
 // unknown (the breaker, a 429 or a refused key stopped the look-up after it), and only a retry
 // count above zero would make the next attempt look first.
-func mustLookNext(j job, p tasks.Job, out outcome) bool {
+func mustLookNext(j job, p tasks.Payload, out outcome) bool {
 	return out.unknown && j.retried == 0 && !p.Reconcile
 }
 
@@ -256,7 +256,7 @@ func mustLookNext(j job, p tasks.Job, out outcome) bool {
 // after a POST whose outcome was unknown: it looks the pair up, never POSTs, and ends the job,
 // done when the pair is active, else dead-lettered. A look-up that fails is tried again while
 // asynq allows; past that, asynq archives the task and the sweep stores it.
-func (h *handler) finalLookUp(ctx context.Context, j job, p tasks.Job, expired bool) error {
+func (h *handler) finalLookUp(ctx context.Context, j job, p tasks.Payload, expired bool) error {
 	start := time.Now()
 	act, err := h.lookUp(ctx, p)
 	out := outcome{class: versori.ClassOK, result: metrics.ResultAlreadyActive}
@@ -312,7 +312,7 @@ func limiterWait(err error) (time.Duration, bool) {
 // allows, for transient failures known not to have reached the API (a refused connection, a 408 or
 // 425, a failed look-up). After a POST that may have committed, it stops: the next look-up must
 // wait for the API to settle.
-func (h *handler) run(ctx context.Context, p tasks.Job, reconcile bool) outcome {
+func (h *handler) run(ctx context.Context, p tasks.Payload, reconcile bool) outcome {
 	pol := h.cfg.Policy
 	b := retry.WithMaxRetries(uint64(pol.QuickRetries),
 		retry.WithCappedDuration(pol.QuickCap, retry.WithJitterPercent(20, retry.NewExponential(pol.QuickBase))))
@@ -340,7 +340,7 @@ func (h *handler) run(ctx context.Context, p tasks.Job, reconcile bool) outcome 
 	return out
 }
 
-func (h *handler) attempt(ctx context.Context, p tasks.Job, reconcile bool) outcome {
+func (h *handler) attempt(ctx context.Context, p tasks.Payload, reconcile bool) outcome {
 	if reconcile {
 		act, err := h.lookUp(ctx, p)
 		if err != nil {
@@ -353,7 +353,7 @@ func (h *handler) attempt(ctx context.Context, p tasks.Job, reconcile bool) outc
 	}
 	var act *versori.Activated
 	err := h.guard(func() (err error) {
-		act, err = h.cfg.Client.ActivateJSON(ctx, p.Pair.UserID, p.Body)
+		act, err = h.cfg.Client.Activate(ctx, p.Request)
 		return err
 	})
 	if err == nil {
@@ -382,10 +382,10 @@ func (h *handler) attempt(ctx context.Context, p tasks.Job, reconcile bool) outc
 // lookUp returns the pair's activation, or nil when it has none. Finding more than one means a
 // duplicate was made (by activator or by anything else): it is counted and logged with every id, for
 // a person to deactivate the extra ones; activator never deletes an activation on its own.
-func (h *handler) lookUp(ctx context.Context, p tasks.Job) (*versori.EndUserActivation, error) {
+func (h *handler) lookUp(ctx context.Context, p tasks.Payload) (*versori.EndUserActivation, error) {
 	var acts []versori.EndUserActivation
 	err := h.guard(func() (err error) {
-		acts, err = h.cfg.Client.FindActivations(ctx, p.Pair.UserID, p.Pair.IntegrationID)
+		acts, err = h.cfg.Client.FindActivations(ctx, p.Request.UserID, p.Request.IntegrationID)
 		return err
 	})
 	if err != nil || len(acts) == 0 {
@@ -398,7 +398,7 @@ func (h *handler) lookUp(ctx context.Context, p tasks.Job) (*versori.EndUserActi
 		}
 		h.cfg.Metrics.DuplicateActivations.Inc()
 		h.log.Error("the pair has more than one activation; activator deletes none: deactivate the extra ones (DELETE /activations/{id})",
-			"user_id", p.Pair.UserID, "integration_id", p.Pair.IntegrationID, "activation_ids", ids)
+			"user_id", p.Request.UserID, "integration_id", p.Request.IntegrationID, "activation_ids", ids)
 	}
 	return &acts[0], nil
 }
@@ -422,7 +422,7 @@ func classOf(err error) versori.Class {
 // snoozeWait is how long a job waits without using up an attempt: as long as the rate limit or a
 // shared back-off would have held its call, an open breaker's cool-down, or a 429's Retry-After
 // (capped at Policy.MaxRetryAfter). A 429's wait is also shared with every worker.
-func (h *handler) snoozeWait(ctx context.Context, j job, p tasks.Job, out outcome) time.Duration {
+func (h *handler) snoozeWait(ctx context.Context, j job, p tasks.Payload, out outcome) time.Duration {
 	if wait, ok := limiterWait(out.err); ok {
 		return wait
 	}
@@ -459,7 +459,7 @@ func (h *handler) checkKey(ctx context.Context) keyState {
 	return h.cfg.CheckKey(ctx)
 }
 
-func (h *handler) done(j job, p tasks.Job, out outcome) error {
+func (h *handler) done(j job, p tasks.Payload, out outcome) error {
 	if h.cfg.Results != nil {
 		h.cfg.Results.Add(j.queue, j.id, out.activationID)
 	}
@@ -481,18 +481,18 @@ const storeRetryWait = 5 * time.Second
 // asynq's archive, is where a dead letter must end up. It is stored only while this run still holds
 // the task's lease: once asynq has taken the task back (the job's deadline passed), a retry may be
 // running already, and it decides anew.
-func (h *handler) deadLetter(ctx context.Context, j job, p tasks.Job, reason tasks.Reason, class versori.Class, cause error) error {
+func (h *handler) deadLetter(ctx context.Context, j job, p tasks.Payload, reason tasks.Reason, class versori.Class, cause error) error {
 	e := deadletter.Entry{
 		ID:            j.id,
-		UserID:        p.Pair.UserID,
-		IntegrationID: p.Pair.IntegrationID,
+		UserID:        p.Request.UserID,
+		IntegrationID: p.Request.IntegrationID,
 		Reason:        reason,
 		Error:         cause.Error(),
 		Attempts:      j.retried + 1,
 		FailedAt:      time.Now().UTC(),
 		Queue:         j.queue,
 		Batch:         p.Batch,
-		Request:       p.Request(),
+		Request:       p.Request,
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
@@ -534,7 +534,7 @@ func (h *handler) interrupted() bool {
 
 // logOutcome writes the job's one line per attempt. Typed attributes, because at thousands of jobs
 // a second boxing each value in an any showed in the profile.
-func (h *handler) logOutcome(level slog.Level, j job, p tasks.Job, out outcome, extra ...slog.Attr) {
+func (h *handler) logOutcome(level slog.Level, j job, p tasks.Payload, out outcome, extra ...slog.Attr) {
 	ctx := context.Background()
 	if !h.log.Enabled(ctx, level) {
 		return
@@ -542,8 +542,8 @@ func (h *handler) logOutcome(level slog.Level, j job, p tasks.Job, out outcome, 
 	attrs := make([]slog.Attr, 0, 9)
 	attrs = append(attrs,
 		slog.String("task_id", j.id),
-		slog.String("user_id", p.Pair.UserID),
-		slog.String("integration_id", p.Pair.IntegrationID),
+		slog.String("user_id", p.Request.UserID),
+		slog.String("integration_id", p.Request.IntegrationID),
 		slog.String("class", string(out.class)),
 		slog.Int("attempt", j.retried+1),
 		slog.Int64("duration_ms", time.Since(j.start).Milliseconds()),

@@ -235,8 +235,9 @@ func (c *csvColumns) request(cells []string) (versori.ActivationRequest, *proble
 	req := versori.ActivationRequest{UserID: cells[c.userID], IntegrationID: cells[c.integrationID]}
 	if c.connections >= 0 {
 		if cell := cells[c.connections]; !isBlankString(cell) && !isNull([]byte(cell)) {
-			if p := decodeStrict([]byte(cell), &req.Connections, shapeConnections, colConnections); p != nil {
-				return req, p
+			var err error
+			if req.Connections, err = versori.DecodeConnections([]byte(cell)); err != nil {
+				return req, problemOf(err)
 			}
 		}
 	}

@@ -5,12 +5,9 @@ import (
 	"encoding/csv"
 	"errors"
 	"io"
-	"reflect"
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/versori/activator/versori"
 )
 
 // FuzzReader feeds arbitrary bytes to both formats: the Reader must not panic, must keep Next's
@@ -138,37 +135,4 @@ func physicalLines(data []byte) [][]byte {
 		lines = lines[:len(lines)-1]
 	}
 	return lines
-}
-
-// FuzzDecodeStrict checks decodeStrict, whose usual rows go through decodeFast, against
-// encoding/json's Decoder alone: the same problem, or the same decoded value.
-func FuzzDecodeStrict(f *testing.F) {
-	for _, tc := range jsonlCorpus() {
-		for line := range strings.SplitSeq(tc.input, "\n") {
-			f.Add([]byte(line))
-		}
-	}
-	for _, s := range []string{
-		`{"userId":"u","integrationId":"i","connections":[{"templateId":"t","name":"n","credentials":{"a":[1]},"variables":[{"name":"a","value":"b"}]}],"dynamicVariables":{"x":null}}`,
-		`{"userId":"u\u00e9","USERID":"x","connections":null,"dynamicVariables":null}`,
-		`{"connections":[{"templateId":"a"}],"connections":[{"name":"b"}]}`,
-		`{"connections":[null],"userId":null}`,
-		`{"connections":[],"variables":[]}`,
-		`[{"templateId":"t","variables":[]},{"connectionId":"c","variables":null}]`,
-		` {"userId":"u"} x`,
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		var got, want versori.ActivationRequest
-		p, wp := decodeStrict(data, &got, shapeRequest, ""), decodeWithDecoder(data, &want, shapeRequest, "")
-		if !reflect.DeepEqual(p, wp) || (p == nil && !reflect.DeepEqual(got, want)) {
-			t.Fatalf("decodeStrict(%q) = %+v, %+v; the Decoder alone: %+v, %+v", data, got, p, want, wp)
-		}
-		var gotC, wantC []versori.ActivationConnection
-		p, wp = decodeStrict(data, &gotC, shapeConnections, "c"), decodeWithDecoder(data, &wantC, shapeConnections, "c")
-		if !reflect.DeepEqual(p, wp) || (p == nil && !reflect.DeepEqual(gotC, wantC)) {
-			t.Fatalf("decodeStrict(%q) as connections = %+v, %+v; the Decoder alone: %+v, %+v", data, gotC, p, wantC, wp)
-		}
-	})
 }

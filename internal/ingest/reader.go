@@ -140,55 +140,29 @@ func (r *Reader) nextJSONL() (*Row, *Reject, error) {
 	}
 }
 
-// DecodeRequest decodes the one activation request data holds (a JSONL row, or the body of an HTTP
-// request) by the rules of a JSONL row: a JSON object with exact field names, none twice, none
-// unknown, values of the right types and nothing after it. It validates the request and returns it
-// with its ULIDs in canonical form. A bad request is a *versori.ValidationError naming the field to
-// blame ("" for the whole value), in the same words as a rejected row.
-func DecodeRequest(data []byte) (versori.ActivationRequest, error) {
-	req, p := decodeRequest(data)
-	if p != nil {
-		return req, &versori.ValidationError{Field: p.Field, Reason: p.Reason}
-	}
-	return req, nil
+// decodeRequest reads a JSONL row with the decoder every way into the queue shares.
+func decodeRequest(data []byte) (versori.ActivationRequest, *problem) {
+	req, err := versori.DecodeActivationRequest(data)
+	return req, problemOf(err)
 }
 
-func decodeRequest(data []byte) (versori.ActivationRequest, *problem) {
-	var req versori.ActivationRequest
-	if p := decodeStrict(data, &req, shapeRequest, ""); p != nil {
-		return req, p
+// problemOf is err as a problem; nil for nil.
+func problemOf(err error) *problem {
+	if err == nil {
+		return nil
 	}
-	if data[firstNonBlank(data)] != '{' {
-		// Only null decodes into a struct without being an object.
-		return req, &problem{"", "must be a JSON object, not null"}
+	var ve *versori.ValidationError
+	if errors.As(err, &ve) {
+		return &problem{ve.Field, ve.Reason}
 	}
-	if isNull(req.DynamicVariables) {
-		req.DynamicVariables = nil
-	}
-	return canonical(req)
+	return &problem{"", err.Error()}
 }
 
 // canonical runs the API's own checks, so that JSONL and CSV rows meet the same rules, and returns
 // req with its ULIDs in canonical form.
 func canonical(req versori.ActivationRequest) (versori.ActivationRequest, *problem) {
 	req, err := req.Canonical()
-	if err == nil {
-		return req, nil
-	}
-	var ve *versori.ValidationError
-	if errors.As(err, &ve) {
-		return req, &problem{ve.Field, ve.Reason}
-	}
-	return req, &problem{"", err.Error()}
-}
-
-func firstNonBlank(b []byte) int {
-	for i, c := range b {
-		if c != ' ' && c != '\t' && c != '\r' && c != '\n' {
-			return i
-		}
-	}
-	return len(b)
+	return req, problemOf(err)
 }
 
 func isNull(b []byte) bool {
@@ -205,4 +179,11 @@ func truncate(b []byte) string {
 		cut--
 	}
 	return string(b[:cut])
+}
+
+// problem is why a piece of input is not a valid request: Field is a JSON path as in
+// versori.ValidationError, "" for the whole row.
+type problem struct {
+	Field  string
+	Reason string
 }

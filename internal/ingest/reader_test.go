@@ -7,8 +7,6 @@ import (
 	"io"
 	"strings"
 	"testing"
-
-	"github.com/versori/activator/versori"
 )
 
 // Valid ULIDs for test data.
@@ -190,7 +188,7 @@ func jsonlCorpus() []corpusCase {
 		{name: "bad JSON", format: JSONL, input: `{"userId":"u1",,}` + "\n" + good,
 			want: []want{rej(1, "", "invalid JSON at byte 16: invalid character ','"), row(2, "u1")}},
 		{name: "truncated JSON", format: JSONL, input: `{"userId":"u1"`,
-			want: []want{rej(1, "", "invalid JSON at byte 14: unexpected end of input")}},
+			want: []want{rej(1, "", "invalid JSON: unexpected end of input")}},
 		{name: "not JSON at all", format: JSONL, input: "userId,integrationId\n",
 			want: []want{rej(1, "", "invalid JSON at byte 1")}},
 		{name: "missing userId", format: JSONL, input: `{"integrationId":"` + integ + `"}`,
@@ -271,41 +269,5 @@ func jsonlCorpus() []corpusCase {
 		{name: "BOM", format: JSONL, input: "\xEF\xBB\xBF" + good + "\n" + good,
 			want: []want{row(1, "u1"), row(2, "u1")}},
 		{name: "empty", format: JSONL, input: ""},
-	}
-}
-
-func TestDecodeRequest(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name       string
-		body       string
-		wantUser   string
-		wantField  string
-		wantReason string
-	}{
-		{name: "a request", body: `{"userId":"u1","integrationId":"` + integ + `"}`, wantUser: "u1"},
-		{name: "with blank lines around", body: "\n\t{\"userId\":\"u1\",\"integrationId\":\"" + integ + "\"}\r\n", wantUser: "u1"},
-		{name: "lower-case ULID", body: `{"userId":"u1","integrationId":"` + strings.ToLower(integ) + `"}`, wantUser: "u1"},
-		{name: "empty", body: "", wantField: "", wantReason: "unexpected end of input"},
-		{name: "null", body: "\nnull", wantField: "", wantReason: "must be a JSON object"},
-		{name: "case-folded name", body: `{"userId":"a","integrationId":"` + integ + `","USERID":"b"}`, wantField: "USERID", wantReason: "case-sensitive"},
-		{name: "repeated name", body: `{"userId":"a","userId":"b","integrationId":"` + integ + `"}`, wantField: "userId", wantReason: "more than once"},
-		{name: "two values", body: `{"userId":"a","integrationId":"` + integ + `"} {}`, wantField: "", wantReason: "unexpected data after"},
-		{name: "invalid field", body: `{"userId":"a","integrationId":"x"}`, wantField: "integrationId", wantReason: "is not a ULID"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			req, err := DecodeRequest([]byte(tt.body))
-			if tt.wantReason == "" {
-				if err != nil || req.UserID != tt.wantUser || req.IntegrationID != integ {
-					t.Fatalf("DecodeRequest = %+v, %v; want user %s, integration %s", req, err, tt.wantUser, integ)
-				}
-				return
-			}
-			var ve *versori.ValidationError
-			if !errors.As(err, &ve) || ve.Field != tt.wantField || !strings.Contains(ve.Reason, tt.wantReason) {
-				t.Fatalf("DecodeRequest error = %#v, want field %q, reason containing %q", err, tt.wantField, tt.wantReason)
-			}
-		})
 	}
 }

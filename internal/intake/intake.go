@@ -36,7 +36,7 @@
 // the job's task id is derived from the (userId, integrationId) pair, so a pair is queued at most
 // once however many times, and however concurrently, it is posted.
 //
-// A body is read as a JSONL row of enqueue file is (ingest.DecodeRequest): UTF-8, field names
+// A body is read as a JSONL row of enqueue file is (versori.DecodeActivationRequest): UTF-8, field names
 // exactly as documented, none twice, none unknown, nothing after the value. A body that
 // encoding/json would read one way and the API another ({"userId":"a","USERID":"b"}) is answered
 // 400, never guessed at. ULIDs may come in either case; the task id and the queued request hold
@@ -97,7 +97,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/internal/deadletter"
-	"github.com/versori/activator/internal/ingest"
 	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
@@ -629,7 +628,7 @@ func decodeOne(body []byte) (versori.ActivationRequest, *response) {
 		// encoding/json would read a bad byte as U+FFFD, so that two user ids could become one.
 		return versori.ActivationRequest{}, badRequest(notUTF8, "")
 	}
-	req, err := ingest.DecodeRequest(body)
+	req, err := versori.DecodeActivationRequest(body)
 	if err != nil {
 		field, msg := describe(err, "")
 		return req, badRequest(msg, field)
@@ -700,7 +699,7 @@ func (s *Server) decodeBatch(body []byte) ([]versori.ActivationRequest, *respons
 	}
 	reqs := make([]versori.ActivationRequest, len(elems))
 	for i, raw := range elems {
-		req, err := ingest.DecodeRequest(raw)
+		req, err := versori.DecodeActivationRequest(raw)
 		if err != nil {
 			field, msg := describe(err, "["+strconv.Itoa(i)+"]")
 			return nil, bad(i, field, msg)
