@@ -53,8 +53,8 @@ func (k APIKey) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 // JWTIssuerPrefix is the issuer of per-end-user tokens, followed by the signing key's id.
 const JWTIssuerPrefix = "https://versori.com/sk/"
 
-// DefaultJWTLifetime is how long a per-end-user token is valid.
-const DefaultJWTLifetime = 5 * time.Minute
+// defaultJWTLifetime is how long a per-end-user token is valid.
+const defaultJWTLifetime = 5 * time.Minute
 
 // JWTAuth authenticates each call as its end user with an RS256 token signed by an organisation
 // signing key, as "Authorization: JWT <token>". Tokens are cached per user and reused until shortly
@@ -78,14 +78,14 @@ type cachedToken struct {
 // JWTOption configures a JWTAuth.
 type JWTOption func(*JWTAuth)
 
-// WithJWTLifetime sets the tokens' lifetime (default DefaultJWTLifetime).
-func WithJWTLifetime(d time.Duration) JWTOption { return func(a *JWTAuth) { a.lifetime = d } }
+// withJWTLifetime sets the tokens' lifetime (default defaultJWTLifetime).
+func withJWTLifetime(d time.Duration) JWTOption { return func(a *JWTAuth) { a.lifetime = d } }
 
 // WithJWTClock sets the clock tokens are issued by; for tests.
 func WithJWTClock(now func() time.Time) JWTOption { return func(a *JWTAuth) { a.now = now } }
 
-// WithJWTCacheSize bounds how many users' tokens are cached (default 10,000).
-func WithJWTCacheSize(n int) JWTOption { return func(a *JWTAuth) { a.maxCache = n } }
+// withJWTCacheSize bounds how many users' tokens are cached (default 10,000).
+func withJWTCacheSize(n int) JWTOption { return func(a *JWTAuth) { a.maxCache = n } }
 
 // NewJWTAuth returns an Authenticator that signs per-end-user tokens with key.
 func NewJWTAuth(keyID string, key *rsa.PrivateKey, opts ...JWTOption) (*JWTAuth, error) {
@@ -95,7 +95,7 @@ func NewJWTAuth(keyID string, key *rsa.PrivateKey, opts ...JWTOption) (*JWTAuth,
 	if key == nil {
 		return nil, errors.New("versori: JWT auth needs a signing key")
 	}
-	a := &JWTAuth{keyID: keyID, key: key, lifetime: DefaultJWTLifetime, now: time.Now, maxCache: 10_000,
+	a := &JWTAuth{keyID: keyID, key: key, lifetime: defaultJWTLifetime, now: time.Now, maxCache: 10_000,
 		cache: make(map[string]cachedToken)}
 	for _, o := range opts {
 		o(a)
@@ -175,11 +175,11 @@ func LoadSigningKey(path string) (*rsa.PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("versori: reading signing key: %w", err)
 	}
-	return ParseSigningKey(b)
+	return parseSigningKey(b)
 }
 
-// ParseSigningKey parses a PKCS#8 PEM RSA private key. Its errors never include the key material.
-func ParseSigningKey(pemBytes []byte) (*rsa.PrivateKey, error) {
+// parseSigningKey parses a PKCS#8 PEM RSA private key. Its errors never include the key material.
+func parseSigningKey(pemBytes []byte) (*rsa.PrivateKey, error) {
 	block, _ := pem.Decode(pemBytes)
 	if block == nil {
 		return nil, errors.New("versori: signing key is not PEM")

@@ -70,9 +70,9 @@ func TestJWTToken(t *testing.T) {
 		t.Run(fmt.Sprint(lifetime), func(t *testing.T) {
 			t.Parallel()
 			opts := []JWTOption{WithJWTClock(func() time.Time { return start })}
-			want := DefaultJWTLifetime
+			want := defaultJWTLifetime
 			if lifetime > 0 {
-				opts = append(opts, WithJWTLifetime(lifetime))
+				opts = append(opts, withJWTLifetime(lifetime))
 				want = lifetime
 			}
 			a, err := NewJWTAuth("sk1", key, opts...)
@@ -132,7 +132,7 @@ func TestJWTTokenCacheAndRenewal(t *testing.T) {
 	start := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 	clock := &testClock{now: start}
 	lifetime := 5 * time.Minute
-	a, err := NewJWTAuth("sk1", key, WithJWTClock(clock.Now), WithJWTLifetime(lifetime))
+	a, err := NewJWTAuth("sk1", key, WithJWTClock(clock.Now), withJWTLifetime(lifetime))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestJWTCacheBounded(t *testing.T) {
 	t.Parallel()
 	start := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 	clock := &testClock{now: start}
-	a, err := NewJWTAuth("sk1", testKey(), WithJWTClock(clock.Now), WithJWTCacheSize(2))
+	a, err := NewJWTAuth("sk1", testKey(), WithJWTClock(clock.Now), withJWTCacheSize(2))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,8 +224,8 @@ func TestNewJWTAuthErrors(t *testing.T) {
 	}{
 		{"no key id", "", testKey(), nil},
 		{"no key", "sk1", nil, nil},
-		{"lifetime too short", "sk1", testKey(), []JWTOption{WithJWTLifetime(5 * time.Second)}},
-		{"negative lifetime", "sk1", testKey(), []JWTOption{WithJWTLifetime(-time.Minute)}},
+		{"lifetime too short", "sk1", testKey(), []JWTOption{withJWTLifetime(5 * time.Second)}},
+		{"negative lifetime", "sk1", testKey(), []JWTOption{withJWTLifetime(-time.Minute)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -361,10 +361,10 @@ func TestParseSigningKey(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := ParseSigningKey(tt.in)
+			got, err := parseSigningKey(tt.in)
 			if !tt.wantErr {
 				if err != nil {
-					t.Fatalf("ParseSigningKey: %v", err)
+					t.Fatalf("parseSigningKey: %v", err)
 				}
 				if !got.Equal(key) {
 					t.Error("parsed key differs")
@@ -372,7 +372,7 @@ func TestParseSigningKey(t *testing.T) {
 				return
 			}
 			if err == nil {
-				t.Fatal("ParseSigningKey succeeded, want an error")
+				t.Fatal("parseSigningKey succeeded, want an error")
 			}
 			assertNoKeyMaterial(t, err.Error(), tt.in)
 		})

@@ -95,7 +95,7 @@ func New(cfg Config) (*Client, error) {
 		hc := *cfg.HTTPClient
 		c.hc = &hc
 	} else {
-		c.hc = &http.Client{Transport: NewTransport(cfg.Concurrency)}
+		c.hc = &http.Client{Transport: newTransport(cfg.Concurrency)}
 	}
 	c.hc.CheckRedirect = noRedirects
 	c.hdrJSON, c.hdrUA = []string{"application/json"}, []string{c.ua}
@@ -111,11 +111,11 @@ func New(cfg Config) (*Client, error) {
 // itself never redirects, so a redirect says the base URL is wrong.
 func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
-// NewTransport returns an HTTP transport whose keep-alive pool holds a connection per concurrent
+// newTransport returns an HTTP transport whose keep-alive pool holds a connection per concurrent
 // call, so that steady load never waits on a dial. It sets no response-header timeout: each call's
 // context already bounds the whole call (Config.Timeout), and the transport's own timer for it cost
 // every call a timer.
-func NewTransport(concurrency int) *http.Transport {
+func newTransport(concurrency int) *http.Transport {
 	if concurrency < 1 {
 		concurrency = 1
 	}

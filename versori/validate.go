@@ -13,8 +13,8 @@ import (
 	"github.com/oklog/ulid/v2"
 )
 
-// MaxUserIDLength bounds an end user's external id, which becomes part of a task id and a Redis key.
-const MaxUserIDLength = 256
+// maxUserIDLength bounds an end user's external id, which becomes part of a task id and a Redis key.
+const maxUserIDLength = 256
 
 // ValidationError says which field of an activation request is malformed and why.
 type ValidationError struct {
@@ -152,8 +152,8 @@ func validateUserID(id string) error {
 	switch {
 	case id == "":
 		return invalid("userId", "is required")
-	case len(id) > MaxUserIDLength:
-		return invalid("userId", "is longer than %d bytes", MaxUserIDLength)
+	case len(id) > maxUserIDLength:
+		return invalid("userId", "is longer than %d bytes", maxUserIDLength)
 	case !utf8.ValidString(id):
 		return invalid("userId", "is not valid UTF-8")
 	}

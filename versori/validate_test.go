@@ -59,12 +59,12 @@ func TestValidate(t *testing.T) {
 		{"credentials with spaces", req(withConn(func(c *ActivationConnection) { c.Credentials = json.RawMessage(" \n{\"a\": 1} ") })), ""},
 		{"dynamic variables object", req(func(r *ActivationRequest) { r.DynamicVariables = json.RawMessage(`{"plan":"gold"}`) }), ""},
 		{"unicode user id", req(func(r *ActivationRequest) { r.UserID = "josé@example.com" }), ""},
-		{"user id of max length", req(func(r *ActivationRequest) { r.UserID = strings.Repeat("u", MaxUserIDLength) }), ""},
+		{"user id of max length", req(func(r *ActivationRequest) { r.UserID = strings.Repeat("u", maxUserIDLength) }), ""},
 		{"user id with colons", req(func(r *ActivationRequest) { r.UserID = "tenant:1:user:2" }), ""},
 
 		// userId.
 		{"user id missing", req(func(r *ActivationRequest) { r.UserID = "" }), "userId"},
-		{"user id too long", req(func(r *ActivationRequest) { r.UserID = strings.Repeat("u", MaxUserIDLength+1) }), "userId"},
+		{"user id too long", req(func(r *ActivationRequest) { r.UserID = strings.Repeat("u", maxUserIDLength+1) }), "userId"},
 		{"user id with space", req(func(r *ActivationRequest) { r.UserID = "user 1" }), "userId"},
 		{"user id with tab", req(func(r *ActivationRequest) { r.UserID = "user\t1" }), "userId"},
 		{"user id with newline", req(func(r *ActivationRequest) { r.UserID = "user-1\n" }), "userId"},

@@ -518,7 +518,7 @@ func (r errReader) Read([]byte) (int, error) { return 0, r.err }
 // newClient returns a client of the stand-in whose every exchange the validator checks.
 func newClient(t *testing.T, v *validator, base, hubID string, auth versori.Authenticator, check authCheck) *versori.Client {
 	t.Helper()
-	inner := versori.NewTransport(4)
+	inner := http.DefaultTransport.(*http.Transport).Clone()
 	t.Cleanup(inner.CloseIdleConnections)
 	c, err := versori.New(versori.Config{
 		BaseURL:    base,
