@@ -27,35 +27,48 @@ func (r ActivationRequest) Pair() Pair {
 // MarshalJSON writes r as the API wants it: connections always as an array, and each connection
 // with exactly the fields of its form (a new one always with credentials, {} when it has none, and
 // variables).
-func (r ActivationRequest) MarshalJSON() ([]byte, error) {
-	type existing struct {
-		TemplateID   string `json:"templateId"`
-		ConnectionID string `json:"connectionId"`
-	}
-	type created struct {
-		TemplateID  string               `json:"templateId"`
-		Name        string               `json:"name"`
-		Credentials jsontext.Value       `json:"credentials"`
-		Variables   []ConnectionVariable `json:"variables"`
-	}
-	conns := make([]any, len(r.Connections))
-	for i, c := range r.Connections {
+func (r ActivationRequest) MarshalJSON() ([]byte, error) { return jsonv2.Marshal(r.wire()) }
+
+// MarshalJSONTo is MarshalJSON for encoders that stream (go-json-experiment/json), so that a payload
+// holding the request is encoded in one pass.
+func (r ActivationRequest) MarshalJSONTo(enc *jsontext.Encoder) error {
+	return jsonv2.MarshalEncode(enc, r.wire())
+}
+
+// wireRequest is a request as MarshalJSON writes it.
+type wireRequest struct {
+	UserID           string           `json:"userId"`
+	IntegrationID    string           `json:"integrationId"`
+	Connections      []wireConnection `json:"connections"`
+	DynamicVariables jsontext.Value   `json:"dynamicVariables,omitzero"`
+}
+
+// wireConnection is a connection of either form: the new form's fields are pointers or values that
+// are nil for an existing connection, so that it is written with its two fields only.
+type wireConnection struct {
+	TemplateID   string                `json:"templateId"`
+	ConnectionID string                `json:"connectionId,omitzero"`
+	Name         *string               `json:"name,omitzero"`
+	Credentials  jsontext.Value        `json:"credentials,omitzero"`
+	Variables    *[]ConnectionVariable `json:"variables,omitzero"`
+}
+
+func (r ActivationRequest) wire() wireRequest {
+	w := wireRequest{UserID: r.UserID, IntegrationID: r.IntegrationID, DynamicVariables: jsontext.Value(r.DynamicVariables),
+		Connections: make([]wireConnection, len(r.Connections))}
+	for i := range r.Connections {
+		c := &r.Connections[i]
 		if c.IsExisting() {
-			conns[i] = existing{c.TemplateID, c.ConnectionID}
+			w.Connections[i] = wireConnection{TemplateID: c.TemplateID, ConnectionID: c.ConnectionID}
 			continue
 		}
 		creds := jsontext.Value(c.Credentials)
 		if len(creds) == 0 {
 			creds = jsontext.Value("{}")
 		}
-		conns[i] = created{c.TemplateID, c.Name, creds, c.Variables}
+		w.Connections[i] = wireConnection{TemplateID: c.TemplateID, Name: &c.Name, Credentials: creds, Variables: &c.Variables}
 	}
-	return jsonv2.Marshal(struct {
-		UserID           string         `json:"userId"`
-		IntegrationID    string         `json:"integrationId"`
-		Connections      []any          `json:"connections"`
-		DynamicVariables jsontext.Value `json:"dynamicVariables,omitzero"`
-	}{r.UserID, r.IntegrationID, conns, jsontext.Value(r.DynamicVariables)})
+	return w
 }
 
 // Pair identifies one end user's activation of one integration.
