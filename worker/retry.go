@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -50,39 +51,19 @@ func DefaultRetryPolicy() RetryPolicy {
 	}
 }
 
-// WithDefaults returns p with every zero field set from DefaultRetryPolicy.
+// WithDefaults returns p with every zero field set from DefaultRetryPolicy, except QuickRetries,
+// whose zero means none. A negative field is left for Validate to refuse.
 func (p RetryPolicy) WithDefaults() RetryPolicy {
 	d := DefaultRetryPolicy()
-	if p.Base <= 0 {
-		p.Base = d.Base
-	}
-	if p.Cap <= 0 {
-		p.Cap = d.Cap
-	}
-	if p.RateLimitWait <= 0 {
-		p.RateLimitWait = d.RateLimitWait
-	}
-	if p.QuickRetries < 0 {
-		p.QuickRetries = 0
-	}
-	if p.QuickBase <= 0 {
-		p.QuickBase = d.QuickBase
-	}
-	if p.QuickCap <= 0 {
-		p.QuickCap = d.QuickCap
-	}
-	if p.PausedWait <= 0 {
-		p.PausedWait = d.PausedWait
-	}
-	if p.InterruptedWait <= 0 {
-		p.InterruptedWait = d.InterruptedWait
-	}
-	if p.SettleTime <= 0 {
-		p.SettleTime = d.SettleTime
-	}
-	if p.MaxRetryAfter <= 0 {
-		p.MaxRetryAfter = d.MaxRetryAfter
-	}
+	p.Base = cmp.Or(p.Base, d.Base)
+	p.Cap = cmp.Or(p.Cap, d.Cap)
+	p.RateLimitWait = cmp.Or(p.RateLimitWait, d.RateLimitWait)
+	p.QuickBase = cmp.Or(p.QuickBase, d.QuickBase)
+	p.QuickCap = cmp.Or(p.QuickCap, d.QuickCap)
+	p.PausedWait = cmp.Or(p.PausedWait, d.PausedWait)
+	p.InterruptedWait = cmp.Or(p.InterruptedWait, d.InterruptedWait)
+	p.SettleTime = cmp.Or(p.SettleTime, d.SettleTime)
+	p.MaxRetryAfter = cmp.Or(p.MaxRetryAfter, d.MaxRetryAfter)
 	return p
 }
 
