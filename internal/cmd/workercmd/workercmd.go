@@ -116,6 +116,9 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 		return s, err
 	}
 	s.NoRedisRestartGuard = !r.guard
+	// As worker.New does: a setting whose zero means "not set" (DLQ_SWEEP_INTERVAL=0, say) takes its
+	// default; a negative one is left for Validate to refuse.
+	s.Config = s.WithDefaults()
 	if err := s.Validate(); err != nil {
 		return s, explain(err)
 	}
@@ -123,7 +126,6 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 		// Its own connection, so that browsing cannot starve the worker's pool.
 		s.AdminUI.Redis = redisOpt
 	}
-	s.Config = s.WithDefaults()
 	return s, nil
 }
 
