@@ -92,6 +92,18 @@ func (s *Set) String(p *string, name, env, def, u string) {
 	s.fs.StringVar(p, name, def, usage(env, u))
 }
 
+// StringEmpty defines a string flag like String, except that its variable set to "" is the value ""
+// rather than unset: for a setting whose empty value means "none" (METRICS_ADDR= serves no metrics).
+func (s *Set) StringEmpty(p *string, name, env, def, u string) {
+	s.add(p, name, env, def, false)
+	if env != "" {
+		if v, ok := s.lookup(env); ok {
+			def = v
+		}
+	}
+	s.fs.StringVar(p, name, def, usage(env, u))
+}
+
 // Secret defines a string flag whose value is never shown in usage output; its default def, which
 // is no secret, is.
 func (s *Set) Secret(p *string, name, env, def, u string) {

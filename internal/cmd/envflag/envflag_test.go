@@ -78,6 +78,38 @@ func TestPrecedence(t *testing.T) {
 	}
 }
 
+// TestStringEmpty checks that a StringEmpty flag's variable set to "" is the value "", not unset,
+// and that the flag still beats it.
+func TestStringEmpty(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"unset", nil, nil, "def"},
+		{"set", map[string]string{"EF_ADDR": "x"}, nil, "x"},
+		{"set but empty", map[string]string{"EF_ADDR": ""}, nil, ""},
+		{"flag beats empty variable", map[string]string{"EF_ADDR": ""}, []string{"-addr=y"}, "y"},
+		{"empty flag", map[string]string{"EF_ADDR": "x"}, []string{"-addr="}, ""},
+	}
+	for _, tt := range tests {
+		set := New("test", mapLookup(tt.env), io.Discard)
+		var got string
+		set.StringEmpty(&got, "addr", "EF_ADDR", "def", "an address")
+		if err := set.Parse(tt.args); err != nil {
+			t.Fatalf("%s: Parse: %v", tt.name, err)
+		}
+		if got != tt.want {
+			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
+		}
+		if v, ok := set.Lookup("addr"); !ok || v.Default != "def" || v.Env != "EF_ADDR" {
+			t.Errorf("%s: Lookup = %+v, %v", tt.name, v, ok)
+		}
+	}
+}
+
 func TestBadEnvironment(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

@@ -58,7 +58,7 @@ func newFlags(s *Settings, r *raw, lookup func(string) (string, bool), usageOut 
 	fs.Int(&s.Prefetch, "prefetch", "WORKER_PREFETCH", d.Prefetch, "tasks held beyond WORKER_CONCURRENCY, so that asynq's fetch and completion overlap API calls (-1: a fifth of WORKER_CONCURRENCY, at least 1)")
 	fs.Int(&s.Servers, "servers", "WORKER_SERVERS", d.Servers, "asynq servers (fetch loops) in this process")
 	fs.String(&s.Queue, "queue", "QUEUE", d.Queue, "queue name")
-	fs.String(&s.MetricsAddr, "metrics-addr", "METRICS_ADDR", d.MetricsAddr, "address serving /metrics, /healthz and /readyz (empty: none)")
+	fs.StringEmpty(&s.MetricsAddr, "metrics-addr", "METRICS_ADDR", d.MetricsAddr, "address serving /metrics, /healthz and /readyz (empty, METRICS_ADDR= or -metrics-addr=: none)")
 	fs.Bool(&s.QueueMetrics, "queue-metrics", "QUEUE_METRICS", d.QueueMetrics, "also export asynq's queue metrics (one Redis scan per scrape)")
 	fs.Duration(&s.ShutdownGrace, "shutdown-grace", "SHUTDOWN_GRACE", d.ShutdownGrace, "how long in-flight calls may finish after SIGTERM")
 	fs.Duration(&s.SweepInterval, "dlq-sweep-interval", "DLQ_SWEEP_INTERVAL", d.SweepInterval, "how often asynq's archive is swept into the dead-letter store")

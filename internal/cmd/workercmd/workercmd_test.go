@@ -418,6 +418,48 @@ func TestParseSettingsNamesVariables(t *testing.T) {
 	}
 }
 
+// TestMetricsAddrEmpty checks that METRICS_ADDR set but empty turns the listener off, as
+// docs/configuration.md says, where another empty variable counts as unset; unset, it is the default.
+func TestMetricsAddrEmpty(t *testing.T) {
+	t.Parallel()
+	base := settingsEnv(nil)
+	withEnv := func(env map[string]string) func(string) (string, bool) {
+		return func(k string) (string, bool) {
+			if v, ok := env[k]; ok {
+				return v, true
+			}
+			return base(k)
+		}
+	}
+	for _, tt := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"unset", nil, nil, ":9464"},
+		{"set", map[string]string{"METRICS_ADDR": "127.0.0.1:9999"}, nil, "127.0.0.1:9999"},
+		{"set but empty", map[string]string{"METRICS_ADDR": ""}, nil, ""},
+		{"empty flag", nil, []string{"-metrics-addr="}, ""},
+		{"flag beats empty variable", map[string]string{"METRICS_ADDR": ""}, []string{"-metrics-addr=:9465"}, ":9465"},
+		// Other empty variables still count as unset.
+		{"empty QUEUE", map[string]string{"METRICS_ADDR": "", "QUEUE": ""}, nil, ""},
+	} {
+		s, err := ParseSettings(tt.args, withEnv(tt.env), io.Discard)
+		if err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+			continue
+		}
+		if s.MetricsAddr != tt.want || s.Queue != "activations" {
+			t.Errorf("%s: MetricsAddr %q Queue %q, want %q and the default queue", tt.name, s.MetricsAddr, s.Queue, tt.want)
+		}
+	}
+	_, err := ParseSettings(nil, withEnv(map[string]string{"METRICS_ADDR": "", "PPROF": "true"}), io.Discard)
+	if err == nil || err.Error() != "PPROF needs METRICS_ADDR: profiles are served on that listener" {
+		t.Errorf("PPROF with METRICS_ADDR= : %v", err)
+	}
+}
+
 // TestZeroMeansDefault checks that 0, by variable or by flag, for a setting whose zero means "not
 // set" in a worker.Config (worker.New gives it its default) gives the default here too, and that a
 // negative value is still refused in one line naming the variable.
