@@ -171,7 +171,8 @@ func TestParseSettingsHelp(t *testing.T) {
 		t.Fatalf("ParseSettings(-h) = %v, want flag.ErrHelp", err)
 	}
 	out := usage.String()
-	for _, want := range []string{"-redis-url", "(env REDIS_URL)", "redis://127.0.0.1:6379/0", "-versori-api-key", `(default "q-from-env")`} {
+	for _, want := range []string{"-redis-url", "(env REDIS_URL)", "redis://127.0.0.1:6379/0", "-versori-api-key", `(default "q-from-env")`,
+		"-breaker-min-calls uint\n", "(env BREAKER_MIN_CALLS) (default 20)\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("usage lacks %q:\n%s", want, out)
 		}
