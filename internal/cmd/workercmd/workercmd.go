@@ -104,7 +104,7 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	}
 	redisOpt, err := redisconn.Parse(s.RedisURL)
 	if err != nil {
-		return s, err
+		return s, explainRedis(err)
 	}
 	if err := s.LogLevel.UnmarshalText([]byte(r.level)); err != nil {
 		return s, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", r.level)
@@ -190,7 +190,7 @@ func Main(ctx context.Context, args []string, lookup func(string) (string, bool)
 	s.Logger = log
 	rdb, err := redisconn.Open(s.RedisURL)
 	if err != nil {
-		fmt.Fprintln(stderr, "worker:", err)
+		fmt.Fprintln(stderr, "worker:", explainRedis(err))
 		return 2
 	}
 	defer rdb.Close()
@@ -209,19 +209,20 @@ func Main(ctx context.Context, args []string, lookup func(string) (string, bool)
 
 // explain names the variable behind a worker.Config field that Validate (or New) refused.
 func explain(err error) error {
-	var (
-		s Settings
-		r raw
-	)
-	fs := newFlags(&s, &r, func(string) (string, bool) { return "", false }, io.Discard)
+	var s Settings
+	fs := newFlags(&s, &raw{}, noEnv, io.Discard)
 	return envflag.Explain(err, fs.Fields(&s.Config))
 }
 
+// explainRedis names REDIS_URL in a redisconn error, which names the URL it was given.
+func explainRedis(err error) error {
+	v, _ := newFlags(&Settings{}, &raw{}, noEnv, io.Discard).Lookup("redis-url")
+	return envflag.Explain(err, map[string]envflag.Var{"URL": v})
+}
+
+func noEnv(string) (string, bool) { return "", false }
+
 // Vars lists the worker's settings: variable, flag and default.
 func Vars() []envflag.Var {
-	var (
-		s Settings
-		r raw
-	)
-	return newFlags(&s, &r, func(string) (string, bool) { return "", false }, io.Discard).Vars()
+	return newFlags(&Settings{}, &raw{}, noEnv, io.Discard).Vars()
 }
