@@ -16,29 +16,70 @@ import (
 	"github.com/versori/activator/tasks"
 )
 
-// DeadLetter is one job that needs a person: its request, why it failed, its last error and its
-// attempts. Its ID is the job's task id, so a pair has at most one.
+// DeadLetter is one job that needs a person. Its fields:
+//
+//   - ID string: the job's task id, so a pair has at most one dead letter.
+//   - UserID, IntegrationID string: the pair.
+//   - Reason tasks.Reason: why it failed, for --reason (missing_connections, retries_exhausted …).
+//   - Error string, Attempts int: its last error and how many attempts it had.
+//   - FailedAt, DeadLetteredAt time.Time: when it failed, and when it was stored here.
+//   - Queue, Batch string: where it ran, and the batch it was enqueued in.
+//   - Request versori.ActivationRequest: the request, as Requeue sends it again.
 type DeadLetter = deadletter.Entry
 
-// BatchStatus is how far one enqueue run's jobs are.
+// BatchStatus is how far one enqueue run's jobs are. Its fields:
+//
+//   - ID string: the batch id.
+//   - Queued, Activated, AlreadyActive, Retries int64: jobs queued, activated, found already
+//     active, and retries so far.
+//   - DeadLetters map[string]int64: dead letters by reason.
+//   - Done, Remaining int64: activated, already active and dead-lettered together; Queued less Done.
+//   - StartedAt, UpdatedAt time.Time: when the batch started, and when it last changed.
+//   - Rate float64, ETA time.Duration: outcomes per second since the start, and Remaining at that
+//     rate.
+//   - Finished bool: something was queued and nothing remains.
 type BatchStatus = batch.Status
 
 // ErrUnknownBatch is returned by Batch for a batch with no counters (never run, or expired).
 var ErrUnknownBatch = batch.ErrUnknown
 
-// RequeueResult says what Requeue did with each id.
+// RequeueResult says what Requeue did with each id. Its fields, each a []string of ids unless said:
+//
+//   - Requeued: queued again, looking up the pair before activating.
+//   - Missing: no such dead letter.
+//   - Busy: the pair has a job queued or running again; the dead letter is left.
+//   - Invalid []InvalidEntry: dead letters whose request cannot be sent as it is; left, for
+//     RequeueFile with corrected rows or for Purge.
 type RequeueResult = jobs.RequeueResult
 
-// InvalidEntry is a dead letter that cannot be requeued as it is, and why.
+// InvalidEntry is a dead letter that cannot be requeued as it is: its ID string, and why, Err error
+// (a *versori.ValidationError naming the field).
 type InvalidEntry = jobs.InvalidEntry
 
-// PurgeResult says what Purge did with each id.
+// PurgeResult says what Purge did with each id. Its fields, each a []string of ids:
+//
+//   - Purged: removed for good, from the store and from asynq's archive.
+//   - Missing: no such dead letter.
+//   - Busy: the pair has a job queued or running again; the dead letter is left.
 type PurgeResult = jobs.PurgeResult
 
-// RequeueFileOptions configures one RequeueFile run.
+// RequeueFileOptions configures one RequeueFile run. Its fields:
+//
+//   - Path string: the file of corrected rows, .jsonl/.ndjson or .csv, or "-" for JSONL read from
+//     Stdin io.Reader.
+//   - RejectsPath string: where malformed rows go; empty: PATH.rejects.jsonl beside the input
+//     (stdin.rejects.jsonl in the working directory for "-").
 type RequeueFileOptions = jobs.RequeueFileOptions
 
-// RequeueFileSummary counts what RequeueFile did with a file's rows.
+// RequeueFileSummary counts what RequeueFile did with a file's rows. Its fields:
+//
+//   - Rows int: rows read.
+//   - Requeued int: rows whose pair's dead letter was replaced by a job with the corrected request.
+//   - NotDeadLettered int, NotDeadLetteredLines []int: rows whose pair has no dead letter (never
+//     failed, already requeued or purged, or the fix changed the pair); nothing was done.
+//   - Busy int, BusyLines []int: rows whose pair has a job queued or running again; its dead
+//     letter is left.
+//   - Rejected int, RejectsPath string: malformed rows, and the file they went to.
 type RequeueFileSummary = jobs.RequeueFileSummary
 
 // Inspector works one queue. It is safe for concurrent use.

@@ -16,13 +16,22 @@ import (
 	"github.com/versori/activator/versori"
 )
 
-// Config configures a Producer. Its zero fields take DefaultConfig's.
+// Config configures a Producer. Its fields:
+//
+//   - Queue string: the queue jobs go to ("activations").
+//   - MaxRetry int: failures before a job is dead-lettered (25); waits a 429 asks for do not count.
+//   - Retention time.Duration: how long a finished job's record is kept (720h); while it is,
+//     enqueueing the same pair again is a Duplicate.
+//   - Timeout time.Duration: the timeout of one attempt (2m), kept in whole seconds.
+//
+// A field left zero (or negative, or a Timeout under a second) takes DefaultConfig's, shown in
+// brackets.
 type Config = jobs.Config
 
 // DefaultConfig is the configuration used for fields left zero: the enqueue command's defaults.
 func DefaultConfig() Config { return jobs.DefaultConfig() }
 
-// Status is what Enqueue did with a request.
+// Status is what Enqueue did with a request, a string: Enqueued, Duplicate or DeadLettered.
 type Status = jobs.Status
 
 // The statuses.
@@ -32,10 +41,14 @@ const (
 	DeadLettered = jobs.DeadLettered // the pair is in the dead-letter store: replay it from there
 )
 
-// Result is what Enqueue did with one request, and under which task id.
+// Result is what Enqueue did with one request. Its fields:
+//
+//   - TaskID string: the pair's task id (also a dead letter's ID), whatever the Status.
+//   - Status Status: Enqueued, Duplicate or DeadLettered.
+//   - Owner string: when Status is Duplicate because another queue owns the pair, that queue.
 type Result = jobs.Result
 
-// Option changes one enqueued job.
+// Option changes one enqueued job: WithBatch and WithReconcile make them.
 type Option = jobs.Option
 
 // WithBatch counts the job under batch id, for `enqueue status`.
@@ -45,10 +58,35 @@ func WithBatch(id string) Option { return jobs.WithBatch(id) }
 // activated by other means.
 func WithReconcile() Option { return jobs.WithReconcile() }
 
-// FileOptions configures one EnqueueFile run.
+// FileOptions configures one EnqueueFile run. Its fields:
+//
+//   - Path string: the input, .jsonl/.ndjson or .csv, or "-" for JSONL read from Stdin io.Reader.
+//   - RejectsPath string: where malformed rows go; empty: PATH.rejects.jsonl beside the input
+//     (stdin.rejects.jsonl in the working directory for "-").
+//   - Batch string: the batch id stored with every job, for `enqueue status` (inspect's Batch).
+//   - Concurrency int: enqueues in flight (default DefaultFileConcurrency).
+//   - DryRun bool: validate the rows only; nothing is queued.
+//   - NoAutopipeline bool: enqueue command by command instead of through go-redis's
+//     autopipeliner (an escape hatch, at about two thirds of the speed).
+//   - Reconcile bool: every job looks up its pair before activating (WithReconcile).
+//   - Progress func(Summary), ProgressEvery time.Duration: if Progress is set, it is called about
+//     every ProgressEvery (default 1s) with the counts so far.
 type FileOptions = jobs.FileOptions
 
-// Summary counts what EnqueueFile did with a file's rows.
+// Summary counts what EnqueueFile did with a file's rows. Its fields:
+//
+//   - Batch string: the run's batch id.
+//   - Rows int: rows read, good and bad.
+//   - Enqueued, Duplicates, OtherQueue, DeadLettered int: rows queued; rows whose pair is already
+//     queued, running or done (OtherQueue of them because another queue owns it); rows whose pair
+//     is in the dead-letter store.
+//   - Rejected int, RejectsPath string: malformed rows, and the file they were written to.
+//   - Failed int, FailedLines []int: valid rows not queued because Redis failed (the first lines
+//     of them); re-run the file.
+//   - CountErrors int: 1 when the batch's queued counter could not be written at the end, so
+//     `enqueue status` undercounts; the jobs themselves are queued.
+//   - BytesRead int64, Elapsed time.Duration: how far into the input, and how long; the Rate
+//     method gives rows handled per second.
 type Summary = jobs.Summary
 
 // Producer enqueues activation jobs. It is safe for concurrent use; make one per process.

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"log/slog"
 	"net/url"
 	"strings"
@@ -103,33 +104,17 @@ func DefaultConfig() Config {
 // dead-letter bounds: off) are left as they are: start from DefaultConfig to get the command's.
 func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
-	if c.Queue == "" {
-		c.Queue = d.Queue
-	}
+	c.Queue = cmp.Or(c.Queue, d.Queue)
 	if c.Prefetch == PrefetchAuto {
 		c.Prefetch = max(c.Concurrency/5, 1)
 	}
-	if c.Servers == 0 {
-		c.Servers = d.Servers
-	}
-	if c.ShutdownGrace == 0 {
-		c.ShutdownGrace = d.ShutdownGrace
-	}
-	if c.SweepInterval == 0 {
-		c.SweepInterval = d.SweepInterval
-	}
-	if c.PollInterval == 0 {
-		c.PollInterval = d.PollInterval
-	}
-	if c.ProbeInterval == 0 {
-		c.ProbeInterval = d.ProbeInterval
-	}
-	if c.RateBurst == 0 {
-		c.RateBurst = d.RateBurst
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.Servers = cmp.Or(c.Servers, d.Servers)
+	c.ShutdownGrace = cmp.Or(c.ShutdownGrace, d.ShutdownGrace)
+	c.SweepInterval = cmp.Or(c.SweepInterval, d.SweepInterval)
+	c.PollInterval = cmp.Or(c.PollInterval, d.PollInterval)
+	c.ProbeInterval = cmp.Or(c.ProbeInterval, d.ProbeInterval)
+	c.RateBurst = cmp.Or(c.RateBurst, d.RateBurst)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	c.Versori = c.Versori.WithDefaults()
 	c.Policy = c.Policy.WithDefaults()
 	c.Breaker = c.Breaker.WithDefaults()

@@ -62,6 +62,16 @@ func TestConfigValidateNamesFields(t *testing.T) {
 			t.Errorf("Validate = %v, want %q as a *configerr.Error", err, tt.want)
 		}
 	}
+	// A negative duration is no zero: WithDefaults leaves it, and New refuses it.
+	c := validConfig()
+	c.Policy.Base, c.SweepInterval = -time.Second, -time.Second
+	if d := c.WithDefaults(); d.Policy.Base != -time.Second || d.SweepInterval != -time.Second {
+		t.Errorf("WithDefaults turned a negative Policy.Base or SweepInterval into %s, %s", d.Policy.Base, d.SweepInterval)
+	}
+	c.SweepInterval = 0
+	if _, err := worker.New(nil, c); err == nil || err.Error() != "worker: Policy.Base must be positive, got -1s" {
+		t.Errorf("New(Policy.Base -1s) = %v", err)
+	}
 	// New gives zero fields their defaults, but Concurrency has none.
 	if _, err := worker.New(nil, worker.Config{Versori: versori.Config{Auth: versori.APIKey("k"), HubID: "h"}}); err == nil ||
 		err.Error() != "worker: Concurrency must be at least 1, got 0" {

@@ -51,8 +51,8 @@ func DefaultRetryPolicy() RetryPolicy {
 	}
 }
 
-// WithDefaults returns p with every zero field set from DefaultRetryPolicy; Validate refuses the
-// negative ones.
+// WithDefaults returns p with every zero field set from DefaultRetryPolicy, except QuickRetries,
+// whose zero means none. A negative field is left for Validate to refuse.
 func (p RetryPolicy) WithDefaults() RetryPolicy {
 	d := DefaultRetryPolicy()
 	p.Base = cmp.Or(p.Base, d.Base)

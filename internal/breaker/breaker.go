@@ -5,6 +5,7 @@
 package breaker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"time"
@@ -43,21 +44,11 @@ func DefaultConfig() Config {
 // WithDefaults returns cfg with its zero fields set from DefaultConfig.
 func (cfg Config) WithDefaults() Config {
 	d := DefaultConfig()
-	if cfg.Window == 0 {
-		cfg.Window = d.Window
-	}
-	if cfg.MinCalls == 0 {
-		cfg.MinCalls = d.MinCalls
-	}
-	if cfg.FailureRatio == 0 {
-		cfg.FailureRatio = d.FailureRatio
-	}
-	if cfg.Cooldown == 0 {
-		cfg.Cooldown = d.Cooldown
-	}
-	if cfg.Probes == 0 {
-		cfg.Probes = d.Probes
-	}
+	cfg.Window = cmp.Or(cfg.Window, d.Window)
+	cfg.MinCalls = cmp.Or(cfg.MinCalls, d.MinCalls)
+	cfg.FailureRatio = cmp.Or(cfg.FailureRatio, d.FailureRatio)
+	cfg.Cooldown = cmp.Or(cfg.Cooldown, d.Cooldown)
+	cfg.Probes = cmp.Or(cfg.Probes, d.Probes)
 	return cfg
 }
 

@@ -195,7 +195,8 @@ type RequeueFileOptions struct {
 	// EnqueueFile reads its input.
 	Path  string
 	Stdin io.Reader
-	// RejectsPath receives malformed rows (default ingest.RejectsPath(Path)).
+	// RejectsPath receives malformed rows (default: PATH.rejects.jsonl beside the input, or
+	// stdin.rejects.jsonl in the working directory for "-").
 	RejectsPath string
 }
 

@@ -24,7 +24,8 @@ type FileOptions struct {
 	// Path is the input: .jsonl/.ndjson, .csv, or "-" for JSONL on Stdin.
 	Path  string
 	Stdin io.Reader
-	// RejectsPath receives malformed rows (default ingest.RejectsPath(Path)).
+	// RejectsPath receives malformed rows (default: PATH.rejects.jsonl beside the input, or
+	// stdin.rejects.jsonl in the working directory for "-").
 	RejectsPath string
 	Batch       string
 	// Concurrency is how many enqueues are in flight at once (default DefaultFileConcurrency).

@@ -1,4 +1,4 @@
-// Package redisconn turns a REDIS_URL into a Redis client shared by asynq and activator's own stores.
+// Package redisconn turns a Redis URL into a Redis client shared by asynq and activator's own stores.
 //
 // Four forms are accepted:
 //
@@ -19,50 +19,57 @@
 package redisconn
 
 import (
-	"errors"
-	"fmt"
 	"net"
 	"net/url"
 	"strings"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/activator/internal/configerr"
 )
 
 // DefaultURL is the Redis the commands use unless told otherwise.
 const DefaultURL = "redis://127.0.0.1:6379/0"
 
+// bad is an error about the URL. A command names its variable in the field's place, and in place of
+// any word "URL" in the problem too (envflag.Explain): say what is wrong without that word.
+func bad(format string, args ...any) error { return configerr.New("redisconn", "URL", format, args...) }
+
 const forms = "want redis://[:password@]host:port/db, rediss://…, redis-sentinel://host:port[,host:port…]?master=NAME " +
 	"or redis-cluster://host:port[,host:port…]"
 
 // Open parses rawURL and returns a client for it: a *redis.Client, a Sentinel-backed failover client,
-// or a *redis.ClusterClient. Its errors never repeat the URL, which may hold a password.
+// or a *redis.ClusterClient. Its errors are like Parse's.
 func Open(rawURL string) (redis.UniversalClient, error) {
 	opt, err := Parse(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	c, ok := opt.MakeRedisClient().(redis.UniversalClient)
+	client := opt.MakeRedisClient()
+	c, ok := client.(redis.UniversalClient)
 	if !ok {
-		return nil, errors.New("REDIS_URL: unsupported client type")
+		return nil, bad("gives an unsupported client type %T", client)
 	}
 	return c, nil
 }
 
 // Parse checks rawURL and returns asynq's connection options for it: asynq.RedisClientOpt,
-// asynq.RedisFailoverClientOpt or asynq.RedisClusterClientOpt.
+// asynq.RedisFailoverClientOpt or asynq.RedisClusterClientOpt. Its errors are *configerr.Error about
+// the field "URL" ("redisconn: URL has no host: …"), for a command to name the variable or flag that
+// gave it; they never repeat the password.
 func Parse(rawURL string) (asynq.RedisConnOpt, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, errors.New("REDIS_URL is not a URL: " + forms)
+		return nil, bad("cannot be parsed: %s", forms)
 	}
 	switch u.Scheme {
 	case "redis", "rediss", "redis-sentinel", "redis-cluster":
 	default:
-		return nil, fmt.Errorf("REDIS_URL has scheme %q: want redis, rediss, redis-sentinel or redis-cluster", u.Scheme)
+		return nil, bad("has scheme %q: want redis, rediss, redis-sentinel or redis-cluster", u.Scheme)
 	}
 	if u.Host == "" {
-		return nil, errors.New("REDIS_URL has no host: " + forms)
+		return nil, bad("has no host: %s", forms)
 	}
 	switch u.Scheme {
 	case "redis-cluster":
@@ -74,7 +81,7 @@ func Parse(rawURL string) (asynq.RedisConnOpt, error) {
 	}
 	opt, err := asynq.ParseRedisURI(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL (%s://%s%s) is not usable: check the database number and options", u.Scheme, u.Host, u.Path)
+		return nil, bad("(%s://%s%s) is not usable: check the database number and options", u.Scheme, u.Host, u.Path)
 	}
 	return opt, nil
 }
@@ -83,10 +90,10 @@ func Parse(rawURL string) (asynq.RedisConnOpt, error) {
 // name, or a database number other than 0.
 func checkSentinel(u *url.URL) error {
 	if u.Query().Get("master") == "" {
-		return fmt.Errorf("REDIS_URL (redis-sentinel://%s%s) names no master: add ?master=NAME, the name the Sentinels monitor", u.Host, u.Path)
+		return bad("(redis-sentinel://%s%s) names no master: add ?master=NAME, the name the Sentinels monitor", u.Host, u.Path)
 	}
 	if db := strings.Trim(u.Path, "/"); db != "" && db != "0" {
-		return fmt.Errorf("REDIS_URL (redis-sentinel://%s%s): with Sentinel the data lives in database 0 (asynq ignores a database number); drop /%s", u.Host, u.Path, db)
+		return bad("(redis-sentinel://%s%s): with Sentinel the data lives in database 0 (asynq ignores a database number); drop /%s", u.Host, u.Path, db)
 	}
 	return nil
 }
@@ -95,15 +102,15 @@ func checkSentinel(u *url.URL) error {
 // has no cluster form.
 func parseCluster(u *url.URL) (asynq.RedisConnOpt, error) {
 	if db := strings.Trim(u.Path, "/"); db != "" && db != "0" {
-		return nil, fmt.Errorf("REDIS_URL (redis-cluster://%s%s): a Redis Cluster has database 0 only; drop /%s", u.Host, u.Path, db)
+		return nil, bad("(redis-cluster://%s%s): a Redis Cluster has database 0 only; drop /%s", u.Host, u.Path, db)
 	}
 	if u.RawQuery != "" {
-		return nil, fmt.Errorf("REDIS_URL (redis-cluster://%s%s) has options (?…): redis-cluster:// takes none", u.Host, u.Path)
+		return nil, bad("(redis-cluster://%s%s) has options (?…): redis-cluster:// takes none", u.Host, u.Path)
 	}
 	addrs := strings.Split(u.Host, ",")
 	for _, a := range addrs {
 		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
-			return nil, fmt.Errorf("REDIS_URL (redis-cluster://%s): node %q is not host:port", u.Host, a)
+			return nil, bad("(redis-cluster://%s): node %q is not host:port", u.Host, a)
 		}
 	}
 	opt := asynq.RedisClusterClientOpt{Addrs: addrs}

@@ -1,6 +1,7 @@
 package redisconn_test
 
 import (
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/versori/activator/internal/configerr"
 	"github.com/versori/activator/internal/redisconn"
 )
 
@@ -56,7 +58,7 @@ func TestParseRefuses(t *testing.T) {
 	}{
 		{"scheme", "http://:" + secret + "@h:6379/0", "scheme"},
 		{"no host", "redis://", "no host"},
-		{"not a URL", "redis://:" + secret + "@[::1", "not a URL"},
+		{"not a URL", "redis://:" + secret + "@[::1", "cannot be parsed"},
 		{"bad db", "redis://:" + secret + "@h:6379/abc", "database number"},
 		{"sentinel without master", "redis-sentinel://:" + secret + "@s1:26379", "?master=NAME"},
 		{"sentinel db 2", "redis-sentinel://:" + secret + "@s1:26379/2?master=m", "database 0"},
@@ -81,6 +83,11 @@ func TestParseRefuses(t *testing.T) {
 				}
 				if strings.Contains(err.Error(), secret) {
 					t.Errorf("error repeats the password: %q", err)
+				}
+				// A library error names the argument; only the commands name REDIS_URL.
+				var ce *configerr.Error
+				if !errors.As(err, &ce) || ce.Pkg != "redisconn" || ce.Field != "URL" || strings.Contains(err.Error(), "REDIS_URL") {
+					t.Errorf("error %q (%T) is not a configerr.Error about the URL, or names a variable", err, err)
 				}
 			}
 		})

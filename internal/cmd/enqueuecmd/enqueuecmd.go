@@ -153,7 +153,9 @@ func openRedis(c common) (redis.UniversalClient, error) {
 	}
 	rdb, err := redisconn.Open(c.redisURL)
 	if err != nil {
-		return nil, usageError{err}
+		// The error names the URL: name the variable that gave it.
+		v, _ := newFlags("", Env{Lookup: func(string) (string, bool) { return "", false }, Stderr: io.Discard}, &common{}).Lookup("redis-url")
+		return nil, usageError{envflag.Explain(err, map[string]envflag.Var{"URL": v})}
 	}
 	return rdb, nil
 }

@@ -566,9 +566,9 @@ func TestUsageErrors(t *testing.T) {
 		{"two paths", nil, []string{"file", good, good}, []string{"PATH"}},
 		{"unsupported extension", nil, []string{"file", txt}, []string{".jsonl", ".csv"}},
 		{"unsupported extension, Redis down", map[string]string{"REDIS_URL": unreachable}, []string{"file", txt}, []string{".jsonl", ".csv"}},
-		{"bad REDIS_URL scheme", map[string]string{"REDIS_URL": "http://127.0.0.1:6379/0"}, []string{"file", good}, []string{"scheme", "http"}},
-		{"bad --redis-url scheme", nil, []string{"file", good, "--redis-url", "mysql://127.0.0.1/0"}, []string{"scheme"}},
-		{"REDIS_URL not a URL", map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/%zz"}, []string{"file", good}, []string{"REDIS_URL"}},
+		{"bad REDIS_URL scheme", map[string]string{"REDIS_URL": "http://127.0.0.1:6379/0"}, []string{"file", good}, []string{`REDIS_URL has scheme "http"`}},
+		{"bad --redis-url scheme", nil, []string{"file", good, "--redis-url", "mysql://127.0.0.1/0"}, []string{`REDIS_URL has scheme "mysql"`}},
+		{"REDIS_URL not a URL", map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/%zz"}, []string{"file", good}, []string{"REDIS_URL cannot be parsed: want redis://"}},
 		{"CSV unknown column", nil, []string{"file", csvBad}, []string{"colour"}},
 		{"missing file", nil, []string{"file", filepath.Join(dir, "missing.jsonl")}, []string{"missing.jsonl"}},
 		{"empty QUEUE", map[string]string{"QUEUE": " "}, []string{"file", good}, []string{"QUEUE"}},
@@ -580,7 +580,7 @@ func TestUsageErrors(t *testing.T) {
 		{"dlq export with ids", nil, []string{"dlq", "export", "act:x"}, []string{"no ids"}},
 		{"dlq list unknown flag", nil, []string{"dlq", "list", "--all"}, []string{"all"}},
 		{"pause unknown flag", nil, []string{"pause", "--now"}, []string{"now"}},
-		{"pause bad REDIS_URL", map[string]string{"REDIS_URL": "http://x"}, []string{"pause"}, []string{"scheme"}},
+		{"pause bad REDIS_URL", map[string]string{"REDIS_URL": "http://x"}, []string{"pause"}, []string{`REDIS_URL has scheme "http"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"reflect"
 	"strconv"
 	"strings"
@@ -22,6 +23,7 @@ type Set struct {
 	lookup func(string) (string, bool)
 	errs   []error
 	vars   []Var
+	after  []func() error // run by Parse once the flags are parsed
 }
 
 // Var is one flag of a Set as the documentation shows it.
@@ -92,6 +94,18 @@ func (s *Set) String(p *string, name, env, def, u string) {
 	s.fs.StringVar(p, name, def, usage(env, u))
 }
 
+// StringEmpty defines a string flag like String, except that its variable set to "" is the value ""
+// rather than unset: for a setting whose empty value means "none" (METRICS_ADDR= serves no metrics).
+func (s *Set) StringEmpty(p *string, name, env, def, u string) {
+	s.add(p, name, env, def, false)
+	if env != "" {
+		if v, ok := s.lookup(env); ok {
+			def = v
+		}
+	}
+	s.fs.StringVar(p, name, def, usage(env, u))
+}
+
 // Secret defines a string flag whose value is never shown in usage output; its default def, which
 // is no secret, is.
 func (s *Set) Secret(p *string, name, env, def, u string) {
@@ -134,25 +148,37 @@ func (s *Set) Int64(p *int64, name, env string, def int64, u string) {
 	s.fs.Int64Var(p, name, def, usage(env, u))
 }
 
-// Uint32 defines a uint32 flag.
+// Uint32 defines a uint32 flag. Underneath it is a uint64 flag, so that usage shows it as the flag
+// package shows its own numbers ("-name uint ... (default 20)"); Parse refuses a value that does not
+// fit in 32 bits.
 func (s *Set) Uint32(p *uint32, name, env string, def uint32, u string) {
 	s.add(p, name, env, strconv.FormatUint(uint64(def), 10), false)
 	*p = def
 	if v, ok := s.env(env); ok {
-		if err := s.setUint32(p, v); err != nil {
+		n, err := parseUint32(v)
+		if err != nil {
 			s.errs = append(s.errs, fmt.Errorf("%s=%q %v", env, v, err))
+		} else {
+			*p = n
 		}
 	}
-	s.fs.Func(name, usage(env, u)+" (default "+strconv.FormatUint(uint64(*p), 10)+")", func(v string) error { return s.setUint32(p, v) })
+	wide := uint64(*p)
+	s.fs.Uint64Var(&wide, name, wide, usage(env, u))
+	s.after = append(s.after, func() error {
+		if wide > math.MaxUint32 {
+			return fmt.Errorf("-%s=%d is more than %d", name, wide, uint32(math.MaxUint32))
+		}
+		*p = uint32(wide)
+		return nil
+	})
 }
 
-func (s *Set) setUint32(p *uint32, v string) error {
+func parseUint32(v string) (uint32, error) {
 	n, err := strconv.ParseUint(v, 10, 32)
 	if err != nil {
-		return errors.New("is not a whole number of 0 or more")
+		return 0, errors.New("is not a whole number of 0 or more")
 	}
-	*p = uint32(n)
-	return nil
+	return uint32(n), nil
 }
 
 // Float defines a float64 flag.
@@ -202,7 +228,13 @@ func (s *Set) Parse(args []string) error {
 	if err := s.fs.Parse(args); err != nil {
 		return err
 	}
-	return errors.Join(s.errs...)
+	errs := s.errs
+	for _, f := range s.after {
+		if err := f(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // FormatDuration writes d as people do: 10m, not 10m0s; 24h, not 24h0m0s.

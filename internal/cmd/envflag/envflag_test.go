@@ -78,6 +78,84 @@ func TestPrecedence(t *testing.T) {
 	}
 }
 
+// TestStringEmpty checks that a StringEmpty flag's variable set to "" is the value "", not unset,
+// and that the flag still beats it.
+func TestStringEmpty(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"unset", nil, nil, "def"},
+		{"set", map[string]string{"EF_ADDR": "x"}, nil, "x"},
+		{"set but empty", map[string]string{"EF_ADDR": ""}, nil, ""},
+		{"flag beats empty variable", map[string]string{"EF_ADDR": ""}, []string{"-addr=y"}, "y"},
+		{"empty flag", map[string]string{"EF_ADDR": "x"}, []string{"-addr="}, ""},
+	}
+	for _, tt := range tests {
+		set := New("test", mapLookup(tt.env), io.Discard)
+		var got string
+		set.StringEmpty(&got, "addr", "EF_ADDR", "def", "an address")
+		if err := set.Parse(tt.args); err != nil {
+			t.Fatalf("%s: Parse: %v", tt.name, err)
+		}
+		if got != tt.want {
+			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
+		}
+		if v, ok := set.Lookup("addr"); !ok || v.Default != "def" || v.Env != "EF_ADDR" {
+			t.Errorf("%s: Lookup = %+v, %v", tt.name, v, ok)
+		}
+	}
+}
+
+// TestUint32 checks a Uint32 flag's precedence and limits, and that usage shows it as the flag
+// package shows its own numbers: "-calls uint", with its default.
+func TestUint32(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		want    uint32
+		wantErr string
+	}{
+		{"default", nil, nil, 20, ""},
+		{"env", map[string]string{"EF_CALLS": "7"}, nil, 7, ""},
+		{"flag beats env", map[string]string{"EF_CALLS": "7"}, []string{"-calls=9"}, 9, ""},
+		{"largest", nil, []string{"-calls=4294967295"}, 4294967295, ""},
+		{"flag too large", nil, []string{"-calls=4294967296"}, 0, "-calls=4294967296 is more than 4294967295"},
+		{"flag negative", nil, []string{"-calls=-1"}, 0, `invalid value "-1" for flag -calls`},
+		{"env negative", map[string]string{"EF_CALLS": "-1"}, nil, 0, `EF_CALLS="-1" is not a whole number of 0 or more`},
+		{"env too large", map[string]string{"EF_CALLS": "4294967296"}, nil, 0, `EF_CALLS="4294967296" is not a whole number of 0 or more`},
+	}
+	for _, tt := range tests {
+		set := New("test", mapLookup(tt.env), io.Discard)
+		var got uint32
+		set.Uint32(&got, "calls", "EF_CALLS", 20, "calls before it opens")
+		err := set.Parse(tt.args)
+		switch {
+		case tt.wantErr == "" && err != nil:
+			t.Errorf("%s: Parse: %v", tt.name, err)
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("%s: Parse = %v, want an error containing %q", tt.name, err, tt.wantErr)
+		case tt.wantErr == "" && got != tt.want:
+			t.Errorf("%s: got %d, want %d", tt.name, got, tt.want)
+		}
+	}
+
+	var out bytes.Buffer
+	set := New("test", mapLookup(map[string]string{"EF_CALLS": "42"}), &out)
+	var n uint32
+	set.Uint32(&n, "calls", "EF_CALLS", 20, "calls before it opens")
+	set.FlagSet().PrintDefaults()
+	want := "  -calls uint\n    \tcalls before it opens (env EF_CALLS) (default 42)\n"
+	if out.String() != want {
+		t.Errorf("usage = %q, want %q", out.String(), want)
+	}
+}
+
 func TestBadEnvironment(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

@@ -58,7 +58,7 @@ func newFlags(s *Settings, r *raw, lookup func(string) (string, bool), usageOut 
 	fs.Int(&s.Prefetch, "prefetch", "WORKER_PREFETCH", d.Prefetch, "tasks held beyond WORKER_CONCURRENCY, so that asynq's fetch and completion overlap API calls (-1: a fifth of WORKER_CONCURRENCY, at least 1)")
 	fs.Int(&s.Servers, "servers", "WORKER_SERVERS", d.Servers, "asynq servers (fetch loops) in this process")
 	fs.String(&s.Queue, "queue", "QUEUE", d.Queue, "queue name")
-	fs.String(&s.MetricsAddr, "metrics-addr", "METRICS_ADDR", d.MetricsAddr, "address serving /metrics, /healthz and /readyz (empty: none)")
+	fs.StringEmpty(&s.MetricsAddr, "metrics-addr", "METRICS_ADDR", d.MetricsAddr, "address serving /metrics, /healthz and /readyz (empty, METRICS_ADDR= or -metrics-addr=: none)")
 	fs.Bool(&s.QueueMetrics, "queue-metrics", "QUEUE_METRICS", d.QueueMetrics, "also export asynq's queue metrics (one Redis scan per scrape)")
 	fs.Duration(&s.ShutdownGrace, "shutdown-grace", "SHUTDOWN_GRACE", d.ShutdownGrace, "how long in-flight calls may finish after SIGTERM")
 	fs.Duration(&s.SweepInterval, "dlq-sweep-interval", "DLQ_SWEEP_INTERVAL", d.SweepInterval, "how often asynq's archive is swept into the dead-letter store")
@@ -104,7 +104,7 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	}
 	redisOpt, err := redisconn.Parse(s.RedisURL)
 	if err != nil {
-		return s, err
+		return s, explainRedis(err)
 	}
 	if err := s.LogLevel.UnmarshalText([]byte(r.level)); err != nil {
 		return s, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", r.level)
@@ -116,6 +116,9 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 		return s, err
 	}
 	s.NoRedisRestartGuard = !r.guard
+	// As worker.New does: a setting whose zero means "not set" (DLQ_SWEEP_INTERVAL=0, say) takes its
+	// default; a negative one is left for Validate to refuse.
+	s.Config = s.WithDefaults()
 	if err := s.Validate(); err != nil {
 		return s, explain(err)
 	}
@@ -123,7 +126,6 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 		// Its own connection, so that browsing cannot starve the worker's pool.
 		s.AdminUI.Redis = redisOpt
 	}
-	s.Config = s.WithDefaults()
 	return s, nil
 }
 
@@ -188,7 +190,7 @@ func Main(ctx context.Context, args []string, lookup func(string) (string, bool)
 	s.Logger = log
 	rdb, err := redisconn.Open(s.RedisURL)
 	if err != nil {
-		fmt.Fprintln(stderr, "worker:", err)
+		fmt.Fprintln(stderr, "worker:", explainRedis(err))
 		return 2
 	}
 	defer rdb.Close()
@@ -207,19 +209,20 @@ func Main(ctx context.Context, args []string, lookup func(string) (string, bool)
 
 // explain names the variable behind a worker.Config field that Validate (or New) refused.
 func explain(err error) error {
-	var (
-		s Settings
-		r raw
-	)
-	fs := newFlags(&s, &r, func(string) (string, bool) { return "", false }, io.Discard)
+	var s Settings
+	fs := newFlags(&s, &raw{}, noEnv, io.Discard)
 	return envflag.Explain(err, fs.Fields(&s.Config))
 }
 
+// explainRedis names REDIS_URL in a redisconn error, which names the URL it was given.
+func explainRedis(err error) error {
+	v, _ := newFlags(&Settings{}, &raw{}, noEnv, io.Discard).Lookup("redis-url")
+	return envflag.Explain(err, map[string]envflag.Var{"URL": v})
+}
+
+func noEnv(string) (string, bool) { return "", false }
+
 // Vars lists the worker's settings: variable, flag and default.
 func Vars() []envflag.Var {
-	var (
-		s Settings
-		r raw
-	)
-	return newFlags(&s, &r, func(string) (string, bool) { return "", false }, io.Discard).Vars()
+	return newFlags(&Settings{}, &raw{}, noEnv, io.Discard).Vars()
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/versori/activator/internal/cmd/envflag"
 	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/versori"
+	"github.com/versori/activator/worker"
 )
 
 const (
@@ -111,11 +112,11 @@ func TestParseSettingsErrors(t *testing.T) {
 		{"concurrency negative flag", nil, []string{"-concurrency=-3"}, "WORKER_CONCURRENCY"},
 		{"concurrency abc", map[string]string{"WORKER_CONCURRENCY": "abc"}, nil, "WORKER_CONCURRENCY"},
 		{"servers 65", map[string]string{"WORKER_SERVERS": "65"}, nil, "WORKER_SERVERS"},
-		{"servers 0", map[string]string{"WORKER_SERVERS": "0"}, nil, "WORKER_SERVERS"},
+		{"servers negative", map[string]string{"WORKER_SERVERS": "-1"}, nil, "WORKER_SERVERS"},
 		{"prefetch negative", map[string]string{"WORKER_PREFETCH": "-2"}, nil, "WORKER_PREFETCH"},
 		{"log flush negative", map[string]string{"LOG_FLUSH_INTERVAL": "-1s"}, nil, "LOG_FLUSH_INTERVAL"},
 		{"blank queue", map[string]string{"QUEUE": "  "}, nil, "QUEUE"},
-		{"timeout 0", map[string]string{"VERSORI_TIMEOUT": "0s"}, nil, "VERSORI_TIMEOUT"},
+		{"timeout negative", map[string]string{"VERSORI_TIMEOUT": "-1s"}, nil, "VERSORI_TIMEOUT"},
 		{"timeout garbage", map[string]string{"VERSORI_TIMEOUT": "soon"}, nil, "VERSORI_TIMEOUT"},
 		{"shutdown grace negative", map[string]string{"SHUTDOWN_GRACE": "-1s"}, nil, "SHUTDOWN_GRACE"},
 		{"redis scheme", map[string]string{"REDIS_URL": "http://:" + settingsPassword + "@127.0.0.1:6379/0"}, nil, "scheme"},
@@ -124,7 +125,7 @@ func TestParseSettingsErrors(t *testing.T) {
 		{"redis no host", map[string]string{"REDIS_URL": "redis://"}, nil, "no host"},
 		{"redis not a URL", map[string]string{"REDIS_URL": "redis://:" + settingsPassword + "@[::1"}, nil, "REDIS_URL"},
 		{"log level", map[string]string{"LOG_LEVEL": "loud"}, nil, "LOG_LEVEL"},
-		{"settle time 0", map[string]string{"SETTLE_TIME": "0s"}, nil, "SETTLE_TIME"},
+		{"settle time negative", map[string]string{"SETTLE_TIME": "-1s"}, nil, "SETTLE_TIME"},
 		{"max retry-after negative", map[string]string{"MAX_RETRY_AFTER": "-1m"}, nil, "MAX_RETRY_AFTER"},
 		{"restart guard not a bool", map[string]string{"REDIS_RESTART_GUARD": "sometimes"}, nil, "REDIS_RESTART_GUARD"},
 		{"positional arg", nil, []string{"extra"}, "unexpected argument"},
@@ -170,7 +171,8 @@ func TestParseSettingsHelp(t *testing.T) {
 		t.Fatalf("ParseSettings(-h) = %v, want flag.ErrHelp", err)
 	}
 	out := usage.String()
-	for _, want := range []string{"-redis-url", "(env REDIS_URL)", "redis://127.0.0.1:6379/0", "-versori-api-key", `(default "q-from-env")`} {
+	for _, want := range []string{"-redis-url", "(env REDIS_URL)", "redis://127.0.0.1:6379/0", "-versori-api-key", `(default "q-from-env")`,
+		"-breaker-min-calls uint\n", "(env BREAKER_MIN_CALLS) (default 20)\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("usage lacks %q:\n%s", want, out)
 		}
@@ -380,30 +382,33 @@ func TestParseSettingsNamesVariables(t *testing.T) {
 		args []string
 		want string
 	}{
+		{map[string]string{"REDIS_URL": "http://127.0.0.1:6379/0"}, nil, `REDIS_URL has scheme "http": want redis, rediss, redis-sentinel or redis-cluster`},
+		{nil, []string{"-redis-url=redis://127.0.0.1:6379/abc"}, "REDIS_URL (redis://127.0.0.1:6379/abc) is not usable: check the database number and options"},
+		{map[string]string{"REDIS_URL": "redis://h:6379/%zz"}, nil, "REDIS_URL cannot be parsed: want redis://[:password@]host:port/db, rediss://…, redis-sentinel://host:port[,host:port…]?master=NAME or redis-cluster://host:port[,host:port…]"},
+		{map[string]string{"REDIS_URL": "redis-sentinel://127.0.0.1:26379"}, nil, "REDIS_URL (redis-sentinel://127.0.0.1:26379) names no master: add ?master=NAME, the name the Sentinels monitor"},
 		{map[string]string{"WORKER_CONCURRENCY": "0"}, nil, "WORKER_CONCURRENCY must be at least 1, got 0"},
 		{nil, []string{"-concurrency=-3"}, "WORKER_CONCURRENCY must be at least 1, got -3"},
 		{map[string]string{"WORKER_PREFETCH": "-2"}, nil, "WORKER_PREFETCH must be 0 or more (-1: a fifth of WORKER_CONCURRENCY), got -2"},
 		{map[string]string{"WORKER_SERVERS": "65"}, nil, "WORKER_SERVERS must be 1 to 64, got 65"},
 		{map[string]string{"QUEUE": " "}, nil, "QUEUE must not be empty"},
-		{map[string]string{"VERSORI_TIMEOUT": "0s"}, nil, "VERSORI_TIMEOUT must be positive, got 0s"},
+		{map[string]string{"VERSORI_TIMEOUT": "-1s"}, nil, "VERSORI_TIMEOUT must be positive, got -1s"},
 		{map[string]string{"VERSORI_BASE_URL": "ftp://x"}, nil, `VERSORI_BASE_URL "ftp://x" is not an http(s) URL`},
 		{map[string]string{"VERSORI_HUB_ID": ""}, nil, "VERSORI_HUB_ID is required: the worker looks up a user's activations before retrying a call whose outcome is unknown"},
 		{map[string]string{"RETRY_CAP": "500ms"}, nil, "RETRY_CAP must be at least RETRY_BASE (1s), got 500ms"},
-		{map[string]string{"RETRY_BASE": "0s"}, nil, "RETRY_BASE must be positive, got 0s"},
+		{map[string]string{"RETRY_BASE": "-1s"}, nil, "RETRY_BASE must be positive, got -1s"},
 		{map[string]string{"QUICK_RETRIES": "-1"}, nil, "QUICK_RETRIES must not be negative, got -1"},
 		{map[string]string{"RATE_LIMIT_WAIT": "-1s"}, nil, "RATE_LIMIT_WAIT must be positive, got -1s"},
 		{map[string]string{"DLQ_MAX_AGE": "-1h"}, nil, "DLQ_MAX_AGE must not be negative, got -1h0m0s"},
 		{map[string]string{"DLQ_MAX_ENTRIES": "-1"}, nil, "DLQ_MAX_ENTRIES must not be negative, got -1"},
-		{map[string]string{"DLQ_SWEEP_INTERVAL": "0s"}, nil, "DLQ_SWEEP_INTERVAL must be positive, got 0s"},
-		{map[string]string{"POLL_INTERVAL": "0s"}, nil, "POLL_INTERVAL must be positive, got 0s"},
-		{map[string]string{"PROBE_INTERVAL": "0s"}, nil, "PROBE_INTERVAL must be positive, got 0s"},
+		{map[string]string{"DLQ_SWEEP_INTERVAL": "-1s"}, nil, "DLQ_SWEEP_INTERVAL must be positive, got -1s"},
+		{map[string]string{"POLL_INTERVAL": "-1s"}, nil, "POLL_INTERVAL must be positive, got -1s"},
+		{map[string]string{"PROBE_INTERVAL": "-1s"}, nil, "PROBE_INTERVAL must be positive, got -1s"},
 		{map[string]string{"VERSORI_RATE_LIMIT": "-1"}, nil, "VERSORI_RATE_LIMIT must not be negative, got -1"},
-		{map[string]string{"VERSORI_RATE_BURST": "0"}, nil, "VERSORI_RATE_BURST must be at least 1, got 0"},
+		{map[string]string{"VERSORI_RATE_BURST": "-1"}, nil, "VERSORI_RATE_BURST must be at least 1, got -1"},
 		{map[string]string{"MAX_JOB_AGE": "-1h"}, nil, "MAX_JOB_AGE must not be negative, got -1h0m0s"},
-		{map[string]string{"BREAKER_MIN_CALLS": "0"}, nil, "BREAKER_MIN_CALLS must be at least 1, got 0"},
 		{map[string]string{"BREAKER_MIN_CALLS": "-1"}, nil, `BREAKER_MIN_CALLS="-1" is not a whole number of 0 or more`},
 		{map[string]string{"BREAKER_FAILURE_RATIO": "2"}, nil, "BREAKER_FAILURE_RATIO must be in (0, 1], got 2"},
-		{map[string]string{"BREAKER_WINDOW": "0s"}, nil, "BREAKER_WINDOW must be positive, got 0s"},
+		{map[string]string{"BREAKER_WINDOW": "-1s"}, nil, "BREAKER_WINDOW must be positive, got -1s"},
 		{map[string]string{"BREAKER_COOLDOWN": "-1s"}, nil, "BREAKER_COOLDOWN must be positive, got -1s"},
 		{map[string]string{"ADMIN_UI_WRITE": "true"}, nil, "ADMIN_UI_WRITE and ADMIN_UI_PROMETHEUS_URL need ADMIN_UI=true"},
 		{map[string]string{"ADMIN_UI_PROMETHEUS_URL": "http://p:9090"}, nil, "ADMIN_UI_PROMETHEUS_URL and ADMIN_UI_WRITE need ADMIN_UI=true"},
@@ -415,6 +420,120 @@ func TestParseSettingsNamesVariables(t *testing.T) {
 		if err == nil || err.Error() != tt.want {
 			t.Errorf("env %v args %v: err = %v, want %q", tt.env, tt.args, err, tt.want)
 		}
+	}
+}
+
+// TestMetricsAddrEmpty checks that METRICS_ADDR set but empty turns the listener off, as
+// docs/configuration.md says, where another empty variable counts as unset; unset, it is the default.
+func TestMetricsAddrEmpty(t *testing.T) {
+	t.Parallel()
+	base := settingsEnv(nil)
+	withEnv := func(env map[string]string) func(string) (string, bool) {
+		return func(k string) (string, bool) {
+			if v, ok := env[k]; ok {
+				return v, true
+			}
+			return base(k)
+		}
+	}
+	for _, tt := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"unset", nil, nil, ":9464"},
+		{"set", map[string]string{"METRICS_ADDR": "127.0.0.1:9999"}, nil, "127.0.0.1:9999"},
+		{"set but empty", map[string]string{"METRICS_ADDR": ""}, nil, ""},
+		{"empty flag", nil, []string{"-metrics-addr="}, ""},
+		{"flag beats empty variable", map[string]string{"METRICS_ADDR": ""}, []string{"-metrics-addr=:9465"}, ":9465"},
+		// Other empty variables still count as unset.
+		{"empty QUEUE", map[string]string{"METRICS_ADDR": "", "QUEUE": ""}, nil, ""},
+	} {
+		s, err := ParseSettings(tt.args, withEnv(tt.env), io.Discard)
+		if err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+			continue
+		}
+		if s.MetricsAddr != tt.want || s.Queue != "activations" {
+			t.Errorf("%s: MetricsAddr %q Queue %q, want %q and the default queue", tt.name, s.MetricsAddr, s.Queue, tt.want)
+		}
+	}
+	_, err := ParseSettings(nil, withEnv(map[string]string{"METRICS_ADDR": "", "PPROF": "true"}), io.Discard)
+	if err == nil || err.Error() != "PPROF needs METRICS_ADDR: profiles are served on that listener" {
+		t.Errorf("PPROF with METRICS_ADDR= : %v", err)
+	}
+}
+
+// TestZeroMeansDefault checks that 0, by variable or by flag, for a setting whose zero means "not
+// set" in a worker.Config (worker.New gives it its default) gives the default here too, and that a
+// negative value is still refused in one line naming the variable.
+func TestZeroMeansDefault(t *testing.T) {
+	t.Parallel()
+	d := worker.DefaultConfig()
+	tests := []struct {
+		env, flag string
+		negative  string
+		got       func(Settings) any
+		want      any
+		wantErr   string
+	}{
+		{"WORKER_SERVERS", "servers", "-1", func(s Settings) any { return s.Servers }, d.Servers,
+			"WORKER_SERVERS must be 1 to 64, got -1"},
+		{"SHUTDOWN_GRACE", "shutdown-grace", "-1s", func(s Settings) any { return s.ShutdownGrace }, d.ShutdownGrace,
+			"SHUTDOWN_GRACE must be positive, got -1s"},
+		{"DLQ_SWEEP_INTERVAL", "dlq-sweep-interval", "-1s", func(s Settings) any { return s.SweepInterval }, d.SweepInterval,
+			"DLQ_SWEEP_INTERVAL must be positive, got -1s"},
+		{"POLL_INTERVAL", "poll-interval", "-1s", func(s Settings) any { return s.PollInterval }, d.PollInterval,
+			"POLL_INTERVAL must be positive, got -1s"},
+		{"PROBE_INTERVAL", "probe-interval", "-1s", func(s Settings) any { return s.ProbeInterval }, d.ProbeInterval,
+			"PROBE_INTERVAL must be positive, got -1s"},
+		{"VERSORI_RATE_BURST", "rate-burst", "-1", func(s Settings) any { return s.RateBurst }, d.RateBurst,
+			"VERSORI_RATE_BURST must be at least 1, got -1"},
+		{"VERSORI_TIMEOUT", "versori-timeout", "-1s", func(s Settings) any { return s.Versori.Timeout }, d.Versori.Timeout,
+			"VERSORI_TIMEOUT must be positive, got -1s"},
+		{"RETRY_BASE", "retry-base", "-1s", func(s Settings) any { return s.Policy.Base }, d.Policy.Base,
+			"RETRY_BASE must be positive, got -1s"},
+		{"RETRY_CAP", "retry-cap", "-1s", func(s Settings) any { return s.Policy.Cap }, d.Policy.Cap,
+			"RETRY_CAP must be at least RETRY_BASE (1s), got -1s"},
+		{"RATE_LIMIT_WAIT", "rate-limit-wait", "-1s", func(s Settings) any { return s.Policy.RateLimitWait }, d.Policy.RateLimitWait,
+			"RATE_LIMIT_WAIT must be positive, got -1s"},
+		{"SETTLE_TIME", "settle-time", "-1s", func(s Settings) any { return s.Policy.SettleTime }, d.Policy.SettleTime,
+			"SETTLE_TIME must be positive, got -1s"},
+		{"MAX_RETRY_AFTER", "max-retry-after", "-1s", func(s Settings) any { return s.Policy.MaxRetryAfter }, d.Policy.MaxRetryAfter,
+			"MAX_RETRY_AFTER must be positive, got -1s"},
+		{"BREAKER_WINDOW", "breaker-window", "-1s", func(s Settings) any { return s.Breaker.Window }, d.Breaker.Window,
+			"BREAKER_WINDOW must be positive, got -1s"},
+		{"BREAKER_MIN_CALLS", "breaker-min-calls", "-1", func(s Settings) any { return s.Breaker.MinCalls }, d.Breaker.MinCalls,
+			`BREAKER_MIN_CALLS="-1" is not a whole number of 0 or more`},
+		{"BREAKER_FAILURE_RATIO", "breaker-failure-ratio", "-0.5", func(s Settings) any { return s.Breaker.FailureRatio }, d.Breaker.FailureRatio,
+			"BREAKER_FAILURE_RATIO must be in (0, 1], got -0.5"},
+		{"BREAKER_COOLDOWN", "breaker-cooldown", "-1s", func(s Settings) any { return s.Breaker.Cooldown }, d.Breaker.Cooldown,
+			"BREAKER_COOLDOWN must be positive, got -1s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.env, func(t *testing.T) {
+			t.Parallel()
+			for _, in := range []struct {
+				name string
+				env  map[string]string
+				args []string
+			}{
+				{tt.env + "=0", map[string]string{tt.env: "0"}, nil},
+				{"-" + tt.flag + "=0", nil, []string{"-" + tt.flag + "=0"}},
+			} {
+				s, err := ParseSettings(in.args, settingsEnv(in.env), io.Discard)
+				if err != nil {
+					t.Errorf("%s: %v, want the default", in.name, err)
+				} else if got := tt.got(s); got != tt.want {
+					t.Errorf("%s: got %v, want the default %v", in.name, got, tt.want)
+				}
+			}
+			_, err := ParseSettings(nil, settingsEnv(map[string]string{tt.env: tt.negative}), io.Discard)
+			if err == nil || err.Error() != tt.wantErr {
+				t.Errorf("%s=%s: err = %v, want %q", tt.env, tt.negative, err, tt.wantErr)
+			}
+		})
 	}
 }
 
