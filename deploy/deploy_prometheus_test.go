@@ -322,8 +322,7 @@ func TestPrometheusScrapesARealWorker(t *testing.T) {
 	const n = 5
 	p := producer.New(db.Client, producer.Config{Queue: "activations"})
 	for i := range n {
-		req := versori.ActivationRequest{UserID: fmt.Sprintf("prom-user-%d", i), IntegrationID: "01JDCRM0000000000000000000",
-			Connections: []versori.ActivationConnection{{TemplateID: "01JDCRMTP10000000000000000", ConnectionID: "01JDC0NN000000000000000000"}}}
+		req := testutil.Request(fmt.Sprintf("prom-user-%d", i))
 		if res, err := p.Enqueue(context.Background(), req); err != nil || res.Status != producer.Enqueued {
 			t.Fatalf("Enqueue = %+v, %v", res, err)
 		}

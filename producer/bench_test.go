@@ -14,7 +14,7 @@ import (
 //	go test -run '^$' -bench BenchmarkEnqueueFile -benchtime 3x ./producer
 func BenchmarkEnqueueFile(b *testing.B) {
 	const rows = 100_000
-	path := writeRows(b, rows)
+	path := testutil.WriteRows(b, rows)
 	db := testutil.Redis(b)
 	p := producer.New(db.Client, producer.Config{})
 	ctx := context.Background()

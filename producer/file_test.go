@@ -1,54 +1,15 @@
 package producer_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/hibiken/asynq"
 
 	"github.com/versori/activator/internal/batch"
 	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/producer"
 )
-
-// writeRows writes n valid JSONL requests and returns the file's path.
-func writeRows(t testing.TB, n int) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "rows.jsonl")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := bufio.NewWriter(f)
-	for i := range n {
-		fmt.Fprintf(w, `{"userId":"user-%07d","integrationId":"01JDCRM0000000000000000000","connections":[{"templateId":"01JDCRMTP10000000000000000","connectionId":"01JDC0NN000000000000000000"}]}`+"\n", i)
-	}
-	if err := w.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-func pending(t *testing.T, db *testutil.RedisDB, queue string) int {
-	t.Helper()
-	qi, err := asynq.NewInspectorFromRedisClient(db.Client).GetQueueInfo(queue)
-	if errors.Is(err, asynq.ErrQueueNotFound) {
-		return 0
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return qi.Pending
-}
 
 // TestEnqueueFileCountsItsBatch checks the batch's queued counter, written behind the run: it holds
 // what the run queued, and a dry run or a run that queues nothing writes no counter at all.
@@ -62,7 +23,7 @@ func TestEnqueueFileCountsItsBatch(t *testing.T) {
 	ctx := context.Background()
 	p := producer.New(db.Client, producer.Config{})
 	plain := producer.New(plainDB.Client, producer.Config{Queue: "plain"})
-	path := writeRows(t, n)
+	path := testutil.WriteRows(t, n)
 	tests := []struct {
 		name       string
 		db         *testutil.RedisDB
@@ -95,11 +56,11 @@ func TestEnqueueFileCountsItsBatch(t *testing.T) {
 		}
 	}
 	for _, tt := range tests[len(tests)-2:] {
-		if got := pending(t, tt.db, tt.p.Queue()); got != n {
+		if got := testutil.Pending(t, tt.db.Client, tt.p.Queue()); got != n {
 			t.Errorf("queue %s: %d jobs pending, want %d", tt.p.Queue(), got, n)
 		}
 	}
-	if got := pending(t, db, p.Queue()); got != n {
+	if got := testutil.Pending(t, db.Client, p.Queue()); got != n {
 		t.Errorf("queue %s: %d jobs pending, want %d", p.Queue(), got, n)
 	}
 }
@@ -112,7 +73,7 @@ func TestEnqueueFileStopsWhenCancelled(t *testing.T) {
 	const n = 20000
 	db := testutil.Redis(t)
 	p := producer.New(db.Client, producer.Config{})
-	path := writeRows(t, n)
+	path := testutil.WriteRows(t, n)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sum, err := p.EnqueueFile(ctx, producer.FileOptions{Path: path, ProgressEvery: time.Millisecond,
@@ -128,7 +89,7 @@ func TestEnqueueFileStopsWhenCancelled(t *testing.T) {
 	if sum.Enqueued+sum.Failed != sum.Rows || sum.Enqueued >= n/2 || sum.Failed == 0 {
 		t.Errorf("enqueued %d + failed %d of %d rows read; want all accounted for, and the run stopped well before %d", sum.Enqueued, sum.Failed, sum.Rows, n/2)
 	}
-	if got := pending(t, db, p.Queue()); got != sum.Enqueued {
+	if got := testutil.Pending(t, db.Client, p.Queue()); got != sum.Enqueued {
 		t.Errorf("%d jobs pending, summary says %d enqueued", got, sum.Enqueued)
 	}
 }

@@ -29,7 +29,7 @@ func TestEnqueueTakesOverAnIdlePair(t *testing.T) {
 	ctx := context.Background()
 	eu := producer.New(db.Client, producer.Config{Queue: "eu"})
 	us := producer.New(db.Client, producer.Config{Queue: "us"})
-	req := versori.ActivationRequest{UserID: "u-1", IntegrationID: "01HZY8Q6T4J8K2M3N4P5Q6R7S8"}
+	req := versori.ActivationRequest{UserID: "u-1", IntegrationID: testutil.IntegrationID}
 	id := tasks.TaskID(req.Pair())
 	age := func() { // the eu claim, two minutes old
 		key := rediskeys.Pair(id)
@@ -100,8 +100,8 @@ func TestEnqueueKnowsPairsQueuedBeforeTheRegistry(t *testing.T) {
 	t.Parallel()
 	db := testutil.Redis(t)
 	ctx := context.Background()
-	old := versori.ActivationRequest{UserID: "u-old", IntegrationID: "01HZY8Q6T4J8K2M3N4P5Q6R7S8"}
-	dead := versori.ActivationRequest{UserID: "u-dead", IntegrationID: "01HZY8Q6T4J8K2M3N4P5Q6R7S8"}
+	old := versori.ActivationRequest{UserID: "u-old", IntegrationID: testutil.IntegrationID}
+	dead := versori.ActivationRequest{UserID: "u-dead", IntegrationID: testutil.IntegrationID}
 	// As an older release queued them: no claim.
 	task, err := tasks.NewTask(tasks.Payload{Request: old}, asynq.Queue("eu"))
 	if err != nil {
@@ -147,10 +147,9 @@ func TestEnqueueAfterUpgradeFromLowerCaseIDs(t *testing.T) {
 	t.Parallel()
 	db := testutil.Redis(t)
 	ctx := context.Background()
-	const integration = "01HZY8Q6T4J8K2M3N4P5Q6R7S8"
-	lower := strings.ToLower(integration)
-	done := versori.ActivationRequest{UserID: "u-done", IntegrationID: integration}
-	dead := versori.ActivationRequest{UserID: "u-dead", IntegrationID: integration}
+	lower := strings.ToLower(testutil.IntegrationID)
+	done := versori.ActivationRequest{UserID: "u-done", IntegrationID: testutil.IntegrationID}
+	dead := versori.ActivationRequest{UserID: "u-dead", IntegrationID: testutil.IntegrationID}
 	// As the old release left them: a retained task and a dead letter under lower-case ids.
 	oldTask := asynq.NewTask(tasks.TypeActivate, []byte(`{"request":{"userId":"u-done","integrationId":"`+lower+`","connections":[]}}`))
 	if _, err := asynq.NewClientFromRedisClient(db.Client).EnqueueContext(ctx, oldTask, asynq.Queue("activations"),
@@ -168,7 +167,7 @@ func TestEnqueueAfterUpgradeFromLowerCaseIDs(t *testing.T) {
 	if err != nil || res.Status != producer.DeadLettered {
 		t.Errorf("Enqueue(u-dead) = %+v, %v; want dead_lettered", res, err)
 	}
-	if es, _ := store.Get(ctx, tasks.TaskID(dead.Pair())); len(es) != 1 || es[0].Request.IntegrationID != integration {
+	if es, _ := store.Get(ctx, tasks.TaskID(dead.Pair())); len(es) != 1 || es[0].Request.IntegrationID != testutil.IntegrationID {
 		t.Errorf("the dead letter under its canonical id = %+v, want it moved there", es)
 	}
 	res, err = p.Enqueue(ctx, done)

@@ -7,14 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/versori"
-)
-
-const (
-	plIntegration = "01HZY8J5Q0A1B2C3D4E5F6G7H8"
-	plTemplate1   = "01HZY8J5Q0TEMP1ATE00000001"
-	plTemplate2   = "01HZY8J5Q0TEMP1ATE00000002"
-	plConnection  = "01HZY8J5Q0C0NNECT10N000001"
 )
 
 func encodedPayload(t testing.TB, p Payload) []byte {
@@ -34,16 +28,16 @@ func TestPayloadRoundTrip(t *testing.T) {
 		name string
 		p    Payload
 	}{
-		{"existing connection, variables", Payload{Request: versori.ActivationRequest{UserID: "alice", IntegrationID: plIntegration,
-			Connections:      []versori.ActivationConnection{{TemplateID: plTemplate1, ConnectionID: plConnection}},
+		{"existing connection, variables", Payload{Request: versori.ActivationRequest{UserID: "alice", IntegrationID: testutil.IntegrationID,
+			Connections:      []versori.ActivationConnection{{TemplateID: testutil.TemplateID, ConnectionID: testutil.ConnectionID}},
 			DynamicVariables: json.RawMessage(`{"plan":"gold","n":[1,{"x":"}"}]}`)}}},
-		{"new connection, reconcile, batch, enqueued, max retry", Payload{Request: versori.ActivationRequest{UserID: "bob@example.com", IntegrationID: plIntegration,
-			Connections: []versori.ActivationConnection{{TemplateID: plTemplate1, Name: "crm", Credentials: json.RawMessage(`{"apiKey":"k\"1"}`),
+		{"new connection, reconcile, batch, enqueued, max retry", Payload{Request: versori.ActivationRequest{UserID: "bob@example.com", IntegrationID: testutil.IntegrationID,
+			Connections: []versori.ActivationConnection{{TemplateID: testutil.TemplateID, Name: "crm", Credentials: json.RawMessage(`{"apiKey":"k\"1"}`),
 				Variables: []versori.ConnectionVariable{{Name: "region", Value: "eu"}}}}},
 			Reconcile: true, Batch: "01HZY8J5Q0BATCH00000000001", EnqueuedAt: enq, MaxRetry: 7}},
-		{"no connections", Payload{Request: versori.ActivationRequest{UserID: "carol", IntegrationID: plIntegration}, Batch: "b"}},
-		{"escaped user id", Payload{Request: versori.ActivationRequest{UserID: "d<&>\u00e9\"q", IntegrationID: plIntegration,
-			Connections: []versori.ActivationConnection{{TemplateID: plTemplate1, ConnectionID: plConnection}, {TemplateID: plTemplate2, ConnectionID: plConnection}}}}},
+		{"no connections", Payload{Request: versori.ActivationRequest{UserID: "carol", IntegrationID: testutil.IntegrationID}, Batch: "b"}},
+		{"escaped user id", Payload{Request: versori.ActivationRequest{UserID: "d<&>\u00e9\"q", IntegrationID: testutil.IntegrationID,
+			Connections: []versori.ActivationConnection{{TemplateID: testutil.TemplateID, ConnectionID: testutil.ConnectionID}, {TemplateID: testutil.OtherTemplateID, ConnectionID: testutil.ConnectionID}}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -77,25 +71,25 @@ func TestPayloadRoundTrip(t *testing.T) {
 // accepts are read as it reads them, the others fail as it fails.
 func TestDecodePayloadShapes(t *testing.T) {
 	t.Parallel()
-	conn := `{"templateId":"` + plTemplate1 + `","connectionId":"` + plConnection + `"}`
+	conn := `{"templateId":"` + testutil.TemplateID + `","connectionId":"` + testutil.ConnectionID + `"}`
 	tests := []struct {
 		name      string
 		payload   string
 		wantConns int    // connections read, when the payload is accepted
 		wantErr   string // part of the error; "" when it is accepted
 	}{
-		{"connections null", `{"request":{"userId":"u","integrationId":"` + plIntegration + `","connections":null}}`, 0, ""},
-		{"unknown payload field skipped", `{"request":{"userId":"u","integrationId":"` + plIntegration + `","connections":[` + conn + `]},"op":"activate"}`, 1, ""},
-		{"lower-case ULIDs made canonical", `{"request":{"userId":"u","integrationId":"` + strings.ToLower(plIntegration) + `","connections":[{"templateId":"` + strings.ToLower(plTemplate1) + `","connectionId":"` + strings.ToLower(plConnection) + `"}]}}`, 1, ""},
-		{"unknown request field refused", `{"request":{"userId":"u","integrationId":"` + plIntegration + `","connections":[` + conn + `],"extra":1}}`, 0, "extra: is not a known field"},
-		{"duplicate user id refused", `{"request":{"userId":"x","userId":"u","integrationId":"` + plIntegration + `","connections":[]}}`, 0, "userId: appears more than once"},
-		{"user id in another case refused", `{"request":{"userId":"u","USERID":"x","integrationId":"` + plIntegration + `","connections":[]}}`, 0, "USERID: is not a known field"},
-		{"payload field in another case is not the request", `{"Request":{"userId":"u","integrationId":"` + plIntegration + `","connections":[]}}`, 0, "request: is missing"},
-		{"dynamic variables not an object", `{"request":{"userId":"u","integrationId":"` + plIntegration + `","connections":[],"dynamicVariables":[1]}}`, 0, "dynamicVariables"},
+		{"connections null", `{"request":{"userId":"u","integrationId":"` + testutil.IntegrationID + `","connections":null}}`, 0, ""},
+		{"unknown payload field skipped", `{"request":{"userId":"u","integrationId":"` + testutil.IntegrationID + `","connections":[` + conn + `]},"op":"activate"}`, 1, ""},
+		{"lower-case ULIDs made canonical", `{"request":{"userId":"u","integrationId":"` + strings.ToLower(testutil.IntegrationID) + `","connections":[{"templateId":"` + strings.ToLower(testutil.TemplateID) + `","connectionId":"` + strings.ToLower(testutil.ConnectionID) + `"}]}}`, 1, ""},
+		{"unknown request field refused", `{"request":{"userId":"u","integrationId":"` + testutil.IntegrationID + `","connections":[` + conn + `],"extra":1}}`, 0, "extra: is not a known field"},
+		{"duplicate user id refused", `{"request":{"userId":"x","userId":"u","integrationId":"` + testutil.IntegrationID + `","connections":[]}}`, 0, "userId: appears more than once"},
+		{"user id in another case refused", `{"request":{"userId":"u","USERID":"x","integrationId":"` + testutil.IntegrationID + `","connections":[]}}`, 0, "USERID: is not a known field"},
+		{"payload field in another case is not the request", `{"Request":{"userId":"u","integrationId":"` + testutil.IntegrationID + `","connections":[]}}`, 0, "request: is missing"},
+		{"dynamic variables not an object", `{"request":{"userId":"u","integrationId":"` + testutil.IntegrationID + `","connections":[],"dynamicVariables":[1]}}`, 0, "dynamicVariables"},
 		{"bad integration id", `{"request":{"userId":"u","integrationId":"nope","connections":[]}}`, 0, "integrationId"},
-		{"no user", `{"request":{"integrationId":"` + plIntegration + `","connections":[]}}`, 0, "userId"},
-		{"batch given twice", `{"request":{"userId":"u","integrationId":"` + plIntegration + `","connections":[]},"batch":"a","batch":"b"}`, 0, "duplicate"},
-		{"reconcile not a bool", `{"request":{"userId":"u","integrationId":"` + plIntegration + `","connections":[]},"reconcile":"yes"}`, 0, "not JSON"},
+		{"no user", `{"request":{"integrationId":"` + testutil.IntegrationID + `","connections":[]}}`, 0, "userId"},
+		{"batch given twice", `{"request":{"userId":"u","integrationId":"` + testutil.IntegrationID + `","connections":[]},"batch":"a","batch":"b"}`, 0, "duplicate"},
+		{"reconcile not a bool", `{"request":{"userId":"u","integrationId":"` + testutil.IntegrationID + `","connections":[]},"reconcile":"yes"}`, 0, "not JSON"},
 		{"not JSON", `{"request":`, 0, "not JSON"},
 		{"not an object", `[1]`, 0, "not JSON"},
 	}
@@ -112,8 +106,8 @@ func TestDecodePayloadShapes(t *testing.T) {
 			if err != nil {
 				t.Fatalf("DecodePayload(%s): %v", tt.payload, err)
 			}
-			if p.Request.UserID != "u" || p.Request.IntegrationID != plIntegration || len(p.Request.Connections) != tt.wantConns ||
-				(tt.wantConns > 0 && p.Request.Connections[0].TemplateID != plTemplate1) {
+			if p.Request.UserID != "u" || p.Request.IntegrationID != testutil.IntegrationID || len(p.Request.Connections) != tt.wantConns ||
+				(tt.wantConns > 0 && p.Request.Connections[0].TemplateID != testutil.TemplateID) {
 				t.Fatalf("DecodePayload(%s) = %+v", tt.payload, p)
 			}
 		})
@@ -123,11 +117,11 @@ func TestDecodePayloadShapes(t *testing.T) {
 // FuzzDecodePayload checks that whatever DecodePayload accepts is a valid, canonical request that
 // NewTask writes back into a payload DecodePayload reads the same way.
 func FuzzDecodePayload(f *testing.F) {
-	f.Add(encodedPayload(f, Payload{Request: versori.ActivationRequest{UserID: "alice", IntegrationID: plIntegration,
-		Connections:      []versori.ActivationConnection{{TemplateID: plTemplate1, ConnectionID: plConnection}},
+	f.Add(encodedPayload(f, Payload{Request: versori.ActivationRequest{UserID: "alice", IntegrationID: testutil.IntegrationID,
+		Connections:      []versori.ActivationConnection{{TemplateID: testutil.TemplateID, ConnectionID: testutil.ConnectionID}},
 		DynamicVariables: json.RawMessage(`{"plan":"gold"}`)}, Reconcile: true, Batch: "b1", EnqueuedAt: time.Unix(1e9, 5).UTC()}))
-	f.Add([]byte(`{"request":{"userId":"u\u0041","integrationId":"` + plIntegration + `","connections":[]},"batch":"x","reconcile":false}`))
-	f.Add([]byte(`{"request":{"userId":"u","integrationId":"` + plIntegration + `","connections":[{}],"dynamicVariables":{}},"enqueuedAt":"2026-01-02T03:04:05Z"}`))
+	f.Add([]byte(`{"request":{"userId":"u\u0041","integrationId":"` + testutil.IntegrationID + `","connections":[]},"batch":"x","reconcile":false}`))
+	f.Add([]byte(`{"request":{"userId":"u","integrationId":"` + testutil.IntegrationID + `","connections":[{}],"dynamicVariables":{}},"enqueuedAt":"2026-01-02T03:04:05Z"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := DecodePayload(b)
 		if err != nil {
@@ -147,8 +141,8 @@ func FuzzDecodePayload(f *testing.F) {
 // BenchmarkDecodePayload is the worker's cost of reading one job: decode, validate and the
 // request's encoding for the API.
 func BenchmarkDecodePayload(b *testing.B) {
-	pl := encodedPayload(b, Payload{Request: versori.ActivationRequest{UserID: "user-0000001", IntegrationID: plIntegration,
-		Connections:      []versori.ActivationConnection{{TemplateID: plTemplate1, ConnectionID: plConnection}},
+	pl := encodedPayload(b, Payload{Request: versori.ActivationRequest{UserID: "user-0000001", IntegrationID: testutil.IntegrationID,
+		Connections:      []versori.ActivationConnection{{TemplateID: testutil.TemplateID, ConnectionID: testutil.ConnectionID}},
 		DynamicVariables: json.RawMessage(`{"region":"eu"}`)}, Batch: "01HZY8J5Q0BATCH00000000001", EnqueuedAt: time.Now()})
 	b.ReportAllocs()
 	for b.Loop() {

@@ -15,30 +15,23 @@ import (
 	"github.com/versori/activator/versori"
 )
 
-const (
-	tkIntegration1 = "01HZY8J5Q0A1B2C3D4E5F6G7H8"
-	tkIntegration2 = "01HZY8J5Q0A1B2C3D4E5F6G7H9"
-	tkTemplate     = "01HZY8J5Q0TEMP1ATE00000001"
-	tkConnection   = "01HZY8J5Q0C0NNECT10N000001"
-)
-
 func tkPayload(user, integration string) tasks.Payload {
 	return tasks.Payload{Request: versori.ActivationRequest{UserID: user, IntegrationID: integration,
-		Connections:      []versori.ActivationConnection{{TemplateID: tkTemplate, ConnectionID: tkConnection}},
+		Connections:      []versori.ActivationConnection{{TemplateID: testutil.TemplateID, ConnectionID: testutil.ConnectionID}},
 		DynamicVariables: json.RawMessage(`{"plan":"gold"}`)}}
 }
 
 func TestTaskID(t *testing.T) {
 	t.Parallel()
 	pairs := []versori.Pair{
-		{UserID: "alice", IntegrationID: tkIntegration1},
-		{UserID: "alice", IntegrationID: tkIntegration2},
-		{UserID: "bob", IntegrationID: tkIntegration1},
-		{UserID: "a:b", IntegrationID: tkIntegration1},
-		{UserID: "a", IntegrationID: tkIntegration1},
-		{UserID: "b:" + tkIntegration1, IntegrationID: tkIntegration2},
-		{UserID: tkIntegration2 + ":b", IntegrationID: tkIntegration1},
-		{UserID: "ALICE", IntegrationID: tkIntegration1},
+		{UserID: "alice", IntegrationID: testutil.IntegrationID},
+		{UserID: "alice", IntegrationID: testutil.OtherIntegrationID},
+		{UserID: "bob", IntegrationID: testutil.IntegrationID},
+		{UserID: "a:b", IntegrationID: testutil.IntegrationID},
+		{UserID: "a", IntegrationID: testutil.IntegrationID},
+		{UserID: "b:" + testutil.IntegrationID, IntegrationID: testutil.OtherIntegrationID},
+		{UserID: testutil.OtherIntegrationID + ":b", IntegrationID: testutil.IntegrationID},
+		{UserID: "ALICE", IntegrationID: testutil.IntegrationID},
 	}
 	seen := make(map[string]versori.Pair)
 	for _, p := range pairs {
@@ -55,7 +48,7 @@ func TestTaskID(t *testing.T) {
 		}
 	}
 	// The request's pair gives the same id as the pair itself.
-	pl := tkPayload("alice", tkIntegration1)
+	pl := tkPayload("alice", testutil.IntegrationID)
 	if tasks.TaskID(pl.Request.Pair()) != tasks.TaskID(pairs[0]) {
 		t.Error("TaskID of the request's pair differs")
 	}
@@ -68,10 +61,10 @@ func TestNewTaskRejectsInvalidRequests(t *testing.T) {
 		p     tasks.Payload
 		field string
 	}{
-		{"no user", tkPayload("", tkIntegration1), "userId"},
+		{"no user", tkPayload("", testutil.IntegrationID), "userId"},
 		{"bad integration", tkPayload("alice", "crm"), "integrationId"},
-		{"bad connection", tasks.Payload{Request: versori.ActivationRequest{UserID: "alice", IntegrationID: tkIntegration1,
-			Connections: []versori.ActivationConnection{{TemplateID: tkTemplate}}}}, "connections[0]"},
+		{"bad connection", tasks.Payload{Request: versori.ActivationRequest{UserID: "alice", IntegrationID: testutil.IntegrationID,
+			Connections: []versori.ActivationConnection{{TemplateID: testutil.TemplateID}}}}, "connections[0]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -94,13 +87,13 @@ func TestNewTaskPayloadRoundTrip(t *testing.T) {
 		name string
 		p    tasks.Payload
 	}{
-		{"plain", tkPayload("alice", tkIntegration1)},
+		{"plain", tkPayload("alice", testutil.IntegrationID)},
 		{"reconcile and batch", func() tasks.Payload {
-			p := tkPayload("bob", tkIntegration2)
+			p := tkPayload("bob", testutil.OtherIntegrationID)
 			p.Reconcile, p.Batch = true, "batch-01"
 			return p
 		}()},
-		{"no connections", tasks.Payload{Request: versori.ActivationRequest{UserID: "carol", IntegrationID: tkIntegration1,
+		{"no connections", tasks.Payload{Request: versori.ActivationRequest{UserID: "carol", IntegrationID: testutil.IntegrationID,
 			Connections: []versori.ActivationConnection{}}}},
 	}
 	for _, tt := range tests {
@@ -142,7 +135,7 @@ func TestNewTaskSetsTaskID(t *testing.T) {
 	inspector := asynq.NewInspectorFromRedisClient(db.Client)
 	ctx := context.Background()
 
-	p := tkPayload("alice", tkIntegration1)
+	p := tkPayload("alice", testutil.IntegrationID)
 	task, err := tasks.NewTask(p, asynq.Queue("tk-queue"), asynq.MaxRetry(3))
 	if err != nil {
 		t.Fatal(err)
@@ -166,7 +159,7 @@ func TestNewTaskSetsTaskID(t *testing.T) {
 	}
 
 	// The same pair again, from a new task: refused by its id.
-	again, err := tasks.NewTask(tkPayload("alice", tkIntegration1), asynq.Queue("tk-queue"))
+	again, err := tasks.NewTask(tkPayload("alice", testutil.IntegrationID), asynq.Queue("tk-queue"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +167,7 @@ func TestNewTaskSetsTaskID(t *testing.T) {
 		t.Errorf("second enqueue of the pair: %v, want asynq.ErrTaskIDConflict", err)
 	}
 	// Another pair is accepted.
-	other, err := tasks.NewTask(tkPayload("alice", tkIntegration2), asynq.Queue("tk-queue"))
+	other, err := tasks.NewTask(tkPayload("alice", testutil.OtherIntegrationID), asynq.Queue("tk-queue"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,9 +187,9 @@ func TestDecodePayloadErrors(t *testing.T) {
 		{"truncated", `{"request":{"userId":"a"`, "-"},
 		{"wrong type", `{"request":[]}`, ""},
 		{"empty object", `{}`, "request"},
-		{"ambiguous user", `{"request":{"userId":"alice","USERID":"bob","integrationId":"` + tkIntegration1 + `"}}`, "USERID"},
+		{"ambiguous user", `{"request":{"userId":"alice","USERID":"bob","integrationId":"` + testutil.IntegrationID + `"}}`, "USERID"},
 		{"no integration", `{"request":{"userId":"alice"}}`, "integrationId"},
-		{"bad dynamic variables", `{"request":{"userId":"alice","integrationId":"` + tkIntegration1 + `","dynamicVariables":[1]}}`, "dynamicVariables"},
+		{"bad dynamic variables", `{"request":{"userId":"alice","integrationId":"` + testutil.IntegrationID + `","dynamicVariables":[1]}}`, "dynamicVariables"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -218,7 +211,7 @@ func TestDecodePayloadErrors(t *testing.T) {
 
 func TestCanonicalTaskID(t *testing.T) {
 	t.Parallel()
-	upper := tkIntegration1
+	upper := testutil.IntegrationID
 	lower := strings.ToLower(upper)
 	tests := []struct{ in, want string }{
 		{"act:" + upper + ":alice", "act:" + upper + ":alice"},

@@ -22,14 +22,9 @@ import (
 
 	"github.com/oklog/ulid/v2"
 
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/versori/versoritest"
-)
-
-const (
-	ctIntegration = "01HZY8J5Q0A1B2C3D4E5F6G7H8"
-	ctTemplate    = "01HZY8J5Q0TEMP1ATE00000001"
-	ctConnection  = "01HZY8J5Q0C0NNECT10N000001"
 )
 
 // capturedReq is one request as the test server received it.
@@ -158,18 +153,18 @@ func TestActivateConnectionForms(t *testing.T) {
 		conn     versori.ActivationConnection
 		wantBody string
 	}{
-		{"existing", versori.ActivationConnection{TemplateID: ctTemplate, ConnectionID: ctConnection},
-			`{"userId":"user-1","integrationId":"` + ctIntegration + `","connections":[{"templateId":"` + ctTemplate + `","connectionId":"` + ctConnection + `"}]}`},
-		{"new", versori.ActivationConnection{TemplateID: ctTemplate, Name: "CRM", Credentials: json.RawMessage(`{"apiKey":"x"}`)},
-			`{"userId":"user-1","integrationId":"` + ctIntegration + `","connections":[{"templateId":"` + ctTemplate + `","name":"CRM","credentials":{"apiKey":"x"},"variables":[]}]}`},
+		{"existing", versori.ActivationConnection{TemplateID: testutil.TemplateID, ConnectionID: testutil.ConnectionID},
+			`{"userId":"user-1","integrationId":"` + testutil.IntegrationID + `","connections":[{"templateId":"` + testutil.TemplateID + `","connectionId":"` + testutil.ConnectionID + `"}]}`},
+		{"new", versori.ActivationConnection{TemplateID: testutil.TemplateID, Name: "CRM", Credentials: json.RawMessage(`{"apiKey":"x"}`)},
+			`{"userId":"user-1","integrationId":"` + testutil.IntegrationID + `","connections":[{"templateId":"` + testutil.TemplateID + `","name":"CRM","credentials":{"apiKey":"x"},"variables":[]}]}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			s := newCapturingServer(t, versoritest.Options{})
-			s.RequireConnection(ctIntegration, ctTemplate)
+			s.RequireConnection(testutil.IntegrationID, testutil.TemplateID)
 			c := apiKeyClient(t, s.URL, func(cfg *versori.Config) { cfg.UserAgent = "activator-test/1" })
-			req := versori.ActivationRequest{UserID: "user-1", IntegrationID: ctIntegration, Connections: []versori.ActivationConnection{tt.conn}}
+			req := versori.ActivationRequest{UserID: "user-1", IntegrationID: testutil.IntegrationID, Connections: []versori.ActivationConnection{tt.conn}}
 			act, err := c.Activate(context.Background(), req)
 			if err != nil {
 				t.Fatalf("Activate: %v", err)
@@ -226,7 +221,7 @@ func TestNoIdempotencyKeyOnAnyCall(t *testing.T) {
 	s := newCapturingServer(t, versoritest.Options{})
 	c := apiKeyClient(t, s.URL, nil)
 	ctx := context.Background()
-	req := versori.ActivationRequest{UserID: "user-1", IntegrationID: ctIntegration}
+	req := versori.ActivationRequest{UserID: "user-1", IntegrationID: testutil.IntegrationID}
 	act, err := c.Activate(ctx, req)
 	if err != nil {
 		t.Fatal(err)
@@ -379,7 +374,7 @@ func TestGetAndDeleteActivationAPIKey(t *testing.T) {
 	s := versoritest.New(t, versoritest.Options{})
 	c := apiKeyClient(t, s.URL(), nil)
 	ctx := context.Background()
-	p := versori.Pair{UserID: "user-1", IntegrationID: ctIntegration}
+	p := versori.Pair{UserID: "user-1", IntegrationID: testutil.IntegrationID}
 	id := s.Seed(p)
 
 	got, err := c.GetActivation(ctx, id)
@@ -407,11 +402,11 @@ func TestGetAndDeleteActivationAPIKey(t *testing.T) {
 
 	// A rotated key is refused on every call.
 	s.SetAPIKey("rotated")
-	_, err = c.Activate(ctx, versori.ActivationRequest{UserID: "user-2", IntegrationID: ctIntegration})
+	_, err = c.Activate(ctx, versori.ActivationRequest{UserID: "user-2", IntegrationID: testutil.IntegrationID})
 	if versori.Classify(err) != versori.ClassUnauthorized || versori.IsOutcomeUnknown(err) {
 		t.Errorf("Activate with a rotated key: %v", err)
 	}
-	if n := s.ActivationCount(versori.Pair{UserID: "user-2", IntegrationID: ctIntegration}); n != 0 {
+	if n := s.ActivationCount(versori.Pair{UserID: "user-2", IntegrationID: testutil.IntegrationID}); n != 0 {
 		t.Errorf("refused call committed %d activations", n)
 	}
 }
@@ -434,7 +429,7 @@ func TestJWTMode(t *testing.T) {
 	}
 	c := newClient(t, versori.Config{BaseURL: s.URL(), HubID: s.HubID(), Auth: auth})
 	ctx := context.Background()
-	req := versori.ActivationRequest{UserID: "user-1", IntegrationID: ctIntegration}
+	req := versori.ActivationRequest{UserID: "user-1", IntegrationID: testutil.IntegrationID}
 
 	act, err := c.Activate(ctx, req)
 	if err != nil {
@@ -443,7 +438,7 @@ func TestJWTMode(t *testing.T) {
 	if calls := s.Calls(); len(calls) != 1 || calls[0].Auth != "jwt" || calls[0].Status != http.StatusOK {
 		t.Errorf("calls = %+v", calls)
 	}
-	found, err := c.FindActivation(ctx, "user-1", ctIntegration)
+	found, err := c.FindActivation(ctx, "user-1", testutil.IntegrationID)
 	if err != nil || found == nil || found.ID != act.ID {
 		t.Fatalf("FindActivation = %+v, %v", found, err)
 	}
@@ -548,16 +543,16 @@ func TestErrorDecoding(t *testing.T) {
 		},
 		{
 			name:   "missing connection",
-			setup:  func(s *versoritest.Server, p versori.Pair) { s.RequireConnection(p.IntegrationID, ctTemplate) },
+			setup:  func(s *versoritest.Server, p versori.Pair) { s.RequireConnection(p.IntegrationID, testutil.TemplateID) },
 			status: 400, code: "400000",
-			message: "missing connections: integration requires a connection for template " + ctTemplate,
-			fields:  []versori.ErrorField{{Field: "connections", Message: "missing connection for template " + ctTemplate}},
+			message: "missing connections: integration requires a connection for template " + testutil.TemplateID,
+			fields:  []versori.ErrorField{{Field: "connections", Message: "missing connection for template " + testutil.TemplateID}},
 			class:   versori.ClassMissingConnections,
 		},
 		{
 			name:   "unknown integration",
 			setup:  func(s *versoritest.Server, p versori.Pair) { s.ForgetIntegration(p.IntegrationID) },
-			status: 404, code: "404000", message: "integration " + ctIntegration + " not found", class: versori.ClassNotFound,
+			status: 404, code: "404000", message: "integration " + testutil.IntegrationID + " not found", class: versori.ClassNotFound,
 		},
 		{
 			name: "plain-text 502", prefix: "/plain",
@@ -574,7 +569,7 @@ func TestErrorDecoding(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			s := newCapturingServer(t, versoritest.Options{})
-			req := versori.ActivationRequest{UserID: "user-1", IntegrationID: ctIntegration}
+			req := versori.ActivationRequest{UserID: "user-1", IntegrationID: testutil.IntegrationID}
 			if tt.setup != nil {
 				tt.setup(s.Server, req.Pair())
 			}
@@ -657,9 +652,9 @@ func TestObserver(t *testing.T) {
 	rec := &recorder{}
 	c := apiKeyClient(t, s.URL(), func(cfg *versori.Config) { cfg.Observe = rec.observe })
 	ctx := context.Background()
-	ok := versori.ActivationRequest{UserID: "user-1", IntegrationID: ctIntegration}
-	bad := versori.ActivationRequest{UserID: "user-2", IntegrationID: ctIntegration}
-	dropped := versori.ActivationRequest{UserID: "user-3", IntegrationID: ctIntegration}
+	ok := versori.ActivationRequest{UserID: "user-1", IntegrationID: testutil.IntegrationID}
+	bad := versori.ActivationRequest{UserID: "user-2", IntegrationID: testutil.IntegrationID}
+	dropped := versori.ActivationRequest{UserID: "user-3", IntegrationID: testutil.IntegrationID}
 	s.Script(bad.Pair(), versoritest.Fault{Status: 422})
 	s.Script(dropped.Pair(), versoritest.Fault{Commit: true, Drop: true})
 
@@ -722,7 +717,7 @@ func TestTimeoutAfterCommit(t *testing.T) {
 	const timeout = 200 * time.Millisecond
 	s := versoritest.New(t, versoritest.Options{Faults: versoritest.Faults{LatencyAfterCommit: 2 * time.Second}})
 	c := apiKeyClient(t, s.URL(), func(cfg *versori.Config) { cfg.Timeout = timeout })
-	req := versori.ActivationRequest{UserID: "user-1", IntegrationID: ctIntegration}
+	req := versori.ActivationRequest{UserID: "user-1", IntegrationID: testutil.IntegrationID}
 
 	start := time.Now()
 	act, err := c.Activate(context.Background(), req)
@@ -814,7 +809,7 @@ func TestClientBoundsCallsInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := versori.ActivationRequest{UserID: "u", IntegrationID: ctIntegration}
+	body := versori.ActivationRequest{UserID: "u", IntegrationID: testutil.IntegrationID}
 	errs := make(chan error, callers)
 	for range callers {
 		go func() {
@@ -878,8 +873,8 @@ func BenchmarkActivate(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	body := versori.ActivationRequest{UserID: "u", IntegrationID: ctIntegration,
-		Connections:      []versori.ActivationConnection{{TemplateID: ctIntegration, ConnectionID: ctIntegration}},
+	body := versori.ActivationRequest{UserID: "u", IntegrationID: testutil.IntegrationID,
+		Connections:      []versori.ActivationConnection{{TemplateID: testutil.IntegrationID, ConnectionID: testutil.IntegrationID}},
 		DynamicVariables: json.RawMessage(`{"region":"eu"}`)}
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -911,11 +906,11 @@ func TestRedirectsAreNotFollowed(t *testing.T) {
 		{"POST 302 without Location", http.StatusFound, "", activateCall, "redirect to no Location,"},
 		{"POST 300", http.StatusMultipleChoices, "/v2/activations", activateCall, "redirect to http://HOST/v2/activations,"},
 		{"GET list 308", http.StatusPermanentRedirect, secretLoc, func(c *versori.Client) error {
-			_, err := c.ListUserActivations(context.Background(), "user-1", ctIntegration)
+			_, err := c.ListUserActivations(context.Background(), "user-1", testutil.IntegrationID)
 			return err
 		}, "redirect to https://other.example/api/activations,"},
 		{"GET find 301", http.StatusMovedPermanently, "/v2/x", func(c *versori.Client) error {
-			_, err := c.FindActivation(context.Background(), "user-1", ctIntegration)
+			_, err := c.FindActivation(context.Background(), "user-1", testutil.IntegrationID)
 			return err
 		}, "redirect to http://HOST/v2/x,"},
 		{"DELETE 307", http.StatusTemporaryRedirect, "/v2/activations/A1", func(c *versori.Client) error {
@@ -981,7 +976,7 @@ func TestRedirectsAreNotFollowed(t *testing.T) {
 }
 
 func activateCall(c *versori.Client) error {
-	_, err := c.Activate(context.Background(), versori.ActivationRequest{UserID: "user-1", IntegrationID: ctIntegration})
+	_, err := c.Activate(context.Background(), versori.ActivationRequest{UserID: "user-1", IntegrationID: testutil.IntegrationID})
 	return err
 }
 
@@ -1025,7 +1020,7 @@ func TestCallerHTTPClientKeptAsIs(t *testing.T) {
 			ct := &countingTransport{rt: http.DefaultTransport}
 			hc := &http.Client{Transport: ct, CheckRedirect: tt.check, Timeout: time.Minute}
 			c := newClient(t, versori.Config{BaseURL: ts.URL, Auth: versori.APIKey("k"), HTTPClient: hc})
-			_, err := c.Activate(context.Background(), versori.ActivationRequest{UserID: "u", IntegrationID: ctIntegration})
+			_, err := c.Activate(context.Background(), versori.ActivationRequest{UserID: "u", IntegrationID: testutil.IntegrationID})
 			var ae *versori.Error
 			if !errors.As(err, &ae) || ae.StatusCode != http.StatusPermanentRedirect {
 				t.Fatalf("Activate: %v, want the 308", err)
@@ -1159,7 +1154,7 @@ func TestTransportErrorsSentOrNot(t *testing.T) {
 			t.Parallel()
 			base, hc := tt.setup(tt.name)
 			c := newClient(t, versori.Config{BaseURL: base, Auth: versori.APIKey("k"), HTTPClient: hc, Timeout: 5 * time.Second})
-			_, err := c.Activate(context.Background(), versori.ActivationRequest{UserID: "u", IntegrationID: ctIntegration})
+			_, err := c.Activate(context.Background(), versori.ActivationRequest{UserID: "u", IntegrationID: testutil.IntegrationID})
 			t.Log(err)
 			var te *versori.TransportError
 			if !errors.As(err, &te) || te.Op != versori.OpActivate {
@@ -1210,7 +1205,7 @@ func listServer(t *testing.T, pages ...string) (base string, calls func() int) {
 // activate the pair again.
 func TestListUserActivationsShape(t *testing.T) {
 	t.Parallel()
-	const act = `{"id":"A1","hubId":"hub","integration":{"id":"` + ctIntegration + `"}}`
+	const act = `{"id":"A1","hubId":"hub","integration":{"id":"` + testutil.IntegrationID + `"}}`
 	tests := []struct {
 		name      string
 		pages     []string
@@ -1230,7 +1225,7 @@ func TestListUserActivationsShape(t *testing.T) {
 		{"a string", []string{`"ok"`}, nil, true},
 		{"a number", []string{`0`}, nil, true},
 		{"entry without integration", []string{`{"activations":[{"id":"A1"}]}`}, nil, true},
-		{"entry without id", []string{`{"activations":[{"integration":{"id":"` + ctIntegration + `"}}]}`}, nil, true},
+		{"entry without id", []string{`{"activations":[{"integration":{"id":"` + testutil.IntegrationID + `"}}]}`}, nil, true},
 		{"null entry", []string{`{"activations":[null]}`}, nil, true},
 		{"totalCount a string", []string{`{"activations":[],"totalCount":"0"}`}, nil, true},
 		{"truncated", []string{`{"activations":[` + act}, nil, false},
@@ -1244,9 +1239,9 @@ func TestListUserActivationsShape(t *testing.T) {
 			base, _ := listServer(t, tt.pages...)
 			c := newClient(t, versori.Config{BaseURL: base, HubID: "hub", Auth: versori.APIKey("k")})
 			ctx := context.Background()
-			got, err := c.ListUserActivations(ctx, "user-1", ctIntegration)
-			found, ferr := c.FindActivations(ctx, "user-1", ctIntegration)
-			one, oerr := c.FindActivation(ctx, "user-1", ctIntegration)
+			got, err := c.ListUserActivations(ctx, "user-1", testutil.IntegrationID)
+			found, ferr := c.FindActivations(ctx, "user-1", testutil.IntegrationID)
+			one, oerr := c.FindActivation(ctx, "user-1", testutil.IntegrationID)
 			valid := tt.wantIDs != nil || (!tt.wantShape && strings.HasPrefix(tt.pages[0], `{"activations":[]`))
 			if valid {
 				if err != nil || ferr != nil || oerr != nil {
@@ -1285,13 +1280,13 @@ func TestListUserActivationsShape(t *testing.T) {
 // the first listed.
 func TestFindActivationsDuplicates(t *testing.T) {
 	t.Parallel()
-	lower := strings.ToLower(ctIntegration)
+	lower := strings.ToLower(testutil.IntegrationID)
 	entry := func(id, integ string) string {
 		return `{"id":"` + id + `","hubId":"hub","integration":{"id":"` + integ + `"}}`
 	}
 	base, calls := listServer(t,
-		`{"activations":[`+entry("A1", ctIntegration)+`,`+entry("A2", "01HZY8J5Q0OTHER00000000000")+`],"next":"p1","totalCount":4}`,
-		`{"activations":[`+entry("A3", lower)+`,`+entry("A4", ctIntegration)+`],"totalCount":4}`,
+		`{"activations":[`+entry("A1", testutil.IntegrationID)+`,`+entry("A2", "01HZY8J5Q0OTHER00000000000")+`],"next":"p1","totalCount":4}`,
+		`{"activations":[`+entry("A3", lower)+`,`+entry("A4", testutil.IntegrationID)+`],"totalCount":4}`,
 	)
 	c := newClient(t, versori.Config{BaseURL: base, HubID: "hub", Auth: versori.APIKey("k")})
 	ctx := context.Background()
@@ -1300,7 +1295,7 @@ func TestFindActivationsDuplicates(t *testing.T) {
 		integ string
 		want  []string
 	}{
-		{"upper case", ctIntegration, []string{"A1", "A3", "A4"}},
+		{"upper case", testutil.IntegrationID, []string{"A1", "A3", "A4"}},
 		{"lower case", lower, []string{"A1", "A3", "A4"}},
 		{"other", "01HZY8J5Q0OTHER00000000000", []string{"A2"}},
 		{"none", "01HZY8J5Q0NONE0000000000000", nil},
@@ -1343,7 +1338,7 @@ func TestFindActivationsDuplicates(t *testing.T) {
 // outcome), and a total above what was listed (the unfiltered list is read to settle it).
 func TestFindActivationsReadsEveryPage(t *testing.T) {
 	t.Parallel()
-	act := `{"id":"01J0000000000000000000ACT1","hubId":"hub","integration":{"id":"` + ctIntegration + `"}}`
+	act := `{"id":"01J0000000000000000000ACT1","hubId":"hub","integration":{"id":"` + testutil.IntegrationID + `"}}`
 	other := `{"id":"01J0000000000000000000ACT2","hubId":"hub","integration":{"id":"01J00000000000000000000THR"}}`
 	tests := []struct {
 		name       string
@@ -1386,7 +1381,7 @@ func TestFindActivationsReadsEveryPage(t *testing.T) {
 			}))
 			t.Cleanup(ts.Close)
 			c := newClient(t, versori.Config{BaseURL: ts.URL, HubID: "hub", Auth: versori.APIKey("k")})
-			found, err := c.FindActivations(context.Background(), "u", ctIntegration)
+			found, err := c.FindActivations(context.Background(), "u", testutil.IntegrationID)
 			if tt.wantErr {
 				if !versori.IsOutcomeUnknown(err) {
 					t.Fatalf("FindActivations = %v, %v; want an unknown outcome", found, err)

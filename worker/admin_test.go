@@ -37,8 +37,7 @@ func startAdminWorkerOn(t *testing.T, db *testutil.RedisDB, ui worker.AdminUI) (
 	p := producer.New(db.Client, producer.Config{Queue: queue})
 	ctx := context.Background()
 	for i := range adminTasks {
-		req := versori.ActivationRequest{UserID: fmt.Sprintf("ui-user-%03d", i), IntegrationID: crmIntegration,
-			Connections: []versori.ActivationConnection{{TemplateID: crmTemplate, ConnectionID: "01JDC0NN000000000000000000"}}}
+		req := testutil.Request(fmt.Sprintf("ui-user-%03d", i))
 		if r, err := p.Enqueue(ctx, req); err != nil || r.Status != producer.Enqueued {
 			t.Fatalf("Enqueue = %+v, %v", r, err)
 		}

@@ -11,7 +11,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -126,7 +125,8 @@ func TestChaos(t *testing.T) {
 			rowsB = append(rowsB, p.req)
 		}
 	}
-	pathA, pathB := chaosFile(t, dir, "a.jsonl", rowsA), chaosFile(t, dir, "b.jsonl", rowsB)
+	pathA := testutil.WriteJSONL(t, filepath.Join(dir, "a.jsonl"), rowsA...)
+	pathB := testutil.WriteJSONL(t, filepath.Join(dir, "b.jsonl"), rowsB...)
 	prodA := producer.New(rs.Client, producer.Config{Queue: chaosQueueA})
 	prodB := producer.New(rs.Client, producer.Config{Queue: chaosQueueB})
 	sumA, err := prodA.EnqueueFile(ctx, producer.FileOptions{Path: pathA, Batch: "chaos-a"})
@@ -170,7 +170,7 @@ func TestChaos(t *testing.T) {
 		return api.Stats().Activations + int(a) + int(b)
 	}
 	drained := func() bool {
-		return pendingIn(t, rs.Client, chaosQueueA) == 0 && pendingIn(t, rs.Client, chaosQueueB) == 0 && api.PendingCommits() == 0
+		return testutil.Unfinished(t, rs.Client, chaosQueueA) == 0 && testutil.Unfinished(t, rs.Client, chaosQueueB) == 0 && api.PendingCommits() == 0
 	}
 	kill := func(what string) {
 		i := rng.IntN(len(workers))
@@ -259,15 +259,15 @@ func TestChaos(t *testing.T) {
 		requeued += len(rq.Requeued)
 	}
 	kill("a kill during the dead-letter workflow")
-	fixA, err := inspector(rs.Client, prodA).RequeueFile(ctx, inspect.RequeueFileOptions{Path: chaosFile(t, dir, "fixed-a.jsonl", fixRowsA)})
+	fixA, err := inspector(rs.Client, prodA).RequeueFile(ctx, inspect.RequeueFileOptions{Path: testutil.WriteJSONL(t, filepath.Join(dir, "fixed-a.jsonl"), fixRowsA...)})
 	if err != nil || fixA.Requeued+fixA.Busy != len(fixRowsA) {
 		t.Fatalf("RequeueFile(A) = %+v, %v", fixA, err)
 	}
-	fixB, err := inspector(rs.Client, prodB).RequeueFile(ctx, inspect.RequeueFileOptions{Path: chaosFile(t, dir, "fixed-b.jsonl", fixRowsB)})
+	fixB, err := inspector(rs.Client, prodB).RequeueFile(ctx, inspect.RequeueFileOptions{Path: testutil.WriteJSONL(t, filepath.Join(dir, "fixed-b.jsonl"), fixRowsB...)})
 	if err != nil || fixB.Requeued+fixB.Busy != len(fixRowsB) {
 		t.Fatalf("RequeueFile(B) = %+v, %v", fixB, err)
 	}
-	resent, err := prodA.EnqueueFile(ctx, producer.FileOptions{Path: chaosFile(t, dir, "purged-fixed.jsonl", purgeRows), Batch: "chaos-fixed"})
+	resent, err := prodA.EnqueueFile(ctx, producer.FileOptions{Path: testutil.WriteJSONL(t, filepath.Join(dir, "purged-fixed.jsonl"), purgeRows...), Batch: "chaos-fixed"})
 	if err != nil || resent.Enqueued != len(purgeRows) {
 		t.Fatalf("EnqueueFile(purged, fixed) = %+v, %v; want all %d queued again", resent, err, len(purgeRows))
 	}
@@ -349,8 +349,6 @@ func chaosUniverse(rng *rand.Rand, n int) chaosUniverseT {
 		}
 		return id
 	}
-	const crmConnection = "01JDC0NN000000000000000000"
-	const billingConnection = "01JDB1111NGC0NN00000000000"
 	var events [2]int // each sender numbers its events from 0: msg_3 names one pair for each
 	u := make(chaosUniverseT, n)
 	for i := range u {
@@ -385,25 +383,6 @@ func chaosUniverse(rng *rand.Rand, n int) chaosUniverseT {
 		u[i] = p
 	}
 	return u
-}
-
-// chaosFile writes rows as JSONL.
-func chaosFile(t *testing.T, dir, name string, rows []versori.ActivationRequest) string {
-	t.Helper()
-	var b bytes.Buffer
-	for _, r := range rows {
-		line, err := json.Marshal(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.Write(line)
-		b.WriteByte('\n')
-	}
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // chaosIntakeT is an intake served for a chaos run, with two senders' tokens.

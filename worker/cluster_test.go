@@ -160,7 +160,7 @@ func TestPipelineOnCluster(t *testing.T) {
 	store := deadletter.NewStore(rdb, queue)
 	start := time.Now()
 	testutil.WaitFor(t, 20*time.Second, "every pair settled and the queue drained", func() bool {
-		return settled(t, api, store, n)() && pendingOn(t, rdb) == 0
+		return settled(t, api, store, n)() && testutil.Unfinished(t, rdb, queue) == 0
 	})
 	drained := time.Since(start)
 	assertExactlyOnce(t, api, pairs[:n-missing])
@@ -241,7 +241,7 @@ func TestPipelineOnCluster(t *testing.T) {
 	}
 	testutil.WaitFor(t, 15*time.Second, "the requeued pairs active", func() bool {
 		c, _ := store.Count(ctx, "")
-		return api.Stats().Activations == n && c == 0 && pendingOn(t, rdb) == 0
+		return api.Stats().Activations == n && c == 0 && testutil.Unfinished(t, rdb, queue) == 0
 	})
 	assertExactlyOnce(t, api, pairs)
 

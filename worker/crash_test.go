@@ -112,7 +112,7 @@ func TestWorkerKilledMidCallActivatesOnce(t *testing.T) {
 	store := dlStore(db.Client, p)
 	testutil.WaitFor(t, 90*time.Second, "every pair active or dead-lettered, and the queue drained", func() bool {
 		c, _ := store.Count(ctx, "")
-		return api.Stats().Activations+int(c) >= len(all) && pendingWork(t, db) == 0
+		return api.Stats().Activations+int(c) >= len(all) && testutil.Unfinished(t, db.Client, queue) == 0
 	})
 	// The legacy at-limit jobs that were in flight were archived by the recoverer without reaching
 	// the handler; the sweep must bring every one of them into the store.
@@ -139,7 +139,7 @@ func TestWorkerKilledMidCallActivatesOnce(t *testing.T) {
 	if err != nil || len(res.Requeued) != len(ids) {
 		t.Fatalf("Requeue = %+v, %v", res, err)
 	}
-	testutil.WaitFor(t, 60*time.Second, "replays done", func() bool { return pendingWork(t, db) == 0 })
+	testutil.WaitFor(t, 60*time.Second, "replays done", func() bool { return testutil.Unfinished(t, db.Client, queue) == 0 })
 	assertExactlyOnce(t, api, all)
 	if c, _ := store.Count(ctx, ""); c != 0 {
 		t.Errorf("%d dead letters remain", c)
@@ -197,16 +197,6 @@ func TestWorkerSIGTERMHandsBackInFlightJobs(t *testing.T) {
 
 	api.SetFaults(versoritest.Faults{})
 	startProc(t, db, api)
-	testutil.WaitFor(t, 60*time.Second, "all pairs active", func() bool { return api.Stats().Activations >= n && pendingWork(t, db) == 0 })
+	testutil.WaitFor(t, 60*time.Second, "all pairs active", func() bool { return api.Stats().Activations >= n && testutil.Unfinished(t, db.Client, queue) == 0 })
 	assertExactlyOnce(t, api, pairs)
-}
-
-// pendingWork is the number of the queue's jobs not yet finished.
-func pendingWork(t *testing.T, db *testutil.RedisDB) int {
-	qi, err := asynq.NewInspectorFromRedisClient(db.Client).GetQueueInfo(queue)
-	if err != nil {
-		t.Logf("queue info: %v", err)
-		return -1
-	}
-	return qi.Pending + qi.Active + qi.Retry + qi.Scheduled
 }

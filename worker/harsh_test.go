@@ -36,11 +36,10 @@ import (
 var (
 	harshCRMIntegrationLower = strings.ToLower(crmIntegration)
 	harshCRMTemplateLower    = strings.ToLower(crmTemplate)
-	harshCRMConnection       = "01JDC0NN000000000000000000"
-	harshCRMConnectionLower  = strings.ToLower(harshCRMConnection)
+	harshCRMConnectionLower  = strings.ToLower(crmConnection)
 )
 
-// harshLowerRequest is policyRequest(user) with every ULID spelt in lower case.
+// harshLowerRequest is testutil.Request(user) with every ULID spelt in lower case.
 func harshLowerRequest(user string) versori.ActivationRequest {
 	return versori.ActivationRequest{UserID: user, IntegrationID: harshCRMIntegrationLower,
 		Connections: []versori.ActivationConnection{{TemplateID: harshCRMTemplateLower, ConnectionID: harshCRMConnectionLower}}}
@@ -54,16 +53,6 @@ var harshQuietBreaker = breaker.Config{MinCalls: 1000}
 func harshWaitCommits(t *testing.T, api *versoritest.Server) {
 	t.Helper()
 	testutil.WaitFor(t, 10*time.Second, "the stand-in's late commits", func() bool { return api.PendingCommits() == 0 })
-}
-
-// harshWriteFile writes content to name in a fresh temporary directory and returns its path.
-func harshWriteFile(t *testing.T, name, content string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // harshPayload is the decoded payload of task id on q.
@@ -101,7 +90,7 @@ func TestHarshLowerCaseULIDs(t *testing.T) {
 	}
 	fileRun := func(t *testing.T, name, content string) {
 		t.Helper()
-		path := harshWriteFile(t, name, content)
+		path := testutil.WriteFile(t, name, content)
 		sum, err := p.EnqueueFile(ctx, producer.FileOptions{Path: path})
 		if err != nil {
 			t.Fatal(err)
@@ -146,7 +135,7 @@ func TestHarshLowerCaseULIDs(t *testing.T) {
 	}
 	var active []versori.Pair
 	for _, wy := range ways {
-		lower, upper := harshLowerRequest(wy.user), policyRequest(wy.user)
+		lower, upper := harshLowerRequest(wy.user), testutil.Request(wy.user)
 		wy.queue(t, lower, upper)
 		active = append(active, upper.Pair())
 	}
@@ -164,12 +153,12 @@ func TestHarshLowerCaseULIDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rawID := tasks.TaskID(policyRequest(raw.UserID).Pair())
+	rawID := tasks.TaskID(testutil.Request(raw.UserID).Pair())
 	if _, err := asynq.NewClientFromRedisClient(db.Client).Enqueue(
 		asynq.NewTask(tasks.TypeActivate, []byte(`{"request":`+string(body)+`}`), asynq.TaskID(rawID), asynq.Queue(queue), asynq.Retention(time.Hour))); err != nil {
 		t.Fatal(err)
 	}
-	droppedPairs := []versori.Pair{policyRequest(dropped.UserID).Pair(), policyRequest(raw.UserID).Pair()}
+	droppedPairs := []versori.Pair{testutil.Request(dropped.UserID).Pair(), testutil.Request(raw.UserID).Pair()}
 	active = append(active, droppedPairs...)
 
 	for _, pr := range active {
@@ -188,7 +177,7 @@ func TestHarshLowerCaseULIDs(t *testing.T) {
 			}
 			pl := harshPayload(t, insp, queue, tasks.TaskID(pr))
 			c := pl.Request.Connections
-			if pl.Request.IntegrationID != crmIntegration || len(c) != 1 || c[0].TemplateID != crmTemplate || c[0].ConnectionID != harshCRMConnection {
+			if pl.Request.IntegrationID != crmIntegration || len(c) != 1 || c[0].TemplateID != crmTemplate || c[0].ConnectionID != crmConnection {
 				t.Errorf("payload request = %+v; want every ULID in upper case", pl.Request)
 			}
 			if got := callTrace(pairCalls(api, pr)); !slices.Equal(got, []string{"activate 200"}) {
@@ -285,7 +274,7 @@ func TestHarshDuplicateActivationsCountedNeverDeleted(t *testing.T) {
 	t.Parallel()
 	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
-	req := policyRequest("u-dup")
+	req := testutil.Request("u-dup")
 	pair := req.Pair()
 	ids := []string{api.Seed(pair), api.Seed(pair)}
 	w, _ := startWorker(t, db.Client, api, withPolicy(policyTimings))
@@ -440,7 +429,7 @@ func TestHarshEndlessRateLimitEndsAtMaxAge(t *testing.T) {
 	const maxAge = 2 * time.Second
 	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
-	req := policyRequest("u-429-forever")
+	req := testutil.Request("u-429-forever")
 	pair := req.Pair()
 	api.Script(pair, slices.Repeat([]versoritest.Fault{{Status: http.StatusTooManyRequests, RetryAfter: "1"}}, 100)...)
 	startWorker(t, db.Client, api, func(c *worker.Config) {
@@ -502,7 +491,7 @@ func TestHarshLongRetryAfter(t *testing.T) {
 			t.Parallel()
 			db := testutil.Redis(t)
 			api := versoritest.New(t, versoritest.Options{})
-			limited := policyRequest("u-long-wait")
+			limited := testutil.Request("u-long-wait")
 			pair := limited.Pair()
 			others, otherPairs := policyRequests("u-healthy", 9)
 			api.Script(pair, versoritest.Fault{Status: http.StatusTooManyRequests, RetryAfter: tc.retryAfter})
@@ -569,10 +558,10 @@ func TestHarshGatewayAnswers(t *testing.T) {
 	p := producer.New(db.Client, producer.Config{Queue: queue})
 	insp := asynq.NewInspectorFromRedisClient(db.Client)
 
-	conflict := policyRequest("u-409-active")
+	conflict := testutil.Request("u-409-active")
 	api.Seed(conflict.Pair())
 	api.Script(conflict.Pair(), versoritest.Fault{Status: http.StatusConflict})
-	tooEarly := policyRequest("u-425")
+	tooEarly := testutil.Request("u-425")
 	api.Script(tooEarly.Pair(), versoritest.Fault{Status: http.StatusTooEarly})
 
 	// Each redirect points back at the stand-in's own POST /activations, so that a client that
@@ -590,7 +579,7 @@ func TestHarshGatewayAnswers(t *testing.T) {
 	}
 	var redirected []versori.ActivationRequest
 	for _, r := range redirects {
-		req := policyRequest(fmt.Sprintf("u-redirect-%d", r.status))
+		req := testutil.Request(fmt.Sprintf("u-redirect-%d", r.status))
 		api.Script(req.Pair(), versoritest.Fault{Status: r.status, Location: r.location})
 		redirected = append(redirected, req)
 	}
@@ -779,7 +768,7 @@ func TestHarshCrossQueueActivatesOnce(t *testing.T) {
 				b.Write(line)
 				b.WriteByte('\n')
 			}
-			sum, err := tc.second.EnqueueFile(ctx, producer.FileOptions{Path: harshWriteFile(t, "rows.jsonl", b.String())})
+			sum, err := tc.second.EnqueueFile(ctx, producer.FileOptions{Path: testutil.WriteFile(t, "rows.jsonl", b.String())})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -843,7 +832,7 @@ func harshDeadLetterTotal(ws []*worker.Worker) float64 {
 func harshBillingRequest(user string, fixed bool) versori.ActivationRequest {
 	r := versori.ActivationRequest{UserID: user, IntegrationID: billingIntegration}
 	if fixed {
-		r.Connections = []versori.ActivationConnection{{TemplateID: billingTemplate, ConnectionID: "01JDB1111NGC0NN00000000000"}}
+		r.Connections = []versori.ActivationConnection{{TemplateID: billingTemplate, ConnectionID: billingConnection}}
 	}
 	return r
 }
@@ -939,7 +928,7 @@ func TestHarshDeadLetterPurgeFixAndRequeue(t *testing.T) {
 		b.Write(line)
 		b.WriteByte('\n')
 	}
-	never := policyRequest("u-dl-never")
+	never := testutil.Request("u-dl-never")
 	line, err := never.MarshalJSON()
 	if err != nil {
 		t.Fatal(err)

@@ -2,13 +2,11 @@ package worker_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -16,18 +14,22 @@ import (
 
 	"github.com/versori/activator/inspect"
 	"github.com/versori/activator/internal/deadletter"
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/versori/versoritest"
 	"github.com/versori/activator/worker"
 )
 
-// Test integrations: billing requires a connection template that the test rows never bind.
+// Test integrations, the shared fixtures under the names of their roles here: billing requires a
+// connection template that the test rows never bind.
 const (
-	crmIntegration     = "01JDCRM0000000000000000000"
-	crmTemplate        = "01JDCRMTP10000000000000000"
-	billingIntegration = "01JDB1111NG000000000000000"
-	billingTemplate    = "01JDB1111NGTP1000000000000"
+	crmIntegration     = testutil.IntegrationID
+	crmTemplate        = testutil.TemplateID
+	crmConnection      = testutil.ConnectionID
+	billingIntegration = testutil.OtherIntegrationID
+	billingTemplate    = testutil.OtherTemplateID
+	billingConnection  = testutil.OtherConnectionID
 	queue              = "activations"
 )
 
@@ -39,27 +41,16 @@ const testSettle = 500 * time.Millisecond
 // be dead-lettered as missing connections), and returns its path and the pairs in order.
 func writeRequests(t *testing.T, n, missing int) (string, []versori.Pair) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "requests.jsonl")
-	var b strings.Builder
-	pairs := make([]versori.Pair, 0, n)
+	reqs := make([]versori.ActivationRequest, n)
+	pairs := make([]versori.Pair, n)
 	for i := range n {
-		r := versori.ActivationRequest{UserID: fmt.Sprintf("user-%05d", i), IntegrationID: crmIntegration,
-			Connections: []versori.ActivationConnection{{TemplateID: crmTemplate, ConnectionID: "01JDC0NN000000000000000000"}}}
+		reqs[i] = testutil.Request(fmt.Sprintf("user-%05d", i))
 		if i >= n-missing {
-			r = versori.ActivationRequest{UserID: fmt.Sprintf("user-%05d", i), IntegrationID: billingIntegration}
+			reqs[i] = versori.ActivationRequest{UserID: fmt.Sprintf("user-%05d", i), IntegrationID: billingIntegration}
 		}
-		line, err := json.Marshal(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.Write(line)
-		b.WriteByte('\n')
-		pairs = append(pairs, r.Pair())
+		pairs[i] = reqs[i].Pair()
 	}
-	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path, pairs
+	return testutil.WriteJSONL(t, filepath.Join(t.TempDir(), "requests.jsonl"), reqs...), pairs
 }
 
 // startWorker runs an in-process worker on rdb against api until the test ends or stop is called.

@@ -15,9 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
-
 	"github.com/versori/activator/internal/cmd/enqueuecmd"
 	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/redisconn"
@@ -76,22 +73,6 @@ func httpStatus(url string) (int, error) {
 	}
 	defer resp.Body.Close()
 	return resp.StatusCode, nil
-}
-
-// pendingOn is pendingWork on any Redis client.
-func pendingOn(t *testing.T, rdb redis.UniversalClient) int { return pendingIn(t, rdb, queue) }
-
-// pendingIn is how many of queue's jobs are not finished yet; -1 when it cannot be read.
-func pendingIn(t *testing.T, rdb redis.UniversalClient, queue string) int {
-	qi, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo(queue)
-	if errors.Is(err, asynq.ErrQueueNotFound) {
-		return 0
-	}
-	if err != nil {
-		t.Logf("queue info: %v", err)
-		return -1
-	}
-	return qi.Pending + qi.Active + qi.Retry + qi.Scheduled
 }
 
 // TestWorkerRidesOutRedisOutage stops Redis under a busy worker process and starts it again: the
@@ -156,7 +137,7 @@ func TestWorkerRidesOutRedisOutage(t *testing.T) {
 	up := time.Now()
 	rs.Start()
 	restarted := time.Since(up)
-	left := pendingOn(t, rs.Client)
+	left := testutil.Unfinished(t, rs.Client, queue)
 	if left <= 0 || left > n-atStop+held {
 		t.Errorf("%d jobs left in the queue after the restart; want the %d or so not yet done", left, n-duringOutage)
 	}
@@ -166,7 +147,7 @@ func TestWorkerRidesOutRedisOutage(t *testing.T) {
 	})
 	ready := time.Since(up)
 	testutil.WaitFor(t, 25*time.Second, "every pair active and the queue drained", func() bool {
-		return api.Stats().Activations >= n && pendingOn(t, rs.Client) == 0
+		return api.Stats().Activations >= n && testutil.Unfinished(t, rs.Client, queue) == 0
 	})
 	drained := time.Since(up)
 	assertExactlyOnce(t, api, pairs)
@@ -248,7 +229,7 @@ func TestEnqueueWhileRedisDown(t *testing.T) {
 	if code != enqueuecmd.ExitOK || !strings.Contains(stdout, fmt.Sprintf("enqueued: %d\n", n)) {
 		t.Errorf("after Redis is back: exit %d, want 0 and %d enqueued\nstdout:\n%s\nstderr:\n%s", code, n, stdout, stderr)
 	}
-	if got := pendingOn(t, rs.Client); got != n {
+	if got := testutil.Unfinished(t, rs.Client, queue); got != n {
 		t.Errorf("%d jobs in the queue, want %d", got, n)
 	}
 	code, stdout, stderr = run()
@@ -256,7 +237,7 @@ func TestEnqueueWhileRedisDown(t *testing.T) {
 		!strings.Contains(stdout, fmt.Sprintf("already queued or done: %d\n", n)) {
 		t.Errorf("third run: exit %d, want 0, none enqueued and %d already queued\nstdout:\n%s\nstderr:\n%s", code, n, stdout, stderr)
 	}
-	if got := pendingOn(t, rs.Client); got != n {
+	if got := testutil.Unfinished(t, rs.Client, queue); got != n {
 		t.Errorf("%d jobs in the queue after the third run, want %d", got, n)
 	}
 	t.Logf("with Redis down, enqueue failed in %s: %s", took.Round(time.Millisecond), downMsg)
@@ -312,7 +293,7 @@ func TestEnqueueFileWhenRedisStopsMidway(t *testing.T) {
 		t.Errorf("re-run: %d enqueued, %d duplicates, %d failed; want no failures, %d in all, at least the first run's %d as duplicates",
 			second.Enqueued, second.Duplicates, second.Failed, n, first.Enqueued)
 	}
-	if got := pendingOn(t, rs.Client); got != n {
+	if got := testutil.Unfinished(t, rs.Client, queue); got != n {
 		t.Errorf("%d jobs in the queue, want %d", got, n)
 	}
 }
@@ -372,7 +353,7 @@ func TestEnqueueFileInterruptedWhileRedisHangs(t *testing.T) {
 		t.Errorf("enqueued %d + failed %d of %d rows, count errors %d; want every row accounted for, some failed, the counter reported incomplete",
 			s.Enqueued, s.Failed, s.Rows, s.CountErrors)
 	}
-	if got := pendingOn(t, rs.Client); got < s.Enqueued {
+	if got := testutil.Unfinished(t, rs.Client, queue); got < s.Enqueued {
 		t.Errorf("%d jobs in the queue, fewer than the %d the run reported enqueued", got, s.Enqueued)
 	}
 }

@@ -318,7 +318,7 @@ func TestMetricsAddUpAcrossRestart(t *testing.T) {
 	a1, b1, d1 := counts(first)
 	second, _ := startWorker(t, db.Client, api, nil)
 	testutil.WaitFor(t, 90*time.Second, "all settled", func() bool {
-		return settled(t, api, dlStore(db.Client, p), n)() && pendingWork(t, db) == 0
+		return settled(t, api, dlStore(db.Client, p), n)() && testutil.Unfinished(t, db.Client, queue) == 0
 	})
 	a2, b2, d2 := counts(second)
 	if got := a1 + b1 + d1 + a2 + b2 + d2; got != n {

@@ -46,18 +46,12 @@ func withPolicy(pol worker.RetryPolicy) func(*worker.Config) {
 	return func(c *worker.Config) { c.Policy = pol }
 }
 
-// policyRequest is a valid request for user on the CRM integration, with the connection it needs.
-func policyRequest(user string) versori.ActivationRequest {
-	return versori.ActivationRequest{UserID: user, IntegrationID: crmIntegration,
-		Connections: []versori.ActivationConnection{{TemplateID: crmTemplate, ConnectionID: "01JDC0NN000000000000000000"}}}
-}
-
 // policyRequests returns n requests for users prefix-000 and on, and their pairs.
 func policyRequests(prefix string, n int) ([]versori.ActivationRequest, []versori.Pair) {
 	reqs := make([]versori.ActivationRequest, n)
 	pairs := make([]versori.Pair, n)
 	for i := range n {
-		reqs[i] = policyRequest(fmt.Sprintf("%s-%03d", prefix, i))
+		reqs[i] = testutil.Request(fmt.Sprintf("%s-%03d", prefix, i))
 		pairs[i] = reqs[i].Pair()
 	}
 	return reqs, pairs
@@ -159,7 +153,7 @@ func TestPolicyTransientRetriedThenActivated(t *testing.T) {
 	t.Parallel()
 	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
-	req := policyRequest("u-transient")
+	req := testutil.Request("u-transient")
 	pair := req.Pair()
 	api.Script(pair, versoritest.Fault{Status: 503}, versoritest.Fault{Status: 503})
 	w, _ := startWorker(t, db.Client, api, withPolicy(policyTimings))
@@ -206,7 +200,7 @@ func TestPolicyTransientExhausted(t *testing.T) {
 	t.Parallel()
 	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
-	req := policyRequest("u-exhausted")
+	req := testutil.Request("u-exhausted")
 	pair := req.Pair()
 	api.Script(pair, slices.Repeat([]versoritest.Fault{{Status: 503}}, 20)...)
 	w, _ := startWorker(t, db.Client, api, withPolicy(policyTimings))
@@ -248,7 +242,7 @@ func TestPolicyDroppedResponseAfterCommit(t *testing.T) {
 	t.Parallel()
 	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
-	req := policyRequest("u-dropped")
+	req := testutil.Request("u-dropped")
 	pair := req.Pair()
 	api.Script(pair, versoritest.Fault{Commit: true, Drop: true})
 	w, _ := startWorker(t, db.Client, api, withPolicy(policyTimings))
@@ -314,7 +308,7 @@ func TestPolicyRateLimited(t *testing.T) {
 			t.Parallel()
 			db := testutil.Redis(t)
 			api := versoritest.New(t, versoritest.Options{})
-			limited := policyRequest("u-limited")
+			limited := testutil.Request("u-limited")
 			pair := limited.Pair()
 			others, otherPairs := policyRequests("u-other", 10)
 			pol := policyTimings
@@ -396,7 +390,7 @@ func TestPolicyDeadLettersAtOnce(t *testing.T) {
 				api.RequireConnection(billingIntegration, billingTemplate)
 			},
 			400, versori.ClassMissingConnections, tasks.ReasonMissingConnections, nil},
-		{"invalid request", policyRequest("u-invalid"),
+		{"invalid request", testutil.Request("u-invalid"),
 			func(api *versoritest.Server, p versori.Pair) {
 				api.Script(p, versoritest.Fault{Status: 422, Body: &versori.ErrorBody{
 					Code: "validation_failed", Message: "dynamicVariables.region must be one of EU, US",
@@ -404,30 +398,30 @@ func TestPolicyDeadLettersAtOnce(t *testing.T) {
 				}})
 			},
 			422, versori.ClassInvalidRequest, tasks.ReasonInvalidRequest, nil},
-		{"a 400 whose prose names a connection", policyRequest("u-upstream"),
+		{"a 400 whose prose names a connection", testutil.Request("u-upstream"),
 			func(api *versoritest.Server, p versori.Pair) {
 				api.Script(p, versoritest.Fault{Status: 400, Body: &versori.ErrorBody{Message: "upstream connection reset"}})
 			},
 			400, versori.ClassInvalidRequest, tasks.ReasonInvalidRequest, nil},
-		{"unknown user", policyRequest("u-gone"),
+		{"unknown user", testutil.Request("u-gone"),
 			func(api *versoritest.Server, p versori.Pair) { api.ForgetUser(p.UserID) },
 			404, versori.ClassNotFound, tasks.ReasonNotFound, nil},
 		{"unknown integration", versori.ActivationRequest{UserID: "u-gone-integration", IntegrationID: unknownIntegration},
 			func(api *versoritest.Server, _ versori.Pair) { api.ForgetIntegration(unknownIntegration) },
 			404, versori.ClassNotFound, tasks.ReasonNotFound, nil},
-		{"unknown connection template", policyRequest("u-no-template"),
+		{"unknown connection template", testutil.Request("u-no-template"),
 			func(api *versoritest.Server, p versori.Pair) {
 				api.Script(p, versoritest.Fault{Status: 404, Body: &versori.ErrorBody{Message: "connection template not found",
 					Fields: []versori.ErrorField{{Field: "connections[0].templateId", Message: "not found"}}}})
 			},
 			404, versori.ClassNotFound, tasks.ReasonNotFound, nil},
-		{"forbidden for this request only", policyRequest("u-forbidden"),
+		{"forbidden for this request only", testutil.Request("u-forbidden"),
 			func(api *versoritest.Server, p versori.Pair) { api.Forbid(p) },
 			403, versori.ClassUnauthorized, tasks.ReasonUnauthorized, nil},
-		{"redirect", policyRequest("u-redirect"),
+		{"redirect", testutil.Request("u-redirect"),
 			func(api *versoritest.Server, p versori.Pair) { api.Script(p, versoritest.Fault{Status: 307}) },
 			307, versori.ClassPermanent, tasks.ReasonPermanentError, nil},
-		{"another status", policyRequest("u-teapot"),
+		{"another status", testutil.Request("u-teapot"),
 			func(api *versoritest.Server, p versori.Pair) { api.Script(p, versoritest.Fault{Status: 418}) },
 			418, versori.ClassPermanent, tasks.ReasonPermanentError, nil},
 	}
@@ -520,7 +514,7 @@ func TestPolicyConflict(t *testing.T) {
 	p := producer.New(db.Client, producer.Config{Queue: queue, MaxRetry: 1})
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			req := policyRequest("u-conflict-" + strconv.Itoa(i))
+			req := testutil.Request("u-conflict-" + strconv.Itoa(i))
 			pair := req.Pair()
 			api.Script(pair, tc.faults...)
 			if tc.name == "the look-up refused" {
@@ -528,7 +522,7 @@ func TestPolicyConflict(t *testing.T) {
 			}
 			enqueueAll(t, p, req)
 			testutil.WaitFor(t, time.Minute, "the job's end", func() bool {
-				return hasDeadLetter(dlStore(db.Client, p), pair) || api.ActivationCount(pair) == 1 && pendingWork(t, db) == 0
+				return hasDeadLetter(dlStore(db.Client, p), pair) || api.ActivationCount(pair) == 1 && testutil.Unfinished(t, db.Client, queue) == 0
 			})
 			calls := pairCalls(api, pair)
 			got := callTrace(calls)
@@ -980,7 +974,7 @@ func TestPolicyMaxAge(t *testing.T) {
 	const maxAge = time.Second
 	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
-	req := policyRequest("u-old")
+	req := testutil.Request("u-old")
 	pair := req.Pair()
 	api.Script(pair, slices.Repeat([]versoritest.Fault{{Status: 503}}, 50)...)
 	startWorker(t, db.Client, api, func(c *worker.Config) {

@@ -62,7 +62,7 @@ func TestRedisRollbackActivatesOnce(t *testing.T) {
 						return false
 					}
 				}
-				return pendingOn(t, rs.Client) == 0
+				return testutil.Unfinished(t, rs.Client, queue) == 0
 			})
 			dups := len(api.Duplicates())
 			t.Logf("%s: snapshot at %d activations, killed at %d (%d finished in the lost second); after the restart: "+

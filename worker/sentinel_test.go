@@ -3,7 +3,6 @@ package worker_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -98,23 +97,13 @@ func runEnqueue(t *testing.T, redisURL string, args ...string) (int, string) {
 // writeUsers writes a JSONL file of n CRM requests for users prefix-0 … prefix-(n-1).
 func writeUsers(t *testing.T, prefix string, n int) (string, []versori.Pair) {
 	t.Helper()
-	var b bytes.Buffer
-	pairs := make([]versori.Pair, 0, n)
+	reqs := make([]versori.ActivationRequest, n)
+	pairs := make([]versori.Pair, n)
 	for i := range n {
-		r := versori.ActivationRequest{UserID: prefix + "-" + strconv.Itoa(i), IntegrationID: crmIntegration,
-			Connections: []versori.ActivationConnection{{TemplateID: crmTemplate, ConnectionID: "01JDC0NN000000000000000000"}}}
-		line, err := json.Marshal(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.Write(append(line, '\n'))
-		pairs = append(pairs, r.Pair())
+		reqs[i] = testutil.Request(prefix + "-" + strconv.Itoa(i))
+		pairs[i] = reqs[i].Pair()
 	}
-	path := filepath.Join(t.TempDir(), prefix+".jsonl")
-	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path, pairs
+	return testutil.WriteJSONL(t, filepath.Join(t.TempDir(), prefix+".jsonl"), reqs...), pairs
 }
 
 // keyspace returns the databases that hold keys on a server, from INFO keyspace ("db0", …).
@@ -172,7 +161,7 @@ func TestPipelineOnSentinel(t *testing.T) {
 	w := startProcOn(t, url, api, "127.0.0.1:"+strconv.Itoa(testutil.FreePort(t)))
 	start := time.Now()
 	testutil.WaitFor(t, 20*time.Second, "every pair settled and the queue drained", func() bool {
-		return settled(t, api, store, n)() && pendingOn(t, rdb) == 0
+		return settled(t, api, store, n)() && testutil.Unfinished(t, rdb, queue) == 0
 	})
 	drained := time.Since(start)
 	assertExactlyOnce(t, api, pairs[:n-missing])
@@ -199,7 +188,7 @@ func TestPipelineOnSentinel(t *testing.T) {
 		t.Fatalf("enqueue file after the failover: exit %d\n%s", code, out)
 	}
 	testutil.WaitFor(t, 15*time.Second, "the second file activated by the same worker", func() bool {
-		return api.Stats().Activations >= n-missing+m && pendingOn(t, rdb) == 0
+		return api.Stats().Activations >= n-missing+m && testutil.Unfinished(t, rdb, queue) == 0
 	})
 	followed := time.Since(failedOver)
 	if gone, err := procExited(w); gone {
@@ -274,7 +263,7 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 						return false
 					}
 				}
-				return pendingOn(t, rdb) == 0
+				return testutil.Unfinished(t, rdb, queue) == 0
 			})
 			dups := len(api.Duplicates())
 			t.Logf("%s: failover at %d of %d activations; %d pairs activated twice; drained %s after the failover",

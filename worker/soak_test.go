@@ -83,7 +83,7 @@ func TestSoak(t *testing.T) {
 	startProc(t, db, api, env...)
 
 	testutil.WaitFor(t, cfg.timeout, "every pair settled and the queue drained", func() bool {
-		return settledCount() >= cfg.requests && pendingWork(t, db) == 0 && api.PendingCommits() == 0
+		return settledCount() >= cfg.requests && testutil.Unfinished(t, db.Client, queue) == 0 && api.PendingCommits() == 0
 	})
 	elapsed := time.Since(start)
 

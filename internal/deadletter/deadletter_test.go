@@ -17,19 +17,15 @@ import (
 	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/tasks"
-	"github.com/versori/activator/versori"
 )
-
-const dlIntegration = "01HZY8J5Q0A1B2C3D4E5F6G7H8"
 
 var dlBase = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 
 func dlEntry(i int, reason tasks.Reason, at time.Time) deadletter.Entry {
 	user := fmt.Sprintf("user-%05d", i)
-	req := versori.ActivationRequest{UserID: user, IntegrationID: dlIntegration, Connections: []versori.ActivationConnection{
-		{TemplateID: "01HZY8J5Q0TEMP1ATE00000001", ConnectionID: "01HZY8J5Q0C0NNECT10N000001"}}}
+	req := testutil.Request(user)
 	return deadletter.Entry{
-		ID: "act:" + dlIntegration + ":" + user, UserID: user, IntegrationID: dlIntegration,
+		ID: "act:" + testutil.IntegrationID + ":" + user, UserID: user, IntegrationID: testutil.IntegrationID,
 		Reason: reason, Error: "versori activate: HTTP 400", Attempts: 1 + i%3,
 		FailedAt: at.Add(-time.Second), DeadLetteredAt: at, Queue: "activations", Request: req,
 	}

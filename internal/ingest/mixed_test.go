@@ -13,6 +13,8 @@ import (
 	"testing/iotest"
 
 	"github.com/oklog/ulid/v2"
+
+	"github.com/versori/activator/internal/testutil"
 )
 
 // TestMixedFile checks that in a file mixing good, bad and blank lines every good row still comes
@@ -134,11 +136,11 @@ func TestRejectRawTruncated(t *testing.T) {
 
 func TestReadErrors(t *testing.T) {
 	boom := errors.New("boom")
-	good := jline("u1", integ, "")
+	good := jline("u1", testutil.IntegrationID, "")
 	for _, f := range []Format{JSONL, CSV} {
 		in := good + "\n"
 		if f == CSV {
-			in = "userId,integrationId\nu1," + integ + "\n"
+			in = "userId,integrationId\nu1," + testutil.IntegrationID + "\n"
 		}
 		r, err := NewReader(io.MultiReader(strings.NewReader(in), iotest.ErrReader(boom)), f)
 		if err != nil {
@@ -160,7 +162,7 @@ func TestReadErrors(t *testing.T) {
 
 // TestOneByteReads checks that reads split anywhere give the same result.
 func TestOneByteReads(t *testing.T) {
-	in := "\xEF\xBB\xBFuserId,integrationId,connections\r\n\"u\n1\"," + integ + ",\"[\r\n]\"\nu2," + integ + ",\"[\n]\"\r\n" + strings.Repeat("z", 50) + "\n"
+	in := "\xEF\xBB\xBFuserId,integrationId,connections\r\n\"u\n1\"," + testutil.IntegrationID + ",\"[\r\n]\"\nu2," + testutil.IntegrationID + ",\"[\n]\"\r\n" + strings.Repeat("z", 50) + "\n"
 	_, _, want, err := readAll(t, CSV, in, MaxLineBytes(40))
 	if err != nil {
 		t.Fatal(err)

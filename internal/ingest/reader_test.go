@@ -7,14 +7,8 @@ import (
 	"io"
 	"strings"
 	"testing"
-)
 
-// Valid ULIDs for test data.
-const (
-	integ = "01HZY8Q6T4J8K2M3N4P5Q6R7S8"
-	tmpl1 = "01HZY8Q6T4J8K2M3N4P5Q6R7S9"
-	tmpl2 = "01HZY8Q6T4J8K2M3N4P5Q6R7SA"
-	conn1 = "01HZY8Q6T4J8K2M3N4P5Q6R7SB"
+	"github.com/versori/activator/internal/testutil"
 )
 
 // want is one expected output of a Reader: a row when reason is "", else a reject.
@@ -178,12 +172,12 @@ func TestJSONLCorpus(t *testing.T) { runCorpus(t, jsonlCorpus()) }
 
 // jsonlCorpus is malformed and well-formed JSONL input with the outputs expected of it.
 func jsonlCorpus() []corpusCase {
-	good := jline("u1", integ, "")
-	existing := `"connections":[{"templateId":"` + tmpl1 + `","connectionId":"` + conn1 + `"}]`
+	good := jline("u1", testutil.IntegrationID, "")
+	existing := `"connections":[{"templateId":"` + testutil.TemplateID + `","connectionId":"` + testutil.ConnectionID + `"}]`
 	return []corpusCase{
-		{name: "good", format: JSONL, input: good + "\n" + jline("u2", integ, existing) + "\n",
-			want: []want{row(1, "u1"), rowJSON(2, "u2", jline("u2", integ, existing))}},
-		{name: "no final newline", format: JSONL, input: good + "\n" + jline("u2", integ, ""),
+		{name: "good", format: JSONL, input: good + "\n" + jline("u2", testutil.IntegrationID, existing) + "\n",
+			want: []want{row(1, "u1"), rowJSON(2, "u2", jline("u2", testutil.IntegrationID, existing))}},
+		{name: "no final newline", format: JSONL, input: good + "\n" + jline("u2", testutil.IntegrationID, ""),
 			want: []want{row(1, "u1"), row(2, "u2")}},
 		{name: "bad JSON", format: JSONL, input: `{"userId":"u1",,}` + "\n" + good,
 			want: []want{rej(1, "", "invalid JSON at byte 16: invalid character ','"), row(2, "u1")}},
@@ -191,68 +185,68 @@ func jsonlCorpus() []corpusCase {
 			want: []want{rej(1, "", "invalid JSON: unexpected end of input")}},
 		{name: "not JSON at all", format: JSONL, input: "userId,integrationId\n",
 			want: []want{rej(1, "", "invalid JSON at byte 1")}},
-		{name: "missing userId", format: JSONL, input: `{"integrationId":"` + integ + `"}`,
+		{name: "missing userId", format: JSONL, input: `{"integrationId":"` + testutil.IntegrationID + `"}`,
 			want: []want{rej(1, "userId", "is required")}},
-		{name: "userId with a space", format: JSONL, input: jline("u 1", integ, ""),
+		{name: "userId with a space", format: JSONL, input: jline("u 1", testutil.IntegrationID, ""),
 			want: []want{rej(1, "userId", "whitespace")}},
 		{name: "missing integrationId", format: JSONL, input: `{"userId":"u1"}`,
 			want: []want{rej(1, "integrationId", "is required")}},
 		{name: "integrationId not a ULID", format: JSONL, input: jline("u1", "integration-1", ""),
 			want: []want{rej(1, "integrationId", "is not a ULID")}},
-		{name: "unknown field", format: JSONL, input: jline("u1", integ, `"colour":"red"`),
+		{name: "unknown field", format: JSONL, input: jline("u1", testutil.IntegrationID, `"colour":"red"`),
 			want: []want{rej(1, "colour", "is not a known field (known: userId, integrationId, connections, dynamicVariables)")}},
 		{name: "unknown nested field", format: JSONL,
-			input: jline("u1", integ, `"connections":[{"templateId":"`+tmpl1+`","connectionId":"`+conn1+`"},{"templateId":"`+tmpl2+`","name":"n","credentials":{},"variables":[{"name":"a","value":"b","secret":true}]}]`),
+			input: jline("u1", testutil.IntegrationID, `"connections":[{"templateId":"`+testutil.TemplateID+`","connectionId":"`+testutil.ConnectionID+`"},{"templateId":"`+testutil.OtherTemplateID+`","name":"n","credentials":{},"variables":[{"name":"a","value":"b","secret":true}]}]`),
 			want:  []want{rej(1, "connections[1].variables[0].secret", "is not a known field")}},
 		{name: "field of the wrong type", format: JSONL,
-			input: jline("u1", integ, `"connections":[{},{"templateId":5}]`),
+			input: jline("u1", testutil.IntegrationID, `"connections":[{},{"templateId":5}]`),
 			want:  []want{rej(1, "connections[1].templateId", "must be a string, not a number")}},
-		{name: "connections not an array", format: JSONL, input: jline("u1", integ, `"connections":{}`),
+		{name: "connections not an array", format: JSONL, input: jline("u1", testutil.IntegrationID, `"connections":{}`),
 			want: []want{rej(1, "connections", "must be an array, not an object")}},
 		{name: "field names are case-sensitive", format: JSONL,
-			input: `{"USERID":"u1","integrationId":"` + integ + `"}`,
+			input: `{"USERID":"u1","integrationId":"` + testutil.IntegrationID + `"}`,
 			want:  []want{rej(1, "USERID", "names are case-sensitive (did you mean userId?)")}},
 		{name: "a name in another case beside the right one", format: JSONL,
-			input: `{"userId":"a","integrationId":"` + integ + `","USERID":"b"}`,
+			input: `{"userId":"a","integrationId":"` + testutil.IntegrationID + `","USERID":"b"}`,
 			want:  []want{rej(1, "USERID", "names are case-sensitive (did you mean userId?)")}},
 		{name: "a repeated name", format: JSONL,
-			input: `{"userId":"a","integrationId":"` + integ + `","userId":"b"}`,
+			input: `{"userId":"a","integrationId":"` + testutil.IntegrationID + `","userId":"b"}`,
 			want:  []want{rej(1, "userId", "appears more than once")}},
 		{name: "a repeated nested name", format: JSONL,
-			input: jline("u1", integ, `"connections":[{"templateId":"`+tmpl1+`","connectionId":"`+conn1+`","connectionId":"`+conn1+`"}]`),
+			input: jline("u1", testutil.IntegrationID, `"connections":[{"templateId":"`+testutil.TemplateID+`","connectionId":"`+testutil.ConnectionID+`","connectionId":"`+testutil.ConnectionID+`"}]`),
 			want:  []want{rej(1, "connections[0].connectionId", "appears more than once")}},
 		{name: "lower-case ULIDs are canonicalized", format: JSONL,
-			input: jline("u1", strings.ToLower(integ), `"connections":[{"templateId":"`+strings.ToLower(tmpl1)+`","connectionId":"`+strings.ToLower(conn1)+`"}]`),
-			want: []want{rowJSON(1, "u1", jline("u1", integ,
-				`"connections":[{"templateId":"`+tmpl1+`","connectionId":"`+conn1+`"}]`))}},
+			input: jline("u1", strings.ToLower(testutil.IntegrationID), `"connections":[{"templateId":"`+strings.ToLower(testutil.TemplateID)+`","connectionId":"`+strings.ToLower(testutil.ConnectionID)+`"}]`),
+			want: []want{rowJSON(1, "u1", jline("u1", testutil.IntegrationID,
+				`"connections":[{"templateId":"`+testutil.TemplateID+`","connectionId":"`+testutil.ConnectionID+`"}]`))}},
 		{name: "connection neither form", format: JSONL,
-			input: jline("u1", integ, `"connections":[{"templateId":"`+tmpl1+`"}]`),
+			input: jline("u1", testutil.IntegrationID, `"connections":[{"templateId":"`+testutil.TemplateID+`"}]`),
 			want:  []want{rej(1, "connections[0]", "needs either connectionId")}},
 		{name: "connection both forms", format: JSONL,
-			input: jline("u1", integ, `"connections":[{"templateId":"`+tmpl1+`","connectionId":"`+conn1+`","name":"n"}]`),
+			input: jline("u1", testutil.IntegrationID, `"connections":[{"templateId":"`+testutil.TemplateID+`","connectionId":"`+testutil.ConnectionID+`","name":"n"}]`),
 			want:  []want{rej(1, "connections[0]", "use one form")}},
 		{name: "connectionId not a ULID", format: JSONL,
-			input: jline("u1", integ, `"connections":[{"templateId":"`+tmpl1+`","connectionId":"c1"}]`),
+			input: jline("u1", testutil.IntegrationID, `"connections":[{"templateId":"`+testutil.TemplateID+`","connectionId":"c1"}]`),
 			want:  []want{rej(1, "connections[0].connectionId", "is not a ULID")}},
 		{name: "credentials not an object", format: JSONL,
-			input: jline("u1", integ, `"connections":[{"templateId":"`+tmpl1+`","name":"n","credentials":"secret"}]`),
+			input: jline("u1", testutil.IntegrationID, `"connections":[{"templateId":"`+testutil.TemplateID+`","name":"n","credentials":"secret"}]`),
 			want:  []want{rej(1, "connections[0].credentials", "must be a JSON object")}},
 		{name: "new connection", format: JSONL,
-			input: jline("u1", integ, `"connections":[{"templateId":"`+tmpl1+`","name":"n","credentials":{"k":"v"}}]`),
-			want: []want{rowJSON(1, "u1", jline("u1", integ,
-				`"connections":[{"templateId":"`+tmpl1+`","name":"n","credentials":{"k":"v"},"variables":[]}]`))}},
-		{name: "dynamicVariables not an object", format: JSONL, input: jline("u1", integ, `"dynamicVariables":[1]`),
+			input: jline("u1", testutil.IntegrationID, `"connections":[{"templateId":"`+testutil.TemplateID+`","name":"n","credentials":{"k":"v"}}]`),
+			want: []want{rowJSON(1, "u1", jline("u1", testutil.IntegrationID,
+				`"connections":[{"templateId":"`+testutil.TemplateID+`","name":"n","credentials":{"k":"v"},"variables":[]}]`))}},
+		{name: "dynamicVariables not an object", format: JSONL, input: jline("u1", testutil.IntegrationID, `"dynamicVariables":[1]`),
 			want: []want{rej(1, "dynamicVariables", "must be a JSON object")}},
-		{name: "dynamicVariables null", format: JSONL, input: jline("u1", integ, `"dynamicVariables":null`),
-			want: []want{rowJSON(1, "u1", jline("u1", integ, `"connections":[]`))}},
+		{name: "dynamicVariables null", format: JSONL, input: jline("u1", testutil.IntegrationID, `"dynamicVariables":null`),
+			want: []want{rowJSON(1, "u1", jline("u1", testutil.IntegrationID, `"connections":[]`))}},
 		{name: "row null", format: JSONL, input: "null\n",
 			want: []want{rej(1, "", "must be a JSON object, not null")}},
 		{name: "row an array", format: JSONL, input: "[" + good + "]\n",
 			want: []want{rej(1, "", "must be an object, not an array")}},
-		{name: "non-UTF-8", format: JSONL, input: `{"userId":"u` + "\xff" + `1","integrationId":"` + integ + `"}` + "\n" + good,
+		{name: "non-UTF-8", format: JSONL, input: `{"userId":"u` + "\xff" + `1","integrationId":"` + testutil.IntegrationID + `"}` + "\n" + good,
 			want: []want{rej(1, "", "not valid UTF-8"), row(2, "u1")}},
 		{name: "over-long line", format: JSONL, opts: []Option{MaxLineBytes(len(good))},
-			input: good + "\n" + jline("u12", integ, "") + "\n" + good + "\r\n" + strings.Repeat("x", 1000) + "\n" + good,
+			input: good + "\n" + jline("u12", testutil.IntegrationID, "") + "\n" + good + "\r\n" + strings.Repeat("x", 1000) + "\n" + good,
 			want:  []want{row(1, "u1"), rej(2, "", fmt.Sprintf("line longer than %d bytes", len(good))), row(3, "u1"), rej(4, "", "line longer"), row(5, "u1")}},
 		{name: "over-long last line", format: JSONL, opts: []Option{MaxLineBytes(10)},
 			input: strings.Repeat("y", 100),

@@ -35,12 +35,9 @@ import (
 )
 
 const (
-	queue       = "activations"
-	integration = "01JDCRM0000000000000000000"
-	template    = "01JDCRM0000000000000000001"
-	connection  = "01JDCRM0000000000000000002"
-	tokenA      = "tok-aaaaaaaaaaaaaaaaaaaaaaaa"
-	tokenB      = "tok-bbbbbbbbbbbbbbbbbbbbbbbb"
+	queue  = "activations"
+	tokenA = "tok-aaaaaaaaaaaaaaaaaaaaaaaa"
+	tokenB = "tok-bbbbbbbbbbbbbbbbbbbbbbbb"
 )
 
 // newSecret returns a fresh Standard Webhooks secret, whsec_ and a base64 32-byte key.
@@ -101,11 +98,6 @@ func startOn(t *testing.T, db *testutil.RedisDB, rdb redis.UniversalClient, cfg 
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	return &env{t: t, db: db, prod: prod, srv: srv, http: hs, logs: logs}
-}
-
-func request(user string) versori.ActivationRequest {
-	return versori.ActivationRequest{UserID: user, IntegrationID: integration,
-		Connections: []versori.ActivationConnection{{TemplateID: template, ConnectionID: connection}}}
 }
 
 func body(t testing.TB, v any) []byte {
@@ -194,7 +186,7 @@ func wantAccepted(t testing.TB, a answer, code int, user string, status producer
 		t.Fatalf("answer %s, want %d", a, code)
 	}
 	acc := decode[intake.Accepted](t, a)
-	want := intake.Accepted{TaskID: tasks.TaskID(request(user).Pair()), Batch: intake.DefaultBatch, Status: status}
+	want := intake.Accepted{TaskID: tasks.TaskID(testutil.Request(user).Pair()), Batch: intake.DefaultBatch, Status: status}
 	if acc != want {
 		t.Fatalf("body %+v, want %+v", acc, want)
 	}
@@ -247,7 +239,7 @@ func (e *env) wantTasks(ids ...string) {
 	}
 }
 
-func taskID(user string) string { return tasks.TaskID(request(user).Pair()) }
+func taskID(user string) string { return tasks.TaskID(testutil.Request(user).Pair()) }
 
 // The routes and credential ids of the documented replay key space.
 const (
@@ -371,7 +363,7 @@ func TestSignatures(t *testing.T) {
 	next := func() (string, []byte) { // a fresh user, so that every accepted request queues a job
 		n++
 		user := "sig-" + strconv.Itoa(n)
-		return user, body(t, request(user))
+		return user, body(t, testutil.Request(user))
 	}
 	id := func() string { return "msg_" + strconv.Itoa(n) }
 
@@ -397,7 +389,7 @@ func TestSignatures(t *testing.T) {
 		_, b := next()
 		h := signed(t, secret1, id(), now, b)
 		other, _ := next()
-		wantError(t, e.post("/v1/activations", body(t, request(other)), h), 401, "")
+		wantError(t, e.post("/v1/activations", body(t, testutil.Request(other)), h), 401, "")
 	})
 	t.Run("webhook-id changed after signing", func(t *testing.T) {
 		_, b := next()
@@ -469,9 +461,9 @@ func TestSignatures(t *testing.T) {
 func TestBearerTokens(t *testing.T) {
 	t.Parallel()
 	e := start(t, intake.Config{Tokens: []string{tokenA, tokenB}})
-	b := body(t, request("u-1"))
+	b := body(t, testutil.Request("u-1"))
 	wantAccepted(t, e.post("/v1/activations", b, bearerHeader(tokenA)), 202, "u-1", producer.Enqueued)
-	b2 := body(t, request("u-2"))
+	b2 := body(t, testutil.Request("u-2"))
 	h := http.Header{}
 	h.Set("Authorization", "bearer "+tokenB) // the scheme is case-insensitive
 	wantAccepted(t, e.post("/v1/activations", b2, h), 202, "u-2", producer.Enqueued)
@@ -485,7 +477,7 @@ func TestBearerTokens(t *testing.T) {
 		"basic scheme":    {"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte("u:"+tokenA))}},
 		"signature only":  signed(t, newSecret(t), "msg_1", time.Now(), b),
 	} {
-		a := e.post("/v1/activations", body(t, request("u-bad")), h)
+		a := e.post("/v1/activations", body(t, testutil.Request("u-bad")), h)
 		wantError(t, a, 401, "")
 		if !strings.HasPrefix(a.header.Get("WWW-Authenticate"), "Bearer") {
 			t.Errorf("%s: WWW-Authenticate %q", name, a.header.Get("WWW-Authenticate"))
@@ -504,7 +496,7 @@ func TestSecretAndTokenTogether(t *testing.T) {
 	t.Parallel()
 	secret := newSecret(t)
 	e := start(t, intake.Config{Secrets: []string{secret}, Tokens: []string{tokenA}})
-	b1, b2 := body(t, request("u-1")), body(t, request("u-2"))
+	b1, b2 := body(t, testutil.Request("u-1")), body(t, testutil.Request("u-2"))
 	wantAccepted(t, e.post("/v1/activations", b1, signed(t, secret, "msg_1", time.Now(), b1)), 202, "u-1", producer.Enqueued)
 	wantAccepted(t, e.post("/v1/activations", b2, bearerHeader(tokenA)), 202, "u-2", producer.Enqueued)
 	wantError(t, e.post("/v1/activations", b2, nil), 401, "")
@@ -517,17 +509,17 @@ func TestSecretAndTokenTogether(t *testing.T) {
 func TestInsecureAcceptsAnything(t *testing.T) {
 	t.Parallel()
 	e := start(t, intake.Config{Insecure: true})
-	wantAccepted(t, e.post("/v1/activations", body(t, request("u-1")), nil), 202, "u-1", producer.Enqueued)
+	wantAccepted(t, e.post("/v1/activations", body(t, testutil.Request("u-1")), nil), 202, "u-1", producer.Enqueued)
 	// Insecure has no effect once a token is set.
 	e2 := start(t, intake.Config{Insecure: true, Tokens: []string{tokenA}})
-	wantError(t, e2.post("/v1/activations", body(t, request("u-1")), nil), 401, "")
+	wantError(t, e2.post("/v1/activations", body(t, testutil.Request("u-1")), nil), 401, "")
 }
 
 func TestSameWebhookIDIsAcceptedOnce(t *testing.T) {
 	t.Parallel()
 	secret := newSecret(t)
 	e := start(t, intake.Config{Secrets: []string{secret}})
-	b := body(t, request("u-1"))
+	b := body(t, testutil.Request("u-1"))
 	first := e.post("/v1/activations", b, signed(t, secret, "msg_once", time.Now(), b))
 	wantAccepted(t, first, 202, "u-1", producer.Enqueued)
 	// Standard Webhooks senders retry with the same id and a new timestamp and signature.
@@ -576,7 +568,7 @@ func TestConcurrentSameWebhookID(t *testing.T) {
 	t.Parallel()
 	secret := newSecret(t)
 	e := start(t, intake.Config{Secrets: []string{secret}})
-	b := body(t, request("u-1"))
+	b := body(t, testutil.Request("u-1"))
 	answers := make([]answer, 10)
 	var wg sync.WaitGroup
 	for i := range answers {
@@ -604,7 +596,7 @@ func TestConcurrentSameWebhookID(t *testing.T) {
 func TestDuplicatePairWithoutWebhookID(t *testing.T) {
 	t.Parallel()
 	e := start(t, intake.Config{Tokens: []string{tokenA}})
-	b := body(t, request("u-1"))
+	b := body(t, testutil.Request("u-1"))
 	wantAccepted(t, e.post("/v1/activations", b, bearerHeader(tokenA)), 202, "u-1", producer.Enqueued)
 	wantAccepted(t, e.post("/v1/activations", b, bearerHeader(tokenA)), 200, "u-1", producer.Duplicate)
 	e.wantTasks(taskID("u-1"))
@@ -613,7 +605,7 @@ func TestDuplicatePairWithoutWebhookID(t *testing.T) {
 func TestDeadLetteredPair(t *testing.T) {
 	t.Parallel()
 	e := start(t, intake.Config{Tokens: []string{tokenA}})
-	req := request("u-dead")
+	req := testutil.Request("u-dead")
 	if _, err := deadletter.NewStore(e.db.Client, queue).Add(context.Background(), deadletter.Entry{ID: taskID("u-dead"), Reason: tasks.ReasonNotFound,
 		Error: "no such end user", Attempts: 1, Batch: "b-1", Request: req}); err != nil {
 		t.Fatal(err)
@@ -633,7 +625,7 @@ func TestBurstOfOnePair(t *testing.T) {
 	t.Parallel()
 	secret := newSecret(t)
 	e := start(t, intake.Config{Secrets: []string{secret}})
-	b := body(t, request("u-burst"))
+	b := body(t, testutil.Request("u-burst"))
 	answers := make([]answer, 50)
 	var wg sync.WaitGroup
 	for i := range answers {
@@ -663,7 +655,7 @@ func TestBurstOfOnePair(t *testing.T) {
 func TestBadRequests(t *testing.T) {
 	t.Parallel()
 	e := start(t, intake.Config{Tokens: []string{tokenA}})
-	ok := `"userId":"u-1","integrationId":"` + integration + `"`
+	ok := `"userId":"u-1","integrationId":"` + testutil.IntegrationID + `"`
 	for _, tc := range []struct {
 		name, body, field string
 	}{
@@ -674,22 +666,22 @@ func TestBadRequests(t *testing.T) {
 		{"array", `[{"userId":"u-1"}]`, ""},
 		{"two values", `{` + ok + `} {}`, ""},
 		{"unknown field", `{` + ok + `,"email":"a@b.c"}`, "email"},
-		{"unknown nested field", `{` + ok + `,"connections":[{"templateId":"` + template + `","connectionId":"` + connection + `","extra":1}]}`, "connections[0].extra"},
-		{"wrong type", `{"userId":42,"integrationId":"` + integration + `"}`, "userId"},
+		{"unknown nested field", `{` + ok + `,"connections":[{"templateId":"` + testutil.TemplateID + `","connectionId":"` + testutil.ConnectionID + `","extra":1}]}`, "connections[0].extra"},
+		{"wrong type", `{"userId":42,"integrationId":"` + testutil.IntegrationID + `"}`, "userId"},
 		{"wrong nested type", `{` + ok + `,"connections":[{"templateId":7}]}`, "connections[0].templateId"},
-		{"missing userId", `{"integrationId":"` + integration + `"}`, "userId"},
+		{"missing userId", `{"integrationId":"` + testutil.IntegrationID + `"}`, "userId"},
 		{"bad integrationId", `{"userId":"u-1","integrationId":"nope"}`, "integrationId"},
-		{"bad connection", `{` + ok + `,"connections":[{"templateId":"` + template + `"}]}`, "connections[0]"},
+		{"bad connection", `{` + ok + `,"connections":[{"templateId":"` + testutil.TemplateID + `"}]}`, "connections[0]"},
 		{"dynamicVariables not an object", `{` + ok + `,"dynamicVariables":[1]}`, "dynamicVariables"},
 		{"null", `null`, ""},
 		// encoding/json would take these as {"userId":"u-2"}: which user was meant is a guess.
 		{"field name in another case", `{` + ok + `,"USERID":"u-2"}`, "USERID"},
 		{"field name in another case first", `{"USERID":"u-2",` + ok + `}`, "USERID"},
 		{"repeated field", `{` + ok + `,"userId":"u-2"}`, "userId"},
-		{"repeated nested field", `{` + ok + `,"connections":[{"templateId":"` + template + `","connectionId":"` + connection + `","connectionId":"` + template + `"}]}`, "connections[0].connectionId"},
-		{"nested field name in another case", `{` + ok + `,"connections":[{"templateId":"` + template + `","ConnectionId":"` + connection + `"}]}`, "connections[0].ConnectionId"},
+		{"repeated nested field", `{` + ok + `,"connections":[{"templateId":"` + testutil.TemplateID + `","connectionId":"` + testutil.ConnectionID + `","connectionId":"` + testutil.TemplateID + `"}]}`, "connections[0].connectionId"},
+		{"nested field name in another case", `{` + ok + `,"connections":[{"templateId":"` + testutil.TemplateID + `","ConnectionId":"` + testutil.ConnectionID + `"}]}`, "connections[0].ConnectionId"},
 		// encoding/json would read the bad byte as U+FFFD, so two users could become one.
-		{"not UTF-8", "{\"userId\":\"u-\xff\",\"integrationId\":\"" + integration + "\"}", ""},
+		{"not UTF-8", "{\"userId\":\"u-\xff\",\"integrationId\":\"" + testutil.IntegrationID + "\"}", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			eb := wantError(t, e.post("/v1/activations", []byte(tc.body), bearerHeader(tokenA)), 400, tc.field)
@@ -707,7 +699,7 @@ func TestBadRequests(t *testing.T) {
 func TestBodyTooLarge(t *testing.T) {
 	t.Parallel()
 	e := start(t, intake.Config{Tokens: []string{tokenA}, MaxBodyBytes: 1024})
-	req := request("u-big")
+	req := testutil.Request("u-big")
 	req.DynamicVariables = json.RawMessage(`{"pad":"` + strings.Repeat("x", 2000) + `"}`)
 	b := body(t, req)
 	eb := wantError(t, e.post("/v1/activations", b, bearerHeader(tokenA)), 413, "")
@@ -736,7 +728,7 @@ func TestBodyTooLarge(t *testing.T) {
 func TestBatch(t *testing.T) {
 	t.Parallel()
 	e := start(t, intake.Config{Tokens: []string{tokenA}, MaxBatch: 3, Batch: "signup"})
-	reqs := []versori.ActivationRequest{request("b-1"), request("b-2"), request("b-3")}
+	reqs := []versori.ActivationRequest{testutil.Request("b-1"), testutil.Request("b-2"), testutil.Request("b-3")}
 	a := e.post("/v1/activations:batch", body(t, reqs), bearerHeader(tokenA))
 	if a.code != 202 {
 		t.Fatalf("batch: %s", a)
@@ -761,7 +753,7 @@ func TestBatch(t *testing.T) {
 	}
 
 	// Again, with one new pair: 202, and the others are duplicates.
-	reqs = append(reqs[1:], request("b-4"))
+	reqs = append(reqs[1:], testutil.Request("b-4"))
 	a = e.post("/v1/activations:batch", body(t, reqs), bearerHeader(tokenA))
 	if a.code != 202 {
 		t.Fatalf("second batch: %s", a)
@@ -781,26 +773,26 @@ func TestBatch(t *testing.T) {
 	e.wantTasks(taskID("b-1"), taskID("b-2"), taskID("b-3"), taskID("b-4"))
 
 	// One bad element refuses the whole batch, naming it.
-	bad := []versori.ActivationRequest{request("b-5"), {UserID: "b-6"}, request("b-7")}
+	bad := []versori.ActivationRequest{testutil.Request("b-5"), {UserID: "b-6"}, testutil.Request("b-7")}
 	eb := wantError(t, e.post("/v1/activations:batch", body(t, bad), bearerHeader(tokenA)), 400, "[1].integrationId")
 	if eb.Index == nil || *eb.Index != 1 {
 		t.Errorf("index %v, want 1", eb.Index)
 	}
-	eb = wantError(t, e.post("/v1/activations:batch", []byte(`[`+string(body(t, request("b-5")))+`,{"userId":"b-6","bogus":1}]`), bearerHeader(tokenA)), 400, "[1].bogus")
+	eb = wantError(t, e.post("/v1/activations:batch", []byte(`[`+string(body(t, testutil.Request("b-5")))+`,{"userId":"b-6","bogus":1}]`), bearerHeader(tokenA)), 400, "[1].bogus")
 	if eb.Index == nil || *eb.Index != 1 {
 		t.Errorf("index %v, want 1", eb.Index)
 	}
-	wantError(t, e.post("/v1/activations:batch", []byte(`[`+string(body(t, request("b-5")))+`,42]`), bearerHeader(tokenA)), 400, "[1]")
+	wantError(t, e.post("/v1/activations:batch", []byte(`[`+string(body(t, testutil.Request("b-5")))+`,42]`), bearerHeader(tokenA)), 400, "[1]")
 	// Over the limit: 413.
-	over := []versori.ActivationRequest{request("b-5"), request("b-6"), request("b-7"), request("b-8")}
+	over := []versori.ActivationRequest{testutil.Request("b-5"), testutil.Request("b-6"), testutil.Request("b-7"), testutil.Request("b-8")}
 	eb = wantError(t, e.post("/v1/activations:batch", body(t, over), bearerHeader(tokenA)), 413, "")
 	if eb.Limit != 3 {
 		t.Errorf("limit %d, want 3", eb.Limit)
 	}
 	wantError(t, e.post("/v1/activations:batch", []byte(`[]`), bearerHeader(tokenA)), 400, "")
-	wantError(t, e.post("/v1/activations:batch", body(t, request("b-5")), bearerHeader(tokenA)), 400, "")
-	wantError(t, e.post("/v1/activations:batch", []byte(`[`+string(body(t, request("b-5")))+`] []`), bearerHeader(tokenA)), 400, "")
-	wantError(t, e.post("/v1/activations:batch", []byte(`[`+string(body(t, request("b-5")))), bearerHeader(tokenA)), 400, "")
+	wantError(t, e.post("/v1/activations:batch", body(t, testutil.Request("b-5")), bearerHeader(tokenA)), 400, "")
+	wantError(t, e.post("/v1/activations:batch", []byte(`[`+string(body(t, testutil.Request("b-5")))+`] []`), bearerHeader(tokenA)), 400, "")
+	wantError(t, e.post("/v1/activations:batch", []byte(`[`+string(body(t, testutil.Request("b-5")))), bearerHeader(tokenA)), 400, "")
 	wantError(t, e.post("/v1/activations:batch", body(t, over[:1]), nil), 401, "")
 	e.wantTasks(taskID("b-1"), taskID("b-2"), taskID("b-3"), taskID("b-4"))
 }
@@ -809,7 +801,7 @@ func TestBatchWebhookIDReplay(t *testing.T) {
 	t.Parallel()
 	secret := newSecret(t)
 	e := start(t, intake.Config{Secrets: []string{secret}})
-	b := body(t, []versori.ActivationRequest{request("b-1"), request("b-2")})
+	b := body(t, []versori.ActivationRequest{testutil.Request("b-1"), testutil.Request("b-2")})
 	first := e.post("/v1/activations:batch", b, signed(t, secret, "msg_batch", time.Now(), b))
 	if first.code != 202 {
 		t.Fatalf("batch: %s", first)
@@ -826,7 +818,7 @@ func TestTaskStatus(t *testing.T) {
 	get := func(id string) answer { return e.do("GET", "/v1/activations/"+id, nil, bearerHeader(tokenA)) }
 
 	wantError(t, get(taskID("u-1")), 404, "taskId") // not even a queue yet
-	wantAccepted(t, e.post("/v1/activations", body(t, request("u-1")), bearerHeader(tokenA)), 202, "u-1", producer.Enqueued)
+	wantAccepted(t, e.post("/v1/activations", body(t, testutil.Request("u-1")), bearerHeader(tokenA)), 202, "u-1", producer.Enqueued)
 	wantError(t, get(taskID("u-unknown")), 404, "taskId")
 	wantError(t, get(""), 404, "taskId")
 	wantError(t, e.do("GET", "/v1/activations/"+taskID("u-1"), nil, nil), 401, "")
@@ -838,12 +830,12 @@ func TestTaskStatus(t *testing.T) {
 	if st := decode[intake.TaskStatus](t, a); st != (intake.TaskStatus{TaskID: taskID("u-1"), State: "pending", Batch: intake.DefaultBatch}) {
 		t.Errorf("pending: %+v", st)
 	}
-	if strings.Contains(string(a.body), connection) {
+	if strings.Contains(string(a.body), testutil.ConnectionID) {
 		t.Errorf("status shows the request: %s", a.body)
 	}
 
 	// A user id with a slash, escaped in the path.
-	wantAccepted(t, e.post("/v1/activations", body(t, request("org/u-2")), bearerHeader(tokenA)), 202, "org/u-2", producer.Enqueued)
+	wantAccepted(t, e.post("/v1/activations", body(t, testutil.Request("org/u-2")), bearerHeader(tokenA)), 202, "org/u-2", producer.Enqueued)
 	if st := decode[intake.TaskStatus](t, get(strings.ReplaceAll(taskID("org/u-2"), "/", "%2F"))); st.State != "pending" || st.TaskID != taskID("org/u-2") {
 		t.Errorf("escaped slash: %+v", st)
 	}
@@ -871,12 +863,12 @@ func TestTaskStatus(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	srv.Shutdown()
-	if st.State != "completed" || st.ActivationID != "act-"+integration[:4] || st.CompletedAt.IsZero() {
+	if st.State != "completed" || st.ActivationID != "act-"+testutil.IntegrationID[:4] || st.CompletedAt.IsZero() {
 		t.Errorf("completed: %+v", st)
 	}
 
 	// Archived, then dead-lettered.
-	wantAccepted(t, e.post("/v1/activations", body(t, request("u-3")), bearerHeader(tokenA)), 202, "u-3", producer.Enqueued)
+	wantAccepted(t, e.post("/v1/activations", body(t, testutil.Request("u-3")), bearerHeader(tokenA)), 202, "u-3", producer.Enqueued)
 	if err := asynq.NewInspectorFromRedisClient(e.db.Client).ArchiveTask(queue, taskID("u-3")); err != nil {
 		t.Fatal(err)
 	}
@@ -884,7 +876,7 @@ func TestTaskStatus(t *testing.T) {
 		t.Errorf("archived: %+v", st)
 	}
 	if _, err := deadletter.NewStore(e.db.Client, queue).Add(context.Background(), deadletter.Entry{ID: taskID("u-3"), Reason: tasks.ReasonRetriesExhausted,
-		Error: "boom", Attempts: 25, Request: request("u-3")}); err != nil {
+		Error: "boom", Attempts: 25, Request: testutil.Request("u-3")}); err != nil {
 		t.Fatal(err)
 	}
 	if st := decode[intake.TaskStatus](t, get(taskID("u-3"))); st.State != "dead_lettered" || st.Reason != "retries_exhausted" || st.Attempts != 25 {
@@ -898,7 +890,7 @@ func TestRedisDown(t *testing.T) {
 	down := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: time.Second})
 	t.Cleanup(func() { down.Close() })
 	e := startOn(t, nil, down, intake.Config{Secrets: []string{secret}, Tokens: []string{tokenA}})
-	b := body(t, request("u-1"))
+	b := body(t, testutil.Request("u-1"))
 	for name, h := range map[string]http.Header{
 		"bearer, no webhook id": bearerHeader(tokenA),
 		"signed":                signed(t, secret, "msg_1", time.Now(), b),
@@ -909,7 +901,7 @@ func TestRedisDown(t *testing.T) {
 			t.Errorf("%s: 503 without Retry-After", name)
 		}
 	}
-	a := e.post("/v1/activations:batch", body(t, []versori.ActivationRequest{request("u-1")}), bearerHeader(tokenA))
+	a := e.post("/v1/activations:batch", body(t, []versori.ActivationRequest{testutil.Request("u-1")}), bearerHeader(tokenA))
 	wantError(t, a, 503, "")
 	wantError(t, e.do("GET", "/v1/activations/"+taskID("u-1"), nil, bearerHeader(tokenA)), 503, "")
 	if a := e.do("GET", "/readyz", nil, nil); a.code != 503 || a.header.Get("Retry-After") == "" {
@@ -943,7 +935,7 @@ func TestReady(t *testing.T) {
 func TestTooManyInFlight(t *testing.T) {
 	t.Parallel()
 	e := start(t, intake.Config{Tokens: []string{tokenA}, MaxConcurrent: 1})
-	b := body(t, request("u-1"))
+	b := body(t, testutil.Request("u-1"))
 	pr, pw := io.Pipe()
 	held := make(chan answer, 1)
 	go func() {
@@ -972,7 +964,7 @@ func TestTooManyInFlight(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	a := e.post("/v1/activations", body(t, request("u-2")), bearerHeader(tokenA))
+	a := e.post("/v1/activations", body(t, testutil.Request("u-2")), bearerHeader(tokenA))
 	wantError(t, a, 429, "")
 	if a.header.Get("Retry-After") == "" {
 		t.Error("429 without Retry-After")
@@ -984,13 +976,13 @@ func TestTooManyInFlight(t *testing.T) {
 	pw.Write(b[10:])
 	pw.Close()
 	wantAccepted(t, <-held, 202, "u-1", producer.Enqueued)
-	wantAccepted(t, e.post("/v1/activations", body(t, request("u-2")), bearerHeader(tokenA)), 202, "u-2", producer.Enqueued)
+	wantAccepted(t, e.post("/v1/activations", body(t, testutil.Request("u-2")), bearerHeader(tokenA)), 202, "u-2", producer.Enqueued)
 }
 
 func TestMetrics(t *testing.T) {
 	t.Parallel()
 	e := start(t, intake.Config{Tokens: []string{tokenA}})
-	b := body(t, request("u-1"))
+	b := body(t, testutil.Request("u-1"))
 	e.post("/v1/activations", b, bearerHeader(tokenA))
 	e.post("/v1/activations", b, bearerHeader(tokenA))
 	e.post("/v1/activations", b, nil)
@@ -1082,7 +1074,7 @@ func TestServeShutsDownGracefully(t *testing.T) {
 		resp.Body.Close()
 		inflight <- resp.StatusCode
 	}()
-	b := body(t, request("u-1"))
+	b := body(t, testutil.Request("u-1"))
 	pw.Write(b[:5])
 	time.Sleep(100 * time.Millisecond)
 	cancel()
@@ -1114,7 +1106,7 @@ func TestServeShutsDownGracefully(t *testing.T) {
 // requests of the same scope (route and credential) wait for it.
 func TestWebhookIDBeingHandled(t *testing.T) {
 	t.Parallel()
-	b := body(t, request("u-1"))
+	b := body(t, testutil.Request("u-1"))
 	for _, tc := range []struct {
 		name        string
 		route, tok  string
@@ -1124,9 +1116,9 @@ func TestWebhookIDBeingHandled(t *testing.T) {
 		errContains string
 	}{
 		{"same route, token and body: busy", routeOne, tokenA, b, 409, true, "being handled"},
-		{"same route and token, other body: conflict", routeOne, tokenA, body(t, request("u-2")), 409, false, "different request"},
+		{"same route and token, other body: conflict", routeOne, tokenA, body(t, testutil.Request("u-2")), 409, false, "different request"},
 		{"another token is not held up", routeOne, tokenB, b, 202, false, ""},
-		{"another route is not held up", routeBatch, tokenA, body(t, []versori.ActivationRequest{request("u-1")}), 202, false, ""},
+		{"another route is not held up", routeBatch, tokenA, body(t, []versori.ActivationRequest{testutil.Request("u-1")}), 202, false, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -1231,11 +1223,11 @@ func TestWebhookIDIsScopedToRouteAndCredential(t *testing.T) {
 			post := func(s send) answer {
 				var b []byte
 				if s.route == routeOne {
-					b = body(t, request(s.users[0]))
+					b = body(t, testutil.Request(s.users[0]))
 				} else {
 					reqs := make([]versori.ActivationRequest, len(s.users))
 					for i, u := range s.users {
-						reqs[i] = request(u)
+						reqs[i] = testutil.Request(u)
 					}
 					b = body(t, reqs)
 				}
@@ -1302,8 +1294,8 @@ func TestWebhookIDIsScopedToRouteAndCredential(t *testing.T) {
 		t.Parallel()
 		e := start(t, intake.Config{Secrets: []string{secret1, secret2}, Tokens: []string{tokenA, tokenB}})
 		withID := func(h http.Header) http.Header { h.Set(intake.HeaderWebhookID, "msg_1"); return h }
-		b1, b2, b3, b5 := body(t, request("u-1")), body(t, request("u-2")), body(t, request("u-3")), body(t, request("u-5"))
-		b4 := body(t, []versori.ActivationRequest{request("u-4")})
+		b1, b2, b3, b5 := body(t, testutil.Request("u-1")), body(t, testutil.Request("u-2")), body(t, testutil.Request("u-3")), body(t, testutil.Request("u-5"))
+		b4 := body(t, []versori.ActivationRequest{testutil.Request("u-4")})
 		wantAccepted(t, e.post(routeOne, b1, signed(t, secret1, "msg_1", time.Now(), b1)), 202, "u-1", producer.Enqueued)
 		wantAccepted(t, e.post(routeOne, b2, signed(t, secret2, "msg_1", time.Now(), b2)), 202, "u-2", producer.Enqueued)
 		wantAccepted(t, e.post(routeOne, b3, withID(bearerHeader(tokenA))), 202, "u-3", producer.Enqueued)
@@ -1345,21 +1337,21 @@ func (e *env) wantNoSecretsStored(secrets ...string) {
 func TestBatchDecodesEachElementStrictly(t *testing.T) {
 	t.Parallel()
 	e := start(t, intake.Config{Tokens: []string{tokenA}})
-	good := string(body(t, request("b-1")))
-	ok := `"userId":"b-2","integrationId":"` + integration + `"`
+	good := string(body(t, testutil.Request("b-1")))
+	ok := `"userId":"b-2","integrationId":"` + testutil.IntegrationID + `"`
 	for _, tc := range []struct {
 		name, body, field string
 		index             int // -1: none
 	}{
 		{"field name in another case", `[` + good + `,{` + ok + `,"USERID":"b-3"}]`, "[1].USERID", 1},
 		{"repeated field", `[{` + ok + `,"userId":"b-3"},` + good + `]`, "[0].userId", 0},
-		{"unknown nested field", `[` + good + `,` + good + `,{` + ok + `,"connections":[{"templateId":"` + template + `","connectionId":"` + connection + `","extra":1}]}]`, "[2].connections[0].extra", 2},
+		{"unknown nested field", `[` + good + `,` + good + `,{` + ok + `,"connections":[{"templateId":"` + testutil.TemplateID + `","connectionId":"` + testutil.ConnectionID + `","extra":1}]}]`, "[2].connections[0].extra", 2},
 		{"invalid field", `[` + good + `,{"userId":"b-2","integrationId":"nope"}]`, "[1].integrationId", 1},
 		{"null element", `[` + good + `,null]`, "[1]", 1},
 		{"string element", `[` + good + `,"b-2"]`, "[1]", 1},
 		{"nested array", `[[` + good + `]]`, "[0]", 0},
 		{"syntax error in an element", `[` + good + `,{"userId" "b-2"}]`, "[1]", 1},
-		{"not UTF-8", "[{\"userId\":\"b-\xff\",\"integrationId\":\"" + integration + "\"}]", "", -1},
+		{"not UTF-8", "[{\"userId\":\"b-\xff\",\"integrationId\":\"" + testutil.IntegrationID + "\"}]", "", -1},
 		{"not an array", good, "", -1},
 		{"empty", `[]`, "", -1},
 		{"two values", `[` + good + `] []`, "", -1},
@@ -1387,7 +1379,7 @@ func TestBatchDecodesEachElementStrictly(t *testing.T) {
 func TestLowerCaseULIDs(t *testing.T) {
 	t.Parallel()
 	lower := func(user string) versori.ActivationRequest {
-		r := request(user)
+		r := testutil.Request(user)
 		r.IntegrationID = strings.ToLower(r.IntegrationID)
 		r.Connections[0].TemplateID = strings.ToLower(r.Connections[0].TemplateID)
 		r.Connections[0].ConnectionID = strings.ToLower(r.Connections[0].ConnectionID)
@@ -1425,13 +1417,13 @@ func TestLowerCaseULIDs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if pl, err := tasks.DecodePayload(info.Payload); err != nil || fmt.Sprint(pl.Request) != fmt.Sprint(request("u-1")) {
-				t.Errorf("queued request %+v (%v), want the canonical %+v", pl.Request, err, request("u-1"))
+			if pl, err := tasks.DecodePayload(info.Payload); err != nil || fmt.Sprint(pl.Request) != fmt.Sprint(testutil.Request("u-1")) {
+				t.Errorf("queued request %+v (%v), want the canonical %+v", pl.Request, err, testutil.Request("u-1"))
 			}
 			// The same pair in upper case is the same job.
-			wantAccepted(t, e.post(routeOne, body(t, request("u-1")), bearerHeader(tokenA)), 200, "u-1", producer.Duplicate)
+			wantAccepted(t, e.post(routeOne, body(t, testutil.Request("u-1")), bearerHeader(tokenA)), 200, "u-1", producer.Duplicate)
 			// Its status, asked for with the task id the client would make from its own request.
-			for _, id := range []string{tasks.TaskID(tc.req.Pair()), "act:" + strings.ToLower(integration) + ":u-1"} {
+			for _, id := range []string{tasks.TaskID(tc.req.Pair()), "act:" + strings.ToLower(testutil.IntegrationID) + ":u-1"} {
 				st := decode[intake.TaskStatus](t, e.do("GET", "/v1/activations/"+id, nil, bearerHeader(tokenA)))
 				if st.TaskID != taskID("u-1") || st.State != "pending" {
 					t.Errorf("status of %s: %+v, want %s pending", id, st, taskID("u-1"))

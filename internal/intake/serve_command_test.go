@@ -143,7 +143,7 @@ func TestServeCommand(t *testing.T) {
 		}
 		return answer{code: resp.StatusCode, header: resp.Header, body: rb}
 	}
-	b := body(t, request("u-1"))
+	b := body(t, testutil.Request("u-1"))
 	a := post("/v1/activations", b, signed(t, secret, "msg_1", time.Now(), b))
 	if a.code != 202 {
 		t.Fatalf("signed POST: %s", a)
@@ -151,13 +151,13 @@ func TestServeCommand(t *testing.T) {
 	if acc := decode[intake.Accepted](t, a); acc.Batch != "signups" || acc.Status != producer.Enqueued {
 		t.Errorf("accepted %+v", acc)
 	}
-	if a := post("/v1/activations", body(t, request("u-2")), bearerHeader(tokenB)); a.code != 202 {
+	if a := post("/v1/activations", body(t, testutil.Request("u-2")), bearerHeader(tokenB)); a.code != 202 {
 		t.Errorf("bearer POST: %s", a)
 	}
-	if a := post("/v1/activations", body(t, request("u-3")), nil); a.code != 401 {
+	if a := post("/v1/activations", body(t, testutil.Request("u-3")), nil); a.code != 401 {
 		t.Errorf("unauthenticated POST: %s", a)
 	}
-	three := body(t, []any{request("u-4"), request("u-5"), request("u-6")})
+	three := body(t, []any{testutil.Request("u-4"), testutil.Request("u-5"), testutil.Request("u-6")})
 	if a := post("/v1/activations:batch", three, bearerHeader(tokenA)); a.code != 413 {
 		t.Errorf("batch over --max-batch 2: %s", a)
 	}

@@ -14,14 +14,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/versori/versoritest"
 )
 
 // The ids of server_test.go, spelt in lower case as a client might send them.
 var (
-	intALower      = strings.ToLower(intA)
-	templateXLower = strings.ToLower(templateX)
+	intALower      = strings.ToLower(testutil.IntegrationID)
+	templateXLower = strings.ToLower(testutil.TemplateID)
 )
 
 // noRedirects is a client that shows redirects instead of following them to a host that never resolves.
@@ -58,7 +59,7 @@ func activateBody(t *testing.T, user, integration string, templates ...string) s
 	t.Helper()
 	conns := []map[string]string{}
 	for _, tm := range templates {
-		conns = append(conns, map[string]string{"templateId": tm, "connectionId": strings.ToLower(connY)})
+		conns = append(conns, map[string]string{"templateId": tm, "connectionId": strings.ToLower(testutil.ConnectionID)})
 	}
 	b, err := json.Marshal(map[string]any{"userId": user, "integrationId": integration, "connections": conns})
 	if err != nil {
@@ -111,7 +112,7 @@ func waitPending(t *testing.T, s *versoritest.Server) {
 func TestULIDCase(t *testing.T) {
 	const user = "user-1"
 	lower := versori.Pair{UserID: user, IntegrationID: intALower}
-	canonical := versori.Pair{UserID: user, IntegrationID: intA}
+	canonical := versori.Pair{UserID: user, IntegrationID: testutil.IntegrationID}
 	tests := []struct {
 		name            string
 		setup           func(s *versoritest.Server)
@@ -121,52 +122,52 @@ func TestULIDCase(t *testing.T) {
 		listIntegration string
 		wantCount       int
 	}{
-		{name: "POST lower, list upper", postIntegration: intALower, status: 200, listIntegration: intA, wantCount: 1},
-		{name: "POST upper, list lower", postIntegration: intA, status: 200, listIntegration: intALower, wantCount: 1},
+		{name: "POST lower, list upper", postIntegration: intALower, status: 200, listIntegration: testutil.IntegrationID, wantCount: 1},
+		{name: "POST upper, list lower", postIntegration: testutil.IntegrationID, status: 200, listIntegration: intALower, wantCount: 1},
 		{name: "POST lower, list unfiltered", postIntegration: intALower, status: 200, wantCount: 1},
 		{
 			name:            "requirement given in lower case, met in upper case",
 			setup:           func(s *versoritest.Server) { s.RequireConnection(intALower, templateXLower) },
-			postIntegration: intA, templates: []string{templateX}, status: 200, listIntegration: intA, wantCount: 1,
+			postIntegration: testutil.IntegrationID, templates: []string{testutil.TemplateID}, status: 200, listIntegration: testutil.IntegrationID, wantCount: 1,
 		},
 		{
 			name:            "requirement given in upper case, met in lower case",
-			setup:           func(s *versoritest.Server) { s.RequireConnection(intA, templateX) },
-			postIntegration: intALower, templates: []string{templateXLower}, status: 200, listIntegration: intA, wantCount: 1,
+			setup:           func(s *versoritest.Server) { s.RequireConnection(testutil.IntegrationID, testutil.TemplateID) },
+			postIntegration: intALower, templates: []string{templateXLower}, status: 200, listIntegration: testutil.IntegrationID, wantCount: 1,
 		},
 		{
 			name:            "requirement unmet in either case",
-			setup:           func(s *versoritest.Server) { s.RequireConnection(intALower, templateX) },
-			postIntegration: intA, status: 400, listIntegration: intA,
+			setup:           func(s *versoritest.Server) { s.RequireConnection(intALower, testutil.TemplateID) },
+			postIntegration: testutil.IntegrationID, status: 400, listIntegration: testutil.IntegrationID,
 		},
 		{
 			name: "requirement cleared in lower case",
 			setup: func(s *versoritest.Server) {
-				s.RequireConnection(intA, templateX)
+				s.RequireConnection(testutil.IntegrationID, testutil.TemplateID)
 				s.ClearRequirements(intALower)
 			},
-			postIntegration: intA, status: 200, listIntegration: intA, wantCount: 1,
+			postIntegration: testutil.IntegrationID, status: 200, listIntegration: testutil.IntegrationID, wantCount: 1,
 		},
 		{
 			name:            "integration forgotten in lower case",
 			setup:           func(s *versoritest.Server) { s.ForgetIntegration(intALower) },
-			postIntegration: intA, status: 404, listIntegration: intA,
+			postIntegration: testutil.IntegrationID, status: 404, listIntegration: testutil.IntegrationID,
 		},
 		{
 			name:            "script for the lower-case pair",
 			setup:           func(s *versoritest.Server) { s.Script(lower, versoritest.Fault{Status: 503}) },
-			postIntegration: intA, status: 503, listIntegration: intA,
+			postIntegration: testutil.IntegrationID, status: 503, listIntegration: testutil.IntegrationID,
 		},
 		{
 			name:            "forbidden for the lower-case pair",
 			setup:           func(s *versoritest.Server) { s.Forbid(lower) },
-			postIntegration: intA, status: 403, listIntegration: intALower,
+			postIntegration: testutil.IntegrationID, status: 403, listIntegration: intALower,
 		},
 		{
 			name:      "seeded for the lower-case pair",
 			setup:     func(s *versoritest.Server) { s.Seed(lower) },
 			status:    200,
-			wantCount: 1, listIntegration: intA,
+			wantCount: 1, listIntegration: testutil.IntegrationID,
 		},
 	}
 	for _, tt := range tests {
@@ -185,8 +186,8 @@ func TestULIDCase(t *testing.T) {
 					if err := json.Unmarshal(raw, &a); err != nil {
 						t.Fatal(err)
 					}
-					if a.Integration.ID != intA || a.User.ExternalID != user {
-						t.Errorf("answer holds integration %q, user %q; want %q, %q", a.Integration.ID, a.User.ExternalID, intA, user)
+					if a.Integration.ID != testutil.IntegrationID || a.User.ExternalID != user {
+						t.Errorf("answer holds integration %q, user %q; want %q, %q", a.Integration.ID, a.User.ExternalID, testutil.IntegrationID, user)
 					}
 				}
 				if calls := s.Calls(); len(calls) != 1 || calls[0].Pair != canonical {
@@ -198,8 +199,8 @@ func TestULIDCase(t *testing.T) {
 				t.Errorf("list with integration_id %q: %v, want %d activations", tt.listIntegration, ids, tt.wantCount)
 			}
 			for _, id := range integrations {
-				if id != intA {
-					t.Errorf("listed integration %q, want %q", id, intA)
+				if id != testutil.IntegrationID {
+					t.Errorf("listed integration %q, want %q", id, testutil.IntegrationID)
 				}
 			}
 			if last := s.Calls()[len(s.Calls())-1]; last.Pair.IntegrationID != strings.ToUpper(tt.listIntegration) {
@@ -228,14 +229,14 @@ func TestULIDCaseDuplicates(t *testing.T) {
 	}{
 		{
 			name:       "one integration in two cases is one pair",
-			posts:      []versori.Pair{{UserID: "u", IntegrationID: intALower}, {UserID: "u", IntegrationID: intA}},
-			wantDups:   []versori.Pair{{UserID: "u", IntegrationID: intA}},
-			wantCounts: map[versori.Pair]int{{UserID: "u", IntegrationID: intA}: 2, {UserID: "u", IntegrationID: intALower}: 2},
+			posts:      []versori.Pair{{UserID: "u", IntegrationID: intALower}, {UserID: "u", IntegrationID: testutil.IntegrationID}},
+			wantDups:   []versori.Pair{{UserID: "u", IntegrationID: testutil.IntegrationID}},
+			wantCounts: map[versori.Pair]int{{UserID: "u", IntegrationID: testutil.IntegrationID}: 2, {UserID: "u", IntegrationID: intALower}: 2},
 		},
 		{
 			name:       "user ids in two cases are two pairs",
-			posts:      []versori.Pair{{UserID: "User-1", IntegrationID: intA}, {UserID: "user-1", IntegrationID: intALower}},
-			wantCounts: map[versori.Pair]int{{UserID: "User-1", IntegrationID: intA}: 1, {UserID: "user-1", IntegrationID: intA}: 1},
+			posts:      []versori.Pair{{UserID: "User-1", IntegrationID: testutil.IntegrationID}, {UserID: "user-1", IntegrationID: intALower}},
+			wantCounts: map[versori.Pair]int{{UserID: "User-1", IntegrationID: testutil.IntegrationID}: 1, {UserID: "user-1", IntegrationID: testutil.IntegrationID}: 1},
 		},
 	}
 	for _, tt := range tests {
@@ -265,7 +266,7 @@ func TestULIDCaseDuplicates(t *testing.T) {
 // delete, the hub id of the list route and its cursors.
 func TestULIDCaseInPathAndCursors(t *testing.T) {
 	s := versoritest.New(t, versoritest.Options{PageSize: 1})
-	p := versori.Pair{UserID: "u", IntegrationID: intA}
+	p := versori.Pair{UserID: "u", IntegrationID: testutil.IntegrationID}
 	first, second := s.Seed(p), s.Seed(p)
 	auth := "Bearer " + s.APIKey()
 	tests := []struct {
@@ -327,14 +328,14 @@ func TestLateCommit(t *testing.T) {
 		{name: "scripted drop", script: []versoritest.Fault{{Drop: true, CommitAfter: delay}}, status: 0, wantCommitted: true},
 		{
 			name: "integration gone before the commit lands", faults: versoritest.Faults{LateCommitRate: 1, LateCommitDelay: delay},
-			setup: func(s *versoritest.Server) { s.ForgetIntegration(intA) }, status: 504,
+			setup: func(s *versoritest.Server) { s.ForgetIntegration(testutil.IntegrationID) }, status: 504,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			s := versoritest.New(t, versoritest.Options{Faults: tt.faults})
-			p := versori.Pair{UserID: "u", IntegrationID: intA}
+			p := versori.Pair{UserID: "u", IntegrationID: testutil.IntegrationID}
 			s.Script(p, tt.script...)
 			if tt.setup != nil {
 				tt.setup(s)
@@ -418,7 +419,7 @@ func TestHangCommit(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			s := versoritest.New(t, versoritest.Options{Faults: tt.faults})
-			p := versori.Pair{UserID: "u", IntegrationID: intA}
+			p := versori.Pair{UserID: "u", IntegrationID: testutil.IntegrationID}
 			s.Script(p, tt.script...)
 			c, err := versori.New(versori.Config{BaseURL: s.URL(), HubID: s.HubID(), Auth: versori.APIKey(s.APIKey()),
 				Timeout: cmp.Or(tt.clientTimeout, 10*time.Second)})
@@ -465,7 +466,7 @@ func TestHangReleasedAtEnd(t *testing.T) {
 	start := time.Now()
 	t.Run("held", func(t *testing.T) {
 		s := versoritest.New(t, versoritest.Options{Faults: versoritest.Faults{HangCommitRate: 1, HangFor: time.Minute}})
-		url, body, key := s.URL()+"/activations", activateBody(t, "u", intA), s.APIKey()
+		url, body, key := s.URL()+"/activations", activateBody(t, "u", testutil.IntegrationID), s.APIKey()
 		go func() {
 			req, _ := http.NewRequest("POST", url, strings.NewReader(body))
 			req.Header.Set("Authorization", "Bearer "+key)
@@ -495,7 +496,7 @@ func TestHangReleasedAtEnd(t *testing.T) {
 }
 
 func TestGatewayStatuses(t *testing.T) {
-	p := versori.Pair{UserID: "u", IntegrationID: intA}
+	p := versori.Pair{UserID: "u", IntegrationID: testutil.IntegrationID}
 	tests := []struct {
 		name     string
 		faults   versoritest.Faults
@@ -555,11 +556,11 @@ func TestGatewayStatuses(t *testing.T) {
 			}
 			// The fault is about that request: the key still works for the list, and for another pair
 			// unless a rate says otherwise.
-			if _, _, raw := rawDo(t, "GET", s.URL()+"/embed/"+s.HubID()+"/users/u/activations?integration_id="+intA, "Bearer "+s.APIKey(), ""); !bytes.Contains(raw, []byte(`"totalCount":0`)) {
+			if _, _, raw := rawDo(t, "GET", s.URL()+"/embed/"+s.HubID()+"/users/u/activations?integration_id="+testutil.IntegrationID, "Bearer "+s.APIKey(), ""); !bytes.Contains(raw, []byte(`"totalCount":0`)) {
 				t.Errorf("list after the fault: %s", raw)
 			}
 			if tt.faults == (versoritest.Faults{}) {
-				if status, _, raw := post(t, s, "other-user", intA); status != 200 {
+				if status, _, raw := post(t, s, "other-user", testutil.IntegrationID); status != 200 {
 					t.Errorf("another pair: %d %s", status, raw)
 				}
 			}
@@ -569,7 +570,7 @@ func TestGatewayStatuses(t *testing.T) {
 
 func TestForbidEveryPOST(t *testing.T) {
 	s := versoritest.New(t, versoritest.Options{})
-	p := versori.Pair{UserID: "u", IntegrationID: intA}
+	p := versori.Pair{UserID: "u", IntegrationID: testutil.IntegrationID}
 	s.Forbid(p)
 	s.Script(p, versoritest.Fault{Status: 503})
 	c := newClient(t, s, nil)
@@ -584,9 +585,9 @@ func TestForbidEveryPOST(t *testing.T) {
 		name string
 		pair versori.Pair
 	}{
-		{"other user", versori.Pair{UserID: "v", IntegrationID: intA}},
-		{"other integration", versori.Pair{UserID: "u", IntegrationID: intB}},
-		{"user in another case", versori.Pair{UserID: "U", IntegrationID: intA}},
+		{"other user", versori.Pair{UserID: "v", IntegrationID: testutil.IntegrationID}},
+		{"other integration", versori.Pair{UserID: "u", IntegrationID: testutil.OtherIntegrationID}},
+		{"user in another case", versori.Pair{UserID: "U", IntegrationID: testutil.IntegrationID}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -625,7 +626,7 @@ func shapeOf(t *testing.T, raw []byte) string {
 
 func TestBadList(t *testing.T) {
 	const user = "u"
-	p := versori.Pair{UserID: user, IntegrationID: intA}
+	p := versori.Pair{UserID: user, IntegrationID: testutil.IntegrationID}
 	tests := []struct {
 		name        string
 		faults      versoritest.Faults
@@ -641,7 +642,7 @@ func TestBadList(t *testing.T) {
 				s.ScriptList(versori.Pair{UserID: user, IntegrationID: intALower}, `{}`, `<html>oops</html>`)
 			},
 			calls:       3,
-			integration: intA,
+			integration: testutil.IntegrationID,
 			want:        []string{`{}`, `<html>oops</html>`},
 			wantShapes:  []string{"{}", "not JSON", "page"},
 		},
@@ -653,10 +654,12 @@ func TestBadList(t *testing.T) {
 			wantShapes: []string{"null", "page"},
 		},
 		{
-			name:        "another pair's script is not used",
-			setup:       func(s *versoritest.Server) { s.ScriptList(versori.Pair{UserID: "v", IntegrationID: intA}, `{}`) },
+			name: "another pair's script is not used",
+			setup: func(s *versoritest.Server) {
+				s.ScriptList(versori.Pair{UserID: "v", IntegrationID: testutil.IntegrationID}, `{}`)
+			},
 			calls:       2,
-			integration: intA,
+			integration: testutil.IntegrationID,
 			wantShapes:  []string{"page"},
 		},
 		{
@@ -664,7 +667,7 @@ func TestBadList(t *testing.T) {
 			faults:      versoritest.Faults{BadListRate: 1},
 			setup:       func(s *versoritest.Server) { s.ScriptList(p, `{"activations":[]}`) },
 			calls:       1,
-			integration: intA,
+			integration: testutil.IntegrationID,
 			want:        []string{`{"activations":[]}`},
 			wantShapes:  []string{"unknown"},
 		},
@@ -672,7 +675,7 @@ func TestBadList(t *testing.T) {
 			name:        "rate 1 meets every shape",
 			faults:      versoritest.Faults{BadListRate: 1},
 			calls:       60,
-			integration: intA,
+			integration: testutil.IntegrationID,
 			wantShapes:  []string{"{}", "null", "wrapped", "null activations"},
 		},
 	}
@@ -734,7 +737,7 @@ func TestBadListDoesNotShiftPOSTFaults(t *testing.T) {
 		s := versoritest.New(t, versoritest.Options{Seed: 7, Faults: versoritest.Faults{ServerErrorRate: 0.3, ConflictRate: 0.3, BadListRate: badList}})
 		var statuses []int
 		for i := range 40 {
-			status, _, _ := post(t, s, fmt.Sprint("u", i), intA)
+			status, _, _ := post(t, s, fmt.Sprint("u", i), testutil.IntegrationID)
 			statuses = append(statuses, status)
 			rawDo(t, "GET", s.URL()+"/embed/"+s.HubID()+"/users/u/activations", "Bearer "+s.APIKey(), "")
 		}
@@ -746,7 +749,7 @@ func TestBadListDoesNotShiftPOSTFaults(t *testing.T) {
 }
 
 func TestLongRetryAfter(t *testing.T) {
-	p := versori.Pair{UserID: "u", IntegrationID: intA}
+	p := versori.Pair{UserID: "u", IntegrationID: testutil.IntegrationID}
 	dayAhead := time.Now().Add(24 * time.Hour).UTC().Format(http.TimeFormat)
 	tests := []struct {
 		name   string
@@ -884,7 +887,7 @@ func TestAdminGatewayFaults(t *testing.T) {
 		t.Errorf("GET faults = %s (%v)", raw, err)
 	}
 
-	if status, _, raw := post(t, s, "u", intA); status != 503 {
+	if status, _, raw := post(t, s, "u", testutil.IntegrationID); status != 503 {
 		t.Fatalf("POST under lateCommitRate 1: %d %s", status, raw)
 	}
 	_, _, raw = rawDo(t, "GET", s.URL()+"/_standin/stats", "", "")

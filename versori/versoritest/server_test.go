@@ -19,15 +19,12 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/versori/versoritest"
 )
 
 const (
-	intA      = "01J5TESTA00000000000000001"
-	intB      = "01J5TESTB00000000000000002"
-	templateX = "01J5TESTX00000000000000003"
-	connY     = "01J5TESTY00000000000000004"
 	signKeyID = "01J5TESTK00000000000000005"
 )
 
@@ -79,7 +76,7 @@ func do(t *testing.T, method, url, auth, body string) (int, http.Header, map[str
 }
 
 func TestDefaultsAreValidULIDs(t *testing.T) {
-	for _, id := range []string{versoritest.DefaultHubID, intA, intB, templateX, connY, signKeyID} {
+	for _, id := range []string{versoritest.DefaultHubID, testutil.IntegrationID, testutil.OtherIntegrationID, testutil.TemplateID, testutil.ConnectionID, signKeyID} {
 		if _, err := ulid.ParseStrict(id); err != nil {
 			t.Errorf("%s: %v", id, err)
 		}
@@ -91,9 +88,9 @@ func TestActivate(t *testing.T) {
 		name string
 		conn []versori.ActivationConnection
 	}{
-		{"existing connection", []versori.ActivationConnection{{TemplateID: templateX, ConnectionID: connY}}},
+		{"existing connection", []versori.ActivationConnection{{TemplateID: testutil.TemplateID, ConnectionID: testutil.ConnectionID}}},
 		{"new connection", []versori.ActivationConnection{{
-			TemplateID: templateX, Name: "shopify", Credentials: json.RawMessage(`{"action":{"apiKey":"k"}}`),
+			TemplateID: testutil.TemplateID, Name: "shopify", Credentials: json.RawMessage(`{"action":{"apiKey":"k"}}`),
 			Variables: []versori.ConnectionVariable{{Name: "shop", Value: "acme"}},
 		}}},
 		{"no connections", nil},
@@ -101,12 +98,12 @@ func TestActivate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := versoritest.New(t, versoritest.Options{})
-			s.RequireConnection(intA, templateX)
+			s.RequireConnection(testutil.IntegrationID, testutil.TemplateID)
 			if tt.conn == nil {
-				s.ClearRequirements(intA)
+				s.ClearRequirements(testutil.IntegrationID)
 			}
 			c := newClient(t, s, nil)
-			a, err := c.Activate(context.Background(), request("user-1", intA, tt.conn...))
+			a, err := c.Activate(context.Background(), request("user-1", testutil.IntegrationID, tt.conn...))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -117,13 +114,13 @@ func TestActivate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if full.HubID != s.HubID() || full.User.ExternalID != "user-1" || full.User.HubID != s.HubID() || full.Integration.ID != intA {
+			if full.HubID != s.HubID() || full.User.ExternalID != "user-1" || full.User.HubID != s.HubID() || full.Integration.ID != testutil.IntegrationID {
 				t.Errorf("activation = %+v", full)
 			}
 			if !full.Integration.IsActivated || !full.Integration.IsDeployed || full.Integration.ImageURL == "" {
 				t.Errorf("integration summary = %+v", full.Integration)
 			}
-			p := versori.Pair{UserID: "user-1", IntegrationID: intA}
+			p := versori.Pair{UserID: "user-1", IntegrationID: testutil.IntegrationID}
 			if n := s.ActivationCount(p); n != 1 {
 				t.Errorf("ActivationCount = %d, want 1", n)
 			}
@@ -149,7 +146,7 @@ func TestActivate(t *testing.T) {
 func TestResponseShape(t *testing.T) {
 	s := versoritest.New(t, versoritest.Options{})
 	status, _, m := do(t, "POST", s.URL()+"/activations", "Bearer "+s.APIKey(),
-		`{"userId":"u","integrationId":"`+intA+`","connections":[]}`)
+		`{"userId":"u","integrationId":"`+testutil.IntegrationID+`","connections":[]}`)
 	if status != 200 {
 		t.Fatalf("status %d: %v", status, m)
 	}
@@ -197,7 +194,7 @@ func TestDuplicatePOSTCreatesSecondActivation(t *testing.T) {
 	s := versoritest.New(t, versoritest.Options{})
 	c := newClient(t, s, nil)
 	ctx := context.Background()
-	p := versori.Pair{UserID: "user-1", IntegrationID: intA}
+	p := versori.Pair{UserID: "user-1", IntegrationID: testutil.IntegrationID}
 	first, err := c.Activate(ctx, request(p.UserID, p.IntegrationID))
 	if err != nil {
 		t.Fatal(err)
@@ -234,12 +231,12 @@ func TestListPagination(t *testing.T) {
 	var wantA []string
 	for i := range 8 {
 		if i%4 == 3 {
-			s.Seed(versori.Pair{UserID: "user-1", IntegrationID: intB})
+			s.Seed(versori.Pair{UserID: "user-1", IntegrationID: testutil.OtherIntegrationID})
 			continue
 		}
-		wantA = append(wantA, s.Seed(versori.Pair{UserID: "user-1", IntegrationID: intA}))
+		wantA = append(wantA, s.Seed(versori.Pair{UserID: "user-1", IntegrationID: testutil.IntegrationID}))
 	}
-	s.Seed(versori.Pair{UserID: "user-2", IntegrationID: intA})
+	s.Seed(versori.Pair{UserID: "user-2", IntegrationID: testutil.IntegrationID})
 	if len(s.Calls()) != 0 {
 		t.Fatalf("Seed recorded calls: %v", s.Calls())
 	}
@@ -250,8 +247,8 @@ func TestListPagination(t *testing.T) {
 		want        int
 	}{
 		{"all integrations", "", 8},
-		{"one integration", intA, len(wantA)},
-		{"other integration", intB, 2},
+		{"one integration", testutil.IntegrationID, len(wantA)},
+		{"other integration", testutil.OtherIntegrationID, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -273,7 +270,7 @@ func TestListPagination(t *testing.T) {
 			if !slices.IsSorted(ids) || len(slices.Compact(slices.Clone(ids))) != len(ids) {
 				t.Errorf("ids not sorted and unique: %v", ids)
 			}
-			if tt.integration == intA && !slices.Equal(ids, wantA) {
+			if tt.integration == testutil.IntegrationID && !slices.Equal(ids, wantA) {
 				t.Errorf("ids = %v, want %v", ids, wantA)
 			}
 			pages := len(s.Calls()) - before
@@ -283,16 +280,16 @@ func TestListPagination(t *testing.T) {
 		})
 	}
 
-	found, err := c.FindActivation(ctx, "user-1", intB)
-	if err != nil || found == nil || found.Integration.ID != intB {
+	found, err := c.FindActivation(ctx, "user-1", testutil.OtherIntegrationID)
+	if err != nil || found == nil || found.Integration.ID != testutil.OtherIntegrationID {
 		t.Fatalf("FindActivation = %+v, %v", found, err)
 	}
-	none, err := c.FindActivation(ctx, "user-3", intA)
+	none, err := c.FindActivation(ctx, "user-3", testutil.IntegrationID)
 	if err != nil || none != nil {
 		t.Fatalf("FindActivation for a user without activations = %+v, %v", none, err)
 	}
 	last := s.Calls()[len(s.Calls())-1]
-	if last.Op != versori.OpListActivations || last.Pair != (versori.Pair{UserID: "user-3", IntegrationID: intA}) {
+	if last.Op != versori.OpListActivations || last.Pair != (versori.Pair{UserID: "user-3", IntegrationID: testutil.IntegrationID}) {
 		t.Errorf("list call = %+v", last)
 	}
 }
@@ -301,7 +298,7 @@ func TestListCursors(t *testing.T) {
 	s := versoritest.New(t, versoritest.Options{PageSize: 2})
 	var ids []string
 	for range 5 {
-		ids = append(ids, s.Seed(versori.Pair{UserID: "u", IntegrationID: intA}))
+		ids = append(ids, s.Seed(versori.Pair{UserID: "u", IntegrationID: testutil.IntegrationID}))
 	}
 	base := s.URL() + "/embed/" + s.HubID() + "/users/u/activations"
 	auth := "Bearer " + s.APIKey()
@@ -342,7 +339,7 @@ func TestGetAndDelete(t *testing.T) {
 	s := versoritest.New(t, versoritest.Options{})
 	c := newClient(t, s, nil)
 	ctx := context.Background()
-	p := versori.Pair{UserID: "user-1", IntegrationID: intA}
+	p := versori.Pair{UserID: "user-1", IntegrationID: testutil.IntegrationID}
 	id := s.Seed(p)
 
 	got, err := c.GetActivation(ctx, id)
@@ -386,7 +383,7 @@ func TestGetAndDelete(t *testing.T) {
 
 // TestErrors checks that each way a POST can fail is classified as the worker must treat it.
 func TestErrors(t *testing.T) {
-	p := versori.Pair{UserID: "user-1", IntegrationID: intA}
+	p := versori.Pair{UserID: "user-1", IntegrationID: testutil.IntegrationID}
 	httpDate := time.Now().Add(5 * time.Second).UTC().Format(http.TimeFormat)
 	tests := []struct {
 		name           string
@@ -408,16 +405,16 @@ func TestErrors(t *testing.T) {
 			class: versori.ClassNotFound, status: 404, messageContain: "end user",
 		},
 		{
-			name: "forgotten integration", setup: func(s *versoritest.Server) { s.ForgetIntegration(intA) },
+			name: "forgotten integration", setup: func(s *versoritest.Server) { s.ForgetIntegration(testutil.IntegrationID) },
 			class: versori.ClassNotFound, status: 404, messageContain: "integration",
 		},
 		{
 			name:  "missing connection",
-			setup: func(s *versoritest.Server) { s.RequireConnection(intA, templateX) },
+			setup: func(s *versoritest.Server) { s.RequireConnection(testutil.IntegrationID, testutil.TemplateID) },
 			req: request(p.UserID, p.IntegrationID,
-				versori.ActivationConnection{TemplateID: connY, ConnectionID: connY}),
+				versori.ActivationConnection{TemplateID: testutil.ConnectionID, ConnectionID: testutil.ConnectionID}),
 			class: versori.ClassMissingConnections, status: 400,
-			messageContain: "missing connections: integration requires a connection for template " + templateX,
+			messageContain: "missing connections: integration requires a connection for template " + testutil.TemplateID,
 		},
 		{
 			name:  "scripted 503",
@@ -502,18 +499,18 @@ func TestErrors(t *testing.T) {
 
 func TestMissingConnectionsBody(t *testing.T) {
 	s := versoritest.New(t, versoritest.Options{})
-	s.RequireConnection(intA, templateX)
-	_, err := newClient(t, s, nil).Activate(context.Background(), request("u", intA))
+	s.RequireConnection(testutil.IntegrationID, testutil.TemplateID)
+	_, err := newClient(t, s, nil).Activate(context.Background(), request("u", testutil.IntegrationID))
 	var ae *versori.Error
 	if !errors.As(err, &ae) {
 		t.Fatal(err)
 	}
-	want := []versori.ErrorField{{Field: "connections", Message: "missing connection for template " + templateX}}
+	want := []versori.ErrorField{{Field: "connections", Message: "missing connection for template " + testutil.TemplateID}}
 	if !slices.Equal(ae.Fields, want) {
 		t.Errorf("fields = %+v, want %+v", ae.Fields, want)
 	}
-	s.ClearRequirements(intA)
-	if _, err := newClient(t, s, nil).Activate(context.Background(), request("u", intA)); err != nil {
+	s.ClearRequirements(testutil.IntegrationID)
+	if _, err := newClient(t, s, nil).Activate(context.Background(), request("u", testutil.IntegrationID)); err != nil {
 		t.Errorf("after ClearRequirements: %v", err)
 	}
 }
@@ -527,9 +524,9 @@ func TestBadRequests(t *testing.T) {
 		field                          string
 	}{
 		{"malformed JSON", "POST", "/activations", auth, `{"userId":`, 400, "body"},
-		{"missing userId", "POST", "/activations", auth, `{"integrationId":"` + intA + `","connections":[]}`, 400, "userId"},
+		{"missing userId", "POST", "/activations", auth, `{"integrationId":"` + testutil.IntegrationID + `","connections":[]}`, 400, "userId"},
 		{"missing integrationId", "POST", "/activations", auth, `{"userId":"u","connections":[]}`, 400, "integrationId"},
-		{"wrong type", "POST", "/activations", auth, `{"userId":5,"integrationId":"` + intA + `"}`, 400, "userId"},
+		{"wrong type", "POST", "/activations", auth, `{"userId":5,"integrationId":"` + testutil.IntegrationID + `"}`, 400, "userId"},
 		{"auth before body", "POST", "/activations", "", `{`, 401, ""},
 		{"unknown scheme", "POST", "/activations", "Basic dTpw", `{}`, 401, ""},
 		{"JWT not configured", "POST", "/activations", "JWT abc", `{}`, 401, ""},
@@ -577,7 +574,7 @@ func TestHealthAndBasePath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Activate(context.Background(), request("u", intA)); err != nil {
+	if _, err := c.Activate(context.Background(), request("u", testutil.IntegrationID)); err != nil {
 		t.Errorf("activate under the production base path: %v", err)
 	}
 }
@@ -586,14 +583,14 @@ func TestSetAPIKey(t *testing.T) {
 	s := versoritest.New(t, versoritest.Options{APIKey: "old"})
 	old := newClient(t, s, nil)
 	ctx := context.Background()
-	if _, err := old.Activate(ctx, request("u", intA)); err != nil {
+	if _, err := old.Activate(ctx, request("u", testutil.IntegrationID)); err != nil {
 		t.Fatal(err)
 	}
 	s.SetAPIKey("new")
-	if _, err := old.Activate(ctx, request("u", intB)); versori.Classify(err) != versori.ClassUnauthorized {
+	if _, err := old.Activate(ctx, request("u", testutil.OtherIntegrationID)); versori.Classify(err) != versori.ClassUnauthorized {
 		t.Errorf("old key after rotation: %v", err)
 	}
-	if _, err := newClient(t, s, nil).Activate(ctx, request("u", intB)); err != nil {
+	if _, err := newClient(t, s, nil).Activate(ctx, request("u", testutil.OtherIntegrationID)); err != nil {
 		t.Errorf("new key: %v", err)
 	}
 }
@@ -624,7 +621,7 @@ func TestJWT(t *testing.T) {
 	wrongKeyID, _ := versori.NewJWTAuth("01J5WR0NGK3Y00000000000000", key)
 	expired, _ := versori.NewJWTAuth(signKeyID, key, versori.WithJWTClock(func() time.Time { return time.Now().Add(-time.Hour) }))
 	ctx := context.Background()
-	p := versori.Pair{UserID: "user-1", IntegrationID: intA}
+	p := versori.Pair{UserID: "user-1", IntegrationID: testutil.IntegrationID}
 
 	c := newClient(t, s, good)
 	a, err := c.Activate(ctx, request(p.UserID, p.IntegrationID))
@@ -640,7 +637,7 @@ func TestJWT(t *testing.T) {
 	if calls := s.Calls(); calls[0].Auth != "jwt" {
 		t.Errorf("recorded Auth = %q", calls[0].Auth)
 	}
-	if _, err := newClient(t, s, nil).Activate(ctx, request("user-2", intA)); err != nil {
+	if _, err := newClient(t, s, nil).Activate(ctx, request("user-2", testutil.IntegrationID)); err != nil {
 		t.Errorf("the API key still works alongside JWTs: %v", err)
 	}
 
@@ -721,7 +718,7 @@ func TestDropAfterCommit(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := versoritest.New(t, versoritest.Options{})
-			p := versori.Pair{UserID: "user-1", IntegrationID: intA}
+			p := versori.Pair{UserID: "user-1", IntegrationID: testutil.IntegrationID}
 			tt.setup(s, p)
 			_, err := newClient(t, s, nil).Activate(context.Background(), request(p.UserID, p.IntegrationID))
 			if !versori.IsOutcomeUnknown(err) || versori.Classify(err) != versori.ClassTransient {
@@ -743,7 +740,7 @@ func TestDropAfterCommit(t *testing.T) {
 
 func TestDropWithoutCommit(t *testing.T) {
 	s := versoritest.New(t, versoritest.Options{})
-	p := versori.Pair{UserID: "user-1", IntegrationID: intA}
+	p := versori.Pair{UserID: "user-1", IntegrationID: testutil.IntegrationID}
 	s.Script(p, versoritest.Fault{Drop: true})
 	_, err := newClient(t, s, nil).Activate(context.Background(), request(p.UserID, p.IntegrationID))
 	if !versori.IsOutcomeUnknown(err) {
@@ -761,7 +758,7 @@ func TestLatencyAfterCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := versori.Pair{UserID: "user-1", IntegrationID: intA}
+	p := versori.Pair{UserID: "user-1", IntegrationID: testutil.IntegrationID}
 	start := time.Now()
 	_, err = c.Activate(context.Background(), request(p.UserID, p.IntegrationID))
 	if took := time.Since(start); took < timeout {
@@ -793,7 +790,7 @@ func TestLatency(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := versoritest.New(t, versoritest.Options{})
-			p := versori.Pair{UserID: "u", IntegrationID: intA}
+			p := versori.Pair{UserID: "u", IntegrationID: testutil.IntegrationID}
 			tt.setup(s, p)
 			start := time.Now()
 			if _, err := newClient(t, s, nil).Activate(context.Background(), request(p.UserID, p.IntegrationID)); err != nil {
@@ -808,7 +805,7 @@ func TestLatency(t *testing.T) {
 
 func TestScriptQueueThenRates(t *testing.T) {
 	s := versoritest.New(t, versoritest.Options{})
-	p := versori.Pair{UserID: "u", IntegrationID: intA}
+	p := versori.Pair{UserID: "u", IntegrationID: testutil.IntegrationID}
 	s.Script(p, versoritest.Fault{Status: 503}, versoritest.Fault{Status: 429, RetryAfter: "2"})
 	c := newClient(t, s, nil)
 	ctx := context.Background()
@@ -820,7 +817,7 @@ func TestScriptQueueThenRates(t *testing.T) {
 		}
 	}
 	// Another pair's script is not consumed by p's calls.
-	q := versori.Pair{UserID: "v", IntegrationID: intA}
+	q := versori.Pair{UserID: "v", IntegrationID: testutil.IntegrationID}
 	s.Script(q, versoritest.Fault{Status: 503})
 	if _, err := c.Activate(ctx, request(p.UserID, p.IntegrationID)); err != nil {
 		t.Errorf("p consumed q's script: %v", err)
@@ -838,7 +835,7 @@ func TestRatesAreSeeded(t *testing.T) {
 		}})
 		c := newClient(t, s, nil)
 		for i := range 100 {
-			_, _ = c.Activate(context.Background(), request(fmt.Sprint("u", i), intA))
+			_, _ = c.Activate(context.Background(), request(fmt.Sprint("u", i), testutil.IntegrationID))
 		}
 		var statuses []int
 		for _, call := range s.Calls() {
@@ -871,7 +868,7 @@ func TestConcurrentActivations(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			if _, err := c.Activate(context.Background(), request(fmt.Sprint("u", i%20), intA)); err != nil {
+			if _, err := c.Activate(context.Background(), request(fmt.Sprint("u", i%20), testutil.IntegrationID)); err != nil {
 				t.Error(err)
 			}
 		})
@@ -953,17 +950,17 @@ func TestAdmin(t *testing.T) {
 		t.Fatalf("POST faults {}: %d", st)
 	}
 
-	if st := post("/_standin/require?integration="+intA+"&template="+templateX, ""); st != 204 {
+	if st := post("/_standin/require?integration="+testutil.IntegrationID+"&template="+testutil.TemplateID, ""); st != 204 {
 		t.Fatalf("require: %d", st)
 	}
 	c := newClient(t, s, nil)
-	if _, err := c.Activate(context.Background(), request("u", intA)); versori.Classify(err) != versori.ClassMissingConnections {
+	if _, err := c.Activate(context.Background(), request("u", testutil.IntegrationID)); versori.Classify(err) != versori.ClassMissingConnections {
 		t.Errorf("after require: %v", err)
 	}
-	if st := post("/_standin/clear?integration="+intA, ""); st != 204 {
+	if st := post("/_standin/clear?integration="+testutil.IntegrationID, ""); st != 204 {
 		t.Fatalf("clear: %d", st)
 	}
-	if _, err := c.Activate(context.Background(), request("u", intA)); err != nil {
+	if _, err := c.Activate(context.Background(), request("u", testutil.IntegrationID)); err != nil {
 		t.Errorf("after clear: %v", err)
 	}
 
@@ -979,7 +976,7 @@ func TestAdmin(t *testing.T) {
 	}
 	var acts []versoritest.Activation
 	get("/_standin/activations", &acts)
-	if len(acts) != 1 || acts[0].Pair.IntegrationID != intA {
+	if len(acts) != 1 || acts[0].Pair.IntegrationID != testutil.IntegrationID {
 		t.Errorf("activations = %+v", acts)
 	}
 	if st := post("/_standin/nope", ""); st != 404 {
@@ -1002,7 +999,7 @@ func BenchmarkActivate(b *testing.B) {
 			n++
 			user := fmt.Sprint("u", n)
 			mu.Unlock()
-			if _, err := c.Activate(context.Background(), request(user, intA)); err != nil {
+			if _, err := c.Activate(context.Background(), request(user, testutil.IntegrationID)); err != nil {
 				b.Error(err)
 				return
 			}

@@ -25,9 +25,6 @@ import (
 
 const (
 	queue       = "activations"
-	integration = "01JDCRM0000000000000000000"
-	template    = "01JDCRM0000000000000000001"
-	connection  = "01JDCRM0000000000000000002"
 	unreachable = "redis://127.0.0.1:1/0"
 	secret      = "s3cr3t"
 )
@@ -63,17 +60,17 @@ func runDB(t *testing.T, db *testutil.RedisDB, stdin string, args ...string) res
 }
 
 func request(user string) versori.ActivationRequest {
-	return versori.ActivationRequest{UserID: user, IntegrationID: integration}
+	return versori.ActivationRequest{UserID: user, IntegrationID: testutil.IntegrationID}
 }
 
 // fullRequest has every kind of field: an existing connection, a new one and dynamic variables.
 func fullRequest(user string) versori.ActivationRequest {
 	return versori.ActivationRequest{
 		UserID:        user,
-		IntegrationID: integration,
+		IntegrationID: testutil.IntegrationID,
 		Connections: []versori.ActivationConnection{
-			{TemplateID: template, ConnectionID: connection},
-			{TemplateID: "01JDCRM0000000000000000003", Name: "billing <&>", Credentials: json.RawMessage(`{"apiKey":"k"}`),
+			{TemplateID: testutil.TemplateID, ConnectionID: testutil.ConnectionID},
+			{TemplateID: testutil.OtherTemplateID, Name: "billing <&>", Credentials: json.RawMessage(`{"apiKey":"k"}`),
 				Variables: []versori.ConnectionVariable{{Name: "region", Value: "EU"}}},
 		},
 		DynamicVariables: json.RawMessage(`{"region":"EU","seats":5}`),
@@ -91,43 +88,8 @@ func jsonLine(t *testing.T, req versori.ActivationRequest) string {
 	return string(b)
 }
 
-func jsonl(t *testing.T, reqs ...versori.ActivationRequest) string {
-	t.Helper()
-	var b strings.Builder
-	for _, r := range reqs {
-		b.WriteString(jsonLine(t, r) + "\n")
-	}
-	return b.String()
-}
-
-func writeFile(t *testing.T, name, content string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 func inspector(db *testutil.RedisDB) *asynq.Inspector {
 	return asynq.NewInspectorFromRedisClient(db.Client)
-}
-
-// pending is the number of pending tasks of q; a queue asynq has never seen has none.
-func pending(t *testing.T, db *testutil.RedisDB, q string) int {
-	t.Helper()
-	qs, err := inspector(db).Queues()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Contains(qs, q) {
-		return 0
-	}
-	qi, err := inspector(db).GetQueueInfo(q)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return qi.Pending
 }
 
 // payload returns the payload and state of the task with the given id.
@@ -236,12 +198,12 @@ func TestFileEnqueuesAndRerunEnqueuesNothing(t *testing.T) {
 	t.Parallel()
 	reqs := []versori.ActivationRequest{fullRequest("u-1"), request("u-2"), request("us\u00e9r-\u00e9")}
 	csvContent := "userId,integrationId,templateId,connectionId,var.region,dynamicVariables\n" +
-		"u-1," + integration + "," + template + "," + connection + ",EU,\"{\"\"seats\"\":5}\"\n" +
-		"u-2," + integration + ",,,,\n" +
-		"us\u00e9r-\u00e9," + integration + ",,,,\n"
+		"u-1," + testutil.IntegrationID + "," + testutil.TemplateID + "," + testutil.ConnectionID + ",EU,\"{\"\"seats\"\":5}\"\n" +
+		"u-2," + testutil.IntegrationID + ",,,,\n" +
+		"us\u00e9r-\u00e9," + testutil.IntegrationID + ",,,,\n"
 	csvWant := []versori.ActivationRequest{
-		{UserID: "u-1", IntegrationID: integration,
-			Connections:      []versori.ActivationConnection{{TemplateID: template, ConnectionID: connection}},
+		{UserID: "u-1", IntegrationID: testutil.IntegrationID,
+			Connections:      []versori.ActivationConnection{{TemplateID: testutil.TemplateID, ConnectionID: testutil.ConnectionID}},
 			DynamicVariables: json.RawMessage(`{"region":"EU","seats":5}`)},
 		request("u-2"), request("us\u00e9r-\u00e9"),
 	}
@@ -249,14 +211,14 @@ func TestFileEnqueuesAndRerunEnqueuesNothing(t *testing.T) {
 		name, file, content string
 		want                []versori.ActivationRequest
 	}{
-		{"jsonl", "in.jsonl", jsonl(t, reqs...), reqs},
-		{"ndjson", "in.NDJSON", jsonl(t, reqs...), reqs},
+		{"jsonl", "in.jsonl", testutil.JSONL(t, reqs...), reqs},
+		{"ndjson", "in.NDJSON", testutil.JSONL(t, reqs...), reqs},
 		{"csv", "in.csv", csvContent, csvWant},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			db := testutil.Redis(t)
-			path := writeFile(t, tc.file, tc.content)
+			path := testutil.WriteFile(t, tc.file, tc.content)
 
 			r := runDB(t, db, "", "file", path, "--batch", "b-first")
 			if r.code != enqueuecmd.ExitOK {
@@ -265,7 +227,7 @@ func TestFileEnqueuesAndRerunEnqueuesNothing(t *testing.T) {
 			if m := counts(t, r, len(tc.want), 0, 0, 0); m["batch"] != "b-first" {
 				t.Errorf("batch = %q, want b-first", m["batch"])
 			}
-			if n := pending(t, db, queue); n != len(tc.want) {
+			if n := testutil.Pending(t, db.Client, queue); n != len(tc.want) {
 				t.Errorf("pending tasks = %d, want %d", n, len(tc.want))
 			}
 			for _, want := range tc.want {
@@ -287,7 +249,7 @@ func TestFileEnqueuesAndRerunEnqueuesNothing(t *testing.T) {
 			if m := counts(t, r, 0, len(tc.want), 0, 0); !strings.HasPrefix(m["batch"], "b-") || m["batch"] == "b-first" {
 				t.Errorf("re-run without --batch: batch %q, want a new b-... id", m["batch"])
 			}
-			if n := pending(t, db, queue); n != len(tc.want) {
+			if n := testutil.Pending(t, db.Client, queue); n != len(tc.want) {
 				t.Errorf("after the re-run: pending tasks = %d, want %d", n, len(tc.want))
 			}
 			if p, _ := payload(t, db, queue, id(tc.want[0])); p.Batch != "b-first" {
@@ -300,7 +262,7 @@ func TestFileEnqueuesAndRerunEnqueuesNothing(t *testing.T) {
 func TestFileOptionsAndEnvironment(t *testing.T) {
 	t.Parallel()
 	db := testutil.Redis(t)
-	path := writeFile(t, "in.jsonl", jsonl(t, request("u-1"), request("u-1"), request("u-2")))
+	path := testutil.WriteFile(t, "in.jsonl", testutil.JSONL(t, request("u-1"), request("u-1"), request("u-2")))
 	vars := map[string]string{"REDIS_URL": db.URL(), "QUEUE": "other"}
 
 	// Flags may follow the path; QUEUE picks the queue; a pair twice in a file is queued once.
@@ -309,10 +271,10 @@ func TestFileOptionsAndEnvironment(t *testing.T) {
 		t.Fatalf("want exit 0:\n%s", r)
 	}
 	counts(t, r, 2, 1, 0, 0)
-	if n := pending(t, db, queue); n != 0 {
+	if n := testutil.Pending(t, db.Client, queue); n != 0 {
 		t.Errorf("queue %s: %d pending, want 0 (QUEUE=other)", queue, n)
 	}
-	if n := pending(t, db, "other"); n != 2 {
+	if n := testutil.Pending(t, db.Client, "other"); n != 2 {
 		t.Errorf("queue other: %d pending, want 2", n)
 	}
 	if p, _ := payload(t, db, "other", id(request("u-1"))); !p.Reconcile {
@@ -322,13 +284,13 @@ func TestFileOptionsAndEnvironment(t *testing.T) {
 	// --queue wins over QUEUE; a pair is activated from the queue it was first queued on, so the
 	// same file on another queue queues nothing there.
 	r = run(t, vars, "", "file", "--queue", queue, "--quiet", path)
-	if r.code != enqueuecmd.ExitOK || pending(t, db, queue) != 0 || !strings.Contains(r.stdout, "of which on another queue: 3") {
+	if r.code != enqueuecmd.ExitOK || testutil.Pending(t, db.Client, queue) != 0 || !strings.Contains(r.stdout, "of which on another queue: 3") {
 		t.Errorf("--queue %s: want exit 0, nothing pending there and 3 rows on another queue:\n%s", queue, r)
 	}
 	counts(t, r, 0, 3, 0, 0)
 
 	// Job options reach asynq.
-	path2 := writeFile(t, "more.jsonl", jsonl(t, request("u-3")))
+	path2 := testutil.WriteFile(t, "more.jsonl", testutil.JSONL(t, request("u-3")))
 	r = runDB(t, db, "", "file", path2, "--max-retry", "7", "--timeout", "45s", "--retention", "1h", "--quiet")
 	if r.code != enqueuecmd.ExitOK {
 		t.Fatalf("want exit 0:\n%s", r)
@@ -350,7 +312,7 @@ func TestFileOptionsAndEnvironment(t *testing.T) {
 func TestFileStdin(t *testing.T) {
 	t.Parallel()
 	db := testutil.Redis(t)
-	in := jsonl(t, request("u-1"), fullRequest("u-2"))
+	in := testutil.JSONL(t, request("u-1"), fullRequest("u-2"))
 	r := runDB(t, db, in, "file", "-", "--quiet")
 	if r.code != enqueuecmd.ExitOK {
 		t.Fatalf("want exit 0:\n%s", r)
@@ -424,7 +386,7 @@ func TestFileRejectsBadRowsAndRunsTheRest(t *testing.T) {
 				`{"userId":"u-x","integrationId":"not-a-ulid"}` + "\n" +
 				`{"userId":` + "\n" +
 				"\n" +
-				`{"userId":"u-y","integrationId":"` + integration + `","connections":[{"templateId":"bad"}]}` + "\n" +
+				`{"userId":"u-y","integrationId":"` + testutil.IntegrationID + `","connections":[{"templateId":"bad"}]}` + "\n" +
 				jsonLine(t, good2) + "\n",
 			rejects: []rejectLine{{Line: 2, Field: "integrationId"}, {Line: 3}, {Line: 5, Field: "connections[0].templateId"}},
 		},
@@ -432,17 +394,17 @@ func TestFileRejectsBadRowsAndRunsTheRest(t *testing.T) {
 			name: "csv",
 			file: "in.csv",
 			content: "userId,integrationId\n" +
-				"u-1," + integration + "\n" +
+				"u-1," + testutil.IntegrationID + "\n" +
 				"u-x,not-a-ulid\n" +
 				"u-y\n" +
-				"u-2," + integration + "\n",
+				"u-2," + testutil.IntegrationID + "\n",
 			rejects: []rejectLine{{Line: 3, Field: "integrationId"}, {Line: 4}},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			db := testutil.Redis(t)
-			path := writeFile(t, tc.file, tc.content)
+			path := testutil.WriteFile(t, tc.file, tc.content)
 			r := runDB(t, db, "", "file", path, "--quiet")
 			if r.code != enqueuecmd.ExitRejected {
 				t.Fatalf("want exit 1:\n%s", r)
@@ -468,7 +430,7 @@ func TestFileRejectsBadRowsAndRunsTheRest(t *testing.T) {
 					t.Errorf("good row %s: state %v", good.UserID, state)
 				}
 			}
-			if n := pending(t, db, queue); n != 2 {
+			if n := testutil.Pending(t, db.Client, queue); n != 2 {
 				t.Errorf("pending = %d, want 2", n)
 			}
 		})
@@ -480,20 +442,20 @@ func TestFileDryRunEnqueuesNothing(t *testing.T) {
 	db := testutil.Redis(t)
 	dead := request("u-dead")
 	addDeadLetter(t, db, dead, tasks.ReasonNotFound)
-	path := writeFile(t, "in.jsonl", jsonl(t, request("u-1"), request("u-2"), dead))
+	path := testutil.WriteFile(t, "in.jsonl", testutil.JSONL(t, request("u-1"), request("u-2"), dead))
 
 	r := runDB(t, db, "", "file", path, "--dry-run", "--quiet")
 	if r.code != enqueuecmd.ExitOK {
 		t.Fatalf("want exit 0:\n%s", r)
 	}
 	counts(t, r, 2, 0, 1, 0)
-	if n := pending(t, db, queue); n != 0 {
+	if n := testutil.Pending(t, db.Client, queue); n != 0 {
 		t.Errorf("dry run: %d pending tasks, want 0", n)
 	}
 	noTask(t, db, id(request("u-1")))
 
 	// With a bad row: exit 1 and a rejects file, still nothing enqueued.
-	bad := writeFile(t, "bad.jsonl", jsonl(t, request("u-1"))+"{}\n")
+	bad := testutil.WriteFile(t, "bad.jsonl", testutil.JSONL(t, request("u-1"))+"{}\n")
 	r = runDB(t, db, "", "file", bad, "--dry-run", "--quiet")
 	if r.code != enqueuecmd.ExitRejected {
 		t.Fatalf("want exit 1:\n%s", r)
@@ -502,7 +464,7 @@ func TestFileDryRunEnqueuesNothing(t *testing.T) {
 	if got := readRejects(t, bad+".rejects.jsonl"); len(got) != 1 || got[0].Line != 2 {
 		t.Errorf("rejects = %+v, want line 2", got)
 	}
-	if n := pending(t, db, queue); n != 0 {
+	if n := testutil.Pending(t, db.Client, queue); n != 0 {
 		t.Errorf("dry run: %d pending tasks, want 0", n)
 	}
 
@@ -519,7 +481,7 @@ func TestFileSkipsDeadLetteredPairs(t *testing.T) {
 	db := testutil.Redis(t)
 	dead := fullRequest("u-dead")
 	addDeadLetter(t, db, dead, tasks.ReasonMissingConnections)
-	path := writeFile(t, "in.jsonl", jsonl(t, request("u-1"), dead, request("u-2")))
+	path := testutil.WriteFile(t, "in.jsonl", testutil.JSONL(t, request("u-1"), dead, request("u-2")))
 
 	r := runDB(t, db, "", "file", path, "--quiet")
 	if r.code != enqueuecmd.ExitOK {
@@ -530,7 +492,7 @@ func TestFileSkipsDeadLetteredPairs(t *testing.T) {
 	if got := deadIDs(t, db); !slices.Equal(got, []string{id(dead)}) {
 		t.Errorf("dead letters = %v, want the one there was", got)
 	}
-	if n := pending(t, db, queue); n != 2 {
+	if n := testutil.Pending(t, db.Client, queue); n != 2 {
 		t.Errorf("pending = %d, want 2", n)
 	}
 }
@@ -543,9 +505,9 @@ func TestUsageErrors(t *testing.T) {
 	txt := filepath.Join(dir, "in.txt")
 	csvBad := filepath.Join(dir, "bad.csv")
 	for path, content := range map[string]string{
-		good:   jsonl(t, request("u-1")),
-		txt:    jsonl(t, request("u-1")),
-		csvBad: "userId,integrationId,colour\nu-1," + integration + ",red\n",
+		good:   testutil.JSONL(t, request("u-1")),
+		txt:    testutil.JSONL(t, request("u-1")),
+		csvBad: "userId,integrationId,colour\nu-1," + testutil.IntegrationID + ",red\n",
 	} {
 		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 			t.Fatal(err)
@@ -601,7 +563,7 @@ func TestUsageErrors(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		// Nothing of any of them reached the queue (runs after the parallel subtests).
-		if n := pending(t, db, queue); n != 0 {
+		if n := testutil.Pending(t, db.Client, queue); n != 0 {
 			t.Errorf("usage errors enqueued %d tasks", n)
 		}
 	})
@@ -625,7 +587,7 @@ func TestHelp(t *testing.T) {
 
 func TestRedisUnreachable(t *testing.T) {
 	t.Parallel()
-	path := writeFile(t, "in.jsonl", jsonl(t, request("u-1"), request("u-2")))
+	path := testutil.WriteFile(t, "in.jsonl", testutil.JSONL(t, request("u-1"), request("u-2")))
 	for _, tc := range []struct {
 		name  string
 		args  []string
@@ -645,7 +607,7 @@ func TestRedisUnreachable(t *testing.T) {
 		for _, url := range []string{unreachable, "redis://:" + secret + "@127.0.0.1:1/0"} {
 			t.Run(tc.name+"/"+url, func(t *testing.T) {
 				t.Parallel()
-				r := run(t, map[string]string{"REDIS_URL": url}, jsonl(t, request("u-1")), tc.args...)
+				r := run(t, map[string]string{"REDIS_URL": url}, testutil.JSONL(t, request("u-1")), tc.args...)
 				if r.code != enqueuecmd.ExitFailed {
 					t.Fatalf("want exit 3:\n%s", r)
 				}
@@ -667,7 +629,7 @@ func TestRedisUnreachable(t *testing.T) {
 func TestSecretsNeverPrinted(t *testing.T) {
 	t.Parallel()
 	db := testutil.Redis(t)
-	path := writeFile(t, "in.jsonl", jsonl(t, request("u-1")))
+	path := testutil.WriteFile(t, "in.jsonl", testutil.JSONL(t, request("u-1")))
 	// The test Redis has no password; depending on its version, AUTH is refused or ignored.
 	withPassword := "redis://:" + secret + "@" + db.Addr + "/" + fmt.Sprint(db.Number)
 	for _, tc := range []struct {
@@ -701,7 +663,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 				if how == "flag" {
 					vars, args = nil, append(slices.Clone(tc.args), "--redis-url="+tc.url)
 				}
-				r := run(t, vars, jsonl(t, request("u-1")), args...)
+				r := run(t, vars, testutil.JSONL(t, request("u-1")), args...)
 				if tc.code >= 0 && r.code != tc.code {
 					t.Errorf("%s: want exit %d:\n%s", how, tc.code, r)
 				}
@@ -881,12 +843,12 @@ func TestDLQRequeue(t *testing.T) {
 			if got := deadIDs(t, db); !slices.Equal(got, sorted(want...)) {
 				t.Errorf("dead letters left = %v, want %v", got, sorted(want...))
 			}
-			if n := pending(t, db, queue); n != len(tc.requeued) {
+			if n := testutil.Pending(t, db.Client, queue); n != len(tc.requeued) {
 				t.Errorf("pending = %d, want %d", n, len(tc.requeued))
 			}
 
 			// Requeued pairs are queued: a file with them enqueues nothing.
-			path := writeFile(t, "again.jsonl", jsonl(t, a, b, c))
+			path := testutil.WriteFile(t, "again.jsonl", testutil.JSONL(t, a, b, c))
 			r = runDB(t, db, "", "file", path, "--quiet")
 			if r.code != enqueuecmd.ExitOK {
 				t.Fatalf("file: want exit 0:\n%s", r)
@@ -945,7 +907,7 @@ func TestDLQRequeueReplacesArchivedTask(t *testing.T) {
 	addDeadLetter(t, db, req, tasks.ReasonRetriesExhausted, func(e *deadletter.Entry) { e.Batch = "b-old" })
 
 	// While the archived task is there, the pair cannot be enqueued again by a file.
-	path := writeFile(t, "in.jsonl", jsonl(t, req))
+	path := testutil.WriteFile(t, "in.jsonl", testutil.JSONL(t, req))
 	if r := runDB(t, db, "", "file", path, "--quiet"); r.code != enqueuecmd.ExitOK {
 		t.Fatalf("file: want exit 0:\n%s", r)
 	} else {
@@ -1004,7 +966,7 @@ func TestDLQRequeueLeavesRunningJob(t *testing.T) {
 		srv.Shutdown()
 	})
 
-	path := writeFile(t, "in.jsonl", jsonl(t, req))
+	path := testutil.WriteFile(t, "in.jsonl", testutil.JSONL(t, req))
 	if r := runDB(t, db, "", "file", path, "--quiet"); r.code != enqueuecmd.ExitOK {
 		t.Fatalf("file: want exit 0:\n%s", r)
 	}
@@ -1066,7 +1028,7 @@ func TestDLQPurge(t *testing.T) {
 			if got := deadIDs(t, db); !slices.Equal(got, sorted(want...)) {
 				t.Errorf("dead letters left = %v, want %v", got, sorted(want...))
 			}
-			if n := pending(t, db, queue); n != 0 {
+			if n := testutil.Pending(t, db.Client, queue); n != 0 {
 				t.Errorf("purge enqueued %d tasks", n)
 			}
 			// The reason indexes follow: listing by reason shows only what is left.
@@ -1107,7 +1069,7 @@ func TestDLQRequeueAndPurgeNeedExactlyOneSelection(t *testing.T) {
 	if got := deadIDs(t, db); !slices.Equal(got, []string{id(a)}) {
 		t.Errorf("dead letters = %v, want untouched", got)
 	}
-	if n := pending(t, db, queue); n != 0 {
+	if n := testutil.Pending(t, db.Client, queue); n != 0 {
 		t.Errorf("%d tasks enqueued", n)
 	}
 }
@@ -1187,7 +1149,7 @@ func TestPauseResume(t *testing.T) {
 	if r := runDB(t, db, "", "pause"); r.code != enqueuecmd.ExitOK || !strings.Contains(r.stdout, "paused") {
 		t.Fatalf("pause: want exit 0:\n%s", r)
 	}
-	path := writeFile(t, "in.jsonl", jsonl(t, request("u-1")))
+	path := testutil.WriteFile(t, "in.jsonl", testutil.JSONL(t, request("u-1")))
 	if r := runDB(t, db, "", "file", path, "--quiet"); r.code != enqueuecmd.ExitOK {
 		t.Fatalf("file: want exit 0:\n%s", r)
 	}
@@ -1213,7 +1175,7 @@ func TestPauseResume(t *testing.T) {
 			t.Errorf("step %d %s: paused = %v, want %v", i, step.verb, got, step.want)
 		}
 	}
-	if n := pending(t, db, queue); n != 1 {
+	if n := testutil.Pending(t, db.Client, queue); n != 1 {
 		t.Errorf("pending = %d, want the 1 job kept", n)
 	}
 
@@ -1254,7 +1216,7 @@ func TestDLQFixAndRequeue(t *testing.T) {
 	// The fixed row replaces its dead letter; a row for a pair with no dead letter and a malformed
 	// row are reported, and the rest still runs.
 	fixed := fullRequest("u-b")
-	path := writeFile(t, "fixed.jsonl", jsonl(t, request("u-nobody"), fixed)+"{\"userId\":\n")
+	path := testutil.WriteFile(t, "fixed.jsonl", testutil.JSONL(t, request("u-nobody"), fixed)+"{\"userId\":\n")
 	r = runDB(t, db, "", "dlq", "requeue", "--file", path)
 	if r.code != enqueuecmd.ExitRejected || !strings.Contains(r.stdout, "requeued: 1\n") ||
 		!strings.Contains(r.stdout, "not dead-lettered (nothing done; lines 1): 1\n") || !strings.Contains(r.stdout, "rejected: 1\n") ||
@@ -1271,14 +1233,14 @@ func TestDLQFixAndRequeue(t *testing.T) {
 	}
 	// Again: nothing left to requeue, and nothing queued twice.
 	r = runDB(t, db, "", "dlq", "requeue", "--file", path)
-	if r.code != enqueuecmd.ExitRejected || !strings.Contains(r.stdout, "requeued: 0\n") || pending(t, db, queue) != 3 {
+	if r.code != enqueuecmd.ExitRejected || !strings.Contains(r.stdout, "requeued: 0\n") || testutil.Pending(t, db.Client, queue) != 3 {
 		t.Errorf("requeue --file again: want nothing requeued and 3 jobs pending:\n%s", r)
 	}
 
 	// CSV works the same, with ULIDs in lower case.
 	d := request("u-d")
 	addDeadLetter(t, db, d, tasks.ReasonNotFound)
-	csvPath := writeFile(t, "fixed.csv", "userId,integrationId\nu-d,"+strings.ToLower(d.IntegrationID)+"\n")
+	csvPath := testutil.WriteFile(t, "fixed.csv", "userId,integrationId\nu-d,"+strings.ToLower(d.IntegrationID)+"\n")
 	if r = runDB(t, db, "", "dlq", "requeue", "--file", csvPath); r.code != enqueuecmd.ExitOK || !strings.Contains(r.stdout, "requeued: 1\n") {
 		t.Errorf("requeue --file CSV: want exit 0 and 1 requeued:\n%s", r)
 	}
@@ -1289,7 +1251,7 @@ func TestDLQFixAndRequeue(t *testing.T) {
 	if r = runDB(t, db, "", "dlq", "purge", id(e)); r.code != enqueuecmd.ExitOK || !strings.Contains(r.stdout, "purged: 1\n") {
 		t.Fatalf("purge: want exit 0, 1 purged:\n%s", r)
 	}
-	r = runDB(t, db, "", "file", "--quiet", writeFile(t, "e.jsonl", jsonl(t, fullRequest("u-e"))))
+	r = runDB(t, db, "", "file", "--quiet", testutil.WriteFile(t, "e.jsonl", testutil.JSONL(t, fullRequest("u-e"))))
 	if r.code != enqueuecmd.ExitOK {
 		t.Fatalf("file after the purge: want exit 0:\n%s", r)
 	}

@@ -1,12 +1,9 @@
 package enqueuecmd_test
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,21 +21,8 @@ func TestEnqueueFileMemoryIsFlat(t *testing.T) {
 	}
 	const rows = 100_000
 	const limitKB = 64 * 1024 // about twice what it uses (35 MiB at 256 enqueues in flight)
-	dir := t.TempDir()
 	bin := testutil.GoBuild(t, "github.com/versori/activator/cmd/enqueue")
-	path := filepath.Join(dir, "rows.jsonl")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := bufio.NewWriter(f)
-	for i := range rows {
-		fmt.Fprintf(w, `{"userId":"user-%07d","integrationId":"01JDCRM0000000000000000000","connections":[{"templateId":"01JDCRMTP10000000000000000","connectionId":"01JDC0NN000000000000000000"}],"dynamicVariables":{"region":"eu"}}`+"\n", i)
-	}
-	if err := w.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	path := testutil.WriteRows(t, rows)
 
 	db := testutil.Redis(t)
 	cmd := exec.Command(bin, "file", "--quiet", "--redis-url", db.URL(), path)
@@ -56,7 +40,7 @@ func TestEnqueueFileMemoryIsFlat(t *testing.T) {
 		defer close(sampled)
 		peak.Sample(cmd.Process.Pid, 10*time.Millisecond, exited)
 	}()
-	err = cmd.Wait()
+	err := cmd.Wait()
 	close(exited)
 	<-sampled
 	if err != nil {
