@@ -155,3 +155,54 @@ func BenchmarkDecodePayload(b *testing.B) {
 		}
 	}
 }
+
+// TestDecodePayloadDeadLetterPair checks the pair DecodePayload gives with an error, which names the
+// job's dead letter (and a requeue of it activates): the pair the request names by the strict
+// decoder's rules when the payload's other fields are bad, and none when which pair is meant is a
+// guess. Before, a bad enqueuedAt or maxRetry lost the pair, two "request" members gave the last one,
+// and a request refused for {"userId":"alice","UserID":"bob"} was dead-lettered as bob's (encoding/json
+// matches names in any case), so a requeue activated bob. No error quotes a credential.
+func TestDecodePayloadDeadLetterPair(t *testing.T) {
+	t.Parallel()
+	I := testutil.IntegrationID
+	good := `{"userId":"alice","integrationId":"` + I + `","connections":[]}`
+	newConn := func(creds string) string {
+		return `{"userId":"alice","integrationId":"` + I + `","connections":[{"templateId":"` + testutil.TemplateID + `","name":"n","credentials":` + creds + `}]}`
+	}
+	tests := []struct {
+		name, payload, user, err string
+	}{
+		{"enqueuedAt in another format", `{"request":` + good + `,"enqueuedAt":"2026-01-02 03:04:05"}`, "alice", "not JSON"},
+		{"enqueuedAt a number", `{"request":` + good + `,"enqueuedAt":1767322800}`, "alice", "not JSON"},
+		{"maxRetry a float", `{"request":` + good + `,"maxRetry":3.5}`, "alice", "not JSON"},
+		{"maxRetry huge", `{"request":` + good + `,"maxRetry":1e30}`, "alice", "not JSON"},
+		{"reconcile a string", `{"reconcile":"true","request":` + good + `}`, "alice", "not JSON"},
+		{"batch twice", `{"batch":"a","batch":"b","request":` + good + `}`, "alice", "duplicate"},
+		{"request twice", `{"request":` + good + `,"request":{"userId":"bob","integrationId":"` + I + `","connections":[]}}`, "", "duplicate"},
+		{"request twice after another name twice", `{"batch":"a","batch":"b","request":` + good + `,"request":{"userId":"bob","integrationId":"` + I + `"}}`, "", "duplicate"},
+		{"user id in another case too", `{"request":{"userId":"alice","UserID":"bob","integrationId":"` + I + `","connections":[]}}`, "alice", "UserID: is not a known field"},
+		{"user id twice", `{"request":{"userId":"alice","userId":"bob","integrationId":"` + I + `","connections":[]}}`, "", "userId: appears more than once"},
+		{"user id not a string", `{"request":{"userId":7,"integrationId":"` + I + `","connections":[]}}`, "", "userId: must be a string"},
+		{"bad connection, pair known", `{"request":{"userId":"alice","integrationId":"` + I + `","connections":[{"templateId":5}]}}`, "alice", "connections[0].templateId"},
+		{"credentials name twice, pair known", `{"request":` + newConn(`{"k":"SECRET","k":"x"}`) + `}`, "alice", "connections[0].credentials.k: appears more than once"},
+		{"request null", `{"request":null}`, "", "must be a JSON object, not null"},
+		{"request a string", `{"request":"` + strings.ReplaceAll(good, `"`, `\"`) + `"}`, "", "must be an object, not a string"},
+		{"lone surrogate in credentials", `{"request":` + newConn(`{"k":"\ud800SECRET"}`) + `}`, "", "invalid surrogate pair in string"},
+		{"bad escape in credentials", `{"request":` + newConn(`{"k":"\uSECRET"}`) + `}`, "", "invalid escape sequence in string"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p, err := DecodePayload([]byte(tt.payload))
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Fatalf("DecodePayload(%s) error %v, want one with %q", tt.payload, err, tt.err)
+			}
+			if strings.Contains(err.Error(), "SECR") {
+				t.Errorf("error %q quotes the credential", err)
+			}
+			if p.Request.UserID != tt.user || (tt.user != "") != (p.Request.IntegrationID == I) {
+				t.Errorf("DecodePayload(%s) pair %+v, want user %q", tt.payload, p.Request.Pair(), tt.user)
+			}
+		})
+	}
+}

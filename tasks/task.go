@@ -3,8 +3,10 @@
 package tasks
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -103,17 +105,19 @@ func DecodePayload(b []byte) (Payload, error) {
 	}
 	var w wire
 	if err := jsonv2.Unmarshal(b, &w); err != nil {
-		notJSON := fmt.Errorf("tasks: payload is not JSON of its shape: %w", err)
+		notJSON := fmt.Errorf("tasks: payload is not JSON of its shape: %s", versori.JSONErrorText(err))
+		// The request may be fine when another field is not (an enqueuedAt in another format, a
+		// maxRetry of 3.0, a name given twice): read it alone, so that the dead letter names its pair.
 		// A name given twice inside the request is the request's fault: say which in its words.
-		var dup wire
-		if jsonv2.Unmarshal(b, &dup, jsontext.AllowDuplicateNames(true)) != nil || len(dup.Request) == 0 {
+		m, ok := members(b, "request")
+		if !ok || m[0] == nil {
 			return Payload{}, notJSON
 		}
-		req, rerr := versori.DecodeActivationRequest(dup.Request)
+		req, rerr := versori.DecodeActivationRequest(m[0])
 		if rerr == nil {
 			return Payload{Request: req}, notJSON
 		}
-		return Payload{Request: looseRequest(dup.Request)}, fmt.Errorf("tasks: payload request: %w", rerr)
+		return Payload{Request: looseRequest(m[0])}, fmt.Errorf("tasks: payload request: %w", rerr)
 	}
 	p := Payload{Reconcile: w.Reconcile, Batch: w.Batch, EnqueuedAt: w.EnqueuedAt, MaxRetry: w.MaxRetry}
 	if len(w.Request) == 0 {
@@ -128,10 +132,53 @@ func DecodePayload(b []byte) (Payload, error) {
 	return p, nil
 }
 
-// looseRequest reads what it can of a request the strict decoder refused: the pair, if it can be
-// read, names the dead letter.
+// looseRequest reads what it can of a request the strict decoder refused, for its dead letter. The
+// pair is read by the strict decoder's rules (exact names, each once, strings), and left out when
+// it cannot be: encoding/json matches names in any case and keeps the last of two, so it could name
+// another pair than the task's, which a requeue of the dead letter would then activate.
 func looseRequest(raw []byte) versori.ActivationRequest {
 	var loose versori.ActivationRequest
 	_ = json.Unmarshal(raw, &loose)
+	loose.UserID, loose.IntegrationID = "", ""
+	m, ok := members(raw, "userId", "integrationId")
+	if !ok {
+		return loose
+	}
+	var user, integration string
+	if m[0] != nil && m[1] != nil && jsonv2.Unmarshal(m[0], &user) == nil && jsonv2.Unmarshal(m[1], &integration) == nil {
+		loose.UserID, loose.IntegrationID = user, integration
+	}
 	return loose
+}
+
+// members returns the raw values of the members of the JSON object b with the given names, exactly
+// as spelt (nil for one that is absent). ok is false when b is not a JSON object or one of the names
+// appears more than once in it. Names given twice elsewhere, inside values included, are allowed.
+func members(b []byte, names ...string) (vals []jsontext.Value, ok bool) {
+	dec := jsontext.NewDecoder(bytes.NewReader(b), jsontext.AllowDuplicateNames(true))
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
+		return nil, false
+	}
+	vals = make([]jsontext.Value, len(names))
+	for dec.PeekKind() != '}' {
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return nil, false
+		}
+		name := tok.String() // tok is valid only until the next read
+		val, err := dec.ReadValue()
+		if err != nil {
+			return nil, false
+		}
+		if i := slices.Index(names, name); i >= 0 {
+			if vals[i] != nil {
+				return nil, false
+			}
+			vals[i] = val.Clone()
+		}
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return nil, false
+	}
+	return vals, true
 }

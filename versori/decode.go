@@ -63,7 +63,7 @@ func decodeStrict(data []byte, v any, root string) error {
 	case errors.As(err, &syn) && errors.Is(syn.Err, io.ErrUnexpectedEOF):
 		return invalid(root, "invalid JSON: unexpected end of input")
 	case errors.As(err, &syn):
-		return invalid(root, "invalid JSON at byte %d: %s", syn.ByteOffset+1, syn.Err)
+		return invalid(root, "invalid JSON at byte %d: %s", syn.ByteOffset+1, redactedText(syn.Err))
 	case errors.As(err, &sem) && errors.Is(sem.Err, json.ErrUnknownName):
 		field := fieldPath(root, sem.JSONPointer)
 		return invalid(field, "%s", unknownField(root, sem.JSONPointer))
@@ -73,6 +73,32 @@ func decodeStrict(data []byte, v any, root string) error {
 		return invalid(fieldPath(root, sem.JSONPointer), "%s", strings.TrimPrefix(sem.Error(), "json: "))
 	}
 	return invalid(root, "%s", strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// JSONErrorText is err, an error of github.com/go-json-experiment/json, as text that quotes none of
+// the input: the library quotes up to 12 bytes of a bad escape sequence or surrogate pair
+// ("invalid surrogate pair `\ud800SECRET` in string"), which in a credential are part of a secret.
+func JSONErrorText(err error) string {
+	var syn *jsontext.SyntacticError
+	if !errors.As(err, &syn) {
+		return strings.TrimPrefix(err.Error(), "json: ")
+	}
+	s := redactedText(syn.Err)
+	if syn.JSONPointer != "" {
+		s += " within " + strconv.Quote(string(syn.JSONPointer))
+	}
+	return s + " at byte " + strconv.FormatInt(syn.ByteOffset+1, 10)
+}
+
+// redactedText is the text of the cause of a syntactic error, without the input it quotes.
+func redactedText(err error) string {
+	s := err.Error()
+	for _, what := range []string{"invalid escape sequence ", "invalid surrogate pair "} {
+		if strings.HasPrefix(s, what) {
+			return strings.TrimSpace(what) + " in string"
+		}
+	}
+	return s
 }
 
 // The fields of each object of a request, in the order they are documented.

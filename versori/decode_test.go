@@ -34,6 +34,10 @@ func TestDecodeActivationRequest(t *testing.T) {
 		{"null", "\nnull", "", "must be a JSON object, not null"},
 		{"not UTF-8", "{\"userId\":\"u\xff\"}", "", "invalid UTF-8"},
 		{"validation", head + `"connections":[null]}`, "connections[0].templateId", "is required"},
+		// The library quotes up to 12 bytes of a bad escape: in a credential, part of the secret.
+		{"lone surrogate in credentials", head + `"connections":[{"templateId":"` + T + `","name":"n","credentials":{"k":"\ud800SECRET"}}]}`, "", "invalid surrogate pair in string"},
+		{"bad escape in credentials", head + `"connections":[{"templateId":"` + T + `","name":"n","credentials":{"k":"\uSECRET"}}]}`, "", "invalid escape sequence in string"},
+		{"bad escape in a variable", head + `"connections":[{"templateId":"` + T + `","name":"n","credentials":{},"variables":[{"name":"a","value":"\xSECRET"}]}]}`, "", "invalid escape sequence in string"},
 		{"credentials null", head + `"connections":[{"templateId":"` + T + `","name":"n","credentials":null}]}`, "connections[0].credentials", "must be a JSON object"},
 	}
 	for _, tt := range tests {
@@ -52,6 +56,9 @@ func TestDecodeActivationRequest(t *testing.T) {
 			var ve *ValidationError
 			if !errors.As(err, &ve) || ve.Field != tt.field || !strings.Contains(ve.Reason, tt.reason) {
 				t.Fatalf("DecodeActivationRequest(%s) = %v, want field %q reason %q", tt.in, err, tt.field, tt.reason)
+			}
+			if strings.Contains(ve.Reason, "SECR") {
+				t.Fatalf("DecodeActivationRequest(%s) = %v, which quotes the credential", tt.in, err)
 			}
 		})
 	}

@@ -10,6 +10,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/oklog/ulid/v2"
 )
 
@@ -35,23 +36,48 @@ func (r ActivationRequest) Validate() error {
 		return err
 	}
 	// Field paths are built only for an error: Validate runs once per row of a bulk enqueue.
+	// A request binds a handful of connections, for which a scan is cheaper than a map; a request
+	// that binds many (a 1 MiB row holds some 13,000) gets a map, so that checking it is not
+	// quadratic. ULIDs are case-insensitive, so the same template spelt twice in two cases is bound
+	// twice: the map is keyed by the canonical form, which problem has checked is a ULID (ASCII).
+	var seen map[string]int
+	if len(r.Connections) > maxScanConnections {
+		seen = make(map[string]int, len(r.Connections))
+	}
 	for i, c := range r.Connections {
 		if field, reason := c.problem(); reason != "" {
 			return &ValidationError{Field: connectionField(i, field), Reason: reason}
 		}
-		// A request binds a handful of connections, so a scan is cheaper than a map. ULIDs are
-		// case-insensitive, so the same template spelt twice in two cases is bound twice.
-		for j, prev := range r.Connections[:i] {
-			if strings.EqualFold(prev.TemplateID, c.TemplateID) {
-				return invalid(connectionField(i, "templateId"), "template %s is already bound by connections[%d]", c.TemplateID, j)
+		j := -1
+		if seen != nil {
+			key := CanonicalULID(c.TemplateID)
+			if prev, ok := seen[key]; ok {
+				j = prev
+			} else {
+				seen[key] = i
+			}
+		} else {
+			for k, prev := range r.Connections[:i] {
+				if strings.EqualFold(prev.TemplateID, c.TemplateID) {
+					j = k
+					break
+				}
 			}
 		}
+		if j >= 0 {
+			return invalid(connectionField(i, "templateId"), "template %s is already bound by connections[%d]", c.TemplateID, j)
+		}
 	}
-	if len(r.DynamicVariables) > 0 && !isJSONObject(r.DynamicVariables) {
-		return invalid("dynamicVariables", "must be a JSON object")
+	if len(r.DynamicVariables) > 0 {
+		if reason := objectProblem(r.DynamicVariables); reason != "" {
+			return invalid("dynamicVariables", "%s", reason)
+		}
 	}
 	return nil
 }
+
+// maxScanConnections is the most connections Validate checks for a template bound twice by a scan.
+const maxScanConnections = 16
 
 // Canonical validates r, as Validate does, and returns it with every ULID it holds (the
 // integration's, each connection's template and connection) in canonical form (CanonicalULID). Every
@@ -137,8 +163,11 @@ func (c ActivationConnection) problem() (field, reason string) {
 	if c.Name == "" {
 		return "", "needs either connectionId (existing connection) or name and credentials (new connection)"
 	}
-	if len(c.Credentials) == 0 || !isJSONObject(c.Credentials) {
+	if len(c.Credentials) == 0 {
 		return "credentials", "must be a JSON object"
+	}
+	if reason := objectProblem(c.Credentials); reason != "" {
+		return "credentials", reason
 	}
 	for j, v := range c.Variables {
 		if v.Name == "" {
@@ -176,7 +205,46 @@ func ulidProblem(id string) string {
 	return ""
 }
 
-func isJSONObject(raw json.RawMessage) bool {
+// maxValueDepth is how deeply the raw values of a request (credentials, dynamicVariables) may nest,
+// counting the value's own object as 1. The JSON library refuses to write a value nested more than
+// 10,000 deep, and a job's payload holds the value a few levels down: a value just under that limit
+// would pass here and then fail when its job is encoded, as a failure rather than a bad request.
+const maxValueDepth = 1000
+
+// objectProblem says why raw is not a JSON object that MarshalJSON writes as it is; "" when it is
+// one. Such an object is what DecodeActivationRequest accepts: valid UTF-8 without lone surrogates
+// and no name twice in any of its objects (I-JSON, RFC 7493), so that a request built in Go, or from
+// a CSV cell, is held to the rules of a JSON row, and the encoder never refuses a valid request. The
+// reason never quotes raw, which may hold credentials.
+func objectProblem(raw json.RawMessage) string {
 	raw = bytes.TrimSpace(raw)
-	return len(raw) > 1 && raw[0] == '{' && json.Valid(raw)
+	switch {
+	case len(raw) < 2 || raw[0] != '{' || !json.Valid(raw):
+		return "must be a JSON object"
+	case !jsontext.Value(raw).IsValid():
+		return "must be a JSON object with no name twice in any object and no invalid UTF-8 or lone surrogate (RFC 7493)"
+	case depth(raw) > maxValueDepth:
+		return fmt.Sprintf("must be a JSON object nested at most %d deep", maxValueDepth)
+	}
+	return ""
+}
+
+// depth is the deepest nesting of objects and arrays in the valid JSON value raw.
+func depth(raw []byte) int {
+	d, deepest, inString := 0, 0, false
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case inString && c == '\\':
+			i++
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '{' || c == '[':
+			d++
+			deepest = max(deepest, d)
+		case c == '}' || c == ']':
+			d--
+		}
+	}
+	return deepest
 }

@@ -3,6 +3,7 @@ package versori
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -279,5 +280,71 @@ func TestCanonical(t *testing.T) {
 				t.Errorf("Pair.Canonical disagrees with Canonical: %+v", tt.req.Pair().Canonical())
 			}
 		})
+	}
+}
+
+// TestValidateRawValuesEncodable checks that Validate refuses the raw values (credentials,
+// dynamicVariables) that MarshalJSON, and so NewTask, cannot write: before, a request built in Go or
+// from a CSV cell passed Validate with them, and its enqueue then failed as if Redis had (a file run
+// counted it failed, the intake answered 503), after its pair had been claimed.
+func TestValidateRawValuesEncodable(t *testing.T) {
+	t.Parallel()
+	deep := `{"a":` + strings.Repeat("[", maxValueDepth) + strings.Repeat("]", maxValueDepth) + `}`
+	tests := []struct{ name, raw, reason string }{
+		{"duplicate name", `{"a":1,"a":2}`, "no name twice"},
+		{"duplicate name nested", `{"o":{"b":1,"b":2}}`, "no name twice"},
+		{"lone surrogate", `{"a":"\ud800"}`, "lone surrogate"},
+		{"invalid UTF-8", "{\"a\":\"\xff\"}", "invalid UTF-8"},
+		{"deeper than the payload can hold", deep, "nested at most"},
+		{"not JSON", `{"a":"\usecret"}`, "must be a JSON object"},
+		{"fine", ` {"a":[1,{"b":"\ud83d\ude00"}]} `, ""},
+		{"as deep as allowed", `{"a":` + strings.Repeat("[", maxValueDepth-1) + strings.Repeat("]", maxValueDepth-1) + `}`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			for _, r := range []ActivationRequest{
+				{UserID: "u", IntegrationID: vIntegration, DynamicVariables: json.RawMessage(tt.raw)},
+				{UserID: "u", IntegrationID: vIntegration, Connections: []ActivationConnection{{TemplateID: vTemplate1, Name: "n", Credentials: json.RawMessage(tt.raw)}}},
+			} {
+				err := r.Validate()
+				var ve *ValidationError
+				switch {
+				case tt.reason == "" && err != nil:
+					t.Fatalf("Validate: %v", err)
+				case tt.reason == "":
+				case !errors.As(err, &ve) || !strings.Contains(ve.Reason, tt.reason) || strings.Contains(ve.Reason, "secret"):
+					t.Fatalf("Validate = %v, want a reason with %q", err, tt.reason)
+				}
+				if _, merr := r.MarshalJSON(); err == nil && merr != nil {
+					t.Fatalf("Validate accepts %s, MarshalJSON refuses it: %v", tt.raw, merr)
+				}
+			}
+		})
+	}
+}
+
+// TestValidateManyConnections checks that a template bound twice is found in a request with many
+// connections (checked with a map) as in one with a few (checked with a scan), in either case.
+func TestValidateManyConnections(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{3, maxScanConnections, maxScanConnections + 1, 5000} {
+		cs := make([]ActivationConnection, n)
+		for i := range cs {
+			id := []byte(vTemplate1)
+			copy(id[len(id)-4:], fmt.Sprintf("%04d", i))
+			cs[i] = ActivationConnection{TemplateID: string(id), ConnectionID: vConnection}
+		}
+		r := ActivationRequest{UserID: "u", IntegrationID: vIntegration, Connections: cs}
+		if err := r.Validate(); err != nil {
+			t.Fatalf("n=%d: Validate: %v", n, err)
+		}
+		cs[n-1].TemplateID = strings.ToLower(cs[1].TemplateID)
+		err := r.Validate()
+		var ve *ValidationError
+		want := fmt.Sprintf("connections[%d].templateId", n-1)
+		if !errors.As(err, &ve) || ve.Field != want || !strings.HasSuffix(ve.Reason, "is already bound by connections[1]") {
+			t.Fatalf("n=%d: Validate = %v, want %s already bound by connections[1]", n, err, want)
+		}
 	}
 }

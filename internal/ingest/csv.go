@@ -11,6 +11,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/go-json-experiment/json/jsontext"
+
 	"github.com/versori/activator/versori"
 )
 
@@ -258,6 +260,11 @@ func (c *csvColumns) request(cells []string) (versori.ActivationRequest, *proble
 			if !json.Valid([]byte(cell)) {
 				return req, &problem{colDynamicVariables, "must be a JSON object; " + syntaxReason([]byte(cell))}
 			}
+			// As strict as a JSONL row: addVars below merges through a map, which would otherwise
+			// pick one of two values of a name without a word.
+			if !jsontext.Value(cell).IsValid() {
+				return req, &problem{colDynamicVariables, notIJSON}
+			}
 			req.DynamicVariables = json.RawMessage(cell)
 		}
 	}
@@ -284,8 +291,12 @@ func (c *csvColumns) addVars(req *versori.ActivationRequest, cells []string) *pr
 			return &problem{colDynamicVariables + "." + v.name, "is set both in the dynamicVariables column and in the var." + v.name + " column"}
 		}
 		value := json.RawMessage(cell)
-		if !json.Valid(value) {
+		switch {
+		case !json.Valid(value):
 			value, _ = json.Marshal(cell) // documented: a cell that is not JSON is a plain string
+		case !jsontext.Value(value).IsValid():
+			// JSON that the request's encoder would refuse (a name twice, a lone surrogate).
+			return &problem{colDynamicVariables + "." + v.name, notIJSON}
 		}
 		vars[v.name] = value
 	}
@@ -299,6 +310,9 @@ func (c *csvColumns) addVars(req *versori.ActivationRequest, cells []string) *pr
 	req.DynamicVariables = b
 	return nil
 }
+
+// notIJSON is why a cell that is JSON is refused all the same.
+const notIJSON = "must be JSON with no name twice in any object and no lone surrogate (RFC 7493)"
 
 // syntaxReason says where b, which is not valid JSON, goes wrong.
 func syntaxReason(b []byte) string {

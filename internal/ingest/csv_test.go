@@ -123,6 +123,22 @@ func csvCorpus() []corpusCase {
 			want: []want{rej(2, "dynamicVariables", "must be a JSON object; invalid JSON at byte 1")}},
 		{name: "dynamicVariables not an object", format: CSV, input: "userId,integrationId,dynamicVariables\n" + good + ",[1]\n",
 			want: []want{rej(2, "dynamicVariables", "must be a JSON object")}},
+		// Values that the request's encoder refuses (a name twice, a lone surrogate) are refused here,
+		// as a JSONL row's are, and not merged by the var columns into one of their readings.
+		{name: "dynamicVariables that a JSONL row could not hold", format: CSV,
+			input: "userId,integrationId,dynamicVariables,var.b\n" +
+				good + `,"{""a"":1,""a"":2}",` + "\n" +
+				good + `,"{""a"":1,""a"":2}",x` + "\n" +
+				good + `,"{""a"":""\ud800""}",` + "\n" +
+				good + `,,"{""k"":1,""k"":2}"` + "\n" +
+				good + `,,"""\udc00"""` + "\n",
+			want: []want{
+				rej(2, "dynamicVariables", "no name twice"),
+				rej(3, "dynamicVariables", "no name twice"),
+				rej(4, "dynamicVariables", "lone surrogate"),
+				rej(5, "dynamicVariables.b", "no name twice"),
+				rej(6, "dynamicVariables.b", "lone surrogate"),
+			}},
 		{name: "var columns", format: CSV,
 			input: "userId,integrationId,var.region,var.seats,var.on,var.zip,var.obj,var.none\n" +
 				good + `,EU,42,true,0042,"{""k"":1}",` + "\n" +
