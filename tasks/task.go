@@ -5,6 +5,7 @@ package tasks
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -105,7 +106,7 @@ func DecodePayload(b []byte) (Payload, error) {
 	}
 	var w wire
 	if err := jsonv2.Unmarshal(b, &w); err != nil {
-		notJSON := fmt.Errorf("tasks: payload is not JSON of its shape: %s", versori.JSONErrorText(err))
+		notJSON := fmt.Errorf("tasks: payload is not JSON of its shape: %s", errorText(err))
 		// The request may be fine when another field is not (an enqueuedAt in another format, a
 		// maxRetry of 3.0, a name given twice): read it alone, so that the dead letter names its pair.
 		// A name given twice inside the request is the request's fault: say which in its words.
@@ -130,6 +131,19 @@ func DecodePayload(b []byte) (Payload, error) {
 		return p, fmt.Errorf("tasks: payload request: %w", err)
 	}
 	return p, nil
+}
+
+// errorText is a decoding error's text without the input it quotes: the library quotes bytes of a
+// bad escape sequence, which inside credentials are part of a secret.
+func errorText(err error) string {
+	var syn *jsontext.SyntacticError
+	switch {
+	case errors.As(err, &syn) && errors.Is(syn.Err, jsontext.ErrDuplicateName):
+		return fmt.Sprintf("%q is given twice", syn.JSONPointer)
+	case errors.As(err, &syn):
+		return fmt.Sprintf("invalid JSON at byte %d (within %q)", syn.ByteOffset+1, syn.JSONPointer)
+	}
+	return strings.TrimPrefix(err.Error(), "json: ")
 }
 
 // looseRequest reads what it can of a request the strict decoder refused, for its dead letter. The

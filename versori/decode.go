@@ -75,21 +75,6 @@ func decodeStrict(data []byte, v any, root string) error {
 	return invalid(root, "%s", strings.TrimPrefix(err.Error(), "json: "))
 }
 
-// JSONErrorText is err, an error of github.com/go-json-experiment/json, as text that quotes none of
-// the input: the library quotes up to 12 bytes of a bad escape sequence or surrogate pair
-// ("invalid surrogate pair `\ud800SECRET` in string"), which in a credential are part of a secret.
-func JSONErrorText(err error) string {
-	var syn *jsontext.SyntacticError
-	if !errors.As(err, &syn) {
-		return strings.TrimPrefix(err.Error(), "json: ")
-	}
-	s := redactedText(syn.Err)
-	if syn.JSONPointer != "" {
-		s += " within " + strconv.Quote(string(syn.JSONPointer))
-	}
-	return s + " at byte " + strconv.FormatInt(syn.ByteOffset+1, 10)
-}
-
 // redactedText is the text of the cause of a syntactic error, without the input it quotes.
 func redactedText(err error) string {
 	s := err.Error()
