@@ -123,6 +123,12 @@ func FuzzDecodePayload(f *testing.F) {
 	f.Add([]byte(`{"request":{"userId":"u\u0041","integrationId":"` + testutil.IntegrationID + `","connections":[]},"batch":"x","reconcile":false}`))
 	f.Add([]byte(`{"request":{"userId":"u","integrationId":"` + testutil.IntegrationID + `","connections":[{}],"dynamicVariables":{}},"enqueuedAt":"2026-01-02T03:04:05Z"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if u, ok := decodeUsual(b); ok {
+			s, err := decodeSteps(b)
+			if err != nil || !reflect.DeepEqual(u, s) {
+				t.Fatalf("%s: one pass read %+v, the steps %+v, %v", b, u, s, err)
+			}
+		}
 		p, err := DecodePayload(b)
 		if err != nil {
 			return

@@ -97,6 +97,15 @@ func NewTask(p Payload, opts ...asynq.Option) (*asynq.Task, error) {
 // payload from another producer cannot name a pair other than the one the API would see. Fields of
 // the payload it does not know are skipped, so that a worker reads what a newer producer wrote.
 func DecodePayload(b []byte) (Payload, error) {
+	if p, ok := decodeUsual(b); ok {
+		return p, nil
+	}
+	return decodeSteps(b)
+}
+
+// decodeSteps is DecodePayload for any payload: the payload first, then its request, so that an
+// error names what is wrong and the dead letter names the pair whenever it can be read.
+func decodeSteps(b []byte) (Payload, error) {
 	type wire struct {
 		Request    jsontext.Value `json:"request"`
 		Reconcile  bool           `json:"reconcile"`
@@ -131,6 +140,30 @@ func DecodePayload(b []byte) (Payload, error) {
 		return p, fmt.Errorf("tasks: payload request: %w", err)
 	}
 	return p, nil
+}
+
+// decodeUsual reads a payload in one pass by DecodeActivationRequest's rules (the request's names
+// exact, each once, none unknown; the request valid and canonical), and reports false for anything
+// else, which DecodePayload then reads in steps that say what is wrong. Reading the usual payload in
+// two passes, the payload and then its request, cost the worker about 3% of its jobs per second with
+// no API latency.
+func decodeUsual(b []byte) (Payload, bool) {
+	var w struct {
+		Payload
+		// Unknown holds members of the payload a newer producer may write; their presence makes the
+		// request's unknown members, and only those, refused.
+		Unknown jsontext.Value `json:",unknown"`
+	}
+	if jsonv2.Unmarshal(b, &w, jsonv2.RejectUnknownMembers(true)) != nil || w.Request.UserID == "" ||
+		len(w.Request.DynamicVariables) > 0 && w.Request.DynamicVariables[0] == 'n' {
+		return Payload{}, false
+	}
+	req, err := w.Request.Canonical()
+	if err != nil {
+		return Payload{}, false
+	}
+	w.Payload.Request = req
+	return w.Payload, true
 }
 
 // errorText is a decoding error's text without the input it quotes: the library quotes bytes of a
