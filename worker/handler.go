@@ -131,6 +131,7 @@ type outcome struct {
 
 // ProcessTask implements asynq.Handler.
 func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	growStack()
 	j := job{start: time.Now()}
 	j.id, _ = asynq.GetTaskID(ctx)
 	j.queue, _ = asynq.GetQueueName(ctx)
@@ -553,3 +554,23 @@ func (h *handler) logOutcome(level slog.Level, j job, p tasks.Payload, out outco
 	}
 	h.log.LogAttrs(ctx, level, "job", append(attrs, extra...)...)
 }
+
+// stackRoom is how much goroutine stack a job uses at its deepest (the JSON decoder and encoder, the
+// HTTP client, go-redis), rounded up.
+const stackRoom = 16 << 10
+
+// growStack grows the job's goroutine stack to stackRoom while it is shallow. asynq runs each job on
+// a new goroutine, whose small stack otherwise grows step by step deep inside the JSON decoder, and a
+// deep stack costs a lookup per frame to copy: growing it first cut the worker's CPU per job by about
+// five percent with no API latency (make bench ARGS='-latency 0ms').
+//
+//go:noinline
+func growStack() {
+	var room [stackRoom]byte
+	keep(room[:])
+}
+
+// keep stops the compiler from dropping growStack's array.
+//
+//go:noinline
+func keep([]byte) {}
