@@ -1,7 +1,6 @@
 package background
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -10,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/versori/activator/internal/testutil"
 )
 
 func TestEveryStart(t *testing.T) {
@@ -71,29 +72,11 @@ func TestSleep(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the group's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestGroup checks that Stop stops every loop and waits for them, and what the group logs: a
 // loop's failures and a long-running function's error, but not the cancellation Stop causes.
 func TestGroup(t *testing.T) {
 	t.Parallel()
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	g := NewGroup(slog.New(slog.NewTextHandler(&out, nil)))
 	failed := make(chan struct{})
 	var once sync.Once

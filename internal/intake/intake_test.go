@@ -50,24 +50,6 @@ func newSecret(t testing.TB) string {
 	return "whsec_" + base64.StdEncoding.EncodeToString(key)
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writes, for capturing logs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // env is one test's intake: a server over real HTTP, on its own Redis database.
 type env struct {
 	t    *testing.T
@@ -75,7 +57,7 @@ type env struct {
 	prod *producer.Producer
 	srv  *intake.Server
 	http *httptest.Server
-	logs *syncBuffer
+	logs *testutil.SyncBuffer
 }
 
 // start runs an intake on a fresh database. cfg gets a logger that captures its output.
@@ -88,7 +70,7 @@ func start(t *testing.T, cfg intake.Config) *env {
 // startOn runs an intake whose producer and webhook-id store use rdb.
 func startOn(t *testing.T, db *testutil.RedisDB, rdb redis.UniversalClient, cfg intake.Config) *env {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	prod := producer.New(rdb, producer.Config{Queue: queue})
 	srv, err := intake.New(cfg, rdb, prod)

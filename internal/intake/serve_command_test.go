@@ -19,8 +19,8 @@ import (
 // These tests cover `enqueue serve`, the command that runs the intake.
 
 // runCmd runs the enqueue command with vars as its whole environment.
-func runCmd(ctx context.Context, vars map[string]string, args ...string) (code int, stdout, stderr *syncBuffer) {
-	stdout, stderr = &syncBuffer{}, &syncBuffer{}
+func runCmd(ctx context.Context, vars map[string]string, args ...string) (code int, stdout, stderr *testutil.SyncBuffer) {
+	stdout, stderr = &testutil.SyncBuffer{}, &testutil.SyncBuffer{}
 	env := enqueuecmd.Env{Stdin: strings.NewReader(""), Stdout: stdout, Stderr: stderr,
 		Lookup: func(k string) (string, bool) { v, ok := vars[k]; return v, ok }}
 	return enqueuecmd.Run(ctx, args, env), stdout, stderr
@@ -93,12 +93,12 @@ func TestServeCommand(t *testing.T) {
 	defer cancel()
 	type result struct {
 		code           int
-		stdout, stderr *syncBuffer
+		stdout, stderr *testutil.SyncBuffer
 	}
 	done := make(chan result, 1)
-	stderrc := make(chan *syncBuffer, 1)
+	stderrc := make(chan *testutil.SyncBuffer, 1)
 	go func() {
-		stdout, stderr := &syncBuffer{}, &syncBuffer{}
+		stdout, stderr := &testutil.SyncBuffer{}, &testutil.SyncBuffer{}
 		stderrc <- stderr
 		env := enqueuecmd.Env{Stdin: strings.NewReader(""), Stdout: stdout, Stderr: stderr,
 			Lookup: func(k string) (string, bool) { v, ok := vars[k]; return v, ok }}
@@ -196,7 +196,7 @@ func TestServeCommandInsecure(t *testing.T) {
 	done := make(chan struct{})
 	var (
 		code   int
-		stderr *syncBuffer
+		stderr *testutil.SyncBuffer
 	)
 	go func() {
 		defer close(done)

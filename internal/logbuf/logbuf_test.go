@@ -1,7 +1,6 @@
 package logbuf
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -9,33 +8,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/versori/activator/internal/testutil"
 )
-
-// syncBuffer is an io.Writer that records each Write it is given.
-type syncBuffer struct {
-	mu     sync.Mutex
-	buf    bytes.Buffer
-	writes int
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.writes++
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
-
-func (s *syncBuffer) Writes() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.writes
-}
 
 func TestWriterKeepsUntilFlushOrFull(t *testing.T) {
 	t.Parallel()
@@ -54,7 +29,7 @@ func TestWriterKeepsUntilFlushOrFull(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var out syncBuffer
+			var out testutil.SyncBuffer
 			w := New(&out, tt.size)
 			for _, s := range tt.writes {
 				if n, err := w.Write([]byte(s)); err != nil || n != len(s) {
@@ -78,7 +53,7 @@ func TestWriterKeepsUntilFlushOrFull(t *testing.T) {
 // so that flushes by size, by Flush and by Run all race with writes.
 func TestWriterConcurrentLinesStayWholeAndOrdered(t *testing.T) {
 	t.Parallel()
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	w := New(&out, 256)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -130,7 +105,7 @@ func TestWriterConcurrentLinesStayWholeAndOrdered(t *testing.T) {
 
 func TestFlushAtWritesWarningsAtOnce(t *testing.T) {
 	t.Parallel()
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	w := New(&out, DefaultSize)
 	log := slog.New(FlushAt(slog.NewJSONHandler(w, nil), w, slog.LevelWarn)).With("worker", "w1")
 	log.Info("job", "n", 1)
