@@ -218,33 +218,31 @@ const maxValueDepth = 1000
 // reason never quotes raw, which may hold credentials.
 func objectProblem(raw json.RawMessage) string {
 	raw = bytes.TrimSpace(raw)
+	v := jsontext.Value(raw)
 	switch {
-	case len(raw) < 2 || raw[0] != '{' || !json.Valid(raw):
+	case v.Kind() != '{' || !v.IsValid(jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)):
 		return "must be a JSON object"
-	case !jsontext.Value(raw).IsValid():
+	case !v.IsValid():
 		return "must be a JSON object with no name twice in any object and no invalid UTF-8 or lone surrogate (RFC 7493)"
-	case depth(raw) > maxValueDepth:
+	case deeperThan(raw, maxValueDepth):
 		return fmt.Sprintf("must be a JSON object nested at most %d deep", maxValueDepth)
 	}
 	return ""
 }
 
-// depth is the deepest nesting of objects and arrays in the valid JSON value raw.
-func depth(raw []byte) int {
-	d, deepest, inString := 0, 0, false
-	for i := 0; i < len(raw); i++ {
-		switch c := raw[i]; {
-		case inString && c == '\\':
-			i++
-		case c == '"':
-			inString = !inString
-		case inString:
-		case c == '{' || c == '[':
-			d++
-			deepest = max(deepest, d)
-		case c == '}' || c == ']':
-			d--
+// deeperThan reports whether the valid JSON value raw nests objects and arrays more than n deep. A
+// value of n bytes or fewer cannot, so the usual value is not read again.
+func deeperThan(raw []byte, n int) bool {
+	if len(raw) <= n {
+		return false
+	}
+	dec := jsontext.NewDecoder(bytes.NewReader(raw))
+	for {
+		if _, err := dec.ReadToken(); err != nil {
+			return false
+		}
+		if dec.StackDepth() > n {
+			return true
 		}
 	}
-	return deepest
 }
