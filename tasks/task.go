@@ -127,7 +127,7 @@ func decodeSteps(b []byte) (Payload, error) {
 		if rerr == nil {
 			return Payload{Request: req}, notJSON
 		}
-		return Payload{Request: looseRequest(m[0])}, fmt.Errorf("tasks: payload request: %w", rerr)
+		return Payload{Request: looseRequest(m[0])}, fmt.Errorf("tasks: payload request: %w", requestError(rerr))
 	}
 	p := Payload{Reconcile: w.Reconcile, Batch: w.Batch, EnqueuedAt: w.EnqueuedAt, MaxRetry: w.MaxRetry}
 	if len(w.Request) == 0 {
@@ -137,7 +137,7 @@ func decodeSteps(b []byte) (Payload, error) {
 	p.Request = req
 	if err != nil {
 		p.Request = looseRequest(w.Request)
-		return p, fmt.Errorf("tasks: payload request: %w", err)
+		return p, fmt.Errorf("tasks: payload request: %w", requestError(err))
 	}
 	return p, nil
 }
@@ -164,6 +164,15 @@ func decodeUsual(b []byte) (Payload, bool) {
 	}
 	w.Payload.Request = req
 	return w.Payload, true
+}
+
+// requestError names the request itself where err blames the whole value it was given.
+func requestError(err error) error {
+	var ve *versori.ValidationError
+	if errors.As(err, &ve) && ve.Field == "" {
+		return &versori.ValidationError{Field: "request", Reason: ve.Reason}
+	}
+	return err
 }
 
 // errorText is a decoding error's text without the input it quotes: the library quotes bytes of a

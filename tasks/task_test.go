@@ -185,7 +185,7 @@ func TestDecodePayloadErrors(t *testing.T) {
 	}{
 		{"not JSON", `not json`, "-"},
 		{"truncated", `{"request":{"userId":"a"`, "-"},
-		{"wrong type", `{"request":[]}`, ""},
+		{"wrong type", `{"request":[]}`, "request"},
 		{"empty object", `{}`, "request"},
 		{"ambiguous user", `{"request":{"userId":"alice","USERID":"bob","integrationId":"` + testutil.IntegrationID + `"}}`, "USERID"},
 		{"no integration", `{"request":{"userId":"alice"}}`, "integrationId"},

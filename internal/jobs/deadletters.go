@@ -86,6 +86,12 @@ func (q *Queue) requeueEntry(ctx context.Context, e deadletter.Entry, req versor
 	if err != nil {
 		return "", err
 	}
+	// A dead letter of a payload the worker could not read holds what could be read of it; a request
+	// that names another pair than the task's (or none) must be fixed and requeued from a file.
+	if tasks.TaskID(req.Pair()) != tasks.CanonicalTaskID(e.ID) {
+		return "", &versori.ValidationError{Field: "userId", Reason: fmt.Sprintf(
+			"names pair %s, not the dead letter's task %s: fix the request and requeue it with --file", tasks.TaskID(req.Pair()), e.ID)}
+	}
 	// A dead letter stored before the store kept every one may still have its task in asynq's
 	// archive, holding the task id: free it first.
 	if err := q.deleteArchived(e.ID); errors.Is(err, errHasJob) {
