@@ -58,18 +58,20 @@ func TaskID(p versori.Pair) string {
 // CanonicalTaskID returns id with its integration ULID in canonical form: the id TaskID gives the
 // pair today. Releases before ULIDs were made canonical wrote them as the request spelt them.
 func CanonicalTaskID(id string) string {
-	rest, ok := strings.CutPrefix(id, "act:")
-	if !ok {
-		return id
-	}
-	integration, user, ok := strings.Cut(rest, ":")
-	if !ok {
-		return id
-	}
-	if c := versori.CanonicalULID(integration); c != integration {
-		return "act:" + c + ":" + user
+	if p, ok := PairOf(id); ok && p.IntegrationID != versori.CanonicalULID(p.IntegrationID) {
+		return TaskID(p)
 	}
 	return id
+}
+
+// PairOf returns the pair a task id of TaskID's form names, and false for any other id.
+func PairOf(id string) (versori.Pair, bool) {
+	rest, ok := strings.CutPrefix(id, "act:")
+	if !ok {
+		return versori.Pair{}, false
+	}
+	integration, user, ok := strings.Cut(rest, ":")
+	return versori.Pair{UserID: user, IntegrationID: integration}, ok
 }
 
 // NewTask validates p's request and returns its task, with the request's ULIDs in canonical form,

@@ -230,3 +230,21 @@ func TestCanonicalTaskID(t *testing.T) {
 		t.Error("TaskID and CanonicalTaskID disagree")
 	}
 }
+
+func TestPairOf(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		id   string
+		want versori.Pair
+		ok   bool
+	}{
+		{tasks.TaskID(versori.Pair{UserID: "a:b", IntegrationID: testutil.IntegrationID}), versori.Pair{UserID: "a:b", IntegrationID: testutil.IntegrationID}, true},
+		{"act:" + testutil.IntegrationID, versori.Pair{}, false},
+		{"other:" + testutil.IntegrationID + ":u", versori.Pair{}, false},
+	}
+	for _, tt := range tests {
+		if got, ok := tasks.PairOf(tt.id); ok != tt.ok || (ok && got != tt.want) {
+			t.Errorf("PairOf(%q) = %+v, %v; want %+v, %v", tt.id, got, ok, tt.want, tt.ok)
+		}
+	}
+}

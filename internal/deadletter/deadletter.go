@@ -123,6 +123,13 @@ func (s *Store) add(ctx context.Context, e Entry, guard, mode string) (added, he
 	if e.FailedAt.IsZero() {
 		e.FailedAt = e.DeadLetteredAt
 	}
+	if e.UserID == "" && e.IntegrationID == "" {
+		// A payload that could not be read names no pair; its task id does, for listing and
+		// counting. The request stays as read, so that a requeue of it is refused.
+		if pair, ok := tasks.PairOf(e.ID); ok {
+			e.UserID, e.IntegrationID = pair.UserID, pair.IntegrationID
+		}
+	}
 	b, err := json.Marshal(e)
 	if err != nil {
 		return false, false, fmt.Errorf("deadletter: encoding entry: %w", err)

@@ -17,6 +17,7 @@ import (
 	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/tasks"
+	"github.com/versori/activator/versori"
 )
 
 var dlBase = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -506,5 +507,25 @@ func TestAddWhileMember(t *testing.T) {
 	db.Client.ZAdd(ctx, lease, redis.Z{Score: float64(time.Now().Add(30 * time.Second).Unix()), Member: e.ID})
 	if added, err := s.AddWhileMember(ctx, e, lease); err != nil || !added {
 		t.Fatalf("with the lease: %v, %v; want stored", added, err)
+	}
+}
+
+// TestAddNamesThePairOfTheTaskID checks that an entry whose payload named no pair is listed under the
+// pair its task id names, while its request stays as it was read.
+func TestAddNamesThePairOfTheTaskID(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	s := deadletter.NewStore(db.Client, "activations")
+	pair := versori.Pair{UserID: "u:1", IntegrationID: testutil.IntegrationID}
+	e := deadletter.Entry{ID: tasks.TaskID(pair), Reason: tasks.ReasonInvalidRequest, Error: "payload is not JSON"}
+	if _, err := s.Add(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(context.Background(), e.ID)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("Get = %+v, %v", got, err)
+	}
+	if got[0].UserID != pair.UserID || got[0].IntegrationID != pair.IntegrationID || got[0].Request.UserID != "" {
+		t.Errorf("entry %+v: want the task id's pair listed and the request left empty", got[0])
 	}
 }
