@@ -244,3 +244,29 @@ func TestBinaryServeAddressTaken(t *testing.T) {
 		t.Errorf("want exit 2 and the address in use:\n%s", r)
 	}
 }
+
+// TestBinaryStatusWatchInterrupted stops `status --watch` with Ctrl-C before the batch is done:
+// exit 130, as for any command interrupted before it finished.
+func TestBinaryStatusWatchInterrupted(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	knownQueue(t, db, queue)
+	if err := batch.Write(context.Background(), db.Client, queue, map[string]map[string]int64{"b1": {batch.FieldQueued: 10}}); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(testutil.GoBuild(t, "github.com/versori/activator/cmd/enqueue"), "status", "b1", "--watch", "--interval", "1h")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "REDIS_URL=" + db.URL()}
+	var out testutil.SyncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the first status", func() bool { return strings.Contains(out.String(), "batch b1: running") })
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Errorf("status --watch after Ctrl-C: %v, want exit 130\n%s", err, out.String())
+	}
+}
