@@ -5,13 +5,17 @@ package inspect
 
 import (
 	"context"
+	"fmt"
+	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/internal/batch"
 	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/jobs"
 	"github.com/versori/activator/internal/queuestate"
+	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
 )
@@ -35,12 +39,25 @@ type DeadLetter = deadletter.Entry
 //   - DeadLetters map[string]int64: dead letters by reason.
 //   - Done, Remaining int64: activated, already active and dead-lettered together; Queued less Done.
 //   - StartedAt, UpdatedAt time.Time: when the batch started, and when it last changed.
-//   - Rate float64, ETA time.Duration: outcomes per second since the start, and Remaining at that
-//     rate.
+//   - FirstDoneAt, LastDoneAt time.Time: when its first and last job ended (zero before).
+//   - Rate float64, RateWindow time.Duration: jobs ended per second over the last minute (the
+//     window, shorter when the first job ended more recently); once the batch is finished, its
+//     AverageRate, frozen.
+//   - AverageRate float64, Running time.Duration: jobs ended per second over the whole run, from
+//     the first job's end to now (to the last job's end once finished), and that time.
+//   - Elapsed time.Duration: from StartedAt to now, or to the last job's end once finished.
+//   - ETA time.Duration: Remaining at Rate; 0 when it cannot be told (finished, paused, nothing
+//     ended in the window).
 //   - Finished bool: something was queued and nothing remains.
+//   - Paused bool, PausedReason string: the queue is paused, and why when known ("operator":
+//     `enqueue pause`; "unauthorized": the workers paused it because the API refused the key).
+//
+// Its JSON gives the durations in seconds: rateWindowSeconds, runningSeconds, elapsedSeconds,
+// etaSeconds (absent when it cannot be told).
 type BatchStatus = batch.Status
 
-// ErrUnknownBatch is returned by Batch for a batch with no counters (never run, or expired).
+// ErrUnknownBatch is returned by Batch for a batch with no counters: never run on the queue, or its
+// counters expired 30 days after they last changed.
 var ErrUnknownBatch = batch.ErrUnknown
 
 // RequeueResult says what Requeue did with each id. Its fields, each a []string of ids unless said:
@@ -85,6 +102,7 @@ type RequeueFileSummary = jobs.RequeueFileSummary
 // Inspector works one queue. It is safe for concurrent use.
 type Inspector struct {
 	rdb   redis.UniversalClient
+	asynq *asynq.Inspector
 	queue string
 	jobs  *jobs.Queue
 	store *deadletter.Store
@@ -98,6 +116,7 @@ func New(rdb redis.UniversalClient, cfg producer.Config) *Inspector {
 	q := jobs.New(rdb, cfg)
 	return &Inspector{
 		rdb:   rdb,
+		asynq: asynq.NewInspectorFromRedisClient(rdb),
 		queue: q.Name(),
 		jobs:  q,
 		store: deadletter.NewStore(rdb, q.Name()),
@@ -107,6 +126,40 @@ func New(rdb redis.UniversalClient, cfg producer.Config) *Inspector {
 
 // Queue is the name of the queue the inspector works.
 func (i *Inspector) Queue() string { return i.queue }
+
+// Known reports whether anything has used the queue: a task was queued on it (asynq's list of
+// queues), a worker serves it now (asynq's servers), or it is paused or has dead letters. A queue
+// name nothing has used is most likely mistyped.
+func (i *Inspector) Known(ctx context.Context) (bool, error) {
+	pipe := i.rdb.Pipeline()
+	listed := pipe.SIsMember(ctx, rediskeys.AsynqQueues, i.queue)
+	keys := []*redis.IntCmd{
+		pipe.Exists(ctx, rediskeys.AsynqPaused(i.queue)),
+		pipe.Exists(ctx, rediskeys.PausedReason(i.queue)),
+		pipe.Exists(ctx, rediskeys.DeadLetters(i.queue)),
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return false, fmt.Errorf("looking queue %s up: %w", i.queue, err)
+	}
+	if listed.Val() {
+		return true, nil
+	}
+	for _, k := range keys {
+		if k.Val() > 0 {
+			return true, nil
+		}
+	}
+	servers, err := i.asynq.Servers()
+	if err != nil {
+		return false, fmt.Errorf("listing the workers: %w", err)
+	}
+	for _, s := range servers {
+		if _, ok := s.Queues[i.queue]; ok {
+			return true, nil
+		}
+	}
+	return false, nil
+}
 
 // DeadLetters calls fn with every dead letter of reason r (every reason when r is empty), oldest
 // first, reading them a page at a time; an error from fn stops it and is returned.
@@ -162,5 +215,21 @@ func (i *Inspector) Resume(ctx context.Context) error { return i.state.Resume(ct
 
 // Batch returns how far batch id is, or ErrUnknownBatch.
 func (i *Inspector) Batch(ctx context.Context, id string) (BatchStatus, error) {
-	return batch.Read(ctx, i.rdb, i.queue, id)
+	return i.BatchAt(ctx, id, time.Now())
+}
+
+// BatchAt is Batch as of now, the time its rates and durations are measured to.
+func (i *Inspector) BatchAt(ctx context.Context, id string, now time.Time) (BatchStatus, error) {
+	st, err := batch.ReadAt(ctx, i.rdb, i.queue, id, now)
+	if err != nil {
+		return st, err
+	}
+	st.Paused, st.PausedReason, err = i.state.Paused(ctx)
+	if err != nil {
+		return st, fmt.Errorf("reading whether queue %s is paused: %w", i.queue, err)
+	}
+	if st.Paused {
+		st.ETA = 0 // nothing ends while it is paused
+	}
+	return st, nil
 }

@@ -22,6 +22,11 @@ func queue(q string) string { return "activator:{" + q + "}:" }
 // Batch is the hash of one batch's outcome counters.
 func Batch(q, id string) string { return queue(q) + "batch:" + id }
 
+// BatchCompletions is the sorted set of one batch's recent completions: a member per counter flush
+// that counted jobs ending ("<jobs>:<nonce>"), scored by when it was written (unix ms), for the
+// batch's recent rate. "batch-completions:" cannot begin a Batch key, whatever the batch ids.
+func BatchCompletions(q, id string) string { return queue(q) + "batch-completions:" + id }
+
 // DeadLetters is the dead-letter store's hash of task id -> entry JSON.
 func DeadLetters(q string) string { return queue(q) + "dlq" }
 

@@ -22,6 +22,7 @@ func TestKeys(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct{ got, want string }{
 		{rediskeys.Batch("q", "b1"), "activator:{q}:batch:b1"},
+		{rediskeys.BatchCompletions("q", "b1"), "activator:{q}:batch-completions:b1"},
 		{rediskeys.DeadLetters("q"), "activator:{q}:dlq"},
 		{rediskeys.DeadLettersByTime("q"), "activator:{q}:dlq:time"},
 		{rediskeys.DeadLettersByReasonPrefix("q"), "activator:{q}:dlq:reason:"},

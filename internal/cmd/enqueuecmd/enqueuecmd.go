@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/inspect"
+	"github.com/versori/activator/internal/buildinfo"
 	"github.com/versori/activator/internal/cmd/envflag"
 	"github.com/versori/activator/internal/ingest"
 	"github.com/versori/activator/internal/redisconn"
@@ -43,14 +44,40 @@ type Env struct {
 const usageText = `usage:
   enqueue file PATH [flags]      enqueue a .jsonl/.ndjson/.csv file ("-": JSONL on stdin)
   enqueue dlq list [--json] [--reason R]
-  enqueue dlq requeue (ID... | --reason R | --all | --file FIXED)
+  enqueue dlq requeue (ID... | --reason R | --all | --file FIXED [--rejects PATH])
   enqueue dlq purge (ID... | --reason R | --all)
   enqueue dlq export [--reason R]          JSONL of the dead letters' requests, in the input format
   enqueue status BATCH [--json] [--watch]  how far a batch is: queued, activated, dead-lettered, rate, ETA
-  enqueue pause | resume                   pause or resume the queue (resume after fixing a refused API key)
+  enqueue pause [--force]                  pause the queue
+  enqueue resume [--force]                 resume it (after fixing a refused API key, say)
   enqueue serve [--addr A] [--insecure] [--max-batch N]   HTTP intake for signup events (INTAKE_WEBHOOK_SECRET, INTAKE_TOKENS)
-common flags: -redis-url (REDIS_URL), -queue (QUEUE)
+  enqueue --version                        the module version and VCS revision of this build
+common flags: -redis-url (REDIS_URL), -queue (QUEUE); the verbs other than file and serve refuse a
+queue nothing has used yet (a mistyped name), unless --force; COMMAND -h lists a command's flags
 `
+
+const dlqUsageText = `usage:
+  enqueue dlq list [--json] [--reason R]
+  enqueue dlq requeue (ID... | --reason R | --all | --file FIXED [--rejects PATH])
+  enqueue dlq purge (ID... | --reason R | --all)
+  enqueue dlq export [--reason R]          JSONL of the dead letters' requests, in the input format
+common flags: -redis-url (REDIS_URL), -queue (QUEUE), --force; enqueue dlq VERB -h lists a verb's flags
+`
+
+// synopsis is the usage line heading subcommand name's help (name as newFlags gets it).
+func synopsis(name string) string {
+	switch name {
+	case "file":
+		return "enqueue file PATH [flags]"
+	case "status":
+		return "enqueue status BATCH [flags]"
+	case "dlq requeue":
+		return "enqueue dlq requeue (ID... | --reason R | --all | --file FIXED) [flags]"
+	case "dlq purge":
+		return "enqueue dlq purge (ID... | --reason R | --all) [flags]"
+	}
+	return "enqueue " + name + " [flags]"
+}
 
 // Run runs the enqueue command with args (without the program name) and returns the exit code.
 func Run(ctx context.Context, args []string, env Env) int {
@@ -74,12 +101,20 @@ func Run(ctx context.Context, args []string, env Env) int {
 	case "-h", "--help", "help":
 		fmt.Fprint(env.Stdout, usageText)
 		return ExitOK
+	case "-version", "--version", "version":
+		fmt.Fprintln(env.Stdout, buildinfo.Version("enqueue"))
+		return ExitOK
 	default:
-		fmt.Fprintf(env.Stderr, "enqueue: unknown command %q\n%s", args[0], usageText)
+		fmt.Fprintf(env.Stderr, "enqueue: unknown command %q; see enqueue -h\n", args[0])
 		return ExitUsage
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return ExitOK
+	}
+	if err != nil && code != ExitOK && code != exitInterrupted && ctx.Err() != nil {
+		// Whatever failed after SIGINT or SIGTERM failed because of it, not because of Redis.
+		fmt.Fprintln(env.Stderr, "enqueue: interrupted before it finished:", err)
+		return exitInterrupted
 	}
 	var ue usageError
 	if errors.As(err, &ue) {
@@ -102,13 +137,29 @@ type usageError struct{ error }
 type common struct {
 	redisURL string
 	queue    string
+	force    bool // act on a queue nothing has used (verbFlags only)
 }
 
+// newFlags returns the flag set of subcommand name with the flags every one takes. Its help (-h)
+// goes to stdout, headed by the subcommand's usage line.
 func newFlags(name string, env Env, c *common) *envflag.Set {
-	fs := envflag.New("enqueue "+name, env.Lookup, env.Stderr)
+	fs := envflag.New("enqueue "+name, env.Lookup, env.Stdout)
 	// Secret, not String: usage output (-h, a bad flag) would print a REDIS_URL default with its password.
 	fs.Secret(&c.redisURL, "redis-url", "REDIS_URL", redisconn.DefaultURL, "Redis URL")
 	fs.String(&c.queue, "queue", "QUEUE", producer.DefaultConfig().Queue, "queue name")
+	f := fs.FlagSet()
+	f.Usage = func() {
+		fmt.Fprintf(f.Output(), "usage: %s\nflags:\n", synopsis(name))
+		f.PrintDefaults()
+	}
+	return fs
+}
+
+// verbFlags is newFlags for the verbs that work an existing queue (status, pause, resume, dlq):
+// they refuse a queue nothing has used, unless --force.
+func verbFlags(name string, env Env, c *common) *envflag.Set {
+	fs := newFlags(name, env, c)
+	fs.Bool(&c.force, "force", "", false, "act even on a queue no task or worker has used (without it, such a queue name is refused as mistyped)")
 	return fs
 }
 
@@ -127,13 +178,25 @@ func Vars() map[string][]envflag.Var {
 	}
 }
 
-// parse parses args, allowing flags after positional arguments too.
+// parse parses args, allowing flags after positional arguments too. -h prints the help; a bad flag
+// is one line (which Run prints), not the flag package's error followed by the whole help.
 func parse(fs *envflag.Set, args []string) ([]string, error) {
+	f := fs.FlagSet()
+	out, help := f.Output(), f.Usage
+	badFlag := false
+	f.SetOutput(io.Discard)
+	f.Usage = func() { badFlag = true } // the flag package calls it for -h and for a bad flag
+	defer func() { f.SetOutput(out); f.Usage = help }()
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				f.SetOutput(out)
+				help()
 				return nil, err
+			}
+			if badFlag {
+				err = fmt.Errorf("%w; see %s -h", err, f.Name())
 			}
 			return nil, usageError{err}
 		}
@@ -278,9 +341,13 @@ func joinInts(xs []int) string {
 
 func runPause(ctx context.Context, verb string, args []string, env Env) (int, error) {
 	var c common
-	fs := newFlags(verb, env, &c)
-	if _, err := parse(fs, args); err != nil {
+	fs := verbFlags(verb, env, &c)
+	pos, err := parse(fs, args)
+	if err != nil {
 		return ExitUsage, err
+	}
+	if len(pos) > 0 {
+		return ExitUsage, usageError{fmt.Errorf("%s takes no arguments (-queue names the queue)", verb)}
 	}
 	rdb, in, code, err := openInspector(ctx, c)
 	if err != nil {
@@ -302,14 +369,19 @@ func runPause(ctx context.Context, verb string, args []string, env Env) (int, er
 // runDLQ runs one dead-letter verb.
 func runDLQ(ctx context.Context, args []string, env Env) (int, error) {
 	if len(args) == 0 {
-		return ExitUsage, usageError{errors.New("dlq needs list, requeue, purge or export")}
+		return ExitUsage, usageError{errors.New("dlq needs list, requeue, purge or export; see enqueue dlq -h")}
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(env.Stdout, dlqUsageText)
+		return ExitOK, flag.ErrHelp
 	}
 	verbs := map[string]func(context.Context, []string, Env) (int, error){
 		"list": dlqList, "export": dlqExport, "requeue": dlqRequeue, "purge": dlqPurge,
 	}
 	run, ok := verbs[args[0]]
 	if !ok {
-		return ExitUsage, usageError{fmt.Errorf("unknown dlq command %q: want list, requeue, purge or export", args[0])}
+		return ExitUsage, usageError{fmt.Errorf("unknown dlq command %q: want list, requeue, purge or export; see enqueue dlq -h", args[0])}
 	}
 	return run(ctx, args[1:], env)
 }
@@ -321,7 +393,7 @@ type dlqFlags struct {
 }
 
 func newDLQFlags(verb string, env Env, f *dlqFlags) *envflag.Set {
-	fs := newFlags("dlq "+verb, env, &f.common)
+	fs := verbFlags("dlq "+verb, env, &f.common)
 	fs.String(&f.reason, "reason", "", "", "only dead letters of this reason")
 	return fs
 }
@@ -348,7 +420,8 @@ func parseSelection(fs *envflag.Set, f *dlqFlags, args []string) ([]string, task
 	return ids, reason, err
 }
 
-// openInspector opens the queue's Redis and checks that it answers.
+// openInspector opens the queue's Redis and checks that it answers and, unless c.force, that
+// something has used the queue.
 func openInspector(ctx context.Context, c common) (redis.UniversalClient, *inspect.Inspector, int, error) {
 	rdb, err := openRedis(c)
 	if err != nil {
@@ -358,7 +431,19 @@ func openInspector(ctx context.Context, c common) (redis.UniversalClient, *inspe
 		rdb.Close()
 		return nil, nil, ExitFailed, err
 	}
-	return rdb, inspect.New(rdb, producer.Config{Queue: c.queue}), ExitOK, nil
+	in := inspect.New(rdb, producer.Config{Queue: c.queue})
+	if !c.force {
+		known, err := in.Known(ctx)
+		if err != nil {
+			rdb.Close()
+			return nil, nil, ExitFailed, err
+		}
+		if !known {
+			rdb.Close()
+			return nil, nil, ExitUsage, usageError{fmt.Errorf("queue %s is unknown: no task or worker has used it; --force to act anyway", c.queue)}
+		}
+	}
+	return rdb, in, ExitOK, nil
 }
 
 // oneOf checks that exactly one way of choosing dead letters was given.

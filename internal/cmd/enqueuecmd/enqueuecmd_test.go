@@ -18,6 +18,7 @@ import (
 
 	"github.com/versori/activator/internal/cmd/enqueuecmd"
 	"github.com/versori/activator/internal/deadletter"
+	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
@@ -175,7 +176,16 @@ func addDeadLetter(t *testing.T, db *testutil.RedisDB, req versori.ActivationReq
 	if _, err := deadletter.NewStore(db.Client, queue).Add(context.Background(), e); err != nil {
 		t.Fatal(err)
 	}
+	knownQueue(t, db, queue) // a dead letter's job was queued through asynq, which lists its queue
 	return e
+}
+
+// knownQueue lists q among asynq's queues, as its first task does.
+func knownQueue(t *testing.T, db *testutil.RedisDB, q string) {
+	t.Helper()
+	if err := db.Client.SAdd(context.Background(), rediskeys.AsynqQueues, q).Err(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func deadIDs(t *testing.T, db *testutil.RedisDB) []string {
@@ -579,8 +589,8 @@ func TestHelp(t *testing.T) {
 	}
 	for _, args := range [][]string{{"file", "-h"}, {"dlq", "list", "-h"}, {"pause", "-h"}} {
 		r := run(t, nil, "", args...)
-		if r.code != enqueuecmd.ExitOK || !strings.Contains(r.stderr, "redis-url") {
-			t.Errorf("%v: want exit 0 and flags on stderr:\n%s", args, r)
+		if r.code != enqueuecmd.ExitOK || !strings.Contains(r.stdout, "redis-url") || r.stderr != "" {
+			t.Errorf("%v: want exit 0 and flags on stdout:\n%s", args, r)
 		}
 	}
 }
@@ -781,6 +791,7 @@ func TestDLQList(t *testing.T) {
 func TestDLQListEmpty(t *testing.T) {
 	t.Parallel()
 	db := testutil.Redis(t)
+	knownQueue(t, db, queue)
 	r := runDB(t, db, "", "dlq", "list", "--json")
 	var got []deadletter.Entry
 	if r.code != enqueuecmd.ExitOK || json.Unmarshal([]byte(r.stdout), &got) != nil || got == nil || len(got) != 0 {
@@ -1145,9 +1156,12 @@ func TestPauseResume(t *testing.T) {
 		return qi.Paused
 	}
 
-	// Pausing a queue nothing was enqueued to yet holds once jobs arrive.
-	if r := runDB(t, db, "", "pause"); r.code != enqueuecmd.ExitOK || !strings.Contains(r.stdout, "paused") {
-		t.Fatalf("pause: want exit 0:\n%s", r)
+	// Pausing a queue nothing was enqueued to yet takes --force, and holds once jobs arrive.
+	if r := runDB(t, db, "", "pause"); r.code != enqueuecmd.ExitUsage || !strings.Contains(r.stderr, "--force") {
+		t.Fatalf("pause of an unused queue: want exit 2 naming --force:\n%s", r)
+	}
+	if r := runDB(t, db, "", "pause", "--force"); r.code != enqueuecmd.ExitOK || !strings.Contains(r.stdout, "paused") {
+		t.Fatalf("pause --force: want exit 0:\n%s", r)
 	}
 	path := testutil.WriteFile(t, "in.jsonl", testutil.JSONL(t, request("u-1")))
 	if r := runDB(t, db, "", "file", path, "--quiet"); r.code != enqueuecmd.ExitOK {
@@ -1180,7 +1194,7 @@ func TestPauseResume(t *testing.T) {
 	}
 
 	// --queue picks the queue.
-	if r := runDB(t, db, "", "pause", "--queue", "other"); r.code != enqueuecmd.ExitOK || !strings.Contains(r.stdout, "other") {
+	if r := runDB(t, db, "", "pause", "--queue", "other", "--force"); r.code != enqueuecmd.ExitOK || !strings.Contains(r.stdout, "other") {
 		t.Errorf("pause --queue other: want exit 0:\n%s", r)
 	}
 	if paused() {

@@ -78,7 +78,8 @@ func runServe(ctx context.Context, args []string, env Env) (int, error) {
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		return ExitFailed, err
+		// A taken or bad address is a configuration problem, as it is for the worker's METRICS_ADDR.
+		return ExitUsage, usageError{err}
 	}
 	// Redis being down is no reason not to start: /readyz says so, and requests get 503 until it is back.
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)

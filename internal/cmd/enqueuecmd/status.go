@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/versori/activator/inspect"
+	"github.com/versori/activator/internal/queuestate"
 )
 
 func runStatus(ctx context.Context, args []string, env Env) (int, error) {
@@ -18,8 +19,8 @@ func runStatus(ctx context.Context, args []string, env Env) (int, error) {
 		watch  bool
 		every  time.Duration
 	)
-	fs := newFlags("status", env, &c)
-	fs.Bool(&asJSON, "json", "", false, "print JSON")
+	fs := verbFlags("status", env, &c)
+	fs.Bool(&asJSON, "json", "", false, "print JSON (durations in seconds)")
 	fs.Bool(&watch, "watch", "", false, "print again every --interval until the batch is done")
 	fs.Duration(&every, "interval", "", 2*time.Second, "how often --watch prints")
 	pos, err := parse(fs, args)
@@ -40,32 +41,53 @@ func runStatus(ctx context.Context, args []string, env Env) (int, error) {
 	for {
 		st, err := in.Batch(ctx, pos[0])
 		if errors.Is(err, inspect.ErrUnknownBatch) {
-			return ExitRejected, fmt.Errorf("batch %s: %w", pos[0], err)
+			return ExitRejected, fmt.Errorf("batch %s: %w on queue %s (never run there, or its counters expired 30 days after they last changed)", pos[0], err, c.queue)
 		}
 		if err != nil {
 			return ExitFailed, err
 		}
 		if asJSON {
-			b, _ := json.Marshal(st)
+			b, err := json.Marshal(st)
+			if err != nil {
+				return ExitFailed, err
+			}
 			fmt.Fprintln(env.Stdout, string(b))
 		} else {
-			printStatus(env.Stdout, st)
+			printStatus(env.Stdout, st, c.queue)
 		}
 		if !watch || st.Finished {
 			return ExitOK, nil
 		}
 		select {
 		case <-ctx.Done():
-			return ExitOK, nil
+			return exitInterrupted, nil
 		case <-time.After(every):
 		}
 	}
 }
 
-func printStatus(w io.Writer, s inspect.BatchStatus) {
+// exitInterrupted is the exit code of a command stopped by SIGINT or SIGTERM before it finished:
+// 128+SIGINT, as shells expect.
+const exitInterrupted = 130
+
+// pausedBecause says why a queue is paused, from queuestate's reason.
+func pausedBecause(reason string) string {
+	switch reason {
+	case queuestate.ReasonOperator:
+		return "by an operator (enqueue pause); `enqueue resume` starts it again"
+	case queuestate.ReasonUnauthorized:
+		return "by the workers: the API refused the API key; they resume it once the key works, or `enqueue resume`"
+	}
+	return "not by activator (the queue UI or asynq); `enqueue resume` starts it again"
+}
+
+func printStatus(w io.Writer, s inspect.BatchStatus, queue string) {
 	state := "running"
-	if s.Finished {
+	switch {
+	case s.Finished:
 		state = "done"
+	case s.Paused:
+		state = "paused " + pausedBecause(s.PausedReason)
 	}
 	fmt.Fprintf(w, "batch %s: %s\nqueued: %d\nactivated: %d\nalready active: %d\nretries: %d\n",
 		s.ID, state, s.Queued, s.Activated, s.AlreadyActive, s.Retries)
@@ -79,8 +101,39 @@ func printStatus(w io.Writer, s inspect.BatchStatus) {
 			fmt.Fprintf(w, " %s=%d", r, s.DeadLetters[r])
 		}
 	}
-	fmt.Fprintf(w, "\nremaining: %d\nrate: %.1f/s\n", s.Remaining, s.Rate)
-	if !s.Finished && s.Rate > 0 {
-		fmt.Fprintf(w, "eta: %s\n", s.ETA.Round(time.Second))
+	fmt.Fprintf(w, "\nremaining: %d\n", s.Remaining)
+	round := func(d time.Duration) time.Duration { return d.Round(time.Second) }
+	switch {
+	case s.Finished && s.Running > 0:
+		fmt.Fprintf(w, "rate: %.1f/s (from the first job's end to the last: %s)\n", s.Rate, round(s.Running))
+	case s.Finished:
+		fmt.Fprintln(w, "rate: not measured (every job ended within one counter flush)")
+	case s.FirstDoneAt.IsZero() && s.Done == 0:
+		fmt.Fprintf(w, "rate: none yet: no job has ended (is a worker running on queue %s?)\n", queue)
+	case s.FirstDoneAt.IsZero():
+		fmt.Fprintf(w, "rate: %.1f/s (average since the batch started: its counts are an older release's)\n", s.Rate)
+	case s.RateWindow == 0:
+		fmt.Fprintln(w, "rate: not measured yet (the first job ended under a second ago)")
+	default:
+		fmt.Fprintf(w, "rate: %.1f/s (last %s)\n", s.Rate, round(s.RateWindow))
+	}
+	if !s.Finished && s.Running > 0 {
+		fmt.Fprintf(w, "average: %.1f/s (over %s since the first job ended)\n", s.AverageRate, round(s.Running))
+	}
+	switch {
+	case s.Finished:
+	case s.Paused:
+		fmt.Fprintln(w, "eta: none while the queue is paused")
+	case s.ETA > 0:
+		fmt.Fprintf(w, "eta: %s\n", round(s.ETA))
+	case s.RateWindow > 0:
+		fmt.Fprintf(w, "eta: unknown: no job ended in the last %s\n", round(s.RateWindow))
+	}
+	switch {
+	case s.Elapsed <= 0:
+	case s.Finished:
+		fmt.Fprintf(w, "elapsed: %s (from enqueueing to the last job's end)\n", round(s.Elapsed))
+	default:
+		fmt.Fprintf(w, "elapsed: %s (since the batch was enqueued)\n", round(s.Elapsed))
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/versori/activator/internal/buildinfo"
 	"github.com/versori/activator/internal/cmd/envflag"
 	"github.com/versori/activator/internal/logbuf"
 	"github.com/versori/activator/internal/redisconn"
@@ -91,12 +92,33 @@ func newFlags(s *Settings, r *raw, lookup func(string) (string, bool), usageOut 
 }
 
 // ParseSettings reads the worker's flags and environment. Its errors are one line saying what to fix,
-// naming the variable to set; they never include a secret.
+// naming the variable to set; they never include a secret. -h writes the usage to usageOut, and
+// -version the build's version; both then return flag.ErrHelp.
 func ParseSettings(args []string, lookup func(string) (string, bool), usageOut io.Writer) (Settings, error) {
 	s := Settings{Config: worker.DefaultConfig()}
 	var r raw
 	fs := newFlags(&s, &r, lookup, usageOut)
-	if err := fs.Parse(args); err != nil {
+	f := fs.FlagSet()
+	// Not an envflag setting: it has no variable, and is no part of the configuration.
+	version := f.Bool("version", false, "print the module version and VCS revision of this build, and exit")
+	// The flag package answers a bad flag with the error and then the whole usage; here it is one
+	// line, which Main prints.
+	badFlag := false
+	f.SetOutput(io.Discard)
+	f.Usage = func() { badFlag = true } // called for -h and for a bad flag
+	err := fs.Parse(args)
+	f.SetOutput(usageOut)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprintln(usageOut, "usage: worker [flags]; every flag but -version also reads the environment variable it names")
+		f.PrintDefaults()
+		return s, err
+	case err != nil && badFlag:
+		return s, fmt.Errorf("%w; see worker -h", err)
+	case *version:
+		fmt.Fprintln(usageOut, buildinfo.Version("worker"))
+		return s, flag.ErrHelp
+	case err != nil:
 		return s, err
 	}
 	if fs.FlagSet().NArg() > 0 {
