@@ -22,6 +22,7 @@ import (
 
 	"github.com/oklog/ulid/v2"
 
+	"github.com/versori/activator/internal/configerr"
 	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/versori/versoritest"
@@ -134,6 +135,10 @@ func TestNewConfigErrors(t *testing.T) {
 		{"no host", versori.Config{BaseURL: "http://", Auth: versori.APIKey("k")}, true},
 		{"not a URL", versori.Config{BaseURL: "::", Auth: versori.APIKey("k")}, true},
 		{"relative", versori.Config{BaseURL: "/api", Auth: versori.APIKey("k")}, true},
+		{"hub id", versori.Config{HubID: testHubID, Auth: versori.APIKey("k")}, false},
+		{"hub id in lower case", versori.Config{HubID: strings.ToLower(testHubID), Auth: versori.APIKey("k")}, false},
+		{"hub id not a ULID", versori.Config{HubID: "hub1", Auth: versori.APIKey("k")}, true},
+		{"hub id with a U", versori.Config{HubID: "01HZY8J5Q0HUB0000000000000", Auth: versori.APIKey("k")}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -143,6 +148,17 @@ func TestNewConfigErrors(t *testing.T) {
 				t.Errorf("New() error = %v, wantErr %v", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestConfigHubIDError checks that a hub id that is not a ULID is refused naming the field, for a
+// command to name its variable (VERSORI_HUB_ID=hub1 used to start a worker whose look-ups failed).
+func TestConfigHubIDError(t *testing.T) {
+	t.Parallel()
+	err := versori.Config{HubID: "hub1", Auth: versori.APIKey("k")}.WithDefaults().Validate()
+	var ce *configerr.Error
+	if !errors.As(err, &ce) || ce.Field != "HubID" || ce.Problem != `"hub1" is not a ULID (26 Crockford base32 characters)` {
+		t.Errorf("Validate() = %v, want a configerr about HubID", err)
 	}
 }
 
@@ -940,7 +956,7 @@ func TestRedirectsAreNotFollowed(t *testing.T) {
 			}))
 			t.Cleanup(ts.Close)
 			rec := &recorder{}
-			c := newClient(t, versori.Config{BaseURL: ts.URL + "/api", HubID: "hub", Auth: versori.APIKey("the-key"), Observe: rec.observe})
+			c := newClient(t, versori.Config{BaseURL: ts.URL + "/api", HubID: testHubID, Auth: versori.APIKey("the-key"), Observe: rec.observe})
 
 			err := tt.call(c)
 			var ae *versori.Error
@@ -1185,7 +1201,7 @@ func listServer(t *testing.T, pages ...string) (base string, calls func() int) {
 		if after := r.URL.Query().Get("after"); after != "" {
 			i, _ = strconv.Atoi(strings.TrimPrefix(after, "p"))
 		}
-		if !strings.HasPrefix(r.URL.Path, "/embed/hub/users/") || r.Method != http.MethodGet || i < 0 || i >= len(pages) {
+		if !strings.HasPrefix(r.URL.Path, "/embed/"+testHubID+"/users/") || r.Method != http.MethodGet || i < 0 || i >= len(pages) {
 			http.NotFound(w, r)
 			return
 		}
@@ -1237,7 +1253,7 @@ func TestListUserActivationsShape(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			base, _ := listServer(t, tt.pages...)
-			c := newClient(t, versori.Config{BaseURL: base, HubID: "hub", Auth: versori.APIKey("k")})
+			c := newClient(t, versori.Config{BaseURL: base, HubID: testHubID, Auth: versori.APIKey("k")})
 			ctx := context.Background()
 			got, err := c.ListUserActivations(ctx, "user-1", testutil.IntegrationID)
 			found, ferr := c.FindActivations(ctx, "user-1", testutil.IntegrationID)
@@ -1288,7 +1304,7 @@ func TestFindActivationsDuplicates(t *testing.T) {
 		`{"activations":[`+entry("A1", testutil.IntegrationID)+`,`+entry("A2", "01HZY8J5Q0OTHER00000000000")+`],"next":"p1","totalCount":4}`,
 		`{"activations":[`+entry("A3", lower)+`,`+entry("A4", testutil.IntegrationID)+`],"totalCount":4}`,
 	)
-	c := newClient(t, versori.Config{BaseURL: base, HubID: "hub", Auth: versori.APIKey("k")})
+	c := newClient(t, versori.Config{BaseURL: base, HubID: testHubID, Auth: versori.APIKey("k")})
 	ctx := context.Background()
 	tests := []struct {
 		name  string
@@ -1380,7 +1396,7 @@ func TestFindActivationsReadsEveryPage(t *testing.T) {
 				_, _ = io.WriteString(w, body)
 			}))
 			t.Cleanup(ts.Close)
-			c := newClient(t, versori.Config{BaseURL: ts.URL, HubID: "hub", Auth: versori.APIKey("k")})
+			c := newClient(t, versori.Config{BaseURL: ts.URL, HubID: testHubID, Auth: versori.APIKey("k")})
 			found, err := c.FindActivations(context.Background(), "u", testutil.IntegrationID)
 			if tt.wantErr {
 				if !versori.IsOutcomeUnknown(err) {
@@ -1395,3 +1411,6 @@ func TestFindActivationsReadsEveryPage(t *testing.T) {
 		})
 	}
 }
+
+// testHubID is the hub of the tests that serve the API themselves; hub ids are ULIDs.
+const testHubID = "01J5TESTHVB0000000000000HB"

@@ -40,6 +40,13 @@ func (c Config) Validate() error {
 	if c.Timeout <= 0 {
 		return configerr.New("versori", "Timeout", "must be positive, got %s", c.Timeout)
 	}
+	if c.HubID != "" {
+		// Hub ids are ULIDs, as the API's ids are; a typo would otherwise surface only as a failed
+		// look-up after a call whose outcome is unknown, the moment it matters most.
+		if reason := ulidProblem(c.HubID); reason != "" {
+			return configerr.New("versori", "HubID", "%q %s", c.HubID, reason)
+		}
+	}
 	if c.Concurrency < 0 {
 		return configerr.New("versori", "Concurrency", "must not be negative, got %d", c.Concurrency)
 	}

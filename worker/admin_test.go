@@ -234,7 +234,7 @@ func TestAdminUIWriteSharesClient(t *testing.T) {
 func TestAdminUIConfig(t *testing.T) {
 	t.Parallel()
 	if _, err := worker.New(nil, worker.Config{Concurrency: 1, AdminUI: worker.AdminUI{Enabled: true},
-		Versori: versori.Config{Auth: versori.APIKey("k"), HubID: "h"}}); err == nil ||
+		Versori: versori.Config{Auth: versori.APIKey("k"), HubID: "01J5TANDXN0000000000000HVB"}}); err == nil ||
 		!strings.Contains(err.Error(), "worker: AdminUI.Enabled needs MetricsAddr") {
 		t.Errorf("New with the UI on and no MetricsAddr: %v", err)
 	}

@@ -13,7 +13,7 @@ import (
 // validConfig is DefaultConfig with the two settings it has no default for.
 func validConfig() worker.Config {
 	c := worker.DefaultConfig()
-	c.Versori.Auth, c.Versori.HubID = versori.APIKey("k"), "hub"
+	c.Versori.Auth, c.Versori.HubID = versori.APIKey("k"), "01J5TANDXN0000000000000HVB"
 	return c
 }
 
@@ -48,6 +48,7 @@ func TestConfigValidateNamesFields(t *testing.T) {
 		{func(c *worker.Config) { c.Concurrency = 0 }, "worker: Concurrency must be at least 1, got 0"},
 		{func(c *worker.Config) { c.Servers = 65 }, "worker: Servers must be 1 to 64, got 65"},
 		{func(c *worker.Config) { c.Versori.HubID = "" }, "worker: Versori.HubID is required: the worker looks up a user's activations before retrying a call whose outcome is unknown"},
+		{func(c *worker.Config) { c.Versori.HubID = "hub1" }, `worker: Versori.HubID "hub1" is not a ULID (26 Crockford base32 characters)`},
 		{func(c *worker.Config) { c.Versori.Timeout = 0 }, "worker: Versori.Timeout must be positive, got 0s"},
 		{func(c *worker.Config) { c.Policy.Cap = time.Millisecond }, "worker: Policy.Cap must be at least Base (1s), got 1ms"},
 		{func(c *worker.Config) { c.Breaker.FailureRatio = 0 }, "worker: Breaker.FailureRatio must be in (0, 1], got 0"},
@@ -73,7 +74,7 @@ func TestConfigValidateNamesFields(t *testing.T) {
 		t.Errorf("New(Policy.Base -1s) = %v", err)
 	}
 	// New gives zero fields their defaults, but Concurrency has none.
-	if _, err := worker.New(nil, worker.Config{Versori: versori.Config{Auth: versori.APIKey("k"), HubID: "h"}}); err == nil ||
+	if _, err := worker.New(nil, worker.Config{Versori: versori.Config{Auth: versori.APIKey("k"), HubID: "01J5TANDXN0000000000000HVB"}}); err == nil ||
 		err.Error() != "worker: Concurrency must be at least 1, got 0" {
 		t.Errorf("New(Concurrency 0) = %v", err)
 	}

@@ -32,7 +32,7 @@ const (
 	settingsAPIKey   = "sk_live_SETTINGS_SECRET_4f3e2d"
 	settingsPassword = "s3cr3t"
 	settingsRedisURL = "redis://:" + settingsPassword + "@127.0.0.1:6379/0"
-	settingsHubID    = "01HZY8J5Q0HUB0000000000000"
+	settingsHubID    = "01HZY8J5Q0HVB0000000000000"
 )
 
 var settingsKey = sync.OnceValue(func() *rsa.PrivateKey {
@@ -313,7 +313,7 @@ func TestParseSettings(t *testing.T) {
 func TestAdminUISettings(t *testing.T) {
 	t.Parallel()
 	env := func(mod map[string]string) func(string) (string, bool) {
-		e := map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/3", "VERSORI_API_KEY": "k", "VERSORI_HUB_ID": "h"}
+		e := map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/3", "VERSORI_API_KEY": "k", "VERSORI_HUB_ID": settingsHubID}
 		for k, v := range mod {
 			e[k] = v
 		}
@@ -365,7 +365,7 @@ func TestAdminUISettings(t *testing.T) {
 func TestPprofNeedsMetricsAddr(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
-	env := map[string]string{"VERSORI_API_KEY": "k", "VERSORI_HUB_ID": "h", "PPROF": "true"}
+	env := map[string]string{"VERSORI_API_KEY": "k", "VERSORI_HUB_ID": settingsHubID, "PPROF": "true"}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	if _, err := ParseSettings([]string{"-metrics-addr="}, lookup, &out); err == nil || !strings.Contains(err.Error(), "PPROF needs METRICS_ADDR") {
 		t.Errorf("PPROF without METRICS_ADDR: %v, want a one-line refusal", err)
@@ -394,6 +394,8 @@ func TestParseSettingsNamesVariables(t *testing.T) {
 		{map[string]string{"VERSORI_TIMEOUT": "-1s"}, nil, "VERSORI_TIMEOUT must be positive, got -1s"},
 		{map[string]string{"VERSORI_BASE_URL": "ftp://x"}, nil, `VERSORI_BASE_URL "ftp://x" is not an http(s) URL`},
 		{map[string]string{"VERSORI_HUB_ID": ""}, nil, "VERSORI_HUB_ID is required: the worker looks up a user's activations before retrying a call whose outcome is unknown"},
+		{map[string]string{"VERSORI_HUB_ID": "hub1"}, nil, `VERSORI_HUB_ID "hub1" is not a ULID (26 Crockford base32 characters)`},
+		{nil, []string{"-versori-hub-id=hub1"}, `VERSORI_HUB_ID "hub1" is not a ULID (26 Crockford base32 characters)`},
 		{map[string]string{"RETRY_CAP": "500ms"}, nil, "RETRY_CAP must be at least RETRY_BASE (1s), got 500ms"},
 		{map[string]string{"RETRY_BASE": "-1s"}, nil, "RETRY_BASE must be positive, got -1s"},
 		{map[string]string{"QUICK_RETRIES": "-1"}, nil, "QUICK_RETRIES must not be negative, got -1"},
