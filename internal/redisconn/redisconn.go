@@ -19,6 +19,7 @@
 package redisconn
 
 import (
+	"errors"
 	"net"
 	"net/url"
 	"strings"
@@ -128,4 +129,35 @@ func Redacted(rawURL string) string {
 		return "(unparseable)"
 	}
 	return u.Redacted()
+}
+
+// Refused returns the configuration error behind err, the error of a command sent to the Redis that
+// rawURL names, when Redis refused what the URL asks for: its database number
+// (redis://…/99: "ERR DB index is out of range"), its password, or a database on a cluster. It is
+// a *configerr.Error about the field "URL", like Parse's, and names the URL without its password.
+// Otherwise it returns nil: err is a failure to reach Redis, or of the command itself, which may
+// pass.
+func Refused(rawURL string, err error) error {
+	var re redis.Error
+	if err == nil || !errors.As(err, &re) {
+		return nil
+	}
+	msg := re.Error()
+	u, perr := url.Parse(rawURL)
+	if perr != nil {
+		return nil
+	}
+	where := u.Scheme + "://" + u.Host + u.Path
+	switch {
+	case strings.Contains(msg, "DB index is out of range") || strings.Contains(msg, "invalid DB index"):
+		return bad("(%s) names database %s, which Redis refuses (%s): a Redis has databases 0 to 15 unless its databases setting says more",
+			where, strings.Trim(u.Path, "/"), msg)
+	case strings.HasPrefix(msg, "WRONGPASS") || strings.HasPrefix(msg, "NOAUTH") ||
+		strings.Contains(msg, "invalid password") || strings.Contains(msg, "without any password configured") ||
+		strings.Contains(msg, "invalid username-password"):
+		return bad("(%s): Redis refuses the password (%s)", where, msg)
+	case strings.Contains(msg, "SELECT is not allowed in cluster mode"):
+		return bad("(%s) names a database, but Redis is a cluster: use redis-cluster://", where)
+	}
+	return nil
 }

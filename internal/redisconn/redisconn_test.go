@@ -1,16 +1,20 @@
 package redisconn_test
 
 import (
+	"context"
 	"errors"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/internal/configerr"
 	"github.com/versori/activator/internal/redisconn"
+	"github.com/versori/activator/internal/testutil"
 )
 
 const secret = "s3cr3t-Pa55"
@@ -129,5 +133,53 @@ func TestRedacted(t *testing.T) {
 		if strings.Contains(got, secret) || !strings.Contains(got, "xxxxx") {
 			t.Errorf("Redacted(…) = %q: the password must be masked", got)
 		}
+	}
+}
+
+// TestRefused checks that what a Redis refuses of a URL (a database it does not have, a password) is
+// a configuration error naming the URL without its password, and that a Redis that does not answer
+// is not.
+func TestRefused(t *testing.T) {
+	t.Parallel()
+	addr := testutil.RedisAddr()
+	ping := func(rawURL string) error {
+		rdb, err := redisconn.Open(rawURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rdb.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return rdb.Ping(ctx).Err()
+	}
+	for _, tc := range []struct {
+		url, want string
+	}{
+		{"redis://" + addr + "/99", "redisconn: URL (redis://" + addr + "/99) names database 99, which Redis refuses (ERR DB index is out of range)"},
+	} {
+		err := redisconn.Refused(tc.url, ping(tc.url))
+		var ce *configerr.Error
+		if !errors.As(err, &ce) || ce.Field != "URL" || !strings.HasPrefix(err.Error(), tc.want) || strings.Contains(err.Error(), secret) {
+			t.Errorf("Refused(%s) = %v, want a configerr starting %q", tc.url, err, tc.want)
+		}
+	}
+	// A Redis of the test's own, with a password.
+	own := testutil.StartRedisServer(t, false)
+	if err := own.Client.ConfigSet(context.Background(), "requirepass", "right-"+secret).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"redis://:" + secret + "@" + own.Addr() + "/0", "redis://" + own.Addr() + "/0"} {
+		err := redisconn.Refused(u, ping(u))
+		if want := "redisconn: URL (redis://" + own.Addr() + "/0): Redis refuses the password ("; err == nil || !strings.HasPrefix(err.Error(), want) ||
+			strings.Contains(err.Error(), secret) {
+			t.Errorf("Refused(%s) = %v, want one starting %q", u, err, want)
+		}
+	}
+	if err := redisconn.Refused("redis://"+addr+"/1", ping("redis://"+addr+"/1")); err != nil {
+		t.Errorf("Refused of a working URL = %v", err)
+	}
+	down := "redis://127.0.0.1:" + strconv.Itoa(testutil.FreePort(t)) + "/0"
+	if err := ping(down); err == nil || redisconn.Refused(down, err) != nil {
+		t.Errorf("Refused of a Redis that does not answer (%v) = %v, want nil", err, redisconn.Refused(down, err))
 	}
 }

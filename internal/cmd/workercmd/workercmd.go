@@ -13,9 +13,11 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/versori/activator/internal/buildinfo"
 	"github.com/versori/activator/internal/cmd/envflag"
-	"github.com/versori/activator/internal/logbuf"
+	"github.com/versori/activator/internal/logging"
 	"github.com/versori/activator/internal/redisconn"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/worker"
@@ -29,6 +31,11 @@ type Settings struct {
 	// LogFlush is how long log lines below warning may wait to be written together; 0 writes each
 	// line at once.
 	LogFlush time.Duration
+	// LogFormat is how log lines are written: JSON, or text for a terminal.
+	LogFormat logging.Format
+	// LogRepeat is how often a warning or error repeated word for word is written, with its count;
+	// 0 writes every one.
+	LogRepeat time.Duration
 	worker.Config
 }
 
@@ -38,7 +45,7 @@ const defaultLogFlush = 100 * time.Millisecond
 // raw holds what the flags read that is not yet a Settings field.
 type raw struct {
 	apiKey, keyID, keyFile string
-	level                  string
+	level, format          string
 	guard                  bool
 }
 
@@ -82,6 +89,8 @@ func newFlags(s *Settings, r *raw, lookup func(string) (string, bool), usageOut 
 	fs.Duration(&s.Breaker.Cooldown, "breaker-cooldown", "BREAKER_COOLDOWN", d.Breaker.Cooldown, "how long the breaker stays open before probing")
 	fs.Duration(&s.ProbeInterval, "probe-interval", "PROBE_INTERVAL", d.ProbeInterval, "how often a queue paused for a refused API key is probed")
 	fs.String(&r.level, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
+	fs.String(&r.format, "log-format", "LOG_FORMAT", string(logging.JSON), "json, or text for a terminal")
+	fs.Duration(&s.LogRepeat, "log-repeat-interval", "LOG_REPEAT_INTERVAL", logging.DefaultRepeatInterval, "a warning or error repeated word for word (Redis refusing connections, say) is written once per interval, with how many times it was repeated; 0 writes every one")
 	fs.Duration(&s.LogFlush, "log-flush-interval", "LOG_FLUSH_INTERVAL", defaultLogFlush, "how long info and debug lines may wait to be written together (warnings and errors are written at once, with everything before them); 0 writes every line at once")
 	// The queue UI has no auth of its own: whoever reaches METRICS_ADDR can use it.
 	fs.Bool(&s.AdminUI.Enabled, "admin-ui", "ADMIN_UI", d.AdminUI.Enabled, "serve the asynqmon queue UI at /ui/ on METRICS_ADDR; it has no auth of its own, so bind METRICS_ADDR to a private interface")
@@ -131,6 +140,12 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	if err := s.LogLevel.UnmarshalText([]byte(r.level)); err != nil {
 		return s, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", r.level)
 	}
+	if s.LogFormat, err = logging.ParseFormat(r.format); err != nil {
+		return s, fmt.Errorf("LOG_FORMAT=%v", err)
+	}
+	if s.LogRepeat < 0 {
+		return s, errors.New("LOG_REPEAT_INTERVAL must not be negative")
+	}
 	if s.LogFlush < 0 {
 		return s, errors.New("LOG_FLUSH_INTERVAL must not be negative")
 	}
@@ -176,28 +191,9 @@ func auth(s *Settings, r raw) error {
 	return nil
 }
 
-// newLogger returns the worker's JSON logger on out. With a positive flush interval, lines below
-// warning are written in batches (one job's line each, thousands a second); stop writes what is left.
-func newLogger(out io.Writer, level slog.Level, flush time.Duration) (log *slog.Logger, stop func()) {
-	opts := &slog.HandlerOptions{Level: level}
-	if flush <= 0 {
-		return slog.New(slog.NewJSONHandler(out, opts)), func() {}
-	}
-	w := logbuf.New(out, logbuf.DefaultSize)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		w.Run(ctx, flush)
-	}()
-	return slog.New(logbuf.FlushAt(slog.NewJSONHandler(w, opts), w, slog.LevelWarn)), func() {
-		cancel()
-		<-done
-	}
-}
-
 // Main runs a worker process: it parses args and the environment, runs until ctx is done, and
-// returns the process's exit code (2 for a configuration error).
+// returns the process's exit code (2 for a configuration error). It sets up the process's log, the
+// libraries' loggers included (logging.Install), before it opens Redis.
 func Main(ctx context.Context, args []string, lookup func(string) (string, bool), stderr io.Writer) int {
 	s, err := ParseSettings(args, lookup, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -207,8 +203,13 @@ func Main(ctx context.Context, args []string, lookup func(string) (string, bool)
 		fmt.Fprintln(stderr, "worker:", err)
 		return 2
 	}
-	log, stopLog := newLogger(stderr, s.LogLevel, s.LogFlush)
+	repeat := s.LogRepeat
+	if repeat == 0 {
+		repeat = -1 // every one
+	}
+	log, stopLog := logging.New(stderr, logging.Options{Format: s.LogFormat, Level: s.LogLevel, Flush: s.LogFlush, Repeat: repeat})
 	defer stopLog()
+	logging.Install(log)
 	s.Logger = log
 	rdb, err := redisconn.Open(s.RedisURL)
 	if err != nil {
@@ -216,17 +217,57 @@ func Main(ctx context.Context, args []string, lookup func(string) (string, bool)
 		return 2
 	}
 	defer rdb.Close()
+	if err := waitForRedis(ctx, rdb, s.RedisURL, log); err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped before Redis answered")
+			return 0
+		}
+		stopLog() // what was logged before the one line saying what to fix
+		fmt.Fprintln(stderr, "worker:", explainRedis(err))
+		return 2
+	}
 	w, err := worker.New(rdb, s.Config)
 	if err != nil {
+		stopLog()
 		fmt.Fprintln(stderr, "worker:", explain(err))
 		return 2
 	}
-	log.Info("connecting", "redis", redisconn.Redacted(s.RedisURL), "versori", s.Versori.BaseURL)
+	log.Info("connected to Redis", "redis", redisconn.Redacted(s.RedisURL), "versori", s.Versori.BaseURL)
 	if err := w.Run(ctx); err != nil {
 		log.Error("worker failed", "error", err.Error())
 		return 1
 	}
 	return 0
+}
+
+// redisWait is how long the worker waits between PINGs while Redis does not answer at start.
+const redisWait = time.Second
+
+// waitForRedis returns once Redis answers a PING on the configured database, so that the worker
+// says it started only once it can work. What Redis refuses of REDIS_URL (a database it does not
+// have, the password) is a bad setting, returned at once; a Redis that does not answer is waited for,
+// as one warning repeated (logging collapses its repeats into a count), until ctx is done.
+func waitForRedis(ctx context.Context, rdb redis.UniversalClient, url string, log *slog.Logger) error {
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := rdb.Ping(pctx).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if refused := redisconn.Refused(url, err); refused != nil {
+			return refused
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		log.Warn("waiting for Redis: it does not answer", "redis", redisconn.Redacted(url), "error", err.Error())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(redisWait):
+		}
+	}
 }
 
 // explain names the variable behind a worker.Config field that Validate (or New) refused.
