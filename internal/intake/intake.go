@@ -275,12 +275,17 @@ type response struct {
 	remember   bool // store the body under the request's webhook id
 }
 
+// jsonBody is v as an answer's JSON body, ending in a newline. Without HTML escaping: an answer is
+// read by programs and people, never put into a page, and "Bearer <token>" should not reach them as
+// "Bearer \u003ctoken\u003e".
 func jsonBody(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		b = []byte(`{"error":"internal error"}`)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return []byte(`{"error":"internal error"}` + "\n")
 	}
-	return append(b, '\n')
+	return buf.Bytes()
 }
 
 func errorResponse(code int, e ErrorBody) *response {

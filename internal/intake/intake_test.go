@@ -1435,3 +1435,15 @@ func TestLowerCaseULIDs(t *testing.T) {
 		wantError(t, e.do("GET", "/v1/activations/"+strings.ToLower(taskID("u-none")), nil, bearerHeader(tokenA)), 404, "taskId")
 	})
 }
+
+// TestAnswersAreNotHTMLEscaped checks that an error answer says "Bearer <token>" as it is, not
+// "Bearer \u003ctoken\u003e": the answers are JSON for programs and people, not HTML.
+func TestAnswersAreNotHTMLEscaped(t *testing.T) {
+	t.Parallel()
+	e := start(t, intake.Config{Tokens: []string{tokenA}})
+	a := e.post("/v1/activations", body(t, testutil.Request("u-1")), nil)
+	wantError(t, a, 401, "")
+	if got := string(a.body); !strings.Contains(got, "Authorization: Bearer <token>") || strings.Contains(got, `\u003c`) {
+		t.Errorf("answer = %s, want it to say Bearer <token> unescaped", got)
+	}
+}
