@@ -3,6 +3,7 @@ package intake_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"regexp"
@@ -106,7 +107,7 @@ func TestServeCommand(t *testing.T) {
 		done <- result{code, stdout, stderr}
 	}()
 	stderr := <-stderrc
-	addrRE := regexp.MustCompile(`"intake listening" addr=(\S+)`)
+	addrRE := regexp.MustCompile(`"msg":"intake listening","addr":"([^"]+)"`)
 	var addr string
 	for deadline := time.Now().Add(10 * time.Second); addr == ""; {
 		if m := addrRE.FindStringSubmatch(stderr.String()); m != nil {
@@ -182,6 +183,11 @@ func TestServeCommand(t *testing.T) {
 		}
 		if !strings.Contains(r.stderr.String(), "intake stopped") {
 			t.Errorf("no stop line:\n%s", r.stderr)
+		}
+		for _, l := range strings.Split(strings.TrimSuffix(r.stderr.String(), "\n"), "\n") {
+			if !json.Valid([]byte(l)) {
+				t.Errorf("a log line is not JSON: %q", l)
+			}
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("serve did not stop after cancel")

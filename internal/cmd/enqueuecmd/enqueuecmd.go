@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -21,6 +22,7 @@ import (
 	"github.com/versori/activator/internal/buildinfo"
 	"github.com/versori/activator/internal/cmd/envflag"
 	"github.com/versori/activator/internal/ingest"
+	"github.com/versori/activator/internal/logging"
 	"github.com/versori/activator/internal/redisconn"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
@@ -39,6 +41,12 @@ type Env struct {
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	Lookup         func(string) (string, bool)
+	// Install, if set, routes the libraries' process-global loggers (go-redis's, the log package's)
+	// into the command's log once it is set up: logging.Install in OSEnv, nil in tests that run the
+	// command in-process.
+	Install func(*slog.Logger)
+
+	log *procLog // set by Run
 }
 
 const usageText = `usage:
@@ -85,6 +93,8 @@ func Run(ctx context.Context, args []string, env Env) int {
 		fmt.Fprint(env.Stderr, usageText)
 		return ExitUsage
 	}
+	env.log = &procLog{env: env}
+	defer env.log.stop()
 	var err error
 	code := ExitOK
 	switch args[0] {
@@ -135,9 +145,11 @@ type usageError struct{ error }
 
 // common are the flags every subcommand takes.
 type common struct {
-	redisURL string
-	queue    string
-	force    bool // act on a queue nothing has used (verbFlags only)
+	redisURL  string
+	queue     string
+	force     bool // act on a queue nothing has used (verbFlags only)
+	logFormat string
+	log       *procLog // the run's log, which openRedis sets up
 }
 
 // newFlags returns the flag set of subcommand name with the flags every one takes. Its help (-h)
@@ -147,6 +159,11 @@ func newFlags(name string, env Env, c *common) *envflag.Set {
 	// Secret, not String: usage output (-h, a bad flag) would print a REDIS_URL default with its password.
 	fs.Secret(&c.redisURL, "redis-url", "REDIS_URL", redisconn.DefaultURL, "Redis URL")
 	fs.String(&c.queue, "queue", "QUEUE", producer.DefaultConfig().Queue, "queue name")
+	fs.String(&c.logFormat, "log-format", "LOG_FORMAT", string(logging.JSON), "log lines (serve's, go-redis's messages) as json, or text for a terminal")
+	c.log = env.log
+	if c.log == nil { // Vars, and a subcommand run without Run
+		c.log = &procLog{env: env}
+	}
 	f := fs.FlagSet()
 	f.Usage = func() {
 		fmt.Fprintf(f.Output(), "usage: %s\nflags:\n", synopsis(name))
@@ -214,13 +231,20 @@ func openRedis(c common) (redis.UniversalClient, error) {
 	if strings.TrimSpace(c.queue) == "" {
 		return nil, usageError{errors.New("QUEUE must not be empty")}
 	}
+	if _, err := c.log.start(c.logFormat); err != nil {
+		return nil, err
+	}
 	rdb, err := redisconn.Open(c.redisURL)
 	if err != nil {
-		// The error names the URL: name the variable that gave it.
-		v, _ := newFlags("", Env{Lookup: func(string) (string, bool) { return "", false }, Stderr: io.Discard}, &common{}).Lookup("redis-url")
-		return nil, usageError{envflag.Explain(err, map[string]envflag.Var{"URL": v})}
+		return nil, usageError{explainRedisURL(err)}
 	}
 	return rdb, nil
+}
+
+// explainRedisURL names REDIS_URL in a redisconn error, which names the URL.
+func explainRedisURL(err error) error {
+	v, _ := newFlags("", Env{Lookup: func(string) (string, bool) { return "", false }, Stderr: io.Discard}, &common{}).Lookup("redis-url")
+	return envflag.Explain(err, map[string]envflag.Var{"URL": v})
 }
 
 // ping fails fast, with one clear line, when Redis does not answer.
@@ -228,6 +252,9 @@ func ping(ctx context.Context, rdb redis.UniversalClient, url string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := rdb.Ping(ctx).Err(); err != nil {
+		if refused := redisconn.Refused(url, err); refused != nil {
+			return usageError{explainRedisURL(refused)}
+		}
 		return fmt.Errorf("no answer from Redis at %s (%v): nothing was enqueued or changed; start Redis or fix REDIS_URL, then re-run", redisconn.Redacted(url), err)
 	}
 	return nil
@@ -715,7 +742,7 @@ func (a *jsonArray) close() error {
 
 // OSEnv is the process's real environment.
 func OSEnv() Env {
-	return Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Lookup: os.LookupEnv}
+	return Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Lookup: os.LookupEnv, Install: logging.Install}
 }
 
 // closeAfterRun closes the client of an `enqueue file` run. After an interrupt it waits at most a

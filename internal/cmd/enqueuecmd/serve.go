@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"time"
 
@@ -62,7 +61,11 @@ func runServe(ctx context.Context, args []string, env Env) (int, error) {
 		return ExitUsage, usageError{fmt.Errorf("--max-batch %d: want at least 1", cfg.MaxBatch)}
 	}
 	cfg.Secrets, cfg.Tokens = intake.SplitList(*secrets), intake.SplitList(*tokens)
-	cfg.Logger = slog.New(slog.NewTextHandler(env.Stderr, nil))
+	log, err := c.log.start(c.logFormat)
+	if err != nil {
+		return ExitUsage, err
+	}
+	cfg.Logger = log
 
 	if err := cfg.Validate(); err != nil {
 		return ExitUsage, usageError{explainIntake(err, fs, cfg)}
@@ -84,6 +87,13 @@ func runServe(ctx context.Context, args []string, env Env) (int, error) {
 	// Redis being down is no reason not to start: /readyz says so, and requests get 503 until it is back.
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	if err := rdb.Ping(pctx).Err(); err != nil {
+		if refused := redisconn.Refused(c.redisURL, err); refused != nil {
+			// Not down but refusing REDIS_URL (a database it does not have, the password): every
+			// request would get 503 until the setting is fixed.
+			cancel()
+			ln.Close()
+			return ExitUsage, usageError{explainRedisURL(refused)}
+		}
 		cfg.Logger.Warn("Redis does not answer yet; requests get 503 until it does", "redis", redisconn.Redacted(c.redisURL), "error", err.Error())
 	}
 	cancel()
