@@ -25,6 +25,9 @@
 //	-too-early-rate R        POST: 425, not committed
 //	-redirect-rate R         POST: 307 to another host, not committed
 //	-bad-list-rate R         list: 200 with a body of the wrong shape ({}, null, ...)
+//
+// It logs JSON lines to stderr; -log-format text (or LOG_FORMAT=text) for a terminal. A bad flag
+// stops it with one line naming the flag, and exit 2.
 package main
 
 import (
@@ -41,19 +44,28 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/versori/activator/internal/logging"
 	"github.com/versori/activator/versori/versoritest"
 )
 
 // config is what the flags ask for.
 type config struct {
-	addr     string
-	opts     versoritest.Options
-	requires [][2]string // integration, template
+	addr      string
+	opts      versoritest.Options
+	requires  [][2]string // integration, template
+	logFormat logging.Format
 }
+
+const usageLine = `usage: versori-standin [flags]
+
+Serves a stand-in for Versori's Embedded API v1 (POST /activations, the activations list) with faults
+to order, and its records and controls under /_standin/. Flags:
+`
 
 // requireFlag collects repeated -require INTEGRATION=TEMPLATE flags.
 type requireFlag struct{ pairs *[][2]string }
@@ -69,12 +81,19 @@ func (f requireFlag) Set(v string) error {
 	return nil
 }
 
-// parseFlags reads the command line; its errors are one line each, for a fast exit 2.
-func parseFlags(args []string) (config, error) {
+// parseFlags reads the command line, and LOG_FORMAT with lookup; its errors are one line each,
+// naming the flag, for a fast exit 2. -h prints the usage to usageOut.
+func parseFlags(args []string, lookup func(string) (string, bool), usageOut io.Writer) (config, error) {
 	var c config
-	var keyFile string
+	var keyFile, format string
 	fs := flag.NewFlagSet("versori-standin", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	defFormat := string(logging.JSON)
+	if v, ok := lookup("LOG_FORMAT"); ok && v != "" {
+		defFormat = v
+	}
+	fs.StringVar(&format, "log-format", defFormat, "log lines as json, or text for a terminal (env LOG_FORMAT)")
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8950", "address to listen on")
 	fs.StringVar(&c.opts.APIKey, "api-key", versoritest.DefaultAPIKey, "API key accepted as \"Authorization: Bearer\"")
 	fs.StringVar(&c.opts.HubID, "hub-id", versoritest.DefaultHubID, "hub id (a ULID)")
@@ -102,16 +121,23 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&keyFile, "public-key-file", "", "PEM (PKIX) RSA public key of the signing key")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(os.Stderr)
+			fmt.Fprint(usageOut, usageLine)
+			fs.SetOutput(usageOut)
 			fs.PrintDefaults()
+			return c, err
 		}
-		return c, err
+		return c, fmt.Errorf("%w (-h lists the flags)", err)
 	}
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return c, fmt.Errorf("unexpected argument %q: versori-standin takes flags only (-h lists them)", fs.Arg(0))
 	}
+	f, err := logging.ParseFormat(format)
+	if err != nil {
+		return c, fmt.Errorf("-log-format %v", err)
+	}
+	c.logFormat = f
 	if err := c.opts.Faults.Validate(); err != nil {
-		return c, err
+		return c, flagNames(err)
 	}
 	if c.opts.APIKey == "" {
 		return c, errors.New("-api-key must not be empty")
@@ -127,6 +153,28 @@ func parseFlags(args []string) (config, error) {
 		c.opts.PublicKey = k
 	}
 	return c, nil
+}
+
+// flagNames renames the fields a versoritest.Faults error names (serverErrorRate) to the flags that
+// set them (-error-rate), so that the message says what to change on the command line.
+func flagNames(err error) error {
+	names := map[string]string{
+		"serverErrorRate": "-error-rate", "rateLimitRate": "-rate-limit-rate", "dropAfterCommitRate": "-drop-rate",
+		"lateCommitRate": "-late-commit-rate", "hangCommitRate": "-hang-commit-rate", "forbiddenRate": "-forbidden-rate",
+		"conflictRate": "-conflict-rate", "tooEarlyRate": "-too-early-rate", "redirectRate": "-redirect-rate",
+		"badListRate": "-bad-list-rate", "lateCommitStatus": "-late-commit-status", "latency": "-latency",
+		"latencyAfterCommit": "-latency-after-commit", "lateCommitDelay": "-late-commit-delay", "hangFor": "-hang-for",
+		"retryAfter": "-retry-after",
+	}
+	msg := regexp.MustCompile(`[A-Za-z]+`).ReplaceAllStringFunc(err.Error(), func(w string) string {
+		if f, ok := names[w]; ok {
+			return f
+		}
+		return w
+	})
+	msg = strings.Replace(msg, "POST fault rates add up to",
+		"the POST fault rates (-error-rate, -rate-limit-rate, -drop-rate, -late-commit-rate, -hang-commit-rate, -forbidden-rate, -conflict-rate, -too-early-rate, -redirect-rate) add up to", 1)
+	return errors.New(msg)
 }
 
 func loadPublicKey(path string) (*rsa.PublicKey, error) {
@@ -150,18 +198,27 @@ func loadPublicKey(path string) (*rsa.PublicKey, error) {
 }
 
 func main() {
-	c, err := parseFlags(os.Args[1:])
+	os.Exit(mainCode(os.Args[1:], os.LookupEnv, os.Stderr))
+}
+
+func mainCode(args []string, lookup func(string) (string, bool), stderr io.Writer) int {
+	c, err := parseFlags(args, lookup, stderr)
 	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
+		return 0
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "versori-standin:", err)
-		os.Exit(2)
+		fmt.Fprintln(stderr, "versori-standin:", err)
+		return 2
 	}
-	if err := run(c, slog.New(slog.NewTextHandler(os.Stderr, nil))); err != nil {
-		fmt.Fprintln(os.Stderr, "versori-standin:", err)
-		os.Exit(1)
+	log, stop := logging.New(stderr, logging.Options{Format: c.logFormat})
+	defer stop()
+	// The process's own loggers, set once here at its start (process-global by the libraries' design).
+	logging.Install(log)
+	if err := run(c, log); err != nil {
+		log.Error("stand-in failed", "error", err.Error())
+		return 1
 	}
+	return 0
 }
 
 // shutdownGrace bounds how long calls in flight (some of them sleeping on latency faults) may take
