@@ -15,7 +15,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -111,7 +114,8 @@ func Run(ctx context.Context, out io.Writer, o Options) (Result, error) {
 			return res, err
 		}
 	}
-	fmt.Fprintf(out, "activator demo: in-process Redis %s, Versori stand-in http://%s (faults: %.0f%% 503, %.1f%% 429, %.0f%% dropped after commit, %.0f%% 504 then committed later)\n",
+	// %.3g: 0.5% stays 0.5%, and 3% is not 3.0000000000000004%.
+	fmt.Fprintf(out, "activator demo: in-process Redis %s, Versori stand-in http://%s (faults: %.3g%% 503, %.3g%% 429, %.3g%% dropped after commit, %.3g%% 504 then committed later)\n",
 		mr.Addr(), ln.Addr(), o.Faults.ServerErrorRate*100, o.Faults.RateLimitRate*100, o.Faults.DropAfterCommitRate*100,
 		o.Faults.LateCommitRate*100)
 
@@ -186,8 +190,39 @@ func printResult(out io.Writer, r Result) {
 	}
 	sort.Strings(reasons)
 	fmt.Fprintf(out, "dead-lettered: %d %v\n", total, reasons)
-	fmt.Fprintf(out, "API calls: %d (%v)\n", r.APICalls, r.StandinStats.ByOpStatus)
+	fmt.Fprintf(out, "API calls: %d\n", r.APICalls)
+	printCalls(out, r.StandinStats.ByOpStatus)
 	rate := float64(r.Activated+int(total)) / r.Elapsed.Seconds()
 	fmt.Fprintf(out, "elapsed: %s, rate: %.0f jobs/s\n", r.Elapsed.Round(time.Millisecond), rate)
-	fmt.Fprintln(out, "inspect dead letters with: go run ./cmd/enqueue dlq list (against a real Redis)")
+	fmt.Fprintln(out, "the dead letters were in the demo's in-process Redis, gone with it; to keep and work them (enqueue dlq list),")
+	fmt.Fprintln(out, "run the worker and enqueue file against a real Redis: README.md, \"Running it for real\"")
+}
+
+// printCalls prints the stand-in's calls by operation, then by status, one line each:
+// "  activate 200: 914". Status 0 is a call that got no answer.
+func printCalls(out io.Writer, byOpStatus map[string]int) {
+	type row struct {
+		op     string
+		status int
+		n      int
+	}
+	rows := make([]row, 0, len(byOpStatus))
+	for k, n := range byOpStatus {
+		op, st, _ := strings.Cut(k, " ")
+		code, _ := strconv.Atoi(st)
+		rows = append(rows, row{op, code, n})
+	}
+	slices.SortFunc(rows, func(a, b row) int {
+		if c := strings.Compare(a.op, b.op); c != 0 {
+			return c
+		}
+		return a.status - b.status
+	})
+	for _, r := range rows {
+		note := ""
+		if r.status == 0 {
+			note = " (no answer: dropped after commit)"
+		}
+		fmt.Fprintf(out, "  %s %d: %d%s\n", r.op, r.status, r.n, note)
+	}
 }

@@ -22,9 +22,17 @@ func TestDemo(t *testing.T) {
 		res.DeadLetters[tasks.ReasonMissingConnections] != 50 {
 		t.Errorf("demo result = %+v\n%s", res, out.String())
 	}
-	for _, want := range []string{"activated: 950 (duplicates: 0)", "dead-lettered: 50 [missing_connections 50]", "elapsed:"} {
+	for _, want := range []string{
+		"(faults: 3% 503, 0.5% 429, 2% dropped after commit, 1% 504 then committed later)",
+		"activated: 950 (duplicates: 0)", "dead-lettered: 50 [missing_connections 50]", "elapsed:",
+		"\n  activate 0: ", " (no answer: dropped after commit)\n  activate 200: ", "\n  list_activations 200: ",
+		"the dead letters were in the demo's in-process Redis, gone with it",
+	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
+	}
+	if strings.Contains(out.String(), "map[") {
+		t.Errorf("demo output shows a Go map:\n%s", out.String())
 	}
 }
