@@ -36,15 +36,17 @@ const (
 	lineEvery = time.Second
 )
 
-// sample is how many rows were handled (enqueued, skipped, rejected or failed) at a time of the run.
+// sample is how many rows were handled at a time of the run.
 type sample struct {
 	at   time.Duration
 	done int
 }
 
-// handled is the rows of s the run is done with, whatever became of them.
+// handled is the rows of s the run is done with: enqueued, skipped or rejected. Rows that failed
+// are not: they are still to do (a re-run does them), and counting them would make an interrupted
+// run, which fails every row it read at once, look fast.
 func handled(s producer.Summary) int {
-	return s.Enqueued + s.Duplicates + s.DeadLettered + s.Rejected + s.Failed
+	return s.Enqueued + s.Duplicates + s.DeadLettered + s.Rejected
 }
 
 // meter turns the summaries of a run into readings. Its time is the summaries' Elapsed, so that

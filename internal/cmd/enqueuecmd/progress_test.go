@@ -77,8 +77,14 @@ func TestMeter(t *testing.T) {
 			percent: 100, rate: 4_000, eta: 0,
 		},
 		{
+			// Interrupted: the rows read but not sent count as failed at once, which is no progress.
+			name: "failed rows are not progress", size: 400_000, total: 4_000,
+			samples: []producer.Summary{at(1000, 2_000, 1_000, 200_000), {Elapsed: 2 * sec, Rows: 2_000, Enqueued: 1_000, Failed: 1_000, BytesRead: 200_000}},
+			percent: 50, rate: 500, eta: 6 * sec,
+		},
+		{
 			name: "stdin: no size, no total", size: 0, total: -1,
-			samples: []producer.Summary{at(2000, 10_000, 8_000, 1 << 20)},
+			samples: []producer.Summary{at(2000, 10_000, 8_000, 1<<20)},
 			percent: -1, rate: 4_000, eta: -1,
 		},
 		{
