@@ -383,8 +383,8 @@ func TestFileRerunReplacesRejects(t *testing.T) {
 	}
 	write(good + "{bad\n")
 	r = runDB(t, db, "", "file", "--quiet", path)
-	if got := readRejects(t, rejects); len(got) != 1 || got[0].Line != 3 {
-		t.Errorf("second run: rejects file holds %+v, want its one reject (line 3)", got)
+	if got := readRejects(t, rejects); len(got) != 1 || got[0].Line != 3 || strings.Contains(r.stdout, "stale") {
+		t.Errorf("second run: rejects file holds %+v, want its one reject (line 3), overwritten:\n%s", got, r)
 	}
 	write(good)
 	r = runDB(t, db, "", "file", "--quiet", path)
