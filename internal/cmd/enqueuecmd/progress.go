@@ -135,11 +135,9 @@ type display struct {
 	meter   *meter
 	countIn func(context.Context) (int, error) // counts the input's rows; nil when it cannot be read twice
 
-	total       atomic.Int64 // rows of the input once counted, else -1
-	stopCount   context.CancelFunc
-	counting    sync.WaitGroup
-	last        producer.Summary
-	lastReading reading
+	total     atomic.Int64 // rows of the input once counted, else -1
+	stopCount context.CancelFunc
+	counting  sync.WaitGroup
 }
 
 // newDisplay returns the progress display of a run of the input at path (stdin for "-") in format
@@ -190,15 +188,15 @@ func (d *display) start() {
 	})
 }
 
-// update shows s, the run's counts so far.
+// update shows s, the run's counts so far. It is called from one goroutine at a time, and not
+// after finish.
 func (d *display) update(s producer.Summary) {
-	d.last = s
-	d.lastReading = d.meter.observe(s, int(d.total.Load()))
+	r := d.meter.observe(s, int(d.total.Load()))
 	if d.tty != nil {
-		fmt.Fprint(d.w, "\r"+fit(barLine(d.lastReading, s), d.width())+"\x1b[K")
+		fmt.Fprint(d.w, "\r"+fit(barLine(r, s), d.width())+"\x1b[K")
 		return
 	}
-	fmt.Fprintln(d.w, plainLine(d.lastReading, s))
+	fmt.Fprintln(d.w, plainLine(r, s))
 }
 
 // finish stops counting and, on a terminal, rewrites the line with the run's end state, so that no
