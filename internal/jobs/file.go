@@ -139,7 +139,7 @@ func (q *Queue) EnqueueFile(ctx context.Context, o FileOptions) (Summary, error)
 	r.startCounter(ctx)
 	r.startWorkers(ctx)
 	stopProgress := r.startProgress()
-	readErr := r.read(ctx)
+	readErr := r.readUntilDone(ctx)
 	finished := r.waitWorkers(ctx)
 	r.stopCounting()
 	stopProgress()
@@ -245,10 +245,40 @@ func (r *fileRun) startWorkers(ctx context.Context) {
 	}
 	for range r.o.Concurrency {
 		r.workers.Go(func() {
-			for rows := range r.work {
-				r.enqueueChunk(ctx, rows)
+			// Until the reader is done, or ctx ends: a reader blocked on a pipe that stays open
+			// may never close r.work, and chunks left in it count as failed anyway.
+			for {
+				select {
+				case rows, ok := <-r.work:
+					if !ok {
+						return
+					}
+					r.enqueueChunk(ctx, rows)
+				case <-ctx.Done():
+					return
+				}
 			}
 		})
+	}
+}
+
+// readUntilDone runs read, and returns its error once it is done, or at once when ctx ends: a read
+// blocked on a pipe that stays open (stdin) does not see ctx, and would hold an interrupted run
+// until its writer closed it. Such a reader is left behind, blocked, until the input ends; what
+// it reads then no longer counts.
+func (r *fileRun) readUntilDone(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- r.read(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		select {
+		case err := <-done:
+			return err
+		default:
+			return nil
+		}
 	}
 }
 

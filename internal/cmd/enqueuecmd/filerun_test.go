@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/internal/testutil"
+	"github.com/versori/activator/versori"
 )
 
 // The tests here run the real enqueue binary as a person does: in a terminal (tmux), with a pipe,
@@ -402,5 +404,54 @@ func TestFileRerunReplacesRejects(t *testing.T) {
 	r = runDB(t, db, "", "file", "--quiet", path)
 	if strings.Contains(r.stdout, "stale") {
 		t.Errorf("a run with no stale rejects file mentions one:\n%s", r)
+	}
+}
+
+// TestSIGINTWithStdinOpen interrupts a run reading a pipe whose writer keeps it open (`tail -f |
+// enqueue file -`): the run must not wait for the pipe to close.
+func TestSIGINTWithStdinOpen(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds the enqueue binary")
+	}
+	bin := testutil.GoBuild(t, enqueuePkg)
+	db := testutil.Redis(t)
+	cmd := exec.Command(bin, "file", "--redis-url", db.URL(), "-")
+	cmd.Dir = t.TempDir()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	var stdout, stderr testutil.SyncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	reqs := make([]versori.ActivationRequest, 100)
+	for i := range reqs {
+		reqs[i] = request(fmt.Sprintf("u-%d", i))
+	}
+	if _, err := io.WriteString(stdin, testutil.JSONL(t, reqs...)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "a progress line", func() bool { return strings.Contains(stderr.String(), "progress: 100 rows") })
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err = <-exited:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("still running 20 s after SIGINT, waiting for stdin to close\nstdout:\n%sstderr:\n%s", stdout.String(), stderr.String())
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Errorf("exit: %v, want 130\nstdout:\n%sstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "enqueue: interrupted after 100 rows") {
+		t.Errorf("stderr does not say interrupted after 100 rows:\n%s", stderr.String())
 	}
 }
