@@ -1,8 +1,12 @@
 package producer_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -91,5 +95,93 @@ func TestEnqueueFileStopsWhenCancelled(t *testing.T) {
 	}
 	if got := testutil.Pending(t, db.Client, p.Queue()); got != sum.Enqueued {
 		t.Errorf("%d jobs pending, summary says %d enqueued", got, sum.Enqueued)
+	}
+}
+
+// TestEnqueueFileThatCannotStart checks that an input that cannot be used at all fails before the
+// run starts, as an *InputError: Start is never called and nothing is queued or written.
+func TestEnqueueFileThatCannotStart(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	p := producer.New(db.Client, producer.Config{})
+	dir := t.TempDir()
+	badCSV := testutil.WriteFile(t, "bad.csv", "userId,integrationId,colour\nu-1,"+testutil.IntegrationID+",red\n")
+	txt := testutil.WriteFile(t, "users.txt", testutil.JSONL(t, testutil.Request("u-1")))
+	for _, tc := range []struct{ name, path, format string }{
+		{"missing file", filepath.Join(dir, "nope.jsonl"), ""},
+		{"directory", dir, "jsonl"},
+		{"bad CSV header", badCSV, ""},
+		{"unknown extension", txt, ""},
+		{"unknown format", txt, "xml"},
+	} {
+		started := false
+		sum, err := p.EnqueueFile(context.Background(), producer.FileOptions{Path: tc.path, Format: tc.format, Batch: "b", Start: func() { started = true }})
+		var ie *producer.InputError
+		if !errors.As(err, &ie) || started || sum.Rows != 0 {
+			t.Errorf("%s: err %v (want an *InputError), started %v, rows %d", tc.name, err, started, sum.Rows)
+		}
+	}
+	if n := testutil.Pending(t, db.Client, "activations"); n != 0 {
+		t.Errorf("%d jobs pending, want none", n)
+	}
+	if _, err := os.Stat(badCSV + ".rejects.jsonl"); !os.IsNotExist(err) {
+		t.Errorf("a rejects file was written for a run that never started: %v", err)
+	}
+}
+
+// TestEnqueueFileFormatOption reads a file whose name does not tell its format, as the one named.
+func TestEnqueueFileFormatOption(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	p := producer.New(db.Client, producer.Config{})
+	path := testutil.WriteFile(t, "users.txt", "userId,integrationId\nu-1,"+testutil.IntegrationID+"\nu-2,"+testutil.IntegrationID+"\n")
+	started := false
+	sum, err := p.EnqueueFile(context.Background(), producer.FileOptions{Path: path, Format: "csv", Batch: "b", Start: func() { started = true }})
+	if err != nil || !started || sum.Rows != 2 || sum.Enqueued != 2 {
+		t.Fatalf("summary %+v, err %v, started %v; want 2 rows enqueued", sum, err, started)
+	}
+}
+
+// TestEnqueueFileRemovesStaleRejects checks that the rejects file always holds the last run's
+// rejects: a run with rejects overwrites an earlier one's, and a run with none removes it and says so.
+func TestEnqueueFileRemovesStaleRejects(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	p := producer.New(db.Client, producer.Config{})
+	path := filepath.Join(t.TempDir(), "users.jsonl")
+	rejects := path + ".rejects.jsonl"
+	good := testutil.JSONL(t, testutil.Request("u-1"))
+	for _, tc := range []struct {
+		name, input, staleBefore string
+		wantRejects              string // the rejects file's lines' count after, "" for no file
+		wantStale                bool
+	}{
+		{"two rejects over an older file", good + "{bad\n{worse\n", "old reject\nold reject\nold reject\n", "2", false},
+		{"one reject overwrites", good + "{bad\n", "", "1", false},
+		{"clean re-run removes it", good, "", "", true},
+		{"clean run without one", good, "", "", false},
+	} {
+		if err := os.WriteFile(path, []byte(tc.input), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if tc.staleBefore != "" {
+			if err := os.WriteFile(rejects, []byte(tc.staleBefore), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sum, err := p.EnqueueFile(context.Background(), producer.FileOptions{Path: path, Batch: "b"})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		b, rerr := os.ReadFile(rejects)
+		switch {
+		case tc.wantRejects == "" && !os.IsNotExist(rerr):
+			t.Errorf("%s: rejects file still there (%v): %q", tc.name, rerr, b)
+		case tc.wantRejects != "" && fmt.Sprint(bytes.Count(b, []byte("\n"))) != tc.wantRejects:
+			t.Errorf("%s: rejects file %q, want %s lines", tc.name, b, tc.wantRejects)
+		}
+		if got := sum.StaleRejects == rejects; got != tc.wantStale {
+			t.Errorf("%s: StaleRejects = %q, want removed: %v", tc.name, sum.StaleRejects, tc.wantStale)
+		}
 	}
 }

@@ -61,6 +61,9 @@ func WithReconcile() Option { return jobs.WithReconcile() }
 // FileOptions configures one EnqueueFile run. Its fields:
 //
 //   - Path string: the input, .jsonl/.ndjson or .csv, or "-" for JSONL read from Stdin io.Reader.
+//   - Format string: "jsonl" or "csv" whatever Path's name (stdin too); "" tells it from the name.
+//   - Start func(): if set, called once the input is open (a CSV header read) and before any row
+//     is enqueued; a run that fails before calling it did nothing.
 //   - RejectsPath string: where malformed rows go; empty: PATH.rejects.jsonl beside the input
 //     (stdin.rejects.jsonl in the working directory for "-").
 //   - Batch string: the batch id stored with every job, for `enqueue status` (inspect's Batch).
@@ -81,6 +84,8 @@ type FileOptions = jobs.FileOptions
 //     queued, running or done (OtherQueue of them because another queue owns it); rows whose pair
 //     is in the dead-letter store.
 //   - Rejected int, RejectsPath string: malformed rows, and the file they were written to.
+//   - StaleRejects string: a rejects file an earlier run left at the rejects path, removed since
+//     this run had no rejects.
 //   - Failed int, FailedLines []int: valid rows not queued because Redis failed (the first lines
 //     of them); re-run the file.
 //   - CountErrors int: 1 when the batch's queued counter could not be written at the end, so
@@ -108,10 +113,16 @@ func (p *Producer) Enqueue(ctx context.Context, req versori.ActivationRequest, o
 	return p.q.Enqueue(ctx, req, opts...)
 }
 
+// InputError is EnqueueFile's error when the input cannot be used at all (it cannot be opened, its
+// format cannot be told, its CSV header is bad): the run did not start and did nothing. Its field
+// Err is the cause.
+type InputError = jobs.InputError
+
 // EnqueueFile enqueues every good row of a JSONL or CSV file. Malformed rows go to a rejects file
 // with their line, field and reason, and the rest of the file still runs; re-running a file only
-// adds what is missing. It returns an error only when the run could not start, the input could not
-// be read, or ctx ended; per-row failures are counted in the Summary.
+// adds what is missing. It returns an error only when the run could not start (an *InputError when
+// the input is at fault), the input could not be read, or ctx ended; per-row failures are counted
+// in the Summary.
 func (p *Producer) EnqueueFile(ctx context.Context, o FileOptions) (Summary, error) {
 	return p.q.EnqueueFile(ctx, o)
 }

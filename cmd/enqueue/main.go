@@ -5,17 +5,17 @@ package main
 import (
 	"context"
 	"os"
-	"os/signal"
 	"syscall"
 
 	"github.com/versori/activator/internal/cmd/enqueuecmd"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	ctx, stop := enqueuecmd.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	// The first signal asks for a clean stop (rows in flight finish, a summary says where to
-	// resume); a second one, while that waits on a hung Redis, ends the process at once.
+	// resume, and the exit code is 128 plus the signal's number); a second one, while that waits on a
+	// hung Redis, ends the process at once.
 	go func() {
 		<-ctx.Done()
 		stop()

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"context"
 	"encoding/csv"
 	"errors"
 	"io"
@@ -94,6 +95,13 @@ func checkAccounting(t *testing.T, data []byte, format Format, limit int) {
 		if !blank(n) {
 			t.Fatalf("%s limit %d: non-blank line %d %q after the last record", format, limit, n, lines[n-1])
 		}
+	}
+	rows := len(starts)
+	if format == CSV {
+		rows-- // the header
+	}
+	if n, err := CountRows(context.Background(), bytes.NewReader(data), format, MaxLineBytes(limit)); n != rows || err != nil {
+		t.Fatalf("%s limit %d: CountRows = %d, %v; the Reader returned %d rows", format, limit, n, err, rows)
 	}
 	if format == CSV && limit == DefaultMaxLineBytes {
 		checkCSVRecordStarts(t, data, lines, starts)

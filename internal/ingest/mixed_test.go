@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -241,5 +242,58 @@ func TestRejectsWriter(t *testing.T) {
 	bad := NewRejectsWriter(filepath.Join(dir, "missing", "x.rejects.jsonl"))
 	if err := bad.Write(rjs[0]); err == nil || !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Write to a missing directory: %v, want a wrapped ErrNotExist", err)
+	}
+}
+
+func TestFormatFor(t *testing.T) {
+	for _, tc := range []struct {
+		path, name string
+		want       Format
+		err        string // in the error; "" for none
+	}{
+		{"users.txt", "csv", CSV, ""},
+		{"users.txt", "JSONL", JSONL, ""},
+		{"users.csv", "jsonl", JSONL, ""},
+		{"-", "csv", CSV, ""},
+		{"-", "", JSONL, ""},
+		{"users.csv", "", CSV, ""},
+		{"users.txt", "", "", "cannot tell the format"},
+		{"users.csv", "xml", "", `unknown format "xml": want jsonl or csv`},
+	} {
+		got, err := FormatFor(tc.path, tc.name)
+		switch {
+		case tc.err == "" && (err != nil || got != tc.want):
+			t.Errorf("FormatFor(%q, %q) = %q, %v; want %q", tc.path, tc.name, got, err, tc.want)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("FormatFor(%q, %q) = %q, %v; want an error with %q", tc.path, tc.name, got, err, tc.err)
+		}
+	}
+	if _, err := FormatOf("users.txt"); !errors.Is(err, ErrUnknownFormat) {
+		t.Errorf("FormatOf(users.txt) error %v does not wrap ErrUnknownFormat", err)
+	}
+}
+
+func TestCountRows(t *testing.T) {
+	good := `{"userId":"u-1","integrationId":"01HZY8Q6T4J8K2M3N4P5Q6R7S8"}`
+	for _, tc := range []struct {
+		name   string
+		format Format
+		input  string
+		want   int
+	}{
+		{"empty JSONL", JSONL, "", 0},
+		{"JSONL with blank lines and a bad row", JSONL, good + "\n\n \t\n{bad\n" + good, 3},
+		{"CSV header only", CSV, "userId,integrationId\n", 0},
+		{"CSV with a quoted newline and a blank line", CSV, "userId,integrationId\n\"u\n1\",x\n\nu-2,y\n", 2},
+	} {
+		n, err := CountRows(context.Background(), strings.NewReader(tc.input), tc.format)
+		if n != tc.want || err != nil {
+			t.Errorf("%s: CountRows = %d, %v; want %d", tc.name, n, err, tc.want)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := CountRows(ctx, strings.NewReader(good), JSONL); !errors.Is(err, context.Canceled) {
+		t.Errorf("CountRows after cancel: err = %v, want context.Canceled", err)
 	}
 }

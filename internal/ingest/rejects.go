@@ -10,7 +10,8 @@ import (
 
 // RejectsWriter writes rejects as JSONL to a file next to the input, created on the first reject,
 // so that a clean run leaves no empty file behind. A rejects file left by an earlier run is
-// replaced on the first reject, and left alone when there is none. It is safe for concurrent use.
+// replaced on the first reject, and left alone when there is none (enqueue file then removes it, so
+// that it does not pass for the new run's). It is safe for concurrent use.
 type RejectsWriter struct {
 	path string
 

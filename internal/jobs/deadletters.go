@@ -233,7 +233,7 @@ func (q *Queue) RequeueFile(ctx context.Context, o RequeueFileOptions) (RequeueF
 	if err := q.backfill(ctx); err != nil {
 		return sum, err
 	}
-	in, format, closeIn, err := openInput(o.Path, o.Stdin)
+	in, format, closeIn, err := openInput(o.Path, "", o.Stdin)
 	if err != nil {
 		return sum, err
 	}

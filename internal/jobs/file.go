@@ -24,6 +24,13 @@ type FileOptions struct {
 	// Path is the input: .jsonl/.ndjson, .csv, or "-" for JSONL on Stdin.
 	Path  string
 	Stdin io.Reader
+	// Format is the input's format, "jsonl" or "csv", whatever Path's name; "" tells it from the
+	// name (stdin: JSONL).
+	Format string
+	// Start, if set, is called once the run has started: the input is open, a CSV header read and
+	// the pair registry up to date, and no row has been enqueued yet. A run whose EnqueueFile
+	// returns before calling it did nothing.
+	Start func()
 	// RejectsPath receives malformed rows (default: PATH.rejects.jsonl beside the input, or
 	// stdin.rejects.jsonl in the working directory for "-").
 	RejectsPath string
@@ -57,7 +64,17 @@ type Summary struct {
 	CountErrors int
 	Elapsed     time.Duration
 	RejectsPath string
+	// StaleRejects is a rejects file an earlier run left at the rejects path, removed because this
+	// run had no rejects: a rejects file always holds the last run's.
+	StaleRejects string
 }
+
+// InputError is EnqueueFile's error when the input cannot be used at all: it cannot be opened, its
+// format cannot be told, or its CSV header is bad. The run did not start and did nothing.
+type InputError struct{ Err error }
+
+func (e *InputError) Error() string { return e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
 
 // Rate is rows handled per second.
 func (s Summary) Rate() float64 {
@@ -106,8 +123,8 @@ const chunkSize = 32
 // file with their line, field and reason, and every good row is enqueued unless its pair is already
 // queued, done or dead-lettered, so re-running a file (whole, or after a crash half-way) only adds
 // what is missing. Memory stays flat whatever the file's size. It returns an error only when the run
-// could not start, the input could not be read, or ctx ended; per-row failures are counted in the
-// Summary. When ctx ends, rows not yet sent to Redis are counted as failed at once, and enqueues
+// could not start (an *InputError when the input is at fault), the input could not be read, or ctx
+// ended; per-row failures are counted in the Summary. When ctx ends, rows not yet sent to Redis are counted as failed at once, and enqueues
 // already sent get interruptGrace to finish: those still waiting then (Redis hangs) are counted as
 // failed too, and finish or fail in the background, bounded by the client's timeouts and retries.
 func (q *Queue) EnqueueFile(ctx context.Context, o FileOptions) (Summary, error) {
@@ -116,10 +133,13 @@ func (q *Queue) EnqueueFile(ctx context.Context, o FileOptions) (Summary, error)
 		return r.sum, err
 	}
 	defer r.closeIn()
+	if o.Start != nil {
+		o.Start()
+	}
 	r.startCounter(ctx)
 	r.startWorkers(ctx)
 	stopProgress := r.startProgress()
-	readErr := r.read(ctx)
+	readErr := r.readUntilDone(ctx)
 	finished := r.waitWorkers(ctx)
 	r.stopCounting()
 	stopProgress()
@@ -155,24 +175,24 @@ type fileRun struct {
 	abandoned bool
 }
 
-// newFileRun opens the input and the rejects file and, unless it is a dry run, brings the pair
-// registry up to date.
+// newFileRun opens the input (and reads a CSV header) and, unless it is a dry run, brings the pair
+// registry up to date. Its errors are the input's, as *InputError, or Redis's.
 func (q *Queue) newFileRun(ctx context.Context, o FileOptions) (*fileRun, error) {
 	r := &fileRun{q: q, bulk: q, start: time.Now(), sum: Summary{Batch: o.Batch}}
-	in, format, closeIn, err := openInput(o.Path, o.Stdin)
+	in, format, closeIn, err := openInput(o.Path, o.Format, o.Stdin)
 	if err != nil {
-		return r, err
+		return r, &InputError{err}
 	}
 	r.in, r.closeIn = &countingReader{r: in}, closeIn
+	if r.rd, err = ingest.NewReader(r.in, format); err != nil {
+		closeIn()
+		return r, &InputError{err}
+	}
 	if !o.DryRun {
 		if err := q.backfill(ctx); err != nil {
 			closeIn()
 			return r, err
 		}
-	}
-	if r.rd, err = ingest.NewReader(r.in, format); err != nil {
-		closeIn()
-		return r, err
 	}
 	if o.RejectsPath == "" {
 		o.RejectsPath = ingest.RejectsPath(o.Path)
@@ -225,10 +245,40 @@ func (r *fileRun) startWorkers(ctx context.Context) {
 	}
 	for range r.o.Concurrency {
 		r.workers.Go(func() {
-			for rows := range r.work {
-				r.enqueueChunk(ctx, rows)
+			// Until the reader is done, or ctx ends: a reader blocked on a pipe that stays open
+			// may never close r.work, and chunks left in it count as failed anyway.
+			for {
+				select {
+				case rows, ok := <-r.work:
+					if !ok {
+						return
+					}
+					r.enqueueChunk(ctx, rows)
+				case <-ctx.Done():
+					return
+				}
 			}
 		})
+	}
+}
+
+// readUntilDone runs read, and returns its error once it is done, or at once when ctx ends: a read
+// blocked on a pipe that stays open (stdin) does not see ctx, and would hold an interrupted run
+// until its writer closed it. Such a reader is left behind, blocked, until the input ends; what
+// it reads then no longer counts.
+func (r *fileRun) readUntilDone(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- r.read(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		select {
+		case err := <-done:
+			return err
+		default:
+			return nil
+		}
 	}
 }
 
@@ -343,6 +393,10 @@ func (r *fileRun) finish(ctx context.Context, finished bool, readErr error) (Sum
 	sum.BytesRead = r.in.n.Load()
 	if r.rejects.Count() > 0 {
 		sum.RejectsPath = r.rejects.Path()
+	} else if removed, err := removeStaleRejects(r.rejects.Path()); err != nil && readErr == nil {
+		readErr = err
+	} else if removed {
+		sum.StaleRejects = r.rejects.Path()
 	}
 	if readErr == nil && ctx.Err() != nil {
 		readErr = fmt.Errorf("interrupted after %d rows: re-run the same file to add the rest: %w", sum.Rows, context.Cause(ctx))
@@ -431,9 +485,23 @@ func (r *fileRun) enqueueChunk(ctx context.Context, rows []ingest.Row) {
 	}
 }
 
-// openInput opens a file of activation requests, or stdin for "-" (JSONL), and tells its format.
-func openInput(path string, stdin io.Reader) (in io.Reader, f ingest.Format, closeIn func(), err error) {
-	if f, err = ingest.FormatOf(path); err != nil {
+// removeStaleRejects removes the rejects file an earlier run left at path, if there is one, and says
+// whether there was. Only a regular file is removed.
+func removeStaleRejects(path string) (bool, error) {
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() {
+		return false, nil
+	}
+	if err := os.Remove(path); err != nil {
+		return false, fmt.Errorf("removing the rejects file of an earlier run: %w", err)
+	}
+	return true, nil
+}
+
+// openInput opens a file of activation requests, or stdin for "-", and tells its format: the one
+// named, or else the path's (stdin: JSONL).
+func openInput(path, format string, stdin io.Reader) (in io.Reader, f ingest.Format, closeIn func(), err error) {
+	if f, err = ingest.FormatFor(path, format); err != nil {
 		return nil, f, nil, err
 	}
 	if path == "-" {
@@ -445,6 +513,11 @@ func openInput(path string, stdin io.Reader) (in io.Reader, f ingest.Format, clo
 	file, err := os.Open(path)
 	if err != nil {
 		return nil, f, nil, err
+	}
+	// A directory opens, and fails only at the first read: say so now, before anything starts.
+	if fi, err := file.Stat(); err == nil && fi.IsDir() {
+		file.Close()
+		return nil, f, nil, fmt.Errorf("%s is a directory, not a file of activation requests", path)
 	}
 	return file, f, func() { file.Close() }, nil
 }

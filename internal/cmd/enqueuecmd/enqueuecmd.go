@@ -11,7 +11,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -34,6 +36,9 @@ const (
 	ExitRejected = 1 // some rows were rejected (or, for dlq, some ids were not found)
 	ExitUsage    = 2 // bad flags, arguments or configuration
 	ExitFailed   = 3 // Redis failed: some rows were not enqueued; re-run the same file
+	// ExitInterrupted is 128+SIGINT, as shells report a process Ctrl-C stopped: an interrupted
+	// command exits 128 plus the signal's number (SIGTERM: 143).
+	ExitInterrupted = 130
 )
 
 // Env is what the command reads and writes besides its arguments.
@@ -50,7 +55,7 @@ type Env struct {
 }
 
 const usageText = `usage:
-  enqueue file PATH [flags]      enqueue a .jsonl/.ndjson/.csv file ("-": JSONL on stdin)
+  enqueue file PATH [flags]      enqueue a .jsonl/.ndjson/.csv file ("-": stdin; --format jsonl|csv)
   enqueue dlq list [--json] [--reason R]
   enqueue dlq requeue (ID... | --reason R | --all | --file FIXED [--rejects PATH])
   enqueue dlq purge (ID... | --reason R | --all)
@@ -121,10 +126,10 @@ func Run(ctx context.Context, args []string, env Env) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return ExitOK
 	}
-	if err != nil && code != ExitOK && code != exitInterrupted && ctx.Err() != nil {
+	if err != nil && code != ExitOK && code < 128 && ctx.Err() != nil {
 		// Whatever failed after SIGINT or SIGTERM failed because of it, not because of Redis.
 		fmt.Fprintln(env.Stderr, "enqueue: interrupted before it finished:", err)
-		return exitInterrupted
+		return interruptCode(ctx)
 	}
 	var ue usageError
 	if errors.As(err, &ue) {
@@ -272,6 +277,7 @@ func fileFlags(env Env, s *fileSettings) *envflag.Set {
 	d := producer.DefaultConfig()
 	fs := newFlags("file", env, &s.c)
 	fs.String(&s.o.Batch, "batch", "", "", "batch id (default: a new one)")
+	fs.String(&s.o.Format, "format", "", "", "the input's format, jsonl or csv (default: from PATH's extension; JSONL for \"-\")")
 	fs.Int(&s.o.Concurrency, "concurrency", "ENQUEUE_CONCURRENCY", producer.DefaultFileConcurrency, "enqueues in flight at once")
 	fs.String(&s.o.RejectsPath, "rejects", "", "", "rejects file (default: PATH.rejects.jsonl)")
 	fs.Bool(&s.o.DryRun, "dry-run", "", false, "validate only; enqueue nothing")
@@ -299,8 +305,13 @@ func runFile(ctx context.Context, args []string, env Env) (int, error) {
 	if o.Batch == "" {
 		o.Batch = "b-" + ulid.Make().String()
 	}
-	if _, err := ingest.FormatOf(o.Path); err != nil {
-		return ExitUsage, usageError{err} // before Redis is asked, so that the exit code does not depend on it
+	// Before Redis is asked, so that the exit code does not depend on it.
+	format, err := ingest.FormatFor(o.Path, o.Format)
+	if errors.Is(err, ingest.ErrUnknownFormat) {
+		return ExitUsage, usageError{fmt.Errorf("cannot tell the format of %q from its name (not .jsonl, .ndjson or .csv): pass --format jsonl or --format csv", o.Path)}
+	}
+	if err != nil {
+		return ExitUsage, usageError{fmt.Errorf("--format: %w", err)}
 	}
 	rdb, err := openRedis(*c)
 	if err != nil {
@@ -314,17 +325,52 @@ func runFile(ctx context.Context, args []string, env Env) (int, error) {
 			return ExitFailed, err
 		}
 	}
-	finish := func() {}
+	var disp *display
 	if !s.quiet {
-		o.Progress, finish = newProgress(env.Stderr, o.Path)
+		disp = newDisplay(env.Stderr, env.Stdin, o.Path, format)
+		o.Progress, o.ProgressEvery = disp.update, disp.every
 	}
-	fmt.Fprintf(env.Stdout, "batch %s\n", o.Batch)
+	// The batch id is printed once the run has started, so that a run that cannot start leaves
+	// no batch behind to look for, and before any row is enqueued, so that `enqueue status` can
+	// follow it from another terminal.
+	started := false
+	o.Start = func() {
+		started = true
+		fmt.Fprintf(env.Stdout, "batch %s\n", o.Batch)
+		if disp != nil {
+			disp.start()
+		}
+	}
 	sum, err := p.EnqueueFile(ctx, *o)
-	finish()
-	printSummary(env.Stdout, sum, o.DryRun)
+	interrupted := ctx.Err() != nil
+	if !started {
+		var ie *producer.InputError
+		switch {
+		case errors.As(err, &ie):
+			return ExitUsage, usageError{err}
+		case interrupted:
+			return interruptCode(ctx), errors.New("interrupted before any row was enqueued")
+		}
+		return ExitFailed, fmt.Errorf("%w: nothing was enqueued; re-run when Redis answers", err)
+	}
+	if disp != nil {
+		end := endDone
+		switch {
+		case interrupted:
+			end = endInterrupted
+		case err != nil || sum.Failed > 0:
+			end = endFailed
+		}
+		disp.finish(sum, end)
+	}
+	printSummary(env.Stdout, sum, o.DryRun, interrupted)
 	switch {
-	case err != nil && sum.Rows == 0:
-		return ExitUsage, usageError{err}
+	case interrupted:
+		msg := fmt.Sprintf("interrupted after %d rows", sum.Rows)
+		if sum.Failed > 0 {
+			msg += fmt.Sprintf(", %d of them not enqueued", sum.Failed)
+		}
+		return interruptCode(ctx), errors.New(msg + ": re-run the same file to add the rest (it only adds what is missing)")
 	case err != nil:
 		return ExitFailed, err
 	case sum.Failed > 0:
@@ -336,7 +382,44 @@ func runFile(ctx context.Context, args []string, env Env) (int, error) {
 	return ExitOK, nil
 }
 
-func printSummary(w io.Writer, s producer.Summary, dry bool) {
+// Interrupted is the cause of the context NotifyContext returns once a signal arrives.
+type Interrupted struct{ Signal os.Signal }
+
+func (i Interrupted) Error() string { return i.Signal.String() + " signal received" }
+
+// NotifyContext is signal.NotifyContext, except that the context's cause, once one of signals
+// arrives, is an Interrupted naming it: an interrupted command exits 128 plus its number.
+// stop unregisters the signals, so that the next one has its default effect.
+func NotifyContext(parent context.Context, signals ...os.Signal) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(parent)
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, signals...)
+	go func() {
+		select {
+		case sig := <-ch:
+			cancel(Interrupted{Signal: sig})
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		cancel(nil)
+	}
+}
+
+// interruptCode is the exit code of a run ctx's end interrupted: 128 plus the signal's number,
+// ExitInterrupted when no signal is named.
+func interruptCode(ctx context.Context) int {
+	var in Interrupted
+	if errors.As(context.Cause(ctx), &in) {
+		if sig, ok := in.Signal.(syscall.Signal); ok {
+			return 128 + int(sig)
+		}
+	}
+	return ExitInterrupted
+}
+
+func printSummary(w io.Writer, s producer.Summary, dry, interrupted bool) {
 	verb := "enqueued"
 	if dry {
 		verb = "valid (dry run)"
@@ -346,11 +429,17 @@ func printSummary(w io.Writer, s producer.Summary, dry bool) {
 		fmt.Fprintf(w, "  of which on another queue: %d (a pair is activated from the queue it was first queued on)\n", s.OtherQueue)
 	}
 	fmt.Fprintf(w, "already dead-lettered: %d\nrejected: %d\n", s.DeadLettered, s.Rejected)
-	if s.Failed > 0 {
+	switch {
+	case s.Failed > 0 && interrupted:
+		fmt.Fprintf(w, "not enqueued (interrupted): %d\n", s.Failed)
+	case s.Failed > 0:
 		fmt.Fprintf(w, "not enqueued (Redis failed): %d\n", s.Failed)
 	}
 	if s.RejectsPath != "" {
 		fmt.Fprintf(w, "rejects: %s\n", s.RejectsPath)
+	}
+	if s.StaleRejects != "" {
+		fmt.Fprintf(w, "removed stale rejects file: %s (an earlier run's; this run had no rejects)\n", s.StaleRejects)
 	}
 	if s.CountErrors > 0 {
 		fmt.Fprintf(w, "warning: the batch's queued counter could not be written, so `enqueue status %s` undercounts; the jobs are queued\n", s.Batch)

@@ -60,15 +60,12 @@ func runStatus(ctx context.Context, args []string, env Env) (int, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return exitInterrupted, nil
+			return interruptCode(ctx), nil
 		case <-time.After(every):
 		}
 	}
 }
 
-// exitInterrupted is the exit code of a command stopped by SIGINT or SIGTERM before it finished:
-// 128+SIGINT, as shells expect.
-const exitInterrupted = 130
 
 // pausedBecause says why a queue is paused, from queuestate's reason.
 func pausedBecause(reason string) string {
