@@ -66,7 +66,6 @@ func runStatus(ctx context.Context, args []string, env Env) (int, error) {
 	}
 }
 
-
 // pausedBecause says why a queue is paused, from queuestate's reason.
 func pausedBecause(reason string) string {
 	switch reason {
