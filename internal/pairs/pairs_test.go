@@ -114,7 +114,7 @@ func TestRegistry(t *testing.T) {
 	}
 
 	// Every key is a pair's, under the hash tag {pairs} of the {pairs} hash tag.
-	keys, err := db.Client.Keys(ctx, "*").Result()
+	keys, err := db.Keys(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

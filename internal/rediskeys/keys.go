@@ -96,6 +96,10 @@ func WebhookIDDigest(key string) (string, bool) { return strings.CutPrefix(key, 
 // bench, which flush it.
 func TestClaim(db int) string { return "activator-test:claim:" + strconv.Itoa(db) }
 
+// TestOwned, in a database tests use, says that the database holds only what tests wrote: a test
+// flushes a database only when it is empty or holds this key.
+const TestOwned = "activator-test:owned"
+
 // asynq's layout. asynq keeps it in its internal/base package, which no one outside asynq may import,
 // so it is copied here from AsynqVersion, and TestAsynqLayout checks the copy against a real asynq.
 

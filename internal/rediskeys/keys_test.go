@@ -37,6 +37,7 @@ func TestKeys(t *testing.T) {
 		// The SHA-256 of "route|cred|id".
 		{rediskeys.WebhookID("route", "cred", "id"), "activator:intake:whid:" + "37eb7346c9401e404d4341c2c83e55ea68e9c6069a3f008a10ed0dc6fca518df"},
 		{rediskeys.TestClaim(3), "activator-test:claim:3"},
+		{rediskeys.TestOwned, "activator-test:owned"},
 		{rediskeys.AsynqTask("q", "id"), "asynq:{q}:t:id"},
 		{rediskeys.AsynqTasksPattern("act:"), "asynq:{*}:t:act:*"},
 		{rediskeys.AsynqPending("q"), "asynq:{q}:pending"},
