@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,7 +157,7 @@ func TestEnqueueFileRemovesStaleRejects(t *testing.T) {
 		wantRejects              string // the rejects file's lines' count after, "" for no file
 		wantStale                bool
 	}{
-		{"two rejects over an older file", good + "{bad\n{worse\n", "old reject\nold reject\nold reject\n", "2", false},
+		{"two rejects over an older file", good + "{bad\n{worse\n", strings.Repeat(`{"line":1,"reason":"old","raw":"x"}`+"\n", 3), "2", false},
 		{"one reject overwrites", good + "{bad\n", "", "1", false},
 		{"clean re-run removes it", good, "", "", true},
 		{"clean run without one", good, "", "", false},
@@ -183,5 +184,73 @@ func TestEnqueueFileRemovesStaleRejects(t *testing.T) {
 		if got := sum.StaleRejects == rejects; got != tc.wantStale {
 			t.Errorf("%s: StaleRejects = %q, want removed: %v", tc.name, sum.StaleRejects, tc.wantStale)
 		}
+	}
+}
+
+// TestEnqueueFileGuardsTheRejectsPath checks that a rejects path that would destroy something is
+// refused before the run starts (an InputError, nothing queued, the file untouched), and that a clean
+// run removes only a rejects file, never another file named by --rejects or stdin's shared one.
+func TestEnqueueFileGuardsTheRejectsPath(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	p := producer.New(db.Client, producer.Config{Queue: "guard-rejects"})
+	dir := t.TempDir()
+	input := filepath.Join(dir, "users.jsonl")
+	content := testutil.JSONL(t, testutil.Request("u-1")) + "{bad\n"
+	if err := os.WriteFile(input, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	notes := filepath.Join(dir, "notes.txt")
+	if err := os.WriteFile(notes, []byte("precious\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, rejects, want string }{
+		{"the input itself", input, "is the input itself"},
+		{"someone's file", notes, "holds something other than rejects"},
+		{"a directory", dir, "is not a regular file"},
+		{"a missing directory", filepath.Join(dir, "nope", "r.jsonl"), "does not exist"},
+	} {
+		_, err := p.EnqueueFile(context.Background(), producer.FileOptions{Path: input, RejectsPath: tc.rejects})
+		var ie *producer.InputError
+		if !errors.As(err, &ie) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: EnqueueFile error %v, want an InputError saying %q", tc.name, err, tc.want)
+		}
+	}
+	if b, _ := os.ReadFile(input); string(b) != content {
+		t.Errorf("the input changed: %q", b)
+	}
+	if n := testutil.Pending(t, db.Client, "guard-rejects"); n != 0 {
+		t.Errorf("%d tasks queued by refused runs", n)
+	}
+
+	// A clean run beside someone's file named by --rejects: nothing to overwrite, nothing removed.
+	clean := filepath.Join(dir, "clean.jsonl")
+	if err := os.WriteFile(clean, []byte(testutil.JSONL(t, testutil.Request("u-2"))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty.txt")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if sum, err := p.EnqueueFile(context.Background(), producer.FileOptions{Path: clean, RejectsPath: empty}); err != nil || sum.StaleRejects != "" {
+		t.Errorf("clean run: %+v, %v", sum, err)
+	}
+	if _, err := os.Stat(empty); err != nil {
+		t.Errorf("an empty file named by --rejects was removed: %v", err)
+	}
+
+	// stdin's rejects file may be another stdin run's: a clean stdin run leaves it.
+	wd := t.TempDir()
+	shared := filepath.Join(wd, "stdin.rejects.jsonl")
+	if err := os.WriteFile(shared, []byte(`{"line":3,"reason":"x","raw":"y"}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := p.EnqueueFile(context.Background(), producer.FileOptions{Path: "-", RejectsPath: shared,
+		Stdin: strings.NewReader(testutil.JSONL(t, testutil.Request("u-3")))})
+	if err != nil || sum.StaleRejects != "" {
+		t.Errorf("clean stdin run: %+v, %v", sum, err)
+	}
+	if _, err := os.Stat(shared); err != nil {
+		t.Errorf("stdin's rejects file was removed: %v", err)
 	}
 }

@@ -1,11 +1,14 @@
 package jobs
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -188,14 +191,18 @@ func (q *Queue) newFileRun(ctx context.Context, o FileOptions) (*fileRun, error)
 		closeIn()
 		return r, &InputError{err}
 	}
+	if o.RejectsPath == "" {
+		o.RejectsPath = ingest.RejectsPath(o.Path)
+	}
+	if err := checkRejectsPath(o.Path, o.RejectsPath); err != nil {
+		closeIn()
+		return r, &InputError{err}
+	}
 	if !o.DryRun {
 		if err := q.backfill(ctx); err != nil {
 			closeIn()
 			return r, err
 		}
-	}
-	if o.RejectsPath == "" {
-		o.RejectsPath = ingest.RejectsPath(o.Path)
 	}
 	if o.Concurrency < 1 {
 		o.Concurrency = DefaultFileConcurrency
@@ -393,7 +400,7 @@ func (r *fileRun) finish(ctx context.Context, finished bool, readErr error) (Sum
 	sum.BytesRead = r.in.n.Load()
 	if r.rejects.Count() > 0 {
 		sum.RejectsPath = r.rejects.Path()
-	} else if removed, err := removeStaleRejects(r.rejects.Path()); err != nil && readErr == nil {
+	} else if removed, err := removeStaleRejects(r.o.Path, r.rejects.Path()); err != nil && readErr == nil {
 		readErr = err
 	} else if removed {
 		sum.StaleRejects = r.rejects.Path()
@@ -485,17 +492,61 @@ func (r *fileRun) enqueueChunk(ctx context.Context, rows []ingest.Row) {
 	}
 }
 
-// removeStaleRejects removes the rejects file an earlier run left at path, if there is one, and says
-// whether there was. Only a regular file is removed.
-func removeStaleRejects(path string) (bool, error) {
+// removeStaleRejects removes the rejects file an earlier run of the same input left at path, if
+// there is one, and says whether there was. It removes only a regular file whose first line is a
+// reject (line and reason), never whatever else an operator named with --rejects, and never the
+// shared rejects file of stdin, which may be another run's.
+func removeStaleRejects(input, path string) (bool, error) {
+	if input == "-" {
+		return false, nil
+	}
 	fi, err := os.Lstat(path)
-	if err != nil || !fi.Mode().IsRegular() {
+	if err != nil || !fi.Mode().IsRegular() || !holdsRejects(path) {
 		return false, nil
 	}
 	if err := os.Remove(path); err != nil {
 		return false, fmt.Errorf("removing the rejects file of an earlier run: %w", err)
 	}
 	return true, nil
+}
+
+// holdsRejects reports whether the file's first line is a reject as ingest writes it.
+func holdsRejects(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	line, err := bufio.NewReaderSize(f, 8<<10).ReadSlice('\n')
+	if err != nil && len(line) == 0 {
+		return false
+	}
+	var rej struct {
+		Line   *int    `json:"line"`
+		Reason *string `json:"reason"`
+	}
+	return json.Unmarshal(line, &rej) == nil && rej.Line != nil && rej.Reason != nil
+}
+
+// checkRejectsPath refuses, before anything is queued, a rejects path the run could not write or
+// that is its own input: writing rejects over the input would lose every row not yet read.
+func checkRejectsPath(input, rejects string) error {
+	if fi, err := os.Stat(rejects); err == nil {
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("rejects file %s is not a regular file: pass another --rejects", rejects)
+		}
+		if in, err := os.Stat(input); err == nil && input != "-" && os.SameFile(in, fi) {
+			return fmt.Errorf("rejects file %s is the input itself: pass another --rejects", rejects)
+		}
+		if fi.Size() > 0 && !holdsRejects(rejects) {
+			return fmt.Errorf("rejects file %s holds something other than rejects, which this run would overwrite: pass another --rejects", rejects)
+		}
+	}
+	dir := filepath.Dir(rejects)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("rejects file %s: its directory %s does not exist: pass another --rejects", rejects, dir)
+	}
+	return nil
 }
 
 // openInput opens a file of activation requests, or stdin for "-", and tells its format: the one
