@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -374,8 +375,8 @@ func runFile(ctx context.Context, args []string, env Env) (int, error) {
 	case err != nil:
 		return ExitFailed, err
 	case sum.Failed > 0:
-		return ExitFailed, fmt.Errorf("%d rows were not enqueued because Redis failed (lines %s); re-run the same file: it only adds what is missing",
-			sum.Failed, joinInts(sum.FailedLines))
+		return ExitFailed, fmt.Errorf("%d rows were not enqueued because Redis failed (%s); re-run the same file: it only adds what is missing",
+			sum.Failed, lineList(sum.FailedLines, sum.Failed))
 	case sum.Rejected > 0:
 		return ExitRejected, nil
 	}
@@ -445,6 +446,16 @@ func printSummary(w io.Writer, s producer.Summary, dry, interrupted bool) {
 		fmt.Fprintf(w, "warning: the batch's queued counter could not be written, so `enqueue status %s` undercounts; the jobs are queued\n", s.Batch)
 	}
 	fmt.Fprintf(w, "elapsed: %s\nrate: %.0f rows/s\n", s.Elapsed.Round(time.Millisecond), s.Rate())
+}
+
+// lineList names the first of n failed lines, sorted, and how many more there were.
+func lineList(lines []int, n int) string {
+	lines = slices.Sorted(slices.Values(lines))
+	s := "lines " + joinInts(lines)
+	if more := n - len(lines); more > 0 {
+		s += fmt.Sprintf(" and %d more", more)
+	}
+	return s
 }
 
 func joinInts(xs []int) string {
