@@ -103,8 +103,8 @@ func newFlags(s *Settings, r *raw, lookup func(string) (string, bool), usageOut 
 }
 
 // ParseSettings reads the worker's flags and environment. Its errors are one line saying what to fix,
-// naming the variable to set; they never include a secret. -h writes the usage to usageOut, and
-// -version the build's version; both then return flag.ErrHelp.
+// naming the variable to set; they never include a secret. -h writes the usage to usageOut (Main's
+// stdout), and -version the build's version; both then return flag.ErrHelp.
 func ParseSettings(args []string, lookup func(string) (string, bool), usageOut io.Writer) (Settings, error) {
 	s := Settings{Config: worker.DefaultConfig()}
 	var r raw
@@ -194,11 +194,12 @@ func auth(s *Settings, r raw) error {
 }
 
 // Main runs a worker process: it parses args and the environment, runs until ctx is done, and
-// returns the process's exit code (2 for a configuration error). It sets up the process's log, the
-// libraries' loggers included (logging.Install), before it opens Redis; and it serves METRICS_ADDR from the start, so
+// returns the process's exit code (2 for a configuration error). -h and -version write to stdout and
+// return 0; errors and the log go to stderr. It sets up the process's log, the libraries' loggers
+// included (logging.Install), before it opens Redis; and it serves METRICS_ADDR from the start, so
 // that /healthz answers while it waits for Redis, and /readyz says 503 until the worker has started.
-func Main(ctx context.Context, args []string, lookup func(string) (string, bool), stderr io.Writer) int {
-	s, err := ParseSettings(args, lookup, stderr)
+func Main(ctx context.Context, args []string, lookup func(string) (string, bool), stdout, stderr io.Writer) int {
+	s, err := ParseSettings(args, lookup, stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
