@@ -9,6 +9,7 @@ import (
 
 	"github.com/versori/activator/internal/breaker"
 	"github.com/versori/activator/internal/configerr"
+	"github.com/versori/activator/metrics"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 )
@@ -41,6 +42,11 @@ type Config struct {
 	// PollInterval is how long an idle fetch loop waits before looking for new tasks again.
 	PollInterval time.Duration
 	MetricsAddr  string // "" serves no metrics
+	// MetricsServer, if set, is a metrics listener its caller already serves, and stops after Run
+	// returns: the worker installs its routes on it (metrics.Server.Install) instead of listening on
+	// MetricsAddr. The worker command opens it before Redis answers, so that /healthz answers (and
+	// /readyz says 503) while the worker waits for Redis at start.
+	MetricsServer *metrics.Server
 	// QueueMetrics exports asynq's queue metrics too (a Redis scan per scrape): turn it on in one
 	// scraped process, or in all when they are few.
 	QueueMetrics bool
@@ -155,7 +161,7 @@ func (c Config) Validate() error {
 		return bad("RateBurst", "must be at least 1, got %d", c.RateBurst)
 	case c.MaxAge < 0:
 		return bad("MaxAge", "must not be negative, got %s", c.MaxAge)
-	case c.Pprof && c.MetricsAddr == "":
+	case c.Pprof && c.MetricsAddr == "" && c.MetricsServer == nil:
 		return bad("Pprof", "needs MetricsAddr: profiles are served on that listener")
 	}
 	if err := c.Versori.Validate(); err != nil {
@@ -180,7 +186,7 @@ func (c Config) validateAdminUI() error {
 		return configerr.New("worker", "AdminUI.Write", "and PrometheusURL need Enabled=true")
 	case !ui.Enabled && ui.PrometheusURL != "":
 		return configerr.New("worker", "AdminUI.PrometheusURL", "and Write need Enabled=true")
-	case ui.Enabled && c.MetricsAddr == "":
+	case ui.Enabled && c.MetricsAddr == "" && c.MetricsServer == nil:
 		return configerr.New("worker", "AdminUI.Enabled", "needs MetricsAddr: the queue UI is served on that listener")
 	}
 	if ui.PrometheusURL != "" {

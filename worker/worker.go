@@ -148,7 +148,11 @@ func (w *Worker) start(mux *asynq.ServeMux) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	w.guard.Check(ctx)
 	cancel()
-	if w.cfg.MetricsAddr != "" {
+	switch {
+	case w.cfg.MetricsServer != nil:
+		w.cfg.MetricsServer.Install(w.metrics.Registry, w.ready, w.adminHandlers())
+		w.mserver = w.cfg.MetricsServer
+	case w.cfg.MetricsAddr != "":
 		ms, err := metrics.Listen(w.cfg.MetricsAddr, w.metrics.Registry, w.ready, w.adminHandlers())
 		if err != nil {
 			w.closeAdmin()
@@ -180,7 +184,7 @@ func (w *Worker) Metrics() *metrics.Worker { return w.metrics }
 // the archive a last time and returns.
 func (w *Worker) Run(ctx context.Context) error {
 	bg := background.NewGroup(w.log)
-	if w.mserver != nil {
+	if w.mserver != nil && w.cfg.MetricsServer == nil { // not the caller's, which it serves
 		bg.Go("metrics server", w.mserver.Serve)
 	}
 	bg.Every("archive sweep", w.cfg.SweepInterval, background.AtOnce, w.sweep)

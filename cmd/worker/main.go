@@ -15,5 +15,5 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	os.Exit(workercmd.Main(ctx, os.Args[1:], os.LookupEnv, os.Stderr))
+	os.Exit(workercmd.Main(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
 }

@@ -165,7 +165,7 @@ func newFlags(name string, env Env, c *common) *envflag.Set {
 	// Secret, not String: usage output (-h, a bad flag) would print a REDIS_URL default with its password.
 	fs.Secret(&c.redisURL, "redis-url", "REDIS_URL", redisconn.DefaultURL, "Redis URL")
 	fs.String(&c.queue, "queue", "QUEUE", producer.DefaultConfig().Queue, "queue name")
-	fs.String(&c.logFormat, "log-format", "LOG_FORMAT", string(logging.JSON), "log lines (serve's, go-redis's messages) as json, or text for a terminal")
+	fs.String(&c.logFormat, "log-format", "LOG_FORMAT", string(logging.JSON), "serve's log lines (its own, go-redis's messages) as json, or text for a terminal")
 	c.log = env.log
 	if c.log == nil { // Vars, and a subcommand run without Run
 		c.log = &procLog{env: env}
@@ -232,12 +232,13 @@ func parse(fs *envflag.Set, args []string) ([]string, error) {
 	}
 }
 
-// openRedis opens the Redis the flags name.
+// openRedis opens the Redis the flags name. Unless the command has set up a log of its own (serve),
+// go-redis's messages are discarded: a one-shot command reports a Redis failure itself, in one line.
 func openRedis(c common) (redis.UniversalClient, error) {
 	if strings.TrimSpace(c.queue) == "" {
 		return nil, usageError{errors.New("QUEUE must not be empty")}
 	}
-	if _, err := c.log.start(c.logFormat); err != nil {
+	if err := c.log.quiet(c.logFormat); err != nil {
 		return nil, err
 	}
 	rdb, err := redisconn.Open(c.redisURL)

@@ -2,6 +2,7 @@ package enqueuecmd_test
 
 import (
 	"encoding/json"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -72,5 +73,45 @@ func TestProcessServeLogsJSON(t *testing.T) {
 				t.Errorf("LOG_FORMAT=%q: line %q is not in that format", format, l)
 			}
 		}
+	}
+}
+
+// TestProcessOneShotRedisDownOneLine checks that a one-shot command run with Redis down writes exactly
+// one line to stderr, its own, and exits 3 (Redis failed), whatever LOG_FORMAT says: go-redis's refused
+// dial used to come before it as a JSON warning and after it as a JSON "repeated" count. `enqueue
+// serve` still logs go-redis's messages (TestProcessServeLogsJSON).
+func TestProcessOneShotRedisDownOneLine(t *testing.T) {
+	t.Parallel()
+	down := "redis://127.0.0.1:" + strconv.Itoa(testutil.FreePort(t)) + "/0"
+	want := "enqueue: no answer from Redis at " + down + " ("
+	dir := t.TempDir()
+	file := dir + "/rows.jsonl"
+	if err := os.WriteFile(file, []byte(`{"endUserId":"u1","connectionId":"c1"}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		format string
+		args   []string
+	}{
+		{"", []string{"status", "x"}},
+		{"text", []string{"status", "x"}},
+		{"", []string{"status", "x", "--force"}},
+		{"", []string{"pause"}},
+		{"", []string{"resume", "--force"}},
+		{"", []string{"dlq", "list"}},
+		{"", []string{"dlq", "purge", "--all"}},
+		{"", []string{"file", file, "--quiet"}},
+	} {
+		t.Run("LOG_FORMAT="+tc.format+" "+strings.Join(tc.args, " "), func(t *testing.T) {
+			t.Parallel()
+			cmd, stderr := enqueueProcess(t, []string{"REDIS_URL=" + down, "LOG_FORMAT=" + tc.format}, tc.args...)
+			_ = cmd.Run()
+			if code := cmd.ProcessState.ExitCode(); code != 3 {
+				t.Errorf("exit %d, want 3; stderr:\n%s", code, stderr)
+			}
+			if out := stderr.String(); strings.Count(out, "\n") != 1 || !strings.HasPrefix(out, want) {
+				t.Errorf("stderr = %q, want exactly one line starting %q", out, want)
+			}
+		})
 	}
 }

@@ -2,7 +2,10 @@ package workercmd
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -170,6 +173,62 @@ func TestProcessRedisDown(t *testing.T) {
 	}
 	if t.Failed() || testing.Verbose() {
 		t.Logf("stderr:\n%s", out)
+	}
+}
+
+// TestProcessHealthWhileWaitingForRedis checks that METRICS_ADDR is served from the start: while the
+// worker waits for Redis at start, /healthz answers 200 (the process is alive; a liveness probe must not
+// kill it) and /readyz 503; once Redis answers and the worker has started, /readyz answers 200. It
+// served nothing until Redis answered, so Kubernetes killed a pod started during a Redis outage.
+func TestProcessHealthWhileWaitingForRedis(t *testing.T) {
+	t.Parallel()
+	r := testutil.StartRedisServer(t, false)
+	r.Stop()
+	addr := "127.0.0.1:" + strconv.Itoa(testutil.FreePort(t))
+	p := startWorker(t, processEnv(r.URL(), "METRICS_ADDR="+addr))
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+
+	testutil.WaitFor(t, 30*time.Second, "the wait for Redis", func() bool {
+		return strings.Contains(p.stderr.String(), `"msg":"waiting for Redis: it does not answer"`)
+	})
+	if code, body := get("/healthz"); code != http.StatusOK {
+		t.Errorf("waiting for Redis: GET /healthz = %d %q, want 200", code, body)
+	}
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "not ready") {
+		t.Errorf("waiting for Redis: GET /readyz = %d %q, want 503 not ready", code, body)
+	}
+	if code, _ := get("/metrics"); code != http.StatusServiceUnavailable {
+		t.Errorf("waiting for Redis: GET /metrics = %d, want 503", code)
+	}
+	if strings.Contains(p.stderr.String(), "worker started") {
+		t.Fatalf("the worker said it started while Redis was down:\n%s", p.stderr)
+	}
+
+	r.Start()
+	testutil.WaitFor(t, 30*time.Second, "/readyz 200 once Redis answers", func() bool {
+		code, _ := get("/readyz")
+		return code == http.StatusOK
+	})
+	testutil.WaitFor(t, 30*time.Second, "worker started", func() bool { return strings.Contains(p.stderr.String(), `"msg":"worker started"`) })
+	if code, body := get("/healthz"); code != http.StatusOK {
+		t.Errorf("started: GET /healthz = %d %q, want 200", code, body)
+	}
+	if code, body := get("/metrics"); code != http.StatusOK || !strings.Contains(body, "activator_") {
+		t.Errorf("started: GET /metrics = %d, want 200 and the worker's metrics", code)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t); code != 0 {
+		t.Errorf("exit %d after SIGTERM, want 0; stderr:\n%s", code, p.stderr)
 	}
 }
 

@@ -17,8 +17,10 @@ import (
 
 	"github.com/versori/activator/internal/buildinfo"
 	"github.com/versori/activator/internal/cmd/envflag"
+	"github.com/versori/activator/internal/configerr"
 	"github.com/versori/activator/internal/logging"
 	"github.com/versori/activator/internal/redisconn"
+	"github.com/versori/activator/metrics"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/worker"
 )
@@ -101,8 +103,8 @@ func newFlags(s *Settings, r *raw, lookup func(string) (string, bool), usageOut 
 }
 
 // ParseSettings reads the worker's flags and environment. Its errors are one line saying what to fix,
-// naming the variable to set; they never include a secret. -h writes the usage to usageOut, and
-// -version the build's version; both then return flag.ErrHelp.
+// naming the variable to set; they never include a secret. -h writes the usage to usageOut (Main's
+// stdout), and -version the build's version; both then return flag.ErrHelp.
 func ParseSettings(args []string, lookup func(string) (string, bool), usageOut io.Writer) (Settings, error) {
 	s := Settings{Config: worker.DefaultConfig()}
 	var r raw
@@ -192,10 +194,12 @@ func auth(s *Settings, r raw) error {
 }
 
 // Main runs a worker process: it parses args and the environment, runs until ctx is done, and
-// returns the process's exit code (2 for a configuration error). It sets up the process's log, the
-// libraries' loggers included (logging.Install), before it opens Redis.
-func Main(ctx context.Context, args []string, lookup func(string) (string, bool), stderr io.Writer) int {
-	s, err := ParseSettings(args, lookup, stderr)
+// returns the process's exit code (2 for a configuration error). -h and -version write to stdout and
+// return 0; errors and the log go to stderr. It sets up the process's log, the libraries' loggers
+// included (logging.Install), before it opens Redis; and it serves METRICS_ADDR from the start, so
+// that /healthz answers while it waits for Redis, and /readyz says 503 until the worker has started.
+func Main(ctx context.Context, args []string, lookup func(string) (string, bool), stdout, stderr io.Writer) int {
+	s, err := ParseSettings(args, lookup, stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -217,6 +221,17 @@ func Main(ctx context.Context, args []string, lookup func(string) (string, bool)
 		return 2
 	}
 	defer rdb.Close()
+	if s.MetricsAddr != "" {
+		ms, err := metrics.Starting(s.MetricsAddr, "the worker has not started: it waits for Redis to answer")
+		if err != nil {
+			stopLog()
+			fmt.Fprintln(stderr, "worker:", explain(configerr.New("worker", "MetricsAddr", "%s cannot be listened on: %v", s.MetricsAddr, err)))
+			return 2
+		}
+		stopMetrics := serveMetrics(ms, log)
+		defer stopMetrics() // after the worker's shutdown, as when the worker served it itself
+		s.MetricsServer = ms
+	}
 	if err := waitForRedis(ctx, rdb, s.RedisURL, log); err != nil {
 		if ctx.Err() != nil {
 			log.Info("stopped before Redis answered")
@@ -238,6 +253,22 @@ func Main(ctx context.Context, args []string, lookup func(string) (string, bool)
 		return 1
 	}
 	return 0
+}
+
+// serveMetrics serves ms until the returned stop is called, which waits for it to shut down.
+func serveMetrics(ms *metrics.Server, log *slog.Logger) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := ms.Serve(ctx); err != nil {
+			log.Error("metrics server failed", "addr", ms.Addr(), "error", err.Error())
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // redisWait is how long the worker waits between PINGs while Redis does not answer at start.

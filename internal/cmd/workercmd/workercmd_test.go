@@ -564,7 +564,7 @@ func TestMainMetricsAddrInUse(t *testing.T) {
 	defer ln.Close()
 	env := settingsEnv(map[string]string{"REDIS_URL": db.URL(), "METRICS_ADDR": ln.Addr().String()})
 	var stderr bytes.Buffer
-	if code := Main(context.Background(), nil, env, &stderr); code != 2 {
+	if code := Main(context.Background(), nil, env, io.Discard, &stderr); code != 2 {
 		t.Fatalf("Main = %d, want 2; stderr:\n%s", code, stderr.String())
 	}
 	want := "worker: METRICS_ADDR " + ln.Addr().String() + " cannot be listened on: "
