@@ -84,6 +84,8 @@ type PurgeResult = jobs.PurgeResult
 //
 //   - Path string: the file of corrected rows, .jsonl/.ndjson or .csv, or "-" for JSONL read from
 //     Stdin io.Reader.
+//   - Format string: "jsonl" or "csv", the input's format whatever Path's name; empty: from the
+//     name (stdin: JSONL).
 //   - RejectsPath string: where malformed rows go; empty: PATH.rejects.jsonl beside the input
 //     (stdin.rejects.jsonl in the working directory for "-").
 type RequeueFileOptions = jobs.RequeueFileOptions
@@ -192,7 +194,9 @@ func (i *Inspector) Requeue(ctx context.Context, ids []string) (RequeueResult, e
 
 // RequeueFile is the "fix the rows, then requeue" workflow: each row of a file of corrected
 // requests replaces its pair's dead letter with a job carrying the corrected request. Malformed rows
-// go to a rejects file; re-running the file is safe.
+// go to a rejects file; re-running the file is safe. An input it cannot use at all (it cannot be
+// opened, its format cannot be told, its CSV header is bad) is a *producer.InputError, returned
+// before any row is read.
 func (i *Inspector) RequeueFile(ctx context.Context, o RequeueFileOptions) (RequeueFileSummary, error) {
 	return i.jobs.RequeueFile(ctx, o)
 }

@@ -25,7 +25,10 @@ import (
 //   - Timeout time.Duration: the timeout of one attempt (2m), kept in whole seconds.
 //
 // A field left zero (or negative, or a Timeout under a second) takes DefaultConfig's, shown in
-// brackets.
+// brackets. Config.Validate refuses those values instead, for a configuration read from a user whose
+// every field was given (the enqueue command's); its errors name the field
+// ("producer: MaxRetry must be at least 1, got 0"). FileOptions.Validate does the same for
+// FileOptions.Concurrency.
 type Config = jobs.Config
 
 // DefaultConfig is the configuration used for fields left zero: the enqueue command's defaults.

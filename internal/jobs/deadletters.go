@@ -201,6 +201,9 @@ type RequeueFileOptions struct {
 	// EnqueueFile reads its input.
 	Path  string
 	Stdin io.Reader
+	// Format is the input's format, "jsonl" or "csv", whatever Path's name; "" tells it from the
+	// name (stdin: JSONL), as for EnqueueFile.
+	Format string
 	// RejectsPath receives malformed rows (default: PATH.rejects.jsonl beside the input, or
 	// stdin.rejects.jsonl in the working directory for "-").
 	RejectsPath string
@@ -227,20 +230,21 @@ type RequeueFileSummary struct {
 // request (looking up the pair before activating, as every requeued job does). Malformed rows go to
 // the rejects file, and the rest of the file still runs. It stops at the first Redis error, which it
 // returns with the counts so far; re-running the file is safe (requeued pairs no longer have a dead
-// letter, and count as NotDeadLettered).
+// letter, and count as NotDeadLettered). An input it cannot use at all (it cannot be opened, its
+// format cannot be told, its CSV header is bad) is an *InputError, returned before any row is read.
 func (q *Queue) RequeueFile(ctx context.Context, o RequeueFileOptions) (RequeueFileSummary, error) {
 	var sum RequeueFileSummary
 	if err := q.backfill(ctx); err != nil {
 		return sum, err
 	}
-	in, format, closeIn, err := openInput(o.Path, "", o.Stdin)
+	in, format, closeIn, err := openInput(o.Path, o.Format, o.Stdin)
 	if err != nil {
-		return sum, err
+		return sum, &InputError{err}
 	}
 	defer closeIn()
 	rd, err := ingest.NewReader(in, format)
 	if err != nil {
-		return sum, err
+		return sum, &InputError{err}
 	}
 	if o.RejectsPath == "" {
 		o.RejectsPath = ingest.RejectsPath(o.Path)

@@ -20,8 +20,10 @@ package redisconn
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/hibiken/asynq"
@@ -72,6 +74,9 @@ func Parse(rawURL string) (asynq.RedisConnOpt, error) {
 	if u.Host == "" {
 		return nil, bad("has no host: %s", forms)
 	}
+	if err := checkAddrs(u); err != nil {
+		return nil, err
+	}
 	switch u.Scheme {
 	case "redis-cluster":
 		return parseCluster(u)
@@ -85,6 +90,33 @@ func Parse(rawURL string) (asynq.RedisConnOpt, error) {
 		return nil, bad("(%s://%s%s) is not usable: check the database number and options", u.Scheme, u.Host, u.Path)
 	}
 	return opt, nil
+}
+
+// checkAddrs refuses a host that is not host:port with a port from 1 to 65535 (the Sentinels and a
+// cluster's nodes: each of the comma-separated list), which Parse would accept and every connection
+// then fail on: a worker would wait for a Redis it can never reach.
+func checkAddrs(u *url.URL) error {
+	addrs, kind := []string{u.Host}, "host"
+	switch u.Scheme {
+	case "redis-sentinel":
+		addrs, kind = strings.Split(u.Host, ","), "Sentinel"
+	case "redis-cluster":
+		addrs, kind = strings.Split(u.Host, ","), "node"
+	}
+	for _, a := range addrs {
+		what := fmt.Sprintf("host %q", a)
+		if kind != "host" {
+			what = fmt.Sprintf("(%s://%s): %s %q", u.Scheme, u.Host, kind, a)
+		}
+		_, port, err := net.SplitHostPort(a)
+		if err != nil || port == "" {
+			return bad("%s is not host:port (Redis's port is usually 6379)", what)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return bad("%s has port %s: a port is 1 to 65535", what, port)
+		}
+	}
+	return nil
 }
 
 // checkSentinel refuses what asynq would silently ignore in a redis-sentinel:// URL: a missing master
@@ -108,13 +140,7 @@ func parseCluster(u *url.URL) (asynq.RedisConnOpt, error) {
 	if u.RawQuery != "" {
 		return nil, bad("(redis-cluster://%s%s) has options (?…): redis-cluster:// takes none", u.Host, u.Path)
 	}
-	addrs := strings.Split(u.Host, ",")
-	for _, a := range addrs {
-		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
-			return nil, bad("(redis-cluster://%s): node %q is not host:port", u.Host, a)
-		}
-	}
-	opt := asynq.RedisClusterClientOpt{Addrs: addrs}
+	opt := asynq.RedisClusterClientOpt{Addrs: strings.Split(u.Host, ",")}
 	if u.User != nil {
 		opt.Username = u.User.Username()
 		opt.Password, _ = u.User.Password()

@@ -38,6 +38,8 @@ func TestParse(t *testing.T) {
 		{"cluster with ACL user", "redis-cluster://app:" + secret + "@n1:7000/0",
 			asynq.RedisClusterClientOpt{Addrs: []string{"n1:7000"}, Username: "app", Password: secret}},
 		{"cluster without password", "redis-cluster://n1:7000", asynq.RedisClusterClientOpt{Addrs: []string{"n1:7000"}}},
+		{"highest port", "redis://[::1]:65535/1", asynq.RedisClientOpt{Addr: "[::1]:65535", DB: 1}},
+		{"port 1", "redis://h:1", asynq.RedisClientOpt{Addr: "h:1"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -70,6 +72,15 @@ func TestParseRefuses(t *testing.T) {
 		{"cluster options", "redis-cluster://:" + secret + "@n1:7000?password=x", "takes none"},
 		{"cluster node without port", "redis-cluster://:" + secret + "@n1,n2:7000", `node "n1" is not host:port`},
 		{"cluster no host", "redis-cluster://", "no host"},
+		// A port no connection can use: the worker would wait for Redis forever.
+		{"port out of range", "redis://:" + secret + "@127.0.0.1:99999/1", `host "127.0.0.1:99999" has port 99999: a port is 1 to 65535`},
+		{"port 0", "redis://127.0.0.1:0/1", "has port 0"},
+		{"no port", "redis://:" + secret + "@127.0.0.1/1", `host "127.0.0.1" is not host:port`},
+		{"tls port out of range", "rediss://h:70000/0", "has port 70000"},
+		{"ipv6 port out of range", "redis://[::1]:65536/0", "has port 65536"},
+		{"sentinel port out of range", "redis-sentinel://s1:26379,s2:99999?master=m", `Sentinel "s2:99999" has port 99999`},
+		{"sentinel without port", "redis-sentinel://s1?master=m", `Sentinel "s1" is not host:port`},
+		{"cluster port out of range", "redis-cluster://n1:7000,n2:123456", `node "n2:123456" has port 123456`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -58,7 +58,7 @@ type Env struct {
 const usageText = `usage:
   enqueue file PATH [flags]      enqueue a .jsonl/.ndjson/.csv file ("-": stdin; --format jsonl|csv)
   enqueue dlq list [--json] [--reason R]
-  enqueue dlq requeue (ID... | --reason R | --all | --file FIXED [--rejects PATH])
+  enqueue dlq requeue (ID... | --reason R | --all | --file FIXED [--format F] [--rejects PATH])
   enqueue dlq purge (ID... | --reason R | --all)
   enqueue dlq export [--reason R]          JSONL of the dead letters' requests, in the input format
   enqueue status BATCH [--json] [--watch]  how far a batch is: queued, activated, dead-lettered, rate, ETA
@@ -72,7 +72,7 @@ queue nothing has used yet (a mistyped name), unless --force; COMMAND -h lists a
 
 const dlqUsageText = `usage:
   enqueue dlq list [--json] [--reason R]
-  enqueue dlq requeue (ID... | --reason R | --all | --file FIXED [--rejects PATH])
+  enqueue dlq requeue (ID... | --reason R | --all | --file FIXED [--format F] [--rejects PATH])
   enqueue dlq purge (ID... | --reason R | --all)
   enqueue dlq export [--reason R]          JSONL of the dead letters' requests, in the input format
 common flags: -redis-url (REDIS_URL), -queue (QUEUE), --force; enqueue dlq VERB -h lists a verb's flags
@@ -279,7 +279,7 @@ func fileFlags(env Env, s *fileSettings) *envflag.Set {
 	d := producer.DefaultConfig()
 	fs := newFlags("file", env, &s.c)
 	fs.String(&s.o.Batch, "batch", "", "", "batch id (default: a new one)")
-	fs.String(&s.o.Format, "format", "", "", "the input's format, jsonl or csv (default: from PATH's extension; JSONL for \"-\")")
+	formatFlag(fs, &s.o.Format)
 	fs.Int(&s.o.Concurrency, "concurrency", "ENQUEUE_CONCURRENCY", producer.DefaultFileConcurrency, "enqueues in flight at once")
 	fs.String(&s.o.RejectsPath, "rejects", "", "", "rejects file (default: PATH.rejects.jsonl)")
 	fs.Bool(&s.o.DryRun, "dry-run", "", false, "validate only; enqueue nothing")
@@ -290,6 +290,44 @@ func fileFlags(env Env, s *fileSettings) *envflag.Set {
 	fs.Duration(&s.p.Timeout, "timeout", "JOB_TIMEOUT", d.Timeout, "timeout of one job attempt")
 	fs.Bool(&s.quiet, "quiet", "", false, "no progress lines")
 	return fs
+}
+
+// formatFlag defines --format, the format of a file of requests, for every subcommand that reads one
+// (file, dlq requeue --file); inputFormat reads it.
+func formatFlag(fs *envflag.Set, p *string) {
+	fs.String(p, "format", "", "", "the input's format, jsonl or csv (default: from the file's extension; JSONL for \"-\")")
+}
+
+// inputFormat is the format of the input at path: the one --format names, or else the one path's
+// name tells. Its errors are usage errors, saying to pass --format when the name does not tell.
+func inputFormat(path, name string) (ingest.Format, error) {
+	format, err := ingest.FormatFor(path, name)
+	if errors.Is(err, ingest.ErrUnknownFormat) {
+		return "", usageError{fmt.Errorf("cannot tell the format of %q from its name (not .jsonl, .ndjson or .csv): pass --format jsonl or --format csv", path)}
+	}
+	if err != nil {
+		return "", usageError{fmt.Errorf("--format: %w", err)}
+	}
+	return format, nil
+}
+
+// validate checks the settings as given (a 0 or negative --concurrency, --max-retry, --retention or
+// --timeout is refused, not replaced by the default) and names the variable or flag at fault.
+func (s *fileSettings) validate(fs *envflag.Set) error {
+	s.p.Queue = s.c.queue
+	err := s.p.Validate()
+	if err == nil {
+		err = s.o.Validate()
+	}
+	if err == nil {
+		return nil
+	}
+	fields := fs.Fields(&s.p)
+	for k, v := range fs.Fields(&s.o) {
+		fields[k] = v
+	}
+	fields["Queue"], _ = fs.Lookup("queue") // set through common, so Fields cannot see it
+	return usageError{envflag.Explain(err, fields)}
 }
 
 func runFile(ctx context.Context, args []string, env Env) (int, error) {
@@ -303,24 +341,23 @@ func runFile(ctx context.Context, args []string, env Env) (int, error) {
 	if len(pos) != 1 {
 		return ExitUsage, usageError{errors.New("file takes one PATH")}
 	}
+	if err := s.validate(fs); err != nil {
+		return ExitUsage, err
+	}
 	o.Path, o.Stdin = pos[0], env.Stdin
 	if o.Batch == "" {
 		o.Batch = "b-" + ulid.Make().String()
 	}
 	// Before Redis is asked, so that the exit code does not depend on it.
-	format, err := ingest.FormatFor(o.Path, o.Format)
-	if errors.Is(err, ingest.ErrUnknownFormat) {
-		return ExitUsage, usageError{fmt.Errorf("cannot tell the format of %q from its name (not .jsonl, .ndjson or .csv): pass --format jsonl or --format csv", o.Path)}
-	}
+	format, err := inputFormat(o.Path, o.Format)
 	if err != nil {
-		return ExitUsage, usageError{fmt.Errorf("--format: %w", err)}
+		return ExitUsage, err
 	}
 	rdb, err := openRedis(*c)
 	if err != nil {
 		return ExitUsage, err
 	}
 	defer closeAfterRun(ctx, rdb)
-	s.p.Queue = c.queue
 	p := producer.New(rdb, s.p)
 	if !o.DryRun {
 		if err := ping(ctx, rdb, c.redisURL); err != nil {
@@ -645,10 +682,12 @@ func dlqRequeue(ctx context.Context, args []string, env Env) (int, error) {
 		f              dlqFlags
 		all            bool
 		fixed, rejects string
+		format         string
 	)
 	fs := newDLQFlags("requeue", env, &f)
 	fs.Bool(&all, "all", "", false, "every dead letter")
-	fs.String(&fixed, "file", "", "", "a file of corrected rows (.jsonl/.ndjson/.csv, \"-\" for JSONL on stdin): each row replaces its pair's dead letter and is queued")
+	fs.String(&fixed, "file", "", "", "a file of corrected rows (.jsonl/.ndjson/.csv, \"-\" for stdin; --format jsonl|csv): each row replaces its pair's dead letter and is queued")
+	formatFlag(fs, &format)
 	fs.String(&rejects, "rejects", "", "", "with --file: where malformed rows go (default: FILE.rejects.jsonl)")
 	ids, reason, err := parseSelection(fs, &f, args)
 	if err != nil {
@@ -660,9 +699,13 @@ func dlqRequeue(ctx context.Context, args []string, env Env) (int, error) {
 	if rejects != "" && fixed == "" {
 		return ExitUsage, usageError{errors.New("--rejects goes with --file")}
 	}
+	if format != "" && fixed == "" {
+		return ExitUsage, usageError{errors.New("--format goes with --file")}
+	}
 	if fixed != "" {
-		if _, err := ingest.FormatOf(fixed); err != nil {
-			return ExitUsage, usageError{err}
+		// Before Redis is asked, as enqueue file does, so that the exit code does not depend on it.
+		if _, err := inputFormat(fixed, format); err != nil {
+			return ExitUsage, err
 		}
 	}
 	rdb, in, code, err := openInspector(ctx, f.common)
@@ -671,7 +714,7 @@ func dlqRequeue(ctx context.Context, args []string, env Env) (int, error) {
 	}
 	defer rdb.Close()
 	if fixed != "" {
-		return requeueFile(ctx, in, inspect.RequeueFileOptions{Path: fixed, Stdin: env.Stdin, RejectsPath: rejects}, env.Stdout)
+		return requeueFile(ctx, in, inspect.RequeueFileOptions{Path: fixed, Format: format, Stdin: env.Stdin, RejectsPath: rejects}, env.Stdout)
 	}
 	if ids, err = selected(ctx, in, ids, reason); err != nil {
 		return ExitFailed, err
@@ -700,9 +743,19 @@ func dlqRequeue(ctx context.Context, args []string, env Env) (int, error) {
 	return ExitOK, nil
 }
 
-// requeueFile replaces dead letters with the corrected rows of a file and queues them.
+// requeueFile replaces dead letters with the corrected rows of a file and queues them. A run that
+// never started (the input cannot be used, Redis failed before the first row) prints only its error.
 func requeueFile(ctx context.Context, in *inspect.Inspector, o inspect.RequeueFileOptions, out io.Writer) (int, error) {
 	sum, err := in.RequeueFile(ctx, o)
+	var ie *producer.InputError
+	switch {
+	case errors.As(err, &ie):
+		return ExitUsage, usageError{err}
+	case err != nil && sum.Rows == 0 && ctx.Err() != nil:
+		return interruptCode(ctx), errors.New("interrupted before any row was requeued")
+	case err != nil && sum.Rows == 0:
+		return ExitFailed, fmt.Errorf("%w: nothing was requeued", err)
+	}
 	fmt.Fprintf(out, "requeued: %d\n", sum.Requeued)
 	if sum.NotDeadLettered > 0 {
 		fmt.Fprintf(out, "not dead-lettered (nothing done; lines %s): %d\n", joinInts(sum.NotDeadLetteredLines), sum.NotDeadLettered)
@@ -715,8 +768,6 @@ func requeueFile(ctx context.Context, in *inspect.Inspector, o inspect.RequeueFi
 		fmt.Fprintf(out, "rejects: %s\n", sum.RejectsPath)
 	}
 	switch {
-	case err != nil && sum.Rows == 0:
-		return ExitUsage, usageError{err}
 	case err != nil:
 		return ExitFailed, err
 	case sum.Rejected > 0 || sum.NotDeadLettered > 0 || sum.Busy > 0:

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/versori/activator/inspect"
@@ -29,6 +30,9 @@ func runStatus(ctx context.Context, args []string, env Env) (int, error) {
 	}
 	if len(pos) != 1 {
 		return ExitUsage, usageError{errors.New("status takes one BATCH id")}
+	}
+	if strings.TrimSpace(pos[0]) == "" {
+		return ExitUsage, usageError{errors.New("status needs a BATCH id (the one enqueue file printed first), not an empty one")}
 	}
 	if every <= 0 {
 		return ExitUsage, usageError{errors.New("--interval must be positive")}

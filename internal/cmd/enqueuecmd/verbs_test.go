@@ -55,7 +55,7 @@ func TestBinaryHelp(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"dlq", "--help"}, "  enqueue dlq requeue (ID... | --reason R | --all | --file FIXED [--rejects PATH])\n"},
+		{[]string{"dlq", "--help"}, "  enqueue dlq requeue (ID... | --reason R | --all | --file FIXED [--format F] [--rejects PATH])\n"},
 		{[]string{"dlq", "-h"}, "  enqueue dlq purge (ID... | --reason R | --all)\n"},
 		{[]string{"dlq", "help"}, "  enqueue dlq list [--json] [--reason R]\n"},
 		{[]string{"status", "-h"}, "usage: enqueue status BATCH [flags]\n"},
