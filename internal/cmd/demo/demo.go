@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -25,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/inspect"
+	"github.com/versori/activator/internal/logging"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
@@ -128,6 +128,8 @@ func Run(ctx context.Context, out io.Writer, o Options) (Result, error) {
 	res.Enqueued, res.Rejected = sum.Enqueued, sum.Rejected
 	fmt.Fprintf(out, "enqueued %d requests from %s (%d rejected)\n", sum.Enqueued, filepath.Base(path), sum.Rejected)
 
+	logger, stopLog := logging.New(o.Log, logging.Options{})
+	defer stopLog()
 	w, err := worker.New(rdb, worker.Config{
 		Queue: "activations", Concurrency: o.Concurrency, PollInterval: 50 * time.Millisecond,
 		SweepInterval: time.Second, ShutdownGrace: 5 * time.Second,
@@ -137,7 +139,7 @@ func Run(ctx context.Context, out io.Writer, o Options) (Result, error) {
 		NoRedisRestartGuard: true,
 		Versori: versori.Config{BaseURL: "http://" + ln.Addr().String(), HubID: api.HubID(),
 			Auth: versori.APIKey(api.APIKey()), Timeout: 5 * time.Second},
-		Logger: slog.New(slog.NewJSONHandler(o.Log, nil)),
+		Logger: logger,
 	})
 	if err != nil {
 		return res, err
