@@ -232,7 +232,7 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 			if err != nil {
 				t.Errorf("%s document %d (%s): %v", f, i+1, id, err)
 			}
-			kinds[strings.Fields(id+" ")[0]]++
+			kinds[strings.Fields(id + " ")[0]]++
 		}
 	}
 	for gvk := range builtin {
