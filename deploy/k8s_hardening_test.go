@@ -317,7 +317,12 @@ func TestKubernetesImagePinned(t *testing.T) {
 	c := m.mfContainer(t)
 	k, ksrc := mfLoadKustomization(t)
 	effective, versionSrc := c.Image, mfReadFile(t, filepath.Join("k8s", "deployment.yaml"))
-	name := strings.SplitN(strings.SplitN(c.Image, "@", 2)[0], ":", 2)[0]
+	// The image's name without tag or digest: a ":" after the last "/" starts the tag (one before it
+	// is a registry's port).
+	name, _, _ := strings.Cut(c.Image, "@")
+	if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
+		name = name[:i]
+	}
 	for _, img := range k.Images {
 		if img.Name != name {
 			continue
