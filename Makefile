@@ -8,9 +8,10 @@ export VERSORI_SPEC
 demo: ## run the whole pipeline on an in-process Redis and the Versori stand-in
 	$(GO) run ./cmd/demo
 
-test: ## vet and run every test against the Redis on 127.0.0.1:6379 (TEST_REDIS_ADDR)
+test: ## vet and run every test against the Redis on 127.0.0.1:6379 (TEST_REDIS_ADDR), and deploy/check's strict decoding of the Kubernetes manifests (a module of its own)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
+	cd deploy/check && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 soak: ## the long fault-injection soak (20,000 pairs, two workers, one killed) and the long randomized chaos test (6,000 pairs); prints their figures and the chaos seed
 	$(GO) test -count=1 -timeout 45m -run '^(TestSoak|TestChaos)$$' -v ./worker -soak=long -chaos=long

@@ -245,6 +245,7 @@ func TestPrometheusAlertsComplete(t *testing.T) {
 	}
 
 	jobRE := regexp.MustCompile(`\bjob\s*=\s*"([^"]*)"`)
+	headings := promDocHeadings(t, promRunbookDoc)
 	names := map[string]bool{}
 	for _, a := range alerts {
 		if names[a.Alert] {
@@ -273,6 +274,17 @@ func TestPrometheusAlertsComplete(t *testing.T) {
 				t.Errorf("%s selects job %q, which %s does not scrape", a.Alert, m[1], promConfigFile)
 			}
 		}
+		// Critical alerts page: the kubernetes-mixin's critical ones (KubeAPIDown, KubeletDown) wait
+		// 15m, so that a rollout or a blip does not wake anyone.
+		if d, err := time.ParseDuration(a.For); err == nil && a.Labels["severity"] == "critical" && d < 15*time.Minute {
+			t.Errorf("%s: critical with for: %s, want at least 15m", a.Alert, a.For)
+		}
+		if why := promRunbookProblem(a.Annotations["runbook_url"], headings); why != "" {
+			t.Errorf("%s: runbook_url %q: %s", a.Alert, a.Annotations["runbook_url"], why)
+		}
+		for _, why := range promScopeProblems(a.Expr) {
+			t.Errorf("%s: %s", a.Alert, why)
+		}
 	}
 	for name := range firing {
 		if !names[name] {
@@ -282,6 +294,112 @@ func TestPrometheusAlertsComplete(t *testing.T) {
 	for name := range quiet {
 		if !names[name] {
 			t.Errorf("%s tests %s, which %s does not define", promTestsFile, name, promAlertsFile)
+		}
+	}
+}
+
+// promRunbookDoc is where every alert's runbook_url points: promRunbookBase + the anchor of a heading.
+const (
+	promRunbookDoc  = "../docs/operations.md"
+	promRunbookBase = "https://github.com/versori/activator/blob/main/docs/operations.md#"
+)
+
+// promDocHeadings returns the anchors GitHub gives the Markdown headings of path (lower case,
+// punctuation other than - and _ dropped, spaces made -).
+func promDocHeadings(t *testing.T, path string) map[string]bool {
+	t.Helper()
+	src, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	inFence := false
+	for _, l := range strings.Split(string(src), "\n") {
+		if strings.HasPrefix(l, "```") {
+			inFence = !inFence
+		}
+		if inFence || !strings.HasPrefix(l, "#") {
+			continue
+		}
+		out[promAnchor(strings.TrimLeft(l, "# "))] = true
+	}
+	return out
+}
+
+func promAnchor(heading string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(strings.TrimSpace(heading)) {
+		switch {
+		case r == ' ':
+			b.WriteRune('-')
+		case r == '-' || r == '_' || ('a' <= r && r <= 'z') || ('0' <= r && r <= '9'):
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// promRunbookProblem says what is wrong with a runbook_url, or "".
+func promRunbookProblem(u string, headings map[string]bool) string {
+	anchor, ok := strings.CutPrefix(u, promRunbookBase)
+	switch {
+	case u == "":
+		return "missing: every alert links to its section of docs/operations.md"
+	case !ok:
+		return "want " + promRunbookBase + "<heading>"
+	case !headings[anchor]:
+		return fmt.Sprintf("%s has no heading whose anchor is %q", promRunbookDoc, anchor)
+	}
+	return ""
+}
+
+var (
+	// A metric name and its matchers, if any (label values are skipped as strings).
+	promSelectorRE = regexp.MustCompile(`\b((?:activator|asynq|go|process)_[a-z_]+|up)\b(\{(?:[^}"]|"[^"]*")*\})?`)
+	// An aggregation and its by (...) clause, if any.
+	promAggRE = regexp.MustCompile(`\b(sum|max|min|avg|count|group|topk|bottomk|quantile|stddev|stdvar)\s*(by\s*\(([^)]*)\))?\s*\(`)
+)
+
+// promScopeProblems lists what in expr could mix environments or other applications: a metric
+// selected without job="activator-worker", or an aggregation that drops namespace.
+func promScopeProblems(expr string) []string {
+	var out []string
+	for _, m := range promSelectorRE.FindAllStringSubmatch(expr, -1) {
+		if !strings.Contains(m[2], `job="`+promWorkerJob+`"`) {
+			out = append(out, fmt.Sprintf("%s%s is not scoped by job=%q: another app's series would match", m[1], m[2], promWorkerJob))
+		}
+	}
+	for _, m := range promAggRE.FindAllStringSubmatch(expr, -1) {
+		if !slices.Contains(strings.Fields(strings.ReplaceAll(m[3], ",", " ")), "namespace") {
+			out = append(out, fmt.Sprintf("%q drops namespace: aggregate by (namespace, ...) so that each environment alerts apart", strings.TrimSuffix(m[0], "(")))
+		}
+	}
+	return out
+}
+
+func TestPromScopeProblems(t *testing.T) {
+	for _, tc := range []struct {
+		expr string
+		want int
+	}{
+		{`max by (namespace, queue) (asynq_queue_latency_seconds{job="activator-worker"}) > 300`, 0},
+		{`absent(up{job="activator-worker"} == 1)`, 0},
+		{`max by (queue) (asynq_queue_latency_seconds) > 300`, 2},
+		{`sum(rate(activator_job_attempts_total{class!~"ok|x"}[10m]))`, 2},
+		{`sum by (namespace) (increase(activator_x_total{code="}", job="activator-worker"}[5m]))`, 0},
+		{`max by (namespace) (up{job="other"})`, 1},
+	} {
+		if got := promScopeProblems(tc.expr); len(got) != tc.want {
+			t.Errorf("promScopeProblems(%q) = %q, want %d problems", tc.expr, got, tc.want)
+		}
+	}
+	for _, tc := range []struct{ heading, anchor string }{
+		{"ActivatorNoWorkerUp", "activatornoworkerup"},
+		{"Alerts and what to do", "alerts-and-what-to-do"},
+		{"Batches and `enqueue status`", "batches-and-enqueue-status"},
+	} {
+		if got := promAnchor(tc.heading); got != tc.anchor {
+			t.Errorf("promAnchor(%q) = %q, want %q", tc.heading, got, tc.anchor)
 		}
 	}
 }

@@ -97,6 +97,7 @@ type grafanaVariable struct {
 	Type       string             `json:"type"`
 	Datasource *grafanaDatasource `json:"datasource"`
 	Definition string             `json:"definition"`
+	IncludeAll bool               `json:"includeAll"`
 	// Query is a string for datasource variables (the plugin type), and a string or an object with a
 	// "query" field for query variables.
 	Query   json.RawMessage `json:"query"`
@@ -1052,6 +1053,19 @@ func TestGrafanaDashboardMetricsExported(t *testing.T) {
 	d := grafanaLoadDashboard(t)
 	exported := grafanaExportedSeries(t)
 
+	// A job variable narrows up to the workers when it lists only jobs exporting an activator_ metric,
+	// defaults to the scrape job, and offers no "All" (whose .+ matches every job).
+	workerJobs := false
+	for _, v := range d.Templating.List {
+		if v.Name == "job" {
+			var cur []string
+			if json.Unmarshal(v.Current.Value, &cur) != nil {
+				cur = []string{v.currentValue()}
+			}
+			expr, _ := grafanaVariableExpr(v.queryText())
+			workerJobs = !v.IncludeAll && strings.HasPrefix(expr, "activator_") && slices.Equal(cur, []string{grafanaWorkerScrapeJob})
+		}
+	}
 	unknown := map[string][]string{} // metric -> where
 	used := 0
 	for _, e := range grafanaExprs(t, d) {
@@ -1076,8 +1090,9 @@ func TestGrafanaDashboardMetricsExported(t *testing.T) {
 			case grafanaGaugeFuncs[f] && kind != "gauge":
 				t.Errorf("%s: %s(%s[...]), but %s is a counter: use rate() or increase()", e.where, f, r.Name, r.Name)
 			}
-			if r.Name == "up" && !strings.Contains(e.expr, `job="`+grafanaWorkerScrapeJob+`"`) {
-				t.Errorf("%s: up without job=%q counts every scrape target, not the workers", e.where, grafanaWorkerScrapeJob)
+			if r.Name == "up" && !strings.Contains(e.expr, `job="`+grafanaWorkerScrapeJob+`"`) && !(strings.Contains(e.expr, `job=~"$job"`) && workerJobs) {
+				t.Errorf("%s: up without job=%q (or job=~\"$job\" with a job variable listing only the workers' jobs) counts every scrape target, not the workers",
+					e.where, grafanaWorkerScrapeJob)
 			}
 		}
 	}

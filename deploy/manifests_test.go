@@ -115,7 +115,7 @@ func TestKubernetesObjectsWellFormed(t *testing.T) {
 		}
 		seen[id] = o.file
 	}
-	for _, kind := range []string{"Deployment", "Service", "PodDisruptionBudget", "Secret", "ConfigMap", "ScaledObject", "TriggerAuthentication"} {
+	for _, kind := range []string{"Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy", "ConfigMap", "ScaledObject", "TriggerAuthentication"} {
 		if !slices.ContainsFunc(objs, func(o mfK8sObject) bool { return o.Kind == kind }) {
 			t.Errorf("no %s under deploy/k8s", kind)
 		}
@@ -287,7 +287,7 @@ func TestDeploymentConfigAndSecrets(t *testing.T) {
 		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
 			ref := e.ValueFrom.SecretKeyRef
 			if ref.Name != m.mfSecret.Metadata.Name {
-				t.Errorf("env %s: Secret %q is not in deploy/k8s", e.Name, ref.Name)
+				t.Errorf("env %s: Secret %q is not the one %s shows", e.Name, ref.Name, mfSecretExample)
 			} else if !m.mfSecret.has(ref.Key) {
 				t.Errorf("env %s: Secret %s has no key %q", e.Name, ref.Name, ref.Key)
 			}
@@ -307,7 +307,7 @@ func TestDeploymentConfigAndSecrets(t *testing.T) {
 	if _, inConfig := m.config.Data["VERSORI_API_KEY"]; inConfig {
 		t.Error("VERSORI_API_KEY is in the ConfigMap")
 	}
-	// The Secret is a template: no real credential is committed.
+	// The Secret is an example: no real credential is committed.
 	for k, v := range m.mfSecret.StringData {
 		if v != "replace-me" && v != "" {
 			t.Errorf("Secret %s: %s holds a value other than the placeholder \"replace-me\"", m.mfSecret.Metadata.Name, k)
@@ -321,7 +321,7 @@ func TestDeploymentConfigAndSecrets(t *testing.T) {
 	helpers := map[string]string{
 		"REDIS_ADDRESS":  "host:port the Deployment builds REDIS_URL from; KEDA's addressFromEnv",
 		"REDIS_PASSWORD": "the Secret's password the Deployment builds REDIS_URL from",
-		"GOMEMLIMIT":     "read by the Go runtime",
+		"GOMEMLIMIT":     "read by the Go runtime (TestDeploymentGoMemLimit)",
 	}
 	settings := mfEnvNames(workercmd.Vars())
 	for name := range defined {
@@ -879,7 +879,8 @@ type mfObject struct {
 type mfDeployment struct {
 	mfObject `yaml:",inline"`
 	Spec     struct {
-		Replicas int `yaml:"replicas"`
+		// Replicas stays unset: the ScaledObject's HPA owns the count (TestDeploymentReplicasOwnedByKEDA).
+		Replicas *int `yaml:"replicas"`
 		Selector struct {
 			MatchLabels map[string]string `yaml:"matchLabels"`
 		} `yaml:"selector"`
@@ -888,7 +889,8 @@ type mfDeployment struct {
 				Labels map[string]string `yaml:"labels"`
 			} `yaml:"metadata"`
 			Spec struct {
-				TerminationGracePeriodSeconds *int `yaml:"terminationGracePeriodSeconds"`
+				Affinity                      *mfAffinity `yaml:"affinity"`
+				TerminationGracePeriodSeconds *int        `yaml:"terminationGracePeriodSeconds"`
 				SecurityContext               struct {
 					RunAsNonRoot *bool `yaml:"runAsNonRoot"`
 					RunAsUser    *int  `yaml:"runAsUser"`
@@ -900,10 +902,11 @@ type mfDeployment struct {
 }
 
 type mfContainer struct {
-	Name    string   `yaml:"name"`
-	Image   string   `yaml:"image"`
-	Command []string `yaml:"command"`
-	Ports   []struct {
+	Name            string   `yaml:"name"`
+	Image           string   `yaml:"image"`
+	ImagePullPolicy string   `yaml:"imagePullPolicy"`
+	Command         []string `yaml:"command"`
+	Ports           []struct {
 		Name          string `yaml:"name"`
 		ContainerPort int    `yaml:"containerPort"`
 	} `yaml:"ports"`
@@ -997,8 +1000,14 @@ type mfScaledObject struct {
 		} `yaml:"scaleTargetRef"`
 		MinReplicaCount *int `yaml:"minReplicaCount"`
 		MaxReplicaCount *int `yaml:"maxReplicaCount"`
-		Triggers        []struct {
+		Fallback        *struct {
+			FailureThreshold int    `yaml:"failureThreshold"`
+			Replicas         int    `yaml:"replicas"`
+			Behavior         string `yaml:"behavior"`
+		} `yaml:"fallback"`
+		Triggers []struct {
 			Type              string            `yaml:"type"`
+			MetricType        string            `yaml:"metricType"`
 			Metadata          map[string]string `yaml:"metadata"`
 			AuthenticationRef *struct {
 				Name string `yaml:"name"`
@@ -1026,6 +1035,7 @@ type mfManifests struct {
 	mfSecret       mfSecret
 	mfScaledObject mfScaledObject
 	mfTriggerAuth  mfTriggerAuth
+	mfNetPol       mfNetworkPolicy
 }
 
 // mfContainer returns the worker container: the Deployment's only one.
@@ -1047,9 +1057,9 @@ func mfLoadManifests(t *testing.T) mfManifests {
 		"Service":               &m.mfService,
 		"PodDisruptionBudget":   &m.mfPdb,
 		"ConfigMap":             &m.config,
-		"Secret":                &m.mfSecret,
 		"ScaledObject":          &m.mfScaledObject,
 		"TriggerAuthentication": &m.mfTriggerAuth,
+		"NetworkPolicy":         &m.mfNetPol,
 	}
 	count := map[string]int{}
 	for _, o := range mfLoadK8s(t) {
@@ -1067,8 +1077,19 @@ func mfLoadManifests(t *testing.T) mfManifests {
 			t.Fatalf("deploy/k8s has %d objects of kind %s, want 1", count[kind], kind)
 		}
 	}
+	// The Secret is created by hand (deploy/k8s/README.md); the example shows its name and keys.
+	docs := mfLoadDocs(t, mfSecretExample)
+	if len(docs) != 1 {
+		t.Fatalf("%s: %d documents, want the one Secret", mfSecretExample, len(docs))
+	}
+	if err := docs[0].Decode(&m.mfSecret); err != nil || m.mfSecret.Kind != "Secret" {
+		t.Fatalf("%s: %v (kind %q, want Secret)", mfSecretExample, err, m.mfSecret.Kind)
+	}
 	return m
 }
+
+// mfSecretExample is the Secret's example, outside the applied directory.
+var mfSecretExample = filepath.Join("k8s", "examples", "secret.example.yaml")
 
 // mfLoadK8s returns every object under deploy/k8s.
 func mfLoadK8s(t *testing.T) []mfK8sObject {
@@ -1079,6 +1100,9 @@ func mfLoadK8s(t *testing.T) []mfK8sObject {
 	}
 	var objs []mfK8sObject
 	for _, f := range files {
+		if filepath.Base(f) == mfKustomization {
+			continue // kustomize's own file, not an object (TestKubernetesNoSecretApplied reads it)
+		}
 		for _, n := range mfLoadDocs(t, f) {
 			o := mfK8sObject{file: f, node: n}
 			if err := n.Decode(&o.mfObject); err != nil {
