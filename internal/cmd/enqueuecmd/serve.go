@@ -27,7 +27,7 @@ func serveFlags(env Env, s *serveSettings) *envflag.Set {
 	fs.Int(&s.cfg.MaxBatch, "max-batch", "INTAKE_MAX_BATCH", intake.DefaultMaxBatch, "most requests in one POST /v1/activations:batch")
 	fs.String(&s.cfg.Batch, "batch", "INTAKE_BATCH", intake.DefaultBatch, "batch id tagged on every job the intake queues")
 	fs.Secret(&s.secrets, "webhook-secret", "INTAKE_WEBHOOK_SECRET", "", "Standard Webhooks signing secrets (whsec_...), comma-separated for rotation")
-	fs.Secret(&s.tokens, "tokens", "INTAKE_TOKENS", "", "bearer tokens, comma-separated")
+	fs.Secret(&s.tokens, "tokens", "INTAKE_TOKENS", "", "bearer tokens, comma-separated; GET /v1/activations/{id} takes only these")
 	return fs
 }
 
