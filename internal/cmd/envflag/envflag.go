@@ -162,7 +162,7 @@ func readSecret(path string) (string, error) {
 	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
 	switch {
 	case err != nil:
-		return "", fmt.Errorf("cannot read %s: %w", path, err)
+		return "", fmt.Errorf("cannot read it: %w", err)
 	case len(b) > maxSecretFile:
 		return "", fmt.Errorf("%s is larger than %d KiB: not a secret", path, maxSecretFile>>10)
 	}
