@@ -335,7 +335,7 @@ func TestMetricsExpositionLints(t *testing.T) {
 	t.Parallel()
 	tool := promtool(t)
 	m := exercised(t)
-	srv, err := metrics.Listen("127.0.0.1:0", m.Registry, func(context.Context) error { return nil }, nil)
+	srv, err := metrics.Listen("127.0.0.1:0", m.Registry, func(context.Context) error { return nil })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Server serves /metrics, /healthz (the process is alive) and /readyz (its dependencies answer).
+// Server serves /metrics, /healthz (the process is alive) and /readyz (its dependencies answer), and
+// nothing else: this listener is reached by scrapers and probes, so the profiler and the queue UI
+// have a listener of their own (worker.Config.AdminAddr).
 // A Server from Starting answers /healthz at once and /readyz with 503 until Install gives it the
 // rest, so that a process waiting for its dependencies at start is seen alive and not ready.
 type Server struct {
@@ -23,12 +25,12 @@ type Server struct {
 
 // Listen binds addr and returns a Server ready to Serve. ready is called by /readyz with a short
 // deadline; a non-nil error answers 503 with the error's text.
-func Listen(addr string, gatherer prometheus.Gatherer, ready func(context.Context) error, extra map[string]http.Handler) (*Server, error) {
+func Listen(addr string, gatherer prometheus.Gatherer, ready func(context.Context) error) (*Server, error) {
 	s, err := Starting(addr, "starting")
 	if err != nil {
 		return nil, err
 	}
-	s.Install(gatherer, ready, extra)
+	s.Install(gatherer, ready)
 	return s, nil
 }
 
@@ -55,10 +57,9 @@ func Starting(addr, why string) (*Server, error) {
 	return s, nil
 }
 
-// Install replaces what the server answers, while it serves: /metrics from gatherer, /healthz,
-// /readyz from ready (called with a short deadline; a non-nil error answers 503 with its text), and
-// the extra routes.
-func (s *Server) Install(gatherer prometheus.Gatherer, ready func(context.Context) error, extra map[string]http.Handler) {
+// Install replaces what the server answers, while it serves: /metrics from gatherer, /healthz, and
+// /readyz from ready (called with a short deadline; a non-nil error answers 503 with its text).
+func (s *Server) Install(gatherer prometheus.Gatherer, ready func(context.Context) error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", healthz)
@@ -71,9 +72,6 @@ func (s *Server) Install(gatherer prometheus.Gatherer, ready func(context.Contex
 		}
 		w.Write([]byte("ok\n"))
 	})
-	for p, h := range extra {
-		mux.Handle(p, h)
-	}
 	var h http.Handler = mux
 	s.handler.Store(&h)
 }

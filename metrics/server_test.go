@@ -59,12 +59,10 @@ func TestStartingThenInstall(t *testing.T) {
 			return errors.New("down")
 		}
 		return nil
-	}, map[string]http.Handler{
-		"/extra": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("extra\n")) }),
 	})
 	check("installed", "/healthz", 200, "ok\n")
 	check("installed, not ready", "/readyz", 503, "not ready: down\n")
-	check("installed", "/extra", 200, "extra\n")
+	check("installed: metrics and probes only", "/debug/pprof/", 404, "404 page not found\n")
 	if c, b := get("/metrics"); c != 200 || !strings.Contains(b, "installed_total 0") {
 		t.Errorf("installed: GET /metrics = %d %q", c, b)
 	}

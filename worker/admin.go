@@ -1,26 +1,37 @@
 package worker
 
 import (
+	"context"
+	"errors"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"strings"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/activator/internal/configerr"
 )
 
-// AdminUIPath is where the queue UI is served on the MetricsAddr listener (pages and its JSON API
+// AdminUIPath is where the queue UI is served on the AdminAddr listener (pages and its JSON API
 // under /ui/api/).
 const AdminUIPath = "/ui/"
 
-// AdminUI configures asynqmon's queue web UI, served at AdminUIPath on the MetricsAddr listener next
-// to /metrics, /healthz and /readyz. It is off unless Enabled.
+// DefaultAdminAddr is where the admin listener (Pprof, AdminUI) binds by default: loopback only,
+// since neither has auth of its own.
+const DefaultAdminAddr = "127.0.0.1:9465"
+
+// AdminUI configures asynqmon's queue web UI, served at AdminUIPath on the AdminAddr listener, apart
+// from the metrics and probes of MetricsAddr, which scrapers and load balancers reach. It is off
+// unless Enabled.
 //
-// The UI has no authentication or authorisation of its own: anyone who can reach MetricsAddr sees
+// The UI has no authentication or authorisation of its own: anyone who can reach AdminAddr sees
 // every queued task with its payload (end-user and connection ids), and with Write can pause the
-// queue and delete, run, archive or cancel tasks. Bind METRICS_ADDR to a private interface (or put an
-// authenticating proxy in front of it) before turning the UI on; never expose it publicly.
+// queue and delete, run, archive or cancel tasks. Keep ADMIN_ADDR on loopback (its default) or a
+// private interface, or put an authenticating proxy in front of it; never expose it publicly.
 type AdminUI struct {
 	Enabled bool
 	// Write allows the UI's mutating actions. Without it (the default) the UI is read-only:
@@ -42,22 +53,22 @@ type sharedRedis struct{ c redis.UniversalClient }
 
 func (s sharedRedis) MakeRedisClient() any { return s.c }
 
-// adminHandlers returns the extra routes of the MetricsAddr listener: the profiler and the queue UI
-// when they are on.
-// w.closeAdmin releases the UI's own Redis connections.
-func (w *Worker) adminHandlers() map[string]http.Handler {
-	extra := map[string]http.Handler{}
+// adminHandlers returns the routes of the AdminAddr listener: the profiler and the queue UI when
+// they are on. w.closeAdmin releases the UI's own Redis connections.
+func (w *Worker) adminHandlers() *http.ServeMux {
+	mux := http.NewServeMux()
 	if w.cfg.Pprof {
 		// pprof.Index serves the named profiles (allocs, heap, goroutine, …) under its prefix.
-		extra["/debug/pprof/"] = http.HandlerFunc(pprof.Index)
-		extra["/debug/pprof/profile"] = http.HandlerFunc(pprof.Profile)
-		extra["/debug/pprof/trace"] = http.HandlerFunc(pprof.Trace)
-		extra["/debug/pprof/symbol"] = http.HandlerFunc(pprof.Symbol)
-		extra["/debug/pprof/cmdline"] = http.HandlerFunc(pprof.Cmdline)
+		// /debug/pprof/cmdline is served too: no secret is ever on the command line (envflag.Secret).
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	}
 	ui := w.cfg.AdminUI
 	if !ui.Enabled {
-		return extra
+		return mux
 	}
 	opt := ui.Redis
 	if opt == nil {
@@ -73,19 +84,85 @@ func (w *Worker) adminHandlers() map[string]http.Handler {
 		w.closeUI = func() { _ = h.Close() }
 	}
 	// asynqmon routes on the full path under its RootPath, so it is mounted with the prefix.
-	extra[AdminUIPath] = h
+	mux.Handle(AdminUIPath, h)
 	if ui.Write {
-		w.log.Warn("queue UI is on with write actions: it has no auth of its own; keep METRICS_ADDR private", "path", AdminUIPath)
+		w.log.Warn("queue UI is on with write actions: it has no auth of its own; keep ADMIN_ADDR private", "path", AdminUIPath)
 	} else {
-		w.log.Info("queue UI is on, read-only: it has no auth of its own; keep METRICS_ADDR private", "path", AdminUIPath)
+		w.log.Info("queue UI is on, read-only: it has no auth of its own; keep ADMIN_ADDR private", "path", AdminUIPath)
 	}
-	return extra
+	return mux
 }
 
-// closeAdmin releases the queue UI's Redis connections, if it opened any.
+// adminOn reports whether anything is served on the admin listener.
+func (c Config) adminOn() bool { return c.Pprof || c.AdminUI.Enabled }
+
+// listenAdmin opens the admin listener when the profiler or the queue UI is on: the caller's
+// (Config.AdminListener) or one on AdminAddr.
+func (w *Worker) listenAdmin() error {
+	if !w.cfg.adminOn() {
+		if w.cfg.AdminListener != nil {
+			_ = w.cfg.AdminListener.Close()
+		}
+		return nil
+	}
+	ln := w.cfg.AdminListener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", w.cfg.AdminAddr); err != nil {
+			return configerr.New("worker", "AdminAddr", "%s cannot be listened on: %v", w.cfg.AdminAddr, err)
+		}
+	}
+	w.admin = &http.Server{
+		Handler: w.adminHandlers(),
+		// No WriteTimeout: a CPU profile or trace streams for as long as it was asked to.
+		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second,
+	}
+	w.adminLn = ln
+	return nil
+}
+
+// serveAdmin serves the admin listener until ctx is done, then shuts it down within five seconds.
+func (w *Worker) serveAdmin(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- w.admin.Serve(w.adminLn) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.admin.Shutdown(sctx); err != nil {
+		return err
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// AdminAddr is the address the profiler and the queue UI are served on, once New has returned;
+// "" when neither is on.
+func (w *Worker) AdminAddr() string {
+	if w.adminLn == nil {
+		return ""
+	}
+	return w.adminLn.Addr().String()
+}
+
+// closeAdmin releases the queue UI's Redis connections, if it opened any. The listener itself is
+// closed by serveAdmin's shutdown, or by start when the worker does not start.
 func (w *Worker) closeAdmin() {
 	if w.closeUI != nil {
 		w.closeUI()
 		w.closeUI = nil
 	}
+}
+
+// stopAdmin undoes listenAdmin for a worker that does not start.
+func (w *Worker) stopAdmin() {
+	if w.adminLn != nil {
+		_ = w.adminLn.Close()
+	}
+	w.closeAdmin()
 }

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -42,13 +44,17 @@ func startAdminWorkerOn(t *testing.T, db *testutil.RedisDB, ui worker.AdminUI) (
 			t.Fatalf("Enqueue = %+v, %v", r, err)
 		}
 	}
-	w, _ := startWorker(t, db.Client, api, func(c *worker.Config) { c.AdminUI = ui })
+	w, _ := startWorker(t, db.Client, api, func(c *worker.Config) { c.AdminUI, c.AdminAddr = ui, "127.0.0.1:0" })
 	insp = asynq.NewInspectorFromRedisClient(db.Client)
 	testutil.WaitFor(t, 30*time.Second, "all jobs completed", func() bool {
 		qi, err := insp.GetQueueInfo(queue)
 		return err == nil && qi.Completed == adminTasks
 	})
-	return "http://" + w.MetricsAddr(), insp
+	// Never on the metrics listener, which scrapers and probes reach.
+	if code, _, _ := do(t, http.MethodGet, "http://"+w.MetricsAddr()+worker.AdminUIPath); code != http.StatusNotFound {
+		t.Errorf("GET METRICS_ADDR%s = %d, want 404: the UI is served on AdminAddr only", worker.AdminUIPath, code)
+	}
+	return "http://" + w.AdminAddr(), insp
 }
 
 // adminRedis is the UI's own connection to the test's database, built from its URL as the worker
@@ -133,10 +139,10 @@ func TestAdminUIReadOnly(t *testing.T) {
 		if len(qs) != 1 || qs[0].Queue != queue || qs[0].Completed != adminTasks || qs[0].Paused {
 			t.Errorf("GET /ui/api/queues = %+v, want %q with %d completed, not paused", qs, queue, adminTasks)
 		}
-		// The worker's own routes are still there.
-		for _, p := range []string{"/metrics", "/healthz", "/readyz"} {
-			if code, _, body := do(t, http.MethodGet, base+p); code != http.StatusOK {
-				t.Errorf("GET %s = %d %q", p, code, body)
+		// Metrics and probes stay on the metrics listener; the admin listener serves the UI alone.
+		for _, p := range []string{"/metrics", "/healthz", "/readyz", "/debug/pprof/"} {
+			if code, _, body := do(t, http.MethodGet, base+p); code != http.StatusNotFound {
+				t.Errorf("GET ADMIN_ADDR%s = %d %q, want 404", p, code, body)
 			}
 		}
 	})
@@ -194,7 +200,10 @@ func TestAdminUIOffByDefault(t *testing.T) {
 	t.Parallel()
 	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
-	w, _ := startWorker(t, db.Client, api, nil)
+	w, _ := startWorker(t, db.Client, api, func(c *worker.Config) { c.AdminAddr = "127.0.0.1:0" })
+	if a := w.AdminAddr(); a != "" {
+		t.Errorf("AdminAddr() = %q with the UI and the profiler off, want no listener", a)
+	}
 	base := "http://" + w.MetricsAddr()
 	for _, p := range []string{"/ui/", "/ui/api/queues", "/ui/queues/" + queue} {
 		if code, _, body := do(t, http.MethodGet, base+p); code != http.StatusNotFound {
@@ -230,13 +239,14 @@ func TestAdminUIWriteSharesClient(t *testing.T) {
 	}
 }
 
-// TestAdminUIConfig checks that New refuses the queue UI without a listener to serve it on.
+// TestAdminUIConfig checks that New refuses the queue UI without the admin listener to serve it on,
+// even with a metrics listener.
 func TestAdminUIConfig(t *testing.T) {
 	t.Parallel()
-	if _, err := worker.New(nil, worker.Config{Concurrency: 1, AdminUI: worker.AdminUI{Enabled: true},
+	if _, err := worker.New(nil, worker.Config{Concurrency: 1, AdminUI: worker.AdminUI{Enabled: true}, MetricsAddr: "127.0.0.1:0",
 		Versori: versori.Config{Auth: versori.APIKey("k"), HubID: "01J5TANDXN0000000000000HVB"}}); err == nil ||
-		!strings.Contains(err.Error(), "worker: AdminUI.Enabled needs MetricsAddr") {
-		t.Errorf("New with the UI on and no MetricsAddr: %v", err)
+		!strings.Contains(err.Error(), "worker: AdminUI.Enabled needs AdminAddr") {
+		t.Errorf("New with the UI on and no AdminAddr: %v", err)
 	}
 }
 
@@ -281,24 +291,54 @@ func runChromium(t *testing.T, chrome, dir string, args ...string) string {
 	return stdout.String()
 }
 
-// TestPprof checks that PPROF serves Go's profiles on the metrics listener, and nothing when off.
+// TestPprof checks that PPROF serves Go's profiles on the admin listener only, never on the metrics
+// listener, and nothing when off.
 func TestPprof(t *testing.T) {
 	t.Parallel()
 	api := versoritest.New(t, versoritest.Options{})
 	for _, on := range []bool{false, true} {
 		t.Run(fmt.Sprint("pprof=", on), func(t *testing.T) {
 			db := testutil.Redis(t)
-			w, _ := startWorker(t, db.Client, api, func(c *worker.Config) { c.Pprof = on })
-			base := "http://" + w.MetricsAddr()
-			want := http.StatusNotFound
-			if on {
-				want = http.StatusOK
+			w, _ := startWorker(t, db.Client, api, func(c *worker.Config) { c.Pprof, c.AdminAddr = on, "127.0.0.1:0" })
+			if !on {
+				if a := w.AdminAddr(); a != "" {
+					t.Errorf("AdminAddr() = %q with the profiler off, want no listener", a)
+				}
 			}
-			for _, p := range []string{"/debug/pprof/", "/debug/pprof/allocs", "/debug/pprof/profile?seconds=1"} {
-				if code, _, body := do(t, http.MethodGet, base+p); code != want {
-					t.Errorf("GET %s = %d %.200q, want %d", p, code, body, want)
+			for _, p := range []string{"/debug/pprof/", "/debug/pprof/allocs", "/debug/pprof/cmdline", "/debug/pprof/profile?seconds=1"} {
+				if code, _, body := do(t, http.MethodGet, "http://"+w.MetricsAddr()+p); code != http.StatusNotFound {
+					t.Errorf("GET METRICS_ADDR%s = %d %.200q, want 404", p, code, body)
+				}
+				if on {
+					if code, _, body := do(t, http.MethodGet, "http://"+w.AdminAddr()+p); code != http.StatusOK {
+						t.Errorf("GET ADMIN_ADDR%s = %d %.200q, want 200", p, code, body)
+					}
 				}
 			}
 		})
+	}
+}
+
+// TestAdminAddrTaken checks that an AdminAddr the worker cannot listen on is refused by New, naming
+// the field, and that the metrics listener is not left open behind it.
+func TestAdminAddrTaken(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	api := versoritest.New(t, versoritest.Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	metricsAddr := "127.0.0.1:" + strconv.Itoa(testutil.FreePort(t))
+	_, err = worker.New(db.Client, worker.Config{Queue: queue, Concurrency: 1, Pprof: true, AdminAddr: ln.Addr().String(), MetricsAddr: metricsAddr,
+		Versori: versori.Config{BaseURL: api.URL(), HubID: api.HubID(), Auth: versori.APIKey(api.APIKey())}})
+	if err == nil || !strings.HasPrefix(err.Error(), "worker: AdminAddr "+ln.Addr().String()+" cannot be listened on: ") {
+		t.Fatalf("New with a taken AdminAddr: %v", err)
+	}
+	if l, err := net.Listen("tcp", metricsAddr); err != nil {
+		t.Errorf("MetricsAddr is held after New failed: %v", err)
+	} else {
+		l.Close()
 	}
 }

@@ -3,6 +3,7 @@ package worker
 import (
 	"cmp"
 	"log/slog"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -69,12 +70,19 @@ type Config struct {
 	// a Redis that loses nothing it acknowledged (appendfsync always, replicas in sync).
 	NoRedisRestartGuard bool
 	Logger              *slog.Logger // default slog.Default()
-	// AdminUI serves asynqmon's queue UI at /ui/ on MetricsAddr (off by default, read-only unless
-	// AdminUI.Write). It has no auth of its own: bind MetricsAddr to a private interface.
+	// AdminAddr is the address of the admin listener, which serves Pprof and AdminUI and nothing
+	// else; it is opened only when one of them is on. "" serves neither (and refuses them on).
+	// DefaultConfig's is DefaultAdminAddr, loopback only: neither has auth of its own.
+	AdminAddr string
+	// AdminListener, if set, is a listener the caller opened on AdminAddr, which the worker serves
+	// the admin routes on, and closes, instead of listening itself. The worker command opens it at
+	// start, so that a taken ADMIN_ADDR stops the process before it waits for Redis.
+	AdminListener net.Listener
+	// AdminUI serves asynqmon's queue UI at /ui/ on AdminAddr (off by default, read-only unless
+	// AdminUI.Write). It has no auth of its own: keep AdminAddr private.
 	AdminUI AdminUI
-	// Pprof serves net/http/pprof at /debug/pprof/ on MetricsAddr, for CPU and allocation profiles
-	// under load. Profiles show payloads' shapes and cost CPU while taken: keep it off in production
-	// unless MetricsAddr is private.
+	// Pprof serves net/http/pprof at /debug/pprof/ on AdminAddr, for CPU and allocation profiles
+	// under load. Profiles show payloads' shapes and cost CPU while taken: keep AdminAddr private.
 	Pprof bool
 }
 
@@ -93,6 +101,7 @@ func DefaultConfig() Config {
 		SweepInterval: 30 * time.Second,
 		PollInterval:  time.Second,
 		MetricsAddr:   ":9464",
+		AdminAddr:     DefaultAdminAddr,
 		QueueMetrics:  true,
 		Versori:       versori.DefaultConfig(),
 		Policy:        DefaultRetryPolicy(),
@@ -106,7 +115,7 @@ func DefaultConfig() Config {
 // WithDefaults returns c with each field left zero whose zero means "not set" (Queue, Servers,
 // the intervals, RateBurst, Logger, and those of Versori, Policy and Breaker) set from
 // DefaultConfig, and PrefetchAuto worked out. Fields whose zero means something (Concurrency:
-// refused; Prefetch: none; MetricsAddr: no listener; QueueMetrics, MaxAge, RateLimit and the
+// refused; Prefetch: none; MetricsAddr and AdminAddr: no listener; QueueMetrics, MaxAge, RateLimit and the
 // dead-letter bounds: off) are left as they are: start from DefaultConfig to get the command's.
 func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
@@ -161,8 +170,8 @@ func (c Config) Validate() error {
 		return bad("RateBurst", "must be at least 1, got %d", c.RateBurst)
 	case c.MaxAge < 0:
 		return bad("MaxAge", "must not be negative, got %s", c.MaxAge)
-	case c.Pprof && c.MetricsAddr == "" && c.MetricsServer == nil:
-		return bad("Pprof", "needs MetricsAddr: profiles are served on that listener")
+	case c.Pprof && c.AdminAddr == "" && c.AdminListener == nil:
+		return bad("Pprof", "needs AdminAddr: profiles are served only on the admin listener")
 	}
 	if err := c.Versori.Validate(); err != nil {
 		return configerr.Within(err, "worker", "Versori")
@@ -186,8 +195,8 @@ func (c Config) validateAdminUI() error {
 		return configerr.New("worker", "AdminUI.Write", "and PrometheusURL need Enabled=true")
 	case !ui.Enabled && ui.PrometheusURL != "":
 		return configerr.New("worker", "AdminUI.PrometheusURL", "and Write need Enabled=true")
-	case ui.Enabled && c.MetricsAddr == "" && c.MetricsServer == nil:
-		return configerr.New("worker", "AdminUI.Enabled", "needs MetricsAddr: the queue UI is served on that listener")
+	case ui.Enabled && c.AdminAddr == "" && c.AdminListener == nil:
+		return configerr.New("worker", "AdminUI.Enabled", "needs AdminAddr: the queue UI is served only on the admin listener")
 	}
 	if ui.PrometheusURL != "" {
 		u, err := url.Parse(ui.PrometheusURL)

@@ -52,7 +52,7 @@ func TestConfigValidateNamesFields(t *testing.T) {
 		{func(c *worker.Config) { c.Versori.Timeout = 0 }, "worker: Versori.Timeout must be positive, got 0s"},
 		{func(c *worker.Config) { c.Policy.Cap = time.Millisecond }, "worker: Policy.Cap must be at least Base (1s), got 1ms"},
 		{func(c *worker.Config) { c.Breaker.FailureRatio = 0 }, "worker: Breaker.FailureRatio must be in (0, 1], got 0"},
-		{func(c *worker.Config) { c.MetricsAddr, c.Pprof = "", true }, "worker: Pprof needs MetricsAddr: profiles are served on that listener"},
+		{func(c *worker.Config) { c.AdminAddr, c.Pprof = "", true }, "worker: Pprof needs AdminAddr: profiles are served only on the admin listener"},
 	}
 	for _, tt := range tests {
 		c := validConfig()

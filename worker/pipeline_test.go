@@ -76,8 +76,8 @@ func TestPipelineActivatesOnceAndDeadLettersMissingConnections(t *testing.T) {
 		t.Errorf("batch status = %+v, %v", st, err)
 	}
 	var out bytes.Buffer
-	code := enqueuecmd.Run(ctx, []string{"status", "b1", "--redis-url", db.URL()},
-		enqueuecmd.Env{Stdout: &out, Stderr: &out, Lookup: func(string) (string, bool) { return "", false }})
+	code := enqueuecmd.Run(ctx, []string{"status", "b1"},
+		enqueuecmd.Env{Stdout: &out, Stderr: &out, Lookup: func(k string) (string, bool) { return db.URL(), k == "REDIS_URL" }})
 	for _, want := range []string{"batch b1: done", "queued: 1000", "dead-lettered: 50 missing_connections=50", "remaining: 0"} {
 		if code != 0 || !strings.Contains(out.String(), want) {
 			t.Errorf("enqueue status = %d, output lacks %q:\n%s", code, want, out.String())

@@ -7,6 +7,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -51,6 +53,8 @@ type Worker struct {
 	guard     *redisguard.Guard
 	pairs     *pairs.Registry
 	closeUI   func()
+	admin     *http.Server // serves adminLn, when the profiler or the queue UI is on
+	adminLn   net.Listener
 }
 
 // New wires a worker on rdb. Zero fields of cfg take their defaults (Config.WithDefaults); the
@@ -148,14 +152,17 @@ func (w *Worker) start(mux *asynq.ServeMux) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	w.guard.Check(ctx)
 	cancel()
+	if err := w.listenAdmin(); err != nil {
+		return err
+	}
 	switch {
 	case w.cfg.MetricsServer != nil:
-		w.cfg.MetricsServer.Install(w.metrics.Registry, w.ready, w.adminHandlers())
+		w.cfg.MetricsServer.Install(w.metrics.Registry, w.ready)
 		w.mserver = w.cfg.MetricsServer
 	case w.cfg.MetricsAddr != "":
-		ms, err := metrics.Listen(w.cfg.MetricsAddr, w.metrics.Registry, w.ready, w.adminHandlers())
+		ms, err := metrics.Listen(w.cfg.MetricsAddr, w.metrics.Registry, w.ready)
 		if err != nil {
-			w.closeAdmin()
+			w.stopAdmin()
 			return configerr.New("worker", "MetricsAddr", "%s cannot be listened on: %v", w.cfg.MetricsAddr, err)
 		}
 		w.mserver = ms
@@ -187,6 +194,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.mserver != nil && w.cfg.MetricsServer == nil { // not the caller's, which it serves
 		bg.Go("metrics server", w.mserver.Serve)
 	}
+	if w.admin != nil {
+		bg.Go("admin server", w.serveAdmin)
+	}
 	bg.Every("archive sweep", w.cfg.SweepInterval, background.AtOnce, w.sweep)
 	bg.Go("shared back-off poll", w.gate.Run)
 	if !w.cfg.PerUserAuth { // per-user tokens never pause the queue
@@ -195,7 +205,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	bg.Go("batch counts", w.batches.Run)
 	bg.Go("job results", w.results.Run)
 	w.log.Info("worker started", "queue", w.cfg.Queue, "concurrency", w.cfg.Concurrency, "prefetch", w.cfg.Prefetch,
-		"servers", w.cfg.Servers, "metrics_addr", w.MetricsAddr())
+		"servers", w.cfg.Servers, "metrics_addr", w.MetricsAddr(), "admin_addr", w.AdminAddr())
 
 	<-ctx.Done()
 	w.log.Info("shutting down: no new jobs; in-flight calls may finish", "grace", w.cfg.ShutdownGrace.String())

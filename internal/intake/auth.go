@@ -87,6 +87,9 @@ const (
 	errBadHeaders     errUnauthorized = "webhook-timestamp is not a Unix time in seconds"
 	errStale          errUnauthorized = "webhook-timestamp is more than 5 minutes from the server's clock"
 	errForged         errUnauthorized = "webhook-signature does not match the body"
+	// A signature signs a body, and a GET has none: a signed GET could be replayed for any task.
+	errReadNoBearer    errUnauthorized = "missing bearer token: reading a task's status needs Authorization: Bearer <token>; a webhook signature is not accepted for reads"
+	errReadsNeedTokens errUnauthorized = "reading a task's status needs a bearer token, and this intake has none: configure INTAKE_TOKENS and send Authorization: Bearer <token>; a webhook signature is not accepted for reads"
 )
 
 // bearer returns the token of an "Authorization: Bearer" header, and whether there is one.

@@ -11,10 +11,13 @@
 //	GET  /readyz                        200 when Redis answers PING, else 503
 //	GET  /metrics                       Prometheus metrics of the intake alone
 //
-// The /v1 routes need credentials unless none is configured and Config.Insecure is set: either a
-// Standard Webhooks signature (headers webhook-id, webhook-timestamp, webhook-signature) made with
-// any of Config.Secrets, or "Authorization: Bearer <token>" with any of Config.Tokens. A GET signed
-// the Standard Webhooks way is signed over the empty body. /healthz, /readyz and /metrics need none.
+// The /v1 routes need credentials unless none is configured and Config.Insecure is set. A POST takes
+// either a Standard Webhooks signature (headers webhook-id, webhook-timestamp, webhook-signature)
+// made with any of Config.Secrets, or "Authorization: Bearer <token>" with any of Config.Tokens. A
+// GET takes a bearer token only: a signature signs a body and a GET has none, so a signed GET,
+// replayed within the signature's 5 minutes, would read any task's status. An intake with secrets
+// and no tokens answers every GET 403, saying to configure INTAKE_TOKENS. /healthz, /readyz and
+// /metrics need none.
 //
 // # Answers
 //
@@ -24,6 +27,7 @@
 //	200 <the first answer's body>                      a replay: the same webhook-id, route, credential and body in the last 10 minutes
 //	400 {"error","field"}                              malformed JSON or an invalid field ("index" too in a batch)
 //	401 {"error"}                                      missing, forged or stale signature; missing or bad token
+//	403 {"error"}                                      a GET to an intake with no bearer tokens (Config.Tokens) to check it against
 //	404 {"error"}                                      GET of an unknown task id
 //	405 {"error"}                                      a route with the wrong method
 //	409 {"error","field"} + Retry-After                the same webhook-id (same route, credential and body) is being handled right now
@@ -558,8 +562,27 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 	s.write(w, resp)
 }
 
+// readerAuthed checks the credentials of a request that reads (GET): a bearer token, never a
+// signature, which signs only a body. It returns the answer to give instead, or nil.
+func (s *Server) readerAuthed(r *http.Request) *response {
+	a := s.auth
+	tok, ok := bearer(r.Header)
+	switch {
+	case a.open():
+		return nil
+	case len(a.tokens) == 0:
+		return errorResponse(http.StatusForbidden, ErrorBody{Error: string(errReadsNeedTokens)})
+	case !ok:
+		return s.unauthorized(errReadNoBearer)
+	}
+	if _, ok := a.checkToken(tok); !ok {
+		return s.unauthorized(errBadToken)
+	}
+	return nil
+}
+
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
-	if _, _, resp := s.readAuthed(w, r); resp != nil {
+	if resp := s.readerAuthed(r); resp != nil {
 		s.write(w, resp)
 		return
 	}

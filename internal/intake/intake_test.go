@@ -866,6 +866,63 @@ func TestTaskStatus(t *testing.T) {
 	}
 }
 
+// TestStatusReadsNeedBearer checks that GET /v1/activations/{id} takes a bearer token only: a
+// Standard Webhooks signature over the empty body, which could be replayed for any task id within
+// its 5 minutes, is refused, fresh or replayed; an intake with secrets and no tokens answers 403
+// saying to configure INTAKE_TOKENS. Signed POSTs are accepted as before.
+func TestStatusReadsNeedBearer(t *testing.T) {
+	t.Parallel()
+	secret := newSecret(t)
+	tests := []struct {
+		name string
+		cfg  intake.Config
+		// answers of a signed GET (fresh, then replayed), a GET without credentials, and a bearer GET
+		signed, none, bearer int
+		signedErr            string
+	}{
+		{"secrets only", intake.Config{Secrets: []string{secret}}, 403, 403, 403, "configure INTAKE_TOKENS"},
+		{"secrets and tokens", intake.Config{Secrets: []string{secret}, Tokens: []string{tokenA}}, 401, 401, 200, "a webhook signature is not accepted for reads"},
+		{"tokens only", intake.Config{Tokens: []string{tokenA}}, 401, 401, 200, "Authorization: Bearer"},
+		{"insecure", intake.Config{Insecure: true}, 200, 200, 200, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := start(t, tt.cfg)
+			b := body(t, testutil.Request("u-1"))
+			post := bearerHeader(tokenA)
+			if len(tt.cfg.Secrets) > 0 {
+				post = signed(t, secret, "msg_post", time.Now(), b)
+			}
+			wantAccepted(t, e.post("/v1/activations", b, post), 202, "u-1", producer.Enqueued)
+
+			path := "/v1/activations/" + taskID("u-1")
+			h := signed(t, secret, "msg_get", time.Now(), nil)
+			for _, try := range []string{"fresh", "replayed"} {
+				a := e.do(http.MethodGet, path, nil, h)
+				if a.code != tt.signed || !strings.Contains(string(a.body), tt.signedErr) {
+					t.Errorf("%s signed GET = %s, want %d with %q", try, a, tt.signed, tt.signedErr)
+				}
+			}
+			if a := e.do(http.MethodGet, path, nil, nil); a.code != tt.none {
+				t.Errorf("GET without credentials = %s, want %d", a, tt.none)
+			}
+			a := e.do(http.MethodGet, path, nil, bearerHeader(tokenA))
+			if a.code != tt.bearer {
+				t.Fatalf("bearer GET = %s, want %d", a, tt.bearer)
+			}
+			if a.code == 200 {
+				if st := decode[intake.TaskStatus](t, a); st.TaskID != taskID("u-1") || st.State != "pending" {
+					t.Errorf("bearer GET: %+v", st)
+				}
+			}
+			if len(tt.cfg.Tokens) > 0 {
+				wantError(t, e.do(http.MethodGet, path, nil, bearerHeader(tokenB)), 401, "")
+			}
+		})
+	}
+}
+
 func TestRedisDown(t *testing.T) {
 	t.Parallel()
 	secret := newSecret(t)

@@ -44,6 +44,10 @@ func TestServeCommandRefusesToStart(t *testing.T) {
 		{"bad max batch variable", map[string]string{"INTAKE_TOKENS": tokenA, "INTAKE_MAX_BATCH": "lots"}, nil, "INTAKE_MAX_BATCH"},
 		{"argument", map[string]string{"INTAKE_TOKENS": tokenA}, []string{"extra"}, "no arguments"},
 		{"bad Redis URL", map[string]string{"INTAKE_TOKENS": tokenA, "REDIS_URL": "http://x"}, nil, "REDIS_URL"},
+		{"--webhook-secret refused", nil, []string{"--webhook-secret", secret}, "-webhook-secret is not accepted: a secret on the command line shows in ps and /debug/pprof/cmdline; set INTAKE_WEBHOOK_SECRET, or INTAKE_WEBHOOK_SECRET_FILE to a file holding it, instead"},
+		{"--tokens= refused", nil, []string{"--tokens=" + tokenA}, "-tokens is not accepted: a secret on the command line shows in ps and /debug/pprof/cmdline; set INTAKE_TOKENS, or INTAKE_TOKENS_FILE to a file holding it, instead"},
+		{"tokens and their file", map[string]string{"INTAKE_TOKENS": tokenA, "INTAKE_TOKENS_FILE": "/nonexistent"}, nil, "INTAKE_TOKENS and INTAKE_TOKENS_FILE are both set: set one of them"},
+		{"unreadable secret file", map[string]string{"INTAKE_WEBHOOK_SECRET_FILE": "/nonexistent/whsec"}, nil, "INTAKE_WEBHOOK_SECRET_FILE: cannot read it: open /nonexistent/whsec: no such file or directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, stdout, stderr := runCmd(context.Background(), tc.vars, append([]string{"serve", "--addr", "127.0.0.1:0"}, tc.args...)...)
@@ -70,7 +74,7 @@ func TestServeCommandHelpHidesSecrets(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	out := stdout.String() + stderr.String()
-	for _, want := range []string{"-addr", "-insecure", "-max-batch", "INTAKE_WEBHOOK_SECRET", "INTAKE_TOKENS", "-redis-url", "-queue"} {
+	for _, want := range []string{"-addr", "-insecure", "-max-batch", "INTAKE_WEBHOOK_SECRET or INTAKE_WEBHOOK_SECRET_FILE", "INTAKE_TOKENS or INTAKE_TOKENS_FILE", "REDIS_URL or REDIS_URL_FILE", "-queue"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("help lacks %s:\n%s", want, out)
 		}
@@ -89,7 +93,9 @@ func TestServeCommand(t *testing.T) {
 	t.Parallel()
 	db := testutil.Redis(t)
 	secret := newSecret(t)
-	vars := map[string]string{"REDIS_URL": db.URL(), "INTAKE_WEBHOOK_SECRET": secret, "INTAKE_TOKENS": tokenA + "," + tokenB}
+	// The tokens from a mounted file, as a Kubernetes Secret gives them: a trailing newline.
+	vars := map[string]string{"REDIS_URL": db.URL(), "INTAKE_WEBHOOK_SECRET": secret,
+		"INTAKE_TOKENS_FILE": testutil.WriteFile(t, "tokens", tokenA+","+tokenB+"\n")}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	type result struct {

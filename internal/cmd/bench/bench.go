@@ -344,6 +344,7 @@ type drain struct {
 	sin          *standin
 	procs        []*proc
 	metricsAddrs []string
+	pprofAddrs   []string // where each process serves its profiler: activator's ADMIN_ADDR, the baseline's -pprof-addr
 	perfs        []*proc
 	profiles     sync.WaitGroup
 	profErrs     []error
@@ -408,12 +409,13 @@ func (d *drain) startWorkers(ctx context.Context) error {
 	b, s := d.b, d.s
 	d.start = time.Now()
 	for i := range s.procs {
-		p, maddr, err := b.startWorker(d.name, i, s, d.sin.url)
+		p, maddr, paddr, err := b.startWorker(d.name, i, s, d.sin.url)
 		if err != nil {
 			return err
 		}
 		d.procs = append(d.procs, p)
 		d.metricsAddrs = append(d.metricsAddrs, maddr)
+		d.pprofAddrs = append(d.pprofAddrs, paddr)
 	}
 	if b.cfg.PerfDir != "" {
 		for _, p := range d.procs {
@@ -430,7 +432,7 @@ func (d *drain) startWorkers(ctx context.Context) error {
 	if b.cfg.PprofDir != "" {
 		for i, p := range d.procs {
 			d.profiles.Go(func() {
-				d.profErrs[i] = fetchCPUProfile(ctx, d.metricsAddrs[i], b.cfg.PprofSeconds,
+				d.profErrs[i] = fetchCPUProfile(ctx, d.pprofAddrs[i], b.cfg.PprofSeconds,
 					filepath.Join(b.cfg.PprofDir, p.name+".cpu.pprof"))
 			})
 		}
@@ -483,7 +485,7 @@ func (d *drain) stopWorkers(ctx context.Context) error {
 	if b.cfg.PprofDir != "" {
 		d.profiles.Wait()
 		for i, p := range d.procs {
-			d.profErrs = append(d.profErrs, fetchProfile(ctx, "http://"+d.metricsAddrs[i]+"/debug/pprof/allocs",
+			d.profErrs = append(d.profErrs, fetchProfile(ctx, "http://"+d.pprofAddrs[i]+"/debug/pprof/allocs",
 				filepath.Join(b.cfg.PprofDir, p.name+".allocs.pprof")))
 		}
 		if err := errors.Join(d.profErrs...); err != nil {
@@ -623,28 +625,29 @@ func (b *bencher) timeout(s runSpec) time.Duration {
 	return 2*time.Minute + 10*ideal
 }
 
-// startWorker starts process i of a run's side and returns it with its metrics address, if any.
-func (b *bencher) startWorker(name string, i int, s runSpec, target string) (*proc, string, error) {
+// startWorker starts process i of a run's side and returns it with its metrics address and its
+// profiler's address, if any.
+func (b *bencher) startWorker(name string, i int, s runSpec, target string) (p *proc, maddr, paddr string, err error) {
 	pname := fmt.Sprintf("%s-%d", name, i)
 	if s.side == SideBaseline {
 		args := append(slices.Clone(b.cfg.Baseline.Args),
 			"-redis-addr", b.cfg.RedisAddr, "-redis-db", strconv.Itoa(b.cfg.RedisDB), "-queue", queue,
 			"-concurrency", strconv.Itoa(b.cfg.Concurrency), "-servers", strconv.Itoa(s.servers),
 			"-target", target, "-api-key", versoritest.DefaultAPIKey)
-		var paddr string
 		if b.cfg.PprofDir != "" {
-			var err error
 			if paddr, err = freeAddr(); err != nil {
-				return nil, "", err
+				return nil, "", "", err
 			}
 			args = append(args, "-pprof-addr", paddr)
 		}
 		p, err := startProc(b.dir, pname, b.cfg.Baseline.Env, b.cfg.Baseline.Path, args...)
-		return p, paddr, err
+		return p, "", paddr, err
 	}
-	maddr, err := freeAddr()
-	if err != nil {
-		return nil, "", err
+	if maddr, err = freeAddr(); err != nil {
+		return nil, "", "", err
+	}
+	if paddr, err = freeAddr(); err != nil {
+		return nil, "", "", err
 	}
 	env := []string{
 		"REDIS_URL=redis://" + b.cfg.RedisAddr + "/" + strconv.Itoa(b.cfg.RedisDB),
@@ -658,6 +661,7 @@ func (b *bencher) startWorker(name string, i int, s runSpec, target string) (*pr
 		"WORKER_SERVERS=" + strconv.Itoa(s.servers),
 		"QUEUE=" + queue,
 		"METRICS_ADDR=" + maddr,
+		"ADMIN_ADDR=" + paddr, // opened only with PPROF
 		"QUEUE_METRICS=" + strconv.FormatBool(b.cfg.QueueMetrics),
 		"VERSORI_RATE_LIMIT=" + strconv.Itoa(s.rateLimit),
 		"VERSORI_RATE_BURST=" + strconv.Itoa(s.rateBurst),
@@ -666,8 +670,11 @@ func (b *bencher) startWorker(name string, i int, s runSpec, target string) (*pr
 		"PPROF=" + strconv.FormatBool(b.cfg.PprofDir != ""),
 	}
 	env = append(env, b.cfg.WorkerEnv...)
-	p, err := startProc(b.dir, pname, env, b.bins.worker)
-	return p, maddr, err
+	p, err = startProc(b.dir, pname, env, b.bins.worker)
+	if b.cfg.PprofDir == "" {
+		paddr = ""
+	}
+	return p, maddr, paddr, err
 }
 
 // waitDrained polls the queue with the inspector every Poll until nothing is pending, active,

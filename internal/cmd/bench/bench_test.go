@@ -3,6 +3,7 @@ package bench_test
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -37,10 +38,20 @@ func TestTinyCompare(t *testing.T) {
 		RedisAddr: db.Addr, RedisDB: db.Number, Claimed: true,
 		RateLimit: 100000, RateBurst: 100,
 		Baseline: bench.Command{Path: os.Args[0], Env: []string{baselineEnv + "=1"}},
+		// Profiles from both sides: activator's from its ADMIN_ADDR, the baseline's from -pprof-addr.
+		PprofDir: t.TempDir(), PprofSeconds: 1,
 	}
 	rep, err := bench.Run(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, side := range []string{"activator", "baseline"} {
+		for _, kind := range []string{"cpu", "allocs"} {
+			if m, _ := filepath.Glob(filepath.Join(cfg.PprofDir, "*"+side+"*."+kind+".pprof")); len(m) == 0 {
+				ls, _ := os.ReadDir(cfg.PprofDir)
+				t.Errorf("no %s %s profile in %s: %v", side, kind, cfg.PprofDir, ls)
+			}
+		}
 	}
 	var out strings.Builder
 	rep.Print(&out)

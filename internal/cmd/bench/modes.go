@@ -286,8 +286,8 @@ func (b *bencher) enqueue(ctx context.Context) (*Enqueue, error) {
 		}
 		r := EnqueueRun{Rows: n, Load: loadAvg()}
 		start := time.Now()
-		p, err := startProc(b.dir, fmt.Sprintf("enqueue-%d", n), nil, b.bins.enqueue, "file", "--quiet",
-			"--redis-url", "redis://"+b.cfg.RedisAddr+"/"+strconv.Itoa(b.cfg.RedisDB), "--queue", queue, path)
+		p, err := startProc(b.dir, fmt.Sprintf("enqueue-%d", n), []string{"REDIS_URL=redis://" + b.cfg.RedisAddr + "/" + strconv.Itoa(b.cfg.RedisDB)},
+			b.bins.enqueue, "file", "--quiet", "--queue", queue, path)
 		if err != nil {
 			return e, err
 		}

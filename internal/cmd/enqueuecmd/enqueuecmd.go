@@ -64,10 +64,11 @@ const usageText = `usage:
   enqueue status BATCH [--json] [--watch]  how far a batch is: queued, activated, dead-lettered, rate, ETA
   enqueue pause [--force]                  pause the queue
   enqueue resume [--force]                 resume it (after fixing a refused API key, say)
-  enqueue serve [--addr A] [--insecure] [--max-batch N]   HTTP intake for signup events (INTAKE_WEBHOOK_SECRET, INTAKE_TOKENS)
+  enqueue serve [--addr A] [--insecure] [--max-batch N]   HTTP intake for signup events (INTAKE_WEBHOOK_SECRET, INTAKE_TOKENS: environment only)
   enqueue --version                        the module version and VCS revision of this build
-common flags: -redis-url (REDIS_URL), -queue (QUEUE); the verbs other than file and serve refuse a
-queue nothing has used yet (a mistyped name), unless --force; COMMAND -h lists a command's flags
+common: REDIS_URL or REDIS_URL_FILE (environment only), -queue (QUEUE); the verbs other than file and
+serve refuse a queue nothing has used yet (a mistyped name), unless --force; COMMAND -h lists a
+command's flags
 `
 
 const dlqUsageText = `usage:
@@ -75,7 +76,8 @@ const dlqUsageText = `usage:
   enqueue dlq requeue (ID... | --reason R | --all | --file FIXED [--format F] [--rejects PATH])
   enqueue dlq purge (ID... | --reason R | --all)
   enqueue dlq export [--reason R]          JSONL of the dead letters' requests, in the input format
-common flags: -redis-url (REDIS_URL), -queue (QUEUE), --force; enqueue dlq VERB -h lists a verb's flags
+common: REDIS_URL or REDIS_URL_FILE (environment only), -queue (QUEUE), --force; enqueue dlq VERB -h
+lists a verb's flags
 `
 
 // synopsis is the usage line heading subcommand name's help (name as newFlags gets it).
@@ -162,7 +164,7 @@ type common struct {
 // goes to stdout, headed by the subcommand's usage line.
 func newFlags(name string, env Env, c *common) *envflag.Set {
 	fs := envflag.New("enqueue "+name, env.Lookup, env.Stdout)
-	// Secret, not String: usage output (-h, a bad flag) would print a REDIS_URL default with its password.
+	// A secret: the URL may hold a password.
 	fs.Secret(&c.redisURL, "redis-url", "REDIS_URL", redisconn.DefaultURL, "Redis URL")
 	fs.String(&c.queue, "queue", "QUEUE", producer.DefaultConfig().Queue, "queue name")
 	fs.String(&c.logFormat, "log-format", "LOG_FORMAT", string(logging.JSON), "serve's log lines (its own, go-redis's messages) as json, or text for a terminal")
@@ -173,7 +175,7 @@ func newFlags(name string, env Env, c *common) *envflag.Set {
 	f := fs.FlagSet()
 	f.Usage = func() {
 		fmt.Fprintf(f.Output(), "usage: %s\nflags:\n", synopsis(name))
-		f.PrintDefaults()
+		fs.PrintDefaults()
 	}
 	return fs
 }
@@ -250,7 +252,7 @@ func openRedis(c common) (redis.UniversalClient, error) {
 
 // explainRedisURL names REDIS_URL in a redisconn error, which names the URL.
 func explainRedisURL(err error) error {
-	v, _ := newFlags("", Env{Lookup: func(string) (string, bool) { return "", false }, Stderr: io.Discard}, &common{}).Lookup("redis-url")
+	v, _ := newFlags("", Env{Lookup: func(string) (string, bool) { return "", false }, Stderr: io.Discard}, &common{}).Lookup("REDIS_URL")
 	return envflag.Explain(err, map[string]envflag.Var{"URL": v})
 }
 

@@ -539,7 +539,8 @@ func TestUsageErrors(t *testing.T) {
 		{"unsupported extension", nil, []string{"file", txt}, []string{".jsonl", ".csv"}},
 		{"unsupported extension, Redis down", map[string]string{"REDIS_URL": unreachable}, []string{"file", txt}, []string{".jsonl", ".csv"}},
 		{"bad REDIS_URL scheme", map[string]string{"REDIS_URL": "http://127.0.0.1:6379/0"}, []string{"file", good}, []string{`REDIS_URL has scheme "http"`}},
-		{"bad --redis-url scheme", nil, []string{"file", good, "--redis-url", "mysql://127.0.0.1/0"}, []string{`REDIS_URL has scheme "mysql"`}},
+		{"--redis-url refused", nil, []string{"file", good, "--redis-url", "mysql://127.0.0.1/0"}, []string{`-redis-url is not accepted`, "set REDIS_URL, or REDIS_URL_FILE"}},
+		{"REDIS_URL and REDIS_URL_FILE", map[string]string{"REDIS_URL_FILE": good}, []string{"file", good}, []string{"REDIS_URL and REDIS_URL_FILE are both set: set one of them"}},
 		{"REDIS_URL not a URL", map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/%zz"}, []string{"file", good}, []string{"REDIS_URL cannot be parsed: want redis://"}},
 		{"CSV unknown column", nil, []string{"file", csvBad}, []string{"colour"}},
 		{"missing file", nil, []string{"file", filepath.Join(dir, "missing.jsonl")}, []string{"missing.jsonl"}},
@@ -589,7 +590,7 @@ func TestHelp(t *testing.T) {
 	}
 	for _, args := range [][]string{{"file", "-h"}, {"dlq", "list", "-h"}, {"pause", "-h"}} {
 		r := run(t, nil, "", args...)
-		if r.code != enqueuecmd.ExitOK || !strings.Contains(r.stdout, "redis-url") || r.stderr != "" {
+		if r.code != enqueuecmd.ExitOK || !strings.Contains(r.stdout, "REDIS_URL or REDIS_URL_FILE") || r.stderr != "" {
 			t.Errorf("%v: want exit 0 and flags on stdout:\n%s", args, r)
 		}
 	}
@@ -635,7 +636,8 @@ func TestRedisUnreachable(t *testing.T) {
 	}
 }
 
-// TestSecretsNeverPrinted runs every kind of failure with a password in REDIS_URL or --redis-url.
+// TestSecretsNeverPrinted runs every kind of failure with a password in REDIS_URL, in the file
+// REDIS_URL_FILE names, or passed to the refused --redis-url.
 func TestSecretsNeverPrinted(t *testing.T) {
 	t.Parallel()
 	db := testutil.Redis(t)
@@ -668,14 +670,18 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			for _, how := range []string{"env", "flag"} {
-				vars, args := map[string]string{"REDIS_URL": tc.url}, tc.args
-				if how == "flag" {
-					vars, args = nil, append(slices.Clone(tc.args), "--redis-url="+tc.url)
+			for _, how := range []string{"env", "file", "flag"} {
+				vars, args, code := map[string]string{"REDIS_URL": tc.url}, tc.args, tc.code
+				switch how {
+				case "file":
+					vars = map[string]string{"REDIS_URL_FILE": testutil.WriteFile(t, "redis-url", tc.url+"\n")}
+				case "flag":
+					// Refused before anything else, -h included.
+					vars, args, code = nil, append(slices.Clone(tc.args), "--redis-url="+tc.url), enqueuecmd.ExitUsage
 				}
 				r := run(t, vars, testutil.JSONL(t, request("u-1")), args...)
-				if tc.code >= 0 && r.code != tc.code {
-					t.Errorf("%s: want exit %d:\n%s", how, tc.code, r)
+				if code >= 0 && r.code != code {
+					t.Errorf("%s: want exit %d:\n%s", how, code, r)
 				}
 				if strings.Contains(r.stdout+r.stderr, secret) {
 					t.Errorf("%s: output shows the Redis password:\n%s", how, r)

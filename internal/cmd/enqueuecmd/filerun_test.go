@@ -152,7 +152,7 @@ func TestProgressBarInATerminal(t *testing.T) {
 	path := testutil.WriteRows(t, rows)
 	srv := testutil.StartRedisServer(t, false)
 	term := newTerminal(t)
-	term.run(fmt.Sprintf("%s file --redis-url %s %s; echo EXIT=$?", bin, srv.URL(), path))
+	term.run(fmt.Sprintf("REDIS_URL=%s %s file %s; echo EXIT=$?", srv.URL(), bin, path))
 	term.waitPane(regexp.MustCompile(`(?m)^batch b-`), "the batch line")
 	pauseWrites(t, srv, 1500*time.Millisecond)
 	mid := term.waitPane(barRe, "the progress bar")
@@ -189,7 +189,7 @@ func TestCtrlCInATerminal(t *testing.T) {
 	path := testutil.WriteRows(t, rows)
 	srv := testutil.StartRedisServer(t, false)
 	term := newTerminal(t)
-	term.run(fmt.Sprintf("%s file --redis-url %s %s; echo EXIT=$?", bin, srv.URL(), path))
+	term.run(fmt.Sprintf("REDIS_URL=%s %s file %s; echo EXIT=$?", srv.URL(), bin, path))
 	term.waitPane(regexp.MustCompile(`(?m)^batch b-`), "the batch line")
 	pauseWrites(t, srv, 2*time.Second)
 	term.waitPane(barRe, "the progress bar")
@@ -232,7 +232,8 @@ func TestSignalEndsFileRun(t *testing.T) {
 		t.Run(tc.sig.String(), func(t *testing.T) {
 			t.Parallel()
 			srv := testutil.StartRedisServer(t, false)
-			cmd := exec.Command(bin, "file", "--redis-url", srv.URL(), path)
+			cmd := exec.Command(bin, "file", path)
+			cmd.Env = append(os.Environ(), "REDIS_URL="+srv.URL())
 			var stdout, stderr testutil.SyncBuffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
 			if err := cmd.Start(); err != nil {
@@ -312,7 +313,8 @@ func TestFileThatCannotStart(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			cmd := exec.Command(bin, append([]string{"file", "--redis-url", db.URL()}, tc.args...)...)
+			cmd := exec.Command(bin, append([]string{"file"}, tc.args...)...)
+			cmd.Env = append(os.Environ(), "REDIS_URL="+db.URL())
 			cmd.Dir = dir
 			var stdout, stderr strings.Builder
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -346,7 +348,7 @@ func TestFormatFlagOnAPipe(t *testing.T) {
 	bin := testutil.GoBuild(t, enqueuePkg)
 	db := testutil.Redis(t)
 	csv := testutil.WriteFile(t, "users.csv", "userId,integrationId\nu-1,"+testutil.IntegrationID+"\nu-2,"+testutil.IntegrationID+"\n")
-	cmd := exec.Command("sh", "-c", `cat "$1" | "$2" file --format csv --redis-url "$3" -`, "sh", csv, bin, db.URL())
+	cmd := exec.Command("sh", "-c", `cat "$1" | REDIS_URL="$3" "$2" file --format csv -`, "sh", csv, bin, db.URL())
 	cmd.Dir = t.TempDir()
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "enqueued: 2\n") || !strings.Contains(string(out), "rejected: 0\n") {
@@ -356,7 +358,7 @@ func TestFormatFlagOnAPipe(t *testing.T) {
 		t.Errorf("%d tasks pending, want 2", n)
 	}
 	// Without --format, stdin is JSONL: every CSV line is rejected.
-	cmd = exec.Command("sh", "-c", `cat "$1" | "$2" file --redis-url "$3" -`, "sh", csv, bin, db.URL())
+	cmd = exec.Command("sh", "-c", `cat "$1" | REDIS_URL="$3" "$2" file -`, "sh", csv, bin, db.URL())
 	cmd.Dir = t.TempDir()
 	out, _ = cmd.CombinedOutput()
 	if !strings.Contains(string(out), "rejected: 3\n") {
@@ -416,7 +418,8 @@ func TestSIGINTWithStdinOpen(t *testing.T) {
 	}
 	bin := testutil.GoBuild(t, enqueuePkg)
 	db := testutil.Redis(t)
-	cmd := exec.Command(bin, "file", "--redis-url", db.URL(), "-")
+	cmd := exec.Command(bin, "file", "-")
+	cmd.Env = append(os.Environ(), "REDIS_URL="+db.URL())
 	cmd.Dir = t.TempDir()
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

@@ -3,6 +3,7 @@ package enqueuecmd_test
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -25,7 +26,8 @@ func TestEnqueueFileMemoryIsFlat(t *testing.T) {
 	path := testutil.WriteRows(t, rows)
 
 	db := testutil.Redis(t)
-	cmd := exec.Command(bin, "file", "--quiet", "--redis-url", db.URL(), path)
+	cmd := exec.Command(bin, "file", "--quiet", path)
+	cmd.Env = append(os.Environ(), "REDIS_URL="+db.URL())
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

@@ -26,9 +26,8 @@ func serveFlags(env Env, s *serveSettings) *envflag.Set {
 	fs.Bool(&s.cfg.Insecure, "insecure", "", false, "start without INTAKE_WEBHOOK_SECRET or INTAKE_TOKENS, accepting unauthenticated requests (local testing only)")
 	fs.Int(&s.cfg.MaxBatch, "max-batch", "INTAKE_MAX_BATCH", intake.DefaultMaxBatch, "most requests in one POST /v1/activations:batch")
 	fs.String(&s.cfg.Batch, "batch", "INTAKE_BATCH", intake.DefaultBatch, "batch id tagged on every job the intake queues")
-	// Secrets: never shown in usage output. Prefer the variables: flags show in process listings.
 	fs.Secret(&s.secrets, "webhook-secret", "INTAKE_WEBHOOK_SECRET", "", "Standard Webhooks signing secrets (whsec_...), comma-separated for rotation")
-	fs.Secret(&s.tokens, "tokens", "INTAKE_TOKENS", "", "bearer tokens, comma-separated")
+	fs.Secret(&s.tokens, "tokens", "INTAKE_TOKENS", "", "bearer tokens, comma-separated; GET /v1/activations/{id} takes only these")
 	return fs
 }
 
@@ -39,8 +38,8 @@ func explainIntake(err error, fs *envflag.Set, cfg *intake.Config) error {
 	}
 	fields := fs.Fields(cfg)
 	// Set through the comma-separated strings, so Fields cannot see them.
-	fields["Secrets"], _ = fs.Lookup("webhook-secret")
-	fields["Tokens"], _ = fs.Lookup("tokens")
+	fields["Secrets"], _ = fs.Lookup("INTAKE_WEBHOOK_SECRET")
+	fields["Tokens"], _ = fs.Lookup("INTAKE_TOKENS")
 	return envflag.Explain(err, fields)
 }
 

@@ -9,20 +9,38 @@ import (
 // documentation page, against vars: a row per setting, its cells the variable, the flag, the default
 // and the meaning, each name and value in backquotes. Every Var must have a row, with its flag and
 // (the first backquoted value of the cell) its default, and every row must be a Var. A default cell
-// of a Var without a default is not checked: it says in words what happens instead.
+// of a Var without a default is not checked: it says in words what happens instead. A Secret's row
+// names VAR_FILE beside VAR and no flag, since it has none.
 func CheckDoc(markdown, section string, vars []Var) []string {
 	rows, ok := docRows(markdown, section)
 	if !ok {
 		return []string{fmt.Sprintf("no section %q", "## "+section)}
 	}
 	var problems []string
-	byFlag := map[string]Var{}
+	byFlag, secrets := map[string]Var{}, map[string]Var{}
 	for _, v := range vars {
+		if v.Secret {
+			secrets[v.Env] = v
+			continue
+		}
 		byFlag[v.Flag] = v
 	}
 	seen := map[string]bool{}
 	for _, r := range rows {
-		env, flagName, def := firstQuoted(r[0]), strings.TrimLeft(strings.Fields(firstQuoted(r[1]) + " x")[0], "-"), firstQuoted(r[2])
+		env, flagCell, def := firstQuoted(r[0]), firstQuoted(r[1]), firstQuoted(r[2])
+		if v, ok := secrets[env]; ok {
+			switch {
+			case flagCell != "":
+				problems = append(problems, fmt.Sprintf("%s: %s is a secret, read from the environment only; the doc gives it the flag `%s`", section, env, flagCell))
+			case !strings.Contains(r[0], "`"+env+"_FILE`"):
+				problems = append(problems, fmt.Sprintf("%s: the row of %s does not name `%s_FILE`", section, env, env))
+			case v.Default != "" && v.Default != def:
+				problems = append(problems, fmt.Sprintf("%s: %s's default is `%s`, the doc says `%s`", section, env, v.Default, def))
+			}
+			seen["$"+env] = true
+			continue
+		}
+		flagName := strings.TrimLeft(strings.Fields(flagCell + " x")[0], "-")
 		v, ok := byFlag[flagName]
 		switch {
 		case !ok:
@@ -36,7 +54,10 @@ func CheckDoc(markdown, section string, vars []Var) []string {
 		seen[flagName] = true
 	}
 	for _, v := range vars {
-		if !seen[v.Flag] {
+		switch {
+		case v.Secret && !seen["$"+v.Env]:
+			problems = append(problems, fmt.Sprintf("%s: the secret %s (default %q) is not in the table", section, v.Env, v.Default))
+		case !v.Secret && !seen[v.Flag]:
 			problems = append(problems, fmt.Sprintf("%s: %s (-%s, default %q) is not in the table", section, v.Name(), v.Flag, v.Default))
 		}
 	}

@@ -1,8 +1,12 @@
 // Package envflag defines command-line flags that default to environment variables, so that every
 // setting can be given either way: a flag wins over its variable, which wins over the default. It is
-// the one place a command names its variables: a Set remembers every flag it defined (Vars), so that
-// the commands can check their documentation against it and name the variable behind a struct field
-// a Validate method refused (Fields).
+// the one place a command names its variables: a Set remembers every setting it defined (Vars), so
+// that the commands can check their documentation against it and name the variable behind a struct
+// field a Validate method refused (Fields).
+//
+// Secrets are the exception: they have no flag, since a command line shows in ps and in
+// /debug/pprof/cmdline. A Secret is read from its variable VAR or from the file VAR_FILE names, and a
+// command line that still passes its old flag is refused.
 package envflag
 
 import (
@@ -11,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -24,14 +29,18 @@ type Set struct {
 	errs   []error
 	vars   []Var
 	after  []func() error // run by Parse once the flags are parsed
+	usage  []string       // a line for each Secret, which -h shows after the flags
 }
 
-// Var is one flag of a Set as the documentation shows it.
+// Var is one setting of a Set as the documentation shows it.
 type Var struct {
-	Flag    string // the flag's name, without dashes
+	Flag    string // the flag's name, without dashes; "" for a Secret, which has none
 	Env     string // the environment variable, "" for a flag only
 	Default string // the default as written in the docs (durations as 30s, 10m, 24h); "" for none
-	Secret  bool   // the value is never shown
+	// Secret: the value is never shown, and is read only from Env or from the file Env+"_FILE" names.
+	Secret bool
+	// Refused is the flag a Secret once had, or would have, which Parse refuses with a pointer to Env.
+	Refused string
 	ptr     reflect.Value
 }
 
@@ -56,10 +65,10 @@ func (s *Set) FlagSet() *flag.FlagSet { return s.fs }
 // Vars returns the flags defined so far, in order.
 func (s *Set) Vars() []Var { return append([]Var(nil), s.vars...) }
 
-// Lookup returns the flag named name.
+// Lookup returns the setting whose flag is name, or the Secret whose variable is name.
 func (s *Set) Lookup(name string) (Var, bool) {
 	for _, v := range s.vars {
-		if v.Flag == name {
+		if v.Flag == name || v.Secret && v.Env == name {
 			return v, true
 		}
 	}
@@ -106,17 +115,96 @@ func (s *Set) StringEmpty(p *string, name, env, def, u string) {
 	s.fs.StringVar(p, name, def, usage(env, u))
 }
 
-// Secret defines a string flag whose value is never shown in usage output; its default def, which
-// is no secret, is.
+// Secret defines a setting that has no flag: its value comes from the variable env or, for a value
+// kept in a mounted file, from the file that env+"_FILE" names (its content, one trailing newline
+// trimmed). Both set is an error, and so is a file that cannot be read; errors name the variable,
+// never the value. def, which is no secret, applies when neither is set. name is the flag the
+// setting had or would have had: a command line that passes it is refused, pointing at env, so that
+// nobody puts the secret where ps and /debug/pprof/cmdline show it. -h lists the secret through
+// PrintDefaults, without a value.
 func (s *Set) Secret(p *string, name, env, def, u string) {
-	s.add(p, name, env, def, true)
+	s.vars = append(s.vars, Var{Env: env, Default: def, Secret: true, Refused: name, ptr: reflect.ValueOf(p)})
+	line := fmt.Sprintf("  %s or %s_FILE\n    \t%s", env, env, u)
 	if def != "" {
-		u += " (default " + def + ")"
+		line += " (default " + def + ")"
 	}
-	s.fs.Func(name, usage(env, u), func(v string) error { *p = v; return nil })
+	s.usage = append(s.usage, line)
 	*p = def
-	if v, ok := s.env(env); ok {
+	v, set := s.env(env)
+	path, fromFile := s.env(env + "_FILE")
+	switch {
+	case set && fromFile:
+		s.errs = append(s.errs, fmt.Errorf("%s and %s_FILE are both set: set one of them", env, env))
+	case set:
 		*p = v
+	case fromFile:
+		v, err := readSecret(path)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Errorf("%s_FILE: %w", env, err))
+			break
+		}
+		*p = v
+	}
+}
+
+// maxSecretFile bounds what readSecret reads, so that a _FILE pointing at a device or a log cannot
+// stall the start or fill the memory.
+const maxSecretFile = 64 << 10
+
+// readSecret returns the content of the file at path with one trailing newline trimmed. Its errors
+// say what is wrong with the file, never what it holds.
+func readSecret(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("cannot read it: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("cannot read it: %w", err)
+	case len(b) > maxSecretFile:
+		return "", fmt.Errorf("%s is larger than %d KiB: not a secret", path, maxSecretFile>>10)
+	}
+	v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if v == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return v, nil
+}
+
+// refused returns the error for the first argument that passes a Secret's refused flag (-name,
+// --name, -name=value), or nil. It stops at "--", as the flag package does, and never shows what
+// follows the flag's name.
+func (s *Set) refused(args []string) error {
+	for _, a := range args {
+		if a == "--" {
+			return nil
+		}
+		if len(a) < 2 || a[0] != '-' {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
+		for _, v := range s.vars {
+			if v.Secret && v.Refused != "" && v.Refused == name {
+				return fmt.Errorf("-%s is not accepted: a secret on the command line shows in ps and /debug/pprof/cmdline; set %s, or %s_FILE to a file holding it, instead", name, v.Env, v.Env)
+			}
+		}
+	}
+	return nil
+}
+
+// PrintDefaults writes the flags' usage, as flag.FlagSet.PrintDefaults does, then the secrets the
+// Set reads from the environment only, without their values.
+func (s *Set) PrintDefaults() {
+	s.fs.PrintDefaults()
+	if len(s.usage) == 0 {
+		return
+	}
+	out := s.fs.Output()
+	fmt.Fprintln(out, "secrets, from the environment only (VAR, or VAR_FILE naming a file that holds it):")
+	for _, l := range s.usage {
+		fmt.Fprintln(out, l)
 	}
 }
 
@@ -225,6 +313,10 @@ func (s *Set) Bool(p *bool, name, env string, def bool, u string) {
 
 // Parse parses args and returns the first problem with them or with the environment.
 func (s *Set) Parse(args []string) error {
+	// Before the flag package sees them: its errors quote the value.
+	if err := s.refused(args); err != nil {
+		return err
+	}
 	if err := s.fs.Parse(args); err != nil {
 		return err
 	}

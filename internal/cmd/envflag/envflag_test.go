@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -54,13 +56,13 @@ func TestPrecedence(t *testing.T) {
 			nil, values{"default-name", 7, 3 * time.Second, false, 0.5, ""}},
 		{"env beats default", env, nil, values{"env-name", 11, time.Minute, true, 0.25, "env-token"}},
 		{"flag beats default", nil,
-			[]string{"-name=flag-name", "-count=13", "-wait=2h", "-verbose", "-ratio=1.5", "-token=flag-token"},
-			values{"flag-name", 13, 2 * time.Hour, true, 1.5, "flag-token"}},
+			[]string{"-name=flag-name", "-count=13", "-wait=2h", "-verbose", "-ratio=1.5"},
+			values{"flag-name", 13, 2 * time.Hour, true, 1.5, ""}},
 		{"flag beats env", env,
-			[]string{"-name", "flag-name", "-count", "-1", "-wait", "0s", "-verbose=false", "-ratio", "2", "-token", "flag-token"},
-			values{"flag-name", -1, 0, false, 2, "flag-token"}},
-		{"flags and env mixed", env, []string{"-count=1", "--token=t"},
-			values{"env-name", 1, time.Minute, true, 0.25, "t"}},
+			[]string{"-name", "flag-name", "-count", "-1", "-wait", "0s", "-verbose=false", "-ratio", "2"},
+			values{"flag-name", -1, 0, false, 2, "env-token"}},
+		{"flags and env mixed", env, []string{"-count=1"},
+			values{"env-name", 1, time.Minute, true, 0.25, "env-token"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -226,51 +228,126 @@ func TestPositionalArgs(t *testing.T) {
 	}
 }
 
-func TestUsage(t *testing.T) {
+// TestSecret checks that a Secret is read from its variable or from the file VAR_FILE names, never
+// from a flag: the old flag is refused in one line that does not show the value, and so are both
+// variables set and a file that cannot be read.
+func TestSecret(t *testing.T) {
 	t.Parallel()
 	const secret = "s3cr3t-T0KEN-value"
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	withNewline, bare, crlf := write("nl", secret+"\n"), write("bare", secret), write("crlf", secret+"\r\n")
+	twoLines, empty := write("two", secret+"\n\n"), write("empty", "\n")
+	big := write("big", strings.Repeat("x", 65<<10))
 	tests := []struct {
-		name string
-		env  map[string]string
-		args []string
+		name    string
+		env     map[string]string
+		args    []string
+		want    string
+		wantErr []string // each in the one-line error
 	}{
-		{"secret from env", map[string]string{"EF_TOKEN": secret}, nil},
-		{"secret from flag", nil, []string{"-token=" + secret}},
-		{"secret from both", map[string]string{"EF_TOKEN": secret}, []string{"-token", secret}},
+		{"default", nil, nil, "def", nil},
+		{"variable", map[string]string{"EF_TOKEN": secret}, nil, secret, nil},
+		{"file, one newline trimmed", map[string]string{"EF_TOKEN_FILE": withNewline}, nil, secret, nil},
+		{"file without a newline", map[string]string{"EF_TOKEN_FILE": bare}, nil, secret, nil},
+		{"file with CRLF", map[string]string{"EF_TOKEN_FILE": crlf}, nil, secret, nil},
+		{"file: only one newline trimmed", map[string]string{"EF_TOKEN_FILE": twoLines}, nil, secret + "\n", nil},
+		{"empty variables are unset", map[string]string{"EF_TOKEN": "", "EF_TOKEN_FILE": ""}, nil, "def", nil},
+		{"both set", map[string]string{"EF_TOKEN": secret, "EF_TOKEN_FILE": bare}, nil, "",
+			[]string{"EF_TOKEN and EF_TOKEN_FILE are both set"}},
+		{"missing file", map[string]string{"EF_TOKEN_FILE": filepath.Join(dir, "nope")}, nil, "",
+			[]string{"EF_TOKEN_FILE: cannot read it", "no such file"}},
+		{"a directory", map[string]string{"EF_TOKEN_FILE": dir}, nil, "", []string{"EF_TOKEN_FILE: cannot read"}},
+		{"empty file", map[string]string{"EF_TOKEN_FILE": empty}, nil, "", []string{"EF_TOKEN_FILE: " + empty + " is empty"}},
+		{"huge file", map[string]string{"EF_TOKEN_FILE": big}, nil, "", []string{"EF_TOKEN_FILE: " + big + " is larger than 64 KiB"}},
+		{"old flag with =", nil, []string{"-count=2", "-token=" + secret}, "", []string{"-token is not accepted", "set EF_TOKEN, or EF_TOKEN_FILE"}},
+		{"old flag, value apart", nil, []string{"--token", secret}, "", []string{"-token is not accepted", "EF_TOKEN_FILE"}},
+		{"old flag beside the variable", map[string]string{"EF_TOKEN": secret}, []string{"-token", secret}, "", []string{"-token is not accepted"}},
+		{"after --, an argument", nil, []string{"--", "-token=x"}, "def", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var out bytes.Buffer
-			set := New("test", mapLookup(tt.env), &out)
-			var v values
-			define(set, &v)
-			if err := set.Parse(tt.args); err != nil {
-				t.Fatal(err)
-			}
-			if v.sec != secret {
-				t.Fatalf("secret = %q", v.sec)
-			}
-			set.FlagSet().PrintDefaults()
-			// A parse error prints the usage too.
-			set2 := New("test", mapLookup(tt.env), &out)
-			define(set2, &values{})
-			_ = set2.Parse(append(append([]string(nil), tt.args...), "-nope"))
-			usage := out.String()
-			if strings.Contains(usage, secret) {
-				t.Errorf("usage shows the secret:\n%s", usage)
-			}
-			for _, want := range []string{"-token", "a token (env EF_TOKEN)", "(env EF_NAME)", "(env EF_COUNT)"} {
-				if !strings.Contains(usage, want) {
-					t.Errorf("usage lacks %q:\n%s", want, usage)
+			set := New("test", mapLookup(tt.env), io.Discard)
+			var got, other string
+			set.Secret(&got, "token", "EF_TOKEN", "def", "a token")
+			set.String(&other, "name", "EF_NAME", "", "a name")
+			var n int
+			set.Int(&n, "count", "", 0, "a count")
+			err := set.Parse(tt.args)
+			if tt.wantErr == nil {
+				if err != nil || got != tt.want {
+					t.Fatalf("Parse = %v, value %q; want %q", err, got, tt.want)
 				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Parse succeeded with %q, want an error", got)
+			}
+			msg := err.Error()
+			for _, w := range tt.wantErr {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q lacks %q", msg, w)
+				}
+			}
+			if strings.Contains(msg, secret) || strings.Contains(msg, "\n") {
+				t.Errorf("error %q is not one line without the secret", msg)
 			}
 		})
 	}
 
-	// Ordinary flags show the default they took from the environment.
+	set := New("test", mapLookup(nil), io.Discard)
+	var v string
+	set.Secret(&v, "token", "EF_TOKEN", "", "a token")
+	if set.FlagSet().Lookup("token") != nil {
+		t.Error("a Secret defines a flag")
+	}
+	if got, ok := set.Lookup("EF_TOKEN"); !ok || !got.Secret || got.Flag != "" || got.Refused != "token" {
+		t.Errorf("Lookup(EF_TOKEN) = %+v, %v", got, ok)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	t.Parallel()
+	const secret = "s3cr3t-T0KEN-value"
 	var out bytes.Buffer
-	set := New("test", mapLookup(map[string]string{"EF_NAME": "from-env", "EF_COUNT": "42"}), &out)
+	env := map[string]string{"EF_TOKEN": secret}
+	set := New("test", mapLookup(env), &out)
+	var v values
+	define(set, &v)
+	if err := set.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if v.sec != secret {
+		t.Fatalf("secret = %q", v.sec)
+	}
+	set.PrintDefaults()
+	// A parse error prints the usage too.
+	set2 := New("test", mapLookup(env), &out)
+	define(set2, &values{})
+	_ = set2.Parse([]string{"-nope"})
+	usage := out.String()
+	if strings.Contains(usage, secret) {
+		t.Errorf("usage shows the secret:\n%s", usage)
+	}
+	for _, want := range []string{"EF_TOKEN or EF_TOKEN_FILE\n", "a token", "(env EF_NAME)", "(env EF_COUNT)", "from the environment only"} {
+		if !strings.Contains(usage, want) {
+			t.Errorf("usage lacks %q:\n%s", want, usage)
+		}
+	}
+	if strings.Contains(usage, "-token") {
+		t.Errorf("usage shows a flag for the secret:\n%s", usage)
+	}
+
+	// Ordinary flags show the default they took from the environment.
+	out.Reset()
+	set = New("test", mapLookup(map[string]string{"EF_NAME": "from-env", "EF_COUNT": "42"}), &out)
 	define(set, &values{})
 	set.FlagSet().PrintDefaults()
 	for _, want := range []string{`(default "from-env")`, "(default 42)"} {
@@ -281,7 +358,7 @@ func TestUsage(t *testing.T) {
 
 	// A flag without a variable has plain usage.
 	var out2 bytes.Buffer
-	set2 := New("test", mapLookup(map[string]string{"": "ignored"}), &out2)
+	set2 = New("test", mapLookup(map[string]string{"": "ignored"}), &out2)
 	var s string
 	set2.String(&s, "plain", "", "def", "plain flag")
 	if err := set2.Parse(nil); err != nil || s != "def" {
@@ -325,6 +402,31 @@ func TestExplain(t *testing.T) {
 	for _, tt := range tests {
 		if got := Explain(tt.err, fields).Error(); got != tt.want {
 			t.Errorf("Explain(%v) = %q, want %q", tt.err, got, tt.want)
+		}
+	}
+}
+
+// TestCheckDocSecret checks that a Secret's row must name VAR_FILE and no flag.
+func TestCheckDocSecret(t *testing.T) {
+	t.Parallel()
+	set := New("t", mapLookup(nil), io.Discard)
+	var tok, name string
+	set.Secret(&tok, "token", "EF_TOKEN", "", "a token")
+	set.String(&name, "name", "EF_NAME", "n", "a name")
+	const head = "## s\n\n| variable | flag | default | meaning |\n|---|---|---|---|\n| `EF_NAME` | `-name` | `n` | a name |\n"
+	tests := []struct {
+		row  string
+		want string
+	}{
+		{"| `EF_TOKEN` or `EF_TOKEN_FILE` | none | | a token |", ""},
+		{"| `EF_TOKEN` | none | | a token |", "does not name `EF_TOKEN_FILE`"},
+		{"| `EF_TOKEN` or `EF_TOKEN_FILE` | `-token` | | a token |", "the doc gives it the flag `-token`"},
+		{"", "the secret EF_TOKEN"},
+	}
+	for _, tt := range tests {
+		got := strings.Join(CheckDoc(head+tt.row+"\n", "s", set.Vars()), "; ")
+		if tt.want == "" && got != "" || !strings.Contains(got, tt.want) {
+			t.Errorf("row %q: problems %q, want %q", tt.row, got, tt.want)
 		}
 	}
 }

@@ -32,10 +32,10 @@ func processEnv(redisURL string, extra ...string) []string {
 	}, extra...)
 }
 
-func startWorker(t *testing.T, env []string) *workerProcess {
+func startWorker(t *testing.T, env []string, args ...string) *workerProcess {
 	t.Helper()
 	p := &workerProcess{stderr: &testutil.SyncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(testutil.GoBuild(t, "github.com/versori/activator/cmd/worker"))
+	p.cmd = exec.Command(testutil.GoBuild(t, "github.com/versori/activator/cmd/worker"), args...)
 	p.cmd.Env, p.cmd.Stderr = env, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

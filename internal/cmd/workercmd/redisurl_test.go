@@ -26,7 +26,7 @@ func TestParseSettingsRefusesRedisPort(t *testing.T) {
 	}{
 		{"port above 65535", map[string]string{"REDIS_URL": "redis://127.0.0.1:99999/1"}, nil,
 			`REDIS_URL host "127.0.0.1:99999" has port 99999: a port is 1 to 65535`},
-		{"port above 65535 by flag", nil, []string{"-redis-url=redis://:" + settingsPassword + "@127.0.0.1:99999/1"},
+		{"port above 65535 with a password", map[string]string{"REDIS_URL": "redis://:" + settingsPassword + "@127.0.0.1:99999/1"}, nil,
 			`REDIS_URL host "127.0.0.1:99999" has port 99999: a port is 1 to 65535`},
 		{"port 0", map[string]string{"REDIS_URL": "redis://127.0.0.1:0/1"}, nil,
 			`REDIS_URL host "127.0.0.1:0" has port 0: a port is 1 to 65535`},

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -56,7 +57,7 @@ type raw struct {
 func newFlags(s *Settings, r *raw, lookup func(string) (string, bool), usageOut io.Writer) *envflag.Set {
 	d := worker.DefaultConfig()
 	fs := envflag.New("worker", lookup, usageOut)
-	// A secret, so that usage output never shows a password the URL took from the environment.
+	// A secret: the URL may hold a password.
 	fs.Secret(&s.RedisURL, "redis-url", "REDIS_URL", redisconn.DefaultURL, "Redis URL: redis://[:password@]host:port/db, rediss:// for TLS, redis-sentinel://host:port,…?master=NAME for Sentinel (database 0), redis-cluster://host:port,… for Redis Cluster")
 	fs.String(&s.Versori.BaseURL, "versori-base-url", "VERSORI_BASE_URL", d.Versori.BaseURL, "Embedded API base URL")
 	fs.Secret(&r.apiKey, "versori-api-key", "VERSORI_API_KEY", "", "API key, sent as Authorization: Bearer")
@@ -94,11 +95,12 @@ func newFlags(s *Settings, r *raw, lookup func(string) (string, bool), usageOut 
 	fs.String(&r.format, "log-format", "LOG_FORMAT", string(logging.JSON), "json, or text for a terminal")
 	fs.Duration(&s.LogRepeat, "log-repeat-interval", "LOG_REPEAT_INTERVAL", logging.DefaultRepeatInterval, "a warning or error repeated word for word (Redis refusing connections, say) is written once per interval, with how many times it was repeated; 0 writes every one")
 	fs.Duration(&s.LogFlush, "log-flush-interval", "LOG_FLUSH_INTERVAL", defaultLogFlush, "how long info and debug lines may wait to be written together (warnings and errors are written at once, with everything before them); 0 writes every line at once")
-	// The queue UI has no auth of its own: whoever reaches METRICS_ADDR can use it.
-	fs.Bool(&s.AdminUI.Enabled, "admin-ui", "ADMIN_UI", d.AdminUI.Enabled, "serve the asynqmon queue UI at /ui/ on METRICS_ADDR; it has no auth of its own, so bind METRICS_ADDR to a private interface")
+	// The queue UI and the profiler have no auth of their own: whoever reaches ADMIN_ADDR can use them.
+	fs.StringEmpty(&s.AdminAddr, "admin-addr", "ADMIN_ADDR", d.AdminAddr, "address serving PPROF and ADMIN_UI, and nothing else, when one is on; keep it private (empty, ADMIN_ADDR= or -admin-addr=: none)")
+	fs.Bool(&s.AdminUI.Enabled, "admin-ui", "ADMIN_UI", d.AdminUI.Enabled, "serve the asynqmon queue UI at /ui/ on ADMIN_ADDR; it has no auth of its own")
 	fs.Bool(&s.AdminUI.Write, "admin-ui-write", "ADMIN_UI_WRITE", d.AdminUI.Write, "let the queue UI pause queues and delete, run, archive or cancel tasks (default: read-only)")
 	fs.String(&s.AdminUI.PrometheusURL, "admin-ui-prometheus-url", "ADMIN_UI_PROMETHEUS_URL", d.AdminUI.PrometheusURL, "base URL of a Prometheus scraping the queue metrics, for the queue UI's charts (empty: none)")
-	fs.Bool(&s.Pprof, "pprof", "PPROF", d.Pprof, "serve Go's profiler at /debug/pprof/ on METRICS_ADDR (keep METRICS_ADDR private)")
+	fs.Bool(&s.Pprof, "pprof", "PPROF", d.Pprof, "serve Go's profiler at /debug/pprof/ on ADMIN_ADDR")
 	return fs
 }
 
@@ -122,7 +124,7 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		fmt.Fprintln(usageOut, "usage: worker [flags]; every flag but -version also reads the environment variable it names")
-		f.PrintDefaults()
+		fs.PrintDefaults()
 		return s, err
 	case err != nil && badFlag:
 		return s, fmt.Errorf("%w; see worker -h", err)
@@ -197,7 +199,8 @@ func auth(s *Settings, r raw) error {
 // returns the process's exit code (2 for a configuration error). -h and -version write to stdout and
 // return 0; errors and the log go to stderr. It sets up the process's log, the libraries' loggers
 // included (logging.Install), before it opens Redis; and it serves METRICS_ADDR from the start, so
-// that /healthz answers while it waits for Redis, and /readyz says 503 until the worker has started.
+// that /healthz answers while it waits for Redis, and /readyz says 503 until the worker has started;
+// ADMIN_ADDR, when the profiler or the queue UI is on, is opened then too.
 func Main(ctx context.Context, args []string, lookup func(string) (string, bool), stdout, stderr io.Writer) int {
 	s, err := ParseSettings(args, lookup, stdout)
 	if errors.Is(err, flag.ErrHelp) {
@@ -221,6 +224,17 @@ func Main(ctx context.Context, args []string, lookup func(string) (string, bool)
 		return 2
 	}
 	defer rdb.Close()
+	if s.Pprof || s.AdminUI.Enabled {
+		// Opened now, as METRICS_ADDR is, so that a taken address stops the process before it waits
+		// for Redis; the worker serves it.
+		ln, err := net.Listen("tcp", s.AdminAddr)
+		if err != nil {
+			stopLog()
+			fmt.Fprintln(stderr, "worker:", explain(configerr.New("worker", "AdminAddr", "%s cannot be listened on: %v", s.AdminAddr, err)))
+			return 2
+		}
+		s.AdminListener = ln
+	}
 	if s.MetricsAddr != "" {
 		ms, err := metrics.Starting(s.MetricsAddr, "the worker has not started: it waits for Redis to answer")
 		if err != nil {
@@ -310,7 +324,7 @@ func explain(err error) error {
 
 // explainRedis names REDIS_URL in a redisconn error, which names the URL it was given.
 func explainRedis(err error) error {
-	v, _ := newFlags(&Settings{}, &raw{}, noEnv, io.Discard).Lookup("redis-url")
+	v, _ := newFlags(&Settings{}, &raw{}, noEnv, io.Discard).Lookup("REDIS_URL")
 	return envflag.Explain(err, map[string]envflag.Var{"URL": v})
 }
 

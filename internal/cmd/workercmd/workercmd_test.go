@@ -83,6 +83,16 @@ func settingsEnv(mod map[string]string) func(string) (string, bool) {
 	}
 }
 
+// secretFile writes content to a new file and returns its path, for a _FILE variable.
+func secretFile(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func TestParseSettingsErrors(t *testing.T) {
 	t.Parallel()
 	keyFile, pkcs1File := settingsKeyFiles(t)
@@ -99,8 +109,13 @@ func TestParseSettingsErrors(t *testing.T) {
 		{"no credentials", map[string]string{"VERSORI_API_KEY": ""}, nil, "no Versori credentials"},
 		{"api key and signing key id", map[string]string{"VERSORI_SIGNING_KEY_ID": "sk1"}, nil, "not both"},
 		{"api key and signing key file", map[string]string{"VERSORI_SIGNING_KEY_FILE": keyFile}, nil, "not both"},
-		{"api key flag and signing key", map[string]string{"VERSORI_API_KEY": "", "VERSORI_SIGNING_KEY_ID": "sk1", "VERSORI_SIGNING_KEY_FILE": keyFile},
-			[]string{"-versori-api-key=" + settingsAPIKey}, "not both"},
+		{"api key flag, refused", map[string]string{"VERSORI_API_KEY": "", "VERSORI_SIGNING_KEY_ID": "sk1", "VERSORI_SIGNING_KEY_FILE": keyFile},
+			[]string{"-versori-api-key=" + settingsAPIKey}, "-versori-api-key is not accepted: a secret on the command line shows in ps and /debug/pprof/cmdline; set VERSORI_API_KEY, or VERSORI_API_KEY_FILE to a file holding it, instead"},
+		{"redis url flag, refused", nil, []string{"-concurrency=2", "--redis-url", settingsRedisURL}, "-redis-url is not accepted"},
+		{"api key and its file", map[string]string{"VERSORI_API_KEY_FILE": keyFile}, nil, "VERSORI_API_KEY and VERSORI_API_KEY_FILE are both set: set one of them"},
+		{"api key file missing", map[string]string{"VERSORI_API_KEY": "", "VERSORI_API_KEY_FILE": "/nonexistent/key"}, nil, "VERSORI_API_KEY_FILE: cannot read it: open /nonexistent/key"},
+		{"pprof without ADMIN_ADDR", map[string]string{"PPROF": "true", "ADMIN_ADDR": ""}, []string{"-admin-addr="}, "PPROF needs ADMIN_ADDR"},
+		{"queue UI without ADMIN_ADDR", map[string]string{"ADMIN_UI": "true"}, []string{"-admin-addr="}, "ADMIN_UI needs ADMIN_ADDR"},
 		{"signing key id without file", map[string]string{"VERSORI_API_KEY": "", "VERSORI_SIGNING_KEY_ID": "sk1"}, nil, "needs both"},
 		{"signing key file without id", map[string]string{"VERSORI_API_KEY": "", "VERSORI_SIGNING_KEY_FILE": keyFile}, nil, "needs both"},
 		{"signing key file missing", map[string]string{"VERSORI_API_KEY": "", "VERSORI_SIGNING_KEY_ID": "sk1",
@@ -121,7 +136,6 @@ func TestParseSettingsErrors(t *testing.T) {
 		{"shutdown grace negative", map[string]string{"SHUTDOWN_GRACE": "-1s"}, nil, "SHUTDOWN_GRACE"},
 		{"redis scheme", map[string]string{"REDIS_URL": "http://:" + settingsPassword + "@127.0.0.1:6379/0"}, nil, "scheme"},
 		{"redis bad db", map[string]string{"REDIS_URL": "redis://:" + settingsPassword + "@127.0.0.1:6379/abc"}, nil, "REDIS_URL"},
-		{"redis bad db by flag", nil, []string{"-redis-url", "redis://:" + settingsPassword + "@127.0.0.1:6379/abc"}, "REDIS_URL"},
 		{"redis no host", map[string]string{"REDIS_URL": "redis://"}, nil, "no host"},
 		{"redis not a URL", map[string]string{"REDIS_URL": "redis://:" + settingsPassword + "@[::1"}, nil, "REDIS_URL"},
 		{"log level", map[string]string{"LOG_LEVEL": "loud"}, nil, "LOG_LEVEL"},
@@ -171,8 +185,8 @@ func TestParseSettingsHelp(t *testing.T) {
 		t.Fatalf("ParseSettings(-h) = %v, want flag.ErrHelp", err)
 	}
 	out := usage.String()
-	for _, want := range []string{"-redis-url", "(env REDIS_URL)", "redis://127.0.0.1:6379/0", "-versori-api-key", `(default "q-from-env")`,
-		"-breaker-min-calls uint\n", "(env BREAKER_MIN_CALLS) (default 20)\n"} {
+	for _, want := range []string{"REDIS_URL or REDIS_URL_FILE\n", "(default redis://127.0.0.1:6379/0)", "VERSORI_API_KEY or VERSORI_API_KEY_FILE\n", `(default "q-from-env")`,
+		"-breaker-min-calls uint\n", "(env BREAKER_MIN_CALLS) (default 20)\n", "-admin-addr string", `(env ADMIN_ADDR) (default "127.0.0.1:9465")`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("usage lacks %q:\n%s", want, out)
 		}
@@ -236,8 +250,9 @@ func TestParseSettings(t *testing.T) {
 				t.Errorf("RedisURL = %q", s.RedisURL)
 			}
 		}},
-		{"api key by flag", map[string]string{"VERSORI_API_KEY": ""}, []string{"-versori-api-key", "flag-key"}, func(t *testing.T, s Settings) {
-			if s.Versori.Auth != versori.APIKey("flag-key") || s.PerUserAuth {
+		{"api key and Redis URL from files", map[string]string{"VERSORI_API_KEY": "", "VERSORI_API_KEY_FILE": secretFile(t, "file-key\n"),
+			"REDIS_URL": "", "REDIS_URL_FILE": secretFile(t, settingsRedisURL)}, nil, func(t *testing.T, s Settings) {
+			if s.Versori.Auth != versori.APIKey("file-key") || s.PerUserAuth || s.RedisURL != settingsRedisURL {
 				t.Errorf("Auth = %#v, PerUserAuth %v", s.Versori.Auth, s.PerUserAuth)
 			}
 		}},
@@ -288,8 +303,8 @@ func TestParseSettings(t *testing.T) {
 			}
 		}},
 		{"flags beat env", map[string]string{"WORKER_CONCURRENCY": "8", "QUEUE": "eu", "LOG_LEVEL": "debug"},
-			[]string{"-concurrency=3", "-queue=us", "-log-level=WARN", "-redis-url=rediss://127.0.0.1:6380/2"}, func(t *testing.T, s Settings) {
-				if s.Concurrency != 3 || s.Queue != "us" || s.LogLevel != slog.LevelWarn || s.RedisURL != "rediss://127.0.0.1:6380/2" {
+			[]string{"-concurrency=3", "-queue=us", "-log-level=WARN"}, func(t *testing.T, s Settings) {
+				if s.Concurrency != 3 || s.Queue != "us" || s.LogLevel != slog.LevelWarn || s.RedisURL != settingsRedisURL {
 					t.Errorf("Concurrency %d Queue %q LogLevel %v RedisURL %q", s.Concurrency, s.Queue, s.LogLevel, s.RedisURL)
 				}
 			}},
@@ -342,7 +357,7 @@ func TestAdminUISettings(t *testing.T) {
 		want string
 	}{
 		{"write without ui", nil, map[string]string{"ADMIN_UI_WRITE": "true"}, "need ADMIN_UI=true"},
-		{"no listener", []string{"-metrics-addr="}, map[string]string{"ADMIN_UI": "true"}, "ADMIN_UI needs METRICS_ADDR"},
+		{"no listener", []string{"-admin-addr="}, map[string]string{"ADMIN_UI": "true"}, "ADMIN_UI needs ADMIN_ADDR"},
 		{"bad prometheus", nil, map[string]string{"ADMIN_UI": "1", "ADMIN_UI_PROMETHEUS_URL": "prometheus:9090"}, "ADMIN_UI_PROMETHEUS_URL"},
 		{"not a bool", nil, map[string]string{"ADMIN_UI": "yes"}, "ADMIN_UI="},
 	} {
@@ -354,21 +369,26 @@ func TestAdminUISettings(t *testing.T) {
 	if _, err := ParseSettings([]string{"-h"}, env(nil), &out); err == nil {
 		t.Fatal("-h succeeded")
 	}
-	for _, f := range []string{"-admin-ui", "ADMIN_UI)", "-admin-ui-write", "ADMIN_UI_WRITE)", "no auth of its own"} {
+	for _, f := range []string{"-admin-ui", "ADMIN_UI)", "-admin-ui-write", "ADMIN_UI_WRITE)", "no auth of its own", "-admin-addr", "ADMIN_ADDR)"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("usage does not mention %q", f)
 		}
 	}
 }
 
-// TestPprofNeedsMetricsAddr checks that PPROF without a listener is refused in one line.
-func TestPprofNeedsMetricsAddr(t *testing.T) {
+// TestPprofNeedsAdminAddr checks that PPROF without the admin listener is refused in one line, and
+// that it no longer needs METRICS_ADDR, which serves no profiles.
+func TestPprofNeedsAdminAddr(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
 	env := map[string]string{"VERSORI_API_KEY": "k", "VERSORI_HUB_ID": settingsHubID, "PPROF": "true"}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	if _, err := ParseSettings([]string{"-metrics-addr="}, lookup, &out); err == nil || !strings.Contains(err.Error(), "PPROF needs METRICS_ADDR") {
-		t.Errorf("PPROF without METRICS_ADDR: %v, want a one-line refusal", err)
+	if _, err := ParseSettings([]string{"-admin-addr="}, lookup, &out); err == nil || !strings.Contains(err.Error(), "PPROF needs ADMIN_ADDR") {
+		t.Errorf("PPROF without ADMIN_ADDR: %v, want a one-line refusal", err)
+	}
+	s, err := ParseSettings([]string{"-metrics-addr="}, lookup, &out)
+	if err != nil || !s.Pprof || s.AdminAddr != "127.0.0.1:9465" {
+		t.Errorf("PPROF without METRICS_ADDR: %v, Pprof %v, AdminAddr %q; want accepted, on the default ADMIN_ADDR", err, s.Pprof, s.AdminAddr)
 	}
 }
 
@@ -383,7 +403,7 @@ func TestParseSettingsNamesVariables(t *testing.T) {
 		want string
 	}{
 		{map[string]string{"REDIS_URL": "http://127.0.0.1:6379/0"}, nil, `REDIS_URL has scheme "http": want redis, rediss, redis-sentinel or redis-cluster`},
-		{nil, []string{"-redis-url=redis://127.0.0.1:6379/abc"}, "REDIS_URL (redis://127.0.0.1:6379/abc) is not usable: check the database number and options"},
+		{map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/abc"}, nil, "REDIS_URL (redis://127.0.0.1:6379/abc) is not usable: check the database number and options"},
 		{map[string]string{"REDIS_URL": "redis://h:6379/%zz"}, nil, "REDIS_URL cannot be parsed: want redis://[:password@]host:port/db, rediss://…, redis-sentinel://host:port[,host:port…]?master=NAME or redis-cluster://host:port[,host:port…]"},
 		{map[string]string{"REDIS_URL": "redis-sentinel://127.0.0.1:26379"}, nil, "REDIS_URL (redis-sentinel://127.0.0.1:26379) names no master: add ?master=NAME, the name the Sentinels monitor"},
 		{map[string]string{"WORKER_CONCURRENCY": "0"}, nil, "WORKER_CONCURRENCY must be at least 1, got 0"},
@@ -414,8 +434,8 @@ func TestParseSettingsNamesVariables(t *testing.T) {
 		{map[string]string{"BREAKER_COOLDOWN": "-1s"}, nil, "BREAKER_COOLDOWN must be positive, got -1s"},
 		{map[string]string{"ADMIN_UI_WRITE": "true"}, nil, "ADMIN_UI_WRITE and ADMIN_UI_PROMETHEUS_URL need ADMIN_UI=true"},
 		{map[string]string{"ADMIN_UI_PROMETHEUS_URL": "http://p:9090"}, nil, "ADMIN_UI_PROMETHEUS_URL and ADMIN_UI_WRITE need ADMIN_UI=true"},
-		{map[string]string{"ADMIN_UI": "true"}, []string{"-metrics-addr="}, "ADMIN_UI needs METRICS_ADDR: the queue UI is served on that listener"},
-		{map[string]string{"PPROF": "true", "METRICS_ADDR": ""}, []string{"-metrics-addr="}, "PPROF needs METRICS_ADDR: profiles are served on that listener"},
+		{map[string]string{"ADMIN_UI": "true"}, []string{"-admin-addr="}, "ADMIN_UI needs ADMIN_ADDR: the queue UI is served only on the admin listener"},
+		{map[string]string{"PPROF": "true"}, []string{"-admin-addr="}, "PPROF needs ADMIN_ADDR: profiles are served only on the admin listener"},
 	}
 	for _, tt := range tests {
 		_, err := ParseSettings(tt.args, settingsEnv(tt.env), io.Discard)
@@ -461,9 +481,9 @@ func TestMetricsAddrEmpty(t *testing.T) {
 			t.Errorf("%s: MetricsAddr %q Queue %q, want %q and the default queue", tt.name, s.MetricsAddr, s.Queue, tt.want)
 		}
 	}
-	_, err := ParseSettings(nil, withEnv(map[string]string{"METRICS_ADDR": "", "PPROF": "true"}), io.Discard)
-	if err == nil || err.Error() != "PPROF needs METRICS_ADDR: profiles are served on that listener" {
-		t.Errorf("PPROF with METRICS_ADDR= : %v", err)
+	_, err := ParseSettings(nil, withEnv(map[string]string{"ADMIN_ADDR": "", "PPROF": "true"}), io.Discard)
+	if err == nil || err.Error() != "PPROF needs ADMIN_ADDR: profiles are served only on the admin listener" {
+		t.Errorf("PPROF with ADMIN_ADDR= : %v", err)
 	}
 }
 
@@ -570,5 +590,48 @@ func TestMainMetricsAddrInUse(t *testing.T) {
 	want := "worker: METRICS_ADDR " + ln.Addr().String() + " cannot be listened on: "
 	if out := stderr.String(); !strings.HasPrefix(out, want) || strings.Count(out, "\n") != 1 {
 		t.Errorf("stderr = %q, want one line starting %q", out, want)
+	}
+}
+
+// TestMainAdminAddrRefused checks that an ADMIN_ADDR the worker cannot listen on, taken or not an
+// address, stops it with one line naming the variable, and exit 2, when the profiler or the queue
+// UI is on; with both off, ADMIN_ADDR is not even opened.
+func TestMainAdminAddrRefused(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() }) // after the parallel subtests
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string // the start of the one line; "" for a worker that starts
+	}{
+		{"taken, pprof", map[string]string{"ADMIN_ADDR": ln.Addr().String(), "PPROF": "true"}, "worker: ADMIN_ADDR " + ln.Addr().String() + " cannot be listened on: "},
+		{"taken, queue UI", map[string]string{"ADMIN_ADDR": ln.Addr().String(), "ADMIN_UI": "true"}, "worker: ADMIN_ADDR " + ln.Addr().String() + " cannot be listened on: "},
+		{"not an address", map[string]string{"ADMIN_ADDR": "no-port", "PPROF": "true"}, "worker: ADMIN_ADDR no-port cannot be listened on: "},
+		{"taken, both off", map[string]string{"ADMIN_ADDR": ln.Addr().String()}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			db := testutil.Redis(t)
+			tt.env["REDIS_URL"], tt.env["METRICS_ADDR"] = db.URL(), "127.0.0.1:0"
+			var stderr bytes.Buffer
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			code := Main(ctx, nil, settingsEnv(tt.env), io.Discard, &stderr)
+			out := stderr.String()
+			if tt.want == "" {
+				if code != 0 || strings.Contains(out, "ADMIN_ADDR") {
+					t.Errorf("Main = %d, want 0 (stopped by its context); stderr:\n%s", code, out)
+				}
+				return
+			}
+			if code != 2 || !strings.HasPrefix(out, tt.want) || strings.Count(out, "\n") != 1 {
+				t.Errorf("Main = %d, stderr = %q; want 2 and one line starting %q", code, out, tt.want)
+			}
+		})
 	}
 }
