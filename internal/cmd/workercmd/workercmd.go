@@ -89,7 +89,7 @@ func newFlags(s *Settings, r *raw, lookup func(string) (string, bool), usageOut 
 	fs.Uint32(&s.Breaker.MinCalls, "breaker-min-calls", "BREAKER_MIN_CALLS", d.Breaker.MinCalls, "calls in the window before the breaker may open")
 	fs.Float(&s.Breaker.FailureRatio, "breaker-failure-ratio", "BREAKER_FAILURE_RATIO", d.Breaker.FailureRatio, "share of transient failures that opens the breaker")
 	fs.Duration(&s.Breaker.Cooldown, "breaker-cooldown", "BREAKER_COOLDOWN", d.Breaker.Cooldown, "how long the breaker stays open before probing")
-	fs.Duration(&s.ProbeInterval, "probe-interval", "PROBE_INTERVAL", d.ProbeInterval, "how often a queue paused for a refused API key is probed")
+	fs.Duration(&s.ProbeInterval, "probe-interval", "PROBE_INTERVAL", d.ProbeInterval, "how often a queue paused for a refused API key or signing key is probed")
 	fs.String(&r.level, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	fs.String(&r.format, "log-format", "LOG_FORMAT", string(logging.JSON), "json, or text for a terminal")
 	fs.Duration(&s.LogRepeat, "log-repeat-interval", "LOG_REPEAT_INTERVAL", logging.DefaultRepeatInterval, "a warning or error repeated word for word (Redis refusing connections, say) is written once per interval, with how many times it was repeated; 0 writes every one")
