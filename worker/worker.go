@@ -350,7 +350,7 @@ func (w *Worker) probe(ctx context.Context) error {
 			return nil
 		}
 		w.metrics.QueuePaused.Set(0)
-		w.log.Warn("the "+w.credential()+" works again: queue resumed")
+		w.log.Warn("the " + w.credential() + " works again: queue resumed")
 	case keyRefused:
 		attrs := []any{}
 		if skew, ok := w.client.ClockSkew(); ok && w.cfg.PerUserAuth {
