@@ -57,7 +57,7 @@ func newFlags(s *Settings, r *raw, lookup func(string) (string, bool), usageOut 
 	d := worker.DefaultConfig()
 	fs := envflag.New("worker", lookup, usageOut)
 	// A secret, so that usage output never shows a password the URL took from the environment.
-	fs.Secret(&s.RedisURL, "redis-url", "REDIS_URL", redisconn.DefaultURL, "Redis URL: redis://[:password@]host:port/db, rediss:// for TLS, redis-sentinel://host:port,…?master=NAME for Sentinel (database 0), redis-cluster://host:port,… for Redis Cluster")
+	fs.Secret(&s.RedisURL, "redis-url", "REDIS_URL", redisconn.DefaultURL, "Redis URL: redis://[:password@]host:port/db, rediss:// for TLS, redis-sentinel://host:port,…?master=NAME for Sentinel (database 0), redis-cluster://host:port,… for Redis Cluster; rediss-sentinel:// and rediss-cluster:// for those over TLS")
 	fs.String(&s.Versori.BaseURL, "versori-base-url", "VERSORI_BASE_URL", d.Versori.BaseURL, "Embedded API base URL")
 	fs.Secret(&r.apiKey, "versori-api-key", "VERSORI_API_KEY", "", "API key, sent as Authorization: Bearer")
 	fs.String(&r.keyID, "versori-signing-key-id", "VERSORI_SIGNING_KEY_ID", "", "signing key id, for per-end-user JWTs instead of an API key")
