@@ -22,6 +22,7 @@ import (
 	"github.com/versori/activator/internal/pairs"
 	"github.com/versori/activator/internal/queuestate"
 	"github.com/versori/activator/internal/ratelimit"
+	"github.com/versori/activator/internal/redisevict"
 	"github.com/versori/activator/internal/redisguard"
 	"github.com/versori/activator/internal/results"
 	"github.com/versori/activator/metrics"
@@ -49,6 +50,7 @@ type Worker struct {
 	client    *versori.Client
 	keys      *keyChecker
 	guard     *redisguard.Guard
+	evict     *redisevict.Watcher
 	pairs     *pairs.Registry
 	closeUI   func()
 }
@@ -80,6 +82,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	rdb.AddHook(jobEndRetry{stop: interruptCtx, every: 250 * time.Millisecond, log: w.log})
 	w.guard = redisguard.New(rdb, redisguard.Config{Queue: cfg.Queue, Off: cfg.NoRedisRestartGuard,
 		Logger: w.log, OnChange: w.metrics.RedisRestarts.Inc})
+	w.evict = redisevict.NewWatcher(rdb, w.log, func(s redisevict.Status) { w.metrics.SetRedisEvictionPolicy(s.Policy) })
 	w.batches = batch.NewCounter(rdb, cfg.Queue, batch.Config{})
 	w.results = results.New(rdb, results.Config{Logger: w.log})
 	w.sweeper = newSweeper(w.inspector, w.store, cfg.Queue, w.metrics, w.log)
@@ -148,6 +151,10 @@ func (w *Worker) start(mux *asynq.ServeMux) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	w.guard.Check(ctx)
 	cancel()
+	// Before the first job too, so that an evicting Redis is in the log before it can drop a job.
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	_ = w.evict.Check(ctx) // a Redis that does not answer yet is checked again every minute
+	cancel()
 	switch {
 	case w.cfg.MetricsServer != nil:
 		w.cfg.MetricsServer.Install(w.metrics.Registry, w.ready, w.adminHandlers())
@@ -190,6 +197,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	bg.Every("archive sweep", w.cfg.SweepInterval, background.AtOnce, w.sweep)
 	bg.Go("shared back-off poll", w.gate.Run)
 	bg.Every("key probe", w.cfg.ProbeInterval, background.AfterInterval, w.probe)
+	// Re-read, because CONFIG SET or a managed Redis's parameter group can change the policy at any time.
+	bg.Every("Redis eviction policy check", evictionCheckInterval, background.AfterInterval, w.evict.Check)
 	bg.Go("batch counts", w.batches.Run)
 	bg.Go("job results", w.results.Run)
 	w.log.Info("worker started", "queue", w.cfg.Queue, "concurrency", w.cfg.Concurrency, "prefetch", w.cfg.Prefetch,
@@ -279,6 +288,9 @@ func (w *Worker) ready(ctx context.Context) error {
 func (w *Worker) pauseQueue(ctx context.Context) error {
 	return w.state.Pause(ctx, queuestate.ReasonUnauthorized)
 }
+
+// evictionCheckInterval is how often Redis's maxmemory-policy is read again.
+const evictionCheckInterval = time.Minute
 
 // probeUser is the end user a probe asks about; whether it exists does not matter, only whether the
 // API accepts the key.

@@ -2,8 +2,8 @@
 //
 // Six forms are accepted:
 //
-//	redis://[:password@]host:port[/db]
-//	rediss://[:password@]host:port[/db]                            TLS
+//	redis://[[user]:password@]host:port[/db]
+//	rediss://[[user]:password@]host:port[/db]                      TLS
 //	redis-sentinel://[:password@]host:port[,host:port...]?master=NAME
 //	rediss-sentinel://…                                            TLS to the Sentinels and the master
 //	redis-cluster://[[user]:password@]host:port[,host:port...]
@@ -111,6 +111,11 @@ func Parse(rawURL string) (asynq.RedisConnOpt, error) {
 	opt, err := asynq.ParseRedisURI(rawURL)
 	if err != nil {
 		return nil, bad("(%s://%s%s) is not usable: check the database number and options", u.Scheme, u.Host, u.Path)
+	}
+	if c, ok := opt.(asynq.RedisClientOpt); ok && u.User != nil {
+		// asynq drops the user name, which would log an ACL user in as "default" (docs/redis.md).
+		c.Username = u.User.Username()
+		return c, nil
 	}
 	if f, ok := opt.(asynq.RedisFailoverClientOpt); ok && tlsSentinel {
 		// go-redis uses one TLS configuration for the Sentinels and for the master they name.

@@ -29,6 +29,8 @@ func TestParse(t *testing.T) {
 	}{
 		{"redis", "redis://:" + secret + "@10.0.0.1:6379/3",
 			asynq.RedisClientOpt{Addr: "10.0.0.1:6379", Password: secret, DB: 3}},
+		{"redis with ACL user", "redis://app:" + secret + "@10.0.0.1:6379/3",
+			asynq.RedisClientOpt{Addr: "10.0.0.1:6379", Username: "app", Password: secret, DB: 3}},
 		{"redis without db", "redis://10.0.0.1:6379", asynq.RedisClientOpt{Addr: "10.0.0.1:6379"}},
 		{"sentinel", "redis-sentinel://:" + secret + "@s1:26379,s2:26379,s3:26379?master=mymaster",
 			asynq.RedisFailoverClientOpt{MasterName: "mymaster", SentinelAddrs: []string{"s1:26379", "s2:26379", "s3:26379"}, SentinelPassword: secret}},
