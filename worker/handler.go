@@ -531,7 +531,7 @@ func (h *handler) pause(ctx context.Context, cause error) {
 	}
 	h.cfg.Metrics.QueuePaused.Set(1)
 	if !h.cfg.PerUserAuth {
-		h.log.Error("the API refused the API key: queue paused, jobs kept; fix the key, then run `enqueue resume`",
+		h.log.Error("the API refused the API key: queue paused, jobs kept; fix the key: the next accepted probe resumes the queue, or run `enqueue resume`",
 			"error", cause.Error())
 		return
 	}
