@@ -40,7 +40,10 @@ type Worker struct {
 	// RedisRestarts counts the times a worker found that Redis had restarted or failed over since it
 	// last looked, and so may have lost its latest writes.
 	RedisRestarts prometheus.Counter
-	Registry      *prometheus.Registry
+	// RedisEvictionPolicy is 1 for Redis's maxmemory-policy ("unknown" when CONFIG GET is refused),
+	// the one series present; anything but noeviction lets a full Redis drop queued jobs.
+	RedisEvictionPolicy *prometheus.GaugeVec
+	Registry            *prometheus.Registry
 
 	// The children every successful job records, looked up once: a label lookup hashes its values
 	// and takes a lock, five times per job.
@@ -108,8 +111,12 @@ func NewWorker() *Worker {
 			Name: "activator_redis_restarts_total",
 			Help: "Times Redis was found restarted or failed over (its run id changed), after which first attempts look up their pair for a while.",
 		}),
+		RedisEvictionPolicy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "activator_redis_eviction_policy",
+			Help: "1 for Redis's maxmemory-policy (\"unknown\" when CONFIG GET is refused), re-read every minute; anything but noeviction lets a full Redis silently drop queued jobs and dead letters.",
+		}, []string{"policy"}),
 	}
-	reg.MustRegister(m.Activations, m.DeadLetters, m.Attempts, m.JobDuration, m.VersoriRequests, m.VersoriDuration,
+	reg.MustRegister(m.RedisEvictionPolicy, m.Activations, m.DeadLetters, m.Attempts, m.JobDuration, m.VersoriRequests, m.VersoriDuration,
 		m.QueuePaused, m.RateLimitWaits, m.BreakerState, m.DuplicateActivations, m.RetryAfterCapped, m.RedisRestarts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{ResultActivated, ResultAlreadyActive} {
@@ -188,4 +195,10 @@ func (m *Worker) WatchDeadLetterStore(count func() (int64, error)) {
 		}
 		return float64(n)
 	}))
+}
+
+// SetRedisEvictionPolicy makes policy the one series of activator_redis_eviction_policy.
+func (m *Worker) SetRedisEvictionPolicy(policy string) {
+	m.RedisEvictionPolicy.Reset()
+	m.RedisEvictionPolicy.WithLabelValues(policy).Set(1)
 }

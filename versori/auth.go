@@ -53,8 +53,19 @@ func (k APIKey) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 // JWTIssuerPrefix is the issuer of per-end-user tokens, followed by the signing key's id.
 const JWTIssuerPrefix = "https://versori.com/sk/"
 
-// defaultJWTLifetime is how long a per-end-user token is valid.
+// defaultJWTLifetime is how long a per-end-user token is valid after it is signed. It is short, so
+// that a leaked token is soon useless; an API whose clock is ahead of ours by more than a fifth of
+// it (the margin a cached token is renewed at) refuses reused tokens.
 const defaultJWTLifetime = 5 * time.Minute
+
+// jwtBackdate is how far in the past a token's iat and nbf are set: the clock skew behind ours an
+// API may have and still accept it.
+const jwtBackdate = time.Minute
+
+// ClockSkewTolerance is the difference between the API's clock (its Date header) and ours beyond
+// which per-user tokens may be refused: a token is valid from jwtBackdate before it is signed and
+// reused until a fifth of its lifetime is left.
+const ClockSkewTolerance = defaultJWTLifetime / 5
 
 // JWTAuth authenticates each call as its end user with an RS256 token signed by an organisation
 // signing key, as "Authorization: JWT <token>". Tokens are cached per user and reused until shortly
@@ -129,11 +140,14 @@ func (a *JWTAuth) Token(userID string) (string, error) {
 		return c.token, nil
 	}
 	exp := now.Add(a.lifetime)
+	// Issued and valid from jwtBackdate ago: an API whose clock is behind ours by less than that
+	// would otherwise refuse a token issued in its future, as strict ones do with iat and nbf.
+	issued := jwt.NewNumericDate(now.Add(-jwtBackdate))
 	claims := jwt.RegisteredClaims{
 		Issuer:    JWTIssuerPrefix + a.keyID,
 		Subject:   userID,
-		IssuedAt:  jwt.NewNumericDate(now),
-		NotBefore: jwt.NewNumericDate(now.Add(-30 * time.Second)),
+		IssuedAt:  issued,
+		NotBefore: issued,
 		ExpiresAt: jwt.NewNumericDate(exp),
 	}
 	t := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)

@@ -99,14 +99,16 @@ func TestJWTToken(t *testing.T) {
 			if claims.Subject != "user-1" {
 				t.Errorf("sub = %q, want user-1", claims.Subject)
 			}
-			if claims.IssuedAt == nil || !claims.IssuedAt.Equal(start) {
-				t.Errorf("iat = %v, want %v", claims.IssuedAt, start)
+			// Backdated, so that an API whose clock is a little behind ours does not find it issued in
+			// its future.
+			if claims.IssuedAt == nil || !claims.IssuedAt.Equal(start.Add(-jwtBackdate)) {
+				t.Errorf("iat = %v, want %v", claims.IssuedAt, start.Add(-jwtBackdate))
 			}
 			if claims.ExpiresAt == nil || !claims.ExpiresAt.Equal(start.Add(want)) {
 				t.Errorf("exp = %v, want %v", claims.ExpiresAt, start.Add(want))
 			}
-			if claims.NotBefore == nil || claims.NotBefore.After(start) {
-				t.Errorf("nbf = %v, want at or before %v", claims.NotBefore, start)
+			if claims.NotBefore == nil || !claims.NotBefore.Equal(start.Add(-jwtBackdate)) {
+				t.Errorf("nbf = %v, want %v", claims.NotBefore, start.Add(-jwtBackdate))
 			}
 			// Another key does not verify it.
 			other, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -161,8 +163,8 @@ func TestJWTTokenCacheAndRenewal(t *testing.T) {
 		}
 		if s.renewed {
 			_, claims := parseToken(t, tok, key, s.at)
-			if !claims.IssuedAt.Equal(s.at) || !claims.ExpiresAt.Equal(s.at.Add(lifetime)) {
-				t.Errorf("renewed token: iat %v exp %v, want %v and %v", claims.IssuedAt, claims.ExpiresAt, s.at, s.at.Add(lifetime))
+			if !claims.IssuedAt.Equal(s.at.Add(-jwtBackdate)) || !claims.ExpiresAt.Equal(s.at.Add(lifetime)) {
+				t.Errorf("renewed token: iat %v exp %v, want %v and %v", claims.IssuedAt, claims.ExpiresAt, s.at.Add(-jwtBackdate), s.at.Add(lifetime))
 			}
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -73,6 +74,34 @@ type Client struct {
 	// Header values shared by every request (the transport never changes a request's headers), so
 	// that a call does not allocate them.
 	hdrJSON, hdrUA []string
+	// skew is the API's clock minus ours, in nanoseconds, read from the Date header of the last error
+	// answer; hasSkew says whether one was read. Only error answers are read: a refused token is when
+	// the clocks matter, and successes stay free of the parse.
+	skew    atomic.Int64
+	hasSkew atomic.Bool
+}
+
+// ClockSkew returns how far the API's clock was ahead of ours (negative: behind) by the Date header
+// of the last error answer that had one, to the second; ok is false before any.
+func (c *Client) ClockSkew() (skew time.Duration, ok bool) {
+	if !c.hasSkew.Load() {
+		return 0, false
+	}
+	return time.Duration(c.skew.Load()), true
+}
+
+// noteDate records the skew the Date header of an answer to a call sent at start shows.
+func (c *Client) noteDate(h http.Header, start time.Time) {
+	d, err := http.ParseTime(h.Get("Date"))
+	if err != nil {
+		return
+	}
+	end := time.Now()
+	// The API stamped the answer somewhere between start and end; Date has whole seconds, so the
+	// middle is as good as any.
+	mid := start.Add(end.Sub(start) / 2)
+	c.skew.Store(int64(d.Sub(mid.Truncate(time.Second))))
+	c.hasSkew.Store(true)
 }
 
 // New returns a Client for cfg.
@@ -317,6 +346,7 @@ func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, 
 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		e := &Error{Op: op, StatusCode: resp.StatusCode}
+		c.noteDate(resp.Header, start)
 		e.RetryAfter, e.HasRetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		raw, rerr := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 		c.observed(op, resp.StatusCode, start)

@@ -29,10 +29,10 @@ type handlerConfig struct {
 	Metrics *metrics.Worker
 	Logger  *slog.Logger
 	Policy  RetryPolicy
-	// PerUserAuth is true when calls carry per-end-user JWTs: a refusal then dead-letters that user's
-	// job instead of pausing the queue.
+	// PerUserAuth is true when calls carry per-end-user JWTs: a refusal is then the user's or the
+	// signing key's, which CheckKey's probe, made for a user of its own, tells apart.
 	PerUserAuth bool
-	// Pause pauses the queue; it is called when the API refuses the API key.
+	// Pause pauses the queue; it is called when the API refuses the API key or the signing key.
 	Pause func(context.Context) error
 	// CheckKey, if set, tells whether the API accepts the API key now (a probe call, shared by the
 	// jobs that ask at once). A refusal pauses the queue only when it says keyRefused; without it,
@@ -165,6 +165,11 @@ func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		(h.cfg.LookFirst != nil && h.cfg.LookFirst(ctx, p.EnqueuedAt))
 	out := h.run(ctx, p, reconcile)
 	rule := tasks.RuleFor(out.class, h.cfg.PerUserAuth)
+	if out.class == versori.ClassUnauthorized && h.cfg.PerUserAuth {
+		// A refused per-user token is this user's, or the signing key's (revoked, or our clock too far
+		// from the API's), which would refuse every job alike: the probe tells, as for an API key.
+		rule = tasks.Rule{Action: tasks.ActionPause, Reason: tasks.ReasonUnauthorized}
+	}
 	// A look-up that was to tell whether an earlier POST committed, and failed: its answer is about
 	// the look-up, not the request, so it decides nothing (a 404 or 403 on the list does not make the
 	// POST's a not_found or unauthorized).
@@ -180,7 +185,7 @@ func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			// The key works, so the refusal concerned this request: pausing would stop every job
 			// for it, again and again.
 			rule = tasks.Rule{Action: tasks.ActionDeadLetter, Reason: rule.Reason}
-			out.err = fmt.Errorf("the API refused this request although it accepts the API key: %w", out.err)
+			out.err = fmt.Errorf("the API refused this request although it accepts the %s: %w", h.credential(), out.err)
 		case keyUnknown:
 			rule = tasks.Rule{Action: tasks.ActionRetry, Reason: rule.Reason}
 		}
@@ -525,8 +530,31 @@ func (h *handler) pause(ctx context.Context, cause error) {
 		return
 	}
 	h.cfg.Metrics.QueuePaused.Set(1)
-	h.log.Error("the API refused the API key: queue paused, jobs kept; fix the key, then run `enqueue resume`",
-		"error", cause.Error())
+	if !h.cfg.PerUserAuth {
+		h.log.Error("the API refused the API key: queue paused, jobs kept; fix the key: the next accepted probe resumes the queue, or run `enqueue resume`",
+			"error", cause.Error())
+		return
+	}
+	attrs := []any{"error", cause.Error()}
+	msg := "the API refused the signing key (revoked or deleted, or the clocks differ): queue paused, jobs kept; " +
+		"the queue resumes by itself once a probe is accepted"
+	if skew, ok := h.cfg.Client.ClockSkew(); ok {
+		attrs = append(attrs, "api_clock_skew", skew.String())
+		if skew > versori.ClockSkewTolerance || skew < -versori.ClockSkewTolerance {
+			msg = "the API refused the signing key, and its clock differs from ours by more than " +
+				versori.ClockSkewTolerance.String() + ": fix this host's clock (NTP); queue paused, jobs kept, " +
+				"the queue resumes by itself once a probe is accepted"
+		}
+	}
+	h.log.Error(msg, attrs...)
+}
+
+// credential names what authenticates the worker's calls, for messages.
+func (h *handler) credential() string {
+	if h.cfg.PerUserAuth {
+		return "signing key"
+	}
+	return "API key"
 }
 
 func (h *handler) interrupted() bool {

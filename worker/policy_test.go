@@ -10,6 +10,7 @@ import (
 	"crypto/rsa"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
@@ -738,61 +739,121 @@ func TestPolicyOperatorPauseOutlastsProbe(t *testing.T) {
 	}
 }
 
-// Row "unauthorized" with per-user JWTs: a refused token concerns one user, so that user's job is
-// dead-lettered and the queue keeps running.
+// Row "unauthorized" with per-user JWTs: a refused token is one user's, or the signing key's. The
+// probe, made with a token for a user of its own, tells them apart: a refused user's job is
+// dead-lettered and the queue keeps running; a revoked signing key, or an API clock so far off that
+// every token is refused, pauses the queue with every job kept and no attempt used, and the probe
+// resumes it once the key is accepted again. Modest skew refuses nothing.
 func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 	t.Parallel()
-	const n, keyID = 3, "sk-test"
-	trusted, err := rsa.GenerateKey(rand.Reader, 2048)
+	const n, keyID = 6, "sk-test"
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
 	}
-	untrusted, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name string
+		// refuse makes the API refuse the key (or one user) before the jobs run; restore undoes it.
+		refuse, restore func(api *versoritest.Server, forbidden versori.Pair)
+		keyRefused      bool // every token is refused until restore
+		userRefused     bool // only the first pair's user is refused
+		skewed          bool // the refusal is the clocks': the log must say so
+	}{
+		{"signing key revoked", func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(true) },
+			func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(false) }, true, false, false},
+		{"API clock 10 minutes ahead", func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(10 * time.Minute) },
+			func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(0) }, true, false, true},
+		{"API clock 2 minutes behind", func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(-2 * time.Minute) },
+			func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(0) }, true, false, true},
+		{"API clock 45 seconds behind", func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(-45 * time.Second) },
+			nil, false, false, false},
+		{"API clock 45 seconds ahead", func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(45 * time.Second) },
+			nil, false, false, false},
+		{"one user refused", func(api *versoritest.Server, p versori.Pair) { api.Forbid(p) }, nil, false, true, false},
 	}
-	auth, err := versori.NewJWTAuth(keyID, untrusted)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := testutil.Redis(t)
-	api := versoritest.New(t, versoritest.Options{SigningKeyID: keyID, PublicKey: &trusted.PublicKey})
-	w, _ := startWorker(t, db.Client, api, func(c *worker.Config) {
-		c.Policy = policyTimings
-		c.PerUserAuth = true
-		c.Versori.Auth = auth
-		c.ProbeInterval = 100 * time.Millisecond
-	})
-	p := producer.New(db.Client, producer.Config{Queue: queue})
-	insp := asynq.NewInspectorFromRedisClient(db.Client)
-	reqs, pairs := policyRequests("u-jwt", n)
-	enqueueAll(t, p, reqs...)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			auth, err := versori.NewJWTAuth(keyID, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			db := testutil.Redis(t)
+			api := versoritest.New(t, versoritest.Options{SigningKeyID: keyID, PublicKey: &key.PublicKey})
+			pol := policyTimings
+			pol.PausedWait = 500 * time.Millisecond
+			logs := &testutil.SyncBuffer{}
+			w, _ := startWorker(t, db.Client, api, func(c *worker.Config) {
+				c.Policy = pol
+				c.PerUserAuth = true
+				c.Versori.Auth = auth
+				c.ProbeInterval = 200 * time.Millisecond
+				c.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+			})
+			p := producer.New(db.Client, producer.Config{Queue: queue, MaxRetry: 3})
+			insp := asynq.NewInspectorFromRedisClient(db.Client)
+			reqs, pairs := policyRequests("u-jwt", n)
+			tc.refuse(api, pairs[0])
+			enqueueAll(t, p, reqs...)
 
-	testutil.WaitFor(t, 15*time.Second, "every job dead-lettered", func() bool {
-		c, err := dlStore(db.Client, p).Count(context.Background(), "")
-		return err == nil && c == n
-	})
-	for _, pr := range pairs {
-		e := deadLetter(t, dlStore(db.Client, p), pr)
-		if e.Reason != tasks.ReasonUnauthorized || e.Attempts != 1 {
-			t.Errorf("dead letter of %s = reason %s after %d attempts, want unauthorized after 1", pr.UserID, e.Reason, e.Attempts)
-		}
-		if got := callTrace(pairCalls(api, pr)); !slices.Equal(got, []string{"activate 401"}) {
-			t.Errorf("calls for %s = %v, want one refused POST", pr.UserID, got)
-		}
-		assertTaskGone(t, insp, pr)
-	}
-	if paused, _ := queuePaused(t, db); paused {
-		t.Error("a refused per-user token paused the queue")
-	}
-	if got := promtest.ToFloat64(w.Metrics().QueuePaused); got != 0 {
-		t.Errorf("activator_queue_paused = %v, want 0", got)
-	}
-	if got := total([]*worker.Worker{w}, deadLetters, string(tasks.ReasonUnauthorized)); got != n {
-		t.Errorf("dead_letters{reason=unauthorized} = %v, want %d", got, n)
-	}
-	if probeCalls(api, http.StatusUnauthorized)+probeCalls(api, http.StatusOK) != 0 {
-		t.Error("the API-key probe ran under per-user auth")
+			if tc.keyRefused {
+				testutil.WaitFor(t, 10*time.Second, "the queue paused", func() bool {
+					paused, reason := queuePaused(t, db)
+					return paused && reason == queuestate.ReasonUnauthorized
+				})
+				testutil.WaitFor(t, 5*time.Second, "activator_queue_paused 1", func() bool { return promtest.ToFloat64(w.Metrics().QueuePaused) == 1 })
+				testutil.WaitFor(t, 10*time.Second, "two refused probes", func() bool { return probeCalls(api, http.StatusUnauthorized) >= 2 })
+				testutil.WaitFor(t, 10*time.Second, "every job back in the queue", func() bool {
+					qi, err := insp.GetQueueInfo(queue)
+					return err == nil && qi.Active == 0 && qi.Pending+qi.Retry == n
+				})
+				if c, _ := dlStore(db.Client, p).Count(context.Background(), ""); c != 0 {
+					t.Fatalf("%d jobs dead-lettered for a refused signing key", c)
+				}
+				if got := api.Stats().Activations; got != 0 {
+					t.Fatalf("%d activations while every token is refused", got)
+				}
+				if !strings.Contains(logs.String(), "the API refused the signing key") {
+					t.Errorf("no log line says the signing key was refused:\n%s", logs.String())
+				}
+				if tc.skewed != strings.Contains(logs.String(), "its clock differs from ours") {
+					t.Errorf("skewed clock %v, but the log says otherwise:\n%s", tc.skewed, logs.String())
+				}
+				tc.restore(api, pairs[0])
+			}
+
+			want := n
+			if tc.userRefused {
+				want = n - 1
+			}
+			testutil.WaitFor(t, 15*time.Second, "every job ended", func() bool {
+				c, err := dlStore(db.Client, p).Count(context.Background(), "")
+				return err == nil && api.Stats().Activations == want && int(c) == n-want
+			})
+			assertExactlyOnce(t, api, pairs[n-want:])
+			if paused, _ := queuePaused(t, db); paused {
+				t.Error("queue paused at the end")
+			}
+			testutil.WaitFor(t, 5*time.Second, "activator_queue_paused 0", func() bool { return promtest.ToFloat64(w.Metrics().QueuePaused) == 0 })
+			for _, pr := range pairs[n-want:] {
+				if ti := waitTaskState(t, insp, pr, asynq.TaskStateCompleted, 5*time.Second); ti.Retried != 0 {
+					t.Errorf("job of %s retried %d times; waiting out a refused key must use no attempt", pr.UserID, ti.Retried)
+				}
+			}
+			if tc.userRefused {
+				e := deadLetter(t, dlStore(db.Client, p), pairs[0])
+				if e.Reason != tasks.ReasonUnauthorized || e.Attempts != 1 {
+					t.Errorf("dead letter of %s = reason %s after %d attempts, want unauthorized after 1", pairs[0].UserID, e.Reason, e.Attempts)
+				}
+				assertTaskGone(t, insp, pairs[0])
+				if got := total([]*worker.Worker{w}, deadLetters, string(tasks.ReasonUnauthorized)); got != 1 {
+					t.Errorf("dead_letters{reason=unauthorized} = %v, want 1", got)
+				}
+				if probeCalls(api, http.StatusUnauthorized) != 0 {
+					t.Error("a probe was refused although the signing key is good")
+				}
+			}
+		})
 	}
 }
 

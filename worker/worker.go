@@ -24,6 +24,7 @@ import (
 	"github.com/versori/activator/internal/pairs"
 	"github.com/versori/activator/internal/queuestate"
 	"github.com/versori/activator/internal/ratelimit"
+	"github.com/versori/activator/internal/redisevict"
 	"github.com/versori/activator/internal/redisguard"
 	"github.com/versori/activator/internal/results"
 	"github.com/versori/activator/metrics"
@@ -51,6 +52,7 @@ type Worker struct {
 	client    *versori.Client
 	keys      *keyChecker
 	guard     *redisguard.Guard
+	evict     *redisevict.Watcher
 	pairs     *pairs.Registry
 	closeUI   func()
 	admin     *http.Server // serves adminLn, when the profiler or the queue UI is on
@@ -84,6 +86,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	rdb.AddHook(jobEndRetry{stop: interruptCtx, every: 250 * time.Millisecond, log: w.log})
 	w.guard = redisguard.New(rdb, redisguard.Config{Queue: cfg.Queue, Off: cfg.NoRedisRestartGuard,
 		Logger: w.log, OnChange: w.metrics.RedisRestarts.Inc})
+	w.evict = redisevict.NewWatcher(rdb, w.log, func(s redisevict.Status) { w.metrics.SetRedisEvictionPolicy(s.Policy) })
 	w.batches = batch.NewCounter(rdb, cfg.Queue, batch.Config{})
 	w.results = results.New(rdb, results.Config{Logger: w.log})
 	w.sweeper = newSweeper(w.inspector, w.store, cfg.Queue, w.metrics, w.log)
@@ -155,6 +158,10 @@ func (w *Worker) start(mux *asynq.ServeMux) error {
 	if err := w.listenAdmin(); err != nil {
 		return err
 	}
+	// Before the first job too, so that an evicting Redis is in the log before it can drop a job.
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	_ = w.evict.Check(ctx) // a Redis that does not answer yet is checked again every minute
+	cancel()
 	switch {
 	case w.cfg.MetricsServer != nil:
 		w.cfg.MetricsServer.Install(w.metrics.Registry, w.ready)
@@ -199,9 +206,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	bg.Every("archive sweep", w.cfg.SweepInterval, background.AtOnce, w.sweep)
 	bg.Go("shared back-off poll", w.gate.Run)
-	if !w.cfg.PerUserAuth { // per-user tokens never pause the queue
-		bg.Every("API key probe", w.cfg.ProbeInterval, background.AfterInterval, w.probe)
-	}
+	bg.Every("key probe", w.cfg.ProbeInterval, background.AfterInterval, w.probe)
+	// Re-read, because CONFIG SET or a managed Redis's parameter group can change the policy at any time.
+	bg.Every("Redis eviction policy check", evictionCheckInterval, background.AfterInterval, w.evict.Check)
 	bg.Go("batch counts", w.batches.Run)
 	bg.Go("job results", w.results.Run)
 	w.log.Info("worker started", "queue", w.cfg.Queue, "concurrency", w.cfg.Concurrency, "prefetch", w.cfg.Prefetch,
@@ -292,6 +299,9 @@ func (w *Worker) pauseQueue(ctx context.Context) error {
 	return w.state.Pause(ctx, queuestate.ReasonUnauthorized)
 }
 
+// evictionCheckInterval is how often Redis's maxmemory-policy is read again.
+const evictionCheckInterval = time.Minute
+
 // probeUser is the end user a probe asks about; whether it exists does not matter, only whether the
 // API accepts the key.
 const probeUser = "activator-probe"
@@ -300,9 +310,11 @@ const probeUser = "activator-probe"
 // probe, and a key refused or restored is noticed within it.
 const keyCheckTTL = 5 * time.Second
 
-// keyChecker tells whether the API accepts the API key, by a probe call: listing the activations of a
-// made-up user needs the key and nothing else. A refusal of one request (a 403 about that end user or
-// integration) leaves the probe accepted; a refused key refuses it too.
+// keyChecker tells whether the API accepts the API key or the signing key, by a probe call: listing
+// the activations of a made-up user needs the key and nothing else. With per-user tokens the probe's
+// token is for that user, so it asks about no job's user: a refusal of one request (a 403 about that
+// end user or integration) leaves the probe accepted, while a revoked signing key, or a clock so far
+// from the API's that its tokens are not yet or no longer valid, refuses it too.
 type keyChecker struct {
 	client *versori.Client
 	ttl    time.Duration
@@ -346,8 +358,8 @@ func (k *keyChecker) probeLocked(ctx context.Context) (keyState, versori.Class) 
 	return st, c
 }
 
-// probe resumes a queue that a worker paused for a refused API key, once a probe call shows the key
-// is accepted again. A queue an operator paused is left alone. It logs what it finds itself.
+// probe resumes a queue that a worker paused for a refused API key or signing key, once a probe call
+// shows the key is accepted again. A queue an operator paused is left alone. It logs what it finds itself.
 func (w *Worker) probe(ctx context.Context) error {
 	paused, reason, err := w.state.Paused(ctx)
 	if err != nil || !paused || reason != queuestate.ReasonUnauthorized {
@@ -360,11 +372,24 @@ func (w *Worker) probe(ctx context.Context) error {
 			return nil
 		}
 		w.metrics.QueuePaused.Set(0)
-		w.log.Warn("the API key works again: queue resumed")
+		w.log.Warn("the " + w.credential() + " works again: queue resumed")
 	case keyRefused:
-		w.log.Error("the API still refuses the API key: queue stays paused; fix the key, then run `enqueue resume`")
+		attrs := []any{}
+		if skew, ok := w.client.ClockSkew(); ok && w.cfg.PerUserAuth {
+			attrs = append(attrs, "api_clock_skew", skew.String())
+		}
+		w.log.Error("the API still refuses the "+w.credential()+": queue stays paused; fix the key (or the clock), and "+
+			"the next accepted probe resumes it", attrs...)
 	default:
-		w.log.Warn("probe of the API key was inconclusive", "class", string(c))
+		w.log.Warn("probe of the "+w.credential()+" was inconclusive", "class", string(c))
 	}
 	return nil
+}
+
+// credential names what authenticates the worker's calls, for messages.
+func (w *Worker) credential() string {
+	if w.cfg.PerUserAuth {
+		return "signing key"
+	}
+	return "API key"
 }

@@ -18,7 +18,7 @@ import (
 
 // Reasons a queue is paused.
 const (
-	ReasonUnauthorized = "unauthorized" // a worker paused it: the API refused the API key
+	ReasonUnauthorized = "unauthorized" // a worker paused it: the API refused the API key or the signing key
 	ReasonOperator     = "operator"     // someone ran `enqueue pause`
 )
 

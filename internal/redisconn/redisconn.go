@@ -1,11 +1,19 @@
 // Package redisconn turns a Redis URL into a Redis client shared by asynq and activator's own stores.
 //
-// Four forms are accepted:
+// Six forms are accepted:
 //
-//	redis://[:password@]host:port[/db]
-//	rediss://[:password@]host:port[/db]                            TLS
+//	redis://[[user]:password@]host:port[/db]
+//	rediss://[[user]:password@]host:port[/db]                      TLS
 //	redis-sentinel://[:password@]host:port[,host:port...]?master=NAME
+//	rediss-sentinel://…                                            TLS to the Sentinels and the master
 //	redis-cluster://[[user]:password@]host:port[,host:port...]
+//	rediss-cluster://…                                             TLS to every node
+//
+// TLS is a scheme of its own, as rediss:// is for one server, rather than a query option: a URL says
+// whether its connections are encrypted at a glance, and a redis-cluster:// URL takes no options. Each
+// connection checks the certificate against the system's roots (SSL_CERT_FILE, SSL_CERT_DIR) and the
+// host it dials: with Sentinel and Cluster that is the address the Sentinels or the cluster announce
+// (usually an IP), which the certificates must name.
 //
 // With redis-sentinel://, the password is the Sentinels' (asynq v0.26.0 hands it to the Sentinels
 // only, not to the master) and the data lives in database 0 of the master: asynq ignores a database
@@ -19,6 +27,7 @@
 package redisconn
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -39,8 +48,8 @@ const DefaultURL = "redis://127.0.0.1:6379/0"
 // any word "URL" in the problem too (envflag.Explain): say what is wrong without that word.
 func bad(format string, args ...any) error { return configerr.New("redisconn", "URL", format, args...) }
 
-const forms = "want redis://[:password@]host:port/db, rediss://…, redis-sentinel://host:port[,host:port…]?master=NAME " +
-	"or redis-cluster://host:port[,host:port…]"
+const forms = "want redis://[:password@]host:port/db, rediss://…, redis-sentinel://host:port[,host:port…]?master=NAME, " +
+	"redis-cluster://host:port[,host:port…], or rediss-sentinel:// or rediss-cluster:// for TLS"
 
 // Open parses rawURL and returns a client for it: a *redis.Client, a Sentinel-backed failover client,
 // or a *redis.ClusterClient. Its errors are like Parse's.
@@ -67,9 +76,9 @@ func Parse(rawURL string) (asynq.RedisConnOpt, error) {
 		return nil, bad("cannot be parsed: %s", forms)
 	}
 	switch u.Scheme {
-	case "redis", "rediss", "redis-sentinel", "redis-cluster":
+	case "redis", "rediss", "redis-sentinel", "rediss-sentinel", "redis-cluster", "rediss-cluster":
 	default:
-		return nil, bad("has scheme %q: want redis, rediss, redis-sentinel or redis-cluster", u.Scheme)
+		return nil, bad("has scheme %q: want redis, rediss, redis-sentinel, rediss-sentinel, redis-cluster or rediss-cluster", u.Scheme)
 	}
 	if u.Host == "" {
 		return nil, bad("has no host: %s", forms)
@@ -80,17 +89,46 @@ func Parse(rawURL string) (asynq.RedisConnOpt, error) {
 	switch u.Scheme {
 	case "redis-cluster":
 		return parseCluster(u)
-	case "redis-sentinel":
+	case "rediss-cluster":
+		opt, err := parseCluster(u)
+		if err != nil {
+			return nil, err
+		}
+		c := opt.(asynq.RedisClusterClientOpt)
+		c.TLSConfig = tlsConfig()
+		return c, nil
+	case "redis-sentinel", "rediss-sentinel":
 		if err := checkSentinel(u); err != nil {
 			return nil, err
 		}
+	}
+	tlsSentinel := u.Scheme == "rediss-sentinel"
+	if tlsSentinel {
+		plain := *u
+		plain.Scheme = "redis-sentinel"
+		rawURL = plain.String()
 	}
 	opt, err := asynq.ParseRedisURI(rawURL)
 	if err != nil {
 		return nil, bad("(%s://%s%s) is not usable: check the database number and options", u.Scheme, u.Host, u.Path)
 	}
+	if c, ok := opt.(asynq.RedisClientOpt); ok && u.User != nil {
+		// asynq drops the user name, which would log an ACL user in as "default" (docs/redis.md).
+		c.Username = u.User.Username()
+		return c, nil
+	}
+	if f, ok := opt.(asynq.RedisFailoverClientOpt); ok && tlsSentinel {
+		// go-redis uses one TLS configuration for the Sentinels and for the master they name.
+		f.TLSConfig = tlsConfig()
+		return f, nil
+	}
 	return opt, nil
 }
+
+// tlsConfig is the TLS configuration of the Sentinel and Cluster forms. It names no server: each
+// connection checks the certificate against the host it dials (tls.DialWithDialer), which differs
+// from node to node.
+func tlsConfig() *tls.Config { return &tls.Config{MinVersion: tls.VersionTLS12} }
 
 // checkAddrs refuses a host that is not host:port with a port from 1 to 65535 (the Sentinels and a
 // cluster's nodes: each of the comma-separated list), which Parse would accept and every connection
@@ -98,9 +136,9 @@ func Parse(rawURL string) (asynq.RedisConnOpt, error) {
 func checkAddrs(u *url.URL) error {
 	addrs, kind := []string{u.Host}, "host"
 	switch u.Scheme {
-	case "redis-sentinel":
+	case "redis-sentinel", "rediss-sentinel":
 		addrs, kind = strings.Split(u.Host, ","), "Sentinel"
-	case "redis-cluster":
+	case "redis-cluster", "rediss-cluster":
 		addrs, kind = strings.Split(u.Host, ","), "node"
 	}
 	for _, a := range addrs {
@@ -123,10 +161,10 @@ func checkAddrs(u *url.URL) error {
 // name, or a database number other than 0.
 func checkSentinel(u *url.URL) error {
 	if u.Query().Get("master") == "" {
-		return bad("(redis-sentinel://%s%s) names no master: add ?master=NAME, the name the Sentinels monitor", u.Host, u.Path)
+		return bad("(%s://%s%s) names no master: add ?master=NAME, the name the Sentinels monitor", u.Scheme, u.Host, u.Path)
 	}
 	if db := strings.Trim(u.Path, "/"); db != "" && db != "0" {
-		return bad("(redis-sentinel://%s%s): with Sentinel the data lives in database 0 (asynq ignores a database number); drop /%s", u.Host, u.Path, db)
+		return bad("(%s://%s%s): with Sentinel the data lives in database 0 (asynq ignores a database number); drop /%s", u.Scheme, u.Host, u.Path, db)
 	}
 	return nil
 }
@@ -135,10 +173,10 @@ func checkSentinel(u *url.URL) error {
 // has no cluster form.
 func parseCluster(u *url.URL) (asynq.RedisConnOpt, error) {
 	if db := strings.Trim(u.Path, "/"); db != "" && db != "0" {
-		return nil, bad("(redis-cluster://%s%s): a Redis Cluster has database 0 only; drop /%s", u.Host, u.Path, db)
+		return nil, bad("(%s://%s%s): a Redis Cluster has database 0 only; drop /%s", u.Scheme, u.Host, u.Path, db)
 	}
 	if u.RawQuery != "" {
-		return nil, bad("(redis-cluster://%s%s) has options (?…): redis-cluster:// takes none", u.Host, u.Path)
+		return nil, bad("(%s://%s%s) has options (?…): %s:// takes none", u.Scheme, u.Host, u.Path, u.Scheme)
 	}
 	opt := asynq.RedisClusterClientOpt{Addrs: strings.Split(u.Host, ",")}
 	if u.User != nil {

@@ -2,6 +2,7 @@ package redisconn_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"reflect"
 	"strconv"
@@ -28,6 +29,8 @@ func TestParse(t *testing.T) {
 	}{
 		{"redis", "redis://:" + secret + "@10.0.0.1:6379/3",
 			asynq.RedisClientOpt{Addr: "10.0.0.1:6379", Password: secret, DB: 3}},
+		{"redis with ACL user", "redis://app:" + secret + "@10.0.0.1:6379/3",
+			asynq.RedisClientOpt{Addr: "10.0.0.1:6379", Username: "app", Password: secret, DB: 3}},
 		{"redis without db", "redis://10.0.0.1:6379", asynq.RedisClientOpt{Addr: "10.0.0.1:6379"}},
 		{"sentinel", "redis-sentinel://:" + secret + "@s1:26379,s2:26379,s3:26379?master=mymaster",
 			asynq.RedisFailoverClientOpt{MasterName: "mymaster", SentinelAddrs: []string{"s1:26379", "s2:26379", "s3:26379"}, SentinelPassword: secret}},
@@ -38,6 +41,12 @@ func TestParse(t *testing.T) {
 		{"cluster with ACL user", "redis-cluster://app:" + secret + "@n1:7000/0",
 			asynq.RedisClusterClientOpt{Addrs: []string{"n1:7000"}, Username: "app", Password: secret}},
 		{"cluster without password", "redis-cluster://n1:7000", asynq.RedisClusterClientOpt{Addrs: []string{"n1:7000"}}},
+		{"TLS sentinel", "rediss-sentinel://:" + secret + "@s1:26379,s2:26379?master=mymaster",
+			asynq.RedisFailoverClientOpt{MasterName: "mymaster", SentinelAddrs: []string{"s1:26379", "s2:26379"}, SentinelPassword: secret,
+				TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}}},
+		{"TLS cluster", "rediss-cluster://app:" + secret + "@n1:7000,n2:7001",
+			asynq.RedisClusterClientOpt{Addrs: []string{"n1:7000", "n2:7001"}, Username: "app", Password: secret,
+				TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}}},
 		{"highest port", "redis://[::1]:65535/1", asynq.RedisClientOpt{Addr: "[::1]:65535", DB: 1}},
 		{"port 1", "redis://h:1", asynq.RedisClientOpt{Addr: "h:1"}},
 	}
@@ -81,6 +90,11 @@ func TestParseRefuses(t *testing.T) {
 		{"sentinel port out of range", "redis-sentinel://s1:26379,s2:99999?master=m", `Sentinel "s2:99999" has port 99999`},
 		{"sentinel without port", "redis-sentinel://s1?master=m", `Sentinel "s1" is not host:port`},
 		{"cluster port out of range", "redis-cluster://n1:7000,n2:123456", `node "n2:123456" has port 123456`},
+		{"TLS sentinel without master", "rediss-sentinel://:" + secret + "@s1:26379", "(rediss-sentinel://s1:26379) names no master"},
+		{"TLS sentinel db 1", "rediss-sentinel://s1:26379/1?master=m", "database 0"},
+		{"TLS cluster options", "rediss-cluster://:" + secret + "@n1:7000?tls=true", "rediss-cluster:// takes none"},
+		{"TLS cluster node without port", "rediss-cluster://n1", `node "n1" is not host:port`},
+		{"tls query instead of a scheme", "redis-sentinel+tls://s1:26379?master=m", "rediss-sentinel"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -96,6 +96,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveAdmin(w, r)
 		return
 	}
+	// net/http writes its own Date only when none is set; the API's shows its (perhaps skewed) clock.
+	w.Header().Set("Date", s.now().UTC().Format(http.TimeFormat))
 	rt := parseRoute(r.Method, r.URL.EscapedPath())
 	x := &exchange{s: s, w: w, r: r, call: Call{At: time.Now(), Op: rt.op, Method: r.Method, Path: r.URL.Path}}
 	var latency time.Duration
@@ -486,6 +488,13 @@ func (x *exchange) authenticate() (sub string, ok bool) {
 	case strings.EqualFold(scheme, "JWT"):
 		if s.jwt == nil {
 			x.fail(http.StatusUnauthorized, "JWT authentication is not configured for this organisation")
+			return "", false
+		}
+		s.mu.Lock()
+		revoked := s.revoked
+		s.mu.Unlock()
+		if revoked {
+			x.fail(http.StatusUnauthorized, "invalid token: signing key has been revoked")
 			return "", false
 		}
 		var claims jwt.RegisteredClaims

@@ -75,8 +75,9 @@ type Options struct {
 	// HubID is the only hub whose users' activations can be listed; default DefaultHubID.
 	HubID string
 	// SigningKeyID and PublicKey, when both set, make the server accept "Authorization: JWT <token>":
-	// RS256 tokens with iss == versori.JWTIssuerPrefix+SigningKeyID, a valid exp, and sub equal to the
-	// end user the call is about (403 otherwise).
+	// RS256 tokens with iss == versori.JWTIssuerPrefix+SigningKeyID, sub equal to the end user the
+	// call is about (403 otherwise), and exp, nbf and iat checked against the server's clock with no
+	// leeway: a token issued in the server's future is refused, as strict APIs do.
 	SigningKeyID string
 	PublicKey    *rsa.PublicKey
 	// PageSize is the most activations one list page holds (default DefaultPageSize), so that a client
@@ -107,6 +108,8 @@ type Server struct {
 	// faults do not serialise calls.
 	mu       sync.Mutex
 	apiKey   string
+	revoked  bool          // the signing key is revoked: every JWT gets 401
+	skew     time.Duration // the server's clock runs this far ahead of the real one (negative: behind)
 	faults   Faults
 	rng      *rand.Rand             // POST fault-rate draws
 	listRng  *rand.Rand             // BadListRate draws, apart so that list calls do not shift POST faults
@@ -228,6 +231,8 @@ func NewServer(opts Options) *Server {
 			jwt.WithValidMethods([]string{jwt.SigningMethodRS256.Alg()}),
 			jwt.WithIssuer(s.issuer),
 			jwt.WithExpirationRequired(),
+			jwt.WithIssuedAt(),
+			jwt.WithTimeFunc(s.now),
 		)
 	}
 	return s
@@ -270,6 +275,30 @@ func (s *Server) SetAPIKey(key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.apiKey = key
+}
+
+// RevokeSigningKey revokes (true) or restores (false) the signing key: while it is revoked, every
+// call with a JWT gets 401, whoever it is for, as after an organisation deletes the key.
+func (s *Server) RevokeSigningKey(revoked bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.revoked = revoked
+}
+
+// SetClockSkew sets the server's clock d ahead of the real one (behind when negative). Tokens are
+// checked against it, and the Date header of every answer shows it.
+func (s *Server) SetClockSkew(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.skew = d
+}
+
+// now is the server's clock.
+func (s *Server) now() time.Time {
+	s.mu.Lock()
+	d := s.skew
+	s.mu.Unlock()
+	return time.Now().Add(d)
 }
 
 // SetFaults replaces the faults in force; calls already waiting keep the faults they started with.

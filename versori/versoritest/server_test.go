@@ -1006,3 +1006,97 @@ func BenchmarkActivate(b *testing.B) {
 		}
 	})
 }
+
+// TestJWTRevocationAndClockSkew checks the stand-in as harsh as a strict API: a revoked signing key
+// refuses every token until restored; exp, nbf and iat are checked against its own (skewed) clock
+// with no leeway, which its Date header shows. versori.JWTAuth's backdated tokens pass a modest skew.
+func TestJWTRevocationAndClockSkew(t *testing.T) {
+	ctx := context.Background()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// raw is a token issued at iat with no nbf, valid 5 minutes.
+	raw := func(iat time.Time) string {
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.RegisteredClaims{Issuer: versori.JWTIssuerPrefix + signKeyID,
+			Subject: "u", IssuedAt: jwt.NewNumericDate(iat), ExpiresAt: jwt.NewNumericDate(iat.Add(5 * time.Minute))}).SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	tests := []struct {
+		name    string
+		revoked bool
+		skew    time.Duration // the stand-in's clock ahead of ours
+		token   string        // "" for versori.JWTAuth's
+		status  int
+	}{
+		{"good", false, 0, "", 200},
+		{"revoked", true, 0, "", 401},
+		{"clock 10 min ahead: expired", false, 10 * time.Minute, "", 401},
+		{"clock 2 min behind: not yet valid", false, -2 * time.Minute, "", 401},
+		{"clock 45 s behind: backdated token passes", false, -45 * time.Second, "", 200},
+		{"clock 45 s ahead", false, 45 * time.Second, "", 200},
+		{"iat 10 s in the stand-in's future", false, 0, raw(time.Now().Add(10 * time.Second)), 401},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := versoritest.New(t, versoritest.Options{SigningKeyID: signKeyID, PublicKey: &key.PublicKey})
+			s.RevokeSigningKey(tt.revoked)
+			s.SetClockSkew(tt.skew)
+			tok := tt.token
+			if tok == "" {
+				a, err := versori.NewJWTAuth(signKeyID, key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tok, err = a.Token("u"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			status, hdr, m := doHeader(t, "GET", s.URL()+"/embed/"+s.HubID()+"/users/u/activations", "JWT "+tok)
+			if status != tt.status && !(tt.status == 200 && status == 404) {
+				t.Fatalf("status %d %v, want %d", status, m, tt.status)
+			}
+			date, err := http.ParseTime(hdr.Get("Date"))
+			if d := date.Sub(time.Now().Add(tt.skew)); err != nil || d < -2*time.Second || d > 2*time.Second {
+				t.Errorf("Date %q is %s off the stand-in's clock (%v)", hdr.Get("Date"), d, err)
+			}
+			if tt.revoked {
+				s.RevokeSigningKey(false)
+				if status, _, m := doHeader(t, "GET", s.URL()+"/embed/"+s.HubID()+"/users/u/activations", "JWT "+tok); status != 200 && status != 404 {
+					t.Errorf("restored key: status %d %v", status, m)
+				}
+			}
+			if tt.skew != 0 && tt.status == 401 {
+				// The client reads the skew from the refusal's Date header.
+				a, _ := versori.NewJWTAuth(signKeyID, key)
+				c := newClient(t, s, a)
+				_, err := c.ListUserActivations(ctx, "u", "")
+				skew, ok := c.ClockSkew()
+				if err == nil || !ok || skew < tt.skew-2*time.Second || skew > tt.skew+2*time.Second {
+					t.Errorf("ClockSkew = %s, %v after %v; want about %s", skew, ok, err, tt.skew)
+				}
+			}
+		})
+	}
+}
+
+// doHeader makes a request without a body and returns the status, the headers and the decoded body.
+func doHeader(t *testing.T, method, url, auth string) (int, http.Header, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", auth)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&m)
+	return resp.StatusCode, resp.Header, m
+}

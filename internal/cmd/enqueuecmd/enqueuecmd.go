@@ -27,6 +27,7 @@ import (
 	"github.com/versori/activator/internal/ingest"
 	"github.com/versori/activator/internal/logging"
 	"github.com/versori/activator/internal/redisconn"
+	"github.com/versori/activator/internal/redisevict"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
 )
@@ -365,6 +366,7 @@ func runFile(ctx context.Context, args []string, env Env) (int, error) {
 		if err := ping(ctx, rdb, c.redisURL); err != nil {
 			return ExitFailed, err
 		}
+		warnEviction(ctx, rdb, env.Stderr)
 	}
 	var disp *display
 	if !s.quiet {
@@ -915,5 +917,20 @@ func closeAfterRun(ctx context.Context, rdb redis.UniversalClient) {
 	select {
 	case <-closed:
 	case <-time.After(time.Second):
+	}
+}
+
+// warnEviction says on w, in one line, when Redis may drop the jobs about to be queued: its
+// maxmemory-policy evicts, or it could not be read. It never stops the run: the policy is the
+// operator's to change, and the worker keeps watching it.
+func warnEviction(ctx context.Context, rdb redis.UniversalClient, w io.Writer) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := redisevict.Read(ctx, rdb)
+	switch {
+	case errors.Is(err, redisevict.ErrRefused):
+		fmt.Fprintf(w, "warning: could not check Redis's maxmemory-policy (%v): make sure it is noeviction, or a full Redis silently drops queued jobs\n", err)
+	case err == nil && st.Evicting():
+		fmt.Fprintf(w, "warning: Redis's maxmemory-policy is %s, not noeviction: when it reaches maxmemory (%d bytes) it silently drops keys, queued jobs among them; set maxmemory-policy noeviction\n", st.Policy, st.MaxMemory)
 	}
 }

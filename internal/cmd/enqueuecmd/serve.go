@@ -10,6 +10,7 @@ import (
 	"github.com/versori/activator/internal/cmd/envflag"
 	"github.com/versori/activator/internal/intake"
 	"github.com/versori/activator/internal/redisconn"
+	"github.com/versori/activator/internal/redisevict"
 	"github.com/versori/activator/producer"
 )
 
@@ -94,6 +95,8 @@ func runServe(ctx context.Context, args []string, env Env) (int, error) {
 			return ExitUsage, usageError{explainRedisURL(refused)}
 		}
 		cfg.Logger.Warn("Redis does not answer yet; requests get 503 until it does", "redis", redisconn.Redacted(c.redisURL), "error", err.Error())
+	} else {
+		_ = redisevict.NewWatcher(rdb, cfg.Logger, nil).Check(pctx) // it logs an evicting policy itself
 	}
 	cancel()
 	cfg.Logger.Info("intake listening", "addr", ln.Addr().String(), "queue", c.queue, "batch", srv.Config().Batch,

@@ -76,7 +76,7 @@ func pausedBecause(reason string) string {
 	case queuestate.ReasonOperator:
 		return "by an operator (enqueue pause); `enqueue resume` starts it again"
 	case queuestate.ReasonUnauthorized:
-		return "by the workers: the API refused the API key; they resume it once the key works, or `enqueue resume`"
+		return "by the workers: the API refused the API key (or the signing key); they resume it once the key works, or `enqueue resume`"
 	}
 	return "not by activator (the queue UI or asynq); `enqueue resume` starts it again"
 }

@@ -32,7 +32,7 @@ func TestPrintStatus(t *testing.T) {
 			RateWindow: time.Minute, Running: time.Minute, AverageRate: 40.0 / 60, Paused: true, PausedReason: "operator"},
 			[]string{"batch b1: paused by an operator (enqueue pause); `enqueue resume` starts it again\n", "eta: none while the queue is paused\n"}, nil},
 		{"paused for a refused key", inspect.BatchStatus{ID: "b1", Queued: 100, Remaining: 100, Paused: true, PausedReason: "unauthorized"},
-			[]string{"batch b1: paused by the workers: the API refused the API key"}, nil},
+			[]string{"batch b1: paused by the workers: the API refused the API key (or the signing key)"}, nil},
 		{"paused by the queue UI", inspect.BatchStatus{ID: "b1", Queued: 100, Remaining: 100, Paused: true},
 			[]string{"batch b1: paused not by activator"}, nil},
 		{"no worker yet", inspect.BatchStatus{ID: "b1", Queued: 100, Remaining: 100, Elapsed: 3 * time.Minute},

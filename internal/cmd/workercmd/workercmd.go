@@ -58,7 +58,7 @@ func newFlags(s *Settings, r *raw, lookup func(string) (string, bool), usageOut 
 	d := worker.DefaultConfig()
 	fs := envflag.New("worker", lookup, usageOut)
 	// A secret: the URL may hold a password.
-	fs.Secret(&s.RedisURL, "redis-url", "REDIS_URL", redisconn.DefaultURL, "Redis URL: redis://[:password@]host:port/db, rediss:// for TLS, redis-sentinel://host:port,…?master=NAME for Sentinel (database 0), redis-cluster://host:port,… for Redis Cluster")
+	fs.Secret(&s.RedisURL, "redis-url", "REDIS_URL", redisconn.DefaultURL, "Redis URL: redis://[:password@]host:port/db, rediss:// for TLS, redis-sentinel://host:port,…?master=NAME for Sentinel (database 0), redis-cluster://host:port,… for Redis Cluster; rediss-sentinel:// and rediss-cluster:// for those over TLS")
 	fs.String(&s.Versori.BaseURL, "versori-base-url", "VERSORI_BASE_URL", d.Versori.BaseURL, "Embedded API base URL")
 	fs.Secret(&r.apiKey, "versori-api-key", "VERSORI_API_KEY", "", "API key, sent as Authorization: Bearer")
 	fs.String(&r.keyID, "versori-signing-key-id", "VERSORI_SIGNING_KEY_ID", "", "signing key id, for per-end-user JWTs instead of an API key")
@@ -90,7 +90,7 @@ func newFlags(s *Settings, r *raw, lookup func(string) (string, bool), usageOut 
 	fs.Uint32(&s.Breaker.MinCalls, "breaker-min-calls", "BREAKER_MIN_CALLS", d.Breaker.MinCalls, "calls in the window before the breaker may open")
 	fs.Float(&s.Breaker.FailureRatio, "breaker-failure-ratio", "BREAKER_FAILURE_RATIO", d.Breaker.FailureRatio, "share of transient failures that opens the breaker")
 	fs.Duration(&s.Breaker.Cooldown, "breaker-cooldown", "BREAKER_COOLDOWN", d.Breaker.Cooldown, "how long the breaker stays open before probing")
-	fs.Duration(&s.ProbeInterval, "probe-interval", "PROBE_INTERVAL", d.ProbeInterval, "how often a queue paused for a refused API key is probed")
+	fs.Duration(&s.ProbeInterval, "probe-interval", "PROBE_INTERVAL", d.ProbeInterval, "how often a queue paused for a refused API key or signing key is probed")
 	fs.String(&r.level, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	fs.String(&r.format, "log-format", "LOG_FORMAT", string(logging.JSON), "json, or text for a terminal")
 	fs.Duration(&s.LogRepeat, "log-repeat-interval", "LOG_REPEAT_INTERVAL", logging.DefaultRepeatInterval, "a warning or error repeated word for word (Redis refusing connections, say) is written once per interval, with how many times it was repeated; 0 writes every one")

@@ -402,9 +402,9 @@ func TestParseSettingsNamesVariables(t *testing.T) {
 		args []string
 		want string
 	}{
-		{map[string]string{"REDIS_URL": "http://127.0.0.1:6379/0"}, nil, `REDIS_URL has scheme "http": want redis, rediss, redis-sentinel or redis-cluster`},
+		{map[string]string{"REDIS_URL": "http://127.0.0.1:6379/0"}, nil, `REDIS_URL has scheme "http": want redis, rediss, redis-sentinel, rediss-sentinel, redis-cluster or rediss-cluster`},
 		{map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/abc"}, nil, "REDIS_URL (redis://127.0.0.1:6379/abc) is not usable: check the database number and options"},
-		{map[string]string{"REDIS_URL": "redis://h:6379/%zz"}, nil, "REDIS_URL cannot be parsed: want redis://[:password@]host:port/db, rediss://…, redis-sentinel://host:port[,host:port…]?master=NAME or redis-cluster://host:port[,host:port…]"},
+		{map[string]string{"REDIS_URL": "redis://h:6379/%zz"}, nil, "REDIS_URL cannot be parsed: want redis://[:password@]host:port/db, rediss://…, redis-sentinel://host:port[,host:port…]?master=NAME, redis-cluster://host:port[,host:port…], or rediss-sentinel:// or rediss-cluster:// for TLS"},
 		{map[string]string{"REDIS_URL": "redis-sentinel://127.0.0.1:26379"}, nil, "REDIS_URL (redis-sentinel://127.0.0.1:26379) names no master: add ?master=NAME, the name the Sentinels monitor"},
 		{map[string]string{"WORKER_CONCURRENCY": "0"}, nil, "WORKER_CONCURRENCY must be at least 1, got 0"},
 		{nil, []string{"-concurrency=-3"}, "WORKER_CONCURRENCY must be at least 1, got -3"},
