@@ -45,15 +45,21 @@ func TestGoToolchainAgrees(t *testing.T) {
 		{"deploy/Dockerfile", `(?m)^FROM golang:(\S+?)(?:-[a-z]\S*)?(?:@sha256:[0-9a-f]{64})? AS build$`, release},
 		{"Makefile", `(?m)^export GOTOOLCHAIN :?= (` + makeDerived + `|` + literal + `)$`, ""},
 		{".ci/run", `(?m)^(?:export )?GOTOOLCHAIN="?(` + derived + `|` + literal + `)"?$`, ""},
+		// What a person is told to export or which builder they are told about.
+		{"README.md", `GOTOOLCHAIN=go(1\.\d+\.\d+)`, release},
+		{"docs/testing.md", `GOTOOLCHAIN=go(1\.\d+\.\d+)`, release},
+		{"docs/deployment.md", `golang:(1\.\d+(?:\.\d+)?)`, release},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			src := mfReadFile(t, filepath.Join(mfRoot, filepath.FromSlash(tc.file)))
-			m := regexp.MustCompile(tc.re).FindStringSubmatch(src)
-			switch {
-			case m == nil:
+			all := regexp.MustCompile(tc.re).FindAllStringSubmatch(src, -1)
+			if all == nil {
 				t.Errorf("%s does not name Go %s (go.mod's go line) as %s; want it to", tc.file, release, tc.re)
-			case tc.want != "" && m[1] != tc.want:
-				t.Errorf("%s builds with Go %s, go.mod says %s", tc.file, m[1], tc.want)
+			}
+			for _, m := range all {
+				if tc.want != "" && m[1] != tc.want {
+					t.Errorf("%s names Go %s (%s), go.mod says %s", tc.file, m[1], m[0], tc.want)
+				}
 			}
 			if tc.file == ".ci/run" && !regexp.MustCompile(`(?m)^export GOTOOLCHAIN\b`).MatchString(src) {
 				t.Errorf(".ci/run sets GOTOOLCHAIN but does not export it")
