@@ -22,12 +22,22 @@ test: vulncheck ## the vulnerability gate, then vet and every test against the R
 # commit (its data/osv). docs/testing.md says how to bump them.
 VULN_VERSION := v1.9.0
 VULNDB_VERSION := v0.0.0-20261105234957-e22db6528018
-# Built once per vulndb version and reused: outside the work tree, so that CI's fresh clones share it.
-VULNDB_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/activator/vulndb/$(VULNDB_VERSION)
+# govulncheck and the database are built once per version and reused: outside the work tree, so that
+# CI's fresh clones share them, and run from there, so that a warm run needs no module proxy.
+VULN_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/activator
+GOVULNCHECK_DIR := $(VULN_CACHE)/govulncheck/$(VULN_VERSION)
+GOVULNCHECK := $(GOVULNCHECK_DIR)/govulncheck
+VULNDB_DIR := $(VULN_CACHE)/vulndb/$(VULNDB_VERSION)
 
 vulncheck: ## govulncheck on ./... against the pinned vulnerability database, built without vuln.go.dev; fails on any reachable vulnerability
-	@if [ ! -f "$(VULNDB_DIR)/index/db.json" ]; then \
-	  set -e; \
+	@set -e; \
+	if [ ! -x "$(GOVULNCHECK)" ]; then \
+	  echo "vulncheck: installing govulncheck $(VULN_VERSION) into $(GOVULNCHECK_DIR)"; \
+	  rm -rf "$(GOVULNCHECK_DIR).tmp"; \
+	  GOBIN="$(GOVULNCHECK_DIR).tmp" $(GO) install golang.org/x/vuln/cmd/govulncheck@$(VULN_VERSION); \
+	  rm -rf "$(GOVULNCHECK_DIR)"; mv "$(GOVULNCHECK_DIR).tmp" "$(GOVULNCHECK_DIR)"; \
+	fi; \
+	if [ ! -f "$(VULNDB_DIR)/index/db.json" ]; then \
 	  src=$$($(GO) mod download -json golang.org/x/vulndb@$(VULNDB_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
 	  test -d "$$src/data/osv" || { echo "vulncheck: no data/osv in golang.org/x/vulndb@$(VULNDB_VERSION) ($$src)"; exit 1; }; \
 	  echo "vulncheck: building the vulnerability database into $(VULNDB_DIR)"; \
@@ -35,7 +45,7 @@ vulncheck: ## govulncheck on ./... against the pinned vulnerability database, bu
 	  $(GO) run golang.org/x/vulndb/cmd/indexdb@$(VULNDB_VERSION) -vulns "$$src/data/osv" -out "$(VULNDB_DIR).tmp"; \
 	  rm -rf "$(VULNDB_DIR)"; mv "$(VULNDB_DIR).tmp" "$(VULNDB_DIR)"; \
 	fi
-	$(GO) run golang.org/x/vuln/cmd/govulncheck@$(VULN_VERSION) -db file://$(VULNDB_DIR) ./...
+	$(GOVULNCHECK) -db file://$(VULNDB_DIR) ./...
 
 soak: ## the long fault-injection soak (20,000 pairs, two workers, one killed) and the long randomized chaos test (6,000 pairs); prints their figures and the chaos seed
 	$(GO) test -count=1 -timeout 45m -run '^(TestSoak|TestChaos)$$' -v ./worker -soak=long -chaos=long
