@@ -817,8 +817,8 @@ func TestDockerfile(t *testing.T) {
 	}
 }
 
-// mfNormalizeBuild drops what may differ between the Makefile and the Dockerfile: the output path and
-// linker flags; $(GO) is go.
+// mfNormalizeBuild drops what may differ between the Makefile and the Dockerfile: the output path,
+// linker flags and RUN's own --mount flags; $(GO) is go.
 func mfNormalizeBuild(args []string) []string {
 	var out []string
 	for i := 0; i < len(args); i++ {
@@ -826,7 +826,7 @@ func mfNormalizeBuild(args []string) []string {
 		switch {
 		case a == "-o" || a == "-ldflags":
 			i++
-		case strings.HasPrefix(a, "-o=") || strings.HasPrefix(a, "-ldflags="):
+		case strings.HasPrefix(a, "-o=") || strings.HasPrefix(a, "-ldflags=") || strings.HasPrefix(a, "--mount="):
 		case a == "$(GO)":
 			out = append(out, "go")
 		default:
