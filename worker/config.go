@@ -76,6 +76,10 @@ type Config struct {
 	// under load. Profiles show payloads' shapes and cost CPU while taken: keep it off in production
 	// unless MetricsAddr is private.
 	Pprof bool
+	// Keys open the sealed credentials of jobs (ACTIVATOR_ENCRYPTION_KEYS): every key a queued job
+	// or dead letter may be sealed with. nil opens none: a job with sealed credentials is then
+	// dead-lettered as secret_unreadable, keeping them sealed.
+	Keys *tasks.Keyring
 }
 
 // PrefetchAuto, as Config.Prefetch, holds a fifth of Concurrency beyond it, at least 1.

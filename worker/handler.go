@@ -56,6 +56,9 @@ type handlerConfig struct {
 	// MaxAge, if positive, dead-letters a job that keeps failing, or waiting, this long after it was
 	// enqueued, whatever attempts it has left.
 	MaxAge time.Duration
+	// Keys open the jobs' sealed credentials (nil: none; a job with sealed credentials is then
+	// dead-lettered as secret_unreadable).
+	Keys *tasks.Keyring
 }
 
 // keyState is what a probe says of the API key.
@@ -147,6 +150,12 @@ func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if p.MaxRetry > 0 && p.MaxRetry < j.limit {
 		j.limit = p.MaxRetry
 	}
+	// The credentials are opened into a copy that lives only in this call: p, which dead letters and
+	// log lines are made of, keeps them sealed.
+	send := p
+	if err := send.Open(h.cfg.Keys); err != nil {
+		return h.deadLetter(ctx, j, p, tasks.ReasonSecretUnreadable, versori.ClassInvalidRequest, err)
+	}
 	if h.cfg.Interrupt != nil {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
@@ -163,7 +172,7 @@ func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	// same pair may have another task under the canonical id.
 	reconcile := j.retried > 0 || p.Reconcile || j.id != tasks.CanonicalTaskID(j.id) ||
 		(h.cfg.LookFirst != nil && h.cfg.LookFirst(ctx, p.EnqueuedAt))
-	out := h.run(ctx, p, reconcile)
+	out := h.run(ctx, p, send.Request, reconcile)
 	rule := tasks.RuleFor(out.class, h.cfg.PerUserAuth)
 	// A look-up that was to tell whether an earlier POST committed, and failed: its answer is about
 	// the look-up, not the request, so it decides nothing (a 404 or 403 on the list does not make the
@@ -313,7 +322,7 @@ func limiterWait(err error) (time.Duration, bool) {
 // allows, for transient failures known not to have reached the API (a refused connection, a 408 or
 // 425, a failed look-up). After a POST that may have committed, it stops: the next look-up must
 // wait for the API to settle.
-func (h *handler) run(ctx context.Context, p tasks.Payload, reconcile bool) outcome {
+func (h *handler) run(ctx context.Context, p tasks.Payload, send versori.ActivationRequest, reconcile bool) outcome {
 	pol := h.cfg.Policy
 	b := retry.WithMaxRetries(uint64(pol.QuickRetries),
 		retry.WithCappedDuration(pol.QuickCap, retry.WithJitterPercent(20, retry.NewExponential(pol.QuickBase))))
@@ -324,7 +333,7 @@ func (h *handler) run(ctx context.Context, p tasks.Payload, reconcile bool) outc
 	}
 	_ = retry.Do(ctx, b, func(ctx context.Context) error {
 		start := time.Now()
-		out = h.attempt(ctx, p, reconcile)
+		out = h.attempt(ctx, p, send, reconcile)
 		h.cfg.Metrics.ObserveAttempt(out.class, time.Since(start))
 		if out.class != versori.ClassTransient || out.posted || h.interrupted() || ctx.Err() != nil {
 			return nil
@@ -341,7 +350,8 @@ func (h *handler) run(ctx context.Context, p tasks.Payload, reconcile bool) outc
 	return out
 }
 
-func (h *handler) attempt(ctx context.Context, p tasks.Payload, reconcile bool) outcome {
+// attempt makes one attempt; send is p's request with its credentials opened, for the POST only.
+func (h *handler) attempt(ctx context.Context, p tasks.Payload, send versori.ActivationRequest, reconcile bool) outcome {
 	if reconcile {
 		act, err := h.lookUp(ctx, p)
 		if err != nil {
@@ -354,7 +364,7 @@ func (h *handler) attempt(ctx context.Context, p tasks.Payload, reconcile bool) 
 	}
 	var act *versori.Activated
 	err := h.guard(func() (err error) {
-		act, err = h.cfg.Client.Activate(ctx, p.Request)
+		act, err = h.cfg.Client.Activate(ctx, send)
 		return err
 	})
 	if err == nil {
@@ -494,6 +504,7 @@ func (h *handler) deadLetter(ctx context.Context, j job, p tasks.Payload, reason
 		Queue:         j.queue,
 		Batch:         p.Batch,
 		Request:       p.Request,
+		Secrets:       p.Secrets,
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()

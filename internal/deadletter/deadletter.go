@@ -31,6 +31,9 @@ type Entry struct {
 	Queue          string                    `json:"queue"`
 	Batch          string                    `json:"batch,omitempty"`
 	Request        versori.ActivationRequest `json:"request"`
+	// Secrets are the request's credentials sealed as the job held them (tasks.Payload.Secrets);
+	// the request holds tasks.Withheld in their place. No secret: it opens only with the key.
+	Secrets string `json:"secrets,omitempty"`
 }
 
 // Store keeps the dead letters of one queue in Redis. It is safe for concurrent use, also across
