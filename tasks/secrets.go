@@ -298,3 +298,48 @@ func (p *Payload) Reseal(k *Keyring) (bool, error) {
 	*p = q
 	return true, nil
 }
+
+// RedactPayload returns a task payload as displays may show it: every connection's credentials
+// replaced by Withheld, sealed or not, and the sealed secrets by their key id. A payload it cannot
+// read as an activation job's JSON is not shown at all (ok false), since it cannot tell what in it
+// is secret.
+func RedactPayload(b []byte) (out []byte, ok bool) {
+	var pl map[string]json.RawMessage
+	if json.Unmarshal(b, &pl) != nil {
+		return nil, false
+	}
+	if raw, has := pl["request"]; has {
+		var req map[string]json.RawMessage
+		if json.Unmarshal(raw, &req) != nil {
+			return nil, false
+		}
+		if conns, has := req["connections"]; has && string(conns) != "null" {
+			var cs []map[string]json.RawMessage
+			if json.Unmarshal(conns, &cs) != nil {
+				return nil, false
+			}
+			for _, c := range cs {
+				if _, has := c["credentials"]; has {
+					c["credentials"] = json.RawMessage(Withheld)
+				}
+			}
+			if req["connections"], ok = marshal(cs); !ok {
+				return nil, false
+			}
+		}
+		if pl["request"], ok = marshal(req); !ok {
+			return nil, false
+		}
+	}
+	if raw, has := pl["secrets"]; has {
+		var s string
+		_ = json.Unmarshal(raw, &s)
+		pl["secrets"], _ = json.Marshal("sealed with key " + SecretKeyID(s))
+	}
+	return marshal(pl)
+}
+
+func marshal(v any) (json.RawMessage, bool) {
+	b, err := json.Marshal(v)
+	return b, err == nil
+}

@@ -8,6 +8,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/activator/tasks"
 )
 
 // AdminUIPath is where the queue UI is served on the MetricsAddr listener (pages and its JSON API
@@ -18,7 +20,8 @@ const AdminUIPath = "/ui/"
 // to /metrics, /healthz and /readyz. It is off unless Enabled.
 //
 // The UI has no authentication or authorisation of its own: anyone who can reach MetricsAddr sees
-// every queued task with its payload (end-user and connection ids), and with Write can pause the
+// every queued task with its payload (end-user and connection ids; end users' credentials are
+// withheld), and with Write can pause the
 // queue and delete, run, archive or cancel tasks. Bind METRICS_ADDR to a private interface (or put an
 // authenticating proxy in front of it) before turning the UI on; never expose it publicly.
 type AdminUI struct {
@@ -68,6 +71,7 @@ func (w *Worker) adminHandlers() map[string]http.Handler {
 		RedisConnOpt:      opt,
 		ReadOnly:          !ui.Write,
 		PrometheusAddress: ui.PrometheusURL,
+		PayloadFormatter:  asynqmon.PayloadFormatterFunc(uiPayload),
 	})
 	if ui.Redis != nil {
 		w.closeUI = func() { _ = h.Close() }
@@ -80,6 +84,15 @@ func (w *Worker) adminHandlers() map[string]http.Handler {
 		w.log.Info("queue UI is on, read-only: it has no auth of its own; keep METRICS_ADDR private", "path", AdminUIPath)
 	}
 	return extra
+}
+
+// uiPayload is a task's payload as the queue UI shows it: end users' credentials withheld, sealed
+// or not (tasks.RedactPayload).
+func uiPayload(_ string, payload []byte) string {
+	if b, ok := tasks.RedactPayload(payload); ok {
+		return string(b)
+	}
+	return "(not shown: not an activation job's JSON, so what in it is secret cannot be told)"
 }
 
 // closeAdmin releases the queue UI's Redis connections, if it opened any.

@@ -2,9 +2,11 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/versori/activator/tasks"
@@ -334,6 +336,7 @@ func (h *handler) run(ctx context.Context, p tasks.Payload, send versori.Activat
 	_ = retry.Do(ctx, b, func(ctx context.Context) error {
 		start := time.Now()
 		out = h.attempt(ctx, p, send, reconcile)
+		out.err = scrubSecrets(out.err, send)
 		h.cfg.Metrics.ObserveAttempt(out.class, time.Since(start))
 		if out.class != versori.ClassTransient || out.posted || h.interrupted() || ctx.Err() != nil {
 			return nil
@@ -585,3 +588,66 @@ func growStack() {
 //
 //go:noinline
 func keep([]byte) {}
+
+// scrubSecrets returns err with every credential value of req that its text quotes replaced by
+// [redacted], so that an API error echoing a secret (a message, a field error) never reaches a log
+// line or a dead letter. The returned error unwraps to err, so that it classifies as err does.
+func scrubSecrets(err error, req versori.ActivationRequest) error {
+	if err == nil {
+		return nil
+	}
+	text := err.Error()
+	scrubbed := text
+	for _, c := range req.Connections {
+		for _, v := range secretStrings(c.Credentials) {
+			scrubbed = strings.ReplaceAll(scrubbed, v, "[redacted]")
+		}
+	}
+	if scrubbed == text {
+		return err
+	}
+	return &scrubbedError{err: err, text: scrubbed}
+}
+
+// minSecretLen is the shortest credential value scrubbed from error text: shorter ones ("", "1",
+// "EU") would garble messages and are no secret worth the name.
+const minSecretLen = 4
+
+// secretStrings lists the string values (and numbers, as written) within a credentials object.
+func secretStrings(creds json.RawMessage) []string {
+	if len(creds) == 0 {
+		return nil
+	}
+	var v any
+	if json.Unmarshal(creds, &v) != nil {
+		return nil
+	}
+	var out []string
+	var walk func(any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case string:
+			if len(v) >= minSecretLen {
+				out = append(out, v)
+			}
+		case map[string]any:
+			for _, x := range v {
+				walk(x)
+			}
+		case []any:
+			for _, x := range v {
+				walk(x)
+			}
+		}
+	}
+	walk(v)
+	return out
+}
+
+type scrubbedError struct {
+	err  error
+	text string
+}
+
+func (e *scrubbedError) Error() string { return e.text }
+func (e *scrubbedError) Unwrap() error { return e.err }
