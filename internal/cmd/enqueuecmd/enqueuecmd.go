@@ -63,6 +63,7 @@ const usageText = `usage:
   enqueue dlq export [--reason R] [--show-secrets]   JSONL of the dead letters' requests, in the input format
   enqueue status BATCH [--json] [--watch]  how far a batch is: queued, activated, dead-lettered, rate, ETA
   enqueue pause [--force]                  pause the queue
+  enqueue reencrypt [--force]              seal queued jobs' and dead letters' credentials with the current key
   enqueue resume [--force]                 resume it (after fixing a refused API key, say)
   enqueue serve [--addr A] [--insecure] [--max-batch N]   HTTP intake for signup events (INTAKE_WEBHOOK_SECRET, INTAKE_TOKENS)
   enqueue --version                        the module version and VCS revision of this build
@@ -114,6 +115,8 @@ func Run(ctx context.Context, args []string, env Env) int {
 		code, err = runServe(ctx, args[1:], env)
 	case "status":
 		code, err = runStatus(ctx, args[1:], env)
+	case "reencrypt":
+		code, err = runReencrypt(ctx, args[1:], env)
 	case "-h", "--help", "help":
 		fmt.Fprint(env.Stdout, usageText)
 		return ExitOK
@@ -439,6 +442,54 @@ func runFile(ctx context.Context, args []string, env Env) (int, error) {
 	case sum.Rejected > 0:
 		return ExitRejected, nil
 	}
+	return ExitOK, nil
+}
+
+// runReencrypt seals every queued job's and dead letter's credentials with the current key, after
+// a key rotation, and says whether the old keys may go.
+func runReencrypt(ctx context.Context, args []string, env Env) (int, error) {
+	var c common
+	fs := verbFlags("reencrypt", env, &c)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return ExitUsage, err
+	}
+	if len(pos) > 0 {
+		return ExitUsage, usageError{errors.New("reencrypt takes no arguments")}
+	}
+	sec, err := c.secrets()
+	if err != nil {
+		return ExitUsage, err
+	}
+	if sec.Keys == nil {
+		return ExitUsage, usageError{fmt.Errorf("reencrypt needs %s, with the new key first and the old ones after it", tasks.EncryptionKeysVar)}
+	}
+	rdb, in, code, err := openInspector(ctx, c)
+	if err != nil {
+		return code, err
+	}
+	defer rdb.Close()
+	sum, err := in.Reencrypt(ctx)
+	out := env.Stdout
+	fmt.Fprintf(out, "sealed with key %s: %d tasks, %d dead letters\n", sec.Keys.Current(), sum.Tasks, sum.DeadLetters)
+	fmt.Fprintf(out, "already current or without credentials: %d\n", sum.Current)
+	if sum.Running > 0 {
+		fmt.Fprintf(out, "running, not rewritten (re-run once they end): %d: %s\n", sum.Running, strings.Join(sum.RunningIDs, " "))
+	}
+	if sum.Changed > 0 {
+		fmt.Fprintf(out, "changed while being rewritten (re-run): %d\n", sum.Changed)
+	}
+	if sum.Unreadable > 0 {
+		fmt.Fprintf(out, "sealed under a key %s lacks, left as they are: %d: %s\n", tasks.EncryptionKeysVar, sum.Unreadable, strings.Join(sum.UnreadableIDs, " "))
+	}
+	if err != nil {
+		return ExitFailed, err
+	}
+	if !sum.Done() {
+		fmt.Fprintln(out, "keep the old keys: some credentials are still sealed under them, or may be")
+		return ExitRejected, nil
+	}
+	fmt.Fprintf(out, "done: nothing queued or dead-lettered is sealed under another key; the keys after %s may go\n", sec.Keys.Current())
 	return ExitOK, nil
 }
 
