@@ -112,63 +112,75 @@ func checkReceived(t *testing.T, api *versoritest.Server, users []string) {
 	}
 }
 
-// TestCredentialsSealedAtRest: with a key, no plaintext credential is in Redis after enqueue or
-// after the jobs ran (dead letters included), the queue UI shows none, and the API receives each
-// user's own.
-func TestCredentialsSealedAtRest(t *testing.T) {
-	db := testutil.Redis(t)
-	ctx := context.Background()
-	keys := keyring(t, newKeySpec(t, "a"))
-	api := versoritest.New(t, versoritest.Options{})
-	api.RequireConnection(billingIntegration, "01JDCRMTP20000000000000000") // one the requests never bind
-	p := producer.New(db.Client, producer.Config{Queue: queue, Keys: keys})
-	var users []string
-	for i := range 4 {
-		u := fmt.Sprintf("sealed-%d", i)
-		integration := crmIntegration
-		if i == 3 {
-			integration = billingIntegration // dead-lettered: missing_connections
-		}
-		if r, err := p.Enqueue(ctx, secretRequest(u, integration)); err != nil || r.Status != producer.Enqueued {
-			t.Fatalf("Enqueue = %+v, %v", r, err)
-		}
-		users = append(users, u)
+// TestCredentialsAtRest: with a key, no plaintext credential is in Redis after enqueue or after the
+// jobs ran (dead letters included); with a key or without (the opt-out, or an older release's
+// payloads), the queue UI shows none; the API receives each user's own.
+func TestCredentialsAtRest(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  producer.Config
+	}{
+		{"sealed", producer.Config{Keys: keyring(t, newKeySpec(t, "a"))}},
+		{"plaintext opt-out", producer.Config{AllowPlaintext: true}},
 	}
-	if l := leaks(t, db.Client); len(l) > 0 {
-		t.Fatalf("after enqueue, Redis holds credentials in plain text in %q", l)
-	}
-	insp := asynq.NewInspectorFromRedisClient(db.Client)
-	if err := insp.PauseQueue(queue); err != nil {
-		t.Fatal(err)
-	}
-	w, _ := startWorker(t, db.Client, api, func(c *worker.Config) {
-		c.Keys = keys
-		c.AdminUI = worker.AdminUI{Enabled: true}
-	})
-	base := "http://" + w.MetricsAddr()
-	code, _, body := do(t, "GET", base+"/ui/api/queues/"+queue+"/pending_tasks")
-	if code != 200 || !strings.Contains(body, "sealed-0") {
-		t.Fatalf("GET pending_tasks = %d %s", code, body)
-	}
-	if strings.Contains(body, secretPrefix) || !strings.Contains(body, "withheld") {
-		t.Errorf("the queue UI shows credentials, or does not say they are withheld: %s", body)
-	}
-	if err := insp.UnpauseQueue(queue); err != nil {
-		t.Fatal(err)
-	}
-	store := dlStore(db.Client, p)
-	testutil.WaitFor(t, 30*time.Second, "every job ended", settled(t, api, store, len(users)))
-	checkReceived(t, api, users)
-	es, err := store.Get(ctx, tasks.TaskID(versori.Pair{UserID: "sealed-3", IntegrationID: billingIntegration}))
-	if err != nil || len(es) != 1 || es[0].Reason != tasks.ReasonMissingConnections || tasks.SecretKeyID(es[0].Secrets) != "a" {
-		t.Fatalf("dead letter = %+v, %v; want missing_connections, sealed with key a", es, err)
-	}
-	code, _, body = do(t, "GET", base+"/ui/api/queues/"+queue+"/completed_tasks")
-	if code != 200 || !strings.Contains(body, "sealed-0") || strings.Contains(body, secretPrefix) {
-		t.Errorf("GET completed_tasks = %d, shows credentials or no task: %s", code, body)
-	}
-	if l := leaks(t, db.Client); len(l) > 0 {
-		t.Errorf("after the jobs ran, Redis holds credentials in plain text in %q", l)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db := testutil.Redis(t)
+			ctx := context.Background()
+			sealed := tt.cfg.Keys != nil
+			api := versoritest.New(t, versoritest.Options{})
+			api.RequireConnection(billingIntegration, "01JDCRMTP20000000000000000") // one the requests never bind
+			tt.cfg.Queue = queue
+			p := producer.New(db.Client, tt.cfg)
+			var users []string
+			for i := range 4 {
+				u := fmt.Sprintf("sealed-%d", i)
+				integration := crmIntegration
+				if i == 3 {
+					integration = billingIntegration // dead-lettered: missing_connections
+				}
+				if r, err := p.Enqueue(ctx, secretRequest(u, integration)); err != nil || r.Status != producer.Enqueued {
+					t.Fatalf("Enqueue = %+v, %v", r, err)
+				}
+				users = append(users, u)
+			}
+			if l := leaks(t, db.Client); sealed && len(l) > 0 {
+				t.Fatalf("after enqueue, Redis holds credentials in plain text in %q", l)
+			}
+			insp := asynq.NewInspectorFromRedisClient(db.Client)
+			if err := insp.PauseQueue(queue); err != nil {
+				t.Fatal(err)
+			}
+			w, _ := startWorker(t, db.Client, api, func(c *worker.Config) {
+				c.Keys = tt.cfg.Keys
+				c.AdminUI = worker.AdminUI{Enabled: true}
+			})
+			base := "http://" + w.MetricsAddr()
+			code, _, body := do(t, "GET", base+"/ui/api/queues/"+queue+"/pending_tasks")
+			if code != 200 || !strings.Contains(body, "sealed-0") {
+				t.Fatalf("GET pending_tasks = %d %s", code, body)
+			}
+			if strings.Contains(body, secretPrefix) || !strings.Contains(body, "withheld") {
+				t.Errorf("the queue UI shows credentials, or does not say they are withheld: %s", body)
+			}
+			if err := insp.UnpauseQueue(queue); err != nil {
+				t.Fatal(err)
+			}
+			store := dlStore(db.Client, p)
+			testutil.WaitFor(t, 30*time.Second, "every job ended", settled(t, api, store, len(users)))
+			checkReceived(t, api, users)
+			es, err := store.Get(ctx, tasks.TaskID(versori.Pair{UserID: "sealed-3", IntegrationID: billingIntegration}))
+			if err != nil || len(es) != 1 || es[0].Reason != tasks.ReasonMissingConnections || sealed != (tasks.SecretKeyID(es[0].Secrets) == "a") {
+				t.Fatalf("dead letter = %+v, %v; want missing_connections, sealed with key a if sealed", es, err)
+			}
+			code, _, body = do(t, "GET", base+"/ui/api/queues/"+queue+"/completed_tasks")
+			if code != 200 || !strings.Contains(body, "sealed-0") || strings.Contains(body, secretPrefix) {
+				t.Errorf("GET completed_tasks = %d, shows credentials or no task: %s", code, body)
+			}
+			if l := leaks(t, db.Client); sealed && len(l) > 0 {
+				t.Errorf("after the jobs ran, Redis holds credentials in plain text in %q", l)
+			}
+		})
 	}
 }
 
