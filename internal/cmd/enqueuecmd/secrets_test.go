@@ -146,3 +146,38 @@ func TestEncryptionKeysSetting(t *testing.T) {
 		})
 	}
 }
+
+// TestReencryptCommand: reencrypt needs keys; after a rotation it reseals what the old key sealed,
+// reports the counts, and exits 0 once nothing is left under another key.
+func TestReencryptCommand(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	in := testutil.WriteJSONL(t, filepath.Join(t.TempDir(), "in.jsonl"), secretRequest("u-1"), request("u-2"))
+	if r := runDB(t, db, "", "file", in, "--quiet"); r.code != enqueuecmd.ExitOK {
+		t.Fatalf("file: %s", r)
+	}
+	newKey := "t2:" + strings.Repeat("A", 43) + "="
+	tests := []struct {
+		name, keys string
+		code       int
+		out        string
+	}{
+		{"no keys", "", enqueuecmd.ExitUsage, ""},
+		{"rotated", newKey + "," + testKeys, enqueuecmd.ExitOK, "sealed with key t2: 1 tasks, 0 dead letters\nalready current or without credentials: 1\n"},
+		{"again", newKey + "," + testKeys, enqueuecmd.ExitOK, "sealed with key t2: 0 tasks, 0 dead letters\nalready current or without credentials: 2\n"},
+	}
+	for _, tt := range tests {
+		r := run(t, map[string]string{"REDIS_URL": db.URL(), tasks.EncryptionKeysVar: tt.keys}, "", "reencrypt")
+		if r.code != tt.code || !strings.HasPrefix(r.stdout, tt.out) {
+			t.Errorf("%s: want exit %d and %q:\n%s", tt.name, tt.code, tt.out, r)
+		}
+	}
+	info, err := inspector(db).GetTaskInfo(queue, id(secretRequest("u-1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := tasks.DecodePayload(info.Payload)
+	if err != nil || tasks.SecretKeyID(p.Secrets) != "t2" {
+		t.Errorf("payload sealed with %q, %v; want t2", tasks.SecretKeyID(p.Secrets), err)
+	}
+}
