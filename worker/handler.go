@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -596,12 +597,16 @@ func scrubSecrets(err error, req versori.ActivationRequest) error {
 	if err == nil {
 		return nil
 	}
+	var values []string
+	for _, c := range req.Connections {
+		values = append(values, secretStrings(c.Credentials)...)
+	}
+	// Longest first, so that a value that contains another is replaced whole.
+	slices.SortFunc(values, func(a, b string) int { return len(b) - len(a) })
 	text := err.Error()
 	scrubbed := text
-	for _, c := range req.Connections {
-		for _, v := range secretStrings(c.Credentials) {
-			scrubbed = strings.ReplaceAll(scrubbed, v, "[redacted]")
-		}
+	for _, v := range values {
+		scrubbed = strings.ReplaceAll(scrubbed, v, "[redacted]")
 	}
 	if scrubbed == text {
 		return err
