@@ -237,3 +237,23 @@ func (i *Inspector) BatchAt(ctx context.Context, id string, now time.Time) (Batc
 	}
 	return st, nil
 }
+
+// ReencryptSummary counts what Reencrypt did. Its fields:
+//
+//   - Tasks, DeadLetters int: sealed again with the current key (or sealed for the first time).
+//   - Current int: already sealed with the current key, or holding no credentials.
+//   - Running int, RunningIDs []string: tasks a worker held, left as they are; re-run once they end.
+//   - Changed int: tasks and dead letters that changed between the read and the write; re-run.
+//   - Unreadable int, UnreadableIDs []string: sealed under a key the keyring lacks, or not
+//     authenticating; left as they are.
+//
+// Its Done method reports whether nothing is left under another key, so that the old keys may go.
+type ReencryptSummary = jobs.ReencryptSummary
+
+// Reencrypt seals with the current key (the first of producer.Config.Keys) the credentials of every
+// task no worker holds (pending, scheduled, retry, archived) and every dead letter that holds them
+// under another key or in plain text. Each task's payload is rewritten in place in a
+// compare-and-set, so that a task a worker takes meanwhile is never overwritten.
+func (i *Inspector) Reencrypt(ctx context.Context) (ReencryptSummary, error) {
+	return i.jobs.Reencrypt(ctx)
+}

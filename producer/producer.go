@@ -23,6 +23,9 @@ import (
 //   - Retention time.Duration: how long a finished job's record is kept (720h); while it is,
 //     enqueueing the same pair again is a Duplicate.
 //   - Timeout time.Duration: the timeout of one attempt (2m), kept in whole seconds.
+//   - Keys *tasks.Keyring: seal end users' credentials in Redis with the first key
+//     (tasks.ParseKeyring of ACTIVATOR_ENCRYPTION_KEYS). Without keys, a request with credentials
+//     is refused (tasks.ErrPlaintextCredentials) unless AllowPlaintext bool.
 //
 // A field left zero (or negative, or a Timeout under a second) takes DefaultConfig's, shown in
 // brackets. Config.Validate refuses those values instead, for a configuration read from a user whose
@@ -111,10 +114,19 @@ func New(rdb redis.UniversalClient, cfg Config) *Producer {
 }
 
 // Enqueue validates req and queues a job for it, unless its pair already has one or a dead letter.
-// An invalid request is a *versori.ValidationError naming the field; nothing is queued.
+// An invalid request is a *versori.ValidationError naming the field; nothing is queued. So are
+// credentials that may not be stored (CheckSecrets); with Keys they are sealed before they reach
+// Redis.
 func (p *Producer) Enqueue(ctx context.Context, req versori.ActivationRequest, opts ...Option) (Result, error) {
 	return p.q.Enqueue(ctx, req, opts...)
 }
+
+// CheckSecrets returns the error Enqueue would give req for its credentials, before anything is
+// queued: with no Keys and no AllowPlaintext, a request with credentials is refused with an error
+// that is a *versori.ValidationError naming the connection and matches
+// tasks.ErrPlaintextCredentials (errors.Is). A caller queuing several requests as one checks them
+// all first.
+func (p *Producer) CheckSecrets(req versori.ActivationRequest) error { return p.q.CheckSecrets(req) }
 
 // InputError is EnqueueFile's error when the input cannot be used at all (it cannot be opened, its
 // format cannot be told, its CSV header is bad): the run did not start and did nothing. Its field

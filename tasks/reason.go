@@ -16,11 +16,15 @@ const (
 	ReasonNotFound           Reason = "not_found"           // unknown user or integration
 	ReasonPermanentError     Reason = "permanent_error"     // any other error that retrying cannot fix
 	ReasonRetriesExhausted   Reason = "retries_exhausted"   // transient failures until the retry limit
+	// ReasonSecretUnreadable: the job's sealed credentials cannot be opened (its key id is not in
+	// ACTIVATOR_ENCRYPTION_KEYS, or they do not authenticate). The dead letter keeps them sealed:
+	// add the key to the workers, then requeue it.
+	ReasonSecretUnreadable Reason = "secret_unreadable"
 )
 
 // Reasons lists every reason.
 func Reasons() []Reason {
-	return []Reason{ReasonMissingConnections, ReasonInvalidRequest, ReasonUnauthorized, ReasonNotFound, ReasonPermanentError, ReasonRetriesExhausted}
+	return []Reason{ReasonMissingConnections, ReasonInvalidRequest, ReasonUnauthorized, ReasonNotFound, ReasonPermanentError, ReasonRetriesExhausted, ReasonSecretUnreadable}
 }
 
 // ParseReason returns the Reason named s, or an error listing the valid ones.
@@ -30,7 +34,7 @@ func ParseReason(s string) (Reason, error) {
 			return r, nil
 		}
 	}
-	names := make([]string, 0, 6)
+	names := make([]string, 0, len(Reasons()))
 	for _, r := range Reasons() {
 		names = append(names, string(r))
 	}

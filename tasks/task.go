@@ -37,6 +37,11 @@ type Payload struct {
 	// NewTask gives asynq CrashRetries more, so that the handler, not asynq, ends the job. A payload
 	// without it (from an older producer) ends at asynq's own limit.
 	MaxRetry int `json:"maxRetry,omitzero"`
+	// Secrets holds the request's secret parts (its connections' credentials), sealed with the key
+	// named in front: "keyid:base64(nonce||ciphertext)". The request holds Withheld in their place.
+	// Empty when the request carries none, or carries them in plain text (no key was configured and
+	// plaintext was allowed, or an older release queued it). See Seal and Open.
+	Secrets string `json:"secrets,omitzero"`
 }
 
 // CrashRetries is how many attempts asynq allows a job beyond Payload.MaxRetry. asynq counts the

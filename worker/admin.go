@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/internal/configerr"
+	"github.com/versori/activator/tasks"
 )
 
 // AdminUIPath is where the queue UI is served on the AdminAddr listener (pages and its JSON API
@@ -29,7 +30,8 @@ const DefaultAdminAddr = "127.0.0.1:9465"
 // unless Enabled.
 //
 // The UI has no authentication or authorisation of its own: anyone who can reach AdminAddr sees
-// every queued task with its payload (end-user and connection ids), and with Write can pause the
+// every queued task with its payload (end-user and connection ids; end users' credentials are
+// withheld), and with Write can pause the
 // queue and delete, run, archive or cancel tasks. Keep ADMIN_ADDR on loopback (its default) or a
 // private interface, or put an authenticating proxy in front of it; never expose it publicly.
 type AdminUI struct {
@@ -79,6 +81,7 @@ func (w *Worker) adminHandlers() *http.ServeMux {
 		RedisConnOpt:      opt,
 		ReadOnly:          !ui.Write,
 		PrometheusAddress: ui.PrometheusURL,
+		PayloadFormatter:  asynqmon.PayloadFormatterFunc(uiPayload),
 	})
 	if ui.Redis != nil {
 		w.closeUI = func() { _ = h.Close() }
@@ -148,6 +151,15 @@ func (w *Worker) AdminAddr() string {
 		return ""
 	}
 	return w.adminLn.Addr().String()
+}
+
+// uiPayload is a task's payload as the queue UI shows it: end users' credentials withheld, sealed
+// or not (tasks.RedactPayload).
+func uiPayload(_ string, payload []byte) string {
+	if b, ok := tasks.RedactPayload(payload); ok {
+		return string(b)
+	}
+	return "(not shown: not an activation job's JSON, so what in it is secret cannot be told)"
 }
 
 // closeAdmin releases the queue UI's Redis connections, if it opened any. The listener itself is

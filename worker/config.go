@@ -84,6 +84,10 @@ type Config struct {
 	// Pprof serves net/http/pprof at /debug/pprof/ on AdminAddr, for CPU and allocation profiles
 	// under load. Profiles show payloads' shapes and cost CPU while taken: keep AdminAddr private.
 	Pprof bool
+	// Keys open the sealed credentials of jobs (ACTIVATOR_ENCRYPTION_KEYS): every key a queued job
+	// or dead letter may be sealed with. nil opens none: a job with sealed credentials is then
+	// dead-lettered as secret_unreadable, keeping them sealed.
+	Keys *tasks.Keyring
 }
 
 // PrefetchAuto, as Config.Prefetch, holds a fifth of Concurrency beyond it, at least 1.

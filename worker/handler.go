@@ -2,9 +2,12 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/versori/activator/tasks"
@@ -56,6 +59,9 @@ type handlerConfig struct {
 	// MaxAge, if positive, dead-letters a job that keeps failing, or waiting, this long after it was
 	// enqueued, whatever attempts it has left.
 	MaxAge time.Duration
+	// Keys open the jobs' sealed credentials (nil: none; a job with sealed credentials is then
+	// dead-lettered as secret_unreadable).
+	Keys *tasks.Keyring
 }
 
 // keyState is what a probe says of the API key.
@@ -147,6 +153,12 @@ func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if p.MaxRetry > 0 && p.MaxRetry < j.limit {
 		j.limit = p.MaxRetry
 	}
+	// The credentials are opened into a copy that lives only in this call: p, which dead letters and
+	// log lines are made of, keeps them sealed.
+	send := p
+	if err := send.Open(h.cfg.Keys); err != nil {
+		return h.deadLetter(ctx, j, p, tasks.ReasonSecretUnreadable, versori.ClassInvalidRequest, err)
+	}
 	if h.cfg.Interrupt != nil {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
@@ -163,7 +175,7 @@ func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	// same pair may have another task under the canonical id.
 	reconcile := j.retried > 0 || p.Reconcile || j.id != tasks.CanonicalTaskID(j.id) ||
 		(h.cfg.LookFirst != nil && h.cfg.LookFirst(ctx, p.EnqueuedAt))
-	out := h.run(ctx, p, reconcile)
+	out := h.run(ctx, p, send.Request, reconcile)
 	rule := tasks.RuleFor(out.class, h.cfg.PerUserAuth)
 	if out.class == versori.ClassUnauthorized && h.cfg.PerUserAuth {
 		// A refused per-user token is this user's, or the signing key's (revoked, or our clock too far
@@ -318,7 +330,7 @@ func limiterWait(err error) (time.Duration, bool) {
 // allows, for transient failures known not to have reached the API (a refused connection, a 408 or
 // 425, a failed look-up). After a POST that may have committed, it stops: the next look-up must
 // wait for the API to settle.
-func (h *handler) run(ctx context.Context, p tasks.Payload, reconcile bool) outcome {
+func (h *handler) run(ctx context.Context, p tasks.Payload, send versori.ActivationRequest, reconcile bool) outcome {
 	pol := h.cfg.Policy
 	b := retry.WithMaxRetries(uint64(pol.QuickRetries),
 		retry.WithCappedDuration(pol.QuickCap, retry.WithJitterPercent(20, retry.NewExponential(pol.QuickBase))))
@@ -329,7 +341,8 @@ func (h *handler) run(ctx context.Context, p tasks.Payload, reconcile bool) outc
 	}
 	_ = retry.Do(ctx, b, func(ctx context.Context) error {
 		start := time.Now()
-		out = h.attempt(ctx, p, reconcile)
+		out = h.attempt(ctx, p, send, reconcile)
+		out.err = scrubSecrets(out.err, send)
 		h.cfg.Metrics.ObserveAttempt(out.class, time.Since(start))
 		if out.class != versori.ClassTransient || out.posted || h.interrupted() || ctx.Err() != nil {
 			return nil
@@ -346,7 +359,8 @@ func (h *handler) run(ctx context.Context, p tasks.Payload, reconcile bool) outc
 	return out
 }
 
-func (h *handler) attempt(ctx context.Context, p tasks.Payload, reconcile bool) outcome {
+// attempt makes one attempt; send is p's request with its credentials opened, for the POST only.
+func (h *handler) attempt(ctx context.Context, p tasks.Payload, send versori.ActivationRequest, reconcile bool) outcome {
 	if reconcile {
 		act, err := h.lookUp(ctx, p)
 		if err != nil {
@@ -359,7 +373,7 @@ func (h *handler) attempt(ctx context.Context, p tasks.Payload, reconcile bool) 
 	}
 	var act *versori.Activated
 	err := h.guard(func() (err error) {
-		act, err = h.cfg.Client.Activate(ctx, p.Request)
+		act, err = h.cfg.Client.Activate(ctx, send)
 		return err
 	})
 	if err == nil {
@@ -499,6 +513,7 @@ func (h *handler) deadLetter(ctx context.Context, j job, p tasks.Payload, reason
 		Queue:         j.queue,
 		Batch:         p.Batch,
 		Request:       p.Request,
+		Secrets:       p.Secrets,
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
@@ -602,3 +617,70 @@ func growStack() {
 //
 //go:noinline
 func keep([]byte) {}
+
+// scrubSecrets returns err with every credential value of req that its text quotes replaced by
+// [redacted], so that an API error echoing a secret (a message, a field error) never reaches a log
+// line or a dead letter. The returned error unwraps to err, so that it classifies as err does.
+func scrubSecrets(err error, req versori.ActivationRequest) error {
+	if err == nil {
+		return nil
+	}
+	var values []string
+	for _, c := range req.Connections {
+		values = append(values, secretStrings(c.Credentials)...)
+	}
+	// Longest first, so that a value that contains another is replaced whole.
+	slices.SortFunc(values, func(a, b string) int { return len(b) - len(a) })
+	text := err.Error()
+	scrubbed := text
+	for _, v := range values {
+		scrubbed = strings.ReplaceAll(scrubbed, v, "[redacted]")
+	}
+	if scrubbed == text {
+		return err
+	}
+	return &scrubbedError{err: err, text: scrubbed}
+}
+
+// minSecretLen is the shortest credential value scrubbed from error text: shorter ones ("", "1",
+// "EU") would garble messages and are no secret worth the name.
+const minSecretLen = 4
+
+// secretStrings lists the string values (and numbers, as written) within a credentials object.
+func secretStrings(creds json.RawMessage) []string {
+	if len(creds) == 0 {
+		return nil
+	}
+	var v any
+	if json.Unmarshal(creds, &v) != nil {
+		return nil
+	}
+	var out []string
+	var walk func(any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case string:
+			if len(v) >= minSecretLen {
+				out = append(out, v)
+			}
+		case map[string]any:
+			for _, x := range v {
+				walk(x)
+			}
+		case []any:
+			for _, x := range v {
+				walk(x)
+			}
+		}
+	}
+	walk(v)
+	return out
+}
+
+type scrubbedError struct {
+	err  error
+	text string
+}
+
+func (e *scrubbedError) Error() string { return e.text }
+func (e *scrubbedError) Unwrap() error { return e.err }

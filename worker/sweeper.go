@@ -104,7 +104,7 @@ func entryOf(t *asynq.TaskInfo) deadletter.Entry {
 		e.Reason = tasks.ReasonInvalidRequest
 		e.Error = err.Error()
 	}
-	e.Request, e.Batch = p.Request, p.Batch
+	e.Request, e.Batch, e.Secrets = p.Request, p.Batch, p.Secrets
 	e.UserID, e.IntegrationID = p.Request.UserID, p.Request.IntegrationID
 	return e
 }

@@ -120,6 +120,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 		Policy: cfg.Policy, PerUserAuth: cfg.PerUserAuth, Pause: w.pauseQueue, CheckKey: w.keys.Check,
 		LookFirst: w.guard.LookFirst, Interrupt: interruptCtx,
 		Breaker: w.breaker, Backoff: gate.Backoff, MaxAge: cfg.MaxAge, Batches: w.batches, Results: w.results,
+		Keys: cfg.Keys,
 	})
 	if err != nil {
 		return nil, err

@@ -31,6 +31,9 @@ type Entry struct {
 	Queue          string                    `json:"queue"`
 	Batch          string                    `json:"batch,omitempty"`
 	Request        versori.ActivationRequest `json:"request"`
+	// Secrets are the request's credentials sealed as the job held them (tasks.Payload.Secrets);
+	// the request holds tasks.Withheld in their place. No secret: it opens only with the key.
+	Secrets string `json:"secrets,omitempty"`
 }
 
 // Store keeps the dead letters of one queue in Redis. It is safe for concurrent use, also across
@@ -379,4 +382,45 @@ func (s *Store) Trim(ctx context.Context, olderThan time.Time, maxEntries int64)
 		return nil, err
 	}
 	return ids, nil
+}
+
+// rewriteScript replaces an entry only if it is still the one read. KEYS: entries. ARGV: id, the
+// entry as read, the new entry. Returns 1 when replaced.
+var rewriteScript = redis.NewScript(`
+if redis.call("HGET", KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call("HSET", KEYS[1], ARGV[1], ARGV[3])
+return 1
+`)
+
+// Rewrite changes the entry id as fn says, fn returning the new entry and whether it changed it, in
+// a compare-and-set: an entry changed meanwhile (requeued, dead-lettered again) is left, and
+// Rewrite reports false. Only fields other than the id and reason may change.
+func (s *Store) Rewrite(ctx context.Context, id string, fn func(Entry) (Entry, bool, error)) (bool, error) {
+	old, err := s.rdb.HGet(ctx, s.keys.entries, id).Result()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("deadletter: reading %s: %w", id, err)
+	}
+	var e Entry
+	if err := json.Unmarshal([]byte(old), &e); err != nil {
+		return false, fmt.Errorf("deadletter: entry %s is corrupt: %w", id, err)
+	}
+	ne, changed, err := fn(e)
+	if err != nil || !changed {
+		return false, err
+	}
+	if ne.ID != e.ID || ne.Reason != e.Reason {
+		return false, errors.New("deadletter: Rewrite may not change an entry's id or reason")
+	}
+	b, err := json.Marshal(ne)
+	if err != nil {
+		return false, fmt.Errorf("deadletter: encoding entry: %w", err)
+	}
+	n, err := rewriteScript.Run(ctx, s.rdb, []string{s.keys.entries}, id, old, b).Int()
+	if err != nil {
+		return false, fmt.Errorf("deadletter: rewriting %s: %w", id, err)
+	}
+	return n == 1, nil
 }

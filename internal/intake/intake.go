@@ -506,7 +506,8 @@ func (s *Server) enqueueFailed(err error, index int) *response {
 	if !errors.As(err, &ve) {
 		return s.unavailable("enqueueing", err)
 	}
-	// Requests are validated before they are enqueued, so this is not expected.
+	// Requests are validated before they are enqueued (their credentials too), so this is not
+	// expected.
 	if index < 0 {
 		return badRequest(ve.Error(), ve.Field)
 	}
@@ -519,6 +520,11 @@ func (s *Server) handleActivation(w http.ResponseWriter, r *http.Request) {
 	if resp == nil {
 		var req versori.ActivationRequest
 		req, resp = decodeOne(body)
+		if resp == nil {
+			if err := s.prod.CheckSecrets(req); err != nil {
+				resp = s.enqueueFailed(err, -1)
+			}
+		}
 		if resp == nil {
 			resp = s.once(r, routeOne, credential, body, func(ctx context.Context) *response {
 				acc, err := s.enqueue(ctx, req)
@@ -541,6 +547,12 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 	if resp == nil {
 		var reqs []versori.ActivationRequest
 		reqs, resp = s.decodeBatch(body)
+		for i := 0; resp == nil && i < len(reqs); i++ {
+			// All of them before any is queued, as decodeBatch validates them.
+			if err := s.prod.CheckSecrets(reqs[i]); err != nil {
+				resp = s.enqueueFailed(err, i)
+			}
+		}
 		if resp == nil {
 			resp = s.once(r, routeBatch, credential, body, func(ctx context.Context) *response {
 				out := make([]Accepted, len(reqs))

@@ -70,9 +70,15 @@ func start(t *testing.T, cfg intake.Config) *env {
 // startOn runs an intake whose producer and webhook-id store use rdb.
 func startOn(t *testing.T, db *testutil.RedisDB, rdb redis.UniversalClient, cfg intake.Config) *env {
 	t.Helper()
+	return startWith(t, db, rdb, cfg, producer.Config{Queue: queue})
+}
+
+// startWith runs an intake whose producer has the configuration pcfg.
+func startWith(t *testing.T, db *testutil.RedisDB, rdb redis.UniversalClient, cfg intake.Config, pcfg producer.Config) *env {
+	t.Helper()
 	logs := &testutil.SyncBuffer{}
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
-	prod := producer.New(rdb, producer.Config{Queue: queue})
+	prod := producer.New(rdb, pcfg)
 	srv, err := intake.New(cfg, rdb, prod)
 	if err != nil {
 		t.Fatal(err)

@@ -2,9 +2,12 @@ package jobs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
 
 	"github.com/hibiken/asynq"
 
@@ -55,7 +58,7 @@ func (q *Queue) Requeue(ctx context.Context, ids []string) (RequeueResult, error
 		found := make(map[string]bool, len(entries))
 		for _, e := range entries {
 			found[e.ID] = true
-			st, err := q.requeueEntry(ctx, e, e.Request)
+			st, err := q.requeueEntry(ctx, e, e.Request, e.Secrets)
 			var ve *versori.ValidationError
 			switch {
 			case errors.As(err, &ve):
@@ -81,7 +84,11 @@ func (q *Queue) Requeue(ctx context.Context, ids []string) (RequeueResult, error
 // same pair) and removes e from the store. It returns Enqueued, or Duplicate when a job for the pair
 // is queued or running again (or another queue owns it), in which case e is left. An invalid req is
 // a *versori.ValidationError, and e is left.
-func (q *Queue) requeueEntry(ctx context.Context, e deadletter.Entry, req versori.ActivationRequest) (Status, error) {
+//
+// secrets are req's sealed credentials (e.Secrets when req is e's own request); the new job keeps
+// them sealed as they are, so that they open with the key they were sealed with, and a plaintext
+// request is sealed if q has keys.
+func (q *Queue) requeueEntry(ctx context.Context, e deadletter.Entry, req versori.ActivationRequest, secrets string) (Status, error) {
 	req, err := req.Canonical()
 	if err != nil {
 		return "", err
@@ -104,7 +111,7 @@ func (q *Queue) requeueEntry(ctx context.Context, e deadletter.Entry, req versor
 	if err != nil {
 		return "", err
 	}
-	r, err := q.enqueueClaimed(ctx, tasks.Payload{Request: req, Reconcile: true, Batch: e.Batch}, claims[0])
+	r, err := q.enqueueClaimed(ctx, tasks.Payload{Request: req, Reconcile: true, Batch: e.Batch, Secrets: secrets}, claims[0])
 	if err != nil {
 		return "", err
 	}
@@ -285,7 +292,17 @@ func (q *Queue) RequeueFile(ctx context.Context, o RequeueFileOptions) (RequeueF
 			sum.NotDeadLetteredLines = addLine(sum.NotDeadLetteredLines, row.Line)
 			continue
 		}
-		st, err := q.requeueEntry(ctx, entries[0], row.Request)
+		req, secrets, err := q.fixedRequest(entries[0], row.Request)
+		if err != nil {
+			sum.Rejected++
+			raw, _ := json.Marshal(tasks.Redact(row.Request))
+			if err := rejects.Write(ingest.Reject{Line: row.Line, Field: fieldOf(err), Reason: reasonOf(err), Raw: string(raw)}); err != nil {
+				rejects.Close()
+				return sum, fmt.Errorf("writing rejects: %w", err)
+			}
+			continue
+		}
+		st, err := q.requeueEntry(ctx, entries[0], req, secrets)
 		if err != nil {
 			rejects.Close()
 			return sum, fmt.Errorf("line %d: %w", row.Line, err)
@@ -307,4 +324,58 @@ func (q *Queue) RequeueFile(ctx context.Context, o RequeueFileOptions) (RequeueF
 		return sum, fmt.Errorf("interrupted after %d rows: re-run the same file to requeue the rest: %w", sum.Rows, err)
 	}
 	return sum, nil
+}
+
+// fixedRequest is the request and sealed secrets a corrected row for dead letter e stands for. A
+// connection whose credentials are tasks.Withheld (as `dlq export` writes them) takes the dead
+// letter's own: its sealed secrets, kept sealed, or its plaintext credentials at the same index.
+// Credentials the row gives itself are new input, held to CheckSecrets' rule.
+func (q *Queue) fixedRequest(e deadletter.Entry, req versori.ActivationRequest) (versori.ActivationRequest, string, error) {
+	var withheld, given []int
+	for i, c := range req.Connections {
+		switch {
+		case tasks.IsWithheld(c.Credentials):
+			withheld = append(withheld, i)
+		case len(c.Credentials) > 0:
+			given = append(given, i)
+		}
+	}
+	field := func(i int) string { return "connections[" + strconv.Itoa(i) + "].credentials" }
+	if len(given) > 0 && q.cfg.Keys == nil && !q.cfg.AllowPlaintext {
+		return req, "", &secretsError{field: field(given[0])}
+	}
+	if len(withheld) == 0 {
+		return req, "", nil
+	}
+	if e.Secrets != "" {
+		if len(given) > 0 {
+			return req, "", &versori.ValidationError{Field: field(given[0]), Reason: "the dead letter's credentials are sealed as one: " +
+				"withhold every connection's credentials, or give every one"}
+		}
+		return req, e.Secrets, nil
+	}
+	req.Connections = slices.Clone(req.Connections)
+	for _, i := range withheld {
+		if i >= len(e.Request.Connections) || len(e.Request.Connections[i].Credentials) == 0 || tasks.IsWithheld(e.Request.Connections[i].Credentials) {
+			return req, "", &versori.ValidationError{Field: field(i), Reason: "is withheld, and the dead letter has no credentials for this connection: give them"}
+		}
+		req.Connections[i].Credentials = e.Request.Connections[i].Credentials
+	}
+	return req, "", nil
+}
+
+func fieldOf(err error) string {
+	var ve *versori.ValidationError
+	if errors.As(err, &ve) {
+		return ve.Field
+	}
+	return ""
+}
+
+func reasonOf(err error) string {
+	var ve *versori.ValidationError
+	if errors.As(err, &ve) {
+		return ve.Reason
+	}
+	return err.Error()
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/versori/activator/internal/ingest"
 	"github.com/versori/activator/internal/pairs"
 	"github.com/versori/activator/tasks"
+	"github.com/versori/activator/versori"
 )
 
 // FileOptions configures one EnqueueFile run.
@@ -335,6 +336,9 @@ func (r *fileRun) read(ctx context.Context) error {
 			return fmt.Errorf("reading %s: %w", r.o.Path, err)
 		}
 		r.count(func(s *Summary) { s.Rows++ })
+		if rej == nil {
+			rej = r.secretsReject(row)
+		}
 		if rej != nil {
 			if err := r.rejects.Write(*rej); err != nil {
 				return fmt.Errorf("writing rejects: %w", err)
@@ -349,6 +353,21 @@ func (r *fileRun) read(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// secretsReject is the reject of a row whose credentials may not be queued (CheckSecrets), nil for
+// a row that may. Its Raw is the row as read back into JSON, as the input holds it.
+func (r *fileRun) secretsReject(row *ingest.Row) *ingest.Reject {
+	err := r.q.CheckSecrets(row.Request)
+	if err == nil {
+		return nil
+	}
+	var ve *versori.ValidationError
+	if !errors.As(err, &ve) {
+		ve = &versori.ValidationError{Reason: err.Error()}
+	}
+	raw, _ := json.Marshal(row.Request)
+	return &ingest.Reject{Line: row.Line, Field: ve.Field, Reason: ve.Reason, Raw: string(raw)}
 }
 
 // waitWorkers waits for the workers; after ctx ends it waits interruptGrace at most, and says

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -36,6 +37,12 @@ type Config struct {
 	// Timeout bounds one attempt of a job; asynq keeps it in whole seconds (under a second: the
 	// default).
 	Timeout time.Duration
+	// Keys seal the credentials of the requests queued (with the first key), so that Redis never
+	// holds them in plain text. Without keys, a request with credentials is refused with
+	// tasks.ErrPlaintextCredentials unless AllowPlaintext.
+	Keys *tasks.Keyring
+	// AllowPlaintext lets requests with credentials be queued without keys, in plain text.
+	AllowPlaintext bool
 }
 
 // DefaultConfig is the configuration used for fields left zero: the enqueue command's defaults.
@@ -130,6 +137,9 @@ func (q *Queue) Enqueue(ctx context.Context, req versori.ActivationRequest, opts
 	if err != nil {
 		return Result{TaskID: id}, err
 	}
+	if err := q.CheckSecrets(req); err != nil {
+		return Result{TaskID: id}, err
+	}
 	pl := tasks.Payload{Request: req}
 	for _, o := range opts {
 		o(&pl)
@@ -153,6 +163,42 @@ func (q *Queue) Enqueue(ctx context.Context, req versori.ActivationRequest, opts
 		err = q.countQueued(ctx, pl.Batch, 1)
 	}
 	return res, err
+}
+
+// CheckSecrets returns the error Enqueue would for req's credentials: a *versori.ValidationError
+// naming the connection, which also matches tasks.ErrPlaintextCredentials when req carries
+// credentials and q may neither seal them (no keys) nor store them in plain text; or one for
+// credentials that are tasks.Withheld, the placeholder displays show instead of them (only
+// `dlq requeue --file` takes those, as the dead letter's own). Nil when req may be queued.
+func (q *Queue) CheckSecrets(req versori.ActivationRequest) error {
+	for i, c := range req.Connections {
+		field := "connections[" + strconv.Itoa(i) + "].credentials"
+		switch {
+		case len(c.Credentials) == 0:
+		case tasks.IsWithheld(c.Credentials):
+			return &versori.ValidationError{Field: field, Reason: "is the placeholder displays show instead of credentials: give the credentials themselves"}
+		case q.cfg.Keys == nil && !q.cfg.AllowPlaintext:
+			return &secretsError{field: field}
+		}
+	}
+	return nil
+}
+
+// secretsError is CheckSecrets' refusal of credentials it may not store: a ValidationError (so
+// that every way in reports it as a bad request, naming the field) that is also
+// tasks.ErrPlaintextCredentials.
+type secretsError struct{ field string }
+
+func (e *secretsError) Error() string { return e.field + ": " + tasks.ErrPlaintextCredentials.Error() }
+
+func (e *secretsError) Is(target error) bool { return target == tasks.ErrPlaintextCredentials }
+
+func (e *secretsError) As(target any) bool {
+	if ve, ok := target.(**versori.ValidationError); ok {
+		*ve = &versori.ValidationError{Field: e.field, Reason: tasks.ErrPlaintextCredentials.Error()}
+		return true
+	}
+	return false
 }
 
 // backfill brings what older releases left in Redis up to date, once per producer, before it first
@@ -240,6 +286,13 @@ func (q *Queue) enqueue(ctx context.Context, pl tasks.Payload) (Result, error) {
 		pl.EnqueuedAt = time.Now().UTC()
 	}
 	pl.MaxRetry = q.cfg.MaxRetry
+	// Sealed here, the one place every way in passes: a request that may not be stored in plain
+	// text was refused before (CheckSecrets), so without keys what is left is allowed plaintext.
+	if q.cfg.Keys != nil {
+		if err := pl.Seal(q.cfg.Keys); err != nil {
+			return Result{TaskID: id}, err
+		}
+	}
 	t, err := tasks.NewTask(pl,
 		asynq.Queue(q.cfg.Queue), asynq.Retention(q.cfg.Retention), asynq.Timeout(q.cfg.Timeout))
 	if err != nil {

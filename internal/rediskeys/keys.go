@@ -143,6 +143,24 @@ func AsynqLease(q string) string { return asynqQueue(q) + "lease" }
 // AsynqRetry is the sorted set of the queue's task ids waiting to be retried (base.RetryKey).
 func AsynqRetry(q string) string { return asynqQueue(q) + "retry" }
 
+// AsynqScheduled is the sorted set of the queue's task ids waiting for their processAt
+// (base.ScheduledKey).
+func AsynqScheduled(q string) string { return asynqQueue(q) + "scheduled" }
+
+// AsynqArchived is the sorted set of the queue's archived task ids (base.ArchivedKey).
+func AsynqArchived(q string) string { return asynqQueue(q) + "archived" }
+
+// AsynqMsgField is the field of AsynqTask holding the task's message, asynq's protobuf TaskMessage
+// (its payload is field AsynqPayloadFieldNumber).
+const AsynqMsgField = "msg"
+
+// AsynqPayloadFieldNumber is the protobuf field number of TaskMessage's payload.
+const AsynqPayloadFieldNumber = 2
+
+// AsynqStateField is the field of AsynqTask holding the task's state: "pending", "active",
+// "scheduled", "retry", "archived", "completed".
+const AsynqStateField = "state"
+
 // AsynqPaused exists while the queue is paused (base.PausedKey).
 func AsynqPaused(q string) string { return asynqQueue(q) + "paused" }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/internal/testutil"
@@ -208,4 +209,47 @@ func TestAsynqLayout(t *testing.T) {
 		_, err := db.Client.ZScore(ctx, rediskeys.AsynqRetry(queue), failing).Result()
 		return err == nil
 	})
+
+	// The task's message and state, as reencrypt rewrites them; scheduled and archived tasks.
+	const later, payload = "act:task-3", "the payload"
+	if _, err := c.Enqueue(asynq.NewTask("t", []byte(payload)), asynq.Queue(queue), asynq.TaskID(later), asynq.ProcessIn(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Client.ZScore(ctx, rediskeys.AsynqScheduled(queue), later).Result(); err != nil {
+		t.Errorf("AsynqScheduled: ZSCORE: %v", err)
+	}
+	vals, err := db.Client.HMGet(ctx, rediskeys.AsynqTask(queue, later), rediskeys.AsynqMsgField, rediskeys.AsynqStateField).Result()
+	if err != nil || vals[1] != "scheduled" {
+		t.Fatalf("AsynqStateField holds %v, %v; want scheduled", vals, err)
+	}
+	msg, _ := vals[0].(string)
+	if got := protoBytesField([]byte(msg), rediskeys.AsynqPayloadFieldNumber); got != payload {
+		t.Errorf("AsynqMsgField's field %d holds %q, want the payload", rediskeys.AsynqPayloadFieldNumber, got)
+	}
+	if err := insp.ArchiveTask(queue, later); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Client.ZScore(ctx, rediskeys.AsynqArchived(queue), later).Result(); err != nil {
+		t.Errorf("AsynqArchived: ZSCORE: %v", err)
+	}
+}
+
+// protoBytesField is the value of the bytes field num of the protobuf message msg.
+func protoBytesField(msg []byte, num protowire.Number) string {
+	for len(msg) > 0 {
+		n, typ, l := protowire.ConsumeTag(msg)
+		if l < 0 {
+			return ""
+		}
+		m := protowire.ConsumeFieldValue(n, typ, msg[l:])
+		if m < 0 {
+			return ""
+		}
+		if n == num && typ == protowire.BytesType {
+			v, _ := protowire.ConsumeBytes(msg[l:])
+			return string(v)
+		}
+		msg = msg[l+m:]
+	}
+	return ""
 }

@@ -157,6 +157,7 @@ func (x *exchange) activate() {
 		req = canonRequest(req)
 		// Known before auth is checked, so that refused calls are recorded against their pair too.
 		x.call.Pair = req.Pair()
+		x.call.Credentials = credentialsOf(req)
 	}
 	sub, ok := x.authenticate()
 	if !ok {
@@ -617,4 +618,20 @@ func (x *exchange) writeRaw(status int, body []byte) {
 // errorBody is the API's error body for status, whose code is the status times 1000.
 func errorBody(status int, msg string) versori.ErrorBody {
 	return versori.ErrorBody{Code: strconv.Itoa(status * 1000), Message: msg}
+}
+
+// credentialsOf is Call.Credentials of req.
+func credentialsOf(req versori.ActivationRequest) string {
+	creds := make([]json.RawMessage, len(req.Connections))
+	some := false
+	for i, c := range req.Connections {
+		if len(c.Credentials) > 0 {
+			creds[i], some = c.Credentials, true
+		}
+	}
+	if !some {
+		return ""
+	}
+	b, _ := json.Marshal(creds)
+	return string(b)
 }

@@ -152,6 +152,10 @@ type Call struct {
 	Auth      string `json:"auth"`      // "bearer" or "jwt"; "" when refused or not needed
 	// RetryAfter is the Retry-After sent with a 429, as versori.ParseRetryAfter reads it (JSON: ns).
 	RetryAfter time.Duration `json:"retryAfter"`
+	// Credentials is what an activate call's body gave its connections, as a JSON array of their
+	// credentials in order (null for an existing connection), so that tests can check what reached
+	// the API; "" when no connection had any. A string keeps Call comparable.
+	Credentials string `json:"credentials,omitempty"`
 }
 
 // Activation is a committed activation, as the server holds it.

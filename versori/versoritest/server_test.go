@@ -85,15 +85,16 @@ func TestDefaultsAreValidULIDs(t *testing.T) {
 
 func TestActivate(t *testing.T) {
 	tests := []struct {
-		name string
-		conn []versori.ActivationConnection
+		name  string
+		conn  []versori.ActivationConnection
+		creds string // what the call records as received
 	}{
-		{"existing connection", []versori.ActivationConnection{{TemplateID: testutil.TemplateID, ConnectionID: testutil.ConnectionID}}},
+		{"existing connection", []versori.ActivationConnection{{TemplateID: testutil.TemplateID, ConnectionID: testutil.ConnectionID}}, ""},
 		{"new connection", []versori.ActivationConnection{{
 			TemplateID: testutil.TemplateID, Name: "shopify", Credentials: json.RawMessage(`{"action":{"apiKey":"k"}}`),
 			Variables: []versori.ConnectionVariable{{Name: "shop", Value: "acme"}},
-		}}},
-		{"no connections", nil},
+		}}, `[{"action":{"apiKey":"k"}}]`},
+		{"no connections", nil, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -129,7 +130,7 @@ func TestActivate(t *testing.T) {
 				t.Fatalf("calls = %+v", calls)
 			}
 			want := versoritest.Call{At: calls[0].At, Op: versori.OpActivate, Method: "POST", Path: "/activations",
-				Pair: p, Status: 200, Committed: true, Auth: "bearer"}
+				Pair: p, Status: 200, Committed: true, Auth: "bearer", Credentials: tt.creds}
 			if calls[0] != want {
 				t.Errorf("call = %+v, want %+v", calls[0], want)
 			}

@@ -6,7 +6,9 @@ package demo
 
 import (
 	"context"
+	"crypto/rand"
 	_ "embed"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -119,8 +121,14 @@ func Run(ctx context.Context, out io.Writer, o Options) (Result, error) {
 		mr.Addr(), ln.Addr(), o.Faults.ServerErrorRate*100, o.Faults.RateLimitRate*100, o.Faults.DropAfterCommitRate*100,
 		o.Faults.LateCommitRate*100)
 
+	// The sample gives new connections credentials, which are never stored in plain text: the
+	// demo seals them with a key made for the run, as ACTIVATOR_ENCRYPTION_KEYS would give.
+	keys, err := demoKeys()
+	if err != nil {
+		return res, err
+	}
 	start := time.Now()
-	p := producer.New(rdb, producer.Config{Queue: "activations"})
+	p := producer.New(rdb, producer.Config{Queue: "activations", Keys: keys})
 	sum, err := p.EnqueueFile(ctx, producer.FileOptions{Path: path, Batch: "demo"})
 	if err != nil {
 		return res, fmt.Errorf("enqueue: %w", err)
@@ -140,6 +148,7 @@ func Run(ctx context.Context, out io.Writer, o Options) (Result, error) {
 		Versori: versori.Config{BaseURL: "http://" + ln.Addr().String(), HubID: api.HubID(),
 			Auth: versori.APIKey(api.APIKey()), Timeout: 5 * time.Second},
 		Logger: logger,
+		Keys:   keys,
 	})
 	if err != nil {
 		return res, err
@@ -227,4 +236,13 @@ func printCalls(out io.Writer, byOpStatus map[string]int) {
 		}
 		fmt.Fprintf(out, "  %s %d: %d%s\n", r.op, r.status, r.n, note)
 	}
+}
+
+// demoKeys is a keyring of one random key, for the run only.
+func demoKeys() (*tasks.Keyring, error) {
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, err
+	}
+	return tasks.ParseKeyring("demo:" + base64.StdEncoding.EncodeToString(raw))
 }

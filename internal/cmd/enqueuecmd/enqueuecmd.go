@@ -58,12 +58,13 @@ type Env struct {
 
 const usageText = `usage:
   enqueue file PATH [flags]      enqueue a .jsonl/.ndjson/.csv file ("-": stdin; --format jsonl|csv)
-  enqueue dlq list [--json] [--reason R]
+  enqueue dlq list [--json] [--reason R] [--show-secrets]
   enqueue dlq requeue (ID... | --reason R | --all | --file FIXED [--format F] [--rejects PATH])
   enqueue dlq purge (ID... | --reason R | --all)
-  enqueue dlq export [--reason R]          JSONL of the dead letters' requests, in the input format
+  enqueue dlq export [--reason R] [--show-secrets]   JSONL of the dead letters' requests, in the input format
   enqueue status BATCH [--json] [--watch]  how far a batch is: queued, activated, dead-lettered, rate, ETA
   enqueue pause [--force]                  pause the queue
+  enqueue reencrypt [--force]              seal queued jobs' and dead letters' credentials with the current key
   enqueue resume [--force]                 resume it (after fixing a refused API key, say)
   enqueue serve [--addr A] [--insecure] [--max-batch N]   HTTP intake for signup events (INTAKE_WEBHOOK_SECRET, INTAKE_TOKENS: environment only)
   enqueue --version                        the module version and VCS revision of this build
@@ -73,10 +74,10 @@ command's flags
 `
 
 const dlqUsageText = `usage:
-  enqueue dlq list [--json] [--reason R]
+  enqueue dlq list [--json] [--reason R] [--show-secrets]
   enqueue dlq requeue (ID... | --reason R | --all | --file FIXED [--format F] [--rejects PATH])
   enqueue dlq purge (ID... | --reason R | --all)
-  enqueue dlq export [--reason R]          JSONL of the dead letters' requests, in the input format
+  enqueue dlq export [--reason R] [--show-secrets]   JSONL of the dead letters' requests, in the input format
 common: REDIS_URL or REDIS_URL_FILE (environment only), -queue (QUEUE), --force; enqueue dlq VERB -h
 lists a verb's flags
 `
@@ -117,6 +118,8 @@ func Run(ctx context.Context, args []string, env Env) int {
 		code, err = runServe(ctx, args[1:], env)
 	case "status":
 		code, err = runStatus(ctx, args[1:], env)
+	case "reencrypt":
+		code, err = runReencrypt(ctx, args[1:], env)
 	case "-h", "--help", "help":
 		fmt.Fprint(env.Stdout, usageText)
 		return ExitOK
@@ -159,6 +162,20 @@ type common struct {
 	force     bool // act on a queue nothing has used (verbFlags only)
 	logFormat string
 	log       *procLog // the run's log, which openRedis sets up
+	// keys and allowPlaintext are the credentials' settings: keys seal what file and serve queue and
+	// what requeue queues again, and open what --show-secrets shows.
+	keys           string
+	allowPlaintext bool
+}
+
+// secrets returns the producer settings for credentials: the keyring (nil without keys), and
+// whether plaintext is allowed. A bad keyring is a usage error naming the setting.
+func (c common) secrets() (producer.Config, error) {
+	k, err := tasks.ParseKeyring(c.keys)
+	if err != nil {
+		return producer.Config{}, usageError{err}
+	}
+	return producer.Config{Keys: k, AllowPlaintext: c.allowPlaintext}, nil
 }
 
 // newFlags returns the flag set of subcommand name with the flags every one takes. Its help (-h)
@@ -169,6 +186,8 @@ func newFlags(name string, env Env, c *common) *envflag.Set {
 	fs.Secret(&c.redisURL, "redis-url", "REDIS_URL", redisconn.DefaultURL, "Redis URL")
 	fs.String(&c.queue, "queue", "QUEUE", producer.DefaultConfig().Queue, "queue name")
 	fs.String(&c.logFormat, "log-format", "LOG_FORMAT", string(logging.JSON), "serve's log lines (its own, go-redis's messages) as json, or text for a terminal")
+	fs.Secret(&c.keys, "encryption-keys", tasks.EncryptionKeysVar, "", "keys that seal end users' credentials in Redis: id:base64(32 bytes),… (the first seals, all open)")
+	fs.Bool(&c.allowPlaintext, "allow-plaintext-credentials", tasks.AllowPlaintextVar, false, "queue requests with credentials unencrypted when no key is set (otherwise they are refused)")
 	c.log = env.log
 	if c.log == nil { // Vars, and a subcommand run without Run
 		c.log = &procLog{env: env}
@@ -347,6 +366,11 @@ func runFile(ctx context.Context, args []string, env Env) (int, error) {
 	if err := s.validate(fs); err != nil {
 		return ExitUsage, err
 	}
+	sec, err := c.secrets()
+	if err != nil {
+		return ExitUsage, err
+	}
+	s.p.Keys, s.p.AllowPlaintext = sec.Keys, sec.AllowPlaintext
 	o.Path, o.Stdin = pos[0], env.Stdin
 	if o.Batch == "" {
 		o.Batch = "b-" + ulid.Make().String()
@@ -422,6 +446,54 @@ func runFile(ctx context.Context, args []string, env Env) (int, error) {
 	case sum.Rejected > 0:
 		return ExitRejected, nil
 	}
+	return ExitOK, nil
+}
+
+// runReencrypt seals every queued job's and dead letter's credentials with the current key, after
+// a key rotation, and says whether the old keys may go.
+func runReencrypt(ctx context.Context, args []string, env Env) (int, error) {
+	var c common
+	fs := verbFlags("reencrypt", env, &c)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return ExitUsage, err
+	}
+	if len(pos) > 0 {
+		return ExitUsage, usageError{errors.New("reencrypt takes no arguments")}
+	}
+	sec, err := c.secrets()
+	if err != nil {
+		return ExitUsage, err
+	}
+	if sec.Keys == nil {
+		return ExitUsage, usageError{fmt.Errorf("reencrypt needs %s, with the new key first and the old ones after it", tasks.EncryptionKeysVar)}
+	}
+	rdb, in, code, err := openInspector(ctx, c)
+	if err != nil {
+		return code, err
+	}
+	defer rdb.Close()
+	sum, err := in.Reencrypt(ctx)
+	out := env.Stdout
+	fmt.Fprintf(out, "sealed with key %s: %d tasks, %d dead letters\n", sec.Keys.Current(), sum.Tasks, sum.DeadLetters)
+	fmt.Fprintf(out, "already current or without credentials: %d\n", sum.Current)
+	if sum.Running > 0 {
+		fmt.Fprintf(out, "running, not rewritten (re-run once they end): %d: %s\n", sum.Running, strings.Join(sum.RunningIDs, " "))
+	}
+	if sum.Changed > 0 {
+		fmt.Fprintf(out, "changed while being rewritten (re-run): %d\n", sum.Changed)
+	}
+	if sum.Unreadable > 0 {
+		fmt.Fprintf(out, "sealed under a key %s lacks, left as they are: %d: %s\n", tasks.EncryptionKeysVar, sum.Unreadable, strings.Join(sum.UnreadableIDs, " "))
+	}
+	if err != nil {
+		return ExitFailed, err
+	}
+	if !sum.Done() {
+		fmt.Fprintln(out, "keep the old keys: some credentials are still sealed under them, or may be")
+		return ExitRejected, nil
+	}
+	fmt.Fprintf(out, "done: nothing queued or dead-lettered is sealed under another key; the keys after %s may go\n", sec.Keys.Current())
 	return ExitOK, nil
 }
 
@@ -558,7 +630,38 @@ func runDLQ(ctx context.Context, args []string, env Env) (int, error) {
 // dlqFlags are the flags every dlq verb takes.
 type dlqFlags struct {
 	common
-	reason string
+	reason      string
+	showSecrets bool // list and export only
+}
+
+// showFlag defines --show-secrets, for the verbs that show requests.
+func showFlag(fs *envflag.Set, f *dlqFlags) {
+	fs.Bool(&f.showSecrets, "show-secrets", "", false, "show end users' credentials instead of withholding them (sealed ones need "+tasks.EncryptionKeysVar+")")
+}
+
+// shower returns how a dead letter is shown: its credentials withheld, or with --show-secrets opened
+// (sealed ones with the keys; one that cannot be opened stays withheld, its error in place of
+// the sealed secrets). --show-secrets without keys is refused when it would show nothing more.
+func (f dlqFlags) shower() (func(inspect.DeadLetter) inspect.DeadLetter, error) {
+	if !f.showSecrets {
+		return func(e inspect.DeadLetter) inspect.DeadLetter {
+			e.Request = tasks.Redact(e.Request)
+			return e
+		}, nil
+	}
+	cfg, err := f.secrets()
+	if err != nil {
+		return nil, err
+	}
+	return func(e inspect.DeadLetter) inspect.DeadLetter {
+		p := tasks.Payload{Request: e.Request, Secrets: e.Secrets}
+		if err := p.Open(cfg.Keys); err != nil {
+			e.Secrets = "not opened: " + err.Error()
+			return e
+		}
+		e.Request, e.Secrets = p.Request, ""
+		return e
+	}, nil
 }
 
 func newDLQFlags(verb string, env Env, f *dlqFlags) *envflag.Set {
@@ -600,7 +703,13 @@ func openInspector(ctx context.Context, c common) (redis.UniversalClient, *inspe
 		rdb.Close()
 		return nil, nil, ExitFailed, err
 	}
-	in := inspect.New(rdb, producer.Config{Queue: c.queue})
+	cfg, err := c.secrets()
+	if err != nil {
+		rdb.Close()
+		return nil, nil, ExitUsage, err
+	}
+	cfg.Queue = c.queue
+	in := inspect.New(rdb, cfg)
 	if !c.force {
 		known, err := in.Known(ctx)
 		if err != nil {
@@ -788,6 +897,7 @@ func dlqList(ctx context.Context, args []string, env Env) (int, error) {
 	)
 	fs := newDLQFlags("list", env, &f)
 	fs.Bool(&asJSON, "json", "", false, "print one JSON array")
+	showFlag(fs, &f)
 	ids, reason, err := parseSelection(fs, &f, args)
 	if err != nil {
 		return ExitUsage, err
@@ -804,7 +914,11 @@ func dlqList(ctx context.Context, args []string, env Env) (int, error) {
 	if asJSON {
 		// Streamed element by element, so that a million entries need no more memory than one page.
 		bw := newJSONArray(out)
-		err := in.DeadLetters(ctx, reason, func(e inspect.DeadLetter) error { return bw.add(e) })
+		show, err := f.shower()
+		if err != nil {
+			return ExitUsage, err
+		}
+		err = in.DeadLetters(ctx, reason, func(e inspect.DeadLetter) error { return bw.add(show(e)) })
 		if cerr := bw.close(); err == nil {
 			err = cerr
 		}
@@ -833,10 +947,13 @@ func dlqList(ctx context.Context, args []string, env Env) (int, error) {
 	return ExitOK, nil
 }
 
-// dlqExport prints the dead letters' requests as JSONL, ready to fix and requeue with --file.
+// dlqExport prints the dead letters' requests as JSONL, ready to fix and requeue with --file. Their
+// credentials are withheld (tasks.Withheld), which `dlq requeue --file` reads as the dead letter's
+// own, so that the export holds no secret and loses none.
 func dlqExport(ctx context.Context, args []string, env Env) (int, error) {
 	var f dlqFlags
 	fs := newDLQFlags("export", env, &f)
+	showFlag(fs, &f)
 	ids, reason, err := parseSelection(fs, &f, args)
 	if err != nil {
 		return ExitUsage, err
@@ -849,8 +966,12 @@ func dlqExport(ctx context.Context, args []string, env Env) (int, error) {
 		return code, err
 	}
 	defer rdb.Close()
+	show, err := f.shower()
+	if err != nil {
+		return ExitUsage, err
+	}
 	enc := json.NewEncoder(env.Stdout)
-	if err := in.DeadLetters(ctx, reason, func(e inspect.DeadLetter) error { return enc.Encode(e.Request) }); err != nil {
+	if err := in.DeadLetters(ctx, reason, func(e inspect.DeadLetter) error { return enc.Encode(show(e).Request) }); err != nil {
 		return ExitFailed, err
 	}
 	return ExitOK, nil

@@ -75,7 +75,12 @@ func runServe(ctx context.Context, args []string, env Env) (int, error) {
 		return ExitUsage, err
 	}
 	defer rdb.Close()
-	srv, err := intake.New(*cfg, rdb, producer.New(rdb, producer.Config{Queue: c.queue}))
+	pcfg, err := c.secrets()
+	if err != nil {
+		return ExitUsage, err
+	}
+	pcfg.Queue = c.queue
+	srv, err := intake.New(*cfg, rdb, producer.New(rdb, pcfg))
 	if err != nil {
 		return ExitUsage, usageError{err}
 	}

@@ -57,7 +57,7 @@ func TestBinaryHelp(t *testing.T) {
 	}{
 		{[]string{"dlq", "--help"}, "  enqueue dlq requeue (ID... | --reason R | --all | --file FIXED [--format F] [--rejects PATH])\n"},
 		{[]string{"dlq", "-h"}, "  enqueue dlq purge (ID... | --reason R | --all)\n"},
-		{[]string{"dlq", "help"}, "  enqueue dlq list [--json] [--reason R]\n"},
+		{[]string{"dlq", "help"}, "  enqueue dlq list [--json] [--reason R] [--show-secrets]\n"},
 		{[]string{"status", "-h"}, "usage: enqueue status BATCH [flags]\n"},
 		{[]string{"status", "--help"}, "  -force\n"},
 		{[]string{"dlq", "requeue", "-h"}, "usage: enqueue dlq requeue (ID... | --reason R | --all | --file FIXED) [flags]\n"},

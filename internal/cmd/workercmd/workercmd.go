@@ -22,6 +22,7 @@ import (
 	"github.com/versori/activator/internal/logging"
 	"github.com/versori/activator/internal/redisconn"
 	"github.com/versori/activator/metrics"
+	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/worker"
 )
@@ -50,6 +51,7 @@ type raw struct {
 	apiKey, keyID, keyFile string
 	level, format          string
 	guard                  bool
+	keys                   string
 }
 
 // newFlags defines the worker's flags on s and r, each defaulting to its variable, then to
@@ -101,6 +103,7 @@ func newFlags(s *Settings, r *raw, lookup func(string) (string, bool), usageOut 
 	fs.Bool(&s.AdminUI.Write, "admin-ui-write", "ADMIN_UI_WRITE", d.AdminUI.Write, "let the queue UI pause queues and delete, run, archive or cancel tasks (default: read-only)")
 	fs.String(&s.AdminUI.PrometheusURL, "admin-ui-prometheus-url", "ADMIN_UI_PROMETHEUS_URL", d.AdminUI.PrometheusURL, "base URL of a Prometheus scraping the queue metrics, for the queue UI's charts (empty: none)")
 	fs.Bool(&s.Pprof, "pprof", "PPROF", d.Pprof, "serve Go's profiler at /debug/pprof/ on ADMIN_ADDR")
+	fs.Secret(&r.keys, "encryption-keys", tasks.EncryptionKeysVar, "", "keys that open end users' sealed credentials: id:base64(32 bytes),… (every key a queued job may be sealed with; the first seals)")
 	return fs
 }
 
@@ -154,6 +157,9 @@ func ParseSettings(args []string, lookup func(string) (string, bool), usageOut i
 		return s, errors.New("LOG_FLUSH_INTERVAL must not be negative")
 	}
 	if err := auth(&s, r); err != nil {
+		return s, err
+	}
+	if s.Keys, err = tasks.ParseKeyring(r.keys); err != nil {
 		return s, err
 	}
 	s.NoRedisRestartGuard = !r.guard

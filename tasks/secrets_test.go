@@ -1,0 +1,157 @@
+package tasks_test
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/versori/activator/internal/testutil"
+	"github.com/versori/activator/tasks"
+	"github.com/versori/activator/versori"
+)
+
+const secret = "END-USER-THIRD-PARTY-SECRET"
+
+func key(id string, b byte) string {
+	return id + ":" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat(string(rune(b)), 32)))
+}
+
+func ring(t testing.TB, specs ...string) *tasks.Keyring {
+	t.Helper()
+	k, err := tasks.ParseKeyring(strings.Join(specs, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func secretReq(user string) versori.ActivationRequest {
+	return versori.ActivationRequest{UserID: user, IntegrationID: testutil.IntegrationID,
+		Connections: []versori.ActivationConnection{
+			{TemplateID: testutil.TemplateID, ConnectionID: testutil.ConnectionID},
+			{TemplateID: testutil.OtherTemplateID, Name: "n", Credentials: json.RawMessage(`{"apiKey":"` + secret + `"}`)},
+		}}
+}
+
+func TestParseKeyring(t *testing.T) {
+	tests := []struct {
+		in, err string
+		ids     []string
+	}{
+		{"", "", nil},
+		{key("a", 1), "", []string{"a"}},
+		{key("b", 2) + ", " + key("a_-1", 1), "", []string{"b", "a_-1"}},
+		{"a:" + base64.RawURLEncoding.EncodeToString(make([]byte, 32)), "", []string{"a"}},
+		{"nocolon", "key 1 has no ':'", nil},
+		{key("a", 1) + "," + key("a", 2), `key 2 repeats id "a"`, nil},
+		{key("a/b", 1), "key 1 has an id", nil},
+		{"a:" + base64.StdEncoding.EncodeToString(make([]byte, 16)), `key 1 (id "a") is 16 bytes`, nil},
+		{"a:not base64!", `key 1 (id "a") is not base64`, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			k, err := tasks.ParseKeyring(tt.in)
+			if tt.err != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), tasks.EncryptionKeysVar+": "+tt.err) {
+					t.Fatalf("err = %v, want %q", err, tt.err)
+				}
+				if _, material, _ := strings.Cut(tt.in, ":"); len(material) > 4 && strings.Contains(err.Error(), material) {
+					t.Errorf("the error quotes key material: %v", err)
+				}
+				return
+			}
+			if err != nil || strings.Join(k.IDs(), ",") != strings.Join(tt.ids, ",") {
+				t.Fatalf("ParseKeyring = %v, %v; want ids %v", k.IDs(), err, tt.ids)
+			}
+		})
+	}
+}
+
+// TestSealOpen: a seal opens with its key for its pair only; the sealed payload holds no secret.
+func TestSealOpen(t *testing.T) {
+	a, b := key("a", 1), key("b", 2)
+	sealed := tasks.Payload{Request: secretReq("u-1")}
+	if err := sealed.Seal(ring(t, a)); err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := json.Marshal(sealed)
+	if strings.Contains(string(enc), secret) || tasks.HasCredentials(sealed.Request) || tasks.SecretKeyID(sealed.Secrets) != "a" {
+		t.Fatalf("sealed payload = %s", enc)
+	}
+	other := tasks.Payload{Request: secretReq("u-2")}
+	if err := other.Seal(ring(t, a)); err != nil {
+		t.Fatal(err)
+	}
+	moved := tasks.Payload{Request: other.Request, Secrets: sealed.Secrets} // u-1's seal on u-2's job
+	relabelled := sealed
+	relabelled.Secrets = "b" + strings.TrimPrefix(sealed.Secrets, "a")
+	tests := []struct {
+		name string
+		p    tasks.Payload
+		keys *tasks.Keyring
+		ok   bool
+	}{
+		{"own pair, its key", sealed, ring(t, a), true},
+		{"own pair, key among others", sealed, ring(t, b, a), true},
+		{"no keys", sealed, nil, false},
+		{"key id unknown", sealed, ring(t, b), false},
+		{"another key under the id", sealed, ring(t, "a:"+strings.Split(b, ":")[1]), false},
+		{"moved to another pair", moved, ring(t, a), false},
+		{"relabelled key id", relabelled, ring(t, a, b), false},
+		{"withheld without a seal", tasks.Payload{Request: sealed.Request}, ring(t, a), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := tt.p
+			err := p.Open(tt.keys)
+			if !tt.ok {
+				if !errors.Is(err, tasks.ErrSecretUnreadable) || strings.Contains(err.Error(), secret) {
+					t.Fatalf("Open = %v, want ErrSecretUnreadable without the secret", err)
+				}
+				return
+			}
+			if err != nil || p.Secrets != "" || string(p.Request.Connections[1].Credentials) != `{"apiKey":"`+secret+`"}` {
+				t.Fatalf("Open = %v, request %+v", err, p.Request)
+			}
+		})
+	}
+}
+
+func TestRedactPayload(t *testing.T) {
+	plain := tasks.Payload{Request: secretReq("u-1")}
+	sealed := plain
+	if err := sealed.Seal(ring(t, key("a", 1))); err != nil {
+		t.Fatal(err)
+	}
+	for name, p := range map[string]tasks.Payload{"plaintext": plain, "sealed": sealed} {
+		t.Run(name, func(t *testing.T) {
+			b, _ := json.Marshal(p)
+			out, ok := tasks.RedactPayload(b)
+			if !ok || strings.Contains(string(out), secret) || !strings.Contains(string(out), tasks.Withheld) || !strings.Contains(string(out), "u-1") {
+				t.Errorf("RedactPayload = %s, %v", out, ok)
+			}
+		})
+	}
+	if out, ok := tasks.RedactPayload([]byte(`not json ` + secret)); ok || len(out) > 0 {
+		t.Errorf("RedactPayload of a non-JSON payload = %q, %v; want nothing shown", out, ok)
+	}
+}
+
+// BenchmarkSealOpen is the cost of credentials at rest per job: one seal at enqueue, one open in
+// the worker.
+func BenchmarkSealOpen(b *testing.B) {
+	k := ring(b, key("a", 1))
+	req := secretReq("u-bench")
+	b.ReportAllocs()
+	for b.Loop() {
+		p := tasks.Payload{Request: req}
+		if err := p.Seal(k); err != nil {
+			b.Fatal(err)
+		}
+		if err := p.Open(k); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
