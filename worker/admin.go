@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -13,6 +12,7 @@ import (
 	"github.com/hibiken/asynqmon"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/versori/activator/internal/background"
 	"github.com/versori/activator/internal/configerr"
 	"github.com/versori/activator/tasks"
 )
@@ -126,22 +126,7 @@ func (w *Worker) listenAdmin() error {
 
 // serveAdmin serves the admin listener until ctx is done, then shuts it down within five seconds.
 func (w *Worker) serveAdmin(ctx context.Context) error {
-	errc := make(chan error, 1)
-	go func() { errc <- w.admin.Serve(w.adminLn) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := w.admin.Shutdown(sctx); err != nil {
-		return err
-	}
-	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return background.Serve(ctx, w.admin, w.adminLn, 5*time.Second)
 }
 
 // AdminAddr is the address the profiler and the queue UI are served on, once New has returned;

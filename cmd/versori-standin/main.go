@@ -49,6 +49,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/versori/activator/internal/background"
 	"github.com/versori/activator/internal/logging"
 	"github.com/versori/activator/versori/versoritest"
 )
@@ -248,18 +249,9 @@ func run(c config, log *slog.Logger) error {
 		"redirect_rate", f.RedirectRate, "bad_list_rate", f.BadListRate,
 		"requires", len(c.requires), "seed", c.opts.Seed)
 
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
+	// Calls still sleeping past the grace period are cut off; their clients see a dropped call.
+	if err := background.Serve(ctx, srv, ln, shutdownGrace); err != nil && ctx.Err() == nil {
 		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		// Calls still sleeping past the grace period are cut off; their clients see a dropped call.
-		_ = srv.Close()
 	}
 	return nil
 }

@@ -1,7 +1,7 @@
 // Package background holds the work a process does beside its jobs: loops that run every interval
 // (Every, and Group to start them together and stop them on shutdown), write-behind buffers that
-// gather what jobs produce and write it in batches (Buffer), and the context-aware Sleep they and
-// the rate limiter share.
+// gather what jobs produce and write it in batches (Buffer), HTTP listeners served until shutdown
+// (Serve), and the context-aware Sleep they and the rate limiter share.
 package background
 
 import (

@@ -100,6 +100,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/versori/activator/internal/background"
 	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/producer"
@@ -252,20 +253,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("intake: serving: %w", err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
-	defer cancel()
-	err := srv.Shutdown(sctx)
-	<-errc // http.ErrServerClosed
-	if err != nil {
-		srv.Close()
-		return fmt.Errorf("intake: requests still in flight after %s: %w", s.cfg.ShutdownTimeout, err)
+	if err := background.Serve(ctx, srv, ln, s.cfg.ShutdownTimeout); err != nil {
+		return fmt.Errorf("intake: %w", err)
 	}
 	return nil
 }
