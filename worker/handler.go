@@ -41,6 +41,9 @@ type handlerConfig struct {
 	// jobs that ask at once). A refusal pauses the queue only when it says keyRefused; without it,
 	// every refusal does.
 	CheckKey func(context.Context) keyState
+	// KeyWorked, if set, is told of each end user a per-user token was accepted for, so that the
+	// probe can ask about a user the API knows.
+	KeyWorked func(ctx context.Context, userID string)
 	// LookFirst, if set, reports whether even the first attempt of a job queued at enqueuedAt must
 	// look up its pair before activating: Redis may have lost writes since (a restart or a
 	// failover), bringing back jobs that had already activated.
@@ -177,6 +180,9 @@ func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		(h.cfg.LookFirst != nil && h.cfg.LookFirst(ctx, p.EnqueuedAt))
 	out := h.run(ctx, p, send.Request, reconcile)
 	rule := tasks.RuleFor(out.class, h.cfg.PerUserAuth)
+	if out.class == versori.ClassOK && h.cfg.PerUserAuth && h.cfg.KeyWorked != nil {
+		h.cfg.KeyWorked(ctx, p.Request.UserID)
+	}
 	if out.class == versori.ClassUnauthorized && h.cfg.PerUserAuth {
 		// A refused per-user token is this user's, or the signing key's (revoked, or our clock too far
 		// from the API's), which would refuse every job alike: the probe tells, as for an API key.

@@ -585,11 +585,12 @@ func queuePaused(t *testing.T, db *testutil.RedisDB) (bool, string) {
 	return paused, reason
 }
 
-// probeCalls counts the key probe's calls (a look-up of a made-up user) with the given status.
-func probeCalls(api *versoritest.Server, status int) int {
+// probeCalls counts the key probe's calls (a look-up of a made-up user, or of one of users: end users
+// known to have worked) with the given status.
+func probeCalls(api *versoritest.Server, status int, users ...string) int {
 	n := 0
 	for _, c := range api.Calls() {
-		if c.Op == versori.OpListActivations && c.Pair.UserID == "activator-probe" && c.Status == status {
+		if c.Op == versori.OpListActivations && (c.Pair.UserID == "activator-probe" || slices.Contains(users, c.Pair.UserID)) && c.Status == status {
 			n++
 		}
 	}
@@ -758,18 +759,33 @@ func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 		keyRefused      bool // every token is refused until restore
 		userRefused     bool // only the first pair's user is refused
 		skewed          bool // the refusal is the clocks': the log must say so
+		// unknownUser, if set, is what the API answers a token for an end user it does not know,
+		// the probe's made-up user included (the spec does not say; 404 otherwise).
+		unknownUser int
+		warm        bool // one job activates before the refusal, so that an end user is known to work
 	}{
 		{"signing key revoked", func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(true) },
-			func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(false) }, true, false, false},
+			func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(false) }, true, false, false, 0, false},
 		{"API clock 10 minutes ahead", func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(10 * time.Minute) },
-			func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(0) }, true, false, true},
+			func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(0) }, true, false, true, 0, false},
 		{"API clock 2 minutes behind", func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(-2 * time.Minute) },
-			func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(0) }, true, false, true},
+			func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(0) }, true, false, true, 0, false},
 		{"API clock 45 seconds behind", func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(-45 * time.Second) },
-			nil, false, false, false},
+			nil, false, false, false, 0, false},
 		{"API clock 45 seconds ahead", func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(45 * time.Second) },
-			nil, false, false, false},
-		{"one user refused", func(api *versoritest.Server, p versori.Pair) { api.Forbid(p) }, nil, false, true, false},
+			nil, false, false, false, 0, false},
+		{"one user refused", func(api *versoritest.Server, p versori.Pair) { api.Forbid(p) }, nil, false, true, false, 0, false},
+		// An API that refuses a token for an end user it does not know: the made-up user's probe is
+		// refused as a revoked key's is. A refused user must still not pause the queue, and a key
+		// restored must still resume it.
+		{"one user refused, unknown users' tokens forbidden", func(api *versoritest.Server, p versori.Pair) { api.Forbid(p) },
+			nil, false, true, false, http.StatusForbidden, false},
+		{"signing key revoked, unknown users' tokens forbidden", func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(true) },
+			func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(false) }, true, false, false, http.StatusForbidden, false},
+		{"signing key revoked, unknown users' tokens refused with 401", func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(true) },
+			func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(false) }, true, false, false, http.StatusUnauthorized, true},
+		{"one user refused, unknown users' tokens refused with 401", func(api *versoritest.Server, p versori.Pair) { api.Forbid(p) },
+			nil, false, true, false, http.StatusUnauthorized, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -793,6 +809,17 @@ func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 			p := producer.New(db.Client, producer.Config{Queue: queue, MaxRetry: 3})
 			insp := asynq.NewInspectorFromRedisClient(db.Client)
 			reqs, pairs := policyRequests("u-jwt", n)
+			if tc.unknownUser != 0 {
+				api.ForgetUser("activator-probe")
+				api.RefuseUnknownUsersTokens(tc.unknownUser)
+			}
+			warm := testutil.Request("u-jwt-warm")
+			extra := 0
+			if tc.warm {
+				enqueueAll(t, p, warm)
+				testutil.WaitFor(t, 10*time.Second, "the first job activated", func() bool { return api.ActivationCount(warm.Pair()) == 1 })
+				extra = 1
+			}
 			tc.refuse(api, pairs[0])
 			enqueueAll(t, p, reqs...)
 
@@ -802,7 +829,7 @@ func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 					return paused && reason == queuestate.ReasonUnauthorized
 				})
 				testutil.WaitFor(t, 5*time.Second, "activator_queue_paused 1", func() bool { return promtest.ToFloat64(w.Metrics().QueuePaused) == 1 })
-				testutil.WaitFor(t, 10*time.Second, "two refused probes", func() bool { return probeCalls(api, http.StatusUnauthorized) >= 2 })
+				testutil.WaitFor(t, 10*time.Second, "two refused probes", func() bool { return probeCalls(api, http.StatusUnauthorized, warm.UserID) >= 2 })
 				testutil.WaitFor(t, 10*time.Second, "every job back in the queue", func() bool {
 					qi, err := insp.GetQueueInfo(queue)
 					return err == nil && qi.Active == 0 && qi.Pending+qi.Retry == n
@@ -810,7 +837,7 @@ func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 				if c, _ := dlStore(db.Client, p).Count(context.Background(), ""); c != 0 {
 					t.Fatalf("%d jobs dead-lettered for a refused signing key", c)
 				}
-				if got := api.Stats().Activations; got != 0 {
+				if got := api.Stats().Activations - extra; got != 0 {
 					t.Fatalf("%d activations while every token is refused", got)
 				}
 				if !strings.Contains(logs.String(), "the API refused the signing key") {
@@ -828,7 +855,7 @@ func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 			}
 			testutil.WaitFor(t, 15*time.Second, "every job ended", func() bool {
 				c, err := dlStore(db.Client, p).Count(context.Background(), "")
-				return err == nil && api.Stats().Activations == want && int(c) == n-want
+				return err == nil && api.Stats().Activations == want+extra && int(c) == n-want
 			})
 			assertExactlyOnce(t, api, pairs[n-want:])
 			if paused, _ := queuePaused(t, db); paused {
@@ -849,7 +876,7 @@ func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 				if got := total([]*worker.Worker{w}, deadLetters, string(tasks.ReasonUnauthorized)); got != 1 {
 					t.Errorf("dead_letters{reason=unauthorized} = %v, want 1", got)
 				}
-				if probeCalls(api, http.StatusUnauthorized) != 0 {
+				if probeCalls(api, http.StatusUnauthorized, warm.UserID) != 0 && tc.unknownUser != http.StatusUnauthorized {
 					t.Error("a probe was refused although the signing key is good")
 				}
 			}
