@@ -1136,3 +1136,82 @@ func TestPolicyGlobalRateLimit(t *testing.T) {
 		t.Errorf("overall rate %.1f/s, far under the limit %d/s that 300 queued jobs should reach", overall, rate)
 	}
 }
+
+// A refusal answered after the key was refused, restored and a probe accepted it again: the probe's
+// fresh "accepted" must not make that job's refusal its own (a dead letter, unauthorized); the key
+// refused it, so the job waits, using no attempt, and activates once. Pair b's POST is authenticated
+// while the key works and answered 401 two seconds later, as a request the API refused while the
+// key was revoked and whose answer came late; meanwhile pair a's 401 pauses the queue, the key is
+// restored and the probe resumes it.
+func TestPolicyRefusalAnsweredAfterKeyRestored(t *testing.T) {
+	t.Parallel()
+	for _, perUser := range []bool{false, true} {
+		t.Run(map[bool]string{false: "API key", true: "JWT"}[perUser], func(t *testing.T) {
+			t.Parallel()
+			const keyID = "sk-test"
+			key, err := rsa.GenerateKey(rand.Reader, 2048)
+			if err != nil {
+				t.Fatal(err)
+			}
+			db := testutil.Redis(t)
+			opts := versoritest.Options{}
+			if perUser {
+				opts = versoritest.Options{SigningKeyID: keyID, PublicKey: &key.PublicKey}
+			}
+			api := versoritest.New(t, opts)
+			pol := policyTimings
+			pol.PausedWait = 300 * time.Millisecond
+			startWorker(t, db.Client, api, func(c *worker.Config) {
+				c.Policy = pol
+				c.ProbeInterval = 100 * time.Millisecond
+				if perUser {
+					auth, err := versori.NewJWTAuth(keyID, key)
+					if err != nil {
+						t.Fatal(err)
+					}
+					c.PerUserAuth = true
+					c.Versori.Auth = auth
+				}
+			})
+			revoke := func(on bool) {
+				switch {
+				case perUser:
+					api.RevokeSigningKey(on)
+				case on:
+					api.SetAPIKey("rotated")
+				default:
+					api.SetAPIKey(versoritest.DefaultAPIKey)
+				}
+			}
+			p := producer.New(db.Client, producer.Config{Queue: queue, MaxRetry: 3})
+			insp := asynq.NewInspectorFromRedisClient(db.Client)
+			a, b := testutil.Request("u-late-a"), testutil.Request("u-late-b")
+			api.Script(b.Pair(), versoritest.Fault{Status: http.StatusUnauthorized, Delay: 3 * time.Second})
+			enqueueAll(t, p, b)
+			testutil.WaitFor(t, 5*time.Second, "b's POST in flight", func() bool {
+				qi, err := insp.GetQueueInfo(queue)
+				return err == nil && qi.Active == 1
+			})
+			time.Sleep(500 * time.Millisecond) // from dequeued to authenticated by the stand-in
+			revoke(true)
+			enqueueAll(t, p, a)
+			testutil.WaitFor(t, 5*time.Second, "the queue paused", func() bool { paused, _ := queuePaused(t, db); return paused })
+			revoke(false)
+			testutil.WaitFor(t, 5*time.Second, "the queue resumed", func() bool { paused, _ := queuePaused(t, db); return !paused })
+			testutil.WaitFor(t, 15*time.Second, "both activated or dead-lettered", func() bool {
+				c, err := dlStore(db.Client, p).Count(context.Background(), "")
+				return err == nil && api.ActivationCount(a.Pair())+api.ActivationCount(b.Pair())+int(c) == 2
+			})
+			if hasDeadLetter(dlStore(db.Client, p), b.Pair()) {
+				for _, c := range api.Calls() {
+					t.Logf("%s %s %s %d", c.At.Format("05.000"), c.Op, c.Pair.UserID, c.Status)
+				}
+				t.Fatalf("b dead-lettered: %+v", deadLetter(t, dlStore(db.Client, p), b.Pair()))
+			}
+			assertExactlyOnce(t, api, []versori.Pair{a.Pair(), b.Pair()})
+			if ti := waitTaskState(t, insp, b.Pair(), asynq.TaskStateCompleted, 5*time.Second); ti.Retried != 0 {
+				t.Errorf("b retried %d times; a refusal of the key's must use no attempt", ti.Retried)
+			}
+		})
+	}
+}

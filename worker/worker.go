@@ -336,6 +336,9 @@ type keyChecker struct {
 	mu    sync.Mutex // held during a probe, so that the jobs asking at once share it
 	at    time.Time
 	state keyState
+	// restoredAt is when a probe first found the key accepted after one found it refused: a request
+	// sent before then and refused may have been refused for the key, however late its answer.
+	restoredAt time.Time
 
 	known   atomic.Pointer[string] // the last end user a token was accepted for
 	written atomic.Bool            // known was written to Redis once: later ones only change memory
@@ -371,14 +374,18 @@ func (k *keyChecker) user(ctx context.Context) (string, bool) {
 	return probeUser, false
 }
 
-// Check returns the key's state, probing unless a probe answered within the TTL.
-func (k *keyChecker) Check(ctx context.Context) keyState {
+// Check returns the key's state for a refusal of a request sent at sent, probing unless a probe
+// answered within the TTL. An accepted key that was refused after sent is keyRestored.
+func (k *keyChecker) Check(ctx context.Context, sent time.Time) keyState {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if !k.at.IsZero() && time.Since(k.at) < k.ttl {
-		return k.state
+	st := k.state
+	if k.at.IsZero() || time.Since(k.at) >= k.ttl {
+		st, _ = k.probeLocked(ctx)
 	}
-	st, _ := k.probeLocked(ctx)
+	if st == keyAccepted && sent.Before(k.restoredAt) {
+		return keyRestored
+	}
 	return st
 }
 
@@ -405,6 +412,9 @@ func (k *keyChecker) probeLocked(ctx context.Context) (keyState, versori.Class) 
 		}
 	}
 	if st != keyUnknown {
+		if st == keyAccepted && k.state == keyRefused {
+			k.restoredAt = time.Now()
+		}
 		k.at, k.state = time.Now(), st
 	}
 	return st, c
