@@ -341,8 +341,12 @@ type keyChecker struct {
 	restoredAt time.Time
 
 	known   atomic.Pointer[string] // the last end user a token was accepted for
-	written atomic.Bool            // known was written to Redis once: later ones only change memory
+	written atomic.Int64           // when known was last written to Redis (unix ns): once a minute at most
 }
+
+// probeUserWriteInterval is how often the last end user that worked is written to Redis: recent
+// enough that a user deleted since is unlikely, at one write a minute per worker.
+const probeUserWriteInterval = time.Minute
 
 // Worked records that the API accepted a token for userID.
 func (k *keyChecker) Worked(ctx context.Context, userID string) {
@@ -352,9 +356,10 @@ func (k *keyChecker) Worked(ctx context.Context, userID string) {
 	if p := k.known.Load(); p == nil || *p != userID {
 		k.known.Store(&userID)
 	}
-	if k.written.CompareAndSwap(false, true) {
+	last, now := k.written.Load(), time.Now().UnixNano()
+	if (last == 0 || time.Duration(now-last) >= probeUserWriteInterval) && k.written.CompareAndSwap(last, now) {
 		if err := k.rdb.Set(ctx, k.userKey, userID, 0).Err(); err != nil {
-			k.written.Store(false)
+			k.written.Store(0)
 		}
 	}
 }
