@@ -763,29 +763,32 @@ func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 		// the probe's made-up user included (the spec does not say; 404 otherwise).
 		unknownUser int
 		warm        bool // one job activates before the refusal, so that an end user is known to work
+		restart     bool // with warm: the worker is replaced by a new one after that job
 	}{
 		{"signing key revoked", func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(true) },
-			func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(false) }, true, false, false, 0, false},
+			func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(false) }, true, false, false, 0, false, false},
 		{"API clock 10 minutes ahead", func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(10 * time.Minute) },
-			func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(0) }, true, false, true, 0, false},
+			func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(0) }, true, false, true, 0, false, false},
 		{"API clock 2 minutes behind", func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(-2 * time.Minute) },
-			func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(0) }, true, false, true, 0, false},
+			func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(0) }, true, false, true, 0, false, false},
 		{"API clock 45 seconds behind", func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(-45 * time.Second) },
-			nil, false, false, false, 0, false},
+			nil, false, false, false, 0, false, false},
 		{"API clock 45 seconds ahead", func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(45 * time.Second) },
-			nil, false, false, false, 0, false},
-		{"one user refused", func(api *versoritest.Server, p versori.Pair) { api.Forbid(p) }, nil, false, true, false, 0, false},
+			nil, false, false, false, 0, false, false},
+		{"one user refused", func(api *versoritest.Server, p versori.Pair) { api.Forbid(p) }, nil, false, true, false, 0, false, false},
 		// An API that refuses a token for an end user it does not know: the made-up user's probe is
 		// refused as a revoked key's is. A refused user must still not pause the queue, and a key
 		// restored must still resume it.
 		{"one user refused, unknown users' tokens forbidden", func(api *versoritest.Server, p versori.Pair) { api.Forbid(p) },
-			nil, false, true, false, http.StatusForbidden, false},
+			nil, false, true, false, http.StatusForbidden, false, false},
 		{"signing key revoked, unknown users' tokens forbidden", func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(true) },
-			func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(false) }, true, false, false, http.StatusForbidden, false},
+			func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(false) }, true, false, false, http.StatusForbidden, false, false},
 		{"signing key revoked, unknown users' tokens refused with 401", func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(true) },
-			func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(false) }, true, false, false, http.StatusUnauthorized, true},
+			func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(false) }, true, false, false, http.StatusUnauthorized, true, false},
 		{"one user refused, unknown users' tokens refused with 401", func(api *versoritest.Server, p versori.Pair) { api.Forbid(p) },
-			nil, false, true, false, http.StatusUnauthorized, true},
+			nil, false, true, false, http.StatusUnauthorized, true, false},
+		{"signing key revoked after a restart, unknown users' tokens refused with 401", func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(true) },
+			func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(false) }, true, false, false, http.StatusUnauthorized, true, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -799,13 +802,16 @@ func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 			pol := policyTimings
 			pol.PausedWait = 500 * time.Millisecond
 			logs := &testutil.SyncBuffer{}
-			w, _ := startWorker(t, db.Client, api, func(c *worker.Config) {
-				c.Policy = pol
-				c.PerUserAuth = true
-				c.Versori.Auth = auth
-				c.ProbeInterval = 200 * time.Millisecond
-				c.Logger = slog.New(slog.NewJSONHandler(logs, nil))
-			})
+			start := func() (*worker.Worker, func()) {
+				return startWorker(t, db.Client, api, func(c *worker.Config) {
+					c.Policy = pol
+					c.PerUserAuth = true
+					c.Versori.Auth = auth
+					c.ProbeInterval = 200 * time.Millisecond
+					c.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+				})
+			}
+			w, stop := start()
 			p := producer.New(db.Client, producer.Config{Queue: queue, MaxRetry: 3})
 			insp := asynq.NewInspectorFromRedisClient(db.Client)
 			reqs, pairs := policyRequests("u-jwt", n)
@@ -818,6 +824,11 @@ func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 			if tc.warm {
 				enqueueAll(t, p, warm)
 				testutil.WaitFor(t, 10*time.Second, "the first job activated", func() bool { return api.ActivationCount(warm.Pair()) == 1 })
+				if tc.restart {
+					// A new worker knows the user that worked from Redis alone.
+					stop()
+					w, _ = start()
+				}
 				extra = 1
 			}
 			tc.refuse(api, pairs[0])
