@@ -41,20 +41,27 @@ VULNDB_DIR := $(VULN_CACHE)/vulndb/$(VULNDB_VERSION)
 test: vulncheck
 
 vulncheck: ## govulncheck on ./... against the pinned vulnerability database, built without vuln.go.dev; fails on any reachable vulnerability
+	@# Each run builds into temporary directories of its own (the shell's pid) and renames them into
+	@# place only if no other run did first: concurrent cold runs (CI jobs sharing a cache) used to share
+	@# one .tmp directory, and one of them failed as the other renamed it away. An interrupted run
+	@# leaves nothing half-built behind.
 	@set -e; \
+	t1="$(GOVULNCHECK_DIR).tmp.$$$$"; t2="$(VULNDB_DIR).tmp.$$$$"; \
+	trap 'rm -rf "$$t1" "$$t2"' EXIT; trap 'exit 130' INT TERM; \
 	if [ ! -x "$(GOVULNCHECK)" ]; then \
 	  echo "vulncheck: installing govulncheck $(VULN_VERSION) into $(GOVULNCHECK_DIR)"; \
-	  rm -rf "$(GOVULNCHECK_DIR).tmp"; \
-	  GOBIN="$(GOVULNCHECK_DIR).tmp" $(GO) install golang.org/x/vuln/cmd/govulncheck@$(VULN_VERSION); \
-	  rm -rf "$(GOVULNCHECK_DIR)"; mv "$(GOVULNCHECK_DIR).tmp" "$(GOVULNCHECK_DIR)"; \
+	  GOBIN="$$t1" $(GO) install golang.org/x/vuln/cmd/govulncheck@$(VULN_VERSION); \
+	  if [ ! -e "$(GOVULNCHECK_DIR)" ]; then mv "$$t1" "$(GOVULNCHECK_DIR)"; \
+	  elif [ ! -x "$(GOVULNCHECK)" ]; then rm -rf "$(GOVULNCHECK_DIR)"; mv "$$t1" "$(GOVULNCHECK_DIR)"; fi; \
 	fi; \
 	if [ ! -f "$(VULNDB_DIR)/index/db.json" ]; then \
 	  src=$$($(GO) mod download -json golang.org/x/vulndb@$(VULNDB_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
 	  test -d "$$src/data/osv" || { echo "vulncheck: no data/osv in golang.org/x/vulndb@$(VULNDB_VERSION) ($$src)"; exit 1; }; \
 	  echo "vulncheck: building the vulnerability database into $(VULNDB_DIR)"; \
-	  rm -rf "$(VULNDB_DIR).tmp"; mkdir -p "$(VULNDB_DIR).tmp"; \
-	  $(GO) run golang.org/x/vulndb/cmd/indexdb@$(VULNDB_VERSION) -vulns "$$src/data/osv" -out "$(VULNDB_DIR).tmp"; \
-	  rm -rf "$(VULNDB_DIR)"; mv "$(VULNDB_DIR).tmp" "$(VULNDB_DIR)"; \
+	  mkdir -p "$$t2"; \
+	  $(GO) run golang.org/x/vulndb/cmd/indexdb@$(VULNDB_VERSION) -vulns "$$src/data/osv" -out "$$t2"; \
+	  if [ ! -e "$(VULNDB_DIR)" ]; then mv "$$t2" "$(VULNDB_DIR)"; \
+	  elif [ ! -f "$(VULNDB_DIR)/index/db.json" ]; then rm -rf "$(VULNDB_DIR)"; mv "$$t2" "$(VULNDB_DIR)"; fi; \
 	fi
 	$(GOVULNCHECK) -db file://$(VULNDB_DIR) ./...
 

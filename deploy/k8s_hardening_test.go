@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -448,6 +449,10 @@ func TestNetworkPolicy(t *testing.T) {
 			}
 		}
 	}
+	// A REDIS_URL of redis-sentinel:// asks the Sentinels, on 26379, of the same Redis.
+	if s := allowed["TCP/26379"]; s == nil || !reflect.DeepEqual(s, redis) {
+		t.Errorf("egress to Sentinel (TCP/26379) = %+v, want Redis's peers %+v", s, redis)
+	}
 	for _, p := range allowed["TCP/443"] {
 		if p.IPBlock == nil {
 			continue
@@ -458,7 +463,7 @@ func TestNetworkPolicy(t *testing.T) {
 			}
 		}
 	}
-	if len(allowed) != 4 {
-		t.Errorf("egress allows %v; want DNS (UDP and TCP 53), Redis and HTTPS only", slices.Sorted(maps.Keys(allowed)))
+	if len(allowed) != 5 {
+		t.Errorf("egress allows %v; want DNS (UDP and TCP 53), Redis and its Sentinels, and HTTPS only", slices.Sorted(maps.Keys(allowed)))
 	}
 }

@@ -40,7 +40,10 @@ type handlerConfig struct {
 	// CheckKey, if set, tells whether the API accepts the API key now (a probe call, shared by the
 	// jobs that ask at once). A refusal pauses the queue only when it says keyRefused; without it,
 	// every refusal does.
-	CheckKey func(context.Context) keyState
+	CheckKey func(ctx context.Context, sent time.Time) keyState
+	// KeyWorked, if set, is told of each end user a per-user token was accepted for, so that the
+	// probe can ask about a user the API knows.
+	KeyWorked func(ctx context.Context, userID string)
 	// LookFirst, if set, reports whether even the first attempt of a job queued at enqueuedAt must
 	// look up its pair before activating: Redis may have lost writes since (a restart or a
 	// failover), bringing back jobs that had already activated.
@@ -72,6 +75,9 @@ const (
 	keyUnknown  keyState = iota // the probe failed for another reason; try again later
 	keyAccepted                 // the key works: a refusal concerned one request
 	keyRefused                  // the key is refused: every job would fail alike
+	// keyRestored: the key works, but was refused after the request was sent: the refusal was the
+	// key's, so the job waits as a paused one does, using no attempt, and sends again.
+	keyRestored
 )
 
 // handler runs activation jobs. It is an asynq.Handler.
@@ -175,8 +181,12 @@ func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	// same pair may have another task under the canonical id.
 	reconcile := j.retried > 0 || p.Reconcile || j.id != tasks.CanonicalTaskID(j.id) ||
 		(h.cfg.LookFirst != nil && h.cfg.LookFirst(ctx, p.EnqueuedAt))
+	sent := time.Now()
 	out := h.run(ctx, p, send.Request, reconcile)
 	rule := tasks.RuleFor(out.class, h.cfg.PerUserAuth)
+	if out.class == versori.ClassOK && h.cfg.PerUserAuth && h.cfg.KeyWorked != nil {
+		h.cfg.KeyWorked(ctx, p.Request.UserID)
+	}
 	if out.class == versori.ClassUnauthorized && h.cfg.PerUserAuth {
 		// A refused per-user token is this user's, or the signing key's (revoked, or our clock too far
 		// from the API's), which would refuse every job alike: the probe tells, as for an API key.
@@ -191,8 +201,9 @@ func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// a wait, never a failure.
 		rule = tasks.Rule{Action: tasks.ActionSnooze, Reason: tasks.ReasonRetriesExhausted}
 	}
+	keyWasRefused := false
 	if rule.Action == tasks.ActionPause {
-		switch h.checkKey(ctx) {
+		switch h.checkKey(ctx, sent) {
 		case keyAccepted:
 			// The key works, so the refusal concerned this request: pausing would stop every job
 			// for it, again and again.
@@ -200,6 +211,8 @@ func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			out.err = fmt.Errorf("the API refused this request although it accepts the %s: %w", h.credential(), out.err)
 		case keyUnknown:
 			rule = tasks.Rule{Action: tasks.ActionRetry, Reason: rule.Reason}
+		case keyRestored:
+			keyWasRefused = true
 		}
 	}
 	if lookUpFailed && rule.Action == tasks.ActionDeadLetter {
@@ -237,8 +250,12 @@ func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "snooze"), slog.String("wait", wait.String()))
 		return &waitError{Wait: wait, Counts: mustLookNext(j, p, out), Err: out.err}
 	case tasks.ActionPause:
-		h.pause(ctx, out.err)
-		h.logOutcome(slog.LevelError, j, p, out, slog.String("action", "pause_queue"), slog.String("wait", pol.PausedWait.String()))
+		action := "wait_key_restored"
+		if !keyWasRefused {
+			h.pause(ctx, out.err)
+			action = "pause_queue"
+		}
+		h.logOutcome(slog.LevelError, j, p, out, slog.String("action", action), slog.String("wait", pol.PausedWait.String()))
 		return &waitError{Wait: pol.PausedWait, Counts: mustLookNext(j, p, out), Err: out.err}
 	default: // tasks.ActionRetry
 		if h.interrupted() {
@@ -472,11 +489,11 @@ func (h *handler) snoozeWait(ctx context.Context, j job, p tasks.Payload, out ou
 
 // checkKey asks CheckKey whether the API key is refused; without it, a refusal is taken to be the
 // key's.
-func (h *handler) checkKey(ctx context.Context) keyState {
+func (h *handler) checkKey(ctx context.Context, sent time.Time) keyState {
 	if h.cfg.CheckKey == nil {
 		return keyRefused
 	}
-	return h.cfg.CheckKey(ctx)
+	return h.cfg.CheckKey(ctx, sent)
 }
 
 func (h *handler) done(j job, p tasks.Payload, out outcome) error {

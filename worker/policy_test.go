@@ -585,11 +585,12 @@ func queuePaused(t *testing.T, db *testutil.RedisDB) (bool, string) {
 	return paused, reason
 }
 
-// probeCalls counts the key probe's calls (a look-up of a made-up user) with the given status.
-func probeCalls(api *versoritest.Server, status int) int {
+// probeCalls counts the key probe's calls (a look-up of a made-up user, or of one of users: end users
+// known to have worked) with the given status.
+func probeCalls(api *versoritest.Server, status int, users ...string) int {
 	n := 0
 	for _, c := range api.Calls() {
-		if c.Op == versori.OpListActivations && c.Pair.UserID == "activator-probe" && c.Status == status {
+		if c.Op == versori.OpListActivations && (c.Pair.UserID == "activator-probe" || slices.Contains(users, c.Pair.UserID)) && c.Status == status {
 			n++
 		}
 	}
@@ -758,18 +759,36 @@ func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 		keyRefused      bool // every token is refused until restore
 		userRefused     bool // only the first pair's user is refused
 		skewed          bool // the refusal is the clocks': the log must say so
+		// unknownUser, if set, is what the API answers a token for an end user it does not know,
+		// the probe's made-up user included (the spec does not say; 404 otherwise).
+		unknownUser int
+		warm        bool // one job activates before the refusal, so that an end user is known to work
+		restart     bool // with warm: the worker is replaced by a new one after that job
 	}{
 		{"signing key revoked", func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(true) },
-			func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(false) }, true, false, false},
+			func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(false) }, true, false, false, 0, false, false},
 		{"API clock 10 minutes ahead", func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(10 * time.Minute) },
-			func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(0) }, true, false, true},
+			func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(0) }, true, false, true, 0, false, false},
 		{"API clock 2 minutes behind", func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(-2 * time.Minute) },
-			func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(0) }, true, false, true},
+			func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(0) }, true, false, true, 0, false, false},
 		{"API clock 45 seconds behind", func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(-45 * time.Second) },
-			nil, false, false, false},
+			nil, false, false, false, 0, false, false},
 		{"API clock 45 seconds ahead", func(api *versoritest.Server, _ versori.Pair) { api.SetClockSkew(45 * time.Second) },
-			nil, false, false, false},
-		{"one user refused", func(api *versoritest.Server, p versori.Pair) { api.Forbid(p) }, nil, false, true, false},
+			nil, false, false, false, 0, false, false},
+		{"one user refused", func(api *versoritest.Server, p versori.Pair) { api.Forbid(p) }, nil, false, true, false, 0, false, false},
+		// An API that refuses a token for an end user it does not know: the made-up user's probe is
+		// refused as a revoked key's is. A refused user must still not pause the queue, and a key
+		// restored must still resume it.
+		{"one user refused, unknown users' tokens forbidden", func(api *versoritest.Server, p versori.Pair) { api.Forbid(p) },
+			nil, false, true, false, http.StatusForbidden, false, false},
+		{"signing key revoked, unknown users' tokens forbidden", func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(true) },
+			func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(false) }, true, false, false, http.StatusForbidden, false, false},
+		{"signing key revoked, unknown users' tokens refused with 401", func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(true) },
+			func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(false) }, true, false, false, http.StatusUnauthorized, true, false},
+		{"one user refused, unknown users' tokens refused with 401", func(api *versoritest.Server, p versori.Pair) { api.Forbid(p) },
+			nil, false, true, false, http.StatusUnauthorized, true, false},
+		{"signing key revoked after a restart, unknown users' tokens refused with 401", func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(true) },
+			func(api *versoritest.Server, _ versori.Pair) { api.RevokeSigningKey(false) }, true, false, false, http.StatusUnauthorized, true, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -783,16 +802,35 @@ func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 			pol := policyTimings
 			pol.PausedWait = 500 * time.Millisecond
 			logs := &testutil.SyncBuffer{}
-			w, _ := startWorker(t, db.Client, api, func(c *worker.Config) {
-				c.Policy = pol
-				c.PerUserAuth = true
-				c.Versori.Auth = auth
-				c.ProbeInterval = 200 * time.Millisecond
-				c.Logger = slog.New(slog.NewJSONHandler(logs, nil))
-			})
+			start := func() (*worker.Worker, func()) {
+				return startWorker(t, db.Client, api, func(c *worker.Config) {
+					c.Policy = pol
+					c.PerUserAuth = true
+					c.Versori.Auth = auth
+					c.ProbeInterval = 200 * time.Millisecond
+					c.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+				})
+			}
+			w, stop := start()
 			p := producer.New(db.Client, producer.Config{Queue: queue, MaxRetry: 3})
 			insp := asynq.NewInspectorFromRedisClient(db.Client)
 			reqs, pairs := policyRequests("u-jwt", n)
+			if tc.unknownUser != 0 {
+				api.ForgetUser("activator-probe")
+				api.RefuseUnknownUsersTokens(tc.unknownUser)
+			}
+			warm := testutil.Request("u-jwt-warm")
+			extra := 0
+			if tc.warm {
+				enqueueAll(t, p, warm)
+				testutil.WaitFor(t, 10*time.Second, "the first job activated", func() bool { return api.ActivationCount(warm.Pair()) == 1 })
+				if tc.restart {
+					// A new worker knows the user that worked from Redis alone.
+					stop()
+					w, _ = start()
+				}
+				extra = 1
+			}
 			tc.refuse(api, pairs[0])
 			enqueueAll(t, p, reqs...)
 
@@ -802,7 +840,7 @@ func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 					return paused && reason == queuestate.ReasonUnauthorized
 				})
 				testutil.WaitFor(t, 5*time.Second, "activator_queue_paused 1", func() bool { return promtest.ToFloat64(w.Metrics().QueuePaused) == 1 })
-				testutil.WaitFor(t, 10*time.Second, "two refused probes", func() bool { return probeCalls(api, http.StatusUnauthorized) >= 2 })
+				testutil.WaitFor(t, 10*time.Second, "two refused probes", func() bool { return probeCalls(api, http.StatusUnauthorized, warm.UserID) >= 2 })
 				testutil.WaitFor(t, 10*time.Second, "every job back in the queue", func() bool {
 					qi, err := insp.GetQueueInfo(queue)
 					return err == nil && qi.Active == 0 && qi.Pending+qi.Retry == n
@@ -810,7 +848,7 @@ func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 				if c, _ := dlStore(db.Client, p).Count(context.Background(), ""); c != 0 {
 					t.Fatalf("%d jobs dead-lettered for a refused signing key", c)
 				}
-				if got := api.Stats().Activations; got != 0 {
+				if got := api.Stats().Activations - extra; got != 0 {
 					t.Fatalf("%d activations while every token is refused", got)
 				}
 				if !strings.Contains(logs.String(), "the API refused the signing key") {
@@ -828,7 +866,7 @@ func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 			}
 			testutil.WaitFor(t, 15*time.Second, "every job ended", func() bool {
 				c, err := dlStore(db.Client, p).Count(context.Background(), "")
-				return err == nil && api.Stats().Activations == want && int(c) == n-want
+				return err == nil && api.Stats().Activations == want+extra && int(c) == n-want
 			})
 			assertExactlyOnce(t, api, pairs[n-want:])
 			if paused, _ := queuePaused(t, db); paused {
@@ -849,7 +887,7 @@ func TestPolicyUnauthorizedPerUserJWT(t *testing.T) {
 				if got := total([]*worker.Worker{w}, deadLetters, string(tasks.ReasonUnauthorized)); got != 1 {
 					t.Errorf("dead_letters{reason=unauthorized} = %v, want 1", got)
 				}
-				if probeCalls(api, http.StatusUnauthorized) != 0 {
+				if probeCalls(api, http.StatusUnauthorized, warm.UserID) != 0 && tc.unknownUser != http.StatusUnauthorized {
 					t.Error("a probe was refused although the signing key is good")
 				}
 			}
@@ -1107,5 +1145,84 @@ func TestPolicyGlobalRateLimit(t *testing.T) {
 	// under the limit. Far under it would mean the limiter over-throttles.
 	if overall < rate*0.75 {
 		t.Errorf("overall rate %.1f/s, far under the limit %d/s that 300 queued jobs should reach", overall, rate)
+	}
+}
+
+// A refusal answered after the key was refused, restored and a probe accepted it again: the probe's
+// fresh "accepted" must not make that job's refusal its own (a dead letter, unauthorized); the key
+// refused it, so the job waits, using no attempt, and activates once. Pair b's POST is authenticated
+// while the key works and answered 401 two seconds later, as a request the API refused while the
+// key was revoked and whose answer came late; meanwhile pair a's 401 pauses the queue, the key is
+// restored and the probe resumes it.
+func TestPolicyRefusalAnsweredAfterKeyRestored(t *testing.T) {
+	t.Parallel()
+	for _, perUser := range []bool{false, true} {
+		t.Run(map[bool]string{false: "API key", true: "JWT"}[perUser], func(t *testing.T) {
+			t.Parallel()
+			const keyID = "sk-test"
+			key, err := rsa.GenerateKey(rand.Reader, 2048)
+			if err != nil {
+				t.Fatal(err)
+			}
+			db := testutil.Redis(t)
+			opts := versoritest.Options{}
+			if perUser {
+				opts = versoritest.Options{SigningKeyID: keyID, PublicKey: &key.PublicKey}
+			}
+			api := versoritest.New(t, opts)
+			pol := policyTimings
+			pol.PausedWait = 300 * time.Millisecond
+			startWorker(t, db.Client, api, func(c *worker.Config) {
+				c.Policy = pol
+				c.ProbeInterval = 100 * time.Millisecond
+				if perUser {
+					auth, err := versori.NewJWTAuth(keyID, key)
+					if err != nil {
+						t.Fatal(err)
+					}
+					c.PerUserAuth = true
+					c.Versori.Auth = auth
+				}
+			})
+			revoke := func(on bool) {
+				switch {
+				case perUser:
+					api.RevokeSigningKey(on)
+				case on:
+					api.SetAPIKey("rotated")
+				default:
+					api.SetAPIKey(versoritest.DefaultAPIKey)
+				}
+			}
+			p := producer.New(db.Client, producer.Config{Queue: queue, MaxRetry: 3})
+			insp := asynq.NewInspectorFromRedisClient(db.Client)
+			a, b := testutil.Request("u-late-a"), testutil.Request("u-late-b")
+			api.Script(b.Pair(), versoritest.Fault{Status: http.StatusUnauthorized, Delay: 3 * time.Second})
+			enqueueAll(t, p, b)
+			testutil.WaitFor(t, 5*time.Second, "b's POST in flight", func() bool {
+				qi, err := insp.GetQueueInfo(queue)
+				return err == nil && qi.Active == 1
+			})
+			time.Sleep(500 * time.Millisecond) // from dequeued to authenticated by the stand-in
+			revoke(true)
+			enqueueAll(t, p, a)
+			testutil.WaitFor(t, 5*time.Second, "the queue paused", func() bool { paused, _ := queuePaused(t, db); return paused })
+			revoke(false)
+			testutil.WaitFor(t, 5*time.Second, "the queue resumed", func() bool { paused, _ := queuePaused(t, db); return !paused })
+			testutil.WaitFor(t, 15*time.Second, "both activated or dead-lettered", func() bool {
+				c, err := dlStore(db.Client, p).Count(context.Background(), "")
+				return err == nil && api.ActivationCount(a.Pair())+api.ActivationCount(b.Pair())+int(c) == 2
+			})
+			if hasDeadLetter(dlStore(db.Client, p), b.Pair()) {
+				for _, c := range api.Calls() {
+					t.Logf("%s %s %s %d", c.At.Format("05.000"), c.Op, c.Pair.UserID, c.Status)
+				}
+				t.Fatalf("b dead-lettered: %+v", deadLetter(t, dlStore(db.Client, p), b.Pair()))
+			}
+			assertExactlyOnce(t, api, []versori.Pair{a.Pair(), b.Pair()})
+			if ti := waitTaskState(t, insp, b.Pair(), asynq.TaskStateCompleted, 5*time.Second); ti.Retried != 0 {
+				t.Errorf("b retried %d times; a refusal of the key's must use no attempt", ti.Retried)
+			}
+		})
 	}
 }

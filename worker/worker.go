@@ -5,11 +5,13 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -26,6 +28,7 @@ import (
 	"github.com/versori/activator/internal/ratelimit"
 	"github.com/versori/activator/internal/redisevict"
 	"github.com/versori/activator/internal/redisguard"
+	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/internal/results"
 	"github.com/versori/activator/metrics"
 	"github.com/versori/activator/tasks"
@@ -114,10 +117,13 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 		return nil, err
 	}
 	w.client = client
-	w.keys = &keyChecker{client: client, ttl: keyCheckTTL}
+	w.keys = &keyChecker{client: client, ttl: keyCheckTTL, rdb: rdb}
+	if cfg.PerUserAuth {
+		w.keys.userKey = rediskeys.ProbeUser(cfg.Queue)
+	}
 	h, err := newHandler(handlerConfig{
 		Client: client, Store: w.store, Metrics: w.metrics, Logger: w.log,
-		Policy: cfg.Policy, PerUserAuth: cfg.PerUserAuth, Pause: w.pauseQueue, CheckKey: w.keys.Check,
+		Policy: cfg.Policy, PerUserAuth: cfg.PerUserAuth, Pause: w.pauseQueue, CheckKey: w.keys.Check, KeyWorked: w.keys.Worked,
 		LookFirst: w.guard.LookFirst, Interrupt: interruptCtx,
 		Breaker: w.breaker, Backoff: gate.Backoff, MaxAge: cfg.MaxAge, Batches: w.batches, Results: w.results,
 		Keys: cfg.Keys,
@@ -303,8 +309,8 @@ func (w *Worker) pauseQueue(ctx context.Context) error {
 // evictionCheckInterval is how often Redis's maxmemory-policy is read again.
 const evictionCheckInterval = time.Minute
 
-// probeUser is the end user a probe asks about; whether it exists does not matter, only whether the
-// API accepts the key.
+// probeUser is the end user a probe asks about while no end user is known to have worked; whether
+// it exists does not matter, only whether the API accepts the key.
 const probeUser = "activator-probe"
 
 // keyCheckTTL is how long a probe's verdict on the API key is reused: a burst of refusals costs one
@@ -312,27 +318,79 @@ const probeUser = "activator-probe"
 const keyCheckTTL = 5 * time.Second
 
 // keyChecker tells whether the API accepts the API key or the signing key, by a probe call: listing
-// the activations of a made-up user needs the key and nothing else. With per-user tokens the probe's
-// token is for that user, so it asks about no job's user: a refusal of one request (a 403 about that
-// end user or integration) leaves the probe accepted, while a revoked signing key, or a clock so far
-// from the API's that its tokens are not yet or no longer valid, refuses it too.
+// the activations of an end user needs the key and nothing else.
+//
+// With per-user tokens the probe's token is for that user. The API documents no answer for a user it
+// does not know: 200 (empty), 404, or a refusal of the token, 403 or even 401, alike for a user that
+// does not exist and a key it no longer accepts. So the probe asks about the last end user whose
+// token was accepted (kept in Redis, for the other workers and the next start), who exists, and only
+// without one about a made-up user; for the made-up user a 403 says the token was authenticated and
+// the user is not allowed, so the key is accepted: otherwise a single refused user, seen before any
+// job worked, would pause the queue with nothing ever to resume it.
 type keyChecker struct {
-	client *versori.Client
-	ttl    time.Duration
+	client  *versori.Client
+	ttl     time.Duration
+	rdb     redis.UniversalClient
+	userKey string // rediskeys.ProbeUser; "" in API-key mode
 
 	mu    sync.Mutex // held during a probe, so that the jobs asking at once share it
 	at    time.Time
 	state keyState
+	// restoredAt is when a probe first found the key accepted after one found it refused: a request
+	// sent before then and refused may have been refused for the key, however late its answer.
+	restoredAt time.Time
+
+	known   atomic.Pointer[string] // the last end user a token was accepted for
+	written atomic.Int64           // when known was last written to Redis (unix ns): once a minute at most
 }
 
-// Check returns the key's state, probing unless a probe answered within the TTL.
-func (k *keyChecker) Check(ctx context.Context) keyState {
+// probeUserWriteInterval is how often the last end user that worked is written to Redis: recent
+// enough that a user deleted since is unlikely, at one write a minute per worker.
+const probeUserWriteInterval = time.Minute
+
+// Worked records that the API accepted a token for userID.
+func (k *keyChecker) Worked(ctx context.Context, userID string) {
+	if k.userKey == "" || userID == "" {
+		return
+	}
+	if p := k.known.Load(); p == nil || *p != userID {
+		k.known.Store(&userID)
+	}
+	last, now := k.written.Load(), time.Now().UnixNano()
+	if (last == 0 || time.Duration(now-last) >= probeUserWriteInterval) && k.written.CompareAndSwap(last, now) {
+		if err := k.rdb.Set(ctx, k.userKey, userID, 0).Err(); err != nil {
+			k.written.Store(0)
+		}
+	}
+}
+
+// user returns the end user to probe with, and whether that user's token was accepted before.
+func (k *keyChecker) user(ctx context.Context) (string, bool) {
+	if k.userKey == "" {
+		return probeUser, false
+	}
+	if p := k.known.Load(); p != nil {
+		return *p, true
+	}
+	if u, err := k.rdb.Get(ctx, k.userKey).Result(); err == nil && u != "" {
+		k.known.CompareAndSwap(nil, &u)
+		return u, true
+	}
+	return probeUser, false
+}
+
+// Check returns the key's state for a refusal of a request sent at sent, probing unless a probe
+// answered within the TTL. An accepted key that was refused after sent is keyRestored.
+func (k *keyChecker) Check(ctx context.Context, sent time.Time) keyState {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if !k.at.IsZero() && time.Since(k.at) < k.ttl {
-		return k.state
+	st := k.state
+	if k.at.IsZero() || time.Since(k.at) >= k.ttl {
+		st, _ = k.probeLocked(ctx)
 	}
-	st, _ := k.probeLocked(ctx)
+	if st == keyAccepted && sent.Before(k.restoredAt) {
+		return keyRestored
+	}
 	return st
 }
 
@@ -344,7 +402,8 @@ func (k *keyChecker) Probe(ctx context.Context) (keyState, versori.Class) {
 }
 
 func (k *keyChecker) probeLocked(ctx context.Context) (keyState, versori.Class) {
-	_, err := k.client.ListUserActivations(ctx, probeUser, "")
+	user, known := k.user(ctx)
+	_, err := k.client.ListUserActivations(ctx, user, "")
 	c := versori.Classify(err)
 	st := keyUnknown
 	switch c {
@@ -352,8 +411,15 @@ func (k *keyChecker) probeLocked(ctx context.Context) (keyState, versori.Class) 
 		st = keyAccepted
 	case versori.ClassUnauthorized:
 		st = keyRefused
+		var ae *versori.Error
+		if k.userKey != "" && !known && errors.As(err, &ae) && ae.StatusCode == http.StatusForbidden {
+			st = keyAccepted
+		}
 	}
 	if st != keyUnknown {
+		if st == keyAccepted && k.state == keyRefused {
+			k.restoredAt = time.Now()
+		}
 		k.at, k.state = time.Now(), st
 	}
 	return st, c

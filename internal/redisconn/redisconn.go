@@ -197,21 +197,36 @@ func Redacted(rawURL string) string {
 
 // Refused returns the configuration error behind err, the error of a command sent to the Redis that
 // rawURL names, when Redis refused what the URL asks for: its database number
-// (redis://…/99: "ERR DB index is out of range"), its password, or a database on a cluster. It is
+// (redis://…/99: "ERR DB index is out of range"), its password, or a database on a cluster; or when
+// the TLS certificate Redis shows is not trusted here. It is
 // a *configerr.Error about the field "URL", like Parse's, and names the URL without its password.
 // Otherwise it returns nil: err is a failure to reach Redis, or of the command itself, which may
 // pass.
 func Refused(rawURL string, err error) error {
-	var re redis.Error
-	if err == nil || !errors.As(err, &re) {
+	if err == nil {
 		return nil
 	}
-	msg := re.Error()
 	u, perr := url.Parse(rawURL)
 	if perr != nil {
 		return nil
 	}
 	where := u.Scheme + "://" + u.Host + u.Path
+	// A certificate this host does not trust stays untrusted however long the worker waits. go-redis's
+	// Sentinel client flattens the TLS error into its message, hence the text as well.
+	var ce *tls.CertificateVerificationError
+	if errors.As(err, &ce) || strings.Contains(err.Error(), "tls: failed to verify certificate") {
+		why := err.Error()
+		if ce != nil {
+			why = ce.Err.Error()
+		}
+		return bad("(%s): Redis's TLS certificate is not trusted (%s): point SSL_CERT_FILE at the CA that signed it, and have the "+
+			"certificate name the address dialled (with Sentinel and Cluster, the one they announce)", where, why)
+	}
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return nil
+	}
+	msg := re.Error()
 	switch {
 	case strings.Contains(msg, "DB index is out of range") || strings.Contains(msg, "invalid DB index"):
 		return bad("(%s) names database %s, which Redis refuses (%s): a Redis has databases 0 to 15 unless its databases setting says more",

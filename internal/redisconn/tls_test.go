@@ -157,6 +157,15 @@ func TestTLSForms(t *testing.T) {
 					t.Errorf("%s with the CA: %v", url, err)
 				case !trusted && (err == nil || !strings.Contains(err.Error(), "certificate")):
 					t.Errorf("%s without the CA: %v, want a certificate error", url, err)
+				case !trusted:
+					// An untrusted certificate is a setting to fix, not a Redis to wait for: the
+					// worker and enqueue stop at start with one line, which keeps the password out.
+					withPassword := strings.Replace(url, "://", "://:s3cret-pw@", 1)
+					refused := redisconn.Refused(withPassword, err)
+					if refused == nil || !strings.Contains(refused.Error(), "SSL_CERT_FILE") ||
+						strings.Contains(refused.Error(), "s3cret-pw") || strings.Contains(refused.Error(), "\n") {
+						t.Errorf("Refused(%s, %v) = %v, want one line naming SSL_CERT_FILE, without the password", url, err, refused)
+					}
 				}
 			}
 		})

@@ -25,7 +25,8 @@ const Unknown = "unknown"
 // Status is what Redis says of eviction.
 type Status struct {
 	// Policy is maxmemory-policy, or Unknown. With Redis Cluster it is the first master's policy
-	// that is not noeviction, if any.
+	// that is not noeviction, if any, else Unknown if a master refuses CONFIG GET: a master that
+	// evicts must not hide behind one that cannot be read.
 	Policy string
 	// MaxMemory is maxmemory in bytes; 0 means no limit (Redis then evicts nothing, but a 0 can be
 	// raised at run time, so the policy still matters).
@@ -49,23 +50,26 @@ func Read(ctx context.Context, rdb redis.UniversalClient) (Status, error) {
 	}
 	var mu sync.Mutex
 	st := Status{Policy: NoEviction}
+	var refused error // a master that refuses CONFIG GET: reported only if none evicts
 	err := cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
 		s, err := readOne(ctx, node)
-		if err != nil {
-			return err
-		}
 		mu.Lock()
 		defer mu.Unlock()
-		if st.Policy == NoEviction {
+		switch {
+		case errors.Is(err, ErrRefused):
+			refused = err
+		case err != nil:
+			return err
+		case st.Policy == NoEviction:
 			st = s
 		}
 		return nil
 	})
-	if err != nil {
-		if errors.Is(err, ErrRefused) {
-			return Status{Policy: Unknown}, err
-		}
+	switch {
+	case err != nil:
 		return Status{}, err
+	case !st.Evicting() && refused != nil:
+		return Status{Policy: Unknown}, refused
 	}
 	return st, nil
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -105,5 +106,54 @@ func TestWatcherUnreachable(t *testing.T) {
 	}
 	if reported || logs.String() != "" {
 		t.Errorf("reported %v, logged %q", reported, logs.String())
+	}
+}
+
+// TestReadClusterMixed reads a two-master Redis Cluster whose masters differ: one evicts, and the
+// other's ACL refuses CONFIG. The evicting master must be reported: "unknown" would hide it behind a
+// log line that says only that the policy could not be checked.
+func TestReadClusterMixed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var nodes [2]*testutil.RedisServer
+	var bus [2]int
+	for i := range nodes {
+		bus[i] = testutil.FreePort(t)
+		nodes[i] = testutil.StartRedisServer(t, false, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-port", strconv.Itoa(bus[i]), "--cluster-node-timeout", "5000")
+		if err := nodes[i].Client.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", i*8192, i*8192+8191).Err(); err != nil {
+			t.Skipf("CLUSTER ADDSLOTSRANGE (redis-server 7 or later): %v", err)
+		}
+	}
+	if err := nodes[0].Client.Do(ctx, "CLUSTER", "MEET", "127.0.0.1", nodes[1].Port, bus[1]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 15*time.Second, "cluster_state:ok", func() bool {
+		for _, n := range nodes {
+			info, err := n.Client.ClusterInfo(ctx).Result()
+			if err != nil || !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, "cluster_known_nodes:2") {
+				return false
+			}
+		}
+		return true
+	})
+	// The same user on both, allowed CONFIG on the evicting node only.
+	acl := [][]any{
+		{"ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-config"},
+		{"ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all"},
+	}
+	for i, n := range nodes {
+		if err := n.Client.Do(ctx, acl[i]...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nodes[1].Client.ConfigSet(ctx, "maxmemory-policy", "allkeys-lru").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{nodes[0].Addr()}, Username: "app", Password: "pw"})
+	t.Cleanup(func() { rdb.Close() })
+	st, err := redisevict.Read(ctx, rdb)
+	if st.Policy != "allkeys-lru" || err != nil {
+		t.Errorf("Read = %+v, %v; want allkeys-lru, the evicting master's, and no error", st, err)
 	}
 }

@@ -55,6 +55,10 @@ func QueueOfDeadLetters(key string) (string, bool) {
 // PausedReason holds why the queue is paused (queuestate's reasons), beside asynq's AsynqPaused.
 func PausedReason(q string) string { return queue(q) + "paused_reason" }
 
+// ProbeUser holds an end user whose per-user token the API accepted: the signing-key probe asks about
+// them, since an API may refuse a token for an end user it does not know as it refuses a bad key.
+func ProbeUser(q string) string { return queue(q) + "probe_user" }
+
 // Backoff holds until when (unix ms) Versori told the queue's workers to back off.
 func Backoff(q string) string { return queue(q) + "backoff_until" }
 

@@ -516,8 +516,21 @@ func (x *exchange) authenticate() (sub string, ok bool) {
 	return "", false
 }
 
-// allowUser answers 403 when a JWT call is about another end user than the token's subject.
+// allowUser answers 403 when a JWT call is about another end user than the token's subject, and
+// RefuseUnknownUsersTokens's status when it is about a forgotten user.
 func (x *exchange) allowUser(sub, userID string) bool {
+	if x.call.Auth == authJWT {
+		x.s.mu.Lock()
+		status := 0
+		if x.s.goneUser[userID] {
+			status = x.s.goneTokenStatus
+		}
+		x.s.mu.Unlock()
+		if status != 0 {
+			x.fail(status, "invalid token: end user "+userID+" is not known to this organisation")
+			return false
+		}
+	}
 	if x.call.Auth == authJWT && sub != userID {
 		x.fail(http.StatusForbidden, "token subject "+sub+" may not act for end user "+userID)
 		return false

@@ -122,17 +122,20 @@ type Server struct {
 	quit     chan struct{}       // closed when New's test ends, to release hung calls
 	requires map[string][]string // integration -> templates it needs a connection for
 	goneUser map[string]bool
-	goneInt  map[string]bool
-	users    map[string]*endUser
-	acts     map[string]Activation   // by id
-	byUser   map[string][]Activation // in id order
-	byPair   map[versori.Pair]int
-	dupPairs int // pairs in byPair with more than one activation, kept up to date for Stats
-	calls    []Call
-	dropped0 int // calls trimmed from the front of calls, so absolute indexes stay valid
-	nCalls   int
-	byOp     map[string]int
-	nDropped int
+	// goneTokenStatus is what a JWT call about a forgotten end user answers, ahead of the 404: an API
+	// may refuse the token of a user it does not know (403, or 401) as it refuses a bad key.
+	goneTokenStatus int
+	goneInt         map[string]bool
+	users           map[string]*endUser
+	acts            map[string]Activation   // by id
+	byUser          map[string][]Activation // in id order
+	byPair          map[versori.Pair]int
+	dupPairs        int // pairs in byPair with more than one activation, kept up to date for Stats
+	calls           []Call
+	dropped0        int // calls trimmed from the front of calls, so absolute indexes stay valid
+	nCalls          int
+	byOp            map[string]int
+	nDropped        int
 }
 
 // Call is one request the server received, as recorded.
@@ -381,6 +384,15 @@ func (s *Server) ForgetUser(userID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.goneUser[userID] = true
+}
+
+// RefuseUnknownUsersTokens makes every JWT call about a forgotten end user (ForgetUser) answer status,
+// 401 or 403, instead of 404, as an API may that authenticates a token's subject before anything else:
+// a token for a user it does not know is then refused like one signed by a revoked key. 0 restores 404.
+func (s *Server) RefuseUnknownUsersTokens(status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.goneTokenStatus = status
 }
 
 // ForgetIntegration makes integrationID unknown: POSTs for it answer 404.
