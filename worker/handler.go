@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -652,7 +653,10 @@ func secretStrings(creds json.RawMessage) []string {
 		return nil
 	}
 	var v any
-	if json.Unmarshal(creds, &v) != nil {
+	// UseNumber keeps a number as written (a PIN, an account number), so that it is scrubbed too.
+	dec := json.NewDecoder(bytes.NewReader(creds))
+	dec.UseNumber()
+	if dec.Decode(&v) != nil {
 		return nil
 	}
 	var out []string
@@ -662,6 +666,10 @@ func secretStrings(creds json.RawMessage) []string {
 		case string:
 			if len(v) >= minSecretLen {
 				out = append(out, v)
+			}
+		case json.Number:
+			if len(v) >= minSecretLen {
+				out = append(out, string(v))
 			}
 		case map[string]any:
 			for _, x := range v {
