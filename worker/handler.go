@@ -503,6 +503,14 @@ const storeRetryWait = 5 * time.Second
 // the task's lease: once asynq has taken the task back (the job's deadline passed), a retry may be
 // running already, and it decides anew.
 func (h *handler) deadLetter(ctx context.Context, j job, p tasks.Payload, reason tasks.Reason, class versori.Class, cause error) error {
+	// A job queued in plain text (the opt-out, or a release before keys) is sealed before its dead
+	// letter is written, when this worker has a key: a new record must not copy the credentials in
+	// plain text. Should sealing fail, the dead letter keeps them as the task did: losing it is worse.
+	if h.cfg.Keys.Current() != "" && tasks.HasCredentials(p.Request) {
+		if sealed := p; sealed.Seal(h.cfg.Keys) == nil {
+			p = sealed
+		}
+	}
 	e := deadletter.Entry{
 		ID:            j.id,
 		UserID:        p.Request.UserID,

@@ -309,3 +309,41 @@ func TestReencryptRotation(t *testing.T) {
 		t.Errorf("%d dead letters after the rotation, want 0", n)
 	}
 }
+
+// TestPlaintextJobDeadLetteredSealed: a job queued in plain text (the opt-out, or a release before
+// keys) that a worker holding a key dead-letters is stored sealed: the worker writes no new record
+// with the credentials in plain text, and a requeue still activates it with them.
+func TestPlaintextJobDeadLetteredSealed(t *testing.T) {
+	db := testutil.Redis(t)
+	ctx := context.Background()
+	keys := keyring(t, newKeySpec(t, "a"))
+	api := versoritest.New(t, versoritest.Options{})
+	api.RequireConnection(billingIntegration, "01JDCRMTP20000000000000000") // one the request never binds
+	p := producer.New(db.Client, producer.Config{Queue: queue, AllowPlaintext: true})
+	if _, err := p.Enqueue(ctx, secretRequest("plain", billingIntegration)); err != nil {
+		t.Fatal(err)
+	}
+	store := dlStore(db.Client, p)
+	_, stop := startWorker(t, db.Client, api, func(c *worker.Config) { c.Keys = keys })
+	testutil.WaitFor(t, 20*time.Second, "the job dead-lettered", settled(t, api, store, 1))
+	stop()
+	id := tasks.TaskID(versori.Pair{UserID: "plain", IntegrationID: billingIntegration})
+	es, err := store.Get(ctx, id)
+	if err != nil || len(es) != 1 || es[0].Reason != tasks.ReasonMissingConnections {
+		t.Fatalf("dead letter = %+v, %v; want missing_connections", es, err)
+	}
+	if tasks.SecretKeyID(es[0].Secrets) != "a" || tasks.HasCredentials(es[0].Request) {
+		t.Errorf("dead letter holds secrets %q and plaintext credentials %v; want them sealed with key a", es[0].Secrets, tasks.HasCredentials(es[0].Request))
+	}
+	if l := leaks(t, db.Client); len(l) > 0 {
+		t.Errorf("Redis holds credentials in plain text in %q", l)
+	}
+	api.ClearRequirements(billingIntegration)
+	in := inspect.New(db.Client, producer.Config{Queue: queue, Keys: keys})
+	if res, err := in.Requeue(ctx, []string{id}); err != nil || len(res.Requeued) != 1 {
+		t.Fatalf("Requeue = %+v, %v", res, err)
+	}
+	startWorker(t, db.Client, api, func(c *worker.Config) { c.Keys = keys })
+	testutil.WaitFor(t, 20*time.Second, "the requeued job activated", func() bool { return api.Stats().Activations == 1 })
+	checkReceived(t, api, []string{"plain"})
+}
