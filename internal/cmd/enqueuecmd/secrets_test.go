@@ -201,7 +201,9 @@ func TestDLQRequeueFileKeepsCredentialsWithTheirConnection(t *testing.T) {
 		name string
 		fix  func(*versori.ActivationRequest)
 	}{
-		{"swapped", func(r *versori.ActivationRequest) { r.Connections[0], r.Connections[1] = r.Connections[1], r.Connections[0] }},
+		{"swapped", func(r *versori.ActivationRequest) {
+			r.Connections[0], r.Connections[1] = r.Connections[1], r.Connections[0]
+		}},
 		{"template replaced", func(r *versori.ActivationRequest) { r.Connections[0].TemplateID = "01JDZZZZZZZZZZZZZZZZZZZZZZ" }},
 	}
 	for _, tt := range tests {
