@@ -247,3 +247,51 @@ func TestDLQRequeueFileKeepsCredentialsWithTheirConnection(t *testing.T) {
 		})
 	}
 }
+
+// TestRejectsFileIsPrivate: a rejects file quotes its rows whole, credentials included (a row
+// refused for want of a key holds them in plain text), so only its owner may read it, even when it
+// replaces a world-readable one an earlier run left.
+func TestRejectsFileIsPrivate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		leftover bool
+	}{
+		{"new", false},
+		{"replaces a world-readable one", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			db := testutil.Redis(t)
+			in := testutil.WriteJSONL(t, filepath.Join(t.TempDir(), "in.jsonl"), secretRequest("u-creds"))
+			if err := os.Chmod(in, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			rejects := in + ".rejects.jsonl"
+			if tt.leftover {
+				if err := os.WriteFile(rejects, []byte(`{"line":1,"reason":"x","raw":"{}"}`+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(rejects, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := run(t, map[string]string{"REDIS_URL": db.URL()}, "", "file", in, "--quiet")
+			if r.code != enqueuecmd.ExitRejected {
+				t.Fatalf("want exit 1:\n%s", r)
+			}
+			b, err := os.ReadFile(rejects)
+			if err != nil || !strings.Contains(string(b), endUserSecret) {
+				t.Fatalf("rejects file = %q, %v; want the row, credentials included", b, err)
+			}
+			fi, err := os.Stat(rejects)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode().Perm()&0o077 != 0 {
+				t.Errorf("rejects file mode = %v, want readable by its owner only", fi.Mode().Perm())
+			}
+		})
+	}
+}
