@@ -141,6 +141,11 @@ func aad(keyID, taskID string) []byte {
 type secretParts struct {
 	// Connections maps a connection's index in the request to its credentials.
 	Connections map[string]json.RawMessage `json:"connections,omitempty"`
+	// Templates maps the same indexes to their connection's template (canonical ULID): the
+	// request around the seal is not authenticated, and credentials must not open into a connection
+	// reordered or retemplated since, which would hand them to another third party. Seals made
+	// before it was added have none, and open as they did.
+	Templates map[string]string `json:"templates,omitempty"`
 }
 
 // SecretKeyID is the id of the key secrets were sealed with ("kid:base64(nonce||ciphertext)"); ""
@@ -196,13 +201,14 @@ func (p *Payload) Seal(k *Keyring) error {
 	if p.Secrets != "" {
 		return fmt.Errorf("tasks: payload has both sealed and plaintext credentials")
 	}
-	parts := secretParts{Connections: map[string]json.RawMessage{}}
+	parts := secretParts{Connections: map[string]json.RawMessage{}, Templates: map[string]string{}}
 	req := p.Request
 	req.Connections = slices.Clone(req.Connections)
 	for i := range req.Connections {
 		c := &req.Connections[i]
 		if len(c.Credentials) > 0 && !IsWithheld(c.Credentials) {
 			parts.Connections[strconv.Itoa(i)] = c.Credentials
+			parts.Templates[strconv.Itoa(i)] = versori.CanonicalULID(c.TemplateID)
 			c.Credentials = json.RawMessage(Withheld)
 		}
 	}
@@ -239,6 +245,9 @@ func (p *Payload) Open(k *Keyring) error {
 		i, err := strconv.Atoi(is)
 		if err != nil || i < 0 || i >= len(req.Connections) || !IsWithheld(req.Connections[i].Credentials) {
 			return fmt.Errorf("%w: they name connection %s, which the request does not withhold", ErrSecretUnreadable, is)
+		}
+		if parts.Templates != nil && parts.Templates[is] != versori.CanonicalULID(req.Connections[i].TemplateID) {
+			return fmt.Errorf("%w: they were sealed for connection %s of another template (connections reordered or changed)", ErrSecretUnreadable, is)
 		}
 		req.Connections[i].Credentials = creds
 	}

@@ -87,6 +87,21 @@ func TestSealOpen(t *testing.T) {
 	moved := tasks.Payload{Request: other.Request, Secrets: sealed.Secrets} // u-1's seal on u-2's job
 	relabelled := sealed
 	relabelled.Secrets = "b" + strings.TrimPrefix(sealed.Secrets, "a")
+	// Reordered or retemplated connections would hand one third party's credentials to another's.
+	two := secretReq("u-1")
+	two.Connections[0] = versori.ActivationConnection{TemplateID: testutil.TemplateID, Name: "m", Credentials: json.RawMessage(`{"apiKey":"` + secret + `-0"}`)}
+	twoSealed := tasks.Payload{Request: two}
+	if err := twoSealed.Seal(ring(t, a)); err != nil {
+		t.Fatal(err)
+	}
+	swapped := twoSealed
+	swapped.Request.Connections = []versori.ActivationConnection{twoSealed.Request.Connections[1], twoSealed.Request.Connections[0]}
+	retemplated := sealed
+	retemplated.Request.Connections = append([]versori.ActivationConnection(nil), sealed.Request.Connections...)
+	retemplated.Request.Connections[1].TemplateID = strings.ToLower(testutil.TemplateID)
+	recased := sealed // the same ULID spelt in lower case is the same template
+	recased.Request.Connections = append([]versori.ActivationConnection(nil), sealed.Request.Connections...)
+	recased.Request.Connections[1].TemplateID = strings.ToLower(testutil.OtherTemplateID)
 	tests := []struct {
 		name string
 		p    tasks.Payload
@@ -101,6 +116,9 @@ func TestSealOpen(t *testing.T) {
 		{"moved to another pair", moved, ring(t, a), false},
 		{"relabelled key id", relabelled, ring(t, a, b), false},
 		{"withheld without a seal", tasks.Payload{Request: sealed.Request}, ring(t, a), false},
+		{"connections swapped", swapped, ring(t, a), false},
+		{"template changed", retemplated, ring(t, a), false},
+		{"template recased", recased, ring(t, a), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
