@@ -503,14 +503,7 @@ const storeRetryWait = 5 * time.Second
 // the task's lease: once asynq has taken the task back (the job's deadline passed), a retry may be
 // running already, and it decides anew.
 func (h *handler) deadLetter(ctx context.Context, j job, p tasks.Payload, reason tasks.Reason, class versori.Class, cause error) error {
-	// A job queued in plain text (the opt-out, or a release before keys) is sealed before its dead
-	// letter is written, when this worker has a key: a new record must not copy the credentials in
-	// plain text. Should sealing fail, the dead letter keeps them as the task did: losing it is worse.
-	if h.cfg.Keys.Current() != "" && tasks.HasCredentials(p.Request) {
-		if sealed := p; sealed.Seal(h.cfg.Keys) == nil {
-			p = sealed
-		}
-	}
+	p = sealPlaintext(p, h.cfg.Keys)
 	e := deadletter.Entry{
 		ID:            j.id,
 		UserID:        p.Request.UserID,
@@ -543,6 +536,18 @@ func (h *handler) deadLetter(ctx context.Context, j job, p tasks.Payload, reason
 	}
 	h.logOutcome(slog.LevelWarn, j, p, outcome{class: class, err: cause}, slog.String("action", "dead_letter"), slog.String("reason", string(reason)))
 	return deadLetterError(reason, cause)
+}
+
+// sealPlaintext returns p with plaintext credentials (the opt-out's, or a release's before keys)
+// sealed, when k has a key: a dead letter is a new record, which must not copy them in plain text.
+// Should sealing fail, p is returned as it is: losing the dead letter would be worse.
+func sealPlaintext(p tasks.Payload, k *tasks.Keyring) tasks.Payload {
+	if k.Current() != "" && tasks.HasCredentials(p.Request) {
+		if sealed := p; sealed.Seal(k) == nil {
+			return sealed
+		}
+	}
+	return p
 }
 
 func (h *handler) pause(ctx context.Context, cause error) {

@@ -347,3 +347,34 @@ func TestPlaintextJobDeadLetteredSealed(t *testing.T) {
 	testutil.WaitFor(t, 20*time.Second, "the requeued job activated", func() bool { return api.Stats().Activations == 1 })
 	checkReceived(t, api, []string{"plain"})
 }
+
+// TestSweptPlaintextJobSealed: a plaintext job that asynq archived itself (never reaching the
+// handler's dead letter) is stored sealed by the archive sweep of a worker holding a key.
+func TestSweptPlaintextJobSealed(t *testing.T) {
+	db := testutil.Redis(t)
+	ctx := context.Background()
+	keys := keyring(t, newKeySpec(t, "a"))
+	api := versoritest.New(t, versoritest.Options{})
+	p := producer.New(db.Client, producer.Config{Queue: queue, AllowPlaintext: true})
+	if _, err := p.Enqueue(ctx, secretRequest("swept", crmIntegration)); err != nil {
+		t.Fatal(err)
+	}
+	id := tasks.TaskID(versori.Pair{UserID: "swept", IntegrationID: crmIntegration})
+	if err := asynq.NewInspectorFromRedisClient(db.Client).ArchiveTask(queue, id); err != nil {
+		t.Fatal(err)
+	}
+	store := dlStore(db.Client, p)
+	_, stop := startWorker(t, db.Client, api, func(c *worker.Config) { c.Keys = keys })
+	testutil.WaitFor(t, 20*time.Second, "the archive swept", func() bool {
+		es, err := store.Get(ctx, id)
+		return err == nil && len(es) == 1
+	})
+	stop()
+	es, err := store.Get(ctx, id)
+	if err != nil || len(es) != 1 {
+		t.Fatalf("dead letter = %+v, %v", es, err)
+	}
+	if tasks.SecretKeyID(es[0].Secrets) != "a" || tasks.HasCredentials(es[0].Request) {
+		t.Errorf("swept dead letter holds secrets %q and plaintext credentials %v; want them sealed with key a", es[0].Secrets, tasks.HasCredentials(es[0].Request))
+	}
+}
