@@ -44,11 +44,16 @@ type Keyring struct {
 }
 
 // ParseKeyring reads a keyring written as "id1:base64key1,id2:base64key2": ids of letters, digits,
-// '-' and '_' (at most 16), keys of 32 bytes in standard or URL base64. "" is no keyring (nil, nil).
+// '-' and '_' (at most 16), keys of 32 bytes in standard or URL base64. "" is no keyring (nil, nil);
+// blank is an error.
 // Its errors name EncryptionKeysVar and the position of the bad entry, never key material.
 func ParseKeyring(s string) (*Keyring, error) {
-	if strings.TrimSpace(s) == "" {
+	if s == "" {
 		return nil, nil
+	}
+	if strings.TrimSpace(s) == "" {
+		// Not "no keys": a worker without keys dead-letters every sealed job it takes.
+		return nil, fmt.Errorf("%s: set but blank: give it id:base64 keys, or unset it", EncryptionKeysVar)
 	}
 	k := &Keyring{}
 	for i, entry := range strings.Split(s, ",") {

@@ -49,6 +49,10 @@ func TestParseKeyring(t *testing.T) {
 		{key("a/b", 1), "key 1 has an id", nil},
 		{"a:" + base64.StdEncoding.EncodeToString(make([]byte, 16)), `key 1 (id "a") is 16 bytes`, nil},
 		{"a:not base64!", `key 1 (id "a") is not base64`, nil},
+		// Set but blank (a stray space, a template left empty) is a mistake, not "no keys": a worker
+		// without keys dead-letters every sealed job.
+		{" ", "set but blank", nil},
+		{"\t\r\n", "set but blank", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
