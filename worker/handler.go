@@ -154,12 +154,6 @@ func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if p.MaxRetry > 0 && p.MaxRetry < j.limit {
 		j.limit = p.MaxRetry
 	}
-	// The credentials are opened into a copy that lives only in this call: p, which dead letters and
-	// log lines are made of, keeps them sealed.
-	send := p
-	if err := send.Open(h.cfg.Keys); err != nil {
-		return h.deadLetter(ctx, j, p, tasks.ReasonSecretUnreadable, versori.ClassInvalidRequest, err)
-	}
 	if h.cfg.Interrupt != nil {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
@@ -171,6 +165,13 @@ func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	expired := h.cfg.MaxAge > 0 && !p.EnqueuedAt.IsZero() && time.Since(p.EnqueuedAt) > h.cfg.MaxAge
 	if j.retried > j.limit || (expired && j.retried > 0) {
 		return h.finalLookUp(ctx, j, p, expired)
+	}
+	// The credentials are opened into a copy that lives only in this call: p, which dead letters and
+	// log lines are made of, keeps them sealed. Not before the final look-up, which sends none: a
+	// worker without the key must still find what an earlier POST activated.
+	send := p
+	if err := send.Open(h.cfg.Keys); err != nil {
+		return h.deadLetter(ctx, j, p, tasks.ReasonSecretUnreadable, versori.ClassInvalidRequest, err)
 	}
 	// A task id not in canonical form was queued by a release before ULIDs were made canonical: the
 	// same pair may have another task under the canonical id.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/versori/activator/inspect"
 	"github.com/versori/activator/internal/deadletter"
@@ -376,5 +377,47 @@ func TestSweptPlaintextJobSealed(t *testing.T) {
 	}
 	if tasks.SecretKeyID(es[0].Secrets) != "a" || tasks.HasCredentials(es[0].Request) {
 		t.Errorf("swept dead letter holds secrets %q and plaintext credentials %v; want them sealed with key a", es[0].Secrets, tasks.HasCredentials(es[0].Request))
+	}
+}
+
+// TestFinalLookUpNeedsNoKey: a job past its attempts makes one last look-up, which sends no
+// credentials: a worker without the job's key (removed before reencrypt finished) still finds the
+// activation an earlier POST made, and ends the job done rather than dead-lettering an active pair
+// as secret_unreadable.
+func TestFinalLookUpNeedsNoKey(t *testing.T) {
+	db := testutil.Redis(t)
+	ctx := context.Background()
+	api := versoritest.New(t, versoritest.Options{})
+	p := producer.New(db.Client, producer.Config{Queue: queue, MaxRetry: 1, Keys: keyring(t, newKeySpec(t, "a"))})
+	req := secretRequest("final", crmIntegration)
+	if _, err := p.Enqueue(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	api.Seed(req.Pair()) // what an earlier attempt's POST, whose answer was lost, committed
+	// Past its attempts: asynq's TaskMessage field 6 (retried) set to 3, a later field winning.
+	id := tasks.TaskID(req.Pair())
+	key := rediskeys.AsynqTask(queue, id)
+	msg, err := db.Client.HGet(ctx, key, rediskeys.AsynqMsgField).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg = protowire.AppendVarint(protowire.AppendTag(msg, 6, protowire.VarintType), 3)
+	if err := db.Client.HSet(ctx, key, rediskeys.AsynqMsgField, msg).Err(); err != nil {
+		t.Fatal(err)
+	}
+	store := dlStore(db.Client, p)
+	_, stop := startWorker(t, db.Client, api, func(c *worker.Config) { c.Keys = keyring(t, newKeySpec(t, "b")) })
+	defer stop()
+	insp := asynq.NewInspectorFromRedisClient(db.Client)
+	testutil.WaitFor(t, 20*time.Second, "the job ended", func() bool {
+		info, err := insp.GetTaskInfo(queue, id)
+		has, _ := store.Has(ctx, []string{id})
+		return (err == nil && info.State == asynq.TaskStateCompleted) || len(has) == 1 && has[0]
+	})
+	if es, _ := store.Get(ctx, id); len(es) > 0 {
+		t.Errorf("dead-lettered as %s (%s), want done: the pair is active", es[0].Reason, es[0].Error)
+	}
+	if n := len(activateCalls(api)); n != 0 {
+		t.Errorf("%d activate calls, want none", n)
 	}
 }
