@@ -44,11 +44,16 @@ type Keyring struct {
 }
 
 // ParseKeyring reads a keyring written as "id1:base64key1,id2:base64key2": ids of letters, digits,
-// '-' and '_' (at most 16), keys of 32 bytes in standard or URL base64. "" is no keyring (nil, nil).
+// '-' and '_' (at most 16), keys of 32 bytes in standard or URL base64. "" is no keyring (nil, nil);
+// blank is an error.
 // Its errors name EncryptionKeysVar and the position of the bad entry, never key material.
 func ParseKeyring(s string) (*Keyring, error) {
-	if strings.TrimSpace(s) == "" {
+	if s == "" {
 		return nil, nil
+	}
+	if strings.TrimSpace(s) == "" {
+		// Not "no keys": a worker without keys dead-letters every sealed job it takes.
+		return nil, fmt.Errorf("%s: set but blank: give it id:base64 keys, or unset it", EncryptionKeysVar)
 	}
 	k := &Keyring{}
 	for i, entry := range strings.Split(s, ",") {
@@ -141,6 +146,11 @@ func aad(keyID, taskID string) []byte {
 type secretParts struct {
 	// Connections maps a connection's index in the request to its credentials.
 	Connections map[string]json.RawMessage `json:"connections,omitempty"`
+	// Templates maps the same indexes to their connection's template (canonical ULID): the
+	// request around the seal is not authenticated, and credentials must not open into a connection
+	// reordered or retemplated since, which would hand them to another third party. Seals made
+	// before it was added have none, and open as they did.
+	Templates map[string]string `json:"templates,omitempty"`
 }
 
 // SecretKeyID is the id of the key secrets were sealed with ("kid:base64(nonce||ciphertext)"); ""
@@ -196,13 +206,14 @@ func (p *Payload) Seal(k *Keyring) error {
 	if p.Secrets != "" {
 		return fmt.Errorf("tasks: payload has both sealed and plaintext credentials")
 	}
-	parts := secretParts{Connections: map[string]json.RawMessage{}}
+	parts := secretParts{Connections: map[string]json.RawMessage{}, Templates: map[string]string{}}
 	req := p.Request
 	req.Connections = slices.Clone(req.Connections)
 	for i := range req.Connections {
 		c := &req.Connections[i]
 		if len(c.Credentials) > 0 && !IsWithheld(c.Credentials) {
 			parts.Connections[strconv.Itoa(i)] = c.Credentials
+			parts.Templates[strconv.Itoa(i)] = versori.CanonicalULID(c.TemplateID)
 			c.Credentials = json.RawMessage(Withheld)
 		}
 	}
@@ -239,6 +250,9 @@ func (p *Payload) Open(k *Keyring) error {
 		i, err := strconv.Atoi(is)
 		if err != nil || i < 0 || i >= len(req.Connections) || !IsWithheld(req.Connections[i].Credentials) {
 			return fmt.Errorf("%w: they name connection %s, which the request does not withhold", ErrSecretUnreadable, is)
+		}
+		if parts.Templates != nil && parts.Templates[is] != versori.CanonicalULID(req.Connections[i].TemplateID) {
+			return fmt.Errorf("%w: they were sealed for connection %s of another template (connections reordered or changed)", ErrSecretUnreadable, is)
 		}
 		req.Connections[i].Credentials = creds
 	}

@@ -49,6 +49,10 @@ func TestParseKeyring(t *testing.T) {
 		{key("a/b", 1), "key 1 has an id", nil},
 		{"a:" + base64.StdEncoding.EncodeToString(make([]byte, 16)), `key 1 (id "a") is 16 bytes`, nil},
 		{"a:not base64!", `key 1 (id "a") is not base64`, nil},
+		// Set but blank (a stray space, a template left empty) is a mistake, not "no keys": a worker
+		// without keys dead-letters every sealed job.
+		{" ", "set but blank", nil},
+		{"\t\r\n", "set but blank", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -87,6 +91,21 @@ func TestSealOpen(t *testing.T) {
 	moved := tasks.Payload{Request: other.Request, Secrets: sealed.Secrets} // u-1's seal on u-2's job
 	relabelled := sealed
 	relabelled.Secrets = "b" + strings.TrimPrefix(sealed.Secrets, "a")
+	// Reordered or retemplated connections would hand one third party's credentials to another's.
+	two := secretReq("u-1")
+	two.Connections[0] = versori.ActivationConnection{TemplateID: testutil.TemplateID, Name: "m", Credentials: json.RawMessage(`{"apiKey":"` + secret + `-0"}`)}
+	twoSealed := tasks.Payload{Request: two}
+	if err := twoSealed.Seal(ring(t, a)); err != nil {
+		t.Fatal(err)
+	}
+	swapped := twoSealed
+	swapped.Request.Connections = []versori.ActivationConnection{twoSealed.Request.Connections[1], twoSealed.Request.Connections[0]}
+	retemplated := sealed
+	retemplated.Request.Connections = append([]versori.ActivationConnection(nil), sealed.Request.Connections...)
+	retemplated.Request.Connections[1].TemplateID = strings.ToLower(testutil.TemplateID)
+	recased := sealed // the same ULID spelt in lower case is the same template
+	recased.Request.Connections = append([]versori.ActivationConnection(nil), sealed.Request.Connections...)
+	recased.Request.Connections[1].TemplateID = strings.ToLower(testutil.OtherTemplateID)
 	tests := []struct {
 		name string
 		p    tasks.Payload
@@ -101,6 +120,9 @@ func TestSealOpen(t *testing.T) {
 		{"moved to another pair", moved, ring(t, a), false},
 		{"relabelled key id", relabelled, ring(t, a, b), false},
 		{"withheld without a seal", tasks.Payload{Request: sealed.Request}, ring(t, a), false},
+		{"connections swapped", swapped, ring(t, a), false},
+		{"template changed", retemplated, ring(t, a), false},
+		{"template recased", recased, ring(t, a), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

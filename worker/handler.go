@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -159,12 +160,6 @@ func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if p.MaxRetry > 0 && p.MaxRetry < j.limit {
 		j.limit = p.MaxRetry
 	}
-	// The credentials are opened into a copy that lives only in this call: p, which dead letters and
-	// log lines are made of, keeps them sealed.
-	send := p
-	if err := send.Open(h.cfg.Keys); err != nil {
-		return h.deadLetter(ctx, j, p, tasks.ReasonSecretUnreadable, versori.ClassInvalidRequest, err)
-	}
 	if h.cfg.Interrupt != nil {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
@@ -176,6 +171,13 @@ func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	expired := h.cfg.MaxAge > 0 && !p.EnqueuedAt.IsZero() && time.Since(p.EnqueuedAt) > h.cfg.MaxAge
 	if j.retried > j.limit || (expired && j.retried > 0) {
 		return h.finalLookUp(ctx, j, p, expired)
+	}
+	// The credentials are opened into a copy that lives only in this call: p, which dead letters and
+	// log lines are made of, keeps them sealed. Not before the final look-up, which sends none: a
+	// worker without the key must still find what an earlier POST activated.
+	send := p
+	if err := send.Open(h.cfg.Keys); err != nil {
+		return h.deadLetter(ctx, j, p, tasks.ReasonSecretUnreadable, versori.ClassInvalidRequest, err)
 	}
 	// A task id not in canonical form was queued by a release before ULIDs were made canonical: the
 	// same pair may have another task under the canonical id.
@@ -519,6 +521,7 @@ const storeRetryWait = 5 * time.Second
 // the task's lease: once asynq has taken the task back (the job's deadline passed), a retry may be
 // running already, and it decides anew.
 func (h *handler) deadLetter(ctx context.Context, j job, p tasks.Payload, reason tasks.Reason, class versori.Class, cause error) error {
+	p = sealPlaintext(p, h.cfg.Keys)
 	e := deadletter.Entry{
 		ID:            j.id,
 		UserID:        p.Request.UserID,
@@ -551,6 +554,18 @@ func (h *handler) deadLetter(ctx context.Context, j job, p tasks.Payload, reason
 	}
 	h.logOutcome(slog.LevelWarn, j, p, outcome{class: class, err: cause}, slog.String("action", "dead_letter"), slog.String("reason", string(reason)))
 	return deadLetterError(reason, cause)
+}
+
+// sealPlaintext returns p with plaintext credentials (the opt-out's, or a release's before keys)
+// sealed, when k has a key: a dead letter is a new record, which must not copy them in plain text.
+// Should sealing fail, p is returned as it is: losing the dead letter would be worse.
+func sealPlaintext(p tasks.Payload, k *tasks.Keyring) tasks.Payload {
+	if k.Current() != "" && tasks.HasCredentials(p.Request) {
+		if sealed := p; sealed.Seal(k) == nil {
+			return sealed
+		}
+	}
+	return p
 }
 
 func (h *handler) pause(ctx context.Context, cause error) {
@@ -669,7 +684,10 @@ func secretStrings(creds json.RawMessage) []string {
 		return nil
 	}
 	var v any
-	if json.Unmarshal(creds, &v) != nil {
+	// UseNumber keeps a number as written (a PIN, an account number), so that it is scrubbed too.
+	dec := json.NewDecoder(bytes.NewReader(creds))
+	dec.UseNumber()
+	if dec.Decode(&v) != nil {
 		return nil
 	}
 	var out []string
@@ -679,6 +697,10 @@ func secretStrings(creds json.RawMessage) []string {
 		case string:
 			if len(v) >= minSecretLen {
 				out = append(out, v)
+			}
+		case json.Number:
+			if len(v) >= minSecretLen {
+				out = append(out, string(v))
 			}
 		case map[string]any:
 			for _, x := range v {

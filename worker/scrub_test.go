@@ -15,6 +15,7 @@ func TestScrubSecrets(t *testing.T) {
 	const secret = "END-USER-THIRD-PARTY-SECRET"
 	req := versori.ActivationRequest{Connections: []versori.ActivationConnection{
 		{Credentials: json.RawMessage(`{"oauth":{"token":"` + secret + `","n":["ab","` + secret + `-2"]}}`)},
+		{Credentials: json.RawMessage(`{"pin":98765432,"card":4111111111111111.5e3,"n":12}`)},
 	}}
 	tests := []struct {
 		name    string
@@ -30,6 +31,8 @@ func TestScrubSecrets(t *testing.T) {
 			ErrorBody: versori.ErrorBody{Fields: []versori.ErrorField{{Field: "credentials", Message: secret + "-2 expired"}}}},
 			"versori activate: HTTP 422 (credentials: [redacted] expired)", true},
 		{"short values kept", errors.New("ab is fine"), "ab is fine", false},
+		// A PIN or account number given as a JSON number is as secret as a string one.
+		{"number echoes", errors.New("pin 98765432 and 4111111111111111.5e3 refused"), "pin [redacted] and [redacted] refused", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/versori/activator/inspect"
 	"github.com/versori/activator/internal/deadletter"
@@ -307,5 +308,116 @@ func TestReencryptRotation(t *testing.T) {
 	checkReceived(t, api, users)
 	if n, _ := store.Count(ctx, ""); n != 0 {
 		t.Errorf("%d dead letters after the rotation, want 0", n)
+	}
+}
+
+// TestPlaintextJobDeadLetteredSealed: a job queued in plain text (the opt-out, or a release before
+// keys) that a worker holding a key dead-letters is stored sealed: the worker writes no new record
+// with the credentials in plain text, and a requeue still activates it with them.
+func TestPlaintextJobDeadLetteredSealed(t *testing.T) {
+	db := testutil.Redis(t)
+	ctx := context.Background()
+	keys := keyring(t, newKeySpec(t, "a"))
+	api := versoritest.New(t, versoritest.Options{})
+	api.RequireConnection(billingIntegration, "01JDCRMTP20000000000000000") // one the request never binds
+	p := producer.New(db.Client, producer.Config{Queue: queue, AllowPlaintext: true})
+	if _, err := p.Enqueue(ctx, secretRequest("plain", billingIntegration)); err != nil {
+		t.Fatal(err)
+	}
+	store := dlStore(db.Client, p)
+	_, stop := startWorker(t, db.Client, api, func(c *worker.Config) { c.Keys = keys })
+	testutil.WaitFor(t, 20*time.Second, "the job dead-lettered", settled(t, api, store, 1))
+	stop()
+	id := tasks.TaskID(versori.Pair{UserID: "plain", IntegrationID: billingIntegration})
+	es, err := store.Get(ctx, id)
+	if err != nil || len(es) != 1 || es[0].Reason != tasks.ReasonMissingConnections {
+		t.Fatalf("dead letter = %+v, %v; want missing_connections", es, err)
+	}
+	if tasks.SecretKeyID(es[0].Secrets) != "a" || tasks.HasCredentials(es[0].Request) {
+		t.Errorf("dead letter holds secrets %q and plaintext credentials %v; want them sealed with key a", es[0].Secrets, tasks.HasCredentials(es[0].Request))
+	}
+	if l := leaks(t, db.Client); len(l) > 0 {
+		t.Errorf("Redis holds credentials in plain text in %q", l)
+	}
+	api.ClearRequirements(billingIntegration)
+	in := inspect.New(db.Client, producer.Config{Queue: queue, Keys: keys})
+	if res, err := in.Requeue(ctx, []string{id}); err != nil || len(res.Requeued) != 1 {
+		t.Fatalf("Requeue = %+v, %v", res, err)
+	}
+	startWorker(t, db.Client, api, func(c *worker.Config) { c.Keys = keys })
+	testutil.WaitFor(t, 20*time.Second, "the requeued job activated", func() bool { return api.Stats().Activations == 1 })
+	checkReceived(t, api, []string{"plain"})
+}
+
+// TestSweptPlaintextJobSealed: a plaintext job that asynq archived itself (never reaching the
+// handler's dead letter) is stored sealed by the archive sweep of a worker holding a key.
+func TestSweptPlaintextJobSealed(t *testing.T) {
+	db := testutil.Redis(t)
+	ctx := context.Background()
+	keys := keyring(t, newKeySpec(t, "a"))
+	api := versoritest.New(t, versoritest.Options{})
+	p := producer.New(db.Client, producer.Config{Queue: queue, AllowPlaintext: true})
+	if _, err := p.Enqueue(ctx, secretRequest("swept", crmIntegration)); err != nil {
+		t.Fatal(err)
+	}
+	id := tasks.TaskID(versori.Pair{UserID: "swept", IntegrationID: crmIntegration})
+	if err := asynq.NewInspectorFromRedisClient(db.Client).ArchiveTask(queue, id); err != nil {
+		t.Fatal(err)
+	}
+	store := dlStore(db.Client, p)
+	_, stop := startWorker(t, db.Client, api, func(c *worker.Config) { c.Keys = keys })
+	testutil.WaitFor(t, 20*time.Second, "the archive swept", func() bool {
+		es, err := store.Get(ctx, id)
+		return err == nil && len(es) == 1
+	})
+	stop()
+	es, err := store.Get(ctx, id)
+	if err != nil || len(es) != 1 {
+		t.Fatalf("dead letter = %+v, %v", es, err)
+	}
+	if tasks.SecretKeyID(es[0].Secrets) != "a" || tasks.HasCredentials(es[0].Request) {
+		t.Errorf("swept dead letter holds secrets %q and plaintext credentials %v; want them sealed with key a", es[0].Secrets, tasks.HasCredentials(es[0].Request))
+	}
+}
+
+// TestFinalLookUpNeedsNoKey: a job past its attempts makes one last look-up, which sends no
+// credentials: a worker without the job's key (removed before reencrypt finished) still finds the
+// activation an earlier POST made, and ends the job done rather than dead-lettering an active pair
+// as secret_unreadable.
+func TestFinalLookUpNeedsNoKey(t *testing.T) {
+	db := testutil.Redis(t)
+	ctx := context.Background()
+	api := versoritest.New(t, versoritest.Options{})
+	p := producer.New(db.Client, producer.Config{Queue: queue, MaxRetry: 1, Keys: keyring(t, newKeySpec(t, "a"))})
+	req := secretRequest("final", crmIntegration)
+	if _, err := p.Enqueue(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	api.Seed(req.Pair()) // what an earlier attempt's POST, whose answer was lost, committed
+	// Past its attempts: asynq's TaskMessage field 6 (retried) set to 3, a later field winning.
+	id := tasks.TaskID(req.Pair())
+	key := rediskeys.AsynqTask(queue, id)
+	msg, err := db.Client.HGet(ctx, key, rediskeys.AsynqMsgField).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg = protowire.AppendVarint(protowire.AppendTag(msg, 6, protowire.VarintType), 3)
+	if err := db.Client.HSet(ctx, key, rediskeys.AsynqMsgField, msg).Err(); err != nil {
+		t.Fatal(err)
+	}
+	store := dlStore(db.Client, p)
+	_, stop := startWorker(t, db.Client, api, func(c *worker.Config) { c.Keys = keyring(t, newKeySpec(t, "b")) })
+	defer stop()
+	insp := asynq.NewInspectorFromRedisClient(db.Client)
+	testutil.WaitFor(t, 20*time.Second, "the job ended", func() bool {
+		info, err := insp.GetTaskInfo(queue, id)
+		has, _ := store.Has(ctx, []string{id})
+		return (err == nil && info.State == asynq.TaskStateCompleted) || len(has) == 1 && has[0]
+	})
+	if es, _ := store.Get(ctx, id); len(es) > 0 {
+		t.Errorf("dead-lettered as %s (%s), want done: the pair is active", es[0].Reason, es[0].Error)
+	}
+	if n := len(activateCalls(api)); n != 0 {
+		t.Errorf("%d activate calls, want none", n)
 	}
 }

@@ -28,6 +28,7 @@ type sweeper struct {
 	metrics   *metrics.Worker
 	log       *slog.Logger
 	batches   *batch.Counter // nil: not counted
+	keys      *tasks.Keyring // seals a plaintext task's credentials in its dead letter; nil: none
 }
 
 // newSweeper returns a sweeper of queue's archive into store.
@@ -65,6 +66,8 @@ func (s *sweeper) Sweep(ctx context.Context) (int, error) {
 				continue
 			}
 			e := entryOf(t)
+			sealed := sealPlaintext(tasks.Payload{Request: e.Request, Secrets: e.Secrets}, s.keys)
+			e.Request, e.Secrets = sealed.Request, sealed.Secrets
 			// Only while the task is still archived: a purge deletes the task first, then its entry.
 			added, err := s.store.AddWhile(ctx, e, rediskeys.AsynqTask(s.queue, t.ID))
 			if err != nil {

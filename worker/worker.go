@@ -93,7 +93,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	w.batches = batch.NewCounter(rdb, cfg.Queue, batch.Config{})
 	w.results = results.New(rdb, results.Config{Logger: w.log})
 	w.sweeper = newSweeper(w.inspector, w.store, cfg.Queue, w.metrics, w.log)
-	w.sweeper.batches = w.batches
+	w.sweeper.batches, w.sweeper.keys = w.batches, cfg.Keys
 
 	gate, err := ratelimit.New(rdb, ratelimit.Config{Rate: cfg.RateLimit, Burst: cfg.RateBurst, Queue: cfg.Queue,
 		Observe: func(d time.Duration) { w.metrics.RateLimitWaits.Observe(d.Seconds()) }})

@@ -45,8 +45,14 @@ func (w *RejectsWriter) Write(r Reject) error {
 		return fmt.Errorf("ingest: write to closed rejects file %s", w.path)
 	}
 	if w.f == nil {
-		f, err := os.OpenFile(w.path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		// Owner only: a reject quotes its row whole, and a row may hold an end user's credentials
+		// in plain text. Chmod too, since O_TRUNC keeps the mode of a file an earlier run left.
+		f, err := os.OpenFile(w.path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
+			return fmt.Errorf("ingest: creating rejects file: %w", err)
+		}
+		if err := f.Chmod(0o600); err != nil {
+			f.Close()
 			return fmt.Errorf("ingest: creating rejects file: %w", err)
 		}
 		w.f = f

@@ -347,10 +347,26 @@ func (q *Queue) fixedRequest(e deadletter.Entry, req versori.ActivationRequest) 
 	if len(withheld) == 0 {
 		return req, "", nil
 	}
+	// Withheld credentials are the dead letter's by index: a row whose connections were reordered or
+	// given another template would hand one third party's credentials to another's connection.
+	for _, i := range withheld {
+		if i >= len(e.Request.Connections) || len(e.Request.Connections[i].Credentials) == 0 ||
+			versori.CanonicalULID(e.Request.Connections[i].TemplateID) != versori.CanonicalULID(req.Connections[i].TemplateID) {
+			return req, "", &versori.ValidationError{Field: field(i), Reason: "is withheld, and the dead letter has no credentials for a connection " +
+				"of this template at this index (connections reordered, or the template changed): keep the exported order and template, or give the credentials"}
+		}
+	}
 	if e.Secrets != "" {
 		if len(given) > 0 {
 			return req, "", &versori.ValidationError{Field: field(given[0]), Reason: "the dead letter's credentials are sealed as one: " +
 				"withhold every connection's credentials, or give every one"}
+		}
+		for i, c := range e.Request.Connections {
+			if tasks.IsWithheld(c.Credentials) && !slices.Contains(withheld, i) {
+				// The worker would find the seal naming a connection the row does not withhold.
+				return req, "", &versori.ValidationError{Field: field(i), Reason: "the dead letter's credentials are sealed as one: " +
+					"withhold every connection's credentials, or give every one"}
+			}
 		}
 		return req, e.Secrets, nil
 	}

@@ -192,6 +192,21 @@ func Redacted(rawURL string) string {
 	if err != nil {
 		return "(unparseable)"
 	}
+	// A password in the query (go-redis's password=, sentinel_password=) is no part of the forms,
+	// but an operator may try one: mask it too, along with anything named like a secret.
+	if q := u.Query(); len(q) > 0 {
+		masked := false
+		for name := range q {
+			n := strings.ToLower(name)
+			if strings.Contains(n, "pass") || strings.Contains(n, "secret") || strings.Contains(n, "token") || strings.Contains(n, "key") {
+				q.Set(name, "xxxxx")
+				masked = true
+			}
+		}
+		if masked {
+			u.RawQuery = q.Encode()
+		}
+	}
 	return u.Redacted()
 }
 

@@ -153,6 +153,11 @@ func TestRedacted(t *testing.T) {
 		"redis://:" + secret + "@h:6379/0",
 		"redis-sentinel://:" + secret + "@s1:26379,s2:26379?master=m",
 		"redis-cluster://app:" + secret + "@n1:7000,n2:7001",
+		// go-redis's and other clients' spellings of a password in the query, which an operator may
+		// try: they are no part of the forms, but must not reach a log line either.
+		"redis-sentinel://s1:26379?master=m&sentinel_password=" + secret,
+		"redis://h:6379/0?password=" + secret + "&db=1",
+		"rediss://h:6379/0?Auth_Token=" + secret,
 	} {
 		got := redisconn.Redacted(u)
 		if strings.Contains(got, secret) || !strings.Contains(got, "xxxxx") {

@@ -181,3 +181,117 @@ func TestReencryptCommand(t *testing.T) {
 		t.Errorf("payload sealed with %q, %v; want t2", tasks.SecretKeyID(p.Secrets), err)
 	}
 }
+
+// TestDLQRequeueFileKeepsCredentialsWithTheirConnection: an exported row whose connections an
+// operator reordered (or replaced) is rejected, sealed or plaintext, rather than requeued with one
+// connection's withheld credentials given to another third party's connection.
+func TestDLQRequeueFileKeepsCredentialsWithTheirConnection(t *testing.T) {
+	t.Parallel()
+	keys, err := tasks.ParseKeyring(testKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	twoSecrets := func(user string) versori.ActivationRequest {
+		req := fullRequest(user)
+		req.Connections[0] = versori.ActivationConnection{TemplateID: testutil.TemplateID, Name: "crm",
+			Credentials: json.RawMessage(`{"apiKey":"` + endUserSecret + `-crm"}`)}
+		return req
+	}
+	tests := []struct {
+		name string
+		fix  func(*versori.ActivationRequest)
+	}{
+		{"swapped", func(r *versori.ActivationRequest) {
+			r.Connections[0], r.Connections[1] = r.Connections[1], r.Connections[0]
+		}},
+		{"template replaced", func(r *versori.ActivationRequest) { r.Connections[0].TemplateID = "01JDZZZZZZZZZZZZZZZZZZZZZZ" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			db := testutil.Redis(t)
+			plain := twoSecrets("u-plain")
+			addDeadLetter(t, db, plain, tasks.ReasonMissingConnections)
+			p := tasks.Payload{Request: twoSecrets("u-sealed")}
+			if err := p.Seal(keys); err != nil {
+				t.Fatal(err)
+			}
+			addDeadLetter(t, db, p.Request, tasks.ReasonNotFound, func(e *deadletter.Entry) { e.Secrets = p.Secrets })
+
+			r := runDB(t, db, "", "dlq", "export")
+			var lines []string
+			for _, l := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+				var req versori.ActivationRequest
+				if err := json.Unmarshal([]byte(l), &req); err != nil {
+					t.Fatalf("export line %q: %v", l, err)
+				}
+				tt.fix(&req)
+				b, err := json.Marshal(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				lines = append(lines, string(b))
+			}
+			path := filepath.Join(t.TempDir(), "fixed.jsonl")
+			if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			r = runDB(t, db, "", "dlq", "requeue", "--file", path)
+			if r.code != enqueuecmd.ExitRejected || !strings.Contains(r.stdout, "requeued: 0") {
+				t.Errorf("requeue --file of reordered rows: want exit 1, none requeued:\n%s", r)
+			}
+			rej := readRejects(t, path+".rejects.jsonl")
+			if len(rej) != 2 || rej[0].Field != "connections[0].credentials" || rej[1].Field != "connections[0].credentials" {
+				t.Errorf("rejects = %+v, want both rows, on connections[0].credentials", rej)
+			}
+		})
+	}
+}
+
+// TestRejectsFileIsPrivate: a rejects file quotes its rows whole, credentials included (a row
+// refused for want of a key holds them in plain text), so only its owner may read it, even when it
+// replaces a world-readable one an earlier run left.
+func TestRejectsFileIsPrivate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		leftover bool
+	}{
+		{"new", false},
+		{"replaces a world-readable one", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			db := testutil.Redis(t)
+			in := testutil.WriteJSONL(t, filepath.Join(t.TempDir(), "in.jsonl"), secretRequest("u-creds"))
+			if err := os.Chmod(in, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			rejects := in + ".rejects.jsonl"
+			if tt.leftover {
+				if err := os.WriteFile(rejects, []byte(`{"line":1,"reason":"x","raw":"{}"}`+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(rejects, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := run(t, map[string]string{"REDIS_URL": db.URL()}, "", "file", in, "--quiet")
+			if r.code != enqueuecmd.ExitRejected {
+				t.Fatalf("want exit 1:\n%s", r)
+			}
+			b, err := os.ReadFile(rejects)
+			if err != nil || !strings.Contains(string(b), endUserSecret) {
+				t.Fatalf("rejects file = %q, %v; want the row, credentials included", b, err)
+			}
+			fi, err := os.Stat(rejects)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode().Perm()&0o077 != 0 {
+				t.Errorf("rejects file mode = %v, want readable by its owner only", fi.Mode().Perm())
+			}
+		})
+	}
+}
