@@ -363,6 +363,7 @@ func TestChaos(t *testing.T) {
 	for _, p := range universe {
 		byID[tasks.TaskID(p.pair)] = p
 	}
+	credCalls := 0 // activate calls of pairs with credentials, each checked to carry its own
 	for _, c := range api.Calls() {
 		if c.Op != versori.OpActivate {
 			continue
@@ -374,6 +375,9 @@ func TestChaos(t *testing.T) {
 		want := ""
 		if p.secret {
 			want = `[null,` + credsOf(p.pair.UserID) + `]`
+		}
+		if want != "" {
+			credCalls++
 		}
 		if c.Credentials != want {
 			violations = append(violations, fmt.Sprintf("%s: an activate call carried credentials %s, want %s", tasks.TaskID(p.pair), c.Credentials, want))
@@ -421,8 +425,8 @@ func TestChaos(t *testing.T) {
 	t.Logf("chaos %s, seed %d: %d pairs (files A %d, B %d rows; %d queued by the intake), %d kills and a Redis restart; "+
 		"%d purged and re-sent, %d replaced from a fixed file, %d requeued", *chaosProfile, seed, cfg.pairs,
 		len(rowsA), len(rowsB), intakeQueued, kills+1, purged, fixA.Requeued+fixB.Requeued, requeued)
-	t.Logf("chaos: %d activations, %d duplicates, dead letters %v; %d API calls %v", st.Activations, len(api.Duplicates()),
-		byReason, st.Calls, st.ByOpStatus)
+	t.Logf("chaos: %d activations, %d duplicates, dead letters %v; %d API calls %v; %d activate calls carried a pair's own credentials",
+		st.Activations, len(api.Duplicates()), byReason, st.Calls, st.ByOpStatus, credCalls)
 	for i, v := range violations {
 		if i == 20 {
 			t.Errorf("... and %d more", len(violations)-20)
