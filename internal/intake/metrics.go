@@ -39,8 +39,8 @@ func newMetrics() *metrics {
 			Name: "intake_in_flight_requests",
 			Help: "/v1 requests being handled now; more than the configured maximum are answered 429.",
 		}),
-		// The worker's metric, under its name, so that one alert (ActivatorRedisEvictionPolicy) covers
-		// an intake whose Redis is not the workers'.
+		// The worker's metric, under its name: an intake may use a Redis other than the workers',
+		// and one expression can alert on both.
 		evict: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "activator_redis_eviction_policy",
 			Help: "1 for Redis's maxmemory-policy (\"unknown\" when CONFIG GET is refused), re-read every minute; anything but noeviction lets a full Redis silently drop queued jobs and dead letters.",
