@@ -239,8 +239,9 @@ func TestChaos(t *testing.T) {
 		// nothing is left under A in either queue (no job running, none changed meanwhile).
 		delay := time.Duration(rng.IntN(1500)) * time.Millisecond
 		go func() {
-			// After the kill that follows has begun, or just before it: either way among jobs in flight,
-			// and the killed worker's, which stay active (Running) until their leases are taken back.
+			// Among jobs in flight; it goes on (Running) through the kill that follows if jobs are
+			// still sealed under A then, the killed worker's staying active until their leases are
+			// taken back.
 			time.Sleep(delay)
 			for round := 1; ; round++ {
 				done, sums := true, ""
@@ -263,10 +264,13 @@ func TestChaos(t *testing.T) {
 	}
 	for kills < cfg.kills {
 		target := cfg.pairs * (2 + kills) / (cfg.kills + 3)
-		testutil.WaitFor(t, cfg.timeout, "more pairs settled", func() bool { return settled() >= target || drained() })
 		if kills == rotateAt {
+			// Halfway to the kill, so that the restarted workers hold jobs when it comes.
+			half := (cfg.pairs*(1+kills)/(cfg.kills+3) + target) / 2
+			testutil.WaitFor(t, cfg.timeout, "pairs settled before the rotation", func() bool { return settled() >= half || drained() })
 			rotate()
 		}
+		testutil.WaitFor(t, cfg.timeout, "more pairs settled", func() bool { return settled() >= target || drained() })
 		kill(fmt.Sprintf("kill %d", kills+1))
 		kills++
 	}
