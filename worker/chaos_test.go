@@ -86,6 +86,7 @@ type chaosPair struct {
 	sender  int                       // which of the intake's two senders posts it
 	hookID  string                    // its webhook id, which the other sender uses for another pair
 	missing bool                      // lacks the connection its integration requires
+	secret  bool                      // carries a new connection with credentials of its own (credsOf)
 }
 
 // TestChaos is the randomized test of the whole system: a universe of pairs goes in through files on
@@ -127,8 +128,14 @@ func TestChaos(t *testing.T) {
 	}
 	pathA := testutil.WriteJSONL(t, filepath.Join(dir, "a.jsonl"), rowsA...)
 	pathB := testutil.WriteJSONL(t, filepath.Join(dir, "b.jsonl"), rowsB...)
-	prodA := producer.New(rs.Client, producer.Config{Queue: chaosQueueA})
-	prodB := producer.New(rs.Client, producer.Config{Queue: chaosQueueB})
+	// Keys: A seals at first; at a random kill the producers and workers move to "B,A" and reencrypt
+	// runs while the workers run and are killed; once it reports nothing left under A, the workers
+	// drop A.
+	keyA, keyB := newKeySpec(t, "a"), newKeySpec(t, "b")
+	ringA, ringBA := keyring(t, keyA), keyring(t, keyB, keyA)
+	workerKeys := keyA
+	prodA := producer.New(rs.Client, producer.Config{Queue: chaosQueueA, Keys: ringA})
+	prodB := producer.New(rs.Client, producer.Config{Queue: chaosQueueB, Keys: ringA})
 	sumA, err := prodA.EnqueueFile(ctx, producer.FileOptions{Path: pathA, Batch: "chaos-a"})
 	if err != nil || sumA.Failed != 0 || sumA.Rejected != 0 {
 		t.Fatalf("EnqueueFile(A) = %+v, %v", sumA, err)
@@ -144,7 +151,22 @@ func TestChaos(t *testing.T) {
 	queues := []string{chaosQueueA, chaosQueueA, chaosQueueB}
 	workers := make([]*proc, len(queues))
 	start := func(i int) {
-		workers[i] = startProcOn(t, rs.URL(), api, "127.0.0.1:"+strconv.Itoa(testutil.FreePort(t)), append(env, "QUEUE="+queues[i])...)
+		workers[i] = startProcOn(t, rs.URL(), api, "127.0.0.1:"+strconv.Itoa(testutil.FreePort(t)),
+			append(env, "QUEUE="+queues[i], tasks.EncryptionKeysVar+"="+workerKeys)...)
+	}
+	// restartAll stops every worker as a rolling deploy would (SIGTERM, SHUTDOWN_GRACE) and starts
+	// it again with keys: no worker may run with an older keyring than the jobs it may take.
+	restartAll := func(keys string) {
+		workerKeys = keys
+		for _, w := range workers {
+			if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range workers {
+			<-workers[i].done
+			start(i)
+		}
 	}
 	for i := range queues {
 		start(i)
@@ -169,6 +191,14 @@ func TestChaos(t *testing.T) {
 		b, _ := storeB.Count(ctx, "")
 		return api.Stats().Activations + int(a) + int(b)
 	}
+	// Secrets at rest: no Redis value may hold an end user's credential in plain text, at any
+	// moment sampled (at each kill) or at the end.
+	var violations []string
+	sampleLeaks := func(when string) {
+		for _, k := range leaks(t, rs.Client) {
+			violations = append(violations, fmt.Sprintf("%s: Redis key %s holds a credential in plain text", when, k))
+		}
+	}
 	drained := func() bool {
 		return testutil.Unfinished(t, rs.Client, chaosQueueA) == 0 && testutil.Unfinished(t, rs.Client, chaosQueueB) == 0 && api.PendingCommits() == 0
 	}
@@ -181,6 +211,7 @@ func TestChaos(t *testing.T) {
 		n := recoverLeases(t, rs.Client, queues[i])
 		t.Logf("%s: killed worker %d (queue %s) at %d settled; %d leases taken back", what, i, queues[i], settled(), n)
 		start(i)
+		sampleLeaks(what)
 	}
 
 	// Chaos while the queues drain.
@@ -197,13 +228,68 @@ func TestChaos(t *testing.T) {
 	rs.Kill()
 	rs.Start()
 	t.Logf("Redis killed and restarted from its append-only file at %d settled", at)
+	rotateAt := kills + rng.IntN(max(cfg.kills-kills, 1)) // the kill before which the keys rotate
+	reencrypted := make(chan string, 1)
+	rotate := func() {
+		restartAll(keyB + "," + keyA)
+		prodA = producer.New(rs.Client, producer.Config{Queue: chaosQueueA, Keys: ringBA})
+		prodB = producer.New(rs.Client, producer.Config{Queue: chaosQueueB, Keys: ringBA})
+		t.Logf("keys rotated to B,A at %d settled", settled())
+		// enqueue reencrypt's code path, run again and again, as an operator would, until it says
+		// nothing is left under A in either queue (no job running, none changed meanwhile).
+		delay := time.Duration(rng.IntN(1500)) * time.Millisecond
+		go func() {
+			// Among jobs in flight; it goes on (Running) through the kill that follows if jobs are
+			// still sealed under A then, the killed worker's staying active until their leases are
+			// taken back.
+			time.Sleep(delay)
+			for round := 1; ; round++ {
+				done, sums := true, ""
+				for _, q := range []string{chaosQueueA, chaosQueueB} {
+					sum, err := inspect.New(rs.Client, producer.Config{Queue: q, Keys: ringBA}).Reencrypt(ctx)
+					if err != nil {
+						reencrypted <- fmt.Sprintf("reencrypt %s: %v", q, err)
+						return
+					}
+					done = done && sum.Done()
+					sums += fmt.Sprintf(" %s %+v", q, sum)
+				}
+				if done {
+					reencrypted <- fmt.Sprintf("reencrypt done in %d rounds; last:%s", round, sums)
+					return
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}()
+	}
 	for kills < cfg.kills {
 		target := cfg.pairs * (2 + kills) / (cfg.kills + 3)
+		if kills == rotateAt {
+			// Halfway to the kill, so that the restarted workers hold jobs when it comes.
+			half := (cfg.pairs*(1+kills)/(cfg.kills+3) + target) / 2
+			testutil.WaitFor(t, cfg.timeout, "pairs settled before the rotation", func() bool { return settled() >= half || drained() })
+			rotate()
+		}
 		testutil.WaitFor(t, cfg.timeout, "more pairs settled", func() bool { return settled() >= target || drained() })
 		kill(fmt.Sprintf("kill %d", kills+1))
 		kills++
 	}
-	// Duplicates of everything the intake took, after the restart.
+	if rotateAt >= kills { // a profile with one kill: rotate all the same
+		rotate()
+	}
+	select {
+	case r := <-reencrypted:
+		t.Log(r)
+		if !strings.HasPrefix(r, "reencrypt done") {
+			t.Fatal(r)
+		}
+	case <-time.After(cfg.timeout):
+		t.Fatal("reencrypt did not report nothing left under key A")
+	}
+	restartAll(keyB) // A is gone from every worker: a job still sealed under it would end secret_unreadable
+	t.Logf("key A dropped from the workers at %d settled", settled())
+	// Duplicates of everything the intake took, after the restart, through an intake sealing with B.
+	it = chaosIntake(t, rs.Client, prodA)
 	post(2)
 	testutil.WaitFor(t, cfg.timeout, "every pair settled and the queues drained", func() bool {
 		return settled() >= cfg.pairs && drained()
@@ -276,7 +362,34 @@ func TestChaos(t *testing.T) {
 	})
 
 	// The invariant.
-	var violations []string
+	sampleLeaks("at the end")
+	byID := make(map[string]*chaosPair, len(universe))
+	for _, p := range universe {
+		byID[tasks.TaskID(p.pair)] = p
+	}
+	credCalls := 0 // activate calls of pairs with credentials, each checked to carry its own
+	for _, c := range api.Calls() {
+		if c.Op != versori.OpActivate {
+			continue
+		}
+		p := byID[tasks.TaskID(c.Pair.Canonical())]
+		if p == nil {
+			continue // counted as stray below
+		}
+		want := ""
+		if p.secret {
+			want = `[null,` + credsOf(p.pair.UserID) + `]`
+		}
+		if want != "" {
+			credCalls++
+		}
+		if c.Credentials != want {
+			violations = append(violations, fmt.Sprintf("%s: an activate call carried credentials %s, want %s", tasks.TaskID(p.pair), c.Credentials, want))
+		}
+	}
+	if d := api.Duplicates(); len(d) > 0 {
+		violations = append(violations, fmt.Sprintf("%d duplicate activations", len(d)))
+	}
 	byReason := map[tasks.Reason]int{}
 	for _, p := range universe {
 		id := tasks.TaskID(p.pair)
@@ -293,6 +406,9 @@ func TestChaos(t *testing.T) {
 			byReason[e.Reason]++
 			if _, err := tasks.ParseReason(string(e.Reason)); err != nil {
 				violations = append(violations, fmt.Sprintf("%s: dead letter without a valid reason: %q", id, e.Reason))
+			}
+			if e.Reason == tasks.ReasonSecretUnreadable { // no key was removed before reencrypt was done
+				violations = append(violations, fmt.Sprintf("%s: dead-lettered %s", id, e.Reason))
 			}
 		}
 		switch {
@@ -313,8 +429,8 @@ func TestChaos(t *testing.T) {
 	t.Logf("chaos %s, seed %d: %d pairs (files A %d, B %d rows; %d queued by the intake), %d kills and a Redis restart; "+
 		"%d purged and re-sent, %d replaced from a fixed file, %d requeued", *chaosProfile, seed, cfg.pairs,
 		len(rowsA), len(rowsB), intakeQueued, kills+1, purged, fixA.Requeued+fixB.Requeued, requeued)
-	t.Logf("chaos: %d activations, %d duplicates, dead letters %v; %d API calls %v", st.Activations, len(api.Duplicates()),
-		byReason, st.Calls, st.ByOpStatus)
+	t.Logf("chaos: %d activations, %d duplicates, dead letters %v; %d API calls %v; %d activate calls carried a pair's own credentials",
+		st.Activations, len(api.Duplicates()), byReason, st.Calls, st.ByOpStatus, credCalls)
 	for i, v := range violations {
 		if i == 20 {
 			t.Errorf("... and %d more", len(violations)-20)
@@ -358,6 +474,8 @@ func chaosUniverse(rng *rand.Rand, n int) chaosUniverseT {
 			p.req = versori.ActivationRequest{UserID: user, IntegrationID: spell(billingIntegration)}
 			p.fixed = versori.ActivationRequest{UserID: user, IntegrationID: spell(billingIntegration),
 				Connections: []versori.ActivationConnection{{TemplateID: spell(billingTemplate), ConnectionID: spell(billingConnection)}}}
+		} else if p.secret = rng.IntN(3) == 0; p.secret {
+			p.req = secretRequest(user, spell(crmIntegration))
 		} else {
 			p.req = versori.ActivationRequest{UserID: user, IntegrationID: spell(crmIntegration),
 				Connections: []versori.ActivationConnection{{TemplateID: spell(crmTemplate), ConnectionID: spell(crmConnection)}}}

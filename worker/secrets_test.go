@@ -61,13 +61,18 @@ func secretRequest(user, integration string) versori.ActivationRequest {
 		}}
 }
 
-// leaks lists the Redis keys (and fields) of db that hold secretPrefix anywhere.
+// leaks lists the Redis keys of db whose values (strings, hashes' fields and values, lists, sets,
+// zsets, streams) hold secretPrefix anywhere.
 func leaks(t *testing.T, rdb redis.UniversalClient) []string {
 	t.Helper()
 	ctx := context.Background()
 	var out []string
-	keys, err := rdb.Keys(ctx, "*").Result()
-	if err != nil {
+	var keys []string
+	iter := rdb.Scan(ctx, 0, "*", 1000).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range keys {
@@ -85,6 +90,15 @@ func leaks(t *testing.T, rdb redis.UniversalClient) []string {
 			vals = rdb.SMembers(ctx, k).Val()
 		case "zset":
 			vals = rdb.ZRange(ctx, k, 0, -1).Val()
+		case "stream":
+			for _, m := range rdb.XRange(ctx, k, "-", "+").Val() {
+				for f, v := range m.Values {
+					vals = append(vals, f, fmt.Sprint(v))
+				}
+			}
+		case "none": // gone since the scan
+		default:
+			t.Errorf("Redis key %s has type %s, which leaks does not read", k, rdb.Type(ctx, k).Val())
 		}
 		for _, v := range vals {
 			if strings.Contains(v, secretPrefix) {

@@ -25,6 +25,9 @@ const (
 	DefaultMaxHeaderBytes    = 16 << 10 // 16 KiB
 	DefaultBatch             = "intake"
 	DefaultShutdownTimeout   = 15 * time.Second
+	// DefaultEvictionCheckInterval is the worker's: CONFIG SET or a managed Redis's parameter group
+	// can change the policy at any time.
+	DefaultEvictionCheckInterval = time.Minute
 )
 
 // MinTokenBytes is the shortest bearer token accepted: a short token can be guessed.
@@ -70,6 +73,9 @@ type Config struct {
 	// ShutdownTimeout bounds the wait for in-flight requests at shutdown (default
 	// DefaultShutdownTimeout).
 	ShutdownTimeout time.Duration
+	// EvictionCheckInterval is how often Serve reads Redis's maxmemory-policy again for
+	// activator_redis_eviction_policy (default DefaultEvictionCheckInterval, as the worker).
+	EvictionCheckInterval time.Duration
 	// Logger receives the server's logs (default: slog.Default()).
 	Logger *slog.Logger
 }
@@ -86,6 +92,9 @@ func (c Config) withDefaults() Config {
 	c.MaxHeaderBytes = cmp.Or(c.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	c.Batch = cmp.Or(c.Batch, DefaultBatch)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
+	if c.EvictionCheckInterval <= 0 { // a ticker of zero or less panics
+		c.EvictionCheckInterval = DefaultEvictionCheckInterval
+	}
 	c.Logger = cmp.Or(c.Logger, slog.Default())
 	return c
 }

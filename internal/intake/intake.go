@@ -102,6 +102,7 @@ import (
 
 	"github.com/versori/activator/internal/background"
 	"github.com/versori/activator/internal/deadletter"
+	"github.com/versori/activator/internal/redisevict"
 	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/tasks"
@@ -176,6 +177,7 @@ type Server struct {
 	auth    *authenticator
 	sem     chan struct{}
 	metrics *metrics
+	evict   *redisevict.Watcher
 	handler http.Handler
 	log     *slog.Logger
 }
@@ -206,6 +208,7 @@ func New(cfg Config, rdb redis.UniversalClient, p *producer.Producer) (*Server, 
 		metrics: newMetrics(),
 		log:     cfg.Logger,
 	}
+	s.evict = redisevict.NewWatcher(rdb, s.log, func(st redisevict.Status) { s.metrics.setEvictionPolicy(st.Policy) })
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/activations", s.limit(s.handleActivation))
 	mux.Handle("POST /v1/activations:batch", s.limit(s.handleBatch))
@@ -237,6 +240,11 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
+// CheckEviction reads Redis's maxmemory-policy, sets activator_redis_eviction_policy and logs a
+// policy that evicts (once per change). A failure to reach Redis is returned and changes nothing.
+// Serve calls it every Config.EvictionCheckInterval.
+func (s *Server) CheckEviction(ctx context.Context) error { return s.evict.Check(ctx) }
+
 // Serve serves on ln until ctx is done, then stops taking connections and waits up to
 // Config.ShutdownTimeout for the requests in flight to finish. It returns nil after a clean
 // shutdown. It closes ln.
@@ -253,6 +261,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	bg := background.NewGroup(s.log)
+	// Re-read, as the worker does: the policy can change at any time, and the gauge must follow.
+	bg.Every("Redis eviction policy check", s.cfg.EvictionCheckInterval, background.AtOnce, s.CheckEviction)
+	defer bg.Stop()
 	if err := background.Serve(ctx, srv, ln, s.cfg.ShutdownTimeout); err != nil {
 		return fmt.Errorf("intake: %w", err)
 	}

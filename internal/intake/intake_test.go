@@ -1510,3 +1510,49 @@ func TestAnswersAreNotHTMLEscaped(t *testing.T) {
 		t.Errorf("answer = %s, want it to say Bearer <token> unescaped", got)
 	}
 }
+
+// TestEvictionPolicyMetric checks that the intake's /metrics exports activator_redis_eviction_policy,
+// as the worker's does, and keeps it current while it serves: a policy changed with CONFIG SET shows
+// within an interval.
+func TestEvictionPolicyMetric(t *testing.T) {
+	t.Parallel()
+	rs := testutil.StartRedisServer(t, false, "--maxmemory-policy", "allkeys-lru")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e := startWith(t, nil, rs.Client, intake.Config{Tokens: []string{tokenA}, EvictionCheckInterval: 100 * time.Millisecond},
+		producer.Config{Queue: queue})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.srv.Serve(ctx, ln) }()
+	for _, tc := range []struct {
+		set, want string
+	}{
+		{"", `activator_redis_eviction_policy{policy="allkeys-lru"} 1`},
+		{"noeviction", `activator_redis_eviction_policy{policy="noeviction"} 1`},
+		{"volatile-lru", `activator_redis_eviction_policy{policy="volatile-lru"} 1`},
+	} {
+		if tc.set != "" {
+			if err := rs.Client.ConfigSet(ctx, "maxmemory-policy", tc.set).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var last string
+		testutil.WaitFor(t, 10*time.Second, "the intake's /metrics to say "+tc.want, func() bool {
+			last = string(e.do("GET", "/metrics", nil, nil).body)
+			return strings.Contains(last, tc.want)
+		})
+		if n := strings.Count(last, "activator_redis_eviction_policy{"); n != 1 {
+			t.Errorf("%d series of activator_redis_eviction_policy, want 1:\n%s", n, last)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if !strings.Contains(e.logs.String(), "maxmemory-policy is allkeys-lru") {
+		t.Errorf("no warning of the evicting policy in the log:\n%s", e.logs)
+	}
+}

@@ -17,6 +17,7 @@ type metrics struct {
 	requests *prometheus.CounterVec   // route, code
 	enqueue  *prometheus.HistogramVec // outcome
 	inFlight prometheus.Gauge
+	evict    *prometheus.GaugeVec // policy
 }
 
 // Values of intake_enqueue_duration_seconds's outcome label besides the producer's statuses.
@@ -38,8 +39,14 @@ func newMetrics() *metrics {
 			Name: "intake_in_flight_requests",
 			Help: "/v1 requests being handled now; more than the configured maximum are answered 429.",
 		}),
+		// The worker's metric, under its name: an intake may use a Redis other than the workers',
+		// and one expression can alert on both.
+		evict: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "activator_redis_eviction_policy",
+			Help: "1 for Redis's maxmemory-policy (\"unknown\" when CONFIG GET is refused), re-read every minute; anything but noeviction lets a full Redis silently drop queued jobs and dead letters.",
+		}, []string{"policy"}),
 	}
-	m.registry.MustRegister(m.requests, m.enqueue, m.inFlight)
+	m.registry.MustRegister(m.requests, m.enqueue, m.inFlight, m.evict)
 	for _, o := range []string{"enqueued", "duplicate", "dead_lettered", outcomeError} {
 		m.enqueue.WithLabelValues(o)
 	}
@@ -48,6 +55,12 @@ func newMetrics() *metrics {
 
 func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}
+
+// setEvictionPolicy makes policy the one series of activator_redis_eviction_policy.
+func (m *metrics) setEvictionPolicy(policy string) {
+	m.evict.Reset()
+	m.evict.WithLabelValues(policy).Set(1)
 }
 
 func (m *metrics) observeEnqueue(outcome string, start time.Time) {

@@ -4,7 +4,7 @@
 //
 //	redis://[[user]:password@]host:port[/db]
 //	rediss://[[user]:password@]host:port[/db]                      TLS
-//	redis-sentinel://[:password@]host:port[,host:port...]?master=NAME
+//	redis-sentinel://[:password@]host:port[,host:port...]?master=NAME[&sentinel_username=U][&sentinel_password=P]
 //	rediss-sentinel://…                                            TLS to the Sentinels and the master
 //	redis-cluster://[[user]:password@]host:port[,host:port...]
 //	rediss-cluster://…                                             TLS to every node
@@ -16,8 +16,10 @@
 // (usually an IP), which the certificates must name.
 //
 // With redis-sentinel://, the password is the Sentinels' (asynq v0.26.0 hands it to the Sentinels
-// only, not to the master) and the data lives in database 0 of the master: asynq ignores a database
-// number there, so Parse refuses any other than 0 rather than let it be silently ignored. With
+// only, not to the master), before the @ or as sentinel_password= (with sentinel_username= for an
+// ACL user), and the data lives in database 0 of the master: asynq ignores a database number there,
+// so Parse refuses any other than 0 rather than let it be silently ignored. Parse refuses any other
+// query parameter, in every form, for the same reason. With
 // redis-cluster://, the hosts are seed nodes (any of the cluster's masters will do) and the password
 // is the nodes'; a cluster has database 0 only. Every key of a queue, asynq's and activator's,
 // carries the queue's hash tag ({activations} for the default queue), so one queue lives on one node
@@ -32,6 +34,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -102,6 +105,9 @@ func Parse(rawURL string) (asynq.RedisConnOpt, error) {
 			return nil, err
 		}
 	}
+	if err := checkQuery(u); err != nil {
+		return nil, err
+	}
 	tlsSentinel := u.Scheme == "rediss-sentinel"
 	if tlsSentinel {
 		plain := *u
@@ -117,9 +123,18 @@ func Parse(rawURL string) (asynq.RedisConnOpt, error) {
 		c.Username = u.User.Username()
 		return c, nil
 	}
-	if f, ok := opt.(asynq.RedisFailoverClientOpt); ok && tlsSentinel {
-		// go-redis uses one TLS configuration for the Sentinels and for the master they name.
-		f.TLSConfig = tlsConfig()
+	if f, ok := opt.(asynq.RedisFailoverClientOpt); ok {
+		// asynq reads master= only: the Sentinels' credentials in the query would be dropped, and
+		// the Sentinels asked without them.
+		q := u.Query()
+		f.SentinelUsername = q.Get("sentinel_username")
+		if pw := q.Get("sentinel_password"); pw != "" {
+			f.SentinelPassword = pw
+		}
+		if tlsSentinel {
+			// go-redis uses one TLS configuration for the Sentinels and for the master they name.
+			f.TLSConfig = tlsConfig()
+		}
 		return f, nil
 	}
 	return opt, nil
@@ -165,6 +180,46 @@ func checkSentinel(u *url.URL) error {
 	}
 	if db := strings.Trim(u.Path, "/"); db != "" && db != "0" {
 		return bad("(%s://%s%s): with Sentinel the data lives in database 0 (asynq ignores a database number); drop /%s", u.Scheme, u.Host, u.Path, db)
+	}
+	return nil
+}
+
+// queryParams are the query parameters each scheme takes; asynq and go-redis would ignore any
+// other silently (a sentinel_password misspelt, or go-redis's dial_timeout=, would connect without
+// it), so Parse refuses it. The cluster forms take none (parseCluster).
+func queryParams(scheme string) []string {
+	if scheme == "redis-sentinel" || scheme == "rediss-sentinel" {
+		return []string{"master", "sentinel_password", "sentinel_username"}
+	}
+	return nil
+}
+
+// checkQuery refuses a query parameter the scheme does not take, given twice, or a Sentinel password
+// given both before the @ and as sentinel_password=. Its errors name the parameter, never its value.
+func checkQuery(u *url.URL) error {
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return bad("(%s://%s%s) has a query that cannot be parsed: %s", u.Scheme, u.Host, u.Path, forms)
+	}
+	names := make([]string, 0, len(q))
+	for name := range q {
+		names = append(names, name)
+	}
+	slices.Sort(names) // the same URL gives the same error
+	takes := queryParams(u.Scheme)
+	for _, name := range names {
+		switch {
+		case !slices.Contains(takes, name):
+			if len(takes) == 0 {
+				return bad("(%s://%s%s) has the query parameter %q: %s:// takes none", u.Scheme, u.Host, u.Path, name, u.Scheme)
+			}
+			return bad("(%s://%s%s) has the query parameter %q, which is not one of %s", u.Scheme, u.Host, u.Path, name, strings.Join(takes, ", "))
+		case len(q[name]) > 1:
+			return bad("(%s://%s%s) gives the query parameter %q %d times: give it once", u.Scheme, u.Host, u.Path, name, len(q[name]))
+		}
+	}
+	if _, ok := u.User.Password(); ok && q.Has("sentinel_password") {
+		return bad("(%s://%s%s) gives the Sentinels' password twice, before the @ and as sentinel_password=: give it once", u.Scheme, u.Host, u.Path)
 	}
 	return nil
 }

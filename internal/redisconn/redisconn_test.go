@@ -4,6 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -46,6 +49,15 @@ func TestParse(t *testing.T) {
 				TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}}},
 		{"TLS cluster", "rediss-cluster://app:" + secret + "@n1:7000,n2:7001",
 			asynq.RedisClusterClientOpt{Addrs: []string{"n1:7000", "n2:7001"}, Username: "app", Password: secret,
+				TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}}},
+		{"sentinel password in the query", "redis-sentinel://s1:26379,s2:26379?master=m&sentinel_password=" + secret,
+			asynq.RedisFailoverClientOpt{MasterName: "m", SentinelAddrs: []string{"s1:26379", "s2:26379"}, SentinelPassword: secret}},
+		{"sentinel ACL user and password in the query", "redis-sentinel://s1:26379?sentinel_username=watcher&master=m&sentinel_password=" + secret,
+			asynq.RedisFailoverClientOpt{MasterName: "m", SentinelAddrs: []string{"s1:26379"}, SentinelUsername: "watcher", SentinelPassword: secret}},
+		{"sentinel ACL user with the password before the @", "redis-sentinel://:" + secret + "@s1:26379?master=m&sentinel_username=watcher",
+			asynq.RedisFailoverClientOpt{MasterName: "m", SentinelAddrs: []string{"s1:26379"}, SentinelUsername: "watcher", SentinelPassword: secret}},
+		{"TLS sentinel password in the query", "rediss-sentinel://s1:26379?master=m&sentinel_password=" + secret,
+			asynq.RedisFailoverClientOpt{MasterName: "m", SentinelAddrs: []string{"s1:26379"}, SentinelPassword: secret,
 				TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}}},
 		{"highest port", "redis://[::1]:65535/1", asynq.RedisClientOpt{Addr: "[::1]:65535", DB: 1}},
 		{"port 1", "redis://h:1", asynq.RedisClientOpt{Addr: "h:1"}},
@@ -95,6 +107,18 @@ func TestParseRefuses(t *testing.T) {
 		{"TLS cluster options", "rediss-cluster://:" + secret + "@n1:7000?tls=true", "rediss-cluster:// takes none"},
 		{"TLS cluster node without port", "rediss-cluster://n1", `node "n1" is not host:port`},
 		{"tls query instead of a scheme", "redis-sentinel+tls://s1:26379?master=m", "rediss-sentinel"},
+		// Query parameters asynq and go-redis would ignore: each is refused by name, its value left out.
+		{"sentinel unknown parameter", "redis-sentinel://s1:26379?master=m&sentinel_pasword=" + secret,
+			`has the query parameter "sentinel_pasword", which is not one of master, sentinel_password, sentinel_username`},
+		{"sentinel password=", "redis-sentinel://s1:26379?master=m&password=" + secret, `query parameter "password"`},
+		{"TLS sentinel unknown parameter", "rediss-sentinel://s1:26379?master=m&dial_timeout=5s", `query parameter "dial_timeout"`},
+		{"sentinel password twice", "redis-sentinel://:" + secret + "@s1:26379?master=m&sentinel_password=" + secret, "Sentinels' password twice"},
+		{"sentinel parameter repeated", "redis-sentinel://s1:26379?master=m&sentinel_password=a" + secret + "&sentinel_password=" + secret, `"sentinel_password" 2 times`},
+		{"master repeated", "redis-sentinel://s1:26379?master=m&master=n", `"master" 2 times`},
+		{"redis password=", "redis://h:6379/0?password=" + secret, `(redis://h:6379/0) has the query parameter "password": redis:// takes none`},
+		{"rediss option", "rediss://:" + secret + "@h:6379/0?db=2", `query parameter "db": rediss:// takes none`},
+		{"redis sentinel_password", "redis://h:6379/0?sentinel_password=" + secret, `query parameter "sentinel_password"`},
+		{"unparseable query", "redis-sentinel://s1:26379?master=m&x=%zz" + secret, "query that cannot be parsed"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -211,5 +235,59 @@ func TestRefused(t *testing.T) {
 	down := "redis://127.0.0.1:" + strconv.Itoa(testutil.FreePort(t)) + "/0"
 	if err := ping(down); err == nil || redisconn.Refused(down, err) != nil {
 		t.Errorf("Refused of a Redis that does not answer (%v) = %v, want nil", err, redisconn.Refused(down, err))
+	}
+}
+
+// TestSentinelCredentials runs a private Sentinel that requires a password (and knows an ACL user)
+// and checks that the Sentinels' credentials in the query are used: before, sentinel_password= was
+// dropped and the client asked the Sentinels without it.
+func TestSentinelCredentials(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	master := testutil.StartRedisServer(t, false)
+	conf := filepath.Join(t.TempDir(), "sentinel.conf") // Sentinel rewrites its config file
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf("sentinel monitor m 127.0.0.1 %d 1\n", master.Port)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sentinel := testutil.StartRedisServer(t, false, conf, "--sentinel")
+	// The ACL user first: once default has a password, the unauthenticated client is refused.
+	for _, cmd := range [][]any{
+		{"ACL", "SETUSER", "watcher", "on", ">watch-" + secret, "allcommands", "allchannels"},
+		{"ACL", "SETUSER", "default", ">" + secret},
+	} {
+		if err := sentinel.Client.Do(ctx, cmd...).Err(); err != nil {
+			t.Fatalf("%v: %v", cmd[:3], err)
+		}
+	}
+	base := "redis-sentinel://" + sentinel.Addr()
+	for _, tc := range []struct {
+		name, url string
+		ok        bool
+	}{
+		{"password in the query", base + "?master=m&sentinel_password=" + secret, true},
+		{"ACL user in the query", base + "?master=m&sentinel_username=watcher&sentinel_password=watch-" + secret, true},
+		{"password before the @", "redis-sentinel://:" + secret + "@" + sentinel.Addr() + "?master=m", true},
+		{"no password", base + "?master=m", false},
+		{"wrong password", base + "?master=m&sentinel_password=wrong", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rdb, err := redisconn.Open(tc.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rdb.Close()
+			key := "sentinel-credentials-" + strings.ReplaceAll(tc.name, " ", "-")
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			err = rdb.Set(cctx, key, "1", 0).Err()
+			switch {
+			case tc.ok && err != nil:
+				t.Fatalf("SET through the Sentinel: %v", err)
+			case tc.ok && master.Client.Get(ctx, key).Val() != "1":
+				t.Errorf("the write did not reach the master the Sentinel names")
+			case !tc.ok && err == nil:
+				t.Errorf("the Sentinel answered without the right password")
+			}
+		})
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/versori/activator/internal/cmd/envflag"
 	"github.com/versori/activator/internal/intake"
 	"github.com/versori/activator/internal/redisconn"
-	"github.com/versori/activator/internal/redisevict"
 	"github.com/versori/activator/producer"
 )
 
@@ -101,7 +100,7 @@ func runServe(ctx context.Context, args []string, env Env) (int, error) {
 		}
 		cfg.Logger.Warn("Redis does not answer yet; requests get 503 until it does", "redis", redisconn.Redacted(c.redisURL), "error", err.Error())
 	} else {
-		_ = redisevict.NewWatcher(rdb, cfg.Logger, nil).Check(pctx) // it logs an evicting policy itself
+		_ = srv.CheckEviction(pctx) // it logs an evicting policy itself, before "intake listening"; Serve re-reads it
 	}
 	cancel()
 	cfg.Logger.Info("intake listening", "addr", ln.Addr().String(), "queue", c.queue, "batch", srv.Config().Batch,
