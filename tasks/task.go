@@ -42,6 +42,14 @@ type Payload struct {
 	// Empty when the request carries none, or carries them in plain text (no key was configured and
 	// plaintext was allowed, or an older release queued it). See Seal and Open.
 	Secrets string `json:"secrets,omitzero"`
+	// Op is what the job does to the pair ("" activates).
+	Op Op `json:"op,omitzero"`
+	// Seq is the job's place in the order of its pair's operations (internal/pairorder): a job
+	// whose pair has a later operation is superseded and does nothing. 0 for a pair's first
+	// activation, and for jobs of releases before the lifecycle.
+	Seq int64 `json:"seq,omitzero"`
+	// EndUser, when set, lets the job create its end user should the API not know them.
+	EndUser *EndUser `json:"endUser,omitzero"`
 }
 
 // CrashRetries is how many attempts asynq allows a job beyond Payload.MaxRetry. asynq counts the
@@ -69,11 +77,18 @@ func CanonicalTaskID(id string) string {
 	return id
 }
 
-// PairOf returns the pair a task id of TaskID's form names, and false for any other id.
+// PairOf returns the pair a task id of TaskID's or TaskIDAt's form names, and false for any other id.
 func PairOf(id string) (versori.Pair, bool) {
 	rest, ok := strings.CutPrefix(id, "act:")
 	if !ok {
-		return versori.Pair{}, false
+		if rest, ok = strings.CutPrefix(id, seqPrefix); !ok {
+			return versori.Pair{}, false
+		}
+		n, after, ok := strings.Cut(rest, ":")
+		if !ok || n == "" || strings.Trim(n, "0123456789") != "" || n[0] == '0' {
+			return versori.Pair{}, false
+		}
+		rest = after
 	}
 	integration, user, ok := strings.Cut(rest, ":")
 	return versori.Pair{UserID: user, IntegrationID: integration}, ok

@@ -197,3 +197,18 @@ type ErrorField struct {
 	Field   string `json:"field"`
 	Message string `json:"message"`
 }
+
+// EndUserCreate is the body of POST /hubs/{hub_id}/users (CreateEndUser).
+type EndUserCreate struct {
+	// ExternalID is the user's id in the hub's primary system: the userId activations name them by.
+	ExternalID        string            `json:"externalId"`
+	DisplayName       string            `json:"displayName,omitempty"`
+	PrimaryConnection *ConnectionCreate `json:"primaryConnection,omitempty"`
+}
+
+// ConnectionCreate is a connection to create against a connector (the spec's ConnectionCreate).
+type ConnectionCreate struct {
+	Name        string               `json:"name"`
+	Credentials json.RawMessage      `json:"credentials"`
+	Variables   []ConnectionVariable `json:"variables"`
+}

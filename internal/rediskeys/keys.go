@@ -79,6 +79,11 @@ const pairsPrefix = "activator:{pairs}:"
 // of Redis's time.
 func Pair(taskID string) string { return pairsPrefix + taskID }
 
+// PairOrder is the hash in which internal/pairorder keeps the order of a pair's operations, taskID
+// being the pair's TaskID: "seq" and "op" of the last operation enqueued, and "run" and "until" of
+// the job that holds the pair's turn. A pair that only ever had its first activation has none.
+func PairOrder(taskID string) string { return pairsPrefix + "order:" + taskID }
+
 // PairsBackfilled marks a Redis whose pair registry holds the pairs queued before it existed.
 const PairsBackfilled = pairsPrefix + "backfilled"
 

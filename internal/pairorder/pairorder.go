@@ -1,0 +1,182 @@
+// Package pairorder orders the operations on each pair, so that a pair ends in the state of the
+// operation enqueued last, whatever order workers take the jobs in.
+//
+// A producer takes a Ticket for each operation (Next): the operation's number within its pair,
+// from which its task id follows (tasks.TaskIDAt). A pair's first activation is number 0 and writes
+// nothing, so that pairs that only ever activate cost no key; an operation that repeats the pair's
+// last one (an activation after an activation or an update, a deactivation after a deactivation) gets
+// the last one's ticket, so that its task id conflicts with the task already queued, as re-running a
+// file always did. Any other operation gets the next number.
+//
+// A worker takes the pair's turn before every attempt (Begin) and gives it back after (End). Begin
+// says Superseded when a later operation was enqueued (the job ends doing nothing), and Busy while
+// another run holds the turn or a call of an earlier run may still commit at the API (the job waits
+// without using an attempt). So at most one job calls the API for a pair at a time, and a job never
+// looks at a pair while an earlier job's POST, PUT or DELETE whose answer was lost may still land.
+//
+// Everything lives in one hash per pair (rediskeys.PairOrder), changed only by the scripts below,
+// which read Redis's clock: the workers' clocks do not matter.
+package pairorder
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/activator/internal/rediskeys"
+	"github.com/versori/activator/tasks"
+	"github.com/versori/activator/versori"
+)
+
+// Order is the operation order of the pairs kept in one Redis. It is safe for concurrent use.
+type Order struct {
+	rdb redis.UniversalClient
+}
+
+// New returns the order kept in rdb.
+func New(rdb redis.UniversalClient) *Order { return &Order{rdb: rdb} }
+
+// Ticket is an operation's place in its pair's order.
+type Ticket struct {
+	// Seq is the operation's number: 0 for the pair's first activation, then 1, 2, ...
+	Seq int64
+	// TaskID is the task id of the operation's job (tasks.TaskIDAt).
+	TaskID string
+	// Repeat: the operation repeats the pair's last one, whose ticket this is. Its task, if still
+	// queued, running or retained, is the one the producer's enqueue conflicts with.
+	Repeat bool
+}
+
+// opCode is the one-letter name an operation has in the hash.
+func opCode(op tasks.Op) string {
+	switch op {
+	case tasks.OpUpdate:
+		return "u"
+	case tasks.OpDeactivate:
+		return "d"
+	}
+	return "a"
+}
+
+// nextScript numbers an operation. KEYS: the pair's hash. ARGV: the operation's code. Returns
+// {seq, repeat}.
+var nextScript = redis.NewScript(`
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local last = redis.call('HGET', KEYS[1], 'op') or 'a'
+local op = ARGV[1]
+if (op == 'a' and (last == 'a' or last == 'u')) or (op == 'd' and last == 'd') then
+	return {seq, 1}
+end
+seq = seq + 1
+redis.call('HSET', KEYS[1], 'seq', seq, 'op', op)
+return {seq, 0}
+`)
+
+// Next numbers an operation on each of pairs (one round trip per pair, pipelined): the tickets, in
+// the order of pairs. A ticket is taken before its job is enqueued; a job that is then never
+// enqueued (the producer failed) leaves its number unused, and a later operation takes the next.
+func (o *Order) Next(ctx context.Context, op tasks.Op, pairs []versori.Pair) ([]Ticket, error) {
+	if len(pairs) == 0 {
+		return nil, nil
+	}
+	cmds := make([]*redis.Cmd, len(pairs))
+	_, err := o.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, pr := range pairs {
+			cmds[i] = nextScript.EvalSha(ctx, p, []string{rediskeys.PairOrder(tasks.TaskID(pr))}, opCode(op))
+		}
+		return nil
+	})
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		if err = nextScript.Load(ctx, o.rdb).Err(); err == nil {
+			return o.Next(ctx, op, pairs)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pairorder: numbering operations: %w", err)
+	}
+	out := make([]Ticket, len(pairs))
+	for i, c := range cmds {
+		v, err := c.Int64Slice()
+		if err != nil || len(v) != 2 {
+			return nil, fmt.Errorf("pairorder: numbering operations: unexpected answer %v: %w", c.Val(), err)
+		}
+		out[i] = Ticket{Seq: v[0], TaskID: tasks.TaskIDAt(pairs[i], v[0]), Repeat: v[1] == 1}
+	}
+	return out, nil
+}
+
+// Turn is what Begin found.
+type Turn int
+
+// The turns.
+const (
+	// Go: the run holds the pair's turn; it must End it.
+	Go Turn = iota
+	// Superseded: a later operation on the pair was enqueued; the job must do nothing.
+	Superseded
+	// Busy: another run holds the turn, or an earlier run's call may still commit; wait and begin
+	// again.
+	Busy
+)
+
+// beginScript takes a pair's turn. KEYS: the pair's hash. ARGV: the job's seq, the run's id, how
+// long the turn is held at most (ms). Returns {turn, ms to wait}.
+var beginScript = redis.NewScript(`
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+if seq > tonumber(ARGV[1]) then
+	return {1, 0}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local run = redis.call('HGET', KEYS[1], 'run')
+local till = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
+if run and run ~= ARGV[2] and till > now then
+	return {2, till - now}
+end
+redis.call('HSET', KEYS[1], 'run', ARGV[2], 'until', now + tonumber(ARGV[3]))
+return {0, 0}
+`)
+
+// Begin takes the pair's turn for the run run (unique to one attempt of one job) of an operation
+// numbered seq, for at most hold: should the run never End (its process died), the turn passes on
+// after hold, which must therefore cover the run's calls and the time the API may take to commit
+// one whose answer was lost. For Busy, wait is how long the holder may keep it.
+func (o *Order) Begin(ctx context.Context, pair versori.Pair, seq int64, run string, hold time.Duration) (turn Turn, wait time.Duration, err error) {
+	v, err := beginScript.Run(ctx, o.rdb, []string{rediskeys.PairOrder(tasks.TaskID(pair))}, seq, run, hold.Milliseconds()).Int64Slice()
+	if err != nil {
+		return Busy, 0, fmt.Errorf("pairorder: taking the pair's turn: %w", err)
+	}
+	if len(v) != 2 {
+		return Busy, 0, fmt.Errorf("pairorder: taking the pair's turn: unexpected answer %v", v)
+	}
+	return Turn(v[0]), time.Duration(v[1]) * time.Millisecond, nil
+}
+
+// endScript gives a pair's turn back. KEYS: the pair's hash. ARGV: the run's id, how long its calls
+// may still commit (ms, 0 when none may). Returns 1 when the run held the turn.
+var endScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'run') ~= ARGV[1] then
+	return 0
+end
+local settle = tonumber(ARGV[2])
+if settle <= 0 then
+	redis.call('HDEL', KEYS[1], 'run', 'until')
+	return 1
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'until', now + settle)
+return 1
+`)
+
+// End gives back the turn run took. When a call of the run may still commit at the API (its answer
+// was lost), settle is how long the API may take: the pair stays Busy to every other run until
+// then, so that none looks at it before the call has landed or never will.
+func (o *Order) End(ctx context.Context, pair versori.Pair, run string, settle time.Duration) error {
+	if err := endScript.Run(ctx, o.rdb, []string{rediskeys.PairOrder(tasks.TaskID(pair))}, run, settle.Milliseconds()).Err(); err != nil {
+		return fmt.Errorf("pairorder: giving the pair's turn back: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,123 @@
+package pairorder_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/versori/activator/internal/pairorder"
+	"github.com/versori/activator/internal/rediskeys"
+	"github.com/versori/activator/internal/testutil"
+	"github.com/versori/activator/tasks"
+	"github.com/versori/activator/versori"
+)
+
+const integ = "01HZY8J5Q0A1B2C3D4E5F6G7H8"
+
+func TestNext(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	o := pairorder.New(db.Client)
+	ctx := context.Background()
+	p := versori.Pair{UserID: "alice", IntegrationID: integ}
+	steps := []struct {
+		op         tasks.Op
+		wantSeq    int64
+		wantRepeat bool
+	}{
+		{tasks.OpActivate, 0, true}, // the first activation writes nothing
+		{tasks.OpActivate, 0, true},
+		{tasks.OpUpdate, 1, false},
+		{tasks.OpActivate, 1, true}, // an update activates: an activation after it repeats it
+		{tasks.OpUpdate, 2, false},  // variables may differ: never a repeat
+		{tasks.OpDeactivate, 3, false},
+		{tasks.OpDeactivate, 3, true},
+		{tasks.OpActivate, 4, false},
+		{tasks.OpDeactivate, 5, false},
+	}
+	for i, s := range steps {
+		got, err := o.Next(ctx, s.op, []versori.Pair{p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := pairorder.Ticket{Seq: s.wantSeq, TaskID: tasks.TaskIDAt(p, s.wantSeq), Repeat: s.wantRepeat}
+		if got[0] != want {
+			t.Fatalf("step %d (%s): got %+v, want %+v", i, s.op, got[0], want)
+		}
+	}
+	keys, _ := db.Keys(ctx)
+	if len(keys) != 1 {
+		t.Errorf("keys: %v, want the pair's hash only", keys)
+	}
+	// A pair that only activates costs no key.
+	if _, err := o.Next(ctx, tasks.OpActivate, []versori.Pair{{UserID: "bob", IntegrationID: integ}}); err != nil {
+		t.Fatal(err)
+	}
+	if keys, _ := db.Keys(ctx); len(keys) != 1 {
+		t.Errorf("keys after bob's activation: %v", keys)
+	}
+}
+
+func TestTurns(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	o := pairorder.New(db.Client)
+	ctx := context.Background()
+	p := versori.Pair{UserID: "carol", IntegrationID: integ}
+	begin := func(seq int64, run string, hold time.Duration) (pairorder.Turn, time.Duration) {
+		t.Helper()
+		turn, wait, err := o.Begin(ctx, p, seq, run, hold)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return turn, wait
+	}
+	if turn, _ := begin(0, "a1", time.Minute); turn != pairorder.Go {
+		t.Fatalf("first run: %v", turn)
+	}
+	if turn, wait := begin(0, "a2", time.Minute); turn != pairorder.Busy || wait <= 50*time.Second {
+		t.Fatalf("second run while the first holds: %v %v", turn, wait)
+	}
+	if err := o.End(ctx, p, "a2", 0); err != nil { // not the holder: nothing changes
+		t.Fatal(err)
+	}
+	if turn, _ := begin(0, "a3", time.Minute); turn != pairorder.Busy {
+		t.Fatalf("after a non-holder's End: %v", turn)
+	}
+	// The holder's call may still commit: busy for the settle time, to everyone.
+	if err := o.End(ctx, p, "a1", 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if turn, wait := begin(0, "a4", time.Minute); turn != pairorder.Busy || wait > 300*time.Millisecond {
+		t.Fatalf("while settling: %v %v", turn, wait)
+	}
+	testutil.WaitFor(t, 5*time.Second, "the turn after the settle time", func() bool {
+		turn, _ := begin(0, "a5", 200*time.Millisecond)
+		return turn == pairorder.Go
+	})
+	// a5 never ends (its process died): the turn passes on after its hold.
+	testutil.WaitFor(t, 5*time.Second, "the turn after a dead run's hold", func() bool {
+		turn, _ := begin(0, "a6", time.Minute)
+		return turn == pairorder.Go
+	})
+	if err := o.End(ctx, p, "a6", 0); err != nil {
+		t.Fatal(err)
+	}
+	// A deactivation enqueued later supersedes the activation, held or not.
+	tk, err := o.Next(ctx, tasks.OpDeactivate, []versori.Pair{p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if turn, _ := begin(0, "a7", time.Minute); turn != pairorder.Superseded {
+		t.Fatalf("activation after a later deactivation: %v", turn)
+	}
+	if turn, _ := begin(tk[0].Seq, "d1", time.Minute); turn != pairorder.Go {
+		t.Fatalf("the deactivation: %v", turn)
+	}
+	if err := o.End(ctx, p, "d1", 0); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := db.Client.HGetAll(ctx, rediskeys.PairOrder(tasks.TaskID(p))).Result(); len(v) != 2 {
+		t.Errorf("after the last End the hash keeps only seq and op: %v", v)
+	}
+}
