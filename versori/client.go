@@ -29,6 +29,9 @@ const (
 	OpListActivations  = "list_activations"
 	OpGetActivation    = "get_activation"
 	OpDeleteActivation = "delete_activation"
+	OpUpdateVariables  = "update_variables"
+	OpGetEndUser       = "get_end_user"
+	OpCreateEndUser    = "create_end_user"
 )
 
 // Observer is told about every HTTP call the client makes: the operation, the status code (0 when no
@@ -283,6 +286,60 @@ func (c *Client) GetActivation(ctx context.Context, id string) (*Activation, err
 // JWT auth, ctx must carry the end user (WithEndUser).
 func (c *Client) DeleteActivation(ctx context.Context, id string) error {
 	return c.do(ctx, OpDeleteActivation, http.MethodDelete, "/activations/"+url.PathEscape(id), nil, endUser(ctx), nil, nil)
+}
+
+// UpdateDynamicVariables calls PUT /activations/{id}/variables, replacing the activation's dynamic
+// variables with vars (a JSON object), and returns the variables the API then holds. It is
+// idempotent. userID is the activation's end user (for JWT auth).
+func (c *Client) UpdateDynamicVariables(ctx context.Context, userID, activationID string, vars json.RawMessage) (json.RawMessage, error) {
+	if len(vars) == 0 {
+		vars = json.RawMessage("{}")
+	}
+	body, err := json.Marshal(struct {
+		DynamicVariables json.RawMessage `json:"dynamicVariables"`
+	}{vars})
+	if err != nil {
+		return nil, fmt.Errorf("versori update_variables: encoding request: %w", err)
+	}
+	var out struct {
+		DynamicVariables json.RawMessage `json:"dynamicVariables"`
+	}
+	if err := c.do(ctx, OpUpdateVariables, http.MethodPut, "/activations/"+url.PathEscape(activationID)+"/variables", nil, userID, body, &out); err != nil {
+		return nil, err
+	}
+	return out.DynamicVariables, nil
+}
+
+// GetEndUser calls GET /hubs/{hub}/users/{externalID}: the end user whose external id (the userId
+// activations name) is externalID. An unknown user is an *Error with status 404.
+func (c *Client) GetEndUser(ctx context.Context, externalID string) (*EndUser, error) {
+	if c.hubID == "" {
+		return nil, errors.New("versori get_end_user: no hub id configured")
+	}
+	var out EndUser
+	path := "/hubs/" + url.PathEscape(c.hubID) + "/users/" + url.PathEscape(externalID)
+	if err := c.do(ctx, OpGetEndUser, http.MethodGet, path, url.Values{"identifier_type": {"external"}}, externalID, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// CreateEndUser calls POST /hubs/{hub}/users. It is not idempotent, but the API refuses a second
+// user with the same external id (409): after an error for which IsOutcomeUnknown is true, a caller
+// looks the user up (GetEndUser) before creating again.
+func (c *Client) CreateEndUser(ctx context.Context, req EndUserCreate) (*EndUser, error) {
+	if c.hubID == "" {
+		return nil, errors.New("versori create_end_user: no hub id configured")
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("versori create_end_user: encoding request: %w", err)
+	}
+	var out EndUser
+	if err := c.do(ctx, OpCreateEndUser, http.MethodPost, "/hubs/"+url.PathEscape(c.hubID)+"/users", nil, req.ExternalID, body, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 // bodyDecoder is a response type that reads only part of its body, faster than json.Unmarshal.
