@@ -74,6 +74,9 @@ type Options struct {
 	APIKey string
 	// HubID is the only hub whose users' activations can be listed; default DefaultHubID.
 	HubID string
+	// RequireKnownUsers makes POST /activations and the activations list answer 404 for an end user
+	// the server does not know (see Server.RequireKnownUsers).
+	RequireKnownUsers bool
 	// SigningKeyID and PublicKey, when both set, make the server accept "Authorization: JWT <token>":
 	// RS256 tokens with iss == versori.JWTIssuerPrefix+SigningKeyID, sub equal to the end user the
 	// call is about (403 otherwise), and exp, nbf and iat checked against the server's clock with no
@@ -111,11 +114,11 @@ type Server struct {
 	revoked  bool          // the signing key is revoked: every JWT gets 401
 	skew     time.Duration // the server's clock runs this far ahead of the real one (negative: behind)
 	faults   Faults
-	rng      *rand.Rand             // POST fault-rate draws
+	rngs     map[string]*rand.Rand  // write fault-rate draws, one RNG per operation (writeOps)
 	listRng  *rand.Rand             // BadListRate draws, apart so that list calls do not shift POST faults
 	entropy  *ulid.MonotonicEntropy // ULID entropy; MonotonicEntropy is not safe for concurrent use
 	lastMS   uint64                 // newest ULID timestamp, so ids never go backwards with the clock
-	scripts  map[versori.Pair][]Fault
+	scripts  map[scriptKey][]Fault
 	lists    map[versori.Pair][]string // ScriptList bodies
 	forbid   map[versori.Pair]bool
 	pending  int                 // background commits scheduled and not yet done
@@ -126,8 +129,16 @@ type Server struct {
 	// may refuse the token of a user it does not know (403, or 401) as it refuses a bad key.
 	goneTokenStatus int
 	goneInt         map[string]bool
-	users           map[string]*endUser
-	acts            map[string]Activation   // by id
+	users           map[string]*endUser // by external id
+	userByID        map[string]string   // internal id -> external id
+	requireKnown    bool                // RequireKnownUsers
+	userCreates     map[string]int      // committed POST /hubs/{hub}/users, by external id
+	userCreateCalls map[string]int      // POST /hubs/{hub}/users calls received, by external id
+	nUserCreates    int
+	vars            map[string]json.RawMessage // dynamic variables, by activation id
+	varUpdates      map[versori.Pair]int       // committed PUT /activations/{id}/variables
+	deletes         map[versori.Pair]int       // committed DELETE /activations/{id}
+	acts            map[string]Activation      // by id
 	byUser          map[string][]Activation // in id order
 	byPair          map[versori.Pair]int
 	dupPairs        int // pairs in byPair with more than one activation, kept up to date for Stats
@@ -181,13 +192,22 @@ type Stats struct {
 	// PendingCommits counts the background commits still to come, as PendingCommits does; a run
 	// driving a separate stand-in process waits for 0 before it checks the records.
 	PendingCommits int `json:"pendingCommits"`
+	Users          int `json:"users"`        // end users known now (forgotten ones are not)
+	UsersCreated   int `json:"usersCreated"` // committed POST /hubs/{hub}/users, 409s not included
+	// UsersCreatedTwice counts external ids created more than once by POST /hubs/{hub}/users (a
+	// forgotten user created again counts too): 0 while a client never re-creates a user.
+	UsersCreatedTwice int `json:"usersCreatedTwice"`
 }
 
-// endUser is what the server knows of an end user once they have an activation.
+// endUser is what the server knows of an end user: created by POST /hubs/{hub}/users or AddUser, or
+// by their first activation when RequireKnownUsers is off. A record is replaced, never changed, so
+// that a pointer read under the lock can be rendered after it.
 type endUser struct {
-	id      string
-	created time.Time
-	primary json.RawMessage // the user's primary Connection, which the spec requires on EndUser
+	id          string // internal id, a ULID
+	externalID  string
+	displayName string
+	created     time.Time
+	primary     json.RawMessage // the user's primary Connection, which the spec requires on EndUser
 }
 
 // NewServer returns a Server that is not listening: serve it as an http.Handler.
@@ -215,10 +235,16 @@ func NewServer(opts Options) *Server {
 		maxCalls: max(opts.MaxCalls, 0),
 		apiKey:   opts.APIKey,
 		faults:   opts.Faults,
-		rng:      rand.New(rand.NewPCG(seed, 0x5eed)),
+		rngs: map[string]*rand.Rand{
+			// activate keeps the stream it always had, so that old seeds meet the same faults.
+			versori.OpActivate:         rand.New(rand.NewPCG(seed, 0x5eed)),
+			versori.OpCreateEndUser:    rand.New(rand.NewPCG(seed, 0xc4ea7e)),
+			versori.OpUpdateVariables:  rand.New(rand.NewPCG(seed, 0x7a45)),
+			versori.OpDeleteActivation: rand.New(rand.NewPCG(seed, 0xde1e7e)),
+		},
 		listRng:  rand.New(rand.NewPCG(seed, 0x1157)),
 		entropy:  ulid.Monotonic(rand.NewChaCha8(chachaSeed), 0),
-		scripts:  make(map[versori.Pair][]Fault),
+		scripts:  make(map[scriptKey][]Fault),
 		lists:    make(map[versori.Pair][]string),
 		forbid:   make(map[versori.Pair]bool),
 		quit:     make(chan struct{}),
@@ -226,6 +252,13 @@ func NewServer(opts Options) *Server {
 		goneUser: make(map[string]bool),
 		goneInt:  make(map[string]bool),
 		users:    make(map[string]*endUser),
+		userByID: make(map[string]string),
+		requireKnown:    opts.RequireKnownUsers,
+		userCreates:     make(map[string]int),
+		userCreateCalls: make(map[string]int),
+		vars:            make(map[string]json.RawMessage),
+		varUpdates:      make(map[versori.Pair]int),
+		deletes:         make(map[versori.Pair]int),
 		acts:     make(map[string]Activation),
 		byUser:   make(map[string][]Activation),
 		byPair:   make(map[versori.Pair]int),
@@ -323,11 +356,22 @@ func (s *Server) CurrentFaults() Faults {
 }
 
 // Script queues faults for p's next POST /activations calls, one per call, ahead of the fault rates.
-func (s *Server) Script(p versori.Pair, faults ...Fault) {
+// It is ScriptOp(versori.OpActivate, p, faults...).
+func (s *Server) Script(p versori.Pair, faults ...Fault) { s.ScriptOp(versori.OpActivate, p, faults...) }
+
+// ScriptOp queues faults for the next calls of the write operation op about p, one per call, ahead of
+// the fault rates: versori.OpActivate, OpCreateEndUser (p.UserID is the external id created, and
+// p.IntegrationID is ""), OpUpdateVariables or OpDeleteActivation (p is the activation's pair). It
+// panics on another op, which no call would ever consume.
+func (s *Server) ScriptOp(op string, p versori.Pair, faults ...Fault) {
+	if !slices.Contains(writeOps, op) {
+		panic("versoritest: ScriptOp of " + strconv.Quote(op) + ", which is not a write operation")
+	}
 	p = canonPair(p)
+	key := scriptKey{op, p}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.scripts[p] = append(s.scripts[p], faults...)
+	s.scripts[key] = append(s.scripts[key], faults...)
 }
 
 // ScriptList queues raw bodies to answer, with 200, to p's next list calls instead of the page, one
@@ -378,8 +422,9 @@ func (s *Server) ClearRequirements(integrationID string) {
 	delete(s.requires, integrationID)
 }
 
-// ForgetUser makes userID unknown: POSTs for them and their activations list answer 404. Activations
-// they already have are kept, so that tests can still count them.
+// ForgetUser makes userID unknown: POSTs for them, their activations list and GET
+// /hubs/{hub}/users/{userID} answer 404, and POST /hubs/{hub}/users may create them again (which
+// makes them known). Activations they already have are kept, so that tests can still count them.
 func (s *Server) ForgetUser(userID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -471,6 +516,17 @@ func (s *Server) Stats() Stats {
 		Duplicates:     s.dupPairs,
 		Dropped:        s.nDropped,
 		PendingCommits: s.pending,
+		UsersCreated:   s.nUserCreates,
+	}
+	for id := range s.users {
+		if !s.goneUser[id] {
+			st.Users++
+		}
+	}
+	for _, n := range s.userCreates {
+		if n > 1 {
+			st.UsersCreatedTwice++
+		}
 	}
 	for k, v := range s.byOp {
 		st.ByOpStatus[k] = v
@@ -513,9 +569,7 @@ func (s *Server) commitLocked(p versori.Pair, now time.Time) (Activation, *endUs
 	now = now.UTC()
 	u := s.users[p.UserID]
 	if u == nil {
-		u = &endUser{id: s.newIDLocked(now), created: now}
-		u.primary = primaryConnection(s.newIDLocked(now), now)
-		s.users[p.UserID] = u
+		u = s.newUserLocked(p.UserID, p.UserID, "primary", nil, now)
 	}
 	a := Activation{ID: s.newIDLocked(now), Pair: p, HubID: s.hubID, CreatedAt: now}
 	s.acts[a.ID] = a
@@ -549,9 +603,39 @@ func (s *Server) deleteLocked(id string) (Activation, bool) {
 	return a, true
 }
 
+// newUserLocked records a new end user, replacing any forgotten one of the same external id, with a
+// primary connection named name holding vars.
+func (s *Server) newUserLocked(externalID, displayName, name string, vars []versori.ConnectionVariable, now time.Time) *endUser {
+	now = now.UTC()
+	u := &endUser{id: s.newIDLocked(now), externalID: externalID, displayName: displayName, created: now}
+	u.primary = primaryConnection(s.newIDLocked(now), name, vars, now)
+	if old := s.users[externalID]; old != nil {
+		delete(s.userByID, old.id)
+	}
+	s.users[externalID] = u
+	s.userByID[u.id] = externalID
+	delete(s.goneUser, externalID)
+	return u
+}
+
+// knownLocked reports whether the end user externalID exists (and was not forgotten).
+func (s *Server) knownLocked(externalID string) bool {
+	return s.users[externalID] != nil && !s.goneUser[externalID]
+}
+
+// unknownLocked reports whether calls about externalID's activations answer 404: the user was
+// forgotten, or RequireKnownUsers is on and the user does not exist.
+func (s *Server) unknownLocked(externalID string) bool {
+	return s.goneUser[externalID] || (s.requireKnown && s.users[externalID] == nil)
+}
+
 // primaryConnection renders the end user's primary Connection. The spec requires a full Connection
-// with at least one credentials property, so it carries an empty action list.
-func primaryConnection(id string, now time.Time) json.RawMessage {
+// with at least one credentials property, so it carries an empty action list: the credentials a
+// create gave are never echoed.
+func primaryConnection(id, name string, vars []versori.ConnectionVariable, now time.Time) json.RawMessage {
+	if vars == nil {
+		vars = []versori.ConnectionVariable{}
+	}
 	b, _ := json.Marshal(struct {
 		ID          string                       `json:"id"`
 		Name        string                       `json:"name"`
@@ -559,7 +643,7 @@ func primaryConnection(id string, now time.Time) json.RawMessage {
 		Variables   []versori.ConnectionVariable `json:"variables"`
 		CreatedAt   time.Time                    `json:"createdAt"`
 		UpdatedAt   time.Time                    `json:"updatedAt"`
-	}{id, "primary", map[string][]json.RawMessage{"action": {}}, []versori.ConnectionVariable{}, now, now})
+	}{id, name, map[string][]json.RawMessage{"action": {}}, vars, now, now})
 	return b
 }
 
