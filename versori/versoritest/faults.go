@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/versori/activator/versori"
@@ -114,6 +115,40 @@ func (o WriteOps) Has(op string) bool {
 		return o.DeleteActivation
 	}
 	return false
+}
+
+// String lists the operations o selects as ParseWriteOps reads them: op names joined by commas.
+func (o WriteOps) String() string {
+	var ops []string
+	for _, op := range writeOps[1:] {
+		if o.Has(op) {
+			ops = append(ops, op)
+		}
+	}
+	return strings.Join(ops, ",")
+}
+
+// ParseWriteOps reads a comma-separated list of versori.OpCreateEndUser, OpUpdateVariables and
+// OpDeleteActivation, or "all" for every one of them; "" selects none.
+func ParseWriteOps(v string) (WriteOps, error) {
+	var o WriteOps
+	for op := range strings.SplitSeq(v, ",") {
+		switch op = strings.TrimSpace(op); op {
+		case "":
+		case "all":
+			o = AllWriteOps
+		case versori.OpCreateEndUser:
+			o.CreateEndUser = true
+		case versori.OpUpdateVariables:
+			o.UpdateVariables = true
+		case versori.OpDeleteActivation:
+			o.DeleteActivation = true
+		default:
+			return WriteOps{}, fmt.Errorf("%q is not a write operation: want %s, %s, %s or all", op,
+				versori.OpCreateEndUser, versori.OpUpdateVariables, versori.OpDeleteActivation)
+		}
+	}
+	return o, nil
 }
 
 // writeOps are the operations faults can be scripted for and rates drawn for, activate first.

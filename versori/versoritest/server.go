@@ -1,13 +1,26 @@
 // Package versoritest is a stand-in for Versori's Embedded API v1, for tests, the demo and benchmarks.
 //
 // It serves the calls the versori client makes (POST /activations, the end user's activations list, GET
-// and DELETE /activations/{id}, /healthz) with bodies that validate against the published OpenAPI
-// spec, and it can be told to misbehave at least as badly as the real API behind a real gateway:
+// and DELETE /activations/{id}, PUT /activations/{id}/variables, POST /hubs/{hub}/users, GET
+// /hubs/{hub}/users/{id}, /healthz) with bodies that validate against the published OpenAPI spec, and
+// it can be told to misbehave at least as badly as the real API behind a real gateway:
 // latency, 503s, 429s with any Retry-After (a day is allowed), connections dropped after the
 // activation was committed, gateway errors and hung calls whose activation is committed afterwards
 // anyway, 403s, 409s, 425s and 307 redirects about one request, list answers of the wrong shape, and
 // scripted answers for one pair's next calls. Like the real API, POST /activations is not idempotent,
 // so a client that retries blindly creates duplicates, which ActivationCount and Duplicates expose.
+//
+// End users: POST /hubs/{hub}/users creates one (201), and answers 409 when the external id exists, 400
+// naming the field when externalId or the primaryConnection the spec requires (name, credentials,
+// variables) is missing or malformed, and 404 for another hub; UserCreates counts the creates that
+// committed, which a client that never creates a user twice keeps at most 1. GET
+// /hubs/{hub}/users/{id} reads one by external id, or by internal id with identifier_type=internal.
+// By default a user's first activation creates them; RequireKnownUsers makes an unknown user's
+// activations answer 404 instead, as the real API does. PUT /activations/{id}/variables replaces an
+// activation's dynamic variables (Variables reads them; a POST's dynamicVariables are the initial
+// ones), and DELETE /activations/{id} removes the activation from GET and the list (Deletes counts
+// them). Faults scripted with ScriptOp, and the rates for the operations Faults.WriteOps selects, make
+// creates, PUTs and DELETEs commit and lose their answer as POST /activations does.
 //
 // ULIDs are Crockford base32, which is case-insensitive, and the real API reads "01hzy…" and
 // "01HZY…" as one id. So does the stand-in: it upper-cases the integration, template, connection,
@@ -15,8 +28,8 @@
 // given to Script or ActivationCount, say), and its records and answers hold that canonical form. End
 // user ids (external ids) are not ULIDs and stay case-sensitive.
 //
-// Some faults commit an activation after the call has been answered, or while it is held without an
-// answer, as a backend does when the gateway in front of it has given up (Faults.LateCommitRate,
+// Some faults commit an activation (or a create, PUT or DELETE) after the call has been answered, or
+// while it is held without an answer, as a backend does when the gateway in front of it has given up (Faults.LateCommitRate,
 // Faults.HangCommitRate, Fault.CommitAfter). Those commits happen in the background whatever the client
 // does; PendingCommits says how many are still to come, so that a test waits for them before checking
 // its invariants.
@@ -28,6 +41,8 @@
 //	GET  /_standin/stats        Stats (pendingCommits: late commits still to come)
 //	GET  /_standin/calls        []Call (Call.RetryAfter in nanoseconds)
 //	GET  /_standin/activations  []Activation
+//	GET  /_standin/users        []User (known end users, with their create counts)
+//	POST /_standin/users?externalId=X                 AddUser(X)
 //	GET  /_standin/faults       the Faults in force
 //	POST /_standin/faults       replace the Faults with the JSON body; absent fields are zero, and
 //	                            durations are Go duration strings ("250ms") or nanoseconds
@@ -36,7 +51,8 @@
 //
 // The Faults' JSON names are latency, latencyAfterCommit, serverErrorRate, rateLimitRate,
 // retryAfter, dropAfterCommitRate, lateCommitRate, lateCommitStatus, lateCommitDelay,
-// hangCommitRate, hangFor, forbiddenRate, conflictRate, tooEarlyRate, redirectRate and badListRate.
+// hangCommitRate, hangFor, forbiddenRate, conflictRate, tooEarlyRate, redirectRate, badListRate and
+// writeOps ({"createEndUser": true, "updateVariables": true, "deleteActivation": true}).
 package versoritest
 
 import (
@@ -139,7 +155,7 @@ type Server struct {
 	varUpdates      map[versori.Pair]int       // committed PUT /activations/{id}/variables
 	deletes         map[versori.Pair]int       // committed DELETE /activations/{id}
 	acts            map[string]Activation      // by id
-	byUser          map[string][]Activation // in id order
+	byUser          map[string][]Activation    // in id order
 	byPair          map[versori.Pair]int
 	dupPairs        int // pairs in byPair with more than one activation, kept up to date for Stats
 	calls           []Call
@@ -151,17 +167,20 @@ type Server struct {
 
 // Call is one request the server received, as recorded.
 type Call struct {
-	At     time.Time `json:"at"`
-	Op     string    `json:"op"` // versori.OpActivate, OpListActivations, OpGetActivation, OpDeleteActivation, or "other"
-	Method string    `json:"method"`
-	Path   string    `json:"path"`
+	At time.Time `json:"at"`
+	// Op is versori.OpActivate, OpListActivations, OpGetActivation, OpDeleteActivation,
+	// OpUpdateVariables, OpCreateEndUser, OpGetEndUser, or "other".
+	Op     string `json:"op"`
+	Method string `json:"method"`
+	Path   string `json:"path"`
 	// Pair is the call's (user, integration): from the body for activate, from the path and the
-	// integration_id query for list, and from the activation found for get and delete.
+	// integration_id query for list, from the activation found for get, delete and update_variables,
+	// and the user alone (IntegrationID "") for create_end_user and get_end_user.
 	Pair versori.Pair `json:"pair"`
 	// Status is the status answered; 0 when the connection was dropped, when the client went away
 	// before the answer, or while the call is still in flight.
 	Status    int    `json:"status"`
-	Committed bool   `json:"committed"` // an activation was created by this call, perhaps after it was answered
+	Committed bool   `json:"committed"` // the call's write took effect, perhaps after it was answered
 	Dropped   bool   `json:"dropped"`   // the server closed the connection without answering, on purpose
 	Auth      string `json:"auth"`      // "bearer" or "jwt"; "" when refused or not needed
 	// RetryAfter is the Retry-After sent with a 429, as versori.ParseRetryAfter reads it (JSON: ns).
@@ -242,27 +261,27 @@ func NewServer(opts Options) *Server {
 			versori.OpUpdateVariables:  rand.New(rand.NewPCG(seed, 0x7a45)),
 			versori.OpDeleteActivation: rand.New(rand.NewPCG(seed, 0xde1e7e)),
 		},
-		listRng:  rand.New(rand.NewPCG(seed, 0x1157)),
-		entropy:  ulid.Monotonic(rand.NewChaCha8(chachaSeed), 0),
-		scripts:  make(map[scriptKey][]Fault),
-		lists:    make(map[versori.Pair][]string),
-		forbid:   make(map[versori.Pair]bool),
-		quit:     make(chan struct{}),
-		requires: make(map[string][]string),
-		goneUser: make(map[string]bool),
-		goneInt:  make(map[string]bool),
-		users:    make(map[string]*endUser),
-		userByID: make(map[string]string),
+		listRng:         rand.New(rand.NewPCG(seed, 0x1157)),
+		entropy:         ulid.Monotonic(rand.NewChaCha8(chachaSeed), 0),
+		scripts:         make(map[scriptKey][]Fault),
+		lists:           make(map[versori.Pair][]string),
+		forbid:          make(map[versori.Pair]bool),
+		quit:            make(chan struct{}),
+		requires:        make(map[string][]string),
+		goneUser:        make(map[string]bool),
+		goneInt:         make(map[string]bool),
+		users:           make(map[string]*endUser),
+		userByID:        make(map[string]string),
 		requireKnown:    opts.RequireKnownUsers,
 		userCreates:     make(map[string]int),
 		userCreateCalls: make(map[string]int),
 		vars:            make(map[string]json.RawMessage),
 		varUpdates:      make(map[versori.Pair]int),
 		deletes:         make(map[versori.Pair]int),
-		acts:     make(map[string]Activation),
-		byUser:   make(map[string][]Activation),
-		byPair:   make(map[versori.Pair]int),
-		byOp:     make(map[string]int),
+		acts:            make(map[string]Activation),
+		byUser:          make(map[string][]Activation),
+		byPair:          make(map[versori.Pair]int),
+		byOp:            make(map[string]int),
 	}
 	if opts.SigningKeyID != "" && opts.PublicKey != nil {
 		s.issuer = versori.JWTIssuerPrefix + opts.SigningKeyID
@@ -357,7 +376,9 @@ func (s *Server) CurrentFaults() Faults {
 
 // Script queues faults for p's next POST /activations calls, one per call, ahead of the fault rates.
 // It is ScriptOp(versori.OpActivate, p, faults...).
-func (s *Server) Script(p versori.Pair, faults ...Fault) { s.ScriptOp(versori.OpActivate, p, faults...) }
+func (s *Server) Script(p versori.Pair, faults ...Fault) {
+	s.ScriptOp(versori.OpActivate, p, faults...)
+}
 
 // ScriptOp queues faults for the next calls of the write operation op about p, one per call, ahead of
 // the fault rates: versori.OpActivate, OpCreateEndUser (p.UserID is the external id created, and
