@@ -347,15 +347,9 @@ func (x *exchange) list(hubID, userID string) {
 	if !x.allowUser(sub, userID) {
 		return
 	}
-	first := s.pageSize
-	if v := q.Get("first"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			x.fail(http.StatusBadRequest, "invalid request: first must be a positive integer",
-				versori.ErrorField{Field: "first", Message: "must be a positive integer"})
-			return
-		}
-		first = min(n, s.pageSize)
+	first, ok := x.pageFirst(q)
+	if !ok {
+		return
 	}
 
 	s.mu.Lock()
@@ -372,35 +366,17 @@ func (x *exchange) list(hubID, userID string) {
 	}
 	s.mu.Unlock()
 
-	after, before := canonID(q.Get("after")), canonID(q.Get("before"))
-	start, end := 0, len(acts)
-	if after != "" {
-		start = sort.Search(len(acts), func(i int) bool { return acts[i].ID > after })
-	}
-	if before != "" {
-		end = max(start, sort.Search(len(acts), func(i int) bool { return acts[i].ID >= before }))
-	}
-	if before != "" && after == "" {
-		start = max(start, end-first)
-	} else {
-		end = min(end, start+first)
-	}
+	start, end, next, prev := pageBounds(len(acts), func(i int) string { return acts[i].ID }, q, first)
 	page := versori.EndUserActivationPage{
 		TotalCount:  len(acts),
+		Next:        next,
+		Prev:        prev,
 		Activations: make([]versori.EndUserActivation, 0, end-start),
 	}
 	for _, a := range acts[start:end] {
 		page.Activations = append(page.Activations, versori.EndUserActivation{
 			ID: a.ID, HubID: a.HubID, Integration: summary(a.Pair.IntegrationID),
 		})
-	}
-	if end > start {
-		if end < len(acts) {
-			page.Next = acts[end-1].ID
-		}
-		if start > 0 {
-			page.Prev = acts[start].ID
-		}
 	}
 
 	s.mu.Lock()
@@ -422,6 +398,49 @@ func (x *exchange) list(hubID, userID string) {
 	default:
 		x.writeJSON(http.StatusOK, page)
 	}
+}
+
+// pageFirst reads a list's `first` (default and most: the page size), answering 400 when it is not a
+// positive integer.
+func (x *exchange) pageFirst(q url.Values) (int, bool) {
+	first := x.s.pageSize
+	if v := q.Get("first"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			x.fail(http.StatusBadRequest, "invalid request: first must be a positive integer",
+				versori.ErrorField{Field: "first", Message: "must be a positive integer"})
+			return 0, false
+		}
+		first = min(n, x.s.pageSize)
+	}
+	return first, true
+}
+
+// pageBounds returns the page [start, end) of n items in id order (id(i) is the i-th's ULID) that q's
+// `after` and `before` cursors and first select, and the page's next and prev cursors.
+func pageBounds(n int, id func(int) string, q url.Values, first int) (start, end int, next, prev string) {
+	after, before := canonID(q.Get("after")), canonID(q.Get("before"))
+	start, end = 0, n
+	if after != "" {
+		start = sort.Search(n, func(i int) bool { return id(i) > after })
+	}
+	if before != "" {
+		end = max(start, sort.Search(n, func(i int) bool { return id(i) >= before }))
+	}
+	if before != "" && after == "" {
+		start = max(start, end-first)
+	} else {
+		end = min(end, start+first)
+	}
+	if end > start {
+		if end < n {
+			next = id(end - 1)
+		}
+		if start > 0 {
+			prev = id(start)
+		}
+	}
+	return start, end, next, prev
 }
 
 func (x *exchange) get(id string) {
