@@ -941,6 +941,37 @@ func TestContract(t *testing.T) {
 		apiError(t, c.DeleteActivation(ctx, id), http.StatusNotFound)
 	})
 
+	// The client does not list a hub's users, but the stand-in serves it: its pages are checked too.
+	run("list end users", func(t *testing.T) {
+		inner := http.DefaultTransport.(*http.Transport).Clone()
+		t.Cleanup(inner.CloseIdleConnections)
+		hc := &http.Client{Transport: &transport{v: v, auth: bearer(s.APIKey()), base: inner}}
+		get := func(query string) map[string]any {
+			t.Helper()
+			req, _ := http.NewRequest(http.MethodGet, base+"/hubs/"+s.HubID()+"/users"+query, nil)
+			req.Header.Set("Authorization", "Bearer "+s.APIKey())
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var m map[string]any
+			if err := json.NewDecoder(resp.Body).Decode(&m); err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("list%s = %d, %v", query, resp.StatusCode, err)
+			}
+			return m
+		}
+		for range 3 {
+			s.AddUser("user-listed-" + newID())
+		}
+		page := get("?first=2&search=user-listed")
+		next, _ := page["next"].(string)
+		if next == "" {
+			t.Fatalf("first page has no next: %v", page)
+		}
+		get("?first=2&search=user-listed&after=" + next)
+	})
+
 	run("missing connections", func(t *testing.T) {
 		integration, required := newID(), newID()
 		s.RequireConnection(integration, required)
@@ -1077,7 +1108,7 @@ func TestContract(t *testing.T) {
 			"CreateEndUser 429", "CreateEndUser 503",
 			"GetEndUser 200", "GetEndUser 401", "GetEndUser 404",
 			"UpdateDynamicVariables 200", "UpdateDynamicVariables 401", "UpdateDynamicVariables 403",
-			"UpdateDynamicVariables 404", "UpdateDynamicVariables 502",
+			"UpdateDynamicVariables 404", "UpdateDynamicVariables 502", "ListEndUsers 200",
 		} {
 			if v.seen[want] == 0 {
 				t.Errorf("no exchange %q was validated", want)

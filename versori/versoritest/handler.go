@@ -24,6 +24,9 @@ const maxBodyBytes = 1 << 20
 // opOther is the Call.Op of requests that are none of the client's operations.
 const opOther = "other"
 
+// opListUsers is the Call.Op of GET /hubs/{hub}/users, which the client does not call.
+const opListUsers = "list_end_users"
+
 // routeKind says which endpoint a request is for.
 type routeKind int
 
@@ -38,6 +41,7 @@ const (
 	routeUpdateVariables
 	routeCreateUser
 	routeGetUser
+	routeListUsers
 )
 
 // route is a request's endpoint and its unescaped path parameters.
@@ -89,7 +93,13 @@ func parseRoute(method, escapedPath string) route {
 	case len(segs) == 3 && segs[0] == "activations" && segs[1] != "" && segs[2] == "variables":
 		return only(http.MethodPut, route{kind: routeUpdateVariables, op: versori.OpUpdateVariables, id: segs[1]})
 	case len(segs) == 3 && segs[0] == "hubs" && segs[1] != "" && segs[2] == "users":
-		return only(http.MethodPost, route{kind: routeCreateUser, op: versori.OpCreateEndUser, hubID: segs[1]})
+		switch method {
+		case http.MethodPost:
+			return route{kind: routeCreateUser, op: versori.OpCreateEndUser, hubID: segs[1]}
+		case http.MethodGet:
+			return route{kind: routeListUsers, op: opListUsers, hubID: segs[1]}
+		}
+		return route{kind: routeMethodNotAllowed, op: opOther, allow: "GET, POST"}
 	case len(segs) == 4 && segs[0] == "hubs" && segs[1] != "" && segs[2] == "users" && segs[3] != "":
 		return only(http.MethodGet, route{kind: routeGetUser, op: versori.OpGetEndUser, hubID: segs[1], userID: segs[3]})
 	case len(segs) == 5 && segs[0] == "embed" && segs[2] == "users" && segs[4] == "activations" &&
@@ -134,6 +144,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.createUser(rt.hubID)
 	case routeGetUser:
 		x.getUser(rt.hubID, rt.userID)
+	case routeListUsers:
+		x.listUsers(rt.hubID)
 	case routeMethodNotAllowed:
 		w.Header().Set("Allow", rt.allow)
 		x.fail(http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed on "+r.URL.Path)

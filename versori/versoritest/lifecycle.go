@@ -274,6 +274,69 @@ func (x *exchange) getUser(hubID, id string) {
 	x.writeJSON(http.StatusOK, s.renderUser(u))
 }
 
+// userSummary is the spec's EndUserSummary.
+type userSummary struct {
+	ID          string    `json:"id"`
+	ExternalID  string    `json:"externalId"`
+	DisplayName string    `json:"displayName"`
+	HubID       string    `json:"hubId"`
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+}
+
+// userPage is the spec's EndUserPage.
+type userPage struct {
+	TotalCount int           `json:"totalCount"`
+	Next       string        `json:"next,omitempty"`
+	Prev       string        `json:"prev,omitempty"`
+	Users      []userSummary `json:"users"`
+}
+
+// listUsers serves GET /hubs/{hub}/users: the hub's end users in id (creation) order, paginated like
+// the activations list, those whose id, external id or display name contains `search` (ignoring
+// case) when it is set. The list is the organisation's, not one user's, so a JWT call is refused with
+// 403: no end user's token may list the others.
+func (x *exchange) listUsers(hubID string) {
+	s := x.s
+	q := x.r.URL.Query()
+	if _, ok := x.authenticate(); !ok {
+		return
+	}
+	if !strings.EqualFold(hubID, s.hubID) {
+		x.fail(http.StatusNotFound, "hub "+hubID+" not found")
+		return
+	}
+	if x.call.Auth == authJWT {
+		x.fail(http.StatusForbidden, "an end user's token may not list the hub's users")
+		return
+	}
+	first, ok := x.pageFirst(q)
+	if !ok {
+		return
+	}
+	search := strings.ToLower(q.Get("search"))
+	s.mu.Lock()
+	var users []*endUser
+	for ext, u := range s.users {
+		if s.goneUser[ext] {
+			continue
+		}
+		if search == "" || strings.Contains(strings.ToLower(u.id), search) ||
+			strings.Contains(strings.ToLower(u.externalID), search) || strings.Contains(strings.ToLower(u.displayName), search) {
+			users = append(users, u)
+		}
+	}
+	s.mu.Unlock()
+	slices.SortFunc(users, func(a, b *endUser) int { return strings.Compare(a.id, b.id) })
+	start, end, next, prev := pageBounds(len(users), func(i int) string { return users[i].id }, q, first)
+	page := userPage{TotalCount: len(users), Next: next, Prev: prev, Users: make([]userSummary, 0, end-start)}
+	for _, u := range users[start:end] {
+		page.Users = append(page.Users, userSummary{ID: u.id, ExternalID: u.externalID, DisplayName: u.displayName,
+			HubID: s.hubID, CreatedAt: u.created, UpdatedAt: u.created})
+	}
+	x.writeJSON(http.StatusOK, page)
+}
+
 // dynamicVariables is the body of PUT /activations/{id}/variables and of its answer.
 type dynamicVariables struct {
 	DynamicVariables json.RawMessage `json:"dynamicVariables"`

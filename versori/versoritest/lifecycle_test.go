@@ -140,7 +140,7 @@ func TestCreateUser(t *testing.T) {
 	}
 
 	// Wrong methods and an unknown key.
-	if status, hdr, _ := do(t, http.MethodDelete, usersURL(s), bearer(s), ""); status != http.StatusMethodNotAllowed || hdr.Get("Allow") != "POST" {
+	if status, hdr, _ := do(t, http.MethodDelete, usersURL(s), bearer(s), ""); status != http.StatusMethodNotAllowed || hdr.Get("Allow") != "GET, POST" {
 		t.Errorf("DELETE users = %d, Allow %q", status, hdr.Get("Allow"))
 	}
 	if status, _, _ := do(t, http.MethodPost, usersURL(s), "Bearer nope", createBody(t, "u4", nil)); status != http.StatusUnauthorized || s.HasUser("u4") {
@@ -203,6 +203,60 @@ func TestGetUser(t *testing.T) {
 	}
 	if _, err := c.GetEndUser(context.Background(), "nobody"); versori.Classify(err) != versori.ClassNotFound {
 		t.Errorf("GetEndUser(nobody): %v", err)
+	}
+}
+
+func TestListUsers(t *testing.T) {
+	t.Parallel()
+	s := versoritest.New(t, versoritest.Options{PageSize: 2})
+	var ids []string
+	for _, ext := range []string{"alice", "bob", "carol", "dave", "Alina"} {
+		ids = append(ids, s.AddUser(ext))
+	}
+	s.AddUser("gone")
+	s.ForgetUser("gone")
+	// externals lists a page's external ids, failing on anything off the spec's EndUserPage.
+	externals := func(query string) (ext []string, next, prev string, total int) {
+		t.Helper()
+		status, _, m := do(t, http.MethodGet, usersURL(s)+query, bearer(s), "")
+		if status != http.StatusOK {
+			t.Fatalf("list%s = %d %v", query, status, m)
+		}
+		users, ok := m["users"].([]any)
+		if !ok {
+			t.Fatalf("list%s: no users array: %v", query, m)
+		}
+		for _, u := range users {
+			ext = append(ext, u.(map[string]any)["externalId"].(string))
+		}
+		next, _ = m["next"].(string)
+		prev, _ = m["prev"].(string)
+		return ext, next, prev, int(m["totalCount"].(float64))
+	}
+	got, next, _, total := externals("")
+	if !slices.Equal(got, []string{"alice", "bob"}) || next != ids[1] || total != 5 {
+		t.Errorf("first page = %v, next %q, total %d", got, next, total)
+	}
+	got, next, prev, _ := externals("?after=" + strings.ToLower(next))
+	if !slices.Equal(got, []string{"carol", "dave"}) || next != ids[3] || prev != ids[2] {
+		t.Errorf("second page = %v, next %q, prev %q", got, next, prev)
+	}
+	got, next, _, _ = externals("?after=" + next)
+	if !slices.Equal(got, []string{"Alina"}) || next != "" {
+		t.Errorf("last page = %v, next %q", got, next)
+	}
+	got, _, _, total = externals("?search=ALI")
+	if !slices.Equal(got, []string{"alice", "Alina"}) || total != 2 {
+		t.Errorf("search ALI = %v (total %d)", got, total)
+	}
+	if got, _, _, _ = externals("?search=" + strings.ToLower(ids[2])); !slices.Equal(got, []string{"carol"}) {
+		t.Errorf("search by id = %v", got)
+	}
+	if status, _, _ := do(t, http.MethodGet, usersURL(s)+"?first=0", bearer(s), ""); status != http.StatusBadRequest {
+		t.Errorf("first=0 = %d", status)
+	}
+	if calls := s.Calls(); calls[0].Op != "list_end_users" {
+		t.Errorf("call op = %q", calls[0].Op)
 	}
 }
 
@@ -630,6 +684,9 @@ func TestLifecycleJWT(t *testing.T) {
 	}
 	if status, _, _ := do(t, http.MethodGet, usersURL(s)+"/u1", token("u1"), ""); status != http.StatusOK {
 		t.Errorf("get with the user's token = %d", status)
+	}
+	if status, _, _ := do(t, http.MethodGet, usersURL(s), token("u1"), ""); status != http.StatusForbidden {
+		t.Errorf("list users with a user's token = %d", status)
 	}
 	p := versori.Pair{UserID: "u1", IntegrationID: testutil.IntegrationID}
 	id := s.Seed(p)

@@ -1,7 +1,7 @@
 // Package versoritest is a stand-in for Versori's Embedded API v1, for tests, the demo and benchmarks.
 //
 // It serves the calls the versori client makes (POST /activations, the end user's activations list, GET
-// and DELETE /activations/{id}, PUT /activations/{id}/variables, POST /hubs/{hub}/users, GET
+// and DELETE /activations/{id}, PUT /activations/{id}/variables, POST and GET /hubs/{hub}/users, GET
 // /hubs/{hub}/users/{id}, /healthz) with bodies that validate against the published OpenAPI spec, and
 // it can be told to misbehave at least as badly as the real API behind a real gateway:
 // latency, 503s, 429s with any Retry-After (a day is allowed), connections dropped after the
@@ -14,7 +14,8 @@
 // naming the field when externalId or the primaryConnection the spec requires (name, credentials,
 // variables) is missing or malformed, and 404 for another hub; UserCreates counts the creates that
 // committed, which a client that never creates a user twice keeps at most 1. GET
-// /hubs/{hub}/users/{id} reads one by external id, or by internal id with identifier_type=internal.
+// /hubs/{hub}/users/{id} reads one by external id, or by internal id with identifier_type=internal;
+// GET /hubs/{hub}/users lists them, paginated, with `search`.
 // By default a user's first activation creates them; RequireKnownUsers makes an unknown user's
 // activations answer 404 instead, as the real API does. PUT /activations/{id}/variables replaces an
 // activation's dynamic variables (Variables reads them; a POST's dynamicVariables are the initial
@@ -169,7 +170,8 @@ type Server struct {
 type Call struct {
 	At time.Time `json:"at"`
 	// Op is versori.OpActivate, OpListActivations, OpGetActivation, OpDeleteActivation,
-	// OpUpdateVariables, OpCreateEndUser, OpGetEndUser, or "other".
+	// OpUpdateVariables, OpCreateEndUser, OpGetEndUser, "list_end_users" (GET /hubs/{hub}/users,
+	// which the client does not call), or "other".
 	Op     string `json:"op"`
 	Method string `json:"method"`
 	Path   string `json:"path"`
