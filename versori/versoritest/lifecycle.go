@@ -188,6 +188,12 @@ func (x *exchange) createUser(hubID string) {
 	if err == nil {
 		// Known before auth is checked, so that refused calls are recorded against their user too.
 		x.call.Pair = versori.Pair{UserID: req.ExternalID}
+		if pc := req.PrimaryConnection; pc != nil && len(pc.Credentials) > 0 {
+			// As for an activation's connections, so that tests can check what reached the API.
+			if b, err := json.Marshal([]json.RawMessage{pc.Credentials}); err == nil {
+				x.call.Credentials = string(b)
+			}
+		}
 		s.mu.Lock()
 		s.userCreateCalls[req.ExternalID]++
 		s.mu.Unlock()

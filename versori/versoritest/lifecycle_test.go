@@ -72,6 +72,9 @@ func TestCreateUser(t *testing.T) {
 	if pc["name"] != "primary" || pc["credentials"] == nil {
 		t.Errorf("primary connection = %v", pc)
 	}
+	if calls := s.Calls(); len(calls) != 1 || calls[0].Credentials != `[{"action":[]}]` || calls[0].Pair != (versori.Pair{UserID: "user-1"}) {
+		t.Errorf("calls = %+v", calls)
+	}
 	if !s.HasUser("user-1") || s.HasUser("User-1") {
 		t.Errorf("HasUser(user-1) = %v, HasUser(User-1) = %v", s.HasUser("user-1"), s.HasUser("User-1"))
 	}

@@ -189,7 +189,8 @@ type Call struct {
 	RetryAfter time.Duration `json:"retryAfter"`
 	// Credentials is what an activate call's body gave its connections, as a JSON array of their
 	// credentials in order (null for an existing connection), so that tests can check what reached
-	// the API; "" when no connection had any. A string keeps Call comparable.
+	// the API; "" when no connection had any. A create_end_user call's is a one-element array of its
+	// primary connection's credentials. A string keeps Call comparable.
 	Credentials string `json:"credentials,omitempty"`
 }
 
