@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -269,8 +270,7 @@ func TestChaos(t *testing.T) {
 	drained := func() bool {
 		return testutil.Unfinished(t, rs.Client, chaosQueueA) == 0 && testutil.Unfinished(t, rs.Client, chaosQueueB) == 0 && api.PendingCommits() == 0
 	}
-	kill := func(what string) {
-		i := rng.IntN(len(workers))
+	killWorker := func(i int, what string) {
 		if err := workers[i].cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -280,6 +280,7 @@ func TestChaos(t *testing.T) {
 		start(i)
 		sampleLeaks(what)
 	}
+	kill := func(what string) { killWorker(rng.IntN(len(workers)), what) }
 
 	// Chaos while the queues drain.
 	kills := 0
@@ -297,6 +298,8 @@ func TestChaos(t *testing.T) {
 	t.Logf("Redis killed and restarted from its append-only file at %d settled", at)
 	rotateAt := kills + rng.IntN(max(cfg.kills-kills, 1)) // the kill before which the keys rotate
 	reencrypted := make(chan string, 1)
+	var lastReencrypt atomic.Value // the last round's summaries, for a timeout's message
+	lastReencrypt.Store("none yet")
 	rotate := func() {
 		restartAll(keyB + "," + keyA)
 		prodA = producer.New(rs.Client, producer.Config{Queue: chaosQueueA, Keys: ringBA})
@@ -325,6 +328,7 @@ func TestChaos(t *testing.T) {
 					reencrypted <- fmt.Sprintf("reencrypt done in %d rounds; last:%s", round, sums)
 					return
 				}
+				lastReencrypt.Store(fmt.Sprintf("round %d:%s", round, sums))
 				time.Sleep(200 * time.Millisecond)
 			}
 		}()
@@ -351,7 +355,7 @@ func TestChaos(t *testing.T) {
 			t.Fatal(r)
 		}
 	case <-time.After(cfg.timeout):
-		t.Fatal("reencrypt did not report nothing left under key A")
+		t.Fatalf("reencrypt did not report nothing left under key A; %s", lastReencrypt.Load())
 	}
 	restartAll(keyB) // A is gone from every worker: a job still sealed under it would end secret_unreadable
 	t.Logf("key A dropped from the workers at %d settled", settled())
@@ -564,7 +568,8 @@ func TestChaos(t *testing.T) {
 	lcKillAfter := time.Duration(300+rng.IntN(1200)) * time.Millisecond
 	close(letGo)
 	time.Sleep(lcKillAfter)
-	kill("a kill during the lifecycle")
+	// One of queue A's workers: the queue that owns nearly every pair (its file went first).
+	killWorker(rng.IntN(2), "a kill during the lifecycle")
 	lcWG.Wait()
 	testutil.WaitFor(t, cfg.timeout, "every lifecycle operation done and the queues drained", drained)
 	lcTook := time.Since(lcStart)
