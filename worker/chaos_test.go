@@ -366,6 +366,16 @@ func TestChaos(t *testing.T) {
 		return settled() >= total && drained()
 	})
 
+	// Every end user is known to the API or created by their pair's job, and every integration
+	// exists: nothing may end not_found (a requeue would hide it).
+	notFound := func(id string, es []deadletter.Entry) {
+		for _, e := range es {
+			if e.Reason == tasks.ReasonNotFound {
+				violations = append(violations, fmt.Sprintf("%s: dead-lettered %s: %s", id, e.Reason, e.Error))
+			}
+		}
+	}
+
 	// The dead-letter workflow. Missing connections: half purged, then the fixed rows sent again as
 	// a new file (any queue may take a purged pair); half replaced from a file of fixed rows. Every
 	// other dead letter is requeued as it is.
@@ -407,6 +417,7 @@ func TestChaos(t *testing.T) {
 		for _, id := range others {
 			if p := universe.byTaskID(id); p == nil || !p.missing {
 				again = append(again, id)
+				notFound(id, chaosDeadLetters(t, id, s.store))
 			}
 		}
 		rq, err := inspector(rs.Client, s.p).Requeue(ctx, again)
@@ -642,6 +653,7 @@ func TestChaos(t *testing.T) {
 					violations = append(violations, fmt.Sprintf("%s: dead-lettered %s", id, e.Reason))
 				}
 			}
+			notFound(id, es)
 		}
 	}
 	// Every pair ends as the operation its order says was enqueued last (when the test enqueued a
