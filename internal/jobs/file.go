@@ -18,6 +18,7 @@ import (
 	"github.com/versori/activator/internal/background"
 	"github.com/versori/activator/internal/batch"
 	"github.com/versori/activator/internal/ingest"
+	"github.com/versori/activator/internal/pairorder"
 	"github.com/versori/activator/internal/pairs"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
@@ -46,6 +47,9 @@ type FileOptions struct {
 	// in go-redis v9.23) was used: an escape hatch, at about two thirds of the speed.
 	NoAutopipeline bool
 	Reconcile      bool // every job looks up its pair before activating
+	// Op is what every row's job does to its pair (WithOp): activate (""), update, or deactivate,
+	// whose jobs carry the row's pair alone, so that a file of activations can be reused as is.
+	Op tasks.Op
 	// Progress, if set, is called about every ProgressEvery with the counts so far.
 	Progress      func(Summary)
 	ProgressEvery time.Duration
@@ -358,7 +362,7 @@ func (r *fileRun) read(ctx context.Context) error {
 // secretsReject is the reject of a row whose credentials may not be queued (CheckSecrets), nil for
 // a row that may. Its Raw is the row as read back into JSON, as the input holds it.
 func (r *fileRun) secretsReject(row *ingest.Row) *ingest.Reject {
-	err := r.q.CheckSecrets(row.Request)
+	err := r.q.checkSecrets(r.payload(row))
 	if err == nil {
 		return nil
 	}
@@ -367,7 +371,17 @@ func (r *fileRun) secretsReject(row *ingest.Row) *ingest.Reject {
 		ve = &versori.ValidationError{Reason: err.Error()}
 	}
 	raw, _ := json.Marshal(row.Request)
+	if row.EndUser != nil {
+		if end, err := json.Marshal(row.EndUser); err == nil {
+			raw = append(append(append(raw[:len(raw)-1], `,"endUser":`...), end...), '}')
+		}
+	}
 	return &ingest.Reject{Line: row.Line, Field: ve.Field, Reason: ve.Reason, Raw: string(raw)}
+}
+
+// payload is the payload of a row's job, before its place in the pair's order is known.
+func (r *fileRun) payload(row *ingest.Row) tasks.Payload {
+	return forOp(tasks.Payload{Request: row.Request, EndUser: row.EndUser, Batch: r.o.Batch, Reconcile: r.o.Reconcile, Op: r.o.Op})
 }
 
 // waitWorkers waits for the workers; after ctx ends it waits interruptGrace at most, and says
@@ -448,26 +462,42 @@ func (r *fileRun) enqueueChunk(ctx context.Context, rows []ingest.Row) {
 	defer func() {
 		if queued > 0 {
 			r.counter.Add(o.Batch, batch.FieldQueued, queued)
+			r.counter.Add(o.Batch, batch.QueuedField(o.Op), queued)
 		}
 	}()
 	if ctx.Err() != nil {
 		fail(rows)
 		return
 	}
+	// Each row's place in its pair's order, in one pipeline for the chunk; a dry run writes none,
+	// and looks for the dead letter of the pair's first activation.
+	pairList := make([]versori.Pair, len(rows))
 	ids := make([]string, len(rows))
 	for i, row := range rows {
-		ids[i] = tasks.TaskID(row.Request.Pair())
+		pairList[i] = row.Request.Pair()
+		ids[i] = tasks.TaskID(pairList[i])
+	}
+	var tickets []pairorder.Ticket
+	if !o.DryRun {
+		var err error
+		if tickets, err = q.order.Next(ctx, o.Op, pairList); err != nil {
+			fail(rows)
+			return
+		}
+		for i, t := range tickets {
+			ids[i] = t.TaskID
+		}
 	}
 	dead, err := q.store.Has(ctx, ids)
 	if err != nil {
 		fail(rows)
 		return
 	}
-	// One claim for the chunk's live pairs; a dry run claims nothing.
+	// One claim for the chunk's live pairs, by the pair's own task id; a dry run claims nothing.
 	var live []string
-	for i, id := range ids {
+	for i := range rows {
 		if !dead[i] {
-			live = append(live, id)
+			live = append(live, tasks.TaskID(pairList[i]))
 		}
 	}
 	var claims []pairs.Claim
@@ -478,7 +508,8 @@ func (r *fileRun) enqueueChunk(ctx context.Context, rows []ingest.Row) {
 		}
 	}
 	next := 0
-	for i, row := range rows {
+	for i := range rows {
+		row := &rows[i]
 		if ctx.Err() != nil {
 			fail(rows[i:])
 			return
@@ -493,7 +524,9 @@ func (r *fileRun) enqueueChunk(ctx context.Context, rows []ingest.Row) {
 		}
 		c := claims[next]
 		next++
-		res, err := q.enqueueClaimed(ctx, tasks.Payload{Request: row.Request, Batch: o.Batch, Reconcile: o.Reconcile}, c)
+		pl := r.payload(row)
+		pl.Seq = tickets[i].Seq
+		res, err := q.enqueueClaimed(ctx, pl, c)
 		switch {
 		case err != nil:
 			fail(rows[i : i+1])
