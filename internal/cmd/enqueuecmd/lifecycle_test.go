@@ -165,3 +165,43 @@ func TestLifecycleUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestFileRejectsBadEndUsers: a row whose endUser is bad goes to the rejects file naming its line
+// and field, and the rest of the file runs (exit 1); the reject quotes the row but the reason never
+// quotes its credentials.
+func TestFileRejectsBadEndUsers(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	ok := request("u-1")
+	line := func(user, end string) string {
+		l := jsonLine(t, request(user))
+		return l[:len(l)-1] + `,"endUser":` + end + "}"
+	}
+	content := withEndUser(t, ok) + "\n" +
+		line("u-2", `{"primaryConnection":{"credentials":{"k":"s3cret"},"variables":[]}}`) + "\n" +
+		line("u-3", `{"displayName":"Ada","primaryConnection":{"name":"crm","credentials":{"k":"s3cret"}}}`) + "\n" +
+		line("u-4", `{"externalId":"u-5","primaryConnection":{"name":"crm","credentials":{},"variables":[]}}`) + "\n" +
+		line("u-6", `{"primaryConnection":{"name":"crm","credentials":{},"variables":[]},"colour":1}`) + "\n"
+	path := testutil.WriteFile(t, "rows.jsonl", content)
+	res := runDB(t, db, "", "file", path)
+	if res.code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", res.code, res)
+	}
+	counts(t, res, 1, 0, 0, 4)
+	want := []struct {
+		line  int
+		field string
+	}{{2, "endUser.primaryConnection.name"}, {3, "endUser.primaryConnection.variables"}, {4, "endUser.externalId"}, {5, "endUser.colour"}}
+	got := readRejects(t, path+".rejects.jsonl")
+	if len(got) != len(want) {
+		t.Fatalf("rejects %+v, want %v", got, want)
+	}
+	for i, w := range want {
+		if got[i].Line != w.line || got[i].Field != w.field || strings.Contains(got[i].Reason, "s3cret") {
+			t.Errorf("reject %d: %+v, want line %d field %s", i, got[i], w.line, w.field)
+		}
+	}
+	if pl, _ := payload(t, db, queue, tasks.TaskID(ok.Pair())); pl.EndUser == nil {
+		t.Error("the good row's job has no end user")
+	}
+}
