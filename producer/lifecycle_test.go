@@ -291,3 +291,34 @@ func checkRejects(t *testing.T, path, field string, n int) {
 		}
 	}
 }
+
+// TestOperationOnAnotherQueuesPair: an operation on a pair another queue owns is a duplicate
+// naming the owner, and takes no number in the pair's order, so that the owner's job is not
+// superseded by a job that was never queued.
+func TestOperationOnAnotherQueuesPair(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	ctx := context.Background()
+	eu := producer.New(db.Client, producer.Config{Queue: "eu"})
+	us := producer.New(db.Client, producer.Config{Queue: "us"})
+	req := testutil.Request("u-1")
+	if res, err := eu.Enqueue(ctx, req); err != nil || res.Status != producer.Enqueued {
+		t.Fatalf("eu: %+v, %v", res, err)
+	}
+	for _, opts := range [][]producer.Option{{producer.Deactivate()}, {producer.Update()}} {
+		res, err := us.Enqueue(ctx, req, opts...)
+		if err != nil || res.Status != producer.Duplicate || res.Owner != "eu" {
+			t.Fatalf("us: %+v, %v; want a duplicate owned by eu", res, err)
+		}
+	}
+	path := testutil.WriteFile(t, "rows.jsonl", testutil.JSONL(t, req))
+	sum, err := us.EnqueueFile(ctx, producer.FileOptions{Path: path, Op: tasks.OpDeactivate})
+	if err != nil || sum.Duplicates != 1 || sum.OtherQueue != 1 || sum.Enqueued != 0 {
+		t.Fatalf("us, a file: %+v, %v; want one duplicate on another queue", sum, err)
+	}
+	// eu's activation is still the pair's last operation: a deactivation there is number 1.
+	res, err := eu.Enqueue(ctx, req, producer.Deactivate())
+	if want := tasks.TaskIDAt(req.Pair(), 1); err != nil || res.Status != producer.Enqueued || res.TaskID != want {
+		t.Fatalf("eu deactivation: %+v, %v; want %s enqueued", res, err, want)
+	}
+}

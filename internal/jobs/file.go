@@ -18,7 +18,6 @@ import (
 	"github.com/versori/activator/internal/background"
 	"github.com/versori/activator/internal/batch"
 	"github.com/versori/activator/internal/ingest"
-	"github.com/versori/activator/internal/pairorder"
 	"github.com/versori/activator/internal/pairs"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
@@ -444,8 +443,9 @@ func (r *fileRun) finish(ctx context.Context, finished bool, readErr error) (Sum
 	return sum, readErr
 }
 
-// enqueueChunk enqueues one chunk of rows: one command checks them against the dead-letter store,
-// one claims the live pairs, then each is enqueued.
+// enqueueChunk enqueues one chunk of rows: one pipeline claims their pairs, one numbers the
+// operations of those this queue owns (internal/pairorder), one command checks the tickets' task
+// ids against the dead-letter store, then each is enqueued.
 func (r *fileRun) enqueueChunk(ctx context.Context, rows []ingest.Row) {
 	q, o := r.bulk, r.o
 	fail := func(rows []ingest.Row) {
@@ -458,6 +458,14 @@ func (r *fileRun) enqueueChunk(ctx context.Context, rows []ingest.Row) {
 			}
 		})
 	}
+	// failRows fails the rows at the indices given.
+	failRows := func(idx []int) {
+		picked := make([]ingest.Row, len(idx))
+		for j, i := range idx {
+			picked[j] = rows[i]
+		}
+		fail(picked)
+	}
 	var queued int64
 	defer func() {
 		if queued > 0 {
@@ -469,74 +477,91 @@ func (r *fileRun) enqueueChunk(ctx context.Context, rows []ingest.Row) {
 		fail(rows)
 		return
 	}
-	// Each row's place in its pair's order, in one pipeline for the chunk; a dry run writes none,
-	// and looks for the dead letter of the pair's first activation.
 	pairList := make([]versori.Pair, len(rows))
 	ids := make([]string, len(rows))
 	for i, row := range rows {
 		pairList[i] = row.Request.Pair()
 		ids[i] = tasks.TaskID(pairList[i])
 	}
-	var tickets []pairorder.Ticket
-	if !o.DryRun {
-		var err error
-		if tickets, err = q.order.Next(ctx, o.Op, pairList); err != nil {
+	if o.DryRun {
+		// Nothing is claimed or numbered: the dead letter looked for is the pair's first activation's.
+		dead, err := q.store.Has(ctx, ids)
+		if err != nil {
 			fail(rows)
 			return
 		}
-		for i, t := range tickets {
-			ids[i] = t.TaskID
+		for i := range rows {
+			r.count(func(s *Summary) {
+				if dead[i] {
+					s.DeadLettered++
+				} else {
+					s.Enqueued++
+				}
+			})
 		}
+		return
 	}
-	dead, err := q.store.Has(ctx, ids)
+	// One claim for the chunk's pairs, by the pair's own task id. A pair another queue owns is a
+	// duplicate, and its operation takes no number (see Enqueue).
+	claims, err := q.pairs.Claim(ctx, q.cfg.Queue, ids)
 	if err != nil {
 		fail(rows)
 		return
 	}
-	// One claim for the chunk's live pairs, by the pair's own task id; a dry run claims nothing.
-	var live []string
+	var owned []int // indices of the rows whose pair this queue owns
 	for i := range rows {
-		if !dead[i] {
-			live = append(live, tasks.TaskID(pairList[i]))
+		c, err := q.own(ctx, ids[i], claims[i])
+		switch {
+		case err != nil:
+			fail(rows[i : i+1])
+			continue
+		case c.State == pairs.Elsewhere:
+			r.count(func(s *Summary) { s.Duplicates++; s.OtherQueue++ })
+			continue
 		}
+		claims[i] = c
+		owned = append(owned, i)
 	}
-	var claims []pairs.Claim
-	if !o.DryRun && len(live) > 0 {
-		if claims, err = q.pairs.Claim(ctx, q.cfg.Queue, live); err != nil {
-			fail(rows)
-			return
-		}
+	if len(owned) == 0 {
+		return
 	}
-	next := 0
-	for i := range rows {
-		row := &rows[i]
+	// Each owned row's place in its pair's order, in one pipeline, then one look-up of the tickets'
+	// task ids in the dead-letter store.
+	ownedPairs := make([]versori.Pair, len(owned))
+	for j, i := range owned {
+		ownedPairs[j] = pairList[i]
+	}
+	tickets, err := q.order.Next(ctx, o.Op, ownedPairs)
+	if err != nil {
+		failRows(owned)
+		return
+	}
+	ticketIDs := make([]string, len(owned))
+	for j, t := range tickets {
+		ticketIDs[j] = t.TaskID
+	}
+	dead, err := q.store.Has(ctx, ticketIDs)
+	if err != nil {
+		failRows(owned)
+		return
+	}
+	for j, i := range owned {
 		if ctx.Err() != nil {
-			fail(rows[i:])
+			failRows(owned[j:])
 			return
 		}
-		if dead[i] {
+		if dead[j] {
 			r.count(func(s *Summary) { s.DeadLettered++ })
 			continue
 		}
-		if o.DryRun {
-			r.count(func(s *Summary) { s.Enqueued++ })
-			continue
-		}
-		c := claims[next]
-		next++
-		pl := r.payload(row)
-		pl.Seq = tickets[i].Seq
-		res, err := q.enqueueClaimed(ctx, pl, c)
+		pl := r.payload(&rows[i])
+		pl.Seq = tickets[j].Seq
+		res, err := q.enqueueOwned(ctx, pl, claims[i])
 		switch {
 		case err != nil:
 			fail(rows[i : i+1])
 		case res.Status == Duplicate:
-			r.count(func(s *Summary) {
-				s.Duplicates++
-				if res.Owner != "" {
-					s.OtherQueue++
-				}
-			})
+			r.count(func(s *Summary) { s.Duplicates++ })
 		default:
 			queued++
 			r.count(func(s *Summary) { s.Enqueued++ })

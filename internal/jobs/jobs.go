@@ -150,7 +150,8 @@ func WithEndUser(e *tasks.EndUser) Option { return func(p *tasks.Payload) { p.En
 // deactivate after deactivate) is that one's Duplicate, or DeadLettered when that one is in the
 // dead-letter store, and any other is queued after it. A deactivation of a pair whose activation is
 // dead-lettered is therefore queued, and deactivates: the dead letter, requeued after it, ends
-// superseded.
+// superseded. An operation on a pair another queue owns is a Duplicate (with its Owner) and takes no
+// number, so that it does not supersede that queue's job: send it to the owner's queue.
 func (q *Queue) Enqueue(ctx context.Context, req versori.ActivationRequest, opts ...Option) (Result, error) {
 	req, err := req.Canonical()
 	id := tasks.TaskID(req.Pair())
@@ -164,6 +165,19 @@ func (q *Queue) Enqueue(ctx context.Context, req versori.ActivationRequest, opts
 	if err := q.backfill(ctx); err != nil {
 		return Result{TaskID: id}, err
 	}
+	// The pair is claimed before its operation is numbered: an operation on a pair another queue
+	// owns is a Duplicate, and must take no number, or it would supersede that queue's job.
+	claims, err := q.pairs.Claim(ctx, q.cfg.Queue, []string{id})
+	if err != nil {
+		return Result{TaskID: id}, err
+	}
+	c, err := q.own(ctx, id, claims[0])
+	switch {
+	case err != nil:
+		return Result{TaskID: id}, err
+	case c.State == pairs.Elsewhere:
+		return Result{TaskID: id, Status: Duplicate, Owner: c.Owner}, nil
+	}
 	tickets, err := q.order.Next(ctx, pl.Op, []versori.Pair{req.Pair()})
 	if err != nil {
 		return Result{TaskID: id}, err
@@ -176,11 +190,7 @@ func (q *Queue) Enqueue(ctx context.Context, req versori.ActivationRequest, opts
 	if has[0] {
 		return Result{TaskID: id, Status: DeadLettered}, nil
 	}
-	claims, err := q.pairs.Claim(ctx, q.cfg.Queue, []string{tasks.TaskID(req.Pair())})
-	if err != nil {
-		return Result{TaskID: id}, err
-	}
-	res, err := q.enqueueClaimed(ctx, pl, claims[0])
+	res, err := q.enqueueOwned(ctx, pl, c)
 	if err == nil && res.Status == Enqueued && pl.Batch != "" {
 		err = q.countQueued(ctx, pl.Batch, pl.Op, 1)
 	}
@@ -307,16 +317,30 @@ func (q *Queue) countQueued(ctx context.Context, id string, op tasks.Op, n int64
 // before is queued with a look-up first, since an earlier job for it may have activated it.
 func (q *Queue) enqueueClaimed(ctx context.Context, pl tasks.Payload, c pairs.Claim) (Result, error) {
 	id := tasks.TaskIDAt(pl.Request.Pair(), pl.Seq)
-	if c.State == pairs.Elsewhere {
-		var err error
-		if c, err = q.takeOverIfIdle(ctx, tasks.TaskID(pl.Request.Pair()), c); err != nil {
-			return Result{TaskID: id}, err
-		}
-	}
-	switch c.State {
-	case pairs.Elsewhere:
+	c, err := q.own(ctx, tasks.TaskID(pl.Request.Pair()), c)
+	switch {
+	case err != nil:
+		return Result{TaskID: id}, err
+	case c.State == pairs.Elsewhere:
 		return Result{TaskID: id, Status: Duplicate, Owner: c.Owner}, nil
-	case pairs.Seen:
+	}
+	return q.enqueueOwned(ctx, pl, c)
+}
+
+// own is the claim c of the pair whose TaskID is id once this queue has taken the pair over if it
+// may (takeOverIfIdle): Elsewhere when another queue still owns it.
+func (q *Queue) own(ctx context.Context, id string, c pairs.Claim) (pairs.Claim, error) {
+	if c.State != pairs.Elsewhere {
+		return c, nil
+	}
+	return q.takeOverIfIdle(ctx, id, c)
+}
+
+// enqueueOwned queues a validated payload whose pair this queue owns (claim c, not Elsewhere), was
+// checked against the dead-letter store and, for an operation of the lifecycle, numbered. A pair
+// seen before is queued with a look-up first, since an earlier job for it may have activated it.
+func (q *Queue) enqueueOwned(ctx context.Context, pl tasks.Payload, c pairs.Claim) (Result, error) {
+	if c.State == pairs.Seen {
 		pl.Reconcile = true
 	}
 	return q.enqueue(ctx, pl)
