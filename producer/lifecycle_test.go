@@ -322,3 +322,19 @@ func TestOperationOnAnotherQueuesPair(t *testing.T) {
 		t.Fatalf("eu deactivation: %+v, %v; want %s enqueued", res, err, want)
 	}
 }
+
+// TestEnqueueFileUnknownOp: a run with an operation that does not exist does not start.
+func TestEnqueueFileUnknownOp(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	p := producer.New(db.Client, producer.Config{})
+	path := testutil.WriteFile(t, "rows.jsonl", testutil.JSONL(t, testutil.Request("u-1")))
+	started := false
+	_, err := p.EnqueueFile(context.Background(), producer.FileOptions{Path: path, Op: "explode", Start: func() { started = true }})
+	if err == nil || started || !strings.Contains(err.Error(), `unknown operation "explode"`) {
+		t.Fatalf("error %v, started %v; want an unknown operation before the start", err, started)
+	}
+	if got := testutil.Pending(t, db.Client, p.Queue()); got != 0 {
+		t.Errorf("%d jobs pending", got)
+	}
+}

@@ -186,9 +186,12 @@ type fileRun struct {
 // registry up to date. Its errors are the input's, as *InputError, or Redis's.
 func (q *Queue) newFileRun(ctx context.Context, o FileOptions) (*fileRun, error) {
 	r := &fileRun{q: q, bulk: q, start: time.Now(), sum: Summary{Batch: o.Batch}}
-	if _, err := tasks.ParseOp(string(o.Op)); err != nil {
+	op, err := tasks.ParseOp(string(o.Op))
+	if err != nil {
 		return r, fmt.Errorf("FileOptions.Op: %w", err)
 	}
+	o.Op = op // "activate" is OpActivate
+
 	in, format, closeIn, err := openInput(o.Path, o.Format, o.Stdin)
 	if err != nil {
 		return r, &InputError{err}

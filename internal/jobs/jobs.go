@@ -203,9 +203,11 @@ func (q *Queue) payload(req versori.ActivationRequest, opts []Option) (tasks.Pay
 	for _, o := range opts {
 		o(&pl)
 	}
-	if _, err := tasks.ParseOp(string(pl.Op)); err != nil {
+	op, err := tasks.ParseOp(string(pl.Op))
+	if err != nil {
 		return pl, err
 	}
+	pl.Op = op // "activate" is OpActivate
 	pl = forOp(pl)
 	return pl, q.checkPayload(pl)
 }
