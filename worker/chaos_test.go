@@ -691,9 +691,9 @@ func TestChaos(t *testing.T) {
 			violations = append(violations, fmt.Sprintf("%s: deactivated last (number %d), yet active", id, seq))
 		case op != tasks.OpDeactivate && acts != 1:
 			violations = append(violations, fmt.Sprintf("%s: its last operation, %s number %d, left no activation and no dead letter", id, op, seq))
-		case op == tasks.OpUpdate && !sameJSON(vars, pl.vars):
+		case op == tasks.OpUpdate && !sameVariables(vars, pl.vars):
 			violations = append(violations, fmt.Sprintf("%s: updated last (number %d), yet its variables are %s, want %s", id, seq, vars, pl.vars))
-		case op == tasks.OpActivate && seq > 0 && !slices.ContainsFunc(deadSeqs[id], func(s int64) bool { return s > 0 }) && !sameJSON(vars, p.base().DynamicVariables):
+		case op == tasks.OpActivate && seq > 0 && !slices.ContainsFunc(deadSeqs[id], func(s int64) bool { return s > 0 }) && !sameVariables(vars, p.base().DynamicVariables):
 			// Re-activated after a deactivation that deleted the activation: the new one has the
 			// request's variables, not an update's.
 			violations = append(violations, fmt.Sprintf("%s: re-activated last (number %d), yet its variables are %s, want the request's %s", id, seq, vars, p.base().DynamicVariables))
@@ -831,8 +831,9 @@ func chaosDeadLetters(t *testing.T, id string, stores ...*deadletter.Store) []de
 	return out
 }
 
-// sameJSON reports whether a and b are the same JSON value, reading empty as null.
-func sameJSON(a, b []byte) bool {
+// sameVariables reports whether dynamic variables a and b are the same JSON value, reading none
+// (empty) as null.
+func sameVariables(a, b []byte) bool {
 	var va, vb any
 	if len(bytes.TrimSpace(a)) > 0 && json.Unmarshal(a, &va) != nil {
 		return false
