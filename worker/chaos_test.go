@@ -1047,7 +1047,7 @@ func recoverLeases(t *testing.T, rdb *redis.Client, queue string) int {
 // KEYS: the pair's order hash. ARGV: the task id.
 var releaseTurnScript = redis.NewScript(`
 local run = redis.call('HGET', KEYS[1], 'run')
-if run and string.sub(run, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '/' then
+if run and string.sub(run, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '\0' then
 	redis.call('HSET', KEYS[1], 'until', 0)
 	return 1
 end
@@ -1058,7 +1058,9 @@ return 0
 // as recoverLeases takes its lease back: without it the pair would wait out the run's hold, the job's
 // deadline (minutes) plus SETTLE_TIME. It runs 7 s after the kill, by when every call of the run has
 // landed (the stand-in's late commits take 300 ms, its hung calls 2 s), which is what the hold waits
-// for. A run's id starts with its task id and "/" (worker/handler.go, takeTurn).
+// for. A run's id starts with its task id and a NUL byte (worker/handler.go, takeTurn). The job's
+// own next run takes the turn over anyway; a later operation's job on the pair, when this one is
+// superseded, would not.
 func releaseTurn(t *testing.T, rdb *redis.Client, id string) {
 	t.Helper()
 	pair, ok := tasks.PairOf(id)
