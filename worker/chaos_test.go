@@ -152,11 +152,15 @@ func writeChaosRows(t *testing.T, path string, rows [][]byte) string {
 // case, through three worker processes against a stand-in making every fault it can at once. In the
 // middle, workers are killed with SIGKILL and Redis is killed and restarted from its append-only
 // file (losing up to its last second); afterwards dead letters are purged and re-sent fixed, requeued
-// from a file of corrected rows, or requeued as they are. Then an invariant checker reads the
-// stand-in's records and both dead-letter stores: every pair has exactly one activation or exactly one
-// dead letter with a reason, never both, never neither. It prints its seed; -chaos-seed replays the
-// same universe, faults and choices (the processes' timing still varies). The short profile runs in
-// make test; make soak runs the long one.
+// from a file of corrected rows, or requeued as they are. Some end users are new to the API (which
+// requires them to exist): their rows carry endUser and their jobs create them. Then an invariant
+// checker reads the stand-in's records and both dead-letter stores: every pair has exactly one
+// activation or exactly one dead letter with a reason, never both, never neither. Then the lifecycle:
+// deactivations, re-activations, updates and intake deactivations of random pairs, enqueued together
+// while a worker is killed; every pair must end as the operation its order record says was enqueued
+// last, and every end user be created at most once (docs/exactly-once.md). It prints its seed;
+// -chaos-seed replays the same universe, faults and choices (the processes' timing still varies).
+// The short profile runs in make test; make soak runs the long one.
 func TestChaos(t *testing.T) {
 	t.Parallel()
 	cfg := chaosProfileSettings(t)
@@ -485,8 +489,8 @@ func TestChaos(t *testing.T) {
 	concurrent := 0 // pairs under operations of more than one goroutine
 	for i, p := range universe {
 		owner := ownerOf(t, rs.Client, p.pair)
-		pl := &chaosPlan{deactivate: rng.IntN(100) < 15, update: rng.IntN(100) < 15,
-			intake: owner == chaosQueueA && rng.IntN(100) < 6}
+		pl := &chaosPlan{deactivate: rng.IntN(100) < 10, update: rng.IntN(100) < 10,
+			intake: owner == chaosQueueA && rng.IntN(100) < 5}
 		pl.reactivate = pl.deactivate && rng.IntN(2) == 0
 		if !pl.deactivate && !pl.update && !pl.intake {
 			continue
@@ -911,14 +915,14 @@ func chaosUniverse(rng *rand.Rand, n int) chaosUniverseT {
 		}
 		route(p)
 		u = append(u, p)
-		// A fifth of the users the rest send activations for are unknown to the API: their rows
-		// carry endUser; a third of those have a second pair, on billing, whose job races to create
-		// them.
-		if p.missing || rng.IntN(5) != 0 {
+		// A tenth of the users the rest send activations for are unknown to the API: their rows
+		// carry endUser; half of those have a second pair, on billing, whose job races the first's
+		// to create them. (Each new user costs three calls more, at the profile's rate.)
+		if p.missing || rng.IntN(10) != 0 {
 			continue
 		}
 		p.newUser, p.endUser = true, chaosEndUser(user)
-		if rng.IntN(3) == 0 {
+		if rng.IntN(2) == 0 {
 			q := &chaosPair{newUser: true, endUser: p.endUser, req: versori.ActivationRequest{UserID: user, IntegrationID: spell(billingIntegration),
 				Connections: []versori.ActivationConnection{{TemplateID: spell(billingTemplate), ConnectionID: spell(billingConnection)}}}}
 			route(q)
