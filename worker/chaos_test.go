@@ -530,8 +530,8 @@ func TestChaos(t *testing.T) {
 		lcSums   []string
 		lcWG     sync.WaitGroup
 		letGo    = make(chan struct{})
-		posted2  int
-		postedOK int
+		lcPosts  int
+		lcPostsQueued int
 	)
 	enqueueOp := func(q, name string, op tasks.Op, path string) {
 		if path == "" {
@@ -571,12 +571,12 @@ func TestChaos(t *testing.T) {
 				code, status, replayed := it.postTo(t, "/v1/deactivations", it.tokens[d.sender], d.hookID, d.body)
 				switch {
 				case code == http.StatusAccepted && status == "enqueued":
-					postedOK++
+					lcPostsQueued++
 				case code == http.StatusOK && (status == "duplicate" || status == "dead_lettered" || (replayed && status == "enqueued")):
 				default:
 					t.Errorf("intake answered %d %q to the deactivation of %s (webhook id %s, sender %d)", code, status, tasks.TaskID(d.p.pair), d.hookID, d.sender)
 				}
-				posted2++
+				lcPosts++
 			}
 		}
 	})
@@ -739,7 +739,7 @@ func TestChaos(t *testing.T) {
 		len(rowsA), len(rowsB), intakeQueued, kills+2, purged, fixA.Requeued+fixB.Requeued, requeued, before.Activations, before.Calls)
 	t.Logf("chaos lifecycle: %d pairs in %s (%d under operations enqueued concurrently), a kill %s after they began; %v; "+
 		"intake deactivations: %d posts, %d queued; last operations %v; ends %v; lifecycle dead letters %v",
-		len(plans), lcTook.Round(time.Second), concurrent, lcKillAfter, lcSums, posted2, postedOK, lastOps, ends, lcDead)
+		len(plans), lcTook.Round(time.Second), concurrent, lcKillAfter, lcSums, lcPosts, lcPostsQueued, lastOps, ends, lcDead)
 	t.Logf("chaos end users: %d new (%d with two pairs), %d created, %d create calls",
 		len(newUsers), twoPairs, created, createCalls)
 	t.Logf("chaos: %d activations, %d duplicates, dead letters %v; %d API calls %v; %d activate calls carried a pair's own credentials",
