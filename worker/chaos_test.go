@@ -526,11 +526,11 @@ func TestChaos(t *testing.T) {
 	}
 	prods := map[string]*producer.Producer{chaosQueueA: prodA, chaosQueueB: prodB}
 	var (
-		lcMu     sync.Mutex
-		lcSums   []string
-		lcWG     sync.WaitGroup
-		letGo    = make(chan struct{})
-		lcPosts  int
+		lcMu          sync.Mutex
+		lcSums        []string
+		lcWG          sync.WaitGroup
+		letGo         = make(chan struct{})
+		lcPosts       int
 		lcPostsQueued int
 	)
 	enqueueOp := func(q, name string, op tasks.Op, path string) {
