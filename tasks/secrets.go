@@ -389,49 +389,32 @@ func RedactPayload(b []byte) (out []byte, ok bool) {
 	if json.Unmarshal(b, &pl) != nil {
 		return nil, false
 	}
-	if raw, has := pl["request"]; has {
-		var req map[string]json.RawMessage
-		if json.Unmarshal(raw, &req) != nil {
+	withhold := func(json.RawMessage) (json.RawMessage, bool) { return json.RawMessage(Withheld), true }
+	// Every connection's credentials, and the end user's primary connection's.
+	connections := func(raw json.RawMessage) (json.RawMessage, bool) {
+		var cs []map[string]json.RawMessage
+		if json.Unmarshal(raw, &cs) != nil {
 			return nil, false
 		}
-		if conns, has := req["connections"]; has && string(conns) != "null" {
-			var cs []map[string]json.RawMessage
-			if json.Unmarshal(conns, &cs) != nil {
-				return nil, false
-			}
-			for _, c := range cs {
-				if _, has := c["credentials"]; has {
-					c["credentials"] = json.RawMessage(Withheld)
-				}
-			}
-			if req["connections"], ok = marshal(cs); !ok {
+		for _, c := range cs {
+			if !eachMember(c, "credentials", withhold) {
 				return nil, false
 			}
 		}
-		if pl["request"], ok = marshal(req); !ok {
-			return nil, false
+		return marshal(cs)
+	}
+	object := func(name string, fn func(json.RawMessage) (json.RawMessage, bool)) func(json.RawMessage) (json.RawMessage, bool) {
+		return func(raw json.RawMessage) (json.RawMessage, bool) {
+			var m map[string]json.RawMessage
+			if json.Unmarshal(raw, &m) != nil || !eachMember(m, name, fn) {
+				return nil, false
+			}
+			return marshal(m)
 		}
 	}
-	if raw, has := pl["endUser"]; has && string(raw) != "null" {
-		var eu map[string]json.RawMessage
-		if json.Unmarshal(raw, &eu) != nil {
-			return nil, false
-		}
-		if pc, has := eu["primaryConnection"]; has && string(pc) != "null" {
-			var c map[string]json.RawMessage
-			if json.Unmarshal(pc, &c) != nil {
-				return nil, false
-			}
-			if _, has := c["credentials"]; has {
-				c["credentials"] = json.RawMessage(Withheld)
-			}
-			if eu["primaryConnection"], ok = marshal(c); !ok {
-				return nil, false
-			}
-		}
-		if pl["endUser"], ok = marshal(eu); !ok {
-			return nil, false
-		}
+	if !eachMember(pl, "request", object("connections", connections)) ||
+		!eachMember(pl, "endUser", object("primaryConnection", object("credentials", withhold))) {
+		return nil, false
 	}
 	if raw, has := pl["secrets"]; has {
 		var s string
@@ -439,6 +422,23 @@ func RedactPayload(b []byte) (out []byte, ok bool) {
 		pl["secrets"], _ = json.Marshal("sealed with key " + SecretKeyID(s))
 	}
 	return marshal(pl)
+}
+
+// eachMember replaces every non-null member of m named name, in any case (encoding/json reads names
+// so, and a display must not show what a reader would take for credentials), by fn's result; false
+// when fn fails for one.
+func eachMember(m map[string]json.RawMessage, name string, fn func(json.RawMessage) (json.RawMessage, bool)) bool {
+	for k, v := range m {
+		if !strings.EqualFold(k, name) || string(v) == "null" {
+			continue
+		}
+		out, ok := fn(v)
+		if !ok {
+			return false
+		}
+		m[k] = out
+	}
+	return true
 }
 
 func marshal(v any) (json.RawMessage, bool) {
