@@ -531,10 +531,8 @@ func (h *handler) deadLetter(ctx context.Context, j job, p tasks.Payload, reason
 		Attempts:      j.retried + 1,
 		FailedAt:      time.Now().UTC(),
 		Queue:         j.queue,
-		Batch:         p.Batch,
-		Request:       p.Request,
-		Secrets:       p.Secrets,
 	}
+	e.Keep(p)
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
 	added, err := h.cfg.Store.AddWhileMember(wctx, e, rediskeys.AsynqLease(j.queue))
@@ -560,7 +558,7 @@ func (h *handler) deadLetter(ctx context.Context, j job, p tasks.Payload, reason
 // sealed, when k has a key: a dead letter is a new record, which must not copy them in plain text.
 // Should sealing fail, p is returned as it is: losing the dead letter would be worse.
 func sealPlaintext(p tasks.Payload, k *tasks.Keyring) tasks.Payload {
-	if k.Current() != "" && tasks.HasCredentials(p.Request) {
+	if k.Current() != "" && p.HasSecrets() {
 		if sealed := p; sealed.Seal(k) == nil {
 			return sealed
 		}
