@@ -19,6 +19,7 @@ import (
 
 	"github.com/versori/activator/internal/batch"
 	"github.com/versori/activator/internal/deadletter"
+	"github.com/versori/activator/internal/pairorder"
 	"github.com/versori/activator/internal/pairs"
 	"github.com/versori/activator/internal/redisguard"
 	"github.com/versori/activator/tasks"
@@ -74,6 +75,7 @@ type Queue struct {
 	inspector *asynq.Inspector
 	store     *deadletter.Store
 	pairs     *pairs.Registry
+	order     *pairorder.Order
 	rdb       redis.UniversalClient
 
 	backfillMu sync.Mutex // held while the registry is backfilled, once per producer
@@ -92,6 +94,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Queue {
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
 		store:     deadletter.NewStore(rdb, cfg.Queue),
 		pairs:     pairs.New(rdb),
+		order:     pairorder.New(rdb),
 		rdb:       rdb,
 	}
 }
@@ -232,10 +235,10 @@ func (q *Queue) countQueued(ctx context.Context, id string, n int64) error {
 // claimed in the pair registry with the result c. A pair another queue owns is a duplicate; one seen
 // before is queued with a look-up first, since an earlier job for it may have activated it.
 func (q *Queue) enqueueClaimed(ctx context.Context, pl tasks.Payload, c pairs.Claim) (Result, error) {
-	id := tasks.TaskID(pl.Request.Pair())
+	id := tasks.TaskIDAt(pl.Request.Pair(), pl.Seq)
 	if c.State == pairs.Elsewhere {
 		var err error
-		if c, err = q.takeOverIfIdle(ctx, id, c); err != nil {
+		if c, err = q.takeOverIfIdle(ctx, tasks.TaskID(pl.Request.Pair()), c); err != nil {
 			return Result{TaskID: id}, err
 		}
 	}
@@ -281,7 +284,7 @@ func (q *Queue) takeOverIfIdle(ctx context.Context, id string, c pairs.Claim) (p
 // enqueue queues a validated payload whose pair was checked against the dead-letter store and
 // claimed.
 func (q *Queue) enqueue(ctx context.Context, pl tasks.Payload) (Result, error) {
-	id := tasks.TaskID(pl.Request.Pair())
+	id := tasks.TaskIDAt(pl.Request.Pair(), pl.Seq)
 	if pl.EnqueuedAt.IsZero() {
 		pl.EnqueuedAt = time.Now().UTC()
 	}

@@ -180,3 +180,16 @@ func (o *Order) End(ctx context.Context, pair versori.Pair, run string, settle t
 	}
 	return nil
 }
+
+// Last returns the number of the last operation enqueued on pair (0 when none was numbered after
+// its first activation).
+func (o *Order) Last(ctx context.Context, pair versori.Pair) (int64, error) {
+	seq, err := o.rdb.HGet(ctx, rediskeys.PairOrder(tasks.TaskID(pair)), "seq").Int64()
+	if err == redis.Nil {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("pairorder: reading the pair's last operation: %w", err)
+	}
+	return seq, nil
+}
