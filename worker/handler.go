@@ -521,10 +521,10 @@ func (h *handler) attempt(ctx context.Context, p, send tasks.Payload, reconcile 
 
 // lookFirst looks the pair up before a POST, and returns the activation found, or nil to go on;
 // stop is the attempt's outcome when it ends here (the look-up failed). mayBeActive says an earlier
-// call may have activated the pair. A 404 on the list (the API does not know the user) is as good as
-// none when nothing can be active; else, for a job that may create its end user, it is looked up:
-// absent, it is created (no activation can exist for a user who does not), present, the 404 was
-// about something else and decides nothing.
+// call may have activated the pair. The API answers the list of a user it does not know 404: as good
+// as none when nothing can be active; else the user is looked up, since a gateway's 404 would look
+// the same. Absent, the pair has no activation (and a job that may create its end user creates them);
+// present, the 404 was about something else and decides nothing.
 func (h *handler) lookFirst(ctx context.Context, p, send tasks.Payload, mayBeActive bool) (*versori.EndUserActivation, *outcome) {
 	act, err := h.lookUp(ctx, p)
 	if err == nil {
@@ -534,14 +534,12 @@ func (h *handler) lookFirst(ctx context.Context, p, send tasks.Payload, mayBeAct
 		if !mayBeActive {
 			return nil, nil
 		}
-		if p.EndUser != nil {
-			switch st, out := h.ensureUser(ctx, p, send); st {
-			case userCreated:
-				return nil, nil
-			case userFailed:
-				out.unknown = true
-				return nil, &out
-			}
+		switch st, out := h.ensureUser(ctx, p, send, p.EndUser != nil); st {
+		case userCreated, userAbsent:
+			return nil, nil
+		case userFailed:
+			out.unknown = true
+			return nil, &out
 		}
 	}
 	// The earlier outcome is still unknown, so the next attempt must look again.
@@ -556,7 +554,7 @@ func (h *handler) activate(ctx context.Context, p, send tasks.Payload) outcome {
 	if out.class != versori.ClassNotFound || p.EndUser == nil {
 		return out
 	}
-	switch st, uout := h.ensureUser(ctx, p, send); st {
+	switch st, uout := h.ensureUser(ctx, p, send, true); st {
 	case userFound:
 		out.err = fmt.Errorf("%w (the end user exists)", out.err)
 		return out
@@ -602,14 +600,15 @@ type userState int
 const (
 	userFailed  userState = iota // a call failed: see the outcome
 	userFound                    // the API knows the user
+	userAbsent                   // the API does not know the user (and create was false)
 	userCreated                  // the job created the user (or the API said they exist already: 409)
 )
 
-// ensureUser creates p's end user when the API does not know them. It always looks them up first
-// (GET, by external id): an earlier attempt's create whose answer was lost may have committed, and
-// the create is not idempotent. A create whose answer is lost ends the attempt like a lost POST
-// (posted: the next look-up waits for the API to settle).
-func (h *handler) ensureUser(ctx context.Context, p, send tasks.Payload) (userState, outcome) {
+// ensureUser looks p's end user up (GET, by external id) and, when the API does not know them and
+// create is true, creates them. It always looks first: an earlier attempt's create whose answer was
+// lost may have committed, and the create is not idempotent. A create whose answer is lost ends the
+// attempt like a lost POST (posted: the next look-up waits for the API to settle).
+func (h *handler) ensureUser(ctx context.Context, p, send tasks.Payload, create bool) (userState, outcome) {
 	user := p.Request.UserID
 	err := h.guard(func() error {
 		_, err := h.cfg.Client.GetEndUser(ctx, user)
@@ -620,6 +619,9 @@ func (h *handler) ensureUser(ctx context.Context, p, send tasks.Payload) (userSt
 	}
 	if c := classOf(err); c != versori.ClassNotFound {
 		return userFailed, outcome{class: c, err: fmt.Errorf("looking up the end user: %w", err)}
+	}
+	if !create {
+		return userAbsent, outcome{}
 	}
 	err = h.guard(func() error {
 		_, err := h.cfg.Client.CreateEndUser(ctx, send.EndUser.CreateRequest(user))
@@ -678,9 +680,20 @@ func (h *handler) deactivate(ctx context.Context, p tasks.Payload, reconcile boo
 		acts, err = h.cfg.Client.FindActivations(ctx, p.Request.UserID, p.Request.IntegrationID)
 		return err
 	})
+	if err != nil && classOf(err) == versori.ClassNotFound {
+		// The API answers the list of a user it does not know 404: then the pair has no activation.
+		// A gateway's 404 would look the same, so the user is looked up.
+		switch st, out := h.ensureUser(ctx, p, p, false); st {
+		case userAbsent:
+			err = nil
+		case userFailed:
+			out.unknown = reconcile
+			return out
+		}
+	}
 	if err != nil {
-		// Not unknown: a deactivation may always be dead-lettered, as nothing it leaves behind would
-		// sit beside the dead letter unnoticed (a requeue looks again and deletes what it finds).
+		// Unknown only after an attempt that may have deleted: a deactivation may be dead-lettered
+		// otherwise, as what it leaves is the pair as it was (a requeue looks again).
 		return outcome{class: classOf(err), err: fmt.Errorf("looking up the pair: %w", err), unknown: reconcile}
 	}
 	if len(acts) == 0 {
