@@ -331,6 +331,18 @@ func (c *Client) CreateEndUser(ctx context.Context, req EndUserCreate) (*EndUser
 	if c.hubID == "" {
 		return nil, errors.New("versori create_end_user: no hub id configured")
 	}
+	if pc := req.PrimaryConnection; pc != nil && (pc.Variables == nil || len(pc.Credentials) == 0) {
+		// The spec requires both; nil would go out as null. As for an activation's new connections,
+		// no credentials are written {} and no variables [].
+		cp := *pc
+		if cp.Variables == nil {
+			cp.Variables = []ConnectionVariable{}
+		}
+		if len(cp.Credentials) == 0 {
+			cp.Credentials = json.RawMessage("{}")
+		}
+		req.PrimaryConnection = &cp
+	}
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("versori create_end_user: encoding request: %w", err)

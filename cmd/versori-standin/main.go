@@ -1,7 +1,7 @@
 // Command versori-standin serves the versoritest stand-in for Versori's Embedded API v1 as its own
 // process, for benchmarks and soak runs that must not share a process with the worker. Its records and
-// controls are under /_standin/ (listed in the versoritest package doc): stats, calls, activations, faults,
-// require and clear. A run that meets late commits waits until /_standin/stats shows pendingCommits 0
+// controls are under /_standin/ (listed in the versoritest package doc): stats, calls, activations, users,
+// faults, require and clear. A run that meets late commits waits until /_standin/stats shows pendingCommits 0
 // before it checks the stand-in's records.
 //
 // Usage:
@@ -25,6 +25,12 @@
 //	-too-early-rate R        POST: 425, not committed
 //	-redirect-rate R         POST: 307 to another host, not committed
 //	-bad-list-rate R         list: 200 with a body of the wrong shape ({}, null, ...)
+//	-write-fault-ops OPS     the POST rates and -latency-after-commit apply to these write operations
+//	                         too, each with draws of its own (create_end_user, update_variables,
+//	                         delete_activation, comma-separated, or all); 409s stay POST /activations'
+//
+// -require-known-users makes POST /activations and the activations list answer 404 for an end user
+// who was not created first (POST /hubs/{hub}/users).
 //
 // It logs JSON lines to stderr; -log-format text (or LOG_FORMAT=text) for a terminal. A bad flag
 // stops it with one line naming the flag, and exit 2.
@@ -64,7 +70,7 @@ type config struct {
 
 const usageLine = `usage: versori-standin [flags]
 
-Serves a stand-in for Versori's Embedded API v1 (POST /activations, the activations list) with faults
+Serves a stand-in for Versori's Embedded API v1 (activations, their list, variables and end users) with faults
 to order, and its records and controls under /_standin/. Flags:
 `
 
@@ -117,6 +123,13 @@ func parseFlags(args []string, lookup func(string) (string, bool), usageOut io.W
 	fs.Float64Var(&c.opts.Faults.TooEarlyRate, "too-early-rate", 0, "fraction of POSTs answered 425")
 	fs.Float64Var(&c.opts.Faults.RedirectRate, "redirect-rate", 0, "fraction of POSTs answered 307 to "+versoritest.RedirectBaseURL)
 	fs.Float64Var(&c.opts.Faults.BadListRate, "bad-list-rate", 0, "fraction of list calls answered 200 with a body of the wrong shape")
+	fs.Func("write-fault-ops", "comma-separated write operations besides POST /activations that the POST rates apply to too: "+
+		"create_end_user, update_variables, delete_activation, or all", func(v string) error {
+		o, err := versoritest.ParseWriteOps(v)
+		c.opts.Faults.WriteOps = o
+		return err
+	})
+	fs.BoolVar(&c.opts.RequireKnownUsers, "require-known-users", false, "POST /activations and the activations list answer 404 for an end user not created first (POST /hubs/{hub}/users)")
 	fs.Var(requireFlag{&c.requires}, "require", "INTEGRATION=TEMPLATE: POSTs for the integration need a connection for the template (repeatable)")
 	fs.StringVar(&c.opts.SigningKeyID, "signing-key-id", "", "accept RS256 JWTs issued by this signing key (needs -public-key-file)")
 	fs.StringVar(&keyFile, "public-key-file", "", "PEM (PKIX) RSA public key of the signing key")
@@ -246,8 +259,8 @@ func run(c config, log *slog.Logger) error {
 		"retry_after", f.RetryAfter, "late_commit_rate", f.LateCommitRate, "late_commit_status", f.LateCommitStatus,
 		"late_commit_delay", f.LateCommitDelay, "hang_commit_rate", f.HangCommitRate, "hang_for", f.HangFor,
 		"forbidden_rate", f.ForbiddenRate, "conflict_rate", f.ConflictRate, "too_early_rate", f.TooEarlyRate,
-		"redirect_rate", f.RedirectRate, "bad_list_rate", f.BadListRate,
-		"requires", len(c.requires), "seed", c.opts.Seed)
+		"redirect_rate", f.RedirectRate, "bad_list_rate", f.BadListRate, "write_fault_ops", f.WriteOps.String(),
+		"require_known_users", c.opts.RequireKnownUsers, "requires", len(c.requires), "seed", c.opts.Seed)
 
 	// Calls still sleeping past the grace period are cut off; their clients see a dropped call.
 	if err := background.Serve(ctx, srv, ln, shutdownGrace); err != nil && ctx.Err() == nil {

@@ -87,6 +87,17 @@ func TestParseFlags(t *testing.T) {
 				t.Errorf("jwt config = %q %v", c.opts.SigningKeyID, c.opts.PublicKey)
 			}
 		}},
+		{name: "lifecycle", args: []string{"-require-known-users", "-write-fault-ops", "create_end_user,delete_activation"}, check: func(t *testing.T, c config) {
+			if !c.opts.RequireKnownUsers || c.opts.Faults.WriteOps != (versoritest.WriteOps{CreateEndUser: true, DeleteActivation: true}) {
+				t.Errorf("RequireKnownUsers = %v, WriteOps = %+v", c.opts.RequireKnownUsers, c.opts.Faults.WriteOps)
+			}
+		}},
+		{name: "all write ops", args: []string{"-write-fault-ops", "all"}, check: func(t *testing.T, c config) {
+			if c.opts.RequireKnownUsers || c.opts.Faults.WriteOps != versoritest.AllWriteOps {
+				t.Errorf("RequireKnownUsers = %v, WriteOps = %+v", c.opts.RequireKnownUsers, c.opts.Faults.WriteOps)
+			}
+		}},
+		{name: "bad write op", args: []string{"-write-fault-ops", "activate"}, wantErr: `-write-fault-ops: "activate" is not a write operation`},
 		{name: "rate above 1", args: []string{"-error-rate", "2"}, wantErr: "-error-rate 2 is not within [0, 1]"},
 		{name: "rates add above 1", args: []string{"-error-rate", "0.6", "-drop-rate", "0.6"}, wantErr: "the POST fault rates (-error-rate, -rate-limit-rate, -drop-rate,"},
 		{name: "new rates add above 1", args: []string{"-late-commit-rate", "0.5", "-hang-commit-rate", "0.3", "-redirect-rate", "0.3"}, wantErr: "more than 1"},

@@ -626,6 +626,34 @@ func TestValidatorIsLive(t *testing.T) {
 		}
 	}
 
+	// The lifecycle writes' requests: what the client must never send is refused.
+	send := func(method, path, body string) error {
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		_, err := v.validateRequest(req, []byte(body))
+		return err
+	}
+	users := "/hubs/" + newID() + "/users"
+	if err := send(http.MethodPost, users, `{"externalId":"u1","primaryConnection":{"name":"p","credentials":{},"variables":[]}}`); err != nil {
+		t.Errorf("a minimal valid EndUserCreate is refused: %v", err)
+	}
+	for name, body := range map[string]string{
+		"no primaryConnection": `{"externalId":"u1"}`,
+		"no externalId":        `{"primaryConnection":{"name":"p","credentials":{},"variables":[]}}`,
+		"null variables":       `{"externalId":"u1","primaryConnection":{"name":"p","credentials":{},"variables":null}}`,
+		"null credentials":     `{"externalId":"u1","primaryConnection":{"name":"p","credentials":null,"variables":[]}}`,
+	} {
+		if err := send(http.MethodPost, users, body); err == nil {
+			t.Errorf("EndUserCreate with %s passes validation", name)
+		}
+	}
+	if err := send(http.MethodPut, "/activations/"+newID()+"/variables", `{"dynamicVariables":{"a":1}}`); err != nil {
+		t.Errorf("a valid UpdateDynamicVariables is refused: %v", err)
+	}
+	if err := send(http.MethodPut, "/activations/"+newID()+"/variables", `{"dynamicVariables":[1]}`); err == nil {
+		t.Error("UpdateDynamicVariables with an array passes validation")
+	}
+
 	req, _ := http.NewRequest(http.MethodGet, base+"/activations/"+newID(), nil)
 	in, err := v.validateRequest(req, nil)
 	if err != nil {
@@ -836,6 +864,114 @@ func TestContract(t *testing.T) {
 		apiError(t, c.DeleteActivation(ctx, a.ID), http.StatusNotFound)
 	})
 
+	run("create, get and conflict an end user", func(t *testing.T) {
+		const user = "user-created@example.com"
+		pc := noAuthConnection(newID())
+		req := versori.EndUserCreate{ExternalID: user, DisplayName: "Created User", PrimaryConnection: &versori.ConnectionCreate{
+			Name: pc.Name, Credentials: pc.Credentials, Variables: []versori.ConnectionVariable{{Name: "region", Value: "eu"}}}}
+		u, err := c.CreateEndUser(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.ExternalID != user || u.HubID != s.HubID() || u.ID == "" {
+			t.Errorf("created %+v", u)
+		}
+		got, err := c.GetEndUser(ctx, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.ID != u.ID {
+			t.Errorf("GetEndUser = %+v, want user %s", got, u.ID)
+		}
+		_, err = c.CreateEndUser(ctx, req)
+		apiError(t, err, http.StatusConflict)
+		_, err = c.GetEndUser(ctx, "user-never-created")
+		apiError(t, err, http.StatusNotFound)
+		// The spec allows an empty name; the stand-in, like an API that needs a name to show, does not.
+		_, err = c.CreateEndUser(ctx, versori.EndUserCreate{ExternalID: "user-unnamed", PrimaryConnection: &versori.ConnectionCreate{}})
+		if ae := apiError(t, err, http.StatusBadRequest); len(ae.Fields) == 0 {
+			t.Errorf("400 names no field: %v", ae)
+		}
+		// The smallest create: a connection without credentials or variables goes out as {} and [].
+		if _, err := c.CreateEndUser(ctx, versori.EndUserCreate{ExternalID: "user-minimal",
+			PrimaryConnection: &versori.ConnectionCreate{Name: "minimal"}}); err != nil {
+			t.Error(err)
+		}
+	})
+
+	run("update dynamic variables", func(t *testing.T) {
+		req := versori.ActivationRequest{UserID: "user-variables", IntegrationID: newID(),
+			DynamicVariables: json.RawMessage(`{"region":"eu"}`)}
+		a, err := c.Activate(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vars, err := c.UpdateDynamicVariables(ctx, req.UserID, a.ID, json.RawMessage(`{"region":"us","batchSize":10,"tags":["a"]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(vars) != `{"region":"us","batchSize":10,"tags":["a"]}` {
+			t.Errorf("variables = %s", vars)
+		}
+		if _, err := c.UpdateDynamicVariables(ctx, req.UserID, a.ID, nil); err != nil {
+			t.Error(err)
+		}
+		_, err = c.UpdateDynamicVariables(ctx, req.UserID, newID(), json.RawMessage(`{}`))
+		apiError(t, err, http.StatusNotFound)
+	})
+
+	run("scripted faults of the lifecycle writes", func(t *testing.T) {
+		p := versori.Pair{UserID: "user-lifecycle-faults", IntegrationID: newID()}
+		id := s.Seed(p)
+		s.ScriptOp(versori.OpCreateEndUser, versori.Pair{UserID: p.UserID},
+			versoritest.Fault{Status: http.StatusServiceUnavailable}, versoritest.Fault{Status: http.StatusTooManyRequests, RetryAfter: "2"})
+		s.ScriptOp(versori.OpUpdateVariables, p, versoritest.Fault{Status: http.StatusBadGateway, Commit: true})
+		s.ScriptOp(versori.OpDeleteActivation, p, versoritest.Fault{Status: http.StatusGatewayTimeout, Commit: true})
+		create := versori.EndUserCreate{ExternalID: p.UserID, PrimaryConnection: &versori.ConnectionCreate{Name: "p"}}
+		// Seed made the user; the faults come first all the same, then the 409.
+		_, err := c.CreateEndUser(ctx, create)
+		apiError(t, err, http.StatusServiceUnavailable)
+		_, err = c.CreateEndUser(ctx, create)
+		apiError(t, err, http.StatusTooManyRequests)
+		_, err = c.CreateEndUser(ctx, create)
+		apiError(t, err, http.StatusConflict)
+		_, err = c.UpdateDynamicVariables(ctx, p.UserID, id, json.RawMessage(`{"a":1}`))
+		apiError(t, err, http.StatusBadGateway)
+		apiError(t, c.DeleteActivation(ctx, id), http.StatusGatewayTimeout)
+		apiError(t, c.DeleteActivation(ctx, id), http.StatusNotFound)
+	})
+
+	// The client does not list a hub's users, but the stand-in serves it: its pages are checked too.
+	run("list end users", func(t *testing.T) {
+		inner := http.DefaultTransport.(*http.Transport).Clone()
+		t.Cleanup(inner.CloseIdleConnections)
+		hc := &http.Client{Transport: &transport{v: v, auth: bearer(s.APIKey()), base: inner}}
+		get := func(query string) map[string]any {
+			t.Helper()
+			req, _ := http.NewRequest(http.MethodGet, base+"/hubs/"+s.HubID()+"/users"+query, nil)
+			req.Header.Set("Authorization", "Bearer "+s.APIKey())
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var m map[string]any
+			if err := json.NewDecoder(resp.Body).Decode(&m); err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("list%s = %d, %v", query, resp.StatusCode, err)
+			}
+			return m
+		}
+		for range 3 {
+			s.AddUser("user-listed-" + newID())
+		}
+		page := get("?first=2&search=user-listed")
+		next, _ := page["next"].(string)
+		if next == "" {
+			t.Fatalf("first page has no next: %v", page)
+		}
+		get("?first=2&search=user-listed&after=" + next)
+	})
+
 	run("missing connections", func(t *testing.T) {
 		integration, required := newID(), newID()
 		s.RequireConnection(integration, required)
@@ -872,6 +1008,12 @@ func TestContract(t *testing.T) {
 		_, err = bad.GetActivation(ctx, id)
 		apiError(t, err, http.StatusUnauthorized)
 		apiError(t, bad.DeleteActivation(ctx, id), http.StatusUnauthorized)
+		_, err = bad.UpdateDynamicVariables(ctx, "user-401", id, json.RawMessage(`{}`))
+		apiError(t, err, http.StatusUnauthorized)
+		_, err = bad.GetEndUser(ctx, "user-401")
+		apiError(t, err, http.StatusUnauthorized)
+		_, err = bad.CreateEndUser(ctx, versori.EndUserCreate{ExternalID: "user-401-new", PrimaryConnection: &versori.ConnectionCreate{Name: "p"}})
+		apiError(t, err, http.StatusUnauthorized)
 	})
 
 	run("scripted 503 and 429 with Retry-After", func(t *testing.T) {
@@ -935,8 +1077,20 @@ func TestContract(t *testing.T) {
 		// Another user's token may not read this user's activation.
 		_, err = jc.GetActivation(versori.WithEndUser(ctx, "someone-else"), a.ID)
 		apiError(t, err, http.StatusForbidden)
+		if _, err := jc.UpdateDynamicVariables(ctx, user, a.ID, json.RawMessage(`{"x":2}`)); err != nil {
+			t.Error(err)
+		}
+		_, err = jc.UpdateDynamicVariables(ctx, "someone-else", a.ID, json.RawMessage(`{"x":3}`))
+		apiError(t, err, http.StatusForbidden)
 		if err := jc.DeleteActivation(uctx, a.ID); err != nil {
 			t.Error(err)
+		}
+		const newUser = "user-jwt-created"
+		if _, err := jc.CreateEndUser(ctx, versori.EndUserCreate{ExternalID: newUser, PrimaryConnection: &versori.ConnectionCreate{Name: "p"}}); err != nil {
+			t.Error(err)
+		}
+		if u, err := jc.GetEndUser(ctx, newUser); err != nil || u.ExternalID != newUser {
+			t.Errorf("GetEndUser = %+v, %v", u, err)
 		}
 	})
 
@@ -949,7 +1103,12 @@ func TestContract(t *testing.T) {
 			"ActivateIntegration 404", "ActivateIntegration 429", "ActivateIntegration 503",
 			"ListEndUserActivations 200", "ListEndUserActivations 401", "ListEndUserActivations 404",
 			"GetActivation 200", "GetActivation 401", "GetActivation 403", "GetActivation 404",
-			"DeleteActivation 204", "DeleteActivation 401", "DeleteActivation 404",
+			"DeleteActivation 204", "DeleteActivation 401", "DeleteActivation 404", "DeleteActivation 504",
+			"CreateEndUser 201", "CreateEndUser 400", "CreateEndUser 401", "CreateEndUser 409",
+			"CreateEndUser 429", "CreateEndUser 503",
+			"GetEndUser 200", "GetEndUser 401", "GetEndUser 404",
+			"UpdateDynamicVariables 200", "UpdateDynamicVariables 401", "UpdateDynamicVariables 403",
+			"UpdateDynamicVariables 404", "UpdateDynamicVariables 502", "ListEndUsers 200",
 		} {
 			if v.seen[want] == 0 {
 				t.Errorf("no exchange %q was validated", want)

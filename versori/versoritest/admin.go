@@ -36,6 +36,21 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		if method(http.MethodGet) {
 			adminJSON(w, http.StatusOK, nonNil(s.Activations()))
 		}
+	case "users":
+		switch r.Method {
+		case http.MethodGet:
+			adminJSON(w, http.StatusOK, nonNil(s.Users()))
+		case http.MethodPost:
+			id := q.Get("externalId")
+			if id == "" {
+				adminJSON(w, http.StatusBadRequest, errorBody(http.StatusBadRequest, "users needs externalId"))
+				return
+			}
+			s.AddUser(id)
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			method(http.MethodGet)
+		}
 	case "faults":
 		switch r.Method {
 		case http.MethodGet:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/versori/activator/versori"
@@ -30,7 +31,17 @@ const DefaultHangFor = 30 * time.Second
 const RedirectBaseURL = "https://platform.example.invalid"
 
 // Faults are the misbehaviours in force. Latency applies to every call. The rates apply to POST
-// /activations only, except BadListRate, which applies to the list route with a draw of its own.
+// /activations, and to the other write operations WriteOps names, except BadListRate, which applies
+// to the list route with a draw of its own.
+//
+// The write operations besides activate are versori.OpCreateEndUser (POST /hubs/{hub}/users),
+// versori.OpUpdateVariables (PUT /activations/{id}/variables) and versori.OpDeleteActivation (DELETE
+// /activations/{id}). Those WriteOps selects meet the same rates as POST /activations, and
+// LatencyAfterCommit, each with a draw of its own on an RNG of its own, so that turning them on does
+// not change which POSTs meet faults. There a commit is the operation's effect (the user created, the
+// variables stored, the activation deleted), so a late, hung or dropped call still takes effect.
+// ConflictRate is the exception: it applies to POST /activations only, because on the other routes a
+// 409 says something about the state (the user already exists) that a gateway never says.
 //
 // The POST rates are drawn once per POST from the seeded RNG, in the order ServerErrorRate,
 // RateLimitRate, DropAfterCommitRate, LateCommitRate, HangCommitRate, ForbiddenRate, ConflictRate,
@@ -77,7 +88,71 @@ type Faults struct {
 	// the page, one of {}, null, {"data":{"activations":[...]}} and {"activations":null,"totalCount":N},
 	// chosen by the seeded RNG. A client that reads any of them as "no activation" would POST again.
 	BadListRate float64
+	// WriteOps are the write operations besides activate that the POST rates and LatencyAfterCommit
+	// apply to. None by default, so that those routes only meet Latency and scripted faults (ScriptOp).
+	WriteOps WriteOps
 }
+
+// WriteOps selects write operations besides POST /activations. It is a struct of flags so that Faults
+// stays comparable.
+type WriteOps struct {
+	CreateEndUser    bool `json:"createEndUser,omitempty"`    // versori.OpCreateEndUser: POST /hubs/{hub}/users
+	UpdateVariables  bool `json:"updateVariables,omitempty"`  // versori.OpUpdateVariables: PUT /activations/{id}/variables
+	DeleteActivation bool `json:"deleteActivation,omitempty"` // versori.OpDeleteActivation: DELETE /activations/{id}
+}
+
+// AllWriteOps selects every write operation besides activate.
+var AllWriteOps = WriteOps{CreateEndUser: true, UpdateVariables: true, DeleteActivation: true}
+
+// Has reports whether o selects op; activate is never selected, its faults always apply.
+func (o WriteOps) Has(op string) bool {
+	switch op {
+	case versori.OpCreateEndUser:
+		return o.CreateEndUser
+	case versori.OpUpdateVariables:
+		return o.UpdateVariables
+	case versori.OpDeleteActivation:
+		return o.DeleteActivation
+	}
+	return false
+}
+
+// String lists the operations o selects as ParseWriteOps reads them: op names joined by commas.
+func (o WriteOps) String() string {
+	var ops []string
+	for _, op := range writeOps[1:] {
+		if o.Has(op) {
+			ops = append(ops, op)
+		}
+	}
+	return strings.Join(ops, ",")
+}
+
+// ParseWriteOps reads a comma-separated list of versori.OpCreateEndUser, OpUpdateVariables and
+// OpDeleteActivation, or "all" for every one of them; "" selects none.
+func ParseWriteOps(v string) (WriteOps, error) {
+	var o WriteOps
+	for op := range strings.SplitSeq(v, ",") {
+		switch op = strings.TrimSpace(op); op {
+		case "":
+		case "all":
+			o = AllWriteOps
+		case versori.OpCreateEndUser:
+			o.CreateEndUser = true
+		case versori.OpUpdateVariables:
+			o.UpdateVariables = true
+		case versori.OpDeleteActivation:
+			o.DeleteActivation = true
+		default:
+			return WriteOps{}, fmt.Errorf("%q is not a write operation: want %s, %s, %s or all", op,
+				versori.OpCreateEndUser, versori.OpUpdateVariables, versori.OpDeleteActivation)
+		}
+	}
+	return o, nil
+}
+
+// writeOps are the operations faults can be scripted for and rates drawn for, activate first.
+var writeOps = []string{versori.OpActivate, versori.OpCreateEndUser, versori.OpUpdateVariables, versori.OpDeleteActivation}
 
 // postFault is a rate-drawn fault of POST /activations; the constants are in the order of the draw.
 type postFault int
@@ -182,6 +257,7 @@ type faultsJSON struct {
 	TooEarlyRate        float64      `json:"tooEarlyRate"`
 	RedirectRate        float64      `json:"redirectRate"`
 	BadListRate         float64      `json:"badListRate"`
+	WriteOps            WriteOps     `json:"writeOps"`
 }
 
 // MarshalJSON writes durations as Go duration strings, so the admin endpoint's output can be sent back.
@@ -203,6 +279,7 @@ func (f Faults) MarshalJSON() ([]byte, error) {
 		TooEarlyRate:        f.TooEarlyRate,
 		RedirectRate:        f.RedirectRate,
 		BadListRate:         f.BadListRate,
+		WriteOps:            f.WriteOps,
 	})
 }
 
@@ -229,6 +306,7 @@ func (f *Faults) UnmarshalJSON(b []byte) error {
 		TooEarlyRate:        j.TooEarlyRate,
 		RedirectRate:        j.RedirectRate,
 		BadListRate:         j.BadListRate,
+		WriteOps:            j.WriteOps,
 	}
 	return nil
 }
@@ -257,8 +335,10 @@ func (d *jsonDuration) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// Fault is one scripted answer to one pair's next POST /activations. It is consumed once the call is
-// authenticated and decoded, ahead of the fault rates, and it replaces LatencyAfterCommit for that call.
+// Fault is one scripted answer to one pair's next POST /activations (Script), or to the next call of
+// another write operation about a pair (ScriptOp). It is consumed once the call is authenticated and
+// decoded, ahead of the fault rates, and it replaces LatencyAfterCommit for that call. For the other
+// operations, "commit" below is the operation's effect and "the activation" what it changes.
 //
 // A Fault without Commit answers without looking at the request further, as a gateway would. One with
 // Commit still meets the API's own checks (unknown user or integration, missing connections) and
@@ -294,7 +374,7 @@ func forbidden() Fault {
 	return Fault{Status: http.StatusForbidden, Body: &versori.ErrorBody{Message: "end user may not use this integration"}}
 }
 
-// plan is what one POST will do, decided under the lock when it arrives.
+// plan is what one write call will do, decided under the lock when it arrives.
 type plan struct {
 	fault Fault
 	// afterCommit is the wait between committing and answering.
@@ -309,21 +389,29 @@ type plan struct {
 	hangFor time.Duration
 }
 
-// planLocked decides p's call: 403 when p is forbidden, else p's next scripted fault, else a draw
-// from the fault rates. A scripted fault carries its own timing; the rates' calls wait
-// LatencyAfterCommit after committing. arrived is when the call came in, which a hung call's commit is
-// timed from.
-func (s *Server) planLocked(p versori.Pair, arrived time.Time) plan {
+// scriptKey is whose queue of scripted faults a write call consumes: its operation and its pair (for
+// OpCreateEndUser, the user alone).
+type scriptKey struct {
+	op   string
+	pair versori.Pair
+}
+
+// planLocked decides a write call of op about p: for activate, 403 when p is forbidden; else p's next
+// fault scripted for op, else a draw from the fault rates when they apply to op. A scripted fault
+// carries its own timing; the rates' calls wait LatencyAfterCommit after committing. arrived is when
+// the call came in, which a hung call's commit is timed from.
+func (s *Server) planLocked(op string, p versori.Pair, arrived time.Time) plan {
 	now := time.Now()
-	if s.forbid[p] {
+	if op == versori.OpActivate && s.forbid[p] {
 		return plan{fault: forbidden()}
 	}
-	if q := s.scripts[p]; len(q) > 0 {
+	key := scriptKey{op, p}
+	if q := s.scripts[key]; len(q) > 0 {
 		f := q[0]
 		if len(q) == 1 {
-			delete(s.scripts, p)
+			delete(s.scripts, key)
 		} else {
-			s.scripts[p] = q[1:]
+			s.scripts[key] = q[1:]
 		}
 		if f.Commit {
 			return plan{fault: f, afterCommit: f.Delay}
@@ -338,6 +426,9 @@ func (s *Server) planLocked(p versori.Pair, arrived time.Time) plan {
 		return pl
 	}
 	fs := s.faults
+	if op != versori.OpActivate && !fs.WriteOps.Has(op) {
+		return plan{}
+	}
 	pl := plan{afterCommit: fs.LatencyAfterCommit}
 	rates := fs.postRates()
 	sum := 0.0
@@ -347,9 +438,9 @@ func (s *Server) planLocked(p versori.Pair, arrived time.Time) plan {
 	if sum <= 0 {
 		return pl
 	}
-	// One draw per POST whatever the rates, so the sequence of faults depends only on the seed and
-	// the order of the calls.
-	x := s.rng.Float64()
+	// One draw per call whatever the rates, so the sequence of faults depends only on the seed and
+	// the order of the calls of op.
+	x := s.rngs[op].Float64()
 	drawn := nPostFaults
 	cum := 0.0
 	for i, r := range rates {
@@ -376,7 +467,9 @@ func (s *Server) planLocked(p versori.Pair, arrived time.Time) plan {
 	case pfForbidden:
 		pl.fault = forbidden()
 	case pfConflict:
-		pl.fault = Fault{Status: http.StatusConflict}
+		if op == versori.OpActivate {
+			pl.fault = Fault{Status: http.StatusConflict}
+		}
 	case pfTooEarly:
 		pl.fault = Fault{Status: http.StatusTooEarly}
 	case pfRedirect:
@@ -385,21 +478,19 @@ func (s *Server) planLocked(p versori.Pair, arrived time.Time) plan {
 	return pl
 }
 
-// commitLaterLocked schedules req's commit for at, whatever becomes of call idx: the backend
-// finishing after the gateway gave up. The API's own checks are made then, as the backend would make
-// them. The commit takes s.mu like every other, so it may safely land after the test has ended.
-func (s *Server) commitLaterLocked(idx int, req versori.ActivationRequest, at time.Time) {
+// commitLaterLocked schedules the effect of call idx about p for at, whatever becomes of the call: the
+// backend finishing after the gateway gave up. The API's own checks are made then, by eff, as the
+// backend would make them. The commit takes s.mu like every other, so it may safely land after the
+// test has ended.
+func (s *Server) commitLaterLocked(idx int, p versori.Pair, eff effect, at time.Time) {
 	s.pending++
 	time.AfterFunc(time.Until(at), func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.pending--
-		if status, _ := s.checkLocked(req); status != 0 {
-			return
+		if status, _ := eff(time.Now()); status/100 == 2 {
+			s.markCommittedLocked(idx, p)
 		}
-		p := req.Pair()
-		s.commitLocked(p, time.Now())
-		s.markCommittedLocked(idx, p)
 	})
 }
 

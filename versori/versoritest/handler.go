@@ -24,6 +24,9 @@ const maxBodyBytes = 1 << 20
 // opOther is the Call.Op of requests that are none of the client's operations.
 const opOther = "other"
 
+// opListUsers is the Call.Op of GET /hubs/{hub}/users, which the client does not call.
+const opListUsers = "list_end_users"
+
 // routeKind says which endpoint a request is for.
 type routeKind int
 
@@ -35,6 +38,10 @@ const (
 	routeList
 	routeGet
 	routeDelete
+	routeUpdateVariables
+	routeCreateUser
+	routeGetUser
+	routeListUsers
 )
 
 // route is a request's endpoint and its unescaped path parameters.
@@ -83,6 +90,18 @@ func parseRoute(method, escapedPath string) route {
 			return route{kind: routeDelete, op: versori.OpDeleteActivation, id: segs[1]}
 		}
 		return route{kind: routeMethodNotAllowed, op: opOther, allow: "GET, DELETE"}
+	case len(segs) == 3 && segs[0] == "activations" && segs[1] != "" && segs[2] == "variables":
+		return only(http.MethodPut, route{kind: routeUpdateVariables, op: versori.OpUpdateVariables, id: segs[1]})
+	case len(segs) == 3 && segs[0] == "hubs" && segs[1] != "" && segs[2] == "users":
+		switch method {
+		case http.MethodPost:
+			return route{kind: routeCreateUser, op: versori.OpCreateEndUser, hubID: segs[1]}
+		case http.MethodGet:
+			return route{kind: routeListUsers, op: opListUsers, hubID: segs[1]}
+		}
+		return route{kind: routeMethodNotAllowed, op: opOther, allow: "GET, POST"}
+	case len(segs) == 4 && segs[0] == "hubs" && segs[1] != "" && segs[2] == "users" && segs[3] != "":
+		return only(http.MethodGet, route{kind: routeGetUser, op: versori.OpGetEndUser, hubID: segs[1], userID: segs[3]})
 	case len(segs) == 5 && segs[0] == "embed" && segs[2] == "users" && segs[4] == "activations" &&
 		segs[1] != "" && segs[3] != "":
 		return only(http.MethodGet, route{kind: routeList, op: versori.OpListActivations, hubID: segs[1], userID: segs[3]})
@@ -119,6 +138,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.get(rt.id)
 	case routeDelete:
 		x.delete(rt.id)
+	case routeUpdateVariables:
+		x.updateVariables(rt.id)
+	case routeCreateUser:
+		x.createUser(rt.hubID)
+	case routeGetUser:
+		x.getUser(rt.hubID, rt.userID)
+	case routeListUsers:
+		x.listUsers(rt.hubID)
 	case routeMethodNotAllowed:
 		w.Header().Set("Allow", rt.allow)
 		x.fail(http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed on "+r.URL.Path)
@@ -183,11 +210,34 @@ func (x *exchange) activate() {
 	}
 
 	p := req.Pair()
+	x.write(versori.OpActivate, p, func(now time.Time) (int, any) {
+		if status, ebody := s.checkLocked(req); status != 0 {
+			return status, ebody
+		}
+		a, u := s.commitLocked(p, now)
+		if len(req.DynamicVariables) > 0 {
+			s.vars[a.ID] = req.DynamicVariables
+		}
+		return http.StatusOK, s.render(a, u)
+	})
+}
+
+// effect is a write call's work, run under s.mu when the call commits, at once or in the background
+// for a late commit: it makes the API's own checks and, when they pass, changes the server's state.
+// It returns the status to answer and the body: the result on a 2xx (nil for 204), an ErrorBody
+// otherwise. It must not touch the exchange, which a late commit outlives.
+type effect func(now time.Time) (status int, body any)
+
+// write serves a write call of op about p whose request has been checked: it plans the call's faults
+// (planLocked), commits eff when the plan says so (at once, or later in the background whatever the
+// client does) and answers its result, the fault, or nothing.
+func (x *exchange) write(op string, p versori.Pair, eff effect) {
+	s := x.s
 	s.mu.Lock()
-	pl := s.planLocked(p, x.call.At)
+	pl := s.planLocked(op, p, x.call.At)
 	if pl.commitLater {
 		// Scheduled before any wait, so that it lands whatever the client does meanwhile.
-		s.commitLaterLocked(x.idx, req, pl.commitAt)
+		s.commitLaterLocked(x.idx, p, eff, pl.commitAt)
 	}
 	s.mu.Unlock()
 	ctx := x.r.Context()
@@ -207,20 +257,18 @@ func (x *exchange) activate() {
 	}
 
 	s.mu.Lock()
-	status, ebody := s.checkLocked(req)
-	var a Activation
-	var u *endUser
-	if status == 0 {
-		a, u = s.commitLocked(p, time.Now())
+	status, body := eff(time.Now())
+	committed := status/100 == 2
+	if committed {
 		s.markCommittedLocked(x.idx, p)
 		x.call.Committed = true
 	}
 	s.mu.Unlock()
-	if status != 0 {
-		x.writeError(status, ebody, "")
+	if !committed {
+		x.writeJSON(status, body)
 		return
 	}
-	// The activation exists from here on, whatever the client hears.
+	// The effect holds from here on, whatever the client hears.
 	if background.Sleep(ctx, pl.afterCommit) != nil {
 		return
 	}
@@ -228,7 +276,13 @@ func (x *exchange) activate() {
 		x.applyFault(f)
 		return
 	}
-	x.writeJSON(http.StatusOK, s.render(a, u))
+	if status == http.StatusNoContent {
+		x.call.Status = status
+		x.finish()
+		x.w.WriteHeader(status)
+		return
+	}
+	x.writeJSON(status, body)
 }
 
 // canonRequest returns req with its ULIDs in canonical form. It changes req's connections in place,
@@ -260,7 +314,7 @@ func (x *exchange) hold(d time.Duration) bool {
 // checkLocked refuses a request whose user or integration is unknown or which lacks a connection the
 // integration requires; it returns status 0 when the request may commit. req's ids are canonical.
 func (s *Server) checkLocked(req versori.ActivationRequest) (int, versori.ErrorBody) {
-	if s.goneUser[req.UserID] {
+	if s.unknownLocked(req.UserID) {
 		return http.StatusNotFound, errorBody(http.StatusNotFound, "end user "+req.UserID+" not found")
 	}
 	if s.goneInt[req.IntegrationID] {
@@ -305,19 +359,13 @@ func (x *exchange) list(hubID, userID string) {
 	if !x.allowUser(sub, userID) {
 		return
 	}
-	first := s.pageSize
-	if v := q.Get("first"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			x.fail(http.StatusBadRequest, "invalid request: first must be a positive integer",
-				versori.ErrorField{Field: "first", Message: "must be a positive integer"})
-			return
-		}
-		first = min(n, s.pageSize)
+	first, ok := x.pageFirst(q)
+	if !ok {
+		return
 	}
 
 	s.mu.Lock()
-	if s.goneUser[userID] {
+	if s.unknownLocked(userID) {
 		s.mu.Unlock()
 		x.fail(http.StatusNotFound, "end user "+userID+" not found")
 		return
@@ -330,35 +378,17 @@ func (x *exchange) list(hubID, userID string) {
 	}
 	s.mu.Unlock()
 
-	after, before := canonID(q.Get("after")), canonID(q.Get("before"))
-	start, end := 0, len(acts)
-	if after != "" {
-		start = sort.Search(len(acts), func(i int) bool { return acts[i].ID > after })
-	}
-	if before != "" {
-		end = max(start, sort.Search(len(acts), func(i int) bool { return acts[i].ID >= before }))
-	}
-	if before != "" && after == "" {
-		start = max(start, end-first)
-	} else {
-		end = min(end, start+first)
-	}
+	start, end, next, prev := pageBounds(len(acts), func(i int) string { return acts[i].ID }, q, first)
 	page := versori.EndUserActivationPage{
 		TotalCount:  len(acts),
+		Next:        next,
+		Prev:        prev,
 		Activations: make([]versori.EndUserActivation, 0, end-start),
 	}
 	for _, a := range acts[start:end] {
 		page.Activations = append(page.Activations, versori.EndUserActivation{
 			ID: a.ID, HubID: a.HubID, Integration: summary(a.Pair.IntegrationID),
 		})
-	}
-	if end > start {
-		if end < len(acts) {
-			page.Next = acts[end-1].ID
-		}
-		if start > 0 {
-			page.Prev = acts[start].ID
-		}
 	}
 
 	s.mu.Lock()
@@ -380,6 +410,49 @@ func (x *exchange) list(hubID, userID string) {
 	default:
 		x.writeJSON(http.StatusOK, page)
 	}
+}
+
+// pageFirst reads a list's `first` (default and most: the page size), answering 400 when it is not a
+// positive integer.
+func (x *exchange) pageFirst(q url.Values) (int, bool) {
+	first := x.s.pageSize
+	if v := q.Get("first"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			x.fail(http.StatusBadRequest, "invalid request: first must be a positive integer",
+				versori.ErrorField{Field: "first", Message: "must be a positive integer"})
+			return 0, false
+		}
+		first = min(n, x.s.pageSize)
+	}
+	return first, true
+}
+
+// pageBounds returns the page [start, end) of n items in id order (id(i) is the i-th's ULID) that q's
+// `after` and `before` cursors and first select, and the page's next and prev cursors.
+func pageBounds(n int, id func(int) string, q url.Values, first int) (start, end int, next, prev string) {
+	after, before := canonID(q.Get("after")), canonID(q.Get("before"))
+	start, end = 0, n
+	if after != "" {
+		start = sort.Search(n, func(i int) bool { return id(i) > after })
+	}
+	if before != "" {
+		end = max(start, sort.Search(n, func(i int) bool { return id(i) >= before }))
+	}
+	if before != "" && after == "" {
+		start = max(start, end-first)
+	} else {
+		end = min(end, start+first)
+	}
+	if end > start {
+		if end < n {
+			next = id(end - 1)
+		}
+		if start > 0 {
+			prev = id(start)
+		}
+	}
+	return start, end, next, prev
 }
 
 func (x *exchange) get(id string) {
@@ -404,6 +477,8 @@ func (x *exchange) get(id string) {
 	x.writeJSON(http.StatusOK, s.render(a, u))
 }
 
+// delete serves DELETE /activations/{id}: the activation is gone from the list and from GET at once.
+// An activation deleted meanwhile (two deletes racing, or a late one landing) answers 404.
 func (x *exchange) delete(id string) {
 	s := x.s
 	id = canonID(id)
@@ -411,24 +486,18 @@ func (x *exchange) delete(id string) {
 	if !ok {
 		return
 	}
-	s.mu.Lock()
-	a, found := s.acts[id]
-	allowed := x.call.Auth != authJWT || sub == a.Pair.UserID
-	if found && allowed {
-		s.deleteLocked(id)
-	}
-	s.mu.Unlock()
-	if !found {
-		x.fail(http.StatusNotFound, "activation "+id+" not found")
+	a, found := x.lookup(id)
+	if !found || !x.allowUser(sub, a.Pair.UserID) {
 		return
 	}
-	x.call.Pair = a.Pair
-	if !x.allowUser(sub, a.Pair.UserID) {
-		return
-	}
-	x.call.Status = http.StatusNoContent
-	x.finish()
-	x.w.WriteHeader(http.StatusNoContent)
+	x.write(versori.OpDeleteActivation, a.Pair, func(time.Time) (int, any) {
+		if _, ok := s.deleteLocked(id); !ok {
+			return http.StatusNotFound, errorBody(http.StatusNotFound, "activation "+id+" not found")
+		}
+		delete(s.vars, id)
+		s.deletes[a.Pair]++
+		return http.StatusNoContent, nil
+	})
 }
 
 // render is the API's view of an activation.

@@ -1,13 +1,27 @@
 // Package versoritest is a stand-in for Versori's Embedded API v1, for tests, the demo and benchmarks.
 //
 // It serves the calls the versori client makes (POST /activations, the end user's activations list, GET
-// and DELETE /activations/{id}, /healthz) with bodies that validate against the published OpenAPI
-// spec, and it can be told to misbehave at least as badly as the real API behind a real gateway:
+// and DELETE /activations/{id}, PUT /activations/{id}/variables, POST and GET /hubs/{hub}/users, GET
+// /hubs/{hub}/users/{id}, /healthz) with bodies that validate against the published OpenAPI spec, and
+// it can be told to misbehave at least as badly as the real API behind a real gateway:
 // latency, 503s, 429s with any Retry-After (a day is allowed), connections dropped after the
 // activation was committed, gateway errors and hung calls whose activation is committed afterwards
 // anyway, 403s, 409s, 425s and 307 redirects about one request, list answers of the wrong shape, and
 // scripted answers for one pair's next calls. Like the real API, POST /activations is not idempotent,
 // so a client that retries blindly creates duplicates, which ActivationCount and Duplicates expose.
+//
+// End users: POST /hubs/{hub}/users creates one (201), and answers 409 when the external id exists, 400
+// naming the field when externalId or the primaryConnection the spec requires (name, credentials,
+// variables) is missing or malformed, and 404 for another hub; UserCreates counts the creates that
+// committed, which a client that never creates a user twice keeps at most 1. GET
+// /hubs/{hub}/users/{id} reads one by external id, or by internal id with identifier_type=internal;
+// GET /hubs/{hub}/users lists them, paginated, with `search`.
+// By default a user's first activation creates them; RequireKnownUsers makes an unknown user's
+// activations answer 404 instead, as the real API does. PUT /activations/{id}/variables replaces an
+// activation's dynamic variables (Variables reads them; a POST's dynamicVariables are the initial
+// ones), and DELETE /activations/{id} removes the activation from GET and the list (Deletes counts
+// them). Faults scripted with ScriptOp, and the rates for the operations Faults.WriteOps selects, make
+// creates, PUTs and DELETEs commit and lose their answer as POST /activations does.
 //
 // ULIDs are Crockford base32, which is case-insensitive, and the real API reads "01hzy…" and
 // "01HZY…" as one id. So does the stand-in: it upper-cases the integration, template, connection,
@@ -15,8 +29,8 @@
 // given to Script or ActivationCount, say), and its records and answers hold that canonical form. End
 // user ids (external ids) are not ULIDs and stay case-sensitive.
 //
-// Some faults commit an activation after the call has been answered, or while it is held without an
-// answer, as a backend does when the gateway in front of it has given up (Faults.LateCommitRate,
+// Some faults commit an activation (or a create, PUT or DELETE) after the call has been answered, or
+// while it is held without an answer, as a backend does when the gateway in front of it has given up (Faults.LateCommitRate,
 // Faults.HangCommitRate, Fault.CommitAfter). Those commits happen in the background whatever the client
 // does; PendingCommits says how many are still to come, so that a test waits for them before checking
 // its invariants.
@@ -28,6 +42,8 @@
 //	GET  /_standin/stats        Stats (pendingCommits: late commits still to come)
 //	GET  /_standin/calls        []Call (Call.RetryAfter in nanoseconds)
 //	GET  /_standin/activations  []Activation
+//	GET  /_standin/users        []User (known end users, with their create counts)
+//	POST /_standin/users?externalId=X                 AddUser(X)
 //	GET  /_standin/faults       the Faults in force
 //	POST /_standin/faults       replace the Faults with the JSON body; absent fields are zero, and
 //	                            durations are Go duration strings ("250ms") or nanoseconds
@@ -36,7 +52,8 @@
 //
 // The Faults' JSON names are latency, latencyAfterCommit, serverErrorRate, rateLimitRate,
 // retryAfter, dropAfterCommitRate, lateCommitRate, lateCommitStatus, lateCommitDelay,
-// hangCommitRate, hangFor, forbiddenRate, conflictRate, tooEarlyRate, redirectRate and badListRate.
+// hangCommitRate, hangFor, forbiddenRate, conflictRate, tooEarlyRate, redirectRate, badListRate and
+// writeOps ({"createEndUser": true, "updateVariables": true, "deleteActivation": true}).
 package versoritest
 
 import (
@@ -74,6 +91,9 @@ type Options struct {
 	APIKey string
 	// HubID is the only hub whose users' activations can be listed; default DefaultHubID.
 	HubID string
+	// RequireKnownUsers makes POST /activations and the activations list answer 404 for an end user
+	// the server does not know (see Server.RequireKnownUsers).
+	RequireKnownUsers bool
 	// SigningKeyID and PublicKey, when both set, make the server accept "Authorization: JWT <token>":
 	// RS256 tokens with iss == versori.JWTIssuerPrefix+SigningKeyID, sub equal to the end user the
 	// call is about (403 otherwise), and exp, nbf and iat checked against the server's clock with no
@@ -111,11 +131,11 @@ type Server struct {
 	revoked  bool          // the signing key is revoked: every JWT gets 401
 	skew     time.Duration // the server's clock runs this far ahead of the real one (negative: behind)
 	faults   Faults
-	rng      *rand.Rand             // POST fault-rate draws
+	rngs     map[string]*rand.Rand  // write fault-rate draws, one RNG per operation (writeOps)
 	listRng  *rand.Rand             // BadListRate draws, apart so that list calls do not shift POST faults
 	entropy  *ulid.MonotonicEntropy // ULID entropy; MonotonicEntropy is not safe for concurrent use
 	lastMS   uint64                 // newest ULID timestamp, so ids never go backwards with the clock
-	scripts  map[versori.Pair][]Fault
+	scripts  map[scriptKey][]Fault
 	lists    map[versori.Pair][]string // ScriptList bodies
 	forbid   map[versori.Pair]bool
 	pending  int                 // background commits scheduled and not yet done
@@ -126,9 +146,17 @@ type Server struct {
 	// may refuse the token of a user it does not know (403, or 401) as it refuses a bad key.
 	goneTokenStatus int
 	goneInt         map[string]bool
-	users           map[string]*endUser
-	acts            map[string]Activation   // by id
-	byUser          map[string][]Activation // in id order
+	users           map[string]*endUser // by external id
+	userByID        map[string]string   // internal id -> external id
+	requireKnown    bool                // RequireKnownUsers
+	userCreates     map[string]int      // committed POST /hubs/{hub}/users, by external id
+	userCreateCalls map[string]int      // POST /hubs/{hub}/users calls received, by external id
+	nUserCreates    int
+	vars            map[string]json.RawMessage // dynamic variables, by activation id
+	varUpdates      map[versori.Pair]int       // committed PUT /activations/{id}/variables
+	deletes         map[versori.Pair]int       // committed DELETE /activations/{id}
+	acts            map[string]Activation      // by id
+	byUser          map[string][]Activation    // in id order
 	byPair          map[versori.Pair]int
 	dupPairs        int // pairs in byPair with more than one activation, kept up to date for Stats
 	calls           []Call
@@ -140,24 +168,29 @@ type Server struct {
 
 // Call is one request the server received, as recorded.
 type Call struct {
-	At     time.Time `json:"at"`
-	Op     string    `json:"op"` // versori.OpActivate, OpListActivations, OpGetActivation, OpDeleteActivation, or "other"
-	Method string    `json:"method"`
-	Path   string    `json:"path"`
+	At time.Time `json:"at"`
+	// Op is versori.OpActivate, OpListActivations, OpGetActivation, OpDeleteActivation,
+	// OpUpdateVariables, OpCreateEndUser, OpGetEndUser, "list_end_users" (GET /hubs/{hub}/users,
+	// which the client does not call), or "other".
+	Op     string `json:"op"`
+	Method string `json:"method"`
+	Path   string `json:"path"`
 	// Pair is the call's (user, integration): from the body for activate, from the path and the
-	// integration_id query for list, and from the activation found for get and delete.
+	// integration_id query for list, from the activation found for get, delete and update_variables,
+	// and the user alone (IntegrationID "") for create_end_user and get_end_user.
 	Pair versori.Pair `json:"pair"`
 	// Status is the status answered; 0 when the connection was dropped, when the client went away
 	// before the answer, or while the call is still in flight.
 	Status    int    `json:"status"`
-	Committed bool   `json:"committed"` // an activation was created by this call, perhaps after it was answered
+	Committed bool   `json:"committed"` // the call's write took effect, perhaps after it was answered
 	Dropped   bool   `json:"dropped"`   // the server closed the connection without answering, on purpose
 	Auth      string `json:"auth"`      // "bearer" or "jwt"; "" when refused or not needed
 	// RetryAfter is the Retry-After sent with a 429, as versori.ParseRetryAfter reads it (JSON: ns).
 	RetryAfter time.Duration `json:"retryAfter"`
 	// Credentials is what an activate call's body gave its connections, as a JSON array of their
 	// credentials in order (null for an existing connection), so that tests can check what reached
-	// the API; "" when no connection had any. A string keeps Call comparable.
+	// the API; "" when no connection had any. A create_end_user call's is a one-element array of its
+	// primary connection's credentials. A string keeps Call comparable.
 	Credentials string `json:"credentials,omitempty"`
 }
 
@@ -181,13 +214,22 @@ type Stats struct {
 	// PendingCommits counts the background commits still to come, as PendingCommits does; a run
 	// driving a separate stand-in process waits for 0 before it checks the records.
 	PendingCommits int `json:"pendingCommits"`
+	Users          int `json:"users"`        // end users known now (forgotten ones are not)
+	UsersCreated   int `json:"usersCreated"` // committed POST /hubs/{hub}/users, 409s not included
+	// UsersCreatedTwice counts external ids created more than once by POST /hubs/{hub}/users (a
+	// forgotten user created again counts too): 0 while a client never re-creates a user.
+	UsersCreatedTwice int `json:"usersCreatedTwice"`
 }
 
-// endUser is what the server knows of an end user once they have an activation.
+// endUser is what the server knows of an end user: created by POST /hubs/{hub}/users or AddUser, or
+// by their first activation when RequireKnownUsers is off. A record is replaced, never changed, so
+// that a pointer read under the lock can be rendered after it.
 type endUser struct {
-	id      string
-	created time.Time
-	primary json.RawMessage // the user's primary Connection, which the spec requires on EndUser
+	id          string // internal id, a ULID
+	externalID  string
+	displayName string
+	created     time.Time
+	primary     json.RawMessage // the user's primary Connection, which the spec requires on EndUser
 }
 
 // NewServer returns a Server that is not listening: serve it as an http.Handler.
@@ -215,21 +257,34 @@ func NewServer(opts Options) *Server {
 		maxCalls: max(opts.MaxCalls, 0),
 		apiKey:   opts.APIKey,
 		faults:   opts.Faults,
-		rng:      rand.New(rand.NewPCG(seed, 0x5eed)),
-		listRng:  rand.New(rand.NewPCG(seed, 0x1157)),
-		entropy:  ulid.Monotonic(rand.NewChaCha8(chachaSeed), 0),
-		scripts:  make(map[versori.Pair][]Fault),
-		lists:    make(map[versori.Pair][]string),
-		forbid:   make(map[versori.Pair]bool),
-		quit:     make(chan struct{}),
-		requires: make(map[string][]string),
-		goneUser: make(map[string]bool),
-		goneInt:  make(map[string]bool),
-		users:    make(map[string]*endUser),
-		acts:     make(map[string]Activation),
-		byUser:   make(map[string][]Activation),
-		byPair:   make(map[versori.Pair]int),
-		byOp:     make(map[string]int),
+		rngs: map[string]*rand.Rand{
+			// activate keeps the stream it always had, so that old seeds meet the same faults.
+			versori.OpActivate:         rand.New(rand.NewPCG(seed, 0x5eed)),
+			versori.OpCreateEndUser:    rand.New(rand.NewPCG(seed, 0xc4ea7e)),
+			versori.OpUpdateVariables:  rand.New(rand.NewPCG(seed, 0x7a45)),
+			versori.OpDeleteActivation: rand.New(rand.NewPCG(seed, 0xde1e7e)),
+		},
+		listRng:         rand.New(rand.NewPCG(seed, 0x1157)),
+		entropy:         ulid.Monotonic(rand.NewChaCha8(chachaSeed), 0),
+		scripts:         make(map[scriptKey][]Fault),
+		lists:           make(map[versori.Pair][]string),
+		forbid:          make(map[versori.Pair]bool),
+		quit:            make(chan struct{}),
+		requires:        make(map[string][]string),
+		goneUser:        make(map[string]bool),
+		goneInt:         make(map[string]bool),
+		users:           make(map[string]*endUser),
+		userByID:        make(map[string]string),
+		requireKnown:    opts.RequireKnownUsers,
+		userCreates:     make(map[string]int),
+		userCreateCalls: make(map[string]int),
+		vars:            make(map[string]json.RawMessage),
+		varUpdates:      make(map[versori.Pair]int),
+		deletes:         make(map[versori.Pair]int),
+		acts:            make(map[string]Activation),
+		byUser:          make(map[string][]Activation),
+		byPair:          make(map[versori.Pair]int),
+		byOp:            make(map[string]int),
 	}
 	if opts.SigningKeyID != "" && opts.PublicKey != nil {
 		s.issuer = versori.JWTIssuerPrefix + opts.SigningKeyID
@@ -323,11 +378,24 @@ func (s *Server) CurrentFaults() Faults {
 }
 
 // Script queues faults for p's next POST /activations calls, one per call, ahead of the fault rates.
+// It is ScriptOp(versori.OpActivate, p, faults...).
 func (s *Server) Script(p versori.Pair, faults ...Fault) {
+	s.ScriptOp(versori.OpActivate, p, faults...)
+}
+
+// ScriptOp queues faults for the next calls of the write operation op about p, one per call, ahead of
+// the fault rates: versori.OpActivate, OpCreateEndUser (p.UserID is the external id created, and
+// p.IntegrationID is ""), OpUpdateVariables or OpDeleteActivation (p is the activation's pair). It
+// panics on another op, which no call would ever consume.
+func (s *Server) ScriptOp(op string, p versori.Pair, faults ...Fault) {
+	if !slices.Contains(writeOps, op) {
+		panic("versoritest: ScriptOp of " + strconv.Quote(op) + ", which is not a write operation")
+	}
 	p = canonPair(p)
+	key := scriptKey{op, p}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.scripts[p] = append(s.scripts[p], faults...)
+	s.scripts[key] = append(s.scripts[key], faults...)
 }
 
 // ScriptList queues raw bodies to answer, with 200, to p's next list calls instead of the page, one
@@ -378,8 +446,9 @@ func (s *Server) ClearRequirements(integrationID string) {
 	delete(s.requires, integrationID)
 }
 
-// ForgetUser makes userID unknown: POSTs for them and their activations list answer 404. Activations
-// they already have are kept, so that tests can still count them.
+// ForgetUser makes userID unknown: POSTs for them, their activations list and GET
+// /hubs/{hub}/users/{userID} answer 404, and POST /hubs/{hub}/users may create them again (which
+// makes them known). Activations they already have are kept, so that tests can still count them.
 func (s *Server) ForgetUser(userID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -471,6 +540,17 @@ func (s *Server) Stats() Stats {
 		Duplicates:     s.dupPairs,
 		Dropped:        s.nDropped,
 		PendingCommits: s.pending,
+		UsersCreated:   s.nUserCreates,
+	}
+	for id := range s.users {
+		if !s.goneUser[id] {
+			st.Users++
+		}
+	}
+	for _, n := range s.userCreates {
+		if n > 1 {
+			st.UsersCreatedTwice++
+		}
 	}
 	for k, v := range s.byOp {
 		st.ByOpStatus[k] = v
@@ -513,9 +593,7 @@ func (s *Server) commitLocked(p versori.Pair, now time.Time) (Activation, *endUs
 	now = now.UTC()
 	u := s.users[p.UserID]
 	if u == nil {
-		u = &endUser{id: s.newIDLocked(now), created: now}
-		u.primary = primaryConnection(s.newIDLocked(now), now)
-		s.users[p.UserID] = u
+		u = s.newUserLocked(p.UserID, p.UserID, "primary", nil, now)
 	}
 	a := Activation{ID: s.newIDLocked(now), Pair: p, HubID: s.hubID, CreatedAt: now}
 	s.acts[a.ID] = a
@@ -549,9 +627,39 @@ func (s *Server) deleteLocked(id string) (Activation, bool) {
 	return a, true
 }
 
+// newUserLocked records a new end user, replacing any forgotten one of the same external id, with a
+// primary connection named name holding vars.
+func (s *Server) newUserLocked(externalID, displayName, name string, vars []versori.ConnectionVariable, now time.Time) *endUser {
+	now = now.UTC()
+	u := &endUser{id: s.newIDLocked(now), externalID: externalID, displayName: displayName, created: now}
+	u.primary = primaryConnection(s.newIDLocked(now), name, vars, now)
+	if old := s.users[externalID]; old != nil {
+		delete(s.userByID, old.id)
+	}
+	s.users[externalID] = u
+	s.userByID[u.id] = externalID
+	delete(s.goneUser, externalID)
+	return u
+}
+
+// knownLocked reports whether the end user externalID exists (and was not forgotten).
+func (s *Server) knownLocked(externalID string) bool {
+	return s.users[externalID] != nil && !s.goneUser[externalID]
+}
+
+// unknownLocked reports whether calls about externalID's activations answer 404: the user was
+// forgotten, or RequireKnownUsers is on and the user does not exist.
+func (s *Server) unknownLocked(externalID string) bool {
+	return s.goneUser[externalID] || (s.requireKnown && s.users[externalID] == nil)
+}
+
 // primaryConnection renders the end user's primary Connection. The spec requires a full Connection
-// with at least one credentials property, so it carries an empty action list.
-func primaryConnection(id string, now time.Time) json.RawMessage {
+// with at least one credentials property, so it carries an empty action list: the credentials a
+// create gave are never echoed.
+func primaryConnection(id, name string, vars []versori.ConnectionVariable, now time.Time) json.RawMessage {
+	if vars == nil {
+		vars = []versori.ConnectionVariable{}
+	}
 	b, _ := json.Marshal(struct {
 		ID          string                       `json:"id"`
 		Name        string                       `json:"name"`
@@ -559,7 +667,7 @@ func primaryConnection(id string, now time.Time) json.RawMessage {
 		Variables   []versori.ConnectionVariable `json:"variables"`
 		CreatedAt   time.Time                    `json:"createdAt"`
 		UpdatedAt   time.Time                    `json:"updatedAt"`
-	}{id, "primary", map[string][]json.RawMessage{"action": {}}, []versori.ConnectionVariable{}, now, now})
+	}{id, name, map[string][]json.RawMessage{"action": {}}, vars, now, now})
 	return b
 }
 
