@@ -547,20 +547,17 @@ func (h *handler) lookFirst(ctx context.Context, p, send tasks.Payload, mayBeAct
 }
 
 // activate POSTs the activation. When the API answers 404 and the job may create its end user, it
-// does so unless the user exists (the 404 was then about something else: not_found, as without
-// one), and POSTs again in the same attempt.
+// creates them unless they exist, and POSTs again in the same attempt.
 func (h *handler) activate(ctx context.Context, p, send tasks.Payload) outcome {
 	out := h.post(ctx, p, send)
 	if out.class != versori.ClassNotFound || p.EndUser == nil {
 		return out
 	}
-	switch st, uout := h.ensureUser(ctx, p, send, true); st {
-	case userFound:
-		out.err = fmt.Errorf("%w (the end user exists)", out.err)
-		return out
-	case userFailed:
+	if st, uout := h.ensureUser(ctx, p, send, true); st == userFailed {
 		return uout
 	}
+	// Created, or found: by another job for the user since the 404 (the POST goes through now), or
+	// there all along (the 404 was about the integration or a connection, and comes again: not_found).
 	return h.post(ctx, p, send)
 }
 

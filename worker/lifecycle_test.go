@@ -6,16 +6,19 @@ package worker_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/inspect"
@@ -328,7 +331,7 @@ func TestOrderPerPair(t *testing.T) {
 
 	// Phase 2: operations enqueued while the workers run, against a slow and faulty stand-in.
 	api.SetFaults(versoritest.Faults{Latency: 20 * time.Millisecond, ServerErrorRate: 0.1, DropAfterCommitRate: 0.05,
-		LateCommitRate: 0.05, LateCommitDelay: 200 * time.Millisecond})
+		LateCommitRate: 0.05, LateCommitDelay: 200 * time.Millisecond, WriteOps: versoritest.AllWriteOps})
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for g := range 2 {
@@ -345,4 +348,273 @@ func TestOrderPerPair(t *testing.T) {
 	wg.Wait()
 	waitQueueEmpty(t, db.Client, api, 3*time.Minute)
 	checkPairs("queued while the workers ran")
+}
+
+// userCalls is the stand-in's record of the calls about user, every integration's and the user's
+// own, in arrival order.
+func userCalls(api *versoritest.Server, user string) []versoritest.Call {
+	var out []versoritest.Call
+	for _, c := range api.Calls() {
+		if c.Pair.UserID == user {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// sameJSON reports whether a and b hold the same JSON value.
+func sameJSON(a, b json.RawMessage) bool {
+	var x, y any
+	return json.Unmarshal(a, &x) == nil && json.Unmarshal(b, &y) == nil && fmt.Sprint(x) == fmt.Sprint(y)
+}
+
+// primaryCredentials are the credentials of the end users the tests create.
+const primaryCredentials = `{"token":"PRIMARY-CONNECTION-SECRET"}`
+
+func newEndUser(name string) *tasks.EndUser {
+	return &tasks.EndUser{DisplayName: name, PrimaryConnection: &versori.ConnectionCreate{
+		Name: "primary", Credentials: json.RawMessage(primaryCredentials), Variables: []versori.ConnectionVariable{}}}
+}
+
+// TestEndUserCreatedWhenMissing: a job whose end user the API does not know creates them (looking
+// them up first, every attempt) and activates in the same attempt; a create whose answer is lost
+// or that commits late never makes a second user, and the pair is activated once. Without endUser,
+// or when the user exists and the 404 was about the integration, the job is a not_found dead letter
+// and creates no one.
+func TestEndUserCreatedWhenMissing(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		noEndUser bool
+		knownUser bool // the user exists; the integration does not
+		sealed    bool // the end user's credentials are sealed in the payload
+		faults    []versoritest.Fault
+		want      []string // the calls about the user
+		dead      bool
+		// unseen: the create's answer was lost, so the job cannot tell it created the user, and
+		// counts no creation.
+		unseen bool
+	}{
+		{name: "created", want: []string{"activate 404", "get_end_user 404", "create_end_user 201", "activate 200"}},
+		{name: "created, credentials sealed", sealed: true,
+			want: []string{"activate 404", "get_end_user 404", "create_end_user 201", "activate 200"}},
+		{name: "create answer lost after commit", unseen: true, faults: []versoritest.Fault{{Commit: true, Drop: true}},
+			want: []string{"activate 404", "get_end_user 404", "create_end_user 0", "list_activations 200", "activate 200"}},
+		{name: "create 503 after commit", unseen: true, faults: []versoritest.Fault{{Status: 503, Commit: true}},
+			want: []string{"activate 404", "get_end_user 404", "create_end_user 503", "list_activations 200", "activate 200"}},
+		{name: "create committed after its 504", unseen: true, faults: []versoritest.Fault{{Status: 504, CommitAfter: 200 * time.Millisecond}},
+			want: []string{"activate 404", "get_end_user 404", "create_end_user 504", "list_activations 200", "activate 200"}},
+		{name: "create 503, not committed", faults: []versoritest.Fault{{Status: 503}},
+			want: []string{"activate 404", "get_end_user 404", "create_end_user 503", "list_activations 404", "get_end_user 404",
+				"create_end_user 201", "activate 200"}},
+		{name: "no endUser", noEndUser: true, want: []string{"activate 404"}, dead: true},
+		{name: "user exists, integration unknown", knownUser: true, want: []string{"activate 404", "get_end_user 200", "activate 404"}, dead: true},
+	}
+	db := testutil.Redis(t)
+	api := versoritest.New(t, versoritest.Options{})
+	api.RequireKnownUsers(true)
+	keys, err := tasks.ParseKeyring("a:" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := startWorker(t, db.Client, api, func(c *worker.Config) {
+		c.Policy = policyTimings
+		c.Keys = keys
+	})
+	q := newOpQueue(t, db.Client, 5)
+	insp := asynq.NewInspectorFromRedisClient(db.Client)
+	store := deadletter.NewStore(db.Client, queue)
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			user := fmt.Sprintf("u-new-%d", i)
+			req := testutil.Request(user)
+			if tt.knownUser {
+				api.AddUser(user)
+				req.IntegrationID = fmt.Sprintf("01JDXX%020d", i)
+				api.ForgetIntegration(req.IntegrationID)
+			}
+			api.ScriptOp(versori.OpCreateEndUser, versori.Pair{UserID: user}, tt.faults...)
+			var eu *tasks.EndUser
+			if !tt.noEndUser {
+				eu = newEndUser("New " + user)
+			}
+			created := promtest.ToFloat64(w.Metrics().EndUsersCreated)
+			tk := tasks.TaskIDAt(req.Pair(), 0)
+			if tt.sealed {
+				p := tasks.Payload{Request: req, EndUser: eu, EnqueuedAt: time.Now().UTC(), MaxRetry: 5}
+				if err := p.Seal(keys); err != nil || p.Secrets == "" {
+					t.Fatalf("Seal = %v, secrets %q", err, p.Secrets)
+				}
+				task, err := tasks.NewTask(p, asynq.Queue(queue), asynq.Retention(time.Hour))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := q.client.Enqueue(task); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				q.enqueue(t, tasks.OpActivate, req, eu)
+			}
+			if tt.dead {
+				testutil.WaitFor(t, 20*time.Second, "dead letter", func() bool {
+					has, err := store.Has(context.Background(), []string{tk})
+					return err == nil && has[0]
+				})
+				if e := deadLetter(t, store, req.Pair()); e.Reason != tasks.ReasonNotFound {
+					t.Errorf("dead letter reason %s, want not_found", e.Reason)
+				}
+			} else {
+				waitDone(t, insp, tk, 20*time.Second)
+			}
+			waitQueueEmpty(t, db.Client, api, 10*time.Second)
+			if got := callTrace(userCalls(api, user)); fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("calls = %v, want %v", got, tt.want)
+			}
+			wantUsers, wantActive, wantCreated := 1, 1, 1.0
+			if tt.dead {
+				wantActive, wantCreated = 0, 0
+				if !tt.knownUser {
+					wantUsers = 0
+				}
+			}
+			if tt.knownUser {
+				wantUsers = 0 // AddUser is not a create
+			}
+			if tt.unseen {
+				wantCreated = 0
+			}
+			if n := api.UserCreates(user); n != wantUsers {
+				t.Errorf("user created %d times, want %d", n, wantUsers)
+			}
+			if n := api.ActivationCount(req.Pair()); n != wantActive {
+				t.Errorf("pair has %d activations, want %d", n, wantActive)
+			}
+			if got := promtest.ToFloat64(w.Metrics().EndUsersCreated) - created; got != wantCreated {
+				t.Errorf("activator_end_users_created_total rose by %v, want %v", got, wantCreated)
+			}
+			for _, c := range userCalls(api, user) {
+				if c.Op == versori.OpCreateEndUser && c.Status == 201 && c.Credentials != "["+primaryCredentials+"]" {
+					t.Errorf("the create sent credentials %s, want [%s]", c.Credentials, primaryCredentials)
+				}
+			}
+		})
+	}
+}
+
+// TestEndUserCreatedOnceForManyIntegrations: one new user's activations of several integrations,
+// run at once, create the user once (the others find them, or are told they exist: 409) and
+// activate each pair once, also when creates' answers are lost.
+func TestEndUserCreatedOnceForManyIntegrations(t *testing.T) {
+	t.Parallel()
+	const nIntegrations = 6
+	tests := []struct {
+		name   string
+		faults versoritest.Faults
+	}{
+		{"no faults", versoritest.Faults{Latency: 5 * time.Millisecond}},
+		{"lost answers", versoritest.Faults{Latency: 5 * time.Millisecond, DropAfterCommitRate: 0.3, ServerErrorRate: 0.2,
+			WriteOps: versoritest.WriteOps{CreateEndUser: true}}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			db := testutil.Redis(t)
+			api := versoritest.New(t, versoritest.Options{Faults: tt.faults, Seed: int64(i + 1)})
+			api.RequireKnownUsers(true)
+			w, _ := startWorker(t, db.Client, api, withPolicy(policyTimings))
+			q := newOpQueue(t, db.Client, 10)
+			user := fmt.Sprintf("u-many-%d", i)
+			var pairs []versori.Pair
+			for n := range nIntegrations {
+				req := testutil.Request(user)
+				req.IntegrationID = fmt.Sprintf("01JDXX%020d", n)
+				pairs = append(pairs, req.Pair())
+				q.enqueue(t, tasks.OpActivate, req, newEndUser("Many"))
+			}
+			waitQueueEmpty(t, db.Client, api, 60*time.Second)
+			if n := api.UserCreates(user); n != 1 {
+				t.Errorf("user created %d times, want 1", n)
+			}
+			assertExactlyOnce(t, api, pairs)
+			if got := result([]*worker.Worker{w}, metrics.ResultActivated) + result([]*worker.Worker{w}, metrics.ResultAlreadyActive); got != nIntegrations {
+				t.Errorf("%v jobs ended active, want %d", got, nIntegrations)
+			}
+			if got := promtest.ToFloat64(w.Metrics().EndUsersCreated); got < 1 || got > nIntegrations {
+				t.Errorf("activator_end_users_created_total = %v, want 1 to %d", got, nIntegrations)
+			}
+		})
+	}
+}
+
+// TestUpdateVariables: an update activates an inactive pair with the request's variables, and sets
+// an active one's; a PUT whose answer is lost is sent again; an update enqueued after one whose PUT
+// may still land waits for it, so that the pair ends with the later update's variables.
+func TestUpdateVariables(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		active bool
+		faults []versoritest.Fault // for the PUT
+		then   bool                // a second update follows the first's first PUT
+		want   string
+		trace  []string
+	}{
+		{name: "inactive", want: metrics.ResultActivated, trace: []string{"list_activations 200", "activate 200"}},
+		{name: "active", active: true, want: metrics.ResultVariablesUpdated, trace: []string{"list_activations 200", "update_variables 200"}},
+		{name: "answer lost after commit", active: true, faults: []versoritest.Fault{{Commit: true, Drop: true}},
+			want: metrics.ResultVariablesUpdated, trace: []string{"list_activations 200", "update_variables 0", "list_activations 200", "update_variables 200"}},
+		{name: "503 not committed", active: true, faults: []versoritest.Fault{{Status: 503}},
+			want: metrics.ResultVariablesUpdated, trace: []string{"list_activations 200", "update_variables 503", "list_activations 200", "update_variables 200"}},
+		{name: "a later update while the first's PUT may land", active: true, then: true,
+			faults: []versoritest.Fault{{Status: 504, CommitAfter: 300 * time.Millisecond}},
+			want:   metrics.ResultVariablesUpdated, trace: []string{"list_activations 200", "update_variables 504", "list_activations 200", "update_variables 200"}},
+	}
+	db := testutil.Redis(t)
+	api := versoritest.New(t, versoritest.Options{})
+	w, _ := startWorker(t, db.Client, api, withPolicy(policyTimings))
+	q := newOpQueue(t, db.Client, 5)
+	insp := asynq.NewInspectorFromRedisClient(db.Client)
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := testutil.Request(fmt.Sprintf("u-update-%d", i))
+			if tt.active {
+				api.Seed(req.Pair())
+			}
+			api.ScriptOp(versori.OpUpdateVariables, req.Pair(), tt.faults...)
+			before := result([]*worker.Worker{w}, tt.want)
+			superseded := result([]*worker.Worker{w}, metrics.ResultSuperseded)
+			req.DynamicVariables = json.RawMessage(`{"plan":"gold","n":1}`)
+			tk, _ := q.enqueue(t, tasks.OpUpdate, req, nil)
+			if tt.then {
+				testutil.WaitFor(t, 10*time.Second, "the first PUT", func() bool {
+					return countOp(pairCalls(api, req.Pair()), versori.OpUpdateVariables) > 0
+				})
+				req.DynamicVariables = json.RawMessage(`{"plan":"platinum","n":2}`)
+				if tk, _ = q.enqueue(t, tasks.OpUpdate, req, nil); tk.Seq != 2 {
+					t.Fatalf("second update's ticket %+v, want seq 2", tk)
+				}
+			}
+			waitDone(t, insp, tk.TaskID, 20*time.Second)
+			waitQueueEmpty(t, db.Client, api, 10*time.Second)
+			if got := callTrace(pairCalls(api, req.Pair())); fmt.Sprint(got) != fmt.Sprint(tt.trace) {
+				t.Errorf("calls = %v, want %v", got, tt.trace)
+			}
+			if vars, ok := api.Variables(req.Pair()); !ok || !sameJSON(vars, req.DynamicVariables) {
+				t.Errorf("the pair holds variables %s (active %v), want %s", vars, ok, req.DynamicVariables)
+			}
+			if n := api.ActivationCount(req.Pair()); n != 1 {
+				t.Errorf("pair has %d activations, want 1", n)
+			}
+			if got := result([]*worker.Worker{w}, tt.want) - before; got != 1 {
+				t.Errorf("activations{result=%s} rose by %v, want 1", tt.want, got)
+			}
+			wantSuperseded := 0.0
+			if tt.then {
+				wantSuperseded = 1
+			}
+			if got := result([]*worker.Worker{w}, metrics.ResultSuperseded) - superseded; got != wantSuperseded {
+				t.Errorf("activations{result=superseded} rose by %v, want %v", got, wantSuperseded)
+			}
+		})
+	}
 }
