@@ -97,12 +97,21 @@ func TestDeactivate(t *testing.T) {
 	tests := []struct {
 		name   string
 		seeded int // activations the pair has before
+		faults []versoritest.Fault
 		want   string
 		trace  []string
 	}{
-		{"active", 1, metrics.ResultDeactivated, []string{"list_activations 200", "delete_activation 204"}},
-		{"inactive", 0, metrics.ResultAlreadyInactive, []string{"list_activations 200"}},
-		{"activated twice", 2, metrics.ResultDeactivated, []string{"list_activations 200", "delete_activation 204", "delete_activation 204"}},
+		{"active", 1, nil, metrics.ResultDeactivated, []string{"list_activations 200", "delete_activation 204"}},
+		{"inactive", 0, nil, metrics.ResultAlreadyInactive, []string{"list_activations 200"}},
+		{"activated twice", 2, nil, metrics.ResultDeactivated, []string{"list_activations 200", "delete_activation 204", "delete_activation 204"}},
+		// The DELETE committed, its answer lost: the retry, once the API has settled, finds none.
+		{"answer lost after commit", 1, []versoritest.Fault{{Commit: true, Drop: true}}, metrics.ResultDeactivated,
+			[]string{"list_activations 200", "delete_activation 0", "list_activations 200"}},
+		{"503 after commit", 1, []versoritest.Fault{{Status: 503, Commit: true}}, metrics.ResultDeactivated,
+			[]string{"list_activations 200", "delete_activation 503", "list_activations 200"}},
+		{"503 not committed", 1, []versoritest.Fault{{Status: 503}}, metrics.ResultDeactivated,
+			[]string{"list_activations 200", "delete_activation 503", "list_activations 200", "delete_activation 204"}},
+		{"unknown user", 0, nil, metrics.ResultAlreadyInactive, []string{"list_activations 404", "get_end_user 404"}},
 	}
 	db := testutil.Redis(t)
 	api := versoritest.New(t, versoritest.Options{})
@@ -115,6 +124,11 @@ func TestDeactivate(t *testing.T) {
 			for range tt.seeded {
 				api.Seed(req.Pair())
 			}
+			if tt.seeded == 0 && tt.trace[0] == "list_activations 404" {
+				api.RequireKnownUsers(true)
+				defer api.RequireKnownUsers(false)
+			}
+			api.ScriptOp(versori.OpDeleteActivation, req.Pair(), tt.faults...)
 			before := result([]*worker.Worker{w}, tt.want)
 			tk, ok := q.enqueue(t, tasks.OpDeactivate, req, nil)
 			if !ok || tk.Seq != 1 {
@@ -124,7 +138,7 @@ func TestDeactivate(t *testing.T) {
 			if n := api.ActivationCount(req.Pair()); n != 0 {
 				t.Errorf("pair has %d activations, want none", n)
 			}
-			if got := callTrace(pairCalls(api, req.Pair())); fmt.Sprint(got) != fmt.Sprint(tt.trace) {
+			if got := callTrace(userCalls(api, req.UserID)); fmt.Sprint(got) != fmt.Sprint(tt.trace) {
 				t.Errorf("calls = %v, want %v", got, tt.trace)
 			}
 			if got := result([]*worker.Worker{w}, tt.want) - before; got != 1 {
