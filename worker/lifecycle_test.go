@@ -474,8 +474,13 @@ func TestEndUserCreatedWhenMissing(t *testing.T) {
 					has, err := store.Has(context.Background(), []string{tk})
 					return err == nil && has[0]
 				})
-				if e := deadLetter(t, store, req.Pair()); e.Reason != tasks.ReasonNotFound {
+				e := deadLetter(t, store, req.Pair())
+				if e.Reason != tasks.ReasonNotFound {
 					t.Errorf("dead letter reason %s, want not_found", e.Reason)
+				}
+				// The end user's plaintext credentials are sealed in the dead letter, as the request's are.
+				if eu != nil && (e.EndUser == nil || tasks.EndUserHasCredentials(e.EndUser) || tasks.SecretKeyID(e.Secrets) != "a") {
+					t.Errorf("dead letter keeps end user %+v, secrets %q; want them sealed with key a", e.EndUser, e.Secrets)
 				}
 			} else {
 				waitDone(t, insp, tk, 20*time.Second)
