@@ -101,8 +101,17 @@ const (
 // retries are only for failures known not to have reached the API. asynq also requeues tasks with
 // retry count 0 when its shutdown timeout passes while a handler still runs; the worker prevents
 // that by cutting calls short through Interrupt before then, so that the handler returns a counted
-// failure instead. A first attempt therefore costs one API call and no Redis round trip besides
-// asynq's own: the result, the batch counts and the metrics are written behind the job.
+// failure instead. A first attempt therefore costs one API call and one Redis round trip besides
+// asynq's own, to take the pair's turn: the turn's return, the result, the batch counts and the
+// metrics are written behind the job.
+//
+// Jobs run the operations of docs/lifecycle.md (tasks.Op): activate, update (activate, or PUT the
+// variables of an active pair) and deactivate (DELETE each activation found). Each attempt first
+// takes its pair's turn (internal/pairorder): a job whose pair has a later operation ends superseded
+// without a call, and one whose pair another run holds, or whose earlier call's answer was lost and
+// may still land, waits without using an attempt. A job carrying an end user creates them when the
+// API answers its POST 404 and does not know them (looking them up first, every time: the create is
+// not idempotent), then POSTs again in the same attempt.
 type handler struct {
 	cfg handlerConfig
 	log *slog.Logger
