@@ -416,7 +416,9 @@ func (h *handler) takeTurn(ctx context.Context, j job, p tasks.Payload, expired,
 		return "", false, nil
 	}
 	pol := h.cfg.Policy
-	run = j.id + "/" + strconv.Itoa(j.retried) + "/" + strconv.FormatUint(rand.Uint64(), 36)
+	// Named by the job, so that an attempt takes the turn over from an earlier attempt of the same
+	// job that died holding it (a crash): its retry already waited for the API to settle.
+	run = j.id + "\x00" + strconv.Itoa(j.retried) + "/" + strconv.FormatUint(rand.Uint64(), 36)
 	hold := defaultHold + pol.SettleTime
 	if d, ok := ctx.Deadline(); ok {
 		hold = max(time.Until(d), 0) + pol.SettleTime
@@ -531,19 +533,19 @@ func (h *handler) attempt(ctx context.Context, p, send tasks.Payload, reconcile 
 // lookFirst looks the pair up before a POST, and returns the activation found, or nil to go on;
 // stop is the attempt's outcome when it ends here (the look-up failed). mayBeActive says an earlier
 // call may have activated the pair. The API answers the list of a user it does not know 404: as good
-// as none when nothing can be active; else the user is looked up, since a gateway's 404 would look
-// the same. Absent, the pair has no activation (and a job that may create its end user creates them);
-// present, the 404 was about something else and decides nothing.
+// as none when nothing can be active. Else, since a gateway's 404 would look the same, it decides
+// nothing, but for a job that may create its end user, which looks the user up: absent, they are
+// created (a user who did not exist has no activation); present, the 404 decides nothing.
 func (h *handler) lookFirst(ctx context.Context, p, send tasks.Payload, mayBeActive bool) (*versori.EndUserActivation, *outcome) {
 	act, err := h.lookUp(ctx, p)
 	if err == nil {
 		return act, nil
 	}
-	if classOf(err) == versori.ClassNotFound {
+	if classOf(err) == versori.ClassNotFound && (!mayBeActive || p.EndUser != nil) {
 		if !mayBeActive {
 			return nil, nil
 		}
-		switch st, out := h.ensureUser(ctx, p, send, p.EndUser != nil); st {
+		switch st, out := h.ensureUser(ctx, p, send, true); st {
 		case userCreated, userAbsent:
 			return nil, nil
 		case userFailed:
