@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/internal/jobs"
+	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 )
 
@@ -54,7 +55,8 @@ const (
 //   - Owner string: when Status is Duplicate because another queue owns the pair, that queue.
 type Result = jobs.Result
 
-// Option changes one enqueued job: WithBatch and WithReconcile make them.
+// Option changes one enqueued job: WithBatch, WithReconcile, WithEndUser, Update and Deactivate
+// make them.
 type Option = jobs.Option
 
 // WithBatch counts the job under batch id, for `enqueue status`.
@@ -63,6 +65,23 @@ func WithBatch(id string) Option { return jobs.WithBatch(id) }
 // WithReconcile makes the job look up its pair before activating: for a pair that may have been
 // activated by other means.
 func WithReconcile() Option { return jobs.WithReconcile() }
+
+// Update makes the job update the pair (docs/lifecycle.md): set its dynamic variables to the
+// request's when it is active (PUT /activations/{id}/variables), activate it as the request says
+// when it is not.
+func Update() Option { return jobs.WithOp(tasks.OpUpdate) }
+
+// Deactivate makes the job deactivate the pair: delete its activation, if it has one. The job
+// carries the pair alone; the request's other fields are not needed and not stored, so a request of
+// just UserID and IntegrationID will do.
+func Deactivate() Option { return jobs.WithOp(tasks.OpDeactivate) }
+
+// WithEndUser lets the job create the request's end user should the API not know them: a
+// CreateEndUser of e with the request's UserID as externalId, then the activation. Its
+// PrimaryConnection, with a Name, Credentials (a JSON object) and Variables (empty, not nil, for
+// none), is required: Enqueue refuses e otherwise with a *versori.ValidationError naming the field
+// ("endUser.primaryConnection.name"). Its credentials are sealed as the request's (Config.Keys).
+func WithEndUser(e tasks.EndUser) Option { return jobs.WithEndUser(&e) }
 
 // FileOptions configures one EnqueueFile run. Its fields:
 //
@@ -78,6 +97,10 @@ func WithReconcile() Option { return jobs.WithReconcile() }
 //   - NoAutopipeline bool: enqueue command by command instead of through go-redis's
 //     autopipeliner (an escape hatch, at about two thirds of the speed).
 //   - Reconcile bool: every job looks up its pair before activating (WithReconcile).
+//   - Op tasks.Op: what every row's job does, tasks.OpActivate (""), tasks.OpUpdate (Update) or
+//     tasks.OpDeactivate (Deactivate), whose rows need only userId and integrationId (their other
+//     fields are read, checked and dropped, so that a file of activations can be reused as is).
+//   - Rows may carry endUser beside the request (WithEndUser): see internal/ingest's format.
 //   - Progress func(Summary), ProgressEvery time.Duration: if Progress is set, it is called about
 //     every ProgressEvery (default 1s) with the counts so far.
 type FileOptions = jobs.FileOptions
@@ -117,6 +140,13 @@ func New(rdb redis.UniversalClient, cfg Config) *Producer {
 // An invalid request is a *versori.ValidationError naming the field; nothing is queued. So are
 // credentials that may not be stored (CheckSecrets); with Keys they are sealed before they reach
 // Redis.
+//
+// The job activates the pair, or does what Update or Deactivate says. Operations on a pair take
+// effect in the order they are enqueued: an earlier job still waiting when a later operation is
+// enqueued ends superseded, doing nothing. An operation that repeats the pair's last one (activate
+// after activate or update, deactivate after deactivate) is that one's Duplicate (DeadLettered
+// when that one is in the dead-letter store), as a second activation always was; any other is
+// queued (a deactivation of a pair whose activation is dead-lettered too).
 func (p *Producer) Enqueue(ctx context.Context, req versori.ActivationRequest, opts ...Option) (Result, error) {
 	return p.q.Enqueue(ctx, req, opts...)
 }
@@ -126,7 +156,11 @@ func (p *Producer) Enqueue(ctx context.Context, req versori.ActivationRequest, o
 // that is a *versori.ValidationError naming the connection and matches
 // tasks.ErrPlaintextCredentials (errors.Is). A caller queuing several requests as one checks them
 // all first.
-func (p *Producer) CheckSecrets(req versori.ActivationRequest) error { return p.q.CheckSecrets(req) }
+// The options are Enqueue's: WithEndUser's credentials are checked too, and a Deactivate stores
+// none.
+func (p *Producer) CheckSecrets(req versori.ActivationRequest, opts ...Option) error {
+	return p.q.CheckSecrets(req, opts...)
+}
 
 // InputError is EnqueueFile's error when the input cannot be used at all (it cannot be opened, its
 // format cannot be told, its CSV header is bad): the run did not start and did nothing. Its field

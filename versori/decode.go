@@ -49,6 +49,12 @@ var strict = json.RejectUnknownMembers(true)
 // decodeStrict decodes data into v and turns a failure into a *ValidationError whose field is a path
 // from root (v's own path in a request).
 func decodeStrict(data []byte, v any, root string) error {
+	return decodeStrictIn(data, v, root, requestFields)
+}
+
+// decodeStrictIn is decodeStrict for a value whose top-level members are top: an unknown member
+// there is told these.
+func decodeStrictIn(data []byte, v any, root string, top []string) error {
 	err := json.Unmarshal(data, v, strict)
 	if err == nil {
 		return nil
@@ -66,7 +72,7 @@ func decodeStrict(data []byte, v any, root string) error {
 		return invalid(root, "invalid JSON at byte %d: %s", syn.ByteOffset+1, redactedText(syn.Err))
 	case errors.As(err, &sem) && errors.Is(sem.Err, json.ErrUnknownName):
 		field := fieldPath(root, sem.JSONPointer)
-		return invalid(field, "%s", unknownField(root, sem.JSONPointer))
+		return invalid(field, "%s", unknownField(root, sem.JSONPointer, top))
 	case errors.As(err, &sem) && sem.GoType != nil && sem.JSONKind != 0:
 		return invalid(fieldPath(root, sem.JSONPointer), "must be %s, not %s", goKind(sem.GoType.Kind().String()), jsonKind(sem.JSONKind))
 	case errors.As(err, &sem):
@@ -91,16 +97,24 @@ var (
 	requestFields    = []string{"userId", "integrationId", "connections", "dynamicVariables"}
 	connectionFields = []string{"templateId", "connectionId", "name", "credentials", "variables"}
 	variableFields   = []string{"name", "value"}
+	// A row of a producer: a request and endUser beside it (DecodeRow).
+	rowFields               = []string{"userId", "integrationId", "connections", "dynamicVariables", "endUser"}
+	endUserFields           = []string{"externalId", "displayName", "primaryConnection"}
+	primaryConnectionFields = []string{"name", "credentials", "variables"}
 )
 
 // unknownField is why the member at ptr is not a field of its object.
-func unknownField(root string, ptr jsontext.Pointer) string {
-	names := requestFields
+func unknownField(root string, ptr jsontext.Pointer, top []string) string {
+	names := top
 	switch parent := lastName(root, ptr.Parent()); parent {
 	case "connections":
 		names = connectionFields
 	case "variables":
 		names = variableFields
+	case "endUser":
+		names = endUserFields
+	case "primaryConnection":
+		names = primaryConnectionFields
 	}
 	key := ptr.LastToken()
 	for _, n := range names {

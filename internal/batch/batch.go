@@ -21,6 +21,7 @@ import (
 
 	"github.com/versori/activator/internal/background"
 	"github.com/versori/activator/internal/rediskeys"
+	"github.com/versori/activator/tasks"
 )
 
 // Counter fields.
@@ -28,13 +29,27 @@ const (
 	FieldQueued        = "queued"
 	FieldActivated     = "activated"
 	FieldAlreadyActive = "already_active"
-	FieldRetries       = "retries"      // failed attempts that were retried
-	FieldDeadPrefix    = "dead_letter:" // + reason
-	fieldStarted       = "started_ms"
-	fieldUpdated       = "updated_ms"
-	fieldFirstDone     = "first_done_ms" // when a flush first counted jobs ending
-	fieldLastDone      = "last_done_ms"  // when a flush last counted jobs ending
+	// The results of the lifecycle's operations (docs/lifecycle.md): ends of jobs, as activated.
+	FieldVariablesUpdated = "variables_updated"
+	FieldDeactivated      = "deactivated"
+	FieldAlreadyInactive  = "already_inactive"
+	FieldSuperseded       = "superseded"
+	// FieldCreatedUser counts jobs that created their end user (a 409 "already exists" counts):
+	// not an end, since such a job goes on to activate.
+	FieldCreatedUser = "created_user"
+	// FieldQueuedPrefix + an operation's name ("activate", "update", "deactivate") counts the jobs
+	// of that operation queued, beside FieldQueued, which counts them all: QueuedField.
+	FieldQueuedPrefix = "queued:"
+	FieldRetries      = "retries"      // failed attempts that were retried
+	FieldDeadPrefix   = "dead_letter:" // + reason
+	fieldStarted      = "started_ms"
+	fieldUpdated      = "updated_ms"
+	fieldFirstDone    = "first_done_ms" // when a flush first counted jobs ending
+	fieldLastDone     = "last_done_ms"  // when a flush last counted jobs ending
 )
+
+// QueuedField is the field counting the batch's queued jobs of op.
+func QueuedField(op tasks.Op) string { return FieldQueuedPrefix + op.String() }
 
 // RateWindow is how far back Status.Rate looks while a batch runs.
 const RateWindow = time.Minute
@@ -157,22 +172,38 @@ func WriteAt(ctx context.Context, rdb redis.UniversalClient, queue string, count
 
 // isDone says whether field counts jobs that ended.
 func isDone(field string) bool {
-	return field == FieldActivated || field == FieldAlreadyActive || strings.HasPrefix(field, FieldDeadPrefix)
+	switch field {
+	case FieldActivated, FieldAlreadyActive, FieldVariablesUpdated, FieldDeactivated, FieldAlreadyInactive, FieldSuperseded:
+		return true
+	}
+	return strings.HasPrefix(field, FieldDeadPrefix)
 }
 
 // Status is how far a batch is. Its JSON gives durations in seconds (rateWindowSeconds,
 // elapsedSeconds, runningSeconds, etaSeconds).
 type Status struct {
-	ID            string           `json:"batch"`
-	Queued        int64            `json:"queued"`
-	Activated     int64            `json:"activated"`
-	AlreadyActive int64            `json:"alreadyActive"`
-	DeadLetters   map[string]int64 `json:"deadLetters"` // by reason
-	Retries       int64            `json:"retries"`
-	Done          int64            `json:"done"`      // activated + already active + dead letters
-	Remaining     int64            `json:"remaining"` // queued - done
-	StartedAt     time.Time        `json:"startedAt"` // the batch's first count, when its first job was queued
-	UpdatedAt     time.Time        `json:"updatedAt"`
+	ID            string `json:"batch"`
+	Queued        int64  `json:"queued"`
+	Activated     int64  `json:"activated"`
+	AlreadyActive int64  `json:"alreadyActive"`
+	// QueuedByOp is Queued by operation ("activate", "update", "deactivate"): what the batch does.
+	// A batch counted by a release before the lifecycle has none.
+	QueuedByOp map[string]int64 `json:"queuedByOp,omitempty"`
+	// The results of updates and deactivations, jobs superseded by a later operation on their
+	// pair, and jobs that created their end user (which also count as activated).
+	VariablesUpdated int64            `json:"variablesUpdated"`
+	Deactivated      int64            `json:"deactivated"`
+	AlreadyInactive  int64            `json:"alreadyInactive"`
+	Superseded       int64            `json:"superseded"`
+	CreatedUser      int64            `json:"createdUser"`
+	DeadLetters      map[string]int64 `json:"deadLetters"` // by reason
+	Retries          int64            `json:"retries"`
+	// Done is every job that ended: activated, already active, variables updated, deactivated,
+	// already inactive, superseded and dead letters.
+	Done      int64     `json:"done"`
+	Remaining int64     `json:"remaining"` // queued - done
+	StartedAt time.Time `json:"startedAt"` // the batch's first count, when its first job was queued
+	UpdatedAt time.Time `json:"updatedAt"`
 	// FirstDoneAt and LastDoneAt are when the batch's first and last job ended, to a counter flush
 	// (half a second); zero until one has (or when counted by a release that did not record them).
 	FirstDoneAt time.Time `json:"firstDoneAt,omitzero"`
@@ -268,6 +299,21 @@ func ReadAt(ctx context.Context, rdb redis.UniversalClient, queue, id string, no
 			s.Activated = n
 		case f == FieldAlreadyActive:
 			s.AlreadyActive = n
+		case f == FieldVariablesUpdated:
+			s.VariablesUpdated = n
+		case f == FieldDeactivated:
+			s.Deactivated = n
+		case f == FieldAlreadyInactive:
+			s.AlreadyInactive = n
+		case f == FieldSuperseded:
+			s.Superseded = n
+		case f == FieldCreatedUser:
+			s.CreatedUser = n
+		case strings.HasPrefix(f, FieldQueuedPrefix):
+			if s.QueuedByOp == nil {
+				s.QueuedByOp = map[string]int64{}
+			}
+			s.QueuedByOp[strings.TrimPrefix(f, FieldQueuedPrefix)] = n
 		case f == FieldRetries:
 			s.Retries = n
 		case f == fieldStarted:
@@ -305,7 +351,7 @@ type Completion struct {
 // settle works out, as of now, what follows from the counts, the times and the batch's recent
 // completions: Done, Remaining, Finished, the durations, the rates and the ETA.
 func (s *Status) settle(now time.Time, recent []Completion) {
-	s.Done = s.Activated + s.AlreadyActive
+	s.Done = s.Activated + s.AlreadyActive + s.VariablesUpdated + s.Deactivated + s.AlreadyInactive + s.Superseded
 	for _, n := range s.DeadLetters {
 		s.Done += n
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-json-experiment/json/jsontext"
 
+	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 )
 
@@ -42,9 +43,10 @@ const (
 	colTemplateID       = "templateId"
 	colConnectionID     = "connectionId"
 	colDynamicVariables = "dynamicVariables"
+	colEndUser          = "endUser"
 	colVarPrefix        = "var."
 
-	knownColumns = "userId, integrationId, connections, templateId, connectionId, dynamicVariables, var.NAME"
+	knownColumns = "userId, integrationId, connections, templateId, connectionId, dynamicVariables, endUser, var.NAME"
 )
 
 // csvColumns holds the index of each column in a record, -1 when the header lacks it.
@@ -52,6 +54,7 @@ type csvColumns struct {
 	n                                    int // number of columns
 	userID, integrationID, connections   int
 	templateID, connectionID, dynamicVar int
+	endUser                              int
 	vars                                 []csvVar
 }
 
@@ -77,7 +80,7 @@ func (r *Reader) readHeader() error {
 	if err != nil {
 		return &HeaderError{Line: line, Reason: csvErrorReason(err, line)}
 	}
-	c := csvColumns{n: len(names), userID: -1, integrationID: -1, connections: -1, templateID: -1, connectionID: -1, dynamicVar: -1}
+	c := csvColumns{n: len(names), userID: -1, integrationID: -1, connections: -1, templateID: -1, connectionID: -1, dynamicVar: -1, endUser: -1}
 	seen := make(map[string]bool, len(names))
 	for i, raw := range names {
 		name := strings.TrimSpace(raw)
@@ -102,6 +105,8 @@ func (r *Reader) readHeader() error {
 			slot = &c.connectionID
 		case colDynamicVariables:
 			slot = &c.dynamicVar
+		case colEndUser:
+			slot = &c.endUser
 		default:
 			v, ok := strings.CutPrefix(name, colVarPrefix)
 			if !ok || v == "" {
@@ -157,10 +162,14 @@ func (r *Reader) nextCSV() (*Row, *Reject, error) {
 	if p == nil {
 		req, p = canonical(req)
 	}
+	var end *versori.EndUserCreate
+	if p == nil {
+		end, p = r.cols.endUserOf(cells, req.UserID)
+	}
 	if p != nil {
 		return reject(p)
 	}
-	return &Row{Line: n, Request: req}, nil, nil
+	return &Row{Line: n, Request: req, EndUser: tasks.EndUserFrom(end)}, nil, nil
 }
 
 // csvErrorReason describes a csv error in terms of the file's lines; start is the record's first line.
@@ -269,6 +278,20 @@ func (c *csvColumns) request(cells []string) (versori.ActivationRequest, *proble
 		}
 	}
 	return req, c.addVars(&req, cells)
+}
+
+// endUserOf reads the endUser cell of a record for the user userID: nil when there is no such
+// column or the cell is empty.
+func (c *csvColumns) endUserOf(cells []string, userID string) (*versori.EndUserCreate, *problem) {
+	if c.endUser < 0 {
+		return nil, nil
+	}
+	cell := cells[c.endUser]
+	if isBlankString(cell) || isNull([]byte(cell)) {
+		return nil, nil
+	}
+	end, err := versori.DecodeEndUser([]byte(cell), userID)
+	return end, problemOf(err)
 }
 
 // addVars merges the var.NAME cells into req.DynamicVariables.

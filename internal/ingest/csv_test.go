@@ -17,7 +17,7 @@ func csvCorpus() []corpusCase {
 	return []corpusCase{
 		// Header errors.
 		{name: "unknown column", format: CSV, input: "userId,integrationId,colour\n",
-			headerErr: `column "colour": unknown column; the known columns are userId, integrationId, connections, templateId, connectionId, dynamicVariables, var.NAME`},
+			headerErr: `column "colour": unknown column; the known columns are userId, integrationId, connections, templateId, connectionId, dynamicVariables, endUser, var.NAME`},
 		{name: "column names are case-sensitive", format: CSV, input: "userid,integrationId\n", headerErr: `column "userid": unknown column`},
 		{name: "var. without a name", format: CSV, input: "userId,integrationId,var.\n", headerErr: `column "var.": unknown column`},
 		{name: "duplicate column", format: CSV, input: "userId,integrationId, userId\n", headerErr: `column "userId": appears more than once`},

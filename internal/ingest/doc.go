@@ -21,6 +21,16 @@
 //
 //	{"userId":"u-1","integrationId":"01HZY8Q6T4J8K2M3N4P5Q6R7S8","connections":[{"templateId":"01HZY8Q6T4J8K2M3N4P5Q6R7S9","connectionId":"01HZY8Q6T4J8K2M3N4P5Q6R7SA"}],"dynamicVariables":{"region":"EU"}}
 //
+// A row may carry "endUser" beside the request's fields: the end user its job creates when the API
+// does not know the row's userId (docs/lifecycle.md), read by [versori.DecodeEndUser]:
+//
+//	{"userId":"u-1","integrationId":"…","connections":[],"endUser":{"displayName":"Ada","primaryConnection":{"name":"crm","credentials":{"action":[]},"variables":[]}}}
+//
+// primaryConnection, and its name, credentials (a JSON object) and variables ([] for none), are
+// required; displayName is not. The user's externalId is the row's userId: an "externalId" member
+// is refused unless it is that userId. A bad endUser rejects the row, naming the field
+// ("endUser.primaryConnection.name"). "endUser": null is the same as leaving it out.
+//
 // An unknown field, malformed JSON, a value of the wrong type, or anything after the object on
 // the same line rejects the row. Field names match exactly, as the API reads them: "USERID" is an
 // unknown field, not userId, and a name given twice in one object rejects the row, since which of
@@ -44,6 +54,7 @@
 //	connectionId      connection, appended after those of the connections column. In a row,
 //	                  both cells are set or both are empty.
 //	dynamicVariables  optional: a JSON object; an empty cell means none
+//	endUser           optional: the row's endUser object as in JSONL; an empty cell means none
 //	var.NAME          optional, any number: the dynamic variable NAME. The cell is a JSON value
 //	                  ("\"EU\"", 42, true, {"a":1}); a cell that is not valid JSON is taken as a
 //	                  plain string, so EU and "EU" (JSON-quoted) are the same, but 42 is a number

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 )
 
@@ -21,6 +22,9 @@ const maxRawBytes = 4 << 10
 type Row struct {
 	Line    int // 1-based line number in the file (for CSV: the line where the record starts)
 	Request versori.ActivationRequest
+	// EndUser is the row's endUser, the end user its job creates should the API not know them; nil
+	// when the row has none.
+	EndUser *tasks.EndUser
 }
 
 // Reject is one bad input row.
@@ -132,18 +136,18 @@ func (r *Reader) nextJSONL() (*Row, *Reject, error) {
 		case !utf8.Valid(line):
 			return reject("", "not valid UTF-8")
 		}
-		req, p := decodeRequest(line)
+		req, end, p := decodeRow(line)
 		if p != nil {
 			return reject(p.Field, p.Reason)
 		}
-		return &Row{Line: n, Request: req}, nil, nil
+		return &Row{Line: n, Request: req, EndUser: tasks.EndUserFrom(end)}, nil, nil
 	}
 }
 
-// decodeRequest reads a JSONL row with the decoder every way into the queue shares.
-func decodeRequest(data []byte) (versori.ActivationRequest, *problem) {
-	req, err := versori.DecodeActivationRequest(data)
-	return req, problemOf(err)
+// decodeRow reads a JSONL row with the decoder every way into the queue shares.
+func decodeRow(data []byte) (versori.ActivationRequest, *versori.EndUserCreate, *problem) {
+	req, end, err := versori.DecodeRow(data)
+	return req, end, problemOf(err)
 }
 
 // problemOf is err as a problem; nil for nil.

@@ -194,7 +194,7 @@ func jsonlCorpus() []corpusCase {
 		{name: "integrationId not a ULID", format: JSONL, input: jline("u1", "integration-1", ""),
 			want: []want{rej(1, "integrationId", "is not a ULID")}},
 		{name: "unknown field", format: JSONL, input: jline("u1", testutil.IntegrationID, `"colour":"red"`),
-			want: []want{rej(1, "colour", "is not a known field (known: userId, integrationId, connections, dynamicVariables)")}},
+			want: []want{rej(1, "colour", "is not a known field (known: userId, integrationId, connections, dynamicVariables, endUser)")}},
 		{name: "unknown nested field", format: JSONL,
 			input: jline("u1", testutil.IntegrationID, `"connections":[{"templateId":"`+testutil.TemplateID+`","connectionId":"`+testutil.ConnectionID+`"},{"templateId":"`+testutil.OtherTemplateID+`","name":"n","credentials":{},"variables":[{"name":"a","value":"b","secret":true}]}]`),
 			want:  []want{rej(1, "connections[1].variables[0].secret", "is not a known field")}},

@@ -4,8 +4,11 @@
 //
 // # Routes
 //
-//	POST /v1/activations                one activation request (the JSON of versori.ActivationRequest)
+//	POST /v1/activations                one activation request (the JSON of versori.ActivationRequest,
+//	                                    with an optional endUser beside its fields: versori.DecodeRow)
 //	POST /v1/activations:batch          a JSON array of up to Config.MaxBatch requests
+//	POST /v1/deactivations              one deactivation: {"userId","integrationId"}
+//	POST /v1/deactivations:batch        a JSON array of up to Config.MaxBatch deactivations
 //	GET  /v1/activations/{taskId}       a job's state and, once completed, its activation id
 //	GET  /healthz                       200 while the process serves
 //	GET  /readyz                        200 when Redis answers PING, else 503
@@ -37,10 +40,18 @@
 //	503 {"error"} + Retry-After                        Redis is unavailable: nothing was queued, retry
 //
 // Every 2xx means the sender must not retry. Every request is safe to retry whatever the answer:
-// the job's task id is derived from the (userId, integrationId) pair, so a pair is queued at most
-// once however many times, and however concurrently, it is posted.
+// the job's task id is derived from the (userId, integrationId) pair and the operation's place among
+// the pair's (internal/pairorder), so an activation (or a deactivation) is queued at most once
+// however many times, and however concurrently, it is posted in a row.
 //
-// A body is read as a JSONL row of enqueue file is (versori.DecodeActivationRequest): UTF-8, field names
+// A deactivation (docs/lifecycle.md) is answered as an activation is, and its body is read as one
+// (so a sender may post the activation's body as it is), but its job carries the pair alone: the
+// other fields are checked, then dropped. Its job runs after the operations on the pair enqueued
+// before it, and the pair's activation, if any, is deleted. A deactivation repeating the pair's
+// last operation (a second deactivation) is "duplicate", as a repeated activation is. There is no
+// update route: `enqueue file --update-variables` and producer.Update queue updates.
+//
+// A body is read as a JSONL row of enqueue file is (versori.DecodeRow): UTF-8, field names
 // exactly as documented, none twice, none unknown, nothing after the value. A body that
 // encoding/json would read one way and the API another ({"userId":"a","USERID":"b"}) is answered
 // 400, never guessed at. ULIDs may come in either case; the task id and the queued request hold
@@ -49,7 +60,8 @@
 // # Webhook ids
 //
 // A request with a webhook-id header is handled once per scope: the id together with the route
-// ("/v1/activations" or "/v1/activations:batch") and the credential that let the request in. A
+// ("/v1/activations", "/v1/activations:batch", "/v1/deactivations" or "/v1/deactivations:batch")
+// and the credential that let the request in. A
 // credential is named by its credential id, a hash that never holds the secret: "whsec:" and the
 // hex SHA-256 of the decoded key of the webhook secret that verified the signature, "bearer:" and
 // the hex SHA-256 of the bearer token, or "open" without authentication (Config.Insecure). So two
@@ -71,7 +83,7 @@
 //
 // # Batches
 //
-// POST /v1/activations:batch is all-or-nothing as to validation: if any element is malformed the
+// POST /v1/activations:batch (and /v1/deactivations:batch) is all-or-nothing as to validation: if any element is malformed the
 // answer is 400 naming its index ("index": 3, "field": "[3].userId") and nothing is queued. A batch
 // of more than Config.MaxBatch elements is answered 413 (split it). Otherwise each request is
 // queued in order and the answer is an array of {"taskId","batch","status"}, one per element in
@@ -115,10 +127,12 @@ const WebhookIDTTL = 10 * time.Minute
 // MaxWebhookIDBytes bounds a webhook-id header; a longer one is answered 400.
 const MaxWebhookIDBytes = 256
 
-// The routes a webhook id is scoped to: ids of the two POST routes are independent.
+// The routes a webhook id is scoped to: ids of the POST routes are independent.
 const (
-	routeOne   = "/v1/activations"
-	routeBatch = "/v1/activations:batch"
+	routeOne             = "/v1/activations"
+	routeBatch           = "/v1/activations:batch"
+	routeDeactivate      = "/v1/deactivations"
+	routeDeactivateBatch = "/v1/deactivations:batch"
 )
 
 const (
@@ -210,14 +224,18 @@ func New(cfg Config, rdb redis.UniversalClient, p *producer.Producer) (*Server, 
 	}
 	s.evict = redisevict.NewWatcher(rdb, s.log, func(st redisevict.Status) { s.metrics.setEvictionPolicy(st.Policy) })
 	mux := http.NewServeMux()
-	mux.Handle("POST /v1/activations", s.limit(s.handleActivation))
-	mux.Handle("POST /v1/activations:batch", s.limit(s.handleBatch))
+	mux.Handle("POST "+routeOne, s.limit(s.oneHandler(routeOne, tasks.OpActivate)))
+	mux.Handle("POST "+routeBatch, s.limit(s.batchHandler(routeBatch, tasks.OpActivate)))
+	mux.Handle("POST "+routeDeactivate, s.limit(s.oneHandler(routeDeactivate, tasks.OpDeactivate)))
+	mux.Handle("POST "+routeDeactivateBatch, s.limit(s.batchHandler(routeDeactivateBatch, tasks.OpDeactivate)))
 	mux.Handle("GET /v1/activations/{taskId...}", s.limit(s.handleStatus))
-	// Without it, GET /v1/activations would be redirected to the status route with an empty id.
-	mux.HandleFunc("/v1/activations", func(w http.ResponseWriter, _ *http.Request) {
+	usePost := func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Allow", http.MethodPost)
 		s.write(w, &response{code: http.StatusMethodNotAllowed, body: jsonBody(ErrorBody{Error: "use POST"})})
-	})
+	}
+	// Without it, GET /v1/activations would be redirected to the status route with an empty id.
+	mux.HandleFunc(routeOne, usePost)
+	mux.HandleFunc(routeDeactivate, usePost)
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	mux.Handle("GET /metrics", s.metrics.handler())
@@ -489,10 +507,16 @@ func (s *Server) once(r *http.Request, route, credential string, body []byte, do
 	return resp
 }
 
-// enqueue queues req's job, tagged with the server's batch id.
-func (s *Server) enqueue(ctx context.Context, req versori.ActivationRequest) (Accepted, error) {
+// row is one request of a body: the activation request, and its end user or the job's operation.
+type row struct {
+	req  versori.ActivationRequest
+	opts []producer.Option
+}
+
+// enqueue queues r's job, tagged with the server's batch id.
+func (s *Server) enqueue(ctx context.Context, r row) (Accepted, error) {
 	start := time.Now()
-	res, err := s.prod.Enqueue(ctx, req, producer.WithBatch(s.cfg.Batch))
+	res, err := s.prod.Enqueue(ctx, r.req, append(r.opts, producer.WithBatch(s.cfg.Batch))...)
 	if err != nil {
 		s.metrics.observeEnqueue(outcomeError, start)
 		return Accepted{TaskID: res.TaskID, Batch: s.cfg.Batch}, err
@@ -516,63 +540,69 @@ func (s *Server) enqueueFailed(err error, index int) *response {
 	return errorResponse(http.StatusBadRequest, ErrorBody{Error: prefix + ve.Error(), Field: prefix + ve.Field, Index: &index})
 }
 
-func (s *Server) handleActivation(w http.ResponseWriter, r *http.Request) {
-	body, credential, resp := s.readAuthed(w, r)
-	if resp == nil {
-		var req versori.ActivationRequest
-		req, resp = decodeOne(body)
+// oneHandler handles POST route, one request whose job does op.
+func (s *Server) oneHandler(route string, op tasks.Op) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, credential, resp := s.readAuthed(w, r)
 		if resp == nil {
-			if err := s.prod.CheckSecrets(req); err != nil {
-				resp = s.enqueueFailed(err, -1)
-			}
-		}
-		if resp == nil {
-			resp = s.once(r, routeOne, credential, body, func(ctx context.Context) *response {
-				acc, err := s.enqueue(ctx, req)
-				if err != nil {
-					return s.enqueueFailed(err, -1)
+			var one row
+			one, resp = decodeOne(body, op)
+			if resp == nil {
+				if err := s.prod.CheckSecrets(one.req, one.opts...); err != nil {
+					resp = s.enqueueFailed(err, -1)
 				}
-				code := http.StatusOK
-				if acc.Status == producer.Enqueued {
-					code = http.StatusAccepted
-				}
-				return &response{code: code, body: jsonBody(acc), remember: true}
-			})
-		}
-	}
-	s.write(w, resp)
-}
-
-func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
-	body, credential, resp := s.readAuthed(w, r)
-	if resp == nil {
-		var reqs []versori.ActivationRequest
-		reqs, resp = s.decodeBatch(body)
-		for i := 0; resp == nil && i < len(reqs); i++ {
-			// All of them before any is queued, as decodeBatch validates them.
-			if err := s.prod.CheckSecrets(reqs[i]); err != nil {
-				resp = s.enqueueFailed(err, i)
 			}
-		}
-		if resp == nil {
-			resp = s.once(r, routeBatch, credential, body, func(ctx context.Context) *response {
-				out := make([]Accepted, len(reqs))
-				code := http.StatusOK
-				for i, req := range reqs {
-					acc, err := s.enqueue(ctx, req)
+			if resp == nil {
+				resp = s.once(r, route, credential, body, func(ctx context.Context) *response {
+					acc, err := s.enqueue(ctx, one)
 					if err != nil {
-						return s.enqueueFailed(err, i)
+						return s.enqueueFailed(err, -1)
 					}
+					code := http.StatusOK
 					if acc.Status == producer.Enqueued {
 						code = http.StatusAccepted
 					}
-					out[i] = acc
-				}
-				return &response{code: code, body: jsonBody(out), remember: true}
-			})
+					return &response{code: code, body: jsonBody(acc), remember: true}
+				})
+			}
 		}
+		s.write(w, resp)
 	}
-	s.write(w, resp)
+}
+
+// batchHandler handles POST route, a batch of requests whose jobs do op.
+func (s *Server) batchHandler(route string, op tasks.Op) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, credential, resp := s.readAuthed(w, r)
+		if resp == nil {
+			var rows []row
+			rows, resp = s.decodeBatch(body, op)
+			for i := 0; resp == nil && i < len(rows); i++ {
+				// All of them before any is queued, as decodeBatch validates them.
+				if err := s.prod.CheckSecrets(rows[i].req, rows[i].opts...); err != nil {
+					resp = s.enqueueFailed(err, i)
+				}
+			}
+			if resp == nil {
+				resp = s.once(r, route, credential, body, func(ctx context.Context) *response {
+					out := make([]Accepted, len(rows))
+					code := http.StatusOK
+					for i, one := range rows {
+						acc, err := s.enqueue(ctx, one)
+						if err != nil {
+							return s.enqueueFailed(err, i)
+						}
+						if acc.Status == producer.Enqueued {
+							code = http.StatusAccepted
+						}
+						out[i] = acc
+					}
+					return &response{code: code, body: jsonBody(out), remember: true}
+				})
+			}
+		}
+		s.write(w, resp)
+	}
 }
 
 // readerAuthed checks the credentials of a request that reads (GET): a bearer token, never a
@@ -661,20 +691,41 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	s.write(w, &response{code: http.StatusOK, body: []byte("{\"status\":\"ok\"}\n")})
 }
 
-// decodeOne decodes and validates the body of POST /v1/activations with the one strict decoder
-// every way into the queue shares, so that a body that could be read two ways is refused rather
-// than guessed at.
-func decodeOne(body []byte) (versori.ActivationRequest, *response) {
+// decodeOne decodes and validates the body of a POST of one request whose job does op, with the
+// one strict decoder every way into the queue shares (versori.DecodeRow), so that a body that
+// could be read two ways is refused rather than guessed at.
+func decodeOne(body []byte, op tasks.Op) (row, *response) {
 	if !utf8.Valid(body) {
 		// encoding/json would read a bad byte as U+FFFD, so that two user ids could become one.
-		return versori.ActivationRequest{}, badRequest(notUTF8, "")
+		return row{}, badRequest(notUTF8, "")
 	}
-	req, err := versori.DecodeActivationRequest(body)
+	one, err := decodeRow(body, op)
 	if err != nil {
 		field, msg := describe(err, "")
-		return req, badRequest(msg, field)
+		return one, badRequest(msg, field)
 	}
-	return req, nil
+	return one, nil
+}
+
+// decodeRow reads one request of a body, for a job that does op. A deactivation's other fields are
+// read and checked, and dropped (producer.Deactivate), so that a sender may post the activation's
+// body as it is.
+func decodeRow(b []byte, op tasks.Op) (row, error) {
+	req, end, err := versori.DecodeRow(b)
+	if err != nil {
+		return row{req: req}, err
+	}
+	one := row{req: req}
+	switch op {
+	case tasks.OpDeactivate:
+		one.opts = append(one.opts, producer.Deactivate())
+	case tasks.OpUpdate:
+		one.opts = append(one.opts, producer.Update())
+	}
+	if end != nil && op != tasks.OpDeactivate {
+		one.opts = append(one.opts, producer.WithEndUser(*tasks.EndUserFrom(end)))
+	}
+	return one, nil
 }
 
 const notUTF8 = "body is not valid UTF-8"
@@ -703,7 +754,7 @@ func describe(err error, prefix string) (field, msg string) {
 // decodeBatch decodes and validates the body of POST /v1/activations:batch: all of it, before
 // anything is queued. The array is split into its elements first, so that its shape and size are
 // refused before any element, and each element is then read as POST /v1/activations reads a body.
-func (s *Server) decodeBatch(body []byte) ([]versori.ActivationRequest, *response) {
+func (s *Server) decodeBatch(body []byte, op tasks.Op) ([]row, *response) {
 	if !utf8.Valid(body) {
 		return nil, badRequest(notUTF8, "")
 	}
@@ -738,14 +789,14 @@ func (s *Server) decodeBatch(body []byte) ([]versori.ActivationRequest, *respons
 	if len(elems) == 0 {
 		return nil, badRequest("batch is empty", "")
 	}
-	reqs := make([]versori.ActivationRequest, len(elems))
+	rows := make([]row, len(elems))
 	for i, raw := range elems {
-		req, err := versori.DecodeActivationRequest(raw)
+		one, err := decodeRow(raw, op)
 		if err != nil {
 			field, msg := describe(err, "["+strconv.Itoa(i)+"]")
 			return nil, bad(i, field, msg)
 		}
-		reqs[i] = req
+		rows[i] = one
 	}
-	return reqs, nil
+	return rows, nil
 }

@@ -46,6 +46,9 @@ type FileOptions struct {
 	// in go-redis v9.23) was used: an escape hatch, at about two thirds of the speed.
 	NoAutopipeline bool
 	Reconcile      bool // every job looks up its pair before activating
+	// Op is what every row's job does to its pair (WithOp): activate (""), update, or deactivate,
+	// whose jobs carry the row's pair alone, so that a file of activations can be reused as is.
+	Op tasks.Op
 	// Progress, if set, is called about every ProgressEvery with the counts so far.
 	Progress      func(Summary)
 	ProgressEvery time.Duration
@@ -183,6 +186,12 @@ type fileRun struct {
 // registry up to date. Its errors are the input's, as *InputError, or Redis's.
 func (q *Queue) newFileRun(ctx context.Context, o FileOptions) (*fileRun, error) {
 	r := &fileRun{q: q, bulk: q, start: time.Now(), sum: Summary{Batch: o.Batch}}
+	op, err := tasks.ParseOp(string(o.Op))
+	if err != nil {
+		return r, fmt.Errorf("FileOptions.Op: %w", err)
+	}
+	o.Op = op // "activate" is OpActivate
+
 	in, format, closeIn, err := openInput(o.Path, o.Format, o.Stdin)
 	if err != nil {
 		return r, &InputError{err}
@@ -358,7 +367,7 @@ func (r *fileRun) read(ctx context.Context) error {
 // secretsReject is the reject of a row whose credentials may not be queued (CheckSecrets), nil for
 // a row that may. Its Raw is the row as read back into JSON, as the input holds it.
 func (r *fileRun) secretsReject(row *ingest.Row) *ingest.Reject {
-	err := r.q.CheckSecrets(row.Request)
+	err := r.q.checkSecrets(r.payload(row))
 	if err == nil {
 		return nil
 	}
@@ -367,7 +376,17 @@ func (r *fileRun) secretsReject(row *ingest.Row) *ingest.Reject {
 		ve = &versori.ValidationError{Reason: err.Error()}
 	}
 	raw, _ := json.Marshal(row.Request)
+	if row.EndUser != nil {
+		if end, err := json.Marshal(row.EndUser); err == nil {
+			raw = append(append(append(raw[:len(raw)-1], `,"endUser":`...), end...), '}')
+		}
+	}
 	return &ingest.Reject{Line: row.Line, Field: ve.Field, Reason: ve.Reason, Raw: string(raw)}
+}
+
+// payload is the payload of a row's job, before its place in the pair's order is known.
+func (r *fileRun) payload(row *ingest.Row) tasks.Payload {
+	return forOp(tasks.Payload{Request: row.Request, EndUser: row.EndUser, Batch: r.o.Batch, Reconcile: r.o.Reconcile, Op: r.o.Op})
 }
 
 // waitWorkers waits for the workers; after ctx ends it waits interruptGrace at most, and says
@@ -430,8 +449,9 @@ func (r *fileRun) finish(ctx context.Context, finished bool, readErr error) (Sum
 	return sum, readErr
 }
 
-// enqueueChunk enqueues one chunk of rows: one command checks them against the dead-letter store,
-// one claims the live pairs, then each is enqueued.
+// enqueueChunk enqueues one chunk of rows: one pipeline claims their pairs, one numbers the
+// operations of those this queue owns (internal/pairorder), one command checks the tickets' task
+// ids against the dead-letter store, then each is enqueued.
 func (r *fileRun) enqueueChunk(ctx context.Context, rows []ingest.Row) {
 	q, o := r.bulk, r.o
 	fail := func(rows []ingest.Row) {
@@ -444,66 +464,110 @@ func (r *fileRun) enqueueChunk(ctx context.Context, rows []ingest.Row) {
 			}
 		})
 	}
+	// failRows fails the rows at the indices given.
+	failRows := func(idx []int) {
+		picked := make([]ingest.Row, len(idx))
+		for j, i := range idx {
+			picked[j] = rows[i]
+		}
+		fail(picked)
+	}
 	var queued int64
 	defer func() {
 		if queued > 0 {
 			r.counter.Add(o.Batch, batch.FieldQueued, queued)
+			r.counter.Add(o.Batch, batch.QueuedField(o.Op), queued)
 		}
 	}()
 	if ctx.Err() != nil {
 		fail(rows)
 		return
 	}
+	pairList := make([]versori.Pair, len(rows))
 	ids := make([]string, len(rows))
 	for i, row := range rows {
-		ids[i] = tasks.TaskID(row.Request.Pair())
+		pairList[i] = row.Request.Pair()
+		ids[i] = tasks.TaskID(pairList[i])
 	}
-	dead, err := q.store.Has(ctx, ids)
+	if o.DryRun {
+		// Nothing is claimed or numbered: the dead letter looked for is the pair's first activation's.
+		dead, err := q.store.Has(ctx, ids)
+		if err != nil {
+			fail(rows)
+			return
+		}
+		for i := range rows {
+			r.count(func(s *Summary) {
+				if dead[i] {
+					s.DeadLettered++
+				} else {
+					s.Enqueued++
+				}
+			})
+		}
+		return
+	}
+	// One claim for the chunk's pairs, by the pair's own task id. A pair another queue owns is a
+	// duplicate, and its operation takes no number (see Enqueue).
+	claims, err := q.pairs.Claim(ctx, q.cfg.Queue, ids)
 	if err != nil {
 		fail(rows)
 		return
 	}
-	// One claim for the chunk's live pairs; a dry run claims nothing.
-	var live []string
-	for i, id := range ids {
-		if !dead[i] {
-			live = append(live, id)
+	var owned []int // indices of the rows whose pair this queue owns
+	for i := range rows {
+		c, err := q.own(ctx, ids[i], claims[i])
+		switch {
+		case err != nil:
+			fail(rows[i : i+1])
+			continue
+		case c.State == pairs.Elsewhere:
+			r.count(func(s *Summary) { s.Duplicates++; s.OtherQueue++ })
+			continue
 		}
+		claims[i] = c
+		owned = append(owned, i)
 	}
-	var claims []pairs.Claim
-	if !o.DryRun && len(live) > 0 {
-		if claims, err = q.pairs.Claim(ctx, q.cfg.Queue, live); err != nil {
-			fail(rows)
-			return
-		}
+	if len(owned) == 0 {
+		return
 	}
-	next := 0
-	for i, row := range rows {
+	// Each owned row's place in its pair's order, in one pipeline, then one look-up of the tickets'
+	// task ids in the dead-letter store.
+	ownedPairs := make([]versori.Pair, len(owned))
+	for j, i := range owned {
+		ownedPairs[j] = pairList[i]
+	}
+	tickets, err := q.order.Next(ctx, o.Op, ownedPairs)
+	if err != nil {
+		failRows(owned)
+		return
+	}
+	ticketIDs := make([]string, len(owned))
+	for j, t := range tickets {
+		ticketIDs[j] = t.TaskID
+	}
+	dead, err := q.store.Has(ctx, ticketIDs)
+	if err != nil {
+		failRows(owned)
+		return
+	}
+	for j, i := range owned {
 		if ctx.Err() != nil {
-			fail(rows[i:])
+			failRows(owned[j:])
 			return
 		}
-		if dead[i] {
+		if dead[j] {
 			r.count(func(s *Summary) { s.DeadLettered++ })
 			continue
 		}
-		if o.DryRun {
-			r.count(func(s *Summary) { s.Enqueued++ })
-			continue
-		}
-		c := claims[next]
-		next++
-		res, err := q.enqueueClaimed(ctx, tasks.Payload{Request: row.Request, Batch: o.Batch, Reconcile: o.Reconcile}, c)
+		pl := r.payload(&rows[i])
+		pl.Seq = tickets[j].Seq
+		res, err := q.enqueueOwned(ctx, pl, claims[i])
 		switch {
 		case err != nil:
 			fail(rows[i : i+1])
 		case res.Status == Duplicate:
-			r.count(func(s *Summary) {
-				s.Duplicates++
-				if res.Owner != "" {
-					s.OtherQueue++
-				}
-			})
+			r.count(func(s *Summary) { s.Duplicates++ })
 		default:
 			queued++
 			r.count(func(s *Summary) { s.Enqueued++ })

@@ -131,25 +131,58 @@ func WithBatch(id string) Option { return func(p *tasks.Payload) { p.Batch = id 
 // earlier outcome is unknown (say, activated outside activator, or after retention expired).
 func WithReconcile() Option { return func(p *tasks.Payload) { p.Reconcile = true } }
 
-// Enqueue validates req and queues its job, unless the pair is already queued, done or
-// dead-lettered. A malformed request returns a *versori.ValidationError. The request's ULIDs are made
-// canonical first, so the result's task id is the pair's whatever case req spells them in.
+// WithOp makes the job do op to the pair instead of activating it (docs/lifecycle.md). A
+// deactivation's job carries the pair alone: the request's connections, dynamic variables and end
+// user are dropped (so that a file of activations can be reused as is), and never stored.
+func WithOp(op tasks.Op) Option { return func(p *tasks.Payload) { p.Op = op } }
+
+// WithEndUser lets the job create the request's end user, should the API not know them:
+// e.CreateRequest(userId) is checked as versori.EndUserCreate.Validate checks it, and its
+// credentials are sealed as the request's.
+func WithEndUser(e *tasks.EndUser) Option { return func(p *tasks.Payload) { p.EndUser = e } }
+
+// Enqueue validates req and queues its job, unless the pair's same operation is already queued,
+// done or dead-lettered. A malformed request returns a *versori.ValidationError. The request's ULIDs
+// are made canonical first, so the result's task id is the pair's whatever case req spells them in.
+//
+// Each operation is numbered in its pair's order (internal/pairorder): its task id is the ticket's
+// (tasks.TaskIDAt), so that an operation repeating the pair's last one (activate after activate,
+// deactivate after deactivate) is that one's Duplicate, or DeadLettered when that one is in the
+// dead-letter store, and any other is queued after it. A deactivation of a pair whose activation is
+// dead-lettered is therefore queued, and deactivates: the dead letter, requeued after it, ends
+// superseded. An operation on a pair another queue owns is a Duplicate (with its Owner) and takes no
+// number, so that it does not supersede that queue's job: send it to the owner's queue.
 func (q *Queue) Enqueue(ctx context.Context, req versori.ActivationRequest, opts ...Option) (Result, error) {
 	req, err := req.Canonical()
 	id := tasks.TaskID(req.Pair())
 	if err != nil {
 		return Result{TaskID: id}, err
 	}
-	if err := q.CheckSecrets(req); err != nil {
+	pl, err := q.payload(req, opts)
+	if err != nil {
 		return Result{TaskID: id}, err
-	}
-	pl := tasks.Payload{Request: req}
-	for _, o := range opts {
-		o(&pl)
 	}
 	if err := q.backfill(ctx); err != nil {
 		return Result{TaskID: id}, err
 	}
+	// The pair is claimed before its operation is numbered: an operation on a pair another queue
+	// owns is a Duplicate, and must take no number, or it would supersede that queue's job.
+	claims, err := q.pairs.Claim(ctx, q.cfg.Queue, []string{id})
+	if err != nil {
+		return Result{TaskID: id}, err
+	}
+	c, err := q.own(ctx, id, claims[0])
+	switch {
+	case err != nil:
+		return Result{TaskID: id}, err
+	case c.State == pairs.Elsewhere:
+		return Result{TaskID: id, Status: Duplicate, Owner: c.Owner}, nil
+	}
+	tickets, err := q.order.Next(ctx, pl.Op, []versori.Pair{req.Pair()})
+	if err != nil {
+		return Result{TaskID: id}, err
+	}
+	pl.Seq, id = tickets[0].Seq, tickets[0].TaskID
 	has, err := q.store.Has(ctx, []string{id})
 	if err != nil {
 		return Result{TaskID: id}, err
@@ -157,32 +190,82 @@ func (q *Queue) Enqueue(ctx context.Context, req versori.ActivationRequest, opts
 	if has[0] {
 		return Result{TaskID: id, Status: DeadLettered}, nil
 	}
-	claims, err := q.pairs.Claim(ctx, q.cfg.Queue, []string{id})
-	if err != nil {
-		return Result{TaskID: id}, err
-	}
-	res, err := q.enqueueClaimed(ctx, pl, claims[0])
+	res, err := q.enqueueOwned(ctx, pl, c)
 	if err == nil && res.Status == Enqueued && pl.Batch != "" {
-		err = q.countQueued(ctx, pl.Batch, 1)
+		err = q.countQueued(ctx, pl.Batch, pl.Op, 1)
 	}
 	return res, err
 }
 
-// CheckSecrets returns the error Enqueue would for req's credentials: a *versori.ValidationError
-// naming the connection, which also matches tasks.ErrPlaintextCredentials when req carries
-// credentials and q may neither seal them (no keys) nor store them in plain text; or one for
-// credentials that are tasks.Withheld, the placeholder displays show instead of them (only
-// `dlq requeue --file` takes those, as the dead letter's own). Nil when req may be queued.
-func (q *Queue) CheckSecrets(req versori.ActivationRequest) error {
-	for i, c := range req.Connections {
-		field := "connections[" + strconv.Itoa(i) + "].credentials"
-		switch {
-		case len(c.Credentials) == 0:
-		case tasks.IsWithheld(c.Credentials):
-			return &versori.ValidationError{Field: field, Reason: "is the placeholder displays show instead of credentials: give the credentials themselves"}
-		case q.cfg.Keys == nil && !q.cfg.AllowPlaintext:
-			return &secretsError{field: field}
+// payload is the payload of the canonical request req with opts, checked as Enqueue checks it.
+func (q *Queue) payload(req versori.ActivationRequest, opts []Option) (tasks.Payload, error) {
+	pl := tasks.Payload{Request: req}
+	for _, o := range opts {
+		o(&pl)
+	}
+	op, err := tasks.ParseOp(string(pl.Op))
+	if err != nil {
+		return pl, err
+	}
+	pl.Op = op // "activate" is OpActivate
+	pl = forOp(pl)
+	return pl, q.checkPayload(pl)
+}
+
+// forOp is pl as its operation's job needs it: a deactivation's holds the pair alone.
+func forOp(pl tasks.Payload) tasks.Payload {
+	if pl.Op == tasks.OpDeactivate {
+		pl.Request = versori.ActivationRequest{UserID: pl.Request.UserID, IntegrationID: pl.Request.IntegrationID}
+		pl.EndUser = nil
+	}
+	return pl
+}
+
+// checkPayload checks what Enqueue checks of a payload beyond its request's validity: its end
+// user's, and the credentials of both (CheckSecrets).
+func (q *Queue) checkPayload(pl tasks.Payload) error {
+	if pl.EndUser != nil {
+		if err := pl.EndUser.CreateRequest(pl.Request.UserID).Validate(); err != nil {
+			return err
 		}
+	}
+	return q.checkSecrets(pl)
+}
+
+// CheckSecrets returns the error Enqueue would for the credentials of req with opts (its
+// connections', and its end user's primary connection's, WithEndUser): a *versori.ValidationError
+// naming the connection, which also matches tasks.ErrPlaintextCredentials when they may be neither
+// sealed (no keys) nor stored in plain text; or one for credentials that are tasks.Withheld, the
+// placeholder displays show instead of them (only `dlq requeue --file` takes those, as the dead
+// letter's own). Nil when req may be queued. A deactivation stores no credentials: nil.
+func (q *Queue) CheckSecrets(req versori.ActivationRequest, opts ...Option) error {
+	pl := tasks.Payload{Request: req}
+	for _, o := range opts {
+		o(&pl)
+	}
+	return q.checkSecrets(forOp(pl))
+}
+
+func (q *Queue) checkSecrets(pl tasks.Payload) error {
+	for i, c := range pl.Request.Connections {
+		if err := q.checkCredentials("connections["+strconv.Itoa(i)+"].credentials", c.Credentials); err != nil {
+			return err
+		}
+	}
+	if pl.EndUser != nil && pl.EndUser.PrimaryConnection != nil {
+		return q.checkCredentials("endUser.primaryConnection.credentials", pl.EndUser.PrimaryConnection.Credentials)
+	}
+	return nil
+}
+
+// checkCredentials is CheckSecrets of the credentials at field.
+func (q *Queue) checkCredentials(field string, creds []byte) error {
+	switch {
+	case len(creds) == 0:
+	case tasks.IsWithheld(creds):
+		return &versori.ValidationError{Field: field, Reason: "is the placeholder displays show instead of credentials: give the credentials themselves"}
+	case q.cfg.Keys == nil && !q.cfg.AllowPlaintext:
+		return &secretsError{field: field}
 	}
 	return nil
 }
@@ -226,9 +309,9 @@ func (q *Queue) backfill(ctx context.Context) error {
 	return nil
 }
 
-// countQueued adds n to a batch's queued counter.
-func (q *Queue) countQueued(ctx context.Context, id string, n int64) error {
-	return batch.Write(ctx, q.rdb, q.cfg.Queue, map[string]map[string]int64{id: {batch.FieldQueued: n}})
+// countQueued adds n jobs of op to a batch's queued counters.
+func (q *Queue) countQueued(ctx context.Context, id string, op tasks.Op, n int64) error {
+	return batch.Write(ctx, q.rdb, q.cfg.Queue, map[string]map[string]int64{id: {batch.FieldQueued: n, batch.QueuedField(op): n}})
 }
 
 // enqueueClaimed queues a validated payload whose pair was checked against the dead-letter store and
@@ -236,16 +319,30 @@ func (q *Queue) countQueued(ctx context.Context, id string, n int64) error {
 // before is queued with a look-up first, since an earlier job for it may have activated it.
 func (q *Queue) enqueueClaimed(ctx context.Context, pl tasks.Payload, c pairs.Claim) (Result, error) {
 	id := tasks.TaskIDAt(pl.Request.Pair(), pl.Seq)
-	if c.State == pairs.Elsewhere {
-		var err error
-		if c, err = q.takeOverIfIdle(ctx, tasks.TaskID(pl.Request.Pair()), c); err != nil {
-			return Result{TaskID: id}, err
-		}
-	}
-	switch c.State {
-	case pairs.Elsewhere:
+	c, err := q.own(ctx, tasks.TaskID(pl.Request.Pair()), c)
+	switch {
+	case err != nil:
+		return Result{TaskID: id}, err
+	case c.State == pairs.Elsewhere:
 		return Result{TaskID: id, Status: Duplicate, Owner: c.Owner}, nil
-	case pairs.Seen:
+	}
+	return q.enqueueOwned(ctx, pl, c)
+}
+
+// own is the claim c of the pair whose TaskID is id once this queue has taken the pair over if it
+// may (takeOverIfIdle): Elsewhere when another queue still owns it.
+func (q *Queue) own(ctx context.Context, id string, c pairs.Claim) (pairs.Claim, error) {
+	if c.State != pairs.Elsewhere {
+		return c, nil
+	}
+	return q.takeOverIfIdle(ctx, id, c)
+}
+
+// enqueueOwned queues a validated payload whose pair this queue owns (claim c, not Elsewhere), was
+// checked against the dead-letter store and, for an operation of the lifecycle, numbered. A pair
+// seen before is queued with a look-up first, since an earlier job for it may have activated it.
+func (q *Queue) enqueueOwned(ctx context.Context, pl tasks.Payload, c pairs.Claim) (Result, error) {
+	if c.State == pairs.Seen {
 		pl.Reconcile = true
 	}
 	return q.enqueue(ctx, pl)
@@ -296,7 +393,8 @@ func (q *Queue) enqueue(ctx context.Context, pl tasks.Payload) (Result, error) {
 			return Result{TaskID: id}, err
 		}
 	}
-	t, err := tasks.NewTask(pl,
+	// The task id of the payload's place in its pair's order, whatever NewTask names it by.
+	t, err := tasks.NewTask(pl, asynq.TaskID(id),
 		asynq.Queue(q.cfg.Queue), asynq.Retention(q.cfg.Retention), asynq.Timeout(q.cfg.Timeout))
 	if err != nil {
 		return Result{TaskID: id}, err

@@ -58,6 +58,8 @@ type Env struct {
 
 const usageText = `usage:
   enqueue file PATH [flags]      enqueue a .jsonl/.ndjson/.csv file ("-": stdin; --format jsonl|csv)
+  enqueue file --update-variables PATH [flags]   update the pairs' dynamic variables (activating those not active)
+  enqueue deactivate PATH [flags]                deactivate the pairs of a file (userId, integrationId; other fields ignored)
   enqueue dlq list [--json] [--reason R] [--show-secrets]
   enqueue dlq requeue (ID... | --reason R | --all | --file FIXED [--format F] [--rejects PATH])
   enqueue dlq purge (ID... | --reason R | --all)
@@ -87,6 +89,8 @@ func synopsis(name string) string {
 	switch name {
 	case "file":
 		return "enqueue file PATH [flags]"
+	case "deactivate":
+		return "enqueue deactivate PATH [flags]"
 	case "status":
 		return "enqueue status BATCH [flags]"
 	case "dlq requeue":
@@ -108,8 +112,8 @@ func Run(ctx context.Context, args []string, env Env) int {
 	var err error
 	code := ExitOK
 	switch args[0] {
-	case "file":
-		code, err = runFile(ctx, args[1:], env)
+	case "file", "deactivate":
+		code, err = runFile(ctx, args[0], args[1:], env)
 	case "dlq":
 		code, err = runDLQ(ctx, args[1:], env)
 	case "pause", "resume":
@@ -218,7 +222,7 @@ func Vars() map[string][]envflag.Var {
 	shared := newFlags("", env, &c).Vars()
 	return map[string][]envflag.Var{
 		"":      shared,
-		"file":  fileFlags(env, &f).Vars()[len(shared):],
+		"file":  fileFlags(env, &f, "file").Vars()[len(shared):],
 		"serve": serveFlags(env, &s).Vars()[len(shared):],
 	}
 }
@@ -289,24 +293,31 @@ func ping(ctx context.Context, rdb redis.UniversalClient, url string) error {
 	return nil
 }
 
-// fileSettings are what `enqueue file` reads besides its path.
+// fileSettings are what `enqueue file` and `enqueue deactivate` read besides the path.
 type fileSettings struct {
 	c     common
 	o     producer.FileOptions
 	p     producer.Config
 	quiet bool
+	// update: --update-variables (file only).
+	update bool
 }
 
-func fileFlags(env Env, s *fileSettings) *envflag.Set {
+// fileFlags are the flags of verb, "file" or "deactivate": the same but for what only an
+// activation does.
+func fileFlags(env Env, s *fileSettings, verb string) *envflag.Set {
 	d := producer.DefaultConfig()
-	fs := newFlags("file", env, &s.c)
+	fs := newFlags(verb, env, &s.c)
 	fs.String(&s.o.Batch, "batch", "", "", "batch id (default: a new one)")
 	formatFlag(fs, &s.o.Format)
 	fs.Int(&s.o.Concurrency, "concurrency", "ENQUEUE_CONCURRENCY", producer.DefaultFileConcurrency, "enqueues in flight at once")
 	fs.String(&s.o.RejectsPath, "rejects", "", "", "rejects file (default: PATH.rejects.jsonl)")
 	fs.Bool(&s.o.DryRun, "dry-run", "", false, "validate only; enqueue nothing")
 	fs.Bool(&s.o.NoAutopipeline, "no-autopipeline", "ENQUEUE_NO_AUTOPIPELINE", false, "send enqueues one by one, not batched by go-redis's (experimental) autopipeliner")
-	fs.Bool(&s.o.Reconcile, "reconcile", "", false, "make every job look up its pair before activating")
+	if verb == "file" {
+		fs.Bool(&s.update, "update-variables", "", false, "update the pairs instead: set an active pair's dynamic variables to the row's, activate one that is not")
+		fs.Bool(&s.o.Reconcile, "reconcile", "", false, "make every job look up its pair before activating")
+	}
 	fs.Int(&s.p.MaxRetry, "max-retry", "MAX_RETRY", d.MaxRetry, "failures before a job is dead-lettered")
 	fs.Duration(&s.p.Retention, "retention", "RETENTION", d.Retention, "how long finished jobs are remembered, which keeps re-runs from re-activating")
 	fs.Duration(&s.p.Timeout, "timeout", "JOB_TIMEOUT", d.Timeout, "timeout of one job attempt")
@@ -352,16 +363,24 @@ func (s *fileSettings) validate(fs *envflag.Set) error {
 	return usageError{envflag.Explain(err, fields)}
 }
 
-func runFile(ctx context.Context, args []string, env Env) (int, error) {
+// runFile runs verb, "file" (activations, or updates with --update-variables) or "deactivate": the
+// same run, rejects, progress, summary and exit codes, for another operation.
+func runFile(ctx context.Context, verb string, args []string, env Env) (int, error) {
 	var s fileSettings
-	fs := fileFlags(env, &s)
+	fs := fileFlags(env, &s, verb)
 	c, o := &s.c, &s.o
 	pos, err := parse(fs, args)
 	if err != nil {
 		return ExitUsage, err
 	}
 	if len(pos) != 1 {
-		return ExitUsage, usageError{errors.New("file takes one PATH")}
+		return ExitUsage, usageError{errors.New(verb + " takes one PATH")}
+	}
+	switch {
+	case verb == "deactivate":
+		o.Op = tasks.OpDeactivate
+	case s.update:
+		o.Op = tasks.OpUpdate
 	}
 	if err := s.validate(fs); err != nil {
 		return ExitUsage, err

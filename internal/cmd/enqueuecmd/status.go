@@ -11,6 +11,7 @@ import (
 
 	"github.com/versori/activator/inspect"
 	"github.com/versori/activator/internal/queuestate"
+	"github.com/versori/activator/tasks"
 )
 
 func runStatus(ctx context.Context, args []string, env Env) (int, error) {
@@ -70,6 +71,21 @@ func runStatus(ctx context.Context, args []string, env Env) (int, error) {
 	}
 }
 
+// byOp is " (activate 3, update 2, deactivate 1)" for a batch that queued more than activations,
+// and "" for one that queued only those (or was counted before the lifecycle).
+func byOp(queued map[string]int64) string {
+	var parts []string
+	for _, op := range tasks.Ops() {
+		if n := queued[op.String()]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", op, n))
+		}
+	}
+	if len(parts) == 0 || len(parts) == 1 && queued[tasks.OpActivate.String()] > 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
 // pausedBecause says why a queue is paused, from queuestate's reason.
 func pausedBecause(reason string) string {
 	switch reason {
@@ -89,8 +105,27 @@ func printStatus(w io.Writer, s inspect.BatchStatus, queue string) {
 	case s.Paused:
 		state = "paused " + pausedBecause(s.PausedReason)
 	}
-	fmt.Fprintf(w, "batch %s: %s\nqueued: %d\nactivated: %d\nalready active: %d\nretries: %d\n",
-		s.ID, state, s.Queued, s.Activated, s.AlreadyActive, s.Retries)
+	fmt.Fprintf(w, "batch %s: %s\nqueued: %d%s\nactivated: %d\nalready active: %d\n",
+		s.ID, state, s.Queued, byOp(s.QueuedByOp), s.Activated, s.AlreadyActive)
+	// The other results, for a batch that has their operation, or has them anyway (a pair's later
+	// operation supersedes a job of any batch).
+	update, deactivate := s.QueuedByOp[tasks.OpUpdate.String()] > 0, s.QueuedByOp[tasks.OpDeactivate.String()] > 0
+	for _, r := range []struct {
+		name  string
+		n     int64
+		shown bool
+	}{
+		{"variables updated", s.VariablesUpdated, update},
+		{"deactivated", s.Deactivated, deactivate},
+		{"already inactive", s.AlreadyInactive, deactivate},
+		{"superseded", s.Superseded, update || deactivate},
+		{"created user", s.CreatedUser, false},
+	} {
+		if r.shown || r.n != 0 {
+			fmt.Fprintf(w, "%s: %d\n", r.name, r.n)
+		}
+	}
+	fmt.Fprintf(w, "retries: %d\n", s.Retries)
 	var dead int64
 	for _, n := range s.DeadLetters {
 		dead += n

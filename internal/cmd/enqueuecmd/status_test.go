@@ -40,6 +40,15 @@ func TestPrintStatus(t *testing.T) {
 		{"stalled", inspect.BatchStatus{ID: "b1", Queued: 100, Activated: 40, Done: 40, Remaining: 60, FirstDoneAt: start,
 			RateWindow: time.Minute, Running: 5 * time.Minute, AverageRate: 40.0 / 300},
 			[]string{"rate: 0.0/s (last 1m0s)\n", "eta: unknown: no job ended in the last 1m0s\n"}, nil},
+		{"updates", inspect.BatchStatus{ID: "b1", Queued: 10, QueuedByOp: map[string]int64{"update": 10}, Activated: 2, CreatedUser: 1,
+			VariablesUpdated: 6, Superseded: 2, Done: 10, Finished: true},
+			[]string{"queued: 10 (update 10)\nactivated: 2\nalready active: 0\nvariables updated: 6\nsuperseded: 2\ncreated user: 1\nretries: 0\n"},
+			[]string{"deactivated", "inactive"}},
+		{"activations and deactivations (an intake's batch)", inspect.BatchStatus{ID: "b1", Queued: 7,
+			QueuedByOp: map[string]int64{"activate": 5, "deactivate": 2}, Remaining: 7},
+			[]string{"queued: 7 (activate 5, deactivate 2)\n", "deactivated: 0\nalready inactive: 0\nsuperseded: 0\n"}, []string{"variables updated"}},
+		{"activations alone", inspect.BatchStatus{ID: "b1", Queued: 7, QueuedByOp: map[string]int64{"activate": 7}, Remaining: 7},
+			[]string{"queued: 7\nactivated: 0\nalready active: 0\nretries: 0\n"}, []string{"superseded", "created user"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
