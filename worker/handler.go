@@ -161,9 +161,6 @@ type outcome struct {
 	activationID string
 }
 
-// fieldCreatedUser is the batch count of jobs that created their end user.
-const fieldCreatedUser = "created_user"
-
 // ProcessTask implements asynq.Handler.
 func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	growStack()
@@ -642,7 +639,7 @@ func (h *handler) ensureUser(ctx context.Context, p, send tasks.Payload, create 
 	// A 409 says a user with this external id exists: another job for the user created them, or
 	// this job's own earlier create landed after the look-up. Either way the user is there.
 	h.cfg.Metrics.EndUsersCreated.Inc()
-	h.cfg.Batches.Add(p.Batch, fieldCreatedUser, 1)
+	h.cfg.Batches.Add(p.Batch, batch.FieldCreatedUser, 1)
 	h.log.Info("created the end user the API did not know", "user_id", user, "integration_id", p.Request.IntegrationID,
 		"already_existed", err != nil)
 	return userCreated, outcome{}
