@@ -637,3 +637,65 @@ func TestUpdateVariables(t *testing.T) {
 		})
 	}
 }
+
+// TestLifecycleThroughProducer: the vendor's producer queues each operation (the end user's
+// credentials sealed), the workers run them, and the batch counts every result by its name.
+func TestLifecycleThroughProducer(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	api := versoritest.New(t, versoritest.Options{})
+	api.RequireKnownUsers(true)
+	keys, err := tasks.ParseKeyring("a:" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("p", 32))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	startWorker(t, db.Client, api, func(c *worker.Config) {
+		c.Policy = policyTimings
+		c.Keys = keys
+	})
+	p := producer.New(db.Client, producer.Config{Queue: queue, Keys: keys})
+	ctx := context.Background()
+	const batchID = "lifecycle"
+	enq := func(req versori.ActivationRequest, opts ...producer.Option) {
+		t.Helper()
+		res, err := p.Enqueue(ctx, req, append(opts, producer.WithBatch(batchID))...)
+		if err != nil || res.Status != producer.Enqueued {
+			t.Fatalf("Enqueue(%s) = %+v, %v", req.UserID, res, err)
+		}
+	}
+	newUser := testutil.Request("u-prod-new")
+	enq(newUser, producer.WithEndUser(*newEndUser("Producer")))
+	updated := testutil.Request("u-prod-update")
+	api.Seed(updated.Pair())
+	updated.DynamicVariables = json.RawMessage(`{"tier":2}`)
+	enq(updated, producer.Update())
+	gone := testutil.Request("u-prod-gone")
+	api.Seed(gone.Pair())
+	enq(gone, producer.Deactivate())
+	never := testutil.Request("u-prod-never")
+	api.AddUser(never.UserID)
+	enq(never, producer.Deactivate())
+	waitQueueEmpty(t, db.Client, api, 30*time.Second)
+
+	in := inspect.New(db.Client, producer.Config{Queue: queue})
+	var st inspect.BatchStatus
+	testutil.WaitFor(t, 10*time.Second, "the batch's counts", func() bool {
+		st, err = in.Batch(ctx, batchID)
+		return err == nil && st.Done == 4
+	})
+	if st.Activated != 1 || st.CreatedUser != 1 || st.VariablesUpdated != 1 || st.Deactivated != 1 || st.AlreadyInactive != 1 || len(st.DeadLetters) != 0 {
+		t.Errorf("batch status = %+v", st)
+	}
+	if api.UserCreates(newUser.UserID) != 1 || api.ActivationCount(newUser.Pair()) != 1 || api.ActivationCount(gone.Pair()) != 0 {
+		t.Errorf("the new user created %d times with %d activations; the deactivated pair has %d",
+			api.UserCreates(newUser.UserID), api.ActivationCount(newUser.Pair()), api.ActivationCount(gone.Pair()))
+	}
+	if vars, _ := api.Variables(updated.Pair()); !sameJSON(vars, updated.DynamicVariables) {
+		t.Errorf("updated pair holds %s", vars)
+	}
+	for _, c := range userCalls(api, newUser.UserID) {
+		if c.Op == versori.OpCreateEndUser && c.Credentials != "["+primaryCredentials+"]" {
+			t.Errorf("the create sent credentials %s", c.Credentials)
+		}
+	}
+}
