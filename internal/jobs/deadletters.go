@@ -357,7 +357,8 @@ func (q *Queue) deadLetterOf(ctx context.Context, pair versori.Pair) ([]deadlett
 // fixedRequest is the request and sealed secrets a corrected row for dead letter e stands for. A
 // connection whose credentials are tasks.Withheld (as `dlq export` writes them) takes the dead
 // letter's own: its sealed secrets, kept sealed, or its plaintext credentials at the same index.
-// Credentials the row gives itself are new input, held to CheckSecrets' rule.
+// Credentials the row gives itself are new input, held to CheckSecrets' rule. The requeued job
+// keeps e's end user, whose sealed credentials keep e's seal.
 func (q *Queue) fixedRequest(e deadletter.Entry, req versori.ActivationRequest) (versori.ActivationRequest, string, error) {
 	var withheld, given []int
 	for i, c := range req.Connections {
@@ -372,7 +373,10 @@ func (q *Queue) fixedRequest(e deadletter.Entry, req versori.ActivationRequest) 
 	if len(given) > 0 && q.cfg.Keys == nil && !q.cfg.AllowPlaintext {
 		return req, "", &secretsError{field: field(given[0])}
 	}
-	if len(withheld) == 0 {
+	// The end user's credentials, sealed with the connections' (the requeued job keeps e's end
+	// user), hold the seal to the same rule.
+	sealedUser := e.EndUser != nil && e.EndUser.PrimaryConnection != nil && tasks.IsWithheld(e.EndUser.PrimaryConnection.Credentials)
+	if len(withheld) == 0 && !sealedUser {
 		return req, "", nil
 	}
 	// Withheld credentials are the dead letter's by index: a row whose connections were reordered or
