@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hibiken/asynq"
 
 	"github.com/versori/activator/internal/deadletter"
 	"github.com/versori/activator/internal/jobs"
@@ -59,5 +62,44 @@ func TestReencryptDeadLetterWithEndUser(t *testing.T) {
 	back := got[0].Payload()
 	if err := back.Open(keyring(t, b)); err != nil || string(back.EndUser.PrimaryConnection.Credentials) != `{"token":"SECRET-R"}` {
 		t.Errorf("the resealed entry opens to %+v, %v", back.EndUser, err)
+	}
+}
+
+// TestRequeueFileKeepsEndUserSeal: a corrected row for a dead letter whose end user's credentials
+// are sealed queues the job with that seal and end user, which open with the key.
+func TestRequeueFileKeepsEndUserSeal(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	ctx := context.Background()
+	keys := keyring(t, "a:"+base64.StdEncoding.EncodeToString([]byte(strings.Repeat("a", 32))))
+	req := testutil.Request("u-requeue-file")
+	p := tasks.Payload{Request: req, EndUser: &tasks.EndUser{DisplayName: "F",
+		PrimaryConnection: &versori.ConnectionCreate{Name: "primary", Credentials: json.RawMessage(`{"token":"SECRET-F"}`),
+			Variables: []versori.ConnectionVariable{}}}}
+	if err := p.Seal(keys); err != nil {
+		t.Fatal(err)
+	}
+	store := deadletter.NewStore(db.Client, "activations")
+	e := deadletter.Entry{ID: tasks.TaskID(req.Pair()), Reason: tasks.ReasonNotFound, Error: "x", Queue: "activations"}
+	e.Keep(p)
+	if _, err := store.Add(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	q := jobs.New(db.Client, jobs.Config{Queue: "activations", Keys: keys})
+	path := testutil.WriteJSONL(t, filepath.Join(t.TempDir(), "fixed.jsonl"), req)
+	sum, err := q.RequeueFile(ctx, jobs.RequeueFileOptions{Path: path})
+	if err != nil || sum.Requeued != 1 {
+		t.Fatalf("RequeueFile = %+v, %v", sum, err)
+	}
+	ti, err := asynq.NewInspectorFromRedisClient(db.Client).GetTaskInfo("activations", e.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tasks.DecodePayload(ti.Payload)
+	if err != nil || got.Secrets != p.Secrets || got.EndUser == nil || !got.Reconcile {
+		t.Fatalf("requeued payload = %+v, %v", got, err)
+	}
+	if err := got.Open(keys); err != nil || string(got.EndUser.PrimaryConnection.Credentials) != `{"token":"SECRET-F"}` {
+		t.Errorf("the requeued job opens to %+v, %v", got.EndUser, err)
 	}
 }
