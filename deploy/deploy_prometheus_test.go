@@ -29,6 +29,7 @@ import (
 	"go.yaml.in/yaml/v4"
 
 	"github.com/versori/activator/internal/testutil"
+	"github.com/versori/activator/metrics"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/versori/versoritest"
@@ -502,20 +503,22 @@ func TestPrometheusScrapesARealWorker(t *testing.T) {
 		return len(bad) == 0, strings.Join(bad, "; ")
 	})
 
-	// The worker is scraped under the job the alerts select on, and its figures arrive.
+	// The worker is scraped under the job the alerts select on, and its figures arrive: every result
+	// the worker's metrics start with (at zero), whatever operations they count.
+	results := promWorkerResults(t)
 	promEventually(t, 20*time.Second, "up, the activations and asynq's pending backlog", func() (bool, string) {
 		up, err := promQuery(base, `up{job="`+promWorkerJob+`"}`)
 		if err != nil || len(up) != 1 || up[0].Value != 1 {
 			return false, fmt.Sprintf("up = %+v, %v", up, err)
 		}
 		acts, err := promQuery(base, "activator_activations_total")
-		if err != nil || len(acts) != 2 {
-			return false, fmt.Sprintf("activator_activations_total = %+v, %v; want both results", acts, err)
+		if err != nil || len(acts) != len(results) {
+			return false, fmt.Sprintf("activator_activations_total = %+v, %v; want every result of %v", acts, err, slices.Sorted(maps.Keys(results)))
 		}
 		var activated float64
 		for _, s := range acts {
-			if s.Metric["job"] != promWorkerJob || s.Metric["result"] == "" {
-				return false, fmt.Sprintf("activator_activations_total sample without job or result: %v", s.Metric)
+			if s.Metric["job"] != promWorkerJob || !results[s.Metric["result"]] {
+				return false, fmt.Sprintf("activator_activations_total sample without job or a known result: %v", s.Metric)
 			}
 			if s.Metric["result"] == "activated" {
 				activated = s.Value
@@ -691,4 +694,31 @@ func promEventually(t *testing.T, timeout time.Duration, what string, cond func(
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// promWorkerResults is the set of activator_activations_total's result values a worker exports from
+// its start: the ones its metrics initialise at zero.
+func promWorkerResults(t *testing.T) map[string]bool {
+	t.Helper()
+	mfs, err := metrics.NewWorker().Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, mf := range mfs {
+		if mf.GetName() != "activator_activations_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" {
+					out[l.GetValue()] = true
+				}
+			}
+		}
+	}
+	if !out["activated"] || !out["already_active"] {
+		t.Fatalf("a worker's metrics start without activated and already_active results: %v", out)
+	}
+	return out
 }

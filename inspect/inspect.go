@@ -29,6 +29,10 @@ import (
 //   - FailedAt, DeadLetteredAt time.Time: when it failed, and when it was stored here.
 //   - Queue, Batch string: where it ran, and the batch it was enqueued in.
 //   - Request versori.ActivationRequest: the request, as Requeue sends it again.
+//   - Op tasks.Op, Seq int64: the job's operation ("" activates) and its number in the pair's order;
+//     Requeue queues the same operation under the same task id, so that a dead letter requeued
+//     after a later operation on its pair ends superseded.
+//   - EndUser *tasks.EndUser: the end user the job creates should the API not know them.
 type DeadLetter = deadletter.Entry
 
 // BatchStatus is how far one enqueue run's jobs are. Its fields:

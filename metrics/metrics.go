@@ -16,11 +16,23 @@ import (
 	"github.com/versori/activator/versori"
 )
 
-// Job results, the values of activator_activations_total's result label.
+// Job results, the values of activator_activations_total's result label, and the batch count fields
+// of jobs that ended so.
 const (
-	ResultActivated     = "activated"
-	ResultAlreadyActive = "already_active"
+	ResultActivated     = "activated"      // activate or update: this job activated the pair
+	ResultAlreadyActive = "already_active" // activate: the pair was found active
+	// ResultVariablesUpdated: update found the pair active and set its dynamic variables.
+	ResultVariablesUpdated = "variables_updated"
+	ResultDeactivated      = "deactivated"      // deactivate: this job deleted the pair's activation
+	ResultAlreadyInactive  = "already_inactive" // deactivate: the pair had no activation
+	// ResultSuperseded: a later operation on the pair was enqueued; the job made no call.
+	ResultSuperseded = "superseded"
 )
+
+// Results lists every job result.
+func Results() []string {
+	return []string{ResultActivated, ResultAlreadyActive, ResultVariablesUpdated, ResultDeactivated, ResultAlreadyInactive, ResultSuperseded}
+}
 
 // Worker holds the worker's metrics.
 type Worker struct {
@@ -43,7 +55,9 @@ type Worker struct {
 	// RedisEvictionPolicy is 1 for Redis's maxmemory-policy ("unknown" when CONFIG GET is refused),
 	// the one series present; anything but noeviction lets a full Redis drop queued jobs.
 	RedisEvictionPolicy *prometheus.GaugeVec
-	Registry            *prometheus.Registry
+	// EndUsersCreated counts jobs that created their end user (a 409 "already exists" included).
+	EndUsersCreated prometheus.Counter
+	Registry        *prometheus.Registry
 
 	// The children every successful job records, looked up once: a label lookup hashes its values
 	// and takes a lock, five times per job.
@@ -62,7 +76,7 @@ func NewWorker() *Worker {
 		Registry: reg,
 		Activations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "activator_activations_total",
-			Help: "Jobs that ended with the pair active, by result: activated by this job, or found already active.",
+			Help: "Jobs that ended done, by result: activated, already_active, variables_updated, deactivated, already_inactive, or superseded (a later operation on the pair was enqueued; no call made).",
 		}, []string{"result"}),
 		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "activator_dead_letters_total",
@@ -111,6 +125,10 @@ func NewWorker() *Worker {
 			Name: "activator_redis_restarts_total",
 			Help: "Times Redis was found restarted or failed over (its run id changed), after which first attempts look up their pair for a while.",
 		}),
+		EndUsersCreated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "activator_end_users_created_total",
+			Help: "Jobs that created their end user because the API did not know them (an answer that the user already exists counts).",
+		}),
 		RedisEvictionPolicy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "activator_redis_eviction_policy",
 			Help: "1 for Redis's maxmemory-policy (\"unknown\" when CONFIG GET is refused), re-read every minute; anything but noeviction lets a full Redis silently drop queued jobs and dead letters.",
@@ -118,8 +136,8 @@ func NewWorker() *Worker {
 	}
 	reg.MustRegister(m.RedisEvictionPolicy, m.Activations, m.DeadLetters, m.Attempts, m.JobDuration, m.VersoriRequests, m.VersoriDuration,
 		m.QueuePaused, m.RateLimitWaits, m.BreakerState, m.DuplicateActivations, m.RetryAfterCapped, m.RedisRestarts,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, r := range []string{ResultActivated, ResultAlreadyActive} {
+		m.EndUsersCreated, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, r := range Results() {
 		m.Activations.WithLabelValues(r)
 	}
 	for _, r := range tasks.Reasons() {
@@ -139,8 +157,7 @@ func NewWorker() *Worker {
 	return m
 }
 
-// Activated counts one job that ended with its pair active: result is ResultActivated or
-// ResultAlreadyActive.
+// Activated counts one job that ended done, by its result (one of Results).
 func (m *Worker) Activated(result string) {
 	if result == ResultActivated {
 		m.activated.Inc()

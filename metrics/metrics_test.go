@@ -50,6 +50,7 @@ var interfaceFamilies = map[string]family{
 	"activator_duplicate_activations_total":      {dto.MetricType_COUNTER, nil},
 	"activator_retry_after_capped_total":         {dto.MetricType_COUNTER, nil},
 	"activator_redis_restarts_total":             {dto.MetricType_COUNTER, nil},
+	"activator_end_users_created_total":          {dto.MetricType_COUNTER, nil},
 	// asynq's queue collector (QUEUE_METRICS). asynq_tasks_enqueued_total and
 	// asynq_queue_paused_total are gauges despite their names.
 	"asynq_tasks_enqueued_total":            {dto.MetricType_GAUGE, []string{"queue", "state"}},
@@ -62,6 +63,10 @@ var interfaceFamilies = map[string]family{
 }
 
 const testQueue = "metrics-test"
+
+// apiOps are the operation labels of the client's calls.
+var apiOps = []string{versori.OpActivate, versori.OpListActivations, versori.OpGetActivation, versori.OpDeleteActivation,
+	versori.OpUpdateVariables, versori.OpGetEndUser, versori.OpCreateEndUser}
 
 // boundedValues says, for every label name a worker may use, which values are allowed. Anything else,
 // a user id, an integration id, an error text, would make a series per value.
@@ -77,10 +82,10 @@ func boundedValues() map[string]func(string) bool {
 	classes = append(classes, "circuit_open")
 	code := regexp.MustCompile(`^(error|[1-5][0-9][0-9])$`)
 	return map[string]func(string) bool{
-		"result":    oneOf(metrics.ResultActivated, metrics.ResultAlreadyActive),
+		"result":    oneOf(metrics.Results()...),
 		"reason":    oneOf(reasons...),
 		"class":     oneOf(classes...),
-		"operation": oneOf(versori.OpActivate, versori.OpListActivations, versori.OpGetActivation, versori.OpDeleteActivation),
+		"operation": oneOf(apiOps...),
 		"code":      code.MatchString,
 		"queue":     oneOf(testQueue),
 		"state":     oneOf("active", "pending", "scheduled", "retry", "archived", "completed"),
@@ -114,7 +119,8 @@ func exercised(t *testing.T) *metrics.Worker {
 		m.ObserveAttempt(c, 20*time.Millisecond)
 	}
 	m.ObserveAttempt("circuit_open", 0)
-	for _, op := range []string{versori.OpActivate, versori.OpListActivations, versori.OpGetActivation, versori.OpDeleteActivation} {
+	m.EndUsersCreated.Inc()
+	for _, op := range apiOps {
 		for _, status := range []int{200, 401, 429, 503, 0} {
 			m.ObserveVersori(op, status, 30*time.Millisecond)
 		}
@@ -221,6 +227,13 @@ func TestMetricsInterface(t *testing.T) {
 	}{
 		{"activator_activations_total", map[string]string{"result": "activated"}, 1},
 		{"activator_activations_total", map[string]string{"result": "already_active"}, 1},
+		{"activator_activations_total", map[string]string{"result": "superseded"}, 0},
+		{"activator_activations_total", map[string]string{"result": "variables_updated"}, 0},
+		{"activator_activations_total", map[string]string{"result": "deactivated"}, 0},
+		{"activator_activations_total", map[string]string{"result": "already_inactive"}, 0},
+		{"activator_end_users_created_total", nil, 1},
+		{"activator_versori_requests_total", map[string]string{"operation": "create_end_user", "code": "503"}, 1},
+		{"activator_versori_requests_total", map[string]string{"operation": "update_variables", "code": "200"}, 1},
 		{"activator_job_attempts_total", map[string]string{"class": "circuit_open"}, 1},
 		{"activator_job_duration_seconds", map[string]string{"class": "circuit_open"}, 1},
 		{"activator_versori_requests_total", map[string]string{"operation": "activate", "code": "error"}, 1},
@@ -273,7 +286,7 @@ func TestMetricsInitialisedAtZero(t *testing.T) {
 		series[mf.GetName()] = len(mf.GetMetric())
 	}
 	want := map[string]int{
-		"activator_activations_total":  2,
+		"activator_activations_total":  len(metrics.Results()),
 		"activator_dead_letters_total": len(tasks.Reasons()),
 		"activator_job_attempts_total": len(versori.Classes()) + 1, // and circuit_open
 	}

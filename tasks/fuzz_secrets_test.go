@@ -25,8 +25,25 @@ func FuzzOpenRedact(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	withUser := tasks.Payload{Request: secretReq("u-3"), EndUser: endUser(), Op: tasks.OpUpdate, Seq: 2}
+	if err := withUser.Seal(keys); err != nil {
+		f.Fatal(err)
+	}
+	sealedUser, err := tasks.NewTask(withUser)
+	if err != nil {
+		f.Fatal(err)
+	}
+	plainUser, err := tasks.NewTask(tasks.Payload{Request: secretReq("u-4"), EndUser: endUser()})
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Add(sealed.Payload())
 	f.Add(plain.Payload())
+	f.Add(sealedUser.Payload())
+	f.Add(plainUser.Payload())
+	f.Add([]byte(`{"request":{"userId":"u","integrationId":"01JDCRM0000000000000000000"},"endUser":{"primaryConnection":{"credentials":{"$activator":"withheld"}}},"secrets":"a:AAAA"}`))
+	f.Add([]byte(`{"request":{},"endUser":{"primaryConnection":null}}`))
+	f.Add([]byte(`{"request":{},"endUser":{"primaryConnection":{"credentials":"x"}},"secrets":5}`))
 	f.Add([]byte(`{"request":{"userId":"u","integrationId":"01JDCRM0000000000000000000","connections":[{"credentials":{"$activator":"withheld"}}]},"secrets":"a:AAAA"}`))
 	f.Add([]byte(`{"request":{"connections":[null,{"credentials":"x"}]},"secrets":5}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -44,6 +61,11 @@ func FuzzOpenRedact(f *testing.F) {
 					Credentials json.RawMessage `json:"credentials"`
 				} `json:"connections"`
 			} `json:"request"`
+			EndUser struct {
+				PrimaryConnection struct {
+					Credentials json.RawMessage `json:"credentials"`
+				} `json:"primaryConnection"`
+			} `json:"endUser"`
 		}
 		if json.Unmarshal(out, &shown) != nil {
 			t.Fatalf("RedactPayload(%q) = %q, not JSON", b, out)
@@ -52,6 +74,12 @@ func FuzzOpenRedact(f *testing.F) {
 			if len(c.Credentials) > 0 && !tasks.IsWithheld(c.Credentials) {
 				t.Fatalf("RedactPayload(%q) shows credentials %s", b, c.Credentials)
 			}
+		}
+		if c := shown.EndUser.PrimaryConnection.Credentials; len(c) > 0 && !tasks.IsWithheld(c) {
+			t.Fatalf("RedactPayload(%q) shows the end user's credentials %s", b, c)
+		}
+		if strings.Contains(string(out), primarySecret) && !strings.Contains(string(b), `"PRIMARY`) {
+			t.Fatalf("RedactPayload(%q) = %q", b, out)
 		}
 		if strings.Contains(string(out), "END-USER-THIRD-PARTY-SECRET") && !strings.Contains(string(b), `"END-USER`) {
 			t.Fatalf("RedactPayload(%q) = %q", b, out)

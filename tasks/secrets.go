@@ -135,10 +135,20 @@ func (k *Keyring) key(id string) (seal.Key, bool) {
 // this one.
 const sealVersion = "activator-secrets-v1"
 
+// primaryLabel is bound into the associated data of a seal that holds the end user's primary
+// connection credentials (EndUser.PrimaryConnection), as each connection's credentials are bound to
+// its template: a seal made without them does not open as one with them, nor the other way round.
+const primaryLabel = "primaryConnection"
+
 // aad binds a seal to its key id and its pair's task id: ciphertext moved to another pair's task,
-// or relabelled with another key id, does not open.
-func aad(keyID, taskID string) []byte {
-	return []byte(sealVersion + "\x00" + keyID + "\x00" + taskID)
+// or relabelled with another key id, does not open. withPrimary adds primaryLabel for a seal that
+// holds the end user's primary connection credentials; seals without them read as they always did.
+func aad(keyID, taskID string, withPrimary bool) []byte {
+	a := sealVersion + "\x00" + keyID + "\x00" + taskID
+	if withPrimary {
+		a += "\x00" + primaryLabel
+	}
+	return []byte(a)
 }
 
 // secretParts are the parts of a request that Payload.Secrets holds. New kinds of secret get a field
@@ -151,6 +161,9 @@ type secretParts struct {
 	// reordered or retemplated since, which would hand them to another third party. Seals made
 	// before it was added have none, and open as they did.
 	Templates map[string]string `json:"templates,omitempty"`
+	// PrimaryConnection is the credentials of the end user's primary connection (Payload.EndUser),
+	// which the payload withholds.
+	PrimaryConnection json.RawMessage `json:"primaryConnection,omitempty"`
 }
 
 // SecretKeyID is the id of the key secrets were sealed with ("kid:base64(nonce||ciphertext)"); ""
@@ -168,6 +181,43 @@ func HasCredentials(req versori.ActivationRequest) bool {
 		}
 	}
 	return false
+}
+
+// EndUserHasCredentials reports whether e's primary connection carries credentials in plain text
+// (withheld ones do not count).
+func EndUserHasCredentials(e *EndUser) bool {
+	return e != nil && e.PrimaryConnection != nil && len(e.PrimaryConnection.Credentials) > 0 &&
+		!IsWithheld(e.PrimaryConnection.Credentials)
+}
+
+// endUserWithholds reports whether e's primary connection credentials are Withheld.
+func endUserWithholds(e *EndUser) bool {
+	return e != nil && e.PrimaryConnection != nil && IsWithheld(e.PrimaryConnection.Credentials)
+}
+
+// HasSecrets reports whether p carries credentials in plain text: its request's connections', or
+// its end user's primary connection's.
+func (p *Payload) HasSecrets() bool {
+	return HasCredentials(p.Request) || EndUserHasCredentials(p.EndUser)
+}
+
+// withPrimaryCredentials returns a copy of e whose primary connection has creds, leaving e as it
+// is (payload copies share it).
+func withPrimaryCredentials(e *EndUser, creds json.RawMessage) *EndUser {
+	c := *e
+	pc := *e.PrimaryConnection
+	pc.Credentials = creds
+	c.PrimaryConnection = &pc
+	return &c
+}
+
+// RedactEndUser returns e with its primary connection's credentials replaced by Withheld: what
+// displays show. e is left as it is.
+func RedactEndUser(e *EndUser) *EndUser {
+	if e == nil || e.PrimaryConnection == nil || len(e.PrimaryConnection.Credentials) == 0 {
+		return e
+	}
+	return withPrimaryCredentials(e, json.RawMessage(Withheld))
 }
 
 // IsWithheld reports whether credentials are the Withheld placeholder.
@@ -193,11 +243,12 @@ func Redact(req versori.ActivationRequest) versori.ActivationRequest {
 	return req
 }
 
-// Seal moves the plaintext credentials of p.Request into p.Secrets, sealed with k's current key and
-// bound to the request's pair; the request keeps Withheld in their place. A payload without
-// plaintext credentials is left as it is. With no keyring it returns ErrPlaintextCredentials.
+// Seal moves the plaintext credentials of p.Request, and of p.EndUser's primary connection, into
+// p.Secrets, sealed with k's current key and bound to the request's pair; the payload keeps Withheld
+// in their place. A payload without plaintext credentials is left as it is. With no keyring it
+// returns ErrPlaintextCredentials.
 func (p *Payload) Seal(k *Keyring) error {
-	if !HasCredentials(p.Request) {
+	if !p.HasSecrets() {
 		return nil
 	}
 	if k.Current() == "" {
@@ -217,14 +268,19 @@ func (p *Payload) Seal(k *Keyring) error {
 			c.Credentials = json.RawMessage(Withheld)
 		}
 	}
+	eu := p.EndUser
+	if EndUserHasCredentials(eu) {
+		parts.PrimaryConnection = eu.PrimaryConnection.Credentials
+		eu = withPrimaryCredentials(eu, json.RawMessage(Withheld))
+	}
 	plain, err := json.Marshal(parts)
 	if err != nil {
 		return fmt.Errorf("tasks: encoding secrets: %w", err)
 	}
 	id := k.Current()
 	key, _ := k.key(id)
-	box := key.Seal(plain, aad(id, TaskID(req.Pair())))
-	p.Request, p.Secrets = req, id+":"+base64.StdEncoding.EncodeToString(box)
+	box := key.Seal(plain, aad(id, TaskID(req.Pair()), parts.PrimaryConnection != nil))
+	p.Request, p.EndUser, p.Secrets = req, eu, id+":"+base64.StdEncoding.EncodeToString(box)
 	return nil
 }
 
@@ -238,11 +294,22 @@ func (p *Payload) Open(k *Keyring) error {
 				return fmt.Errorf("%w: connection %d's credentials are withheld and the job holds no sealed ones", ErrSecretUnreadable, i)
 			}
 		}
+		if endUserWithholds(p.EndUser) {
+			return fmt.Errorf("%w: the end user's primary connection credentials are withheld and the job holds no sealed ones", ErrSecretUnreadable)
+		}
 		return nil
 	}
-	parts, err := openSecrets(k, p.Secrets, TaskID(p.Request.Pair()))
+	withPrimary := endUserWithholds(p.EndUser)
+	parts, err := openSecrets(k, p.Secrets, TaskID(p.Request.Pair()), withPrimary)
 	if err != nil {
 		return err
+	}
+	eu := p.EndUser
+	if withPrimary {
+		if len(parts.PrimaryConnection) == 0 {
+			return fmt.Errorf("%w: they lack the end user's primary connection credentials", ErrSecretUnreadable)
+		}
+		eu = withPrimaryCredentials(eu, parts.PrimaryConnection)
 	}
 	req := p.Request
 	req.Connections = slices.Clone(req.Connections)
@@ -261,11 +328,11 @@ func (p *Payload) Open(k *Keyring) error {
 			return fmt.Errorf("%w: they lack connection %d's credentials", ErrSecretUnreadable, i)
 		}
 	}
-	p.Request, p.Secrets = req, ""
+	p.Request, p.EndUser, p.Secrets = req, eu, ""
 	return nil
 }
 
-func openSecrets(k *Keyring, secrets, taskID string) (secretParts, error) {
+func openSecrets(k *Keyring, secrets, taskID string, withPrimary bool) (secretParts, error) {
 	id, b64, ok := strings.Cut(secrets, ":")
 	if !ok {
 		return secretParts{}, fmt.Errorf("%w: they are not of the form keyid:base64", ErrSecretUnreadable)
@@ -278,7 +345,7 @@ func openSecrets(k *Keyring, secrets, taskID string) (secretParts, error) {
 	if err != nil {
 		return secretParts{}, fmt.Errorf("%w: they are not base64", ErrSecretUnreadable)
 	}
-	plain, err := key.Open(box, aad(id, taskID))
+	plain, err := key.Open(box, aad(id, taskID, withPrimary))
 	if err != nil {
 		return secretParts{}, fmt.Errorf("%w: key %q does not authenticate them for task %s (another key under that id, or sealed for another pair)",
 			ErrSecretUnreadable, id, taskID)
@@ -297,7 +364,7 @@ func openSecrets(k *Keyring, secrets, taskID string) (secretParts, error) {
 // already sealed with the current key, or without credentials, is left.
 func (p *Payload) Reseal(k *Keyring) (bool, error) {
 	switch {
-	case p.Secrets == "" && !HasCredentials(p.Request):
+	case p.Secrets == "" && !p.HasSecrets():
 		return false, nil
 	case p.Secrets != "" && SecretKeyID(p.Secrets) == k.Current():
 		return false, nil
@@ -313,8 +380,8 @@ func (p *Payload) Reseal(k *Keyring) (bool, error) {
 	return true, nil
 }
 
-// RedactPayload returns a task payload as displays may show it: every connection's credentials
-// replaced by Withheld, sealed or not, and the sealed secrets by their key id. A payload it cannot
+// RedactPayload returns a task payload as displays may show it: every connection's credentials, and
+// the end user's primary connection's, replaced by Withheld, sealed or not, and the sealed secrets by their key id. A payload it cannot
 // read as an activation job's JSON is not shown at all (ok false), since it cannot tell what in it
 // is secret.
 func RedactPayload(b []byte) (out []byte, ok bool) {
@@ -322,28 +389,32 @@ func RedactPayload(b []byte) (out []byte, ok bool) {
 	if json.Unmarshal(b, &pl) != nil {
 		return nil, false
 	}
-	if raw, has := pl["request"]; has {
-		var req map[string]json.RawMessage
-		if json.Unmarshal(raw, &req) != nil {
+	withhold := func(json.RawMessage) (json.RawMessage, bool) { return json.RawMessage(Withheld), true }
+	// Every connection's credentials, and the end user's primary connection's.
+	connections := func(raw json.RawMessage) (json.RawMessage, bool) {
+		var cs []map[string]json.RawMessage
+		if json.Unmarshal(raw, &cs) != nil {
 			return nil, false
 		}
-		if conns, has := req["connections"]; has && string(conns) != "null" {
-			var cs []map[string]json.RawMessage
-			if json.Unmarshal(conns, &cs) != nil {
-				return nil, false
-			}
-			for _, c := range cs {
-				if _, has := c["credentials"]; has {
-					c["credentials"] = json.RawMessage(Withheld)
-				}
-			}
-			if req["connections"], ok = marshal(cs); !ok {
+		for _, c := range cs {
+			if !eachMember(c, "credentials", withhold) {
 				return nil, false
 			}
 		}
-		if pl["request"], ok = marshal(req); !ok {
-			return nil, false
+		return marshal(cs)
+	}
+	object := func(name string, fn func(json.RawMessage) (json.RawMessage, bool)) func(json.RawMessage) (json.RawMessage, bool) {
+		return func(raw json.RawMessage) (json.RawMessage, bool) {
+			var m map[string]json.RawMessage
+			if json.Unmarshal(raw, &m) != nil || !eachMember(m, name, fn) {
+				return nil, false
+			}
+			return marshal(m)
 		}
+	}
+	if !eachMember(pl, "request", object("connections", connections)) ||
+		!eachMember(pl, "endUser", object("primaryConnection", object("credentials", withhold))) {
+		return nil, false
 	}
 	if raw, has := pl["secrets"]; has {
 		var s string
@@ -351,6 +422,23 @@ func RedactPayload(b []byte) (out []byte, ok bool) {
 		pl["secrets"], _ = json.Marshal("sealed with key " + SecretKeyID(s))
 	}
 	return marshal(pl)
+}
+
+// eachMember replaces every non-null member of m named name, in any case (encoding/json reads names
+// so, and a display must not show what a reader would take for credentials), by fn's result; false
+// when fn fails for one.
+func eachMember(m map[string]json.RawMessage, name string, fn func(json.RawMessage) (json.RawMessage, bool)) bool {
+	for k, v := range m {
+		if !strings.EqualFold(k, name) || string(v) == "null" {
+			continue
+		}
+		out, ok := fn(v)
+		if !ok {
+			return false
+		}
+		m[k] = out
+	}
+	return true
 }
 
 func marshal(v any) (json.RawMessage, bool) {

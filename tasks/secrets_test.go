@@ -35,6 +35,14 @@ func secretReq(user string) versori.ActivationRequest {
 		}}
 }
 
+const primarySecret = "PRIMARY-CONNECTION-SECRET"
+
+// endUser is an end user to create whose primary connection has credentials.
+func endUser() *tasks.EndUser {
+	return &tasks.EndUser{DisplayName: "Ada", PrimaryConnection: &versori.ConnectionCreate{
+		Name: "primary", Credentials: json.RawMessage(`{"token":"` + primarySecret + `"}`), Variables: []versori.ConnectionVariable{}}}
+}
+
 func TestParseKeyring(t *testing.T) {
 	tests := []struct {
 		in, err string
@@ -106,6 +114,25 @@ func TestSealOpen(t *testing.T) {
 	recased := sealed // the same ULID spelt in lower case is the same template
 	recased.Request.Connections = append([]versori.ActivationConnection(nil), sealed.Request.Connections...)
 	recased.Request.Connections[1].TemplateID = strings.ToLower(testutil.OtherTemplateID)
+	// The end user's primary connection credentials are sealed with the request's, bound to their
+	// label: a seal without them does not open as one with them, nor the other way round.
+	withUser := tasks.Payload{Request: secretReq("u-1"), EndUser: endUser()}
+	if err := withUser.Seal(ring(t, a)); err != nil {
+		t.Fatal(err)
+	}
+	if enc, _ := json.Marshal(withUser); strings.Contains(string(enc), primarySecret) || tasks.EndUserHasCredentials(withUser.EndUser) {
+		t.Fatalf("sealed payload with an end user = %s", enc)
+	}
+	onlyUser := tasks.Payload{Request: versori.ActivationRequest{UserID: "u-1", IntegrationID: testutil.IntegrationID}, EndUser: endUser()}
+	if err := onlyUser.Seal(ring(t, a)); err != nil || onlyUser.Secrets == "" {
+		t.Fatalf("Seal of a payload whose only credentials are the end user's = %v, secrets %q", err, onlyUser.Secrets)
+	}
+	userDropped := withUser // the seal holds the end user's credentials; the payload no longer withholds them
+	userDropped.EndUser = nil
+	userAdded := sealed // the payload withholds end-user credentials the seal never held
+	userAdded.EndUser = tasks.RedactEndUser(endUser())
+	userSwapped := withUser // the label binds the seal: another seal of the pair without them does not do
+	userSwapped.Secrets = sealed.Secrets
 	tests := []struct {
 		name string
 		p    tasks.Payload
@@ -123,6 +150,12 @@ func TestSealOpen(t *testing.T) {
 		{"connections swapped", swapped, ring(t, a), false},
 		{"template changed", retemplated, ring(t, a), false},
 		{"template recased", recased, ring(t, a), true},
+		{"with the end user's credentials", withUser, ring(t, a), true},
+		{"only the end user's credentials", onlyUser, ring(t, a), true},
+		{"end user dropped", userDropped, ring(t, a), false},
+		{"end user withheld, not sealed", userAdded, ring(t, a), false},
+		{"end user's seal swapped", userSwapped, ring(t, a), false},
+		{"end user withheld, no seal", tasks.Payload{Request: onlyUser.Request, EndUser: onlyUser.EndUser}, ring(t, a), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -134,15 +167,21 @@ func TestSealOpen(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || p.Secrets != "" || string(p.Request.Connections[1].Credentials) != `{"apiKey":"`+secret+`"}` {
+			if err != nil || p.Secrets != "" || (len(p.Request.Connections) > 1 && string(p.Request.Connections[1].Credentials) != `{"apiKey":"`+secret+`"}`) {
 				t.Fatalf("Open = %v, request %+v", err, p.Request)
+			}
+			if tt.p.EndUser != nil && string(p.EndUser.PrimaryConnection.Credentials) != `{"token":"`+primarySecret+`"}` {
+				t.Fatalf("Open gave the end user %+v", p.EndUser.PrimaryConnection)
+			}
+			if tt.p.EndUser != nil && !tasks.IsWithheld(tt.p.EndUser.PrimaryConnection.Credentials) {
+				t.Fatal("Open changed the payload it was given a copy of")
 			}
 		})
 	}
 }
 
 func TestRedactPayload(t *testing.T) {
-	plain := tasks.Payload{Request: secretReq("u-1")}
+	plain := tasks.Payload{Request: secretReq("u-1"), EndUser: endUser()}
 	sealed := plain
 	if err := sealed.Seal(ring(t, key("a", 1))); err != nil {
 		t.Fatal(err)
@@ -151,7 +190,8 @@ func TestRedactPayload(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			b, _ := json.Marshal(p)
 			out, ok := tasks.RedactPayload(b)
-			if !ok || strings.Contains(string(out), secret) || !strings.Contains(string(out), tasks.Withheld) || !strings.Contains(string(out), "u-1") {
+			if !ok || strings.Contains(string(out), secret) || strings.Contains(string(out), primarySecret) ||
+				!strings.Contains(string(out), tasks.Withheld) || !strings.Contains(string(out), "u-1") || !strings.Contains(string(out), "Ada") {
 				t.Errorf("RedactPayload = %s, %v", out, ok)
 			}
 		})

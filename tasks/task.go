@@ -68,11 +68,13 @@ func TaskID(p versori.Pair) string {
 	return "act:" + versori.CanonicalULID(p.IntegrationID) + ":" + p.UserID
 }
 
-// CanonicalTaskID returns id with its integration ULID in canonical form: the id TaskID gives the
-// pair today. Releases before ULIDs were made canonical wrote them as the request spelt them.
+// CanonicalTaskID returns id with its integration ULID in canonical form: the id TaskID (or
+// TaskIDAt, for an operation after the pair's first) gives it today. Releases before ULIDs were
+// made canonical wrote them as the request spelt them.
 func CanonicalTaskID(id string) string {
 	if p, ok := PairOf(id); ok && p.IntegrationID != versori.CanonicalULID(p.IntegrationID) {
-		return TaskID(p)
+		seq, _ := SeqOf(id)
+		return TaskIDAt(p, seq)
 	}
 	return id
 }
@@ -95,7 +97,7 @@ func PairOf(id string) (versori.Pair, bool) {
 }
 
 // NewTask validates p's request and returns its task, with the request's ULIDs in canonical form,
-// the pair's task id and opts. When p.MaxRetry is set, asynq's own limit is set above it (by
+// the task id of the pair's operation p.Seq (TaskIDAt) and opts. When p.MaxRetry is set, asynq's own limit is set above it (by
 // CrashRetries), whatever opts say.
 func NewTask(p Payload, opts ...asynq.Option) (*asynq.Task, error) {
 	req, err := p.Request.Canonical()
@@ -107,7 +109,7 @@ func NewTask(p Payload, opts ...asynq.Option) (*asynq.Task, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tasks: encoding payload: %w", err)
 	}
-	opts = append([]asynq.Option{asynq.TaskID(TaskID(p.Request.Pair()))}, opts...)
+	opts = append([]asynq.Option{asynq.TaskID(TaskIDAt(p.Request.Pair(), p.Seq))}, opts...)
 	if p.MaxRetry > 0 {
 		opts = append(opts, asynq.MaxRetry(p.MaxRetry+CrashRetries))
 	}

@@ -241,10 +241,61 @@ func TestPairOf(t *testing.T) {
 		{tasks.TaskID(versori.Pair{UserID: "a:b", IntegrationID: testutil.IntegrationID}), versori.Pair{UserID: "a:b", IntegrationID: testutil.IntegrationID}, true},
 		{"act:" + testutil.IntegrationID, versori.Pair{}, false},
 		{"other:" + testutil.IntegrationID + ":u", versori.Pair{}, false},
+		{"op:3:" + testutil.IntegrationID + ":a:b", versori.Pair{UserID: "a:b", IntegrationID: testutil.IntegrationID}, true},
+		{"op:12:" + testutil.IntegrationID + ":u", versori.Pair{UserID: "u", IntegrationID: testutil.IntegrationID}, true},
+		{"op:03:" + testutil.IntegrationID + ":u", versori.Pair{}, false}, // not TaskIDAt's spelling
+		{"op::" + testutil.IntegrationID + ":u", versori.Pair{}, false},
+		{"op:-1:" + testutil.IntegrationID + ":u", versori.Pair{}, false},
+		{"op:x:" + testutil.IntegrationID + ":u", versori.Pair{}, false},
+		{"op:1:" + testutil.IntegrationID, versori.Pair{}, false},
+		{"op:1", versori.Pair{}, false},
 	}
 	for _, tt := range tests {
 		if got, ok := tasks.PairOf(tt.id); ok != tt.ok || (ok && got != tt.want) {
 			t.Errorf("PairOf(%q) = %+v, %v; want %+v, %v", tt.id, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+// TestTaskIDAt: every operation's task id names its pair and its number, whatever the user id
+// holds, and the pair's first activation keeps the id it had before operations were numbered.
+func TestTaskIDAt(t *testing.T) {
+	t.Parallel()
+	lower := strings.ToLower(testutil.IntegrationID)
+	tests := []struct {
+		pair versori.Pair
+		seq  int64
+		want string
+	}{
+		{versori.Pair{UserID: "u", IntegrationID: testutil.IntegrationID}, 0, "act:" + testutil.IntegrationID + ":u"},
+		{versori.Pair{UserID: "u", IntegrationID: lower}, 0, "act:" + testutil.IntegrationID + ":u"},
+		{versori.Pair{UserID: "u", IntegrationID: lower}, 1, "op:1:" + testutil.IntegrationID + ":u"},
+		{versori.Pair{UserID: "op:2:x", IntegrationID: testutil.IntegrationID}, 17, "op:17:" + testutil.IntegrationID + ":op:2:x"},
+		{versori.Pair{UserID: "a:b", IntegrationID: testutil.IntegrationID}, 1 << 40, "op:1099511627776:" + testutil.IntegrationID + ":a:b"},
+	}
+	for _, tt := range tests {
+		id := tasks.TaskIDAt(tt.pair, tt.seq)
+		if id != tt.want {
+			t.Errorf("TaskIDAt(%+v, %d) = %q, want %q", tt.pair, tt.seq, id, tt.want)
+		}
+		want := versori.Pair{UserID: tt.pair.UserID, IntegrationID: versori.CanonicalULID(tt.pair.IntegrationID)}
+		if p, ok := tasks.PairOf(id); !ok || p != want {
+			t.Errorf("PairOf(%q) = %+v, %v; want %+v", id, p, ok, want)
+		}
+		if seq, ok := tasks.SeqOf(id); !ok || seq != tt.seq {
+			t.Errorf("SeqOf(%q) = %d, %v; want %d", id, seq, ok, tt.seq)
+		}
+		if tasks.CanonicalTaskID(id) != id {
+			t.Errorf("CanonicalTaskID(%q) = %q, want it unchanged", id, tasks.CanonicalTaskID(id))
+		}
+	}
+	// An operation's id spelt by an older producer comes back canonical with its number.
+	if got, want := tasks.CanonicalTaskID("op:4:"+lower+":u"), "op:4:"+testutil.IntegrationID+":u"; got != want {
+		t.Errorf("CanonicalTaskID = %q, want %q", got, want)
+	}
+	for _, id := range []string{"other:1:" + testutil.IntegrationID + ":u", "op:01:" + testutil.IntegrationID + ":u", ""} {
+		if _, ok := tasks.SeqOf(id); ok {
+			t.Errorf("SeqOf(%q) reports a number", id)
 		}
 	}
 }

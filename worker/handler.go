@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/versori/activator/tasks"
@@ -19,6 +22,7 @@ import (
 	"github.com/versori/activator/internal/batch"
 	"github.com/versori/activator/internal/breaker"
 	"github.com/versori/activator/internal/deadletter"
+	"github.com/versori/activator/internal/pairorder"
 	"github.com/versori/activator/internal/ratelimit"
 	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/internal/results"
@@ -66,6 +70,10 @@ type handlerConfig struct {
 	// Keys open the jobs' sealed credentials (nil: none; a job with sealed credentials is then
 	// dead-lettered as secret_unreadable).
 	Keys *tasks.Keyring
+	// Order, if set, orders the operations on each pair: every attempt takes the pair's turn first
+	// (pairorder.Begin), so that a superseded job does nothing and no two jobs call the API for a
+	// pair at once.
+	Order *pairorder.Order
 }
 
 // keyState is what a probe says of the API key.
@@ -93,11 +101,22 @@ const (
 // retries are only for failures known not to have reached the API. asynq also requeues tasks with
 // retry count 0 when its shutdown timeout passes while a handler still runs; the worker prevents
 // that by cutting calls short through Interrupt before then, so that the handler returns a counted
-// failure instead. A first attempt therefore costs one API call and no Redis round trip besides
-// asynq's own: the result, the batch counts and the metrics are written behind the job.
+// failure instead. A first attempt therefore costs one API call and one Redis round trip besides
+// asynq's own, to take the pair's turn: the turn's return, the result, the batch counts and the
+// metrics are written behind the job.
+//
+// Jobs run the operations of docs/lifecycle.md (tasks.Op): activate, update (activate, or PUT the
+// variables of an active pair) and deactivate (DELETE each activation found). Each attempt first
+// takes its pair's turn (internal/pairorder): a job whose pair has a later operation ends superseded
+// without a call, and one whose pair another run holds, or whose earlier call's answer was lost and
+// may still land, waits without using an attempt. A job carrying an end user creates them when the
+// API answers its POST 404 and does not know them (looking them up first, every time: the create is
+// not idempotent), then POSTs again in the same attempt.
 type handler struct {
 	cfg handlerConfig
 	log *slog.Logger
+	// ends tracks the pair turns being given back behind their jobs (endTurn).
+	ends sync.WaitGroup
 }
 
 // newHandler returns a handler for cfg.
@@ -138,7 +157,7 @@ type outcome struct {
 	// connection lost after the request was written), so the next look-up must wait for the API
 	// to settle.
 	posted       bool
-	result       string // metrics.ResultActivated or metrics.ResultAlreadyActive
+	result       string // one of metrics.Results
 	activationID string
 }
 
@@ -169,8 +188,19 @@ func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 
 	expired := h.cfg.MaxAge > 0 && !p.EnqueuedAt.IsZero() && time.Since(p.EnqueuedAt) > h.cfg.MaxAge
-	if j.retried > j.limit || (expired && j.retried > 0) {
-		return h.finalLookUp(ctx, j, p, expired)
+	final := j.retried > j.limit || (expired && j.retried > 0)
+	run, stop, err := h.takeTurn(ctx, j, p, expired, final)
+	if stop {
+		return err
+	}
+	var settle time.Duration // how long a call of this attempt whose answer was lost may still land
+	defer func() { h.endTurn(p, run, settle) }()
+	if final {
+		out, err := h.finalLookUp(ctx, j, p, expired)
+		if out.posted {
+			settle = h.cfg.Policy.SettleTime
+		}
+		return err
 	}
 	// The credentials are opened into a copy that lives only in this call: p, which dead letters and
 	// log lines are made of, keeps them sealed. Not before the final look-up, which sends none: a
@@ -184,7 +214,10 @@ func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	reconcile := j.retried > 0 || p.Reconcile || j.id != tasks.CanonicalTaskID(j.id) ||
 		(h.cfg.LookFirst != nil && h.cfg.LookFirst(ctx, p.EnqueuedAt))
 	sent := time.Now()
-	out := h.run(ctx, p, send.Request, reconcile)
+	out := h.run(ctx, p, send, reconcile)
+	if out.posted {
+		settle = h.cfg.Policy.SettleTime
+	}
 	rule := tasks.RuleFor(out.class, h.cfg.PerUserAuth)
 	if out.class == versori.ClassOK && h.cfg.PerUserAuth && h.cfg.KeyWorked != nil {
 		h.cfg.KeyWorked(ctx, p.Request.UserID)
@@ -290,30 +323,25 @@ func mustLookNext(j job, p tasks.Payload, out outcome) bool {
 }
 
 // finalLookUp is the attempt of a job that has given up (past its retry limit or its maximum age)
-// after a POST whose outcome was unknown: it looks the pair up, never POSTs, and ends the job,
-// done when the pair is active, else dead-lettered. A look-up that fails is tried again while
-// asynq allows; past that, asynq archives the task and the sweep stores it.
-func (h *handler) finalLookUp(ctx context.Context, j job, p tasks.Payload, expired bool) error {
+// after a call whose outcome was unknown: it looks the pair up, never POSTs, and ends the job. An
+// activation is done when the pair is active, else dead-lettered. An update that finds the pair
+// active sets its variables (PUT is idempotent), else is dead-lettered. A deactivation deletes what
+// it finds (DELETE is idempotent) and is done once the pair has none. A look-up that fails is tried
+// again while asynq allows; past that, asynq archives the task and the sweep stores it. It returns
+// the outcome too, for the pair's turn.
+func (h *handler) finalLookUp(ctx context.Context, j job, p tasks.Payload, expired bool) (outcome, error) {
 	start := time.Now()
-	act, err := h.lookUp(ctx, p)
-	out := outcome{class: versori.ClassOK, result: metrics.ResultAlreadyActive}
-	switch {
-	case err != nil:
-		out = outcome{class: classOf(err), err: err, unknown: true}
-	case act != nil:
-		out.activationID = act.ID
-	default:
-		why := "after its last attempts"
-		if expired {
-			why = fmt.Sprintf("%s after it was enqueued (maximum age %s)", time.Since(p.EnqueuedAt).Round(time.Second), h.cfg.MaxAge)
-		}
-		out = outcome{class: versori.ClassTransient, err: fmt.Errorf("gave up %s: a last look-up, once the API had "+
-			"settled, found no activation for the pair", why)}
+	var out outcome
+	if p.Op == tasks.OpDeactivate {
+		out = h.deactivate(ctx, p, true)
+	} else {
+		out = h.finalFind(ctx, p, expired)
 	}
+	out.err = scrubSecrets(out.err, p)
 	h.cfg.Metrics.ObserveAttempt(out.class, time.Since(start))
 	switch {
 	case out.class == versori.ClassOK:
-		return h.done(j, p, out)
+		return out, h.done(j, p, out)
 	case out.unknown && j.canWait():
 		// Tried again within asynq's margin (CrashRetries), each try counted, so that it ends; a
 		// 429 or an open breaker sets the wait. With the backoff growing to RETRY_CAP, the list
@@ -326,14 +354,114 @@ func (h *handler) finalLookUp(ctx context.Context, j job, p tasks.Payload, expir
 		} else if out.class == tasks.ClassCircuitOpen {
 			wait = max(wait, h.cfg.Breaker.Cooldown())
 		}
+		if out.posted {
+			wait = max(wait, h.cfg.Policy.SettleTime)
+		}
 		h.logOutcome(slog.LevelWarn, j, p, out, slog.String("action", "final_look_up"), slog.String("wait", wait.String()))
-		return &waitError{Wait: wait, Counts: true, Err: out.err}
+		return out, &waitError{Wait: wait, Counts: true, Err: out.err}
 	}
 	if out.unknown {
-		out.err = fmt.Errorf("gave up looking the pair up, so whether it is active is unknown (a requeue looks first): %w", out.err)
+		out.err = fmt.Errorf("gave up looking the pair up, so whether it is %s is unknown (a requeue looks first): %w", wantState(p.Op), out.err)
 	}
-	return h.deadLetter(ctx, j, p, tasks.ReasonRetriesExhausted, out.class, out.err)
+	return out, h.deadLetter(ctx, j, p, tasks.ReasonRetriesExhausted, out.class, out.err)
 }
+
+// finalFind is finalLookUp's look-up for an activation or an update.
+func (h *handler) finalFind(ctx context.Context, p tasks.Payload, expired bool) outcome {
+	act, err := h.lookUp(ctx, p)
+	switch {
+	case err != nil:
+		return outcome{class: classOf(err), err: err, unknown: true}
+	case act != nil && p.Op == tasks.OpUpdate:
+		// Found: activated by an earlier attempt's POST (with the request's variables), or active all
+		// along while every look-up failed; setting the variables is right either way.
+		return h.putVariables(ctx, p, act.ID, true)
+	case act != nil:
+		return outcome{class: versori.ClassOK, result: metrics.ResultAlreadyActive, activationID: act.ID}
+	}
+	why := "after its last attempts"
+	if expired {
+		why = fmt.Sprintf("%s after it was enqueued (maximum age %s)", time.Since(p.EnqueuedAt).Round(time.Second), h.cfg.MaxAge)
+	}
+	return outcome{class: versori.ClassTransient, err: fmt.Errorf("gave up %s: a last look-up, once the API had "+
+		"settled, found no activation for the pair", why)}
+}
+
+// wantState is the state op leaves its pair in, for messages.
+func wantState(op tasks.Op) string {
+	if op == tasks.OpDeactivate {
+		return "inactive"
+	}
+	return "active"
+}
+
+// busyWaitCap bounds a wait for the pair's turn: the run holding it usually gives it back within
+// one call, long before its hold (the job's deadline plus SETTLE_TIME) would end.
+const busyWaitCap = 5 * time.Second
+
+// defaultHold is how long a run without a deadline holds its pair's turn at most, before
+// SETTLE_TIME: asynq's default task timeout.
+const defaultHold = 30 * time.Minute
+
+// takeTurn takes the pair's turn for one attempt of j (pairorder.Begin): one Redis round trip. It
+// returns the run's id, for endTurn; when the attempt must not go on, stop is true and err is what
+// ProcessTask returns: nil for a job done as superseded, a wait that uses no attempt while another
+// run holds the turn (or a lost call of an earlier one may still land), and a counted retry when
+// Redis fails, as when a dead letter cannot be stored. final says the attempt is finalLookUp's.
+func (h *handler) takeTurn(ctx context.Context, j job, p tasks.Payload, expired, final bool) (run string, stop bool, err error) {
+	if h.cfg.Order == nil {
+		return "", false, nil
+	}
+	pol := h.cfg.Policy
+	// Named by the job, so that an attempt takes the turn over from an earlier attempt of the same
+	// job that died holding it (a crash): its retry already waited for the API to settle.
+	run = j.id + "\x00" + strconv.Itoa(j.retried) + "/" + strconv.FormatUint(rand.Uint64(), 36)
+	hold := defaultHold + pol.SettleTime
+	if d, ok := ctx.Deadline(); ok {
+		hold = max(time.Until(d), 0) + pol.SettleTime
+	}
+	turn, wait, err := h.cfg.Order.Begin(ctx, p.Request.Pair(), p.Seq, run, hold)
+	switch {
+	case err != nil:
+		h.log.Error("could not take the pair's turn; the job will try again", "task_id", j.id, "error", err.Error())
+		return "", true, &waitError{Wait: storeRetryWait, Counts: true, Err: err}
+	case turn == pairorder.Superseded:
+		return "", true, h.done(j, p, outcome{class: versori.ClassOK, result: metrics.ResultSuperseded})
+	case turn == pairorder.Busy:
+		err := fmt.Errorf("another run holds the pair's turn, or a call of an earlier one may still land, for %s", wait.Round(time.Millisecond))
+		out := outcome{class: versori.ClassTransient, err: err}
+		if (expired && !final) || !j.canWait() {
+			// Every way of waiting ends; no call of this job is in flight, so nothing is unknown.
+			return "", true, h.deadLetter(ctx, j, p, tasks.ReasonRetriesExhausted, out.class,
+				fmt.Errorf("still waiting for the pair's turn %s after it was enqueued: %w", time.Since(p.EnqueuedAt).Round(time.Second), err))
+		}
+		wait = min(max(wait, 0), busyWaitCap)
+		h.logOutcome(slog.LevelInfo, j, p, out, slog.String("action", "wait_turn"), slog.String("wait", wait.String()))
+		return "", true, &waitError{Wait: wait, Counts: false, Err: err}
+	}
+	return run, false, nil
+}
+
+// endTurn gives back the pair's turn that run took, behind the job, so that the attempt costs one
+// Redis round trip: a job that begins before it lands waits a moment. settle is how long a call of
+// the run whose answer was lost may still land (0: none), during which the pair stays busy. Should
+// it fail, the turn passes on when its hold ends.
+func (h *handler) endTurn(p tasks.Payload, run string, settle time.Duration) {
+	if run == "" {
+		return
+	}
+	h.ends.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		defer cancel()
+		if err := h.cfg.Order.End(ctx, p.Request.Pair(), run, settle); err != nil {
+			h.log.Warn("could not give the pair's turn back; it passes on when its hold ends",
+				"user_id", p.Request.UserID, "integration_id", p.Request.IntegrationID, "error", err.Error())
+		}
+	})
+}
+
+// wait waits for the turns being given back.
+func (h *handler) wait() { h.ends.Wait() }
 
 // limiterWait is how long the rate limiter or a shared back-off would have held a call that it
 // therefore did not send.
@@ -347,9 +475,9 @@ func limiterWait(err error) (time.Duration, bool) {
 
 // run makes the job's attempts: one, plus up to Policy.QuickRetries more while the job's deadline
 // allows, for transient failures known not to have reached the API (a refused connection, a 408 or
-// 425, a failed look-up). After a POST that may have committed, it stops: the next look-up must
-// wait for the API to settle.
-func (h *handler) run(ctx context.Context, p tasks.Payload, send versori.ActivationRequest, reconcile bool) outcome {
+// 425, a failed look-up). After a write that may have committed, it stops: the next look-up must
+// wait for the API to settle. send is p with its credentials opened.
+func (h *handler) run(ctx context.Context, p, send tasks.Payload, reconcile bool) outcome {
 	pol := h.cfg.Policy
 	b := retry.WithMaxRetries(uint64(pol.QuickRetries),
 		retry.WithCappedDuration(pol.QuickCap, retry.WithJitterPercent(20, retry.NewExponential(pol.QuickBase))))
@@ -378,21 +506,74 @@ func (h *handler) run(ctx context.Context, p tasks.Payload, send versori.Activat
 	return out
 }
 
-// attempt makes one attempt; send is p's request with its credentials opened, for the POST only.
-func (h *handler) attempt(ctx context.Context, p tasks.Payload, send versori.ActivationRequest, reconcile bool) outcome {
+// attempt makes one attempt of p's operation; send is p with its credentials opened, for the
+// writes only.
+func (h *handler) attempt(ctx context.Context, p, send tasks.Payload, reconcile bool) outcome {
+	switch p.Op {
+	case tasks.OpUpdate:
+		return h.update(ctx, p, send, reconcile)
+	case tasks.OpDeactivate:
+		return h.deactivate(ctx, p, reconcile)
+	}
 	if reconcile {
-		act, err := h.lookUp(ctx, p)
-		if err != nil {
-			// The earlier outcome is still unknown, so the next attempt must look again.
-			return outcome{class: classOf(err), err: err, unknown: true}
+		act, stop := h.lookFirst(ctx, p, send, true)
+		if stop != nil {
+			return *stop
 		}
 		if act != nil {
 			return outcome{class: versori.ClassOK, result: metrics.ResultAlreadyActive, activationID: act.ID}
 		}
 	}
+	return h.activate(ctx, p, send)
+}
+
+// lookFirst looks the pair up before a POST, and returns the activation found, or nil to go on;
+// stop is the attempt's outcome when it ends here (the look-up failed). mayBeActive says an earlier
+// call may have activated the pair. The API answers the list of a user it does not know 404: as good
+// as none when nothing can be active. Else, since a gateway's 404 would look the same, it decides
+// nothing, but for a job that may create its end user, which looks the user up: absent, they are
+// created (a user who did not exist has no activation); present, the 404 decides nothing.
+func (h *handler) lookFirst(ctx context.Context, p, send tasks.Payload, mayBeActive bool) (*versori.EndUserActivation, *outcome) {
+	act, err := h.lookUp(ctx, p)
+	if err == nil {
+		return act, nil
+	}
+	if classOf(err) == versori.ClassNotFound && (!mayBeActive || p.EndUser != nil) {
+		if !mayBeActive {
+			return nil, nil
+		}
+		switch st, out := h.ensureUser(ctx, p, send, true); st {
+		case userCreated, userAbsent:
+			return nil, nil
+		case userFailed:
+			out.unknown = true
+			return nil, &out
+		}
+	}
+	// The earlier outcome is still unknown, so the next attempt must look again.
+	return nil, &outcome{class: classOf(err), err: err, unknown: true}
+}
+
+// activate POSTs the activation. When the API answers 404 and the job may create its end user, it
+// creates them unless they exist, and POSTs again in the same attempt.
+func (h *handler) activate(ctx context.Context, p, send tasks.Payload) outcome {
+	out := h.post(ctx, p, send)
+	if out.class != versori.ClassNotFound || p.EndUser == nil {
+		return out
+	}
+	if st, uout := h.ensureUser(ctx, p, send, true); st == userFailed {
+		return uout
+	}
+	// Created, or found: by another job for the user since the 404 (the POST goes through now), or
+	// there all along (the 404 was about the integration or a connection, and comes again: not_found).
+	return h.post(ctx, p, send)
+}
+
+// post makes one POST /activations.
+func (h *handler) post(ctx context.Context, p, send tasks.Payload) outcome {
 	var act *versori.Activated
 	err := h.guard(func() (err error) {
-		act, err = h.cfg.Client.Activate(ctx, send)
+		act, err = h.cfg.Client.Activate(ctx, send.Request)
 		return err
 	})
 	if err == nil {
@@ -416,6 +597,126 @@ func (h *handler) attempt(ctx context.Context, p tasks.Payload, send versori.Act
 	}
 	unknown := versori.IsOutcomeUnknown(err)
 	return outcome{class: class, err: err, unknown: unknown, posted: unknown}
+}
+
+// userState is what ensureUser found or did.
+type userState int
+
+const (
+	userFailed  userState = iota // a call failed: see the outcome
+	userFound                    // the API knows the user
+	userAbsent                   // the API does not know the user (and create was false)
+	userCreated                  // the job created the user (or the API said they exist already: 409)
+)
+
+// ensureUser looks p's end user up (GET, by external id) and, when the API does not know them and
+// create is true, creates them. It always looks first: an earlier attempt's create whose answer was
+// lost may have committed, and the create is not idempotent. A create whose answer is lost ends the
+// attempt like a lost POST (posted: the next look-up waits for the API to settle).
+func (h *handler) ensureUser(ctx context.Context, p, send tasks.Payload, create bool) (userState, outcome) {
+	user := p.Request.UserID
+	err := h.guard(func() error {
+		_, err := h.cfg.Client.GetEndUser(ctx, user)
+		return err
+	})
+	if err == nil {
+		return userFound, outcome{}
+	}
+	if c := classOf(err); c != versori.ClassNotFound {
+		return userFailed, outcome{class: c, err: fmt.Errorf("looking up the end user: %w", err)}
+	}
+	if !create {
+		return userAbsent, outcome{}
+	}
+	err = h.guard(func() error {
+		_, err := h.cfg.Client.CreateEndUser(ctx, send.EndUser.CreateRequest(user))
+		return err
+	})
+	if c := classOf(err); err != nil && c != versori.ClassConflict {
+		lost := versori.IsOutcomeUnknown(err)
+		return userFailed, outcome{class: c, err: fmt.Errorf("creating the end user: %w", err), posted: lost}
+	}
+	// A 409 says a user with this external id exists: another job for the user created them, or
+	// this job's own earlier create landed after the look-up. Either way the user is there.
+	h.cfg.Metrics.EndUsersCreated.Inc()
+	h.cfg.Batches.Add(p.Batch, batch.FieldCreatedUser, 1)
+	h.log.Info("created the end user the API did not know", "user_id", user, "integration_id", p.Request.IntegrationID,
+		"already_existed", err != nil)
+	return userCreated, outcome{}
+}
+
+// update activates an inactive pair as activate does, and sets an active one's dynamic variables
+// to the request's. It always looks the pair up first.
+func (h *handler) update(ctx context.Context, p, send tasks.Payload, reconcile bool) outcome {
+	act, stop := h.lookFirst(ctx, p, send, reconcile)
+	if stop != nil {
+		return *stop
+	}
+	if act == nil {
+		return h.activate(ctx, p, send)
+	}
+	return h.putVariables(ctx, p, act.ID, false)
+}
+
+// putVariables sets the activation's dynamic variables to the request's. PUT is idempotent: an
+// answer lost is simply sent again, after the API has settled (posted), since an earlier PUT landing
+// after a later one would set the earlier variables. The API answers with the variables it holds,
+// not whether they changed, so the result is variables_updated either way: there is no "unchanged".
+// final says the attempt is finalLookUp's, whose failure leaves the pair's state unknown.
+func (h *handler) putVariables(ctx context.Context, p tasks.Payload, activationID string, final bool) outcome {
+	err := h.guard(func() error {
+		_, err := h.cfg.Client.UpdateDynamicVariables(ctx, p.Request.UserID, activationID, p.Request.DynamicVariables)
+		return err
+	})
+	if err == nil {
+		return outcome{class: versori.ClassOK, result: metrics.ResultVariablesUpdated, activationID: activationID}
+	}
+	lost := versori.IsOutcomeUnknown(err)
+	return outcome{class: classOf(err), err: fmt.Errorf("setting activation %s's variables: %w", activationID, err),
+		posted: lost, unknown: final}
+}
+
+// deactivate deletes each of the pair's activations (a 404 is one gone already). reconcile says an
+// earlier attempt may have deleted them: a pair then found inactive counts as deactivated, since the
+// job's own DELETE may be why (already_inactive only when nothing of the job's can have been).
+func (h *handler) deactivate(ctx context.Context, p tasks.Payload, reconcile bool) outcome {
+	var acts []versori.EndUserActivation
+	err := h.guard(func() (err error) {
+		acts, err = h.cfg.Client.FindActivations(ctx, p.Request.UserID, p.Request.IntegrationID)
+		return err
+	})
+	if err != nil && classOf(err) == versori.ClassNotFound {
+		// The API answers the list of a user it does not know 404: then the pair has no activation.
+		// A gateway's 404 would look the same, so the user is looked up.
+		switch st, out := h.ensureUser(ctx, p, p, false); st {
+		case userAbsent:
+			err = nil
+		case userFailed:
+			out.unknown = reconcile
+			return out
+		}
+	}
+	if err != nil {
+		// Unknown only after an attempt that may have deleted: a deactivation may be dead-lettered
+		// otherwise, as what it leaves is the pair as it was (a requeue looks again).
+		return outcome{class: classOf(err), err: fmt.Errorf("looking up the pair: %w", err), unknown: reconcile}
+	}
+	if len(acts) == 0 {
+		if reconcile {
+			return outcome{class: versori.ClassOK, result: metrics.ResultDeactivated}
+		}
+		return outcome{class: versori.ClassOK, result: metrics.ResultAlreadyInactive}
+	}
+	uctx := versori.WithEndUser(ctx, p.Request.UserID)
+	for _, a := range acts {
+		err := h.guard(func() error { return h.cfg.Client.DeleteActivation(uctx, a.ID) })
+		if err == nil || classOf(err) == versori.ClassNotFound {
+			continue
+		}
+		lost := versori.IsOutcomeUnknown(err)
+		return outcome{class: classOf(err), err: fmt.Errorf("deleting activation %s: %w", a.ID, err), unknown: lost, posted: lost}
+	}
+	return outcome{class: versori.ClassOK, result: metrics.ResultDeactivated, activationID: acts[0].ID}
 }
 
 // lookUp returns the pair's activation, or nil when it has none. Finding more than one means a
@@ -531,10 +832,8 @@ func (h *handler) deadLetter(ctx context.Context, j job, p tasks.Payload, reason
 		Attempts:      j.retried + 1,
 		FailedAt:      time.Now().UTC(),
 		Queue:         j.queue,
-		Batch:         p.Batch,
-		Request:       p.Request,
-		Secrets:       p.Secrets,
 	}
+	e.Keep(p)
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
 	added, err := h.cfg.Store.AddWhileMember(wctx, e, rediskeys.AsynqLease(j.queue))
@@ -560,7 +859,7 @@ func (h *handler) deadLetter(ctx context.Context, j job, p tasks.Payload, reason
 // sealed, when k has a key: a dead letter is a new record, which must not copy them in plain text.
 // Should sealing fail, p is returned as it is: losing the dead letter would be worse.
 func sealPlaintext(p tasks.Payload, k *tasks.Keyring) tasks.Payload {
-	if k.Current() != "" && tasks.HasCredentials(p.Request) {
+	if k.Current() != "" && p.HasSecrets() {
 		if sealed := p; sealed.Seal(k) == nil {
 			return sealed
 		}
@@ -650,16 +949,20 @@ func growStack() {
 //go:noinline
 func keep([]byte) {}
 
-// scrubSecrets returns err with every credential value of req that its text quotes replaced by
-// [redacted], so that an API error echoing a secret (a message, a field error) never reaches a log
-// line or a dead letter. The returned error unwraps to err, so that it classifies as err does.
-func scrubSecrets(err error, req versori.ActivationRequest) error {
+// scrubSecrets returns err with every credential value of p (its connections', its end user's
+// primary connection's) that its text quotes replaced by [redacted], so that an API error echoing a
+// secret (a message, a field error) never reaches a log line or a dead letter. The returned error
+// unwraps to err, so that it classifies as err does.
+func scrubSecrets(err error, p tasks.Payload) error {
 	if err == nil {
 		return nil
 	}
 	var values []string
-	for _, c := range req.Connections {
+	for _, c := range p.Request.Connections {
 		values = append(values, secretStrings(c.Credentials)...)
+	}
+	if p.EndUser != nil && p.EndUser.PrimaryConnection != nil {
+		values = append(values, secretStrings(p.EndUser.PrimaryConnection.Credentials)...)
 	}
 	// Longest first, so that a value that contains another is replaced whole.
 	slices.SortFunc(values, func(a, b string) int { return len(b) - len(a) })

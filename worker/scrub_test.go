@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 )
 
@@ -33,10 +34,12 @@ func TestScrubSecrets(t *testing.T) {
 		{"short values kept", errors.New("ab is fine"), "ab is fine", false},
 		// A PIN or account number given as a JSON number is as secret as a string one.
 		{"number echoes", errors.New("pin 98765432 and 4111111111111111.5e3 refused"), "pin [redacted] and [redacted] refused", true},
+		{"end user's primary connection echoes", errors.New("refresh PRIMARY-CONNECTION-SECRET refused"), "refresh [redacted] refused", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := scrubSecrets(tt.err, req)
+			got := scrubSecrets(tt.err, tasks.Payload{Request: req, EndUser: &tasks.EndUser{PrimaryConnection: &versori.ConnectionCreate{
+				Credentials: json.RawMessage(`{"refresh":"PRIMARY-CONNECTION-SECRET"}`)}}})
 			if tt.err == nil {
 				if got != nil {
 					t.Fatalf("scrubSecrets(nil) = %v", got)

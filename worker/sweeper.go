@@ -66,8 +66,7 @@ func (s *sweeper) Sweep(ctx context.Context) (int, error) {
 				continue
 			}
 			e := entryOf(t)
-			sealed := sealPlaintext(tasks.Payload{Request: e.Request, Secrets: e.Secrets}, s.keys)
-			e.Request, e.Secrets = sealed.Request, sealed.Secrets
+			e.Keep(sealPlaintext(e.Payload(), s.keys))
 			// Only while the task is still archived: a purge deletes the task first, then its entry.
 			added, err := s.store.AddWhile(ctx, e, rediskeys.AsynqTask(s.queue, t.ID))
 			if err != nil {
@@ -107,7 +106,7 @@ func entryOf(t *asynq.TaskInfo) deadletter.Entry {
 		e.Reason = tasks.ReasonInvalidRequest
 		e.Error = err.Error()
 	}
-	e.Request, e.Batch, e.Secrets = p.Request, p.Batch, p.Secrets
+	e.Keep(p)
 	e.UserID, e.IntegrationID = p.Request.UserID, p.Request.IntegrationID
 	return e
 }

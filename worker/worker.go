@@ -23,6 +23,7 @@ import (
 	"github.com/versori/activator/internal/breaker"
 	"github.com/versori/activator/internal/configerr"
 	"github.com/versori/activator/internal/deadletter"
+	"github.com/versori/activator/internal/pairorder"
 	"github.com/versori/activator/internal/pairs"
 	"github.com/versori/activator/internal/queuestate"
 	"github.com/versori/activator/internal/ratelimit"
@@ -57,6 +58,7 @@ type Worker struct {
 	guard     *redisguard.Guard
 	evict     *redisevict.Watcher
 	pairs     *pairs.Registry
+	handler   *handler
 	closeUI   func()
 	admin     *http.Server // serves adminLn, when the profiler or the queue UI is on
 	adminLn   net.Listener
@@ -126,11 +128,12 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 		Policy: cfg.Policy, PerUserAuth: cfg.PerUserAuth, Pause: w.pauseQueue, CheckKey: w.keys.Check, KeyWorked: w.keys.Worked,
 		LookFirst: w.guard.LookFirst, Interrupt: interruptCtx,
 		Breaker: w.breaker, Backoff: gate.Backoff, MaxAge: cfg.MaxAge, Batches: w.batches, Results: w.results,
-		Keys: cfg.Keys,
+		Keys: cfg.Keys, Order: pairorder.New(rdb),
 	})
 	if err != nil {
 		return nil, err
 	}
+	w.handler = h
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeActivate, h)
 	pol := cfg.Policy
@@ -234,6 +237,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	sw.Wait()
 	cut.Stop()
 	w.interrupt()
+	w.handler.wait() // the pair turns given back behind the last jobs
 
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -34,6 +34,27 @@ type Entry struct {
 	// Secrets are the request's credentials sealed as the job held them (tasks.Payload.Secrets);
 	// the request holds tasks.Withheld in their place. No secret: it opens only with the key.
 	Secrets string `json:"secrets,omitempty"`
+	// Op is the job's operation ("" activates), and Seq its number in its pair's order: a requeue
+	// queues the same operation under the same task id, so that one enqueued after a later
+	// operation on the pair ends superseded.
+	Op  tasks.Op `json:"op,omitempty"`
+	Seq int64    `json:"seq,omitempty"`
+	// EndUser is the end user the job creates should the API not know them; their primary
+	// connection's credentials are sealed in Secrets with the request's (withheld here), or in plain
+	// text when the job held them so.
+	EndUser *tasks.EndUser `json:"endUser,omitempty"`
+}
+
+// Keep copies into e what a requeue needs of the job's payload p: its request, batch, sealed
+// secrets, operation, number and end user.
+func (e *Entry) Keep(p tasks.Payload) {
+	e.Request, e.Batch, e.Secrets, e.Op, e.Seq, e.EndUser = p.Request, p.Batch, p.Secrets, p.Op, p.Seq, p.EndUser
+}
+
+// Payload is the payload that queues e's job again as it was (without its enqueue time, retry
+// limit or reconcile flag, which a requeue sets anew).
+func (e Entry) Payload() tasks.Payload {
+	return tasks.Payload{Request: e.Request, Batch: e.Batch, Secrets: e.Secrets, Op: e.Op, Seq: e.Seq, EndUser: e.EndUser}
 }
 
 // Store keeps the dead letters of one queue in Redis. It is safe for concurrent use, also across

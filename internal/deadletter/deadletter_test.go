@@ -529,3 +529,46 @@ func TestAddNamesThePairOfTheTaskID(t *testing.T) {
 		t.Errorf("entry %+v: want the task id's pair listed and the request left empty", got[0])
 	}
 }
+
+// TestEntryKeepsOperation: an entry keeps the job's operation, its number and its end user (their
+// credentials sealed with the request's), through the store, and gives back the payload that queues
+// the same job again.
+func TestEntryKeepsOperation(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	s := deadletter.NewStore(db.Client, "activations")
+	req := testutil.Request("user-op")
+	p := tasks.Payload{Request: req, Batch: "b1", Op: tasks.OpUpdate, Seq: 3, Reconcile: true, MaxRetry: 4,
+		EndUser: &tasks.EndUser{DisplayName: "Op", PrimaryConnection: &versori.ConnectionCreate{
+			Name: "primary", Credentials: json.RawMessage(`{"token":"SECRET-TOKEN"}`), Variables: []versori.ConnectionVariable{}}}}
+	keys, err := tasks.ParseKeyring("a:" + strings.Repeat("A", 43) + "=")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Seal(keys); err != nil {
+		t.Fatal(err)
+	}
+	e := deadletter.Entry{ID: tasks.TaskIDAt(req.Pair(), p.Seq), Reason: tasks.ReasonNotFound, Error: "gone"}
+	e.Keep(p)
+	mustAdd(t, s, e)
+	got, err := s.Get(context.Background(), e.ID)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("Get = %v, %v", got, err)
+	}
+	raw, _ := json.Marshal(got[0])
+	if strings.Contains(string(raw), "SECRET-TOKEN") {
+		t.Errorf("the stored entry holds the end user's credentials: %s", raw)
+	}
+	if got[0].UserID != req.UserID || got[0].Op != tasks.OpUpdate || got[0].Seq != 3 || got[0].EndUser == nil {
+		t.Fatalf("stored entry = %+v", got[0])
+	}
+	back := got[0].Payload()
+	want := p
+	want.Reconcile, want.MaxRetry = false, 0 // a requeue sets them anew
+	if !reflect.DeepEqual(back, want) {
+		t.Errorf("Payload:\n  %+v\nwant\n  %+v", back, want)
+	}
+	if err := back.Open(keys); err != nil || string(back.EndUser.PrimaryConnection.Credentials) != `{"token":"SECRET-TOKEN"}` {
+		t.Errorf("the entry's payload opens to %v, %v", back.EndUser, err)
+	}
+}

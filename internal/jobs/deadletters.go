@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -85,6 +86,10 @@ func (q *Queue) Requeue(ctx context.Context, ids []string) (RequeueResult, error
 // is queued or running again (or another queue owns it), in which case e is left. An invalid req is
 // a *versori.ValidationError, and e is left.
 //
+// The new job is e's operation under its task id, with its number in the pair's order and its end
+// user: requeued after a later operation on the pair was enqueued, it ends superseded, doing
+// nothing, since the later one decides the pair's state.
+//
 // secrets are req's sealed credentials (e.Secrets when req is e's own request); the new job keeps
 // them sealed as they are, so that they open with the key they were sealed with, and a plaintext
 // request is sealed if q has keys.
@@ -95,9 +100,9 @@ func (q *Queue) requeueEntry(ctx context.Context, e deadletter.Entry, req versor
 	}
 	// A dead letter of a payload the worker could not read holds what could be read of it; a request
 	// that names another pair than the task's (or none) must be fixed and requeued from a file.
-	if tasks.TaskID(req.Pair()) != tasks.CanonicalTaskID(e.ID) {
+	if id := tasks.TaskIDAt(req.Pair(), e.Seq); id != tasks.CanonicalTaskID(e.ID) {
 		return "", &versori.ValidationError{Field: "userId", Reason: fmt.Sprintf(
-			"names pair %s, not the dead letter's task %s: fix the request and requeue it with --file", tasks.TaskID(req.Pair()), e.ID)}
+			"names pair %s, not the dead letter's task %s: fix the request and requeue it with --file", id, e.ID)}
 	}
 	// A dead letter stored before the store kept every one may still have its task in asynq's
 	// archive, holding the task id: free it first.
@@ -106,12 +111,13 @@ func (q *Queue) requeueEntry(ctx context.Context, e deadletter.Entry, req versor
 	} else if err != nil {
 		return "", err
 	}
-	id := tasks.TaskID(req.Pair())
-	claims, err := q.pairs.Claim(ctx, q.cfg.Queue, []string{id})
+	claims, err := q.pairs.Claim(ctx, q.cfg.Queue, []string{tasks.TaskID(req.Pair())})
 	if err != nil {
 		return "", err
 	}
-	r, err := q.enqueueClaimed(ctx, tasks.Payload{Request: req, Reconcile: true, Batch: e.Batch, Secrets: secrets}, claims[0])
+	pl := e.Payload()
+	pl.Request, pl.Secrets, pl.Reconcile = req, secrets, true
+	r, err := q.enqueueClaimed(ctx, pl, claims[0])
 	if err != nil {
 		return "", err
 	}
@@ -281,8 +287,7 @@ func (q *Queue) RequeueFile(ctx context.Context, o RequeueFileOptions) (RequeueF
 			}
 			continue
 		}
-		id := tasks.TaskID(row.Request.Pair())
-		entries, err := q.store.Get(ctx, id)
+		entries, err := q.deadLetterOf(ctx, row.Request.Pair())
 		if err != nil {
 			rejects.Close()
 			return sum, err
@@ -326,10 +331,34 @@ func (q *Queue) RequeueFile(ctx context.Context, o RequeueFileOptions) (RequeueF
 	return sum, nil
 }
 
+// deadLetterLookBack is how many of a pair's latest operations deadLetterOf looks for a dead letter.
+const deadLetterLookBack = 64
+
+// deadLetterOf returns the pair's dead letter of its latest operation that has one (none or one
+// entry): a row names a pair, not which of its operations failed. A dead letter of an earlier
+// operation is superseded by the later one's anyway.
+func (q *Queue) deadLetterOf(ctx context.Context, pair versori.Pair) ([]deadletter.Entry, error) {
+	last, err := q.order.Last(ctx, pair)
+	if err != nil {
+		return nil, err
+	}
+	ids := []string{tasks.TaskID(pair)}
+	for seq := last; seq > 0 && seq > last-deadLetterLookBack; seq-- {
+		ids = append(ids, tasks.TaskIDAt(pair, seq))
+	}
+	entries, err := q.store.Get(ctx, ids...)
+	if err != nil || len(entries) <= 1 {
+		return entries, err
+	}
+	newest := slices.MaxFunc(entries, func(a, b deadletter.Entry) int { return cmp.Compare(a.Seq, b.Seq) })
+	return []deadletter.Entry{newest}, nil
+}
+
 // fixedRequest is the request and sealed secrets a corrected row for dead letter e stands for. A
 // connection whose credentials are tasks.Withheld (as `dlq export` writes them) takes the dead
 // letter's own: its sealed secrets, kept sealed, or its plaintext credentials at the same index.
-// Credentials the row gives itself are new input, held to CheckSecrets' rule.
+// Credentials the row gives itself are new input, held to CheckSecrets' rule. The requeued job
+// keeps e's end user, whose sealed credentials keep e's seal.
 func (q *Queue) fixedRequest(e deadletter.Entry, req versori.ActivationRequest) (versori.ActivationRequest, string, error) {
 	var withheld, given []int
 	for i, c := range req.Connections {
@@ -344,7 +373,10 @@ func (q *Queue) fixedRequest(e deadletter.Entry, req versori.ActivationRequest) 
 	if len(given) > 0 && q.cfg.Keys == nil && !q.cfg.AllowPlaintext {
 		return req, "", &secretsError{field: field(given[0])}
 	}
-	if len(withheld) == 0 {
+	// The end user's credentials, sealed with the connections' (the requeued job keeps e's end
+	// user), hold the seal to the same rule.
+	sealedUser := e.EndUser != nil && e.EndUser.PrimaryConnection != nil && tasks.IsWithheld(e.EndUser.PrimaryConnection.Credentials)
+	if len(withheld) == 0 && !sealedUser {
 		return req, "", nil
 	}
 	// Withheld credentials are the dead letter's by index: a row whose connections were reordered or

@@ -112,7 +112,7 @@ func (q *Queue) Reencrypt(ctx context.Context) (ReencryptSummary, error) {
 	for _, id := range dlIDs {
 		var current, bad bool
 		ok, err := q.store.Rewrite(ctx, id, func(e deadletter.Entry) (deadletter.Entry, bool, error) {
-			p := tasks.Payload{Request: e.Request, Secrets: e.Secrets}
+			p := e.Payload() // the end user's credentials are sealed with the request's
 			changed, err := p.Reseal(q.cfg.Keys)
 			if errors.Is(err, tasks.ErrSecretUnreadable) {
 				bad = true
@@ -122,7 +122,7 @@ func (q *Queue) Reencrypt(ctx context.Context) (ReencryptSummary, error) {
 				current = err == nil
 				return e, false, err
 			}
-			e.Request, e.Secrets = p.Request, p.Secrets
+			e.Keep(p)
 			return e, true, nil
 		})
 		switch {

@@ -194,7 +194,9 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local run = redis.call('HGET', KEYS[1], 'run')
 local till = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
-if run and run ~= ARGV[2] and till > now then
+local job = string.find(ARGV[2], '\0', 1, true)
+local same = job and run and string.sub(run, 1, job) == string.sub(ARGV[2], 1, job)
+if run and run ~= ARGV[2] and till > now and not same then
 	return {2, till - now}
 end
 redis.call('HSET', KEYS[1], 'run', ARGV[2], 'until', now + tonumber(ARGV[3]))
@@ -205,6 +207,11 @@ return {0, 0}
 // numbered seq, for at most hold: should the run never End (its process died), the turn passes on
 // after hold, which must therefore cover the run's calls and the time the API may take to commit
 // one whose answer was lost. For Busy, wait is how long the holder may keep it.
+//
+// A run id may name its job before a NUL byte ("<job>\x00<attempt>"): a run then takes the turn over
+// from an earlier run of the same job, whose process died or whose task asynq took back, rather than
+// wait out its hold. The job's own retry waits for what that run's calls may have left to land, and
+// its next attempt looks before it writes; the earlier run's End no longer matches, and does nothing.
 func (o *Order) Begin(ctx context.Context, pair versori.Pair, seq int64, run string, hold time.Duration) (turn Turn, wait time.Duration, err error) {
 	v, err := beginScript.Run(ctx, o.rdb, []string{rediskeys.PairOrder(tasks.TaskID(pair))}, seq, run, hold.Milliseconds()).Int64Slice()
 	if err != nil {
@@ -241,4 +248,17 @@ func (o *Order) End(ctx context.Context, pair versori.Pair, run string, settle t
 		return fmt.Errorf("pairorder: giving the pair's turn back: %w", err)
 	}
 	return nil
+}
+
+// Last returns the number of the last operation enqueued on pair (0 when none was numbered after
+// its first activation).
+func (o *Order) Last(ctx context.Context, pair versori.Pair) (int64, error) {
+	seq, err := o.rdb.HGet(ctx, rediskeys.PairOrder(tasks.TaskID(pair)), "seq").Int64()
+	if err == redis.Nil {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("pairorder: reading the pair's last operation: %w", err)
+	}
+	return seq, nil
 }

@@ -121,3 +121,42 @@ func TestTurns(t *testing.T) {
 		t.Errorf("after the last End the hash keeps only seq and op: %v", v)
 	}
 }
+
+// TestTurnTakenOverByTheSameJob: a run naming its job ("<job>\x00<attempt>") takes the turn over
+// from an earlier run of the same job that never ended (its process died), without waiting out its
+// hold; another job still waits, and the earlier run's End no longer gives the turn away.
+func TestTurnTakenOverByTheSameJob(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	o := pairorder.New(db.Client)
+	ctx := context.Background()
+	p := versori.Pair{UserID: "dave", IntegrationID: integ}
+	tests := []struct {
+		run  string
+		want pairorder.Turn
+	}{
+		{"job-a\x000/x", pairorder.Go},    // holds, then dies
+		{"job-b\x000/y", pairorder.Busy},  // another job waits
+		{"job-a2\x000/z", pairorder.Busy}, // a job whose id merely starts alike waits too
+		{"job-a\x001/w", pairorder.Go},    // the same job's next attempt takes over
+		{"job-a", pairorder.Busy},         // an id naming no job is another run
+	}
+	for _, tt := range tests {
+		turn, _, err := o.Begin(ctx, p, 0, tt.run, time.Hour)
+		if err != nil || turn != tt.want {
+			t.Fatalf("Begin(%q) = %v, %v; want %v", tt.run, turn, err, tt.want)
+		}
+	}
+	if err := o.End(ctx, p, "job-a\x000/x", 0); err != nil { // the dead run's End, late
+		t.Fatal(err)
+	}
+	if turn, _, _ := o.Begin(ctx, p, 0, "job-b\x001/v", time.Hour); turn != pairorder.Busy {
+		t.Fatalf("after the earlier run's late End: %v, want Busy (the later run holds)", turn)
+	}
+	if err := o.End(ctx, p, "job-a\x001/w", 0); err != nil {
+		t.Fatal(err)
+	}
+	if turn, _, _ := o.Begin(ctx, p, 0, "job-b\x001/v", time.Hour); turn != pairorder.Go {
+		t.Fatalf("after the holder's End: %v", turn)
+	}
+}

@@ -664,7 +664,7 @@ func showFlag(fs *envflag.Set, f *dlqFlags) {
 func (f dlqFlags) shower() (func(inspect.DeadLetter) inspect.DeadLetter, error) {
 	if !f.showSecrets {
 		return func(e inspect.DeadLetter) inspect.DeadLetter {
-			e.Request = tasks.Redact(e.Request)
+			e.Request, e.EndUser = tasks.Redact(e.Request), tasks.RedactEndUser(e.EndUser)
 			return e
 		}, nil
 	}
@@ -673,12 +673,12 @@ func (f dlqFlags) shower() (func(inspect.DeadLetter) inspect.DeadLetter, error) 
 		return nil, err
 	}
 	return func(e inspect.DeadLetter) inspect.DeadLetter {
-		p := tasks.Payload{Request: e.Request, Secrets: e.Secrets}
+		p := e.Payload()
 		if err := p.Open(cfg.Keys); err != nil {
 			e.Secrets = "not opened: " + err.Error()
 			return e
 		}
-		e.Request, e.Secrets = p.Request, ""
+		e.Request, e.EndUser, e.Secrets = p.Request, p.EndUser, ""
 		return e
 	}, nil
 }
@@ -947,7 +947,7 @@ func dlqList(ctx context.Context, args []string, env Env) (int, error) {
 		return ExitOK, nil
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tREASON\tATTEMPTS\tFAILED AT\tERROR")
+	fmt.Fprintln(tw, "ID\tOP\tREASON\tATTEMPTS\tFAILED AT\tERROR")
 	n := 0
 	err = in.DeadLetters(ctx, reason, func(e inspect.DeadLetter) error {
 		n++
@@ -955,7 +955,7 @@ func dlqList(ctx context.Context, args []string, env Env) (int, error) {
 		if len(msg) > 120 {
 			msg = msg[:117] + "..."
 		}
-		_, err := fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", e.ID, e.Reason, e.Attempts, e.FailedAt.Format(time.RFC3339), msg)
+		_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", e.ID, e.Op, e.Reason, e.Attempts, e.FailedAt.Format(time.RFC3339), msg)
 		return err
 	})
 	tw.Flush()
