@@ -87,7 +87,15 @@ func TestEnqueueOrdersOperations(t *testing.T) {
 			if len(pl.Request.Connections) != 0 || pl.EndUser != nil || pl.Request.Pair() != pair {
 				t.Errorf("%s: deactivation's payload holds %+v, end user %+v; want the pair alone", st.name, pl.Request, pl.EndUser)
 			}
+			// It looks the pair up anyway; reconciling, it would count a pair it finds inactive as
+			// deactivated by itself, never already_inactive.
+			if pl.Reconcile {
+				t.Errorf("%s: deactivation's payload reconciles", st.name)
+			}
 		case tasks.OpActivate:
+			if st.seq > 0 && !pl.Reconcile {
+				t.Errorf("%s: payload of an activation of a pair seen before does not look first", st.name)
+			}
 			if st.seq == 0 && (pl.EndUser == nil || pl.EndUser.PrimaryConnection == nil || pl.EndUser.DisplayName != "Ada") {
 				t.Errorf("%s: payload end user %+v, want the one given", st.name, pl.EndUser)
 			}

@@ -11,10 +11,14 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -65,13 +69,14 @@ const (
 
 // chaosFaults are every fault the stand-in can make, at once: answers lost after a commit, 5xx and
 // timeouts after which the activation commits later, refusals of one request, conflicts, redirects,
-// a Retry-After of a day, and list answers of the wrong shape.
+// a Retry-After of a day, and list answers of the wrong shape; creating end users, setting variables
+// and deleting activations meet the POST's.
 func chaosFaults() versoritest.Faults {
 	return versoritest.Faults{
 		Latency: 2 * time.Millisecond, ServerErrorRate: 0.03, RateLimitRate: 0.01, RetryAfter: "86400",
 		DropAfterCommitRate: 0.03, LateCommitRate: 0.03, LateCommitDelay: 300 * time.Millisecond,
 		HangCommitRate: 0.01, HangFor: 2 * time.Second, ForbiddenRate: 0.005, ConflictRate: 0.005,
-		TooEarlyRate: 0.01, RedirectRate: 0.003, BadListRate: 0.05,
+		TooEarlyRate: 0.01, RedirectRate: 0.003, BadListRate: 0.05, WriteOps: versoritest.AllWriteOps,
 	}
 }
 
@@ -87,6 +92,59 @@ type chaosPair struct {
 	hookID  string                    // its webhook id, which the other sender uses for another pair
 	missing bool                      // lacks the connection its integration requires
 	secret  bool                      // carries a new connection with credentials of its own (credsOf)
+	// newUser: the API does not know the pair's end user at first; the pair's rows carry endUser
+	// (with credentials of its own, primaryCredsOf), so that its job creates them. Some such users
+	// have a second pair, whose jobs race the first's to create them.
+	newUser bool
+	endUser *tasks.EndUser // the rows' endUser, for a newUser pair
+}
+
+// base is the request the lifecycle phase's rows repeat: the fixed one for a pair that lacked its
+// connection.
+func (p *chaosPair) base() versori.ActivationRequest {
+	if p.missing {
+		return p.fixed
+	}
+	return p.req
+}
+
+// primaryCredsOf is the credentials of the primary connection of new end user user.
+func primaryCredsOf(user string) string {
+	return `{"apiKey":"` + secretPrefix + "-primary-" + user + `"}`
+}
+
+// chaosEndUser is the endUser the rows of new end user user carry.
+func chaosEndUser(user string) *tasks.EndUser {
+	return &tasks.EndUser{DisplayName: "Chaos " + user, PrimaryConnection: &versori.ConnectionCreate{
+		Name: "primary-" + user, Credentials: json.RawMessage(primaryCredsOf(user)), Variables: []versori.ConnectionVariable{}}}
+}
+
+// chaosRow is one row of a file: req as its JSONL line, with "endUser" beside its fields when e is
+// set.
+func chaosRow(t *testing.T, req versori.ActivationRequest, e *tasks.EndUser) []byte {
+	t.Helper()
+	b, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e == nil {
+		return b
+	}
+	eb, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ActivationRequest marshals itself, so a struct embedding it would lose endUser: spliced in.
+	return append(append(append(b[:len(b)-1:len(b)-1], `,"endUser":`...), eb...), '}')
+}
+
+// writeChaosRows writes rows (chaosRow's) as a JSONL file at path and returns path.
+func writeChaosRows(t *testing.T, path string, rows [][]byte) string {
+	t.Helper()
+	if err := os.WriteFile(path, append(bytes.Join(rows, []byte("\n")), '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // TestChaos is the randomized test of the whole system: a universe of pairs goes in through files on
@@ -94,11 +152,15 @@ type chaosPair struct {
 // case, through three worker processes against a stand-in making every fault it can at once. In the
 // middle, workers are killed with SIGKILL and Redis is killed and restarted from its append-only
 // file (losing up to its last second); afterwards dead letters are purged and re-sent fixed, requeued
-// from a file of corrected rows, or requeued as they are. Then an invariant checker reads the
-// stand-in's records and both dead-letter stores: every pair has exactly one activation or exactly one
-// dead letter with a reason, never both, never neither. It prints its seed; -chaos-seed replays the
-// same universe, faults and choices (the processes' timing still varies). The short profile runs in
-// make test; make soak runs the long one.
+// from a file of corrected rows, or requeued as they are. Some end users are new to the API (which
+// requires them to exist): their rows carry endUser and their jobs create them. Then an invariant
+// checker reads the stand-in's records and both dead-letter stores: every pair has exactly one
+// activation or exactly one dead letter with a reason, never both, never neither. Then the lifecycle:
+// deactivations, re-activations, updates and intake deactivations of random pairs, enqueued together
+// while a worker is killed; every pair must end as the operation its order record says was enqueued
+// last, and every end user be created at most once (docs/exactly-once.md). It prints its seed;
+// -chaos-seed replays the same universe, faults and choices (the processes' timing still varies).
+// The short profile runs in make test; make soak runs the long one.
 func TestChaos(t *testing.T) {
 	t.Parallel()
 	cfg := chaosProfileSettings(t)
@@ -111,23 +173,33 @@ func TestChaos(t *testing.T) {
 	ctx := context.Background()
 
 	rs := testutil.StartRedisServer(t, true) // AOF, appendfsync everysec: a kill loses up to its last second
-	api := versoritest.New(t, versoritest.Options{Seed: seed, Faults: chaosFaults()})
+	// The API knows an end user only once created (RequireKnownUsers): every user is, but for the
+	// new ones, whose jobs create them.
+	api := versoritest.New(t, versoritest.Options{Seed: seed, Faults: chaosFaults(), RequireKnownUsers: true})
 	api.RequireConnection(billingIntegration, billingTemplate)
 	universe := chaosUniverse(rng, cfg.pairs)
+	total, newUsers := len(universe), map[string]bool{}
+	for _, p := range universe {
+		if p.newUser {
+			newUsers[p.pair.UserID] = true
+		} else {
+			api.AddUser(p.pair.UserID)
+		}
+	}
 
 	// Files: queue A's, and queue B's, which repeats part of A's.
 	dir := t.TempDir()
-	var rowsA, rowsB []versori.ActivationRequest
+	var rowsA, rowsB [][]byte
 	for _, p := range universe {
 		if p.fileA {
-			rowsA = append(rowsA, p.req)
+			rowsA = append(rowsA, chaosRow(t, p.req, p.endUser))
 		}
 		if p.fileB {
-			rowsB = append(rowsB, p.req)
+			rowsB = append(rowsB, chaosRow(t, p.req, p.endUser))
 		}
 	}
-	pathA := testutil.WriteJSONL(t, filepath.Join(dir, "a.jsonl"), rowsA...)
-	pathB := testutil.WriteJSONL(t, filepath.Join(dir, "b.jsonl"), rowsB...)
+	pathA := writeChaosRows(t, filepath.Join(dir, "a.jsonl"), rowsA)
+	pathB := writeChaosRows(t, filepath.Join(dir, "b.jsonl"), rowsB)
 	// Keys: A seals at first; at a random kill the producers and workers move to "B,A" and reencrypt
 	// runs while the workers run and are killed; once it reports nothing left under A, the workers
 	// drop A.
@@ -202,8 +274,7 @@ func TestChaos(t *testing.T) {
 	drained := func() bool {
 		return testutil.Unfinished(t, rs.Client, chaosQueueA) == 0 && testutil.Unfinished(t, rs.Client, chaosQueueB) == 0 && api.PendingCommits() == 0
 	}
-	kill := func(what string) {
-		i := rng.IntN(len(workers))
+	killWorker := func(i int, what string) {
 		if err := workers[i].cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -213,14 +284,15 @@ func TestChaos(t *testing.T) {
 		start(i)
 		sampleLeaks(what)
 	}
+	kill := func(what string) { killWorker(rng.IntN(len(workers)), what) }
 
 	// Chaos while the queues drain.
 	kills := 0
-	testutil.WaitFor(t, cfg.timeout, "a fifth of the pairs settled", func() bool { return settled() >= cfg.pairs/5 })
+	testutil.WaitFor(t, cfg.timeout, "a fifth of the pairs settled", func() bool { return settled() >= total/5 })
 	kill("first kill")
 	kills++
 	posted.Wait() // the intake answered 202 for its jobs: Redis must keep them (see the restart below)
-	testutil.WaitFor(t, cfg.timeout, "two fifths of the pairs settled", func() bool { return settled() >= 2*cfg.pairs/5 })
+	testutil.WaitFor(t, cfg.timeout, "two fifths of the pairs settled", func() bool { return settled() >= 2*total/5 })
 	// A second's grace, so that what the intake and the files queued is in the append-only file: a
 	// Redis that loses acknowledged writes loses them for producers too (docs/operations.md, "Redis").
 	time.Sleep(1500 * time.Millisecond)
@@ -230,6 +302,8 @@ func TestChaos(t *testing.T) {
 	t.Logf("Redis killed and restarted from its append-only file at %d settled", at)
 	rotateAt := kills + rng.IntN(max(cfg.kills-kills, 1)) // the kill before which the keys rotate
 	reencrypted := make(chan string, 1)
+	var lastReencrypt atomic.Value // the last round's summaries, for a timeout's message
+	lastReencrypt.Store("none yet")
 	rotate := func() {
 		restartAll(keyB + "," + keyA)
 		prodA = producer.New(rs.Client, producer.Config{Queue: chaosQueueA, Keys: ringBA})
@@ -258,15 +332,16 @@ func TestChaos(t *testing.T) {
 					reencrypted <- fmt.Sprintf("reencrypt done in %d rounds; last:%s", round, sums)
 					return
 				}
+				lastReencrypt.Store(fmt.Sprintf("round %d:%s", round, sums))
 				time.Sleep(200 * time.Millisecond)
 			}
 		}()
 	}
 	for kills < cfg.kills {
-		target := cfg.pairs * (2 + kills) / (cfg.kills + 3)
+		target := total * (2 + kills) / (cfg.kills + 3)
 		if kills == rotateAt {
 			// Halfway to the kill, so that the restarted workers hold jobs when it comes.
-			half := (cfg.pairs*(1+kills)/(cfg.kills+3) + target) / 2
+			half := (total*(1+kills)/(cfg.kills+3) + target) / 2
 			testutil.WaitFor(t, cfg.timeout, "pairs settled before the rotation", func() bool { return settled() >= half || drained() })
 			rotate()
 		}
@@ -284,7 +359,7 @@ func TestChaos(t *testing.T) {
 			t.Fatal(r)
 		}
 	case <-time.After(cfg.timeout):
-		t.Fatal("reencrypt did not report nothing left under key A")
+		t.Fatalf("reencrypt did not report nothing left under key A; %s", lastReencrypt.Load())
 	}
 	restartAll(keyB) // A is gone from every worker: a job still sealed under it would end secret_unreadable
 	t.Logf("key A dropped from the workers at %d settled", settled())
@@ -292,8 +367,18 @@ func TestChaos(t *testing.T) {
 	it = chaosIntake(t, rs.Client, prodA)
 	post(2)
 	testutil.WaitFor(t, cfg.timeout, "every pair settled and the queues drained", func() bool {
-		return settled() >= cfg.pairs && drained()
+		return settled() >= total && drained()
 	})
+
+	// Every end user is known to the API or created by their pair's job, and every integration
+	// exists: nothing may end not_found (a requeue would hide it).
+	notFound := func(id string, es []deadletter.Entry) {
+		for _, e := range es {
+			if e.Reason == tasks.ReasonNotFound {
+				violations = append(violations, fmt.Sprintf("%s: dead-lettered %s: %s", id, e.Reason, e.Error))
+			}
+		}
+	}
 
 	// The dead-letter workflow. Missing connections: half purged, then the fixed rows sent again as
 	// a new file (any queue may take a purged pair); half replaced from a file of fixed rows. Every
@@ -336,6 +421,7 @@ func TestChaos(t *testing.T) {
 		for _, id := range others {
 			if p := universe.byTaskID(id); p == nil || !p.missing {
 				again = append(again, id)
+				notFound(id, chaosDeadLetters(t, id, s.store))
 			}
 		}
 		rq, err := inspector(rs.Client, s.p).Requeue(ctx, again)
@@ -358,59 +444,16 @@ func TestChaos(t *testing.T) {
 		t.Fatalf("EnqueueFile(purged, fixed) = %+v, %v; want all %d queued again", resent, err, len(purgeRows))
 	}
 	testutil.WaitFor(t, cfg.timeout, "every pair settled again and the queues drained", func() bool {
-		return settled() >= cfg.pairs && drained()
+		return settled() >= total && drained()
 	})
 
-	// The invariant.
-	sampleLeaks("at the end")
-	byID := make(map[string]*chaosPair, len(universe))
-	for _, p := range universe {
-		byID[tasks.TaskID(p.pair)] = p
-	}
-	credCalls := 0 // activate calls of pairs with credentials, each checked to carry its own
-	for _, c := range api.Calls() {
-		if c.Op != versori.OpActivate {
-			continue
-		}
-		p := byID[tasks.TaskID(c.Pair.Canonical())]
-		if p == nil {
-			continue // counted as stray below
-		}
-		want := ""
-		if p.secret {
-			want = `[null,` + credsOf(p.pair.UserID) + `]`
-		}
-		if want != "" {
-			credCalls++
-		}
-		if c.Credentials != want {
-			violations = append(violations, fmt.Sprintf("%s: an activate call carried credentials %s, want %s", tasks.TaskID(p.pair), c.Credentials, want))
-		}
-	}
-	if d := api.Duplicates(); len(d) > 0 {
-		violations = append(violations, fmt.Sprintf("%d duplicate activations", len(d)))
-	}
-	byReason := map[tasks.Reason]int{}
+	// The invariant before the lifecycle: every pair has exactly one activation or exactly one dead
+	// letter with a reason, never both, never neither.
+	sampleLeaks("before the lifecycle")
 	for _, p := range universe {
 		id := tasks.TaskID(p.pair)
 		acts := api.ActivationCount(p.pair)
-		var dead []deadletter.Entry
-		for _, s := range []*deadletter.Store{storeA, storeB} {
-			es, err := s.Get(ctx, id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			dead = append(dead, es...)
-		}
-		for _, e := range dead {
-			byReason[e.Reason]++
-			if _, err := tasks.ParseReason(string(e.Reason)); err != nil {
-				violations = append(violations, fmt.Sprintf("%s: dead letter without a valid reason: %q", id, e.Reason))
-			}
-			if e.Reason == tasks.ReasonSecretUnreadable { // no key was removed before reencrypt was done
-				violations = append(violations, fmt.Sprintf("%s: dead-lettered %s", id, e.Reason))
-			}
-		}
+		dead := chaosDeadLetters(t, id, storeA, storeB)
 		switch {
 		case acts > 1:
 			violations = append(violations, fmt.Sprintf("%s: %d activations", id, acts))
@@ -422,13 +465,287 @@ func TestChaos(t *testing.T) {
 			violations = append(violations, fmt.Sprintf("%s: %d dead letters", id, len(dead)))
 		}
 	}
+	before := api.Stats()
+
+	// The lifecycle, while the workers run and one is killed. Redis is not restarted here: a
+	// restart may lose the pairs' order records (docs/lifecycle.md). Random subsets of the pairs,
+	// each on the queue that owns it, from concurrent goroutines let go together: a deactivation
+	// file (the activations' rows as they are) and after it a file re-activating part of those
+	// pairs; an update file with new variables; deactivations posted to the intake (queue A's pairs:
+	// it serves queue A). A pair may meet several of them at once: then only its order record says
+	// which was enqueued last.
+	lcStart := time.Now()
+	// A stream of its own, drawn the same whatever the pairs' owners: the phases before draw as
+	// their timing has it (which dead letters are purged, in the order the store lists them), and
+	// a replay should still meet the same lifecycle.
+	lrng := rand.New(rand.NewPCG(uint64(seed), 0x11fec7c1e))
+	plans := map[*chaosPair]*chaosPlan{}
+	type opFiles struct{ deactivate, reactivate, update [][]byte }
+	files := map[string]*opFiles{chaosQueueA: {}, chaosQueueB: {}}
+	type intakeDeactivation struct {
+		p            *chaosPair
+		body         []byte
+		sender       int
+		hookID       string
+		twice, whole bool
+	}
+	var posts []intakeDeactivation
+	concurrent := 0 // pairs under operations of more than one goroutine
+	for i, p := range universe {
+		owner := ownerOf(t, rs.Client, p.pair)
+		pl := &chaosPlan{deactivate: lrng.IntN(100) < 10, update: lrng.IntN(100) < 10, intake: lrng.IntN(100) < 5}
+		pl.intake = pl.intake && owner == chaosQueueA
+		pl.reactivate = lrng.IntN(2) == 0 && pl.deactivate
+		seats, sender, twice, whole := 1+lrng.IntN(50), lrng.IntN(2), lrng.IntN(3) == 0, lrng.IntN(2) == 0
+		if !pl.deactivate && !pl.update && !pl.intake {
+			continue
+		}
+		plans[p] = pl
+		if _, known := pl.last(); !known {
+			concurrent++
+		}
+		f := files[owner]
+		if pl.deactivate {
+			f.deactivate = append(f.deactivate, chaosRow(t, p.base(), p.endUser))
+		}
+		if pl.reactivate {
+			f.reactivate = append(f.reactivate, chaosRow(t, p.base(), p.endUser))
+		}
+		if pl.update {
+			pl.vars = json.RawMessage(fmt.Sprintf(`{"plan":"chaos-%d-%d","seats":%d}`, seed, i, seats))
+			req := p.base()
+			req.DynamicVariables = pl.vars
+			f.update = append(f.update, chaosRow(t, req, p.endUser))
+		}
+		if pl.intake {
+			d := intakeDeactivation{p: p, sender: sender, hookID: "deactivate_" + strconv.Itoa(len(posts)), twice: twice, whole: whole}
+			// The pair alone, or the activation's request as it is (its connections' credentials
+			// included: they are dropped, never stored).
+			d.body = chaosRow(t, versori.ActivationRequest{UserID: p.req.UserID, IntegrationID: p.req.IntegrationID}, nil)
+			if d.whole {
+				d.body = chaosRow(t, p.base(), nil)
+			}
+			posts = append(posts, d)
+		}
+	}
+	prods := map[string]*producer.Producer{chaosQueueA: prodA, chaosQueueB: prodB}
+	var (
+		lcMu          sync.Mutex
+		lcSums        []string
+		lcWG          sync.WaitGroup
+		letGo         = make(chan struct{})
+		lcPosts       int
+		lcPostsQueued int
+	)
+	enqueueOp := func(q, name string, op tasks.Op, path string) {
+		if path == "" {
+			return
+		}
+		sum, err := prods[q].EnqueueFile(ctx, producer.FileOptions{Path: path, Batch: "chaos-" + name, Op: op})
+		if err != nil || sum.Failed != 0 || sum.Rejected != 0 || sum.OtherQueue != 0 {
+			t.Errorf("EnqueueFile(%s, %s) = %+v, %v", name, q, sum, err)
+		}
+		lcMu.Lock()
+		lcSums = append(lcSums, fmt.Sprintf("%s %s: %d rows, %d queued, %d duplicates", name, q, sum.Rows, sum.Enqueued, sum.Duplicates))
+		lcMu.Unlock()
+	}
+	write := func(q, name string, rows [][]byte) string {
+		if len(rows) == 0 {
+			return ""
+		}
+		return writeChaosRows(t, filepath.Join(dir, name+"-"+q+".jsonl"), rows)
+	}
+	for _, q := range []string{chaosQueueA, chaosQueueB} {
+		f := files[q]
+		deactivate, reactivate, update := write(q, "deactivate", f.deactivate), write(q, "reactivate", f.reactivate), write(q, "update", f.update)
+		lcWG.Go(func() {
+			<-letGo
+			enqueueOp(q, "deactivate", tasks.OpDeactivate, deactivate)
+			enqueueOp(q, "reactivate", tasks.OpActivate, reactivate)
+		})
+		lcWG.Go(func() {
+			<-letGo
+			enqueueOp(q, "update", tasks.OpUpdate, update)
+		})
+	}
+	lcWG.Go(func() {
+		<-letGo
+		for _, d := range posts {
+			for range 1 + b2i(d.twice) {
+				code, status, replayed := it.postTo(t, "/v1/deactivations", it.tokens[d.sender], d.hookID, d.body)
+				switch {
+				case code == http.StatusAccepted && status == "enqueued":
+					lcPostsQueued++
+				case code == http.StatusOK && (status == "duplicate" || status == "dead_lettered" || (replayed && status == "enqueued")):
+				default:
+					t.Errorf("intake answered %d %q to the deactivation of %s (webhook id %s, sender %d)", code, status, tasks.TaskID(d.p.pair), d.hookID, d.sender)
+				}
+				lcPosts++
+			}
+		}
+	})
+	lcKillAfter := time.Duration(300+lrng.IntN(1200)) * time.Millisecond
+	close(letGo)
+	time.Sleep(lcKillAfter)
+	// One of queue A's workers: the queue that owns nearly every pair (its file went first).
+	killWorker(lrng.IntN(2), "a kill during the lifecycle")
+	lcWG.Wait()
+	testutil.WaitFor(t, cfg.timeout, "every lifecycle operation done and the queues drained", drained)
+	lcTook := time.Since(lcStart)
+
+	// The invariant at the end.
+	sampleLeaks("at the end")
+	byID := make(map[string]*chaosPair, len(universe))
+	for _, p := range universe {
+		byID[tasks.TaskID(p.pair)] = p
+	}
+	credCalls, createCalls := 0, 0 // calls that carried a pair's, or a new user's, own credentials
+	for _, c := range api.Calls() {
+		switch c.Op {
+		case versori.OpActivate:
+			p := byID[tasks.TaskID(c.Pair.Canonical())]
+			if p == nil {
+				continue // counted as stray below
+			}
+			want := ""
+			if p.secret {
+				want = `[null,` + credsOf(p.pair.UserID) + `]`
+			}
+			if want != "" {
+				credCalls++
+			}
+			if c.Credentials != want {
+				violations = append(violations, fmt.Sprintf("%s: an activate call carried credentials %s, want %s", tasks.TaskID(p.pair), c.Credentials, want))
+			}
+		case versori.OpCreateEndUser:
+			createCalls++
+			if !newUsers[c.Pair.UserID] {
+				violations = append(violations, fmt.Sprintf("end user %q, known to the API from the start, was created (%d)", c.Pair.UserID, c.Status))
+			} else if want := "[" + primaryCredsOf(c.Pair.UserID) + "]"; c.Credentials != want {
+				violations = append(violations, fmt.Sprintf("end user %q: a create call carried credentials %s, want %s", c.Pair.UserID, c.Credentials, want))
+			}
+		}
+	}
+	if d := api.Duplicates(); len(d) > 0 {
+		violations = append(violations, fmt.Sprintf("%d duplicate activations", len(d)))
+	}
+	// Every dead letter, of any operation: a valid reason, and none secret_unreadable (no key was
+	// removed before reencrypt was done).
+	byReason := map[tasks.Reason]int{}
+	deadSeqs := map[string][]int64{} // the numbers of each pair's dead-lettered operations, by TaskID
+	deadUsers := map[string]bool{}   // users with a pair dead-lettered
+	lcDead := map[string]int{}       // dead letters of the lifecycle's operations, by operation and reason
+	for _, s := range []*deadletter.Store{storeA, storeB} {
+		ids, err := s.IDs(ctx, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids {
+			pair, _ := tasks.PairOf(id)
+			seq, _ := tasks.SeqOf(id)
+			deadSeqs[tasks.TaskID(pair)] = append(deadSeqs[tasks.TaskID(pair)], seq)
+			deadUsers[pair.UserID] = true
+			es, err := s.Get(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range es {
+				byReason[e.Reason]++
+				if seq > 0 {
+					lcDead[e.Op.String()+" "+string(e.Reason)]++
+				}
+				if _, err := tasks.ParseReason(string(e.Reason)); err != nil {
+					violations = append(violations, fmt.Sprintf("%s: dead letter without a valid reason: %q", id, e.Reason))
+				}
+				if e.Reason == tasks.ReasonSecretUnreadable {
+					violations = append(violations, fmt.Sprintf("%s: dead-lettered %s", id, e.Reason))
+				}
+			}
+			notFound(id, es)
+		}
+	}
+	// Every pair ends as the operation its order says was enqueued last (when the test enqueued a
+	// pair's operations one after another, the order must say so too): an activation or an update,
+	// exactly one activation (an update's with its variables); a deactivation, none; or that
+	// operation dead-lettered, with no duplicate ever.
+	lastOps, ends := map[string]int{}, map[string]int{}
+	for _, p := range universe {
+		id := tasks.TaskID(p.pair)
+		seq, op := lastOperation(t, rs.Client, p.pair)
+		lastOps[op.String()]++
+		pl := plans[p]
+		switch want, known := pl.last(); {
+		case pl == nil && seq != 0:
+			violations = append(violations, fmt.Sprintf("%s: no lifecycle operation was enqueued, yet its order's last is %s number %d", id, op, seq))
+		case pl != nil && seq == 0:
+			violations = append(violations, fmt.Sprintf("%s: lifecycle operations were enqueued (%+v), yet its order numbered none", id, pl))
+		case known && op != want:
+			violations = append(violations, fmt.Sprintf("%s: enqueued %s last (%+v), yet its order says %s (number %d)", id, want, pl, op, seq))
+		}
+		last := tasks.TaskIDAt(p.pair, seq)
+		acts := api.ActivationCount(p.pair)
+		dead := chaosDeadLetters(t, last, storeA, storeB)
+		vars, _ := api.Variables(p.pair)
+		switch {
+		case acts > 1:
+			violations = append(violations, fmt.Sprintf("%s: %d activations", id, acts))
+		case len(dead) > 1:
+			violations = append(violations, fmt.Sprintf("%s: %d dead letters of its last operation (%s)", last, len(dead), op))
+		case len(dead) == 1 && op == tasks.OpActivate && acts == 1:
+			violations = append(violations, fmt.Sprintf("%s: activated and dead-lettered (%s)", last, dead[0].Reason))
+		case len(dead) == 1:
+			ends[op.String()+" dead-lettered"]++
+		case op == tasks.OpDeactivate && acts != 0:
+			violations = append(violations, fmt.Sprintf("%s: deactivated last (number %d), yet active", id, seq))
+		case op != tasks.OpDeactivate && acts != 1:
+			violations = append(violations, fmt.Sprintf("%s: its last operation, %s number %d, left no activation and no dead letter", id, op, seq))
+		case op == tasks.OpUpdate && !sameVariables(vars, pl.vars):
+			violations = append(violations, fmt.Sprintf("%s: updated last (number %d), yet its variables are %s, want %s", id, seq, vars, pl.vars))
+		case op == tasks.OpActivate && seq > 0 && !slices.ContainsFunc(deadSeqs[id], func(s int64) bool { return s > 0 }) && !sameVariables(vars, p.base().DynamicVariables):
+			// Re-activated after a deactivation that deleted the activation: the new one has the
+			// request's variables, not an update's.
+			violations = append(violations, fmt.Sprintf("%s: re-activated last (number %d), yet its variables are %s, want the request's %s", id, seq, vars, p.base().DynamicVariables))
+		default:
+			ends[op.String()+" done"]++
+		}
+	}
+	// End users: each created at most once, only the new ones, and every new one exists unless a
+	// pair of theirs is dead-lettered.
+	created, twoPairs := 0, 0
+	for _, u := range api.Users() {
+		created += u.Creates
+		if u.Creates > 1 {
+			violations = append(violations, fmt.Sprintf("end user %q created %d times", u.ExternalID, u.Creates))
+		}
+	}
+	pairsOf := map[string]int{}
+	for _, p := range universe {
+		pairsOf[p.pair.UserID]++
+	}
+	for u := range newUsers {
+		if pairsOf[u] > 1 {
+			twoPairs++
+		}
+		if !api.HasUser(u) && !deadUsers[u] {
+			violations = append(violations, fmt.Sprintf("end user %q, whose rows carried endUser, does not exist, and no pair of theirs is dead-lettered", u))
+		}
+	}
 	if stray := len(api.Activations()) - countActive(api, universe); stray != 0 {
 		violations = append(violations, fmt.Sprintf("%d activations of pairs outside the universe", stray))
 	}
 	st := api.Stats()
+	if st.UsersCreatedTwice != 0 {
+		violations = append(violations, fmt.Sprintf("the stand-in counts %d end users created twice", st.UsersCreatedTwice))
+	}
+	slices.Sort(lcSums)
 	t.Logf("chaos %s, seed %d: %d pairs (files A %d, B %d rows; %d queued by the intake), %d kills and a Redis restart; "+
-		"%d purged and re-sent, %d replaced from a fixed file, %d requeued", *chaosProfile, seed, cfg.pairs,
-		len(rowsA), len(rowsB), intakeQueued, kills+1, purged, fixA.Requeued+fixB.Requeued, requeued)
+		"%d purged and re-sent, %d replaced from a fixed file, %d requeued; before the lifecycle %d activations, %d API calls", *chaosProfile, seed, total,
+		len(rowsA), len(rowsB), intakeQueued, kills+2, purged, fixA.Requeued+fixB.Requeued, requeued, before.Activations, before.Calls)
+	t.Logf("chaos lifecycle: %d pairs in %s (%d under operations enqueued concurrently), a kill %s after they began; %v; "+
+		"intake deactivations: %d posts, %d queued; last operations %v; ends %v; lifecycle dead letters %v",
+		len(plans), lcTook.Round(time.Second), concurrent, lcKillAfter, lcSums, lcPosts, lcPostsQueued, lastOps, ends, lcDead)
+	t.Logf("chaos end users: %d new (%d with two pairs), %d created, %d create calls",
+		len(newUsers), twoPairs, created, createCalls)
 	t.Logf("chaos: %d activations, %d duplicates, dead letters %v; %d API calls %v; %d activate calls carried a pair's own credentials",
 		st.Activations, len(api.Duplicates()), byReason, st.Calls, st.ByOpStatus, credCalls)
 	for i, v := range violations {
@@ -443,6 +760,106 @@ func TestChaos(t *testing.T) {
 	}
 }
 
+// chaosPlan is what the lifecycle phase enqueues for one pair.
+type chaosPlan struct {
+	deactivate bool            // in the deactivation file of the queue that owns it
+	reactivate bool            // then in the re-activation file, by the same goroutine
+	update     bool            // in the update file, by another goroutine
+	intake     bool            // its deactivation posted to the intake, by a third
+	vars       json.RawMessage // the update's dynamic variables
+}
+
+// last returns the operation the test enqueued last on the pair, and whether it knows it: it does
+// when one goroutine enqueued every operation on the pair, or they were all deactivations.
+func (pl *chaosPlan) last() (tasks.Op, bool) {
+	switch {
+	case pl == nil:
+		return tasks.OpActivate, true
+	case pl.update && (pl.deactivate || pl.intake), pl.reactivate && pl.intake:
+		return "", false
+	case pl.update:
+		return tasks.OpUpdate, true
+	case pl.reactivate:
+		return tasks.OpActivate, true
+	}
+	return tasks.OpDeactivate, true
+}
+
+// lastOperation reads the pair's order record (internal/pairorder): the number of the operation
+// enqueued last and what it is; 0 and activate when nothing was numbered after the first activation.
+func lastOperation(t *testing.T, rdb redis.UniversalClient, pair versori.Pair) (int64, tasks.Op) {
+	t.Helper()
+	h, err := rdb.HGetAll(context.Background(), rediskeys.PairOrder(tasks.TaskID(pair))).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, op := int64(0), tasks.OpActivate
+	if v, ok := h["seq"]; ok {
+		if seq, err = strconv.ParseInt(v, 10, 64); err != nil {
+			t.Fatalf("order of %s: seq %q: %v", tasks.TaskID(pair), v, err)
+		}
+	}
+	switch h["op"] {
+	case "", "a":
+	case "u":
+		op = tasks.OpUpdate
+	case "d":
+		op = tasks.OpDeactivate
+	default:
+		t.Fatalf("order of %s: op %q", tasks.TaskID(pair), h["op"])
+	}
+	return seq, op
+}
+
+// ownerOf returns the queue that owns pair in the pair registry (internal/pairs).
+func ownerOf(t *testing.T, rdb redis.UniversalClient, pair versori.Pair) string {
+	t.Helper()
+	v, err := rdb.Get(context.Background(), rediskeys.Pair(tasks.TaskID(pair))).Result()
+	if err != nil {
+		t.Fatalf("registry entry of %s: %v", tasks.TaskID(pair), err)
+	}
+	q, _, _ := strings.Cut(v, "|")
+	if q != chaosQueueA && q != chaosQueueB {
+		t.Fatalf("registry entry of %s is %q: owned by neither queue", tasks.TaskID(pair), v)
+	}
+	return q
+}
+
+// chaosDeadLetters returns the dead letters of task id in stores.
+func chaosDeadLetters(t *testing.T, id string, stores ...*deadletter.Store) []deadletter.Entry {
+	t.Helper()
+	var out []deadletter.Entry
+	for _, s := range stores {
+		es, err := s.Get(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, es...)
+	}
+	return out
+}
+
+// sameVariables reports whether dynamic variables a and b are the same JSON value, reading none
+// (empty) as null.
+func sameVariables(a, b []byte) bool {
+	var va, vb any
+	if len(bytes.TrimSpace(a)) > 0 && json.Unmarshal(a, &va) != nil {
+		return false
+	}
+	if len(bytes.TrimSpace(b)) > 0 && json.Unmarshal(b, &vb) != nil {
+		return false
+	}
+	return reflect.DeepEqual(va, vb)
+}
+
+// b2i is 1 for true.
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // chaosUniverseT is the universe of a chaos run.
 type chaosUniverseT []*chaosPair
 
@@ -455,9 +872,9 @@ func (u chaosUniverseT) byTaskID(id string) *chaosPair {
 	return nil
 }
 
-// chaosUniverse draws n pairs: most on the CRM integration, one in seven on billing without the
-// connection it requires; ULIDs in random case; each sent through file A, file B, the intake, or
-// several of them.
+// chaosUniverse draws n users' pairs: most on the CRM integration, one in seven on billing without
+// the connection it requires; ULIDs in random case; each sent through file A, file B, the intake, or
+// several of them. Some users are new to the API (newUser), and some of those have a second pair.
 func chaosUniverse(rng *rand.Rand, n int) chaosUniverseT {
 	spell := func(id string) string {
 		if rng.IntN(2) == 0 {
@@ -466,20 +883,7 @@ func chaosUniverse(rng *rand.Rand, n int) chaosUniverseT {
 		return id
 	}
 	var events [2]int // each sender numbers its events from 0: msg_3 names one pair for each
-	u := make(chaosUniverseT, n)
-	for i := range u {
-		p := &chaosPair{missing: rng.IntN(7) == 0}
-		user := fmt.Sprintf("chaos-%05d", i)
-		if p.missing {
-			p.req = versori.ActivationRequest{UserID: user, IntegrationID: spell(billingIntegration)}
-			p.fixed = versori.ActivationRequest{UserID: user, IntegrationID: spell(billingIntegration),
-				Connections: []versori.ActivationConnection{{TemplateID: spell(billingTemplate), ConnectionID: spell(billingConnection)}}}
-		} else if p.secret = rng.IntN(3) == 0; p.secret {
-			p.req = secretRequest(user, spell(crmIntegration))
-		} else {
-			p.req = versori.ActivationRequest{UserID: user, IntegrationID: spell(crmIntegration),
-				Connections: []versori.ActivationConnection{{TemplateID: spell(crmTemplate), ConnectionID: spell(crmConnection)}}}
-		}
+	route := func(p *chaosPair) {
 		p.pair = p.req.Pair().Canonical()
 		switch x := rng.IntN(100); {
 		case x < 55:
@@ -498,7 +902,36 @@ func chaosUniverse(rng *rand.Rand, n int) chaosUniverseT {
 			p.hookID = "msg_" + strconv.Itoa(events[p.sender])
 			events[p.sender]++
 		}
-		u[i] = p
+	}
+	u := make(chaosUniverseT, 0, n+n/10)
+	for i := range n {
+		p := &chaosPair{missing: rng.IntN(7) == 0}
+		user := fmt.Sprintf("chaos-%05d", i)
+		if p.missing {
+			p.req = versori.ActivationRequest{UserID: user, IntegrationID: spell(billingIntegration)}
+			p.fixed = versori.ActivationRequest{UserID: user, IntegrationID: spell(billingIntegration),
+				Connections: []versori.ActivationConnection{{TemplateID: spell(billingTemplate), ConnectionID: spell(billingConnection)}}}
+		} else if p.secret = rng.IntN(3) == 0; p.secret {
+			p.req = secretRequest(user, spell(crmIntegration))
+		} else {
+			p.req = versori.ActivationRequest{UserID: user, IntegrationID: spell(crmIntegration),
+				Connections: []versori.ActivationConnection{{TemplateID: spell(crmTemplate), ConnectionID: spell(crmConnection)}}}
+		}
+		route(p)
+		u = append(u, p)
+		// A tenth of the users the rest send activations for are unknown to the API: their rows
+		// carry endUser; half of those have a second pair, on billing, whose job races the first's
+		// to create them. (Each new user costs three calls more, at the profile's rate.)
+		if p.missing || rng.IntN(10) != 0 {
+			continue
+		}
+		p.newUser, p.endUser = true, chaosEndUser(user)
+		if rng.IntN(2) == 0 {
+			q := &chaosPair{newUser: true, endUser: p.endUser, req: versori.ActivationRequest{UserID: user, IntegrationID: spell(billingIntegration),
+				Connections: []versori.ActivationConnection{{TemplateID: spell(billingTemplate), ConnectionID: spell(billingConnection)}}}}
+			route(q)
+			u = append(u, q)
+		}
 	}
 	return u
 }
@@ -532,10 +965,7 @@ func (it *chaosIntakeT) postAll(t *testing.T, rng *rand.Rand, u chaosUniverseT, 
 		if !p.intake {
 			continue
 		}
-		body, err := json.Marshal(p.req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		body := chaosRow(t, p.req, p.endUser)
 		for range 1 + rng.IntN(2) {
 			code, status, replayed := it.post(t, it.tokens[p.sender], p.hookID, body)
 			switch {
@@ -554,8 +984,13 @@ func (it *chaosIntakeT) postAll(t *testing.T, rng *rand.Rand, u chaosUniverseT, 
 // id being handled, and returns the answer's code, its status (or its body when it is an error) and
 // whether it replays an earlier answer.
 func (it *chaosIntakeT) post(t *testing.T, token, id string, body []byte) (int, string, bool) {
+	return it.postTo(t, "/v1/activations", token, id, body)
+}
+
+// postTo is post to the intake's route (its path).
+func (it *chaosIntakeT) postTo(t *testing.T, route, token, id string, body []byte) (int, string, bool) {
 	for try := 0; ; try++ {
-		req, err := http.NewRequest(http.MethodPost, it.url+"/v1/activations", bytes.NewReader(body))
+		req, err := http.NewRequest(http.MethodPost, it.url+route, bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -593,8 +1028,9 @@ func countActive(api *versoritest.Server, u chaosUniverseT) int {
 
 // recoverLeases makes the leases of a killed worker's tasks look a minute stale, so that the next
 // worker's recoverer takes them back at start instead of the test waiting out asynq's 30 s lease,
-// 30 s cutoff and one-minute recoverer period. A live worker extends its leases to now+30 s every
-// 5 s, so after 7 s every lease that ends within 24 s is a dead worker's.
+// 30 s cutoff and one-minute recoverer period, and gives back the pair turns their runs held
+// (releaseTurn). A live worker extends its leases to now+30 s every 5 s, so after 7 s every lease
+// that ends within 24 s is a dead worker's.
 func recoverLeases(t *testing.T, rdb *redis.Client, queue string) int {
 	t.Helper()
 	time.Sleep(7 * time.Second)
@@ -610,6 +1046,36 @@ func recoverLeases(t *testing.T, rdb *redis.Client, queue string) int {
 		if err := rdb.ZAddXX(ctx, key, redis.Z{Score: stale, Member: id}).Err(); err != nil {
 			t.Fatal(err)
 		}
+		releaseTurn(t, rdb, id)
 	}
 	return len(ids)
+}
+
+// releaseTurnScript ends the hold of a pair's turn when the run holding it is one of task id's.
+// KEYS: the pair's order hash. ARGV: the task id.
+var releaseTurnScript = redis.NewScript(`
+local run = redis.call('HGET', KEYS[1], 'run')
+if run and string.sub(run, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '\0' then
+	redis.call('HSET', KEYS[1], 'until', 0)
+	return 1
+end
+return 0
+`)
+
+// releaseTurn gives back the pair's turn a killed worker's run of task id holds (internal/pairorder),
+// as recoverLeases takes its lease back: without it the pair would wait out the run's hold, the job's
+// deadline (minutes) plus SETTLE_TIME. It runs 7 s after the kill, by when every call of the run has
+// landed (the stand-in's late commits take 300 ms, its hung calls 2 s), which is what the hold waits
+// for. A run's id starts with its task id and a NUL byte (worker/handler.go, takeTurn). The job's
+// own next run takes the turn over anyway; a later operation's job on the pair, when this one is
+// superseded, would not.
+func releaseTurn(t *testing.T, rdb *redis.Client, id string) {
+	t.Helper()
+	pair, ok := tasks.PairOf(id)
+	if !ok {
+		return
+	}
+	if err := releaseTurnScript.Run(context.Background(), rdb, []string{rediskeys.PairOrder(tasks.TaskID(pair))}, id).Err(); err != nil {
+		t.Fatal(err)
+	}
 }

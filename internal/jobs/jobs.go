@@ -342,7 +342,10 @@ func (q *Queue) own(ctx context.Context, id string, c pairs.Claim) (pairs.Claim,
 // checked against the dead-letter store and, for an operation of the lifecycle, numbered. A pair
 // seen before is queued with a look-up first, since an earlier job for it may have activated it.
 func (q *Queue) enqueueOwned(ctx context.Context, pl tasks.Payload, c pairs.Claim) (Result, error) {
-	if c.State == pairs.Seen {
+	// Not a deactivation's: it looks the pair up whatever it carries, and Reconcile would make it
+	// count a pair it finds inactive as deactivated by an earlier attempt of its own, never
+	// already_inactive.
+	if c.State == pairs.Seen && pl.Op != tasks.OpDeactivate {
 		pl.Reconcile = true
 	}
 	return q.enqueue(ctx, pl)

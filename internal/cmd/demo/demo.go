@@ -1,10 +1,12 @@
 // Package demo runs the whole pipeline on an embedded default: an in-process Redis (miniredis), the
 // Versori stand-in with some faults, the real enqueue path on a sample file, and the real worker,
-// then prints what happened. It is what `make demo` runs, so that a first run needs no Redis server
-// and no Versori account.
+// then prints what happened. Then it onboards end users the API does not know yet (rows with
+// endUser) and offboards part of the sample (a deactivation file). It is what `make demo` runs, so
+// that a first run needs no Redis server and no Versori account.
 package demo
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	_ "embed"
@@ -12,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -37,6 +40,17 @@ import (
 //go:embed sample.jsonl
 var sample []byte
 
+// onboardRows are the onboarding step's rows: 50 end users the API does not know yet, each row with
+// the endUser its job creates; every fifth user has a second row, on billing, whose job races the
+// first's to create them.
+//
+//go:embed onboard.jsonl
+var onboardRows []byte
+
+// offboardRows is how many of the sample's last rows the offboarding step deactivates: half of them
+// active, half dead-lettered (billing rows without their connection).
+const offboardRows = 100
+
 // The sample's integrations: Billing requires a connection template that its rows do not bind.
 const (
 	billingIntegration = "01JDB1111NG000000000000000"
@@ -53,10 +67,11 @@ type Options struct {
 }
 
 // DefaultFaults are the stand-in's faults in a demo: some 503s, 429s and responses dropped after the
-// activation was committed, which the worker must ride out without a duplicate.
+// activation was committed, which the worker must ride out without a duplicate. Creating end users
+// and deleting activations meet them too.
 func DefaultFaults() versoritest.Faults {
 	return versoritest.Faults{Latency: 2 * time.Millisecond, ServerErrorRate: 0.03, RateLimitRate: 0.005,
-		RetryAfter: "1", DropAfterCommitRate: 0.02, LateCommitRate: 0.01}
+		RetryAfter: "1", DropAfterCommitRate: 0.02, LateCommitRate: 0.01, WriteOps: versoritest.AllWriteOps}
 }
 
 // Result is what a demo run did.
@@ -68,7 +83,17 @@ type Result struct {
 	DeadLetters  map[tasks.Reason]int64
 	APICalls     int
 	Elapsed      time.Duration
-	StandinStats versoritest.Stats
+	StandinStats versoritest.Stats // after the first step
+
+	// Onboarding: the batch of onboard.jsonl's rows, for end users the API did not know, and how
+	// many of those users exist after it (each created once).
+	Onboard      inspect.BatchStatus
+	NewUsers     int
+	UsersCreated int
+	// Offboarding: the batch of the deactivation file, and the activations the stand-in holds after.
+	Offboard         inspect.BatchStatus
+	FinalActivations int
+	FinalStats       versoritest.Stats
 }
 
 // Run runs the demo and prints its summary to out.
@@ -104,13 +129,13 @@ func Run(ctx context.Context, out io.Writer, o Options) (Result, error) {
 	go hs.Serve(ln)
 	defer hs.Close()
 
+	dir, err := os.MkdirTemp("", "activator-demo-")
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(dir)
 	path := o.File
 	if path == "" {
-		dir, err := os.MkdirTemp("", "activator-demo-")
-		if err != nil {
-			return res, err
-		}
-		defer os.RemoveAll(dir)
 		path = filepath.Join(dir, "sample.jsonl")
 		if err := os.WriteFile(path, sample, 0o600); err != nil {
 			return res, err
@@ -173,20 +198,113 @@ func Run(ctx context.Context, out io.Writer, o Options) (Result, error) {
 		}
 	}
 	res.Elapsed = time.Since(start)
-	stopWorker()
-	if err := <-done; err != nil {
-		return res, err
-	}
-
 	res.StandinStats = api.Stats()
 	res.Activated = res.StandinStats.Activations
 	res.Duplicates = len(api.Duplicates())
 	res.APICalls = res.StandinStats.Calls
-	if res.DeadLetters, err = store.CountDeadLettersByReason(context.Background()); err != nil {
+	if res.DeadLetters, err = store.CountDeadLettersByReason(ctx); err != nil {
+		stopWorker()
+		<-done
 		return res, err
 	}
 	printResult(out, res)
+
+	err = lifecycle(ctx, out, &res, api, p, store, dir)
+	stopWorker()
+	if werr := <-done; err == nil {
+		err = werr
+	}
+	if err != nil {
+		return res, err
+	}
+	res.Duplicates = len(api.Duplicates())
+	fmt.Fprintln(out, "the dead letters were in the demo's in-process Redis, gone with it; to keep and work them (enqueue dlq list),")
+	fmt.Fprintln(out, "run the worker and enqueue file against a real Redis: README.md, \"Running it for real\"")
 	return res, nil
+}
+
+// lifecycle runs the steps after the first, while the worker runs: onboarding end users the API does
+// not know yet, then offboarding part of the sample with a deactivation file.
+func lifecycle(ctx context.Context, out io.Writer, res *Result, api *versoritest.Server, p *producer.Producer, insp *inspect.Inspector, dir string) error {
+	// From now on the stand-in refuses the activation of an end user it does not know, as the real
+	// API does. Each onboarding row carries the endUser its job creates when the activation is
+	// refused so (once per user, however many of the user's jobs race), then activates.
+	api.RequireKnownUsers(true)
+	users := map[string]bool{}
+	for line := range bytes.Lines(onboardRows) {
+		req, _, err := versori.DecodeRow(line)
+		if err != nil {
+			return fmt.Errorf("onboard.jsonl: %w", err)
+		}
+		users[req.UserID] = true
+	}
+	res.NewUsers = len(users)
+	path := filepath.Join(dir, "onboard.jsonl")
+	if err := os.WriteFile(path, onboardRows, 0o600); err != nil {
+		return err
+	}
+	before := api.Stats()
+	sum, err := p.EnqueueFile(ctx, producer.FileOptions{Path: path, Batch: "demo-onboard"})
+	if err != nil {
+		return fmt.Errorf("enqueue onboard.jsonl: %w", err)
+	}
+	fmt.Fprintf(out, "onboarding: enqueued %d requests for %d end users the API does not know yet, from onboard.jsonl (%d rejected)\n",
+		sum.Enqueued, len(users), sum.Rejected)
+	if res.Onboard, err = waitBatch(ctx, insp, sum.Batch); err != nil {
+		return err
+	}
+	for u := range users {
+		if api.HasUser(u) {
+			res.UsersCreated++
+		}
+	}
+	fmt.Fprintf(out, "onboarded: %d activated; end users created: %d of %d (each once: %d created twice); jobs that created their end user: %d (an answer 409 \"already exists\" counts)\n",
+		res.Onboard.Activated+res.Onboard.AlreadyActive, res.UsersCreated, len(users), api.Stats().UsersCreatedTwice, res.Onboard.CreatedUser)
+
+	// Offboarding: the sample's last rows as they are, as a deactivation file (enqueue deactivate):
+	// only each row's pair is used.
+	lines := bytes.SplitAfter(bytes.TrimRight(sample, "\n"), []byte("\n"))
+	path = filepath.Join(dir, "offboard.jsonl")
+	if err := os.WriteFile(path, bytes.Join(lines[len(lines)-offboardRows:], nil), 0o600); err != nil {
+		return err
+	}
+	sum, err = p.EnqueueFile(ctx, producer.FileOptions{Path: path, Batch: "demo-offboard", Op: tasks.OpDeactivate})
+	if err != nil {
+		return fmt.Errorf("enqueue deactivate offboard.jsonl: %w", err)
+	}
+	fmt.Fprintf(out, "offboarding: enqueued %d deactivations from offboard.jsonl, the sample's last %d rows as they are (%d rejected)\n",
+		sum.Enqueued, offboardRows, sum.Rejected)
+	if res.Offboard, err = waitBatch(ctx, insp, sum.Batch); err != nil {
+		return err
+	}
+	res.FinalStats = api.Stats()
+	res.FinalActivations = res.FinalStats.Activations
+	fmt.Fprintf(out, "offboarded: %d deactivated, %d already inactive (their activation was dead-lettered); activations now: %d\n",
+		res.Offboard.Deactivated, res.Offboard.AlreadyInactive, res.FinalActivations)
+	fmt.Fprintf(out, "API calls for onboarding and offboarding: %d\n", res.FinalStats.Calls-before.Calls)
+	calls := maps.Clone(res.FinalStats.ByOpStatus)
+	for k, n := range before.ByOpStatus {
+		if calls[k] -= n; calls[k] == 0 {
+			delete(calls, k)
+		}
+	}
+	printCalls(out, calls)
+	return nil
+}
+
+// waitBatch waits until every job of batch id has ended, and returns its counts.
+func waitBatch(ctx context.Context, insp *inspect.Inspector, id string) (inspect.BatchStatus, error) {
+	for {
+		st, err := insp.Batch(ctx, id)
+		if err == nil && st.Finished {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return st, fmt.Errorf("batch %s did not finish in time (%d of %d jobs ended)", id, st.Done, st.Queued)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func printResult(out io.Writer, r Result) {
@@ -205,8 +323,6 @@ func printResult(out io.Writer, r Result) {
 	printCalls(out, r.StandinStats.ByOpStatus)
 	rate := float64(r.Activated+int(total)) / r.Elapsed.Seconds()
 	fmt.Fprintf(out, "elapsed: %s, rate: %.0f jobs/s\n", r.Elapsed.Round(time.Millisecond), rate)
-	fmt.Fprintln(out, "the dead letters were in the demo's in-process Redis, gone with it; to keep and work them (enqueue dlq list),")
-	fmt.Fprintln(out, "run the worker and enqueue file against a real Redis: README.md, \"Running it for real\"")
 }
 
 // printCalls prints the stand-in's calls by operation, then by status, one line each:
