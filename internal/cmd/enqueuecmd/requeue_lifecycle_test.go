@@ -49,6 +49,35 @@ func TestDLQRequeueFileTakesTheRowsEndUser(t *testing.T) {
 	}
 }
 
+// TestDLQRequeueFileEndUserBesideSealedCredentials: a dead letter whose connection credentials
+// are sealed, fixed with its `dlq export` row plus an endUser, requeues with both: the
+// connection's sealed credentials and the row's end user, sealed again together.
+func TestDLQRequeueFileEndUserBesideSealedCredentials(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	keys, err := tasks.ParseKeyring(testKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := secretRequest("u-sealed")
+	p := tasks.Payload{Request: req}
+	if err := p.Seal(keys); err != nil {
+		t.Fatal(err)
+	}
+	addDeadLetter(t, db, p.Request, tasks.ReasonNotFound, func(e *deadletter.Entry) { e.Secrets = p.Secrets })
+	export := strings.TrimSpace(runDB(t, db, "", "dlq", "export").stdout)
+	path := testutil.WriteFile(t, "fixed.jsonl", export[:len(export)-1]+","+endUserMember+"}\n")
+	r := runDB(t, db, "", "dlq", "requeue", "--file", path)
+	if r.code != enqueuecmd.ExitOK || !strings.Contains(r.stdout, "requeued: 1") {
+		t.Fatalf("requeue --file: want exit 0, 1 requeued:\n%s", r)
+	}
+	got, _ := payload(t, db, queue, id(req))
+	sameRequest(t, got.Request, req)
+	if got.EndUser == nil || !strings.Contains(string(got.EndUser.PrimaryConnection.Credentials), "s3cret") {
+		t.Errorf("requeued job's end user = %+v, want the row's", got.EndUser)
+	}
+}
+
 // TestDLQRequeueFileOfDeactivation: a deactivation's dead letter fixed with the onboarding row (its
 // connections, credentials and endUser) requeues as a deactivation holding the pair alone, as
 // `enqueue deactivate` would queue it: no key is needed, and no credential is stored.
