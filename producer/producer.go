@@ -56,7 +56,7 @@ const (
 type Result = jobs.Result
 
 // Option changes one enqueued job: WithBatch, WithReconcile, WithEndUser, Update and Deactivate
-// make them.
+// make them. Update and Deactivate together are refused: Enqueue returns an error naming both.
 type Option = jobs.Option
 
 // WithBatch counts the job under batch id, for `enqueue status`.

@@ -34,7 +34,7 @@
 //	404 {"error"}                                      GET of an unknown task id
 //	405 {"error"}                                      a route with the wrong method
 //	409 {"error","field"} + Retry-After                the same webhook-id (same route, credential and body) is being handled right now
-//	409 {"error","field"}, no Retry-After              the webhook-id was already used, on this route with this credential, for a different body
+//	409 {"error","field"}, no Retry-After              the webhook-id was already used, on this route with this credential, for a different body (signed: on any other route)
 //	413 {"error"}                                      body over Config.MaxBodyBytes, or a batch over Config.MaxBatch
 //	429 {"error"} + Retry-After                        more than Config.MaxConcurrent /v1 requests in flight
 //	503 {"error"} + Retry-After                        Redis is unavailable: nothing was queued, retry
@@ -60,12 +60,15 @@
 // # Webhook ids
 //
 // A request with a webhook-id header is handled once per scope: the id together with the route
-// ("/v1/activations", "/v1/activations:batch", "/v1/deactivations" or "/v1/deactivations:batch")
-// and the credential that let the request in. A
+// ("/v1/activations", "/v1/activations:batch", "/v1/deactivations" or "/v1/deactivations:batch"),
+// or "/v1/*" for a signed request, and the credential that let the request in. A signature covers
+// the id, timestamp and body, not the route: a signed id is claimed for every route at once and
+// its record keeps the route ("route"), so that a captured signed activation posted to the
+// deactivations route (or the other way round) is answered 409, nothing queued. A
 // credential is named by its credential id, a hash that never holds the secret: "whsec:" and the
 // hex SHA-256 of the decoded key of the webhook secret that verified the signature, "bearer:" and
 // the hex SHA-256 of the bearer token, or "open" without authentication (Config.Insecure). So two
-// senders, or the two routes, that happen to use the same id are independent, and no token holder
+// senders, or a token holder's routes, that happen to use the same id are independent, and no token holder
 // can claim ids ahead of a signed sender to have its events dropped.
 //
 // The scope is claimed in Redis (SET NX) under "activator:intake:whid:" followed by the hex SHA-256
@@ -127,12 +130,15 @@ const WebhookIDTTL = 10 * time.Minute
 // MaxWebhookIDBytes bounds a webhook-id header; a longer one is answered 400.
 const MaxWebhookIDBytes = 256
 
-// The routes a webhook id is scoped to: ids of the POST routes are independent.
+// The routes a webhook id is scoped to: ids of the POST routes are independent, but for signed
+// requests, whose ids are claimed in signedScope, one scope for every route.
 const (
 	routeOne             = "/v1/activations"
 	routeBatch           = "/v1/activations:batch"
 	routeDeactivate      = "/v1/deactivations"
 	routeDeactivateBatch = "/v1/deactivations:batch"
+	// signedScope is the scope of every signed request's webhook id, whatever its route.
+	signedScope = "/v1/*"
 )
 
 const (
@@ -428,9 +434,12 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *resp
 // the answer once there is one. Keeping the digest is what tells a sender's retry (same body) from
 // a reuse of its id for another request (another body), which must not get the first answer.
 type replayRecord struct {
-	BodySHA256 string          `json:"bodySha256"`
-	Pending    bool            `json:"pending,omitempty"`
-	Answer     json.RawMessage `json:"answer,omitempty"`
+	BodySHA256 string `json:"bodySha256"`
+	// Route is the route a signed request's id was claimed on (signedScope), whose other routes
+	// refuse it; empty in a route's own scope.
+	Route   string          `json:"route,omitempty"`
+	Pending bool            `json:"pending,omitempty"`
+	Answer  json.RawMessage `json:"answer,omitempty"`
 }
 
 // once runs do once per webhook id, route and credential: a repeat of the same body in the last
@@ -446,10 +455,17 @@ func (s *Server) once(r *http.Request, route, credential string, body []byte, do
 	if len(id) > MaxWebhookIDBytes {
 		return badRequest(fmt.Sprintf("webhook-id is longer than %d bytes", MaxWebhookIDBytes), HeaderWebhookID)
 	}
-	key := rediskeys.WebhookID(route, credential, id)
+	// A signature covers the id, timestamp and body, not the route: a signed id is claimed for
+	// every route at once, so that a captured activation posted to the deactivations route (or the
+	// other way round) is refused, not handled as a new request.
+	scope, claimRoute := route, ""
+	if strings.HasPrefix(credential, credentialSecretPrefix) {
+		scope, claimRoute = signedScope, route
+	}
+	key := rediskeys.WebhookID(scope, credential, id)
 	sum := sha256.Sum256(body)
 	digest := hex.EncodeToString(sum[:])
-	pending, err := json.Marshal(replayRecord{BodySHA256: digest, Pending: true})
+	pending, err := json.Marshal(replayRecord{BodySHA256: digest, Route: claimRoute, Pending: true})
 	if err != nil {
 		return s.unavailable("claiming a webhook id", fmt.Errorf("encoding the claim: %w", err))
 	}
@@ -472,7 +488,12 @@ func (s *Server) once(r *http.Request, route, credential string, body []byte, do
 			var rec replayRecord
 			// A record that does not read (another version's) is treated as another request's: the
 			// one answer that can never give this request someone else's result.
-			if json.Unmarshal(v, &rec) != nil || rec.BodySHA256 != digest {
+			bad := json.Unmarshal(v, &rec) != nil
+			if !bad && rec.Route != claimRoute {
+				return errorResponse(http.StatusConflict, ErrorBody{Field: HeaderWebhookID,
+					Error: "webhook-id was already used for a different request, on another route (a signature does not cover the route); send a new webhook-id for a new request"})
+			}
+			if bad || rec.BodySHA256 != digest {
 				return errorResponse(http.StatusConflict, ErrorBody{Field: HeaderWebhookID,
 					Error: "webhook-id was already used for a different request (another body); send a new webhook-id for a new request"})
 			}
@@ -492,7 +513,7 @@ func (s *Server) once(r *http.Request, route, credential string, body []byte, do
 	}
 	resp := do(ctx)
 	if resp.remember {
-		rec, err := json.Marshal(replayRecord{BodySHA256: digest, Answer: bytes.TrimSuffix(resp.body, []byte("\n"))})
+		rec, err := json.Marshal(replayRecord{BodySHA256: digest, Route: claimRoute, Answer: bytes.TrimSuffix(resp.body, []byte("\n"))})
 		if err == nil {
 			err = s.rdb.Set(ctx, key, rec, WebhookIDTTL).Err()
 		}

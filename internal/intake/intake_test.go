@@ -234,6 +234,8 @@ const (
 	routeOne   = "/v1/activations"
 	routeBatch = "/v1/activations:batch"
 	credOpen   = "open"
+	// signedScope stands for the route in the key of a signed request's id: all of them.
+	signedScope = "/v1/*"
 )
 
 // credSecret is the documented credential id of a webhook secret: the hex SHA-256 of its key.
@@ -521,9 +523,9 @@ func TestSameWebhookIDIsAcceptedOnce(t *testing.T) {
 	e.wantTasks(taskID("u-1"))
 
 	// The id is remembered with the body's digest and the answer, for 10 minutes, under a key that
-	// scopes it to its route and sender.
+	// scopes it to its sender (a signed id: on every route).
 	ctx := context.Background()
-	key := rediskeys.WebhookID(routeOne, credSecret(t, secret), "msg_once")
+	key := rediskeys.WebhookID(signedScope, credSecret(t, secret), "msg_once")
 	v, err := e.db.Client.Get(ctx, key).Result()
 	if err != nil {
 		t.Fatalf("stored answer: %v", err)
@@ -1251,7 +1253,9 @@ func TestWebhookIDIsScopedToRouteAndCredential(t *testing.T) {
 		{"another token", send{routeOne, "A", []string{"u-1"}}, send{routeOne, "B", []string{"u-2"}}, handled, producer.Enqueued, []string{"u-1", "u-2"}},
 		{"same token, same body", send{routeOne, "A", []string{"u-1"}}, send{routeOne, "A", []string{"u-1"}}, replayed, "", []string{"u-1"}},
 		{"same token, other body", send{routeOne, "A", []string{"u-1"}}, send{routeOne, "A", []string{"u-2"}}, conflict, "", []string{"u-1"}},
-		{"a batch after a single request", send{routeOne, "s1", []string{"u-1"}}, send{routeBatch, "s1", []string{"u-2"}}, handled, producer.Enqueued, []string{"u-1", "u-2"}},
+		// A signed id is the sender's for one message, whatever the route: a signature does not cover it.
+		{"a signed batch after a single request", send{routeOne, "s1", []string{"u-1"}}, send{routeBatch, "s1", []string{"u-2"}}, conflict, "", []string{"u-1"}},
+		{"a batch after a single request", send{routeOne, "A", []string{"u-1"}}, send{routeBatch, "A", []string{"u-2"}}, handled, producer.Enqueued, []string{"u-1", "u-2"}},
 		{"a single request after a batch", send{routeBatch, "A", []string{"u-1"}}, send{routeOne, "A", []string{"u-2"}}, handled, producer.Enqueued, []string{"u-1", "u-2"}},
 		{"same batch again", send{routeBatch, "s1", []string{"u-1", "u-2"}}, send{routeBatch, "s1", []string{"u-1", "u-2"}}, replayed, "", []string{"u-1", "u-2"}},
 		{"other batch, same signer", send{routeBatch, "s1", []string{"u-1", "u-2"}}, send{routeBatch, "s1", []string{"u-2", "u-3"}}, conflict, "", []string{"u-1", "u-2"}},

@@ -100,8 +100,8 @@ func TestDeactivations(t *testing.T) {
 	}
 }
 
-// TestDeactivationWebhookIDs: a signed deactivation is handled once per webhook id, scoped to its
-// route: the same id on the activations route is another request.
+// TestDeactivationWebhookIDs: a signed deactivation is handled once per webhook id, and its id is
+// refused on the activations route.
 func TestDeactivationWebhookIDs(t *testing.T) {
 	t.Parallel()
 	secret := newSecret(t)
@@ -116,12 +116,12 @@ func TestDeactivationWebhookIDs(t *testing.T) {
 	}
 	other := body(t, testutil.Request("u-2"))
 	wantError(t, e.post("/v1/deactivations", other, signed(t, secret, "msg_1", time.Now(), other)), 409, intake.HeaderWebhookID)
-	// The same id on the activations route: its own scope, so a new request, queued after the
-	// deactivation.
-	wantOp(t, e.post("/v1/activations", b, signed(t, secret, "msg_1", time.Now(), b)), 202, "u-1", 2, producer.Enqueued)
-	key := rediskeys.WebhookID("/v1/deactivations", credSecret(t, secret), "msg_1")
+	// The same signed id on the activations route: a replay of the deactivation there, which would
+	// activate the pair again, is refused (TestSignedRequestNotReplayedOnAnotherRoute).
+	wantError(t, e.post("/v1/activations", b, signed(t, secret, "msg_1", time.Now(), b)), 409, intake.HeaderWebhookID)
+	key := rediskeys.WebhookID(signedScope, credSecret(t, secret), "msg_1")
 	if n := e.db.Client.Exists(context.Background(), key).Val(); n != 1 {
-		t.Errorf("no webhook id record under the deactivations route's scope")
+		t.Errorf("no webhook id record under the signed requests' scope")
 	}
 }
 

@@ -59,7 +59,7 @@ func (q *Queue) Requeue(ctx context.Context, ids []string) (RequeueResult, error
 		found := make(map[string]bool, len(entries))
 		for _, e := range entries {
 			found[e.ID] = true
-			st, err := q.requeueEntry(ctx, e, e.Request, e.Secrets)
+			st, err := q.requeueEntry(ctx, e, e.Payload())
 			var ve *versori.ValidationError
 			switch {
 			case errors.As(err, &ve):
@@ -81,8 +81,8 @@ func (q *Queue) Requeue(ctx context.Context, ids []string) (RequeueResult, error
 	return res, nil
 }
 
-// requeueEntry queues dead letter e again with the request req (e's own, or a corrected one for the
-// same pair) and removes e from the store. It returns Enqueued, or Duplicate when a job for the pair
+// requeueEntry queues dead letter e again as pl (e's own payload, or a corrected one for the same
+// pair: fixedPayload) and removes e from the store. It returns Enqueued, or Duplicate when a job for the pair
 // is queued or running again (or another queue owns it), in which case e is left. An invalid req is
 // a *versori.ValidationError, and e is left.
 //
@@ -90,11 +90,11 @@ func (q *Queue) Requeue(ctx context.Context, ids []string) (RequeueResult, error
 // user: requeued after a later operation on the pair was enqueued, it ends superseded, doing
 // nothing, since the later one decides the pair's state.
 //
-// secrets are req's sealed credentials (e.Secrets when req is e's own request); the new job keeps
-// them sealed as they are, so that they open with the key they were sealed with, and a plaintext
-// request is sealed if q has keys.
-func (q *Queue) requeueEntry(ctx context.Context, e deadletter.Entry, req versori.ActivationRequest, secrets string) (Status, error) {
-	req, err := req.Canonical()
+// pl.Secrets are its request's sealed credentials (e.Secrets for e's own payload); the new job
+// keeps them sealed as they are, so that they open with the key they were sealed with, and a
+// plaintext payload is sealed if q has keys.
+func (q *Queue) requeueEntry(ctx context.Context, e deadletter.Entry, pl tasks.Payload) (Status, error) {
+	req, err := pl.Request.Canonical()
 	if err != nil {
 		return "", err
 	}
@@ -115,8 +115,7 @@ func (q *Queue) requeueEntry(ctx context.Context, e deadletter.Entry, req versor
 	if err != nil {
 		return "", err
 	}
-	pl := e.Payload()
-	pl.Request, pl.Secrets, pl.Reconcile = req, secrets, true
+	pl.Request, pl.Reconcile = req, true
 	r, err := q.enqueueClaimed(ctx, pl, claims[0])
 	if err != nil {
 		return "", err
@@ -297,7 +296,7 @@ func (q *Queue) RequeueFile(ctx context.Context, o RequeueFileOptions) (RequeueF
 			sum.NotDeadLetteredLines = addLine(sum.NotDeadLetteredLines, row.Line)
 			continue
 		}
-		req, secrets, err := q.fixedRequest(entries[0], row.Request)
+		pl, err := q.fixedPayload(entries[0], row)
 		if err != nil {
 			sum.Rejected++
 			raw, _ := json.Marshal(tasks.Redact(row.Request))
@@ -307,7 +306,7 @@ func (q *Queue) RequeueFile(ctx context.Context, o RequeueFileOptions) (RequeueF
 			}
 			continue
 		}
-		st, err := q.requeueEntry(ctx, entries[0], req, secrets)
+		st, err := q.requeueEntry(ctx, entries[0], pl)
 		if err != nil {
 			rejects.Close()
 			return sum, fmt.Errorf("line %d: %w", row.Line, err)
@@ -352,6 +351,45 @@ func (q *Queue) deadLetterOf(ctx context.Context, pair versori.Pair) ([]deadlett
 	}
 	newest := slices.MaxFunc(entries, func(a, b deadletter.Entry) int { return cmp.Compare(a.Seq, b.Seq) })
 	return []deadletter.Entry{newest}, nil
+}
+
+// fixedPayload is the payload a corrected row for dead letter e queues: e's operation, number and
+// batch with the row's request (fixedRequest), and the row's end user in place of e's when it gives
+// one (operations.md's fix for not_found), its credentials held to CheckSecrets' rule. A
+// deactivation's holds the row's pair alone, as `enqueue deactivate` queues it: the row's other
+// fields, end user and credentials were checked by the reader and are dropped, never stored.
+func (q *Queue) fixedPayload(e deadletter.Entry, row *ingest.Row) (tasks.Payload, error) {
+	pl := e.Payload()
+	if e.Op == tasks.OpDeactivate {
+		pl.Request, pl.Secrets = row.Request, ""
+		return forOp(pl), nil
+	}
+	req, secrets, err := q.fixedRequest(e, row.Request)
+	if err != nil {
+		return pl, err
+	}
+	pl.Request, pl.Secrets = req, secrets
+	if row.EndUser == nil {
+		return pl, nil
+	}
+	if pc := row.EndUser.PrimaryConnection; pc != nil {
+		if err := q.checkCredentials("endUser.primaryConnection.credentials", pc.Credentials); err != nil {
+			return pl, err
+		}
+	}
+	if pl.Secrets != "" {
+		// The seal holds the connections' credentials (and e's end user's) as one: opened here, the
+		// payload is sealed again with the row's end user when it is queued.
+		if q.cfg.Keys == nil {
+			return pl, &versori.ValidationError{Field: "endUser", Reason: "the dead letter's credentials are sealed: set " +
+				tasks.EncryptionKeysVar + " to requeue it with another end user"}
+		}
+		if err := pl.Open(q.cfg.Keys); err != nil {
+			return pl, err
+		}
+	}
+	pl.EndUser = row.EndUser
+	return pl, nil
 }
 
 // fixedRequest is the request and sealed secrets a corrected row for dead letter e stands for. A

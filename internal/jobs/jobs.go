@@ -134,7 +134,17 @@ func WithReconcile() Option { return func(p *tasks.Payload) { p.Reconcile = true
 // WithOp makes the job do op to the pair instead of activating it (docs/lifecycle.md). A
 // deactivation's job carries the pair alone: the request's connections, dynamic variables and end
 // user are dropped (so that a file of activations can be reused as is), and never stored.
-func WithOp(op tasks.Op) Option { return func(p *tasks.Payload) { p.Op = op } }
+//
+// Given twice with different operations, it makes an Op that ParseOp refuses ("update+deactivate"),
+// so that Enqueue fails instead of doing whichever the options named last.
+func WithOp(op tasks.Op) Option {
+	return func(p *tasks.Payload) {
+		if p.Op != tasks.OpActivate && p.Op != op {
+			op = p.Op + "+" + op
+		}
+		p.Op = op
+	}
+}
 
 // WithEndUser lets the job create the request's end user, should the API not know them:
 // e.CreateRequest(userId) is checked as versori.EndUserCreate.Validate checks it, and its
@@ -205,7 +215,7 @@ func (q *Queue) payload(req versori.ActivationRequest, opts []Option) (tasks.Pay
 	}
 	op, err := tasks.ParseOp(string(pl.Op))
 	if err != nil {
-		return pl, err
+		return pl, fmt.Errorf("jobs: options: %w", err)
 	}
 	pl.Op = op // "activate" is OpActivate
 	pl = forOp(pl)

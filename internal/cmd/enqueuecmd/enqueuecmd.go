@@ -379,6 +379,10 @@ func runFile(ctx context.Context, verb string, args []string, env Env) (int, err
 	switch {
 	case verb == "deactivate":
 		o.Op = tasks.OpDeactivate
+	case s.update && o.Reconcile:
+		// An update looks its pair up first anyway: refused, so that nobody believes it changed
+		// something (deactivate, which looks first too, has no --reconcile).
+		return ExitUsage, usageError{errors.New("--reconcile does nothing with --update-variables: an update always looks its pair up first; see enqueue file -h")}
 	case s.update:
 		o.Op = tasks.OpUpdate
 	}

@@ -144,6 +144,9 @@ func TestLifecycleUsage(t *testing.T) {
 		{[]string{"deactivate", "--update-variables", "a.jsonl"}, "enqueue: flag provided but not defined: -update-variables; see enqueue deactivate -h\n"},
 		{[]string{"deactivate", "--reconcile", "a.jsonl"}, "enqueue: flag provided but not defined: -reconcile; see enqueue deactivate -h\n"},
 		{[]string{"file", "--update-variables"}, "enqueue: file takes one PATH\n"},
+		// An update always looks its pair up first: --reconcile would do nothing, and saying so
+		// beats an operator believing it changed something, as deactivate refuses it.
+		{[]string{"file", "--update-variables", "--reconcile", "a.jsonl"}, "enqueue: --reconcile does nothing with --update-variables: an update always looks its pair up first; see enqueue file -h\n"},
 		{[]string{"deactivate", "rows.txt"}, "enqueue: cannot tell the format of \"rows.txt\" from its name (not .jsonl, .ndjson or .csv): pass --format jsonl or --format csv\n"},
 	} {
 		res := run(t, nil, "", tt.args...)
