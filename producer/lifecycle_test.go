@@ -50,6 +50,7 @@ func TestEnqueueOrdersOperations(t *testing.T) {
 	ctx := context.Background()
 	p := producer.New(db.Client, producer.Config{AllowPlaintext: true})
 	req := testutil.Request("u-1")
+	req.DynamicVariables = json.RawMessage(`{"plan":"pro"}`) // an update needs them
 	pair := req.Pair()
 	end := endUser()
 	steps := []struct {
@@ -124,6 +125,7 @@ func TestDeactivateDeadLetteredActivation(t *testing.T) {
 	ctx := context.Background()
 	p := producer.New(db.Client, producer.Config{})
 	req := testutil.Request("u-1")
+	req.DynamicVariables = json.RawMessage(`{"plan":"pro"}`) // an update needs them
 	id := tasks.TaskID(req.Pair())
 	if res, err := p.Enqueue(ctx, req); err != nil || res.Status != producer.Enqueued {
 		t.Fatalf("activate: %+v, %v", res, err)
@@ -231,6 +233,7 @@ func TestEnqueueFileOperations(t *testing.T) {
 		var b strings.Builder
 		for i := range n {
 			req := testutil.Request("u-" + string(rune('a'+i%26)) + "-" + strings.Repeat("x", i/26))
+			req.DynamicVariables = json.RawMessage(`{"plan":"pro"}`) // an update needs them
 			line, _ := json.Marshal(req)
 			if i%10 == 0 { // a tenth with end users whose credentials need a key
 				end, _ := json.Marshal(endUser())
@@ -310,6 +313,7 @@ func TestOperationOnAnotherQueuesPair(t *testing.T) {
 	eu := producer.New(db.Client, producer.Config{Queue: "eu"})
 	us := producer.New(db.Client, producer.Config{Queue: "us"})
 	req := testutil.Request("u-1")
+	req.DynamicVariables = json.RawMessage(`{"plan":"pro"}`) // an update needs them
 	if res, err := eu.Enqueue(ctx, req); err != nil || res.Status != producer.Enqueued {
 		t.Fatalf("eu: %+v, %v", res, err)
 	}

@@ -364,10 +364,15 @@ func (r *fileRun) read(ctx context.Context) error {
 	return nil
 }
 
-// secretsReject is the reject of a row whose credentials may not be queued (CheckSecrets), nil for
+// secretsReject is the reject of a row its operation cannot take (checkOp) or whose credentials may
+// not be queued (CheckSecrets), nil for
 // a row that may. Its Raw is the row as read back into JSON, as the input holds it.
 func (r *fileRun) secretsReject(row *ingest.Row) *ingest.Reject {
-	err := r.q.checkSecrets(r.payload(row))
+	pl := r.payload(row)
+	err := checkOp(pl)
+	if err == nil {
+		err = r.q.checkSecrets(pl)
+	}
 	if err == nil {
 		return nil
 	}

@@ -222,6 +222,16 @@ func (q *Queue) payload(req versori.ActivationRequest, opts []Option) (tasks.Pay
 	return pl, q.checkPayload(pl)
 }
 
+// checkOp refuses what pl's operation cannot mean: an update without dynamicVariables, which
+// would set the pair's variables to none. An activation file run as updates by mistake would do
+// that to every pair; clearing them takes an explicit {}.
+func checkOp(pl tasks.Payload) error {
+	if pl.Op == tasks.OpUpdate && (len(pl.Request.DynamicVariables) == 0 || string(pl.Request.DynamicVariables) == "null") {
+		return &versori.ValidationError{Field: "dynamicVariables", Reason: "is required for an update: give {} to clear the pair's variables"}
+	}
+	return nil
+}
+
 // forOp is pl as its operation's job needs it: a deactivation's holds the pair alone.
 func forOp(pl tasks.Payload) tasks.Payload {
 	if pl.Op == tasks.OpDeactivate {
@@ -234,6 +244,9 @@ func forOp(pl tasks.Payload) tasks.Payload {
 // checkPayload checks what Enqueue checks of a payload beyond its request's validity: its end
 // user's, and the credentials of both (CheckSecrets).
 func (q *Queue) checkPayload(pl tasks.Payload) error {
+	if err := checkOp(pl); err != nil {
+		return err
+	}
 	if pl.EndUser != nil {
 		if err := pl.EndUser.CreateRequest(pl.Request.UserID).Validate(); err != nil {
 			return err

@@ -2,6 +2,7 @@ package enqueuecmd_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -31,17 +32,21 @@ func TestFileOperations(t *testing.T) {
 		t.Run(format, func(t *testing.T) {
 			t.Parallel()
 			db := testutil.Redis(t)
+			// Every row has dynamic variables: an update without them is refused (TestUpdateNeedsVariables).
+			plan := json.RawMessage(`{"plan":"pro"}`)
 			reqs := []versori.ActivationRequest{fullRequest("u-1"), request("u-2"), request("u-3")}
+			reqs[1].DynamicVariables, reqs[2].DynamicVariables = plan, plan
 			var content string
 			if format == "jsonl" {
 				content = withEndUser(t, reqs[0]) + "\n" + jsonLine(t, reqs[1]) + "\n" + jsonLine(t, reqs[2]) + "\n"
 			} else {
 				cell := `"{""displayName"":""Ada"",""primaryConnection"":{""name"":""crm"",""credentials"":{""action"":[]},""variables"":[]}}"`
-				content = "userId,integrationId,endUser\n" +
-					"u-1," + testutil.IntegrationID + "," + cell + "\n" +
-					"u-2," + testutil.IntegrationID + ",\n" +
-					"u-3," + testutil.IntegrationID + ",\n"
+				content = "userId,integrationId,endUser,var.plan\n" +
+					"u-1," + testutil.IntegrationID + "," + cell + ",pro\n" +
+					"u-2," + testutil.IntegrationID + ",,pro\n" +
+					"u-3," + testutil.IntegrationID + ",,pro\n"
 				reqs[0] = request("u-1")
+				reqs[0].DynamicVariables = plan
 			}
 			path := testutil.WriteFile(t, "rows."+format, content)
 			runs := []struct {
@@ -206,5 +211,38 @@ func TestFileRejectsBadEndUsers(t *testing.T) {
 	}
 	if pl, _ := payload(t, db, queue, tasks.TaskID(ok.Pair())); pl.EndUser == nil {
 		t.Error("the good row's job has no end user")
+	}
+}
+
+// TestUpdateNeedsVariables: an update row without dynamicVariables (absent, null, or CSV var. cells
+// all empty) goes to the rejects file naming the field, since it would clear the pair's variables;
+// an explicit {} is taken, and the rest of the file runs.
+func TestUpdateNeedsVariables(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	withVars := request("u-1")
+	withVars.DynamicVariables = json.RawMessage(`{"plan":"pro"}`)
+	cleared := request("u-2")
+	cleared.DynamicVariables = json.RawMessage(`{}`)
+	content := jsonLine(t, withVars) + "\n" + jsonLine(t, cleared) + "\n" + jsonLine(t, request("u-3")) + "\n" +
+		`{"userId":"u-4","integrationId":"` + testutil.IntegrationID + `","connections":[],"dynamicVariables":null}` + "\n"
+	path := testutil.WriteFile(t, "rows.jsonl", content)
+	res := runDB(t, db, "", "file", "--update-variables", path)
+	if res.code != 1 {
+		t.Fatalf("exit %d, want 1 (rows rejected)\n%s", res.code, res)
+	}
+	counts(t, res, 2, 0, 0, 2)
+	rejects := readRejects(t, path+".rejects.jsonl")
+	if len(rejects) != 2 || rejects[0].Line != 3 || rejects[1].Line != 4 {
+		t.Fatalf("rejects %+v, want lines 3 and 4", rejects)
+	}
+	for _, r := range rejects {
+		if r.Field != "dynamicVariables" || !strings.Contains(r.Reason, "{}") {
+			t.Errorf("reject %+v: want the field dynamicVariables and how to clear them", r)
+		}
+	}
+	// The same file as activations: variables are optional there.
+	if res := runDB(t, db, "", "file", path); res.code != 0 {
+		t.Errorf("as activations: exit %d\n%s", res.code, res)
 	}
 }
