@@ -1,0 +1,106 @@
+package worker_test
+
+// Attacks on the lifecycle's guarantees (docs/lifecycle.md, "What you can rely on"): each test is a
+// way a flaky network or a hostile scheduler could break exactly-once or the order per pair.
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/versori/activator/internal/testutil"
+	"github.com/versori/activator/tasks"
+	"github.com/versori/activator/versori"
+	"github.com/versori/activator/versori/versoritest"
+	"github.com/versori/activator/worker"
+)
+
+// listGateway is a gateway in front of the stand-in that answers the next n activations lists of
+// user 404, as a misrouted gateway does: the 404 says nothing about the user.
+type listGateway struct {
+	mu   sync.Mutex
+	left map[string]int
+}
+
+func newListGateway(t *testing.T, api *versoritest.Server) (*listGateway, string) {
+	t.Helper()
+	target, err := url.Parse(api.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &listGateway{left: map[string]int{}}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		segs := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+		if r.Method == http.MethodGet && len(segs) >= 5 && segs[len(segs)-1] == "activations" && segs[len(segs)-3] == "users" {
+			user, _ := url.PathUnescape(segs[len(segs)-2])
+			g.mu.Lock()
+			n := g.left[user]
+			if n > 0 {
+				g.left[user] = n - 1
+			}
+			g.mu.Unlock()
+			if n > 0 {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusNotFound)
+				fmt.Fprint(w, `{"message":"no route"}`)
+				return
+			}
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(ts.Close)
+	return g, ts.URL
+}
+
+func (g *listGateway) fail(user string, n int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.left[user] += n
+}
+
+// TestAttackUpdateListGateway404: an update's first attempt whose look-up a gateway answers 404,
+// on a pair that is active (its activation ran before). The API knows the user, so the 404 says
+// nothing about the pair: the update must not POST a second activation.
+func TestAttackUpdateListGateway404(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	api := versoritest.New(t, versoritest.Options{})
+	gw, gwURL := newListGateway(t, api)
+	startWorker(t, db.Client, api, func(c *worker.Config) {
+		c.Policy = policyTimings
+		c.Versori.BaseURL = gwURL
+	})
+	q := newOpQueue(t, db.Client, 5)
+	insp := asynq.NewInspectorFromRedisClient(db.Client)
+
+	req := testutil.Request("u-attack-update-404")
+	if tk, ok := q.enqueue(t, tasks.OpActivate, req, nil); !ok || tk.Seq != 0 {
+		t.Fatalf("activation ticket %+v, queued %v", tk, ok)
+	} else {
+		waitDone(t, insp, tk.TaskID, 20*time.Second)
+	}
+	gw.fail(req.UserID, 1)
+	req.DynamicVariables = json.RawMessage(`{"plan":"gold"}`)
+	tk, ok := q.enqueue(t, tasks.OpUpdate, req, nil)
+	if !ok {
+		t.Fatalf("update ticket %+v not queued", tk)
+	}
+	waitQueueEmpty(t, db.Client, api, 20*time.Second)
+	if n := api.ActivationCount(req.Pair()); n != 1 {
+		t.Errorf("pair has %d activations after its update, want 1 (calls %v)", n, callTrace(pairCalls(api, req.Pair())))
+	}
+	if vars, ok := api.Variables(req.Pair()); !ok || !sameJSON(vars, req.DynamicVariables) {
+		t.Errorf("the pair holds variables %s (active %v), want %s", vars, ok, req.DynamicVariables)
+	}
+	_ = versori.OpUpdateVariables
+}
