@@ -511,7 +511,7 @@ func (h *handler) run(ctx context.Context, p, send tasks.Payload, reconcile bool
 func (h *handler) attempt(ctx context.Context, p, send tasks.Payload, reconcile bool) outcome {
 	switch p.Op {
 	case tasks.OpUpdate:
-		return h.update(ctx, p, send, reconcile)
+		return h.update(ctx, p, send)
 	case tasks.OpDeactivate:
 		return h.deactivate(ctx, p, reconcile)
 	}
@@ -531,18 +531,21 @@ func (h *handler) attempt(ctx context.Context, p, send tasks.Payload, reconcile 
 // stop is the attempt's outcome when it ends here (the look-up failed). mayBeActive says an earlier
 // call may have activated the pair. The API answers the list of a user it does not know 404: as good
 // as none when nothing can be active. Else, since a gateway's 404 would look the same, it decides
-// nothing, but for a job that may create its end user, which looks the user up: absent, they are
-// created (a user who did not exist has no activation); present, the 404 decides nothing.
+// nothing, but for a job that may create its end user, or an update, which looks the user up:
+// absent, they are created (a user who did not exist has no activation), or for an update without an
+// end user the pair is inactive; present, the 404 decides nothing.
 func (h *handler) lookFirst(ctx context.Context, p, send tasks.Payload, mayBeActive bool) (*versori.EndUserActivation, *outcome) {
 	act, err := h.lookUp(ctx, p)
 	if err == nil {
 		return act, nil
 	}
-	if classOf(err) == versori.ClassNotFound && (!mayBeActive || p.EndUser != nil) {
+	if classOf(err) == versori.ClassNotFound && (!mayBeActive || p.EndUser != nil || p.Op == tasks.OpUpdate) {
 		if !mayBeActive {
 			return nil, nil
 		}
-		switch st, out := h.ensureUser(ctx, p, send, true); st {
+		// An update without an end user to create looks the user up as a deactivation does: absent,
+		// the pair has no activation (and its POST is not_found); present, the 404 was a gateway's.
+		switch st, out := h.ensureUser(ctx, p, send, p.EndUser != nil); st {
 		case userCreated, userAbsent:
 			return nil, nil
 		case userFailed:
@@ -647,8 +650,10 @@ func (h *handler) ensureUser(ctx context.Context, p, send tasks.Payload, create 
 
 // update activates an inactive pair as activate does, and sets an active one's dynamic variables
 // to the request's. It always looks the pair up first.
-func (h *handler) update(ctx context.Context, p, send tasks.Payload, reconcile bool) outcome {
-	act, stop := h.lookFirst(ctx, p, send, reconcile)
+func (h *handler) update(ctx context.Context, p, send tasks.Payload) outcome {
+	// An update's pair may be active whatever this job did (an earlier operation activated it), so
+	// a list 404 never means "none" here: a gateway's would make the update POST a second activation.
+	act, stop := h.lookFirst(ctx, p, send, true)
 	if stop != nil {
 		return *stop
 	}
