@@ -160,3 +160,55 @@ func TestTurnTakenOverByTheSameJob(t *testing.T) {
 		t.Fatalf("after the holder's End: %v", turn)
 	}
 }
+
+// TestOrderHashLost: Redis loses a pair's hash (a restart or a failover that drops its last writes)
+// while a deactivation and a later activation are queued. Whichever job begins first, the earlier
+// must not run after the later one: once the later job has begun, the earlier is superseded, and a
+// new operation is numbered after both, so that its task id conflicts with neither.
+func TestOrderHashLost(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	o := pairorder.New(db.Client)
+	ctx := context.Background()
+	p := versori.Pair{UserID: "erin", IntegrationID: integ}
+	var tickets []pairorder.Ticket
+	for _, op := range []tasks.Op{tasks.OpActivate, tasks.OpDeactivate, tasks.OpActivate} {
+		tk, err := o.Next(ctx, op, []versori.Pair{p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tickets = append(tickets, tk[0])
+	}
+	deact, act := tickets[1], tickets[2]
+	if deact.Seq != 1 || act.Seq != 2 {
+		t.Fatalf("tickets %+v", tickets)
+	}
+	if err := db.Client.Del(ctx, rediskeys.PairOrder(tasks.TaskID(p))).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The later activation's job begins first, and ends.
+	if turn, _, err := o.Begin(ctx, p, act.Seq, "act\x000/a", time.Minute); err != nil || turn != pairorder.Go {
+		t.Fatalf("the activation: %v, %v", turn, err)
+	}
+	if err := o.End(ctx, p, "act\x000/a", 0); err != nil {
+		t.Fatal(err)
+	}
+	if turn, _, err := o.Begin(ctx, p, deact.Seq, "deact\x000/d", time.Minute); err != nil || turn != pairorder.Superseded {
+		t.Errorf("the earlier deactivation after the later activation ran: %v, %v; want Superseded", turn, err)
+	}
+	for _, tt := range []struct {
+		op      tasks.Op
+		wantSeq int64
+	}{
+		{tasks.OpDeactivate, act.Seq + 1},
+		{tasks.OpActivate, act.Seq + 2},
+	} {
+		tk, err := o.Next(ctx, tt.op, []versori.Pair{p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tk[0].Seq != tt.wantSeq {
+			t.Errorf("a %s after the loss: ticket %+v, want seq %d (after every job still queued)", tt.op, tk[0], tt.wantSeq)
+		}
+	}
+}
