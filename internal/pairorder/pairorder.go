@@ -112,7 +112,8 @@ func (o *Order) nextActivations(ctx context.Context, pairs []versori.Pair) ([]Ti
 		if len(v) != 2 {
 			return nil, fmt.Errorf("pairorder: numbering operations: unexpected answer %v", v)
 		}
-		if last, _ := v[1].(string); last == opCode(tasks.OpDeactivate) {
+		// After a deactivation, or an operation unknown (beginScript), the script numbers it.
+		if last, _ := v[1].(string); last != "" && last != opCode(tasks.OpActivate) && last != opCode(tasks.OpUpdate) {
 			afterDeactivation = append(afterDeactivation, i)
 			continue
 		}
@@ -184,11 +185,17 @@ const (
 )
 
 // beginScript takes a pair's turn. KEYS: the pair's hash. ARGV: the job's seq, the run's id, how
-// long the turn is held at most (ms). Returns {turn, ms to wait}.
+// long the turn is held at most (ms). Returns {turn, ms to wait}. A job numbered above the hash's
+// seq means Redis lost the hash (a restart or failover that dropped its last writes): the job's
+// number is written back, so that earlier jobs still queued end superseded and new operations are
+// numbered after it, under an operation unknown ('?'), which nothing repeats.
 var beginScript = redis.NewScript(`
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 if seq > tonumber(ARGV[1]) then
 	return {1, 0}
+end
+if seq < tonumber(ARGV[1]) then
+	redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'op', '?')
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
