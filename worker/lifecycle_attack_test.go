@@ -19,16 +19,17 @@ import (
 
 	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/tasks"
-	"github.com/versori/activator/versori"
 	"github.com/versori/activator/versori/versoritest"
 	"github.com/versori/activator/worker"
 )
 
 // listGateway is a gateway in front of the stand-in that answers the next n activations lists of
-// user 404, as a misrouted gateway does: the 404 says nothing about the user.
+// user (fail), or the next n look-ups of the end user (failUser), 404, as a misrouted gateway does:
+// the 404 says nothing about the user.
 type listGateway struct {
-	mu   sync.Mutex
-	left map[string]int
+	mu       sync.Mutex
+	left     map[string]int
+	userLeft map[string]int
 }
 
 func newListGateway(t *testing.T, api *versoritest.Server) (*listGateway, string) {
@@ -37,16 +38,26 @@ func newListGateway(t *testing.T, api *versoritest.Server) (*listGateway, string
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &listGateway{left: map[string]int{}}
+	g := &listGateway{left: map[string]int{}, userLeft: map[string]int{}}
 	proxy := httputil.NewSingleHostReverseProxy(target)
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		segs := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
-		if r.Method == http.MethodGet && len(segs) >= 5 && segs[len(segs)-1] == "activations" && segs[len(segs)-3] == "users" {
-			user, _ := url.PathUnescape(segs[len(segs)-2])
+		var counts map[string]int
+		var user string
+		switch {
+		case r.Method != http.MethodGet || len(segs) < 4:
+		case segs[len(segs)-1] == "activations" && segs[len(segs)-3] == "users":
+			counts = g.left
+			user, _ = url.PathUnescape(segs[len(segs)-2])
+		case segs[len(segs)-2] == "users" && segs[len(segs)-4] == "hubs":
+			counts = g.userLeft
+			user, _ = url.PathUnescape(segs[len(segs)-1])
+		}
+		if counts != nil {
 			g.mu.Lock()
-			n := g.left[user]
+			n := counts[user]
 			if n > 0 {
-				g.left[user] = n - 1
+				counts[user] = n - 1
 			}
 			g.mu.Unlock()
 			if n > 0 {
@@ -66,6 +77,12 @@ func (g *listGateway) fail(user string, n int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.left[user] += n
+}
+
+func (g *listGateway) failUser(user string, n int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.userLeft[user] += n
 }
 
 // TestAttackUpdateListGateway404: an update's first attempt whose look-up a gateway answers 404,
@@ -102,5 +119,40 @@ func TestAttackUpdateListGateway404(t *testing.T) {
 	if vars, ok := api.Variables(req.Pair()); !ok || !sameJSON(vars, req.DynamicVariables) {
 		t.Errorf("the pair holds variables %s (active %v), want %s", vars, ok, req.DynamicVariables)
 	}
-	_ = versori.OpUpdateVariables
+}
+
+// TestAttackEndUserConflictAfterGateway404s: a job that may create its end user finds the pair's
+// list and the user's look-up both answered 404 by a gateway; the create then says the user exists
+// (409). The user existed all along, so the list's 404 said nothing about the pair, which is active:
+// the job must not POST a second activation.
+func TestAttackEndUserConflictAfterGateway404s(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	api := versoritest.New(t, versoritest.Options{})
+	gw, gwURL := newListGateway(t, api)
+	startWorker(t, db.Client, api, func(c *worker.Config) {
+		c.Policy = policyTimings
+		c.Versori.BaseURL = gwURL
+	})
+	q := newOpQueue(t, db.Client, 5)
+
+	req := testutil.Request("u-attack-user-409")
+	api.AddUser(req.UserID)
+	api.Seed(req.Pair())
+	gw.fail(req.UserID, 1)
+	gw.failUser(req.UserID, 1)
+	req.DynamicVariables = json.RawMessage(`{"plan":"gold"}`)
+	if tk, ok := q.enqueue(t, tasks.OpUpdate, req, newEndUser("Ada")); !ok {
+		t.Fatalf("update ticket %+v not queued", tk)
+	}
+	waitQueueEmpty(t, db.Client, api, 20*time.Second)
+	if n := api.ActivationCount(req.Pair()); n != 1 {
+		t.Errorf("pair has %d activations after its update, want 1 (calls %v)", n, callTrace(pairCalls(api, req.Pair())))
+	}
+	if n := api.UserCreates(req.UserID); n != 0 {
+		t.Errorf("user created %d times, want 0 (they existed)", n)
+	}
+	if vars, ok := api.Variables(req.Pair()); !ok || !sameJSON(vars, req.DynamicVariables) {
+		t.Errorf("the pair holds variables %s (active %v), want %s", vars, ok, req.DynamicVariables)
+	}
 }
