@@ -552,6 +552,8 @@ func (h *handler) lookFirst(ctx context.Context, p, send tasks.Payload, mayBeAct
 			out.unknown = true
 			return nil, &out
 		}
+		// Found, or the create said the user exists: the list's 404 may have been a gateway's, and
+		// the pair may be active.
 	}
 	// The earlier outcome is still unknown, so the next attempt must look again.
 	return nil, &outcome{class: classOf(err), err: err, unknown: true}
@@ -609,7 +611,10 @@ const (
 	userFailed  userState = iota // a call failed: see the outcome
 	userFound                    // the API knows the user
 	userAbsent                   // the API does not know the user (and create was false)
-	userCreated                  // the job created the user (or the API said they exist already: 409)
+	userCreated                  // the job created the user
+	// userExisted: the create was answered 409, the user exists (counted as created all the same):
+	// another job created them since the look-up, or the look-up's 404 was a gateway's.
+	userExisted
 )
 
 // ensureUser looks p's end user up (GET, by external id) and, when the API does not know them and
@@ -645,6 +650,9 @@ func (h *handler) ensureUser(ctx context.Context, p, send tasks.Payload, create 
 	h.cfg.Batches.Add(p.Batch, batch.FieldCreatedUser, 1)
 	h.log.Info("created the end user the API did not know", "user_id", user, "integration_id", p.Request.IntegrationID,
 		"already_existed", err != nil)
+	if err != nil {
+		return userExisted, outcome{}
+	}
 	return userCreated, outcome{}
 }
 
