@@ -19,6 +19,7 @@ import (
 
 	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/tasks"
+	"github.com/versori/activator/versori"
 	"github.com/versori/activator/versori/versoritest"
 	"github.com/versori/activator/worker"
 )
@@ -154,5 +155,27 @@ func TestAttackEndUserConflictAfterGateway404s(t *testing.T) {
 	}
 	if vars, ok := api.Variables(req.Pair()); !ok || !sameJSON(vars, req.DynamicVariables) {
 		t.Errorf("the pair holds variables %s (active %v), want %s", vars, ok, req.DynamicVariables)
+	}
+}
+
+// TestAttackDeleteGateway404: a deactivation's DELETE is answered 404 by a gateway (the activation
+// is still there). A 404 on DELETE reads as "gone already", but the pair must end inactive: the
+// deactivation was the last operation enqueued.
+func TestAttackDeleteGateway404(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	api := versoritest.New(t, versoritest.Options{})
+	startWorker(t, db.Client, api, withPolicy(policyTimings))
+	q := newOpQueue(t, db.Client, 5)
+
+	req := testutil.Request("u-attack-delete-404")
+	api.Seed(req.Pair())
+	api.ScriptOp(versori.OpDeleteActivation, req.Pair(), versoritest.Fault{Status: http.StatusNotFound})
+	if tk, ok := q.enqueue(t, tasks.OpDeactivate, req, nil); !ok {
+		t.Fatalf("deactivation ticket %+v not queued", tk)
+	}
+	waitQueueEmpty(t, db.Client, api, 20*time.Second)
+	if n := api.ActivationCount(req.Pair()); n != 0 {
+		t.Errorf("pair has %d activations after its deactivation, want none (calls %v)", n, callTrace(pairCalls(api, req.Pair())))
 	}
 }
