@@ -721,13 +721,36 @@ func (h *handler) deactivate(ctx context.Context, p tasks.Payload, reconcile boo
 		return outcome{class: versori.ClassOK, result: metrics.ResultAlreadyInactive}
 	}
 	uctx := versori.WithEndUser(ctx, p.Request.UserID)
+	var gone []string // answered 404
 	for _, a := range acts {
 		err := h.guard(func() error { return h.cfg.Client.DeleteActivation(uctx, a.ID) })
-		if err == nil || classOf(err) == versori.ClassNotFound {
+		if err == nil {
+			continue
+		}
+		if classOf(err) == versori.ClassNotFound {
+			gone = append(gone, a.ID)
 			continue
 		}
 		lost := versori.IsOutcomeUnknown(err)
 		return outcome{class: classOf(err), err: fmt.Errorf("deleting activation %s: %w", a.ID, err), unknown: lost, posted: lost}
+	}
+	if len(gone) > 0 {
+		// A 404 is "deleted already" only if the API said it: a gateway's would look the same. The
+		// pair is looked up again, and an activation still listed is deleted by the next attempt.
+		var left []versori.EndUserActivation
+		err := h.guard(func() (err error) {
+			left, err = h.cfg.Client.FindActivations(ctx, p.Request.UserID, p.Request.IntegrationID)
+			return err
+		})
+		for _, a := range left {
+			if slices.Contains(gone, a.ID) {
+				err = fmt.Errorf("activation %s is still listed after its DELETE was answered 404", a.ID)
+				break
+			}
+		}
+		if err != nil {
+			return outcome{class: versori.ClassTransient, err: fmt.Errorf("checking the pair after a DELETE answered 404: %w", err), unknown: true}
+		}
 	}
 	return outcome{class: versori.ClassOK, result: metrics.ResultDeactivated, activationID: acts[0].ID}
 }
