@@ -18,6 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/versori/activator/internal/testutil"
+	"github.com/versori/activator/metrics"
 	"github.com/versori/activator/tasks"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/versori/versoritest"
@@ -177,5 +178,35 @@ func TestAttackDeleteGateway404(t *testing.T) {
 	waitQueueEmpty(t, db.Client, api, 20*time.Second)
 	if n := api.ActivationCount(req.Pair()); n != 0 {
 		t.Errorf("pair has %d activations after its deactivation, want none (calls %v)", n, callTrace(pairCalls(api, req.Pair())))
+	}
+}
+
+// TestAttackUpdateConflict: an update's look-up finds no activation (a list that lags behind a
+// write), so it POSTs, and the API answers 409: the pair is active. The update must still set the
+// pair's variables, not end as if an activation were all it asked for.
+func TestAttackUpdateConflict(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	api := versoritest.New(t, versoritest.Options{})
+	w, _ := startWorker(t, db.Client, api, withPolicy(policyTimings))
+	q := newOpQueue(t, db.Client, 5)
+
+	req := testutil.Request("u-attack-update-409")
+	api.Seed(req.Pair())
+	api.ScriptList(req.Pair(), `{"activations":[],"totalCount":0}`)
+	api.Script(req.Pair(), versoritest.Fault{Status: http.StatusConflict})
+	req.DynamicVariables = json.RawMessage(`{"plan":"gold"}`)
+	if tk, ok := q.enqueue(t, tasks.OpUpdate, req, nil); !ok {
+		t.Fatalf("update ticket %+v not queued", tk)
+	}
+	waitQueueEmpty(t, db.Client, api, 20*time.Second)
+	if n := api.ActivationCount(req.Pair()); n != 1 {
+		t.Errorf("pair has %d activations, want 1", n)
+	}
+	if vars, ok := api.Variables(req.Pair()); !ok || !sameJSON(vars, req.DynamicVariables) {
+		t.Errorf("the pair holds variables %s (active %v), want %s (calls %v)", vars, ok, req.DynamicVariables, callTrace(pairCalls(api, req.Pair())))
+	}
+	if got := result([]*worker.Worker{w}, metrics.ResultAlreadyActive); got != 0 {
+		t.Errorf("activations{result=already_active} = %v, want 0: not a result of an update", got)
 	}
 }
