@@ -666,7 +666,13 @@ func (h *handler) update(ctx context.Context, p, send tasks.Payload) outcome {
 		return *stop
 	}
 	if act == nil {
-		return h.activate(ctx, p, send)
+		out := h.activate(ctx, p, send)
+		if out.class != versori.ClassOK || out.result != metrics.ResultAlreadyActive {
+			return out
+		}
+		// The POST was answered 409 and the pair found active (the look-up lagged behind a write):
+		// what the update asks for is still its variables.
+		act = &versori.EndUserActivation{ID: out.activationID}
 	}
 	return h.putVariables(ctx, p, act.ID, false)
 }
@@ -689,9 +695,10 @@ func (h *handler) putVariables(ctx context.Context, p tasks.Payload, activationI
 		posted: lost, unknown: final}
 }
 
-// deactivate deletes each of the pair's activations (a 404 is one gone already). reconcile says an
-// earlier attempt may have deleted them: a pair then found inactive counts as deactivated, since the
-// job's own DELETE may be why (already_inactive only when nothing of the job's can have been).
+// deactivate deletes each of the pair's activations (a 404 is one gone already, once a look-up no
+// longer lists it). reconcile says an earlier attempt may have deleted them: a pair then found
+// inactive counts as deactivated, since the job's own DELETE may be why (already_inactive only when
+// nothing of the job's can have been).
 func (h *handler) deactivate(ctx context.Context, p tasks.Payload, reconcile bool) outcome {
 	var acts []versori.EndUserActivation
 	err := h.guard(func() (err error) {
