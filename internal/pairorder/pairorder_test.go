@@ -212,3 +212,32 @@ func TestOrderHashLost(t *testing.T) {
 		}
 	}
 }
+
+// TestTurnNotTakenOverBySameAttempt: asynq runs a job's attempt twice at once when it puts a task
+// still running back in its queue with the same retry count (a shutdown's requeue after its timeout,
+// or Redis restored to before the task was taken). The second run must not take the turn over from
+// the first, whose call may still land: only a later attempt (asynq counts a recovery as a retry)
+// takes over; an earlier or equal one waits.
+func TestTurnNotTakenOverBySameAttempt(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	o := pairorder.New(db.Client)
+	ctx := context.Background()
+	p := versori.Pair{UserID: "frank", IntegrationID: integ}
+	tests := []struct {
+		run  string
+		want pairorder.Turn
+	}{
+		{"job-a\x002/x", pairorder.Go},   // holds, still running
+		{"job-a\x002/y", pairorder.Busy}, // the same attempt, requeued while running
+		{"job-a\x001/z", pairorder.Busy}, // an earlier attempt (a stale copy)
+		{"job-a\x0010/w", pairorder.Go},  // a later attempt takes over (numbers, not strings)
+		{"job-a\x009/v", pairorder.Busy}, // and is not taken over by an earlier one
+	}
+	for _, tt := range tests {
+		turn, _, err := o.Begin(ctx, p, 0, tt.run, time.Hour)
+		if err != nil || turn != tt.want {
+			t.Errorf("Begin(%q) = %v, %v; want %v", tt.run, turn, err, tt.want)
+		}
+	}
+}
