@@ -413,9 +413,15 @@ func (h *handler) takeTurn(ctx context.Context, j job, p tasks.Payload, expired,
 		return "", false, nil
 	}
 	pol := h.cfg.Policy
-	// Named by the job, so that an attempt takes the turn over from an earlier attempt of the same
-	// job that died holding it (a crash): its retry already waited for the API to settle.
-	run = j.id + "\x00" + strconv.Itoa(j.retried) + "/" + strconv.FormatUint(rand.Uint64(), 36)
+	// Named by the job, its attempt and when it was enqueued, so that an attempt takes the turn over
+	// from an earlier attempt of the same job that died holding it (a crash: its retry already waited
+	// for the API to settle), or from the job a requeued dead letter was, but not from another run of
+	// the same attempt, which asynq starts when it puts back a task still running (pairorder.Begin).
+	run = j.id + "\x00" + strconv.Itoa(j.retried) + "/"
+	if !p.EnqueuedAt.IsZero() {
+		run += strconv.FormatInt(p.EnqueuedAt.UnixNano(), 10) + "/"
+	}
+	run += strconv.FormatUint(rand.Uint64(), 36)
 	hold := defaultHold + pol.SettleTime
 	if d, ok := ctx.Deadline(); ok {
 		hold = max(time.Until(d), 0) + pol.SettleTime

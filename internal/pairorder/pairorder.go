@@ -206,7 +206,9 @@ local same = false
 if job and run and string.sub(run, 1, job) == string.sub(ARGV[2], 1, job) then
 	local held = tonumber(string.match(run, '^%d+', job + 1))
 	local mine = tonumber(string.match(ARGV[2], '^%d+', job + 1))
-	same = held ~= nil and mine ~= nil and mine > held
+	local heldJob = string.match(run, '^%d+/(%d+)/', job + 1)
+	local myJob = string.match(ARGV[2], '^%d+/(%d+)/', job + 1)
+	same = heldJob ~= myJob or (held ~= nil and mine ~= nil and mine > held)
 end
 if run and run ~= ARGV[2] and till > now and not same then
 	return {2, till - now}
@@ -220,9 +222,11 @@ return {0, 0}
 // after hold, which must therefore cover the run's calls and the time the API may take to commit
 // one whose answer was lost. For Busy, wait is how long the holder may keep it.
 //
-// A run id may name its job and attempt before and after a NUL byte ("<job>\x00<attempt>/..."): a run
-// then takes the turn over from a run of an earlier attempt of the same job, whose process died or
-// whose task asynq took back, rather than wait out its hold. The job's own retry waits for what that
+// A run id may name its job and attempt before and after a NUL byte ("<job>\x00<attempt>/..." or
+// "<job>\x00<attempt>/<enqueued>/...", enqueued telling a requeued dead letter from the job it was):
+// a run then takes the turn over from a run of an earlier attempt of the same job, or of the job
+// under the same task id before it was dead-lettered and requeued, whose process died or whose task
+// asynq took back, rather than wait out its hold. The job's own retry waits for what that
 // run's calls may have left to land, and its next attempt looks before it writes; the earlier run's
 // End no longer matches, and does nothing. A run of the same attempt or an earlier one waits: asynq
 // runs an attempt twice at once when it puts a task still running back in its queue uncounted (a

@@ -228,11 +228,16 @@ func TestTurnNotTakenOverBySameAttempt(t *testing.T) {
 		run  string
 		want pairorder.Turn
 	}{
-		{"job-a\x002/x", pairorder.Go},   // holds, still running
-		{"job-a\x002/y", pairorder.Busy}, // the same attempt, requeued while running
-		{"job-a\x001/z", pairorder.Busy}, // an earlier attempt (a stale copy)
-		{"job-a\x0010/w", pairorder.Go},  // a later attempt takes over (numbers, not strings)
-		{"job-a\x009/v", pairorder.Busy}, // and is not taken over by an earlier one
+		{"job-a\x002/x", pairorder.Go},      // holds, still running
+		{"job-a\x002/y", pairorder.Busy},    // the same attempt, requeued while running
+		{"job-a\x001/z", pairorder.Busy},    // an earlier attempt (a stale copy)
+		{"job-a\x0010/w", pairorder.Go},     // a later attempt takes over (numbers, not strings)
+		{"job-a\x009/v", pairorder.Busy},    // and is not taken over by an earlier one
+		{"job-a\x0010/5/u", pairorder.Go},   // another enqueue: the holder names no enqueue time
+		{"job-a\x0011/5/u", pairorder.Go},   // a later attempt, naming its enqueue time
+		{"job-a\x0011/5/t", pairorder.Busy}, // the same attempt of the same enqueue waits
+		{"job-a\x000/7/s", pairorder.Go},    // a requeued dead letter (enqueued anew) takes over
+		{"job-a\x000/7/r", pairorder.Busy},  // the same attempt of that enqueue waits
 	}
 	for _, tt := range tests {
 		turn, _, err := o.Begin(ctx, p, 0, tt.run, time.Hour)
