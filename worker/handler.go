@@ -413,9 +413,15 @@ func (h *handler) takeTurn(ctx context.Context, j job, p tasks.Payload, expired,
 		return "", false, nil
 	}
 	pol := h.cfg.Policy
-	// Named by the job, so that an attempt takes the turn over from an earlier attempt of the same
-	// job that died holding it (a crash): its retry already waited for the API to settle.
-	run = j.id + "\x00" + strconv.Itoa(j.retried) + "/" + strconv.FormatUint(rand.Uint64(), 36)
+	// Named by the job, its attempt and when it was enqueued, so that an attempt takes the turn over
+	// from an earlier attempt of the same job that died holding it (a crash: its retry already waited
+	// for the API to settle), or from the job a requeued dead letter was, but not from another run of
+	// the same attempt, which asynq starts when it puts back a task still running (pairorder.Begin).
+	run = j.id + "\x00" + strconv.Itoa(j.retried) + "/"
+	if !p.EnqueuedAt.IsZero() {
+		run += strconv.FormatInt(p.EnqueuedAt.UnixNano(), 10) + "/"
+	}
+	run += strconv.FormatUint(rand.Uint64(), 36)
 	hold := defaultHold + pol.SettleTime
 	if d, ok := ctx.Deadline(); ok {
 		hold = max(time.Until(d), 0) + pol.SettleTime
@@ -511,7 +517,7 @@ func (h *handler) run(ctx context.Context, p, send tasks.Payload, reconcile bool
 func (h *handler) attempt(ctx context.Context, p, send tasks.Payload, reconcile bool) outcome {
 	switch p.Op {
 	case tasks.OpUpdate:
-		return h.update(ctx, p, send, reconcile)
+		return h.update(ctx, p, send)
 	case tasks.OpDeactivate:
 		return h.deactivate(ctx, p, reconcile)
 	}
@@ -531,24 +537,29 @@ func (h *handler) attempt(ctx context.Context, p, send tasks.Payload, reconcile 
 // stop is the attempt's outcome when it ends here (the look-up failed). mayBeActive says an earlier
 // call may have activated the pair. The API answers the list of a user it does not know 404: as good
 // as none when nothing can be active. Else, since a gateway's 404 would look the same, it decides
-// nothing, but for a job that may create its end user, which looks the user up: absent, they are
-// created (a user who did not exist has no activation); present, the 404 decides nothing.
+// nothing, but for a job that may create its end user, or an update, which looks the user up:
+// absent, they are created (a user who did not exist has no activation), or for an update without an
+// end user the pair is inactive; present, the 404 decides nothing.
 func (h *handler) lookFirst(ctx context.Context, p, send tasks.Payload, mayBeActive bool) (*versori.EndUserActivation, *outcome) {
 	act, err := h.lookUp(ctx, p)
 	if err == nil {
 		return act, nil
 	}
-	if classOf(err) == versori.ClassNotFound && (!mayBeActive || p.EndUser != nil) {
+	if classOf(err) == versori.ClassNotFound && (!mayBeActive || p.EndUser != nil || p.Op == tasks.OpUpdate) {
 		if !mayBeActive {
 			return nil, nil
 		}
-		switch st, out := h.ensureUser(ctx, p, send, true); st {
+		// An update without an end user to create looks the user up as a deactivation does: absent,
+		// the pair has no activation (and its POST is not_found); present, the 404 was a gateway's.
+		switch st, out := h.ensureUser(ctx, p, send, p.EndUser != nil); st {
 		case userCreated, userAbsent:
 			return nil, nil
 		case userFailed:
 			out.unknown = true
 			return nil, &out
 		}
+		// Found, or the create said the user exists: the list's 404 may have been a gateway's, and
+		// the pair may be active.
 	}
 	// The earlier outcome is still unknown, so the next attempt must look again.
 	return nil, &outcome{class: classOf(err), err: err, unknown: true}
@@ -606,7 +617,10 @@ const (
 	userFailed  userState = iota // a call failed: see the outcome
 	userFound                    // the API knows the user
 	userAbsent                   // the API does not know the user (and create was false)
-	userCreated                  // the job created the user (or the API said they exist already: 409)
+	userCreated                  // the job created the user
+	// userExisted: the create was answered 409, the user exists (counted as created all the same):
+	// another job created them since the look-up, or the look-up's 404 was a gateway's.
+	userExisted
 )
 
 // ensureUser looks p's end user up (GET, by external id) and, when the API does not know them and
@@ -642,18 +656,29 @@ func (h *handler) ensureUser(ctx context.Context, p, send tasks.Payload, create 
 	h.cfg.Batches.Add(p.Batch, batch.FieldCreatedUser, 1)
 	h.log.Info("created the end user the API did not know", "user_id", user, "integration_id", p.Request.IntegrationID,
 		"already_existed", err != nil)
+	if err != nil {
+		return userExisted, outcome{}
+	}
 	return userCreated, outcome{}
 }
 
 // update activates an inactive pair as activate does, and sets an active one's dynamic variables
 // to the request's. It always looks the pair up first.
-func (h *handler) update(ctx context.Context, p, send tasks.Payload, reconcile bool) outcome {
-	act, stop := h.lookFirst(ctx, p, send, reconcile)
+func (h *handler) update(ctx context.Context, p, send tasks.Payload) outcome {
+	// An update's pair may be active whatever this job did (an earlier operation activated it), so
+	// a list 404 never means "none" here: a gateway's would make the update POST a second activation.
+	act, stop := h.lookFirst(ctx, p, send, true)
 	if stop != nil {
 		return *stop
 	}
 	if act == nil {
-		return h.activate(ctx, p, send)
+		out := h.activate(ctx, p, send)
+		if out.class != versori.ClassOK || out.result != metrics.ResultAlreadyActive {
+			return out
+		}
+		// The POST was answered 409 and the pair found active (the look-up lagged behind a write):
+		// what the update asks for is still its variables.
+		act = &versori.EndUserActivation{ID: out.activationID}
 	}
 	return h.putVariables(ctx, p, act.ID, false)
 }
@@ -676,9 +701,10 @@ func (h *handler) putVariables(ctx context.Context, p tasks.Payload, activationI
 		posted: lost, unknown: final}
 }
 
-// deactivate deletes each of the pair's activations (a 404 is one gone already). reconcile says an
-// earlier attempt may have deleted them: a pair then found inactive counts as deactivated, since the
-// job's own DELETE may be why (already_inactive only when nothing of the job's can have been).
+// deactivate deletes each of the pair's activations (a 404 is one gone already, once a look-up no
+// longer lists it). reconcile says an earlier attempt may have deleted them: a pair then found
+// inactive counts as deactivated, since the job's own DELETE may be why (already_inactive only when
+// nothing of the job's can have been).
 func (h *handler) deactivate(ctx context.Context, p tasks.Payload, reconcile bool) outcome {
 	var acts []versori.EndUserActivation
 	err := h.guard(func() (err error) {
@@ -708,13 +734,36 @@ func (h *handler) deactivate(ctx context.Context, p tasks.Payload, reconcile boo
 		return outcome{class: versori.ClassOK, result: metrics.ResultAlreadyInactive}
 	}
 	uctx := versori.WithEndUser(ctx, p.Request.UserID)
+	var gone []string // answered 404
 	for _, a := range acts {
 		err := h.guard(func() error { return h.cfg.Client.DeleteActivation(uctx, a.ID) })
-		if err == nil || classOf(err) == versori.ClassNotFound {
+		if err == nil {
+			continue
+		}
+		if classOf(err) == versori.ClassNotFound {
+			gone = append(gone, a.ID)
 			continue
 		}
 		lost := versori.IsOutcomeUnknown(err)
 		return outcome{class: classOf(err), err: fmt.Errorf("deleting activation %s: %w", a.ID, err), unknown: lost, posted: lost}
+	}
+	if len(gone) > 0 {
+		// A 404 is "deleted already" only if the API said it: a gateway's would look the same. The
+		// pair is looked up again, and an activation still listed is deleted by the next attempt.
+		var left []versori.EndUserActivation
+		err := h.guard(func() (err error) {
+			left, err = h.cfg.Client.FindActivations(ctx, p.Request.UserID, p.Request.IntegrationID)
+			return err
+		})
+		for _, a := range left {
+			if slices.Contains(gone, a.ID) {
+				err = fmt.Errorf("activation %s is still listed after its DELETE was answered 404", a.ID)
+				break
+			}
+		}
+		if err != nil {
+			return outcome{class: versori.ClassTransient, err: fmt.Errorf("checking the pair after a DELETE answered 404: %w", err), unknown: true}
+		}
 	}
 	return outcome{class: versori.ClassOK, result: metrics.ResultDeactivated, activationID: acts[0].ID}
 }

@@ -112,7 +112,8 @@ func (o *Order) nextActivations(ctx context.Context, pairs []versori.Pair) ([]Ti
 		if len(v) != 2 {
 			return nil, fmt.Errorf("pairorder: numbering operations: unexpected answer %v", v)
 		}
-		if last, _ := v[1].(string); last == opCode(tasks.OpDeactivate) {
+		// After a deactivation, or an operation unknown (beginScript), the script numbers it.
+		if last, _ := v[1].(string); last != "" && last != opCode(tasks.OpActivate) && last != opCode(tasks.OpUpdate) {
 			afterDeactivation = append(afterDeactivation, i)
 			continue
 		}
@@ -184,18 +185,31 @@ const (
 )
 
 // beginScript takes a pair's turn. KEYS: the pair's hash. ARGV: the job's seq, the run's id, how
-// long the turn is held at most (ms). Returns {turn, ms to wait}.
+// long the turn is held at most (ms). Returns {turn, ms to wait}. A job numbered above the hash's
+// seq means Redis lost the hash (a restart or failover that dropped its last writes): the job's
+// number is written back, so that earlier jobs still queued end superseded and new operations are
+// numbered after it, under an operation unknown ('?'), which nothing repeats.
 var beginScript = redis.NewScript(`
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 if seq > tonumber(ARGV[1]) then
 	return {1, 0}
+end
+if seq < tonumber(ARGV[1]) then
+	redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'op', '?')
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local run = redis.call('HGET', KEYS[1], 'run')
 local till = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
 local job = string.find(ARGV[2], '\0', 1, true)
-local same = job and run and string.sub(run, 1, job) == string.sub(ARGV[2], 1, job)
+local same = false
+if job and run and string.sub(run, 1, job) == string.sub(ARGV[2], 1, job) then
+	local held = tonumber(string.match(run, '^%d+', job + 1))
+	local mine = tonumber(string.match(ARGV[2], '^%d+', job + 1))
+	local heldJob = string.match(run, '^%d+/(%d+)/', job + 1)
+	local myJob = string.match(ARGV[2], '^%d+/(%d+)/', job + 1)
+	same = heldJob ~= myJob or (held ~= nil and mine ~= nil and mine > held)
+end
 if run and run ~= ARGV[2] and till > now and not same then
 	return {2, till - now}
 end
@@ -208,10 +222,16 @@ return {0, 0}
 // after hold, which must therefore cover the run's calls and the time the API may take to commit
 // one whose answer was lost. For Busy, wait is how long the holder may keep it.
 //
-// A run id may name its job before a NUL byte ("<job>\x00<attempt>"): a run then takes the turn over
-// from an earlier run of the same job, whose process died or whose task asynq took back, rather than
-// wait out its hold. The job's own retry waits for what that run's calls may have left to land, and
-// its next attempt looks before it writes; the earlier run's End no longer matches, and does nothing.
+// A run id may name its job and attempt before and after a NUL byte ("<job>\x00<attempt>/..." or
+// "<job>\x00<attempt>/<enqueued>/...", enqueued telling a requeued dead letter from the job it was):
+// a run then takes the turn over from a run of an earlier attempt of the same job, or of the job
+// under the same task id before it was dead-lettered and requeued, whose process died or whose task
+// asynq took back, rather than wait out its hold. The job's own retry waits for what that
+// run's calls may have left to land, and its next attempt looks before it writes; the earlier run's
+// End no longer matches, and does nothing. A run of the same attempt or an earlier one waits: asynq
+// runs an attempt twice at once when it puts a task still running back in its queue uncounted (a
+// shutdown's requeue, Redis restored to before the task was taken), and the first run's call may
+// still land. A recovery after a crash is counted, so its attempt is later.
 func (o *Order) Begin(ctx context.Context, pair versori.Pair, seq int64, run string, hold time.Duration) (turn Turn, wait time.Duration, err error) {
 	v, err := beginScript.Run(ctx, o.rdb, []string{rediskeys.PairOrder(tasks.TaskID(pair))}, seq, run, hold.Milliseconds()).Int64Slice()
 	if err != nil {

@@ -160,3 +160,89 @@ func TestTurnTakenOverByTheSameJob(t *testing.T) {
 		t.Fatalf("after the holder's End: %v", turn)
 	}
 }
+
+// TestOrderHashLost: Redis loses a pair's hash (a restart or a failover that drops its last writes)
+// while a deactivation and a later activation are queued. Whichever job begins first, the earlier
+// must not run after the later one: once the later job has begun, the earlier is superseded, and a
+// new operation is numbered after both, so that its task id conflicts with neither.
+func TestOrderHashLost(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	o := pairorder.New(db.Client)
+	ctx := context.Background()
+	p := versori.Pair{UserID: "erin", IntegrationID: integ}
+	var tickets []pairorder.Ticket
+	for _, op := range []tasks.Op{tasks.OpActivate, tasks.OpDeactivate, tasks.OpActivate} {
+		tk, err := o.Next(ctx, op, []versori.Pair{p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tickets = append(tickets, tk[0])
+	}
+	deact, act := tickets[1], tickets[2]
+	if deact.Seq != 1 || act.Seq != 2 {
+		t.Fatalf("tickets %+v", tickets)
+	}
+	if err := db.Client.Del(ctx, rediskeys.PairOrder(tasks.TaskID(p))).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The later activation's job begins first, and ends.
+	if turn, _, err := o.Begin(ctx, p, act.Seq, "act\x000/a", time.Minute); err != nil || turn != pairorder.Go {
+		t.Fatalf("the activation: %v, %v", turn, err)
+	}
+	if err := o.End(ctx, p, "act\x000/a", 0); err != nil {
+		t.Fatal(err)
+	}
+	if turn, _, err := o.Begin(ctx, p, deact.Seq, "deact\x000/d", time.Minute); err != nil || turn != pairorder.Superseded {
+		t.Errorf("the earlier deactivation after the later activation ran: %v, %v; want Superseded", turn, err)
+	}
+	for _, tt := range []struct {
+		op      tasks.Op
+		wantSeq int64
+	}{
+		{tasks.OpDeactivate, act.Seq + 1},
+		{tasks.OpActivate, act.Seq + 2},
+	} {
+		tk, err := o.Next(ctx, tt.op, []versori.Pair{p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tk[0].Seq != tt.wantSeq {
+			t.Errorf("a %s after the loss: ticket %+v, want seq %d (after every job still queued)", tt.op, tk[0], tt.wantSeq)
+		}
+	}
+}
+
+// TestTurnNotTakenOverBySameAttempt: asynq runs a job's attempt twice at once when it puts a task
+// still running back in its queue with the same retry count (a shutdown's requeue after its timeout,
+// or Redis restored to before the task was taken). The second run must not take the turn over from
+// the first, whose call may still land: only a later attempt (asynq counts a recovery as a retry)
+// takes over; an earlier or equal one waits.
+func TestTurnNotTakenOverBySameAttempt(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	o := pairorder.New(db.Client)
+	ctx := context.Background()
+	p := versori.Pair{UserID: "frank", IntegrationID: integ}
+	tests := []struct {
+		run  string
+		want pairorder.Turn
+	}{
+		{"job-a\x002/x", pairorder.Go},      // holds, still running
+		{"job-a\x002/y", pairorder.Busy},    // the same attempt, requeued while running
+		{"job-a\x001/z", pairorder.Busy},    // an earlier attempt (a stale copy)
+		{"job-a\x0010/w", pairorder.Go},     // a later attempt takes over (numbers, not strings)
+		{"job-a\x009/v", pairorder.Busy},    // and is not taken over by an earlier one
+		{"job-a\x0010/5/u", pairorder.Go},   // another enqueue: the holder names no enqueue time
+		{"job-a\x0011/5/u", pairorder.Go},   // a later attempt, naming its enqueue time
+		{"job-a\x0011/5/t", pairorder.Busy}, // the same attempt of the same enqueue waits
+		{"job-a\x000/7/s", pairorder.Go},    // a requeued dead letter (enqueued anew) takes over
+		{"job-a\x000/7/r", pairorder.Busy},  // the same attempt of that enqueue waits
+	}
+	for _, tt := range tests {
+		turn, _, err := o.Begin(ctx, p, 0, tt.run, time.Hour)
+		if err != nil || turn != tt.want {
+			t.Errorf("Begin(%q) = %v, %v; want %v", tt.run, turn, err, tt.want)
+		}
+	}
+}
