@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/versori/activator/internal/testutil"
 	"github.com/versori/activator/metrics"
@@ -209,31 +208,5 @@ func TestAttackUpdateConflict(t *testing.T) {
 	}
 	if got := result([]*worker.Worker{w}, metrics.ResultAlreadyActive); got != 0 {
 		t.Errorf("activations{result=already_active} = %v, want 0: not a result of an update", got)
-	}
-}
-
-// TestAttackLostCreateCounted: a job creates its end user, and the create's answer is lost after it
-// committed; the job's next attempt finds the user. The job did create them, so the batch's
-// created_user and activator_end_users_created_total must count it (once).
-func TestAttackLostCreateCounted(t *testing.T) {
-	t.Parallel()
-	db := testutil.Redis(t)
-	api := versoritest.New(t, versoritest.Options{})
-	api.RequireKnownUsers(true)
-	w, _ := startWorker(t, db.Client, api, withPolicy(policyTimings))
-	q := newOpQueue(t, db.Client, 5)
-
-	req := testutil.Request("u-attack-lost-create")
-	api.ScriptOp(versori.OpCreateEndUser, versori.Pair{UserID: req.UserID}, versoritest.Fault{Commit: true, Drop: true})
-	if tk, ok := q.enqueue(t, tasks.OpActivate, req, newEndUser("Ada")); !ok {
-		t.Fatalf("activation ticket %+v not queued", tk)
-	}
-	waitQueueEmpty(t, db.Client, api, 20*time.Second)
-	if n := api.UserCreates(req.UserID); n != 1 {
-		t.Fatalf("user created %d times, want 1", n)
-	}
-	assertExactlyOnce(t, api, []versori.Pair{req.Pair()})
-	if got := promtest.ToFloat64(w.Metrics().EndUsersCreated); got != 1 {
-		t.Errorf("activator_end_users_created_total = %v, want 1: the job created the user (calls %v)", got, callTrace(userCalls(api, req.UserID)))
 	}
 }
