@@ -115,8 +115,8 @@ const (
 type handler struct {
 	cfg handlerConfig
 	log *slog.Logger
-	// ends tracks the pair turns being given back behind their jobs (endTurn).
-	ends sync.WaitGroup
+	// ends are the pair turns being given back behind their jobs (endTurn).
+	ends turnEnds
 }
 
 // newHandler returns a handler for cfg.
@@ -452,22 +452,57 @@ func (h *handler) takeTurn(ctx context.Context, j job, p tasks.Payload, expired,
 // Redis round trip: a job that begins before it lands waits a moment. settle is how long a call of
 // the run whose answer was lost may still land (0: none), during which the pair stays busy. Should
 // it fail, the turn passes on when its hold ends.
+//
+// The turns of jobs that end while a give-back is in flight go back together in the next one
+// (pairorder.EndMany): one script call for many jobs, where one per job cost the worker and Redis
+// about as much as the rest of the job's own Redis work.
 func (h *handler) endTurn(p tasks.Payload, run string, settle time.Duration) {
 	if run == "" {
 		return
 	}
-	h.ends.Go(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-		defer cancel()
-		if err := h.cfg.Order.End(ctx, p.Request.Pair(), run, settle); err != nil {
-			h.log.Warn("could not give the pair's turn back; it passes on when its hold ends",
-				"user_id", p.Request.UserID, "integration_id", p.Request.IntegrationID, "error", err.Error())
+	e := &h.ends
+	e.mu.Lock()
+	e.pending = append(e.pending, pairorder.Ending{Pair: p.Request.Pair(), Run: run, Settle: settle})
+	if e.flushing {
+		e.mu.Unlock()
+		return
+	}
+	e.flushing = true
+	e.wg.Add(1)
+	e.mu.Unlock()
+	go func() {
+		defer e.wg.Done()
+		for {
+			e.mu.Lock()
+			batch := e.pending
+			e.pending = nil
+			if len(batch) == 0 {
+				e.flushing = false
+				e.mu.Unlock()
+				return
+			}
+			e.mu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+			err := h.cfg.Order.EndMany(ctx, batch)
+			cancel()
+			if err != nil {
+				h.log.Warn("could not give pairs' turns back; they pass on when their holds end",
+					"turns", len(batch), "error", err.Error())
+			}
 		}
-	})
+	}()
+}
+
+// turnEnds are the turns waiting to be given back (endTurn).
+type turnEnds struct {
+	mu       sync.Mutex
+	pending  []pairorder.Ending
+	flushing bool // a goroutine is giving turns back, and takes what is pending before it stops
+	wg       sync.WaitGroup
 }
 
 // wait waits for the turns being given back.
-func (h *handler) wait() { h.ends.Wait() }
+func (h *handler) wait() { h.ends.wg.Wait() }
 
 // limiterWait is how long the rate limiter or a shared back-off would have held a call that it
 // therefore did not send.

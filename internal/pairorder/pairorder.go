@@ -243,29 +243,59 @@ func (o *Order) Begin(ctx context.Context, pair versori.Pair, seq int64, run str
 	return Turn(v[0]), time.Duration(v[1]) * time.Millisecond, nil
 }
 
-// endScript gives a pair's turn back. KEYS: the pair's hash. ARGV: the run's id, how long its calls
-// may still commit (ms, 0 when none may). Returns 1 when the run held the turn.
+// endScript gives pairs' turns back. KEYS: the pairs' hashes. ARGV: for each key, the run's id and
+// how long its calls may still commit (ms, 0 when none may). Returns how many runs held their turn.
 var endScript = redis.NewScript(`
-if redis.call('HGET', KEYS[1], 'run') ~= ARGV[1] then
-	return 0
-end
-local settle = tonumber(ARGV[2])
-if settle <= 0 then
-	redis.call('HDEL', KEYS[1], 'run', 'until')
-	return 1
-end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], 'until', now + settle)
-return 1
+local n = 0
+for i, key in ipairs(KEYS) do
+	if redis.call('HGET', key, 'run') == ARGV[2 * i - 1] then
+		local settle = tonumber(ARGV[2 * i])
+		if settle <= 0 then
+			redis.call('HDEL', key, 'run', 'until')
+		else
+			redis.call('HSET', key, 'until', now + settle)
+		end
+		n = n + 1
+	end
+end
+return n
 `)
+
+// Ending is one run's End: its pair, its id, and how long its calls may still commit.
+type Ending struct {
+	Pair   versori.Pair
+	Run    string
+	Settle time.Duration
+}
+
+// maxEndings bounds the keys of one script call.
+const maxEndings = 512
 
 // End gives back the turn run took. When a call of the run may still commit at the API (its answer
 // was lost), settle is how long the API may take: the pair stays Busy to every other run until
 // then, so that none looks at it before the call has landed or never will.
 func (o *Order) End(ctx context.Context, pair versori.Pair, run string, settle time.Duration) error {
-	if err := endScript.Run(ctx, o.rdb, []string{rediskeys.PairOrder(tasks.TaskID(pair))}, run, settle.Milliseconds()).Err(); err != nil {
-		return fmt.Errorf("pairorder: giving the pair's turn back: %w", err)
+	return o.EndMany(ctx, []Ending{{Pair: pair, Run: run, Settle: settle}})
+}
+
+// EndMany is End of many runs in one script call per maxEndings: a worker gives its jobs' turns
+// back together, which costs Redis one call where a call per job cost about as much as the rest of
+// the job's own commands. Every pair's hash shares one hash tag, so this holds on a Cluster too.
+func (o *Order) EndMany(ctx context.Context, ends []Ending) error {
+	for len(ends) > 0 {
+		chunk := ends[:min(len(ends), maxEndings)]
+		ends = ends[len(chunk):]
+		keys := make([]string, len(chunk))
+		args := make([]any, 0, 2*len(chunk))
+		for i, e := range chunk {
+			keys[i] = rediskeys.PairOrder(tasks.TaskID(e.Pair))
+			args = append(args, e.Run, e.Settle.Milliseconds())
+		}
+		if err := endScript.Run(ctx, o.rdb, keys, args...).Err(); err != nil {
+			return fmt.Errorf("pairorder: giving the pairs' turns back: %w", err)
+		}
 	}
 	return nil
 }

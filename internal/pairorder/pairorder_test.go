@@ -246,3 +246,35 @@ func TestTurnNotTakenOverBySameAttempt(t *testing.T) {
 		}
 	}
 }
+
+// TestEndMany: one call gives back many runs' turns, each only if its run holds it, and keeps the
+// pairs whose runs' calls may still land busy for their settle time.
+func TestEndMany(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	o := pairorder.New(db.Client)
+	ctx := context.Background()
+	pair := func(u string) versori.Pair { return versori.Pair{UserID: u, IntegrationID: integ} }
+	for _, u := range []string{"e1", "e2", "e3"} {
+		if turn, _, err := o.Begin(ctx, pair(u), 0, u+"-run", time.Minute); err != nil || turn != pairorder.Go {
+			t.Fatalf("%s: %v %v", u, turn, err)
+		}
+	}
+	err := o.EndMany(ctx, []pairorder.Ending{
+		{Pair: pair("e1"), Run: "e1-run"},                           // given back
+		{Pair: pair("e2"), Run: "e2-run", Settle: time.Minute},      // its call may still land
+		{Pair: pair("e3"), Run: "someone-else"},                     // not the holder: nothing changes
+		{Pair: pair("e4"), Run: "e4-run", Settle: time.Millisecond}, // never began: nothing changes
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		user string
+		want pairorder.Turn
+	}{{"e1", pairorder.Go}, {"e2", pairorder.Busy}, {"e3", pairorder.Busy}, {"e4", pairorder.Go}} {
+		if turn, _, err := o.Begin(ctx, pair(tc.user), 0, tc.user+"-next", time.Minute); err != nil || turn != tc.want {
+			t.Errorf("%s after EndMany: %v %v, want %v", tc.user, turn, err, tc.want)
+		}
+	}
+}
