@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/versori/activator/tasks"
@@ -115,8 +114,9 @@ const (
 type handler struct {
 	cfg handlerConfig
 	log *slog.Logger
-	// ends are the pair turns being given back behind their jobs (endTurn).
-	ends turnEnds
+	// turns takes pairs' turns and gives them back for the jobs (takeTurn, endTurn); nil without
+	// cfg.Order.
+	turns *pairorder.Batcher
 }
 
 // newHandler returns a handler for cfg.
@@ -128,7 +128,11 @@ func newHandler(cfg handlerConfig) (*handler, error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Policy = cfg.Policy.WithDefaults()
-	return &handler{cfg: cfg, log: cfg.Logger}, nil
+	h := &handler{cfg: cfg, log: cfg.Logger}
+	if cfg.Order != nil {
+		h.turns = pairorder.NewBatcher(cfg.Order, storeTimeout, cfg.Logger)
+	}
+	return h, nil
 }
 
 // job is what asynq tells a handler about the task it runs.
@@ -403,13 +407,14 @@ const busyWaitCap = 5 * time.Second
 // SETTLE_TIME: asynq's default task timeout.
 const defaultHold = 30 * time.Minute
 
-// takeTurn takes the pair's turn for one attempt of j (pairorder.Begin): one Redis round trip. It
+// takeTurn takes the pair's turn for one attempt of j (pairorder.Begin): one Redis round trip,
+// shared with the jobs that take or give back theirs meanwhile (pairorder.Batcher). It
 // returns the run's id, for endTurn; when the attempt must not go on, stop is true and err is what
 // ProcessTask returns: nil for a job done as superseded, a wait that uses no attempt while another
 // run holds the turn (or a lost call of an earlier one may still land), and a counted retry when
 // Redis fails, as when a dead letter cannot be stored. final says the attempt is finalLookUp's.
 func (h *handler) takeTurn(ctx context.Context, j job, p tasks.Payload, expired, final bool) (run string, stop bool, err error) {
-	if h.cfg.Order == nil {
+	if h.turns == nil {
 		return "", false, nil
 	}
 	pol := h.cfg.Policy
@@ -426,7 +431,7 @@ func (h *handler) takeTurn(ctx context.Context, j job, p tasks.Payload, expired,
 	if d, ok := ctx.Deadline(); ok {
 		hold = max(time.Until(d), 0) + pol.SettleTime
 	}
-	turn, wait, err := h.cfg.Order.Begin(ctx, p.Request.Pair(), p.Seq, run, hold)
+	turn, wait, err := h.turns.Begin(ctx, p.Request.Pair(), p.Seq, run, hold)
 	switch {
 	case err != nil:
 		h.log.Error("could not take the pair's turn; the job will try again", "task_id", j.id, "error", err.Error())
@@ -448,61 +453,23 @@ func (h *handler) takeTurn(ctx context.Context, j job, p tasks.Payload, expired,
 	return run, false, nil
 }
 
-// endTurn gives back the pair's turn that run took, behind the job, so that the attempt costs one
-// Redis round trip: a job that begins before it lands waits a moment. settle is how long a call of
-// the run whose answer was lost may still land (0: none), during which the pair stays busy. Should
-// it fail, the turn passes on when its hold ends.
-//
-// The turns of jobs that end while a give-back is in flight go back together in the next one
-// (pairorder.EndMany): one script call for many jobs, where one per job cost the worker and Redis
-// about as much as the rest of the job's own Redis work.
+// endTurn gives back the pair's turn that run took, behind the job (pairorder.Batcher), so that
+// the attempt's only Redis round trip of its own is takeTurn's: a job that begins before it lands
+// waits a moment. settle is how long a call of the run whose answer was lost may still land (0:
+// none), during which the pair stays busy. Should it fail, the turn passes on when its hold ends.
 func (h *handler) endTurn(p tasks.Payload, run string, settle time.Duration) {
 	if run == "" {
 		return
 	}
-	e := &h.ends
-	e.mu.Lock()
-	e.pending = append(e.pending, pairorder.Ending{Pair: p.Request.Pair(), Run: run, Settle: settle})
-	if e.flushing {
-		e.mu.Unlock()
-		return
-	}
-	e.flushing = true
-	e.wg.Add(1)
-	e.mu.Unlock()
-	go func() {
-		defer e.wg.Done()
-		for {
-			e.mu.Lock()
-			batch := e.pending
-			e.pending = nil
-			if len(batch) == 0 {
-				e.flushing = false
-				e.mu.Unlock()
-				return
-			}
-			e.mu.Unlock()
-			ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-			err := h.cfg.Order.EndMany(ctx, batch)
-			cancel()
-			if err != nil {
-				h.log.Warn("could not give pairs' turns back; they pass on when their holds end",
-					"turns", len(batch), "error", err.Error())
-			}
-		}
-	}()
-}
-
-// turnEnds are the turns waiting to be given back (endTurn).
-type turnEnds struct {
-	mu       sync.Mutex
-	pending  []pairorder.Ending
-	flushing bool // a goroutine is giving turns back, and takes what is pending before it stops
-	wg       sync.WaitGroup
+	h.turns.End(p.Request.Pair(), run, settle)
 }
 
 // wait waits for the turns being given back.
-func (h *handler) wait() { h.ends.wg.Wait() }
+func (h *handler) wait() {
+	if h.turns != nil {
+		h.turns.Wait()
+	}
+}
 
 // limiterWait is how long the rate limiter or a shared back-off would have held a call that it
 // therefore did not send.

@@ -184,38 +184,96 @@ const (
 	Busy
 )
 
-// beginScript takes a pair's turn. KEYS: the pair's hash. ARGV: the job's seq, the run's id, how
-// long the turn is held at most (ms). Returns {turn, ms to wait}. A job numbered above the hash's
-// seq means Redis lost the hash (a restart or failover that dropped its last writes): the job's
-// number is written back, so that earlier jobs still queued end superseded and new operations are
-// numbered after it, under an operation unknown ('?'), which nothing repeats.
-var beginScript = redis.NewScript(`
-local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-if seq > tonumber(ARGV[1]) then
-	return {1, 0}
-end
-if seq < tonumber(ARGV[1]) then
-	redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'op', '?')
-end
+// turnsScript gives pairs' turns back, then takes pairs' turns, reading Redis's clock once.
+// KEYS: the hashes of the runs giving their turns back, then those of the runs taking theirs. ARGV:
+// how many give back; for each, the run's id and how long its calls may still commit (ms, 0 when
+// none may); for each taker, its job's seq, the run's id and how long the turn is held at most (ms).
+// Returns {turn, ms to wait} for each taker, in order. Give-backs go first: each was asked for once
+// its run had finished, before the script ran, so a taker of the same pair in the same call finds
+// the pair as that run left it.
+//
+// A taker numbered above the hash's seq means Redis lost the hash (a restart or failover that
+// dropped its last writes): the job's number is written back, so that earlier jobs still queued end
+// superseded and new operations are numbered after it, under an operation unknown ('?'), which
+// nothing repeats.
+var turnsScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local run = redis.call('HGET', KEYS[1], 'run')
-local till = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
-local job = string.find(ARGV[2], '\0', 1, true)
-local same = false
-if job and run and string.sub(run, 1, job) == string.sub(ARGV[2], 1, job) then
-	local held = tonumber(string.match(run, '^%d+', job + 1))
-	local mine = tonumber(string.match(ARGV[2], '^%d+', job + 1))
-	local heldJob = string.match(run, '^%d+/(%d+)/', job + 1)
-	local myJob = string.match(ARGV[2], '^%d+/(%d+)/', job + 1)
-	same = heldJob ~= myJob or (held ~= nil and mine ~= nil and mine > held)
+local ends = tonumber(ARGV[1])
+for i = 1, ends do
+	local key = KEYS[i]
+	if redis.call('HGET', key, 'run') == ARGV[2 * i] then
+		local settle = tonumber(ARGV[2 * i + 1])
+		if settle <= 0 then
+			redis.call('HDEL', key, 'run', 'until')
+		else
+			redis.call('HSET', key, 'until', now + settle)
+		end
+	end
 end
-if run and run ~= ARGV[2] and till > now and not same then
-	return {2, till - now}
+local out = {}
+local a = 2 + 2 * ends
+for i = ends + 1, #KEYS do
+	local key = KEYS[i]
+	local myseq, myrun, hold = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2])
+	a = a + 3
+	local h = redis.call('HMGET', key, 'seq', 'run', 'until')
+	local seq = tonumber(h[1] or '0')
+	local run = h[2]
+	local till = tonumber(h[3] or '0')
+	if seq > myseq then
+		out[#out + 1] = 1
+		out[#out + 1] = 0
+	else
+		if seq < myseq then
+			redis.call('HSET', key, 'seq', myseq, 'op', '?')
+		end
+		local same = false
+		local job = string.find(myrun, '\0', 1, true)
+		if job and run and string.sub(run, 1, job) == string.sub(myrun, 1, job) then
+			local held = tonumber(string.match(run, '^%d+', job + 1))
+			local mine = tonumber(string.match(myrun, '^%d+', job + 1))
+			local heldJob = string.match(run, '^%d+/(%d+)/', job + 1)
+			local myJob = string.match(myrun, '^%d+/(%d+)/', job + 1)
+			same = heldJob ~= myJob or (held ~= nil and mine ~= nil and mine > held)
+		end
+		if run and run ~= myrun and till > now and not same then
+			out[#out + 1] = 2
+			out[#out + 1] = till - now
+		else
+			redis.call('HSET', key, 'run', myrun, 'until', now + hold)
+			out[#out + 1] = 0
+			out[#out + 1] = 0
+		end
+	end
 end
-redis.call('HSET', KEYS[1], 'run', ARGV[2], 'until', now + tonumber(ARGV[3]))
-return {0, 0}
+return out
 `)
+
+// Beginning is one run's Begin: its pair, its job's number, its id and how long it may hold the
+// turn.
+type Beginning struct {
+	Pair versori.Pair
+	Seq  int64
+	Run  string
+	Hold time.Duration
+}
+
+// Began is what one Beginning found: the turn and, for Busy, how long the holder may keep it.
+type Began struct {
+	Turn Turn
+	Wait time.Duration
+}
+
+// Ending is one run's End: its pair, its id, and how long its calls may still commit.
+type Ending struct {
+	Pair   versori.Pair
+	Run    string
+	Settle time.Duration
+}
+
+// maxKeys bounds the keys of one script call.
+const maxKeys = 512
 
 // Begin takes the pair's turn for the run run (unique to one attempt of one job) of an operation
 // numbered seq, for at most hold: should the run never End (its process died), the turn passes on
@@ -233,45 +291,12 @@ return {0, 0}
 // shutdown's requeue, Redis restored to before the task was taken), and the first run's call may
 // still land. A recovery after a crash is counted, so its attempt is later.
 func (o *Order) Begin(ctx context.Context, pair versori.Pair, seq int64, run string, hold time.Duration) (turn Turn, wait time.Duration, err error) {
-	v, err := beginScript.Run(ctx, o.rdb, []string{rediskeys.PairOrder(tasks.TaskID(pair))}, seq, run, hold.Milliseconds()).Int64Slice()
+	got, err := o.Turns(ctx, nil, []Beginning{{Pair: pair, Seq: seq, Run: run, Hold: hold}})
 	if err != nil {
-		return Busy, 0, fmt.Errorf("pairorder: taking the pair's turn: %w", err)
+		return Busy, 0, err
 	}
-	if len(v) != 2 {
-		return Busy, 0, fmt.Errorf("pairorder: taking the pair's turn: unexpected answer %v", v)
-	}
-	return Turn(v[0]), time.Duration(v[1]) * time.Millisecond, nil
+	return got[0].Turn, got[0].Wait, nil
 }
-
-// endScript gives pairs' turns back. KEYS: the pairs' hashes. ARGV: for each key, the run's id and
-// how long its calls may still commit (ms, 0 when none may). Returns how many runs held their turn.
-var endScript = redis.NewScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local n = 0
-for i, key in ipairs(KEYS) do
-	if redis.call('HGET', key, 'run') == ARGV[2 * i - 1] then
-		local settle = tonumber(ARGV[2 * i])
-		if settle <= 0 then
-			redis.call('HDEL', key, 'run', 'until')
-		else
-			redis.call('HSET', key, 'until', now + settle)
-		end
-		n = n + 1
-	end
-end
-return n
-`)
-
-// Ending is one run's End: its pair, its id, and how long its calls may still commit.
-type Ending struct {
-	Pair   versori.Pair
-	Run    string
-	Settle time.Duration
-}
-
-// maxEndings bounds the keys of one script call.
-const maxEndings = 512
 
 // End gives back the turn run took. When a call of the run may still commit at the API (its answer
 // was lost), settle is how long the API may take: the pair stays Busy to every other run until
@@ -280,24 +305,44 @@ func (o *Order) End(ctx context.Context, pair versori.Pair, run string, settle t
 	return o.EndMany(ctx, []Ending{{Pair: pair, Run: run, Settle: settle}})
 }
 
-// EndMany is End of many runs in one script call per maxEndings: a worker gives its jobs' turns
-// back together, which costs Redis one call where a call per job cost about as much as the rest of
-// the job's own commands. Every pair's hash shares one hash tag, so this holds on a Cluster too.
+// EndMany is End of many runs in one script call per maxKeys.
 func (o *Order) EndMany(ctx context.Context, ends []Ending) error {
-	for len(ends) > 0 {
-		chunk := ends[:min(len(ends), maxEndings)]
-		ends = ends[len(chunk):]
-		keys := make([]string, len(chunk))
-		args := make([]any, 0, 2*len(chunk))
-		for i, e := range chunk {
-			keys[i] = rediskeys.PairOrder(tasks.TaskID(e.Pair))
+	_, err := o.Turns(ctx, ends, nil)
+	return err
+}
+
+// Turns gives back the turns of ends, then takes those of begins (Begin and End of each), in one
+// script call per maxKeys runs, and returns what each of begins found. Every pair's hash shares one
+// hash tag, so this holds on a Cluster too. On an error, some of the calls may have been made.
+func (o *Order) Turns(ctx context.Context, ends []Ending, begins []Beginning) ([]Began, error) {
+	out := make([]Began, 0, len(begins))
+	for len(ends) > 0 || len(begins) > 0 {
+		ne := min(len(ends), maxKeys)
+		nb := min(len(begins), maxKeys-ne)
+		keys := make([]string, 0, ne+nb)
+		args := make([]any, 0, 1+2*ne+3*nb)
+		args = append(args, ne)
+		for _, e := range ends[:ne] {
+			keys = append(keys, rediskeys.PairOrder(tasks.TaskID(e.Pair)))
 			args = append(args, e.Run, e.Settle.Milliseconds())
 		}
-		if err := endScript.Run(ctx, o.rdb, keys, args...).Err(); err != nil {
-			return fmt.Errorf("pairorder: giving the pairs' turns back: %w", err)
+		for _, b := range begins[:nb] {
+			keys = append(keys, rediskeys.PairOrder(tasks.TaskID(b.Pair)))
+			args = append(args, b.Seq, b.Run, b.Hold.Milliseconds())
+		}
+		ends, begins = ends[ne:], begins[nb:]
+		v, err := turnsScript.Run(ctx, o.rdb, keys, args...).Int64Slice()
+		if err != nil {
+			return out, fmt.Errorf("pairorder: taking and giving back pairs' turns: %w", err)
+		}
+		if len(v) != 2*nb {
+			return out, fmt.Errorf("pairorder: taking pairs' turns: unexpected answer %v", v)
+		}
+		for i := 0; i < len(v); i += 2 {
+			out = append(out, Began{Turn: Turn(v[i]), Wait: time.Duration(v[i+1]) * time.Millisecond})
 		}
 	}
-	return nil
+	return out, nil
 }
 
 // Last returns the number of the last operation enqueued on pair (0 when none was numbered after

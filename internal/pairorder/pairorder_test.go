@@ -2,6 +2,11 @@ package pairorder_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -276,5 +281,130 @@ func TestEndMany(t *testing.T) {
 		if turn, _, err := o.Begin(ctx, pair(tc.user), 0, tc.user+"-next", time.Minute); err != nil || turn != tc.want {
 			t.Errorf("%s after EndMany: %v %v, want %v", tc.user, turn, err, tc.want)
 		}
+	}
+}
+
+// TestTurnsInOneCall: give-backs go before takes in one call, so a taker finds its pair as a run
+// that ended before the call left it, and two takers of one pair in one call get one turn.
+func TestTurnsInOneCall(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	o := pairorder.New(db.Client)
+	ctx := context.Background()
+	pair := func(u string) versori.Pair { return versori.Pair{UserID: u, IntegrationID: integ} }
+	if turn, _, err := o.Begin(ctx, pair("held"), 0, "h1", time.Minute); err != nil || turn != pairorder.Go {
+		t.Fatalf("held: %v %v", turn, err)
+	}
+	if _, err := o.Next(ctx, tasks.OpDeactivate, []versori.Pair{pair("later")}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := o.Turns(ctx,
+		[]pairorder.Ending{{Pair: pair("held"), Run: "h1"}},
+		[]pairorder.Beginning{
+			{Pair: pair("held"), Seq: 0, Run: "h2", Hold: time.Minute},  // h1 gave it back first
+			{Pair: pair("twice"), Seq: 0, Run: "t1", Hold: time.Minute}, // the first of two takes it
+			{Pair: pair("twice"), Seq: 0, Run: "t2", Hold: time.Minute},
+			{Pair: pair("later"), Seq: 0, Run: "l1", Hold: time.Minute}, // a deactivation is numbered 1
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []pairorder.Turn{pairorder.Go, pairorder.Go, pairorder.Busy, pairorder.Superseded}
+	if len(got) != len(want) {
+		t.Fatalf("got %d answers, want %d", len(got), len(want))
+	}
+	for i, w := range want {
+		if got[i].Turn != w {
+			t.Errorf("taker %d: %v, want %v", i, got[i].Turn, w)
+		}
+	}
+	if got[2].Wait <= 0 || got[2].Wait > time.Minute {
+		t.Errorf("busy wait %s, want the holder's hold (at most a minute)", got[2].Wait)
+	}
+}
+
+// TestBatcher: many jobs taking and giving back turns at once through one Batcher get the turns
+// one at a time per pair, and every turn is back once Wait returns.
+func TestBatcher(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	o := pairorder.New(db.Client)
+	b := pairorder.NewBatcher(o, 5*time.Second, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	const pairs, runsPerPair = 20, 10
+	var mu sync.Mutex
+	holding := map[string]string{} // user -> run holding its turn, as the runs see it
+	var wg sync.WaitGroup
+	errs := make(chan error, pairs*runsPerPair)
+	for u := range pairs {
+		for r := range runsPerPair {
+			wg.Go(func() {
+				user, run := fmt.Sprintf("u%d", u), fmt.Sprintf("u%d-r%d", u, r)
+				p := versori.Pair{UserID: user, IntegrationID: integ}
+				for {
+					turn, wait, err := b.Begin(ctx, p, 0, run, time.Minute)
+					if err != nil {
+						errs <- err
+						return
+					}
+					if turn == pairorder.Busy {
+						if wait <= 0 {
+							errs <- fmt.Errorf("%s: busy without a wait", run)
+							return
+						}
+						runtime.Gosched()
+						continue
+					}
+					if turn != pairorder.Go {
+						errs <- fmt.Errorf("%s: %v", run, turn)
+						return
+					}
+					break
+				}
+				mu.Lock()
+				if h := holding[user]; h != "" {
+					errs <- fmt.Errorf("%s took the turn %s holds", run, h)
+				}
+				holding[user] = run
+				mu.Unlock()
+				mu.Lock()
+				delete(holding, user)
+				mu.Unlock()
+				b.End(p, run, 0)
+			})
+		}
+	}
+	wg.Wait()
+	b.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if keys, _ := db.Keys(ctx); len(keys) != 0 {
+		t.Errorf("keys left once every turn is back: %v", keys)
+	}
+}
+
+// TestBatcherAbandonedBegin: a Begin whose context ends before its answer returns the context's
+// error, and a turn taken for it is given back rather than held until its hold ends.
+func TestBatcherAbandonedBegin(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	o := pairorder.New(db.Client)
+	b := pairorder.NewBatcher(o, 5*time.Second, slog.New(slog.DiscardHandler))
+	p := versori.Pair{UserID: "gone", IntegrationID: integ}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	// The answer may, rarely, arrive before Begin sees the ended context: then the turn is the
+	// caller's, and it gives it back.
+	switch turn, _, err := b.Begin(ctx, p, 0, "gone-1", time.Hour); {
+	case err == nil && turn == pairorder.Go:
+		b.End(p, "gone-1", 0)
+	case !errors.Is(err, context.Canceled):
+		t.Fatalf("Begin with an ended context: %v %v, want context.Canceled", turn, err)
+	}
+	b.Wait()
+	if turn, _, err := o.Begin(context.Background(), p, 0, "next", time.Hour); err != nil || turn != pairorder.Go {
+		t.Errorf("after the abandoned Begin: %v %v, want Go", turn, err)
 	}
 }

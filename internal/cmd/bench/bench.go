@@ -296,8 +296,9 @@ type Drain struct {
 	// FirstCallSec is the time from the first worker's start to the API's first call: the side's
 	// start-up, which the drain's jobs/s includes.
 	FirstCallSec float64 `json:"firstCallSec"`
-	// SteadyJobsPerSec is the API calls per second between the first and the last call: the
-	// drain's rate without start-up and the final poll.
+	// SteadyJobsPerSec is the API calls per second between the call that completes 10% of the drain
+	// and the one that completes 90% of it: the drain's rate without start-up, the final poll and
+	// the ramps at either end.
 	SteadyJobsPerSec   float64            `json:"steadyJobsPerSec"`
 	Polls              int                `json:"polls"`
 	RedisCmdsPerJob    float64            `json:"redisCmdsPerJob"`
@@ -570,12 +571,9 @@ func (d *drain) standinFigures(context.Context) error {
 		r.MaxCallsIn1s = busiestSecond(calls)
 	}
 	if len(calls) > 1 {
-		byTime := func(a, b standinCall) int { return a.At.Compare(b.At) }
-		first, last := slices.MinFunc(calls, byTime).At, slices.MaxFunc(calls, byTime).At
-		r.FirstCallSec = first.Sub(d.start).Seconds()
-		if d := last.Sub(first).Seconds(); d > 0 {
-			r.SteadyJobsPerSec = float64(len(calls)-1) / d
-		}
+		slices.SortFunc(calls, func(a, b standinCall) int { return a.At.Compare(b.At) })
+		r.FirstCallSec = calls[0].At.Sub(d.start).Seconds()
+		r.SteadyJobsPerSec = steadyRate(calls)
 	}
 	if err := d.sin.stop(15 * time.Second); err != nil {
 		return err
@@ -911,4 +909,17 @@ func fetchProfile(ctx context.Context, url, path string) error {
 		return fmt.Errorf("pprof: saving %s: %w", path, err)
 	}
 	return f.Close()
+}
+
+// steadyRate is the calls per second between the call at 10% of calls and the one at 90% (calls
+// sorted by time), or between the first and the last when there are too few for that.
+func steadyRate(calls []standinCall) float64 {
+	lo, hi := len(calls)/10, len(calls)*9/10
+	if hi <= lo {
+		lo, hi = 0, len(calls)-1
+	}
+	if d := calls[hi].At.Sub(calls[lo].At).Seconds(); d > 0 {
+		return float64(hi-lo) / d
+	}
+	return 0
 }

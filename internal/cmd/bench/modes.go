@@ -74,6 +74,10 @@ type Compare struct {
 	Activator Side      `json:"activator"`
 	Ratios    []float64 `json:"ratios"` // activator/baseline per repetition
 	Ratio     float64   `json:"ratio"`  // median of Ratios
+	// SteadyRatios are activator/baseline of the steady rates (Drain.SteadyJobsPerSec) per
+	// repetition; SteadyRatio is their median.
+	SteadyRatios []float64 `json:"steadyRatios"`
+	SteadyRatio  float64   `json:"steadyRatio"`
 	// Ceiling is concurrency × servers / latency, the most jobs/s the latency allows (0 at latency 0);
 	// CeilingShare is activator's median over it.
 	Ceiling      float64 `json:"ceiling,omitempty"`
@@ -87,7 +91,7 @@ func (b *bencher) compare(ctx context.Context) (*Compare, error) {
 		if rep%2 == 0 {
 			order = []string{SideActivator, SideBaseline}
 		}
-		var jps [2]float64
+		var jps, steady [2]float64
 		for i, side := range order {
 			r, err := b.run(ctx, runSpec{side: side, jobs: b.cfg.Jobs, procs: 1, servers: b.cfg.Servers,
 				rateLimit: b.cfg.RateLimit, rateBurst: b.cfg.RateBurst})
@@ -98,16 +102,19 @@ func (b *bencher) compare(ctx context.Context) (*Compare, error) {
 			b.logf("rep %d/%d %-9s %8.0f jobs/s  %.2fs  first call %.0f ms  steady %.0f/s  calls/activation %.3f  redis cmds/job %.2f  cpu %.0f µs/job  rss %d MiB  load %s  other cores %.2f %s",
 				rep, b.cfg.Reps, side, r.JobsPerSec, r.ElapsedSec, r.FirstCallSec*1000, r.SteadyJobsPerSec, r.CallsPerActivation, r.RedisCmdsPerJob, r.CPUPerJobUS, r.PeakRSSKB/1024, r.Load, r.OtherCores, r.Problem)
 			c.Runs = append(c.Runs, r)
-			if side == SideBaseline {
-				jps[0] = r.JobsPerSec
-			} else {
-				jps[1] = r.JobsPerSec
+			k := 0
+			if side == SideActivator {
+				k = 1
 			}
+			jps[k], steady[k] = r.JobsPerSec, r.SteadyJobsPerSec
 		}
 		c.Ratios = append(c.Ratios, jps[1]/jps[0])
+		if steady[0] > 0 {
+			c.SteadyRatios = append(c.SteadyRatios, steady[1]/steady[0])
+		}
 	}
 	c.Baseline, c.Activator = sideOf(c.Runs, SideBaseline), sideOf(c.Runs, SideActivator)
-	c.Ratio = median(c.Ratios)
+	c.Ratio, c.SteadyRatio = median(c.Ratios), median(c.SteadyRatios)
 	if b.cfg.Latency > 0 {
 		c.Ceiling = float64(b.cfg.Concurrency*b.cfg.Servers) / b.cfg.Latency.Seconds()
 		c.CeilingShare = c.Activator.MedianJobsPerSec / c.Ceiling

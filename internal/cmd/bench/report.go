@@ -68,9 +68,9 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "activator worker environment also: %s\n", strings.Join(p.WorkerEnv, " "))
 	}
 	if c := r.Compare; c != nil {
-		fmt.Fprintf(w, "\nbaseline (plain asynq) vs activator: jobs/s from worker start to queue drained\n")
+		fmt.Fprintf(w, "\nbaseline (plain asynq) vs activator: jobs/s from worker start to queue drained; steady ratio: of the rates between 10%% and 90%% of each drain's calls\n")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "rep\tfirst\tbaseline\tactivator\tratio\tload at start\tother cores (b/a)\t")
+		fmt.Fprintln(tw, "rep\tfirst\tbaseline\tactivator\tratio\tsteady ratio\tload at start\tother cores (b/a)\t")
 		for i, ratio := range c.Ratios {
 			var bl, ac Drain
 			for _, run := range c.Runs {
@@ -88,9 +88,13 @@ func (r *Report) Print(w io.Writer) {
 			if ac.Order == 1 {
 				load = ac.Load
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%.0f\t%.0f\t%.3f\t%s\t%.2f/%.2f\t\n", i+1, first, bl.JobsPerSec, ac.JobsPerSec, ratio, load, bl.OtherCores, ac.OtherCores)
+			steady := 0.0
+			if bl.SteadyJobsPerSec > 0 {
+				steady = ac.SteadyJobsPerSec / bl.SteadyJobsPerSec
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%.0f\t%.0f\t%.3f\t%.3f\t%s\t%.2f/%.2f\t\n", i+1, first, bl.JobsPerSec, ac.JobsPerSec, ratio, steady, load, bl.OtherCores, ac.OtherCores)
 		}
-		fmt.Fprintf(tw, "median\t\t%.0f\t%.0f\t%.3f\t\t\t\n", c.Baseline.MedianJobsPerSec, c.Activator.MedianJobsPerSec, c.Ratio)
+		fmt.Fprintf(tw, "median\t\t%.0f\t%.0f\t%.3f\t%.3f\t\t\t\n", c.Baseline.MedianJobsPerSec, c.Activator.MedianJobsPerSec, c.Ratio, c.SteadyRatio)
 		tw.Flush()
 		if c.Ceiling > 0 {
 			fmt.Fprintf(w, "ceiling concurrency×servers/latency = %.0f jobs/s; activator reaches %.1f%% of it, baseline %.1f%%\n",

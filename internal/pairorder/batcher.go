@@ -1,0 +1,132 @@
+package pairorder
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/versori/activator/versori"
+)
+
+// Batcher takes and gives back one worker's turns, sending the Begins and Ends asked for while a
+// script call is in flight together in the next call (Order.Turns). A lone Begin goes at once, so an
+// idle worker waits no longer than one round trip; under load one call serves many jobs, where a
+// call per job cost the worker and Redis about as much as the rest of the job's own Redis work. It is
+// safe for concurrent use.
+type Batcher struct {
+	o       *Order
+	log     *slog.Logger
+	timeout time.Duration
+
+	mu       sync.Mutex
+	begins   []*beginning
+	ends     []Ending
+	flushing bool // a goroutine is sending, and takes what is pending before it stops
+	wg       sync.WaitGroup
+}
+
+// beginning is one Begin waiting for its batch's answer.
+type beginning struct {
+	Beginning
+	done chan struct{} // closed once got and err are set
+	got  Began
+	err  error
+	// abandoned: Begin returned before the answer (its context ended); a turn taken for it is
+	// given back at once, so that the pair is not held until the hold ends.
+	abandoned bool
+}
+
+// NewBatcher returns a Batcher of o; each script call may take timeout, and give-backs that fail
+// are logged to log (their turns pass on when their holds end).
+func NewBatcher(o *Order, timeout time.Duration, log *slog.Logger) *Batcher {
+	return &Batcher{o: o, timeout: timeout, log: log}
+}
+
+// Begin is Order.Begin, sent with the other Begins and Ends asked for meanwhile. If ctx ends first it
+// returns ctx's error, and a turn the call then takes is given back.
+func (b *Batcher) Begin(ctx context.Context, pair versori.Pair, seq int64, run string, hold time.Duration) (Turn, time.Duration, error) {
+	r := &beginning{Beginning: Beginning{Pair: pair, Seq: seq, Run: run, Hold: hold}, done: make(chan struct{})}
+	b.mu.Lock()
+	b.begins = append(b.begins, r)
+	b.flushLocked()
+	b.mu.Unlock()
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		b.mu.Lock()
+		select {
+		case <-r.done: // answered meanwhile
+			b.mu.Unlock()
+		default:
+			r.abandoned = true
+			b.mu.Unlock()
+			return Busy, 0, ctx.Err()
+		}
+	}
+	if r.err != nil {
+		return Busy, 0, r.err
+	}
+	return r.got.Turn, r.got.Wait, nil
+}
+
+// End is Order.End, sent behind the caller: it returns at once. Wait waits for it.
+func (b *Batcher) End(pair versori.Pair, run string, settle time.Duration) {
+	b.mu.Lock()
+	b.ends = append(b.ends, Ending{Pair: pair, Run: run, Settle: settle})
+	b.flushLocked()
+	b.mu.Unlock()
+}
+
+// Wait waits until nothing is pending or being sent.
+func (b *Batcher) Wait() { b.wg.Wait() }
+
+// flushLocked starts the sending goroutine unless it runs. b.mu is held.
+func (b *Batcher) flushLocked() {
+	if b.flushing {
+		return
+	}
+	b.flushing = true
+	b.wg.Add(1)
+	go b.send()
+}
+
+// send sends what is pending until nothing is.
+func (b *Batcher) send() {
+	defer b.wg.Done()
+	for {
+		b.mu.Lock()
+		begins, ends := b.begins, b.ends
+		b.begins, b.ends = nil, nil
+		if len(begins) == 0 && len(ends) == 0 {
+			b.flushing = false
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+		req := make([]Beginning, len(begins))
+		for i, r := range begins {
+			req[i] = r.Beginning
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+		got, err := b.o.Turns(ctx, ends, req)
+		cancel()
+		if err != nil && len(ends) > 0 {
+			b.log.Warn("could not give pairs' turns back; they pass on when their holds end",
+				"turns", len(ends), "error", err.Error())
+		}
+		b.mu.Lock()
+		for i, r := range begins {
+			if i < len(got) {
+				r.got = got[i]
+			} else {
+				r.err = err
+			}
+			if r.abandoned && r.err == nil && r.got.Turn == Go {
+				b.ends = append(b.ends, Ending{Pair: r.Pair, Run: r.Run})
+			}
+			close(r.done)
+		}
+		b.mu.Unlock()
+	}
+}
