@@ -22,6 +22,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/versori/activator/internal/intake"
+	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/producer"
 	"github.com/versori/activator/versori"
 	"github.com/versori/activator/versori/versoritest"
@@ -84,11 +85,14 @@ type LatencyPhase struct {
 	AllMS    []float64 `json:"allMs"` // in the order sent
 	// IntakeMS is the median time the intake took to answer 202, which precedes the latency.
 	IntakeMS float64 `json:"intakeMs"`
+	// AheadMedian and AheadMax are the pending tasks an event found queued ahead of it (LLEN just
+	// before it was posted): the FIFO it waits through besides the poll.
+	AheadMedian float64 `json:"aheadMedian"`
+	AheadMax    int64   `json:"aheadMax"`
 	// BackgroundTarget and BackgroundRate are the busy phase's background jobs/s, asked and
-	// enqueued; BackgroundLeft is what was still queued when the last event had been activated.
+	// enqueued.
 	BackgroundTarget float64 `json:"backgroundTarget,omitempty"`
 	BackgroundRate   float64 `json:"backgroundRate,omitempty"`
-	BackgroundLeft   int     `json:"backgroundLeft,omitempty"`
 	Load             string  `json:"load"`
 }
 
@@ -191,7 +195,7 @@ func (b *bencher) latencyPass(ctx context.Context, poll string) (LatencyPass, er
 	if err := r.startIntake(ctx); err != nil {
 		return p, err
 	}
-	if p.Idle, err = r.events(ctx, "idle"); err != nil {
+	if p.Idle, err = r.events(ctx, "idle", nil); err != nil {
 		return p, err
 	}
 	b.logf("POLL_INTERVAL %s idle: median %.0f ms, p90 %.0f, worst %.0f (%d/%d)", poll, p.Idle.MedianMS, p.Idle.P90MS, p.Idle.WorstMS, p.Idle.Measured, p.Idle.Events)
@@ -206,8 +210,8 @@ func (b *bencher) latencyPass(ctx context.Context, poll string) (LatencyPass, er
 	if p.Busy, err = r.busy(ctx, rate); err != nil {
 		return p, err
 	}
-	b.logf("POLL_INTERVAL %s busy: median %.0f ms, p90 %.0f, worst %.0f (%d/%d), background %.0f jobs/s, %d left queued",
-		poll, p.Busy.MedianMS, p.Busy.P90MS, p.Busy.WorstMS, p.Busy.Measured, p.Busy.Events, p.Busy.BackgroundRate, p.Busy.BackgroundLeft)
+	b.logf("POLL_INTERVAL %s busy: median %.0f ms, p90 %.0f, worst %.0f (%d/%d), background %.0f jobs/s, queued ahead median %.0f max %d",
+		poll, p.Busy.MedianMS, p.Busy.P90MS, p.Busy.WorstMS, p.Busy.Measured, p.Busy.Events, p.Busy.BackgroundRate, p.Busy.AheadMedian, p.Busy.AheadMax)
 	return p, nil
 }
 
@@ -337,8 +341,10 @@ func signupRequest(user string) versori.ActivationRequest {
 }
 
 // events posts Config.Events signed signup events to the intake, Config.EventGap apart on a fixed
-// schedule, and measures each from its 202 to the stand-in receiving its POST /activations.
-func (r *latencyRun) events(ctx context.Context, phase string) (LatencyPhase, error) {
+// schedule, and measures each from its 202 to the stand-in receiving its POST /activations. sent,
+// if not nil, is called a second after the last event: the stand-in's list of calls is read only
+// after it, since serving a long list costs CPU the last events would otherwise wait for.
+func (r *latencyRun) events(ctx context.Context, phase string, sent func()) (LatencyPhase, error) {
 	b := r.b
 	ph := LatencyPhase{Events: b.cfg.Signup.Events, Load: loadAvg()}
 	wh, err := standardwebhooks.NewWebhook(r.secret)
@@ -348,6 +354,7 @@ func (r *latencyRun) events(ctx context.Context, phase string) (LatencyPhase, er
 	users := make([]string, b.cfg.Signup.Events)
 	accepted := make([]time.Time, b.cfg.Signup.Events)
 	intakeMS := make([]float64, 0, b.cfg.Signup.Events)
+	ahead := make([]float64, 0, b.cfg.Signup.Events)
 	t0 := time.Now()
 	for i := range b.cfg.Signup.Events {
 		if err := sleepCtx(ctx, time.Until(t0.Add(time.Duration(i)*b.cfg.Signup.EventGap))); err != nil {
@@ -358,13 +365,25 @@ func (r *latencyRun) events(ctx context.Context, phase string) (LatencyPhase, er
 		if err != nil {
 			return ph, err
 		}
-		sent := time.Now()
+		n, err := b.rdb.LLen(ctx, rediskeys.AsynqPending(queue)).Result()
+		if err != nil {
+			return ph, err
+		}
+		ahead = append(ahead, float64(n))
+		ph.AheadMax = max(ph.AheadMax, n)
+		start := time.Now()
 		if accepted[i], err = r.post(ctx, wh, fmt.Sprintf("%s-%s-%d", r.name, phase, i), body); err != nil {
 			return ph, fmt.Errorf("signup event %d: %w", i, err)
 		}
-		intakeMS = append(intakeMS, ms(accepted[i].Sub(sent)))
+		intakeMS = append(intakeMS, ms(accepted[i].Sub(start)))
 	}
-	ph.IntakeMS = median(intakeMS)
+	ph.IntakeMS, ph.AheadMedian = median(intakeMS), median(ahead)
+	if err := sleepCtx(ctx, time.Second); err != nil {
+		return ph, err
+	}
+	if sent != nil {
+		sent()
+	}
 	calls, err := r.waitCalls(ctx, users, 30*time.Second)
 	if err != nil {
 		return ph, err
@@ -525,16 +544,20 @@ func (r *latencyRun) busy(ctx context.Context, rate float64) (LatencyPhase, erro
 	// The stream reaches its steady state before the first event.
 	err := sleepCtx(ctx, 2*time.Second)
 	var ph LatencyPhase
+	var elapsed time.Duration
 	if err == nil {
-		ph, err = r.events(ctx, "busy")
-	}
-	if info, ierr := b.insp.GetQueueInfo(queue); ierr == nil {
-		ph.BackgroundLeft = info.Pending
+		ph, err = r.events(ctx, "busy", func() {
+			stop()
+			elapsed = time.Since(start)
+		})
 	}
 	stop()
 	wg.Wait()
+	if elapsed == 0 {
+		elapsed = time.Since(start)
+	}
 	ph.BackgroundTarget = rate
-	ph.BackgroundRate = float64(enqueued.Load()) / time.Since(start).Seconds()
+	ph.BackgroundRate = float64(enqueued.Load()) / elapsed.Seconds()
 	if err == nil && bgErr != nil && !errors.Is(bgErr, context.Canceled) {
 		err = fmt.Errorf("background stream: %w", bgErr)
 	}
@@ -610,20 +633,19 @@ func (l *Latency) print(w io.Writer) {
 	fmt.Fprintf(w, "\nsignup event to activation call: from `enqueue serve`'s 202 to the stand-in receiving the POST, %d signed events %.0f ms apart\n", l.Events, l.GapMS)
 	fmt.Fprintf(w, "(the worker is the real cmd/worker with its defaults, given only Redis, the stand-in, QUEUE and METRICS_ADDR, and POLL_INTERVAL as the table says; the activator worker line above is the compare modes')\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "POLL_INTERVAL\tphase\tmeasured\tmedian ms\tp90 ms\tworst ms\tbest ms\tintake 202 ms\tbackground jobs/s (asked/enqueued)\tcapacity jobs/s\tleft queued\tload\t")
+	fmt.Fprintln(tw, "POLL_INTERVAL\tphase\tmeasured\tmedian ms\tp90 ms\tworst ms\tbest ms\tintake 202 ms\tqueued ahead (median/max)\tbackground jobs/s (asked/enqueued)\tcapacity jobs/s\tload\t")
 	for _, p := range l.Passes {
 		for _, x := range []struct {
 			name string
 			ph   LatencyPhase
 		}{{"idle", p.Idle}, {"busy", p.Busy}} {
-			bg, capacity, left := "", "", ""
+			bg, capacity := "", ""
 			if x.name == "busy" {
 				bg = fmt.Sprintf("%.0f/%.0f", x.ph.BackgroundTarget, x.ph.BackgroundRate)
 				capacity = fmt.Sprintf("%.0f", p.CapacityJobsPerSec)
-				left = strconv.Itoa(x.ph.BackgroundLeft)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%s\t%s\t%s\t%s\t\n", p.PollInterval, x.name, x.ph.Measured, x.ph.Events,
-				x.ph.MedianMS, x.ph.P90MS, x.ph.WorstMS, x.ph.BestMS, x.ph.IntakeMS, bg, capacity, left, x.ph.Load)
+			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%.0f/%d\t%s\t%s\t%s\t\n", p.PollInterval, x.name, x.ph.Measured, x.ph.Events,
+				x.ph.MedianMS, x.ph.P90MS, x.ph.WorstMS, x.ph.BestMS, x.ph.IntakeMS, x.ph.AheadMedian, x.ph.AheadMax, bg, capacity, x.ph.Load)
 		}
 	}
 	tw.Flush()
