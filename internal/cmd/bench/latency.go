@@ -82,7 +82,8 @@ type LatencyPhase struct {
 	P90MS    float64   `json:"p90Ms"`
 	WorstMS  float64   `json:"worstMs"`
 	BestMS   float64   `json:"bestMs"`
-	AllMS    []float64 `json:"allMs"` // in the order sent
+	AllMS    []float64 `json:"allMs"`          // of the events measured, in the order sent
+	Lost     []int     `json:"lost,omitempty"` // the events not measured, by their place in the order sent
 	// IntakeMS is the median time the intake took to answer 202, which precedes the latency.
 	IntakeMS float64 `json:"intakeMs"`
 	// AheadMedian and AheadMax are the pending tasks an event found queued ahead of it (LLEN just
@@ -391,7 +392,7 @@ func (r *latencyRun) events(ctx context.Context, phase string, sent func()) (Lat
 	for i, u := range users {
 		at, ok := calls[strings.ToUpper(u)]
 		if !ok {
-			ph.AllMS = append(ph.AllMS, math.NaN())
+			ph.Lost = append(ph.Lost, i)
 			continue
 		}
 		// Same machine, so the stand-in's wall clock is the bench's. The worker may take the job
@@ -617,11 +618,12 @@ func background(ctx context.Context, b *bencher, rate float64, enqueued *atomic.
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// summarize returns the median, 90th percentile (nearest rank), worst and best of xs, NaNs left out.
+// summarize returns the median, 90th percentile (nearest rank), worst and best of xs; all 0 when
+// xs is empty (JSON has no NaN).
 func summarize(xs []float64) (med, p90, worst, best float64) {
-	s := slices.DeleteFunc(slices.Clone(xs), math.IsNaN)
+	s := slices.Clone(xs)
 	if len(s) == 0 {
-		return math.NaN(), math.NaN(), math.NaN(), math.NaN()
+		return 0, 0, 0, 0
 	}
 	slices.Sort(s)
 	rank := int(math.Ceil(0.9*float64(len(s)))) - 1
