@@ -37,6 +37,7 @@ const (
 	ModeHorizontal = "horizontal" // several activator processes under one global rate limit
 	ModeEnqueue    = "enqueue"    // enqueue file only
 	ModeAll        = "all"
+	// ModeLatency (latency.go) is not part of ModeAll.
 )
 
 // Sides.
@@ -99,6 +100,9 @@ type Config struct {
 	CommandLine string
 	Baseline    Command // the baseline worker (BaselineWorker behind a command line)
 	Progress    io.Writer
+
+	// Signup configures ModeLatency.
+	Signup LatencyConfig
 }
 
 func (c *Config) defaults() error {
@@ -106,9 +110,12 @@ func (c *Config) defaults() error {
 		c.Mode = ModeCompare
 	}
 	switch c.Mode {
-	case ModeCompare, ModeServers, ModeHorizontal, ModeEnqueue, ModeAll:
+	case ModeCompare, ModeServers, ModeHorizontal, ModeEnqueue, ModeAll, ModeLatency:
 	default:
-		return fmt.Errorf("-mode %q: want compare, servers, horizontal, enqueue or all", c.Mode)
+		return fmt.Errorf("-mode %q: want compare, servers, horizontal, enqueue, latency or all", c.Mode)
+	}
+	if err := c.Signup.defaults(); err != nil {
+		return err
 	}
 	if c.Jobs < 1 || c.Concurrency < 1 || c.Servers < 1 || c.Reps < 1 {
 		return errors.New("-jobs, -concurrency, -servers and -reps must be at least 1")
@@ -225,6 +232,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if (cfg.Mode == ModeCompare || cfg.Mode == ModeEnqueue || cfg.Mode == ModeAll) && cfg.EnqueueRows > 0 {
 		if rep.Enqueue, err = b.enqueue(ctx); err != nil {
+			return rep, err
+		}
+	}
+	if cfg.Mode == ModeLatency {
+		if rep.Latency, err = b.latency(ctx); err != nil {
 			return rep, err
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Main runs the bench command with args and returns its exit code: `bench [flags]`, or
@@ -47,14 +48,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 	var c Config
 	var asJSON bool
-	var sweep, procs string
+	var sweep, procs, polls string
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: bench [flags]   (modes: compare, servers, horizontal, enqueue, all)\n")
+		fmt.Fprintf(stderr, "usage: bench [flags]   (modes: compare, servers, horizontal, enqueue, latency, all)\n")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&c.Mode, "mode", ModeCompare, "compare: plain asynq vs activator, exact command accounting, enqueue file; servers: WORKER_SERVERS sweep; horizontal: several worker processes under one rate limit; enqueue; all")
+	fs.StringVar(&c.Mode, "mode", ModeCompare, "compare: plain asynq vs activator, exact command accounting, enqueue file; servers: WORKER_SERVERS sweep; horizontal: several worker processes under one rate limit; enqueue; latency: signup event to API call through enqueue serve, idle and busy, and an idle worker's Redis commands/s; all (not latency)")
 	fs.DurationVar(&c.Latency, "latency", 0, "the stand-in's latency per call")
 	fs.IntVar(&c.Jobs, "jobs", 20000, "jobs per drain")
 	fs.IntVar(&c.Concurrency, "concurrency", 50, "jobs in flight per asynq server (both sides)")
@@ -84,6 +85,11 @@ func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 		c.WorkerEnv = append(c.WorkerEnv, v)
 		return nil
 	})
+	fs.IntVar(&c.Signup.Events, "events", 40, "latency mode: signed signup events per phase")
+	fs.DurationVar(&c.Signup.EventGap, "event-gap", 250*time.Millisecond, "latency mode: time between signup events")
+	fs.DurationVar(&c.Signup.IdleWindow, "idle-window", 10*time.Second, "latency mode: how long the idle worker's Redis commands are counted (MONITOR)")
+	fs.IntVar(&c.Signup.BusyRate, "busy-rate", 0, "latency mode: background jobs/s while busy (0: half the capacity measured on a backlog)")
+	fs.StringVar(&polls, "poll-intervals", pollDefault, "latency mode: POLL_INTERVAL of each pass, comma-separated (default: the worker's own)")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {
 		return c, false, err
@@ -98,6 +104,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 	if c.HorizontalProcs, err = intList(procs); err != nil {
 		return c, false, fmt.Errorf("-procs: %w", err)
 	}
+	c.Signup.PollIntervals = strings.Split(polls, ",")
 	return c, asJSON, nil
 }
 

@@ -19,6 +19,7 @@ type Report struct {
 	Servers     *Sweep      `json:"servers,omitempty"`
 	Horizontal  *Horizontal `json:"horizontal,omitempty"`
 	Enqueue     *Enqueue    `json:"enqueue,omitempty"`
+	Latency     *Latency    `json:"latency,omitempty"`
 }
 
 // Profile is the run's settings.
@@ -179,6 +180,9 @@ func (r *Report) Print(w io.Writer) {
 				time.Duration(run.ElapsedSec*float64(time.Second)).Round(time.Millisecond), float64(run.PeakRSSKB)/1024, run.Load)
 		}
 		tw.Flush()
+	}
+	if r.Latency != nil {
+		r.Latency.print(w)
 	}
 }
 

@@ -219,7 +219,7 @@ func TestParseSettings(t *testing.T) {
 			if s.Concurrency != 50 || s.Servers != 1 || s.Queue != "activations" || s.MetricsAddr != ":9464" {
 				t.Errorf("Concurrency %d Servers %d Queue %q MetricsAddr %q", s.Concurrency, s.Servers, s.Queue, s.MetricsAddr)
 			}
-			if s.Versori.Timeout != 30*time.Second || s.ShutdownGrace != 10*time.Second || s.SweepInterval != 30*time.Second || s.PollInterval != time.Second {
+			if s.Versori.Timeout != 30*time.Second || s.ShutdownGrace != 10*time.Second || s.SweepInterval != 30*time.Second || s.PollInterval != 100*time.Millisecond {
 				t.Errorf("Timeout %s ShutdownGrace %s SweepInterval %s PollInterval %s", s.Versori.Timeout, s.ShutdownGrace, s.SweepInterval, s.PollInterval)
 			}
 			if p := s.Policy; p.Base != time.Second || p.Cap != 10*time.Minute || p.RateLimitWait != 5*time.Second || p.QuickRetries != 2 {
