@@ -6,6 +6,7 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -75,6 +76,11 @@ type Config struct {
 	SweepServers         []int
 	HorizontalProcs      []int
 	HorizontalRate       int // VERSORI_RATE_LIMIT shared by the processes of the horizontal mode
+	// Concurrencies are the concurrency mode's points; each drain there lasts about DrainSeconds at
+	// the rate its concurrency allows, CPURate jobs/s at most (what one process drains when the CPU
+	// is the limit), ConcurrencyReps times per side.
+	Concurrencies                          []int
+	DrainSeconds, CPURate, ConcurrencyReps int
 	// Claimed says the caller already owns RedisDB under the test suite's claim (testutil); otherwise
 	// the bench claims it the same way, so that tests running meanwhile do not flush it mid-run.
 	Claimed bool
@@ -106,9 +112,9 @@ func (c *Config) defaults() error {
 		c.Mode = ModeCompare
 	}
 	switch c.Mode {
-	case ModeCompare, ModeServers, ModeHorizontal, ModeEnqueue, ModeAll:
+	case ModeCompare, ModeServers, ModeHorizontal, ModeEnqueue, ModeAll, ModeConcurrency:
 	default:
-		return fmt.Errorf("-mode %q: want compare, servers, horizontal, enqueue or all", c.Mode)
+		return fmt.Errorf("-mode %q: want compare, servers, horizontal, enqueue, concurrency or all", c.Mode)
 	}
 	if c.Jobs < 1 || c.Concurrency < 1 || c.Servers < 1 || c.Reps < 1 {
 		return errors.New("-jobs, -concurrency, -servers and -reps must be at least 1")
@@ -139,6 +145,10 @@ func (c *Config) defaults() error {
 	if c.HorizontalRate < 1 {
 		c.HorizontalRate = 2000
 	}
+	if len(c.Concurrencies) == 0 {
+		c.Concurrencies = []int{50, 500, 2000}
+	}
+	c.DrainSeconds, c.CPURate, c.ConcurrencyReps = cmp.Or(c.DrainSeconds, 10), cmp.Or(c.CPURate, 3500), cmp.Or(c.ConcurrencyReps, 1)
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}
@@ -220,6 +230,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if cfg.Mode == ModeHorizontal || cfg.Mode == ModeAll {
 		if rep.Horizontal, err = b.horizontal(ctx); err != nil {
+			return rep, err
+		}
+	}
+	if cfg.Mode == ModeConcurrency {
+		if rep.Concurrency, err = b.concurrency(ctx); err != nil {
 			return rep, err
 		}
 	}

@@ -10,15 +10,16 @@ import (
 
 // Report is everything one bench run measured.
 type Report struct {
-	CommandLine string      `json:"commandLine"`
-	Source      string      `json:"source"` // what the worker, stand-in and enqueue binaries were built from
-	Machine     Machine     `json:"machine"`
-	Profile     Profile     `json:"profile"`
-	Compare     *Compare    `json:"compare,omitempty"`
-	Accounting  *Accounting `json:"accounting,omitempty"`
-	Servers     *Sweep      `json:"servers,omitempty"`
-	Horizontal  *Horizontal `json:"horizontal,omitempty"`
-	Enqueue     *Enqueue    `json:"enqueue,omitempty"`
+	CommandLine string       `json:"commandLine"`
+	Source      string       `json:"source"` // what the worker, stand-in and enqueue binaries were built from
+	Machine     Machine      `json:"machine"`
+	Profile     Profile      `json:"profile"`
+	Compare     *Compare     `json:"compare,omitempty"`
+	Accounting  *Accounting  `json:"accounting,omitempty"`
+	Servers     *Sweep       `json:"servers,omitempty"`
+	Horizontal  *Horizontal  `json:"horizontal,omitempty"`
+	Enqueue     *Enqueue     `json:"enqueue,omitempty"`
+	Concurrency *Concurrency `json:"concurrency,omitempty"`
 }
 
 // Profile is the run's settings.
@@ -165,6 +166,9 @@ func (r *Report) Print(w io.Writer) {
 				pt.WithinLimit, pt.RateLimitWaits, pt.RedisCmdsPerJob, float64(pt.PeakRSSKB)/1024, runsOther(pt.Runs))
 		}
 		tw.Flush()
+	}
+	if r.Concurrency != nil {
+		r.Concurrency.print(w, p.Latency)
 	}
 	if e := r.Enqueue; e != nil {
 		fmt.Fprintf(w, "\nenqueue file (real binary, JSONL, its default ENQUEUE_CONCURRENCY)\n")
