@@ -113,6 +113,10 @@ func (c *Concurrency) print(w io.Writer, latency string) {
 	}
 	tw.Flush()
 	for _, p := range c.Points {
+		fmt.Fprintf(w, "\nconcurrency %d: top Redis commands per job (INFO commandstats, median over reps; scripts' inner commands included)\n", p.Concurrency)
+		printShares(w, p.Baseline.TopCommands, p.Activator.TopCommands)
+	}
+	for _, p := range c.Points {
 		for _, r := range p.Runs {
 			if r.Problem != "" {
 				fmt.Fprintf(w, "PROBLEM concurrency %d rep %d %s: %s\n", p.Concurrency, r.Rep, r.Side, r.Problem)
