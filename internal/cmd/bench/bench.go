@@ -633,7 +633,7 @@ func mergeKeys(ms ...map[string]float64) map[string]bool {
 // timeout bounds one drain: generous against the ideal time concurrency and latency allow.
 func (b *bencher) timeout(s runSpec) time.Duration {
 	lat := max(b.cfg.Latency, time.Millisecond)
-	ideal := time.Duration(s.jobs) * lat / time.Duration(b.cfg.Concurrency*s.servers*s.procs)
+	ideal := time.Duration(s.jobs) * lat / time.Duration(b.cfg.Concurrency*max(s.servers, 1)*s.procs)
 	if s.rateLimit > 0 {
 		ideal = max(ideal, time.Duration(s.jobs)*time.Second/time.Duration(s.rateLimit))
 	}
@@ -671,8 +671,8 @@ func (b *bencher) startWorker(name string, i int, s runSpec, target string) (p *
 		"VERSORI_HUB_ID=" + versoritest.DefaultHubID,
 		"VERSORI_SIGNING_KEY_ID=", "VERSORI_SIGNING_KEY_FILE=",
 		// WORKER_CONCURRENCY is the process total, shared out among its servers: the same per-server
-		// concurrency as the baseline's.
-		"WORKER_CONCURRENCY=" + strconv.Itoa(b.cfg.Concurrency*s.servers),
+		// concurrency as the baseline's. Servers 0 leaves the count to the worker's default.
+		"WORKER_CONCURRENCY=" + strconv.Itoa(b.cfg.Concurrency*max(s.servers, 1)),
 		"WORKER_SERVERS=" + strconv.Itoa(s.servers),
 		"QUEUE=" + queue,
 		"METRICS_ADDR=" + maddr,

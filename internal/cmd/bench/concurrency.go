@@ -60,7 +60,13 @@ func (b *bencher) concurrency(ctx context.Context) (*Concurrency, error) {
 			}
 			turn++
 			for i, side := range order {
-				r, err := b.run(ctx, runSpec{side: side, jobs: p.Jobs, procs: 1, servers: 1,
+				// The baseline runs one asynq server, asynq's own default; activator its default
+				// WORKER_SERVERS for the concurrency, unless -worker-env sets one.
+				servers := 1
+				if side == SideActivator {
+					servers = 0
+				}
+				r, err := b.run(ctx, runSpec{side: side, jobs: p.Jobs, procs: 1, servers: servers,
 					rateLimit: b.cfg.RateLimit, rateBurst: b.cfg.RateBurst})
 				r.Rep, r.Order = rep, i+1
 				if err != nil {
@@ -83,7 +89,8 @@ func (b *bencher) concurrency(ctx context.Context) (*Concurrency, error) {
 
 // print writes the concurrency sweep as one table, a row per concurrency and side.
 func (c *Concurrency) print(w io.Writer, latency string) {
-	fmt.Fprintf(w, "\nconcurrency sweep at stand-in latency %s: one process per side, WORKER_CONCURRENCY = the baseline's concurrency\n", latency)
+	fmt.Fprintf(w, "\nconcurrency sweep at stand-in latency %s: one process per side; the baseline one asynq server of that concurrency, "+
+		"activator WORKER_CONCURRENCY of it and its default WORKER_SERVERS and WORKER_PREFETCH\n", latency)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "concurrency\tside\tjobs\tjobs/s\tsteady/s\tceiling\tshare\tratio\tworker µs/job\tRedis µs/job\tstand-in µs/job\tpeak RSS MiB\tRedis cmds/job\tother cores\t")
 	for _, p := range c.Points {
