@@ -55,8 +55,14 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "binaries built from: %s\n", r.Source)
 	fmt.Fprintf(w, "machine: %d CPUs (%s), %s, Redis %s; load average before %s, after %s\n",
 		r.Machine.NProc, r.Machine.CPU, r.Machine.GoVersion, r.Machine.RedisVersion, r.Machine.LoadBefore, r.Machine.LoadAfter)
-	fmt.Fprintf(w, "profile: %d jobs, concurrency %d, servers %d, stand-in latency %s, %d reps, drain polled every %s; Redis %s db %d\n",
-		p.Jobs, p.Concurrency, p.Servers, p.Latency, p.Reps, p.Poll, p.RedisAddr, p.RedisDB)
+	if r.Concurrency != nil {
+		// The concurrency mode sizes its own drains and sets the concurrency per point.
+		fmt.Fprintf(w, "profile: concurrency sweep, stand-in latency %s, drain polled every %s; Redis %s db %d\n",
+			p.Latency, p.Poll, p.RedisAddr, p.RedisDB)
+	} else {
+		fmt.Fprintf(w, "profile: %d jobs, concurrency %d, servers %d, stand-in latency %s, %d reps, drain polled every %s; Redis %s db %d\n",
+			p.Jobs, p.Concurrency, p.Servers, p.Latency, p.Reps, p.Poll, p.RedisAddr, p.RedisDB)
+	}
 	fmt.Fprintf(w, "activator worker: breaker on, metrics on, QUEUE_METRICS %v, LOG_LEVEL info; WORKER_CONCURRENCY %d calls in flight, "+
 		"WORKER_PREFETCH default (a fifth of that: tasks held beyond the call slots; the baseline holds exactly its concurrency); "+
 		"VERSORI_RATE_LIMIT %d/s burst %d in compare and servers runs (not binding)",
