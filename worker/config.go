@@ -28,7 +28,8 @@ type Config struct {
 	// PrefetchAuto (DefaultConfig's) a fifth of Concurrency, at least 1.
 	Prefetch int
 	// Servers is how many asynq servers (fetch loops) the process runs against the queue; one asynq
-	// server fetches one task per Redis round trip, which caps it when jobs are fast.
+	// server fetches one task per Redis round trip, which caps it when jobs are fast or many are in
+	// flight. ServersAuto (DefaultConfig's) runs one per CallsPerServer of Concurrency.
 	Servers int
 	// ShutdownGrace is how long in-flight calls may take to finish after a stop signal; calls still
 	// running then are cut short and their jobs retried (after a look-up, since their outcome is
@@ -100,6 +101,20 @@ const DefaultPollInterval = 100 * time.Millisecond
 // PrefetchAuto, as Config.Prefetch, holds a fifth of Concurrency beyond it, at least 1.
 const PrefetchAuto = -1
 
+// ServersAuto, as Config.Servers, runs one asynq server per CallsPerServer of Concurrency, 1 to
+// MaxAutoServers.
+const ServersAuto = -1
+
+// CallsPerServer is the share of Concurrency one fetch loop feeds under ServersAuto. One loop
+// fetches a task per Redis round trip, which takes longer as the CPU fills: on a 2-core machine at
+// 200 ms per call, 500 calls in flight on one loop reached 60-70% of the plain asynq worker's jobs/s,
+// on two 93%, on four 99.5% (docs/operations.md, "Sizing WORKER_CONCURRENCY"). Each server costs a
+// few Redis commands a second of its own, idle or not.
+const CallsPerServer = 128
+
+// MaxAutoServers bounds ServersAuto: past a few fetch loops the CPU, not the fetching, is the limit.
+const MaxAutoServers = 8
+
 // DefaultConfig is the worker's configuration when nothing is set: the worker command's defaults
 // and the source of those WithDefaults gives. Versori.Auth and Versori.HubID have none.
 func DefaultConfig() Config {
@@ -107,7 +122,7 @@ func DefaultConfig() Config {
 		Queue:         tasks.DefaultQueue,
 		Concurrency:   50,
 		Prefetch:      PrefetchAuto,
-		Servers:       1,
+		Servers:       ServersAuto,
 		ShutdownGrace: 10 * time.Second,
 		SweepInterval: 30 * time.Second,
 		PollInterval:  DefaultPollInterval,
@@ -125,7 +140,7 @@ func DefaultConfig() Config {
 
 // WithDefaults returns c with each field left zero whose zero means "not set" (Queue, Servers,
 // the intervals, RateBurst, Logger, and those of Versori, Policy and Breaker) set from
-// DefaultConfig, and PrefetchAuto worked out. Fields whose zero means something (Concurrency:
+// DefaultConfig, and PrefetchAuto and ServersAuto worked out. Fields whose zero means something (Concurrency:
 // refused; Prefetch: none; MetricsAddr and AdminAddr: no listener; QueueMetrics, MaxAge, RateLimit and the
 // dead-letter bounds: off) are left as they are: start from DefaultConfig to get the command's.
 func (c Config) WithDefaults() Config {
@@ -135,6 +150,9 @@ func (c Config) WithDefaults() Config {
 		c.Prefetch = max(c.Concurrency/5, 1)
 	}
 	c.Servers = cmp.Or(c.Servers, d.Servers)
+	if c.Servers == ServersAuto {
+		c.Servers = min(max((c.Concurrency+CallsPerServer-1)/CallsPerServer, 1), MaxAutoServers)
+	}
 	c.ShutdownGrace = cmp.Or(c.ShutdownGrace, d.ShutdownGrace)
 	c.SweepInterval = cmp.Or(c.SweepInterval, d.SweepInterval)
 	c.PollInterval = cmp.Or(c.PollInterval, d.PollInterval)
@@ -161,8 +179,8 @@ func (c Config) Validate() error {
 		return bad("Concurrency", "must be at least 1, got %d", c.Concurrency)
 	case c.Prefetch < PrefetchAuto:
 		return bad("Prefetch", "must be 0 or more (-1: a fifth of Concurrency), got %d", c.Prefetch)
-	case c.Servers < 1 || c.Servers > 64:
-		return bad("Servers", "must be 1 to 64, got %d", c.Servers)
+	case (c.Servers < 1 || c.Servers > 64) && c.Servers != ServersAuto:
+		return bad("Servers", "must be 1 to 64 (-1: one per %d of Concurrency), got %d", CallsPerServer, c.Servers)
 	case c.ShutdownGrace <= 0:
 		return bad("ShutdownGrace", "must be positive, got %s", c.ShutdownGrace)
 	case c.SweepInterval <= 0:

@@ -30,12 +30,38 @@ func TestDefaultConfigIsValid(t *testing.T) {
 		t.Errorf("WithDefaults set QuickRetries %d", c.Policy.QuickRetries)
 	}
 	c.Policy.QuickRetries = d.Policy.QuickRetries
-	if c.Queue != d.Queue || c.Servers != d.Servers || c.ShutdownGrace != d.ShutdownGrace || c.Policy != d.Policy ||
+	if c.Queue != d.Queue || c.Servers != 1 || c.ShutdownGrace != d.ShutdownGrace || c.Policy != d.Policy ||
 		c.Versori.Timeout != d.Versori.Timeout || c.Breaker.MinCalls != d.Breaker.MinCalls || c.Prefetch != 2 {
 		t.Errorf("WithDefaults = %+v", c)
 	}
 	if c.MetricsAddr != "" || c.QueueMetrics || c.MaxAge != 0 {
 		t.Errorf("WithDefaults turned on what a zero turns off: MetricsAddr %q QueueMetrics %v MaxAge %s", c.MetricsAddr, c.QueueMetrics, c.MaxAge)
+	}
+}
+
+// TestServersAuto checks how many fetch loops ServersAuto runs for a concurrency, and that an
+// explicit count is kept.
+func TestServersAuto(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ concurrency, servers, want int }{
+		{1, worker.ServersAuto, 1},
+		{50, worker.ServersAuto, 1},
+		{128, worker.ServersAuto, 1},
+		{129, worker.ServersAuto, 2},
+		{500, worker.ServersAuto, 4},
+		{2000, worker.ServersAuto, worker.MaxAutoServers},
+		{50, 0, 1}, // zero is not set: DefaultConfig's ServersAuto
+		{2000, 3, 3},
+	}
+	for _, tt := range tests {
+		c := validConfig()
+		c.Concurrency, c.Servers = tt.concurrency, tt.servers
+		if err := c.Validate(); err != nil && tt.servers != 0 {
+			t.Errorf("concurrency %d servers %d: %v", tt.concurrency, tt.servers, err)
+		}
+		if got := c.WithDefaults().Servers; got != tt.want {
+			t.Errorf("concurrency %d servers %d: %d servers, want %d", tt.concurrency, tt.servers, got, tt.want)
+		}
 	}
 }
 
@@ -46,7 +72,7 @@ func TestConfigValidateNamesFields(t *testing.T) {
 		want string
 	}{
 		{func(c *worker.Config) { c.Concurrency = 0 }, "worker: Concurrency must be at least 1, got 0"},
-		{func(c *worker.Config) { c.Servers = 65 }, "worker: Servers must be 1 to 64, got 65"},
+		{func(c *worker.Config) { c.Servers = 65 }, "worker: Servers must be 1 to 64 (-1: one per 128 of Concurrency), got 65"},
 		{func(c *worker.Config) { c.Versori.HubID = "" }, "worker: Versori.HubID is required: the worker looks up a user's activations before retrying a call whose outcome is unknown"},
 		{func(c *worker.Config) { c.Versori.HubID = "hub1" }, `worker: Versori.HubID "hub1" is not a ULID (26 Crockford base32 characters)`},
 		{func(c *worker.Config) { c.Versori.Timeout = 0 }, "worker: Versori.Timeout must be positive, got 0s"},

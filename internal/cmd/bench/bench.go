@@ -6,6 +6,7 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -76,6 +77,11 @@ type Config struct {
 	SweepServers         []int
 	HorizontalProcs      []int
 	HorizontalRate       int // VERSORI_RATE_LIMIT shared by the processes of the horizontal mode
+	// Concurrencies are the concurrency mode's points; each drain there lasts about DrainSeconds at
+	// the rate its concurrency allows, CPURate jobs/s at most (what one process drains when the CPU
+	// is the limit), ConcurrencyReps times per side.
+	Concurrencies                          []int
+	DrainSeconds, CPURate, ConcurrencyReps int
 	// Claimed says the caller already owns RedisDB under the test suite's claim (testutil); otherwise
 	// the bench claims it the same way, so that tests running meanwhile do not flush it mid-run.
 	Claimed bool
@@ -110,9 +116,9 @@ func (c *Config) defaults() error {
 		c.Mode = ModeCompare
 	}
 	switch c.Mode {
-	case ModeCompare, ModeServers, ModeHorizontal, ModeEnqueue, ModeAll, ModeLatency:
+	case ModeCompare, ModeServers, ModeHorizontal, ModeEnqueue, ModeAll, ModeLatency, ModeConcurrency:
 	default:
-		return fmt.Errorf("-mode %q: want compare, servers, horizontal, enqueue, latency or all", c.Mode)
+		return fmt.Errorf("-mode %q: want compare, servers, horizontal, enqueue, latency, concurrency or all", c.Mode)
 	}
 	if err := c.Signup.defaults(); err != nil {
 		return err
@@ -146,6 +152,10 @@ func (c *Config) defaults() error {
 	if c.HorizontalRate < 1 {
 		c.HorizontalRate = 2000
 	}
+	if len(c.Concurrencies) == 0 {
+		c.Concurrencies = []int{50, 500, 2000}
+	}
+	c.DrainSeconds, c.CPURate, c.ConcurrencyReps = cmp.Or(c.DrainSeconds, 10), cmp.Or(c.CPURate, 3500), cmp.Or(c.ConcurrencyReps, 1)
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}
@@ -227,6 +237,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if cfg.Mode == ModeHorizontal || cfg.Mode == ModeAll {
 		if rep.Horizontal, err = b.horizontal(ctx); err != nil {
+			return rep, err
+		}
+	}
+	if cfg.Mode == ModeConcurrency {
+		if rep.Concurrency, err = b.concurrency(ctx); err != nil {
 			return rep, err
 		}
 	}
@@ -628,7 +643,7 @@ func mergeKeys(ms ...map[string]float64) map[string]bool {
 // timeout bounds one drain: generous against the ideal time concurrency and latency allow.
 func (b *bencher) timeout(s runSpec) time.Duration {
 	lat := max(b.cfg.Latency, time.Millisecond)
-	ideal := time.Duration(s.jobs) * lat / time.Duration(b.cfg.Concurrency*s.servers*s.procs)
+	ideal := time.Duration(s.jobs) * lat / time.Duration(b.cfg.Concurrency*max(s.servers, 1)*s.procs)
 	if s.rateLimit > 0 {
 		ideal = max(ideal, time.Duration(s.jobs)*time.Second/time.Duration(s.rateLimit))
 	}
@@ -666,8 +681,8 @@ func (b *bencher) startWorker(name string, i int, s runSpec, target string) (p *
 		"VERSORI_HUB_ID=" + versoritest.DefaultHubID,
 		"VERSORI_SIGNING_KEY_ID=", "VERSORI_SIGNING_KEY_FILE=",
 		// WORKER_CONCURRENCY is the process total, shared out among its servers: the same per-server
-		// concurrency as the baseline's.
-		"WORKER_CONCURRENCY=" + strconv.Itoa(b.cfg.Concurrency*s.servers),
+		// concurrency as the baseline's. Servers 0 leaves the count to the worker's default.
+		"WORKER_CONCURRENCY=" + strconv.Itoa(b.cfg.Concurrency*max(s.servers, 1)),
 		"WORKER_SERVERS=" + strconv.Itoa(s.servers),
 		"QUEUE=" + queue,
 		"METRICS_ADDR=" + maddr,

@@ -99,3 +99,48 @@ func TestTinyCompare(t *testing.T) {
 		t.Errorf("activator runs %.3f more HSETs per job inside scripts, want 2 (its batched result write, the pair's turn)", got)
 	}
 }
+
+// TestTinyConcurrency runs the concurrency mode on two small concurrencies with the real binaries:
+// each point drains both sides to completed with one call per activation, sized from the latency,
+// and activator runs the worker's default number of asynq servers.
+func TestTinyConcurrency(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the worker, stand-in and enqueue binaries and runs them")
+	}
+	db := testutil.Redis(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cfg := bench.Config{
+		Mode: bench.ModeConcurrency, Latency: 20 * time.Millisecond, Concurrencies: []int{10, 200},
+		DrainSeconds: 1, Jobs: 1, Concurrency: 1, Servers: 1, Reps: 1,
+		RedisAddr: db.Addr, RedisDB: db.Number, Claimed: true,
+		RateLimit: 100000, RateBurst: 100,
+		Baseline: bench.Command{Path: os.Args[0], Env: []string{baselineEnv + "=1"}},
+	}
+	rep, err := bench.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	rep.Print(&out)
+	t.Log("\n" + out.String())
+	c := rep.Concurrency
+	if c == nil || len(c.Points) != 2 {
+		t.Fatalf("concurrency = %+v, want two points", c)
+	}
+	for i, want := range []int{500, 3500} { // 1 s at 10/20ms = 500/s, and at the CPU's default 3,500/s
+		p := c.Points[i]
+		if p.Jobs != want || len(p.Runs) != 2 || p.Ratio <= 0 {
+			t.Errorf("concurrency %d: %d jobs, %d drains, ratio %v; want %d jobs, 2 drains", p.Concurrency, p.Jobs, len(p.Runs), p.Ratio, want)
+		}
+		for _, r := range p.Runs {
+			if r.Problem != "" || r.Completed != p.Jobs || r.CallsPerActivation != 1 || r.CPUPerJobUS <= 0 {
+				t.Errorf("concurrency %d %s: completed %d, %.3f calls per activation, %.0f µs/job, problem %q",
+					p.Concurrency, r.Side, r.Completed, r.CallsPerActivation, r.CPUPerJobUS, r.Problem)
+			}
+		}
+	}
+	if !strings.Contains(out.String(), "concurrency sweep") {
+		t.Error("the report has no concurrency table")
+	}
+}

@@ -38,3 +38,22 @@ func TestMedian(t *testing.T) {
 		t.Errorf("median = %v", m)
 	}
 }
+
+func TestConcurrencyJobs(t *testing.T) {
+	for _, tc := range []struct {
+		concurrency   int
+		latency       time.Duration
+		cpuRate, secs int
+		want          int
+	}{
+		{50, 200 * time.Millisecond, 3500, 10, 2500},    // the latency's ceiling, 250/s
+		{500, 200 * time.Millisecond, 3500, 10, 25000},  // 2,500/s
+		{2000, 200 * time.Millisecond, 3500, 10, 35000}, // the CPU's rate, below 10,000/s
+		{50, 0, 3500, 10, 35000},                        // no latency: the CPU's rate
+		{1, time.Second, 3500, 10, 100},                 // never under 100 jobs
+	} {
+		if got := concurrencyJobs(tc.concurrency, tc.latency, tc.cpuRate, tc.secs); got != tc.want {
+			t.Errorf("concurrencyJobs(%d, %s, %d, %d) = %d, want %d", tc.concurrency, tc.latency, tc.cpuRate, tc.secs, got, tc.want)
+		}
+	}
+}

@@ -48,14 +48,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 	var c Config
 	var asJSON bool
-	var sweep, procs, polls string
+	var sweep, procs, polls, concs string
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: bench [flags]   (modes: compare, servers, horizontal, enqueue, latency, all)\n")
+		fmt.Fprintf(stderr, "usage: bench [flags]   (modes: compare, servers, horizontal, enqueue, latency, concurrency, all)\n")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&c.Mode, "mode", ModeCompare, "compare: plain asynq vs activator, exact command accounting, enqueue file; servers: WORKER_SERVERS sweep; horizontal: several worker processes under one rate limit; enqueue; latency: signup event to API call through enqueue serve, idle and busy, and an idle worker's Redis commands/s; all (not latency)")
+	fs.StringVar(&c.Mode, "mode", ModeCompare, "compare: plain asynq vs activator, exact command accounting, enqueue file; servers: WORKER_SERVERS sweep; horizontal: several worker processes under one rate limit; enqueue; latency: signup event to API call through enqueue serve, idle and busy, and an idle worker's Redis commands/s; concurrency: both sides at each of -concurrencies; all (not latency or concurrency)")
 	fs.DurationVar(&c.Latency, "latency", 0, "the stand-in's latency per call")
 	fs.IntVar(&c.Jobs, "jobs", 20000, "jobs per drain")
 	fs.IntVar(&c.Concurrency, "concurrency", 50, "jobs in flight per asynq server (both sides)")
@@ -71,6 +71,10 @@ func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 	fs.BoolVar(&c.QueueMetrics, "queue-metrics", false, "activator's QUEUE_METRICS")
 	fs.StringVar(&sweep, "sweep-servers", "1,2,4", "WORKER_SERVERS values of the servers mode")
 	fs.StringVar(&procs, "procs", "1,2,4", "worker process counts of the horizontal mode")
+	fs.StringVar(&concs, "concurrencies", "50,500,2000", "concurrency mode: the concurrencies (calls in flight per process) drained by both sides")
+	fs.IntVar(&c.DrainSeconds, "drain-seconds", 10, "concurrency mode: each drain's jobs last about this long at the rate its concurrency allows")
+	fs.IntVar(&c.CPURate, "cpu-rate", 3500, "concurrency mode: jobs/s one process drains when the CPU is the limit, which caps the rate drains are sized for")
+	fs.IntVar(&c.ConcurrencyReps, "concurrency-reps", 1, "concurrency mode: drains per side and concurrency (the order alternates)")
 	fs.IntVar(&c.HorizontalRate, "horizontal-rate", 2000, "VERSORI_RATE_LIMIT the horizontal mode's processes share (burst 1)")
 	fs.StringVar(&c.GitRef, "git-ref", "", "build the worker, stand-in and enqueue from this commit's files (git archive) instead of the working tree")
 	fs.StringVar(&c.ModuleDir, "module-dir", "", "the activator module to build the binaries from (default: the one holding the working directory)")
@@ -105,6 +109,9 @@ func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 		return c, false, fmt.Errorf("-procs: %w", err)
 	}
 	c.Signup.PollIntervals = strings.Split(polls, ",")
+	if c.Concurrencies, err = intList(concs); err != nil {
+		return c, false, fmt.Errorf("-concurrencies: %w", err)
+	}
 	return c, asJSON, nil
 }
 

@@ -10,16 +10,17 @@ import (
 
 // Report is everything one bench run measured.
 type Report struct {
-	CommandLine string      `json:"commandLine"`
-	Source      string      `json:"source"` // what the worker, stand-in and enqueue binaries were built from
-	Machine     Machine     `json:"machine"`
-	Profile     Profile     `json:"profile"`
-	Compare     *Compare    `json:"compare,omitempty"`
-	Accounting  *Accounting `json:"accounting,omitempty"`
-	Servers     *Sweep      `json:"servers,omitempty"`
-	Horizontal  *Horizontal `json:"horizontal,omitempty"`
-	Enqueue     *Enqueue    `json:"enqueue,omitempty"`
-	Latency     *Latency    `json:"latency,omitempty"`
+	CommandLine string       `json:"commandLine"`
+	Source      string       `json:"source"` // what the worker, stand-in and enqueue binaries were built from
+	Machine     Machine      `json:"machine"`
+	Profile     Profile      `json:"profile"`
+	Compare     *Compare     `json:"compare,omitempty"`
+	Accounting  *Accounting  `json:"accounting,omitempty"`
+	Servers     *Sweep       `json:"servers,omitempty"`
+	Horizontal  *Horizontal  `json:"horizontal,omitempty"`
+	Enqueue     *Enqueue     `json:"enqueue,omitempty"`
+	Latency     *Latency     `json:"latency,omitempty"`
+	Concurrency *Concurrency `json:"concurrency,omitempty"`
 }
 
 // Profile is the run's settings.
@@ -55,8 +56,14 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "binaries built from: %s\n", r.Source)
 	fmt.Fprintf(w, "machine: %d CPUs (%s), %s, Redis %s; load average before %s, after %s\n",
 		r.Machine.NProc, r.Machine.CPU, r.Machine.GoVersion, r.Machine.RedisVersion, r.Machine.LoadBefore, r.Machine.LoadAfter)
-	fmt.Fprintf(w, "profile: %d jobs, concurrency %d, servers %d, stand-in latency %s, %d reps, drain polled every %s; Redis %s db %d\n",
-		p.Jobs, p.Concurrency, p.Servers, p.Latency, p.Reps, p.Poll, p.RedisAddr, p.RedisDB)
+	if r.Concurrency != nil {
+		// The concurrency mode sizes its own drains and sets the concurrency per point.
+		fmt.Fprintf(w, "profile: concurrency sweep, stand-in latency %s, drain polled every %s; Redis %s db %d\n",
+			p.Latency, p.Poll, p.RedisAddr, p.RedisDB)
+	} else {
+		fmt.Fprintf(w, "profile: %d jobs, concurrency %d, servers %d, stand-in latency %s, %d reps, drain polled every %s; Redis %s db %d\n",
+			p.Jobs, p.Concurrency, p.Servers, p.Latency, p.Reps, p.Poll, p.RedisAddr, p.RedisDB)
+	}
 	fmt.Fprintf(w, "activator worker: breaker on, metrics on, QUEUE_METRICS %v, LOG_LEVEL info; WORKER_CONCURRENCY %d calls in flight, "+
 		"WORKER_PREFETCH default (a fifth of that: tasks held beyond the call slots; the baseline holds exactly its concurrency); "+
 		"VERSORI_RATE_LIMIT %d/s burst %d in compare and servers runs (not binding)",
@@ -170,6 +177,9 @@ func (r *Report) Print(w io.Writer) {
 				pt.WithinLimit, pt.RateLimitWaits, pt.RedisCmdsPerJob, float64(pt.PeakRSSKB)/1024, runsOther(pt.Runs))
 		}
 		tw.Flush()
+	}
+	if r.Concurrency != nil {
+		r.Concurrency.print(w, p.Latency)
 	}
 	if e := r.Enqueue; e != nil {
 		fmt.Fprintf(w, "\nenqueue file (real binary, JSONL, its default ENQUEUE_CONCURRENCY)\n")

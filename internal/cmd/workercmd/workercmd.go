@@ -69,7 +69,7 @@ func newFlags(s *Settings, r *raw, lookup func(string) (string, bool), usageOut 
 	fs.Duration(&s.Versori.Timeout, "versori-timeout", "VERSORI_TIMEOUT", d.Versori.Timeout, "timeout of one API call")
 	fs.Int(&s.Concurrency, "concurrency", "WORKER_CONCURRENCY", d.Concurrency, "API calls in flight in this process at most (it also sizes the HTTP keep-alive pool)")
 	fs.Int(&s.Prefetch, "prefetch", "WORKER_PREFETCH", d.Prefetch, "tasks held beyond WORKER_CONCURRENCY, so that asynq's fetch and completion overlap API calls (-1: a fifth of WORKER_CONCURRENCY, at least 1)")
-	fs.Int(&s.Servers, "servers", "WORKER_SERVERS", d.Servers, "asynq servers (fetch loops) in this process")
+	fs.Int(&s.Servers, "servers", "WORKER_SERVERS", d.Servers, fmt.Sprintf("asynq servers (fetch loops) in this process, 1 to 64 (-1: one per %d of WORKER_CONCURRENCY, at most %d)", worker.CallsPerServer, worker.MaxAutoServers))
 	fs.String(&s.Queue, "queue", "QUEUE", d.Queue, "queue name")
 	fs.StringEmpty(&s.MetricsAddr, "metrics-addr", "METRICS_ADDR", d.MetricsAddr, "address serving /metrics, /healthz and /readyz (empty, METRICS_ADDR= or -metrics-addr=: none)")
 	fs.Bool(&s.QueueMetrics, "queue-metrics", "QUEUE_METRICS", d.QueueMetrics, "also export asynq's queue metrics (one Redis scan per scrape)")

@@ -127,7 +127,7 @@ func TestParseSettingsErrors(t *testing.T) {
 		{"concurrency negative flag", nil, []string{"-concurrency=-3"}, "WORKER_CONCURRENCY"},
 		{"concurrency abc", map[string]string{"WORKER_CONCURRENCY": "abc"}, nil, "WORKER_CONCURRENCY"},
 		{"servers 65", map[string]string{"WORKER_SERVERS": "65"}, nil, "WORKER_SERVERS"},
-		{"servers negative", map[string]string{"WORKER_SERVERS": "-1"}, nil, "WORKER_SERVERS"},
+		{"servers negative", map[string]string{"WORKER_SERVERS": "-2"}, nil, "WORKER_SERVERS"},
 		{"prefetch negative", map[string]string{"WORKER_PREFETCH": "-2"}, nil, "WORKER_PREFETCH"},
 		{"log flush negative", map[string]string{"LOG_FLUSH_INTERVAL": "-1s"}, nil, "LOG_FLUSH_INTERVAL"},
 		{"blank queue", map[string]string{"QUEUE": "  "}, nil, "QUEUE"},
@@ -409,7 +409,7 @@ func TestParseSettingsNamesVariables(t *testing.T) {
 		{map[string]string{"WORKER_CONCURRENCY": "0"}, nil, "WORKER_CONCURRENCY must be at least 1, got 0"},
 		{nil, []string{"-concurrency=-3"}, "WORKER_CONCURRENCY must be at least 1, got -3"},
 		{map[string]string{"WORKER_PREFETCH": "-2"}, nil, "WORKER_PREFETCH must be 0 or more (-1: a fifth of WORKER_CONCURRENCY), got -2"},
-		{map[string]string{"WORKER_SERVERS": "65"}, nil, "WORKER_SERVERS must be 1 to 64, got 65"},
+		{map[string]string{"WORKER_SERVERS": "65"}, nil, "WORKER_SERVERS must be 1 to 64 (-1: one per 128 of WORKER_CONCURRENCY), got 65"},
 		{map[string]string{"QUEUE": " "}, nil, "QUEUE must not be empty"},
 		{map[string]string{"VERSORI_TIMEOUT": "-1s"}, nil, "VERSORI_TIMEOUT must be positive, got -1s"},
 		{map[string]string{"VERSORI_BASE_URL": "ftp://x"}, nil, `VERSORI_BASE_URL "ftp://x" is not an http(s) URL`},
@@ -500,8 +500,9 @@ func TestZeroMeansDefault(t *testing.T) {
 		want      any
 		wantErr   string
 	}{
-		{"WORKER_SERVERS", "servers", "-1", func(s Settings) any { return s.Servers }, d.Servers,
-			"WORKER_SERVERS must be 1 to 64, got -1"},
+		// -1 is ServersAuto, worked out for the default WORKER_CONCURRENCY.
+		{"WORKER_SERVERS", "servers", "-2", func(s Settings) any { return s.Servers }, d.WithDefaults().Servers,
+			"WORKER_SERVERS must be 1 to 64 (-1: one per 128 of WORKER_CONCURRENCY), got -2"},
 		{"SHUTDOWN_GRACE", "shutdown-grace", "-1s", func(s Settings) any { return s.ShutdownGrace }, d.ShutdownGrace,
 			"SHUTDOWN_GRACE must be positive, got -1s"},
 		{"DLQ_SWEEP_INTERVAL", "dlq-sweep-interval", "-1s", func(s Settings) any { return s.SweepInterval }, d.SweepInterval,
