@@ -2,9 +2,12 @@ package pairorder
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/versori"
 )
@@ -108,20 +111,10 @@ func (b *Batcher) send() {
 		for i, r := range begins {
 			req[i] = r.Beginning
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
-		got, err := b.o.Turns(ctx, ends, req)
-		cancel()
-		if err != nil && len(ends) > 0 {
-			b.log.Warn("could not give pairs' turns back; they pass on when their holds end",
-				"turns", len(ends), "error", err.Error())
-		}
+		got, errs := b.turns(ends, req)
 		b.mu.Lock()
 		for i, r := range begins {
-			if i < len(got) {
-				r.got = got[i]
-			} else {
-				r.err = err
-			}
+			r.got, r.err = got[i], errs[i]
 			if r.abandoned && r.err == nil && r.got.Turn == Go {
 				b.ends = append(b.ends, Ending{Pair: r.Pair, Run: r.Run})
 			}
@@ -129,4 +122,56 @@ func (b *Batcher) send() {
 		}
 		b.mu.Unlock()
 	}
+}
+
+// turns sends ends and begins in one script call and returns what each of begins found, or its
+// error. Should Redis refuse the call (an error reply, as from one pair's key of the wrong type), the
+// script has stopped at that key after taking or giving back the turns before it, so each run is
+// sent again alone: the bad key fails only its own run, and a run the refused call served finds its
+// turn its own (a take of a turn the run holds takes it again) rather than held by a run told of an
+// error, which would keep its pair busy until the hold ends.
+func (b *Batcher) turns(ends []Ending, begins []Beginning) ([]Began, []error) {
+	got := make([]Began, len(begins))
+	errs := make([]error, len(begins))
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	all, err := b.o.Turns(ctx, ends, begins)
+	cancel()
+	var reply redis.Error
+	if err != nil && errors.As(err, &reply) && len(ends)+len(begins) > 1 {
+		failed, last := 0, error(nil)
+		for _, e := range ends {
+			ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+			if err := b.o.EndMany(ctx, []Ending{e}); err != nil {
+				failed, last = failed+1, err
+			}
+			cancel()
+		}
+		if failed > 0 {
+			b.log.Warn("could not give pairs' turns back; they pass on when their holds end",
+				"turns", failed, "error", last.Error())
+		}
+		for i, bg := range begins {
+			ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+			one, err := b.o.Turns(ctx, nil, []Beginning{bg})
+			cancel()
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			got[i] = one[0]
+		}
+		return got, errs
+	}
+	if err != nil && len(ends) > 0 {
+		b.log.Warn("could not give pairs' turns back; they pass on when their holds end",
+			"turns", len(ends), "error", err.Error())
+	}
+	for i := range begins {
+		if i < len(all) {
+			got[i] = all[i]
+		} else {
+			errs[i] = err
+		}
+	}
+	return got, errs
 }

@@ -1,0 +1,136 @@
+package pairorder
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/versori/activator/internal/rediskeys"
+	"github.com/versori/activator/internal/testutil"
+	"github.com/versori/activator/tasks"
+	"github.com/versori/activator/versori"
+)
+
+const attackInteg = "01HZY8J5Q0A1B2C3D4E5F6G7H8"
+
+// inOneBatch runs start, whose goroutines each ask b for one Begin or End, and sends the n runs
+// they ask for in one script call: the test stands in for a call in flight until all n are
+// pending, which under load is how a batch forms.
+func inOneBatch(t *testing.T, b *Batcher, n int, start func()) {
+	t.Helper()
+	b.mu.Lock()
+	b.flushing = true
+	b.mu.Unlock()
+	start()
+	testutil.WaitFor(t, 10*time.Second, fmt.Sprintf("%d runs pending", n), func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.begins)+len(b.ends) == n
+	})
+	b.mu.Lock()
+	b.flushing = false
+	b.flushLocked()
+	b.mu.Unlock()
+}
+
+// TestBatcherOneBadKey: a pair's hash that is not a hash (an operator's SET, a restore gone wrong)
+// makes Redis refuse the script call it is in, after the call has taken the turns of the runs
+// before it. Only that pair's own run may fail: the others in the same call get their turns, ends
+// in it are given back, and no run that was told of an error is left holding a turn (which would
+// keep its pair busy for the whole hold, the job's deadline plus SETTLE_TIME, if its retry ends
+// superseded).
+func TestBatcherOneBadKey(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	o := New(db.Client)
+	b := NewBatcher(o, 5*time.Second, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	pair := func(u string) versori.Pair { return versori.Pair{UserID: u, IntegrationID: attackInteg} }
+	key := func(u string) string { return rediskeys.PairOrder(tasks.TaskID(pair(u))) }
+	for _, u := range []string{"ended1", "ended2"} {
+		if turn, _, err := o.Begin(ctx, pair(u), 0, u+"-run", time.Hour); err != nil || turn != Go {
+			t.Fatalf("%s: %v %v", u, turn, err)
+		}
+	}
+	if err := db.Client.Set(ctx, key("bad"), "not a hash", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		order []string // takers, in the order they join the call
+	}{
+		{"bad key last", []string{"g1", "g2", "g3", "bad"}},
+		{"bad key first", []string{"bad", "g4", "g5"}},
+		{"bad key between", []string{"g6", "bad", "g7"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			type result struct {
+				user, run string
+				turn      Turn
+				err       error
+			}
+			results := make(chan result, len(tc.order))
+			var wg sync.WaitGroup
+			inOneBatch(t, b, len(tc.order), func() {
+				for i, u := range tc.order {
+					run := fmt.Sprintf("%s-%s-%d", tc.name, u, i)
+					wg.Go(func() {
+						turn, _, err := b.Begin(ctx, pair(u), 0, run, time.Hour)
+						results <- result{u, run, turn, err}
+					})
+					// One at a time, so that the call holds them in this order.
+					testutil.WaitFor(t, 10*time.Second, "the Begin to be pending", func() bool {
+						b.mu.Lock()
+						defer b.mu.Unlock()
+						return len(b.begins) == i+1
+					})
+				}
+			})
+			wg.Wait()
+			close(results)
+			for r := range results {
+				held, err := db.Client.HGet(ctx, key(r.user), "run").Result()
+				switch {
+				case r.user == "bad":
+					if r.err == nil {
+						t.Errorf("bad: %v, want an error", r.turn)
+					}
+				case r.err != nil:
+					t.Errorf("%s failed with the bad key's error: %v", r.user, r.err)
+					if err == nil && held == r.run {
+						t.Errorf("%s: told of an error, yet its run holds the pair's turn", r.user)
+					}
+				case r.turn != Go:
+					t.Errorf("%s: %v, want Go", r.user, r.turn)
+				}
+			}
+		})
+	}
+	t.Run("ends with the bad key", func(t *testing.T) {
+		var wg sync.WaitGroup
+		inOneBatch(t, b, 4, func() {
+			b.End(pair("ended1"), "ended1-run", 0)
+			b.End(pair("bad"), "bad-run", 0)
+			b.End(pair("ended2"), "ended2-run", 0)
+			wg.Go(func() {
+				if turn, _, err := b.Begin(ctx, pair("g8"), 0, "g8-run", time.Hour); err != nil || turn != Go {
+					t.Errorf("g8 in a call with the bad key's End: %v %v, want Go", turn, err)
+				}
+			})
+		})
+		wg.Wait()
+		b.Wait()
+		for _, u := range []string{"ended1", "ended2"} {
+			if turn, _, err := o.Begin(ctx, pair(u), 0, u+"-next", time.Hour); err != nil || turn != Go {
+				t.Errorf("%s after its End shared a call with the bad key: %v %v, want Go", u, turn, err)
+			}
+		}
+	})
+	b.Wait()
+	if got, err := db.Client.Get(ctx, key("bad")).Result(); err != nil || got != "not a hash" {
+		t.Errorf("the bad key: %q %v, want it left alone", got, err)
+	}
+}
