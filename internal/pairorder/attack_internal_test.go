@@ -3,10 +3,15 @@ package pairorder
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/internal/testutil"
@@ -132,5 +137,105 @@ func TestBatcherOneBadKey(t *testing.T) {
 	b.Wait()
 	if got, err := db.Client.Get(ctx, key("bad")).Result(); err != nil || got != "not a hash" {
 		t.Errorf("the bad key: %q %v, want it left alone", got, err)
+	}
+}
+
+// replyDropper is a TCP proxy to Redis that, once drop is set, reads Redis's next reply and throws it
+// away: a network that loses an answer after Redis has acted on the command.
+type replyDropper struct {
+	ln   net.Listener
+	to   string
+	drop atomic.Bool
+}
+
+func newReplyDropper(t *testing.T, to string) *replyDropper {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &replyDropper{ln: ln, to: to}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", to)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go func() { io.Copy(s, c); s.Close() }()
+			go func() {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := s.Read(buf)
+					if n > 0 && !p.drop.CompareAndSwap(true, false) {
+						if _, err := c.Write(buf[:n]); err != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
+				c.Close()
+			}()
+		}
+	}()
+	return p
+}
+
+// TestBatcherLostAnswer: when the answer to a turns call is lost (a timeout, a connection cut after
+// Redis ran the script), the Begins in it are told of an error, yet Redis may have given their runs
+// the turns. Those runs never call the API, so their turns must go back: otherwise the pair stays
+// busy until the hold ends (the job's deadline plus SETTLE_TIME), and for good if the job's retry
+// ends superseded and never takes the turn over.
+func TestBatcherLostAnswer(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	proxy := newReplyDropper(t, db.Addr)
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.ln.Addr().String(), DB: db.Number, MaxRetries: -1, PoolSize: 1})
+	t.Cleanup(func() { rdb.Close() })
+	b := NewBatcher(New(rdb), 300*time.Millisecond, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	pair := func(u string) versori.Pair { return versori.Pair{UserID: u, IntegrationID: attackInteg} }
+	// Loads the script, so that the lost call is the one that runs it.
+	if turn, _, err := b.Begin(ctx, pair("warm"), 0, "warm-run", time.Hour); err != nil || turn != Go {
+		t.Fatalf("warm-up: %v %v", turn, err)
+	}
+	b.End(pair("warm"), "warm-run", 0)
+	b.Wait()
+	for _, n := range []int{1, 5} {
+		t.Run(fmt.Sprintf("%d runs", n), func(t *testing.T) {
+			// A connection made before the answers are lost, so that the script call is sent on it.
+			if err := rdb.Ping(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			proxy.drop.Store(true)
+			var wg sync.WaitGroup
+			errs := make([]error, n)
+			inOneBatch(t, b, n, func() {
+				for i := range n {
+					wg.Go(func() {
+						_, _, errs[i] = b.Begin(ctx, pair(fmt.Sprintf("lost%d-%d", n, i)), 0, fmt.Sprintf("lost%d-%d-run", n, i), time.Hour)
+					})
+				}
+			})
+			wg.Wait()
+			b.Wait()
+			for i, err := range errs {
+				u := fmt.Sprintf("lost%d-%d", n, i)
+				if err == nil {
+					t.Fatalf("%s: no error while the answers were lost", u)
+				}
+				held, herr := db.Client.HGet(ctx, rediskeys.PairOrder(tasks.TaskID(pair(u))), "run").Result()
+				if herr == nil && held == u+"-run" {
+					t.Errorf("%s: told of an error (%v), yet its run holds the pair's turn", u, err)
+				}
+			}
+		})
 	}
 }

@@ -47,7 +47,8 @@ func NewBatcher(o *Order, timeout time.Duration, log *slog.Logger) *Batcher {
 }
 
 // Begin is Order.Begin, sent with the other Begins and Ends asked for meanwhile. If ctx ends first it
-// returns ctx's error, and a turn the call then takes is given back.
+// returns ctx's error, and a turn the call then takes is given back; so is one the call may have
+// taken when it returns an error other than Redis's refusal (its answer lost, or late).
 func (b *Batcher) Begin(ctx context.Context, pair versori.Pair, seq int64, run string, hold time.Duration) (Turn, time.Duration, error) {
 	r := &beginning{Beginning: Beginning{Pair: pair, Seq: seq, Run: run, Hold: hold}, done: make(chan struct{})}
 	b.mu.Lock()
@@ -115,7 +116,9 @@ func (b *Batcher) send() {
 		b.mu.Lock()
 		for i, r := range begins {
 			r.got, r.err = got[i], errs[i]
-			if r.abandoned && r.err == nil && r.got.Turn == Go {
+			// A run told of an error never calls the API; unless Redis refused the call (which took
+			// nothing for it), its answer may have been lost after the script gave it the turn.
+			if r.abandoned && r.err == nil && r.got.Turn == Go || r.err != nil && !isReply(r.err) {
 				b.ends = append(b.ends, Ending{Pair: r.Pair, Run: r.Run})
 			}
 			close(r.done)
@@ -136,8 +139,7 @@ func (b *Batcher) turns(ends []Ending, begins []Beginning) ([]Began, []error) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	all, err := b.o.Turns(ctx, ends, begins)
 	cancel()
-	var reply redis.Error
-	if err != nil && errors.As(err, &reply) && len(ends)+len(begins) > 1 {
+	if err != nil && isReply(err) && len(ends)+len(begins) > 1 {
 		failed, last := 0, error(nil)
 		for _, e := range ends {
 			ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
@@ -174,4 +176,10 @@ func (b *Batcher) turns(ends []Ending, begins []Beginning) ([]Began, []error) {
 		}
 	}
 	return got, errs
+}
+
+// isReply says err is Redis's error reply: the script stopped at a key before writing it.
+func isReply(err error) bool {
+	var reply redis.Error
+	return errors.As(err, &reply)
 }
