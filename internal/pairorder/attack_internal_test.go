@@ -2,6 +2,7 @@ package pairorder
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -238,4 +239,92 @@ func TestBatcherLostAnswer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBatcherStress: many runs of few pairs, some giving up on their Begin at once, some while its
+// call is in flight, with batches past maxKeys: at most one run holds a pair's turn at a time, and
+// once Wait returns no turn is held, abandoned ones included.
+func TestBatcherStress(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	b := NewBatcher(New(db.Client), 5*time.Second, slog.New(slog.DiscardHandler))
+	pair := func(u int) versori.Pair { return versori.Pair{UserID: fmt.Sprintf("s%d", u), IntegrationID: attackInteg} }
+	const pairs, runs = 40, 1200
+	var mu sync.Mutex
+	holding := map[int]string{}
+	var wg sync.WaitGroup
+	var abandoned atomic.Int64
+	run := func(i int) {
+		u := i % pairs
+		id := fmt.Sprintf("r%d", i)
+		for try := 0; ; try++ {
+			ctx, cancel := context.Background(), context.CancelFunc(func() {})
+			switch i % 3 {
+			case 1: // gives up before it is sent, or while its call is in flight
+				ctx, cancel = context.WithCancel(context.Background())
+				if try%2 == 0 {
+					cancel()
+				} else {
+					go cancel()
+				}
+			}
+			turn, _, err := b.Begin(ctx, pair(u), 0, fmt.Sprintf("%s-%d", id, try), time.Hour)
+			cancel()
+			if errors.Is(err, context.Canceled) {
+				abandoned.Add(1)
+				if try > 50 {
+					return
+				}
+				continue
+			}
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if turn != Go {
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			mu.Lock()
+			if h, ok := holding[u]; ok {
+				t.Errorf("%s-%d took pair %d's turn while %s held it", id, try, u, h)
+			}
+			holding[u] = fmt.Sprintf("%s-%d", id, try)
+			mu.Unlock()
+			mu.Lock()
+			delete(holding, u)
+			mu.Unlock()
+			b.End(pair(u), fmt.Sprintf("%s-%d", id, try), 0)
+			return
+		}
+	}
+	// The first wave in one call, past maxKeys.
+	inOneBatch(t, b, 700, func() {
+		for i := range 700 {
+			wg.Go(func() {
+				turn, _, err := b.Begin(context.Background(), pair(1000+i), 0, fmt.Sprintf("w%d", i), time.Hour)
+				if err != nil || turn != Go {
+					t.Errorf("w%d: %v %v", i, turn, err)
+					return
+				}
+				b.End(pair(1000+i), fmt.Sprintf("w%d", i), 0)
+			})
+		}
+	})
+	for i := range runs {
+		wg.Go(func() { run(i) })
+	}
+	wg.Wait()
+	b.Wait()
+	ctx := context.Background()
+	keys, err := db.Keys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if h, err := db.Client.HGet(ctx, k, "run").Result(); err == nil {
+			t.Errorf("%s still held by %s after Wait", k, h)
+		}
+	}
+	t.Logf("%d Begins abandoned", abandoned.Load())
 }
