@@ -51,7 +51,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: bench [flags]   (modes: compare, servers, horizontal, enqueue, all)\n")
+		fmt.Fprintf(stderr, "usage: bench [flags]   (modes: compare, servers, horizontal, enqueue, ratelimit, all)\n")
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&c.Mode, "mode", ModeCompare, "compare: plain asynq vs activator, exact command accounting, enqueue file; servers: WORKER_SERVERS sweep; horizontal: several worker processes under one rate limit; enqueue; all")
@@ -71,6 +71,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 	fs.StringVar(&sweep, "sweep-servers", "1,2,4", "WORKER_SERVERS values of the servers mode")
 	fs.StringVar(&procs, "procs", "1,2,4", "worker process counts of the horizontal mode")
 	fs.IntVar(&c.HorizontalRate, "horizontal-rate", 2000, "VERSORI_RATE_LIMIT the horizontal mode's processes share (burst 1)")
+	addRateLimitFlags(fs, &c.RateLimitBench)
 	fs.StringVar(&c.GitRef, "git-ref", "", "build the worker, stand-in and enqueue from this commit's files (git archive) instead of the working tree")
 	fs.StringVar(&c.ModuleDir, "module-dir", "", "the activator module to build the binaries from (default: the one holding the working directory)")
 	fs.StringVar(&c.WorkDir, "work-dir", "", "keep binaries, job files and process logs here (default: a temporary directory, removed)")
