@@ -26,14 +26,14 @@ func TestSpacingKeepsEveryWindowWithinTheLimit(t *testing.T) {
 		wantShare    float64 // at least
 		wantMost1s   int     // the most a one-second window can hold
 	}{
-		{"500/s over a minute", 500, 1, 0, 2_000_667, 0.9996, 510},
-		{"2000/s over a minute", 2000, 1, 0, 500_167, 0.9996, 2040},
-		{"2000/s burst 100 over a minute", 2000, 100, 0, 500_167, 0.9996, 2139},
-		{"100000/s burst 100 over a minute", 100_000, 100, 0, 10_004, 0.9995, 102_059},
-		{"1/s over a minute", 1, 1, 0, 1_000_333_350, 0.9996, 2},
-		// A one-second window spaces slots 2% wider, as the package did before it had Window.
-		{"25/s over a second", 25, 1, time.Second, 40_800_040, 0.98, 25},
-		{"500/s over ten seconds", 500, 1, 10 * time.Second, 2_004_001, 0.998, 509},
+		{"500/s over a minute", 500, 1, 0, 2_001_667, 0.9991, 525},
+		{"2000/s over a minute", 2000, 1, 0, 500_417, 0.9991, 2099},
+		{"2000/s burst 100 over a minute", 2000, 100, 0, 500_417, 0.9991, 2198},
+		{"100000/s burst 100 over a minute", 100_000, 100, 0, 10_009, 0.9990, 105_005},
+		{"1/s over a minute", 1, 1, 0, 1_000_833_350, 0.9991, 2},
+		// A one-second window keeps every second within the limit, at 5% of the rate.
+		{"25/s over a second", 25, 1, time.Second, 42_000_040, 0.952, 25},
+		{"500/s over ten seconds", 500, 1, 10 * time.Second, 2_010_001, 0.995, 523},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
