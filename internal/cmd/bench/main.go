@@ -54,7 +54,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 		fmt.Fprintf(stderr, "usage: bench [flags]   (modes: compare, servers, horizontal, enqueue, ratelimit, all)\n")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&c.Mode, "mode", ModeCompare, "compare: plain asynq vs activator, exact command accounting, enqueue file; servers: WORKER_SERVERS sweep; horizontal: several worker processes under one rate limit; enqueue; all")
+	fs.StringVar(&c.Mode, "mode", ModeCompare, "compare: plain asynq vs activator, exact command accounting, enqueue file; servers: WORKER_SERVERS sweep; horizontal: several worker processes under one rate limit; ratelimit: the share of a shared rate limit the API sees over long windows (-ratelimit-*); enqueue; all (ratelimit aside)")
 	fs.DurationVar(&c.Latency, "latency", 0, "the stand-in's latency per call")
 	fs.IntVar(&c.Jobs, "jobs", 20000, "jobs per drain")
 	fs.IntVar(&c.Concurrency, "concurrency", 50, "jobs in flight per asynq server (both sides)")
