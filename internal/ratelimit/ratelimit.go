@@ -28,20 +28,21 @@
 //     and its deadline from when the booking was sent, which is before; a call that wakes later
 //     books another slot. This holds unless Redis takes over late − minUse (28 ms) to answer, when
 //     a slot stays usable minUse after the reply so that calls still go.
-//   - Jitter (assumed). A call reaches the API within jitter (20 ms) more than the fastest call
-//     does after leaving Wait: loopback or a data-centre network, the HTTP client, scheduling.
+//   - Jitter (assumed). A call reaches the API within jitter (100 ms) more than the fastest call
+//     does after leaving Wait: the network, the HTTP client, a process descheduled for a while.
 //
 // So the calls the API counts in a window of length W left slots that lie within a span shorter
 // than W + spread, where spread is late + jitter + 1 µs for the script's roundings: fewer than
 // (W + spread)/T + Burst slots. T is (W + spread)/(Rate×W), rounded up to the nanosecond, so that is
 // fewer than Rate×W + Burst, at most Rate×W + Burst − 1; and a window longer than W holds no more
-// than its length's share. A saturated limit therefore reaches W/(W + spread) of Rate, 99.92% over a
+// than its length's share. A saturated limit therefore reaches W/(W + spread) of Rate, 99.78% over a
 // minute, less any slots wasted (a call whose context ends, or that wakes over late after its slot).
 // The price is in windows shorter than W: one of length w holds fewer than
-// Rate×W×(w + spread)/(W + spread) + Burst calls, a one-second window up to 5% more than
-// Rate + Burst − 1 with a one-minute Window. Set Window to the shortest window the API counts calls
-// over: one second keeps every second within the limit, at 95% of Rate (this package used to space
-// slots for one second with 20 ms for lateness and jitter, which reached 98%).
+// Rate×W×(w + spread)/(W + spread) + Burst calls, a one-second window up to 13% more than
+// Rate + Burst − 1 with a one-minute Window (calls go evenly spaced unless held back). Set Window
+// to the shortest window the API counts calls over: one second keeps every second within the limit,
+// at 88% of Rate (this package used to space slots for one second with 20 ms for lateness and
+// jitter, which reached 98%, and which a stall of 100 ms broke).
 package ratelimit
 
 import (
@@ -140,8 +141,9 @@ const (
 	// loaded 2-core machine 10 ms wasted 0.6-1.3% of the slots (4% in a worse run), where 1 to 3 in
 	// a thousand woke over 20 ms late.
 	late = 30 * time.Millisecond
-	// jitter is how much later than another a call may reach the API after leaving Wait.
-	jitter = 20 * time.Millisecond
+	// jitter is how much later than another a call may reach the API after leaving Wait. On a loaded
+	// 2-core machine a stall of about 100 ms held calls back and let them reach the API together.
+	jitter = 100 * time.Millisecond
 	// rounding covers the script's roundings of time: a wait is rounded up to the microsecond, and
 	// Redis's clock to a double of seconds since 2017 (60 ns steps until 2034).
 	rounding = time.Microsecond

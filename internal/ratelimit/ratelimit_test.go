@@ -158,7 +158,7 @@ func TestWaitWithoutRateLimitNeverWaits(t *testing.T) {
 // limiter's view) that no 1 s window held more calls than the Gate's construction allows (its
 // jitter covers a caller descheduled between Wait and taking the time), that the calls reached at
 // least 95% of the limit (slots are booked back to back, so wake-ups a little late lose none; the
-// Gate aims at 99.92% over a minute), and that no call cost more than one Redis round trip (nobody
+// Gate aims at 99.78% over a minute), and that no call cost more than one Redis round trip (nobody
 // polls).
 func TestRateLimitHoldsAcrossGates(t *testing.T) {
 	t.Parallel()
