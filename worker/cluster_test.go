@@ -152,7 +152,8 @@ func TestPipelineOnCluster(t *testing.T) {
 		t.Fatalf("enqueue file: exit %d\n%s", code, out)
 	}
 
-	env := []string{"VERSORI_RATE_LIMIT=" + strconv.Itoa(rateLimit), "VERSORI_RATE_BURST=1",
+	// The test counts calls per second: the limit is spaced for one-second windows.
+	env := []string{"VERSORI_RATE_LIMIT=" + strconv.Itoa(rateLimit), "VERSORI_RATE_BURST=1", "VERSORI_RATE_WINDOW=1s",
 		"QUICK_RETRIES=0", "RETRY_BASE=100ms", "RETRY_CAP=500ms"}
 	maddr := "127.0.0.1:" + strconv.Itoa(testutil.FreePort(t))
 	startProcOn(t, url, api, maddr, env...)

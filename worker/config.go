@@ -64,6 +64,10 @@ type Config struct {
 	// RateLimit is the most calls per second all workers on this Redis and queue send together
 	// (0: no limit); RateBurst is how many may go at once after a quiet spell.
 	RateLimit, RateBurst int
+	// RateWindow is the length of the windows over which the API never sees more than RateLimit ×
+	// RateWindow + RateBurst − 1 calls: the longer, the closer to RateLimit a backlog drains, and
+	// the more a shorter window may hold (package ratelimit).
+	RateWindow time.Duration
 	// Breaker configures the circuit breaker over API calls.
 	Breaker breaker.Config
 	// ProbeInterval is how often a queue paused for a refused API key is probed: when the key works
@@ -133,13 +137,14 @@ func DefaultConfig() Config {
 		Policy:        DefaultRetryPolicy(),
 		MaxAge:        24 * time.Hour,
 		RateBurst:     1,
+		RateWindow:    time.Minute,
 		Breaker:       breaker.DefaultConfig(),
 		ProbeInterval: 30 * time.Second,
 	}
 }
 
 // WithDefaults returns c with each field left zero whose zero means "not set" (Queue, Servers,
-// the intervals, RateBurst, Logger, and those of Versori, Policy and Breaker) set from
+// the intervals, RateBurst, RateWindow, Logger, and those of Versori, Policy and Breaker) set from
 // DefaultConfig, and PrefetchAuto and ServersAuto worked out. Fields whose zero means something (Concurrency:
 // refused; Prefetch: none; MetricsAddr and AdminAddr: no listener; QueueMetrics, MaxAge, RateLimit and the
 // dead-letter bounds: off) are left as they are: start from DefaultConfig to get the command's.
@@ -158,6 +163,7 @@ func (c Config) WithDefaults() Config {
 	c.PollInterval = cmp.Or(c.PollInterval, d.PollInterval)
 	c.ProbeInterval = cmp.Or(c.ProbeInterval, d.ProbeInterval)
 	c.RateBurst = cmp.Or(c.RateBurst, d.RateBurst)
+	c.RateWindow = cmp.Or(c.RateWindow, d.RateWindow)
 	c.Logger = cmp.Or(c.Logger, slog.Default())
 	c.Versori = c.Versori.WithDefaults()
 	c.Policy = c.Policy.WithDefaults()
@@ -197,6 +203,8 @@ func (c Config) Validate() error {
 		return bad("RateLimit", "must not be negative, got %d", c.RateLimit)
 	case c.RateBurst < 1:
 		return bad("RateBurst", "must be at least 1, got %d", c.RateBurst)
+	case c.RateWindow < 0:
+		return bad("RateWindow", "must not be negative, got %s", c.RateWindow)
 	case c.MaxAge < 0:
 		return bad("MaxAge", "must not be negative, got %s", c.MaxAge)
 	case c.Pprof && c.AdminAddr == "" && c.AdminListener == nil:

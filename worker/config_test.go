@@ -31,7 +31,8 @@ func TestDefaultConfigIsValid(t *testing.T) {
 	}
 	c.Policy.QuickRetries = d.Policy.QuickRetries
 	if c.Queue != d.Queue || c.Servers != 1 || c.ShutdownGrace != d.ShutdownGrace || c.Policy != d.Policy ||
-		c.Versori.Timeout != d.Versori.Timeout || c.Breaker.MinCalls != d.Breaker.MinCalls || c.Prefetch != 2 {
+		c.Versori.Timeout != d.Versori.Timeout || c.Breaker.MinCalls != d.Breaker.MinCalls || c.Prefetch != 2 ||
+		c.RateWindow != d.RateWindow {
 		t.Errorf("WithDefaults = %+v", c)
 	}
 	if c.MetricsAddr != "" || c.QueueMetrics || c.MaxAge != 0 {
@@ -73,6 +74,7 @@ func TestConfigValidateNamesFields(t *testing.T) {
 	}{
 		{func(c *worker.Config) { c.Concurrency = 0 }, "worker: Concurrency must be at least 1, got 0"},
 		{func(c *worker.Config) { c.Servers = 65 }, "worker: Servers must be 1 to 64 (-1: one per 128 of Concurrency), got 65"},
+		{func(c *worker.Config) { c.RateWindow = -time.Second }, "worker: RateWindow must not be negative, got -1s"},
 		{func(c *worker.Config) { c.Versori.HubID = "" }, "worker: Versori.HubID is required: the worker looks up a user's activations before retrying a call whose outcome is unknown"},
 		{func(c *worker.Config) { c.Versori.HubID = "hub1" }, `worker: Versori.HubID "hub1" is not a ULID (26 Crockford base32 characters)`},
 		{func(c *worker.Config) { c.Versori.Timeout = 0 }, "worker: Versori.Timeout must be positive, got 0s"},

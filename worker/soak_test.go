@@ -63,7 +63,8 @@ func TestSoak(t *testing.T) {
 		t.Fatalf("EnqueueFile = %+v, %v", sum, err)
 	}
 	start := time.Now()
-	env := []string{"VERSORI_RATE_LIMIT=" + strconv.Itoa(cfg.rateLimit), "VERSORI_RATE_BURST=1",
+	// The soak counts calls per second: the limit is spaced for one-second windows.
+	env := []string{"VERSORI_RATE_LIMIT=" + strconv.Itoa(cfg.rateLimit), "VERSORI_RATE_BURST=1", "VERSORI_RATE_WINDOW=1s",
 		"RETRY_CAP=5s", "WORKER_CONCURRENCY=50", "SHUTDOWN_GRACE=2s", "VERSORI_TIMEOUT=1s", "SETTLE_TIME=1s"}
 	victim := startProc(t, db, api, env...)
 	startProc(t, db, api, env...)

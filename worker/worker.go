@@ -97,7 +97,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	w.sweeper = newSweeper(w.inspector, w.store, cfg.Queue, w.metrics, w.log)
 	w.sweeper.batches, w.sweeper.keys = w.batches, cfg.Keys
 
-	gate, err := ratelimit.New(rdb, ratelimit.Config{Rate: cfg.RateLimit, Burst: cfg.RateBurst, Queue: cfg.Queue,
+	gate, err := ratelimit.New(rdb, ratelimit.Config{Rate: cfg.RateLimit, Burst: cfg.RateBurst, Window: cfg.RateWindow, Queue: cfg.Queue,
 		Observe: func(d time.Duration) { w.metrics.RateLimitWaits.Observe(d.Seconds()) }})
 	if err != nil {
 		return nil, err

@@ -118,7 +118,7 @@ func (o *observations) list() []time.Duration {
 func TestNewRefusesNegativeSettings(t *testing.T) {
 	t.Parallel()
 	db := testutil.Redis(t)
-	for _, cfg := range []Config{{Rate: -1}, {Rate: 10, Burst: -1}} {
+	for _, cfg := range []Config{{Rate: -1}, {Rate: 10, Burst: -1}, {Rate: 10, Window: -time.Second}} {
 		if _, err := New(db.Client, cfg); err == nil {
 			t.Errorf("New(%+v) accepted a negative setting", cfg)
 		}
@@ -155,9 +155,11 @@ func TestWaitWithoutRateLimitNeverWaits(t *testing.T) {
 
 // TestRateLimitHoldsAcrossGates saturates one limit for a fixed time from 2 Gates on one key, as 2
 // worker processes, with 8 callers each, and checks from the times the calls were made (not from the
-// limiter's view) that no 1 s window held more than Rate+Burst calls, that the calls reached at
+// limiter's view) that no 1 s window held more calls than the Gate's construction allows (its
+// jitter covers a caller descheduled between Wait and taking the time), that the calls reached at
 // least 95% of the limit (slots are booked back to back, so wake-ups a little late lose none; the
-// Gate aims at 98%), and that no call cost more than one Redis round trip (nobody polls).
+// Gate aims at 99.78% over a minute), and that no call cost more than one Redis round trip (nobody
+// polls).
 func TestRateLimitHoldsAcrossGates(t *testing.T) {
 	t.Parallel()
 	for _, burst := range []int{1, 10} {
@@ -185,8 +187,10 @@ func saturate(t *testing.T, rate, burst int) {
 	end := start.Add(d)
 	ctx, cancel := context.WithDeadline(context.Background(), end)
 	defer cancel()
+	var last *Gate // any of them: they share their settings
 	for range gates {
 		g := newGate(t, client(t, db, &log), Config{Rate: rate, Burst: burst, Queue: "q"})
+		last = g
 		for range callers {
 			wg.Add(1)
 			go func() {
@@ -216,8 +220,8 @@ func saturate(t *testing.T, rate, burst int) {
 	limit := float64(rate) * d.Seconds()
 	t.Logf("%d calls in %s (%.1f%% of %d/s), %d rate-limit round trips; busiest 1 s window %d (burst %d)",
 		len(times), d, 100*float64(len(times))/limit, rate, scripts, most, burst)
-	if most > rate+burst {
-		t.Errorf("a 1 s window held %d calls, more than the %d/s limit plus the burst of %d", most, rate, burst)
+	if allowed := last.most(time.Second, spread); most > allowed {
+		t.Errorf("a 1 s window held %d calls, more than the %d the limit of %d/s with a burst of %d allows", most, allowed, rate, burst)
 	}
 	if float64(len(times)) < 0.95*limit {
 		t.Errorf("%d calls in %s, under 95%% of the %d/s limit that saturating callers should reach", len(times), d, rate)
@@ -449,7 +453,7 @@ func TestBurstLetsCallsGoAtOnce(t *testing.T) {
 	if w := obs.list(); len(w) != 0 {
 		t.Errorf("the first %d calls after a quiet spell waited %v; want none to", burst, w)
 	}
-	// Spares are dropped maxLate after their time, so a very slow machine may book again.
+	// Spares are dropped late after their time, so a very slow machine may book again.
 	trips := countScripts(log.list())
 	t.Logf("%d calls at once, %d rate-limit round trips", burst, trips)
 	if trips >= burst {
@@ -612,7 +616,7 @@ func TestObserveIsToldOfWaits(t *testing.T) {
 
 // TestBurstGrantsSeveralCallsPerRoundTrip shows that with a burst above one and a limit that does
 // not bind, one Redis round trip grants several calls, and that with a limit that binds, batching
-// keeps every one-second window within it.
+// keeps every one-second window within what the Gate's spacing allows.
 func TestBurstGrantsSeveralCallsPerRoundTrip(t *testing.T) {
 	t.Parallel()
 	db := testutil.Redis(t)
@@ -655,7 +659,7 @@ func burstRun(t *testing.T, db *testutil.RedisDB, rate, burst, calls int) {
 	if rate > 10_000 && scripts*2 > calls {
 		t.Errorf("%d round trips for %d calls: want several calls granted per round trip", scripts, calls)
 	}
-	if most > rate+burst {
-		t.Errorf("busiest second %d calls, above the rate %d plus the burst %d", most, rate, burst)
+	if allowed := g.most(time.Second, spread); most > allowed {
+		t.Errorf("busiest second %d calls, above the %d the rate %d and the burst %d allow", most, allowed, rate, burst)
 	}
 }

@@ -37,6 +37,7 @@ const (
 	ModeServers    = "servers"    // activator with WORKER_SERVERS swept
 	ModeHorizontal = "horizontal" // several activator processes under one global rate limit
 	ModeEnqueue    = "enqueue"    // enqueue file only
+	ModeRateLimit  = "ratelimit"  // the share of the shared rate limit reached, over long windows
 	ModeAll        = "all"
 	// ModeLatency (latency.go) is not part of ModeAll.
 )
@@ -82,6 +83,7 @@ type Config struct {
 	// is the limit), ConcurrencyReps times per side.
 	Concurrencies                          []int
 	DrainSeconds, CPURate, ConcurrencyReps int
+	RateLimitBench                         RateLimitConfig
 	// Claimed says the caller already owns RedisDB under the test suite's claim (testutil); otherwise
 	// the bench claims it the same way, so that tests running meanwhile do not flush it mid-run.
 	Claimed bool
@@ -116,9 +118,9 @@ func (c *Config) defaults() error {
 		c.Mode = ModeCompare
 	}
 	switch c.Mode {
-	case ModeCompare, ModeServers, ModeHorizontal, ModeEnqueue, ModeAll, ModeLatency, ModeConcurrency:
+	case ModeCompare, ModeServers, ModeHorizontal, ModeEnqueue, ModeAll, ModeLatency, ModeConcurrency, ModeRateLimit:
 	default:
-		return fmt.Errorf("-mode %q: want compare, servers, horizontal, enqueue, latency, concurrency or all", c.Mode)
+		return fmt.Errorf("-mode %q: want compare, servers, horizontal, enqueue, latency, concurrency, ratelimit or all", c.Mode)
 	}
 	if err := c.Signup.defaults(); err != nil {
 		return err
@@ -245,6 +247,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return rep, err
 		}
 	}
+	if cfg.Mode == ModeRateLimit {
+		if rep.RateLimit, err = b.rateLimit(ctx); err != nil {
+			return rep, err
+		}
+	}
 	if (cfg.Mode == ModeCompare || cfg.Mode == ModeEnqueue || cfg.Mode == ModeAll) && cfg.EnqueueRows > 0 {
 		if rep.Enqueue, err = b.enqueue(ctx); err != nil {
 			return rep, err
@@ -340,6 +347,8 @@ type Drain struct {
 	// used on average while it ran, in cores: other engineers' tests, say. Near 0 is a clean run.
 	OtherCores float64 `json:"otherCores"`
 	Problem    string  `json:"problem,omitempty"`
+
+	callTimes []time.Time // when the API saw each call, if the run asked for calls
 
 	cmds   cmdCounts // commandstats delta, poller removed
 	client cmdCounts // MONITOR pass only
@@ -596,6 +605,10 @@ func (d *drain) standinFigures(context.Context) error {
 	}
 	if s.calls {
 		r.MaxCallsIn1s = busiestSecond(calls)
+		r.callTimes = make([]time.Time, len(calls))
+		for i, c := range calls {
+			r.callTimes[i] = c.At
+		}
 	}
 	if len(calls) > 1 {
 		slices.SortFunc(calls, func(a, b standinCall) int { return a.At.Compare(b.At) })

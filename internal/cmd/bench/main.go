@@ -52,10 +52,10 @@ func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: bench [flags]   (modes: compare, servers, horizontal, enqueue, latency, concurrency, all)\n")
+		fmt.Fprintf(stderr, "usage: bench [flags]   (modes: compare, servers, horizontal, enqueue, latency, concurrency, ratelimit, all)\n")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&c.Mode, "mode", ModeCompare, "compare: plain asynq vs activator, exact command accounting, enqueue file; servers: WORKER_SERVERS sweep; horizontal: several worker processes under one rate limit; enqueue; latency: signup event to API call through enqueue serve, idle and busy, and an idle worker's Redis commands/s; concurrency: both sides at each of -concurrencies; all (not latency or concurrency)")
+	fs.StringVar(&c.Mode, "mode", ModeCompare, "compare: plain asynq vs activator, exact command accounting, enqueue file; servers: WORKER_SERVERS sweep; horizontal: several worker processes under one rate limit; enqueue; latency: signup event to API call through enqueue serve, idle and busy, and an idle worker's Redis commands/s; concurrency: both sides at each of -concurrencies; ratelimit: the share of a shared rate limit the API sees over long windows (-ratelimit-*); all (not latency, concurrency or ratelimit)")
 	fs.DurationVar(&c.Latency, "latency", 0, "the stand-in's latency per call")
 	fs.IntVar(&c.Jobs, "jobs", 20000, "jobs per drain")
 	fs.IntVar(&c.Concurrency, "concurrency", 50, "jobs in flight per asynq server (both sides)")
@@ -76,6 +76,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 	fs.IntVar(&c.CPURate, "cpu-rate", 3500, "concurrency mode: jobs/s one process drains when the CPU is the limit, which caps the rate drains are sized for")
 	fs.IntVar(&c.ConcurrencyReps, "concurrency-reps", 1, "concurrency mode: drains per side and concurrency (the order alternates)")
 	fs.IntVar(&c.HorizontalRate, "horizontal-rate", 2000, "VERSORI_RATE_LIMIT the horizontal mode's processes share (burst 1)")
+	addRateLimitFlags(fs, &c.RateLimitBench)
 	fs.StringVar(&c.GitRef, "git-ref", "", "build the worker, stand-in and enqueue from this commit's files (git archive) instead of the working tree")
 	fs.StringVar(&c.ModuleDir, "module-dir", "", "the activator module to build the binaries from (default: the one holding the working directory)")
 	fs.StringVar(&c.WorkDir, "work-dir", "", "keep binaries, job files and process logs here (default: a temporary directory, removed)")

@@ -18,6 +18,7 @@ type Report struct {
 	Accounting  *Accounting  `json:"accounting,omitempty"`
 	Servers     *Sweep       `json:"servers,omitempty"`
 	Horizontal  *Horizontal  `json:"horizontal,omitempty"`
+	RateLimit   *RateLimit   `json:"rateLimit,omitempty"`
 	Enqueue     *Enqueue     `json:"enqueue,omitempty"`
 	Latency     *Latency     `json:"latency,omitempty"`
 	Concurrency *Concurrency `json:"concurrency,omitempty"`
@@ -181,6 +182,7 @@ func (r *Report) Print(w io.Writer) {
 	if r.Concurrency != nil {
 		r.Concurrency.print(w, p.Latency)
 	}
+	r.RateLimit.print(w)
 	if e := r.Enqueue; e != nil {
 		fmt.Fprintf(w, "\nenqueue file (real binary, JSONL, its default ENQUEUE_CONCURRENCY)\n")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)

@@ -87,6 +87,7 @@ func newFlags(s *Settings, r *raw, lookup func(string) (string, bool), usageOut 
 	fs.Bool(&r.guard, "redis-restart-guard", "REDIS_RESTART_GUARD", !d.NoRedisRestartGuard, "after Redis restarts or fails over (and may have lost its latest writes), jobs queued before then look up their pair before activating (false: only for a Redis that loses nothing it acknowledged)")
 	fs.Int(&s.RateLimit, "rate-limit", "VERSORI_RATE_LIMIT", d.RateLimit, "most API calls per second, all workers together (0: no limit)")
 	fs.Int(&s.RateBurst, "rate-burst", "VERSORI_RATE_BURST", d.RateBurst, "calls that may go at once after a quiet spell")
+	fs.Duration(&s.RateWindow, "rate-window", "VERSORI_RATE_WINDOW", d.RateWindow, "the API never sees more than VERSORI_RATE_LIMIT × this + VERSORI_RATE_BURST − 1 calls in a window this long; set it to the shortest window the API counts calls over (1s reaches 88% of the limit, 1m 99.8%)")
 	fs.Duration(&s.MaxAge, "max-job-age", "MAX_JOB_AGE", d.MaxAge, "dead-letter a job still failing this long after it was enqueued (0: no limit)")
 	fs.Duration(&s.Breaker.Window, "breaker-window", "BREAKER_WINDOW", d.Breaker.Window, "how far back the circuit breaker counts calls")
 	fs.Uint32(&s.Breaker.MinCalls, "breaker-min-calls", "BREAKER_MIN_CALLS", d.Breaker.MinCalls, "calls in the window before the breaker may open")
