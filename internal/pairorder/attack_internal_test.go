@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -64,6 +65,9 @@ func TestBatcherOneBadKey(t *testing.T) {
 	if err := db.Client.Set(ctx, key("bad"), "not a hash", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
+	if err := db.Client.HSet(ctx, key("badseq"), "seq", "not a number").Err(); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name  string
 		order []string // takers, in the order they join the call
@@ -71,6 +75,7 @@ func TestBatcherOneBadKey(t *testing.T) {
 		{"bad key last", []string{"g1", "g2", "g3", "bad"}},
 		{"bad key first", []string{"bad", "g4", "g5"}},
 		{"bad key between", []string{"g6", "bad", "g7"}},
+		{"bad field between", []string{"g9", "badseq", "g10"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			type result struct {
@@ -100,7 +105,7 @@ func TestBatcherOneBadKey(t *testing.T) {
 			for r := range results {
 				held, err := db.Client.HGet(ctx, key(r.user), "run").Result()
 				switch {
-				case r.user == "bad":
+				case strings.HasPrefix(r.user, "bad"):
 					if r.err == nil {
 						t.Errorf("bad: %v, want an error", r.turn)
 					}
@@ -248,7 +253,9 @@ func TestBatcherStress(t *testing.T) {
 	t.Parallel()
 	db := testutil.Redis(t)
 	b := NewBatcher(New(db.Client), 5*time.Second, slog.New(slog.DiscardHandler))
-	pair := func(u int) versori.Pair { return versori.Pair{UserID: fmt.Sprintf("s%d", u), IntegrationID: attackInteg} }
+	pair := func(u int) versori.Pair {
+		return versori.Pair{UserID: fmt.Sprintf("s%d", u), IntegrationID: attackInteg}
+	}
 	const pairs, runs = 40, 1200
 	var mu sync.Mutex
 	holding := map[int]string{}

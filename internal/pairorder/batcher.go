@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -128,18 +129,19 @@ func (b *Batcher) send() {
 }
 
 // turns sends ends and begins in one script call and returns what each of begins found, or its
-// error. Should Redis refuse the call (an error reply, as from one pair's key of the wrong type), the
-// script has stopped at that key after taking or giving back the turns before it, so each run is
-// sent again alone: the bad key fails only its own run, and a run the refused call served finds its
-// turn its own (a take of a turn the run holds takes it again) rather than held by a run told of an
-// error, which would keep its pair busy until the hold ends.
+// error. Should the script fail at a key (Redis names the script's line: one pair's key of the wrong
+// type, or a field that is not a number), it has stopped there after taking or giving back the turns
+// before it, so each run is sent again alone (not on a refusal of the whole call, as by a Redis
+// loading or read-only): the bad key fails only its own run, and a run the failed call served finds
+// its turn its own (a take of a turn the run holds takes it again) rather than held by a run told of
+// an error, which would keep its pair busy until the hold ends.
 func (b *Batcher) turns(ends []Ending, begins []Beginning) ([]Began, []error) {
 	got := make([]Began, len(begins))
 	errs := make([]error, len(begins))
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	all, err := b.o.Turns(ctx, ends, begins)
 	cancel()
-	if err != nil && isReply(err) && len(ends)+len(begins) > 1 {
+	if err != nil && isReply(err) && strings.Contains(err.Error(), "@user_script") && len(ends)+len(begins) > 1 {
 		failed, last := 0, error(nil)
 		for _, e := range ends {
 			ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
