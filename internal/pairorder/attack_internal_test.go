@@ -335,3 +335,35 @@ func TestBatcherStress(t *testing.T) {
 	}
 	t.Logf("%d Begins abandoned", abandoned.Load())
 }
+
+// TestBatcherClosedClient: a Redis client closed under the Batcher (a shutdown closing it too early)
+// fails each Begin, and the give-backs that follow fail once each: Wait returns rather than the
+// Batcher retrying for ever.
+func TestBatcherClosedClient(t *testing.T) {
+	t.Parallel()
+	db := testutil.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: db.Addr, DB: db.Number})
+	b := NewBatcher(New(rdb), 5*time.Second, slog.New(slog.DiscardHandler))
+	pair := versori.Pair{UserID: "closed", IntegrationID: attackInteg}
+	if turn, _, err := b.Begin(context.Background(), pair, 0, "before", time.Hour); err != nil || turn != Go {
+		t.Fatalf("before closing: %v %v", turn, err)
+	}
+	rdb.Close()
+	b.End(pair, "before", 0)
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			if _, _, err := b.Begin(context.Background(), pair, 0, fmt.Sprintf("after-%d", i), time.Hour); err == nil {
+				t.Errorf("after-%d: no error from a closed client", i)
+			}
+		})
+	}
+	wg.Wait()
+	done := make(chan struct{})
+	go func() { b.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Wait did not return with the client closed")
+	}
+}
