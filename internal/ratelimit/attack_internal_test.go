@@ -179,3 +179,35 @@ func TestLostTATKeepsSlotsApart(t *testing.T) {
 			len(all), span.Round(time.Millisecond), need.Round(time.Millisecond), int((need-span)/g.interval))
 	}
 }
+
+// TestBackoffSharedAcrossSkewedClocks: the shared back-off a 429 sets is stored as a time by the
+// writer's clock and read against the reader's, so a worker whose clock is ahead of the writer's
+// by more than the back-off ignores it and keeps calling an API that asked everybody to wait. The
+// key is written here as a worker whose clock is 5 s behind writes a back-off of 3 s (its TTL, by
+// Redis's clock, shows 4 s left: the back-off and a second).
+func TestBackoffSharedAcrossSkewedClocks(t *testing.T) {
+	t.Parallel()
+	knownGap(t, "the shared back-off compares the writer's clock with the reader's")
+	db := testutil.Redis(t)
+	ctx := context.Background()
+	const queue = "attack-skew"
+	const skew, backoff = 5 * time.Second, 3 * time.Second
+	until := time.Now().Add(-skew).Add(backoff).UnixMilli()
+	if err := backoffScript.Run(ctx, db.Client, []string{rediskeys.Backoff(queue)}, until, (backoff + time.Second).Milliseconds()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(db.Client, Config{Rate: 1000, Queue: queue, PollInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = g.Run(rctx); close(done) }()
+	testutil.WaitFor(t, 5*time.Second, "the back-off to be read", func() bool { return g.until.Load() != 0 })
+	cancel()
+	<-done
+	if left := g.backoffLeft(); left <= 0 {
+		t.Errorf("a back-off with %s left by Redis's clock, written by a worker %s behind, is ignored (%s left here)",
+			backoff, skew, left.Round(time.Millisecond))
+	}
+}
