@@ -137,10 +137,17 @@ func New(rdb redis.UniversalClient, cfg Config) (*Worker, error) {
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeActivate, h)
 	pol := cfg.Policy
-	perServer := (cfg.Concurrency + max(cfg.Prefetch, 0) + cfg.Servers - 1) / cfg.Servers
-	for range cfg.Servers {
+	// The tasks held are shared out exactly, the first servers taking one more when they do not
+	// divide evenly, and no server is left with none (asynq would run runtime.NumCPU() for it).
+	held := cfg.Concurrency + max(cfg.Prefetch, 0)
+	servers := min(cfg.Servers, held)
+	for i := range servers {
+		share := held / servers
+		if i < held%servers {
+			share++
+		}
 		srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-			Concurrency:    perServer,
+			Concurrency:    share,
 			Queues:         map[string]int{cfg.Queue: 1},
 			RetryDelayFunc: pol.RetryDelay,
 			IsFailure:      isFailure,
@@ -222,7 +229,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	bg.Go("batch counts", w.batches.Run)
 	bg.Go("job results", w.results.Run)
 	w.log.Info("worker started", "queue", w.cfg.Queue, "concurrency", w.cfg.Concurrency, "prefetch", w.cfg.Prefetch,
-		"servers", w.cfg.Servers, "metrics_addr", w.MetricsAddr(), "admin_addr", w.AdminAddr())
+		"servers", len(w.servers), "metrics_addr", w.MetricsAddr(), "admin_addr", w.AdminAddr())
 
 	<-ctx.Done()
 	w.log.Info("shutting down: no new jobs; in-flight calls may finish", "grace", w.cfg.ShutdownGrace.String())

@@ -2,9 +2,13 @@ package pairorder
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/activator/versori"
 )
@@ -44,7 +48,8 @@ func NewBatcher(o *Order, timeout time.Duration, log *slog.Logger) *Batcher {
 }
 
 // Begin is Order.Begin, sent with the other Begins and Ends asked for meanwhile. If ctx ends first it
-// returns ctx's error, and a turn the call then takes is given back.
+// returns ctx's error, and a turn the call then takes is given back; so is one the call may have
+// taken when it returns an error other than Redis's refusal (its answer lost, or late).
 func (b *Batcher) Begin(ctx context.Context, pair versori.Pair, seq int64, run string, hold time.Duration) (Turn, time.Duration, error) {
 	r := &beginning{Beginning: Beginning{Pair: pair, Seq: seq, Run: run, Hold: hold}, done: make(chan struct{})}
 	b.mu.Lock()
@@ -108,25 +113,75 @@ func (b *Batcher) send() {
 		for i, r := range begins {
 			req[i] = r.Beginning
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
-		got, err := b.o.Turns(ctx, ends, req)
-		cancel()
-		if err != nil && len(ends) > 0 {
-			b.log.Warn("could not give pairs' turns back; they pass on when their holds end",
-				"turns", len(ends), "error", err.Error())
-		}
+		got, errs := b.turns(ends, req)
 		b.mu.Lock()
 		for i, r := range begins {
-			if i < len(got) {
-				r.got = got[i]
-			} else {
-				r.err = err
-			}
-			if r.abandoned && r.err == nil && r.got.Turn == Go {
+			r.got, r.err = got[i], errs[i]
+			// A run told of an error never calls the API; unless Redis refused the call (which took
+			// nothing for it), its answer may have been lost after the script gave it the turn.
+			if r.abandoned && r.err == nil && r.got.Turn == Go || r.err != nil && !isReply(r.err) {
 				b.ends = append(b.ends, Ending{Pair: r.Pair, Run: r.Run})
 			}
 			close(r.done)
 		}
 		b.mu.Unlock()
 	}
+}
+
+// turns sends ends and begins in one script call and returns what each of begins found, or its
+// error. Should the script fail at a key (Redis names the script's line: one pair's key of the wrong
+// type, or a field that is not a number), it has stopped there after taking or giving back the turns
+// before it, so each run is sent again alone (not on a refusal of the whole call, as by a Redis
+// loading or read-only): the bad key fails only its own run, and a run the failed call served finds
+// its turn its own (a take of a turn the run holds takes it again) rather than held by a run told of
+// an error, which would keep its pair busy until the hold ends.
+func (b *Batcher) turns(ends []Ending, begins []Beginning) ([]Began, []error) {
+	got := make([]Began, len(begins))
+	errs := make([]error, len(begins))
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	all, err := b.o.Turns(ctx, ends, begins)
+	cancel()
+	if err != nil && isReply(err) && strings.Contains(err.Error(), "@user_script") && len(ends)+len(begins) > 1 {
+		failed, last := 0, error(nil)
+		for _, e := range ends {
+			ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+			if err := b.o.EndMany(ctx, []Ending{e}); err != nil {
+				failed, last = failed+1, err
+			}
+			cancel()
+		}
+		if failed > 0 {
+			b.log.Warn("could not give pairs' turns back; they pass on when their holds end",
+				"turns", failed, "error", last.Error())
+		}
+		for i, bg := range begins {
+			ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+			one, err := b.o.Turns(ctx, nil, []Beginning{bg})
+			cancel()
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			got[i] = one[0]
+		}
+		return got, errs
+	}
+	if err != nil && len(ends) > 0 {
+		b.log.Warn("could not give pairs' turns back; they pass on when their holds end",
+			"turns", len(ends), "error", err.Error())
+	}
+	for i := range begins {
+		if i < len(all) {
+			got[i] = all[i]
+		} else {
+			errs[i] = err
+		}
+	}
+	return got, errs
+}
+
+// isReply says err is Redis's error reply: the script stopped at a key before writing it.
+func isReply(err error) bool {
+	var reply redis.Error
+	return errors.As(err, &reply)
 }
