@@ -110,11 +110,13 @@ const PrefetchAuto = -1
 const ServersAuto = -1
 
 // CallsPerServer is the share of Concurrency one fetch loop feeds under ServersAuto. One loop
-// fetches a task per Redis round trip, which takes longer as the CPU fills: on a 2-core machine at
+// fetches a task per Redis round trip, which takes longer as the CPU fills, and the jobs it starts
+// one after another share fewer of the pair turns' calls (pairorder.Batcher): on a 2-core machine at
 // 200 ms per call, 500 calls in flight on one loop reached 60-70% of the plain asynq worker's jobs/s,
-// on two 93%, on four 99.5% (docs/operations.md, "Sizing WORKER_CONCURRENCY"). Each server costs a
-// few Redis commands a second of its own, idle or not.
-const CallsPerServer = 128
+// on two 93%, on four 99.5%; at the default 50 and no API latency, two loops cut the worker's CPU
+// per job by a fifth (BENCHMARKS.md). Each server costs Redis about 13 round trips a second of its
+// own while the queue is idle (docs/operations.md, "Pickup latency").
+const CallsPerServer = 25
 
 // MaxAutoServers bounds ServersAuto: past a few fetch loops the CPU, not the fetching, is the limit.
 const MaxAutoServers = 8

@@ -46,12 +46,13 @@ func TestServersAuto(t *testing.T) {
 	t.Parallel()
 	tests := []struct{ concurrency, servers, want int }{
 		{1, worker.ServersAuto, 1},
-		{50, worker.ServersAuto, 1},
-		{128, worker.ServersAuto, 1},
-		{129, worker.ServersAuto, 2},
-		{500, worker.ServersAuto, 4},
+		{25, worker.ServersAuto, 1},
+		{26, worker.ServersAuto, 2},
+		{50, worker.ServersAuto, 2},
+		{100, worker.ServersAuto, 4},
+		{500, worker.ServersAuto, worker.MaxAutoServers},
 		{2000, worker.ServersAuto, worker.MaxAutoServers},
-		{50, 0, 1}, // zero is not set: DefaultConfig's ServersAuto
+		{50, 0, 2}, // zero is not set: DefaultConfig's ServersAuto
 		{2000, 3, 3},
 	}
 	for _, tt := range tests {
@@ -73,7 +74,7 @@ func TestConfigValidateNamesFields(t *testing.T) {
 		want string
 	}{
 		{func(c *worker.Config) { c.Concurrency = 0 }, "worker: Concurrency must be at least 1, got 0"},
-		{func(c *worker.Config) { c.Servers = 65 }, "worker: Servers must be 1 to 64 (-1: one per 128 of Concurrency), got 65"},
+		{func(c *worker.Config) { c.Servers = 65 }, "worker: Servers must be 1 to 64 (-1: one per 25 of Concurrency), got 65"},
 		{func(c *worker.Config) { c.RateWindow = -time.Second }, "worker: RateWindow must not be negative, got -1s"},
 		{func(c *worker.Config) { c.Versori.HubID = "" }, "worker: Versori.HubID is required: the worker looks up a user's activations before retrying a call whose outcome is unknown"},
 		{func(c *worker.Config) { c.Versori.HubID = "hub1" }, `worker: Versori.HubID "hub1" is not a ULID (26 Crockford base32 characters)`},

@@ -63,7 +63,7 @@ type Config struct {
 	Latency     time.Duration // the stand-in's latency per call
 	Jobs        int
 	Concurrency int // per asynq server, both sides
-	Servers     int // asynq servers per process, both sides, in the comparison
+	Servers     int // asynq servers per process, both sides, in the comparison; 0: the baseline one, activator its default
 	Reps        int
 	EnqueueRows int // rows of the enqueue file run; 0 skips it
 	AccountJobs int // jobs of the untimed MONITOR pass; 0 skips it
@@ -125,8 +125,8 @@ func (c *Config) defaults() error {
 	if err := c.Signup.defaults(); err != nil {
 		return err
 	}
-	if c.Jobs < 1 || c.Concurrency < 1 || c.Servers < 1 || c.Reps < 1 {
-		return errors.New("-jobs, -concurrency, -servers and -reps must be at least 1")
+	if c.Jobs < 1 || c.Concurrency < 1 || c.Servers < 0 || c.Reps < 1 {
+		return errors.New("-jobs, -concurrency and -reps must be at least 1, -servers at least 0")
 	}
 	if c.RedisDB == 0 {
 		return errors.New("-redis-db 0 is refused: the bench flushes its database; pick one it may own (1-15)")
@@ -670,7 +670,7 @@ func (b *bencher) startWorker(name string, i int, s runSpec, target string) (p *
 	if s.side == SideBaseline {
 		args := append(slices.Clone(b.cfg.Baseline.Args),
 			"-redis-addr", b.cfg.RedisAddr, "-redis-db", strconv.Itoa(b.cfg.RedisDB), "-queue", queue,
-			"-concurrency", strconv.Itoa(b.cfg.Concurrency), "-servers", strconv.Itoa(s.servers),
+			"-concurrency", strconv.Itoa(b.cfg.Concurrency), "-servers", strconv.Itoa(max(s.servers, 1)),
 			"-target", target, "-api-key", versoritest.DefaultAPIKey)
 		if b.cfg.PprofDir != "" {
 			if paddr, err = freeAddr(); err != nil {

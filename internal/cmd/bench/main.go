@@ -59,7 +59,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 	fs.DurationVar(&c.Latency, "latency", 0, "the stand-in's latency per call")
 	fs.IntVar(&c.Jobs, "jobs", 20000, "jobs per drain")
 	fs.IntVar(&c.Concurrency, "concurrency", 50, "jobs in flight per asynq server (both sides)")
-	fs.IntVar(&c.Servers, "servers", 1, "asynq servers per worker process (activator's WORKER_SERVERS; the baseline runs as many)")
+	fs.IntVar(&c.Servers, "servers", 0, "asynq servers per worker process (activator's WORKER_SERVERS; the baseline runs as many); 0: the baseline runs one, asynq's own default, and activator its default WORKER_SERVERS for -concurrency")
 	fs.IntVar(&c.Reps, "reps", 3, "repetitions; the sides alternate which runs first")
 	fs.IntVar(&c.EnqueueRows, "enqueue-rows", 200000, "rows of the `enqueue file` run (0 skips it); a tenth of them runs first, for the memory comparison")
 	fs.IntVar(&c.AccountJobs, "account-jobs", 2000, "jobs of the untimed MONITOR pass that counts each side's commands exactly (0 skips it)")

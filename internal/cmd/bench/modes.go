@@ -116,7 +116,7 @@ func (b *bencher) compare(ctx context.Context) (*Compare, error) {
 	c.Baseline, c.Activator = sideOf(c.Runs, SideBaseline), sideOf(c.Runs, SideActivator)
 	c.Ratio, c.SteadyRatio = median(c.Ratios), median(c.SteadyRatios)
 	if b.cfg.Latency > 0 {
-		c.Ceiling = float64(b.cfg.Concurrency*b.cfg.Servers) / b.cfg.Latency.Seconds()
+		c.Ceiling = float64(b.cfg.Concurrency*max(b.cfg.Servers, 1)) / b.cfg.Latency.Seconds()
 		c.CeilingShare = c.Activator.MedianJobsPerSec / c.Ceiling
 	}
 	return c, nil

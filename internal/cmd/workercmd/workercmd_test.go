@@ -216,7 +216,7 @@ func TestParseSettings(t *testing.T) {
 			if s.RedisURL != settingsRedisURL || s.Versori.HubID != settingsHubID || s.Versori.BaseURL != versori.DefaultBaseURL {
 				t.Errorf("RedisURL %q HubID %q BaseURL %q", s.RedisURL, s.Versori.HubID, s.Versori.BaseURL)
 			}
-			if s.Concurrency != 50 || s.Servers != 1 || s.Queue != "activations" || s.MetricsAddr != ":9464" {
+			if s.Concurrency != 50 || s.Servers != 2 || s.Queue != "activations" || s.MetricsAddr != ":9464" {
 				t.Errorf("Concurrency %d Servers %d Queue %q MetricsAddr %q", s.Concurrency, s.Servers, s.Queue, s.MetricsAddr)
 			}
 			if s.Versori.Timeout != 30*time.Second || s.ShutdownGrace != 10*time.Second || s.SweepInterval != 30*time.Second || s.PollInterval != 100*time.Millisecond {
@@ -409,7 +409,7 @@ func TestParseSettingsNamesVariables(t *testing.T) {
 		{map[string]string{"WORKER_CONCURRENCY": "0"}, nil, "WORKER_CONCURRENCY must be at least 1, got 0"},
 		{nil, []string{"-concurrency=-3"}, "WORKER_CONCURRENCY must be at least 1, got -3"},
 		{map[string]string{"WORKER_PREFETCH": "-2"}, nil, "WORKER_PREFETCH must be 0 or more (-1: a fifth of WORKER_CONCURRENCY), got -2"},
-		{map[string]string{"WORKER_SERVERS": "65"}, nil, "WORKER_SERVERS must be 1 to 64 (-1: one per 128 of WORKER_CONCURRENCY), got 65"},
+		{map[string]string{"WORKER_SERVERS": "65"}, nil, "WORKER_SERVERS must be 1 to 64 (-1: one per 25 of WORKER_CONCURRENCY), got 65"},
 		{map[string]string{"QUEUE": " "}, nil, "QUEUE must not be empty"},
 		{map[string]string{"VERSORI_TIMEOUT": "-1s"}, nil, "VERSORI_TIMEOUT must be positive, got -1s"},
 		{map[string]string{"VERSORI_BASE_URL": "ftp://x"}, nil, `VERSORI_BASE_URL "ftp://x" is not an http(s) URL`},
@@ -502,7 +502,7 @@ func TestZeroMeansDefault(t *testing.T) {
 	}{
 		// -1 is ServersAuto, worked out for the default WORKER_CONCURRENCY.
 		{"WORKER_SERVERS", "servers", "-2", func(s Settings) any { return s.Servers }, d.WithDefaults().Servers,
-			"WORKER_SERVERS must be 1 to 64 (-1: one per 128 of WORKER_CONCURRENCY), got -2"},
+			"WORKER_SERVERS must be 1 to 64 (-1: one per 25 of WORKER_CONCURRENCY), got -2"},
 		{"SHUTDOWN_GRACE", "shutdown-grace", "-1s", func(s Settings) any { return s.ShutdownGrace }, d.ShutdownGrace,
 			"SHUTDOWN_GRACE must be positive, got -1s"},
 		{"DLQ_SWEEP_INTERVAL", "dlq-sweep-interval", "-1s", func(s Settings) any { return s.SweepInterval }, d.SweepInterval,
