@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -146,54 +144,6 @@ func TestBatcherOneBadKey(t *testing.T) {
 	}
 }
 
-// replyDropper is a TCP proxy to Redis that, once drop is set, reads Redis's next reply and throws it
-// away: a network that loses an answer after Redis has acted on the command.
-type replyDropper struct {
-	ln   net.Listener
-	to   string
-	drop atomic.Bool
-}
-
-func newReplyDropper(t *testing.T, to string) *replyDropper {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &replyDropper{ln: ln, to: to}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", to)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			go func() { io.Copy(s, c); s.Close() }()
-			go func() {
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := s.Read(buf)
-					if n > 0 && !p.drop.CompareAndSwap(true, false) {
-						if _, err := c.Write(buf[:n]); err != nil {
-							break
-						}
-					}
-					if err != nil {
-						break
-					}
-				}
-				c.Close()
-			}()
-		}
-	}()
-	return p
-}
-
 // TestBatcherLostAnswer: when the answer to a turns call is lost (a timeout, a connection cut after
 // Redis ran the script), the Begins in it are told of an error, yet Redis may have given their runs
 // the turns. Those runs never call the API, so their turns must go back: otherwise the pair stays
@@ -202,8 +152,11 @@ func newReplyDropper(t *testing.T, to string) *replyDropper {
 func TestBatcherLostAnswer(t *testing.T) {
 	t.Parallel()
 	db := testutil.Redis(t)
-	proxy := newReplyDropper(t, db.Addr)
-	rdb := redis.NewClient(&redis.Options{Addr: proxy.ln.Addr().String(), DB: db.Number, MaxRetries: -1, PoolSize: 1})
+	// Once drop is set, Redis's next reply is thrown away: a network that loses an answer after Redis
+	// has acted on the command.
+	var drop atomic.Bool
+	proxy := testutil.NewReplyProxy(t, db.Addr, func([]byte) bool { return !drop.CompareAndSwap(true, false) })
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DB: db.Number, MaxRetries: -1, PoolSize: 1})
 	t.Cleanup(func() { rdb.Close() })
 	b := NewBatcher(New(rdb), 300*time.Millisecond, slog.New(slog.DiscardHandler))
 	ctx := context.Background()
@@ -220,7 +173,7 @@ func TestBatcherLostAnswer(t *testing.T) {
 			if err := rdb.Ping(ctx).Err(); err != nil {
 				t.Fatal(err)
 			}
-			proxy.drop.Store(true)
+			drop.Store(true)
 			var wg sync.WaitGroup
 			errs := make([]error, n)
 			inOneBatch(t, b, n, func() {

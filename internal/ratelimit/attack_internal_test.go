@@ -2,7 +2,6 @@ package ratelimit
 
 import (
 	"context"
-	"net"
 	"os"
 	"slices"
 	"sync/atomic"
@@ -24,74 +23,6 @@ func knownGap(t *testing.T, what string) {
 	}
 }
 
-// replyDelayer is a TCP proxy to Redis that, once armed, holds Redis's next reply back for delay:
-// a TCP retransmission (Linux waits at least 200 ms), or a worker stalled while the reply waits in
-// its socket. got is when the held reply reached the proxy: after Redis ran the command.
-type replyDelayer struct {
-	ln    net.Listener
-	delay time.Duration
-	armed atomic.Bool
-	got   atomic.Int64 // unix ns
-}
-
-func newReplyDelayer(t *testing.T, to string, delay time.Duration) *replyDelayer {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &replyDelayer{ln: ln, delay: delay}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", to)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			go func() {
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 {
-						if _, err := s.Write(buf[:n]); err != nil {
-							break
-						}
-					}
-					if err != nil {
-						break
-					}
-				}
-				s.Close()
-			}()
-			go func() {
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := s.Read(buf)
-					if n > 0 {
-						if p.armed.CompareAndSwap(true, false) {
-							p.got.Store(time.Now().UnixNano())
-							time.Sleep(p.delay)
-						}
-						if _, err := c.Write(buf[:n]); err != nil {
-							break
-						}
-					}
-					if err != nil {
-						break
-					}
-				}
-				c.Close()
-			}()
-		}
-	}()
-	return p
-}
-
 // TestSlowReplyKeepsSlotsWithinLate: the package doc's promise rests on a call leaving Wait at most
 // late after its slot in Redis's time. A booking's reply held back (a retransmission, a worker
 // stalled while the reply waits in its socket) makes every slot of the booking start that much
@@ -102,8 +33,19 @@ func TestSlowReplyKeepsSlotsWithinLate(t *testing.T) {
 	knownGap(t, "a booking's reply held back over late − minUse lets its calls go that much late")
 	db := testutil.Redis(t)
 	const delay = 250 * time.Millisecond
-	proxy := newReplyDelayer(t, db.Addr, delay)
-	rdb := redis.NewClient(&redis.Options{Addr: proxy.ln.Addr().String(), DB: db.Number, PoolSize: 1})
+	// Once armed, Redis's next reply is held back for delay: a TCP retransmission (Linux waits at
+	// least 200 ms), or a worker stalled while the reply waits in its socket. got is when the held
+	// reply reached the proxy: after Redis ran the command.
+	var armed atomic.Bool
+	var got atomic.Int64 // unix ns
+	proxy := testutil.NewReplyProxy(t, db.Addr, func([]byte) bool {
+		if armed.CompareAndSwap(true, false) {
+			got.Store(time.Now().UnixNano())
+			time.Sleep(delay)
+		}
+		return true
+	})
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DB: db.Number, PoolSize: 1})
 	t.Cleanup(func() { rdb.Close() })
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -122,12 +64,12 @@ func TestSlowReplyKeepsSlotsWithinLate(t *testing.T) {
 			if _, _, err := g.book(ctx, 1, 0, -1); err != nil { // loads the script, opens the connection
 				t.Fatal(err)
 			}
-			proxy.armed.Store(true)
+			armed.Store(true)
 			slots, first, err := g.book(ctx, tc.need, 0, -1)
 			if err != nil {
 				t.Fatal(err)
 			}
-			ran := time.Unix(0, proxy.got.Load()) // Redis ran the script before this
+			ran := time.Unix(0, got.Load()) // Redis ran the script before this
 			worst := time.Duration(0)
 			for i, s := range slots {
 				// The slot is at most this late in Redis's time by the process's clock.
