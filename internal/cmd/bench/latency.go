@@ -21,6 +21,7 @@ import (
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	wait "github.com/versori/activator/internal/background"
 	"github.com/versori/activator/internal/intake"
 	"github.com/versori/activator/internal/rediskeys"
 	"github.com/versori/activator/producer"
@@ -245,7 +246,7 @@ func (r *latencyRun) startWorker(ctx context.Context, poll string) error {
 	}
 	// The worker's start-up work (the first archive sweep, asynq's first heartbeat and checks) is
 	// over by then, so that the idle window sees the steady state.
-	return sleepCtx(ctx, 2*time.Second)
+	return wait.Sleep(ctx, 2*time.Second)
 }
 
 // startIntake starts `enqueue serve` with a webhook secret of its own.
@@ -289,20 +290,9 @@ func waitReady(ctx context.Context, url string, p *proc) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s did not answer 200 within 30 s (log: %s)%s", url, p.log, p.tail())
 		}
-		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+		if err := wait.Sleep(ctx, 50*time.Millisecond); err != nil {
 			return err
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 
@@ -314,7 +304,7 @@ func (b *bencher) idleRedis(ctx context.Context, window time.Duration) (IdleRedi
 		return IdleRedis{}, err
 	}
 	start := time.Now()
-	if err := sleepCtx(ctx, window); err != nil {
+	if err := wait.Sleep(ctx, window); err != nil {
 		_, _, _ = m.stop(context.WithoutCancel(ctx), b.rdb)
 		return IdleRedis{}, err
 	}
@@ -358,7 +348,7 @@ func (r *latencyRun) events(ctx context.Context, phase string, sent func()) (Lat
 	ahead := make([]float64, 0, b.cfg.Signup.Events)
 	t0 := time.Now()
 	for i := range b.cfg.Signup.Events {
-		if err := sleepCtx(ctx, time.Until(t0.Add(time.Duration(i)*b.cfg.Signup.EventGap))); err != nil {
+		if err := wait.Sleep(ctx, time.Until(t0.Add(time.Duration(i)*b.cfg.Signup.EventGap))); err != nil {
 			return ph, err
 		}
 		users[i] = fmt.Sprintf("signup-%s-%s-%03d", r.name, phase, i)
@@ -379,7 +369,7 @@ func (r *latencyRun) events(ctx context.Context, phase string, sent func()) (Lat
 		intakeMS = append(intakeMS, ms(accepted[i].Sub(start)))
 	}
 	ph.IntakeMS, ph.AheadMedian = median(intakeMS), median(ahead)
-	if err := sleepCtx(ctx, time.Second); err != nil {
+	if err := wait.Sleep(ctx, time.Second); err != nil {
 		return ph, err
 	}
 	if sent != nil {
@@ -464,7 +454,7 @@ func (r *latencyRun) waitCalls(ctx context.Context, users []string, timeout time
 		if r.worker.exited() {
 			return got, fmt.Errorf("the worker exited: %w", r.worker.exitErr())
 		}
-		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+		if err := wait.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return nil, err
 		}
 	}
@@ -500,7 +490,7 @@ func (r *latencyRun) capacity(ctx context.Context) (float64, error) {
 		if r.worker.exited() {
 			return 0, fmt.Errorf("the worker exited: %w", r.worker.exitErr())
 		}
-		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+		if err := wait.Sleep(ctx, 100*time.Millisecond); err != nil {
 			return 0, err
 		}
 	}
@@ -543,7 +533,7 @@ func (r *latencyRun) busy(ctx context.Context, rate float64) (LatencyPhase, erro
 	start := time.Now()
 	wg.Go(func() { bgErr = background(bctx, b, rate, &enqueued) })
 	// The stream reaches its steady state before the first event.
-	err := sleepCtx(ctx, 2*time.Second)
+	err := wait.Sleep(ctx, 2*time.Second)
 	var ph LatencyPhase
 	var elapsed time.Duration
 	if err == nil {
